@@ -1,0 +1,169 @@
+"""The ``msakit`` command line. Every command maps to a function of :mod:`msakit.api`.
+
+Bad input prints one line ``error: ...`` on stderr and exits with status 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from msakit.errors import MsakitError
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {self.prog}: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def command(name: str):
+    def wrap(fn: Callable[[argparse.Namespace], int]):
+        COMMANDS[name] = fn
+        return fn
+
+    return wrap
+
+
+# --------------------------------------------------------------------------- commands
+@command("demo")
+def _demo(args: argparse.Namespace) -> int:
+    from msakit import api
+    from msakit.reporting import print_results
+
+    print("msakit demo: CLGSI on synthetic MOSI-shaped data (480/120/160 samples, "
+          "50/500/375 frames) with the packaged all-MiniLM-L6-v2 text encoder", flush=True)
+    result = api.demo(out=args.out, quiet=args.quiet)
+    print(f"run folder: {result.out}")
+    print_results(result.rows, "mosi")
+    return 0
+
+
+@command("synth")
+def _synth(args: argparse.Namespace) -> int:
+    from msakit import api
+
+    path = api.synth(args.like, tuple(args.n), args.out, seed=args.seed)
+    print(f"wrote {path} ({args.like}-shaped: {' / '.join(map(str, args.n))} samples)")
+    return 0
+
+
+@command("train")
+def _train(args: argparse.Namespace) -> int:
+    from msakit import api
+    from msakit.reporting import print_results
+
+    result = api.train(
+        args.model,
+        args.dataset,
+        args.data,
+        text_encoder=args.text_encoder,
+        seeds=args.seeds,
+        epochs=args.epochs,
+        batch=args.batch,
+        out=args.out,
+        overrides=args.set,
+        adapters=args.adapters,
+        log_steps=args.log_steps,
+        resume=args.resume,
+        quiet=args.quiet,
+    )
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"wrote {result.out / 'results.csv'}")
+        print_results(result.rows, args.dataset)
+    return 0
+
+
+@command("evaluate")
+def _evaluate(args: argparse.Namespace) -> int:
+    from msakit import api
+
+    metrics = api.evaluate(args.checkpoint, args.data, args.split)
+    print(json.dumps(metrics))
+    return 0
+
+
+@command("predict")
+def _predict(args: argparse.Namespace) -> int:
+    from msakit import api
+
+    rows = api.predict(args.checkpoint, args.data, args.split, args.out)
+    print(f"wrote {len(rows)} predictions to {args.out}")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="msakit", description="Multimodal sentiment analysis: CLGSI and ConKI.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("demo", help="train CLGSI on built-in synthetic data (a few minutes)")
+    p.add_argument("--out", help="run folder (default: a new temporary folder)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("synth", help="write a synthetic MMSA feature file with the real shapes")
+    p.add_argument("--like", required=True, choices=["mosi", "mosei", "sims"])
+    p.add_argument("--n", required=True, nargs=3, type=int, metavar=("TRAIN", "VALID", "TEST"))
+    p.add_argument("--out", required=True, help="output file (MMSA pickle)")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("train", help="train a model on an MMSA feature file, several seeds")
+    _add_train_arguments(p)
+    p.add_argument("--adapters", help="ConKI: adapters.pt from pretrain-adapters")
+    p.add_argument("--log-steps", help="write one JSON line per optimizer step to this file")
+    p.add_argument("--resume", action="store_true", help="continue from seed-S/last.pt")
+
+    p = sub.add_parser("evaluate", help="metrics of a checkpoint on one split (JSON)")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+
+    p = sub.add_parser("predict", help="write a checkpoint's predictions as CSV")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--out", required=True, help="output CSV (id, prediction, label)")
+
+    for extra in _EXTRA_PARSERS:
+        extra(sub)
+    return parser
+
+
+def _add_train_arguments(p: argparse.ArgumentParser, out_default: str = "runs/msakit") -> None:
+    p.add_argument("--model", required=True, choices=["clgsi", "conki"])
+    p.add_argument("--dataset", required=True, choices=["mosi", "mosei", "sims"])
+    p.add_argument("--data", required=True, help="MMSA feature file (.pkl or converted .npz)")
+    p.add_argument("--text-encoder", help="BERT-family hub name or folder (default: packaged)")
+    p.add_argument("--seeds", nargs="+", type=int, help="one run per seed")
+    p.add_argument("--epochs", type=int, help="cap on epochs, and the schedule's horizon")
+    p.add_argument("--batch", type=int, help="global batch size")
+    p.add_argument("--out", default=out_default, help="run folder")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a preset value, e.g. --set gamma=0.5 --set fusion=add")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+_EXTRA_PARSERS: list[Callable[[argparse._SubParsersAction], None]] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except MsakitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

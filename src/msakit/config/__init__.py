@@ -1,0 +1,140 @@
+"""Typed run configuration and per (model, dataset) presets.
+
+A :class:`RunConfig` holds the training settings every model shares (batch, learning rates and
+weight decays per parameter group, schedule, early stopping, seeds...) and ``model``, the
+model's own hyperparameters (a flat dict whose keys the model's builder reads). Presets are data
+in ``msakit/config/presets.py`` next to the search spaces; ``--set key=value`` overrides either
+part by name, with the value's type checked against the preset's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from msakit.errors import MsakitError
+
+DATASETS = ("mosi", "mosei", "sims")
+GROUPS = ("text", "audio", "vision", "other")
+
+
+@dataclass
+class RunConfig:
+    """Everything needed to rebuild and retrain a run; saved beside every checkpoint."""
+
+    model_name: str
+    dataset: str
+    text_encoder: str | None = None
+    batch_size: int = 64
+    epochs: int = 50
+    """Upper bound on epochs and the horizon of the warm-up + cosine schedule."""
+    early_stop: int = 8
+    """Stop after this many epochs without a better validation MAE."""
+    lr: dict[str, float] = field(default_factory=lambda: dict.fromkeys(GROUPS, 1e-3))
+    weight_decay: dict[str, float] = field(default_factory=lambda: dict.fromkeys(GROUPS, 0.0))
+    warmup: float = 0.1
+    """Share of the schedule's steps spent in linear warm-up."""
+    schedule: str = "cosine"
+    grad_clip: float = 0.0
+    seeds: list[int] = field(default_factory=lambda: [1111])
+    dropout: float | None = None
+    """When set (e.g. 0), every dropout probability in the model takes this value."""
+    sampler: str = "random"
+    """'random' (shuffled batches) or 'bucket' (batches drawn from length buckets)."""
+    bf16: bool = False
+    cache_text: bool = True
+    """Cache frozen text-encoder outputs (only used when the text encoder is not trained)."""
+    model: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _coerce(key: str, raw: str, current: Any) -> Any:
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise MsakitError(f"--set {key}={raw}: not a valid value ({exc.problem})") from exc
+    if current is None or value is None:
+        return value
+    if isinstance(current, bool):
+        if not isinstance(value, bool):
+            raise MsakitError(f"--set {key}={raw}: expected true or false")
+        return value
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(current, list) and not isinstance(value, list):
+        value = [value]
+    if type(value) is not type(current):
+        raise MsakitError(
+            f"--set {key}={raw}: expected a {type(current).__name__}, got {type(value).__name__}"
+        )
+    return value
+
+
+def apply_overrides(config: RunConfig, overrides: list[str] | dict[str, Any]) -> RunConfig:
+    """Apply ``key=value`` overrides; ``lr.text=1e-5`` reaches into a group dict.
+
+    Keys are RunConfig fields, ``lr.G`` / ``weight_decay.G`` for a group G, or a key of the
+    model's hyperparameters (``gamma=0.5``, ``fusion=add``). Unknown keys are an error.
+    """
+    items = overrides.items() if isinstance(overrides, dict) else [_split(o) for o in overrides]
+    data = config.to_dict()
+    top = {f.name for f in dataclasses.fields(RunConfig)} - {"model", "lr", "weight_decay"}
+    for key, raw in items:
+        if not isinstance(raw, str):
+            raw = yaml.safe_dump(raw, default_flow_style=True).strip().removesuffix("...").strip()
+        if "." in key:
+            group_key, group = key.split(".", 1)
+            if group_key not in ("lr", "weight_decay") or group not in GROUPS:
+                raise MsakitError(f"--set {key}: unknown key (groups are {', '.join(GROUPS)})")
+            data[group_key][group] = float(_coerce(key, raw, 0.0))
+        elif key in ("lr", "weight_decay"):
+            value = float(_coerce(key, raw, 0.0))
+            data[key] = dict.fromkeys(GROUPS, value)
+        elif key in top:
+            data[key] = _coerce(key, raw, data[key])
+        elif key in data["model"]:
+            data["model"][key] = _coerce(key, raw, data["model"][key])
+        else:
+            valid = sorted(top | {"lr", "weight_decay"} | set(data["model"]))
+            raise MsakitError(f"--set {key}: unknown key; valid keys: {', '.join(valid)}")
+    new = RunConfig.from_dict(data)
+    validate(new)
+    return new
+
+
+def _split(item: str) -> tuple[str, str]:
+    if "=" not in item:
+        raise MsakitError(f"--set {item}: expected key=value")
+    key, value = item.split("=", 1)
+    return key.strip(), value.strip()
+
+
+def validate(config: RunConfig) -> None:
+    """Reject settings that cannot run, with one clear line."""
+    if config.dataset not in DATASETS:
+        raise MsakitError(f"unknown dataset {config.dataset!r}; choose {', '.join(DATASETS)}")
+    if config.batch_size < 1:
+        raise MsakitError(f"batch size must be at least 1, got {config.batch_size}")
+    if config.epochs < 1:
+        raise MsakitError(f"epochs must be at least 1, got {config.epochs}")
+    if config.sampler not in ("random", "bucket"):
+        raise MsakitError(f"sampler must be 'random' or 'bucket', got {config.sampler!r}")
+    if config.schedule not in ("cosine", "linear", "constant"):
+        raise MsakitError(f"schedule must be cosine, linear or constant, got {config.schedule!r}")
+    if not 0.0 <= config.warmup < 1.0:
+        raise MsakitError(f"warmup is a share of the steps in [0, 1), got {config.warmup}")
+    if config.dropout is not None and not 0.0 <= config.dropout < 1.0:
+        raise MsakitError(f"dropout must be in [0, 1), got {config.dropout}")

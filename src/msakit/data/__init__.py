@@ -1,0 +1,24 @@
+"""MMSA feature files: reader and validator, code-free npz format, synthetic generator."""
+
+from msakit.data.mmsa import (
+    SPLITS,
+    FeatureFile,
+    SplitData,
+    convert_to_npz,
+    load_feature_file,
+)
+from msakit.data.safe_format import save_npz
+from msakit.data.synthetic import DATASET_SHAPES, DatasetShape, make_synthetic, write_synthetic
+
+__all__ = [
+    "DATASET_SHAPES",
+    "SPLITS",
+    "DatasetShape",
+    "FeatureFile",
+    "SplitData",
+    "convert_to_npz",
+    "load_feature_file",
+    "make_synthetic",
+    "save_npz",
+    "write_synthetic",
+]

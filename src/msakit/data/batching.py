@@ -1,0 +1,81 @@
+"""Batches: global batch plans reproducible from the seed, trimmed to the real lengths.
+
+A *plan* is the list of global batches of one epoch (arrays of sample indices). It depends only on
+(seed, epoch, sampler, batch size), never on the number of processes: under DDP every rank builds
+the same plan and takes its slice of each global batch (:func:`shard`), so "which samples form
+each step's global batch" is the same on 1 or N ranks.
+
+``sampler="random"`` shuffles the split (what both papers' code does). ``sampler="bucket"`` sorts
+samples into length buckets first (by their longest audio/vision sequence), cuts each bucket into
+batches and shuffles the batch order, so a batch's padding, and with trimming its cost, follows
+the real lengths. :func:`collate` trims audio and vision to the batch's longest valid sequence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from msakit.data.mmsa import SplitData
+
+
+def epoch_plan(
+    split: SplitData,
+    batch_size: int,
+    *,
+    seed: int,
+    epoch: int,
+    shuffle: bool = True,
+    sampler: str = "random",
+    buckets: int = 8,
+) -> list[np.ndarray]:
+    """The global batches of one epoch, as arrays of indices into ``split``."""
+    n = len(split)
+    if not shuffle:
+        order = np.arange(n)
+        return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    rng = np.random.default_rng([seed, epoch])
+    if sampler == "bucket":
+        cost = np.maximum(split.audio_lengths, split.vision_lengths)
+        by_length = np.argsort(cost, kind="stable")
+        batches = []
+        for bucket in np.array_split(by_length, min(buckets, max(1, n // batch_size))):
+            bucket = rng.permutation(bucket)
+            batches.extend(bucket[i : i + batch_size] for i in range(0, len(bucket), batch_size))
+        return [batches[k] for k in rng.permutation(len(batches))]
+    order = rng.permutation(n)
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def shard(indices: np.ndarray, rank: int, world_size: int) -> np.ndarray:
+    """Rank ``rank``'s contiguous share of one global batch."""
+    return np.array_split(indices, world_size)[rank]
+
+
+def collate(split: SplitData, indices: np.ndarray) -> dict[str, torch.Tensor]:
+    """Tensors of the samples ``indices``, audio/vision cut to their longest valid length."""
+    a_len = split.audio_lengths[indices]
+    v_len = split.vision_lengths[indices]
+    a_max = max(1, int(a_len.max(initial=0)))
+    v_max = max(1, int(v_len.max(initial=0)))
+    t_len = split.text_lengths[indices]
+    t_max = max(1, int(t_len.max(initial=0)))
+    return {
+        "text": torch.from_numpy(split.text_bert[indices, :, :t_max]),
+        "audio": torch.from_numpy(split.audio[indices, :a_max]),
+        "audio_lengths": torch.from_numpy(a_len),
+        "vision": torch.from_numpy(split.vision[indices, :v_max]),
+        "vision_lengths": torch.from_numpy(v_len),
+        "labels": torch.from_numpy(split.labels[indices]),
+        "index": torch.from_numpy(np.asarray(indices, dtype=np.int64)),
+    }
+
+
+def iterate(
+    split: SplitData, plan: list[np.ndarray], rank: int = 0, world_size: int = 1
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Yield this rank's batch of every global batch in ``plan``."""
+    for indices in plan:
+        yield collate(split, shard(indices, rank, world_size))

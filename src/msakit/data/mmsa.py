@@ -1,0 +1,527 @@
+"""Reader and validator for MMSA feature files.
+
+An MMSA feature file (``unaligned_50.pkl`` for MOSI/MOSEI, ``unaligned_39.pkl`` for SIMS) is a
+pickle of ``{"train": split, "valid": split, "test": split}``; each split is a dict of arrays
+sharing the first dimension N:
+
+=========================  ==============  ================================================
+key                        shape           notes
+=========================  ==============  ================================================
+``text_bert``              (N, 3, Lt)      token ids, attention mask, segment ids (floats)
+``text``                   (N, Lt, 768)    frozen BERT features; optional, checked, dropped
+``audio``                  (N, La, Da)     may hold ``-inf`` (set to 0, as MMSA does)
+``vision``                 (N, Lv, Dv)
+``audio_lengths``          (N,)            valid frames [0, length); list or array; 0 is ok
+``vision_lengths``         (N,)
+``regression_labels``      (N,) or (N, 1)  MOSI/MOSEI in [-3, 3], SIMS in [-1, 1]
+``regression_labels_T/A/V`` (N,)           SIMS unimodal labels, optional
+``id``, ``raw_text``, ...  (N,)            object arrays or lists; ``id`` is kept
+=========================  ==============  ================================================
+
+:func:`load_feature_file` reads the file once (pickle, or msakit's code-free npz from
+:mod:`msakit.data.safe_format`, told apart by magic bytes), converts features to float32 and
+token ids to int64 right away, freeing the originals key by key (a float64 MOSEI audio array
+alone is 4.8 GB), and validates everything before returning. Every problem is a
+:class:`~msakit.errors.MsakitError` with one line naming the file, split, key and the first bad
+sample, e.g. ``data.pkl: split 'valid', key 'audio': NaN at sample 17 (id 'abc$_3')``.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+
+from msakit.data.safe_format import is_zip, read_npz, save_npz, split_to_mmsa
+from msakit.errors import MsakitError
+
+SPLITS = ("train", "valid", "test")
+REQUIRED_KEYS = (
+    "text_bert",
+    "audio",
+    "vision",
+    "audio_lengths",
+    "vision_lengths",
+    "regression_labels",
+)
+UNIMODAL_KEYS = {"T": "regression_labels_T", "A": "regression_labels_A", "V": "regression_labels_V"}
+# Carried by MMSA files; only their count is checked. ``convert_to_npz`` keeps them.
+METADATA_KEYS = ("id", "raw_text", "annotations", "classification_labels")
+_LABEL_KEYS = frozenset({"regression_labels", *UNIMODAL_KEYS.values(), "classification_labels"})
+_FEATURE_KEYS = ("text_bert", "text", "audio", "vision")  # 3-D, compared across splits
+_NUMERIC_KEYS = (*REQUIRED_KEYS, "text", *UNIMODAL_KEYS.values())
+_TEXT_BERT_ROWS = ("token id", "attention mask", "segment id")
+# Finiteness is checked this many elements at a time, to keep temporaries small.
+_CHUNK_ELEMENTS = 1 << 23
+
+
+@dataclass(eq=False)
+class SplitData:
+    """One split of a feature file, validated, in the dtypes the models use.
+
+    Valid frames of sample i are positions ``[0, audio_lengths[i])`` / ``[0, vision_lengths[i])``
+    (MMSA pads at the end); a length of 0 is allowed (no face found, no audio).
+    """
+
+    text_bert: np.ndarray  # (N, 3, Lt) int64: token ids, attention mask, segment ids
+    audio: np.ndarray  # (N, La, Da) float32, -inf already set to 0
+    vision: np.ndarray  # (N, Lv, Dv) float32
+    audio_lengths: np.ndarray  # (N,) int64, 0 <= len <= La
+    vision_lengths: np.ndarray  # (N,) int64, 0 <= len <= Lv
+    labels: np.ndarray  # (N,) float32, MMSA's regression_labels
+    ids: np.ndarray  # (N,) str; MMSA 'id' if present, else f"{split}-{i}"
+    unimodal_labels: dict[str, np.ndarray] = field(default_factory=dict)  # {"T","A","V"} (SIMS)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def text_lengths(self) -> np.ndarray:
+        """(N,) int64: number of attended tokens, the attention-mask row sum."""
+        return self.text_bert[:, 1].sum(axis=1)
+
+
+@dataclass(eq=False)
+class FeatureFile:
+    """A validated feature file: its path and its three splits (same dims in every split)."""
+
+    path: str
+    splits: dict[str, SplitData]
+
+    @property
+    def _train(self) -> SplitData:
+        return self.splits[SPLITS[0]]
+
+    @property
+    def text_len(self) -> int:
+        """Lt, the padded number of tokens."""
+        return int(self._train.text_bert.shape[2])
+
+    @property
+    def audio_len(self) -> int:
+        """La, the padded number of audio frames."""
+        return int(self._train.audio.shape[1])
+
+    @property
+    def audio_dim(self) -> int:
+        """Da, the audio feature size."""
+        return int(self._train.audio.shape[2])
+
+    @property
+    def vision_len(self) -> int:
+        """Lv, the padded number of vision frames."""
+        return int(self._train.vision.shape[1])
+
+    @property
+    def vision_dim(self) -> int:
+        """Dv, the vision feature size."""
+        return int(self._train.vision.shape[2])
+
+
+def load_feature_file(
+    path: str | os.PathLike[str], *, vocab_size: int | None = None
+) -> FeatureFile:
+    """Read and validate an MMSA feature file (pickle) or its code-free npz conversion.
+
+    The format is told from the file's first bytes (zip = npz, anything else = pickle), not its
+    name. Loading a pickle prints one warning line to stderr, since unpickling runs code.
+    ``vocab_size``, when given, bounds the token ids (``0 <= id < vocab_size``).
+
+    Raises :class:`MsakitError` (one line: file, split, key, first bad sample and its id) on a
+    missing or unreadable file and on any content that breaks the data contract.
+    """
+    p = os.fspath(path)
+    _check_vocab_size(vocab_size)
+    raw = _read(p, warn=True)
+    return _validate(raw, p, vocab_size)
+
+
+def convert_to_npz(
+    src: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    vocab_size: int | None = None,
+) -> FeatureFile:
+    """Validate the feature file ``src`` and write it to ``out`` in the code-free npz format.
+
+    The npz holds the validated arrays (float32 features with audio ``-inf`` set to 0, int64
+    token ids, int64 lengths, float32 labels) plus ``raw_text``, ``annotations`` and
+    ``classification_labels`` when present; the frozen ``text`` features are not kept.
+    Returns the loaded FeatureFile.
+    """
+    p, o = os.fspath(src), os.fspath(out)
+    _check_vocab_size(vocab_size)
+    if os.path.abspath(p) == os.path.abspath(o):
+        raise MsakitError(f"{p}: the output would overwrite the input; choose another --out")
+    raw = _read(p, warn=False)
+    ff = _validate(raw, p, vocab_size)
+    content: dict[str, dict[str, Any]] = {}
+    for name, split in ff.splits.items():
+        extra = {k: raw[name][k] for k in METADATA_KEYS[1:] if k in raw[name]}
+        content[name] = {**split_to_mmsa(split), **extra}
+    save_npz(content, o)
+    return ff
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+
+
+def _check_vocab_size(vocab_size: int | None) -> None:
+    if vocab_size is not None and (
+        isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1
+    ):
+        raise MsakitError(f"vocab_size must be a positive integer, got {vocab_size!r}")
+
+
+def _pickle_warning(path: str) -> None:
+    stem = Path(path).with_suffix(".npz")
+    if os.path.abspath(stem) == os.path.abspath(path):
+        stem = Path(path).with_suffix(".safe.npz")
+    sys.stderr.write(
+        f"warning: {path} is a pickle, which runs code when loaded; "
+        f"convert it once with 'msakit convert {path} --out {stem}'\n"
+    )
+    sys.stderr.flush()
+
+
+def _read(path: str, *, warn: bool) -> Any:
+    """The file's content: a dict for npz, whatever the pickle holds otherwise."""
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise MsakitError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise MsakitError(f"{path}: is a directory, not a feature file") from None
+    except OSError as e:
+        raise MsakitError(f"{path}: cannot open: {e.strerror or e}") from None
+    with f:
+        try:
+            head = f.read(8)
+            f.seek(0)
+        except OSError as e:
+            raise MsakitError(f"{path}: cannot read: {e.strerror or e}") from None
+        if not head:
+            raise MsakitError(f"{path}: the file is empty")
+        if is_zip(head):
+            return read_npz(f, path)
+        # Protocol >= 2 pickles start with PROTO (0x80); warn before their code can run.
+        warned = warn and head[:1] == b"\x80"
+        if warned:
+            _pickle_warning(path)
+        try:
+            data = pickle.load(f)
+        except EOFError:
+            raise MsakitError(f"{path}: the file is truncated (ended inside the pickle)") from None
+        except pickle.UnpicklingError as e:
+            if "truncated" in str(e):
+                raise MsakitError(f"{path}: the file is truncated ({e})") from None
+            raise MsakitError(
+                f"{path}: not an MMSA pickle or msakit npz feature file (UnpicklingError: {e})"
+            ) from None
+        except Exception as e:  # pickle.load can raise almost anything on bad input
+            raise MsakitError(
+                f"{path}: cannot unpickle the file; it is corrupt or not an MMSA feature file "
+                f"({type(e).__name__}: {e})"
+            ) from None
+    if warn and not warned:
+        _pickle_warning(path)
+    return data
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+
+
+class _Where:
+    """Builds the one-line error messages of one split."""
+
+    def __init__(self, path: str, split: str) -> None:
+        self.path = path
+        self.split = split
+        self.ids: np.ndarray | None = None  # the file's ids, once known
+
+    def fail(self, key: str, message: str, index: int | None = None) -> NoReturn:
+        text = f"{self.path}: split '{self.split}', key '{key}': {message}"
+        if index is not None:
+            text += f" at sample {index}"
+            if self.ids is not None and 0 <= index < len(self.ids):
+                text += f" (id '{self.ids[index]}')"
+        raise MsakitError(text)
+
+
+def _validate(raw: Any, path: str, vocab_size: int | None) -> FeatureFile:
+    if not isinstance(raw, dict):
+        raise MsakitError(
+            f"{path}: the file holds a {type(raw).__name__}, expected a dict with keys "
+            f"'train', 'valid', 'test'"
+        )
+    for split in SPLITS:
+        if split not in raw:
+            found = ", ".join(repr(k) for k in list(raw)[:10]) or "none"
+            raise MsakitError(f"{path}: split '{split}' is missing (top-level keys: {found})")
+        if not isinstance(raw[split], dict):
+            raise MsakitError(
+                f"{path}: split '{split}' is a {type(raw[split]).__name__}, "
+                f"expected a dict of arrays"
+            )
+    # Conversion pops keys from the split dicts; a dict shared by two splits (valid is test)
+    # must not lose them, so such a split gets its own shallow copy.
+    seen: set[int] = set()
+    for split in SPLITS:
+        if id(raw[split]) in seen:
+            raw[split] = dict(raw[split])
+        seen.add(id(raw[split]))
+    # Structure of every split first (cheap), so a bad test split fails before any big work.
+    reference: dict[str, tuple[tuple[int, ...], str]] = {}
+    for split in SPLITS:
+        _check_structure(raw[split], _Where(path, split), reference)
+    splits = {
+        split: _convert_split(raw[split], _Where(path, split), vocab_size) for split in SPLITS
+    }
+    return FeatureFile(path=path, splits=splits)
+
+
+def _check_structure(
+    d: dict[str, Any], where: _Where, reference: dict[str, tuple[tuple[int, ...], str]]
+) -> None:
+    """Keys, dtypes, ndims, sample counts and dims (against the first split seen).
+
+    Numeric values that are not arrays yet (lists) are turned into arrays in ``d``.
+    """
+    for key in REQUIRED_KEYS:
+        if key not in d:
+            where.fail(key, "required key is missing")
+    for key in _NUMERIC_KEYS:
+        if key in d:
+            d[key] = _numeric_array(d[key], where, key)
+    expected_ndim = {"text_bert": 3, "text": 3, "audio": 3, "vision": 3}
+    shape_doc = {
+        "text_bert": "(N, 3, Lt)",
+        "text": "(N, Lt, D)",
+        "audio": "(N, La, Da)",
+        "vision": "(N, Lv, Dv)",
+    }
+    for key, ndim in expected_ndim.items():
+        if key in d and d[key].ndim != ndim:
+            where.fail(key, f"expected a {ndim}-D array {shape_doc[key]}, got shape {d[key].shape}")
+    for key in ("audio_lengths", "vision_lengths", *UNIMODAL_KEYS.values(), "regression_labels"):
+        if key not in d:
+            continue
+        arr = d[key]
+        if key in _LABEL_KEYS and arr.ndim == 2 and arr.shape[1] == 1:
+            d[key] = arr = arr.reshape(-1)
+        if arr.ndim != 1:
+            where.fail(key, f"expected a 1-D array (N,), got shape {arr.shape}")
+
+    n = d["text_bert"].shape[0]
+    if n == 0:
+        where.fail("text_bert", "the split has no samples")
+    for key in (*_NUMERIC_KEYS, *METADATA_KEYS):
+        if key not in d or key == "text_bert":
+            continue
+        count = _count(d[key], where, key)
+        if count != n:
+            what = "label count mismatch" if key in _LABEL_KEYS else "sample count mismatch"
+            where.fail(key, f"{what}: {count} entries, but 'text_bert' has {n} samples")
+
+    tb = d["text_bert"]
+    if tb.shape[1] != 3:
+        where.fail(
+            "text_bert",
+            f"expected 3 rows (token ids, attention mask, segment ids) in dimension 1, "
+            f"got shape {tb.shape}",
+        )
+    if "text" in d and d["text"].shape[1] != tb.shape[2]:
+        where.fail(
+            "text", f"text length {d['text'].shape[1]} differs from text_bert's {tb.shape[2]}"
+        )
+    for key in _FEATURE_KEYS:
+        if key not in d:
+            continue
+        shape = d[key].shape
+        if 0 in shape[1:]:
+            where.fail(key, f"empty dimension in shape {shape}")
+        dims = shape[1:] if key != "text_bert" else shape[2:]
+        if key not in reference:
+            reference[key] = (dims, where.split)
+            continue
+        ref_dims, ref_split = reference[key]
+        names = {
+            "text_bert": ("text length",),
+            "text": ("text length", "feature dim"),
+            "audio": ("sequence length", "feature dim"),
+            "vision": ("sequence length", "feature dim"),
+        }[key]
+        for name, got, want in zip(names, dims, ref_dims, strict=True):
+            if got != want:
+                where.fail(key, f"{name} {got} differs from split '{ref_split}' ({want})")
+
+
+def _numeric_array(value: Any, where: _Where, key: str) -> np.ndarray:
+    try:
+        arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+        if arr.dtype.kind == "O":
+            arr = arr.astype(np.float64)
+    except (ValueError, TypeError, OverflowError) as e:
+        where.fail(key, f"not a numeric array (ragged or non-numeric values: {e})")
+    if arr.dtype.kind not in "biuf":
+        where.fail(key, f"expected numbers, got values of dtype {arr.dtype}")
+    return arr
+
+
+def _count(value: Any, where: _Where, key: str) -> int:
+    if isinstance(value, np.ndarray):
+        if value.ndim == 0:
+            where.fail(key, "expected one entry per sample, got a scalar")
+        return int(value.shape[0])
+    try:
+        return len(value)
+    except TypeError:
+        where.fail(key, f"expected one entry per sample, got a {type(value).__name__}")
+
+
+def _convert_split(d: dict[str, Any], where: _Where, vocab_size: int | None) -> SplitData:
+    """Convert and check the content of one split, popping the big arrays as it goes."""
+    n = d["text_bert"].shape[0]
+    if "id" in d:
+        try:
+            ids = np.array([_as_text(x) for x in d["id"]], dtype=str)
+        except (TypeError, ValueError) as e:
+            where.fail("id", f"ids are not strings ({e})")
+        where.ids = ids
+    else:
+        ids = np.array([f"{where.split}-{i}" for i in range(n)], dtype=str)
+
+    text_bert = _convert_text_bert(d.pop("text_bert"), where, vocab_size)
+    if "text" in d:  # frozen BERT features: checked, not kept
+        _check_finite(d.pop("text"), where, "text", zero_neg_inf=False)
+
+    audio = _float32(d.pop("audio"))
+    _check_finite(audio, where, "audio", zero_neg_inf=True)
+    vision = _float32(d.pop("vision"))
+    _check_finite(vision, where, "vision", zero_neg_inf=False)
+    audio_lengths = _lengths(d.pop("audio_lengths"), audio.shape[1], where, "audio_lengths")
+    vision_lengths = _lengths(d.pop("vision_lengths"), vision.shape[1], where, "vision_lengths")
+
+    labels = _labels(d.pop("regression_labels"), where, "regression_labels")
+    unimodal = {m: _labels(d.pop(key), where, key) for m, key in UNIMODAL_KEYS.items() if key in d}
+    return SplitData(
+        text_bert=text_bert,
+        audio=audio,
+        vision=vision,
+        audio_lengths=audio_lengths,
+        vision_lengths=vision_lengths,
+        labels=labels,
+        ids=ids,
+        unimodal_labels=unimodal,
+    )
+
+
+def _as_text(x: Any) -> str:
+    if isinstance(x, (bytes, np.bytes_)):
+        return bytes(x).decode("utf-8", "replace")
+    if isinstance(x, np.ndarray) and x.size == 1:  # ids stored as (N, 1) arrays
+        return _as_text(x.reshape(-1)[0])
+    return str(x)
+
+
+def _float32(arr: np.ndarray) -> np.ndarray:
+    """A writable float32 version of ``arr`` (the same object when it already is one)."""
+    if arr.dtype == np.float32:
+        return arr if arr.flags.writeable else arr.copy()
+    with np.errstate(over="ignore", invalid="ignore"):
+        return arr.astype(np.float32)
+
+
+def _first_sample(bad: np.ndarray) -> int | None:
+    """Index of the first sample (dimension 0) with any True in ``bad``, or None."""
+    rows = bad.reshape(bad.shape[0], -1).any(axis=1)
+    return int(rows.argmax()) if rows.any() else None
+
+
+def _num(value: Any) -> str:
+    """A number as a user wrote it: 3, 3.5, -1 (no numpy reprs, no exponent for ids)."""
+    value = float(value)
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def _describe(value: float) -> str:
+    return "NaN" if np.isnan(value) else ("+inf" if value > 0 else "-inf")
+
+
+def _check_finite(arr: np.ndarray, where: _Where, key: str, *, zero_neg_inf: bool) -> None:
+    """Fail on the first NaN/inf, sample by sample; with ``zero_neg_inf``, -inf becomes 0.
+
+    Works in chunks of samples so the boolean temporaries stay small on MOSEI-sized arrays.
+    """
+    if arr.dtype.kind not in "fc" or arr.shape[0] == 0:
+        return
+    per_sample = max(1, int(np.prod(arr.shape[1:])))
+    step = max(1, _CHUNK_ELEMENTS // per_sample)
+    for start in range(0, arr.shape[0], step):
+        chunk = arr[start : start + step]
+        if zero_neg_inf:
+            chunk[np.isneginf(chunk)] = 0  # writes through the view
+        finite = np.isfinite(chunk)
+        if finite.all():
+            continue
+        bad = ~finite
+        i = _first_sample(bad)
+        assert i is not None
+        value = chunk[i][bad[i]].reshape(-1)[0]
+        where.fail(key, _describe(value), start + i)
+
+
+def _convert_text_bert(arr: np.ndarray, where: _Where, vocab_size: int | None) -> np.ndarray:
+    key = "text_bert"
+    _check_finite(arr, where, key, zero_neg_inf=False)
+    if arr.dtype.kind == "f":
+        for row, name in enumerate(_TEXT_BERT_ROWS):
+            values = arr[:, row]
+            i = _first_sample(values != np.floor(values))
+            if i is not None:
+                bad = values[i][values[i] != np.floor(values[i])][0]
+                where.fail(key, f"{name} {_num(bad)} is not an integer", i)
+    tokens = arr[:, 0]
+    i = _first_sample(tokens < 0)
+    if i is not None:
+        where.fail(key, f"negative token id {_num(tokens[i].min())}", i)
+    limit = vocab_size if vocab_size is not None else np.iinfo(np.int64).max // 2
+    i = _first_sample(tokens >= limit)
+    if i is not None:
+        detail = f"the vocabulary size {vocab_size}" if vocab_size is not None else "int64"
+        where.fail(key, f"token id {_num(tokens[i].max())} does not fit {detail}", i)
+    for row in (1, 2):
+        values = arr[:, row]
+        i = _first_sample((values != 0) & (values != 1))
+        if i is not None:
+            bad = values[i][(values[i] != 0) & (values[i] != 1)][0]
+            where.fail(key, f"{_TEXT_BERT_ROWS[row]} {_num(bad)} is not 0 or 1", i)
+    return arr.astype(np.int64)
+
+
+def _lengths(arr: np.ndarray, seq_len: int, where: _Where, key: str) -> np.ndarray:
+    _check_finite(arr, where, key, zero_neg_inf=False)
+    if arr.dtype.kind == "f":
+        i = _first_sample(arr != np.floor(arr))
+        if i is not None:
+            where.fail(key, f"length {_num(arr[i])} is not an integer", i)
+    i = _first_sample(arr < 0)
+    if i is not None:
+        where.fail(key, f"negative length {_num(arr[i])}", i)
+    i = _first_sample(arr > seq_len)
+    if i is not None:
+        where.fail(key, f"length {_num(arr[i])} exceeds the sequence length {seq_len}", i)
+    return arr.astype(np.int64)
+
+
+def _labels(arr: np.ndarray, where: _Where, key: str) -> np.ndarray:
+    out = _float32(arr)
+    _check_finite(out, where, key, zero_neg_inf=False)
+    return out

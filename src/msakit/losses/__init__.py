@@ -1,0 +1,22 @@
+"""Contrastive losses of the two methods, standalone ``nn.Module``s with no model imports.
+
+- :class:`IntensityGuidedContrastiveLoss`: CLGSI, contrastive learning guided by sentiment
+  intensity (paper and official-code variants).
+- :class:`HierarchicalContrastiveLoss`: ConKI, hierarchical contrastive learning.
+"""
+
+from msakit.losses.hierarchical_contrastive import (
+    HierarchicalContrastiveLoss,
+    hierarchical_pair_masks,
+)
+from msakit.losses.intensity_contrastive import (
+    IntensityGuidedContrastiveLoss,
+    intensity_pair_masks,
+)
+
+__all__ = [
+    "HierarchicalContrastiveLoss",
+    "IntensityGuidedContrastiveLoss",
+    "hierarchical_pair_masks",
+    "intensity_pair_masks",
+]

@@ -1,0 +1,134 @@
+"""The field's regression metrics, numerically identical to MMSA's ``MetricsTop``.
+
+MMSA (thuiar/MMSA, ``src/MMSA/utils/metricsTop.py``) defines the numbers every MSA paper
+reports. We follow it exactly:
+
+* predictions and labels are flattened and kept in **float32** (MMSA never casts to float64;
+  this matters for SIMS labels that sit exactly on a bin edge such as -0.1),
+* ``np.round`` rounds half to even (2.5 -> 2), as in MMSA's ``multiclass_acc``,
+* MOSI/MOSEI: ``Has0`` is negative vs non-negative (``>= 0``), ``Non0`` drops the samples whose
+  *label* is 0 and compares ``> 0``; Acc-7/Acc-5 clip both sides to [-3, 3] / [-2, 2];
+  MAE and Corr use the unclipped values,
+* SIMS: both sides are clipped to [-1, 1] first and every metric uses the clipped values;
+  classes are left-open, right-closed bins, so 0 counts as negative for ``Mult_acc_2``,
+* F1 is scikit-learn's weighted F1; every value is rounded with ``round(x, 4)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.metrics import accuracy_score, f1_score
+
+DATASETS = ("mosi", "mosei", "sims")
+MOSI_METRICS = (
+    "Has0_acc_2",
+    "Has0_F1_score",
+    "Non0_acc_2",
+    "Non0_F1_score",
+    "Mult_acc_5",
+    "Mult_acc_7",
+    "MAE",
+    "Corr",
+)
+SIMS_METRICS = ("Mult_acc_2", "Mult_acc_3", "Mult_acc_5", "F1_score", "MAE", "Corr")
+# SIMS class edges (left-open, right-closed), MMSA's ms_2 / ms_3 / ms_5.
+SIMS_EDGES = {
+    2: (-1.01, 0.0, 1.01),
+    3: (-1.01, -0.1, 0.1, 1.01),
+    5: (-1.01, -0.7, -0.1, 0.1, 0.7, 1.01),
+}
+# Which metric is "better when lower"; used for early stopping and model selection.
+LOWER_IS_BETTER = frozenset({"MAE", "Loss"})
+
+
+def metric_names(dataset: str) -> tuple[str, ...]:
+    """MMSA's metric names for ``dataset``, in MMSA's order."""
+    return SIMS_METRICS if _dataset(dataset) == "sims" else MOSI_METRICS
+
+
+def _dataset(dataset: str) -> str:
+    name = dataset.lower()
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
+    return name
+
+
+def _flat32(x: Sequence[float] | np.ndarray) -> np.ndarray:
+    if hasattr(x, "detach"):  # a torch tensor
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=np.float32).reshape(-1)
+
+
+def _multiclass_acc(pred: np.ndarray, true: np.ndarray) -> float:
+    return float(np.sum(np.round(pred) == np.round(true)) / float(len(true)))
+
+
+def _corr(pred: np.ndarray, true: np.ndarray) -> float:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return float(np.corrcoef(pred, true)[0][1])
+
+
+def _bins(x: np.ndarray, edges: tuple[float, ...]) -> np.ndarray:
+    out = np.zeros(x.shape, dtype=np.int64)
+    for k in range(len(edges) - 1):
+        lo, hi = np.float32(edges[k]), np.float32(edges[k + 1])
+        out[(x > lo) & (x <= hi)] = k
+    return out
+
+
+def _mosi(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    non_zero = true != 0
+    if non_zero.any():
+        nz_true, nz_pred = true[non_zero] > 0, pred[non_zero] > 0
+        non0_acc = accuracy_score(nz_true, nz_pred)
+        non0_f1 = f1_score(nz_true, nz_pred, average="weighted")
+    else:  # MMSA raises here; an all-zero label set has no Non0 score.
+        non0_acc = non0_f1 = float("nan")
+    has0_true, has0_pred = true >= 0, pred >= 0
+    values = {
+        "Has0_acc_2": accuracy_score(has0_true, has0_pred),
+        "Has0_F1_score": f1_score(has0_true, has0_pred, average="weighted"),
+        "Non0_acc_2": non0_acc,
+        "Non0_F1_score": non0_f1,
+        "Mult_acc_5": _multiclass_acc(np.clip(pred, -2.0, 2.0), np.clip(true, -2.0, 2.0)),
+        "Mult_acc_7": _multiclass_acc(np.clip(pred, -3.0, 3.0), np.clip(true, -3.0, 3.0)),
+        "MAE": np.mean(np.absolute(pred - true)).astype(np.float64),
+        "Corr": _corr(pred, true),
+    }
+    return values
+
+
+def _sims(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    pred, true = np.clip(pred, -1.0, 1.0), np.clip(true, -1.0, 1.0)
+    b_pred = {k: _bins(pred, e) for k, e in SIMS_EDGES.items()}
+    b_true = {k: _bins(true, e) for k, e in SIMS_EDGES.items()}
+    return {
+        "Mult_acc_2": _multiclass_acc(b_pred[2], b_true[2]),
+        "Mult_acc_3": _multiclass_acc(b_pred[3], b_true[3]),
+        "Mult_acc_5": _multiclass_acc(b_pred[5], b_true[5]),
+        "F1_score": f1_score(b_true[2], b_pred[2], average="weighted"),
+        "MAE": np.mean(np.absolute(pred - true)).astype(np.float64),
+        "Corr": _corr(pred, true),
+    }
+
+
+def compute_metrics(
+    predictions: Sequence[float] | np.ndarray,
+    labels: Sequence[float] | np.ndarray,
+    dataset: str,
+) -> dict[str, float]:
+    """MMSA's regression metrics for ``dataset`` (``mosi``, ``mosei`` or ``sims``).
+
+    A pure function of predictions and labels (arrays, lists or tensors of the same length);
+    returns ``{name: value}`` with MMSA's names, order and ``round(value, 4)``.
+    """
+    name = _dataset(dataset)
+    pred, true = _flat32(predictions), _flat32(labels)
+    if pred.shape != true.shape:
+        raise ValueError(f"{pred.shape[0]} predictions for {true.shape[0]} labels")
+    if pred.size == 0:
+        raise ValueError("no predictions to score")
+    values = _sims(pred, true) if name == "sims" else _mosi(pred, true)
+    return {k: round(float(v), 4) for k, v in values.items()}

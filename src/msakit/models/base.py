@@ -1,0 +1,96 @@
+"""What every msakit model provides to the one generic Trainer.
+
+A model is an ``nn.Module`` that
+
+* maps a batch (see :mod:`msakit.data.batching`) to a :class:`ModelOutput`: the prediction and
+  the representations its loss needs,
+* computes its loss from that output (:meth:`MSAModel.compute_loss`), given a ``gather`` function
+  that under DDP concatenates a per-rank tensor over all ranks (with gradients), so contrastive
+  losses see the global batch,
+* names its parameter groups (text encoder, audio, vision, other), which the Trainer maps to
+  learning rates and weight decays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+Gather = Callable[[torch.Tensor], torch.Tensor]
+
+
+def no_gather(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+@dataclass
+class ModelOutput:
+    """prediction (B,) and named representations (B, d) for losses and plots."""
+
+    prediction: torch.Tensor
+    representations: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class LossOutput:
+    loss: torch.Tensor
+    task_loss: torch.Tensor
+    contrastive_loss: torch.Tensor
+
+
+@dataclass
+class Dims:
+    """Feature sizes of a data file that a model is built for."""
+
+    audio: int
+    vision: int
+    text_len: int = 50
+    audio_len: int = 500
+    vision_len: int = 375
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "audio": self.audio,
+            "vision": self.vision,
+            "text_len": self.text_len,
+            "audio_len": self.audio_len,
+            "vision_len": self.vision_len,
+        }
+
+
+def task_mean(per_sample: torch.Tensor, global_batch: int | None, world_size: int) -> torch.Tensor:
+    """Mean of a per-sample loss over the global batch, as seen by one rank.
+
+    DDP averages gradients over ranks, so each rank returns ``sum_local / global_batch * world``;
+    with one process this is the plain mean.
+    """
+    if global_batch is None or world_size == 1:
+        return per_sample.mean()
+    return per_sample.sum() * (world_size / global_batch)
+
+
+class MSAModel(nn.Module):
+    """Base class: subclasses implement forward, compute_loss and parameter_groups."""
+
+    name = "base"
+
+    def compute_loss(
+        self,
+        output: ModelOutput,
+        batch: dict[str, torch.Tensor],
+        gather: Gather = no_gather,
+        global_batch: int | None = None,
+        world_size: int = 1,
+    ) -> LossOutput:
+        raise NotImplementedError
+
+    def parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
+        """{"text" | "audio" | "vision" | "other": [(name, parameter), ...]}."""
+        raise NotImplementedError
+
+    def trains_text_encoder(self) -> bool:
+        """Whether the text encoder's weights are trained (if not, its outputs can be cached)."""
+        return True

@@ -1,0 +1,284 @@
+"""CLGSI: Contrastive Learning Guided by Sentiment Intensity (Yang et al., NAACL Findings 2024).
+
+Reads top to bottom: building blocks (GLFK and its ablation variants, Subnet, head), the model,
+then its registration. Equations refer to the paper (papers/CLGSI-2024-findings-naacl.txt).
+
+* Encoders (Sec. 3.1): BERT for text; audio and vision pass 2-layer Transformer encoders on their
+  raw feature width (authors' config: feed-forward 2048, heads per dataset). msakit masks padding.
+* Common features (Sec. 3.2): T_c = ReLU(FC([CLS])), A_c / V_c = ReLU(FC(last valid frame)),
+  each in R^{d_c}; the contrastive loss (Sec. 3.4) acts on them; GLFK fuses [V_c, T_c, A_c].
+* Specific features (Sec. 3.3): Subnet = GAP over valid positions, then
+  sigma_2(W_2 sigma_1(W_1 x)), W_1: d_m -> d_m/r, W_2: d_m/r -> d_s (ReLU, Sigmoid). The paper
+  writes r = 8; the authors' config uses r = 2 on MOSI (preset ``subnet_reduction``).
+* Head (Sec. 3.5): a 3-layer MLP on [I_t; I_v; I_a; F_k], as in the authors' code
+  (dropout, 4d_c -> 3d_f, 3d_f -> 2d_f, ReLU, BatchNorm, 2d_f -> 1); L1 task loss + gamma * L_cl.
+
+Readings chosen where the paper is silent: the [CLS] vector is BERT's last hidden state at
+position 0 (authors' code); GLFK's stack order is the paper's [V_c, T_c, A_c] (the code stacks
+T, A, V; the order only permutes three learned weights).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from msakit.encoders.sequence import SequenceEncoder, last_valid, masked_mean
+from msakit.encoders.text import bert_inputs
+from msakit.losses import IntensityGuidedContrastiveLoss
+from msakit.models.base import (
+    Dims,
+    Gather,
+    LossOutput,
+    ModelOutput,
+    MSAModel,
+    no_gather,
+    task_mean,
+)
+from msakit.models.registry import register_model
+
+FUSIONS = ("glfk", "add", "concat", "gk", "lfk", "transformer")
+
+
+class GLFK(nn.Module):
+    """Global-Local-Fine-Knowledge fusion of the stacked common features (Sec. 3.2, Fig. 2a).
+
+    F_c = [V_c, T_c, A_c] in R^{d_c x 3} is seen as a 1-channel d_c x 3 image.
+    Global: a (1 x 3) conv compresses the 3 modalities to 1 column (d_c x 1).
+    Local: a 1x1 conv expands to beta/2 channels; PReLU (authors' code).
+    Fine: a 1x1 conv expands to beta channels.
+    Knowledge: a 1x1 conv reduces to 1 channel; tanh (authors' code). Output (B, d_c).
+
+    ``parts`` selects the ablations of Table 4: "glfk", "gk" (no Local/Fine: Global then
+    Knowledge 1 -> 1) and "lfk" (no Global: the 3 modality columns enter Local as 3 channels).
+    """
+
+    def __init__(self, beta: int = 16, parts: str = "glfk") -> None:
+        super().__init__()
+        self.parts = parts
+        self.global_conv = nn.Conv2d(1, 1, kernel_size=(1, 3)) if "g" in parts else None
+        if "l" in parts:
+            local_in = 1 if self.global_conv is not None else 3
+            self.local = nn.Sequential(nn.Conv2d(local_in, beta // 2, 1), nn.PReLU())
+            self.fine = nn.Conv2d(beta // 2, beta, 1)
+            self.knowledge = nn.Conv2d(beta, 1, 1)
+        else:
+            self.local = self.fine = None
+            self.knowledge = nn.Conv2d(1, 1, 1)
+
+    def forward(self, stacked: torch.Tensor) -> torch.Tensor:
+        """stacked (B, d_c, 3) -> (B, d_c)."""
+        if self.global_conv is not None:
+            x = self.global_conv(stacked.unsqueeze(1))  # (B, 1, d_c, 1)
+        else:
+            x = stacked.transpose(1, 2).unsqueeze(-1)  # (B, 3, d_c, 1)
+        if self.local is not None:
+            x = self.fine(self.local(x))  # (B, beta, d_c, 1)
+        return torch.tanh(self.knowledge(x)).flatten(1)  # (B, d_c)
+
+
+class TransformerFusion(nn.Module):
+    """Appendix D baseline: a Transformer encoder (8 heads) over the 3 common features."""
+
+    def __init__(self, dim: int, layers: int, heads: int = 8, dropout: float = 0.1) -> None:
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(
+            dim, heads, dim_feedforward=4 * dim, dropout=dropout, batch_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+
+    def forward(self, stacked: torch.Tensor) -> torch.Tensor:
+        """stacked (B, d_c, 3) -> mean over the 3 modality tokens (B, d_c)."""
+        return self.encoder(stacked.transpose(1, 2)).mean(dim=1)
+
+
+class CommonFusion(nn.Module):
+    """The common-feature extractor: GLFK or one of the ablations of Tables 4 and 8."""
+
+    def __init__(self, kind: str, dim: int, beta: int, layers: int, heads: int) -> None:
+        super().__init__()
+        if kind not in FUSIONS:
+            raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, got {kind!r}")
+        self.kind = kind
+        self.out_dim = 3 * dim if kind == "concat" else dim
+        if kind in ("glfk", "gk", "lfk"):
+            self.net: nn.Module | None = GLFK(beta, parts=kind)
+        elif kind == "transformer":
+            self.net = TransformerFusion(dim, layers, heads)
+        else:
+            self.net = None
+
+    def forward(self, stacked: torch.Tensor) -> torch.Tensor:
+        """stacked (B, d_c, 3) -> (B, out_dim)."""
+        if self.kind == "add":
+            return stacked.sum(dim=-1)
+        if self.kind == "concat":
+            return stacked.transpose(1, 2).flatten(1)
+        return self.net(stacked)
+
+
+class Subnet(nn.Module):
+    """Specific features (Sec. 3.3): GAP over valid positions, d_m -> d_m/r -> d_s, ReLU, Sigmoid."""
+
+    def __init__(self, dim: int, out_dim: int, reduction: int) -> None:
+        super().__init__()
+        hidden = max(1, dim // reduction)
+        self.down = nn.Linear(dim, hidden)
+        self.up = nn.Linear(hidden, out_dim, bias=False)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x (B, L, d_m), mask (B, L) -> (B, d_s)."""
+        return torch.sigmoid(self.up(F.relu(self.down(masked_mean(x, mask)))))
+
+
+class Projection(nn.Module):
+    """Dropout, FC to d_c, ReLU: the common representation of one modality."""
+
+    def __init__(self, dim: int, out_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(dim, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.fc(self.dropout(x)))
+
+
+class Head(nn.Module):
+    """The 3-layer MLP (authors' code): dropout, in -> 3d_f, 3d_f -> 2d_f, ReLU, BN, 2d_f -> 1."""
+
+    def __init__(self, in_dim: int, width: int, dropout: float) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Dropout(dropout),
+            nn.Linear(in_dim, 3 * width),
+            nn.Linear(3 * width, 2 * width),
+            nn.ReLU(),
+            nn.BatchNorm1d(2 * width),
+            nn.Linear(2 * width, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(-1)
+
+
+class CLGSI(MSAModel):
+    """The CLGSI model; ``config`` holds the keys of ``msakit.config.presets.CLGSI_MODEL``."""
+
+    name = "clgsi"
+
+    def __init__(self, config: dict[str, Any], dims: Dims, text_encoder: nn.Module) -> None:
+        super().__init__()
+        c = config
+        if not (c["use_common"] or c["use_specific"]):
+            raise ValueError("CLGSI needs common or specific features (or both)")
+        self.config = dict(c)
+        d_text = text_encoder.config.hidden_size
+        d_c, d_s = c["common_dim"], c["specific_dim"]
+        self.text_encoder = text_encoder
+        self.audio_encoder = SequenceEncoder(
+            dims.audio, c["audio_heads"], c["audio_layers"], c["feedforward"], c["encoder_dropout"]
+        )
+        self.vision_encoder = SequenceEncoder(
+            dims.vision, c["vision_heads"], c["vision_layers"], c["feedforward"],
+            c["encoder_dropout"],
+        )
+        head_in = 0
+        if c["use_common"] or c["contrastive"]:
+            self.project_text = Projection(d_text, d_c, c["projection_dropout"])
+            self.project_audio = Projection(dims.audio, d_c, c["projection_dropout"])
+            self.project_vision = Projection(dims.vision, d_c, c["projection_dropout"])
+        if c["use_common"]:
+            self.fusion = CommonFusion(
+                c["fusion"], d_c, c["beta"], c["fusion_layers"], c["fusion_heads"]
+            )
+            head_in += self.fusion.out_dim
+        if c["use_specific"]:
+            r = c["subnet_reduction"]
+            self.subnet_text = Subnet(d_text, d_s, r)
+            self.subnet_audio = Subnet(dims.audio, d_s, r)
+            self.subnet_vision = Subnet(dims.vision, d_s, r)
+            head_in += 3 * d_s
+        self.head = Head(head_in, c["head_dim"], c["head_dropout"])
+        self.contrastive = (
+            IntensityGuidedContrastiveLoss(
+                threshold=c["threshold"],
+                gain=c["gain"],
+                temperature=c["temperature"],
+                # The released code maps every dataset's labels with H = 3 (SIMS included).
+                label_scale=3.0 if c["variant"] == "official" else c["label_scale"],
+                variant=c["variant"],
+                weighted=c["weighted"],
+            )
+            if c["contrastive"]
+            else None
+        )
+
+    def encode_text(self, text: torch.Tensor) -> torch.Tensor:
+        """text (B, 3, Lt) MMSA rows -> BERT last hidden state (B, Lt, d_t)."""
+        return self.text_encoder(**bert_inputs(text)).last_hidden_state
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
+        text_mask = batch["text"][:, 1] > 0  # (B, Lt)
+        text_h = batch["text_hidden"] if "text_hidden" in batch else self.encode_text(batch["text"])
+        audio_h, audio_mask = self.audio_encoder(batch["audio"], batch["audio_lengths"])
+        vision_h, vision_mask = self.vision_encoder(batch["vision"], batch["vision_lengths"])
+        reps: dict[str, torch.Tensor] = {}
+        parts = []
+        if hasattr(self, "project_text"):
+            reps["text"] = self.project_text(text_h[:, 0])  # [CLS]
+            reps["audio"] = self.project_audio(last_valid(audio_h, batch["audio_lengths"]))
+            reps["vision"] = self.project_vision(last_valid(vision_h, batch["vision_lengths"]))
+        if self.config["use_common"]:
+            stacked = torch.stack([reps["vision"], reps["text"], reps["audio"]], dim=-1)
+            reps["common"] = self.fusion(stacked)  # F_k
+        if self.config["use_specific"]:
+            reps["specific_text"] = self.subnet_text(text_h, text_mask)
+            reps["specific_vision"] = self.subnet_vision(vision_h, vision_mask)
+            reps["specific_audio"] = self.subnet_audio(audio_h, audio_mask)
+            parts += [reps["specific_text"], reps["specific_vision"], reps["specific_audio"]]
+        if self.config["use_common"]:
+            parts.append(reps["common"])
+        prediction = self.head(torch.cat(parts, dim=-1))
+        return ModelOutput(prediction=prediction, representations=reps)
+
+    def compute_loss(
+        self,
+        output: ModelOutput,
+        batch: dict[str, torch.Tensor],
+        gather: Gather = no_gather,
+        global_batch: int | None = None,
+        world_size: int = 1,
+    ) -> LossOutput:
+        labels = batch["labels"].to(output.prediction.dtype)
+        task = task_mean((output.prediction - labels).abs(), global_batch, world_size)
+        if self.contrastive is None:
+            zero = task.detach() * 0
+            return LossOutput(task, task, zero)
+        reps = output.representations
+        cl = self.contrastive(
+            gather(reps["text"]), gather(reps["audio"]), gather(reps["vision"]), gather(labels)
+        )
+        return LossOutput(task + self.config["gamma"] * cl, task, cl)
+
+    def parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
+        groups: dict[str, list[tuple[str, nn.Parameter]]] = {
+            "text": [], "audio": [], "vision": [], "other": []
+        }
+        for name, param in self.named_parameters():
+            if name.startswith("text_encoder."):
+                groups["text"].append((name, param))
+            elif name.startswith("audio_encoder."):
+                groups["audio"].append((name, param))
+            elif name.startswith("vision_encoder."):
+                groups["vision"].append((name, param))
+            else:
+                groups["other"].append((name, param))
+        return groups
+
+
+@register_model("clgsi")
+def build_clgsi(config: dict[str, Any], dims: Dims, text_encoder: nn.Module) -> CLGSI:
+    return CLGSI(config, dims, text_encoder)

@@ -1,0 +1,25 @@
+"""Result tables: one run's seeds in the terminal, several runs side by side (``report``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from msakit.metrics import metric_names
+
+
+def format_results(rows: list[dict[str, Any]], dataset: str) -> str:
+    """A fixed-width table of per-seed rows followed by the mean and std rows."""
+    names = metric_names(dataset)
+    header = ["seed", *names]
+    body = [[str(row["seed"]), *(f"{row[k]:.4f}" for k in names)] for row in rows]
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True))]
+    for r in body:
+        if r[0] == "mean":
+            lines.append("  ".join("-" * w for w in widths))
+        lines.append("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)))
+    return "\n".join(lines)
+
+
+def print_results(rows: list[dict[str, Any]], dataset: str) -> None:
+    print(format_results(rows, dataset))

@@ -1,0 +1,1 @@
+"""Training: the generic Trainer, DDP helpers and stage logic (ConKI adapter pretraining)."""

@@ -1,0 +1,497 @@
+"""The one generic Trainer: every model, every stage, one loop.
+
+A model contributes its modules, its parameter groups and its loss (:mod:`msakit.models.base`);
+the Trainer does the rest: AdamW with a learning rate and weight decay per group (text encoder,
+audio, vision, other; the text encoder's biases and LayerNorms take no decay, as in BERT
+practice and the authors' code), linear warm-up then cosine (or linear) decay over the run's
+horizon (``epochs`` x steps per epoch), early stopping on validation MAE, the best checkpoint,
+an exact-resume ``last.pt`` written atomically at every epoch's end, per-step JSON logs,
+TensorBoard curves, a progress bar, optional bf16 autocast, and DDP under torchrun.
+
+Determinism: the batch plan of each epoch is a function of (seed, epoch), and the RNG states of
+torch, numpy and random are seeded at the start and saved in ``last.pt``, so a run is
+reproducible for a given seed on a given machine, and a resumed run ends where an unbroken one
+does.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from msakit.config import RunConfig
+from msakit.data.batching import epoch_plan, iterate, shard
+from msakit.data.mmsa import SplitData
+from msakit.metrics import compute_metrics
+from msakit.models.base import MSAModel
+from msakit.training.distributed import DistContext
+
+NO_DECAY = ("bias", "LayerNorm.weight", "LayerNorm.bias", "layer_norm", "norm.weight")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": _numpy_state_to_plain(np.random.get_state()),
+        "python": _python_state_to_plain(random.getstate()),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(_plain_to_numpy_state(state["numpy"]))
+    random.setstate(_plain_to_python_state(state["python"]))
+
+
+def _numpy_state_to_plain(state: tuple) -> dict[str, Any]:
+    name, keys, pos, has_gauss, cached = state
+    return {
+        "name": name,
+        "keys": torch.from_numpy(keys.astype(np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached": float(cached),
+    }
+
+
+def _plain_to_numpy_state(state: dict[str, Any]) -> tuple:
+    keys = state["keys"].numpy().astype(np.uint32)
+    return (state["name"], keys, state["pos"], state["has_gauss"], state["cached"])
+
+
+def _python_state_to_plain(state: tuple) -> dict[str, Any]:
+    version, internal, gauss = state
+    return {"version": version, "internal": list(internal), "gauss": gauss}
+
+
+def _plain_to_python_state(state: dict[str, Any]) -> tuple:
+    return (state["version"], tuple(state["internal"]), state["gauss"])
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """torch.save to a temporary file, then rename: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def set_dropout(model: nn.Module, p: float) -> None:
+    """Set every dropout probability in ``model`` (nn.Dropout, attention dropouts) to ``p``."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = p
+        if isinstance(module, nn.MultiheadAttention):
+            module.dropout = p
+        # Hugging Face attention modules keep their probability as a float attribute.
+        for attr in ("dropout_prob", "attention_dropout"):
+            if isinstance(getattr(module, attr, None), float):
+                setattr(module, attr, p)
+        config = getattr(module, "config", None)
+        if config is not None and hasattr(config, "attention_probs_dropout_prob"):
+            config.attention_probs_dropout_prob = p
+            config.hidden_dropout_prob = p
+
+
+def build_optimizer(model: MSAModel, config: RunConfig) -> torch.optim.Optimizer:
+    """AdamW with one group per (parameter group, decay / no decay) pair that has parameters."""
+    param_groups = []
+    for group, named in model.parameter_groups().items():
+        decay, no_decay = [], []
+        for name, param in named:
+            if not param.requires_grad:
+                continue
+            skip = group == "text" and any(key in name for key in NO_DECAY)
+            (no_decay if skip else decay).append(param)
+        for params, wd, suffix in (
+            (decay, config.weight_decay[group], ""),
+            (no_decay, 0.0, "_no_decay"),
+        ):
+            if params:
+                param_groups.append(
+                    {"params": params, "lr": config.lr[group], "weight_decay": wd,
+                     "name": group + suffix}
+                )
+    if not param_groups:
+        raise ValueError("the model has no trainable parameters")
+    return torch.optim.AdamW(param_groups)
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, config: RunConfig, total_steps: int, warmup_steps: int
+):
+    from transformers import (
+        get_constant_schedule_with_warmup,
+        get_cosine_schedule_with_warmup,
+        get_linear_schedule_with_warmup,
+    )
+
+    if config.schedule == "cosine":
+        return get_cosine_schedule_with_warmup(optimizer, warmup_steps, total_steps)
+    if config.schedule == "linear":
+        return get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
+    return get_constant_schedule_with_warmup(optimizer, warmup_steps)
+
+
+@dataclass
+class EarlyStopping:
+    """Stop after ``patience`` epochs without a validation MAE below the best by 1e-6."""
+
+    patience: int
+    best: float = math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+
+    def update(self, value: float, epoch: int) -> bool:
+        """Record an epoch's value; True when it is a new best."""
+        if value <= self.best - 1e-6:
+            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.bad_epochs >= self.patience
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.best_epoch = state["best"], state["best_epoch"]
+        self.bad_epochs = state["bad_epochs"]
+
+
+@dataclass
+class EvalResult:
+    predictions: np.ndarray
+    labels: np.ndarray
+    indices: np.ndarray
+    metrics: dict[str, float]
+    loss: float
+
+
+@dataclass
+class TrainerHooks:
+    """Optional callbacks: after each epoch (e.g. Optuna pruning) with (epoch, valid metrics)."""
+
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None
+
+
+@dataclass
+class Trainer:
+    """Train ``model`` on ``train`` with early stopping on ``valid``; see the module docstring."""
+
+    model: MSAModel
+    config: RunConfig
+    train: SplitData
+    valid: SplitData
+    run_dir: Path | None = None
+    seed: int = 0
+    dist: DistContext = field(default_factory=DistContext)
+    quiet: bool = False
+    log_steps: Path | None = None
+    resume: bool = False
+    tensorboard: Path | None = None
+    checkpoint_extra: dict[str, Any] = field(default_factory=dict)
+    hooks: TrainerHooks = field(default_factory=TrainerHooks)
+    warmup_steps: int | None = None
+    """Overrides ``config.warmup`` x total steps (ConKI stage 1 warms up for one epoch)."""
+    best_state_filter: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None
+
+    def __post_init__(self) -> None:
+        self.device = self.dist.device
+        self.model.to(self.device)
+        if self.config.dropout is not None:
+            set_dropout(self.model, self.config.dropout)
+        self.module: nn.Module = self.model
+        if self.dist.enabled:
+            self.module = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            self.module = nn.parallel.DistributedDataParallel(
+                self.module,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True,
+            )
+        self.history: list[dict[str, Any]] = []
+        self.global_step = 0
+
+    # ------------------------------------------------------------------ batches
+    def _plan(self, epoch: int) -> list[np.ndarray]:
+        plan = epoch_plan(
+            self.train, self.config.batch_size, seed=self.seed, epoch=epoch,
+            sampler=self.config.sampler,
+        )
+        # BatchNorm cannot train on a batch of one: fold a last lone sample into the batch before.
+        if len(plan) > 1 and len(plan[-1]) == 1:
+            plan = plan[:-2] + [np.concatenate(plan[-2:])]
+        return plan
+
+    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16)
+
+    # ------------------------------------------------------------------ training
+    def fit(self) -> dict[str, Any]:
+        """Train until the horizon or early stop; return the best epoch's validation metrics."""
+        seed_everything(self.seed)
+        steps_per_epoch = len(self._plan(0))
+        total = steps_per_epoch * self.config.epochs
+        warmup = (
+            self.warmup_steps
+            if self.warmup_steps is not None
+            else int(self.config.warmup * total)
+        )
+        self.optimizer = build_optimizer(self.model, self.config)
+        self.scheduler = build_scheduler(self.optimizer, self.config, total, warmup)
+        self.stopper = EarlyStopping(self.config.early_stop)
+        start_epoch = 0
+        if self.resume and self.run_dir is not None and (self.run_dir / "last.pt").exists():
+            start_epoch = self._load_last()
+        writer = self._writer()
+        log = self._open_step_log(start_epoch > 0)
+        best_valid: dict[str, Any] = self._best_valid_from_history()
+        try:
+            for epoch in range(start_epoch, self.config.epochs):
+                if self.stopper.should_stop:
+                    break
+                started = time.perf_counter()
+                train_stats = self._train_epoch(epoch, log, writer)
+                result = self.evaluate(self.valid)
+                improved = self.stopper.update(result.metrics["MAE"], epoch)
+                record = {
+                    "epoch": epoch + 1,
+                    **{f"train_{k}": v for k, v in train_stats.items()},
+                    "valid_loss": result.loss,
+                    **{f"valid_{k}": v for k, v in result.metrics.items()},
+                    "seconds": round(time.perf_counter() - started, 3),
+                }
+                self.history.append(record)
+                if improved:
+                    best_valid = dict(result.metrics)
+                    self._save_best(epoch, best_valid)
+                self._log_epoch(writer, record)
+                self._save_last(epoch)
+                if self.hooks.on_epoch_end is not None:
+                    self.hooks.on_epoch_end(epoch, result.metrics)
+        finally:
+            if log is not None:
+                log.close()
+            if writer is not None:
+                writer.close()
+        return best_valid
+
+    def _train_epoch(self, epoch: int, log, writer) -> dict[str, float]:
+        self.module.train()
+        plan = self._plan(epoch)
+        sums = {"loss": 0.0, "task_loss": 0.0, "contrastive_loss": 0.0}
+        bar = self._progress(len(plan), epoch)
+        for indices, batch in zip(plan, self._batches(plan), strict=True):
+            sizes = [len(shard(indices, r, self.dist.world_size)) for r in
+                     range(self.dist.world_size)]
+            batch = self._to_device(batch)
+            with self._autocast():
+                output = self.module(batch)
+                losses = self.model.compute_loss(
+                    output, batch, gather=self.dist.gatherer(sizes),
+                    global_batch=len(indices), world_size=self.dist.world_size,
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            losses.loss.backward()
+            if self.config.grad_clip > 0:
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.global_step += 1
+            # Global values: the task part is each rank's share, the contrastive part is
+            # already computed on the gathered global batch.
+            task = float(self.dist.all_sum(losses.task_loss.float())) / self.dist.world_size
+            extra = float(losses.loss.detach().float()) - float(losses.task_loss.detach().float())
+            values = {
+                "loss": task + extra,
+                "task_loss": task,
+                "contrastive_loss": float(losses.contrastive_loss.detach().float()),
+            }
+            for k in sums:
+                sums[k] += values[k]
+            if log is not None:
+                lrs = {g["name"]: g["lr"] for g in self.optimizer.param_groups}
+                log.write(json.dumps({"step": self.global_step, "epoch": epoch + 1, **values,
+                                      "lr": lrs}) + "\n")
+            if writer is not None:
+                for k, v in values.items():
+                    writer.add_scalar(f"train/{k}", v, self.global_step)
+                for g in self.optimizer.param_groups:
+                    writer.add_scalar(f"lr/{g['name']}", g["lr"], self.global_step)
+            if bar is not None:
+                bar.set_postfix(loss=f"{values['loss']:.4f}")
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        return {k: v / max(1, len(plan)) for k, v in sums.items()}
+
+    def _batches(self, plan: list[np.ndarray]) -> Iterator[dict[str, torch.Tensor]]:
+        return iterate(self.train, plan, self.dist.rank, self.dist.world_size)
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self, split: SplitData) -> EvalResult:
+        return evaluate_model(
+            self.model, split, self.config.dataset, self.config.batch_size, self.device,
+            bf16=self.config.bf16,
+        )
+
+    # ------------------------------------------------------------------ files
+    def _progress(self, total: int, epoch: int):
+        if self.quiet or not self.dist.is_main or not sys.stderr.isatty():
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=f"seed {self.seed} epoch {epoch + 1}", leave=False,
+                    dynamic_ncols=True)
+
+    def _writer(self):
+        if self.tensorboard is None or not self.dist.is_main:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # pragma: no cover - tensorboard is a dependency
+            return None
+        return SummaryWriter(str(self.tensorboard))
+
+    def _log_epoch(self, writer, record: dict[str, Any]) -> None:
+        if writer is None:
+            return
+        for key, value in record.items():
+            if key.startswith("valid_") and isinstance(value, float) and math.isfinite(value):
+                writer.add_scalar(f"valid/{key[6:]}", value, record["epoch"])
+        writer.flush()
+
+    def _open_step_log(self, append: bool):
+        if self.log_steps is None or not self.dist.is_main:
+            return None
+        self.log_steps.parent.mkdir(parents=True, exist_ok=True)
+        if append:
+            self._truncate_step_log()
+        return open(self.log_steps, "a" if append else "w", buffering=1)
+
+    def _truncate_step_log(self) -> None:
+        """On resume, drop step lines written after the last completed epoch."""
+        if not self.log_steps.exists():
+            return
+        keep = [
+            line for line in self.log_steps.read_text().splitlines()
+            if line.strip() and json.loads(line)["step"] <= self.global_step
+        ]
+        self.log_steps.write_text("".join(line + "\n" for line in keep))
+
+    def _state(self) -> dict[str, torch.Tensor]:
+        state = self.model.state_dict()
+        if self.best_state_filter is not None:
+            state = self.best_state_filter(state)
+        return {k: v.detach().cpu() for k, v in state.items()}
+
+    def _save_best(self, epoch: int, metrics: dict[str, float]) -> None:
+        if self.run_dir is None or not self.dist.is_main:
+            return
+        atomic_save(
+            {
+                "model": self._state(),
+                "epoch": epoch + 1,
+                "seed": self.seed,
+                "valid": metrics,
+                **self.checkpoint_extra,
+            },
+            self.run_dir / "best.pt",
+        )
+        self.best_in_memory = self._state()
+
+    def _save_last(self, epoch: int) -> None:
+        if self.run_dir is None or not self.dist.is_main:
+            self.dist.barrier()
+            return
+        atomic_save(
+            {
+                "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "early_stopping": self.stopper.state_dict(),
+                "rng": rng_state(),
+                "epoch": epoch + 1,
+                "global_step": self.global_step,
+                "history": json.dumps(self.history),
+                "seed": self.seed,
+                **self.checkpoint_extra,
+            },
+            self.run_dir / "last.pt",
+        )
+        self.dist.barrier()
+
+    def _load_last(self) -> int:
+        state = torch.load(self.run_dir / "last.pt", map_location="cpu", weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.stopper.load_state_dict(state["early_stopping"])
+        set_rng_state(state["rng"])
+        self.global_step = int(state["global_step"])
+        self.history = json.loads(state["history"])
+        return int(state["epoch"])
+
+    def _best_valid_from_history(self) -> dict[str, Any]:
+        if not self.history or self.stopper.best_epoch < 0:
+            return {}
+        record = self.history[self.stopper.best_epoch]
+        return {k[6:]: v for k, v in record.items() if k.startswith("valid_") and k != "valid_loss"}
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: MSAModel,
+    split: SplitData,
+    dataset: str,
+    batch_size: int,
+    device: torch.device | None = None,
+    bf16: bool = False,
+) -> EvalResult:
+    """Predictions, labels and MMSA metrics of ``model`` on a whole split, in split order."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    plan = epoch_plan(split, batch_size, seed=0, epoch=0, shuffle=False)
+    predictions, losses = [], []
+    for batch in iterate(split, plan):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            output = model(batch)
+            losses.append(float(model.compute_loss(output, batch).task_loss.float()))
+        predictions.append(output.prediction.float().cpu())
+    model.train(was_training)
+    pred = torch.cat(predictions).numpy()
+    labels = split.labels
+    return EvalResult(
+        predictions=pred,
+        labels=labels,
+        indices=np.arange(len(split)),
+        metrics=compute_metrics(pred, labels, dataset),
+        loss=round(float(np.mean(losses)), 6),
+    )
