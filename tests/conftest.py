@@ -1,0 +1,61 @@
+"""Shared fixtures: tiny BERT encoders with random weights and tiny synthetic feature files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def make_tiny_bert(folder: Path, layers: int = 2, hidden: int = 32, vocab: int = 30522) -> Path:
+    """Save a randomly initialised BertModel (bert-base-uncased vocabulary size) to ``folder``."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=64,
+    )
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide random BERT folder (vocab 30522), for fast CLGSI tests."""
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_12(tmp_path_factory) -> Path:
+    """A 12-layer, 16-wide random BERT folder, for ConKI adapter insertion points."""
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny_bert_12"), layers=12, hidden=16)
+
+
+@pytest.fixture(scope="session")
+def mosi_file(tmp_path_factory) -> Path:
+    """A small synthetic MOSI-shaped MMSA pickle (real 50/500/375 frames, 5/20 dims)."""
+    from msakit.data.synthetic import write_synthetic
+
+    path = tmp_path_factory.mktemp("data") / "mosi.pkl"
+    write_synthetic(str(path), "mosi", 48, 16, 16, seed=0)
+    return path
+
+
+@pytest.fixture(scope="session")
+def sims_file(tmp_path_factory) -> Path:
+    """A small synthetic SIMS-shaped MMSA pickle (39/400/55 frames, 33/709 dims)."""
+    from msakit.data.synthetic import write_synthetic
+
+    path = tmp_path_factory.mktemp("data") / "sims.pkl"
+    write_synthetic(str(path), "sims", 32, 12, 12, seed=0)
+    return path
