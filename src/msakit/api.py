@@ -233,9 +233,9 @@ def _train(ctx, model, dataset, data, text_encoder, seeds, epochs, batch, out, o
 def _with_summary(rows: list[dict[str, Any]], dataset: str) -> list[dict[str, Any]]:
     names = metric_names(dataset)
     values = np.array([[row[k] for k in names] for row in rows], dtype=np.float64)
-    mean = {"seed": "mean", **{k: round(float(v), 4) for k, v in zip(names, values.mean(0))}}
-    std = {"seed": "std", **{k: round(float(v), 4) for k, v in zip(names, values.std(0))}}
-    return [*rows, mean, std]
+    mean = dict(zip(names, values.mean(0).round(4).tolist(), strict=True))
+    std = dict(zip(names, values.std(0).round(4).tolist(), strict=True))
+    return [*rows, {"seed": "mean", **mean}, {"seed": "std", **std}]
 
 
 def _write_results(path: Path, rows: list[dict[str, Any]], dataset: str) -> None:
@@ -267,7 +267,8 @@ def load_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is one clear error
-        raise MsakitError(f"{path}: not a readable msakit checkpoint ({type(exc).__name__})") from exc
+        kind = type(exc).__name__
+        raise MsakitError(f"{path}: not a readable msakit checkpoint ({kind})") from exc
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise MsakitError(f"{path}: not an msakit checkpoint (no 'model' and 'config' entries)")
     config = RunConfig.from_dict(state["config"])
@@ -276,7 +277,9 @@ def load_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
     model = build_model(config, dims, encoder)
     missing, unexpected = model.load_state_dict(state["model"], strict=False)
     if unexpected or [k for k in missing if not k.endswith("position_ids")]:
-        raise MsakitError(f"{path}: weights do not fit the {config.model_name} model it describes")
+        raise MsakitError(
+            f"{path}: weights do not fit the {config.model_name} model it describes"
+        )
     model.eval()
     return LoadedCheckpoint(model=model, config=config, dims=dims, state=state)
 
@@ -358,7 +361,11 @@ def demo(out: str | os.PathLike | None = None, quiet: bool = False) -> TrainResu
     """Train CLGSI on built-in synthetic MOSI-shaped data with the packaged text encoder."""
     workdir = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="msakit-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    data = synth("mosi", DEMO_SIZES, workdir / "synthetic_mosi.pkl", seed=0)
+    from msakit.data.mmsa import convert_to_npz
+
+    pickled = synth("mosi", DEMO_SIZES, workdir / "synthetic_mosi.pkl", seed=0)
+    data = workdir / "synthetic_mosi.npz"
+    convert_to_npz(pickled, data)
     return train(
         "clgsi",
         "mosi",

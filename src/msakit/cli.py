@@ -80,6 +80,27 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("pretrain-adapters")
+def _pretrain_adapters(args: argparse.Namespace) -> int:
+    from msakit.training.stages import pretrain_adapters
+
+    result = pretrain_adapters(
+        args.dataset,
+        args.data,
+        out=args.out,
+        text_encoder=args.text_encoder,
+        epochs=args.epochs,
+        batch=args.batch,
+        overrides=args.set,
+        seed=args.seed,
+        quiet=args.quiet,
+    )
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"wrote {result.adapters} (best validation MAE {result.valid['MAE']:.4f} "
+              f"at epoch {result.epoch})")
+    return 0
+
+
 @command("evaluate")
 def _evaluate(args: argparse.Namespace) -> int:
     from msakit import api
@@ -95,6 +116,34 @@ def _predict(args: argparse.Namespace) -> int:
 
     rows = api.predict(args.checkpoint, args.data, args.split, args.out)
     print(f"wrote {len(rows)} predictions to {args.out}")
+    return 0
+
+
+@command("convert")
+def _convert(args: argparse.Namespace) -> int:
+    from msakit.data.mmsa import convert_to_npz
+
+    ff = convert_to_npz(args.file, args.out)
+    sizes = " / ".join(str(len(ff.splits[s])) for s in ("train", "valid", "test"))
+    print(f"wrote {args.out} (code-free npz, {sizes} samples)")
+    return 0
+
+
+@command("bench")
+def _bench(args: argparse.Namespace) -> int:
+    from msakit.bench import bench
+
+    result = bench(
+        args.model, args.dataset, args.data, batch=args.batch, epochs=args.epochs,
+        text_encoder=args.text_encoder, overrides=args.set, warmup_steps=args.warmup_steps,
+        max_steps=args.max_steps, flops=args.flops,
+    )
+    if args.json:
+        print(json.dumps(result))
+    else:
+        width = max(map(len, result))
+        for key, value in result.items():
+            print(f"{key.ljust(width)}  {value}")
     return 0
 
 
@@ -130,6 +179,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
     p.add_argument("--out", required=True, help="output CSV (id, prediction, label)")
 
+    p = sub.add_parser("convert", help="rewrite a pickle feature file as code-free npz")
+    p.add_argument("file", help="MMSA feature pickle")
+    p.add_argument("--out", required=True, help="output .npz (read with allow_pickle=False)")
+
+    p = sub.add_parser("bench", help="measure training throughput and peak memory")
+    p.add_argument("--model", required=True, choices=["clgsi", "conki"])
+    p.add_argument("--dataset", required=True, choices=["mosi", "mosei", "sims"])
+    p.add_argument("--data", required=True)
+    p.add_argument("--batch", type=int)
+    p.add_argument("--epochs", type=int, default=1, help="epochs timed after the warm-up")
+    p.add_argument("--max-steps", type=int, help="stop timing after this many steps")
+    p.add_argument("--warmup-steps", type=int, default=2, help="untimed steps first")
+    p.add_argument("--text-encoder")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--flops", action="store_true",
+                   help="also measure the text encoder's share of the matmul peak")
+    p.add_argument("--json", action="store_true", help="one JSON object on the last line")
+
     for extra in _EXTRA_PARSERS:
         extra(sub)
     return parser
@@ -149,7 +216,29 @@ def _add_train_arguments(p: argparse.ArgumentParser, out_default: str = "runs/ms
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-_EXTRA_PARSERS: list[Callable[[argparse._SubParsersAction], None]] = []
+def _add_pretrain_adapters_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "pretrain-adapters",
+        help="ConKI stage 1: pretrain adapters on an external MMSA feature file",
+    )
+    p.add_argument("--model", required=True, choices=["conki"])
+    p.add_argument("--dataset", required=True, choices=["mosi", "mosei", "sims"],
+                   help="the target data set whose ConKI preset to use")
+    p.add_argument("--data", required=True, help="the external data set's feature file")
+    p.add_argument("--text-encoder", help="BERT-family hub name or folder (default: packaged); "
+                   "use the same one for train")
+    p.add_argument("--epochs", type=int, help="pretraining epochs (default 10)")
+    p.add_argument("--batch", type=int, help="global batch size")
+    p.add_argument("--seed", type=int, help="random seed (default: the preset's first seed)")
+    p.add_argument("--out", required=True, help="folder for adapters.pt")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a preset value, e.g. --set adapter_dim=128")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+_EXTRA_PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_pretrain_adapters_parser,
+]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

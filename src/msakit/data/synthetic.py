@@ -108,7 +108,11 @@ _WORDS_PER_UNIT = 4  # round(4·|s|) sentiment words
 _WORD_FLIP = 0.1
 _ZERO_SENTIMENT = 0.05
 _ZERO_VISION = 0.03
-_FULL_LENGTH = 0.05
+_FULL_LENGTH = 0.02
+# Clip durations ~ Beta(1.6, 4) (mean 0.29 of the longest clip), stretched so the longest
+# clips reach the padded length.
+_DURATION_SHAPE = (1.6, 4.0)
+_DURATION_SCALE = 1.6
 _NEG_INF_SAMPLES = 0.1
 _MIN_TEXT_LEN = 8
 
@@ -166,9 +170,19 @@ def _on_grid(values: np.ndarray, bound: float) -> np.ndarray:
     return (np.round(grid, 1) + 0.0).astype(np.float32)
 
 
-def _lengths(rng: np.random.Generator, n: int, size: int, zero_fraction: float) -> np.ndarray:
-    """Random valid lengths in [1, size], a few exactly ``size``, some 0 if asked."""
-    lengths = rng.integers(1, size + 1, n)
+def _durations(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Each clip's duration as a share of the longest, right-skewed like real utterances."""
+    return rng.beta(_DURATION_SHAPE[0], _DURATION_SHAPE[1], n)
+
+
+def _lengths(
+    rng: np.random.Generator, share: np.ndarray, size: int, zero_fraction: float
+) -> np.ndarray:
+    """Valid lengths in [1, size] that follow the clip durations (a few exactly ``size``,
+    some 0 if asked): audio and vision frames grow with the clip, as in the real files."""
+    n = len(share)
+    jitter = rng.uniform(0.85, 1.15, n)
+    lengths = np.clip(np.ceil(share * jitter * size * _DURATION_SCALE), 1, size).astype(np.int64)
     lengths[rng.random(n) < _FULL_LENGTH] = size
     if zero_fraction:
         lengths[rng.random(n) < zero_fraction] = 0
@@ -207,7 +221,11 @@ def _make_split(
     text_bert = np.zeros((n, 3, lt), dtype=np.float64)
     raw_text = np.empty(n, dtype=object)
     ids = np.empty(n, dtype=object)
-    text_lengths = rng.integers(min(_MIN_TEXT_LEN, lt), lt + 1, n)
+    share = _durations(rng, n)
+    low_text = min(_MIN_TEXT_LEN, lt)
+    text_lengths = np.clip(
+        np.round(low_text + share * _DURATION_SCALE * (lt - low_text)), low_text, lt
+    ).astype(np.int64)
     for i in range(n):
         length = int(text_lengths[i])
         content = rng.choice(filler, length - 2)
@@ -222,8 +240,8 @@ def _make_split(
         said = " ".join(words[int(t)] for t in chosen) if english else ""
         raw_text[i] = f"synthetic clip {ids[i]} {said}".strip() if english else f"合成片段 {ids[i]}"
 
-    audio_lengths = _lengths(rng, n, shape.audio_len, 0.0)
-    vision_lengths = _lengths(rng, n, shape.vision_len, _ZERO_VISION)
+    audio_lengths = _lengths(rng, share, shape.audio_len, 0.0)
+    vision_lengths = _lengths(rng, share, shape.vision_len, _ZERO_VISION)
     audio = _features(rng, sentiment, audio_lengths, shape.audio_len, shape.audio_dim)
     vision = _features(rng, sentiment, vision_lengths, shape.vision_len, shape.vision_dim)
     if shape.audio_dim > 1:

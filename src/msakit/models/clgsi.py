@@ -121,7 +121,7 @@ class CommonFusion(nn.Module):
 
 
 class Subnet(nn.Module):
-    """Specific features (Sec. 3.3): GAP over valid positions, d_m -> d_m/r -> d_s, ReLU, Sigmoid."""
+    """Specific features (Sec. 3.3): GAP over valid frames, d_m -> d_m/r -> d_s, ReLU, Sigmoid."""
 
     def __init__(self, dim: int, out_dim: int, reduction: int) -> None:
         super().__init__()

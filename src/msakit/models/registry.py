@@ -39,4 +39,4 @@ def create_model(
 
 def _load_builtin() -> None:
     # Importing the model files registers them.
-    from msakit.models import clgsi  # noqa: F401
+    from msakit.models import clgsi, conki  # noqa: F401

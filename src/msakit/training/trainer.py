@@ -232,6 +232,8 @@ class Trainer:
             )
         self.history: list[dict[str, Any]] = []
         self.global_step = 0
+        self.step_seconds: list[float] = []
+        self.step_samples: list[int] = []
 
     # ------------------------------------------------------------------ batches
     def _plan(self, epoch: int) -> list[np.ndarray]:
@@ -251,8 +253,8 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16)
 
     # ------------------------------------------------------------------ training
-    def fit(self) -> dict[str, Any]:
-        """Train until the horizon or early stop; return the best epoch's validation metrics."""
+    def prepare(self) -> None:
+        """Seed, build the optimizer, the schedule and early stopping; load last.pt on resume."""
         seed_everything(self.seed)
         steps_per_epoch = len(self._plan(0))
         total = steps_per_epoch * self.config.epochs
@@ -264,18 +266,23 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, self.config)
         self.scheduler = build_scheduler(self.optimizer, self.config, total, warmup)
         self.stopper = EarlyStopping(self.config.early_stop)
-        start_epoch = 0
+        self.start_epoch = 0
         if self.resume and self.run_dir is not None and (self.run_dir / "last.pt").exists():
-            start_epoch = self._load_last()
+            self.start_epoch = self._load_last()
+
+    def fit(self) -> dict[str, Any]:
+        """Train until the horizon or early stop; return the best epoch's validation metrics."""
+        self.prepare()
         writer = self._writer()
-        log = self._open_step_log(start_epoch > 0)
+        self._log = self._open_step_log(self.start_epoch > 0)
+        self._tb = writer
         best_valid: dict[str, Any] = self._best_valid_from_history()
         try:
-            for epoch in range(start_epoch, self.config.epochs):
+            for epoch in range(self.start_epoch, self.config.epochs):
                 if self.stopper.should_stop:
                     break
                 started = time.perf_counter()
-                train_stats = self._train_epoch(epoch, log, writer)
+                train_stats = self.train_epoch(epoch)
                 result = self.evaluate(self.valid)
                 improved = self.stopper.update(result.metrics["MAE"], epoch)
                 record = {
@@ -294,18 +301,28 @@ class Trainer:
                 if self.hooks.on_epoch_end is not None:
                     self.hooks.on_epoch_end(epoch, result.metrics)
         finally:
-            if log is not None:
-                log.close()
+            if self._log is not None:
+                self._log.close()
             if writer is not None:
                 writer.close()
+            self._log = self._tb = None
         return best_valid
 
-    def _train_epoch(self, epoch: int, log, writer) -> dict[str, float]:
+    def train_epoch(self, epoch: int, max_steps: int | None = None) -> dict[str, float]:
+        """One pass over the epoch's batch plan (or its first ``max_steps`` batches).
+
+        Appends each optimizer step's wall time and global sample count to ``step_seconds`` and
+        ``step_samples`` (what ``msakit bench`` reports).
+        """
+        log, writer = getattr(self, "_log", None), getattr(self, "_tb", None)
         self.module.train()
         plan = self._plan(epoch)
+        if max_steps is not None:
+            plan = plan[:max_steps]
         sums = {"loss": 0.0, "task_loss": 0.0, "contrastive_loss": 0.0}
         bar = self._progress(len(plan), epoch)
         for indices, batch in zip(plan, self._batches(plan), strict=True):
+            started = time.perf_counter()
             sizes = [len(shard(indices, r, self.dist.world_size)) for r in
                      range(self.dist.world_size)]
             batch = self._to_device(batch)
@@ -331,6 +348,8 @@ class Trainer:
                 "task_loss": task,
                 "contrastive_loss": float(losses.contrastive_loss.detach().float()),
             }
+            self.step_seconds.append(time.perf_counter() - started)
+            self.step_samples.append(len(indices))
             for k in sums:
                 sums[k] += values[k]
             if log is not None:

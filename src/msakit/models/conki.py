@@ -1,0 +1,462 @@
+"""ConKI: Contrastive Knowledge Injection (Yu et al., ACL Findings 2023).
+
+Reads top to bottom: insertion points, building blocks (adapter module, adapter, fusion
+network with its MLP head), the model, then its registration. Sections refer to the paper
+(papers/ConKI-2023-findings-acl.md); the two-stage procedure (Algorithm 1) lives in
+:mod:`msakit.training.stages`.
+
+Per modality m in {t, v, a} (Sec. 3.3):
+
+* **Pan-knowledge O_m.** Text: BERT's pooled output (``pooler_output``, tanh(W h_[CLS]) of the
+  last layer), Eq. (1). Audio/vision: a per-dataset linear projection of the raw features
+  (d_a or d_v -> ``shared_dim``), then a 2-layer Transformer encoder (Eq. 2); its "pooled
+  output" is read as the mean of the last layer over the valid frames.
+* **Knowledge-specific A_m** (Eq. 3, Fig. 3). An adapter is a chain of modules, each
+  FC down (width -> ``adapter_dim``), 2 Transformer layers, FC up (-> width). Module k reads
+  the backbone's hidden state at its insertion point plus module k-1's output (0 for the
+  first), as in K-Adapter (Wang et al., 2021a), which the paper builds on. Text: modules before
+  BERT layers 1, 6 and 11 of 12 (Appendix B); audio/vision: one module before layer 2 of 2.
+  A_m is the final module's output pooled like O_m's sequence: the mean over valid
+  tokens/frames (``adapter_pool="mean"``; ``"cls"`` takes position 0 instead).
+* **Inner-modality fusion** F_m = FC([O_m; A_m]) (Algorithm 1, step 3), a plain linear layer.
+* **Fusion network** (Fig. 2): concatenate [F_t; F_v; F_a], weight it element-wise with a
+  learned weight (the paper's ⊗), then an MLP gives ŷ. ``fusion="gate"`` (default) reads the
+  fusion module as w = sigmoid(W [F_t; F_v; F_a] + b), one weight per element;
+  ``fusion="modality"`` reads it as one softmax weight per modality, broadcast over its F_m.
+* **Loss** (Eqs. 4, 5): MSE + λ·L_con, with L_con the hierarchical contrastive loss of
+  :class:`msakit.losses.HierarchicalContrastiveLoss` (τ = 0.07) on [O_t, O_v, O_a] and
+  [A_t, A_v, A_a].
+
+Readings chosen where the paper is silent:
+
+* Insertion points for a backbone of another depth L keep the relative depth: the module
+  before layer l (1-based) of the paper's P-layer backbone goes before layer
+  floor((l - 1)·L/P + 1/2) + 1, at most L, duplicates dropped (12 layers -> before 1, 6, 11;
+  6 layers -> before 1, 4, 6). In Hugging Face terms, the input of layer k + 1 is
+  ``hidden_states[k]`` (``hidden_states[0]`` is the embedding output).
+* The contrastive loss compares O_t with O_a and O_v by cosine, so the six representations must
+  share one width: ``shared_dim`` defaults to the text encoder's hidden size (``None``), and the
+  text adapters' widths follow. With the contrastive loss on and text present, another
+  ``shared_dim`` is an error.
+* The adapter's Transformer layers are post-norm ``nn.TransformerEncoderLayer``s with a
+  feed-forward of 4·``adapter_dim`` and the padding mask of the sequence; K-Adapter's residual
+  (module output = input + FC up(...)) is the switch ``adapter_residual`` (off: the paper's
+  figure shows the sandwich alone).
+* The packaged all-MiniLM-L6-v2 ships no trained pooler, so its pooled output starts from a
+  random pooler (frozen with the encoder in stage 1, trained in stage 2).
+
+Ablations (Tables 4 and 5) are config keys: ``modalities`` ("tva", "ta", "tv", "va"),
+``use_adapters=False`` (w/o C2), ``pretrained_encoders=False`` (w/o C3: the text encoder is
+re-initialised from its config), ``contrastive=False`` (w/o C4), ``use_n1=False`` (w/o N1);
+w/o C1 (no external data) is training without ``--adapters``. Without adapters there are no A_m,
+so L_con keeps only its pan-knowledge pairs (P1, P2, N2 among the O_m).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any
+
+import torch
+from torch import nn
+
+from msakit.encoders.sequence import SequenceEncoder, masked_mean
+from msakit.encoders.text import (
+    bert_inputs,
+    encoder_layers,
+    text_encoder_config,
+    text_encoder_from_config,
+)
+from msakit.losses import HierarchicalContrastiveLoss
+from msakit.models.base import (
+    Dims,
+    Gather,
+    LossOutput,
+    ModelOutput,
+    MSAModel,
+    no_gather,
+    task_mean,
+)
+from msakit.models.registry import register_model
+
+MODALITIES = ("text", "vision", "audio")  # the paper's order t, v, a
+LETTERS = {"t": "text", "v": "vision", "a": "audio"}
+TEXT_INSERT = ((1, 6, 11), 12)  # Appendix B: before BERT layers 1, 6, 11 of 12
+AV_INSERT = ((2,), 2)  # before layer 2 of the 2-layer audio/vision encoders
+ADAPTER_LAYERS = 2  # Transformer layers inside each adapter module (Sec. 3.3)
+FEEDFORWARD_RATIO = 4  # adapter feed-forward width / adapter_dim
+FUSIONS = ("gate", "modality")
+POOLS = ("mean", "cls")
+
+
+def insertion_points(paper: tuple[tuple[int, ...], int], depth: int) -> list[int]:
+    """Indices k into the backbone's hidden states (k = input of layer k + 1), by relative depth.
+
+    ``paper`` is (1-based layers the paper inserts before, the paper's depth). The module before
+    layer l of P goes before layer floor((l - 1)·depth/P + 1/2) + 1, clamped to the last layer;
+    duplicates are dropped, order kept. ``insertion_points(TEXT_INSERT, 12) == [0, 5, 10]``.
+    """
+    layers, paper_depth = paper
+    points: list[int] = []
+    for layer in layers:
+        k = min(depth - 1, math.floor((layer - 1) * depth / paper_depth + 0.5))
+        if k not in points:
+            points.append(k)
+    return points
+
+
+def parse_modalities(spec: str) -> list[str]:
+    """A subset string such as ``"ta"`` -> modality names in the paper's order (t, v, a)."""
+    letters = set(spec)
+    if not spec or not letters <= set(LETTERS) or len(letters) != len(spec):
+        raise ValueError(f"modalities must be a non-empty subset of 't', 'v', 'a', got {spec!r}")
+    return [m for m in MODALITIES if m[0] in letters]
+
+
+class AdapterModule(nn.Module):
+    """One sandwich module: FC down, 2 Transformer layers, FC up (Fig. 3).
+
+    ``forward(x, padding)``: x (B, L, width), padding (B, L) True on masked positions ->
+    (B, L, width). With ``residual`` the input is added back (K-Adapter's reading).
+    """
+
+    def __init__(self, width: int, inner: int, heads: int, dropout: float, residual: bool) -> None:
+        super().__init__()
+        if inner % heads:
+            raise ValueError(f"{heads} adapter heads do not divide adapter_dim {inner}")
+        self.residual = residual
+        self.down = nn.Linear(width, inner)
+        self.layers = nn.ModuleList(
+            nn.TransformerEncoderLayer(
+                inner,
+                heads,
+                dim_feedforward=FEEDFORWARD_RATIO * inner,
+                dropout=dropout,
+                batch_first=True,
+            )
+            for _ in range(ADAPTER_LAYERS)
+        )
+        self.up = nn.Linear(inner, width)
+
+    def forward(self, x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        h = self.down(x)  # (B, L, inner)
+        for layer in self.layers:
+            h = layer(h, src_key_padding_mask=padding)
+        out = self.up(h)  # (B, L, width)
+        return x + out if self.residual else out
+
+
+class Adapter(nn.Module):
+    """A chain of adapter modules plugged outside a backbone at ``points`` (Eq. 3).
+
+    ``forward(states, padding)``: states = the backbone's hidden states (item k is the input of
+    layer k + 1), each (B, L, width) -> the last module's output (B, L, width). Module j reads
+    ``states[points[j]]`` + module j-1's output (0 for the first).
+    """
+
+    def __init__(
+        self,
+        points: list[int],
+        width: int,
+        inner: int,
+        heads: int,
+        dropout: float,
+        residual: bool,
+    ) -> None:
+        super().__init__()
+        self.points = list(points)
+        self.blocks = nn.ModuleList(
+            AdapterModule(width, inner, heads, dropout, residual) for _ in self.points
+        )
+
+    def forward(
+        self, states: list[torch.Tensor] | tuple[torch.Tensor, ...], padding: torch.Tensor
+    ) -> torch.Tensor:
+        out = torch.zeros_like(states[self.points[0]])
+        for point, module in zip(self.points, self.blocks, strict=True):
+            out = module(states[point] + out, padding)
+        return out
+
+
+class FusionNetwork(nn.Module):
+    """Concatenation, learned element-wise weighting (the paper's ⊗), MLP -> ŷ (Fig. 2).
+
+    ``forward(parts)``: M tensors (B, d) -> prediction (B,). ``kind="gate"``: w = sigmoid(W x + b)
+    with x = [F_1; ...; F_M], one weight per element; ``kind="modality"``: w = softmax(W x + b)
+    over the M modalities, each weight broadcast over its F_m. Fused = x ⊗ w.
+    """
+
+    def __init__(
+        self, kind: str, dim: int, num_modalities: int, head_dim: int, dropout: float
+    ) -> None:
+        super().__init__()
+        if kind not in FUSIONS:
+            raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, got {kind!r}")
+        self.kind = kind
+        self.dim = dim
+        width = dim * num_modalities
+        self.weight = nn.Linear(width, width if kind == "gate" else num_modalities)
+        self.mlp = nn.Sequential(
+            nn.Linear(width, head_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(head_dim, 1)
+        )
+
+    def forward(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        x = torch.cat(parts, dim=-1)  # (B, M d)
+        if self.kind == "gate":
+            w = torch.sigmoid(self.weight(x))  # (B, M d)
+        else:
+            w = torch.softmax(self.weight(x), dim=-1).repeat_interleave(self.dim, dim=-1)
+        return self.mlp(x * w).squeeze(-1)  # (B,)
+
+
+class ConKI(MSAModel):
+    """The ConKI model; ``config`` holds the keys of ``msakit.config.presets.CONKI_MODEL``.
+
+    Parameters of adapters, and only those, have ``adapter`` in their names (``adapter_text``,
+    ``adapter_vision``, ``adapter_audio``); they do not depend on the data's raw audio/vision
+    sizes, so adapters pretrained on one data set load into a model for another.
+    """
+
+    name = "conki"
+
+    def __init__(self, config: dict[str, Any], dims: Dims, text_encoder: nn.Module) -> None:
+        super().__init__()
+        c = dict(config)
+        self.config = c
+        self.modalities = parse_modalities(c["modalities"])
+        if c["adapter_pool"] not in POOLS:
+            raise ValueError(f"adapter_pool must be one of {', '.join(POOLS)}")
+        d_text = int(text_encoder.config.hidden_size)
+        self.shared_dim = int(c["shared_dim"] or d_text)
+        if c["contrastive"] and "text" in self.modalities and self.shared_dim != d_text:
+            raise ValueError(
+                f"the contrastive loss compares O_t ({d_text} wide) with O_a and O_v: shared_dim "
+                f"must equal the text encoder's hidden size {d_text} (or be null)"
+            )
+        self.widths = {"text": d_text, "audio": self.shared_dim, "vision": self.shared_dim}
+        self.points: dict[str, list[int]] = {}
+        adapter_args = (
+            c["adapter_dim"],
+            c["adapter_heads"],
+            c["adapter_dropout"],
+            c["adapter_residual"],
+        )
+
+        if "text" in self.modalities:
+            if not c["pretrained_encoders"]:  # w/o C3: same architecture, random weights
+                text_encoder = text_encoder_from_config(text_encoder_config(text_encoder))
+            self.text_encoder = text_encoder
+            self.points["text"] = insertion_points(TEXT_INSERT, len(encoder_layers(text_encoder)))
+        for m, raw in (("vision", dims.vision), ("audio", dims.audio)):
+            if m in self.modalities:
+                # Per-dataset input projection: not an adapter parameter, trained in both stages.
+                setattr(self, f"project_{m}", nn.Linear(raw, self.shared_dim))
+                setattr(
+                    self,
+                    f"{m}_encoder",
+                    SequenceEncoder(
+                        self.shared_dim,
+                        c["encoder_heads"],
+                        c["encoder_layers"],
+                        c["feedforward"],
+                        c["encoder_dropout"],
+                    ),
+                )
+                self.points[m] = insertion_points(AV_INSERT, c["encoder_layers"])
+        if c["use_adapters"]:
+            for m in self.modalities:
+                setattr(
+                    self, f"adapter_{m}", Adapter(self.points[m], self.widths[m], *adapter_args)
+                )
+        per_modality = 2 if c["use_adapters"] else 1
+        self.inner_fusion = nn.ModuleDict(
+            {m: nn.Linear(per_modality * self.widths[m], c["fusion_dim"]) for m in self.modalities}
+        )  # F_m = FC([O_m; A_m])
+        self.fusion = FusionNetwork(
+            c["fusion"], c["fusion_dim"], len(self.modalities), c["head_dim"], c["head_dropout"]
+        )
+        # Without adapters there is no N1 (see pan_knowledge_loss).
+        self.contrastive = (
+            HierarchicalContrastiveLoss(
+                temperature=c["temperature"], use_n1=c["use_n1"] and c["use_adapters"]
+            )
+            if c["contrastive"]
+            else None
+        )
+
+    # ------------------------------------------------------------------ encoding
+    def encode_text(self, text: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """text (B, 3, Lt) MMSA rows -> (O_t (B, d_t), A_t (B, d_t) or None).
+
+        ConKI always runs the text encoder itself: its adapter reads intermediate layers.
+        """
+        mask = text[:, 1] > 0  # (B, Lt)
+        out = self.text_encoder(**bert_inputs(text), output_hidden_states=True)
+        pooled = out.pooler_output
+        if pooled is None:  # an encoder without a pooler: fall back to [CLS]
+            pooled = out.last_hidden_state[:, 0]
+        adapter = getattr(self, "adapter_text", None)
+        if adapter is None:
+            return pooled, None
+        return pooled, self._pool(adapter(out.hidden_states, ~mask), mask)
+
+    def encode_sequence(
+        self, m: str, x: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        """Audio/vision x (B, L, d_m raw), lengths (B,) -> (O_m (B, d), A_m (B, d) or None)."""
+        encoder: SequenceEncoder = getattr(self, f"{m}_encoder")
+        h = getattr(self, f"project_{m}")(x)  # (B, L, shared_dim)
+        h, mask, padding = encoder.prepare(h, lengths)
+        states = [h]
+        for k in range(len(encoder.layers)):
+            states.append(encoder.run_layer(k, states[-1], padding))
+        pooled = masked_mean(states[-1], mask)
+        adapter = getattr(self, f"adapter_{m}", None)
+        if adapter is None:
+            return pooled, None
+        return pooled, self._pool(adapter(states, padding), mask)
+
+    def _pool(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Adapter output (B, L, d) -> A_m (B, d): mean over valid positions, or position 0."""
+        return masked_mean(x, mask) if self.config["adapter_pool"] == "mean" else x[:, 0]
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
+        reps: dict[str, torch.Tensor] = {}
+        for m in self.modalities:
+            if m == "text":
+                pan, specific = self.encode_text(batch["text"])
+            else:
+                pan, specific = self.encode_sequence(m, batch[m], batch[f"{m}_lengths"])
+            reps[f"pan_{m}"] = pan  # O_m
+            if specific is not None:
+                reps[f"specific_{m}"] = specific  # A_m
+        parts = []
+        for m in self.modalities:
+            both = [reps[f"pan_{m}"]] + ([reps[f"specific_{m}"]] if self.has_adapters else [])
+            reps[f"fused_{m}"] = self.inner_fusion[m](torch.cat(both, dim=-1))  # F_m
+            parts.append(reps[f"fused_{m}"])
+        return ModelOutput(prediction=self.fusion(parts), representations=reps)
+
+    # ------------------------------------------------------------------ loss
+    def compute_loss(
+        self,
+        output: ModelOutput,
+        batch: dict[str, torch.Tensor],
+        gather: Gather = no_gather,
+        global_batch: int | None = None,
+        world_size: int = 1,
+    ) -> LossOutput:
+        labels = batch["labels"].to(output.prediction.dtype)
+        task = task_mean((output.prediction - labels) ** 2, global_batch, world_size)  # Eq. (4)
+        if self.contrastive is None:
+            return LossOutput(task, task, task.detach() * 0)
+        reps = output.representations
+        pan = [gather(reps[f"pan_{m}"]) for m in self.modalities]
+        all_labels = gather(labels)
+        if self.has_adapters:
+            specific = [gather(reps[f"specific_{m}"]) for m in self.modalities]
+            cl = self.contrastive(pan, specific, all_labels)
+        else:
+            cl = pan_knowledge_loss(self.contrastive, pan, all_labels)
+        return LossOutput(task + self.config["lam"] * cl, task, cl)  # Eq. (5)
+
+    # ------------------------------------------------------------------ groups and stages
+    @property
+    def has_adapters(self) -> bool:
+        return bool(self.config["use_adapters"])
+
+    def parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
+        """text: the text encoder; audio / vision: projection + encoder; other: the rest."""
+        groups: dict[str, list[tuple[str, nn.Parameter]]] = {
+            "text": [],
+            "audio": [],
+            "vision": [],
+            "other": [],
+        }
+        for name, param in self.named_parameters():
+            head = name.split(".", 1)[0]
+            if head == "text_encoder":
+                groups["text"].append((name, param))
+            elif head in ("audio_encoder", "project_audio"):
+                groups["audio"].append((name, param))
+            elif head in ("vision_encoder", "project_vision"):
+                groups["vision"].append((name, param))
+            else:
+                groups["other"].append((name, param))
+        return groups
+
+    def trains_text_encoder(self) -> bool:
+        # Always True: a cache of the last hidden state cannot serve the text adapter, which
+        # reads intermediate layers, so the text encoder runs on every step.
+        return True
+
+    def adapter_state(self) -> dict[str, torch.Tensor]:
+        """The adapters' weights (every state entry whose name contains ``adapter``)."""
+        return {k: v for k, v in self.state_dict().items() if "adapter" in k}
+
+    def backbone_state(self) -> dict[str, torch.Tensor]:
+        """The audio/vision Transformer encoders' weights (the backbones the adapters read)."""
+        return {
+            k: v
+            for k, v in self.state_dict().items()
+            if k.startswith(("audio_encoder.", "vision_encoder."))
+        }
+
+    def adapter_signature(self) -> dict[str, Any]:
+        """What pretrained adapters must share with this model to plug into it."""
+        c = self.config
+        return {
+            "adapter_dim": c["adapter_dim"],
+            "adapter_heads": c["adapter_heads"],
+            "adapter_residual": c["adapter_residual"],
+            "adapter_pool": c["adapter_pool"],
+            "shared_dim": self.shared_dim,
+            "encoder_heads": c["encoder_heads"],
+            "encoder_layers": c["encoder_layers"],
+        }
+
+    def freeze_encoders(self) -> None:
+        """Stage 1 (Algorithm 1): fix the text encoder and the audio/vision encoders."""
+        for name, param in self.named_parameters():
+            if name.startswith(("text_encoder.", "audio_encoder.", "vision_encoder.")):
+                param.requires_grad_(False)
+
+    def announce_without_external(self) -> None:
+        """One note on stderr when stage 2 runs without pretrained adapters (w/o C1)."""
+        if self.has_adapters:
+            print(
+                "note: no --adapters given: ConKI w/o external data "
+                "(adapters trained from scratch on the target)",
+                file=sys.stderr,
+            )
+
+
+def pan_knowledge_loss(
+    loss: HierarchicalContrastiveLoss, pan: list[torch.Tensor], labels: torch.Tensor
+) -> torch.Tensor:
+    """L_con over the pan-knowledge pairs only (P1, P2, N2 among the O_m), for "w/o C2".
+
+    Without adapters there is no A_m and no N1. ``loss`` (built with ``use_n1=False``) is
+    evaluated on (pan, pan): each O-block term then appears twice, once as O and once as its
+    copy in the A block, and no pair between the two copies counts (they are N1). Per anchor
+    this changes nothing; with one denominator per sample every denominator doubles, which adds
+    log 2 to each sample that has a positive pair, removed here. The result equals the loss of
+    the O_m alone, with the same gradients.
+    """
+    if loss.use_n1:
+        raise ValueError("the pan-knowledge loss has no N1 pairs: build it with use_n1=False")
+    value = loss(pan, pan, labels)
+    if loss.denominator == "anchor":
+        return value
+    if len(pan) > 1:  # P1 gives every sample a positive
+        with_positive = labels.new_tensor(float(labels.shape[0]))
+    else:  # only P2: another sample in the same rounded interval
+        r = torch.round(labels)
+        with_positive = ((r[:, None] == r[None, :]).sum(dim=1) > 1).sum().to(labels.dtype)
+    return value - math.log(2.0) * with_positive.to(value.dtype)
+
+
+@register_model("conki")
+def build_conki(config: dict[str, Any], dims: Dims, text_encoder: nn.Module) -> ConKI:
+    return ConKI(config, dims, text_encoder)

@@ -1,0 +1,411 @@
+"""ConKI's two stages (Algorithm 1) as small functions around the one generic Trainer.
+
+* Stage 1, :func:`pretrain_adapters`: build ConKI for the target data set's preset on the
+  *external* data set's sizes, freeze the text encoder and the audio/vision Transformer encoders
+  (the per-dataset input projections stay trainable: they are new for every data set), train
+  adapters + fusion + head with the task loss only (10 epochs, lr 5e-5, one epoch of linear
+  warm-up, then linear decay), keep the best validation epoch (the Trainer's selection on
+  validation MAE) and save its adapters to ``DIR/adapters.pt``.
+* Stage 2 is ``msakit train --model conki --adapters DIR/adapters.pt``: the API validates the
+  file with :func:`read_adapters` before writing anything and plugs it into every seed's model
+  with :func:`install_adapters`, which freezes the adapters; everything else trains with the
+  full loss.
+
+``adapters.pt`` holds only plain types and tensors (``torch.load(weights_only=True)``)::
+
+    {"format": "msakit-adapters-1",
+     "model": {adapter parameter name: tensor},          # every name contains "adapter"
+     "encoders": {audio_encoder.* / vision_encoder.*: tensor},
+     "adapter_signature": {...}, "config": stage-1 RunConfig, "dims": external data's sizes,
+     "text_encoder_config": {...}, "text_encoder_fingerprint": sha256 hex,
+     "valid": best validation metrics, "epoch": best epoch}
+
+Reading chosen: the audio/vision encoders are randomly initialised and frozen in stage 1, so the
+adapters learn to read *those* encoders' hidden states. The file therefore also carries the
+stage-1 audio/vision encoder weights ("encoders"), and stage 2 starts its audio/vision encoders
+from them (and fine-tunes them, as the paper does); a freshly drawn random encoder would feed
+the pretrained adapters hidden states they have never seen. The text encoder needs no copy: it
+must be the same pretrained checkpoint in both stages, which the fingerprint checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from msakit.config import DATASETS, RunConfig, apply_overrides
+from msakit.config.presets import CONKI_PRETRAIN, preset
+from msakit.data.batching import epoch_plan
+from msakit.data.mmsa import FeatureFile, load_feature_file
+from msakit.encoders.text import load_text_encoder, text_encoder_config
+from msakit.errors import MsakitError
+from msakit.models.base import Dims, MSAModel
+from msakit.models.registry import create_model
+from msakit.training import distributed
+from msakit.training.trainer import Trainer, atomic_save
+
+__all__ = ["pretrain_adapters", "read_adapters", "install_adapters", "encoder_fingerprint"]
+
+FORMAT = "msakit-adapters-1"
+ADAPTERS_FILE = "adapters.pt"
+STAGE1_DIR = "stage1"
+# What must agree between the text encoders of the two stages (besides the weights).
+ENCODER_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")
+
+
+@dataclass
+class PretrainResult:
+    adapters: Path
+    valid: dict[str, float]
+    """The best epoch's validation metrics on the external data set."""
+    epoch: int
+
+
+# --------------------------------------------------------------------------- helpers
+def encoder_fingerprint(encoder: nn.Module) -> str:
+    """sha256 of a text encoder's pretrained weights (names and values, pooler excluded).
+
+    The pooler is left out: checkpoints such as all-MiniLM-L6-v2 ship none, so it is drawn at
+    random on every load.
+    """
+    digest = hashlib.sha256()
+    for name, param in sorted(encoder.named_parameters()):
+        if name.startswith("pooler."):
+            continue
+        digest.update(name.encode())
+        digest.update(param.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _plain(obj: Any) -> Any:
+    """A JSON round trip: what ``torch.load(weights_only=True)`` reads back."""
+    return json.loads(json.dumps(obj, default=str))
+
+
+def _encoder_summary(config: dict[str, Any]) -> str:
+    return (
+        f"{config.get('model_type')}, {config.get('num_hidden_layers')} layers, "
+        f"{config.get('hidden_size')} wide, vocabulary {config.get('vocab_size')}"
+    )
+
+
+def _dims(data: FeatureFile) -> Dims:
+    return Dims(
+        audio=data.audio_dim,
+        vision=data.vision_dim,
+        text_len=data.text_len,
+        audio_len=data.audio_len,
+        vision_len=data.vision_len,
+    )
+
+
+def _build(config: RunConfig, dims: Dims, encoder: nn.Module) -> MSAModel:
+    try:
+        return create_model(config.model_name, config.model, dims, encoder)
+    except ValueError as exc:
+        raise MsakitError(f"cannot build {config.model_name}: {exc}") from exc
+
+
+def _keeps_for_stage2(name: str) -> bool:
+    return "adapter" in name or name.startswith(("audio_encoder.", "vision_encoder."))
+
+
+def stage1_config(
+    dataset: str,
+    *,
+    text_encoder: str | None = None,
+    epochs: int | None = None,
+    batch: int | None = None,
+    overrides: list[str] | dict[str, Any] | None = None,
+) -> tuple[RunConfig, int]:
+    """The stage-1 RunConfig for target ``dataset``, and its warm-up length in epochs.
+
+    The target's ConKI preset, with CONKI_PRETRAIN's epochs, learning rates, weight decays and
+    schedule, then the user's overrides. Metrics are those of the external data set
+    (``external``); the contrastive loss is off (Algorithm 1 trains stage 1 with L_task) and
+    every epoch runs (no early stop).
+    """
+    config = preset("conki", dataset)
+    stage = {k: v for k, v in CONKI_PRETRAIN.items() if k != "warmup_epochs"}
+    config = dataclasses.replace(config, **stage, warmup=0.0)
+    if text_encoder is not None:
+        config.text_encoder = text_encoder
+    if batch is not None:
+        config.batch_size = int(batch)
+    if epochs is not None:
+        config.epochs = int(epochs)
+    config = apply_overrides(config, overrides or [])
+    if not config.model["use_adapters"]:
+        raise MsakitError("pretrain-adapters needs adapters: use_adapters=false has none")
+    if not config.model["pretrained_encoders"]:
+        raise MsakitError(
+            "pretrain-adapters freezes the pretrained text encoder; pretrained_encoders=false "
+            "(w/o C3) is a stage-2 setting"
+        )
+    if config.model["external"] not in DATASETS:
+        raise MsakitError(
+            f"external must be one of {', '.join(DATASETS)}, got {config.model['external']!r}"
+        )
+    config.model["contrastive"] = False
+    config.dataset = config.model["external"]
+    config.early_stop = config.epochs
+    config.seeds = config.seeds[:1]
+    return config, int(CONKI_PRETRAIN["warmup_epochs"])
+
+
+# --------------------------------------------------------------------------- stage 1
+def pretrain_adapters(
+    dataset: str,
+    data: str | os.PathLike,
+    *,
+    out: str | os.PathLike,
+    text_encoder: str | None = None,
+    epochs: int | None = None,
+    batch: int | None = None,
+    overrides: list[str] | dict[str, Any] | None = None,
+    seed: int | None = None,
+    quiet: bool = False,
+) -> PretrainResult:
+    """Stage 1: pretrain ConKI's adapters for target ``dataset`` on the external file ``data``.
+
+    Writes ``out/adapters.pt`` (see the module docstring), ``out/config.yaml`` (the stage-1
+    configuration) and ``out/stage1/`` (the Trainer's ``best.pt`` with the adapter and
+    audio/vision encoder weights, and ``history.json``). Validates everything before writing.
+    """
+    ctx = distributed.setup()
+    try:
+        return _pretrain(
+            ctx, dataset, data, Path(out), text_encoder, epochs, batch, overrides, seed, quiet
+        )
+    finally:
+        distributed.teardown(ctx)
+
+
+def _pretrain(
+    ctx, dataset, data, out, text_encoder, epochs, batch, overrides, seed, quiet
+) -> PretrainResult:
+    config, warmup_epochs = stage1_config(
+        dataset, text_encoder=text_encoder, epochs=epochs, batch=batch, overrides=overrides
+    )
+    if seed is not None:
+        config.seeds = [int(seed)]
+    if not str(data):
+        raise MsakitError("no data file given (--data FILE)")
+    if out.exists() and not out.is_dir():
+        raise MsakitError(f"output {out} exists and is not a folder")
+    if config.batch_size < ctx.world_size:
+        raise MsakitError(
+            f"global batch {config.batch_size} is smaller than the {ctx.world_size} ranks"
+        )
+    encoder = load_text_encoder(config.text_encoder)
+    features = load_feature_file(str(data), vocab_size=int(encoder.config.vocab_size))
+    dims = _dims(features)
+    fingerprint = encoder_fingerprint(encoder)
+    seed = config.seeds[0]
+    torch.manual_seed(seed)
+    net = _build(config, dims, encoder)
+    net.freeze_encoders()
+
+    run_dir = out / STAGE1_DIR
+    extra = {
+        "config": _plain(config.to_dict()),
+        "dims": dims.to_dict(),
+        "text_encoder_config": _plain(_encoder_config(encoder)),
+        "format": "msakit-stage1-1",
+    }
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(config.to_yaml())
+    train = features.splits["train"]
+    steps_per_epoch = len(epoch_plan(train, config.batch_size, seed=seed, epoch=0))
+    trainer = Trainer(
+        model=net,
+        config=config,
+        train=train,
+        valid=features.splits["valid"],
+        run_dir=run_dir,
+        seed=seed,
+        dist=ctx,
+        quiet=quiet,
+        checkpoint_extra=extra,
+        warmup_steps=warmup_epochs * steps_per_epoch,
+        best_state_filter=lambda state: {k: v for k, v in state.items() if _keeps_for_stage2(k)},
+    )
+    trainer.fit()
+    ctx.barrier()
+    if not (run_dir / "best.pt").is_file():
+        raise MsakitError("stage 1 reached no finite validation MAE: no adapters to save")
+    best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
+    adapters_path = out / ADAPTERS_FILE
+    if ctx.is_main:
+        weights = best["model"]
+        atomic_save(
+            {
+                "format": FORMAT,
+                "model": {k: v for k, v in weights.items() if "adapter" in k},
+                "encoders": {k: v for k, v in weights.items() if "adapter" not in k},
+                "adapter_signature": _plain(net.adapter_signature()),
+                "config": extra["config"],
+                "dims": extra["dims"],
+                "text_encoder_config": extra["text_encoder_config"],
+                "text_encoder_fingerprint": fingerprint,
+                "valid": _plain(best["valid"]),
+                "epoch": int(best["epoch"]),
+            },
+            adapters_path,
+        )
+        (run_dir / "history.json").write_text(json.dumps(trainer.history, indent=1))
+        # last.pt only serves an exact resume; it holds the frozen text encoder and is large.
+        (run_dir / "last.pt").unlink(missing_ok=True)
+    ctx.barrier()
+    return PretrainResult(
+        adapters=adapters_path, valid=dict(best["valid"]), epoch=int(best["epoch"])
+    )
+
+
+def _encoder_config(encoder: nn.Module) -> dict[str, Any]:
+    cfg = _plain(text_encoder_config(encoder))
+    for key in ("dtype", "torch_dtype", "_name_or_path", "transformers_version"):
+        cfg.pop(key, None)
+    return cfg
+
+
+# --------------------------------------------------------------------------- stage 2
+def read_adapters(
+    path: str | os.PathLike,
+    config: RunConfig,
+    dims: Dims,
+    model: MSAModel,
+    encoder: nn.Module,
+) -> dict[str, dict[str, torch.Tensor]]:
+    """Load and check ``adapters.pt`` against the stage-2 run; return what to install.
+
+    ``model`` is a model built for the run (its adapter names and shapes are the reference),
+    ``encoder`` the run's pretrained text encoder as loaded: with ``pretrained_encoders=false``
+    (w/o C3) the adapters must still come from that pretrained encoder, and stage 2 then
+    fine-tunes a randomly initialised one under them.
+    Raises :class:`MsakitError` (one line) if the file is unreadable, not an adapters file, was
+    pretrained with another text encoder or adapter architecture, or its weights do not fit.
+    ``dims`` (the target data's sizes) need not match the external data's: adapters sit after
+    the per-dataset projections.
+
+    Returns ``{"model": adapter weights, "encoders": audio/vision encoder weights}`` restricted
+    to the model's modalities.
+    """
+    del dims  # adapters are independent of the raw audio/vision sizes
+    path = Path(path)
+    where = f"adapters file {path}"
+    if config.model_name != "conki" or not hasattr(model, "adapter_state"):
+        raise MsakitError(f"--adapters applies to ConKI only, not {config.model_name}")
+    if not model.has_adapters:
+        raise MsakitError("--adapters given but use_adapters=false: this model has no adapters")
+    if not path.is_file():
+        raise MsakitError(f"{where} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is one clear error
+        raise MsakitError(f"{where} is not readable ({type(exc).__name__})") from exc
+    keys = (
+        "model",
+        "encoders",
+        "adapter_signature",
+        "text_encoder_config",
+        "text_encoder_fingerprint",
+    )
+    if (
+        not isinstance(state, dict)
+        or state.get("format") != FORMAT
+        or any(k not in state for k in keys)
+    ):
+        raise MsakitError(f"{where} is not an msakit adapters file (from pretrain-adapters)")
+
+    _check_text_encoder(where, state, encoder, "text" in model.modalities)
+    signature = model.adapter_signature()
+    for key, value in signature.items():
+        saved = state["adapter_signature"].get(key)
+        if saved != value:
+            raise MsakitError(
+                f"{where} was pretrained with {key}={saved}, this run has {key}={value} "
+                f"(--set {key}={_yaml(saved)})"
+            )
+    return {
+        "model": _fitting(where, state["model"], model.adapter_state(), model.modalities),
+        "encoders": _fitting(where, state["encoders"], model.backbone_state(), model.modalities),
+    }
+
+
+def _yaml(value: Any) -> str:
+    """A value as ``--set key=VALUE`` spells it (null, true, 64, mean)."""
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def _check_text_encoder(
+    where: str, state: dict[str, Any], encoder: nn.Module, uses_text: bool
+) -> None:
+    if not uses_text:  # the text encoder only sets shared_dim's default, checked with the rest
+        return
+    saved = state["text_encoder_config"]
+    current = _plain(text_encoder_config(encoder))
+    same_arch = all(saved.get(k) == current.get(k) for k in ENCODER_KEYS)
+    if not same_arch:
+        raise MsakitError(
+            f"{where} was pretrained with another text encoder ({_encoder_summary(saved)}); "
+            f"this run's is {_encoder_summary(current)}: pass the same --text-encoder to both "
+            "stages"
+        )
+    if state["text_encoder_fingerprint"] != encoder_fingerprint(encoder):
+        raise MsakitError(
+            f"{where} was pretrained with other text encoder weights (same architecture, "
+            f"{_encoder_summary(saved)}): pass the same --text-encoder to both stages"
+        )
+
+
+def _fitting(
+    where: str,
+    saved: dict[str, Any],
+    expected: dict[str, torch.Tensor],
+    modalities: list[str],
+) -> dict[str, torch.Tensor]:
+    """``saved`` restricted to ``expected``'s names, with every name present and shaped alike.
+
+    Entries of modalities the model does not use (e.g. the vision adapter for modalities="ta")
+    are ignored; any other surplus or missing entry is an error.
+    """
+    if not isinstance(saved, dict):
+        raise MsakitError(f"{where}: weights are not a name -> tensor mapping")
+    absent = [m for m in ("text", "vision", "audio") if m not in modalities]
+    for name in saved:
+        if name not in expected and not any(m in name.split(".", 1)[0] for m in absent):
+            raise MsakitError(f"{where}: unexpected weight {name!r} (not in this ConKI model)")
+    out = {}
+    for name, reference in expected.items():
+        value = saved.get(name)
+        if value is None:
+            raise MsakitError(f"{where}: no weight {name!r} (pretrained with other modalities?)")
+        if not isinstance(value, torch.Tensor) or value.shape != reference.shape:
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise MsakitError(
+                f"{where}: {name} has shape {shape}, this model needs {tuple(reference.shape)}"
+            )
+        out[name] = value
+    return out
+
+
+def install_adapters(model: MSAModel, state: dict[str, dict[str, torch.Tensor]]) -> None:
+    """Load pretrained adapters (frozen: ``requires_grad=False``) and the stage-1 encoders."""
+    weights = {**state["model"], **state["encoders"]}
+    _, unexpected = model.load_state_dict(weights, strict=False)
+    if unexpected:
+        raise MsakitError(f"adapters do not fit the model: unexpected {unexpected[0]!r}")
+    for name, param in model.named_parameters():
+        if name in state["model"]:
+            param.requires_grad_(False)
