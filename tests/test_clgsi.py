@@ -21,7 +21,7 @@ from msakit.data.synthetic import make_synthetic
 from msakit.encoders.sequence import SequenceEncoder, last_valid, lengths_to_mask, masked_mean
 from msakit.encoders.text import load_text_encoder
 from msakit.models.base import Dims
-from msakit.models.clgsi import GLFK, CLGSI, CommonFusion, Subnet
+from msakit.models.clgsi import CLGSI, GLFK, CommonFusion, Subnet
 from msakit.models.registry import create_model
 
 SMALL = {"common_dim": 16, "specific_dim": 16, "head_dim": 16, "feedforward": 32}
