@@ -105,11 +105,13 @@ def bench(
     trainer.train_epoch(0, max_steps=warmup_steps)  # warm-up: allocator, kernels, caches
     trainer.step_seconds.clear()
     trainer.step_samples.clear()
+    cpu_start = time.process_time()
     for epoch in range(epochs):
         remaining = None if max_steps is None else max_steps - len(trainer.step_seconds)
         if remaining is not None and remaining <= 0:
             break
         trainer.train_epoch(epoch, max_steps=remaining)
+    cpu_seconds = time.process_time() - cpu_start
     seconds, samples = sum(trainer.step_seconds), sum(trainer.step_samples)
     result: dict[str, Any] = {
         "model": model,
@@ -126,6 +128,8 @@ def bench(
         "samples_per_s": round(samples / seconds, 3) if seconds else 0.0,
         "median_step_s": round(statistics.median(trainer.step_seconds), 4)
         if trainer.step_seconds else 0.0,
+        # CPU time of this process per sample: steadier than wall time on a shared machine.
+        "cpu_s_per_sample": round(cpu_seconds / samples, 5) if samples else 0.0,
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,

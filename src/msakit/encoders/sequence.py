@@ -62,6 +62,28 @@ class SinusoidalPositions(nn.Module):
         return x + self.table[:length].to(x.dtype)
 
 
+class PackedEncoderLayer(nn.TransformerEncoderLayer):
+    """``nn.TransformerEncoderLayer`` (post-norm, ReLU) whose feed-forward runs on kept frames.
+
+    Same parameters, names and math as PyTorch's layer: self-attention over the padded batch
+    (fused ``scaled_dot_product_attention``, padding masked), then the position-wise feed-forward
+    block and ``norm2`` on the kept frames only, packed into one (N, D) matrix. The feed-forward
+    is where a CPU step spends its time (D -> 2048 -> D for every frame), so its cost follows the
+    real lengths, not the padding. Outputs at kept frames equal the stock layer's; padded frames
+    keep the post-attention value, which nothing downstream reads.
+    """
+
+    def forward_packed(
+        self, x: torch.Tensor, padding: torch.Tensor, keep: torch.Tensor
+    ) -> torch.Tensor:
+        """x (B, L, D); padding (B, L) True where masked; keep (N,) flat indices of frames."""
+        x = self.norm1(x + self._sa_block(x, None, padding))
+        flat = x.reshape(-1, x.size(-1))
+        kept = flat.index_select(0, keep)  # (N, D)
+        kept = self.norm2(kept + self._ff_block(kept))
+        return flat.index_copy(0, keep, kept).view_as(x)
+
+
 class SequenceEncoder(nn.Module):
     """A stack of post-norm Transformer encoder layers over a padded (B, L, D) sequence.
 
@@ -84,33 +106,39 @@ class SequenceEncoder(nn.Module):
             raise ValueError(f"{heads} heads do not divide the feature width {dim}")
         self.positions = SinusoidalPositions(dim) if positional else None
         self.layers = nn.ModuleList(
-            nn.TransformerEncoderLayer(
+            PackedEncoderLayer(
                 dim, heads, dim_feedforward=feedforward, dropout=dropout, batch_first=True
             )
             for _ in range(layers)
         )
 
     def prepare(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Zero the padding, add positions; return (x, valid mask, attention padding mask)."""
+        """Zero the padding, add positions.
+
+        Returns (x, valid mask (B, L), attention padding mask (B, L), kept frame indices (N,)).
+        Empty sequences keep frame 0 (a zero frame plus position 0): never NaN.
+        """
         mask = lengths_to_mask(lengths, x.size(1))
         x = x * mask.unsqueeze(-1).to(x.dtype)
         if self.positions is not None:
             x = self.positions(x)
-        # Empty sequences attend to frame 0 only (a zero frame plus position 0): never NaN.
         attend = mask.clone()
         attend[:, 0] |= lengths == 0
-        return x, mask, ~attend
+        keep = attend.flatten().nonzero().squeeze(1)
+        return x, mask, ~attend, keep
 
-    def run_layer(self, k: int, x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
-        """Apply layer ``k``: x (B, L, D), padding (B, L) True where masked."""
-        return self.layers[k](x, src_key_padding_mask=padding)
+    def run_layer(
+        self, k: int, x: torch.Tensor, padding: torch.Tensor, keep: torch.Tensor
+    ) -> torch.Tensor:
+        """Apply layer ``k``: x (B, L, D), padding (B, L) True where masked, keep (N,)."""
+        return self.layers[k].forward_packed(x, padding, keep)
 
     def forward(
         self, x: torch.Tensor, lengths: torch.Tensor, return_all: bool = False
     ) -> tuple[torch.Tensor | list[torch.Tensor], torch.Tensor]:
-        x, mask, padding = self.prepare(x, lengths)
+        x, mask, padding, keep = self.prepare(x, lengths)
         states = [x]
         for k in range(len(self.layers)):
-            x = self.run_layer(k, x, padding)
+            x = self.run_layer(k, x, padding, keep)
             states.append(x)
         return (states if return_all else x), mask

@@ -93,4 +93,29 @@ class MSAModel(nn.Module):
 
     def trains_text_encoder(self) -> bool:
         """Whether the text encoder's weights are trained (if not, its outputs can be cached)."""
-        return True
+        encoder = getattr(self, "text_encoder", None)
+        return encoder is None or any(p.requires_grad for p in encoder.parameters())
+
+    def text_features(self, text: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What ``forward`` needs from the text encoder for a (B, 3, Lt) ``text`` batch.
+
+        Keys starting with ``seq_`` are (B, Lt, ...) sequences (trimmed with the batch), the
+        others (B, ...) vectors. When the text encoder is frozen the Trainer computes these once
+        per sample (frozen encoders run in eval mode, so the cache is exact) and passes them in
+        the batch under ``text_cache.<key>``.
+        """
+        raise NotImplementedError
+
+    def cached_text_features(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The batch's cached text features, or the text encoder's outputs computed now."""
+        prefix = "text_cache."
+        cached = {k[len(prefix):]: v for k, v in batch.items() if k.startswith(prefix)}
+        return cached if cached else self.text_features(batch["text"])
+
+    def train(self, mode: bool = True) -> MSAModel:
+        """Train mode everywhere except a frozen text encoder, which stays in eval mode."""
+        super().train(mode)
+        encoder = getattr(self, "text_encoder", None)
+        if mode and encoder is not None and not self.trains_text_encoder():
+            encoder.eval()
+        return self

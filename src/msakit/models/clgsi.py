@@ -70,14 +70,25 @@ class GLFK(nn.Module):
             self.knowledge = nn.Conv2d(1, 1, 1)
 
     def forward(self, stacked: torch.Tensor) -> torch.Tensor:
-        """stacked (B, d_c, 3) -> (B, d_c)."""
+        """stacked (B, d_c, 3) -> (B, d_c).
+
+        The convolutions are computed as what they are, linear maps over the channel axis at
+        each of the d_c positions (kernel (1 x 3) over the modality axis, then 1x1): the same
+        parameters and the same math as ``nn.Conv2d``, without its im2col overhead on CPUs.
+        """
+        x = stacked  # (B, d_c, channels): modalities first, then conv channels
         if self.global_conv is not None:
-            x = self.global_conv(stacked.unsqueeze(1))  # (B, 1, d_c, 1)
-        else:
-            x = stacked.transpose(1, 2).unsqueeze(-1)  # (B, 3, d_c, 1)
+            x = _conv_as_linear(self.global_conv, x)  # (B, d_c, 1)
         if self.local is not None:
-            x = self.fine(self.local(x))  # (B, beta, d_c, 1)
-        return torch.tanh(self.knowledge(x)).flatten(1)  # (B, d_c)
+            conv, prelu = self.local
+            x = prelu(_conv_as_linear(conv, x))  # (B, d_c, beta/2)
+            x = _conv_as_linear(self.fine, x)  # (B, d_c, beta)
+        return torch.tanh(_conv_as_linear(self.knowledge, x)).squeeze(-1)  # (B, d_c)
+
+
+def _conv_as_linear(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """A Conv2d whose kernel spans the whole channel-last axis, applied as a linear map."""
+    return F.linear(x, conv.weight.flatten(1), conv.bias)
 
 
 class TransformerFusion(nn.Module):
@@ -216,13 +227,13 @@ class CLGSI(MSAModel):
             else None
         )
 
-    def encode_text(self, text: torch.Tensor) -> torch.Tensor:
-        """text (B, 3, Lt) MMSA rows -> BERT last hidden state (B, Lt, d_t)."""
-        return self.text_encoder(**bert_inputs(text)).last_hidden_state
+    def text_features(self, text: torch.Tensor) -> dict[str, torch.Tensor]:
+        """text (B, 3, Lt) MMSA rows -> {"seq_hidden": BERT last hidden state (B, Lt, d_t)}."""
+        return {"seq_hidden": self.text_encoder(**bert_inputs(text)).last_hidden_state}
 
     def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
         text_mask = batch["text"][:, 1] > 0  # (B, Lt)
-        text_h = batch["text_hidden"] if "text_hidden" in batch else self.encode_text(batch["text"])
+        text_h = self.cached_text_features(batch)["seq_hidden"]  # (B, Lt, d_t)
         audio_h, audio_mask = self.audio_encoder(batch["audio"], batch["audio_lengths"])
         vision_h, vision_mask = self.vision_encoder(batch["vision"], batch["vision_lengths"])
         reps: dict[str, torch.Tensor] = {}

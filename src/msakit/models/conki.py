@@ -286,20 +286,30 @@ class ConKI(MSAModel):
         )
 
     # ------------------------------------------------------------------ encoding
-    def encode_text(self, text: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """text (B, 3, Lt) MMSA rows -> (O_t (B, d_t), A_t (B, d_t) or None).
-
-        ConKI always runs the text encoder itself: its adapter reads intermediate layers.
-        """
-        mask = text[:, 1] > 0  # (B, Lt)
+    def text_features(self, text: torch.Tensor) -> dict[str, torch.Tensor]:
+        """text (B, 3, Lt) -> {"pooled": O_t (B, d_t)} and, with a text adapter, the hidden
+        states it reads: {"seq_hidden_k": (B, Lt, d_t)} for every insertion point k."""
         out = self.text_encoder(**bert_inputs(text), output_hidden_states=True)
         pooled = out.pooler_output
         if pooled is None:  # an encoder without a pooler: fall back to [CLS]
             pooled = out.last_hidden_state[:, 0]
+        features = {"pooled": pooled}
+        adapter = getattr(self, "adapter_text", None)
+        if adapter is not None:
+            for k in adapter.points:
+                features[f"seq_hidden_{k}"] = out.hidden_states[k]
+        return features
+
+    def encode_text(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """MMSA text rows (or their cached features) -> (O_t (B, d_t), A_t (B, d_t) or None)."""
+        text = batch["text"]
+        mask = text[:, 1] > 0  # (B, Lt)
+        features = self.cached_text_features(batch)
         adapter = getattr(self, "adapter_text", None)
         if adapter is None:
-            return pooled, None
-        return pooled, self._pool(adapter(out.hidden_states, ~mask), mask)
+            return features["pooled"], None
+        hidden = _HiddenStates(features, text.size(-1))
+        return features["pooled"], self._pool(adapter(hidden, ~mask), mask)
 
     def encode_sequence(
         self, m: str, x: torch.Tensor, lengths: torch.Tensor
@@ -307,10 +317,10 @@ class ConKI(MSAModel):
         """Audio/vision x (B, L, d_m raw), lengths (B,) -> (O_m (B, d), A_m (B, d) or None)."""
         encoder: SequenceEncoder = getattr(self, f"{m}_encoder")
         h = getattr(self, f"project_{m}")(x)  # (B, L, shared_dim)
-        h, mask, padding = encoder.prepare(h, lengths)
+        h, mask, padding, keep = encoder.prepare(h, lengths)
         states = [h]
         for k in range(len(encoder.layers)):
-            states.append(encoder.run_layer(k, states[-1], padding))
+            states.append(encoder.run_layer(k, states[-1], padding, keep))
         pooled = masked_mean(states[-1], mask)
         adapter = getattr(self, f"adapter_{m}", None)
         if adapter is None:
@@ -325,7 +335,7 @@ class ConKI(MSAModel):
         reps: dict[str, torch.Tensor] = {}
         for m in self.modalities:
             if m == "text":
-                pan, specific = self.encode_text(batch["text"])
+                pan, specific = self.encode_text(batch)
             else:
                 pan, specific = self.encode_sequence(m, batch[m], batch[f"{m}_lengths"])
             reps[f"pan_{m}"] = pan  # O_m
@@ -385,11 +395,6 @@ class ConKI(MSAModel):
             else:
                 groups["other"].append((name, param))
         return groups
-
-    def trains_text_encoder(self) -> bool:
-        # Always True: a cache of the last hidden state cannot serve the text adapter, which
-        # reads intermediate layers, so the text encoder runs on every step.
-        return True
 
     def adapter_state(self) -> dict[str, torch.Tensor]:
         """The adapters' weights (every state entry whose name contains ``adapter``)."""
@@ -455,6 +460,16 @@ def pan_knowledge_loss(
         r = torch.round(labels)
         with_positive = ((r[:, None] == r[None, :]).sum(dim=1) > 1).sum().to(labels.dtype)
     return value - math.log(2.0) * with_positive.to(value.dtype)
+
+
+class _HiddenStates:
+    """``hidden_states[k]`` for the insertion points k, read from text features."""
+
+    def __init__(self, features: dict[str, torch.Tensor], length: int) -> None:
+        self.features, self.length = features, length
+
+    def __getitem__(self, k: int) -> torch.Tensor:
+        return self.features[f"seq_hidden_{k}"][:, : self.length]
 
 
 @register_model("conki")

@@ -36,7 +36,7 @@ from msakit.data.batching import epoch_plan, iterate, shard
 from msakit.data.mmsa import SplitData
 from msakit.metrics import compute_metrics
 from msakit.models.base import MSAModel
-from msakit.training.distributed import DistContext
+from msakit.training.distributed import DistContext, sync_batchnorm
 
 NO_DECAY = ("bias", "LayerNorm.weight", "LayerNorm.bias", "layer_norm", "norm.weight")
 
@@ -151,6 +151,44 @@ def build_scheduler(
     return get_constant_schedule_with_warmup(optimizer, warmup_steps)
 
 
+TextCache = dict[str, torch.Tensor]
+
+
+@torch.no_grad()
+def build_text_cache(
+    model: MSAModel, split: SplitData, batch_size: int, device: torch.device
+) -> TextCache:
+    """A frozen text encoder's features (``model.text_features``) for every sample of a split.
+
+    Sequence features (``seq_*``) are stored at the split's full text length, on the CPU.
+    """
+    was_training = model.training
+    model.eval()
+    parts: dict[str, list[torch.Tensor]] = {}
+    length = split.text_bert.shape[-1]
+    for batch in iterate(split, epoch_plan(split, batch_size, seed=0, epoch=0, shuffle=False)):
+        features = model.text_features(batch["text"].to(device))
+        for key, value in features.items():
+            value = value.float().cpu()
+            if key.startswith("seq_") and value.size(1) < length:
+                pad = value.new_zeros((value.size(0), length - value.size(1), *value.shape[2:]))
+                value = torch.cat([value, pad], dim=1)
+            parts.setdefault(key, []).append(value)
+    model.train(was_training)
+    return {key: torch.cat(values) for key, values in parts.items()}
+
+
+def add_text_cache(batch: dict[str, torch.Tensor], cache: TextCache | None) -> dict:
+    """Put the batch's rows of ``cache`` into the batch as ``text_cache.<key>``."""
+    if not cache:
+        return batch
+    index, length = batch["index"], batch["text"].size(-1)
+    for key, value in cache.items():
+        rows = value.index_select(0, index)
+        batch[f"text_cache.{key}"] = rows[:, :length] if key.startswith("seq_") else rows
+    return batch
+
+
 @dataclass
 class EarlyStopping:
     """Stop after ``patience`` epochs without a validation MAE below the best by 1e-6."""
@@ -224,11 +262,14 @@ class Trainer:
             set_dropout(self.model, self.config.dropout)
         self.module: nn.Module = self.model
         if self.dist.enabled:
-            self.module = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            # BatchNorm sees the global batch (nn.SyncBatchNorm only runs on GPUs: on CPUs the
+            # same statistics are all-reduced over gloo). Synchronised running statistics are
+            # identical on every rank, so DDP need not broadcast buffers each step.
             self.module = nn.parallel.DistributedDataParallel(
-                self.module,
+                sync_batchnorm(self.model, self.device),
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=True,
+                broadcast_buffers=False,
             )
         self.history: list[dict[str, Any]] = []
         self.global_step = 0
@@ -266,6 +307,12 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, self.config)
         self.scheduler = build_scheduler(self.optimizer, self.config, total, warmup)
         self.stopper = EarlyStopping(self.config.early_stop)
+        self.text_cache: dict[str, TextCache | None] = {"train": None, "valid": None}
+        if self.config.cache_text and not self.model.trains_text_encoder():
+            for name, split in (("train", self.train), ("valid", self.valid)):
+                self.text_cache[name] = build_text_cache(
+                    self.model, split, self.config.batch_size, self.device
+                )
         self.start_epoch = 0
         if self.resume and self.run_dir is not None and (self.run_dir / "last.pt").exists():
             self.start_epoch = self._load_last()
@@ -369,14 +416,17 @@ class Trainer:
         return {k: v / max(1, len(plan)) for k, v in sums.items()}
 
     def _batches(self, plan: list[np.ndarray]) -> Iterator[dict[str, torch.Tensor]]:
-        return iterate(self.train, plan, self.dist.rank, self.dist.world_size)
+        cache = getattr(self, "text_cache", {}).get("train")
+        for batch in iterate(self.train, plan, self.dist.rank, self.dist.world_size):
+            yield add_text_cache(batch, cache)
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self, split: SplitData) -> EvalResult:
+        cache = getattr(self, "text_cache", {}).get("valid") if split is self.valid else None
         return evaluate_model(
             self.model, split, self.config.dataset, self.config.batch_size, self.device,
-            bf16=self.config.bf16,
+            bf16=self.config.bf16, text_cache=cache, dist=self.dist,
         )
 
     # ------------------------------------------------------------------ files
@@ -491,21 +541,39 @@ def evaluate_model(
     batch_size: int,
     device: torch.device | None = None,
     bf16: bool = False,
+    text_cache: TextCache | None = None,
+    dist: DistContext | None = None,
 ) -> EvalResult:
-    """Predictions, labels and MMSA metrics of ``model`` on a whole split, in split order."""
+    """Predictions, labels and MMSA metrics of ``model`` on a whole split, in split order.
+
+    Under DDP (``dist``) each rank predicts its share of every batch and the shares are
+    gathered, so every rank returns the same result (and takes the same early-stopping
+    decisions) for 1/N of the work.
+    """
     device = device or next(model.parameters()).device
+    rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
     was_training = model.training
     model.eval()
     plan = epoch_plan(split, batch_size, seed=0, epoch=0, shuffle=False)
-    predictions, losses = [], []
-    for batch in iterate(split, plan):
-        batch = {k: v.to(device) for k, v in batch.items()}
+    predictions, loss_sums = [], []  # per batch: this rank's predictions, sum of task losses
+    for batch in iterate(split, plan, rank, world):
+        n = len(batch["labels"])
+        if n == 0:  # a last batch smaller than the number of ranks
+            predictions.append(np.zeros(0, dtype=np.float32))
+            loss_sums.append(0.0)
+            continue
+        batch = {k: v.to(device) for k, v in add_text_cache(batch, text_cache).items()}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             output = model(batch)
-            losses.append(float(model.compute_loss(output, batch).task_loss.float()))
-        predictions.append(output.prediction.float().cpu())
+            loss_sums.append(n * float(model.compute_loss(output, batch).task_loss.float()))
+        predictions.append(output.prediction.float().cpu().numpy())
     model.train(was_training)
-    pred = torch.cat(predictions).numpy()
+    if world > 1:
+        shares = dist.gather_objects((predictions, loss_sums))  # rank order = sample order
+        predictions = [np.concatenate([s[0][b] for s in shares]) for b in range(len(plan))]
+        loss_sums = [sum(s[1][b] for s in shares) for b in range(len(plan))]
+    losses = [total / len(indices) for total, indices in zip(loss_sums, plan, strict=True)]
+    pred = np.concatenate(predictions)
     labels = split.labels
     return EvalResult(
         predictions=pred,

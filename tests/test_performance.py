@@ -1,0 +1,144 @@
+"""The speed-ups change no math: packed feed-forward, trimming, text cache, bucketing, bf16."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from msakit import api, cli
+from msakit.data.batching import collate, epoch_plan, shard
+from msakit.encoders.sequence import SequenceEncoder
+from msakit.training.trainer import add_text_cache, build_text_cache, evaluate_model
+
+
+def test_packed_layers_equal_stock_layers_forward_and_backward():
+    torch.manual_seed(0)
+    enc = SequenceEncoder(6, 2, layers=2, feedforward=64, dropout=0.0)
+    stock = copy.deepcopy(enc)
+    x = torch.randn(3, 11, 6)
+    lengths = torch.tensor([11, 4, 0])
+    out, mask = enc(x, lengths)
+    h, _, padding, _ = stock.prepare(x, lengths)
+    for layer in stock.layers:
+        h = nn.TransformerEncoderLayer.forward(layer, h, src_key_padding_mask=padding)
+    keep = ~padding
+    assert torch.allclose(out[keep], h[keep], atol=1e-6)
+    out[keep].pow(2).sum().backward()
+    h[keep].pow(2).sum().backward()
+    for (name, a), b in zip(enc.named_parameters(), stock.parameters(), strict=True):
+        assert torch.allclose(a.grad, b.grad, atol=1e-5), name
+
+
+def _tiny_clgsi(tiny_bert, mosi_file, **overrides):
+    config = api.build_config(
+        "clgsi", "mosi", text_encoder=str(tiny_bert), batch=8,
+        overrides={"feedforward": 32, "dropout": 0.0, **overrides},
+    )
+    encoder = api.load_text_encoder(config.text_encoder)
+    data = api.load_data(mosi_file, 30522)
+    torch.manual_seed(0)
+    return config, api.build_model(config, api.dims_of(data), encoder), data
+
+
+def test_trimmed_batch_equals_full_padding(tiny_bert, mosi_file):
+    _, model, data = _tiny_clgsi(tiny_bert, mosi_file)
+    model.eval()
+    split = data.splits["test"]
+    batch = collate(split, np.arange(8))
+    full = dict(batch)
+    full["audio"] = torch.from_numpy(split.audio[:8])
+    full["vision"] = torch.from_numpy(split.vision[:8])
+    full["text"] = torch.from_numpy(split.text_bert[:8])
+    with torch.no_grad():
+        assert batch["audio"].shape[1] < full["audio"].shape[1]
+        trimmed, padded = model(batch).prediction, model(full).prediction
+    assert torch.allclose(trimmed, padded, atol=1e-5)
+
+
+def test_frozen_text_encoder_cache_is_exact(tiny_bert_12, tmp_path):
+    from msakit.data.synthetic import write_synthetic
+
+    path = write_synthetic(str(tmp_path / "mosei.pkl"), "mosei", 12, 4, 4, seed=1)
+    config = api.build_config(
+        "conki", "mosei", text_encoder=str(tiny_bert_12), batch=4,
+        overrides={"feedforward": 32, "adapter_dim": 8, "fusion_dim": 8, "head_dim": 8},
+    )
+    encoder = api.load_text_encoder(config.text_encoder)
+    data = api.load_data(path, 30522)
+    torch.manual_seed(0)
+    model = api.build_model(config, api.dims_of(data), encoder)
+    for p in model.text_encoder.parameters():
+        p.requires_grad_(False)
+    assert not model.trains_text_encoder()
+    split = data.splits["train"]
+    cache = build_text_cache(model, split, 5, torch.device("cpu"))
+    model.train()
+    assert not model.text_encoder.training  # frozen encoders run in eval mode
+    batch = collate(split, np.array([3, 0, 7, 5]))
+    torch.manual_seed(1)
+    direct = model(batch).prediction
+    torch.manual_seed(1)
+    cached = model(add_text_cache(dict(batch), cache)).prediction
+    assert any(k.startswith("text_cache.seq_hidden_") for k in add_text_cache(batch, cache))
+    assert torch.allclose(direct, cached, atol=1e-6)
+
+
+def test_bucket_plan_is_a_reproducible_partition_with_less_padding(mosi_file):
+    split = api.load_data(mosi_file, None).splits["train"]
+    n = len(split)
+    plan = epoch_plan(split, 8, seed=3, epoch=2, sampler="bucket")
+    again = epoch_plan(split, 8, seed=3, epoch=2, sampler="bucket")
+    assert all(np.array_equal(a, b) for a, b in zip(plan, again, strict=True))
+    assert sorted(np.concatenate(plan).tolist()) == list(range(n))
+    other_epoch = epoch_plan(split, 8, seed=3, epoch=3, sampler="bucket")
+    assert not all(np.array_equal(a, b) for a, b in zip(plan, other_epoch, strict=True))
+    # Ranks take slices of the same global batches.
+    for batch in plan:
+        parts = [shard(batch, r, 3) for r in range(3)]
+        assert np.array_equal(np.concatenate(parts), batch)
+
+    def padded_frames(p):
+        lengths = split.audio_lengths
+        return sum(len(b) * lengths[b].max() - lengths[b].sum() for b in p)
+
+    random_plan = epoch_plan(split, 8, seed=3, epoch=2, sampler="random")
+    assert padded_frames(plan) < padded_frames(random_plan)
+
+
+def test_bf16_autocast_metrics_stay_close_to_fp32(tiny_bert, mosi_file):
+    """Stated tolerance: bf16 predictions within 0.05 of fp32, MAE within 0.02."""
+    config, model, data = _tiny_clgsi(tiny_bert, mosi_file)
+    split = data.splits["test"]
+    fp32 = evaluate_model(model, split, "mosi", 8, torch.device("cpu"), bf16=False)
+    bf16 = evaluate_model(model, split, "mosi", 8, torch.device("cpu"), bf16=True)
+    assert np.abs(fp32.predictions - bf16.predictions).max() < 0.05
+    assert abs(fp32.metrics["MAE"] - bf16.metrics["MAE"]) < 0.02
+
+
+def test_bench_prints_json_with_throughput_and_memory(tiny_bert, mosi_file, capsys):
+    code = cli.main([
+        "bench", "--model", "clgsi", "--dataset", "mosi", "--data", str(mosi_file),
+        "--batch", "8", "--max-steps", "2", "--warmup-steps", "1", "--text-encoder",
+        str(tiny_bert), "--set", "feedforward=32", "--set", "sampler=bucket", "--json",
+    ])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["steps"] == 2 and result["samples"] == 16 and result["batch"] == 8
+    assert result["samples_per_s"] > 0 and result["median_step_s"] > 0
+    assert result["peak_rss_mb"] > 50
+    assert result["sampler"] == "bucket"
+
+
+@pytest.mark.parametrize("sampler", ["random", "bucket"])
+def test_plan_does_not_depend_on_world_size(mosi_file, sampler):
+    split = api.load_data(mosi_file, None).splits["train"]
+    plan = epoch_plan(split, 6, seed=1, epoch=0, sampler=sampler)
+    for world in (1, 2, 4):
+        shards = [[shard(b, r, world) for b in plan] for r in range(world)]
+        rebuilt = [np.concatenate([shards[r][i] for r in range(world)]) for i in range(len(plan))]
+        assert all(np.array_equal(a, b) for a, b in zip(plan, rebuilt, strict=True))
