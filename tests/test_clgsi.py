@@ -111,13 +111,35 @@ def test_glfk_output_shape(parts):
     assert out.abs().max() <= 1.0  # tanh at the end
 
 
-def test_glfk_variants_differ_in_structure():
-    glfk, gk, lfk = GLFK(16, "glfk"), GLFK(16, "gk"), GLFK(16, "lfk")
-    assert glfk.global_conv is not None and glfk.local is not None
-    assert gk.global_conv is not None and gk.local is None
-    assert lfk.global_conv is None and lfk.local is not None
-    assert lfk.local[0].in_channels == 3 and glfk.local[0].in_channels == 1
-    assert glfk.fine.out_channels == 16 and glfk.local[0].out_channels == 8
+def conv_reference(glfk: GLFK, stacked: torch.Tensor) -> torch.Tensor:
+    """GLFK as the paper draws it: nn.Conv2d over the 1-channel d_c x 3 image."""
+    if glfk.global_conv is not None:
+        x = glfk.global_conv(stacked.unsqueeze(1))  # (B, 1, d_c, 1)
+    else:
+        x = stacked.transpose(1, 2).unsqueeze(-1)  # (B, 3, d_c, 1): modalities as channels
+    if glfk.local is not None:
+        x = glfk.fine(glfk.local(x))  # (B, beta, d_c, 1)
+    return torch.tanh(glfk.knowledge(x)).flatten(1)
+
+
+@pytest.mark.parametrize(
+    "parts, params",
+    [
+        # Global (1x3 conv) 3 + 1; Local 1 -> 8: 8 + 8, PReLU 1; Fine 8 -> 16: 128 + 16;
+        # Knowledge 16 -> 1: 16 + 1  => 4 + 17 + 144 + 17 = 182
+        ("glfk", 182),
+        # Global 4; Knowledge 1 -> 1: 1 + 1  => 6
+        ("gk", 6),
+        # Local 3 -> 8: 24 + 8, PReLU 1; Fine 144; Knowledge 17  => 194
+        ("lfk", 194),
+    ],
+)
+def test_glfk_parameters_and_convolution_math(parts, params):
+    torch.manual_seed(0)
+    glfk = GLFK(beta=16, parts=parts)
+    assert sum(p.numel() for p in glfk.parameters()) == params
+    stacked = torch.randn(4, 24, 3)
+    torch.testing.assert_close(glfk(stacked), conv_reference(glfk, stacked), rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -192,6 +214,18 @@ def test_sequence_encoder_extra_padding_changes_nothing():
     torch.testing.assert_close(last_valid(h_long, lengths), last_valid(h, lengths), atol=1e-5,
                                rtol=0)
     torch.testing.assert_close(masked_mean(h_long, m_long), masked_mean(h, m), atol=1e-5, rtol=0)
+
+
+def test_sequence_encoder_zero_length_is_finite_at_inference():
+    # eval + no_grad takes PyTorch's fused encoder fast path, where a fully masked row is NaN
+    torch.manual_seed(0)
+    enc = SequenceEncoder(dim=8, heads=2, layers=2, feedforward=16).eval()
+    lengths = torch.tensor([0, 5, 0])
+    with torch.no_grad():
+        h, mask = enc(torch.randn(3, 5, 8), lengths)
+    assert torch.isfinite(h).all()
+    assert torch.isfinite(last_valid(h, lengths)).all()
+    assert torch.isfinite(masked_mean(h, mask)).all()
 
 
 @pytest.mark.parametrize("train", [False, True])

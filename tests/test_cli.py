@@ -136,7 +136,7 @@ BAD_FILES = {
     ),
     "+inf in audio": (
         _mutated(_poke("test", "audio", (1, 0, 0), float("inf"))),
-        ["'test'", "'audio'", "inf", "sample 1"],
+        ["'test'", "'audio'", "+inf", "sample 1"],
     ),
     "length longer than the sequence": (
         _mutated(_poke("train", "vision_lengths", (3,), 376)),
@@ -260,7 +260,8 @@ def trained(request, tmp_path_factory, tiny_bert, mosi_file, sims_file):
     out = tmp_path_factory.mktemp(f"cli_{dataset}") / "run"
     argv = train_argv(data, out, tiny_bert, dataset)
     argv[argv.index("--seeds") + 1 : argv.index("--seeds") + 2] = ["1", "2"]
-    assert run([*argv, "--batch", "16"]) == 0
+    # encoder_dropout=0 lets the 500-frame attention take the fused kernel (3x faster on CPU)
+    assert run([*argv, "--batch", "16", "--set", "encoder_dropout=0"]) == 0
     return dataset, data, out
 
 

@@ -42,8 +42,9 @@ class RunConfig:
     seeds: list[int] = field(default_factory=lambda: [1111])
     dropout: float | None = None
     """When set (e.g. 0), every dropout probability in the model takes this value."""
-    sampler: str = "random"
-    """'random' (shuffled batches) or 'bucket' (batches drawn from length buckets)."""
+    sampler: str = "bucket"
+    """'bucket' (batches drawn from length buckets, so cost follows the real lengths) or
+    'random' (plain shuffled batches, as in the authors' code)."""
     bf16: bool = False
     cache_text: bool = True
     """Cache frozen text-encoder outputs (only used when the text encoder is not trained)."""
@@ -74,6 +75,11 @@ def _coerce(key: str, raw: str, current: Any) -> Any:
         return value
     if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if isinstance(current, float) and isinstance(value, str):
+        try:  # YAML 1.1 reads exponents without a dot ("5e-3") as strings
+            return float(raw)
+        except ValueError:
+            pass
     if isinstance(current, list) and not isinstance(value, list):
         value = [value]
     if type(value) is not type(current):
