@@ -167,6 +167,8 @@ def _train(ctx, model, dataset, data, text_encoder, seeds, epochs, batch, out, o
             f"global batch {config.batch_size} is smaller than the {ctx.world_size} ranks"
         )
     _check_writable(out)
+    if resume:
+        _check_resume_config(out, config)
     encoder = load_text_encoder(config.text_encoder)
     features = load_data(data, _vocab_size(encoder))
     dims = dims_of(features)
@@ -221,13 +223,37 @@ def _train(ctx, model, dataset, data, text_encoder, seeds, epochs, batch, out, o
         net.load_state_dict(best["model"])
         result = evaluate_model(
             net, features.splits["test"], config.dataset, config.batch_size, ctx.device,
-            bf16=config.bf16,
+            bf16=config.bf16, dist=ctx,
         )
         rows.append({"seed": seed, **result.metrics})
         if ctx.is_main:
             (run_dir / "history.json").write_text(json.dumps(trainer.history, indent=1))
             _write_results(out / "results.csv", rows, config.dataset)
     return TrainResult(out=out, rows=_with_summary(rows, config.dataset))
+
+
+def _check_resume_config(out: Path, config: RunConfig) -> None:
+    """--resume continues a run only with the settings it was started with (seeds aside)."""
+    import yaml
+
+    path = out / "config.yaml"
+    if not path.is_file():
+        return
+    def flat(cfg: dict[str, Any]) -> dict[str, Any]:  # --set names: lr.text, gamma, ...
+        out = {k: v for k, v in cfg.items() if not isinstance(v, dict) and k != "seeds"}
+        for key, value in cfg.items():
+            if isinstance(value, dict):
+                out.update({(k if key == "model" else f"{key}.{k}"): v for k, v in value.items()})
+        return out
+
+    old = flat(yaml.safe_load(path.read_text()) or {})
+    new = flat(yaml.safe_load(config.to_yaml()))
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    if changed:
+        raise MsakitError(
+            f"{path}: the run was started with other settings ({', '.join(changed)}); resume "
+            "with the same options, or train into a new --out"
+        )
 
 
 def _with_summary(rows: list[dict[str, Any]], dataset: str) -> list[dict[str, Any]]:

@@ -147,6 +147,65 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("report")
+def _report(args: argparse.Namespace) -> int:
+    from msakit.reporting.report import report
+
+    text = report(args.dirs, fmt=args.format, label=args.label, all_metrics=args.all_metrics)
+    if args.out:
+        try:
+            with open(args.out, "w") as f:
+                f.write(text)
+        except OSError as exc:
+            raise MsakitError(f"cannot write {args.out}: {exc.strerror or exc}") from None
+        print(f"wrote {args.out}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+@command("plot")
+def _plot(args: argparse.Namespace) -> int:
+    from msakit.reporting import plots
+
+    if args.figure == "curves":
+        path = plots.plot_curves(args.run_dir, args.out)
+    elif args.figure == "tsne":
+        path = plots.plot_tsne(
+            args.checkpoint, args.data, args.out, split=args.split, intervals=args.intervals,
+            max_samples=args.max_samples, perplexity=args.perplexity, seed=args.seed,
+        )
+    elif args.figure == "weights":
+        path = plots.plot_weights(
+            args.out, checkpoint=args.checkpoint, threshold=args.threshold, gain=args.gain
+        )
+    else:
+        path = plots.plot_scatter(args.checkpoint, args.data, args.out, split=args.split)
+    print(f"wrote {path}")
+    return 0
+
+
+@command("tune")
+def _tune(args: argparse.Namespace) -> int:
+    from msakit.tune import tune
+
+    result = tune(
+        args.model, args.dataset, args.data, trials=args.trials, out=args.out,
+        epochs=args.epochs, storage=args.storage, study=args.study,
+        text_encoder=args.text_encoder, batch=args.batch, overrides=args.set,
+        adapters=args.adapters, seed=args.seed, quiet=args.quiet,
+    )
+    if result.best is None:
+        print(f"study {result.study!r}: no trial completed yet")
+        return 0
+    best = result.best["best"]
+    print(f"study {result.study!r} ({result.storage}): best trial {best['trial']}, "
+          f"validation MAE {best['value']:.4f}")
+    print(f"wrote {result.summary}; retrain it with:")
+    print(result.best["command"])
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="msakit", description="Multimodal sentiment analysis: CLGSI and ConKI.")
@@ -236,8 +295,75 @@ def _add_pretrain_adapters_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _add_report_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report", help="mean ± std over seeds of run folders, side by side, as the papers' tables"
+    )
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="run folders (with results.csv)")
+    p.add_argument("--format", default="markdown", choices=["markdown", "latex", "csv"])
+    p.add_argument("--label", default="auto", choices=["auto", "folder", "config"],
+                   help="row labels: folder names, or the runs' distinguishing --set values")
+    p.add_argument("--all-metrics", action="store_true",
+                   help="also Acc-5 (MOSI/MOSEI) and Acc-3 (SIMS)")
+    p.add_argument("--out", help="write the table to this file (default: print it)")
+
+
+def _add_plot_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plot", help="PNG figures: curves, tsne, weights, scatter")
+    figures = p.add_subparsers(dest="figure", required=True, parser_class=_Parser)
+    f = figures.add_parser("curves", help="training and validation curves of a run folder")
+    f.add_argument("run_dir", metavar="RUN_DIR", help="run folder (or one seed-S folder)")
+    f.add_argument("--out", required=True, help="output PNG")
+    f = figures.add_parser(
+        "tsne", help="t-SNE of a checkpoint's representations, coloured by sentiment interval"
+    )
+    f.add_argument("--checkpoint", required=True)
+    f.add_argument("--data", required=True)
+    f.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    f.add_argument("--intervals", nargs="+", metavar="I",
+                   help="only these sentiment intervals, e.g. --intervals -2 +2")
+    f.add_argument("--max-samples", type=int, default=500, help="samples drawn at most")
+    f.add_argument("--perplexity", type=float, default=30.0)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--out", required=True, help="output PNG")
+    f = figures.add_parser("weights", help="CLGSI's weight function (Figure 3)")
+    f.add_argument("--checkpoint", help="take κ and g from this CLGSI checkpoint")
+    f.add_argument("--threshold", type=float, help="κ (default: checkpoint's, or 0.4)")
+    f.add_argument("--gain", type=float, help="g (default: checkpoint's, or 1.5)")
+    f.add_argument("--out", required=True, help="output PNG")
+    f = figures.add_parser("scatter", help="predicted against true sentiment")
+    f.add_argument("--checkpoint", required=True)
+    f.add_argument("--data", required=True)
+    f.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    f.add_argument("--out", required=True, help="output PNG")
+
+
+def _add_tune_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "tune", help="Optuna sweep; workers sharing --storage and --study share one study"
+    )
+    p.add_argument("--model", required=True, choices=["clgsi", "conki"])
+    p.add_argument("--dataset", required=True, choices=["mosi", "mosei", "sims"])
+    p.add_argument("--data", required=True, help="MMSA feature file (.pkl or converted .npz)")
+    p.add_argument("--trials", required=True, type=int, help="trials this worker runs")
+    p.add_argument("--epochs", type=int, help="epochs per trial (cap and schedule horizon)")
+    p.add_argument("--storage", help="database URL (default: sqlite:///OUT/optuna.db; "
+                   "postgresql://user:password@host/db for many machines)")
+    p.add_argument("--study", help="study name (default: msakit-MODEL-DATASET)")
+    p.add_argument("--out", required=True, help="folder for trial-K/ runs and best.yaml")
+    p.add_argument("--text-encoder", help="BERT-family hub name or folder (default: packaged)")
+    p.add_argument("--batch", type=int, help="global batch size")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a value fixed for every trial (and not searched), e.g. --set gamma=0.5")
+    p.add_argument("--adapters", help="ConKI: adapters.pt from pretrain-adapters")
+    p.add_argument("--seed", type=int, help="training seed of every trial (default: preset's)")
+    p.add_argument("--quiet", action="store_true", help="no per-trial Optuna log lines")
+
 _EXTRA_PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_pretrain_adapters_parser,
+    _add_report_parser,
+    _add_plot_parser,
+    _add_tune_parser,
 ]
 
 

@@ -4,16 +4,22 @@
 join a process group (nccl on GPUs, gloo on CPUs) with no extra flag. Each rank takes its
 contiguous share of every global batch; contrastive losses gather the representations of all
 ranks with gradients (``torch.distributed.nn.functional.all_gather``), so N ranks compute the
-loss of the whole global batch exactly as one process would.
+loss of the whole global batch exactly as one process would. BatchNorm layers normalise with
+the statistics of the global batch: ``nn.SyncBatchNorm`` on GPUs, :class:`GlobalBatchNorm` (the
+same computation over any backend, gloo included) on CPUs.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
+import warnings
 from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 
 @dataclass
@@ -57,8 +63,6 @@ class DistContext:
         """
         if not self.enabled:
             return lambda x: x
-        from torch.distributed.nn.functional import all_gather
-
         biggest = max(sizes)
 
         def gather(x: torch.Tensor) -> torch.Tensor:
@@ -77,6 +81,121 @@ class DistContext:
         out = [None] * self.world_size
         dist.all_gather_object(out, obj)
         return out
+
+
+# torch.distributed.nn.functional's collectives have gradients and run on gloo as on nccl; they
+# announce a future replacement with a FutureWarning, nothing for a user to act on.
+def all_gather(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Every rank's ``x`` (same shape on every rank), with gradients flowing back to each rank."""
+    from torch.distributed.nn.functional import all_gather as gather_with_grad
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return gather_with_grad(x)
+
+
+def all_reduce(x: torch.Tensor) -> torch.Tensor:
+    """The sum of ``x`` over ranks, with gradients (the backward pass sums over ranks too)."""
+    from torch.distributed.nn.functional import all_reduce as reduce_with_grad
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return reduce_with_grad(x)
+
+
+class GlobalBatchNorm(_BatchNorm):
+    """BatchNorm over the global batch of all ranks, on any backend (``nn.SyncBatchNorm``'s
+    computation, which PyTorch only runs on GPUs).
+
+    In training, the per-channel mean and (biased) variance are those of the samples of every
+    rank, each rank's share of any size, from two sums all-reduced with gradients; running
+    statistics are updated with the unbiased global variance, as ``nn.BatchNorm`` does. Outside
+    training, or without a process group, this is plain BatchNorm. Parameter and buffer names
+    are BatchNorm's, so state dicts are interchangeable.
+    """
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (N, C, *) -> (N, C, *)."""
+        self._check_input_dim(x)
+        if not (self.training and dist.is_available() and dist.is_initialized()):
+            return super().forward(x)
+        dtype, x = x.dtype, x.float()  # statistics in float32, as SyncBatchNorm keeps them
+        dims = [0, *range(2, x.dim())]
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        count = x.new_full((1,), x.numel() / max(1, x.size(1)))
+        sums = all_reduce(torch.cat([x.sum(dims), count]))  # (C + 1,)
+        total = sums[-1]
+        mean = sums[:-1] / total  # (C,)
+        centered = x - mean.view(shape)
+        var = all_reduce(centered.pow(2).sum(dims)) / total  # biased, as BatchNorm normalises
+        y = centered * torch.rsqrt(var + self.eps).view(shape)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                factor = (
+                    1.0 / float(self.num_batches_tracked)
+                    if self.momentum is None
+                    else self.momentum
+                )
+                unbiased = var * (total / (total - 1).clamp_min(1))
+                self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
+                self.running_var.lerp_(unbiased.to(self.running_var.dtype), factor)
+        return y.to(dtype)
+
+
+def sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
+    """Make every BatchNorm of ``module`` normalise over the global batch (in place).
+
+    GPUs: ``nn.SyncBatchNorm``. Other devices: :class:`GlobalBatchNorm`. Parameters and buffers
+    are shared with the layers replaced, so optimisers and state dict names are unchanged.
+    """
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    for name, child in module.named_children():
+        if isinstance(child, _BatchNorm) and not isinstance(child, GlobalBatchNorm):
+            new = GlobalBatchNorm(
+                child.num_features, child.eps, child.momentum, child.affine,
+                child.track_running_stats,
+            )
+            if child.affine:
+                new.weight, new.bias = child.weight, child.bias
+            if child.track_running_stats:
+                new.running_mean, new.running_var = child.running_mean, child.running_var
+                new.num_batches_tracked = child.num_batches_tracked
+            new.train(child.training)
+            setattr(module, name, new)
+        else:
+            sync_batchnorm(child, device)
+    return module
+
+
+def wrap_ddp(model: nn.Module, device: torch.device) -> nn.parallel.DistributedDataParallel:
+    """``model`` with global-batch BatchNorm (:func:`sync_batchnorm`), wrapped in DDP.
+
+    ``find_unused_parameters``: a model may leave parameters unused (CLGSI never uses BERT's
+    pooler). ``static_graph`` would skip that search at every step, but it does not compose with
+    the collectives inside the loss's backward pass (gradients go wrong from the second step).
+    Synchronised BatchNorm statistics are the same on every rank, so buffers are not broadcast
+    before each forward pass.
+    """
+    ddp = nn.parallel.DistributedDataParallel
+    no_buffer_sync = (
+        {"forward_sync_buffers": False}  # newer PyTorch deprecates broadcast_buffers
+        if "forward_sync_buffers" in inspect.signature(ddp).parameters
+        else {"broadcast_buffers": False}
+    )
+    return ddp(
+        sync_batchnorm(model, device),
+        device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=True,
+        **no_buffer_sync,
+    )
 
 
 def setup() -> DistContext:

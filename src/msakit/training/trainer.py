@@ -36,7 +36,7 @@ from msakit.data.batching import epoch_plan, iterate, shard
 from msakit.data.mmsa import SplitData
 from msakit.metrics import compute_metrics
 from msakit.models.base import MSAModel
-from msakit.training.distributed import DistContext, sync_batchnorm
+from msakit.training.distributed import DistContext, wrap_ddp
 
 NO_DECAY = ("bias", "LayerNorm.weight", "LayerNorm.bias", "layer_norm", "norm.weight")
 
@@ -262,15 +262,8 @@ class Trainer:
             set_dropout(self.model, self.config.dropout)
         self.module: nn.Module = self.model
         if self.dist.enabled:
-            # BatchNorm sees the global batch (nn.SyncBatchNorm only runs on GPUs: on CPUs the
-            # same statistics are all-reduced over gloo). Synchronised running statistics are
-            # identical on every rank, so DDP need not broadcast buffers each step.
-            self.module = nn.parallel.DistributedDataParallel(
-                sync_batchnorm(self.model, self.device),
-                device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=True,
-                broadcast_buffers=False,
-            )
+            # BatchNorm sees the global batch on GPUs and CPUs alike (see wrap_ddp).
+            self.module = wrap_ddp(self.model, self.device)
         self.history: list[dict[str, Any]] = []
         self.global_step = 0
         self.step_seconds: list[float] = []
@@ -282,10 +275,18 @@ class Trainer:
             self.train, self.config.batch_size, seed=self.seed, epoch=epoch,
             sampler=self.config.sampler,
         )
-        # BatchNorm cannot train on a batch of one: fold a last lone sample into the batch before.
-        if len(plan) > 1 and len(plan[-1]) == 1:
-            plan = plan[:-2] + [np.concatenate(plan[-2:])]
-        return plan
+        # BatchNorm cannot train on a batch of one, and under DDP every rank needs a sample: a
+        # batch smaller than max(2, ranks) joins the batch before it (the first, the next one).
+        # With the random sampler only the last batch can be that small; up to 2 ranks the plan
+        # is the same for any number of ranks.
+        smallest = max(2, self.dist.world_size)
+        merged: list[np.ndarray] = []
+        for batch in plan:
+            if merged and (len(batch) < smallest or len(merged[-1]) < smallest):
+                merged[-1] = np.concatenate([merged[-1], batch])
+            else:
+                merged.append(batch)
+        return merged
 
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
@@ -445,14 +446,17 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # pragma: no cover - tensorboard is a dependency
             return None
-        return SummaryWriter(str(self.tensorboard))
+        # On resume, TensorBoard hides what a killed run logged after its last completed epoch
+        # (steps > global_step), so the curves are those of an unbroken run.
+        purge = self.global_step + 1 if self.resume else None
+        return SummaryWriter(str(self.tensorboard), purge_step=purge)
 
     def _log_epoch(self, writer, record: dict[str, Any]) -> None:
         if writer is None:
             return
         for key, value in record.items():
             if key.startswith("valid_") and isinstance(value, float) and math.isfinite(value):
-                writer.add_scalar(f"valid/{key[6:]}", value, record["epoch"])
+                writer.add_scalar(f"valid/{key[6:]}", value, self.global_step)
         writer.flush()
 
     def _open_step_log(self, append: bool):

@@ -1,0 +1,300 @@
+"""Hyperparameter sweeps with Optuna: one study, shared by any number of workers.
+
+``msakit tune --model M --dataset D --data FILE --trials N --out DIR`` runs N trials in this
+process. A trial samples the model's search space (``SEARCH_SPACES`` beside the presets in
+:mod:`msakit.config.presets`), trains one seed with the sampled values applied as ``--set``
+overrides (:func:`msakit.api.train`, in ``DIR/trial-K``), reports the validation MAE after every
+epoch and returns the best one (the epoch ``best.pt`` keeps); Optuna's median pruner stops a
+trial whose validation MAE is worse than the median of earlier trials at the same epoch.
+
+Studies live in a relational database (``--storage``, default ``sqlite:///DIR/optuna.db``):
+workers started with the same storage URL and study name (``--study``, default
+``msakit-M-D``) share one study, each claiming its own trials; a PostgreSQL URL lets workers on
+many machines join. A heartbeat marks the running trial of a worker that died as failed.
+After every trial the worker rewrites ``DIR/best.yaml``: the best trial of the whole study, its
+parameters, the ``--set`` list and the ``msakit train`` command line that retrain it, and the
+full resolved configuration.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import shlex
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from msakit.config.presets import SEARCH_SPACES
+from msakit.errors import MsakitError
+
+__all__ = ["tune", "TuneResult", "format_value", "suggest"]
+
+HEARTBEAT_SECONDS = 60
+"""How often a worker marks its running trial alive; one silent for 3x as long is failed."""
+SQLITE_LOCK_TIMEOUT = 60
+"""Seconds a SQLite writer waits for another worker's lock before failing."""
+WARMUP_EPOCHS = 1
+"""Epochs of every trial that are never pruned (the first epoch's MAE says little)."""
+SUMMARY = "best.yaml"
+
+
+@dataclass
+class TuneResult:
+    study: str
+    storage: str
+    summary: Path | None
+    """``DIR/best.yaml``, or None when no trial of the study has completed."""
+    best: dict[str, Any] | None
+    """The summary's content (value, params, ``set`` list, command, config)."""
+
+
+# --------------------------------------------------------------------------- search space
+def suggest(trial, space: dict[str, tuple]) -> dict[str, Any]:
+    """Sample every entry of a search space: ``name -> ("float" | "int", low, high[, log])``
+    or ``("choice", [values])``."""
+    params: dict[str, Any] = {}
+    for name, spec in space.items():
+        kind = spec[0]
+        log = bool(spec[3]) if len(spec) > 3 else False
+        if kind == "float":
+            params[name] = trial.suggest_float(name, spec[1], spec[2], log=log)
+        elif kind == "int":
+            params[name] = trial.suggest_int(name, spec[1], spec[2], log=log)
+        elif kind == "choice":
+            params[name] = trial.suggest_categorical(name, list(spec[1]))
+        else:
+            raise MsakitError(f"search space entry {name!r}: unknown kind {kind!r}")
+    return params
+
+
+def format_value(value: Any) -> str:
+    """A value as ``--set key=VALUE`` reads it back exactly (floats round-trip, 1e-05 -> 1.0e-05
+    so that YAML reads a float)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        text = repr(value)
+        if "e" in text and "." not in text.split("e")[0]:
+            mantissa, exponent = text.split("e")
+            text = f"{mantissa}.0e{exponent}"
+        return text
+    return str(value)
+
+
+def _as_set(params: dict[str, Any]) -> list[str]:
+    return [f"{key}={format_value(value)}" for key, value in params.items()]
+
+
+# --------------------------------------------------------------------------- storage
+def default_storage(out: Path) -> str:
+    return f"sqlite:///{out.resolve() / 'optuna.db'}"
+
+
+def _open_storage(url: str):
+    import optuna
+
+    engine_kwargs = {"connect_args": {"timeout": SQLITE_LOCK_TIMEOUT}} if url.startswith(
+        "sqlite") else {"pool_pre_ping": True}
+    # Workers started together may race to create the tables: retry a few times.
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():  # Optuna flags the heartbeat as experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=HEARTBEAT_SECONDS,
+                    grace_period=3 * HEARTBEAT_SECONDS,
+                )
+        except ImportError as exc:
+            raise MsakitError(
+                f"--storage {url}: missing database driver ({exc.name or exc}); for PostgreSQL "
+                "pip install psycopg2-binary"
+            ) from exc
+        except Exception as exc:  # noqa: BLE001 - sqlalchemy errors: retry, then one line
+            if attempt == 4:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                raise MsakitError(
+                    f"--storage {url}: cannot open ({type(exc).__name__}: {first})"
+                ) from exc
+            time.sleep(0.5 + random.random())
+    raise AssertionError("unreachable")
+
+
+# --------------------------------------------------------------------------- tune
+def tune(
+    model: str,
+    dataset: str,
+    data: str | os.PathLike,
+    *,
+    trials: int,
+    out: str | os.PathLike,
+    epochs: int | None = None,
+    storage: str | None = None,
+    study: str | None = None,
+    text_encoder: str | None = None,
+    batch: int | None = None,
+    overrides: list[str] | None = None,
+    adapters: str | os.PathLike | None = None,
+    seed: int | None = None,
+    pruner=None,
+    quiet: bool = False,
+) -> TuneResult:
+    """Run ``trials`` trials of the study (see the module docstring); return the summary.
+
+    ``overrides`` (``key=value``) are fixed for every trial; the search space's values come
+    on top. ``pruner`` replaces the default ``MedianPruner``.
+    """
+    import optuna
+
+    from msakit import api
+    from msakit.training.trainer import TrainerHooks
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise MsakitError(
+            "tune runs one trial per process: start workers as separate processes (one per GPU "
+            "with CUDA_VISIBLE_DEVICES), not under torchrun"
+        )
+    if trials < 1:
+        raise MsakitError(f"--trials must be at least 1, got {trials}")
+    if model not in SEARCH_SPACES:
+        raise MsakitError(f"no search space for model {model!r}")
+    base = list(overrides or [])
+    # A value fixed with --set is not searched (``lr=...`` fixes every ``lr.G``).
+    fixed = {item.split("=", 1)[0].strip() for item in base}
+    space = {name: spec for name, spec in SEARCH_SPACES[model].items()
+             if name not in fixed and name.split(".", 1)[0] not in fixed}
+    # Validate everything before the study is touched: the preset, the fixed overrides, every
+    # search-space key (at its low end) and the data file.
+    config = api.build_config(model, dataset, text_encoder=text_encoder, epochs=epochs,
+                              batch=batch, overrides=base)
+    low = {name: spec[1] if spec[0] != "choice" else spec[1][0] for name, spec in space.items()}
+    api.build_config(model, dataset, overrides=[*base, *_as_set(low)])
+    if not Path(data).is_file():
+        raise MsakitError(f"data file {data} does not exist")
+    if adapters is not None and not Path(adapters).is_file():
+        raise MsakitError(f"adapters file {adapters} does not exist")
+    if storage is not None and "://" not in storage:
+        raise MsakitError(
+            f"--storage {storage}: expected a database URL such as sqlite:///sweep.db or "
+            "postgresql://user:password@host/database"
+        )
+    out = Path(out)
+    api._check_writable(out)
+    out.mkdir(parents=True, exist_ok=True)
+    storage = storage or default_storage(out)
+    study_name = study or f"msakit-{model}-{dataset}"
+    train_seed = int(seed) if seed is not None else config.seeds[0]
+    database = _open_storage(storage)
+    verbosity = optuna.logging.get_verbosity()
+    if quiet:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        the_study = optuna.create_study(
+            storage=database,
+            study_name=study_name,
+            direction="minimize",
+            load_if_exists=True,
+            sampler=optuna.samplers.TPESampler(constant_liar=True),
+            pruner=pruner or optuna.pruners.MedianPruner(n_warmup_steps=WARMUP_EPOCHS),
+        )
+    except ValueError as exc:  # e.g. an existing study of the same name maximises
+        optuna.logging.set_verbosity(verbosity)
+        raise MsakitError(f"study {study_name!r} in {storage}: {exc}") from exc
+
+    def objective(trial) -> float:
+        params = suggest(trial, space)
+        sets = [*base, *_as_set(params)]
+        trial.set_user_attr("set", sets)
+        trial.set_user_attr("folder", str(out / f"trial-{trial.number}"))
+        best = [float("inf")]
+
+        def on_epoch_end(epoch: int, metrics: dict[str, float]) -> None:
+            mae = float(metrics["MAE"])
+            if not math.isfinite(mae):  # the run diverged
+                raise optuna.TrialPruned(f"validation MAE is {mae} at epoch {epoch + 1}")
+            best[0] = min(best[0], mae)
+            trial.report(mae, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"validation MAE {mae:.4f} at epoch {epoch + 1}")
+
+        api.train(
+            model, dataset, data, text_encoder=text_encoder, seeds=[train_seed], epochs=epochs,
+            batch=batch, out=out / f"trial-{trial.number}", overrides=sets, adapters=adapters,
+            quiet=True, hooks=TrainerHooks(on_epoch_end=on_epoch_end),
+        )
+        return best[0]
+
+    context = {
+        "model": model, "dataset": dataset, "data": str(data), "text_encoder": text_encoder,
+        "epochs": epochs, "batch": batch, "adapters": adapters, "seed": seed,
+        "storage": storage, "study": study_name, "out": out,
+    }
+
+    def write_summary(the_study, _trial=None) -> dict[str, Any] | None:
+        summary = _summary(the_study, context)
+        if summary is not None:
+            tmp = out / f".{SUMMARY}.{os.getpid()}.tmp"
+            tmp.write_text(yaml.safe_dump(summary, sort_keys=False))
+            os.replace(tmp, out / SUMMARY)
+        return summary
+
+    try:
+        the_study.optimize(objective, n_trials=trials, callbacks=[write_summary])
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    summary = write_summary(the_study)
+    return TuneResult(
+        study=study_name, storage=storage, summary=out / SUMMARY if summary else None,
+        best=summary,
+    )
+
+
+def _summary(the_study, context: dict[str, Any]) -> dict[str, Any] | None:
+    """The best trial of the study so far as a retrainable summary (None if none completed)."""
+    from optuna.trial import TrialState
+
+    from msakit import api
+
+    finished = the_study.get_trials(deepcopy=False)
+    counts = {state.name: 0 for state in TrialState}
+    for trial in finished:
+        counts[trial.state.name] += 1
+    complete = [t for t in finished if t.state == TrialState.COMPLETE]
+    if not complete:
+        return None
+    best = min(complete, key=lambda t: (t.value, t.number))
+    sets = list(best.user_attrs.get("set", []))
+    c = context
+    config = api.build_config(c["model"], c["dataset"], text_encoder=c["text_encoder"],
+                              epochs=c["epochs"], batch=c["batch"], overrides=sets)
+    command = ["msakit", "train", "--model", c["model"], "--dataset", c["dataset"],
+               "--data", c["data"]]
+    for flag, key in (("--text-encoder", "text_encoder"), ("--epochs", "epochs"),
+                      ("--batch", "batch"), ("--adapters", "adapters")):
+        if c[key] is not None:
+            command += [flag, str(c[key])]
+    for item in sets:
+        command += ["--set", item]
+    command += ["--out", str(Path(c["out"]) / "best")]
+    return {
+        "study": c["study"],
+        "storage": c["storage"],
+        "objective": "best validation MAE (minimised)",
+        "best": {
+            "trial": best.number,
+            "value": float(best.value),
+            "params": dict(best.params),
+            "folder": best.user_attrs.get("folder"),
+            "set": sets,
+        },
+        "command": shlex.join(command),
+        "trials": counts,
+        "config": config.to_dict(),
+    }

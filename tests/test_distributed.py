@@ -1,0 +1,287 @@
+"""DDP under ``torchrun`` on CPU (gloo): 2 ranks train exactly as 1 process on the same global
+batches (CLGSI and ConKI), rank 0 alone writes, and ``--set dropout=0`` turns every dropout off.
+
+The training runs are small: 23 training samples, global batch 8, 2 epochs, audio/vision cut to
+40/30 frames, 1 thread per process (the machine has 2 cores). CLGSI uses the default bucket
+sampler (global batches of 8, 4, 8 and 3 samples in some order: shares 2 + 1 for the last), ConKI
+the random one (8, 8, 7: shares 4 + 3), so both samplers and uneven shares are covered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import os
+import pickle
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from msakit import api, cli
+from msakit.data.batching import collate
+from msakit.data.mmsa import convert_to_npz, load_feature_file
+from msakit.data.synthetic import write_synthetic
+from msakit.encoders.text import load_text_encoder
+from msakit.training.distributed import DistContext, GlobalBatchNorm
+from msakit.training.trainer import Trainer
+
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+needs_torchrun = pytest.mark.skipif(
+    not TORCHRUN.exists() or not dist.is_gloo_available(), reason="needs torchrun and gloo"
+)
+FRAMES = {"audio": 40, "vision": 30}
+STEPS = {"clgsi": 8, "conki": 6}  # 2 epochs x 4 (bucket) or 3 (random) global batches
+REL = 1e-4
+SETS = {
+    # lr.other: Adam turns the float noise of gradients that are zero in exact arithmetic (the
+    # biases of the head's Linear before ReLU + BatchNorm while every unit is active) into
+    # steps of about lr whose signs differ between any two summation orders (1 process vs 2
+    # ranks, or 1 vs 2 threads). At the preset's 1e-2 that noise reaches the task loss at
+    # ~1e-3 within a few steps; at 1e-4 it stays far below the tolerance.
+    "clgsi": ["common_dim=16", "specific_dim=16", "head_dim=16", "feedforward=32",
+              "lr.other=1e-4"],
+    # ConKI's preset learning rates (5e-6, 1e-6) hardly move the weights: 1e-3 makes the steps
+    # count.
+    "conki": ["adapter_dim=8", "fusion_dim=8", "head_dim=8", "feedforward=32", "lr=1e-3",
+              "sampler=random"],
+}
+LOSSES = ("loss", "task_loss", "contrastive_loss")
+
+
+@contextlib.contextmanager
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory) -> Path:
+    """23 / 8 / 8 MOSI-shaped samples, audio/vision cut to FRAMES, as a code-free npz."""
+    root = tmp_path_factory.mktemp("ddp_data")
+    pkl = root / "mosi.pkl"
+    write_synthetic(str(pkl), "mosi", 23, 8, 8, seed=0)
+    with open(pkl, "rb") as f:
+        data = pickle.load(f)
+    for split in data.values():
+        for m, n in FRAMES.items():
+            split[m] = split[m][:, :n]
+            split[f"{m}_lengths"] = [min(int(x), n) for x in split[f"{m}_lengths"]]
+    with open(pkl, "wb") as f:
+        pickle.dump(data, f)
+    convert_to_npz(pkl, root / "mosi.npz")
+    return root / "mosi.npz"
+
+
+def encoder_for(model: str, tiny_bert: Path, tiny_bert_12: Path) -> Path:
+    return tiny_bert if model == "clgsi" else tiny_bert_12
+
+
+def train_argv(model: str, data: Path, encoder: Path) -> list[str]:
+    sets = [x for s in ["dropout=0", *SETS[model]] for x in ("--set", s)]
+    return [
+        "train", "--model", model, "--dataset", "mosi", "--data", str(data),
+        "--text-encoder", str(encoder), "--epochs", "2", "--batch", "8", "--seeds", "1",
+        "--quiet", *sets,
+    ]
+
+
+def child_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    return env
+
+
+@dataclass
+class Pair:
+    model: str
+    one: Path
+    two: Path
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture(scope="module", params=["clgsi", "conki"])
+def pair(request, tmp_path_factory, data_file, tiny_bert, tiny_bert_12) -> Pair:
+    """The same run by ``torchrun --nproc_per_node 2`` and by one process (in this one)."""
+    model = request.param
+    root = tmp_path_factory.mktemp(f"ddp_{model}")
+    argv = train_argv(model, data_file, encoder_for(model, tiny_bert, tiny_bert_12))
+    two = subprocess.Popen(
+        [str(TORCHRUN), "--standalone", "--nproc_per_node", "2", "-m", "msakit", *argv,
+         "--out", str(root / "two"), "--log-steps", str(root / "two.jsonl")],
+        env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        with one_thread():  # meanwhile, the 1-process reference
+            assert cli.main([*argv, "--out", str(root / "one"),
+                             "--log-steps", str(root / "one.jsonl")]) == 0
+        stdout, stderr = two.communicate(timeout=900)
+    finally:
+        if two.poll() is None:
+            two.terminate()
+            two.wait(timeout=60)
+    assert two.returncode == 0, stderr[-4000:]
+    return Pair(model, root / "one", root / "two", stdout, stderr)
+
+
+def steps(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def results(run: Path) -> list[dict[str, str]]:
+    with open(run / "results.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# --------------------------------------------------------------------------- torchrun
+@needs_torchrun
+def test_two_ranks_give_the_losses_of_one_process_at_every_step(pair):
+    one = steps(pair.one.with_suffix(".jsonl"))
+    two = steps(pair.two.with_suffix(".jsonl"))
+    n = STEPS[pair.model]
+    assert [s["step"] for s in one] == [s["step"] for s in two] == list(range(1, n + 1))
+    assert [s["epoch"] for s in two] == [1] * (n // 2) + [2] * (n // 2)
+    for a, b in zip(one, two, strict=True):
+        for key in LOSSES:
+            assert math.isclose(a[key], b[key], rel_tol=REL, abs_tol=1e-7), (a["step"], key)
+        assert a["lr"] == b["lr"]
+    # The contrastive loss is on (a small batch may have no pair): the comparison means something.
+    assert sum(s["contrastive_loss"] > 0 for s in two) >= len(two) - 2
+
+
+@needs_torchrun
+def test_rank_zero_writes_results_and_checkpoints_once(pair):
+    rows = results(pair.two)
+    assert [r["seed"] for r in rows] == ["1", "mean", "std"]
+    assert list(rows[0]) == list(results(pair.one)[0])
+    assert pair.stdout.count("wrote ") == 1
+    run = pair.two / "seed-1"
+    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "history.json", "last.pt"]
+    assert not list(pair.two.rglob("*.tmp"))
+    assert len(json.loads((run / "history.json").read_text())) == 2
+    # Synchronised BatchNorm keeps BatchNorm's names: the checkpoint is one process's.
+    state = torch.load(run / "best.pt", map_location="cpu", weights_only=True)
+    reference = torch.load(pair.one / "seed-1" / "best.pt", map_location="cpu", weights_only=True)
+    assert state["model"].keys() == reference["model"].keys()
+
+
+@needs_torchrun
+def test_ranks_evaluate_like_one_process(pair, data_file):
+    two, one = results(pair.two)[0], results(pair.one)[0]
+    alone = api.evaluate(pair.two / "seed-1" / "best.pt", data_file, "test")
+    for name in ("MAE", "Corr"):
+        assert math.isclose(float(two[name]), alone[name], abs_tol=1.5e-4), name
+        assert math.isclose(float(two[name]), float(one[name]), abs_tol=1e-3), name
+    one_valid = json.loads((pair.one / "seed-1" / "history.json").read_text())
+    two_valid = json.loads((pair.two / "seed-1" / "history.json").read_text())
+    for a, b in zip(one_valid, two_valid, strict=True):
+        assert math.isclose(a["valid_MAE"], b["valid_MAE"], abs_tol=1e-3)
+        assert math.isclose(a["valid_loss"], b["valid_loss"], rel_tol=1e-3)
+
+
+# --------------------------------------------------------------------------- dropout
+def _model_and_batch(model: str, encoder: Path, data: Path, overrides: list[str]):
+    config = api.build_config(model, "mosi", text_encoder=str(encoder),
+                              overrides=[*SETS[model], *overrides])
+    features = load_feature_file(str(data))
+    torch.manual_seed(0)
+    net = api.build_model(config, api.dims_of(features), load_text_encoder(str(encoder)))
+    Trainer(net, config, features.splits["train"], features.splits["valid"], quiet=True)
+    return net.train(), collate(features.splits["train"], np.arange(6))
+
+
+@pytest.mark.parametrize("model", ["clgsi", "conki"])
+def test_dropout_zero_turns_off_every_dropout(model, tiny_bert, tiny_bert_12, data_file):
+    encoder = encoder_for(model, tiny_bert, tiny_bert_12)
+    net, batch = _model_and_batch(model, encoder, data_file, ["dropout=0"])
+    for name, module in net.named_modules():
+        if isinstance(module, nn.Dropout):
+            assert module.p == 0, name
+        if isinstance(module, nn.MultiheadAttention):
+            assert module.dropout == 0, name
+    assert net.text_encoder.config.attention_probs_dropout_prob == 0
+    with torch.no_grad():
+        first, second = net(batch), net(batch)
+    torch.testing.assert_close(first.prediction, second.prediction, rtol=0, atol=0)
+    for key, value in first.representations.items():
+        torch.testing.assert_close(value, second.representations[key], rtol=0, atol=0)
+    # The control: with the preset's dropouts two training passes differ.
+    net, batch = _model_and_batch(model, encoder, data_file, [])
+    with torch.no_grad():
+        assert not torch.equal(net(batch).prediction, net(batch).prediction)
+
+
+# --------------------------------------------------------------------------- building blocks
+@contextlib.contextmanager
+def process_group_of_one():
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("shape, momentum", [((7, 6), 0.1), ((5, 6, 4), None)])
+def test_global_batchnorm_computes_batchnorm(shape, momentum):
+    torch.manual_seed(0)
+    reference = nn.BatchNorm1d(6, momentum=momentum)
+    with torch.no_grad():
+        reference.weight.uniform_(0.5, 1.5)
+        reference.bias.uniform_(-1, 1)
+    ours = GlobalBatchNorm(6, momentum=momentum)
+    ours.load_state_dict(reference.state_dict())
+    x = (torch.randn(shape) * 3 + 1).requires_grad_()
+    y = x.detach().clone().requires_grad_()
+    weights = torch.randn(shape)
+    with process_group_of_one():
+        for _ in range(2):
+            out = ours(y)
+            (out * weights).sum().backward()
+    for _ in range(2):
+        expected = reference(x)
+        (expected * weights).sum().backward()
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(y.grad, x.grad, rtol=1e-4, atol=1e-5)
+    for a, b in ((ours.weight, reference.weight), (ours.bias, reference.bias)):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5)
+    for key, value in reference.state_dict().items():
+        torch.testing.assert_close(ours.state_dict()[key], value, rtol=1e-5, atol=1e-6)
+    ours.eval()
+    reference.eval()
+    torch.testing.assert_close(ours(x), reference(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("sampler", ["random", "bucket"])
+def test_small_batches_join_the_one_before_so_every_rank_has_samples(data_file, sampler):
+    # 23 samples, batch 10: random 10, 10, 3; bucket (2 length buckets of 12 and 11) 10, 2, 10,
+    # 1 in some order
+    config = api.build_config("clgsi", "mosi", batch=10, overrides=[f"sampler={sampler}"])
+    split = load_feature_file(str(data_file)).splits["train"]
+
+    def plan(world: int) -> list[np.ndarray]:
+        trainer = SimpleNamespace(train=split, config=config, seed=1,
+                                  dist=DistContext(world_size=world))
+        return Trainer._plan(trainer, 0)
+
+    for world in (1, 2, 3, 4):
+        batches = plan(world)
+        assert sorted(np.concatenate(batches).tolist()) == list(range(23))
+        assert min(len(b) for b in batches) >= max(2, world)
+    if sampler == "random":  # only the last batch is ever small: unchanged up to 3 ranks
+        assert [len(b) for b in plan(1)] == [len(b) for b in plan(3)] == [10, 10, 3]
+        assert [len(b) for b in plan(4)] == [10, 13]

@@ -1,0 +1,170 @@
+"""``msakit tune``: two workers at once share one SQLite study (every trial recorded once), pruned
+trials end cleanly, and best.yaml retrains the best trial exactly."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from msakit import api, cli
+from msakit.config import apply_overrides
+from msakit.config.presets import SEARCH_SPACES, preset
+from msakit.data.mmsa import convert_to_npz
+from msakit.data.synthetic import write_synthetic
+from msakit.tune import format_value, tune
+
+FRAMES = {"audio": 40, "vision": 30}
+SMALL = ["feedforward=32", "common_dim=16", "specific_dim=16", "head_dim=16"]
+STUDY = "msakit-clgsi-mosi"
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory) -> Path:
+    """23 / 8 / 8 MOSI-shaped samples, audio/vision cut to FRAMES, as a code-free npz."""
+    root = tmp_path_factory.mktemp("tune_data")
+    pkl = root / "mosi.pkl"
+    write_synthetic(str(pkl), "mosi", 23, 8, 8, seed=0)
+    with open(pkl, "rb") as f:
+        data = pickle.load(f)
+    for split in data.values():
+        for m, n in FRAMES.items():
+            split[m] = split[m][:, :n]
+            split[f"{m}_lengths"] = [min(int(x), n) for x in split[f"{m}_lengths"]]
+    with open(pkl, "wb") as f:
+        pickle.dump(data, f)
+    convert_to_npz(pkl, root / "mosi.npz")
+    return root / "mosi.npz"
+
+
+def tune_argv(data: Path, encoder: Path, out: Path, trials: int, epochs: int = 1) -> list[str]:
+    sets = [x for s in SMALL for x in ("--set", s)]
+    return ["tune", "--model", "clgsi", "--dataset", "mosi", "--data", str(data),
+            "--text-encoder", str(encoder), "--trials", str(trials), "--epochs", str(epochs),
+            "--batch", "8", "--out", str(out), *sets]
+
+
+def load(out: Path) -> optuna.Study:
+    return optuna.load_study(study_name=STUDY, storage=f"sqlite:///{out / 'optuna.db'}")
+
+
+def test_two_workers_share_one_sqlite_study(tmp_path, data_file, tiny_bert):
+    out, per_worker = tmp_path / "sweep", 2
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    argv = [sys.executable, "-m", "msakit", *tune_argv(data_file, tiny_bert, out, per_worker)]
+    workers = [subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True) for _ in range(2)]
+    try:
+        logs = [w.communicate(timeout=600) for w in workers]
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.terminate()
+                w.wait(timeout=60)
+    for w, (_, err) in zip(workers, logs, strict=True):
+        assert w.returncode == 0, err[-3000:]
+
+    trials = load(out).get_trials(deepcopy=False)
+    assert len(trials) == 2 * per_worker
+    assert sorted(t.number for t in trials) == list(range(2 * per_worker))
+    assert len({t._trial_id for t in trials}) == len(trials)
+    assert {t.state for t in trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
+    # Each worker ran its own trials: the numbers its log reports are disjoint and cover all.
+    finished = [re.findall(r"Trial (\d+) (?:finished|pruned)", err) for _, err in logs]
+    assert [len(f) for f in finished] == [per_worker, per_worker]
+    assert sorted(int(n) for f in finished for n in f) == list(range(2 * per_worker))
+    for t in trials:
+        assert (out / f"trial-{t.number}" / "config.yaml").is_file()
+
+    summary = yaml.safe_load((out / "best.yaml").read_text())
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    best = min(complete, key=lambda t: (t.value, t.number))
+    assert summary["best"]["trial"] == best.number
+    assert summary["best"]["value"] == best.value
+    assert summary["trials"]["COMPLETE"] + summary["trials"]["PRUNED"] == 2 * per_worker
+    assert summary["command"].startswith("msakit train --model clgsi --dataset mosi")
+    assert "retrain it with:" in logs[0][0] and summary["command"] in logs[0][0]
+
+
+def test_pruned_trials_end_cleanly_and_a_later_worker_joins(tmp_path, data_file, tiny_bert):
+    out = tmp_path / "sweep"
+    common = dict(out=out, text_encoder=str(tiny_bert), batch=8, overrides=SMALL, quiet=True)
+    # Every trial is pruned after its first epoch: the Trainer stops, the trial is PRUNED.
+    result = tune("clgsi", "mosi", data_file, trials=2, epochs=2,
+                  pruner=optuna.pruners.ThresholdPruner(upper=0.0), **common)
+    assert result.best is None and not (out / "best.yaml").exists()
+    trials = load(out).get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.PRUNED] * 2
+    assert all(list(t.intermediate_values) == [0] for t in trials)
+    for t in trials:  # stopped after one epoch: no test evaluation, no results table
+        run = out / f"trial-{t.number}"
+        assert len(list(run.glob("seed-*/best.pt"))) == 1
+        assert not (run / "results.csv").exists()
+
+    # A second worker loads the same study (default storage and name) and adds to it.
+    result = tune("clgsi", "mosi", data_file, trials=1, epochs=1,
+                  pruner=optuna.pruners.NopPruner(), **common)
+    trials = load(out).get_trials(deepcopy=False)
+    assert [t.number for t in trials] == [0, 1, 2]
+    assert trials[2].state == TrialState.COMPLETE
+    assert (out / "trial-2" / "results.csv").is_file()
+
+    # best.yaml retrains exactly the best trial: its --set list gives the trial's values.
+    summary = yaml.safe_load((out / "best.yaml").read_text())
+    assert summary == result.best and summary["best"]["trial"] == 2
+    config = api.build_config("clgsi", "mosi", overrides=summary["best"]["set"])
+    for name, value in trials[2].params.items():
+        group, _, key = name.partition(".")
+        assert (config.lr[key] if group == "lr" else config.model[name]) == value
+    assert summary["config"]["model"] == config.model
+    assert set(trials[2].params) == set(SEARCH_SPACES["clgsi"])
+
+
+def test_values_fixed_with_set_are_not_searched(tmp_path, data_file, tiny_bert):
+    result = tune("clgsi", "mosi", data_file, trials=1, epochs=1, out=tmp_path / "sweep",
+                  text_encoder=str(tiny_bert), batch=8, quiet=True,
+                  overrides=[*SMALL, "gamma=0.5", "lr=1e-3"])
+    params = result.best["best"]["params"]
+    assert "gamma" not in params and not any(name.startswith("lr.") for name in params)
+    assert set(params) == {k for k in SEARCH_SPACES["clgsi"] if k != "gamma" and "." not in k}
+    assert result.best["config"]["model"]["gamma"] == 0.5
+    assert result.best["config"]["lr"] == dict.fromkeys(["text", "audio", "vision", "other"], 1e-3)
+
+
+@pytest.mark.parametrize("value", [1e-05, 3.2e-5, 5e-3, 0.1, 1.0, 1e20, 7, True, "glfk"])
+def test_values_round_trip_through_set(value):
+    key = {bool: "weighted", str: "fusion", int: "beta"}.get(type(value), "lr.text")
+    config = apply_overrides(preset("clgsi", "mosi"), [f"{key}={format_value(value)}"])
+    got = config.lr["text"] if key == "lr.text" else config.model[key]
+    assert got == value and type(got) is type(value)
+
+
+def test_plain_exponents_on_the_command_line():
+    config = apply_overrides(preset("clgsi", "mosi"), ["lr.audio=5e-3", "gamma=1e-1"])
+    assert config.lr["audio"] == 5e-3 and config.model["gamma"] == 0.1
+
+
+def test_tune_errors_are_one_line(tmp_path, data_file, tiny_bert, capsys, monkeypatch):
+    argv = tune_argv(data_file, tiny_bert, tmp_path / "sweep", 1)
+    cases = [
+        ([*argv, "--storage", "sweep.db"], "expected a database URL"),
+        ([*argv[:5], "--data", str(tmp_path / "missing.npz"), *argv[7:]], "does not exist"),
+        ([*argv, "--set", "gamma=high"], "--set gamma=high"),
+    ]
+    for bad, message in cases:
+        assert cli.main(bad) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and "Traceback" not in err
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert cli.main(argv) == 2
+    assert "not under torchrun" in capsys.readouterr().err
+    assert not (tmp_path / "sweep").exists()
