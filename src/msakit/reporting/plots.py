@@ -1,0 +1,434 @@
+"""``msakit plot``: PNG figures of runs and checkpoints (matplotlib, Agg backend: no display).
+
+* :func:`plot_curves`: training and validation curves of a run folder, one line per seed, from
+  ``seed-S/history.json``.
+* :func:`plot_tsne`: t-SNE of a checkpoint's learned representations on one split, as in ConKI's
+  Figure 5. All representations of the chosen samples are embedded together, so the distances
+  between modalities (and, for ConKI, between the pan-knowledge O_m and knowledge-specific A_m
+  representations) show; the colour is the sample's sentiment interval (its rounded label, the
+  Acc-7 classes on MOSI/MOSEI, the Acc-5 classes on SIMS) and the marker the representation.
+  Each vector is L2-normalised first: both papers' contrastive losses compare representations
+  by cosine similarity.
+* :func:`plot_weights`: CLGSI's weight function (Figure 3) for a threshold κ and gain g:
+  positive pairs (D ≤ κ) weigh g·|tanh(D − 2κ)|, negative pairs (D > κ) g·|tanh(D)|, over
+  D ∈ [0, 2] (D is the difference of the labels scaled to [-1, 1]).
+* :func:`plot_scatter`: a checkpoint's predictions against the true labels, with the y = x line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from msakit.errors import MsakitError
+
+DPI = 150
+# CLGSI's representations in the common space (what its contrastive loss compares).
+CLGSI_KEYS = {"text": "T (common)", "audio": "A (common)", "vision": "V (common)"}
+CLGSI_SPECIFIC_KEYS = {
+    "specific_text": "T (specific)", "specific_audio": "A (specific)",
+    "specific_vision": "V (specific)",
+}
+# ConKI's six: pan-knowledge O_m and knowledge-specific A_m, in the paper's order t, v, a.
+CONKI_KEYS = {
+    "pan_text": "$O_t$ (pan)", "pan_vision": "$O_v$ (pan)", "pan_audio": "$O_a$ (pan)",
+    "specific_text": "$A_t$ (specific)", "specific_vision": "$A_v$ (specific)",
+    "specific_audio": "$A_a$ (specific)",
+}
+# Filled shapes for one family of representations, other shapes for the second.
+MARKERS = ("o", "s", "^", "*", "P", "D")
+SIMS_INTERVALS = ("negative", "weakly neg.", "neutral", "weakly pos.", "positive")
+WEIGHT_RANGE = (0.0, 2.0)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _out_path(out: str | os.PathLike) -> Path:
+    """``out`` as a Path; an error before any work when its folder does not exist."""
+    out = Path(out)
+    if out.parent != Path("") and not out.parent.is_dir():
+        raise MsakitError(f"folder {out.parent} does not exist")
+    return out
+
+
+def _save(fig, out: str | os.PathLike, extra: list | None = None) -> Path:
+    """Write ``fig`` as PNG (to a temporary name, then renamed); ``extra``: artists outside the
+    axes (legends) that the tight bounding box must include."""
+    out = _out_path(out)
+    tmp = out.with_name(out.name + ".tmp.png")
+    fig.savefig(tmp, dpi=DPI, bbox_inches="tight", bbox_extra_artists=extra, format="png")
+    os.replace(tmp, out)
+    _pyplot().close(fig)
+    return out
+
+
+# --------------------------------------------------------------------------- sentiment intervals
+def sentiment_intervals(labels: np.ndarray, dataset: str) -> tuple[np.ndarray, list[str]]:
+    """Each label's interval index and the intervals' names, low to high.
+
+    MOSI/MOSEI: the rounded label clipped to [-3, 3] (Acc-7 classes, names "-3" ... "+3").
+    SIMS: MMSA's five classes (Acc-5), left-open, right-closed bins.
+    """
+    from msakit.metrics import SIMS_EDGES, _bins
+
+    y = np.asarray(labels, dtype=np.float32).reshape(-1)
+    if dataset == "sims":
+        return _bins(np.clip(y, -1.0, 1.0), SIMS_EDGES[5]), list(SIMS_INTERVALS)
+    classes = np.round(np.clip(y, -3.0, 3.0)).astype(np.int64) + 3
+    return classes, [f"{k:+d}" if k else "0" for k in range(-3, 4)]
+
+
+def _interval_colours(n: int) -> list:
+    """A diverging palette (negative red, positive blue) whose middle stays visible on white."""
+    plt = _pyplot()
+    cmap = plt.get_cmap("RdYlBu")
+    positions = np.linspace(0.0, 1.0, n)
+    # The palette's centre is pale yellow: darken it slightly so neutral points stay visible.
+    colours = [np.array(cmap(p)) for p in positions]
+    for c in colours:
+        c[:3] *= 0.9 if abs(float(c[:3].mean()) - 0.85) < 0.1 else 1.0
+    return colours
+
+
+# --------------------------------------------------------------------------- curves
+def _histories(run_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """{"seed S": history} of a run folder, or of a single seed-S folder."""
+    if (run_dir / "history.json").is_file():
+        files = [run_dir / "history.json"]
+    else:
+        files = sorted(run_dir.glob("seed-*/history.json"),
+                       key=lambda p: (len(p.parent.name), p.parent.name))
+    if not files:
+        raise MsakitError(f"{run_dir}: no seed-*/history.json (has a seed finished training?)")
+    out = {}
+    for f in files:
+        try:
+            history = json.loads(f.read_text())
+        except json.JSONDecodeError as exc:
+            raise MsakitError(f"{f}: not valid JSON ({exc.msg})") from None
+        if not isinstance(history, list) or not history:
+            raise MsakitError(f"{f}: no epochs recorded")
+        out[f.parent.name.replace("seed-", "seed ")] = history
+    return out
+
+
+def plot_curves(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Six panels per epoch, one colour per seed: task loss (training solid, validation dashed),
+    the training contrastive loss, and the validation MAE (the best epoch, the one ``best.pt``
+    holds, starred), Corr, Acc-2 and Acc-7 (SIMS: Acc-5)."""
+    from matplotlib.lines import Line2D
+
+    _out_path(out)
+    plt = _pyplot()
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise MsakitError(f"{run_dir}: no such run folder")
+    histories = _histories(run_dir)
+    first = next(iter(histories.values()))[0]
+    if "valid_Mult_acc_2" in first:  # SIMS
+        acc2 = [("valid_Mult_acc_2", "-", "Acc-2")]
+        fine = ("valid_Mult_acc_5", "Validation Acc-5")
+    else:
+        acc2 = [("valid_Has0_acc_2", "-", "negative / non-negative"),
+                ("valid_Non0_acc_2", "--", "negative / positive")]
+        fine = ("valid_Mult_acc_7", "Validation Acc-7")
+    fig, axes = plt.subplots(2, 3, figsize=(14, 7.5))
+    (ax_task, ax_cl, ax_mae), (ax_corr, ax_acc, ax_fine) = axes
+    colours = plt.get_cmap("tab10")
+    seed_handles = []
+    for i, (name, history) in enumerate(histories.items()):
+        c = colours(i % 10)
+        epochs = [r["epoch"] for r in history]
+
+        def col(key: str, history=history) -> np.ndarray:
+            return np.array([float(r.get(key, np.nan)) for r in history])
+
+        ax_task.plot(epochs, col("train_task_loss"), "-o", color=c, markersize=3)
+        ax_task.plot(epochs, col("valid_loss"), "--o", color=c, markersize=3)
+        ax_cl.plot(epochs, col("train_contrastive_loss"), "-o", color=c, markersize=3)
+        mae = col("valid_MAE")
+        ax_mae.plot(epochs, mae, "-o", color=c, markersize=3)
+        if np.isfinite(mae).any():
+            best = int(np.nanargmin(mae))
+            ax_mae.plot(epochs[best], mae[best], "*", color=c, markersize=15,
+                        markeredgecolor="black", zorder=3)
+        ax_corr.plot(epochs, col("valid_Corr"), "-o", color=c, markersize=3)
+        for key, style, _ in acc2:
+            ax_acc.plot(epochs, 100 * col(key), style, color=c, marker="o", markersize=3)
+        ax_fine.plot(epochs, 100 * col(fine[0]), "-o", color=c, markersize=3)
+        seed_handles.append(Line2D([], [], color=c, marker="o", markersize=4, label=name))
+
+    def styles(entries: list[tuple[str, str]]) -> list[Line2D]:
+        return [Line2D([], [], color="0.3", linestyle=s, label=t) for s, t in entries]
+
+    ax_task.legend(handles=styles([("-", "training"), ("--", "validation")]), fontsize=8)
+    if len(acc2) > 1:
+        ax_acc.legend(handles=styles([(s, t) for _, s, t in acc2]), fontsize=8)
+    ax_task.set(title="Task loss", ylabel="loss")
+    ax_cl.set(title="Contrastive loss (training)", ylabel="loss")
+    ax_mae.set(title="Validation MAE (★ best epoch)", ylabel="MAE")
+    ax_corr.set(title="Validation Corr", ylabel="Pearson r")
+    ax_acc.set(title="Validation Acc-2", ylabel="%")
+    ax_fine.set(title=fine[1], ylabel="%")
+    for ax in axes.flat:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.suptitle(f"Training curves: {run_dir.resolve().name}")
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.legend(handles=seed_handles, loc="lower center", ncol=min(len(seed_handles), 10),
+               fontsize=9, frameon=False)
+    return _save(fig, out)
+
+
+# --------------------------------------------------------------------------- checkpoints
+@dataclass
+class _Outputs:
+    dataset: str
+    model_name: str
+    predictions: np.ndarray
+    labels: np.ndarray
+    representations: dict[str, np.ndarray]
+
+
+def _run_checkpoint(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str,
+                    keep_representations: bool) -> _Outputs:
+    """Predictions (and representations) of a checkpoint on one split, in split order."""
+    import torch
+
+    from msakit.api import _split_for, load_checkpoint
+    from msakit.data.batching import epoch_plan, iterate
+
+    ckpt = load_checkpoint(checkpoint)
+    part = _split_for(ckpt, data, split)
+    model, config = ckpt.model, ckpt.config
+    plan = epoch_plan(part, config.batch_size, seed=0, epoch=0, shuffle=False)
+    predictions, reps = [], {}
+    model.eval()
+    with torch.no_grad():
+        for batch in iterate(part, plan):
+            output = model(batch)
+            predictions.append(output.prediction.float().numpy())
+            if keep_representations:
+                for key, value in output.representations.items():
+                    reps.setdefault(key, []).append(value.float().numpy())
+    return _Outputs(
+        dataset=config.dataset,
+        model_name=config.model_name,
+        predictions=np.concatenate(predictions),
+        labels=np.asarray(part.labels, dtype=np.float32),
+        representations={k: np.concatenate(v) for k, v in reps.items()},
+    )
+
+
+def _representation_names(outputs: _Outputs) -> dict[str, str]:
+    available = outputs.representations
+    if outputs.model_name == "conki":
+        names = CONKI_KEYS
+    elif all(k in available for k in CLGSI_KEYS):
+        names = CLGSI_KEYS
+    else:  # CLGSI without common features and without its contrastive loss
+        names = CLGSI_SPECIFIC_KEYS
+    chosen = {k: v for k, v in names.items() if k in available}
+    if not chosen:
+        raise MsakitError(f"the {outputs.model_name} checkpoint exposes no representations to plot")
+    return chosen
+
+
+def plot_tsne(
+    checkpoint: str | os.PathLike,
+    data: str | os.PathLike,
+    out: str | os.PathLike,
+    split: str = "test",
+    intervals: list[str] | None = None,
+    max_samples: int = 500,
+    perplexity: float = 30.0,
+    seed: int = 0,
+) -> Path:
+    """t-SNE of a checkpoint's representations on ``split`` (see the module docstring).
+
+    ``intervals`` keeps the samples of those intervals only (names as in the legend: "-3" ...
+    "+3" on MOSI/MOSEI; ConKI's Figure 5 shows two); ``max_samples`` draws at most that many
+    samples at random (seed ``seed``), each contributing one point per representation.
+    """
+    _out_path(out)
+    from sklearn.manifold import TSNE
+
+    plt = _pyplot()
+    outputs = _run_checkpoint(checkpoint, data, split, keep_representations=True)
+    names = _representation_names(outputs)
+    classes, interval_names = sentiment_intervals(outputs.labels, outputs.dataset)
+    chosen = np.arange(len(classes))
+    if intervals:
+        lookup = {n.lstrip("+"): i for i, n in enumerate(interval_names)}
+        wanted = []
+        for name in intervals:
+            key = name.strip().lstrip("+")
+            key = "0" if key in ("-0", "0.0") else key
+            if key not in lookup:
+                raise MsakitError(
+                    f"unknown interval {name!r}; intervals are {', '.join(interval_names)}"
+                )
+            wanted.append(lookup[key])
+        chosen = chosen[np.isin(classes, wanted)]
+    if len(chosen) > max_samples:
+        chosen = np.sort(np.random.default_rng(seed).choice(chosen, max_samples, replace=False))
+    if len(chosen) < 3:
+        raise MsakitError(f"t-SNE needs at least 3 samples, the selection has {len(chosen)}")
+    vectors, groups = [], []
+    for k, key in enumerate(names):
+        x = outputs.representations[key][chosen].astype(np.float64)
+        x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        vectors.append(x)
+        groups.append(np.full(len(chosen), k))
+    widths = {v.shape[1] for v in vectors}
+    if len(widths) > 1:  # embedded apart would be meaningless: pad to one width with zeros
+        width = max(widths)
+        vectors = [np.pad(v, ((0, 0), (0, width - v.shape[1]))) for v in vectors]
+    points = np.concatenate(vectors)
+    group = np.concatenate(groups)
+    colour_of = np.tile(classes[chosen], len(names))
+    tsne = TSNE(
+        n_components=2, perplexity=min(perplexity, (len(points) - 1) / 3), init="pca",
+        random_state=seed,
+    )
+    xy = tsne.fit_transform(points)
+
+    colours = _interval_colours(len(interval_names))
+    fig, ax = plt.subplots(figsize=(8.5, 6.5))
+    for k in range(len(names)):
+        for c in np.unique(colour_of[group == k]):
+            sel = (group == k) & (colour_of == c)
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=28 if MARKERS[k] != "*" else 55,
+                       marker=MARKERS[k], color=colours[c], edgecolors="black",
+                       linewidths=0.3, alpha=0.85)
+    from matplotlib.lines import Line2D
+
+    present = sorted(set(colour_of.tolist()))
+    interval_handles = [
+        Line2D([], [], marker="o", linestyle="", markersize=8, markerfacecolor=colours[c],
+               markeredgecolor="black", markeredgewidth=0.3, label=interval_names[c])
+        for c in present
+    ]
+    marker_handles = [
+        Line2D([], [], marker=MARKERS[k], linestyle="", markersize=8, markerfacecolor="0.6",
+               markeredgecolor="black", markeredgewidth=0.4, label=label)
+        for k, label in enumerate(names.values())
+    ]
+    first = ax.legend(handles=interval_handles, title="sentiment interval", loc="upper left",
+                      bbox_to_anchor=(1.01, 1.0), fontsize=8, title_fontsize=9)
+    ax.add_artist(first)
+    second = ax.legend(handles=marker_handles, title="representation", loc="lower left",
+                       bbox_to_anchor=(1.01, 0.0), fontsize=8, title_fontsize=9)
+    ax.set(xticks=[], yticks=[], xlabel="t-SNE 1", ylabel="t-SNE 2")
+    ax.set_title(f"{outputs.model_name.upper()} representations, {outputs.dataset.upper()} "
+                 f"{split} split ({len(chosen)} samples)")
+    return _save(fig, out, extra=[first, second])
+
+
+def weight_curves(
+    threshold: float, gain: float, points: int = 401
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """D over [0, 2] and CLGSI's positive and negative weights (eq. 2) over all of it."""
+    d = np.linspace(*WEIGHT_RANGE, points)
+    return d, gain * np.abs(np.tanh(d - 2 * threshold)), gain * np.abs(np.tanh(d))
+
+
+def plot_weights(
+    out: str | os.PathLike,
+    checkpoint: str | os.PathLike | None = None,
+    threshold: float | None = None,
+    gain: float | None = None,
+) -> Path:
+    """CLGSI's Figure 3 for κ and g from ``checkpoint``'s configuration, or given directly
+    (given values win; the paper's 0.4 and 1.5 otherwise)."""
+    from msakit.config.presets import CLGSI_MODEL
+    from msakit.losses.intensity_contrastive import OFFICIAL_NEGATIVE_SCALE
+
+    _out_path(out)
+    note, negative_scale = "", 1.0
+    if checkpoint is not None:
+        from msakit.api import load_checkpoint
+
+        ckpt = load_checkpoint(checkpoint)
+        if ckpt.config.model_name != "clgsi":
+            raise MsakitError(
+                f"{checkpoint}: a {ckpt.config.model_name} checkpoint; the weight function is "
+                "CLGSI's"
+            )
+        model_config = ckpt.config.model
+        threshold = model_config["threshold"] if threshold is None else threshold
+        gain = model_config["gain"] if gain is None else gain
+        if not model_config.get("weighted", True):
+            note = "\n(this run trained with weighted=false: every pair weighed 1)"
+        elif model_config.get("variant") == "official":
+            negative_scale = OFFICIAL_NEGATIVE_SCALE
+            note = f"\n(official variant: negative weights × {negative_scale:g})"
+    threshold = CLGSI_MODEL["threshold"] if threshold is None else float(threshold)
+    gain = CLGSI_MODEL["gain"] if gain is None else float(gain)
+    if not 0 <= threshold <= WEIGHT_RANGE[1]:
+        raise MsakitError(f"--threshold must lie in [0, 2], got {threshold}")
+    plt = _pyplot()
+    d, positive, negative = weight_curves(threshold, gain)
+    negative = negative_scale * negative
+    close = d <= threshold
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    ax.plot(d[close], positive[close], color="tab:blue", lw=2,
+            label=r"positive pairs: $g\,|\tanh(D - 2\kappa)|$")
+    ax.plot(d[~close], negative[~close], color="tab:orange", lw=2,
+            label=r"negative pairs: $g\,|\tanh(D)|$" if negative_scale == 1 else
+            rf"negative pairs: ${negative_scale:g}\,g\,|\tanh(D)|$")
+    ax.plot(d[~close], positive[~close], color="tab:blue", lw=1, ls=":", alpha=0.6)
+    ax.plot(d[close], negative[close], color="tab:orange", lw=1, ls=":", alpha=0.6)
+    ax.axvline(threshold, color="0.4", ls="--", lw=1)
+    ax.annotate(f"κ = {threshold:g}", (threshold, 0.04 * gain), xytext=(6, 0),
+                textcoords="offset points", color="0.25")
+    ax.set(xlim=WEIGHT_RANGE, ylim=(0, gain * 1.05), xlabel="D (sentiment intensity difference)",
+           ylabel="weight w")
+    ax.set_title(f"CLGSI weight function, κ = {threshold:g}, g = {gain:g}{note}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=9)
+    return _save(fig, out)
+
+
+def plot_scatter(
+    checkpoint: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike,
+    split: str = "test",
+) -> Path:
+    """Predicted against true sentiment, the y = x line, and the split's MAE and Corr."""
+    _out_path(out)
+    from msakit.metrics import compute_metrics
+
+    plt = _pyplot()
+    outputs = _run_checkpoint(checkpoint, data, split, keep_representations=False)
+    metrics = compute_metrics(outputs.predictions, outputs.labels, outputs.dataset)
+    bound = 1.0 if outputs.dataset == "sims" else 3.0
+    low = min(-bound, float(outputs.predictions.min()), float(outputs.labels.min()))
+    high = max(bound, float(outputs.predictions.max()), float(outputs.labels.max()))
+    pad = 0.05 * (high - low)
+    lim = (low - pad, high + pad)
+    fig, ax = plt.subplots(figsize=(5.6, 5.4))
+    ax.plot(lim, lim, "--", color="0.4", lw=1, label="y = x")
+    ax.scatter(outputs.labels, outputs.predictions, s=14, alpha=0.6, color="tab:blue",
+               edgecolors="none", label=f"{len(outputs.labels)} samples")
+    ax.set(xlim=lim, ylim=lim, xlabel="true sentiment", ylabel="predicted sentiment",
+           aspect="equal")
+    ax.text(0.03, 0.97, f"MAE {metrics['MAE']:.3f}\nCorr {metrics['Corr']:.3f}",
+            transform=ax.transAxes, va="top", fontsize=9,
+            bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8})
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(f"{outputs.model_name.upper()} on {outputs.dataset.upper()} {split} split")
+    return _save(fig, out)

@@ -1,0 +1,391 @@
+"""``msakit report``: several run folders side by side, laid out like the papers' tables.
+
+Each run folder holds ``results.csv`` (one row per seed, then ``mean`` and ``std`` rows, as
+``msakit train`` writes it) and ``config.yaml``. The report reads the per-seed rows only and
+computes mean ± std itself (``np.std``, ddof 0, like the ``std`` row of ``results.csv``), so a
+folder whose run is still going shows the seeds finished so far.
+
+Columns follow CLGSI's Tables 1 and 2 (and ConKI's Tables 1 and 2):
+
+* MOSI / MOSEI: Acc-2, F1, Acc-7, MAE, Corr. Acc-2 and F1 are slash pairs, left
+  "negative / non-negative" (MMSA's ``Has0_*``), right "negative / positive", zero labels
+  excluded (``Non0_*``).
+* SIMS: Acc-2, F1, Acc-5, MAE, Corr.
+
+Accuracies and F1 are printed ×100 with two decimals ("84.37 ± 0.52"), MAE and Corr with three
+("0.703 ± 0.012"). ``all_metrics=True`` adds MOSI/MOSEI's Acc-5 and SIMS's Acc-3. Runs on
+different data sets get one column block each (MOSI | MOSEI | SIMS, as in Table 1). The best
+mean of each column is set in bold when at least two rows share it.
+
+Row labels: the run folder's name, or its distinguishing ``--set`` values (the resolved
+configuration's differences from the preset of its model and data set that are not the same in
+every run, e.g. ``contrastive=false``). ``label="auto"`` takes folder names when they are
+unique and the runs share one data set, the ``--set`` values otherwise (so runs on several
+data sets share a row per setting).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from msakit.errors import MsakitError
+from msakit.metrics import LOWER_IS_BETTER, MOSI_METRICS, SIMS_METRICS
+
+FORMATS = ("markdown", "latex", "csv")
+LABELS = ("auto", "folder", "config")
+DATASET_TITLES = {"mosi": "MOSI", "mosei": "MOSEI", "sims": "SIMS"}
+PERCENT_DIGITS = 2  # accuracies and F1, printed ×100
+PLAIN_DIGITS = 3  # MAE and Corr
+
+
+@dataclass(frozen=True)
+class Column:
+    """A table column: a title and one metric, or a slash pair of two (left / right)."""
+
+    title: str
+    metrics: tuple[str, ...]
+
+    @property
+    def percent(self) -> bool:
+        return not set(self.metrics) & {"MAE", "Corr"}
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.metrics[0] in LOWER_IS_BETTER
+
+
+MOSI_COLUMNS = (
+    Column("Acc-2", ("Has0_acc_2", "Non0_acc_2")),
+    Column("F1", ("Has0_F1_score", "Non0_F1_score")),
+    Column("Acc-7", ("Mult_acc_7",)),
+    Column("MAE", ("MAE",)),
+    Column("Corr", ("Corr",)),
+)
+SIMS_COLUMNS = (
+    Column("Acc-2", ("Mult_acc_2",)),
+    Column("F1", ("F1_score",)),
+    Column("Acc-5", ("Mult_acc_5",)),
+    Column("MAE", ("MAE",)),
+    Column("Corr", ("Corr",)),
+)
+EXTRA_COLUMNS = {"mosi": Column("Acc-5", ("Mult_acc_5",)), "sims": Column("Acc-3", ("Mult_acc_3",))}
+
+
+def columns_for(dataset: str, all_metrics: bool = False) -> tuple[Column, ...]:
+    """The paper's columns for ``dataset`` (``mosi``/``mosei`` share theirs)."""
+    family = "sims" if dataset == "sims" else "mosi"
+    cols = SIMS_COLUMNS if family == "sims" else MOSI_COLUMNS
+    if all_metrics:  # the extra accuracy joins the multi-class ones, fewer classes first
+        cols = (*cols[:2], EXTRA_COLUMNS[family], *cols[2:])
+    return cols
+
+
+@dataclass
+class Run:
+    """One run folder: its per-seed test metrics and (if present) its configuration."""
+
+    path: Path
+    dataset: str
+    seeds: list[str]
+    values: dict[str, np.ndarray]  # metric -> (seeds,)
+    config: dict[str, Any] = field(default_factory=dict)
+    label: str = ""
+
+    def mean(self, metric: str) -> float:
+        return float(self.values[metric].mean())
+
+    def std(self, metric: str) -> float:
+        return float(self.values[metric].std())
+
+
+# --------------------------------------------------------------------------- reading
+def read_run(path: str | os.PathLike) -> Run:
+    """Per-seed rows of ``path/results.csv`` and ``path/config.yaml``."""
+    folder = Path(path)
+    results = folder / "results.csv"
+    if not folder.is_dir():
+        raise MsakitError(f"{folder}: no such run folder")
+    if not results.is_file():
+        raise MsakitError(f"{folder}: no results.csv (has the run finished a seed yet?)")
+    with open(results, newline="") as f:
+        rows = list(csv.DictReader(f))
+    rows = [r for r in rows if r.get("seed") not in ("mean", "std")]
+    if not rows:
+        raise MsakitError(f"{results}: no per-seed rows")
+    config: dict[str, Any] = {}
+    if (folder / "config.yaml").is_file():
+        config = yaml.safe_load((folder / "config.yaml").read_text()) or {}
+    names = set(rows[0])
+    if set(SIMS_METRICS) <= names:
+        family, metrics = "sims", SIMS_METRICS
+    elif set(MOSI_METRICS) <= names:
+        family, metrics = "mosi", MOSI_METRICS
+    else:
+        raise MsakitError(f"{results}: not an msakit results file (no MMSA metric columns)")
+    dataset = str(config.get("dataset", family))
+    if (dataset == "sims") != (family == "sims"):
+        raise MsakitError(f"{results}: metric columns do not fit data set {dataset!r}")
+    values = {}
+    for name in metrics:
+        try:
+            values[name] = np.array([float(r[name]) for r in rows], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise MsakitError(f"{results}: column {name!r} holds a non-number") from None
+    return Run(folder, dataset, [r["seed"] for r in rows], values, config)
+
+
+def _flat_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A configuration as ``--set`` keys: top-level fields, ``lr.G`` / ``weight_decay.G``, and
+    the model's hyperparameters by their own names."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if key in ("model", "seeds", "model_name", "dataset"):
+            continue
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    flat.update(config.get("model") or {})
+    return flat
+
+
+def _overrides(run: Run) -> dict[str, Any]:
+    """The run's values that differ from its (model, data set) preset: its ``--set`` values."""
+    from msakit.config.presets import preset
+
+    flat = _flat_config(run.config)
+    try:
+        base = _flat_config(preset(run.config["model_name"], run.dataset).to_dict())
+    except (KeyError, MsakitError):
+        return flat
+    return {k: v for k, v in flat.items() if k not in base or base[k] != v}
+
+
+def _text(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def config_labels(runs: Sequence[Run]) -> list[str]:
+    """Each run's distinguishing ``--set`` values, e.g. ``fusion=add`` (model name first when the
+    runs use different models); the model name when nothing distinguishes it."""
+    models = {r.config.get("model_name", "?") for r in runs}
+    changed = [_overrides(r) for r in runs]
+    keys = sorted({k for c in changed for k in c})
+    flats = [_flat_config(r.config) for r in runs]
+    by_dataset: dict[str, list[int]] = {}
+    for i, r in enumerate(runs):
+        by_dataset.setdefault(r.dataset, []).append(i)
+    # A key distinguishes when two runs on the same data set disagree on it.
+    keys = [
+        k for k in keys
+        if any(len({_text(flats[i].get(k)) for i in group}) > 1 for group in by_dataset.values())
+    ]
+    labels = []
+    for run, flat, own in zip(runs, flats, changed, strict=True):
+        group = by_dataset[run.dataset]
+        # Shown: what sets the run apart on its data set, and its own --set values among those.
+        shown = [
+            k for k in keys
+            if k in flat and (k in own or len({_text(flats[i].get(k)) for i in group}) > 1)
+        ]
+        parts = [str(run.config.get("model_name", run.path.name))] if len(models) > 1 else []
+        parts += [f"{k}={_text(flat.get(k))}" for k in shown]
+        labels.append(" ".join(parts) or str(run.config.get("model_name", run.path.name)))
+    return labels
+
+
+def assign_labels(runs: Sequence[Run], label: str = "auto") -> None:
+    """Set ``run.label`` for every run; see the module docstring."""
+    if label not in LABELS:
+        raise MsakitError(f"--label must be one of {', '.join(LABELS)}, got {label!r}")
+    folders = [r.path.resolve().name for r in runs]
+    from_config = config_labels(runs) if label != "folder" else folders
+
+    def unique(names: list[str]) -> bool:
+        return len(set(zip(names, (r.dataset for r in runs), strict=True))) == len(runs)
+
+    if label == "auto":
+        # Runs on several data sets share rows by their settings (CLGSI's Table 1 layout).
+        several = len({r.dataset for r in runs}) > 1
+        label = "config" if (several or not unique(folders)) and unique(from_config) else "folder"
+    chosen = folders if label == "folder" else from_config
+    seen: dict[tuple[str, str], int] = {}
+    for run, name in zip(runs, chosen, strict=True):
+        key = (name, run.dataset)
+        seen[key] = seen.get(key, 0) + 1
+    for run, name in zip(runs, chosen, strict=True):
+        # Two runs that would share a cell keep apart by their paths.
+        run.label = str(run.path) if seen[(name, run.dataset)] > 1 else name
+
+
+# --------------------------------------------------------------------------- table
+@dataclass
+class Table:
+    datasets: list[str]
+    columns: dict[str, tuple[Column, ...]]
+    labels: list[str]
+    cells: dict[tuple[str, str], Run]  # (label, dataset) -> run
+
+    def best(self, dataset: str, column: Column, side: int) -> float | None:
+        """The best mean of one metric of a column block, if at least two rows compete."""
+        runs = [self.cells[(label, dataset)] for label in self.labels
+                if (label, dataset) in self.cells]
+        if len(runs) < 2:
+            return None
+        means = [_rounded(r.mean(column.metrics[side]), column) for r in runs]
+        if len(set(means)) == 1:  # a tie of every row marks nothing
+            return None
+        return min(means) if column.lower_is_better else max(means)
+
+
+def _rounded(value: float, column: Column) -> float:
+    return round(value * 100, PERCENT_DIGITS) if column.percent else round(value, PLAIN_DIGITS)
+
+
+def build_table(runs: Sequence[Run], all_metrics: bool = False) -> Table:
+    datasets = sorted({r.dataset for r in runs}, key=list(DATASET_TITLES).index)
+    labels: list[str] = []
+    cells: dict[tuple[str, str], Run] = {}
+    for run in runs:
+        if run.label not in labels:
+            labels.append(run.label)
+        cells[(run.label, run.dataset)] = run
+    columns = {d: columns_for(d, all_metrics) for d in datasets}
+    return Table(datasets, columns, labels, cells)
+
+
+def format_value(mean: float, std: float, column: Column, plus_minus: str = " ± ") -> str:
+    """``84.37 ± 0.52`` for accuracies and F1 (×100), ``0.703 ± 0.012`` for MAE and Corr."""
+    if column.percent:
+        return f"{mean * 100:.{PERCENT_DIGITS}f}{plus_minus}{std * 100:.{PERCENT_DIGITS}f}"
+    return f"{mean:.{PLAIN_DIGITS}f}{plus_minus}{std:.{PLAIN_DIGITS}f}"
+
+
+def _cell(table: Table, label: str, dataset: str, column: Column, bold, plus_minus: str) -> str:
+    run = table.cells.get((label, dataset))
+    if run is None:
+        return "–"
+    parts = []
+    for side, metric in enumerate(column.metrics):
+        text = format_value(run.mean(metric), run.std(metric), column, plus_minus)
+        best = table.best(dataset, column, side)
+        if best is not None and _rounded(run.mean(metric), column) == best:
+            text = bold(text)
+        parts.append(text)
+    return " / ".join(parts)
+
+
+def _seeds(table: Table, label: str) -> str:
+    counts = [len(table.cells[(label, d)].seeds) for d in table.datasets
+              if (label, d) in table.cells]
+    return "/".join(map(str, counts))
+
+
+def _note(table: Table) -> str:
+    text = "Mean ± std over seeds; Acc and F1 in %."
+    if any(d != "sims" for d in table.datasets):
+        text += (" MOSI/MOSEI Acc-2 and F1: negative/non-negative (left) and negative/positive,"
+                 " zero labels excluded (right).")
+    return text
+
+
+def to_markdown(table: Table) -> str:
+    multi = len(table.datasets) > 1
+    header = ["Run"]
+    for d in table.datasets:
+        prefix = f"{DATASET_TITLES[d]} " if multi else ""
+        header += [prefix + c.title for c in table.columns[d]]
+    header.append("Seeds")
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join([":---", *["---:"] * (len(header) - 1)]) + "|"]
+    for label in table.labels:
+        row = [label.replace("|", "\\|")]
+        for d in table.datasets:
+            row += [_cell(table, label, d, c, lambda s: f"**{s}**", " ± ")
+                    for c in table.columns[d]]
+        row.append(_seeds(table, label))
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join([*lines, "", _note(table)]) + "\n"
+
+
+_LATEX_ESCAPES = {c: "\\" + c for c in "&%$#_{}"} | {
+    "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"
+}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_ESCAPES.get(c, c) for c in text)
+
+
+def to_latex(table: Table) -> str:
+    """A booktabs ``tabular`` (needs ``\\usepackage{booktabs}``)."""
+    widths = [len(table.columns[d]) for d in table.datasets]
+    spec = "l" + "".join("c" * w for w in widths) + "c"
+    lines = [f"\\begin{{tabular}}{{{spec}}}", "\\toprule"]
+    if len(table.datasets) > 1:
+        groups, rules, start = [""], [], 2
+        for d, w in zip(table.datasets, widths, strict=True):
+            groups.append(f"\\multicolumn{{{w}}}{{c}}{{{DATASET_TITLES[d]}}}")
+            rules.append(f"\\cmidrule(lr){{{start}-{start + w - 1}}}")
+            start += w
+        lines += [" & ".join([*groups, ""]) + " \\\\", " ".join(rules)]
+    header = ["Run", *(c.title for d in table.datasets for c in table.columns[d]), "Seeds"]
+    lines += [" & ".join(header) + " \\\\", "\\midrule"]
+    for label in table.labels:
+        row = [latex_escape(label)]
+        for d in table.datasets:
+            row += [_cell(table, label, d, c, lambda s: f"\\textbf{{{s}}}", " $\\pm$ ")
+                    for c in table.columns[d]]
+        row.append(_seeds(table, label))
+        lines.append(" & ".join(row) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}", "% " + _note(table)]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(runs: Sequence[Run]) -> str:
+    """One row per run: every MMSA metric's mean and std (MMSA's scale, not ×100)."""
+    metrics = list(dict.fromkeys(m for r in runs for m in r.values))
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["run", "path", "dataset", "seeds",
+                     *(f"{m}_{s}" for m in metrics for s in ("mean", "std"))])
+    for r in runs:
+        stats = []
+        for m in metrics:
+            stats += [_num(r.mean(m)), _num(r.std(m))] if m in r.values else ["", ""]
+        writer.writerow([r.label, str(r.path), r.dataset, len(r.seeds), *stats])
+    return buf.getvalue()
+
+
+def _num(x: float) -> str:
+    return repr(round(x, 6)) if math.isfinite(x) else "nan"
+
+
+# --------------------------------------------------------------------------- entry point
+def report(
+    dirs: Sequence[str | os.PathLike],
+    fmt: str = "markdown",
+    label: str = "auto",
+    all_metrics: bool = False,
+) -> str:
+    """The table of the run folders ``dirs`` in ``fmt`` (markdown, latex or csv)."""
+    if fmt not in FORMATS:
+        raise MsakitError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if not dirs:
+        raise MsakitError("no run folders given")
+    runs = [read_run(d) for d in dirs]
+    assign_labels(runs, label)
+    if fmt == "csv":
+        return to_csv(runs)
+    table = build_table(runs, all_metrics)
+    return to_markdown(table) if fmt == "markdown" else to_latex(table)
