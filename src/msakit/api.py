@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from msakit.config import RunConfig, apply_overrides
+from msakit.config import RunConfig, apply_overrides, plain
 from msakit.config.presets import preset
 from msakit.data.mmsa import FeatureFile, SplitData, load_feature_file
 from msakit.encoders.text import (
@@ -64,25 +64,7 @@ def build_config(
 
 
 def dims_of(data: FeatureFile) -> Dims:
-    return Dims(
-        audio=data.audio_dim,
-        vision=data.vision_dim,
-        text_len=data.text_len,
-        audio_len=data.audio_len,
-        vision_len=data.vision_len,
-    )
-
-
-def _plain(obj: Any) -> Any:
-    """A JSON round trip: what ``torch.load(weights_only=True)`` can read back."""
-    return json.loads(json.dumps(obj, default=str))
-
-
-def _encoder_config(encoder: nn.Module) -> dict[str, Any]:
-    cfg = _plain(text_encoder_config(encoder))
-    for key in ("dtype", "torch_dtype", "_name_or_path", "transformers_version"):
-        cfg.pop(key, None)
-    return cfg
+    return Dims.of(data)
 
 
 def _vocab_size(encoder: nn.Module) -> int:
@@ -184,9 +166,9 @@ def _train(ctx, model, dataset, data, text_encoder, seeds, epochs, batch, out, o
     del probe
     pretrained = copy.deepcopy(encoder.state_dict())
     extra = {
-        "config": _plain(config.to_dict()),
+        "config": plain(config.to_dict()),
         "dims": dims.to_dict(),
-        "text_encoder_config": _encoder_config(encoder),
+        "text_encoder_config": text_encoder_config(encoder),
         "format": "msakit-checkpoint-1",
     }
     if ctx.is_main:

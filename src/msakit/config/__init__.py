@@ -10,6 +10,7 @@ part by name, with the value's type checked against the preset's.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,12 @@ from msakit.errors import MsakitError
 
 DATASETS = ("mosi", "mosei", "sims")
 GROUPS = ("text", "audio", "vision", "other")
+
+
+def plain(obj: Any) -> Any:
+    """A JSON round trip: only dicts, lists, strings, numbers, booleans and None remain, which
+    is what a checkpoint read with ``torch.load(weights_only=True)`` may hold."""
+    return json.loads(json.dumps(obj, default=str))
 
 
 @dataclass

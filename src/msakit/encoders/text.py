@@ -87,8 +87,14 @@ def load_text_encoder(name: str | None) -> nn.Module:
 
 
 def text_encoder_config(model: nn.Module) -> dict[str, Any]:
-    """The encoder's config as a plain dict (what ``config.json`` holds)."""
-    return model.config.to_dict()
+    """The encoder's architecture as plain data (what ``config.json`` holds, less the fields
+    that name a file, a version or a dtype), storable in a ``weights_only`` checkpoint."""
+    from msakit.config import plain
+
+    config = plain(model.config.to_dict())
+    for key in ("dtype", "torch_dtype", "_name_or_path", "transformers_version"):
+        config.pop(key, None)
+    return config
 
 
 def text_encoder_from_config(config: dict[str, Any]) -> nn.Module:

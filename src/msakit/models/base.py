@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -50,6 +51,17 @@ class Dims:
     text_len: int = 50
     audio_len: int = 500
     vision_len: int = 375
+
+    @classmethod
+    def of(cls, data: Any) -> Dims:
+        """The dims of a loaded feature file (:class:`msakit.data.FeatureFile`)."""
+        return cls(
+            audio=data.audio_dim,
+            vision=data.vision_dim,
+            text_len=data.text_len,
+            audio_len=data.audio_len,
+            vision_len=data.vision_len,
+        )
 
     def to_dict(self) -> dict[str, int]:
         return {

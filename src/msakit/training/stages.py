@@ -42,10 +42,10 @@ import torch
 import yaml
 from torch import nn
 
-from msakit.config import DATASETS, RunConfig, apply_overrides
+from msakit.config import DATASETS, RunConfig, apply_overrides, plain
 from msakit.config.presets import CONKI_PRETRAIN, preset
 from msakit.data.batching import epoch_plan
-from msakit.data.mmsa import FeatureFile, load_feature_file
+from msakit.data.mmsa import load_feature_file
 from msakit.encoders.text import load_text_encoder, text_encoder_config
 from msakit.errors import MsakitError
 from msakit.models.base import Dims, MSAModel
@@ -86,25 +86,10 @@ def encoder_fingerprint(encoder: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _plain(obj: Any) -> Any:
-    """A JSON round trip: what ``torch.load(weights_only=True)`` reads back."""
-    return json.loads(json.dumps(obj, default=str))
-
-
 def _encoder_summary(config: dict[str, Any]) -> str:
     return (
         f"{config.get('model_type')}, {config.get('num_hidden_layers')} layers, "
         f"{config.get('hidden_size')} wide, vocabulary {config.get('vocab_size')}"
-    )
-
-
-def _dims(data: FeatureFile) -> Dims:
-    return Dims(
-        audio=data.audio_dim,
-        vision=data.vision_dim,
-        text_len=data.text_len,
-        audio_len=data.audio_len,
-        vision_len=data.vision_len,
     )
 
 
@@ -208,7 +193,7 @@ def _pretrain(
         )
     encoder = load_text_encoder(config.text_encoder)
     features = load_feature_file(str(data), vocab_size=int(encoder.config.vocab_size))
-    dims = _dims(features)
+    dims = Dims.of(features)
     fingerprint = encoder_fingerprint(encoder)
     seed = config.seeds[0]
     torch.manual_seed(seed)
@@ -217,9 +202,9 @@ def _pretrain(
 
     run_dir = out / STAGE1_DIR
     extra = {
-        "config": _plain(config.to_dict()),
+        "config": plain(config.to_dict()),
         "dims": dims.to_dict(),
-        "text_encoder_config": _plain(_encoder_config(encoder)),
+        "text_encoder_config": text_encoder_config(encoder),
         "format": "msakit-stage1-1",
     }
     if ctx.is_main:
@@ -253,12 +238,12 @@ def _pretrain(
                 "format": FORMAT,
                 "model": {k: v for k, v in weights.items() if "adapter" in k},
                 "encoders": {k: v for k, v in weights.items() if "adapter" not in k},
-                "adapter_signature": _plain(net.adapter_signature()),
+                "adapter_signature": plain(net.adapter_signature()),
                 "config": extra["config"],
                 "dims": extra["dims"],
                 "text_encoder_config": extra["text_encoder_config"],
                 "text_encoder_fingerprint": fingerprint,
-                "valid": _plain(best["valid"]),
+                "valid": plain(best["valid"]),
                 "epoch": int(best["epoch"]),
             },
             adapters_path,
@@ -270,13 +255,6 @@ def _pretrain(
     return PretrainResult(
         adapters=adapters_path, valid=dict(best["valid"]), epoch=int(best["epoch"])
     )
-
-
-def _encoder_config(encoder: nn.Module) -> dict[str, Any]:
-    cfg = _plain(text_encoder_config(encoder))
-    for key in ("dtype", "torch_dtype", "_name_or_path", "transformers_version"):
-        cfg.pop(key, None)
-    return cfg
 
 
 # --------------------------------------------------------------------------- stage 2
@@ -354,7 +332,7 @@ def _check_text_encoder(
     if not uses_text:  # the text encoder only sets shared_dim's default, checked with the rest
         return
     saved = state["text_encoder_config"]
-    current = _plain(text_encoder_config(encoder))
+    current = text_encoder_config(encoder)
     same_arch = all(saved.get(k) == current.get(k) for k in ENCODER_KEYS)
     if not same_arch:
         raise MsakitError(
