@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 
 import numpy as np
@@ -19,13 +18,17 @@ from msakit.training.trainer import add_text_cache, build_text_cache, evaluate_m
 def test_packed_layers_equal_stock_layers_forward_and_backward():
     torch.manual_seed(0)
     enc = SequenceEncoder(6, 2, layers=2, feedforward=64, dropout=0.0)
-    stock = copy.deepcopy(enc)
+    stock = nn.ModuleList(
+        nn.TransformerEncoderLayer(6, 2, 64, 0.0, batch_first=True) for _ in enc.layers
+    )
+    for mine, theirs in zip(enc.layers, stock, strict=True):
+        theirs.load_state_dict(mine.state_dict())
     x = torch.randn(3, 11, 6)
     lengths = torch.tensor([11, 4, 0])
     out, mask = enc(x, lengths)
-    h, _, padding, _ = stock.prepare(x, lengths)
-    for layer in stock.layers:
-        h = nn.TransformerEncoderLayer.forward(layer, h, src_key_padding_mask=padding)
+    h, _, padding, _ = enc.prepare(x, lengths)
+    for layer in stock:
+        h = layer(h, src_key_padding_mask=padding)
     keep = ~padding
     assert torch.allclose(out[keep], h[keep], atol=1e-6)
     out[keep].pow(2).sum().backward()
@@ -142,3 +145,46 @@ def test_plan_does_not_depend_on_world_size(mosi_file, sampler):
         shards = [[shard(b, r, world) for b in plan] for r in range(world)]
         rebuilt = [np.concatenate([shards[r][i] for r in range(world)]) for i in range(len(plan))]
         assert all(np.array_equal(a, b) for a, b in zip(plan, rebuilt, strict=True))
+
+
+def test_fast_dropout_keeps_the_right_share_scales_and_is_seeded():
+    from msakit.encoders.sequence import FastDropout
+
+    drop = FastDropout(0.1).train()
+    x = torch.ones(400, 2048, requires_grad=True)
+    torch.manual_seed(5)
+    y = drop(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.9) < 0.002
+    scale = 1.0 / (1.0 - 6554 / 65536)
+    assert torch.allclose(y[kept], torch.full_like(y[kept], scale))
+    y.sum().backward()
+    assert torch.equal(x.grad != 0, kept)  # gradient flows through the kept elements only
+    torch.manual_seed(5)
+    assert torch.equal(drop(x), y)  # reproducible from torch's seed
+    drop.eval()
+    assert torch.equal(drop(x), x)
+    drop.train()
+    drop.p = 0.0  # --set dropout=0 reaches it like any nn.Dropout
+    assert torch.equal(drop(x), x)
+
+
+def test_unfused_attention_equals_fused_attention():
+    from msakit.encoders.sequence import attend
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 7, 4, requires_grad=True) for _ in range(3))
+    padding = torch.zeros(2, 7, dtype=torch.bool)
+    padding[1, 4:] = True
+    fused = attend(q, k, v, padding, 0.0)
+    unfused = attend(q, k, v, padding, 0.0, unfused=True)
+    assert torch.allclose(fused, unfused, atol=1e-6)
+    g = torch.randn_like(fused)
+    grads_f = torch.autograd.grad(fused, (q, k, v), g)
+    grads_u = torch.autograd.grad(unfused, (q, k, v), g)
+    for a, b in zip(grads_f, grads_u, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+    # With dropout the kept weights are scaled and padded keys still get no weight.
+    torch.manual_seed(1)
+    dropped = attend(q, k, torch.eye(7).expand(2, 3, 7, 7), padding, 0.5)
+    assert torch.all(dropped[1, :, :, 4:] == 0)

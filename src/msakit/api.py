@@ -362,7 +362,7 @@ def synth(like: str, n: tuple[int, int, int], out: str | os.PathLike, seed: int 
     return out
 
 
-DEMO_SIZES = (480, 120, 160)
+DEMO_SIZES = (256, 64, 96)
 
 
 def demo(out: str | os.PathLike | None = None, quiet: bool = False) -> TrainResult:
@@ -380,7 +380,7 @@ def demo(out: str | os.PathLike | None = None, quiet: bool = False) -> TrainResu
         data,
         text_encoder=DEFAULT_TEXT_ENCODER,
         seeds=[1, 2],
-        epochs=6,
+        epochs=4,
         batch=32,
         out=workdir / "run",
         overrides={"early_stop": 6},

@@ -5,10 +5,10 @@ A *plan* is the list of global batches of one epoch (arrays of sample indices). 
 the same plan and takes its slice of each global batch (:func:`shard`), so "which samples form
 each step's global batch" is the same on 1 or N ranks.
 
-``sampler="random"`` shuffles the split (what both papers' code does). ``sampler="bucket"`` sorts
-samples into length buckets first (by their longest audio/vision sequence), cuts each bucket into
-batches and shuffles the batch order, so a batch's padding, and with trimming its cost, follows
-the real lengths. :func:`collate` trims audio and vision to the batch's longest valid sequence.
+``sampler="random"`` shuffles the split (what both papers' code does). ``sampler="bucket"`` (the
+default) sorts samples by their longest audio/vision sequence, with a random jitter of one
+bucket's width (1/8 of the padded length), cuts the order into full batches and shuffles the
+batch order, so a batch's padding, and with trimming its cost, follows the real lengths. :func:`collate` trims audio and vision to the batch's longest valid sequence.
 """
 
 from __future__ import annotations
@@ -38,12 +38,14 @@ def epoch_plan(
         return [order[i : i + batch_size] for i in range(0, n, batch_size)]
     rng = np.random.default_rng([seed, epoch])
     if sampler == "bucket":
-        cost = np.maximum(split.audio_lengths, split.vision_lengths)
-        by_length = np.argsort(cost, kind="stable")
-        batches = []
-        for bucket in np.array_split(by_length, min(buckets, max(1, n // batch_size))):
-            bucket = rng.permutation(bucket)
-            batches.extend(bucket[i : i + batch_size] for i in range(0, len(bucket), batch_size))
+        # Sort by the longer of a sample's audio and vision sequence (as a share of the padded
+        # length) plus a jitter of one bucket's width, cut into full batches, shuffle the batch
+        # order: batches hold samples of similar length, and differ from epoch to epoch.
+        audio = split.audio_lengths / max(1, split.audio.shape[1])
+        vision = split.vision_lengths / max(1, split.vision.shape[1])
+        key = np.maximum(audio, vision) + rng.uniform(0.0, 1.0 / buckets, n)
+        order = np.argsort(key, kind="stable")
+        batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
         return [batches[k] for k in rng.permutation(len(batches))]
     order = rng.permutation(n)
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
