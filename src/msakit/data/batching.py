@@ -8,7 +8,8 @@ each step's global batch" is the same on 1 or N ranks.
 ``sampler="random"`` shuffles the split (what both papers' code does). ``sampler="bucket"`` (the
 default) sorts samples by their longest audio/vision sequence, with a random jitter of one
 bucket's width (1/8 of the padded length), cuts the order into full batches and shuffles the
-batch order, so a batch's padding, and with trimming its cost, follows the real lengths. :func:`collate` trims audio and vision to the batch's longest valid sequence.
+batch order, so a batch's padding, and with trimming its cost, follows the real lengths.
+:func:`collate` trims audio and vision to the batch's longest valid sequence.
 """
 
 from __future__ import annotations

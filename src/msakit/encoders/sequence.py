@@ -7,8 +7,10 @@ no mask and takes index -1 of the padded output; msakit masks the padding and po
 lengths, so a padded frame never changes a result and cost follows the real lengths (batches are
 trimmed to their longest valid sequence before they reach the encoder).
 
-Layers are PyTorch's ``nn.TransformerEncoderLayer`` (whose attention calls the fused
-``scaled_dot_product_attention``). A sequence of length 0 (no face found) would make every
+Layers are PyTorch's ``nn.TransformerEncoderLayer`` (same parameters and math), with the
+feed-forward block run on valid frames only, attention through the fused
+``scaled_dot_product_attention`` when there is no dropout, and dropout masks drawn by NumPy
+(:class:`PackedEncoderLayer`, :class:`FastDropout`). A sequence of length 0 (no face found) would make every
 attention row fully masked, which is NaN in plain PyTorch; we let such a sequence see one frame,
 frame 0, whose input is zero (padded frames are zeroed before encoding), so it is encoded as a
 single zero frame.
