@@ -12,8 +12,8 @@ feed-forward block run on valid frames only, attention through the fused
 ``scaled_dot_product_attention`` when there is no dropout, and dropout masks drawn by NumPy
 (:class:`PackedEncoderLayer`, :class:`FastDropout`). A sequence of length 0 (no face found)
 would make every attention row fully masked, which is NaN in plain PyTorch; we let such a
-sequence see one frame, frame 0, whose input is zero (padded frames are zeroed before encoding), so it is encoded as a
-single zero frame.
+sequence see one frame, frame 0, whose input is zero (padded frames are zeroed before
+encoding), so it is encoded as a single zero frame.
 """
 
 from __future__ import annotations
