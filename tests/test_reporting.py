@@ -13,7 +13,9 @@ import pytest
 import torch
 
 from msakit import cli
-from msakit.api import _encoder_config, _plain, build_config, build_model, dims_of, load_data
+from msakit.api import build_config, build_model, dims_of, load_data
+from msakit.config import plain
+from msakit.encoders.text import text_encoder_config
 from msakit.data.mmsa import convert_to_npz
 from msakit.data.synthetic import write_synthetic
 from msakit.encoders.text import load_text_encoder
@@ -331,8 +333,8 @@ def conki_checkpoint(tmp_path_factory, tiny_bert_12):
     torch.manual_seed(0)
     model = build_model(config, dims, encoder)
     path = root / "best.pt"
-    atomic_save({"model": model.state_dict(), "config": _plain(config.to_dict()),
-                 "dims": dims.to_dict(), "text_encoder_config": _encoder_config(encoder),
+    atomic_save({"model": model.state_dict(), "config": plain(config.to_dict()),
+                 "dims": dims.to_dict(), "text_encoder_config": text_encoder_config(encoder),
                  "format": "msakit-checkpoint-1"}, path)
     return data, path
 
