@@ -15,10 +15,9 @@ import torch
 from msakit import cli
 from msakit.api import build_config, build_model, dims_of, load_data
 from msakit.config import plain
-from msakit.encoders.text import text_encoder_config
 from msakit.data.mmsa import convert_to_npz
 from msakit.data.synthetic import write_synthetic
-from msakit.encoders.text import load_text_encoder
+from msakit.encoders.text import load_text_encoder, text_encoder_config
 from msakit.metrics import MOSI_METRICS, SIMS_METRICS
 from msakit.reporting import plots
 from msakit.reporting.report import columns_for
