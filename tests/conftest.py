@@ -59,3 +59,24 @@ def sims_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "sims.pkl"
     write_synthetic(str(path), "sims", 32, 12, 12, seed=0)
     return path
+
+
+def write_short_synthetic(
+    path: Path, like: str, n: tuple[int, int, int], frames: dict[str, int], seed: int = 0
+) -> Path:
+    """A synthetic MMSA pickle with the real feature sizes but audio/vision cut to ``frames``
+    (e.g. {"audio": 40, "vision": 30}) frames: the same data contract, a fraction of the cost."""
+    import pickle
+
+    from msakit.data.synthetic import write_synthetic
+
+    write_synthetic(str(path), like, *n, seed=seed)
+    with open(path, "rb") as f:
+        data = pickle.load(f)
+    for split in data.values():
+        for m, count in frames.items():
+            split[m] = split[m][:, :count]
+            split[f"{m}_lengths"] = [min(int(x), count) for x in split[f"{m}_lengths"]]
+    with open(path, "wb") as f:
+        pickle.dump(data, f)
+    return path

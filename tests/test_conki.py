@@ -12,19 +12,17 @@ import csv
 import itertools
 import json
 import math
-import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny_bert
+from conftest import make_tiny_bert, write_short_synthetic
 
 from msakit import cli
 from msakit.api import build_config, load_checkpoint
 from msakit.data.batching import collate
 from msakit.data.mmsa import load_feature_file
-from msakit.data.synthetic import write_synthetic
 from msakit.encoders.text import load_text_encoder
 from msakit.losses import HierarchicalContrastiveLoss
 from msakit.models import create_model
@@ -59,16 +57,7 @@ def one_thread():
 
 def short_synthetic(path: Path, like: str) -> Path:
     """write_synthetic(path, like, 24, 8, 8) with audio/vision cut to FRAMES frames."""
-    write_synthetic(str(path), like, 24, 8, 8, seed=0)
-    with open(path, "rb") as f:
-        data = pickle.load(f)
-    for split in data.values():
-        for m, n in FRAMES.items():
-            split[m] = split[m][:, :n]
-            split[f"{m}_lengths"] = [min(int(x), n) for x in split[f"{m}_lengths"]]
-    with open(path, "wb") as f:
-        pickle.dump(data, f)
-    return path
+    return write_short_synthetic(path, like, (24, 8, 8), FRAMES)
 
 
 @pytest.fixture(scope="module")

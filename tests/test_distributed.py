@@ -15,7 +15,6 @@ import csv
 import json
 import math
 import os
-import pickle
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -26,12 +25,12 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
+from conftest import write_short_synthetic
 from torch import nn
 
 from msakit import api, cli
 from msakit.data.batching import collate
 from msakit.data.mmsa import convert_to_npz, load_feature_file
-from msakit.data.synthetic import write_synthetic
 from msakit.encoders.text import load_text_encoder
 from msakit.training.distributed import DistContext, GlobalBatchNorm
 from msakit.training.trainer import Trainer
@@ -74,16 +73,7 @@ def one_thread():
 def data_file(tmp_path_factory) -> Path:
     """23 / 8 / 8 MOSI-shaped samples, audio/vision cut to FRAMES, as a code-free npz."""
     root = tmp_path_factory.mktemp("ddp_data")
-    pkl = root / "mosi.pkl"
-    write_synthetic(str(pkl), "mosi", 23, 8, 8, seed=0)
-    with open(pkl, "rb") as f:
-        data = pickle.load(f)
-    for split in data.values():
-        for m, n in FRAMES.items():
-            split[m] = split[m][:, :n]
-            split[f"{m}_lengths"] = [min(int(x), n) for x in split[f"{m}_lengths"]]
-    with open(pkl, "wb") as f:
-        pickle.dump(data, f)
+    pkl = write_short_synthetic(root / "mosi.pkl", "mosi", (23, 8, 8), FRAMES)
     convert_to_npz(pkl, root / "mosi.npz")
     return root / "mosi.npz"
 

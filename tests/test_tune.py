@@ -4,7 +4,6 @@ trials end cleanly, and best.yaml retrains the best trial exactly."""
 from __future__ import annotations
 
 import os
-import pickle
 import re
 import subprocess
 import sys
@@ -13,13 +12,13 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from conftest import write_short_synthetic
 from optuna.trial import TrialState
 
 from msakit import api, cli
 from msakit.config import apply_overrides
 from msakit.config.presets import SEARCH_SPACES, preset
 from msakit.data.mmsa import convert_to_npz
-from msakit.data.synthetic import write_synthetic
 from msakit.tune import format_value, tune
 
 FRAMES = {"audio": 40, "vision": 30}
@@ -31,16 +30,7 @@ STUDY = "msakit-clgsi-mosi"
 def data_file(tmp_path_factory) -> Path:
     """23 / 8 / 8 MOSI-shaped samples, audio/vision cut to FRAMES, as a code-free npz."""
     root = tmp_path_factory.mktemp("tune_data")
-    pkl = root / "mosi.pkl"
-    write_synthetic(str(pkl), "mosi", 23, 8, 8, seed=0)
-    with open(pkl, "rb") as f:
-        data = pickle.load(f)
-    for split in data.values():
-        for m, n in FRAMES.items():
-            split[m] = split[m][:, :n]
-            split[f"{m}_lengths"] = [min(int(x), n) for x in split[f"{m}_lengths"]]
-    with open(pkl, "wb") as f:
-        pickle.dump(data, f)
+    pkl = write_short_synthetic(root / "mosi.pkl", "mosi", (23, 8, 8), FRAMES)
     convert_to_npz(pkl, root / "mosi.npz")
     return root / "mosi.npz"
 
