@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import csv
 import io
-import pickle
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import write_short_synthetic
 
 from msakit import cli
 from msakit.api import build_config, build_model, dims_of, load_data
 from msakit.config import plain
 from msakit.data.mmsa import convert_to_npz
-from msakit.data.synthetic import write_synthetic
 from msakit.encoders.text import load_text_encoder, text_encoder_config
 from msakit.metrics import MOSI_METRICS, SIMS_METRICS
 from msakit.reporting import plots
@@ -46,16 +45,7 @@ def run(argv: list[str]) -> int:
 
 def short_npz(folder: Path, like: str = "mosi", n: tuple[int, int, int] = (24, 8, 8)) -> Path:
     """A synthetic file with audio/vision cut to FRAMES frames, converted to npz."""
-    pkl = folder / f"{like}.pkl"
-    write_synthetic(str(pkl), like, *n, seed=0)
-    with open(pkl, "rb") as f:
-        data = pickle.load(f)
-    for split in data.values():
-        for m, frames in FRAMES.items():
-            split[m] = split[m][:, :frames]
-            split[f"{m}_lengths"] = [min(int(x), frames) for x in split[f"{m}_lengths"]]
-    with open(pkl, "wb") as f:
-        pickle.dump(data, f)
+    pkl = write_short_synthetic(folder / f"{like}.pkl", like, n, FRAMES)
     convert_to_npz(pkl, folder / f"{like}.npz")
     return folder / f"{like}.npz"
 

@@ -8,7 +8,6 @@ import copy
 import io
 import json
 import os
-import pickle
 import re
 import signal
 import subprocess
@@ -19,10 +18,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import write_short_synthetic
 
 from msakit import api, cli
 from msakit.data.mmsa import convert_to_npz, load_feature_file
-from msakit.data.synthetic import write_synthetic
 from msakit.encoders.text import load_text_encoder
 from msakit.training.trainer import Trainer
 
@@ -56,16 +55,7 @@ def run(argv: list[str]) -> int:
 
 def short_file(folder: Path) -> tuple[Path, Path]:
     """A MOSI-shaped synthetic pickle (24/8/8, audio/vision cut to FRAMES) and its npz."""
-    pkl = folder / "mosi.pkl"
-    write_synthetic(str(pkl), "mosi", 24, 8, 8, seed=0)
-    with open(pkl, "rb") as f:
-        data = pickle.load(f)
-    for split in data.values():
-        for m, frames in FRAMES.items():
-            split[m] = split[m][:, :frames]
-            split[f"{m}_lengths"] = [min(int(x), frames) for x in split[f"{m}_lengths"]]
-    with open(pkl, "wb") as f:
-        pickle.dump(data, f)
+    pkl = write_short_synthetic(folder / "mosi.pkl", "mosi", (24, 8, 8), FRAMES)
     convert_to_npz(pkl, folder / "mosi.npz")
     return pkl, folder / "mosi.npz"
 
