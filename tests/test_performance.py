@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -148,7 +149,7 @@ def test_plan_does_not_depend_on_world_size(mosi_file, sampler):
 
 
 def test_fast_dropout_keeps_the_right_share_scales_and_is_seeded():
-    from msakit.encoders.sequence import FastDropout
+    from msakit.encoders.dropout import FastDropout
 
     drop = FastDropout(0.1).train()
     x = torch.ones(400, 2048, requires_grad=True)
@@ -188,3 +189,67 @@ def test_unfused_attention_equals_fused_attention():
     torch.manual_seed(1)
     dropped = attend(q, k, torch.eye(7).expand(2, 3, 7, 7), padding, 0.5)
     assert torch.all(dropped[1, :, :, 4:] == 0)
+
+
+def test_feed_forward_block_equals_the_written_out_math_with_the_same_mask():
+    """ReLU + dropout in one pass, the scale moved to the small products: same values and grads
+    as linear2(relu(linear1(x)) * mask / (1 - p)) with the mask drawn from the same seed."""
+    from msakit.encoders.dropout import dropout_multiplier
+    from msakit.encoders.sequence import feed_forward
+
+    torch.manual_seed(0)
+    linear1, linear2 = nn.Linear(5, 64), nn.Linear(64, 5)
+    x = torch.randn(1500, 5, requires_grad=True)
+    torch.manual_seed(3)
+    fast = feed_forward(x, linear1, linear2, 0.3, training=True)
+    torch.manual_seed(3)
+    multiplier = dropout_multiplier((1500, 64), 0.3)
+    assert abs((multiplier == 0).float().mean().item() - 0.3) < 0.01
+    reference = linear2(torch.relu(linear1(x)) * multiplier)
+    assert torch.allclose(fast, reference, atol=1e-5)
+    g = torch.randn_like(fast)
+    params = [x, linear1.weight, linear1.bias, linear2.weight, linear2.bias]
+    for a, b in zip(torch.autograd.grad(fast, params, g), torch.autograd.grad(reference, params, g),
+                    strict=True):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-4)
+    # Eval mode: no dropout at all, the stock block.
+    stock = linear2(torch.relu(linear1(x)))
+    assert torch.allclose(feed_forward(x, linear1, linear2, 0.3, training=False), stock, atol=1e-6)
+
+
+def test_dropout_masks_do_not_depend_on_block_size_or_threads(monkeypatch):
+    from msakit.encoders import dropout
+
+    shape = (300, 1000)  # above the size drawn in two threads
+    torch.manual_seed(7)
+    whole = dropout.dropout_multiplier(shape, 0.1)
+    monkeypatch.setattr(dropout, "_BLOCK", 4 * 37)
+    torch.manual_seed(7)
+    assert torch.equal(dropout.dropout_multiplier(shape, 0.1), whole)
+    # The in-place ReLU + dropout draws the same mask from the same seed.
+    x = torch.randn(shape)
+    expected = torch.relu(x) * (whole != 0)
+    torch.manual_seed(7)
+    scale = dropout.relu_dropout_(x, 0.1)
+    assert torch.equal(x, expected)
+    assert scale == pytest.approx(1.0 / (1.0 - 6554 / 65536))
+    assert torch.all(whole[whole != 0] == np.float32(scale))
+
+
+def test_every_dropout_of_a_built_model_is_fast(tiny_bert, mosi_file):
+    from msakit.encoders.dropout import FastDropout
+    from msakit.training.trainer import set_dropout
+
+    _, model, _ = _tiny_clgsi(tiny_bert, mosi_file, dropout=None)
+    dropouts = [m for m in model.modules() if isinstance(m, nn.Dropout)]
+    text = [m for m in model.text_encoder.modules() if isinstance(m, nn.Dropout)]
+    assert text and all(isinstance(m, FastDropout) for m in dropouts)
+    set_dropout(model, 0.0)  # --set dropout=0 still reaches them
+    assert all(m.p == 0.0 for m in dropouts)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
+def test_allocator_keeps_freed_memory_on_linux():
+    from msakit.training.allocator import reuse_freed_memory
+
+    assert reuse_freed_memory() is True

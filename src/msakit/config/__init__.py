@@ -55,6 +55,9 @@ class RunConfig:
     bf16: bool = False
     cache_text: bool = True
     """Cache frozen text-encoder outputs (only used when the text encoder is not trained)."""
+    reuse_memory: bool = True
+    """Keep freed CPU buffers in the process for the next step (glibc malloc; see
+    :mod:`msakit.training.allocator`)."""
     model: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

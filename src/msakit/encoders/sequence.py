@@ -8,11 +8,12 @@ lengths, so a padded frame never changes a result and cost follows the real leng
 trimmed to their longest valid sequence before they reach the encoder).
 
 Layers are PyTorch's ``nn.TransformerEncoderLayer`` (same parameters and math), with the
-feed-forward block run on valid frames only, attention through the fused
+feed-forward block run on valid frames only as one autograd function (ReLU and dropout in one
+in-place pass, :func:`feed_forward`), attention through the fused
 ``scaled_dot_product_attention`` when there is no dropout, and dropout masks drawn by NumPy
-(:class:`PackedEncoderLayer`, :class:`FastDropout`). A sequence of length 0 (no face found)
-would make every attention row fully masked, which is NaN in plain PyTorch; we let such a
-sequence see one frame, frame 0, whose input is zero (padded frames are zeroed before
+(:class:`PackedEncoderLayer`, :mod:`msakit.encoders.dropout`). A sequence of length 0 (no
+face found) would make every attention row fully masked, which is NaN in plain PyTorch; we let
+such a sequence see one frame, frame 0, whose input is zero (padded frames are zeroed before
 encoding), so it is encoded as a single zero frame.
 """
 
@@ -20,13 +21,11 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-# FastDropout draws its keep mask as 16-bit integers: p is rounded to a multiple of 1/65536.
-_MASK_LEVELS = 65536
+from msakit.encoders.dropout import FastDropout, fast_dropout, relu_dropout_
 
 
 def lengths_to_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -69,29 +68,59 @@ class SinusoidalPositions(nn.Module):
         return x + self.table[:length].to(x.dtype)
 
 
-class _KeepScale(torch.autograd.Function):
-    """x * keep * scale with a boolean ``keep`` mask, saving only the mask for backward."""
+class _FeedForward(torch.autograd.Function):
+    """linear2(dropout(relu(linear1(x)))) in one function, for (N, D) float32 CPU inputs.
+
+    The hidden (N, F) activation is written once by the first matmul, then ReLU and dropout
+    happen in one in-place pass (:func:`~msakit.encoders.dropout.relu_dropout_`); the dropout
+    scale 1 / (1 - p) is applied to the small (N, D) and (F, D) products instead of the (N, F)
+    one (the same math, rounded in another order). Backward keeps only the masked activation,
+    which the second linear needs anyway: it is positive exactly where the unit is active and
+    kept, so it also gives ReLU's gradient and dropout's mask.
+    """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
-        ctx.save_for_backward(keep)
+    def forward(ctx, x, w1, b1, w2, b2, p):
+        hidden = torch.addmm(b1, x, w1.t())
+        if p > 0.0:
+            scale = relu_dropout_(hidden, p)
+        else:
+            hidden.relu_()
+            scale = 1.0
+        out = torch.addmm(b2, hidden, w2.t(), alpha=scale)
+        ctx.save_for_backward(x, w1, w2, hidden)
         ctx.scale = scale
-        return torch.where(keep, x, 0.0).mul_(scale)
+        return out
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (keep,) = ctx.saved_tensors
-        return torch.where(keep, grad, 0.0).mul_(ctx.scale), None, None
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, w1, w2, hidden = ctx.saved_tensors
+        scale = ctx.scale
+        need = ctx.needs_input_grad
+        g_w2 = grad.t().mm(hidden).mul_(scale) if need[3] else None
+        g_b2 = grad.sum(0) if need[4] else None
+        g_hidden = grad.mm(w2)
+        torch.ops.aten.threshold_backward.grad_input(g_hidden, hidden, 0.0, grad_input=g_hidden)
+        g_x = g_hidden.mm(w1).mul_(scale) if need[0] else None
+        g_w1 = g_hidden.t().mm(x).mul_(scale) if need[1] else None
+        g_b1 = g_hidden.sum(0).mul_(scale) if need[2] else None
+        return g_x, g_w1, g_b1, g_w2, g_b2, None
 
 
-def fast_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
-    """Training-mode inverted dropout with a NumPy-drawn mask (see :class:`FastDropout`)."""
-    threshold = round(p * _MASK_LEVELS)
-    seed = int(torch.randint(0, 2**62, (1,)).item())
-    draws = np.random.default_rng(seed).integers(0, _MASK_LEVELS, size=tuple(x.shape),
-                                                 dtype=np.uint16)
-    keep = torch.from_numpy(draws >= threshold)
-    return _KeepScale.apply(x, keep, 1.0 / (1.0 - threshold / _MASK_LEVELS))
+def feed_forward(
+    x: torch.Tensor, linear1: nn.Linear, linear2: nn.Linear, p: float, training: bool
+) -> torch.Tensor:
+    """The Transformer feed-forward block linear2(dropout_p(relu(linear1(x)))), x (N, D).
+
+    On CPUs in float32 this is :class:`_FeedForward`; elsewhere (GPUs, autocast) the stock
+    composition of PyTorch ops.
+    """
+    if x.device.type != "cpu" or torch.is_autocast_enabled("cpu") or x.dtype != torch.float32:
+        return linear2(F.dropout(F.relu(linear1(x)), p, training))
+    return _FeedForward.apply(
+        x, linear1.weight, linear1.bias, linear2.weight, linear2.bias, p if training else 0.0
+    )
 
 
 def attend(
@@ -108,29 +137,14 @@ def attend(
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=~padding[:, None, None, :], dropout_p=p
         )
-    scores = torch.matmul(q * q.size(-1) ** -0.5, k.transpose(-1, -2))  # (B, H, L, L)
-    scores = scores.masked_fill(padding[:, None, None, :], float("-inf"))
+    # The padding enters as an additive (B, 1, 1, L) bias of -inf, added in place.
+    bias = torch.zeros(padding.shape, dtype=q.dtype, device=q.device)
+    bias = bias.masked_fill_(padding, float("-inf"))[:, None, None, :]
+    scores = torch.matmul(q * q.size(-1) ** -0.5, k.transpose(-1, -2)).add_(bias)  # (B,H,L,L)
     weights = torch.softmax(scores, dim=-1)
     if p > 0.0:
         weights = fast_dropout(weights, p)
     return torch.matmul(weights, v)
-
-
-class FastDropout(nn.Dropout):
-    """Inverted dropout whose mask, on CPUs, comes from NumPy's PCG64 generator.
-
-    The same operation as ``nn.Dropout``: each element is kept with probability 1 - p and
-    scaled by 1 / (1 - p). PyTorch's CPU Bernoulli sampler is the single largest cost of the
-    2048-wide feed-forward blocks; NumPy fills 16-bit random integers several times faster.
-    The generator is seeded from torch's RNG at every call, so runs stay reproducible from the
-    seed and resumable. p is rounded to a multiple of 1/65536 (0.1 -> 0.1000061) and the scale
-    uses that p. On GPUs and in eval mode this is ``F.dropout``.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0 or x.device.type != "cpu":
-            return F.dropout(x, self.p, self.training)
-        return fast_dropout(x, self.p)
 
 
 class PackedEncoderLayer(nn.TransformerEncoderLayer):
@@ -141,13 +155,22 @@ class PackedEncoderLayer(nn.TransformerEncoderLayer):
     block and ``norm2`` on the kept frames only, packed into one (N, D) matrix. The feed-forward
     is where a CPU step spends its time (D -> 2048 -> D for every frame), so its cost follows the
     real lengths, not the padding. Outputs at kept frames equal the stock layer's; padded frames
-    keep the post-attention value, which nothing downstream reads. The feed-forward dropout is
+    keep the post-attention value, which nothing downstream reads. The feed-forward block is
+    :func:`feed_forward` (ReLU and its dropout in one pass); the other dropouts are
     :class:`FastDropout`.
     """
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.dropout = FastDropout(self.dropout.p)
+        self.dropout1 = FastDropout(self.dropout1.p)
+        self.dropout2 = FastDropout(self.dropout2.p)
+
+    def _ff_block(self, x: torch.Tensor) -> torch.Tensor:
+        if self.activation is not F.relu:
+            return super()._ff_block(x)
+        out = feed_forward(x, self.linear1, self.linear2, self.dropout.p, self.training)
+        return self.dropout2(out)
 
     def _sa_block(
         self,

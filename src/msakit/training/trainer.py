@@ -36,6 +36,7 @@ from msakit.data.batching import epoch_plan, iterate, shard
 from msakit.data.mmsa import SplitData
 from msakit.metrics import compute_metrics
 from msakit.models.base import MSAModel
+from msakit.training.allocator import reuse_freed_memory
 from msakit.training.distributed import DistContext, wrap_ddp
 
 NO_DECAY = ("bias", "LayerNorm.weight", "LayerNorm.bias", "layer_norm", "norm.weight")
@@ -298,6 +299,8 @@ class Trainer:
     def prepare(self) -> None:
         """Seed, build the optimizer, the schedule and early stopping; load last.pt on resume."""
         seed_everything(self.seed)
+        if self.config.reuse_memory and self.device.type == "cpu":
+            reuse_freed_memory()
         steps_per_epoch = len(self._plan(0))
         total = steps_per_epoch * self.config.epochs
         warmup = (

@@ -1,0 +1,151 @@
+"""Dropout with NumPy-drawn masks, for CPU training.
+
+PyTorch's CPU Bernoulli sampler (``nn.Dropout``) was the largest single cost of a CPU training
+step at MOSI sizes: the audio/vision feed-forward blocks drop (frames x 2048) activations and
+attention drops (L x L) weights of every head. Here the same inverted dropout draws its mask as
+16-bit integers from NumPy's PCG64 (16-bit slices of its raw 64-bit output, in two fixed halves
+filled side by side), seeded from torch's RNG at every call, so runs stay reproducible from the
+seed and resumable. p is rounded to a multiple of 1/65536 (0.1 -> 0.1000061) and the scale uses
+that p. On GPUs and in eval mode every function here is PyTorch's own dropout.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+# Masks are drawn as 16-bit integers: p is rounded to a multiple of 1/65536.
+_MASK_LEVELS = 65536
+_MASK_STREAMS = 2  # fixed, so a mask never depends on the machine's thread count
+_BLOCK = 1 << 15  # elements per draw: a multiple of 4 (four draws per raw 64-bit output)
+_POOL: ThreadPoolExecutor | None = None
+
+
+def threshold_and_scale(p: float) -> tuple[int, float]:
+    """p as a count of 16-bit levels (dropped where the draw is below it) and 1 / (1 - p)."""
+    threshold = round(p * _MASK_LEVELS)
+    return threshold, 1.0 / (1.0 - threshold / _MASK_LEVELS)
+
+
+def _walk(
+    seed: np.random.SeedSequence, out: np.ndarray, threshold: int,
+    apply: Callable[[np.ndarray, np.ndarray, np.ndarray], None],
+) -> None:
+    """Draw one 16-bit integer per element of the flat ``out`` (16-bit slices of PCG64's raw
+    64-bit outputs, in order) and call ``apply(block of out, kept?, scratch)`` block by block,
+    so the draws stay in cache. The draws do not depend on the block size."""
+    generator = np.random.PCG64(seed)
+    kept = np.empty(min(_BLOCK, out.size), dtype=np.bool_)
+    for start in range(0, out.size, _BLOCK):
+        block = out[start : start + _BLOCK]
+        raw = generator.random_raw((block.size + 3) // 4).view(np.uint16)[: block.size]
+        np.greater_equal(raw, threshold, out=kept[: block.size])
+        apply(block, kept[: block.size], raw)
+
+
+def _each_stream(
+    out: np.ndarray, threshold: int, apply: Callable[[np.ndarray, np.ndarray, np.ndarray], None]
+) -> None:
+    """:func:`_walk` over the two fixed halves of ``out`` with two PCG64 streams spawned from a
+    seed drawn from torch's RNG, side by side (NumPy releases the GIL while it fills)."""
+    global _POOL
+    seed = int(torch.randint(0, 2**62, (1,)).item())
+    streams = np.random.SeedSequence(seed).spawn(_MASK_STREAMS)
+    parts = np.array_split(out, _MASK_STREAMS)
+    if out.size < 1 << 16:
+        for stream, part in zip(streams, parts, strict=True):
+            _walk(stream, part, threshold, apply)
+        return
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(_MASK_STREAMS, thread_name_prefix="msakit-dropout")
+    jobs = [
+        _POOL.submit(_walk, stream, part, threshold, apply)
+        for stream, part in zip(streams, parts, strict=True)
+    ]
+    for job in jobs:
+        job.result()
+
+
+def dropout_multiplier(shape: tuple[int, ...], p: float) -> torch.Tensor:
+    """A float32 tensor of ``shape`` holding 0 (dropped, probability p) or 1 / (1 - p) (kept).
+
+    The generator is seeded from torch's RNG, so masks are reproducible and resumable from the
+    run's seed, and the same on any machine.
+    """
+    threshold, scale = threshold_and_scale(p)
+    out = np.empty(math.prod(shape), dtype=np.float32)
+    factor = np.float32(scale)
+
+    def fill(block: np.ndarray, kept: np.ndarray, _raw: np.ndarray) -> None:
+        np.multiply(kept, factor, out=block)
+
+    _each_stream(out, threshold, fill)
+    return torch.from_numpy(out).view(shape)
+
+
+def relu_dropout_(x: torch.Tensor, p: float) -> float:
+    """In place: x = relu(x) * kept, kept ~ Bernoulli(1 - p) drawn like
+    :func:`dropout_multiplier`; returns the scale 1 / (1 - p), left for the caller to apply.
+    ``x`` is a contiguous float32 CPU tensor; one pass over it, block by block."""
+    threshold, scale = threshold_and_scale(p)
+    flat = x.detach().numpy().reshape(-1)
+
+    def apply(block: np.ndarray, kept: np.ndarray, _raw: np.ndarray) -> None:
+        np.maximum(block, 0.0, out=block)
+        np.multiply(block, kept, out=block)
+
+    _each_stream(flat, threshold, apply)
+    return scale
+
+
+class _Multiply(torch.autograd.Function):
+    """x * m for a constant multiplier ``m`` (the dropout mask), saving only ``m``."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, multiplier: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(multiplier)
+        return x * multiplier
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (multiplier,) = ctx.saved_tensors
+        return grad * multiplier, None
+
+
+def fast_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Training-mode inverted dropout with a NumPy-drawn mask (see :func:`dropout_multiplier`)."""
+    return _Multiply.apply(x, dropout_multiplier(tuple(x.shape), p))
+
+
+class FastDropout(nn.Dropout):
+    """Inverted dropout whose mask, on CPUs, comes from NumPy's PCG64 generator.
+
+    The same operation as ``nn.Dropout``: each element is kept with probability 1 - p and
+    scaled by 1 / (1 - p). PyTorch's CPU Bernoulli sampler was the single largest cost of a
+    training step; NumPy fills 16-bit random integers several times faster
+    (:func:`dropout_multiplier`).
+    The generator is seeded from torch's RNG at every call, so runs stay reproducible from the
+    seed and resumable. p is rounded to a multiple of 1/65536 (0.1 -> 0.1000061) and the scale
+    uses that p. On GPUs and in eval mode this is ``F.dropout``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0 or x.device.type != "cpu":
+            return F.dropout(x, self.p, self.training)
+        return fast_dropout(x, self.p)
+
+
+def use_fast_dropout(model: nn.Module) -> nn.Module:
+    """Replace every plain ``nn.Dropout`` in ``model`` (a text encoder's too) by
+    :class:`FastDropout` with the same p; returns ``model``."""
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if type(child) is nn.Dropout:
+                setattr(module, name, FastDropout(child.p, child.inplace))
+    return model
