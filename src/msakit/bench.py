@@ -122,6 +122,7 @@ def bench(
         "epochs": epochs,
         "sampler": config.sampler,
         "bf16": config.bf16,
+        "reuse_memory": config.reuse_memory,
         "overrides": list(overrides or []),
         "steps": len(trainer.step_seconds),
         "samples": samples,
