@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import sys
 
 import numpy as np
@@ -253,3 +255,22 @@ def test_allocator_keeps_freed_memory_on_linux():
     from msakit.training.allocator import reuse_freed_memory
 
     assert reuse_freed_memory() is True
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_dropout_masks_work_in_a_forked_child():
+    """The mask threads do not survive a fork; a child must draw without hanging."""
+    from msakit.encoders import dropout
+
+    dropout.dropout_multiplier((400, 1000), 0.1)  # the parent's pool exists now
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        kept = pool.apply_async(_kept_share_in_child).get(timeout=60)
+    assert abs(kept - 0.9) < 0.01
+
+
+def _kept_share_in_child() -> float:
+    from msakit.encoders import dropout
+
+    # NumPy only: PyTorch's own OpenMP threads are not fork-safe either.
+    return float(np.count_nonzero(dropout.dropout_multiplier((400, 1000), 0.1).numpy()) / 400_000)

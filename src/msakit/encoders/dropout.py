@@ -12,6 +12,7 @@ that p. On GPUs and in eval mode every function here is PyTorch's own dropout.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -25,6 +26,15 @@ _MASK_LEVELS = 65536
 _MASK_STREAMS = 2  # fixed, so a mask never depends on the machine's thread count
 _BLOCK = 1 << 15  # elements per draw: a multiple of 4 (four draws per raw 64-bit output)
 _POOL: ThreadPoolExecutor | None = None
+
+
+def _forget_pool() -> None:
+    """A forked child has none of the parent's threads: it starts its own pool when needed."""
+    global _POOL
+    _POOL = None
+
+
+os.register_at_fork(after_in_child=_forget_pool)
 
 
 def threshold_and_scale(p: float) -> tuple[int, float]:
