@@ -513,3 +513,30 @@ def test_pretrain_rejects_impossible_settings(tiny_bert_12, files, tmp_path, cap
     _fails([*base, "--set", "pretrained_encoders=false"], out, capsys, "stage-2 setting")
     _fails([*base, "--set", "modalities=tx"], out, capsys, "modalities")
     _fails([*base, "--set", "external=iemocap"], out, capsys, "external must be")
+
+
+def test_adapter_module_equals_stock_transformer_layers_at_valid_positions() -> None:
+    """The adapter's layers skip the feed-forward on padding: valid positions, and every
+    gradient, equal PyTorch's own layers run over the whole padded sequence."""
+    from msakit.models.conki import AdapterModule
+
+    torch.manual_seed(0)
+    module = AdapterModule(width=12, inner=8, heads=2, dropout=0.0, residual=True).eval()
+    stock = torch.nn.ModuleList(
+        torch.nn.TransformerEncoderLayer(8, 2, 32, 0.0, batch_first=True) for _ in module.layers
+    )
+    for mine, theirs in zip(module.layers, stock, strict=True):
+        theirs.load_state_dict(mine.state_dict())
+    x = torch.randn(3, 9, 12)
+    padding = torch.arange(9)[None] >= torch.tensor([9, 4, 1])[:, None]
+    out = module(x, padding)
+    h = module.down(x)
+    for layer in stock:
+        h = layer(h, src_key_padding_mask=padding)
+    ref = x + module.up(h)
+    valid = ~padding
+    assert torch.allclose(out[valid], ref[valid], atol=1e-5)
+    grads = torch.autograd.grad(out[valid].pow(2).sum(), list(module.layers.parameters()))
+    grads_ref = torch.autograd.grad(ref[valid].pow(2).sum(), list(stock.parameters()))
+    for a, b in zip(grads, grads_ref, strict=True):
+        assert torch.allclose(a, b, atol=1e-4)

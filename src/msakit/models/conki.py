@@ -38,10 +38,11 @@ Readings chosen where the paper is silent:
   share one width: ``shared_dim`` defaults to the text encoder's hidden size (``None``), and the
   text adapters' widths follow. With the contrastive loss on and text present, another
   ``shared_dim`` is an error.
-* The adapter's Transformer layers are post-norm ``nn.TransformerEncoderLayer``s with a
-  feed-forward of 4·``adapter_dim`` and the padding mask of the sequence; K-Adapter's residual
-  (module output = input + FC up(...)) is the switch ``adapter_residual`` (off: the paper's
-  figure shows the sandwich alone).
+* The adapter's Transformer layers are post-norm ``nn.TransformerEncoderLayer``s (msakit's
+  :class:`~msakit.encoders.sequence.PackedEncoderLayer`: same parameters and math, feed-forward
+  on valid positions only) with a feed-forward of 4·``adapter_dim`` and the padding mask of the
+  sequence; K-Adapter's residual (module output = input + FC up(...)) is the switch
+  ``adapter_residual`` (off: the paper's figure shows the sandwich alone).
 * The packaged all-MiniLM-L6-v2 ships no trained pooler, so its pooled output starts from a
   random pooler (frozen with the encoder in stage 1, trained in stage 2).
 
@@ -61,7 +62,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from msakit.encoders.sequence import SequenceEncoder, masked_mean
+from msakit.encoders.sequence import PackedEncoderLayer, SequenceEncoder, masked_mean
 from msakit.encoders.text import (
     bert_inputs,
     encoder_layers,
@@ -128,7 +129,7 @@ class AdapterModule(nn.Module):
         self.residual = residual
         self.down = nn.Linear(width, inner)
         self.layers = nn.ModuleList(
-            nn.TransformerEncoderLayer(
+            PackedEncoderLayer(
                 inner,
                 heads,
                 dim_feedforward=FEEDFORWARD_RATIO * inner,
@@ -141,9 +142,10 @@ class AdapterModule(nn.Module):
 
     def forward(self, x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
         h = self.down(x)  # (B, L, inner)
+        keep = (~padding).flatten().nonzero().squeeze(1)
         for layer in self.layers:
-            h = layer(h, src_key_padding_mask=padding)
-        out = self.up(h)  # (B, L, width)
+            h = layer.forward_packed(h, padding, keep)
+        out = self.up(h)  # (B, L, width); padded positions are never read
         return x + out if self.residual else out
 
 
