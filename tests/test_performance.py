@@ -274,3 +274,12 @@ def _kept_share_in_child() -> float:
 
     # NumPy only: PyTorch's own OpenMP threads are not fork-safe either.
     return float(np.count_nonzero(dropout.dropout_multiplier((400, 1000), 0.1).numpy()) / 400_000)
+
+
+def test_fast_dropout_keeps_a_bf16_tensor_bf16():
+    from msakit.encoders.dropout import FastDropout
+
+    x = torch.ones(64, 64, dtype=torch.bfloat16)
+    y = FastDropout(0.5).train()(x)
+    assert y.dtype == torch.bfloat16
+    assert 0.3 < (y == 0).float().mean().item() < 0.7

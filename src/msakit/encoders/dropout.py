@@ -45,22 +45,22 @@ def threshold_and_scale(p: float) -> tuple[int, float]:
 
 def _walk(
     seed: np.random.SeedSequence, out: np.ndarray, threshold: int,
-    apply: Callable[[np.ndarray, np.ndarray, np.ndarray], None],
+    apply: Callable[[np.ndarray, np.ndarray], None],
 ) -> None:
     """Draw one 16-bit integer per element of the flat ``out`` (16-bit slices of PCG64's raw
-    64-bit outputs, in order) and call ``apply(block of out, kept?, scratch)`` block by block,
-    so the draws stay in cache. The draws do not depend on the block size."""
+    64-bit outputs, in order) and call ``apply(block of out, kept)`` block by block, so the
+    draws stay in cache. The draws do not depend on the block size."""
     generator = np.random.PCG64(seed)
     kept = np.empty(min(_BLOCK, out.size), dtype=np.bool_)
     for start in range(0, out.size, _BLOCK):
         block = out[start : start + _BLOCK]
         raw = generator.random_raw((block.size + 3) // 4).view(np.uint16)[: block.size]
         np.greater_equal(raw, threshold, out=kept[: block.size])
-        apply(block, kept[: block.size], raw)
+        apply(block, kept[: block.size])
 
 
 def _each_stream(
-    out: np.ndarray, threshold: int, apply: Callable[[np.ndarray, np.ndarray, np.ndarray], None]
+    out: np.ndarray, threshold: int, apply: Callable[[np.ndarray, np.ndarray], None]
 ) -> None:
     """:func:`_walk` over the two fixed halves of ``out`` with two PCG64 streams spawned from a
     seed drawn from torch's RNG, side by side (NumPy releases the GIL while it fills)."""
@@ -92,7 +92,7 @@ def dropout_multiplier(shape: tuple[int, ...], p: float) -> torch.Tensor:
     out = np.empty(math.prod(shape), dtype=np.float32)
     factor = np.float32(scale)
 
-    def fill(block: np.ndarray, kept: np.ndarray, _raw: np.ndarray) -> None:
+    def fill(block: np.ndarray, kept: np.ndarray) -> None:
         np.multiply(kept, factor, out=block)
 
     _each_stream(out, threshold, fill)
@@ -106,7 +106,7 @@ def relu_dropout_(x: torch.Tensor, p: float) -> float:
     threshold, scale = threshold_and_scale(p)
     flat = x.detach().numpy().reshape(-1)
 
-    def apply(block: np.ndarray, kept: np.ndarray, _raw: np.ndarray) -> None:
+    def apply(block: np.ndarray, kept: np.ndarray) -> None:
         np.maximum(block, 0.0, out=block)
         np.multiply(block, kept, out=block)
 
@@ -129,7 +129,10 @@ class _Multiply(torch.autograd.Function):
 
 
 def fast_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
-    """Training-mode inverted dropout with a NumPy-drawn mask (see :func:`dropout_multiplier`)."""
+    """Training-mode inverted dropout with a NumPy-drawn mask (see :func:`dropout_multiplier`);
+    tensors of other dtypes than float32 (bf16 autocast) take ``F.dropout``."""
+    if x.dtype != torch.float32:
+        return F.dropout(x, p, training=True)
     return _Multiply.apply(x, dropout_multiplier(tuple(x.shape), p))
 
 
@@ -142,7 +145,8 @@ class FastDropout(nn.Dropout):
     (:func:`dropout_multiplier`).
     The generator is seeded from torch's RNG at every call, so runs stay reproducible from the
     seed and resumable. p is rounded to a multiple of 1/65536 (0.1 -> 0.1000061) and the scale
-    uses that p. On GPUs and in eval mode this is ``F.dropout``.
+    uses that p. On GPUs, in eval mode and on other dtypes than float32 (bf16 autocast) this is
+    ``F.dropout``.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
