@@ -80,3 +80,25 @@ def write_short_synthetic(
     with open(path, "wb") as f:
         pickle.dump(data, f)
     return path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module's tests on one torch thread (the same kernels in every run), then restore."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run_cli(argv: list[str]) -> int:
+    """``msakit ARGV`` in this process: its exit code, also when it exits through SystemExit."""
+    from msakit import cli
+
+    try:
+        return cli.main(argv)
+    except SystemExit as exc:
+        return int(exc.code)
+

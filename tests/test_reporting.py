@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_short_synthetic
+from conftest import run_cli, write_short_synthetic
 
-from msakit import cli
 from msakit.api import build_config, build_model, dims_of, load_data
 from msakit.config import plain
 from msakit.data.mmsa import convert_to_npz
@@ -28,19 +27,8 @@ FRAMES = {"audio": 20, "vision": 16}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def run(argv: list[str]) -> int:
-    try:
-        return cli.main(argv)
-    except SystemExit as exc:
-        return int(exc.code)
+pytestmark = pytest.mark.usefixtures("one_thread")
+run = run_cli
 
 
 def short_npz(folder: Path, like: str = "mosi", n: tuple[int, int, int] = (24, 8, 8)) -> Path:

@@ -18,9 +18,9 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import write_short_synthetic
+from conftest import run_cli, write_short_synthetic
 
-from msakit import api, cli
+from msakit import api
 from msakit.data.mmsa import convert_to_npz, load_feature_file
 from msakit.encoders.text import load_text_encoder
 from msakit.training.trainer import Trainer
@@ -38,19 +38,8 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NU
 TIMEOUT = 600
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def run(argv: list[str]) -> int:
-    try:
-        return cli.main(argv)
-    except SystemExit as exc:
-        return int(exc.code)
+pytestmark = pytest.mark.usefixtures("one_thread")
+run = run_cli
 
 
 def short_file(folder: Path) -> tuple[Path, Path]:
