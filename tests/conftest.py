@@ -102,3 +102,14 @@ def run_cli(argv: list[str]) -> int:
     except SystemExit as exc:
         return int(exc.code)
 
+
+@pytest.fixture(scope="session")
+def small_mosi_npz(tmp_path_factory) -> Path:
+    """23 / 8 / 8 MOSI-shaped samples, audio/vision cut to 40 / 30 frames, as a code-free npz."""
+    from msakit.data.mmsa import convert_to_npz
+
+    root = tmp_path_factory.mktemp("small_mosi")
+    pkl = write_short_synthetic(root / "mosi.pkl", "mosi", (23, 8, 8), {"audio": 40, "vision": 30})
+    convert_to_npz(pkl, root / "mosi.npz")
+    return root / "mosi.npz"
+

@@ -25,12 +25,11 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-from conftest import write_short_synthetic
 from torch import nn
 
 from msakit import api, cli
 from msakit.data.batching import collate
-from msakit.data.mmsa import convert_to_npz, load_feature_file
+from msakit.data.mmsa import load_feature_file
 from msakit.encoders.text import load_text_encoder
 from msakit.training.distributed import DistContext, GlobalBatchNorm
 from msakit.training.trainer import Trainer
@@ -39,7 +38,6 @@ TORCHRUN = Path(sys.executable).with_name("torchrun")
 needs_torchrun = pytest.mark.skipif(
     not TORCHRUN.exists() or not dist.is_gloo_available(), reason="needs torchrun and gloo"
 )
-FRAMES = {"audio": 40, "vision": 30}
 STEPS = {"clgsi": 6, "conki": 6}  # 2 epochs x 3 global batches
 BATCH = {"clgsi": "10", "conki": "8"}
 REL = 1e-4
@@ -70,12 +68,8 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def data_file(tmp_path_factory) -> Path:
-    """23 / 8 / 8 MOSI-shaped samples, audio/vision cut to FRAMES, as a code-free npz."""
-    root = tmp_path_factory.mktemp("ddp_data")
-    pkl = write_short_synthetic(root / "mosi.pkl", "mosi", (23, 8, 8), FRAMES)
-    convert_to_npz(pkl, root / "mosi.npz")
-    return root / "mosi.npz"
+def data_file(small_mosi_npz) -> Path:
+    return small_mosi_npz
 
 
 def encoder_for(model: str, tiny_bert: Path, tiny_bert_12: Path) -> Path:

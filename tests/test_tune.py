@@ -12,27 +12,20 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from conftest import write_short_synthetic
 from optuna.trial import TrialState
 
 from msakit import api, cli
 from msakit.config import apply_overrides
 from msakit.config.presets import SEARCH_SPACES, preset
-from msakit.data.mmsa import convert_to_npz
 from msakit.tune import format_value, tune
 
-FRAMES = {"audio": 40, "vision": 30}
 SMALL = ["feedforward=32", "common_dim=16", "specific_dim=16", "head_dim=16"]
 STUDY = "msakit-clgsi-mosi"
 
 
 @pytest.fixture(scope="module")
-def data_file(tmp_path_factory) -> Path:
-    """23 / 8 / 8 MOSI-shaped samples, audio/vision cut to FRAMES, as a code-free npz."""
-    root = tmp_path_factory.mktemp("tune_data")
-    pkl = write_short_synthetic(root / "mosi.pkl", "mosi", (23, 8, 8), FRAMES)
-    convert_to_npz(pkl, root / "mosi.npz")
-    return root / "mosi.npz"
+def data_file(small_mosi_npz) -> Path:
+    return small_mosi_npz
 
 
 def tune_argv(data: Path, encoder: Path, out: Path, trials: int, epochs: int = 1) -> list[str]:
