@@ -24,6 +24,8 @@ import random
 import shlex
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -238,11 +240,16 @@ def tune(
     }
 
     def write_summary(the_study, _trial=None) -> dict[str, Any] | None:
-        summary = _summary(the_study, context)
-        if summary is not None:
-            tmp = out / f".{SUMMARY}.{os.getpid()}.tmp"
-            tmp.write_text(yaml.safe_dump(summary, sort_keys=False))
-            os.replace(tmp, out / SUMMARY)
+        # Read the study and write the file under one lock shared by the workers: the writes
+        # then come in the order of the reads, so the last file written saw every trial that
+        # had finished (without it, a worker that read the study before another's last trial
+        # finished could write after that worker and leave a stale best.yaml).
+        with _locked(out / f".{SUMMARY}.lock"):
+            summary = _summary(the_study, context)
+            if summary is not None:
+                tmp = out / f".{SUMMARY}.{os.getpid()}.tmp"
+                tmp.write_text(yaml.safe_dump(summary, sort_keys=False))
+                os.replace(tmp, out / SUMMARY)
         return summary
 
     try:
@@ -254,6 +261,22 @@ def tune(
         study=study_name, storage=storage, summary=out / SUMMARY if summary else None,
         best=summary,
     )
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``path`` (flock; a no-op where fcntl does not exist)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _summary(the_study, context: dict[str, Any]) -> dict[str, Any] | None:
