@@ -15,6 +15,7 @@ from torch import nn
 from msakit import api, cli
 from msakit.data.batching import collate, epoch_plan, shard
 from msakit.encoders.sequence import SequenceEncoder
+from msakit.encoders.text import load_text_encoder
 from msakit.training.trainer import add_text_cache, build_text_cache, evaluate_model
 
 
@@ -45,7 +46,7 @@ def _tiny_clgsi(tiny_bert, mosi_file, **overrides):
         "clgsi", "mosi", text_encoder=str(tiny_bert), batch=8,
         overrides={"feedforward": 32, "dropout": 0.0, **overrides},
     )
-    encoder = api.load_text_encoder(config.text_encoder)
+    encoder = load_text_encoder(config.text_encoder)
     data = api.load_data(mosi_file, 30522)
     torch.manual_seed(0)
     return config, api.build_model(config, api.dims_of(data), encoder), data
@@ -74,7 +75,7 @@ def test_frozen_text_encoder_cache_is_exact(tiny_bert_12, tmp_path):
         "conki", "mosei", text_encoder=str(tiny_bert_12), batch=4,
         overrides={"feedforward": 32, "adapter_dim": 8, "fusion_dim": 8, "head_dim": 8},
     )
-    encoder = api.load_text_encoder(config.text_encoder)
+    encoder = load_text_encoder(config.text_encoder)
     data = api.load_data(path, 30522)
     torch.manual_seed(0)
     model = api.build_model(config, api.dims_of(data), encoder)

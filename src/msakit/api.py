@@ -18,22 +18,24 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from msakit.config import RunConfig, apply_overrides, plain
+from msakit.config import RunConfig, apply_overrides
 from msakit.config.presets import preset
 from msakit.data.mmsa import FeatureFile, SplitData, load_feature_file
 from msakit.encoders.text import (
     DEFAULT_TEXT_ENCODER,
-    load_text_encoder,
-    text_encoder_config,
     text_encoder_from_config,
 )
 from msakit.errors import MsakitError
 from msakit.metrics import metric_names
 from msakit.models.base import Dims, MSAModel
-from msakit.models.registry import create_model
 from msakit.training import distributed
+from msakit.training.inputs import (
+    build_model,
+    check_output_folder,
+    prepare_run,
+    write_run_config,
+)
 from msakit.training.trainer import Trainer, atomic_save, evaluate_model
 
 __all__ = ["train", "evaluate", "predict", "load_checkpoint", "build_config", "synth", "demo"]
@@ -67,29 +69,8 @@ def dims_of(data: FeatureFile) -> Dims:
     return Dims.of(data)
 
 
-def _vocab_size(encoder: nn.Module) -> int:
-    return int(encoder.config.vocab_size)
-
-
 def load_data(path: str | os.PathLike, vocab_size: int | None) -> FeatureFile:
     return load_feature_file(str(path), vocab_size=vocab_size)
-
-
-def build_model(config: RunConfig, dims: Dims, encoder: nn.Module) -> MSAModel:
-    try:
-        return create_model(config.model_name, config.model, dims, encoder)
-    except ValueError as exc:  # an impossible combination of hyperparameters
-        raise MsakitError(f"cannot build {config.model_name}: {exc}") from exc
-
-
-def _check_writable(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise MsakitError(f"output {out} exists and is not a folder")
-    parent = out if out.exists() else out.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not os.access(parent, os.W_OK):
-        raise MsakitError(f"cannot write to {out}")
 
 
 # --------------------------------------------------------------------------- train
@@ -142,18 +123,10 @@ def _train(ctx, model, dataset, data, text_encoder, seeds, epochs, batch, out, o
             model, dataset, text_encoder=text_encoder, seeds=seeds, epochs=epochs, batch=batch,
             overrides=overrides,
         )
-    if not str(data):
-        raise MsakitError("no data file given (--data FILE)")
-    if config.batch_size < ctx.world_size:
-        raise MsakitError(
-            f"global batch {config.batch_size} is smaller than the {ctx.world_size} ranks"
-        )
-    _check_writable(out)
     if resume:
         _check_resume_config(out, config)
-    encoder = load_text_encoder(config.text_encoder)
-    features = load_data(data, _vocab_size(encoder))
-    dims = dims_of(features)
+    inputs = prepare_run(config, data, out, ctx, checkpoint_format="msakit-checkpoint-1")
+    encoder, features, dims = inputs.encoder, inputs.features, inputs.dims
     # Build once to surface configuration errors before anything is written.
     probe = build_model(config, dims, copy.deepcopy(encoder))
     adapter_state = None
@@ -165,15 +138,7 @@ def _train(ctx, model, dataset, data, text_encoder, seeds, epochs, batch, out, o
         probe.announce_without_external()
     del probe
     pretrained = copy.deepcopy(encoder.state_dict())
-    extra = {
-        "config": plain(config.to_dict()),
-        "dims": dims.to_dict(),
-        "text_encoder_config": text_encoder_config(encoder),
-        "format": "msakit-checkpoint-1",
-    }
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(config.to_yaml())
+    write_run_config(config, out, ctx)
     rows = []
     for seed in config.seeds:
         torch.manual_seed(seed)
@@ -196,7 +161,7 @@ def _train(ctx, model, dataset, data, text_encoder, seeds, epochs, batch, out, o
             log_steps=Path(log_steps) if log_steps else None,
             resume=resume,
             tensorboard=out / "tensorboard" / f"seed-{seed}",
-            checkpoint_extra=extra,
+            checkpoint_extra=inputs.checkpoint_extra,
             **({"hooks": hooks} if hooks is not None else {}),
         )
         trainer.fit()
@@ -326,7 +291,7 @@ def predict(
     ckpt = load_checkpoint(checkpoint)
     part = _split_for(ckpt, data, split)
     if out is not None:
-        _check_writable(Path(out).parent if Path(out).parent != Path("") else Path("."))
+        check_output_folder(Path(out).parent if Path(out).parent != Path("") else Path("."))
     result = evaluate_model(ckpt.model, part, ckpt.config.dataset, ckpt.config.batch_size,
                             torch.device("cpu"), bf16=ckpt.config.bf16)
     rows = [

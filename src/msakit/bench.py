@@ -22,7 +22,7 @@ import torch
 
 from msakit import api
 from msakit.data.batching import collate
-from msakit.encoders.text import bert_inputs
+from msakit.encoders.text import bert_inputs, load_text_encoder
 from msakit.training import distributed
 from msakit.training.trainer import Trainer
 
@@ -93,7 +93,7 @@ def bench(
         model, dataset, text_encoder=text_encoder, epochs=epochs, batch=batch,
         overrides=overrides,
     )
-    encoder = api.load_text_encoder(config.text_encoder)
+    encoder = load_text_encoder(config.text_encoder)
     features = api.load_data(data, int(encoder.config.vocab_size))
     dims = api.dims_of(features)
     torch.manual_seed(seed)

@@ -156,6 +156,7 @@ def tune(
     import optuna
 
     from msakit import api
+    from msakit.training.inputs import check_output_folder
     from msakit.training.trainer import TrainerHooks
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -188,7 +189,7 @@ def tune(
             "postgresql://user:password@host/database"
         )
     out = Path(out)
-    api._check_writable(out)
+    check_output_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     storage = storage or default_storage(out)
     study_name = study or f"msakit-{model}-{dataset}"

@@ -45,12 +45,11 @@ from torch import nn
 from msakit.config import DATASETS, RunConfig, apply_overrides, plain
 from msakit.config.presets import CONKI_PRETRAIN, preset
 from msakit.data.batching import epoch_plan
-from msakit.data.mmsa import load_feature_file
-from msakit.encoders.text import load_text_encoder, text_encoder_config
+from msakit.encoders.text import text_encoder_config
 from msakit.errors import MsakitError
 from msakit.models.base import Dims, MSAModel
-from msakit.models.registry import create_model
 from msakit.training import distributed
+from msakit.training.inputs import build_model, prepare_run, write_run_config
 from msakit.training.trainer import Trainer, atomic_save
 
 __all__ = ["pretrain_adapters", "read_adapters", "install_adapters", "encoder_fingerprint"]
@@ -91,13 +90,6 @@ def _encoder_summary(config: dict[str, Any]) -> str:
         f"{config.get('model_type')}, {config.get('num_hidden_layers')} layers, "
         f"{config.get('hidden_size')} wide, vocabulary {config.get('vocab_size')}"
     )
-
-
-def _build(config: RunConfig, dims: Dims, encoder: nn.Module) -> MSAModel:
-    try:
-        return create_model(config.model_name, config.model, dims, encoder)
-    except ValueError as exc:
-        raise MsakitError(f"cannot build {config.model_name}: {exc}") from exc
 
 
 def _keeps_for_stage2(name: str) -> bool:
@@ -183,33 +175,18 @@ def _pretrain(
     )
     if seed is not None:
         config.seeds = [int(seed)]
-    if not str(data):
-        raise MsakitError("no data file given (--data FILE)")
-    if out.exists() and not out.is_dir():
-        raise MsakitError(f"output {out} exists and is not a folder")
-    if config.batch_size < ctx.world_size:
-        raise MsakitError(
-            f"global batch {config.batch_size} is smaller than the {ctx.world_size} ranks"
-        )
-    encoder = load_text_encoder(config.text_encoder)
-    features = load_feature_file(str(data), vocab_size=int(encoder.config.vocab_size))
-    dims = Dims.of(features)
+    inputs = prepare_run(config, data, out, ctx, checkpoint_format="msakit-stage1-1")
+    encoder, features, dims, extra = (
+        inputs.encoder, inputs.features, inputs.dims, inputs.checkpoint_extra
+    )
     fingerprint = encoder_fingerprint(encoder)
     seed = config.seeds[0]
     torch.manual_seed(seed)
-    net = _build(config, dims, encoder)
+    net = build_model(config, dims, encoder)
     net.freeze_encoders()
 
     run_dir = out / STAGE1_DIR
-    extra = {
-        "config": plain(config.to_dict()),
-        "dims": dims.to_dict(),
-        "text_encoder_config": text_encoder_config(encoder),
-        "format": "msakit-stage1-1",
-    }
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(config.to_yaml())
+    write_run_config(config, out, ctx)
     train = features.splits["train"]
     steps_per_epoch = len(epoch_plan(train, config.batch_size, seed=seed, epoch=0))
     trainer = Trainer(

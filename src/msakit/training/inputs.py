@@ -1,0 +1,95 @@
+"""What every training command does before its first step.
+
+``msakit train`` (:func:`msakit.api.train`) and ConKI's stage 1 (``msakit pretrain-adapters``,
+:func:`msakit.training.stages.pretrain_adapters`) check the request the same way (a data file
+given, an output folder that can be written, a global batch that every rank gets a share of),
+load the text encoder and then the feature file once (the file's token ids are checked against
+the encoder's vocabulary), and describe the run in every checkpoint they write. Nothing is
+written here: :func:`write_run_config` writes ``out/config.yaml`` once a command has validated
+everything else.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from msakit.config import RunConfig, plain
+from msakit.data.mmsa import FeatureFile, load_feature_file
+from msakit.encoders.text import load_text_encoder, text_encoder_config
+from msakit.errors import MsakitError
+from msakit.models.base import Dims, MSAModel
+from msakit.models.registry import create_model
+from msakit.training.distributed import DistContext
+
+__all__ = ["RunInputs", "build_model", "check_output_folder", "prepare_run", "write_run_config"]
+
+
+@dataclass
+class RunInputs:
+    encoder: nn.Module
+    """The text encoder as loaded (pretrained weights; each model gets its own copy)."""
+    features: FeatureFile
+    dims: Dims
+    checkpoint_extra: dict[str, Any]
+    """Stored beside the weights in every checkpoint: the configuration, the feature dims, the
+    text encoder's architecture and the checkpoint ``format``."""
+
+
+def check_output_folder(out: Path) -> None:
+    """Raise unless ``out`` is a folder, or can become one, that this process may write."""
+    if out.exists() and not out.is_dir():
+        raise MsakitError(f"output {out} exists and is not a folder")
+    parent = out if out.exists() else out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK):
+        raise MsakitError(f"cannot write to {out}")
+
+
+def build_model(config: RunConfig, dims: Dims, encoder: nn.Module) -> MSAModel:
+    """The registry's model for ``config``; an impossible combination is one ``MsakitError``."""
+    try:
+        return create_model(config.model_name, config.model, dims, encoder)
+    except ValueError as exc:
+        raise MsakitError(f"cannot build {config.model_name}: {exc}") from exc
+
+
+def prepare_run(
+    config: RunConfig,
+    data: str | os.PathLike,
+    out: Path,
+    ctx: DistContext,
+    *,
+    checkpoint_format: str,
+) -> RunInputs:
+    """Check the request, then load the text encoder and the feature file (see the module
+    docstring). Raises :class:`MsakitError` with one line naming the problem."""
+    if not str(data):
+        raise MsakitError("no data file given (--data FILE)")
+    if config.batch_size < ctx.world_size:
+        raise MsakitError(
+            f"global batch {config.batch_size} is smaller than the {ctx.world_size} ranks"
+        )
+    check_output_folder(out)
+    encoder = load_text_encoder(config.text_encoder)
+    features = load_feature_file(str(data), vocab_size=int(encoder.config.vocab_size))
+    dims = Dims.of(features)
+    extra = {
+        "config": plain(config.to_dict()),
+        "dims": dims.to_dict(),
+        "text_encoder_config": text_encoder_config(encoder),
+        "format": checkpoint_format,
+    }
+    return RunInputs(encoder=encoder, features=features, dims=dims, checkpoint_extra=extra)
+
+
+def write_run_config(config: RunConfig, out: Path, ctx: DistContext) -> None:
+    """``out/config.yaml`` (the main rank only)."""
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(config.to_yaml())
