@@ -206,6 +206,18 @@ def _tune(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("import-weights")
+def _import_weights(args: argparse.Namespace) -> int:
+    from msakit.importing import import_weights
+
+    path = import_weights(
+        args.source, args.model, args.dataset, args.weights, args.data, args.text_encoder,
+        args.out, overrides=args.set,
+    )
+    print(f"wrote {path} ({args.model} on {args.dataset}, weights from {args.source})")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="msakit", description="Multimodal sentiment analysis: CLGSI and ConKI.")
@@ -359,11 +371,32 @@ def _add_tune_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="training seed of every trial (default: preset's)")
     p.add_argument("--quiet", action="store_true", help="no per-trial Optuna log lines")
 
+def _add_import_weights_parser(sub: argparse._SubParsersAction) -> None:
+    from msakit.models.import_weights import SOURCES
+
+    p = sub.add_parser(
+        "import-weights",
+        help="a reference implementation's saved weights as an msakit checkpoint",
+    )
+    p.add_argument("--from", dest="source", required=True, choices=sorted(SOURCES),
+                   help="clgsi-authors: state_dict of the authors' CLGSI AMIO module")
+    p.add_argument("--model", required=True, choices=["clgsi", "conki"])
+    p.add_argument("--dataset", required=True, choices=["mosi", "mosei", "sims"])
+    p.add_argument("--weights", required=True, help="the reference's saved state_dict (.pth)")
+    p.add_argument("--data", required=True, help="an MMSA feature file of the dataset (sizes)")
+    p.add_argument("--text-encoder", required=True,
+                   help="folder or hub name of the text encoder the weights were trained with")
+    p.add_argument("--out", required=True, help="the msakit checkpoint to write (.pt)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting of the reference that differs from the preset")
+
+
 _EXTRA_PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_pretrain_adapters_parser,
     _add_report_parser,
     _add_plot_parser,
     _add_tune_parser,
+    _add_import_weights_parser,
 ]
 
 

@@ -5,7 +5,8 @@ config (AZYoung233/CLGSI ``config/config_regression.py``): weight decays, dropou
 Subnet reduction r, schedule horizon (their ``warm_up_epochs``), early-stop patience 8, gamma.
 One disagreement: for MOSI, Table 7 gives visual-encoder lr 5e-3 and audio-encoder lr 1e-3; the
 released config has them the other way round (audio 5e-3, video 1e-3). We follow the paper; the
-released setting is ``--set lr.audio=5e-3 --set lr.vision=1e-3``.
+released setting is ``--set lr.audio=5e-3 --set lr.vision=1e-3``. Every setting of the released
+code that differs from these presets (this one included) is in :mod:`msakit.config.authors`.
 
 ConKI: Appendix B (fine-tuning batch 32, up to 200 epochs, lrs 5e-6 encoders / 1e-6 others with
 weight decay 1e-3 on MOSI and SIMS; 5e-6 text / 5e-5 others on MOSEI; tau 0.07; lambda 0.01 or
@@ -40,6 +41,13 @@ CLGSI_MODEL = {
     "projection_dropout": 0.05,
     "head_dropout": 0.2,
     "subnet_reduction": 2,
+    # how padding is read (docs/readings.md, "CLGSI: paper vs the authors' code"); the authors'
+    # released code: encoder_mask=False, common_frame="last_padded", subnet_pool="padded",
+    # clone_encoder_layers=True (msakit.config.authors.CLGSI_AUTHORS)
+    "encoder_mask": True,  # False: audio/vision Transformers attend to every padded frame
+    "common_frame": "last_valid",  # A_c/V_c from: last_valid | last_padded (index -1)
+    "subnet_pool": "valid",  # Subnet GAP over: valid positions | padded (all positions)
+    "clone_encoder_layers": False,  # True: encoder layers start from one layer's weights
     # GLFK
     "fusion": "glfk",  # glfk | add | concat | gk | lfk | transformer
     "fusion_layers": 2,  # layers of the transformer fusion (Table 8: 2, 4, 6, 8)

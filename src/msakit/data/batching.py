@@ -57,14 +57,18 @@ def shard(indices: np.ndarray, rank: int, world_size: int) -> np.ndarray:
     return np.array_split(indices, world_size)[rank]
 
 
-def collate(split: SplitData, indices: np.ndarray) -> dict[str, torch.Tensor]:
-    """Tensors of the samples ``indices``, audio/vision cut to their longest valid length."""
+def collate(split: SplitData, indices: np.ndarray, trim: bool = True) -> dict[str, torch.Tensor]:
+    """Tensors of the samples ``indices``, text/audio/vision cut to their longest valid length
+    (``trim=False``: the file's full padded lengths, for models that read padded positions)."""
     a_len = split.audio_lengths[indices]
     v_len = split.vision_lengths[indices]
-    a_max = max(1, int(a_len.max(initial=0)))
-    v_max = max(1, int(v_len.max(initial=0)))
     t_len = split.text_lengths[indices]
-    t_max = max(1, int(t_len.max(initial=0)))
+    if trim:
+        a_max = max(1, int(a_len.max(initial=0)))
+        v_max = max(1, int(v_len.max(initial=0)))
+        t_max = max(1, int(t_len.max(initial=0)))
+    else:
+        a_max, v_max, t_max = split.audio.shape[1], split.vision.shape[1], split.text_bert.shape[2]
     return {
         "text": torch.from_numpy(split.text_bert[indices, :, :t_max]),
         "audio": torch.from_numpy(split.audio[indices, :a_max]),
@@ -77,8 +81,9 @@ def collate(split: SplitData, indices: np.ndarray) -> dict[str, torch.Tensor]:
 
 
 def iterate(
-    split: SplitData, plan: list[np.ndarray], rank: int = 0, world_size: int = 1
+    split: SplitData, plan: list[np.ndarray], rank: int = 0, world_size: int = 1,
+    trim: bool = True,
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Yield this rank's batch of every global batch in ``plan``."""
+    """Yield this rank's batch of every global batch in ``plan`` (see :func:`collate`)."""
     for indices in plan:
-        yield collate(split, shard(indices, rank, world_size))
+        yield collate(split, shard(indices, rank, world_size), trim)

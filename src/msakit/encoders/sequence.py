@@ -5,7 +5,9 @@ Both papers encode audio and vision with a small stack of standard Transformer e
 post-norm; ConKI: 2 layers). The authors' CLGSI code runs them over the full padded sequence with
 no mask and takes index -1 of the padded output; msakit masks the padding and pools from the
 lengths, so a padded frame never changes a result and cost follows the real lengths (batches are
-trimmed to their longest valid sequence before they reach the encoder).
+trimmed to their longest valid sequence before they reach the encoder). CLGSI's
+``encoder_mask=False`` switch reproduces the authors' computation by passing the full padded
+length as every sequence's length.
 
 Layers are PyTorch's ``nn.TransformerEncoderLayer`` (same parameters and math), with the
 feed-forward block run on valid frames only as one autograd function (ReLU and dropout in one
@@ -207,7 +209,8 @@ class PackedEncoderLayer(nn.TransformerEncoderLayer):
 class SequenceEncoder(nn.Module):
     """A stack of post-norm Transformer encoder layers over a padded (B, L, D) sequence.
 
-    ``forward(x, lengths)`` returns ``(hidden, mask)`` with hidden (B, L, D) and mask (B, L);
+    ``forward(x, lengths)`` returns ``(hidden, mask)`` with hidden (B, L, D) and mask (B, L)
+    (padded frames of ``hidden`` are complete only with ``full_output=True``);
     ``forward(..., return_all=True)`` returns the list of hidden states instead of the last
     (the input to layer k is item k), which ConKI's adapters read.
     """
@@ -232,11 +235,21 @@ class SequenceEncoder(nn.Module):
             for _ in range(layers)
         )
 
-    def prepare(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def clone_first_layer(self) -> None:
+        """Give every layer the initial weights of layer 0, as ``nn.TransformerEncoder`` does
+        (it deep-copies one layer); the layers are trained independently afterwards."""
+        for layer in self.layers[1:]:
+            layer.load_state_dict(self.layers[0].state_dict())
+
+    def prepare(
+        self, x: torch.Tensor, lengths: torch.Tensor, full_output: bool = False
+    ) -> tuple[torch.Tensor, ...]:
         """Zero the padding, add positions.
 
         Returns (x, valid mask (B, L), attention padding mask (B, L), kept frame indices (N,)).
-        Empty sequences keep frame 0 (a zero frame plus position 0): never NaN.
+        Empty sequences keep frame 0 (a zero frame plus position 0): never NaN. With
+        ``full_output`` every frame is kept (padded frames get the whole layer too, still
+        attending to valid frames only), for readers of padded outputs.
         """
         mask = lengths_to_mask(lengths, x.size(1))
         x = x * mask.unsqueeze(-1).to(x.dtype)
@@ -244,7 +257,8 @@ class SequenceEncoder(nn.Module):
             x = self.positions(x)
         attend = mask.clone()
         attend[:, 0] |= lengths == 0
-        keep = attend.flatten().nonzero().squeeze(1)
+        kept = torch.ones_like(attend) if full_output else attend
+        keep = kept.flatten().nonzero().squeeze(1)
         return x, mask, ~attend, keep
 
     def run_layer(
@@ -254,9 +268,10 @@ class SequenceEncoder(nn.Module):
         return self.layers[k].forward_packed(x, padding, keep)
 
     def forward(
-        self, x: torch.Tensor, lengths: torch.Tensor, return_all: bool = False
+        self, x: torch.Tensor, lengths: torch.Tensor, return_all: bool = False,
+        full_output: bool = False,
     ) -> tuple[torch.Tensor | list[torch.Tensor], torch.Tensor]:
-        x, mask, padding, keep = self.prepare(x, lengths)
+        x, mask, padding, keep = self.prepare(x, lengths, full_output)
         states = [x]
         for k in range(len(self.layers)):
             x = self.run_layer(k, x, padding, keep)

@@ -103,6 +103,12 @@ class MSAModel(nn.Module):
         """{"text" | "audio" | "vision" | "other": [(name, parameter), ...]}."""
         raise NotImplementedError
 
+    def reads_padding(self) -> bool:
+        """Whether outputs depend on padded positions (e.g. CLGSI with the authors' unmasked
+        encoders); if so, batches keep the file's full padded lengths instead of being trimmed
+        to their longest valid sequence."""
+        return False
+
     def trains_text_encoder(self) -> bool:
         """Whether the text encoder's weights are trained (if not, its outputs can be cached)."""
         encoder = getattr(self, "text_encoder", None)

@@ -16,6 +16,22 @@ then its registration. Equations refer to the paper (papers/CLGSI-2024-findings-
 Readings chosen where the paper is silent: the [CLS] vector is BERT's last hidden state at
 position 0 (authors' code); GLFK's stack order is the paper's [V_c, T_c, A_c] (the code stacks
 T, A, V; the order only permutes three learned weights).
+
+The authors' released code computes some steps differently (``docs/readings.md``, "CLGSI: paper
+vs the authors' code"); each is a switch, off by default:
+
+* ``encoder_mask=False``: the audio/vision Transformers attend to every padded frame of the
+  file's full padded length (no mask, padding not zeroed).
+* ``common_frame="last_padded"``: A_c / V_c read index -1 of the padded output, not the last
+  valid frame.
+* ``subnet_pool="padded"``: the Subnet's GAP averages all padded positions (text tokens too).
+* ``clone_encoder_layers=True``: every audio/vision encoder layer starts from the same weights
+  (``nn.TransformerEncoder`` deep-copies one layer).
+
+With any of the first three, batches keep the file's full padded length (:meth:`reads_padding`).
+The authors' head concatenates [F_k; I_t; I_a; I_v] and GLFK stacks [T_c, A_c, V_c]: the same
+functions as msakit's up to a permutation of learned weights, which ``msakit import-weights``
+applies (:mod:`msakit.models.import_weights`).
 """
 
 from __future__ import annotations
@@ -41,6 +57,8 @@ from msakit.models.base import (
 from msakit.models.registry import register_model
 
 FUSIONS = ("glfk", "add", "concat", "gk", "lfk", "transformer")
+COMMON_FRAMES = ("last_valid", "last_padded")
+SUBNET_POOLS = ("valid", "padded")
 
 
 class GLFK(nn.Module):
@@ -185,6 +203,14 @@ class CLGSI(MSAModel):
         c = config
         if not (c["use_common"] or c["use_specific"]):
             raise ValueError("CLGSI needs common or specific features (or both)")
+        if c["common_frame"] not in COMMON_FRAMES:
+            raise ValueError(
+                f"common_frame must be one of {', '.join(COMMON_FRAMES)}, got {c['common_frame']!r}"
+            )
+        if c["subnet_pool"] not in SUBNET_POOLS:
+            raise ValueError(
+                f"subnet_pool must be one of {', '.join(SUBNET_POOLS)}, got {c['subnet_pool']!r}"
+            )
         self.config = dict(c)
         d_text = text_encoder.config.hidden_size
         d_c, d_s = c["common_dim"], c["specific_dim"]
@@ -196,6 +222,9 @@ class CLGSI(MSAModel):
             dims.vision, c["vision_heads"], c["vision_layers"], c["feedforward"],
             c["encoder_dropout"],
         )
+        if c["clone_encoder_layers"]:
+            self.audio_encoder.clone_first_layer()
+            self.vision_encoder.clone_first_layer()
         head_in = 0
         if c["use_common"] or c["contrastive"]:
             self.project_text = Projection(d_text, d_c, c["projection_dropout"])
@@ -231,21 +260,48 @@ class CLGSI(MSAModel):
         """text (B, 3, Lt) MMSA rows -> {"seq_hidden": BERT last hidden state (B, Lt, d_t)}."""
         return {"seq_hidden": self.text_encoder(**bert_inputs(text)).last_hidden_state}
 
+    def reads_padding(self) -> bool:
+        c = self.config
+        return (
+            not c["encoder_mask"]
+            or c["common_frame"] == "last_padded"
+            or c["subnet_pool"] == "padded"
+        )
+
+    def _lengths(self, x: torch.Tensor, lengths: torch.Tensor, padded: bool) -> torch.Tensor:
+        """The lengths a step reads: the valid ones, or the full padded length of ``x``."""
+        return torch.full_like(lengths, x.size(1)) if padded else lengths
+
     def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
+        c = self.config
         text_mask = batch["text"][:, 1] > 0  # (B, Lt)
         text_h = self.cached_text_features(batch)["seq_hidden"]  # (B, Lt, d_t)
-        audio_h, audio_mask = self.audio_encoder(batch["audio"], batch["audio_lengths"])
-        vision_h, vision_mask = self.vision_encoder(batch["vision"], batch["vision_lengths"])
+        audio, vision = batch["audio"], batch["vision"]
+        unmasked = not c["encoder_mask"]
+        full = self.reads_padding()  # padded output frames are read: compute them all
+        audio_h, audio_mask = self.audio_encoder(
+            audio, self._lengths(audio, batch["audio_lengths"], unmasked), full_output=full
+        )
+        vision_h, vision_mask = self.vision_encoder(
+            vision, self._lengths(vision, batch["vision_lengths"], unmasked), full_output=full
+        )
         reps: dict[str, torch.Tensor] = {}
         parts = []
         if hasattr(self, "project_text"):
+            last_padded = c["common_frame"] == "last_padded"
+            audio_at = self._lengths(audio, batch["audio_lengths"], last_padded)
+            vision_at = self._lengths(vision, batch["vision_lengths"], last_padded)
             reps["text"] = self.project_text(text_h[:, 0])  # [CLS]
-            reps["audio"] = self.project_audio(last_valid(audio_h, batch["audio_lengths"]))
-            reps["vision"] = self.project_vision(last_valid(vision_h, batch["vision_lengths"]))
+            reps["audio"] = self.project_audio(last_valid(audio_h, audio_at))
+            reps["vision"] = self.project_vision(last_valid(vision_h, vision_at))
         if self.config["use_common"]:
             stacked = torch.stack([reps["vision"], reps["text"], reps["audio"]], dim=-1)
             reps["common"] = self.fusion(stacked)  # F_k
         if self.config["use_specific"]:
+            if c["subnet_pool"] == "padded":  # GAP over every padded position
+                text_mask = torch.ones_like(text_mask)
+                audio_mask = torch.ones_like(audio_mask)
+                vision_mask = torch.ones_like(vision_mask)
             reps["specific_text"] = self.subnet_text(text_h, text_mask)
             reps["specific_vision"] = self.subnet_vision(vision_h, vision_mask)
             reps["specific_audio"] = self.subnet_audio(audio_h, audio_mask)

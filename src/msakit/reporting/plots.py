@@ -218,7 +218,7 @@ def _run_checkpoint(checkpoint: str | os.PathLike, data: str | os.PathLike, spli
     predictions, reps = [], {}
     model.eval()
     with torch.no_grad():
-        for batch in iterate(part, plan):
+        for batch in iterate(part, plan, trim=not model.reads_padding()):
             output = model(batch)
             predictions.append(output.prediction.float().numpy())
             if keep_representations:

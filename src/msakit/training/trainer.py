@@ -421,7 +421,8 @@ class Trainer:
 
     def _batches(self, plan: list[np.ndarray]) -> Iterator[dict[str, torch.Tensor]]:
         cache = getattr(self, "text_cache", {}).get("train")
-        for batch in iterate(self.train, plan, self.dist.rank, self.dist.world_size):
+        trim = not self.model.reads_padding()
+        for batch in iterate(self.train, plan, self.dist.rank, self.dist.world_size, trim):
             yield add_text_cache(batch, cache)
 
     # ------------------------------------------------------------------ evaluation
@@ -563,7 +564,7 @@ def evaluate_model(
     model.eval()
     plan = epoch_plan(split, batch_size, seed=0, epoch=0, shuffle=False)
     predictions, loss_sums = [], []  # per batch: this rank's predictions, sum of task losses
-    for batch in iterate(split, plan, rank, world):
+    for batch in iterate(split, plan, rank, world, trim=not model.reads_padding()):
         n = len(batch["labels"])
         if n == 0:  # a last batch smaller than the number of ranks
             predictions.append(np.zeros(0, dtype=np.float32))

@@ -1,0 +1,258 @@
+"""Weights of a reference implementation, renamed and rearranged into an msakit model.
+
+A *source* (``SOURCES``) knows one reference code base: which msakit model its weights fit, the
+configuration that reproduces its computation, and how each of its state-dict entries maps to an
+msakit parameter. ``msakit import-weights --from SOURCE`` (:mod:`msakit.importing`) uses it;
+further sources (e.g. MMSA's baselines) register here the same way.
+
+``clgsi-authors``: the ``AMIO`` module of the authors' released CLGSI code (AZYoung233/CLGSI,
+``models/AMIO.py`` wrapping ``models/multiTask/CLGSI.py``), saved with
+``torch.save(model.state_dict())``, text encoder included. Its keys start with ``Model.``:
+
+=============================================  =============================================
+authors' key (after ``Model.``)                msakit key
+=============================================  =============================================
+``text_model.model.*``                         ``text_encoder.*``
+``audio_model.transformer_encoder.layers.K.*``  ``audio_encoder.layers.K.*`` (same layer)
+``video_model.transformer_encoder.layers.K.*``  ``vision_encoder.layers.K.*``
+``post_{text,audio,video}_layer_1.*``          ``project_{text,audio,vision}.fc.*``
+``{text,audio,video}_skip_net.fc.0 / fc.2``    ``subnet_{text,audio,vision}.down / up``
+``GLFK.fc.0`` (kernel over [T, A, V])          ``fusion.net.global_conv`` (over [V, T, A])
+``GLFK.fc.1 / fc.2 / fc.3 / fc.4``             ``fusion.net.local.0 / local.1 / fine /
+                                               knowledge``
+``post_fusion_layer_skip_connection``          ``head.net.1``; input columns reordered from
+(input [F_k; I_t; I_a; I_v])                   the authors' to msakit's [I_t; I_v; I_a; F_k]
+``post_fusion_layer_2 / fusionBatchNorm /      ``head.net.2 / head.net.4 / head.net.5``
+post_fusion_layer_3``
+=============================================  =============================================
+
+Entries the authors' forward never reads are checked for presence and dropped: the template
+layer ``{audio,video}_model.encoder_layer.*`` that ``nn.TransformerEncoder`` copied,
+``post_{text,audio,video}_layer_2``, ``post_fusion_layer_1``, ``skip_connection_BatchNorm``; the
+positional table ``{audio,video}_model.position_embbeding.pe`` is checked against msakit's
+sinusoidal table and dropped. The two reorderings permute learned weights of the same function,
+so predictions agree to float rounding. Gradients map the same way (:meth:`Source.convert`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from msakit.config import RunConfig
+from msakit.encoders.sequence import SinusoidalPositions
+from msakit.errors import MsakitError
+
+Transform = Callable[[torch.Tensor, dict[str, Any]], torch.Tensor]
+DROP = "<dropped>"
+"""Marks a reference entry that has no msakit counterpart (never read by its forward)."""
+
+
+def _same(tensor: torch.Tensor, model_config: dict[str, Any]) -> torch.Tensor:
+    return tensor
+
+
+def _glfk_global(tensor: torch.Tensor, model_config: dict[str, Any]) -> torch.Tensor:
+    """(1, 1, 1, 3) kernel over the authors' [T, A, V] -> msakit's [V, T, A]."""
+    return tensor[..., [2, 0, 1]].contiguous()
+
+
+def _head_input_columns(model_config: dict[str, Any]) -> torch.Tensor:
+    """Indices into the authors' head input [F_k; I_t; I_a; I_v] in msakit's order
+    [I_t; I_v; I_a; F_k] (widths d_c for F_k, d_s for each I_m)."""
+    d_c, d_s = model_config["common_dim"], model_config["specific_dim"]
+    start = {"text": d_c, "audio": d_c + d_s, "vision": d_c + 2 * d_s}
+    parts = [torch.arange(start[m], start[m] + d_s) for m in ("text", "vision", "audio")]
+    return torch.cat([*parts, torch.arange(0, d_c)])
+
+
+def _head_first(tensor: torch.Tensor, model_config: dict[str, Any]) -> torch.Tensor:
+    return tensor[:, _head_input_columns(model_config)].contiguous()
+
+
+_MODALITY = {"text": "text", "audio": "audio", "video": "vision"}
+
+# (pattern on the authors' key without "Model.", msakit key template or DROP, transform)
+_CLGSI_AUTHORS_RULES: list[tuple[str, str, Transform]] = [
+    (r"text_model\.model\.(.+)", r"text_encoder.\1", _same),
+    (r"(audio|video)_model\.transformer_encoder\.layers\.(\d+)\.(.+)",
+     r"{m}_encoder.layers.\2.\3", _same),
+    (r"(audio|video)_model\.encoder_layer\.(.+)", DROP, _same),
+    (r"(audio|video)_model\.position_embbeding\.pe", DROP, _same),
+    (r"post_(text|audio|video)_layer_1\.(weight|bias)", r"project_{m}.fc.\2", _same),
+    (r"post_(text|audio|video)_layer_2\.(weight|bias)", DROP, _same),
+    (r"(text|audio|video)_skip_net\.fc\.0\.(weight|bias)", r"subnet_{m}.down.\2", _same),
+    (r"(text|audio|video)_skip_net\.fc\.2\.weight", r"subnet_{m}.up.weight", _same),
+    (r"GLFK\.fc\.0\.weight", "fusion.net.global_conv.weight", _glfk_global),
+    (r"GLFK\.fc\.0\.bias", "fusion.net.global_conv.bias", _same),
+    (r"GLFK\.fc\.1\.(weight|bias)", r"fusion.net.local.0.\1", _same),
+    (r"GLFK\.fc\.2\.weight", "fusion.net.local.1.weight", _same),
+    (r"GLFK\.fc\.3\.(weight|bias)", r"fusion.net.fine.\1", _same),
+    (r"GLFK\.fc\.4\.(weight|bias)", r"fusion.net.knowledge.\1", _same),
+    (r"post_fusion_layer_skip_connection\.weight", "head.net.1.weight", _head_first),
+    (r"post_fusion_layer_skip_connection\.bias", "head.net.1.bias", _same),
+    (r"post_fusion_layer_2\.(weight|bias)", r"head.net.2.\1", _same),
+    (r"fusionBatchNorm\.(.+)", r"head.net.4.\1", _same),
+    (r"post_fusion_layer_3\.(weight|bias)", r"head.net.5.\1", _same),
+    (r"post_fusion_layer_1\.(weight|bias)", DROP, _same),
+    (r"skip_connection_BatchNorm\.(.+)", DROP, _same),
+]
+_CLGSI_AUTHORS_DEAD = (
+    ["post_fusion_layer_1.weight", "post_fusion_layer_1.bias"]
+    + [f"post_{m}_layer_2.{p}" for m in _MODALITY for p in ("weight", "bias")]
+    + [f"skip_connection_BatchNorm.{p}" for p in
+       ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")]
+    + [f"{m}_model.position_embbeding.pe" for m in ("audio", "video")]
+)
+# Buffers some transformers versions save with BERT and others do not.
+_OPTIONAL_TEXT_BUFFERS = ("position_ids", "token_type_ids")
+
+
+@dataclass(frozen=True)
+class Source:
+    """One reference code base whose weights msakit can load."""
+
+    name: str
+    model: str
+    prefix: str
+    rules: list[tuple[str, str, Transform]]
+    dead: tuple[str, ...]
+    configure: Callable[[RunConfig], RunConfig]
+    describe: str
+
+    def target(self, key: str) -> tuple[str, Transform] | None:
+        """(msakit key or DROP, transform) of a reference key, None if no rule matches."""
+        if not key.startswith(self.prefix):
+            return None
+        short = key[len(self.prefix):]
+        for pattern, template, transform in self.rules:
+            match = re.fullmatch(pattern, short)
+            if match is None:
+                continue
+            if template == DROP:
+                return DROP, transform
+            name = match.expand(template)
+            if "{m}" in name:
+                name = name.replace("{m}", _MODALITY[match.group(1)])
+            return name, transform
+        return None
+
+    def convert(self, tensors: dict[str, torch.Tensor], model_config: dict[str, Any]
+                ) -> dict[str, torch.Tensor]:
+        """Rename and rearrange reference tensors (weights or their gradients) without checks;
+        dropped and unknown entries are left out."""
+        out = {}
+        for key, value in tensors.items():
+            target = self.target(key)
+            if target is not None and target[0] != DROP:
+                out[target[0]] = target[1](value, model_config)
+        return out
+
+
+def _clgsi_authors_config(config: RunConfig) -> RunConfig:
+    from msakit.config.authors import apply_authors
+
+    return apply_authors(config)
+
+
+SOURCES: dict[str, Source] = {
+    "clgsi-authors": Source(
+        name="clgsi-authors",
+        model="clgsi",
+        prefix="Model.",
+        rules=_CLGSI_AUTHORS_RULES,
+        dead=tuple(_CLGSI_AUTHORS_DEAD),
+        configure=_clgsi_authors_config,
+        describe="the AMIO module of the authors' CLGSI code (AZYoung233/CLGSI)",
+    ),
+}
+
+
+def _shape(t: torch.Tensor) -> str:
+    return "x".join(map(str, t.shape)) or "scalar"
+
+
+def _check_positions(key: str, table: torch.Tensor, where: str) -> None:
+    """The authors' positional buffer (1, L, D) must be the sinusoidal table msakit adds."""
+    if table.dim() != 3 or table.size(0) != 1:
+        raise MsakitError(f"{where}: {key} has shape {_shape(table)}, expected 1xLxD")
+    ours = SinusoidalPositions(table.size(2), table.size(1)).table
+    if not torch.allclose(table[0].float(), ours, atol=1e-5):
+        raise MsakitError(f"{where}: {key} is not the sinusoidal position table msakit uses")
+
+
+def load_reference_state(
+    source: Source, state: Any, model: nn.Module, where: str
+) -> dict[str, torch.Tensor]:
+    """Check a reference state dict against ``model`` and return ``model``'s state dict from it.
+
+    Raises :class:`MsakitError` with one line on an unknown, missing or misshapen entry.
+    """
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise MsakitError(f"{where}: not a state dict (a dict of tensors by name)")
+    if state and all(k.startswith("module.") for k in state):  # saved from DataParallel
+        state = {k[len("module."):]: v for k, v in state.items()}
+    ours = model.state_dict()
+    config = model.config
+    mapped: dict[str, torch.Tensor] = {}
+    unexpected, misshapen = [], []
+    for key, value in state.items():
+        target = source.target(key)
+        if target is None:
+            unexpected.append(key)
+            continue
+        name, transform = target
+        if name == DROP:
+            if key.endswith(".pe"):
+                _check_positions(key, value, where)
+            continue
+        if name not in ours:
+            if name.startswith("text_encoder.") and name.endswith(_OPTIONAL_TEXT_BUFFERS):
+                continue
+            unexpected.append(key)
+            continue
+        if value.shape != ours[name].shape:
+            misshapen.append(f"{key} is {_shape(value)}, the configuration needs "
+                             f"{_shape(ours[name])}")
+            continue
+        mapped[name] = transform(value, config).to(ours[name].dtype)
+    unfilled = [k for k in ours if k not in mapped and not k.endswith(_OPTIONAL_TEXT_BUFFERS)]
+    missing = [source.prefix + k for k in source.dead if source.prefix + k not in state]
+    for modality in ("audio", "video"):  # the layer nn.TransformerEncoder copied
+        template = f"{source.prefix}{modality}_model.encoder_layer."
+        layer0 = f"{source.prefix}{modality}_model.transformer_encoder.layers.0."
+        for key in state:
+            if key.startswith(layer0):
+                twin = template + key[len(layer0):]
+                if twin not in state:
+                    missing.append(twin)
+                elif state[twin].shape != state[key].shape:
+                    misshapen.append(f"{twin} is {_shape(state[twin])}, its layer "
+                                     f"{_shape(state[key])}")
+    problems = []
+    if unexpected:
+        problems.append(_listing("unexpected keys", unexpected))
+    if missing:
+        problems.append(_listing("missing keys", missing))
+    if unfilled:
+        problems.append(_listing("no entry for msakit's", unfilled))
+    if misshapen:
+        problems.append(_listing("shapes differ", misshapen))
+    if problems:
+        raise MsakitError(
+            f"{where}: not {source.describe} for this configuration: {'; '.join(problems)} "
+            "(check --dataset, the text encoder and --set values such as common_dim)"
+        )
+    return mapped
+
+
+def _listing(what: str, items: list[str], shown: int = 3) -> str:
+    more = f" (+{len(items) - shown} more)" if len(items) > shown else ""
+    return f"{what} {', '.join(items[:shown])}{more}"
