@@ -172,6 +172,8 @@ def test_authors_overrides_apply_to_every_dataset(dataset):
     assert set(CLGSI_AUTHORS[dataset]) == {"run", "model"}
     assert authors.model["variant"] == "official" and authors.model["label_scale"] == 3.0
     assert authors.sampler == "random" and authors.seeds == [2222, 3333, 4444]
+    assert authors.fractional_warmup and not authors.stop_at_horizon
+    assert not paper.fractional_warmup and paper.stop_at_horizon
     assert not authors.model["encoder_mask"] and authors.model["clone_encoder_layers"]
     for key in CLGSI_AUTHORS[dataset]["model"]:
         assert key in paper.model, key  # overrides name existing keys only
@@ -330,3 +332,32 @@ def test_models_that_read_padding_get_untrimmed_batches():
 def test_unknown_switch_values_are_rejected(encoder, key, value):
     with pytest.raises(ValueError, match=key):
         build(encoder, **{key: value})
+
+
+# --------------------------------------------------------------------------- run switches
+def _trainer(imported, **settings) -> Trainer:
+    ckpt = api.load_checkpoint(imported)
+    split = load_feature_file(FIXTURE / "data.npz").splits["train"]
+    config = RunConfig.from_dict(ckpt.config.to_dict())
+    config.batch_size, config.reuse_memory = 2, False
+    for key, value in settings.items():
+        setattr(config, key, value)
+    return Trainer(model=ckpt.model, config=config, train=split, valid=split, quiet=True)
+
+
+@pytest.mark.parametrize("fractional, warmup_steps", [(False, 2), (True, 2.1)])
+def test_fractional_warmup(imported, fractional, warmup_steps):
+    # 7 samples in batches of 2: 3 steps per epoch (the last sample joins the batch before
+    # it), 7 epochs, 21 steps, warm-up 0.1 x 21
+    trainer = _trainer(imported, epochs=7, warmup=0.1, fractional_warmup=fractional)
+    trainer.prepare()
+    assert trainer.scheduler.lr_lambdas[0](1) == pytest.approx(1 / warmup_steps)
+
+
+@pytest.mark.parametrize("stop, epochs_run", [(True, 1), (False, 3)])
+def test_training_past_the_horizon_until_early_stopping(imported, stop, epochs_run):
+    # learning rates 0: no epoch after the first improves, so early stopping (2) ends the run
+    trainer = _trainer(imported, epochs=1, early_stop=2, stop_at_horizon=stop,
+                       lr=dict.fromkeys(("text", "audio", "vision", "other"), 0.0))
+    trainer.fit()
+    assert len(trainer.history) == epochs_run

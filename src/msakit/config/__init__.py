@@ -44,6 +44,12 @@ class RunConfig:
     weight_decay: dict[str, float] = field(default_factory=lambda: dict.fromkeys(GROUPS, 0.0))
     warmup: float = 0.1
     """Share of the schedule's steps spent in linear warm-up."""
+    fractional_warmup: bool = False
+    """False: the warm-up lasts int(warmup x total steps) steps; True: warmup x total steps
+    unrounded, as the authors' CLGSI code passes it to the schedule."""
+    stop_at_horizon: bool = True
+    """False: train past ``epochs`` (the schedule's horizon, where the cosine restarts
+    rising) until early stopping, as the authors' CLGSI code does (``while True``)."""
     schedule: str = "cosine"
     grad_clip: float = 0.0
     seeds: list[int] = field(default_factory=lambda: [1111])

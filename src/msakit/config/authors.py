@@ -33,6 +33,8 @@ _MODEL = {
 _RUN = {
     "sampler": "random",  # DataLoader(shuffle=True)
     "seeds": [2222, 3333, 4444],  # run.py
+    "fractional_warmup": True,  # num_warmup_steps=0.1*total_steps, a float
+    "stop_at_horizon": False,  # `while True` until early stopping; warm_up_epochs = horizon
 }
 
 CLGSI_AUTHORS: dict[str, dict[str, dict[str, Any]]] = {

@@ -16,6 +16,7 @@ does.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -306,8 +307,10 @@ class Trainer:
         warmup = (
             self.warmup_steps
             if self.warmup_steps is not None
-            else int(self.config.warmup * total)
+            else self.config.warmup * total
         )
+        if not self.config.fractional_warmup:
+            warmup = int(warmup)
         self.optimizer = build_optimizer(self.model, self.config)
         self.scheduler = build_scheduler(self.optimizer, self.config, total, warmup)
         self.stopper = EarlyStopping(self.config.early_stop)
@@ -329,7 +332,12 @@ class Trainer:
         self._tb = writer
         best_valid: dict[str, Any] = self._best_valid_from_history()
         try:
-            for epoch in range(self.start_epoch, self.config.epochs):
+            epochs = (
+                range(self.start_epoch, self.config.epochs)
+                if self.config.stop_at_horizon
+                else itertools.count(self.start_epoch)  # until early stopping
+            )
+            for epoch in epochs:
                 if self.stopper.should_stop:
                     break
                 started = time.perf_counter()
