@@ -354,10 +354,14 @@ def test_fractional_warmup(imported, fractional, warmup_steps):
     assert trainer.scheduler.lr_lambdas[0](1) == pytest.approx(1 / warmup_steps)
 
 
-@pytest.mark.parametrize("stop, epochs_run", [(True, 1), (False, 3)])
-def test_training_past_the_horizon_until_early_stopping(imported, stop, epochs_run):
-    # learning rates 0: no epoch after the first improves, so early stopping (2) ends the run
+@pytest.mark.parametrize("stop", [True, False])
+def test_training_past_the_horizon_until_early_stopping(imported, stop):
+    # learning rates 0: only BatchNorm's running statistics move (and settle), so early
+    # stopping (2 epochs) ends the run that does not stop at the horizon
     trainer = _trainer(imported, epochs=1, early_stop=2, stop_at_horizon=stop,
                        lr=dict.fromkeys(("text", "audio", "vision", "other"), 0.0))
     trainer.fit()
-    assert len(trainer.history) == epochs_run
+    if stop:
+        assert len(trainer.history) == 1 and not trainer.stopper.should_stop
+    else:
+        assert len(trainer.history) >= 3 and trainer.stopper.should_stop
