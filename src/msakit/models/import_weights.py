@@ -122,8 +122,12 @@ class Source:
     prefix: str
     rules: list[tuple[str, str, Transform]]
     dead: tuple[str, ...]
+    """Entries the reference always saves but msakit has no use for (checked for presence)."""
     configure: Callable[[RunConfig], RunConfig]
+    """The paper preset -> the configuration that reproduces the reference's computation."""
     describe: str
+    check: Callable[[dict[str, torch.Tensor], str], tuple[list[str], list[str]]] | None = None
+    """Source-specific checks of the whole state dict: (missing keys, shape complaints)."""
 
     def target(self, key: str) -> tuple[str, Transform] | None:
         """(msakit key or DROP, transform) of a reference key, None if no rule matches."""
@@ -154,6 +158,28 @@ class Source:
         return out
 
 
+def _clgsi_authors_check(state: dict[str, torch.Tensor], where: str
+                         ) -> tuple[list[str], list[str]]:
+    """The positional tables are msakit's sinusoids; the template layer that
+    ``nn.TransformerEncoder`` copied is present, shaped like layer 0."""
+    missing, misshapen = [], []
+    for modality in ("audio", "video"):
+        pe = f"Model.{modality}_model.position_embbeding.pe"
+        if pe in state:
+            _check_positions(pe, state[pe], where)
+        template = f"Model.{modality}_model.encoder_layer."
+        layer0 = f"Model.{modality}_model.transformer_encoder.layers.0."
+        for key in state:
+            if key.startswith(layer0):
+                twin = template + key[len(layer0):]
+                if twin not in state:
+                    missing.append(twin)
+                elif state[twin].shape != state[key].shape:
+                    misshapen.append(f"{twin} is {_shape(state[twin])}, its layer "
+                                     f"{_shape(state[key])}")
+    return missing, misshapen
+
+
 def _clgsi_authors_config(config: RunConfig) -> RunConfig:
     from msakit.config.authors import apply_authors
 
@@ -169,6 +195,7 @@ SOURCES: dict[str, Source] = {
         dead=tuple(_CLGSI_AUTHORS_DEAD),
         configure=_clgsi_authors_config,
         describe="the AMIO module of the authors' CLGSI code (AZYoung233/CLGSI)",
+        check=_clgsi_authors_check,
     ),
 }
 
@@ -210,8 +237,6 @@ def load_reference_state(
             continue
         name, transform = target
         if name == DROP:
-            if key.endswith(".pe"):
-                _check_positions(key, value, where)
             continue
         if name not in ours:
             if name.startswith("text_encoder.") and name.endswith(_OPTIONAL_TEXT_BUFFERS):
@@ -225,17 +250,10 @@ def load_reference_state(
         mapped[name] = transform(value, config).to(ours[name].dtype)
     unfilled = [k for k in ours if k not in mapped and not k.endswith(_OPTIONAL_TEXT_BUFFERS)]
     missing = [source.prefix + k for k in source.dead if source.prefix + k not in state]
-    for modality in ("audio", "video"):  # the layer nn.TransformerEncoder copied
-        template = f"{source.prefix}{modality}_model.encoder_layer."
-        layer0 = f"{source.prefix}{modality}_model.transformer_encoder.layers.0."
-        for key in state:
-            if key.startswith(layer0):
-                twin = template + key[len(layer0):]
-                if twin not in state:
-                    missing.append(twin)
-                elif state[twin].shape != state[key].shape:
-                    misshapen.append(f"{twin} is {_shape(state[twin])}, its layer "
-                                     f"{_shape(state[key])}")
+    if source.check is not None:
+        more_missing, more_misshapen = source.check(state, where)
+        missing += more_missing
+        misshapen += more_misshapen
     problems = []
     if unexpected:
         problems.append(_listing("unexpected keys", unexpected))
