@@ -387,3 +387,11 @@ def test_training_past_the_horizon_until_early_stopping(imported, stop):
         assert len(trainer.history) == 1 and not trainer.stopper.should_stop
     else:
         assert len(trainer.history) >= 3 and trainer.stopper.should_stop
+
+
+def test_configurations_written_before_the_switches_build_the_paper_model(encoder):
+    config = {**preset("clgsi", "mosi").model, **SMALL}
+    for key in ("encoder_mask", "common_frame", "subnet_pool", "clone_encoder_layers"):
+        del config[key]
+    model = create_model("clgsi", config, DIMS, copy.deepcopy(encoder))
+    assert not model.reads_padding() and model.config["common_frame"] == "last_valid"

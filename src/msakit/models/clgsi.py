@@ -59,6 +59,13 @@ from msakit.models.registry import register_model
 FUSIONS = ("glfk", "add", "concat", "gk", "lfk", "transformer")
 COMMON_FRAMES = ("last_valid", "last_padded")
 SUBNET_POOLS = ("valid", "padded")
+# The paper's values of the switches, for configurations (checkpoints) written before them.
+PAPER_SWITCHES = {
+    "encoder_mask": True,
+    "common_frame": "last_valid",
+    "subnet_pool": "valid",
+    "clone_encoder_layers": False,
+}
 
 
 class GLFK(nn.Module):
@@ -200,7 +207,7 @@ class CLGSI(MSAModel):
 
     def __init__(self, config: dict[str, Any], dims: Dims, text_encoder: nn.Module) -> None:
         super().__init__()
-        c = config
+        c = {**PAPER_SWITCHES, **config}
         if not (c["use_common"] or c["use_specific"]):
             raise ValueError("CLGSI needs common or specific features (or both)")
         if c["common_frame"] not in COMMON_FRAMES:
