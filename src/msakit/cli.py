@@ -28,7 +28,10 @@ class _HelpFormatter(argparse.HelpFormatter):
         default = action.default
         if (
             "%(default)" not in text
-            and default not in (None, False, [], argparse.SUPPRESS)
+            and default is not None
+            and default is not False
+            and default != []
+            and default != argparse.SUPPRESS
             and action.option_strings
         ):
             shown = " ".join(map(str, default)) if isinstance(default, list) else default

@@ -100,4 +100,6 @@ def write_run_config(config: RunConfig, out: Path, ctx: DistContext) -> None:
     """``out/config.yaml`` (the main rank only)."""
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out / "config.yaml", config.to_yaml())
+        path, text = out / "config.yaml", config.to_yaml()
+        if not (path.is_file() and path.read_text() == text):  # a resume rewrites nothing
+            write_text_atomic(path, text)
