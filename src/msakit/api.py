@@ -180,9 +180,7 @@ def _train(ctx, model, dataset, data, text_encoder, seeds, epochs, batch, out, o
         probe.announce_without_external()
     del probe
     pretrained = copy.deepcopy(encoder.state_dict())
-    lock = RunLock(out) if ctx.is_main else None
-    if lock is not None:
-        lock.acquire()
+    lock = _lock_run(out, ctx)
     try:
         if overwrite and ctx.is_main:
             _clear_run(out)
@@ -196,6 +194,25 @@ def _train(ctx, model, dataset, data, text_encoder, seeds, epochs, batch, out, o
         if lock is not None:
             lock.release()
     return TrainResult(out=out, rows=_with_summary(rows, config.dataset))
+
+
+def _lock_run(out: Path, ctx) -> RunLock | None:
+    """The main rank locks ``out``; under torchrun every rank learns whether it could."""
+    lock, error = (RunLock(out) if ctx.is_main else None), None
+    if lock is not None:
+        try:
+            lock.acquire()
+        except MsakitError as exc:
+            error = exc
+    if ctx.enabled:
+        failed = ctx.all_sum(torch.tensor(float(error is not None), device=ctx.device))
+        if float(failed) > 0 and error is None:
+            if lock is not None:
+                lock.release()
+            raise MsakitError(f"{out}: the main rank could not lock the run folder")
+    if error is not None:
+        raise error
+    return lock
 
 
 def _train_seeds(ctx, config, encoder, pretrained, dims, adapter_state, features, inputs, out,

@@ -34,6 +34,7 @@ import yaml
 
 from msakit.config.presets import SEARCH_SPACES
 from msakit.errors import MsakitError, TrainingDiverged
+from msakit.files import write_text_atomic
 
 __all__ = ["tune", "TuneResult", "format_value", "suggest"]
 
@@ -255,9 +256,7 @@ def tune(
         with _locked(out / f".{SUMMARY}.lock"):
             summary = _summary(the_study, context)
             if summary is not None:
-                tmp = out / f".{SUMMARY}.{os.getpid()}.tmp"
-                tmp.write_text(yaml.safe_dump(summary, sort_keys=False))
-                os.replace(tmp, out / SUMMARY)
+                write_text_atomic(out / SUMMARY, yaml.safe_dump(summary, sort_keys=False))
         return summary
 
     try:
