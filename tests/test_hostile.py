@@ -332,6 +332,9 @@ CASES = [
                                         "{case}/t", "--set", "lr=-1"], 2, "lr.text"),
     ("bench-set-dropout", lambda w: ["bench", "--model", "clgsi", "--dataset", "mosi", "--data",
                                      str(w.data), "--set", "dropout=abc"], 2, "expected a float"),
+    ("bench-sims-on-mosi", lambda w: ["bench", "--model", "clgsi", "--dataset", "sims",
+                                      "--data", str(w.data), "--text-encoder", str(w.bert)], 2,
+     "looks like MOSI"),
     ("evaluate-sims-data", lambda w: _ck(w, "evaluate", data=w.sims), 2, "do not match"),
     ("evaluate-label-40", lambda w: _ck(w, "evaluate", data=w.label40), 2, "label 40"),
     # ---- 4. what used to end in a traceback
