@@ -244,8 +244,14 @@ def _train_seeds(ctx, config, encoder, pretrained, dims, adapter_state, features
         )
         trainer.fit()
         ctx.barrier()
-        best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
-        net.load_state_dict(best["model"])
+        try:
+            best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
+            net.load_state_dict(best["model"])
+        except Exception as exc:  # noqa: BLE001 - deleted or damaged since: one line
+            raise MsakitError(
+                f"{run_dir / 'best.pt'}: cannot read the best checkpoint back "
+                f"({type(exc).__name__}); train this seed again with --overwrite"
+            ) from None
         result = evaluate_model(
             net, features.splits["test"], config.dataset, config.batch_size, ctx.device,
             bf16=config.bf16, dist=ctx,

@@ -202,7 +202,8 @@ class RunLock:
                     where = "" if here else f" on {host}"
                     raise MsakitError(
                         f"{self.folder} is being written by process {pid}{where} (lock file "
-                        f"{self.path}); wait for it to end, or train into another --out"
+                        f"{self.path}); wait for it to end or choose another --out (if that "
+                        "process is gone, delete the lock file)"
                     ) from None
                 print(f"warning: {self.path}: taking over the lock of process {pid}, which is "
                       "no longer running", file=sys.stderr)
