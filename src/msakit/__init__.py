@@ -12,6 +12,15 @@ The losses work on their own: ``msakit.losses.IntensityGuidedContrastiveLoss`` a
 
 __version__ = "0.1.0"
 
-from msakit.api import demo, evaluate, load_checkpoint, predict, synth, train  # noqa: E402
-
 __all__ = ["train", "evaluate", "predict", "synth", "demo", "load_checkpoint", "__version__"]
+_API = frozenset(__all__) - {"__version__"}
+
+
+def __getattr__(name: str):
+    """The API is imported on first use, so that ``msakit --help`` (and a Ctrl-C while torch
+    loads) is handled by the command line, not by an import."""
+    if name in _API:
+        from msakit import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'msakit' has no attribute {name!r}")

@@ -2,6 +2,10 @@
 
 import sys
 
-from msakit.cli import main
+try:
+    from msakit.cli import main
+except KeyboardInterrupt:  # Ctrl-C while Python loads the command line
+    print("error: interrupted (Ctrl-C)", file=sys.stderr)
+    sys.exit(130)
 
 sys.exit(main())

@@ -21,12 +21,13 @@ import torch
 
 from msakit.config import RunConfig, apply_overrides
 from msakit.config.presets import preset
-from msakit.data.mmsa import FeatureFile, SplitData, load_feature_file
+from msakit.data.mmsa import FeatureFile, SplitData, check_dataset, load_feature_file
 from msakit.encoders.text import (
     DEFAULT_TEXT_ENCODER,
     text_encoder_from_config,
 )
 from msakit.errors import MsakitError
+from msakit.files import RunLock, check_distinct_output, torch_save_atomic, write_text_atomic
 from msakit.metrics import metric_names
 from msakit.models.base import Dims, MSAModel
 from msakit.training import distributed
@@ -36,7 +37,7 @@ from msakit.training.inputs import (
     prepare_run,
     write_run_config,
 )
-from msakit.training.trainer import Trainer, atomic_save, evaluate_model
+from msakit.training.trainer import Trainer, evaluate_model
 
 __all__ = ["train", "evaluate", "predict", "load_checkpoint", "build_config", "synth", "demo"]
 
@@ -98,6 +99,7 @@ def train(
     quiet: bool = False,
     config: RunConfig | None = None,
     hooks: Any = None,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train ``model`` on an MMSA feature file for every seed; write the run folder.
 
@@ -105,26 +107,66 @@ def train(
     loadable with ``weights_only=True``), ``out/seed-S/last.pt`` (exact resume),
     ``out/seed-S/history.json`` and ``out/results.csv`` (one row per seed with the test metrics
     under MMSA's names, then the ``mean`` and ``std`` rows).
+
+    A folder that already holds a run is refused unless ``resume`` (continue it) or
+    ``overwrite`` (replace it); the folder is locked (``out/.msakit.lock``) while the run writes.
     """
+    if resume and overwrite:
+        raise MsakitError("--resume and --overwrite exclude each other")
     ctx = distributed.setup()
     try:
         return _train(
             ctx, model, dataset, data, text_encoder, seeds, epochs, batch, Path(out), overrides,
-            adapters, log_steps, resume, quiet, config, hooks,
+            adapters, log_steps, resume, quiet, config, hooks, overwrite,
         )
     finally:
         distributed.teardown(ctx)
 
 
+RUN_ENTRIES = ("config.yaml", "results.csv", "tensorboard")
+"""What a run folder holds besides its ``seed-S`` folders (``--overwrite`` removes them)."""
+
+
+def holds_run(out: Path) -> bool:
+    """Whether ``out`` already holds (part of) a run."""
+    if not out.is_dir():
+        return False
+    return any((out / name).exists() for name in RUN_ENTRIES) or any(out.glob("seed-*/*.pt"))
+
+
+def _clear_run(out: Path) -> None:
+    """--overwrite: remove the previous run's files (nothing else in the folder)."""
+    import shutil
+
+    for path in [*(out / name for name in RUN_ENTRIES), *out.glob("seed-*")]:
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+        except OSError as exc:
+            raise MsakitError(f"--overwrite: cannot remove {path}: {exc.strerror}") from None
+
+
 def _train(ctx, model, dataset, data, text_encoder, seeds, epochs, batch, out, overrides,
-           adapters, log_steps, resume, quiet, config, hooks) -> TrainResult:
+           adapters, log_steps, resume, quiet, config, hooks, overwrite) -> TrainResult:
     if config is None:
         config = build_config(
             model, dataset, text_encoder=text_encoder, seeds=seeds, epochs=epochs, batch=batch,
             overrides=overrides,
         )
+    check_distinct_output(log_steps, [data, adapters, config.text_encoder], "--log-steps")
+    if log_steps is not None and Path(log_steps).resolve().is_relative_to(out.resolve()) and (
+        Path(log_steps).suffix in (".pt", ".csv", ".yaml", ".json")
+    ):
+        raise MsakitError(f"--log-steps {log_steps} would overwrite a file of the run folder")
     if resume:
         _check_resume_config(out, config)
+    elif not overwrite and holds_run(out):
+        raise MsakitError(
+            f"{out} already holds a run; add --resume to continue it, --overwrite to replace "
+            "it, or choose another --out"
+        )
     inputs = prepare_run(config, data, out, ctx, checkpoint_format="msakit-checkpoint-1")
     encoder, features, dims = inputs.encoder, inputs.features, inputs.dims
     # Build once to surface configuration errors before anything is written.
@@ -138,7 +180,43 @@ def _train(ctx, model, dataset, data, text_encoder, seeds, epochs, batch, out, o
         probe.announce_without_external()
     del probe
     pretrained = copy.deepcopy(encoder.state_dict())
-    write_run_config(config, out, ctx)
+    lock = _lock_run(out, ctx)
+    try:
+        if overwrite and ctx.is_main:
+            _clear_run(out)
+        ctx.barrier()
+        write_run_config(config, out, ctx)
+        if log_steps is not None and not resume and ctx.is_main:
+            Path(log_steps).unlink(missing_ok=True)  # every seed appends its lines
+        rows = _train_seeds(ctx, config, encoder, pretrained, dims, adapter_state, features,
+                            inputs, out, log_steps, resume, quiet, hooks)
+    finally:
+        if lock is not None:
+            lock.release()
+    return TrainResult(out=out, rows=_with_summary(rows, config.dataset))
+
+
+def _lock_run(out: Path, ctx) -> RunLock | None:
+    """The main rank locks ``out``; under torchrun every rank learns whether it could."""
+    lock, error = (RunLock(out) if ctx.is_main else None), None
+    if lock is not None:
+        try:
+            lock.acquire()
+        except MsakitError as exc:
+            error = exc
+    if ctx.enabled:
+        failed = ctx.all_sum(torch.tensor(float(error is not None), device=ctx.device))
+        if float(failed) > 0 and error is None:
+            if lock is not None:
+                lock.release()
+            raise MsakitError(f"{out}: the main rank could not lock the run folder")
+    if error is not None:
+        raise error
+    return lock
+
+
+def _train_seeds(ctx, config, encoder, pretrained, dims, adapter_state, features, inputs, out,
+                 log_steps, resume, quiet, hooks) -> list[dict[str, Any]]:
     rows = []
     for seed in config.seeds:
         torch.manual_seed(seed)
@@ -166,17 +244,23 @@ def _train(ctx, model, dataset, data, text_encoder, seeds, epochs, batch, out, o
         )
         trainer.fit()
         ctx.barrier()
-        best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
-        net.load_state_dict(best["model"])
+        try:
+            best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
+            net.load_state_dict(best["model"])
+        except Exception as exc:  # noqa: BLE001 - deleted or damaged since: one line
+            raise MsakitError(
+                f"{run_dir / 'best.pt'}: cannot read the best checkpoint back "
+                f"({type(exc).__name__}); train this seed again with --overwrite"
+            ) from None
         result = evaluate_model(
             net, features.splits["test"], config.dataset, config.batch_size, ctx.device,
             bf16=config.bf16, dist=ctx,
         )
         rows.append({"seed": seed, **result.metrics})
         if ctx.is_main:
-            (run_dir / "history.json").write_text(json.dumps(trainer.history, indent=1))
+            write_text_atomic(run_dir / "history.json", json.dumps(trainer.history, indent=1))
             _write_results(out / "results.csv", rows, config.dataset)
-    return TrainResult(out=out, rows=_with_summary(rows, config.dataset))
+    return rows
 
 
 def _check_resume_config(out: Path, config: RunConfig) -> None:
@@ -186,6 +270,15 @@ def _check_resume_config(out: Path, config: RunConfig) -> None:
     path = out / "config.yaml"
     if not path.is_file():
         return
+    try:
+        saved = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise MsakitError(
+            f"{path}: cannot read it ({type(exc).__name__}); --resume needs the run's "
+            "config.yaml (or use --overwrite to start again)"
+        ) from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("model", {}), dict):
+        raise MsakitError(f"{path}: not an msakit config.yaml (use --overwrite to start again)")
     def flat(cfg: dict[str, Any]) -> dict[str, Any]:  # --set names: lr.text, gamma, ...
         out = {k: v for k, v in cfg.items() if not isinstance(v, dict) and k != "seeds"}
         for key, value in cfg.items():
@@ -193,7 +286,7 @@ def _check_resume_config(out: Path, config: RunConfig) -> None:
                 out.update({(k if key == "model" else f"{key}.{k}"): v for k, v in value.items()})
         return out
 
-    old = flat(yaml.safe_load(path.read_text()) or {})
+    old = flat(saved)
     new = flat(yaml.safe_load(config.to_yaml()))
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     if changed:
@@ -204,10 +297,15 @@ def _check_resume_config(out: Path, config: RunConfig) -> None:
 
 
 def _with_summary(rows: list[dict[str, Any]], dataset: str) -> list[dict[str, Any]]:
+    """``rows`` then the ``mean`` and ``std`` rows; with one seed the std row is blank (a spread
+    of one value is not 0, it is unknown)."""
     names = metric_names(dataset)
     values = np.array([[row[k] for k in names] for row in rows], dtype=np.float64)
     mean = dict(zip(names, values.mean(0).round(4).tolist(), strict=True))
-    std = dict(zip(names, values.std(0).round(4).tolist(), strict=True))
+    if len(rows) > 1:
+        std = dict(zip(names, values.std(0).round(4).tolist(), strict=True))
+    else:
+        std = dict.fromkeys(names, "")
     return [*rows, {"seed": "mean", **mean}, {"seed": "std", **std}]
 
 
@@ -218,9 +316,7 @@ def _write_results(path: Path, rows: list[dict[str, Any]], dataset: str) -> None
     writer.writeheader()
     for row in _with_summary(rows, dataset):
         writer.writerow({k: row[k] for k in ["seed", *names]})
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, path)
+    write_text_atomic(path, buf.getvalue())
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -232,23 +328,82 @@ class LoadedCheckpoint:
     state: dict[str, Any]
 
 
-def load_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
-    """Rebuild a trained model from its checkpoint alone (``weights_only=True``)."""
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint file, or a run folder (``RUN`` or ``RUN/seed-S``) holding one ``best.pt``."""
     path = Path(path)
-    if not path.is_file():
-        raise MsakitError(f"checkpoint {path} does not exist")
+    if not path.is_dir():
+        if not path.exists():
+            raise MsakitError(f"checkpoint {path} does not exist")
+        return path
+    if (path / "best.pt").is_file():
+        return path / "best.pt"
+    found = sorted(path.glob("seed-*/best.pt"))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise MsakitError(f"checkpoint {path} is a folder without best.pt or seed-*/best.pt")
+    seeds = ", ".join(p.parent.name for p in found)
+    raise MsakitError(
+        f"{path} holds several seeds ({seeds}); pass one, e.g. --checkpoint {found[0]}"
+    )
+
+
+def _describe_checkpoint(path: Path, state: Any) -> tuple[RunConfig, Dims, dict[str, Any]]:
+    """The checkpoint's configuration, dims and text-encoder config, with their structure
+    checked (keys, types, dims); one ``MsakitError`` line on any mismatch."""
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise MsakitError(f"{path}: not an msakit checkpoint (no 'model' and 'config' entries)")
+    for key, kind in (("model", dict), ("config", dict), ("dims", dict),
+                      ("text_encoder_config", dict)):
+        if not isinstance(state.get(key), kind):
+            raise MsakitError(f"{path}: not an msakit checkpoint ('{key}' is missing or not a "
+                              f"{kind.__name__})")
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+               for k, v in state["model"].items()):
+        raise MsakitError(f"{path}: 'model' is not a mapping of names to tensors")
+    try:
+        config = RunConfig.from_dict(state["config"])
+        if not isinstance(config.model, dict) or not isinstance(config.model_name, str):
+            raise TypeError("model settings")
+        from msakit.config import validate
+
+        validate(config)
+        dims = Dims(**state["dims"])
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                   for v in dims.to_dict().values()):
+            raise ValueError(f"dims {dims.to_dict()}")
+    except MsakitError as exc:
+        raise MsakitError(f"{path}: its configuration is invalid ({exc})") from None
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+        raise MsakitError(
+            f"{path}: its configuration or dims are malformed ({type(exc).__name__}: {exc})"
+        ) from None
+    return config, dims, state["text_encoder_config"]
+
+
+def load_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
+    """Rebuild a trained model from its checkpoint alone (``weights_only=True``).
+
+    ``path`` may also be a run folder (see :func:`resolve_checkpoint`).
+    """
+    path = resolve_checkpoint(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is one clear error
         kind = type(exc).__name__
-        raise MsakitError(f"{path}: not a readable msakit checkpoint ({kind})") from exc
-    if not isinstance(state, dict) or "model" not in state or "config" not in state:
-        raise MsakitError(f"{path}: not an msakit checkpoint (no 'model' and 'config' entries)")
-    config = RunConfig.from_dict(state["config"])
-    dims = Dims(**state["dims"])
-    encoder = text_encoder_from_config(state["text_encoder_config"])
-    model = build_model(config, dims, encoder)
-    missing, unexpected = model.load_state_dict(state["model"], strict=False)
+        raise MsakitError(f"{path}: not a readable msakit checkpoint ({kind})") from None
+    config, dims, encoder_config = _describe_checkpoint(path, state)
+    try:
+        encoder = text_encoder_from_config(encoder_config)
+        model = build_model(config, dims, encoder)
+        missing, unexpected = model.load_state_dict(state["model"], strict=False)
+    except MsakitError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - shapes, unknown settings: one line
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        raise MsakitError(
+            f"{path}: weights do not fit the model it describes ({type(exc).__name__}: {first})"
+        ) from None
     if unexpected or [k for k in missing if not k.endswith("position_ids")]:
         raise MsakitError(
             f"{path}: weights do not fit the {config.model_name} model it describes"
@@ -258,7 +413,8 @@ def load_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
 
 
 def _split_for(ckpt: LoadedCheckpoint, data: str | os.PathLike, split: str) -> SplitData:
-    vocab = int(ckpt.state["text_encoder_config"].get("vocab_size", 0)) or None
+    vocab = ckpt.state["text_encoder_config"].get("vocab_size", 0)
+    vocab = int(vocab) if isinstance(vocab, int) and vocab > 0 else None
     features = load_data(data, vocab)
     if split not in features.splits:
         raise MsakitError(f"{data}: no split {split!r}")
@@ -267,6 +423,8 @@ def _split_for(ckpt: LoadedCheckpoint, data: str | os.PathLike, split: str) -> S
             f"{data}: audio/vision feature sizes {features.audio_dim}/{features.vision_dim} do "
             f"not match the checkpoint's {ckpt.dims.audio}/{ckpt.dims.vision}"
         )
+    check_dataset(features, ckpt.config.dataset, f"the checkpoint's data set "
+                  f"({ckpt.config.dataset})")
     return features.splits[split]
 
 
@@ -287,27 +445,26 @@ def predict(
     split: str = "test",
     out: str | os.PathLike | None = None,
 ) -> list[dict[str, Any]]:
-    """Predictions of a checkpoint on one split; written as CSV (id, prediction, label)."""
+    """Predictions of a checkpoint on one split; written as CSV (id, prediction, label), the
+    numbers with 6 significant digits. ``out`` may not be the checkpoint or the data file."""
+    if out is not None:
+        check_distinct_output(out, [data, checkpoint, resolve_checkpoint(checkpoint)])
+        check_output_folder(Path(out).parent if Path(out).parent != Path("") else Path("."))
     ckpt = load_checkpoint(checkpoint)
     part = _split_for(ckpt, data, split)
-    if out is not None:
-        check_output_folder(Path(out).parent if Path(out).parent != Path("") else Path("."))
     result = evaluate_model(ckpt.model, part, ckpt.config.dataset, ckpt.config.batch_size,
                             torch.device("cpu"), bf16=ckpt.config.bf16)
     rows = [
-        {"id": str(i), "prediction": float(p), "label": float(y)}
+        {"id": str(i), "prediction": float(f"{p:.6g}"), "label": float(f"{y:.6g}")}
         for i, p, y in zip(part.ids, result.predictions, result.labels, strict=True)
     ]
     if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=["id", "prediction", "label"], lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(buf.getvalue())
-        os.replace(tmp, out)
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["id", "prediction", "label"])
+        for row in rows:
+            writer.writerow([row["id"], f"{row['prediction']:.6g}", f"{row['label']:.6g}"])
+        write_text_atomic(out, buf.getvalue())
     return rows
 
 
@@ -323,6 +480,13 @@ def synth(like: str, n: tuple[int, int, int], out: str | os.PathLike, seed: int 
     out = Path(out)
     if out.parent and not out.parent.exists():
         raise MsakitError(f"folder {out.parent} does not exist")
+    check_distinct_output(out, [])
+    if out.suffix == ".npz":  # the code-free format, as the name says
+        from msakit.data.safe_format import save_npz
+        from msakit.data.synthetic import make_synthetic
+
+        save_npz(make_synthetic(like, *n, seed=seed), out)
+        return out
     write_synthetic(str(out), like, *n, seed=seed)
     return out
 
@@ -350,8 +514,9 @@ def demo(out: str | os.PathLike | None = None, quiet: bool = False) -> TrainResu
         out=workdir / "run",
         overrides={"early_stop": 6},
         quiet=quiet,
+        overwrite=True,
     )
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    atomic_save(payload, path)
+    torch_save_atomic(payload, path)

@@ -22,6 +22,7 @@ import torch
 
 from msakit import api
 from msakit.data.batching import collate
+from msakit.data.mmsa import check_dataset
 from msakit.encoders.text import bert_inputs, load_text_encoder
 from msakit.training import distributed
 from msakit.training.trainer import Trainer
@@ -95,6 +96,7 @@ def bench(
     )
     encoder = load_text_encoder(config.text_encoder)
     features = api.load_data(data, int(encoder.config.vocab_size))
+    check_dataset(features, config.dataset)
     dims = api.dims_of(features)
     torch.manual_seed(seed)
     net = api.build_model(config, dims, copy.deepcopy(encoder))

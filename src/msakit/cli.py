@@ -1,6 +1,8 @@
 """The ``msakit`` command line. Every command maps to a function of :mod:`msakit.api`.
 
-Bad input prints one line ``error: ...`` on stderr and exits with status 2, no traceback.
+Bad input prints one line ``error: ...`` on stderr and exits with status 2, no traceback; every
+other failure is one line too (:mod:`msakit.guard`). No output file may be one of the command's
+inputs (:func:`msakit.files.check_distinct_output`), checked before anything is read.
 """
 
 from __future__ import annotations
@@ -12,12 +14,36 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from msakit.errors import MsakitError
+from msakit.files import check_distinct_output
+from msakit.guard import run_guarded
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, when it has one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "%(default)" not in text
+            and default is not None
+            and default is not False
+            and default != []
+            and default != argparse.SUPPRESS
+            and action.option_strings
+        ):
+            shown = " ".join(map(str, default)) if isinstance(default, list) else default
+            text += f" (default: {shown})"
+        return text
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         print(f"error: {self.prog}: {message}", file=sys.stderr)
         raise SystemExit(2)
@@ -73,6 +99,7 @@ def _train(args: argparse.Namespace) -> int:
         log_steps=args.log_steps,
         resume=args.resume,
         quiet=args.quiet,
+        overwrite=args.overwrite,
     )
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"wrote {result.out / 'results.csv'}")
@@ -114,6 +141,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from msakit import api
 
+    check_distinct_output(args.out, [args.data, args.checkpoint])
     rows = api.predict(args.checkpoint, args.data, args.split, args.out)
     print(f"wrote {len(rows)} predictions to {args.out}")
     return 0
@@ -123,6 +151,7 @@ def _predict(args: argparse.Namespace) -> int:
 def _convert(args: argparse.Namespace) -> int:
     from msakit.data.mmsa import convert_to_npz
 
+    check_distinct_output(args.out, [args.file])
     ff = convert_to_npz(args.file, args.out)
     sizes = " / ".join(str(len(ff.splits[s])) for s in ("train", "valid", "test"))
     print(f"wrote {args.out} (code-free npz, {sizes} samples)")
@@ -149,15 +178,18 @@ def _bench(args: argparse.Namespace) -> int:
 
 @command("report")
 def _report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from msakit.files import write_text_atomic
     from msakit.reporting.report import report
 
+    if args.out:
+        inputs = [p for d in args.dirs
+                  for p in (d, Path(d) / "results.csv", Path(d) / "config.yaml")]
+        check_distinct_output(args.out, inputs)
     text = report(args.dirs, fmt=args.format, label=args.label, all_metrics=args.all_metrics)
     if args.out:
-        try:
-            with open(args.out, "w") as f:
-                f.write(text)
-        except OSError as exc:
-            raise MsakitError(f"cannot write {args.out}: {exc.strerror or exc}") from None
+        write_text_atomic(args.out, text)
         print(f"wrote {args.out}")
     else:
         sys.stdout.write(text)
@@ -166,8 +198,15 @@ def _report(args: argparse.Namespace) -> int:
 
 @command("plot")
 def _plot(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from msakit.reporting import plots
 
+    inputs = [getattr(args, name, None) for name in ("checkpoint", "data", "run_dir")]
+    if getattr(args, "run_dir", None):
+        inputs += [*Path(args.run_dir).glob("history.json"),
+                   *Path(args.run_dir).glob("seed-*/history.json")]
+    check_distinct_output(args.out, inputs)
     if args.figure == "curves":
         path = plots.plot_curves(args.run_dir, args.out)
     elif args.figure == "tsne":
@@ -220,8 +259,11 @@ def _import_weights(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
+    from msakit import __version__
+
     parser = _Parser(prog="msakit", description="Multimodal sentiment analysis: CLGSI and ConKI.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser.add_argument("--version", action="version", version=f"msakit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("demo", help="train CLGSI on built-in synthetic data (a few minutes)")
     p.add_argument("--out", help="run folder (default: a new temporary folder)")
@@ -230,24 +272,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("synth", help="write a synthetic MMSA feature file with the real shapes")
     p.add_argument("--like", required=True, choices=["mosi", "mosei", "sims"])
     p.add_argument("--n", required=True, nargs=3, type=int, metavar=("TRAIN", "VALID", "TEST"))
-    p.add_argument("--out", required=True, help="output file (MMSA pickle)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True,
+                   help="output file: FILE.npz (code-free) or an MMSA pickle (any other name)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the generator")
 
     p = sub.add_parser("train", help="train a model on an MMSA feature file, several seeds")
     _add_train_arguments(p)
     p.add_argument("--adapters", help="ConKI: adapters.pt from pretrain-adapters")
     p.add_argument("--log-steps", help="write one JSON line per optimizer step to this file")
     p.add_argument("--resume", action="store_true", help="continue from seed-S/last.pt")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out (its results and checkpoints)")
 
     p = sub.add_parser("evaluate", help="metrics of a checkpoint on one split (JSON)")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--checkpoint", required=True,
+                   help="best.pt, or a run folder with one seed-S/best.pt")
+    p.add_argument("--data", required=True, help="MMSA feature file (.pkl or .npz)")
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"],
+                   help="which split")
 
     p = sub.add_parser("predict", help="write a checkpoint's predictions as CSV")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--checkpoint", required=True,
+                   help="best.pt, or a run folder with one seed-S/best.pt")
+    p.add_argument("--data", required=True, help="MMSA feature file (.pkl or .npz)")
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"],
+                   help="which split")
     p.add_argument("--out", required=True, help="output CSV (id, prediction, label)")
 
     p = sub.add_parser("convert", help="rewrite a pickle feature file as code-free npz")
@@ -278,9 +327,11 @@ def _add_train_arguments(p: argparse.ArgumentParser, out_default: str = "runs/ms
     p.add_argument("--dataset", required=True, choices=["mosi", "mosei", "sims"])
     p.add_argument("--data", required=True, help="MMSA feature file (.pkl or converted .npz)")
     p.add_argument("--text-encoder", help="BERT-family hub name or folder (default: packaged)")
-    p.add_argument("--seeds", nargs="+", type=int, help="one run per seed")
-    p.add_argument("--epochs", type=int, help="cap on epochs, and the schedule's horizon")
-    p.add_argument("--batch", type=int, help="global batch size")
+    p.add_argument("--seeds", nargs="+", type=int,
+                   help="one run per seed, each in [0, 2^32) (default: the preset's)")
+    p.add_argument("--epochs", type=int,
+                   help="cap on epochs, and the schedule's horizon (default: the preset's)")
+    p.add_argument("--batch", type=int, help="global batch size (default: the preset's)")
     p.add_argument("--out", default=out_default, help="run folder")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a preset value, e.g. --set gamma=0.5 --set fusion=add")
@@ -401,16 +452,17 @@ _EXTRA_PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
+    """Run ``msakit ARGV``; return the exit status (every failure is one ``error:`` line)."""
+
+    def run() -> int:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:  # `msakit` alone: the usage and the command list
+            parser.print_help()
+            return 0
         return COMMANDS[args.command](args)
-    except MsakitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+
+    return run_guarded(run)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,3 +8,7 @@ class MsakitError(Exception):
     bad sample where that applies). The command line prints it as ``error: <message>`` and
     exits with status 2, without a traceback.
     """
+
+
+class TrainingDiverged(MsakitError):
+    """The loss became NaN or infinite; the message names the epoch and step."""

@@ -33,7 +33,8 @@ from typing import Any
 import yaml
 
 from msakit.config.presets import SEARCH_SPACES
-from msakit.errors import MsakitError
+from msakit.errors import MsakitError, TrainingDiverged
+from msakit.files import write_text_atomic
 
 __all__ = ["tune", "TuneResult", "format_value", "suggest"]
 
@@ -181,6 +182,9 @@ def tune(
     api.build_config(model, dataset, overrides=[*base, *_as_set(low)])
     if not Path(data).is_file():
         raise MsakitError(f"data file {data} does not exist")
+    from msakit.data.mmsa import check_dataset, load_feature_file
+
+    check_dataset(load_feature_file(data), config.dataset)  # before any study exists
     if adapters is not None and not Path(adapters).is_file():
         raise MsakitError(f"adapters file {adapters} does not exist")
     if storage is not None and "://" not in storage:
@@ -227,11 +231,15 @@ def tune(
             if trial.should_prune():
                 raise optuna.TrialPruned(f"validation MAE {mae:.4f} at epoch {epoch + 1}")
 
-        api.train(
-            model, dataset, data, text_encoder=text_encoder, seeds=[train_seed], epochs=epochs,
-            batch=batch, out=out / f"trial-{trial.number}", overrides=sets, adapters=adapters,
-            quiet=True, hooks=TrainerHooks(on_epoch_end=on_epoch_end),
-        )
+        try:
+            api.train(
+                model, dataset, data, text_encoder=text_encoder, seeds=[train_seed],
+                epochs=epochs, batch=batch, out=out / f"trial-{trial.number}", overrides=sets,
+                adapters=adapters, quiet=True, hooks=TrainerHooks(on_epoch_end=on_epoch_end),
+                overwrite=True,
+            )
+        except TrainingDiverged as exc:  # a sampled setting too aggressive: not a crash
+            raise optuna.TrialPruned(str(exc)) from None
         return best[0]
 
     context = {
@@ -248,9 +256,7 @@ def tune(
         with _locked(out / f".{SUMMARY}.lock"):
             summary = _summary(the_study, context)
             if summary is not None:
-                tmp = out / f".{SUMMARY}.{os.getpid()}.tmp"
-                tmp.write_text(yaml.safe_dump(summary, sort_keys=False))
-                os.replace(tmp, out / SUMMARY)
+                write_text_atomic(out / SUMMARY, yaml.safe_dump(summary, sort_keys=False))
         return summary
 
     try:

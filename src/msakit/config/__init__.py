@@ -78,13 +78,27 @@ class RunConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+# Keys whose preset value may be null: the type a given value must have.
+NULLABLE_TYPES: dict[str, type] = {"dropout": float, "text_encoder": str, "shared_dim": int}
+# Keys that have their own flag: ``--set`` may not set them behind the flag's back.
+FLAG_KEYS = {"dataset": "--dataset", "model_name": "--model", "seeds": "--seeds"}
+SEED_LIMIT = 2**32
+"""Seeds are in [0, 2^32): NumPy's legacy seeding takes no more."""
+
+
 def _coerce(key: str, raw: str, current: Any) -> Any:
     try:
         value = yaml.safe_load(raw)
     except yaml.YAMLError as exc:
-        raise MsakitError(f"--set {key}={raw}: not a valid value ({exc.problem})") from exc
-    if current is None or value is None:
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise MsakitError(f"--set {key}={raw}: not a valid value ({problem})") from exc
+    if value is None:
         return value
+    if current is None:
+        kind = NULLABLE_TYPES.get(key.split(".")[-1])
+        if kind is None:
+            return value
+        current = kind()
     if isinstance(current, bool):
         if not isinstance(value, bool):
             raise MsakitError(f"--set {key}={raw}: expected true or false")
@@ -102,6 +116,13 @@ def _coerce(key: str, raw: str, current: Any) -> Any:
         raise MsakitError(
             f"--set {key}={raw}: expected a {type(current).__name__}, got {type(value).__name__}"
         )
+    if isinstance(current, list) and current:
+        item = type(current[0])
+        for x in value:
+            if type(x) is not item:
+                raise MsakitError(
+                    f"--set {key}={raw}: expected a list of {item.__name__}, got {x!r}"
+                )
     return value
 
 
@@ -115,6 +136,10 @@ def apply_overrides(config: RunConfig, overrides: list[str] | dict[str, Any]) ->
     data = config.to_dict()
     top = {f.name for f in dataclasses.fields(RunConfig)} - {"model", "lr", "weight_decay"}
     for key, raw in items:
+        if key in FLAG_KEYS:
+            raise MsakitError(
+                f"--set {key}: use {FLAG_KEYS[key]} (a --set {key} would override it silently)"
+            )
         if not isinstance(raw, str):
             raw = yaml.safe_dump(raw, default_flow_style=True).strip().removesuffix("...").strip()
         if "." in key:
@@ -160,3 +185,40 @@ def validate(config: RunConfig) -> None:
         raise MsakitError(f"warmup is a share of the steps in [0, 1), got {config.warmup}")
     if config.dropout is not None and not 0.0 <= config.dropout < 1.0:
         raise MsakitError(f"dropout must be in [0, 1), got {config.dropout}")
+    if config.early_stop < 1:
+        raise MsakitError(f"early_stop must be at least 1, got {config.early_stop}")
+    if not config.grad_clip >= 0:
+        raise MsakitError(f"grad_clip must be >= 0 (0 = off), got {config.grad_clip}")
+    for group in GROUPS:
+        lr, wd = config.lr.get(group), config.weight_decay.get(group)
+        if not isinstance(lr, (int, float)) or not 0 < lr < float("inf"):
+            raise MsakitError(f"lr.{group} must be a number > 0, got {lr}")
+        if not isinstance(wd, (int, float)) or not 0 <= wd < float("inf"):
+            raise MsakitError(f"weight_decay.{group} must be a number >= 0, got {wd}")
+    if not config.seeds:
+        raise MsakitError("no seed given")
+    for seed in config.seeds:
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
+            raise MsakitError(f"seed {seed} is not an integer in [0, 2^32)")
+    if len(set(config.seeds)) != len(config.seeds):
+        raise MsakitError(f"seeds repeat: {' '.join(map(str, config.seeds))}")
+    _validate_model(config.model)
+
+
+def _validate_model(model: dict[str, Any]) -> None:
+    """Ranges of the models' hyperparameters, by name: widths, heads, layers and sizes > 0,
+    dropouts in [0, 1), temperatures > 0, loss weights >= 0."""
+    for key, value in model.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if key.endswith("dropout"):
+            if not 0.0 <= value < 1.0:
+                raise MsakitError(f"{key} must be in [0, 1), got {value}")
+        elif key.endswith(("_dim", "_heads", "_layers", "feedforward", "_reduction")):
+            if value < 1:
+                raise MsakitError(f"{key} must be at least 1, got {value}")
+        elif key in ("temperature", "label_scale"):
+            if not value > 0:
+                raise MsakitError(f"{key} must be > 0, got {value}")
+        elif key in ("gamma", "threshold", "gain", "lam") and not value >= 0:
+            raise MsakitError(f"{key} must be >= 0, got {value}")

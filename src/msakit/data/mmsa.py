@@ -18,8 +18,9 @@ key                        shape           notes
 ``id``, ``raw_text``, ...  (N,)            object arrays or lists; ``id`` is kept
 =========================  ==============  ================================================
 
-:func:`load_feature_file` reads the file once (pickle, or msakit's code-free npz from
-:mod:`msakit.data.safe_format`, told apart by magic bytes), converts features to float32 and
+:func:`load_feature_file` reads the file once (pickle, read by the restricted unpickler of
+:mod:`msakit.data.safe_pickle`, or msakit's npz from :mod:`msakit.data.safe_format`, told apart by
+magic bytes), converts features to float32 and
 token ids to int64 right away, freeing the originals key by key (a float64 MOSEI audio array
 alone is 4.8 GB), and validates everything before returning. Every problem is a
 :class:`~msakit.errors.MsakitError` with one line naming the file, split, key and the first bad
@@ -30,14 +31,13 @@ from __future__ import annotations
 
 import os
 import pickle
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
 
 from msakit.data.safe_format import is_zip, read_npz, save_npz, split_to_mmsa
+from msakit.data.safe_pickle import restricted_load
 from msakit.errors import MsakitError
 
 SPLITS = ("train", "valid", "test")
@@ -129,7 +129,8 @@ def load_feature_file(
     """Read and validate an MMSA feature file (pickle) or its code-free npz conversion.
 
     The format is told from the file's first bytes (zip = npz, anything else = pickle), not its
-    name. Loading a pickle prints one warning line to stderr, since unpickling runs code.
+    name. Pickles are read by :mod:`msakit.data.safe_pickle`'s restricted unpickler, which
+    rebuilds only containers, strings, numbers and NumPy arrays: reading a file runs no code.
     ``vocab_size``, when given, bounds the token ids (``0 <= id < vocab_size``).
 
     Raises :class:`MsakitError` (one line: file, split, key, first bad sample and its id) on a
@@ -137,7 +138,7 @@ def load_feature_file(
     """
     p = os.fspath(path)
     _check_vocab_size(vocab_size)
-    raw = _read(p, warn=True)
+    raw = _read(p)
     return _validate(raw, p, vocab_size)
 
 
@@ -154,11 +155,12 @@ def convert_to_npz(
     ``classification_labels`` when present; the frozen ``text`` features are not kept.
     Returns the loaded FeatureFile.
     """
+    from msakit.files import check_distinct_output
+
     p, o = os.fspath(src), os.fspath(out)
     _check_vocab_size(vocab_size)
-    if os.path.abspath(p) == os.path.abspath(o):
-        raise MsakitError(f"{p}: the output would overwrite the input; choose another --out")
-    raw = _read(p, warn=False)
+    check_distinct_output(o, [p])
+    raw = _read(p)
     ff = _validate(raw, p, vocab_size)
     content: dict[str, dict[str, Any]] = {}
     for name, split in ff.splits.items():
@@ -166,6 +168,55 @@ def convert_to_npz(
         content[name] = {**split_to_mmsa(split), **extra}
     save_npz(content, o)
     return ff
+
+
+# ---------------------------------------------------------------------------------------------
+# the data set a file holds
+
+DATASET_SHAPES = {"mosi": (5, 20, 3.0), "mosei": (74, 35, 3.0), "sims": (33, 709, 1.0)}
+"""Audio width, vision width and label bound of MMSA's files of each data set."""
+
+
+def _signature(name: str) -> str:
+    audio, vision, bound = DATASET_SHAPES[name]
+    return f"audio {audio}, vision {vision}, labels in [{_num(-bound)}, {_num(bound)}]"
+
+
+def check_dataset(ff: FeatureFile, dataset: str, flag: str | None = None) -> None:
+    """Raise unless ``ff`` fits ``dataset``: labels inside its range and, when the feature widths
+    are those of another MMSA data set, a file of that data set is refused by name.
+
+    Feature widths that no MMSA file has (your own features) are accepted. ``flag`` names where
+    ``dataset`` came from in the message (default ``--dataset NAME``).
+    """
+    if dataset not in DATASET_SHAPES:
+        return
+    flag = flag or f"--dataset {dataset}"
+    _, _, bound = DATASET_SHAPES[dataset]
+    dims = (ff.audio_dim, ff.vision_dim)
+    looks = [n for n, (a, v, _) in DATASET_SHAPES.items() if (a, v) == dims]
+    lo = min(float(s.labels.min()) for s in ff.splits.values())
+    hi = max(float(s.labels.max()) for s in ff.splits.values())
+    if looks and dataset not in looks:
+        other = looks[0]
+        raise MsakitError(
+            f"{ff.path}: this file looks like {other.upper()} (audio {dims[0]}, vision {dims[1]}, "
+            f"labels in [{_num(round(lo, 4))}, {_num(round(hi, 4))}]); {flag} expects "
+            f"{_signature(dataset)}"
+        )
+    tolerance = 1e-4
+    for name, split in ff.splits.items():
+        bad = np.abs(split.labels) > bound + tolerance
+        if bad.any():
+            i = int(bad.argmax())
+            hint = ""
+            if bound < 3 and hi <= 3 + tolerance and lo >= -3 - tolerance:
+                hint = " (labels in [-3, 3]: a MOSI or MOSEI file?)"
+            raise MsakitError(
+                f"{ff.path}: split '{name}', key 'regression_labels': label "
+                f"{_num(round(float(split.labels[i]), 4))} at sample {i} (id '{split.ids[i]}') is "
+                f"outside [{_num(-bound)}, {_num(bound)}], the range of {flag}{hint}"
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,18 +230,7 @@ def _check_vocab_size(vocab_size: int | None) -> None:
         raise MsakitError(f"vocab_size must be a positive integer, got {vocab_size!r}")
 
 
-def _pickle_warning(path: str) -> None:
-    stem = Path(path).with_suffix(".npz")
-    if os.path.abspath(stem) == os.path.abspath(path):
-        stem = Path(path).with_suffix(".safe.npz")
-    sys.stderr.write(
-        f"warning: {path} is a pickle, which runs code when loaded; "
-        f"convert it once with 'msakit convert {path} --out {stem}'\n"
-    )
-    sys.stderr.flush()
-
-
-def _read(path: str, *, warn: bool) -> Any:
+def _read(path: str) -> Any:
     """The file's content: a dict for npz, whatever the pickle holds otherwise."""
     try:
         f = open(path, "rb")
@@ -210,12 +250,10 @@ def _read(path: str, *, warn: bool) -> Any:
             raise MsakitError(f"{path}: the file is empty")
         if is_zip(head):
             return read_npz(f, path)
-        # Protocol >= 2 pickles start with PROTO (0x80); warn before their code can run.
-        warned = warn and head[:1] == b"\x80"
-        if warned:
-            _pickle_warning(path)
         try:
-            data = pickle.load(f)
+            data = restricted_load(f, path)
+        except MsakitError:
+            raise
         except EOFError:
             raise MsakitError(f"{path}: the file is truncated (ended inside the pickle)") from None
         except pickle.UnpicklingError as e:
@@ -229,8 +267,6 @@ def _read(path: str, *, warn: bool) -> Any:
                 f"{path}: cannot unpickle the file; it is corrupt or not an MMSA feature file "
                 f"({type(e).__name__}: {e})"
             ) from None
-    if warn and not warned:
-        _pickle_warning(path)
     return data
 
 

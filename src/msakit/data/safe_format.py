@@ -67,16 +67,9 @@ def save_npz(
             if not isinstance(key, str):
                 raise MsakitError(f"{path}: split '{split}': key {key!r} is not a string")
             arrays[f"{split}/{key}"] = _code_free_array(value, path, split, key)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise MsakitError(f"{path}: cannot write: {e.strerror or e}") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    from msakit.files import write_atomic
+
+    write_atomic(path, lambda f: np.savez(f, **arrays))
     return path
 
 

@@ -147,13 +147,9 @@ def write_synthetic(
 ) -> Path:
     """Write :func:`make_synthetic`'s output to ``path`` as an MMSA pickle; returns the path."""
     data = make_synthetic(like, n_train, n_valid, n_test, seed)
-    path = Path(path)
-    try:
-        with open(path, "wb") as f:
-            pickle.dump(data, f, protocol=4)
-    except OSError as e:
-        raise MsakitError(f"{path}: cannot write: {e.strerror or e}") from None
-    return path
+    from msakit.files import write_atomic
+
+    return write_atomic(path, lambda f: pickle.dump(data, f, protocol=4))
 
 
 def _shape(like: str) -> DatasetShape:

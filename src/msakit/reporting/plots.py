@@ -66,11 +66,15 @@ def _out_path(out: str | os.PathLike) -> Path:
 def _save(fig, out: str | os.PathLike, extra: list | None = None) -> Path:
     """Write ``fig`` as PNG (to a temporary name, then renamed); ``extra``: artists outside the
     axes (legends) that the tight bounding box must include."""
+    from msakit.files import atomic_write
+
     out = _out_path(out)
-    tmp = out.with_name(out.name + ".tmp.png")
-    fig.savefig(tmp, dpi=DPI, bbox_inches="tight", bbox_extra_artists=extra, format="png")
-    os.replace(tmp, out)
-    _pyplot().close(fig)
+    try:
+        with atomic_write(out) as tmp:
+            fig.savefig(tmp, dpi=DPI, bbox_inches="tight", bbox_extra_artists=extra,
+                        format="png")
+    finally:
+        _pyplot().close(fig)
     return out
 
 
@@ -118,6 +122,8 @@ def _histories(run_dir: Path) -> dict[str, list[dict[str, Any]]]:
             history = json.loads(f.read_text())
         except json.JSONDecodeError as exc:
             raise MsakitError(f"{f}: not valid JSON ({exc.msg})") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise MsakitError(f"{f}: cannot read it ({type(exc).__name__})") from None
         if not isinstance(history, list) or not history:
             raise MsakitError(f"{f}: no epochs recorded")
         out[f.parent.name.replace("seed-", "seed ")] = history

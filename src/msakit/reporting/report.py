@@ -117,14 +117,24 @@ def read_run(path: str | os.PathLike) -> Run:
         raise MsakitError(f"{folder}: no such run folder")
     if not results.is_file():
         raise MsakitError(f"{folder}: no results.csv (has the run finished a seed yet?)")
-    with open(results, newline="") as f:
-        rows = list(csv.DictReader(f))
+    try:
+        with open(results, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise MsakitError(f"{results}: cannot read it ({type(exc).__name__})") from None
     rows = [r for r in rows if r.get("seed") not in ("mean", "std")]
     if not rows:
         raise MsakitError(f"{results}: no per-seed rows")
     config: dict[str, Any] = {}
     if (folder / "config.yaml").is_file():
-        config = yaml.safe_load((folder / "config.yaml").read_text()) or {}
+        try:
+            config = yaml.safe_load((folder / "config.yaml").read_text()) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise MsakitError(
+                f"{folder / 'config.yaml'}: cannot read it ({type(exc).__name__})"
+            ) from None
+        if not isinstance(config, dict):
+            raise MsakitError(f"{folder / 'config.yaml'}: not an msakit config.yaml")
     names = set(rows[0])
     if set(SIMS_METRICS) <= names:
         family, metrics = "sims", SIMS_METRICS

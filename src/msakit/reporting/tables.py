@@ -11,7 +11,10 @@ def format_results(rows: list[dict[str, Any]], dataset: str) -> str:
     """A fixed-width table of per-seed rows followed by the mean and std rows."""
     names = metric_names(dataset)
     header = ["seed", *names]
-    body = [[str(row["seed"]), *(f"{row[k]:.4f}" for k in names)] for row in rows]
+    def cell(value: Any) -> str:  # a blank std (one seed) stays blank
+        return f"{value:.4f}" if isinstance(value, (int, float)) else str(value)
+
+    body = [[str(row["seed"]), *(cell(row[k]) for k in names)] for row in rows]
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
     lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True))]
     for r in body:

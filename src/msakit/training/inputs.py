@@ -19,9 +19,10 @@ from typing import Any
 from torch import nn
 
 from msakit.config import RunConfig, plain
-from msakit.data.mmsa import FeatureFile, load_feature_file
+from msakit.data.mmsa import FeatureFile, check_dataset, load_feature_file
 from msakit.encoders.text import load_text_encoder, text_encoder_config
 from msakit.errors import MsakitError
+from msakit.files import write_text_atomic
 from msakit.models.base import Dims, MSAModel
 from msakit.models.registry import create_model
 from msakit.training.distributed import DistContext
@@ -78,6 +79,13 @@ def prepare_run(
     check_output_folder(out)
     encoder = load_text_encoder(config.text_encoder)
     features = load_feature_file(str(data), vocab_size=int(encoder.config.vocab_size))
+    check_dataset(features, config.dataset)
+    smallest = max(2, ctx.world_size)
+    if len(features.splits["train"]) < smallest:
+        raise MsakitError(
+            f"{data}: split 'train' has {len(features.splits['train'])} sample(s); training "
+            f"needs at least {smallest} (BatchNorm needs 2 samples a batch)"
+        )
     dims = Dims.of(features)
     extra = {
         "config": plain(config.to_dict()),
@@ -92,4 +100,6 @@ def write_run_config(config: RunConfig, out: Path, ctx: DistContext) -> None:
     """``out/config.yaml`` (the main rank only)."""
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(config.to_yaml())
+        path, text = out / "config.yaml", config.to_yaml()
+        if not (path.is_file() and path.read_text() == text):  # a resume rewrites nothing
+            write_text_atomic(path, text)

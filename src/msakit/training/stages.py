@@ -42,15 +42,16 @@ import torch
 import yaml
 from torch import nn
 
-from msakit.config import DATASETS, RunConfig, apply_overrides, plain
+from msakit.config import DATASETS, RunConfig, apply_overrides, plain, validate
 from msakit.config.presets import CONKI_PRETRAIN, preset
 from msakit.data.batching import epoch_plan
 from msakit.encoders.text import text_encoder_config
 from msakit.errors import MsakitError
+from msakit.files import RunLock, torch_save_atomic, write_text_atomic
 from msakit.models.base import Dims, MSAModel
 from msakit.training import distributed
 from msakit.training.inputs import build_model, prepare_run, write_run_config
-from msakit.training.trainer import Trainer, atomic_save
+from msakit.training.trainer import Trainer
 
 __all__ = ["pretrain_adapters", "read_adapters", "install_adapters", "encoder_fingerprint"]
 
@@ -175,10 +176,9 @@ def _pretrain(
     )
     if seed is not None:
         config.seeds = [int(seed)]
+        validate(config)
     inputs = prepare_run(config, data, out, ctx, checkpoint_format="msakit-stage1-1")
-    encoder, features, dims, extra = (
-        inputs.encoder, inputs.features, inputs.dims, inputs.checkpoint_extra
-    )
+    encoder, dims = inputs.encoder, inputs.dims
     fingerprint = encoder_fingerprint(encoder)
     seed = config.seeds[0]
     torch.manual_seed(seed)
@@ -186,6 +186,20 @@ def _pretrain(
     net.freeze_encoders()
 
     run_dir = out / STAGE1_DIR
+    lock = RunLock(out) if ctx.is_main else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        return _pretrain_locked(ctx, config, warmup_epochs, quiet, inputs, out, run_dir,
+                                fingerprint, seed, net)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _pretrain_locked(ctx, config, warmup_epochs, quiet, inputs, out, run_dir, fingerprint, seed,
+                     net) -> PretrainResult:
+    features, extra = inputs.features, inputs.checkpoint_extra
     write_run_config(config, out, ctx)
     train = features.splits["train"]
     steps_per_epoch = len(epoch_plan(train, config.batch_size, seed=seed, epoch=0))
@@ -210,7 +224,7 @@ def _pretrain(
     adapters_path = out / ADAPTERS_FILE
     if ctx.is_main:
         weights = best["model"]
-        atomic_save(
+        torch_save_atomic(
             {
                 "format": FORMAT,
                 "model": {k: v for k, v in weights.items() if "adapter" in k},
@@ -225,7 +239,7 @@ def _pretrain(
             },
             adapters_path,
         )
-        (run_dir / "history.json").write_text(json.dumps(trainer.history, indent=1))
+        write_text_atomic(run_dir / "history.json", json.dumps(trainer.history, indent=1))
         # last.pt only serves an exact resume; it holds the frozen text encoder and is large.
         (run_dir / "last.pt").unlink(missing_ok=True)
     ctx.barrier()
@@ -282,6 +296,13 @@ def read_adapters(
         or any(k not in state for k in keys)
     ):
         raise MsakitError(f"{where} is not an msakit adapters file (from pretrain-adapters)")
+    for key, kind in (("model", dict), ("encoders", dict), ("adapter_signature", dict),
+                      ("text_encoder_config", dict), ("text_encoder_fingerprint", str)):
+        if not isinstance(state[key], kind):
+            raise MsakitError(
+                f"{where}: '{key}' is a {type(state[key]).__name__}, expected a {kind.__name__} "
+                "(not a file written by pretrain-adapters)"
+            )
 
     _check_text_encoder(where, state, encoder, "text" in model.modalities)
     signature = model.adapter_signature()

@@ -19,7 +19,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 import random
 import sys
 import time
@@ -35,6 +34,8 @@ from torch import nn
 from msakit.config import RunConfig
 from msakit.data.batching import epoch_plan, iterate, shard
 from msakit.data.mmsa import SplitData
+from msakit.errors import MsakitError, TrainingDiverged
+from msakit.files import torch_save_atomic, write_text_atomic
 from msakit.metrics import compute_metrics
 from msakit.models.base import MSAModel
 from msakit.training.allocator import reuse_freed_memory
@@ -89,11 +90,9 @@ def _plain_to_python_state(state: dict[str, Any]) -> tuple:
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file, then rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """torch.save to a unique temporary file, then rename: a reader never sees half a file and
+    a failed write keeps the previous one (:func:`msakit.files.torch_save_atomic`)."""
+    torch_save_atomic(obj, path)
 
 
 def set_dropout(model: nn.Module, p: float) -> None:
@@ -343,6 +342,11 @@ class Trainer:
                 started = time.perf_counter()
                 train_stats = self.train_epoch(epoch)
                 result = self.evaluate(self.valid)
+                if not (math.isfinite(result.loss) and math.isfinite(result.metrics["MAE"])):
+                    raise TrainingDiverged(
+                        f"training diverged at epoch {epoch + 1}, step {self.global_step} "
+                        f"(validation loss {result.loss}); lower the learning rate"
+                    )
                 improved = self.stopper.update(result.metrics["MAE"], epoch)
                 record = {
                     "epoch": epoch + 1,
@@ -356,6 +360,7 @@ class Trainer:
                     best_valid = dict(result.metrics)
                     self._save_best(epoch, best_valid)
                 self._log_epoch(writer, record)
+                self._print_epoch(record)
                 self._save_last(epoch)
                 if self.hooks.on_epoch_end is not None:
                     self.hooks.on_epoch_end(epoch, result.metrics)
@@ -391,6 +396,23 @@ class Trainer:
                     output, batch, gather=self.dist.gatherer(sizes),
                     global_batch=len(indices), world_size=self.dist.world_size,
                 )
+            # Global values: the task part is each rank's share, the contrastive part is
+            # already computed on the gathered global batch.
+            task = float(self.dist.all_sum(losses.task_loss.detach().float()))
+            task /= self.dist.world_size
+            extra = float(losses.loss.detach().float()) - float(losses.task_loss.detach().float())
+            values = {
+                "loss": task + extra,
+                "task_loss": task,
+                "contrastive_loss": float(losses.contrastive_loss.detach().float()),
+            }
+            if not all(math.isfinite(v) for v in values.values()):
+                # Before the step: the weights, and the last good last.pt, stay as they were.
+                bad = values["loss"] if not math.isfinite(values["loss"]) else float("nan")
+                raise TrainingDiverged(
+                    f"training diverged at epoch {epoch + 1}, step {self.global_step + 1} "
+                    f"(loss {bad}); lower the learning rate"
+                )
             self.optimizer.zero_grad(set_to_none=True)
             losses.loss.backward()
             if self.config.grad_clip > 0:
@@ -398,23 +420,14 @@ class Trainer:
             self.optimizer.step()
             self.scheduler.step()
             self.global_step += 1
-            # Global values: the task part is each rank's share, the contrastive part is
-            # already computed on the gathered global batch.
-            task = float(self.dist.all_sum(losses.task_loss.float())) / self.dist.world_size
-            extra = float(losses.loss.detach().float()) - float(losses.task_loss.detach().float())
-            values = {
-                "loss": task + extra,
-                "task_loss": task,
-                "contrastive_loss": float(losses.contrastive_loss.detach().float()),
-            }
             self.step_seconds.append(time.perf_counter() - started)
             self.step_samples.append(len(indices))
             for k in sums:
                 sums[k] += values[k]
             if log is not None:
                 lrs = {g["name"]: g["lr"] for g in self.optimizer.param_groups}
-                log.write(json.dumps({"step": self.global_step, "epoch": epoch + 1, **values,
-                                      "lr": lrs}) + "\n")
+                log.write(json.dumps({"seed": self.seed, "step": self.global_step,
+                                      "epoch": epoch + 1, **values, "lr": lrs}) + "\n")
             if writer is not None:
                 for k, v in values.items():
                     writer.add_scalar(f"train/{k}", v, self.global_step)
@@ -463,6 +476,18 @@ class Trainer:
         purge = self.global_step + 1 if self.resume else None
         return SummaryWriter(str(self.tensorboard), purge_step=purge)
 
+    def _print_epoch(self, record: dict[str, Any]) -> None:
+        """Without a terminal (a batch scheduler's log), one line per epoch on stderr."""
+        if self.quiet or not self.dist.is_main or sys.stderr.isatty():
+            return
+        print(
+            f"seed {self.seed} epoch {record['epoch']}/{self.config.epochs}: "
+            f"loss {record['train_loss']:.4f} (task {record['train_task_loss']:.4f}, "
+            f"contrastive {record['train_contrastive_loss']:.4f}), "
+            f"valid MAE {record.get('valid_MAE', float('nan')):.4f}, {record['seconds']:.1f} s",
+            file=sys.stderr, flush=True,
+        )
+
     def _log_epoch(self, writer, record: dict[str, Any]) -> None:
         if writer is None:
             return
@@ -471,23 +496,35 @@ class Trainer:
                 writer.add_scalar(f"valid/{key[6:]}", value, self.global_step)
         writer.flush()
 
-    def _open_step_log(self, append: bool):
+    def _open_step_log(self, append: bool = True):
+        """The step log, opened for appending: every seed adds its lines (``seed`` field)."""
+        del append  # kept for callers; the log is always appended to
         if self.log_steps is None or not self.dist.is_main:
             return None
-        self.log_steps.parent.mkdir(parents=True, exist_ok=True)
-        if append:
+        try:
+            self.log_steps.parent.mkdir(parents=True, exist_ok=True)
             self._truncate_step_log()
-        return open(self.log_steps, "a" if append else "w", buffering=1)
+            return open(self.log_steps, "a", buffering=1)
+        except OSError as exc:
+            raise MsakitError(
+                f"--log-steps {self.log_steps}: cannot write: {exc.strerror}"
+            ) from None
 
     def _truncate_step_log(self) -> None:
-        """On resume, drop step lines written after the last completed epoch."""
+        """Drop this seed's step lines after its last completed epoch (all of them when the seed
+        starts afresh); other seeds' lines are kept."""
         if not self.log_steps.exists():
             return
-        keep = [
-            line for line in self.log_steps.read_text().splitlines()
-            if line.strip() and json.loads(line)["step"] <= self.global_step
-        ]
-        self.log_steps.write_text("".join(line + "\n" for line in keep))
+        keep = []
+        for line in self.log_steps.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+                seed, step = entry.get("seed", self.seed), int(entry["step"])
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue  # a line cut by a kill
+            if seed != self.seed or step <= self.global_step:
+                keep.append(line)
+        write_text_atomic(self.log_steps, "".join(line + "\n" for line in keep))
 
     def _state(self) -> dict[str, torch.Tensor]:
         state = self.model.state_dict()
@@ -532,15 +569,32 @@ class Trainer:
         self.dist.barrier()
 
     def _load_last(self) -> int:
-        state = torch.load(self.run_dir / "last.pt", map_location="cpu", weights_only=True)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.stopper.load_state_dict(state["early_stopping"])
-        set_rng_state(state["rng"])
-        self.global_step = int(state["global_step"])
-        self.history = json.loads(state["history"])
-        return int(state["epoch"])
+        """Restore everything from ``last.pt``; an unreadable, truncated or foreign file is one
+        ``MsakitError`` (before anything changes on disk)."""
+        path = self.run_dir / "last.pt"
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(state, dict):
+                raise TypeError(f"holds a {type(state).__name__}")
+            if state.get("seed", self.seed) != self.seed:
+                raise ValueError(f"it is seed {state.get('seed')}'s")
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.stopper.load_state_dict(state["early_stopping"])
+            set_rng_state(state["rng"])
+            self.global_step = int(state["global_step"])
+            self.history = json.loads(state["history"])
+            epoch = int(state["epoch"])
+            if not isinstance(self.history, list) or not 0 <= epoch <= self.config.epochs:
+                raise ValueError(f"epoch {epoch} and its history do not fit this run")
+        except Exception as exc:  # noqa: BLE001 - truncated, foreign or malformed: one line
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            raise MsakitError(
+                f"{path}: cannot resume from it ({type(exc).__name__}: {first}); delete it to "
+                "restart this seed, or train with --overwrite"
+            ) from None
+        return epoch
 
     def _best_valid_from_history(self) -> dict[str, Any]:
         if not self.history or self.stopper.best_epoch < 0:

@@ -1,0 +1,84 @@
+"""The command line's last line of defence: every failure becomes one line, never a traceback.
+
+:func:`run_guarded` calls a command and turns what escapes it into one ``error:`` line on stderr
+and an exit status: a :class:`~msakit.errors.MsakitError` (bad input; status 2), Ctrl-C (130),
+an ``OSError`` (a file, the disk; status 1), ``MemoryError`` (1). Anything else is a bug in
+msakit: the line names the exception and a file that holds the full traceback (status 1).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+
+from msakit.errors import MsakitError
+
+__all__ = ["run_guarded", "INTERRUPTED"]
+
+INTERRUPTED = 130
+"""Exit status after Ctrl-C (128 + SIGINT), as shells report it."""
+
+
+def _say(line: str) -> None:
+    try:
+        print(f"error: {line}", file=sys.stderr, flush=True)
+    except (OSError, ValueError):  # stderr closed or gone
+        pass
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def _traceback_file(exc: BaseException) -> str | None:
+    try:
+        fd, path = tempfile.mkstemp(prefix="msakit-traceback-", suffix=".txt")
+        with os.fdopen(fd, "w") as f:
+            f.write(f"msakit {' '.join(sys.argv[1:])}\n")
+            traceback.print_exception(type(exc), exc, exc.__traceback__, file=f)
+        return path
+    except OSError:
+        return None
+
+
+def run_guarded(fn: Callable[[], int]) -> int:
+    """``fn()``'s exit status, or the status of the one ``error:`` line it ended with."""
+    try:
+        try:
+            return fn()
+        except MsakitError as exc:
+            _say(str(exc))
+            return 2
+        except KeyboardInterrupt:
+            _say("interrupted (Ctrl-C); files being written were left as they were")
+            return INTERRUPTED
+        except BrokenPipeError:  # e.g. `msakit report ... | head`
+            try:
+                sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the final flush
+            except OSError:
+                pass
+            return 1
+        except MemoryError:
+            _say("out of memory; try a smaller --batch")
+            return 1
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            if exc.errno == errno.ENOSPC:
+                reason = "no space left on the device"
+            else:
+                reason = exc.strerror or _first_line(exc)
+            _say(f"{where}{reason}")
+            return 1
+        except Exception as exc:  # noqa: BLE001 - a bug: one line and the traceback in a file
+            path = _traceback_file(exc)
+            where = f"; traceback in {path}" if path else ""
+            _say(f"unexpected {type(exc).__name__}: {_first_line(exc)} (a bug in msakit, please "
+                 f"report it{where})")
+            return 1
+    except KeyboardInterrupt:  # a second Ctrl-C while reporting the first failure
+        return INTERRUPTED

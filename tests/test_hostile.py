@@ -1,0 +1,735 @@
+"""Hostile and unlucky input, every command: one ``error:`` line, the right exit status, no
+traceback, nothing new written, inputs byte-identical, and no pickle payload ever runs.
+
+The table ``CASES`` is the red-team list of issue 11 (code from data files, lost data, silently
+wrong results, tracebacks). Each case runs ``msakit ARGV`` in this process against files built
+once for the module; a few cases that need a real process (Ctrl-C, a file-size limit) and the
+behaviours that are not errors (divergence, locks, step logs, the newcomer's CLI) follow.
+"""
+
+from __future__ import annotations
+
+import builtins
+import csv
+import hashlib
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_cli, write_short_synthetic
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+# --------------------------------------------------------------------------- payloads
+class _Payload:
+    """Unpickling this calls ``builtins.open(marker, "w")``: the marker file appears."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (builtins.open, (self.marker, "w"))
+
+
+class _ShellPayload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _write_pickle(path: Path, obj, protocol: int) -> Path:
+    with open(path, "wb") as f:
+        pickle.dump(obj, f, protocol=protocol)
+    return path
+
+
+# --------------------------------------------------------------------------- the files
+@dataclass
+class World:
+    root: Path
+    marker: Path
+    bert: Path
+    bert12: Path
+    data: Path  # MOSI-shaped npz
+    pkl: Path  # the same as an MMSA pickle
+    sims: Path
+    label40: Path
+    one_train: Path
+    garbage: Path
+    empty: Path
+    run: Path  # a trained CLGSI run, seed 1
+    ckpt: Path
+    evil: dict[str, Path]
+    bad_ckpt: dict[str, Path]
+    bad_runs: dict[str, Path]
+    bad_adapters: dict[str, Path]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, tiny_bert, tiny_bert_12) -> World:
+    root = tmp_path_factory.mktemp("hostile")
+    marker = root / "PAYLOAD_RAN"
+    pkl = write_short_synthetic(root / "mosi.pkl", "mosi", (23, 8, 8),
+                                {"audio": 40, "vision": 30})
+    from msakit.data.mmsa import convert_to_npz
+
+    data = root / "mosi.npz"
+    convert_to_npz(pkl, data)
+    sims = write_short_synthetic(root / "sims.pkl", "sims", (12, 6, 6), {"audio": 40, "vision": 30})
+    with open(pkl, "rb") as f:
+        raw = pickle.load(f)
+    raw40 = pickle.loads(pickle.dumps(raw))
+    raw40["train"]["regression_labels"][3] = 40.0
+    label40 = _write_pickle(root / "label40.pkl", raw40, 4)
+    one = pickle.loads(pickle.dumps(raw))
+    for key, value in one["train"].items():
+        one["train"][key] = value[:1]
+    one_train = _write_pickle(root / "one_train.pkl", one, 4)
+    garbage = root / "garbage.pkl"
+    garbage.write_bytes(b"\x80\x04not a pickle at all" * 10)
+    empty = root / "empty.npz"
+    empty.write_bytes(b"")
+
+    evil = {
+        "npz_p4": _write_pickle(root / "evil.npz", _Payload(marker), 4),
+        "pkl_p0": _write_pickle(root / "evil0.pkl", _Payload(marker), 0),
+        "pkl_p2": _write_pickle(root / "evil2.pkl", _Payload(marker), 2),
+        "csv_p5": _write_pickle(root / "evil5.csv", _ShellPayload(marker), 5),
+        "pt_p2": _write_pickle(root / "evil.pt", {"model": _Payload(marker)}, 2),
+    }
+    nested = pickle.loads(pickle.dumps(raw))
+    nested["test"]["id"] = [_Payload(marker)] * len(nested["test"]["id"])
+    evil["nested"] = _write_pickle(root / "nested.pkl", nested, 4)
+
+    run = root / "run"
+    assert run_cli(["train", "--model", "clgsi", "--dataset", "mosi", "--data", str(data),
+                    "--text-encoder", str(tiny_bert), "--seeds", "1", "--epochs", "1",
+                    "--batch", "8", "--out", str(run), "--quiet"]) == 0
+    ckpt = run / "seed-1" / "best.pt"
+    state = torch.load(ckpt, weights_only=True)
+
+    def save(name: str, obj) -> Path:
+        torch.save(obj, root / name)
+        return root / name
+
+    wrong_shape = dict(state, model={k: torch.zeros(3) for k in state["model"]})
+    bad_ckpt = {
+        "truncated": root / "truncated.pt",
+        "list": save("list.pt", [1, 2, 3]),
+        "model_list": save("model_list.pt", dict(state, model=[1, 2])),
+        "config_types": save("config_types.pt",
+                             dict(state, config=dict(state["config"], model=[1], lr="fast"))),
+        "dims": save("dims.pt", dict(state, dims={"audio": -1, "vision": 20, "text": "x"})),
+        "shapes": save("shapes.pt", wrong_shape),
+        "no_encoder": save("no_encoder.pt", dict(state, text_encoder_config=7)),
+    }
+    bad_ckpt["truncated"].write_bytes(ckpt.read_bytes()[:5000])
+
+    bad_runs = {}
+    for name, edit in {
+        "yaml": lambda d: (d / "config.yaml").write_text("model: [unclosed\n  : :"),
+        "yaml_list": lambda d: (d / "config.yaml").write_text("- 1\n- 2\n"),
+        "csv": lambda d: (d / "results.csv").write_text("\x00\x01garbage,,\n1,2\nx"),
+        "history": lambda d: (d / "seed-1" / "history.json").write_text("{not json"),
+        "last_truncated": lambda d: (d / "seed-1" / "last.pt").write_bytes(
+            (d / "seed-1" / "last.pt").read_bytes()[:4000]),
+        "last_foreign": lambda d: shutil.copy(d / "seed-1" / "best.pt", d / "seed-1" / "last.pt"),
+    }.items():
+        folder = root / f"run_{name}"
+        shutil.copytree(run, folder)
+        edit(folder)
+        bad_runs[name] = folder
+    two = root / "run_two_seeds"
+    shutil.copytree(run, two)
+    shutil.copytree(two / "seed-1", two / "seed-2")
+    bad_runs["two_seeds"] = two
+    (root / "empty_dir").mkdir()
+    bad_runs["empty_dir"] = root / "empty_dir"
+
+    bad_adapters = {
+        "list": save("adapters_list.pt", [1, 2]),
+        "no_format": save("adapters_noformat.pt", {"model": {}}),
+        "model_list": save("adapters_model_list.pt", {
+            "format": "msakit-adapters-1", "model": [1], "encoders": {}, "adapter_signature": {},
+            "text_encoder_config": {}, "text_encoder_fingerprint": "x"}),
+        "signature_str": save("adapters_sig.pt", {
+            "format": "msakit-adapters-1", "model": {}, "encoders": {}, "adapter_signature": "x",
+            "text_encoder_config": {}, "text_encoder_fingerprint": "x"}),
+    }
+    (root / "link.npz").symlink_to(data)
+    (root / "a_folder").mkdir()
+    return World(root=root, marker=marker, bert=tiny_bert, bert12=tiny_bert_12, data=data,
+                 pkl=pkl, sims=sims, label40=label40, one_train=one_train, garbage=garbage,
+                 empty=empty, run=run, ckpt=ckpt, evil=evil, bad_ckpt=bad_ckpt,
+                 bad_runs=bad_runs, bad_adapters=bad_adapters)
+
+
+def _snapshot(*roots: Path) -> dict[str, tuple[int, int]]:
+    out = {}
+    for root in roots:
+        for path in root.rglob("*"):
+            if path.is_file() or path.is_symlink():
+                st = path.lstat()
+                out[str(path)] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "-"
+
+
+def one_error(err: str) -> str:
+    """The one ``error:`` line of stderr (other lines may only be warnings)."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1, err
+    assert all(line.startswith(("error:", "warning:")) for line in lines), err
+    return errors[0]
+
+
+# --------------------------------------------------------------------------- the cases
+def _train(w: World, *extra: str, data: Path | None = None, model: str = "clgsi",
+           dataset: str = "mosi", out: str = "{case}/run") -> list[str]:
+    bert = w.bert12 if model == "conki" else w.bert
+    return ["train", "--model", model, "--dataset", dataset, "--data", str(data or w.data),
+            "--text-encoder", str(bert), "--seeds", "1", "--epochs", "1", "--batch", "8",
+            "--out", out, "--quiet", *extra]
+
+
+def _ck(w: World, command: str, *extra: str, data: Path | None = None,
+        ckpt: Path | None = None) -> list[str]:
+    return [command, "--checkpoint", str(ckpt or w.ckpt), "--data", str(data or w.data), *extra]
+
+
+# (id, argv builder, expected exit status, regex the error line must match)
+CASES = [
+    # ---- 1. code from data files: no payload runs, on any route
+    ("evaluate-pickle-named-npz", lambda w: _ck(w, "evaluate", data=w.evil["npz_p4"]), 2,
+     "refused: the pickle calls io.open"),
+    ("predict-pickle-named-npz",
+     lambda w: _ck(w, "predict", "--out", "{case}/p.csv", data=w.evil["npz_p4"]), 2, "refused"),
+    ("train-pickle-named-npz", lambda w: _train(w, data=w.evil["npz_p4"]), 2, "refused"),
+    ("train-protocol-2", lambda w: _train(w, data=w.evil["pkl_p2"]), 2, "refused"),
+    ("train-shell-payload-csv", lambda w: _train(w, data=w.evil["csv_p5"]), 2, "posix.system"),
+    ("convert-pickle", lambda w: ["convert", str(w.evil["pkl_p2"]), "--out", "{case}/x.npz"], 2,
+     "refused"),
+    ("convert-protocol-0", lambda w: ["convert", str(w.evil["pkl_p0"]), "--out", "{case}/x.npz"],
+     2, "refused"),
+    ("evaluate-nested-payload", lambda w: _ck(w, "evaluate", data=w.evil["nested"]), 2,
+     "refused"),
+    ("tune-pickle", lambda w: ["tune", "--model", "clgsi", "--dataset", "mosi", "--data",
+                               str(w.evil["pkl_p2"]), "--trials", "1", "--out", "{case}/t"], 2,
+     "refused"),
+    ("bench-pickle", lambda w: ["bench", "--model", "clgsi", "--dataset", "mosi", "--data",
+                                str(w.evil["pkl_p0"]), "--text-encoder", str(w.bert)], 2,
+     "refused"),
+    ("pretrain-pickle", lambda w: ["pretrain-adapters", "--model", "conki", "--dataset", "mosi",
+                                   "--data", str(w.evil["npz_p4"]), "--text-encoder",
+                                   str(w.bert12), "--out", "{case}/a"], 2, "refused"),
+    ("plot-tsne-pickle", lambda w: ["plot", "tsne", "--checkpoint", str(w.ckpt), "--data",
+                                    str(w.evil["pkl_p2"]), "--out", "{case}/t.png"], 2,
+     "refused"),
+    ("plot-scatter-pickle", lambda w: ["plot", "scatter", "--checkpoint", str(w.ckpt), "--data",
+                                       str(w.evil["npz_p4"]), "--out", "{case}/s.png"], 2,
+     "refused"),
+    ("evaluate-pickle-checkpoint", lambda w: _ck(w, "evaluate", ckpt=w.evil["pt_p2"]), 2,
+     "not a readable msakit checkpoint"),
+    ("plot-weights-pickle-checkpoint", lambda w: ["plot", "weights", "--checkpoint",
+                                                  str(w.evil["pt_p2"]), "--out", "{case}/w.png"],
+     2, "checkpoint"),
+    ("adapters-pickle", lambda w: _train(w, "--adapters", str(w.evil["pt_p2"]), model="conki"),
+     2, "adapters file"),
+    # ---- 2. nothing is lost: outputs that are inputs, folders, run folders
+    ("predict-out-is-data-npz",
+     lambda w: _ck(w, "predict", "--out", str(w.data)), 2, "is also an input"),
+    ("predict-out-is-data-pkl",
+     lambda w: _ck(w, "predict", "--out", str(w.pkl), data=w.pkl), 2, "is also an input"),
+    ("predict-out-is-symlink-to-data",
+     lambda w: _ck(w, "predict", "--out", str(w.root / "link.npz")), 2, "is also an input"),
+    ("predict-out-is-checkpoint",
+     lambda w: _ck(w, "predict", "--out", str(w.ckpt)), 2, "is also an input"),
+    ("predict-out-is-folder",
+     lambda w: _ck(w, "predict", "--out", str(w.root / "a_folder")), 2, "is a folder"),
+    ("log-steps-is-data", lambda w: _train(w, "--log-steps", str(w.data)), 2,
+     "--log-steps.*is also an input"),
+    ("report-out-is-results", lambda w: ["report", str(w.run), "--out",
+                                         str(w.run / "results.csv")], 2, "is also an input"),
+    ("report-out-is-folder", lambda w: ["report", str(w.run), "--out", str(w.root / "a_folder")],
+     2, "is a folder"),
+    ("plot-curves-out-is-history", lambda w: ["plot", "curves", str(w.run), "--out",
+                                              str(w.run / "seed-1" / "history.json")], 2,
+     "is also an input"),
+    ("plot-scatter-out-is-data", lambda w: ["plot", "scatter", "--checkpoint", str(w.ckpt),
+                                            "--data", str(w.data), "--out", str(w.data)], 2,
+     "is also an input"),
+    ("convert-out-is-input", lambda w: ["convert", str(w.pkl), "--out", str(w.pkl)], 2,
+     "is also an input"),
+    ("convert-out-is-link", lambda w: ["convert", str(w.data), "--out",
+                                       str(w.root / "link.npz")], 2, "is also an input"),
+    ("synth-out-is-folder", lambda w: ["synth", "--like", "mosi", "--n", "2", "2", "2", "--out",
+                                       str(w.root / "a_folder")], 2, "is a folder"),
+    ("train-into-existing-run", lambda w: _train(w, out=str(w.run)), 2,
+     "already holds a run.*--resume.*--overwrite"),
+    ("train-resume-and-overwrite", lambda w: _train(w, "--resume", "--overwrite"), 2,
+     "exclude each other"),
+    ("train-locked-run", lambda w: _train(w, out="{locked}"), 2, "is being written by process"),
+    # ---- 3. silently wrong results: validated before anything is loaded or written
+    ("sims-on-mosi-file", lambda w: _train(w, dataset="sims"), 2,
+     r"looks like MOSI \(audio 5, vision 20, labels in \[.*\]\); --dataset sims expects"),
+    ("conki-sims-on-mosi-file", lambda w: _train(w, model="conki", dataset="sims"), 2,
+     "looks like MOSI"),
+    ("mosi-on-sims-file", lambda w: _train(w, data=w.sims), 2, "looks like SIMS"),
+    ("label-40", lambda w: _train(w, data=w.label40), 2,
+     r"label 40 at sample 3 .*outside \[-3, 3\]"),
+    ("set-lr-negative", lambda w: _train(w, "--set", "lr=-1"), 2, "lr.text must be a number > 0"),
+    ("set-lr-group-zero", lambda w: _train(w, "--set", "lr.audio=0"), 2, "lr.audio"),
+    ("set-weight-decay-negative", lambda w: _train(w, "--set", "weight_decay=-1"), 2,
+     "weight_decay.text must be a number >= 0"),
+    ("set-dataset", lambda w: _train(w, "--set", "dataset=sims"), 2, "use --dataset"),
+    ("set-model-name", lambda w: _train(w, "--set", "model_name=conki"), 2, "use --model"),
+    ("set-seeds", lambda w: _train(w, "--set", "seeds=abc"), 2, "use --seeds"),
+    ("set-dropout-text", lambda w: _train(w, "--set", "dropout=abc"), 2, "expected a float"),
+    ("set-dropout-one", lambda w: _train(w, "--set", "dropout=1"), 2, r"dropout must be in \[0"),
+    ("set-width-negative", lambda w: _train(w, "--set", "common_dim=-4"), 2,
+     "common_dim must be at least 1"),
+    ("set-heads-zero", lambda w: _train(w, "--set", "vision_heads=0"), 2, "vision_heads"),
+    ("set-head-dropout", lambda w: _train(w, "--set", "head_dropout=1.5"), 2, "head_dropout"),
+    ("set-unknown-key", lambda w: _train(w, "--set", "colour=red"), 2, "unknown key"),
+    ("set-no-equals", lambda w: _train(w, "--set", "gamma"), 2, "expected key=value"),
+    ("set-bad-yaml", lambda w: _train(w, "--set", "gamma=[1,"), 2, "not a valid value"),
+    ("seed-negative", lambda w: _train(w, "--seeds", "-5"), 2, r"seed -5 .*\[0, 2\^32\)"),
+    ("seed-20-digits", lambda w: _train(w, "--seeds", "12345678901234567890"), 2, "2\\^32"),
+    ("seeds-repeat", lambda w: _train(w, "--seeds", "3", "3"), 2, "seeds repeat"),
+    ("batch-zero", lambda w: _train(w, "--batch", "0"), 2, "batch size"),
+    ("epochs-zero", lambda w: _train(w, "--epochs", "0"), 2, "epochs"),
+    ("conki-set-dataset", lambda w: _train(w, "--set", "dataset=sims", model="conki"), 2,
+     "use --dataset"),
+    ("pretrain-seed-negative", lambda w: ["pretrain-adapters", "--model", "conki", "--dataset",
+                                          "mosi", "--data", str(w.data), "--seed", "-1",
+                                          "--out", "{case}/a"], 2, "seed -1"),
+    ("tune-sims-on-mosi", lambda w: ["tune", "--model", "clgsi", "--dataset", "sims", "--data",
+                                     str(w.data), "--trials", "1", "--out", "{case}/t"], 2,
+     "looks like MOSI"),
+    ("tune-garbage-data", lambda w: ["tune", "--model", "clgsi", "--dataset", "mosi", "--data",
+                                     str(w.garbage), "--trials", "1", "--out", "{case}/t"], 2,
+     "garbage.pkl"),
+    ("tune-set-lr-negative", lambda w: ["tune", "--model", "clgsi", "--dataset", "mosi",
+                                        "--data", str(w.data), "--trials", "1", "--out",
+                                        "{case}/t", "--set", "lr=-1"], 2, "lr.text"),
+    ("bench-set-dropout", lambda w: ["bench", "--model", "clgsi", "--dataset", "mosi", "--data",
+                                     str(w.data), "--set", "dropout=abc"], 2, "expected a float"),
+    ("bench-sims-on-mosi", lambda w: ["bench", "--model", "clgsi", "--dataset", "sims",
+                                      "--data", str(w.data), "--text-encoder", str(w.bert)], 2,
+     "looks like MOSI"),
+    ("evaluate-sims-data", lambda w: _ck(w, "evaluate", data=w.sims), 2, "do not match"),
+    ("evaluate-label-40", lambda w: _ck(w, "evaluate", data=w.label40), 2, "label 40"),
+    # ---- 4. what used to end in a traceback
+    ("train-split-of-one", lambda w: _train(w, data=w.one_train), 2,
+     "split 'train' has 1 sample"),
+    ("resume-truncated-last",
+     lambda w: _train(w, "--resume", out=str(w.bad_runs["last_truncated"])), 2,
+     "last.pt: cannot resume"),
+    ("resume-foreign-last", lambda w: _train(w, "--resume", out=str(w.bad_runs["last_foreign"])),
+     2, "last.pt: cannot resume"),
+    ("resume-corrupt-config", lambda w: _train(w, "--resume", out=str(w.bad_runs["yaml"])), 2,
+     "config.yaml: cannot read"),
+    ("resume-config-list", lambda w: _train(w, "--resume", out=str(w.bad_runs["yaml_list"])), 2,
+     "not an msakit config.yaml"),
+    ("report-corrupt-results", lambda w: ["report", str(w.bad_runs["csv"])], 2, "results.csv"),
+    ("report-corrupt-config", lambda w: ["report", str(w.bad_runs["yaml"])], 2, "config.yaml"),
+    ("report-missing-folder", lambda w: ["report", str(w.root / "nope")], 2, "nope"),
+    ("plot-corrupt-history", lambda w: ["plot", "curves", str(w.bad_runs["history"]), "--out",
+                                        "{case}/c.png"], 2, "history.json"),
+    ("evaluate-truncated-checkpoint", lambda w: _ck(w, "evaluate", ckpt=w.bad_ckpt["truncated"]),
+     2, "not a readable msakit checkpoint"),
+    ("evaluate-checkpoint-list", lambda w: _ck(w, "evaluate", ckpt=w.bad_ckpt["list"]), 2,
+     "not an msakit checkpoint"),
+    ("evaluate-checkpoint-model-list",
+     lambda w: _ck(w, "evaluate", ckpt=w.bad_ckpt["model_list"]), 2, "'model'"),
+    ("evaluate-checkpoint-config-types",
+     lambda w: _ck(w, "evaluate", ckpt=w.bad_ckpt["config_types"]), 2, "configuration"),
+    ("evaluate-checkpoint-dims", lambda w: _ck(w, "evaluate", ckpt=w.bad_ckpt["dims"]), 2,
+     "dims"),
+    ("evaluate-checkpoint-shapes", lambda w: _ck(w, "evaluate", ckpt=w.bad_ckpt["shapes"]), 2,
+     "weights do not fit"),
+    ("predict-checkpoint-encoder-config",
+     lambda w: _ck(w, "predict", "--out", "{case}/p.csv", ckpt=w.bad_ckpt["no_encoder"]), 2,
+     "text_encoder_config"),
+    ("evaluate-run-with-two-seeds",
+     lambda w: _ck(w, "evaluate", ckpt=w.bad_runs["two_seeds"]), 2,
+     "several seeds .*seed-1, seed-2"),
+    ("evaluate-empty-folder", lambda w: _ck(w, "evaluate", ckpt=w.bad_runs["empty_dir"]), 2,
+     "without best.pt"),
+    ("evaluate-empty-data", lambda w: _ck(w, "evaluate", data=w.empty), 2, "empty"),
+    ("evaluate-data-is-folder", lambda w: _ck(w, "evaluate", data=w.root / "a_folder"), 2,
+     "directory"),
+    ("evaluate-garbage-data", lambda w: _ck(w, "evaluate", data=w.garbage), 2, "garbage.pkl"),
+    ("adapters-list", lambda w: _train(w, "--adapters", str(w.bad_adapters["list"]),
+                                       model="conki"), 2, "not an msakit adapters file"),
+    ("adapters-no-format", lambda w: _train(w, "--adapters", str(w.bad_adapters["no_format"]),
+                                            model="conki"), 2, "not an msakit adapters file"),
+    ("adapters-model-list", lambda w: _train(w, "--adapters", str(w.bad_adapters["model_list"]),
+                                             model="conki"), 2, "'model' is a list"),
+    ("adapters-signature-str",
+     lambda w: _train(w, "--adapters", str(w.bad_adapters["signature_str"]), model="conki"), 2,
+     "'adapter_signature' is a str"),
+    ("adapters-missing", lambda w: _train(w, "--adapters", str(w.root / "nope.pt"),
+                                          model="conki"), 2, "does not exist"),
+    ("predict-out-unwritable", lambda w: _ck(w, "predict", "--out", "/proc/msakit/sub/p.csv"),
+     2, "cannot write"),
+    ("text-encoder-missing", lambda w: ["train", "--model", "clgsi", "--dataset", "mosi", "--data",
+                                        str(w.data), "--text-encoder",
+                                        str(w.root / "no_such_bert"), "--out", "{case}/r"], 2,
+     "no_such_bert"),
+    ("synth-zero-samples", lambda w: ["synth", "--like", "mosi", "--n", "0", "1", "1", "--out",
+                                      "{case}/s.npz"], 2, "at least one sample"),
+    ("bad-choice", lambda w: ["train", "--model", "nope", "--dataset", "mosi", "--data", "x"], 2,
+     "invalid choice"),
+    ("unknown-command", lambda w: ["frobnicate"], 2, "invalid choice"),
+]
+
+
+@pytest.fixture(scope="module")
+def locked_run(world) -> Path:
+    """A run folder whose lock is held by a live process (this one's parent)."""
+    folder = world.root / "locked"
+    folder.mkdir()
+    (folder / ".msakit.lock").write_text(f"{os.getppid()} {os.uname().nodename}\n")
+    return folder
+
+
+@pytest.mark.parametrize("argv_of, status, pattern",
+                         [pytest.param(*case[1:], id=case[0]) for case in CASES])
+def test_hostile_input(world, locked_run, tmp_path, capsys, argv_of, status, pattern):
+    import re
+
+    case = tmp_path / "case"
+    case.mkdir()
+    argv = [a.replace("{case}", str(case)).replace("{locked}", str(locked_run))
+            for a in argv_of(world)]
+    inputs = [Path(a) for a in argv if os.path.isfile(a)]
+    digests = {p: _digest(p) for p in inputs}
+    before = _snapshot(world.root, case)
+    capsys.readouterr()
+    code = run_cli(argv)
+    out, err = capsys.readouterr()
+    assert code == status, err
+    assert "Traceback" not in out + err
+    line = one_error(err)
+    assert re.search(pattern, line), line
+    assert not world.marker.exists(), "a pickle payload ran"
+    assert _snapshot(world.root, case) == before, "something was written"
+    assert {p: _digest(p) for p in inputs} == digests
+
+
+def test_the_cases_cover_every_command():
+    from msakit.cli import build_parser
+
+    parser = build_parser()
+    commands = set(parser._subparsers._group_actions[0].choices) - {"demo"}
+    w = types.SimpleNamespace(**{f: Path("/x") for f in World.__dataclass_fields__})
+    w.evil = w.bad_ckpt = w.bad_runs = w.bad_adapters = {}
+    covered = set()
+    for case in CASES:
+        try:
+            covered.add(case[1](w)[0])
+        except (KeyError, TypeError):
+            covered.add(case[0].split("-")[0])
+    assert commands <= covered | {"pretrain-adapters"}, commands - covered
+    assert len(CASES) >= 60
+
+
+# --------------------------------------------------------------------------- the unpickler
+def _numpy1_pickle(obj, protocol: int) -> bytes:
+    """``obj`` pickled as NumPy 1.x writes it (``numpy.core.*`` module paths)."""
+    from numpy._core import multiarray, numeric
+
+    fakes = {}
+    for old, real in (("numpy.core.multiarray", multiarray), ("numpy.core.numeric", numeric)):
+        module = types.ModuleType(old)
+        for name in ("_reconstruct", "scalar", "_frombuffer"):
+            if hasattr(real, name):
+                fn = getattr(real, name)
+
+                def proxy(*args, _fn=fn):
+                    return _fn(*args)
+
+                proxy.__module__, proxy.__qualname__ = old, name
+                setattr(module, name, proxy)
+        fakes[old] = module
+
+    class Pickler(pickle.Pickler):
+        def reducer_override(self, o):
+            if isinstance(o, (np.ndarray, np.generic)) and not isinstance(o, np.ndarray) or (
+                type(o) is np.ndarray
+            ):
+                fn, args, *rest = o.__reduce_ex__(protocol)
+                mod = fakes.get(fn.__module__.replace("numpy._core", "numpy.core"))
+                if mod is not None and hasattr(mod, fn.__name__):
+                    return (getattr(mod, fn.__name__), args, *rest)
+            return NotImplemented
+
+    import io
+
+    saved = {k: sys.modules.get(k) for k in fakes}
+    sys.modules.update(fakes)
+    try:
+        buf = io.BytesIO()
+        Pickler(buf, protocol=protocol).dump(obj)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("protocol", range(6))
+@pytest.mark.parametrize("numpy_major", [1, 2])
+def test_genuine_feature_pickles_load(tmp_path, protocol, numpy_major):
+    """MMSA-style content (float arrays, object id arrays, lists, scalars, str) loads under
+    both NumPy module paths and every protocol."""
+    from msakit.data.mmsa import load_feature_file
+    from msakit.data.synthetic import make_synthetic
+
+    raw = make_synthetic("mosi", 3, 2, 2)
+    raw["train"]["raw_text"] = ["a b", "c", "d e f"]
+    raw["train"]["extra_scalar"] = np.float64(1.5)
+    blob = pickle.dumps(raw, protocol) if numpy_major == 2 else _numpy1_pickle(raw, protocol)
+    if numpy_major == 1:
+        assert b"numpy.core" in blob and b"numpy._core" not in blob
+    path = tmp_path / "f.pkl"
+    path.write_bytes(blob)
+    loaded = load_feature_file(path)
+    np.testing.assert_allclose(loaded.splits["train"].audio[:, :10],
+                               np.asarray(raw["train"]["audio"], np.float32)[:, :10])
+    assert list(loaded.splits["test"].ids) == [str(x) for x in raw["test"]["id"]]
+
+
+# --------------------------------------------------------------------------- real processes
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(SRC), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.mark.parametrize("delay", [0.3, 6.0])
+def test_ctrl_c_is_one_line(world, tmp_path, delay):
+    """Ctrl-C at start-up (imports) or during training: one line, status 130, no traceback."""
+    argv = [sys.executable, "-m", "msakit", *_train(world, out=str(tmp_path / "run"))]
+    argv[argv.index("--epochs") + 1] = "50"
+    proc = subprocess.Popen(argv, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert "Traceback" not in out + err, err
+    assert proc.returncode in (130, -signal.SIGINT), (proc.returncode, err)
+    if proc.returncode == 130:
+        assert "interrupted" in one_error(err)
+    assert not list((tmp_path).rglob("*.tmp"))
+
+
+def test_file_size_limit_keeps_the_previous_file(world, tmp_path):
+    """EFBIG (a full disk looks the same): one line, the previous predictions kept, no temp."""
+    out = tmp_path / "pred.csv"
+    out.write_text("previous good file\n")
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200)); "
+            "from msakit.cli import main; sys.exit(main(sys.argv[1:]))")
+    proc = subprocess.run([sys.executable, "-c", code, *_ck(world, "predict", "--out", str(out))],
+                          env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    assert "cannot write" in one_error(proc.stderr)
+    assert out.read_text() == "previous good file\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pred.csv"]
+
+
+def test_unexpected_exception_is_one_line_and_a_traceback_file(monkeypatch, capsys):
+    from msakit import api
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("boom")
+
+    monkeypatch.setattr(api, "evaluate", broken)
+    assert run_cli(["evaluate", "--checkpoint", "x", "--data", "y"]) == 1
+    line = one_error(capsys.readouterr().err)
+    assert "unexpected ZeroDivisionError: boom" in line
+    path = Path(line.rsplit("traceback in ", 1)[1].rstrip(")"))
+    assert "Traceback" in path.read_text() and "boom" in path.read_text()
+    path.unlink()
+
+
+def test_oserror_is_one_line(monkeypatch, capsys):
+    from msakit import api
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device", "/data/x")
+
+    monkeypatch.setattr(api, "evaluate", full)
+    assert run_cli(["evaluate", "--checkpoint", "x", "--data", "y"]) == 1
+    assert one_error(capsys.readouterr().err) == "error: /data/x: no space left on the device"
+
+
+# --------------------------------------------------------------------------- training failures
+def test_disk_full_during_training_leaves_no_temp_file(world, tmp_path, monkeypatch, capsys):
+    import errno
+
+    real_save = torch.save
+
+    def full_save(obj, f, *args, **kwargs):
+        real_save({"partial": torch.zeros(1000)}, f)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_save)
+    out = tmp_path / "run"
+    assert run_cli(_train(world, out=str(out))) == 2
+    line = one_error(capsys.readouterr().err)
+    assert "best.pt: no space left on the device" in line
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    assert not (out / "results.csv").exists()
+    assert not (out / ".msakit.lock").exists()
+
+
+def test_diverged_run_ends_cleanly_and_keeps_the_last_good_last_pt(world, tmp_path, monkeypatch,
+                                                                  capsys):
+    from msakit.models.clgsi import CLGSI
+    from msakit.training.trainer import Trainer
+
+    real = CLGSI.compute_loss
+    state = {}
+
+    def poisoned(self, output, batch, **kwargs):
+        losses = real(self, output, batch, **kwargs)
+        if self.training and state["trainer"].global_step >= state["steps"]:
+            losses = type(losses)(losses.loss * float("nan"), losses.task_loss,
+                                  losses.contrastive_loss)
+        return losses
+
+    real_prepare = Trainer.prepare
+
+    def prepare(self):
+        real_prepare(self)
+        state["trainer"], state["steps"] = self, len(self._plan(0))
+
+    monkeypatch.setattr(CLGSI, "compute_loss", poisoned)
+    monkeypatch.setattr(Trainer, "prepare", prepare)
+    out = tmp_path / "run"
+    argv = _train(world, out=str(out))
+    argv[argv.index("--epochs") + 1] = "3"
+    assert run_cli(argv) == 2
+    line = one_error(capsys.readouterr().err)
+    steps = state["steps"]
+    assert line == (f"error: training diverged at epoch 2, step {steps + 1} (loss nan); lower "
+                    "the learning rate")
+    last = torch.load(out / "seed-1" / "last.pt", weights_only=True)
+    assert last["epoch"] == 1 and last["global_step"] == steps
+    assert not (out / "results.csv").exists() and not (out / "seed-1" / "history.json").exists()
+
+
+def test_a_huge_learning_rate_diverges_with_one_line(world, tmp_path, capsys):
+    argv = _train(world, "--set", "lr=1e30", out=str(tmp_path / "run"))
+    argv[argv.index("--epochs") + 1] = "3"
+    assert run_cli(argv) == 2
+    line = one_error(capsys.readouterr().err)
+    assert line.startswith("error: training diverged at epoch ") and "lower the learning" in line
+    assert not (tmp_path / "run" / "results.csv").exists()
+
+
+# --------------------------------------------------------------------------- run folders
+def test_overwrite_replaces_and_a_stale_lock_is_taken_over(world, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(world.run, out)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (out / ".msakit.lock").write_text(f"{dead.pid} {os.uname().nodename}\n")
+    assert run_cli(_train(world, "--seeds", "2", "--overwrite", out=str(out))) == 0
+    err = capsys.readouterr().err
+    assert f"taking over the lock of process {dead.pid}" in err
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["seed"] for r in rows] == ["2", "mean", "std"]
+    assert set(rows[-1].values()) == {"std", ""}  # one seed: the std row is blank
+    assert not (out / "seed-1").exists() and not (out / ".msakit.lock").exists()
+
+
+def test_log_steps_keeps_every_seed(world, tmp_path, capsys):
+    log = tmp_path / "steps.jsonl"
+    out = tmp_path / "run"
+    argv = _train(world, "--log-steps", str(log), out=str(out))
+    argv[argv.index("--seeds") + 1:argv.index("--seeds") + 2] = ["1", "2"]
+    assert run_cli(argv) == 0
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert {line["seed"] for line in lines} == {1, 2}
+    steps = len([line for line in lines if line["seed"] == 1])
+    assert steps > 0 and len(lines) == 2 * steps
+    # a resume of the finished run keeps them all
+    assert run_cli([*argv, "--resume"]) == 0
+    assert [json.loads(line) for line in log.read_text().splitlines()] == lines
+
+
+# --------------------------------------------------------------------------- the newcomer's CLI
+def test_msakit_alone_prints_usage_and_commands(capsys):
+    assert run_cli([]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: msakit") and "train" in out and "evaluate" in out
+
+
+def test_version(capsys):
+    from msakit import __version__
+
+    assert run_cli(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"msakit {__version__}"
+
+
+@pytest.mark.parametrize("command", ["train", "synth", "plot weights", "report", "tune"])
+def test_help_shows_defaults(command, capsys):
+    assert run_cli([*command.split(), "--help"]) == 0
+    assert "(default: " in capsys.readouterr().out
+
+
+def test_evaluate_takes_a_run_folder_and_predictions_have_6_digits(world, tmp_path, capsys):
+    assert run_cli(["evaluate", "--checkpoint", str(world.run), "--data", str(world.data)]) == 0
+    from_folder = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert run_cli(["evaluate", "--checkpoint", str(world.ckpt), "--data", str(world.data)]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1]) == from_folder
+    out = tmp_path / "p.csv"
+    assert run_cli(["predict", "--checkpoint", str(world.run), "--data", str(world.data),
+                    "--out", str(out)]) == 0
+    with open(out) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 8
+    for row in rows:
+        digits = row["prediction"].lstrip("-").replace(".", "").split("e")[0].lstrip("0")
+        assert len(digits) <= 6, row
+
+
+def test_synth_npz_is_an_npz(tmp_path, capsys):
+    out = tmp_path / "s.npz"
+    assert run_cli(["synth", "--like", "sims", "--n", "3", "2", "2", "--out", str(out)]) == 0
+    assert out.read_bytes()[:4] == b"PK\x03\x04"
+    from msakit.data.mmsa import load_feature_file
+
+    assert len(load_feature_file(out).splits["train"]) == 3
+
+
+def test_training_without_a_terminal_prints_one_line_per_epoch(world, tmp_path, capsys):
+    argv = [a for a in _train(world, out=str(tmp_path / "run")) if a != "--quiet"]
+    argv[argv.index("--epochs") + 1] = "2"
+    assert run_cli(argv) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if " epoch " in line]
+    assert [line.split(":")[0] for line in lines] == ["seed 1 epoch 1/2", "seed 1 epoch 2/2"]
+    assert all("valid MAE" in line and line.endswith(" s") for line in lines)
