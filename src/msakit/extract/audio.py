@@ -1,8 +1,9 @@
 """Frame-level audio descriptors every 10 ms (100 frames per second) of 16 kHz mono audio.
 
-* ``egemaps`` (default): openSMILE's eGeMAPSv02 low-level descriptors, 25 per frame (loudness,
-  F0 in semitones, jitter, shimmer, HNR, formants F1-F3 with bandwidths and levels, alpha ratio,
-  Hammarberg index, spectral slopes, MFCC 1-4, spectral flux, harmonic differences);
+* ``egemaps`` (default): openSMILE's eGeMAPSv02 low-level descriptors, 25 per frame, in
+  openSMILE's order: loudness, alpha ratio, Hammarberg index, spectral slopes 0-500 and
+  500-1500 Hz, spectral flux, MFCC 1-4, F0 (semitones from 27.5 Hz; 0 when unvoiced), jitter,
+  shimmer, HNR, H1-H2, H1-A3, and formants F1-F3 (frequency, bandwidth, relative level);
 * ``compare``: openSMILE's ComParE 2016 low-level descriptors, 65 per frame;
 * ``mfcc``: librosa's 13 MFCCs (25 ms window) with their first and second deltas, 39 per frame.
 

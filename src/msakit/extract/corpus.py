@@ -52,6 +52,7 @@ class Clip:
     text: str | None
     label: float | None
     split: str
+    given: str = ""  # the video path as the CSV gives it
 
 
 @dataclass
@@ -138,11 +139,9 @@ def read_clips(
                 raise MsakitError(f"{path}: line {line} (id '{clip_id}'): label is {label_text}")
         split = (cell("split") or "").lower()
         if "split" in col and split not in SPLITS:
-            raise MsakitError(
-                f"{path}: line {line} (id '{clip_id}'): split {split or '(empty)'!r} is not "
-                "train, valid or test"
-            )
-        clips.append(Clip(n, clip_id, str(base / video), text, label, split))
+            what = f"split {split!r} is not train, valid or test" if split else "no split"
+            raise MsakitError(f"{path}: line {line} (id '{clip_id}'): {what}")
+        clips.append(Clip(n, clip_id, str(base / video), text, label, split, video))
     if not clips:
         raise MsakitError(f"{path}: no clips below the header")
     labelled = [c.label is not None for c in clips]
@@ -360,15 +359,22 @@ def extract_corpus(
         "asr": [c.id for c in kept if done[c.id].from_asr],
         "failures": len(failures),
     }
+    # Every split is padded to the same lengths (the longest clip of the corpus, or the cap).
+    pad_to = (
+        _padded_length([done[c.id].audio for c in kept], settings.max_audio_frames),
+        _padded_length([done[c.id].vision for c in kept], settings.max_vision_frames),
+    )
     content = {
-        s: build_split([c for c in kept if c.split == s], done, tokenizer, settings, labelled)
+        s: build_split([c for c in kept if c.split == s], done, tokenizer, settings, labelled,
+                       pad_to)
         for s in SPLITS
     }
     write_features(out, content, record)
-    write_failures(out, [(c.id, c.video, reason) for c, reason in failures])
+    listed = [(c.id, c.given or c.video, reason) for c, reason in failures]
+    write_failures(out, listed)
     return ExtractResult(
         out=out, extracted=len(todo) - len(failures), cached=cached_count,
-        failures=[(c.id, c.video, r) for c, r in failures], counts=counts, asr=record["asr"],
+        failures=listed, counts=counts, asr=record["asr"],
     )
 
 
@@ -420,6 +426,11 @@ def build_split(clips: list[Clip], features: dict[str, ClipFeatures], tokenizer,
     if labelled:
         out["regression_labels"] = np.array([c.label for c in clips], dtype=np.float32)
     return out
+
+
+def _padded_length(seqs: list[np.ndarray], cap: int | None) -> int:
+    longest = max((len(x) for x in seqs), default=0)
+    return max(1, longest if cap is None else min(longest, cap))
 
 
 def _pad(seqs: list[np.ndarray], dim: int, cap: int | None, length: int | None):

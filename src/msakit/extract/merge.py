@@ -76,6 +76,9 @@ def merge(parts: list[str | os.PathLike[str]], out: str | os.PathLike[str]) -> d
                 if str(clip_id) in seen:
                     raise MsakitError(f"{part}: clip '{clip_id}' is also in {seen[str(clip_id)]}")
                 seen[str(clip_id)] = str(part)
+    # The longest sequences over all parts and splits: every split is padded to them.
+    longest = {key: max(c[s][key].shape[1] for c in contents for s in SPLITS if s in c)
+               for key in _SEQUENCES}
     for split in SPLITS:
         pieces = [c[split] for c in contents if split in c and len(c[split].get("id", [])) > 0]
         split_rows = [row for r in records for row in r["rows"][split]]
@@ -86,7 +89,7 @@ def merge(parts: list[str | os.PathLike[str]], out: str | os.PathLike[str]) -> d
         for key in pieces[0]:
             arrays = [p[key] for p in pieces]
             if key in _SEQUENCES:
-                length = max(a.shape[1] for a in arrays)
+                length = longest[key]
                 arrays = [np.pad(a, ((0, 0), (0, length - a.shape[1]), (0, 0))) for a in arrays]
             joined[key] = np.concatenate(arrays)[order]
         merged[split] = joined

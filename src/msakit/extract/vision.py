@@ -48,7 +48,8 @@ from msakit.extract.media import ClipError
 CROP = 64
 HOG_CELLS, HOG_BINS = 4, 9
 LBP_CELLS, LBP_BINS = 2, 10
-OPENCV_DIM = 6 + 1 + 1 + 1 + 9 + 6 + HOG_CELLS * HOG_CELLS * HOG_BINS + LBP_CELLS * LBP_CELLS * LBP_BINS
+GEOMETRY_DIM = 6 + 1 + 1 + 1 + 9 + 6  # box, score, faces, brightness, eyes, smile
+OPENCV_DIM = GEOMETRY_DIM + HOG_CELLS * HOG_CELLS * HOG_BINS + LBP_CELLS * LBP_CELLS * LBP_BINS
 
 _GAZE = [f"gaze_{e}_{a}" for e in (0, 1) for a in "xyz"] + ["gaze_angle_x", "gaze_angle_y"]
 _POSE = ["pose_Tx", "pose_Ty", "pose_Tz", "pose_Rx", "pose_Ry", "pose_Rz"]
