@@ -25,6 +25,7 @@ import os
 import re
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -390,9 +391,16 @@ def _run(todo: list[Clip], cache: str, fingerprint: str, settings: ExtractorSett
     initargs = (settings, None if openface_dir is None else str(openface_dir))
     with ProcessPoolExecutor(max_workers=workers, mp_context=context,
                              initializer=_init_worker, initargs=initargs) as pool:
-        futures = [pool.submit(_work, clip, cache, fingerprint) for clip in todo]
+        futures = {pool.submit(_work, clip, cache, fingerprint): clip for clip in todo}
         for future in as_completed(futures):
-            yield future.result()
+            try:
+                result = future.result()
+            except BrokenProcessPool:
+                raise MsakitError(
+                    f"a worker process died (clip '{futures[future].id}' or one beside it); the "
+                    "clips done so far are cached: run the same command with --resume"
+                ) from None
+            yield result
 
 
 def _progress(total: int, initial: int, enabled: bool):
