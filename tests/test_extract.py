@@ -398,7 +398,7 @@ def test_extract_train_predict_a_new_clip(tmp_path, tiny_bert_with_tokenizer, ca
     root = tmp_path / "corpus"
     clips = make_corpus(root, n=12, bad=False)
     data = tmp_path / "features.npz"
-    assert run_cli(["extract", str(clips), "--out", str(data), "--quiet", "--workers", "2",
+    assert run_cli(["extract", str(clips), "--out", str(data), "--quiet",
                     "--text-encoder", str(tiny_bert_with_tokenizer)]) == 0
     run = tmp_path / "run"
     assert run_cli(["train", "--model", "clgsi", "--dataset", "mosi", "--data", str(data),
@@ -442,6 +442,15 @@ def test_extract_train_predict_a_new_clip(tmp_path, tiny_bert_with_tokenizer, ca
                     "--text", "x"]) == 2
     line = error_line(capsys.readouterr().err)
     assert "would not match" in line and "msakit extract" in line
+    # evaluate / predict --data: only on features of the same extractor settings.
+    assert run_cli(["evaluate", "--checkpoint", str(best), "--data", str(data)]) == 0
+    other = tmp_path / "other.npz"
+    assert run_cli(["extract", str(clips), "--out", str(other), "--quiet", "--fps", "5",
+                    "--text-encoder", str(tiny_bert_with_tokenizer)]) == 0
+    capsys.readouterr()
+    assert run_cli(["evaluate", "--checkpoint", str(best), "--data", str(other)]) == 2
+    line = error_line(capsys.readouterr().err)
+    assert "at 5 fps" in line and "at 10 fps" in line and "does not apply" in line
     # --video and --data are two different routes.
     assert run_cli(["predict", "--checkpoint", str(best)]) == 2
     assert "--data is required" in error_line(capsys.readouterr().err)
