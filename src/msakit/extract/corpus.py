@@ -205,12 +205,14 @@ def _init_worker(settings: ExtractorSettings, openface_dir: str | None) -> None:
 def extract_clip(clip_id: str, video: str, text: str | None) -> ClipFeatures:
     """Features of one clip with the worker's extractors (:func:`_init_worker` first)."""
     from msakit.extract.media import decode
-    from msakit.extract.vision import OpenFaceReader, face_sequence
+    from msakit.extract.vision import OpenFaceReader, stack_faces
 
     settings: ExtractorSettings = _WORKER["settings"]
     vision_source = _WORKER["vision"]
     openface = isinstance(vision_source, OpenFaceReader)
-    media = decode(video, settings.fps, need_frames=not openface)
+    # Faces are described frame by frame while decoding: no frame is kept.
+    media = decode(video, settings.fps, need_frames=not openface,
+                   on_frame=None if openface else vision_source)
     try:
         audio = _WORKER["audio"](media.audio)
     except Exception as exc:  # openSMILE / librosa on odd audio
@@ -218,7 +220,7 @@ def extract_clip(clip_id: str, video: str, text: str | None) -> ClipFeatures:
     if openface:
         vision = vision_source.read(vision_source.find(clip_id, video), settings.fps)
     else:
-        vision = face_sequence(vision_source, media.frames)
+        vision = stack_faces(media.frames, vision_source.dim)
     from_asr = False
     if text is None:
         text = _WORKER["asr"](media.audio)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -20,15 +22,24 @@ class ClipError(Exception):
 class Media:
     audio: np.ndarray
     """(samples,) float32 in [-1, 1], mono, :data:`SAMPLE_RATE` Hz."""
-    frames: list[np.ndarray]
-    """RGB uint8 (H, W, 3) frames, one per 1/fps interval that holds a video frame."""
+    frames: list[Any]
+    """One entry per 1/fps interval that holds a video frame: the RGB uint8 (H, W, 3) frame,
+    or what ``on_frame`` made of it."""
     times: list[float]
     """Presentation time (s) of every kept frame."""
 
 
-def decode(path: str, fps: float, *, need_frames: bool = True) -> Media:
+def decode(
+    path: str,
+    fps: float,
+    *,
+    need_frames: bool = True,
+    on_frame: Callable[[np.ndarray], Any] | None = None,
+) -> Media:
     """Decode ``path``: the first audio track resampled to 16 kHz mono, and at most one frame per
     ``1/fps`` interval of the first video track (the first frame that falls in the interval).
+    With ``on_frame``, each kept frame is passed to it as it is decoded and only its result is
+    kept (a long video's frames never sit in memory together).
 
     Raises :class:`ClipError` with a short reason when the file cannot be decoded or lacks an
     audio track (or a video track, when ``need_frames``).
@@ -54,7 +65,7 @@ def decode(path: str, fps: float, *, need_frames: bool = True) -> Media:
     if need_frames:
         try:
             with av.open(path) as container:
-                frames, times = _decode_frames(container, fps)
+                frames, times = _decode_frames(container, fps, on_frame)
         except Exception as exc:
             raise ClipError(f"cannot decode the video: {_reason(exc)}") from None
     if audio.size == 0:
@@ -81,7 +92,7 @@ def _decode_audio(av, container) -> np.ndarray:
     return np.concatenate(chunks).astype(np.float32, copy=False)
 
 
-def _decode_frames(container, fps: float) -> tuple[list[np.ndarray], list[float]]:
+def _decode_frames(container, fps: float, on_frame) -> tuple[list[Any], list[float]]:
     stream = container.streams.video[0]
     frames, times = [], []
     last_slot = -1
@@ -99,6 +110,7 @@ def _decode_frames(container, fps: float) -> tuple[list[np.ndarray], list[float]
         if slot <= last_slot:
             continue
         last_slot = slot
-        frames.append(frame.to_ndarray(format="rgb24"))
+        image = frame.to_ndarray(format="rgb24")
+        frames.append(image if on_frame is None else on_frame(image))
         times.append(t)
     return frames, times

@@ -215,10 +215,13 @@ def _lbp(crop: np.ndarray) -> np.ndarray:
 
 def face_sequence(extractor: FaceExtractor, frames: list[np.ndarray]) -> np.ndarray:
     """(faces, dim) float32: the vectors of the frames with a face, in time order."""
-    vectors = [v for v in (extractor(f) for f in frames) if v is not None]
-    if not vectors:
-        return np.zeros((0, extractor.dim), dtype=np.float32)
-    return np.stack(vectors)
+    return stack_faces([extractor(f) for f in frames], extractor.dim)
+
+
+def stack_faces(vectors: list[np.ndarray | None], dim: int) -> np.ndarray:
+    """(faces, dim) float32 from per-frame vectors, frames without a face (None) left out."""
+    kept = [v for v in vectors if v is not None]
+    return np.stack(kept) if kept else np.zeros((0, dim), dtype=np.float32)
 
 
 class OpenFaceReader:
