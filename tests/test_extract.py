@@ -192,8 +192,11 @@ def test_extract_writes_an_mmsa_file_and_lists_the_broken_clip(extracted, capsys
     assert list(raw["train"]["raw_text"]) == [f"clip number {i}" for i in range(4)]
     assert not raw["train"]["text_from_asr"].any()
     record = metadata(out)
-    assert record["settings"]["audio"] == {"features": "egemaps", "dim": 25, "sample_rate": 16000,
-                                           "frame_rate": 100, "max_frames": None}
+    audio = record["settings"]["audio"]
+    assert "eGeMAPSv02" in audio.pop("method")
+    assert audio == {"features": "egemaps", "dim": 25, "sample_rate": 16000, "frame_rate": 100,
+                     "max_frames": None}
+    assert "haarcascade_frontalface_default" in record["settings"]["vision"]["method"]
     assert record["settings"]["vision"]["features"] == "opencv"
     assert record["settings"]["vision"]["fps"] == 10.0
     assert record["settings"]["text"]["encoder"] == "packaged:all-MiniLM-L6-v2"

@@ -34,6 +34,21 @@ VISION_FEATURES = ("opencv", "openface")
 ASR_ENGINES = ("pocketsphinx",)
 
 
+_AUDIO_METHODS = {
+    "egemaps": "openSMILE eGeMAPSv02 low-level descriptors (msakit.extract.audio)",
+    "compare": "openSMILE ComParE_2016 low-level descriptors (msakit.extract.audio)",
+    "mfcc": "librosa 13 MFCC (25 ms window, 10 ms hop) + delta + delta-delta "
+            "(msakit.extract.audio)",
+}
+_VISION_METHODS = {
+    "opencv": "largest face of OpenCV haarcascade_frontalface_default (scale 1.1, 5 neighbours); "
+              "haarcascade_eye, haarcascade_smile; HOG 4x4x9 and LBP riu2 2x2x10 of the aligned "
+              "64x64 crop (msakit.extract.vision)",
+    "openface": "OpenFace 2.0 FeatureExtraction CSV columns OPENFACE_COLUMNS "
+                "(msakit.extract.vision)",
+}
+
+
 @dataclass(frozen=True)
 class ExtractorSettings:
     audio_features: str = "egemaps"
@@ -76,9 +91,11 @@ class ExtractorSettings:
         return {
             "format": FORMAT,
             "audio": {"features": self.audio_features, "dim": self.audio_dim,
+                      "method": _AUDIO_METHODS[self.audio_features],
                       "sample_rate": SAMPLE_RATE, "frame_rate": FRAME_RATE,
                       "max_frames": self.max_audio_frames},
             "vision": {"features": self.vision_features, "dim": self.vision_dim,
+                       "method": _VISION_METHODS[self.vision_features],
                        "fps": float(self.fps), "max_frames": self.max_vision_frames},
             "text": {"encoder": self.text_encoder, "max_length": self.max_length,
                      "vocab_size": vocab_size, "asr": self.asr},
