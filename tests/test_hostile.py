@@ -77,6 +77,7 @@ class World:
     bad_ckpt: dict[str, Path]
     bad_runs: dict[str, Path]
     bad_adapters: dict[str, Path]
+    clips: Path  # a clips CSV for extract
 
 
 @pytest.fixture(scope="module")
@@ -170,12 +171,14 @@ def world(tmp_path_factory, tiny_bert, tiny_bert_12) -> World:
             "format": "msakit-adapters-1", "model": {}, "encoders": {}, "adapter_signature": "x",
             "text_encoder_config": {}, "text_encoder_fingerprint": "x"}),
     }
+    clips = root / "clips.csv"
+    clips.write_text("id,video,label\nc1,no_such_video.mp4,1.0\n")
     (root / "link.npz").symlink_to(data)
     (root / "a_folder").mkdir()
     return World(root=root, marker=marker, bert=tiny_bert, bert12=tiny_bert_12, data=data,
                  pkl=pkl, sims=sims, label40=label40, one_train=one_train, garbage=garbage,
                  empty=empty, run=run, ckpt=ckpt, evil=evil, bad_ckpt=bad_ckpt,
-                 bad_runs=bad_runs, bad_adapters=bad_adapters)
+                 bad_runs=bad_runs, bad_adapters=bad_adapters, clips=clips)
 
 
 def _snapshot(*roots: Path) -> dict[str, tuple[int, int]]:
@@ -208,6 +211,13 @@ def _train(w: World, *extra: str, data: Path | None = None, model: str = "clgsi"
     return ["train", "--model", model, "--dataset", dataset, "--data", str(data or w.data),
             "--text-encoder", str(bert), "--seeds", "1", "--epochs", "1", "--batch", "8",
             "--out", out, "--quiet", *extra]
+
+
+def _import(w: World, *extra: str, weights: Path | None = None, model: str = "clgsi",
+            out: str = "{case}/c.pt") -> list[str]:
+    return ["import-weights", "--from", "clgsi-authors", "--model", model, "--dataset", "mosi",
+            "--weights", str(weights or w.ckpt), "--data", str(w.data), "--text-encoder",
+            str(w.bert), "--out", out, *extra]
 
 
 def _ck(w: World, command: str, *extra: str, data: Path | None = None,
@@ -400,6 +410,35 @@ CASES = [
     ("bad-choice", lambda w: ["train", "--model", "nope", "--dataset", "mosi", "--data", "x"], 2,
      "invalid choice"),
     ("unknown-command", lambda w: ["frobnicate"], 2, "invalid choice"),
+    # ---- import-weights, extract, merge
+    ("import-weights-pickle-payload", lambda w: _import(w, weights=w.evil["pt_p2"]), 2,
+     "not a readable state dict"),
+    ("import-weights-garbage", lambda w: _import(w, weights=w.garbage), 2,
+     "not a readable state dict"),
+    ("import-weights-out-is-data", lambda w: _import(w, out=str(w.data)), 2, "also an input"),
+    ("import-weights-out-is-weights", lambda w: _import(w, out=str(w.ckpt)), 2, "also an input"),
+    ("import-weights-not-the-authors-state", lambda w: _import(w), 2, "best.pt"),
+    ("import-weights-wrong-model", lambda w: _import(w, model="conki"), 2, "holds clgsi"),
+    ("import-weights-missing-weights", lambda w: _import(w, weights=w.root / "nope.pth"), 2,
+     "does not exist"),
+    ("extract-missing-csv", lambda w: ["extract", "{case}/nope.csv", "--out", "{case}/x.npz"], 2,
+     "nope.csv"),
+    ("extract-out-is-csv", lambda w: ["extract", str(w.clips), "--out", str(w.clips)], 2,
+     "overwrite the clips CSV"),
+    ("extract-pickle-as-csv", lambda w: ["extract", str(w.evil["csv_p5"]), "--out",
+                                         "{case}/x.npz"], 2, "evil5.csv"),
+    ("extract-bad-vision", lambda w: ["extract", str(w.clips), "--out", "{case}/x.npz",
+                                      "--vision-features", "dlib"], 2, "vision-features"),
+    ("extract-no-workers", lambda w: ["extract", str(w.clips), "--out", "{case}/x.npz",
+                                      "--workers", "0"], 2, "workers"),
+    ("merge-pickle-named-npz", lambda w: ["merge", str(w.evil["npz_p4"]), "--out",
+                                          "{case}/m.npz"], 2, "not an npz"),
+    ("merge-out-is-part", lambda w: ["merge", str(w.data), "--out", str(w.data)], 2,
+     "overwrite one of the parts"),
+    ("merge-not-extracted", lambda w: ["merge", str(w.data), "--out", "{case}/m.npz"], 2,
+     "msakit extract"),
+    ("merge-missing-part", lambda w: ["merge", "{case}/nope.npz", "--out", "{case}/m.npz"], 2,
+     "no such file"),
 ]
 
 

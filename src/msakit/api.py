@@ -425,7 +425,26 @@ def _split_for(ckpt: LoadedCheckpoint, data: str | os.PathLike, split: str) -> S
         )
     check_dataset(features, ckpt.config.dataset, f"the checkpoint's data set "
                   f"({ckpt.config.dataset})")
+    _check_same_extractor(ckpt, data)
     return features.splits[split]
+
+
+def _check_same_extractor(ckpt: LoadedCheckpoint, data: str | os.PathLike) -> None:
+    """Features from `msakit extract` must come from the extractor settings the model saw."""
+    from msakit.extract.settings import describe, read_metadata
+
+    trained = ckpt.state.get("extractor")
+    given = read_metadata(data)
+    if trained is None and given is None:
+        return
+    if trained is None or given is None or trained["settings"] != given["settings"]:
+        def what(record: dict[str, Any] | None) -> str:
+            return describe(record["settings"]) if record else "not from msakit extract"
+
+        raise MsakitError(
+            f"{data}: its features ({what(given)}) are not those the checkpoint was trained on "
+            f"({what(trained)}); the model does not apply to them"
+        )
 
 
 def evaluate(

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
+from msakit.errors import MsakitError
 from msakit.files import check_distinct_output
 from msakit.guard import run_guarded
 
@@ -141,6 +142,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from msakit import api
 
+    if args.video is not None:
+        return _predict_video(args)
+    if args.data is None or args.out is None:
+        missing = "--data" if args.data is None else "--out"
+        raise MsakitError(f"msakit predict: {missing} is required (or --video CLIP)")
     check_distinct_output(args.out, [args.data, args.checkpoint])
     rows = api.predict(args.checkpoint, args.data, args.split, args.out)
     print(f"wrote {len(rows)} predictions to {args.out}")
@@ -257,6 +263,65 @@ def _import_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("extract")
+def _extract(args: argparse.Namespace) -> int:
+    from msakit.extract.corpus import extract_corpus, failures_path, parse_shard
+    from msakit.extract.settings import ExtractorSettings
+
+    vision = args.vision_features or ["opencv"]
+    if vision[0] not in ("opencv", "openface") or (vision[0] == "openface") != (len(vision) == 2) \
+            or len(vision) > 2:
+        raise MsakitError("msakit extract: --vision-features takes 'opencv' or 'openface DIR'")
+    settings = ExtractorSettings(
+        audio_features=args.audio_features,
+        vision_features=vision[0],
+        fps=args.fps,
+        text_encoder=args.text_encoder,
+        max_length=args.max_length,
+        asr=args.asr,
+        max_audio_frames=args.max_audio_frames,
+        max_vision_frames=args.max_vision_frames,
+    )
+    result = extract_corpus(
+        args.clips, args.out, settings,
+        openface_dir=vision[1] if len(vision) == 2 else None,
+        split_ratio=tuple(args.split_ratio) if args.split_ratio else None,
+        seed=args.seed, workers=args.workers, resume=args.resume,
+        shard=parse_shard(args.shard) if args.shard else None,
+        progress=not args.quiet,
+    )
+    sizes = " / ".join(str(result.counts[s]) for s in ("train", "valid", "test"))
+    print(f"wrote {result.out} ({sizes} train/valid/test clips; {result.extracted} extracted, "
+          f"{result.cached} from the cache, {len(result.asr)} texts from ASR)")
+    if result.failures:
+        print(f"{len(result.failures)} clip(s) failed, listed in {failures_path(result.out)}",
+              file=sys.stderr)
+    return min(len(result.failures), 99)
+
+
+@command("merge")
+def _merge(args: argparse.Namespace) -> int:
+    from msakit.extract.merge import merge
+
+    counts = merge(args.parts, args.out)
+    sizes = " / ".join(str(counts[s]) for s in ("train", "valid", "test"))
+    print(f"wrote {args.out} ({sizes} train/valid/test clips from {len(args.parts)} parts)")
+    return 0
+
+
+def _predict_video(args: argparse.Namespace) -> int:
+    from msakit.extract.predict import predict_video
+
+    if args.data is not None or args.out is not None:
+        raise MsakitError("msakit predict: --video predicts one clip; leave out --data and --out")
+    result = predict_video(args.checkpoint, args.video, args.text, openface_csv=args.openface_csv)
+    source = "speech recognition" if result.from_asr else "--text"
+    print(f"text ({source}): {result.text!r}; {result.audio_frames} audio frames, "
+          f"{result.face_frames} frames with a face")
+    print(f"sentiment intensity: {result.prediction:+.3f}")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     from msakit import __version__
@@ -291,13 +356,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["train", "valid", "test"],
                    help="which split")
 
-    p = sub.add_parser("predict", help="write a checkpoint's predictions as CSV")
+    p = sub.add_parser("predict", help="a checkpoint's predictions: a split as CSV, or one video")
     p.add_argument("--checkpoint", required=True,
                    help="best.pt, or a run folder with one seed-S/best.pt")
-    p.add_argument("--data", required=True, help="MMSA feature file (.pkl or .npz)")
+    p.add_argument("--data", help="MMSA feature file (.pkl or .npz); required unless --video")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"],
                    help="which split")
-    p.add_argument("--out", required=True, help="output CSV (id, prediction, label)")
+    p.add_argument("--out", help="output CSV (id, prediction, label); required with --data")
+    _add_predict_video_arguments(p)
 
     p = sub.add_parser("convert", help="rewrite a pickle feature file as code-free npz")
     p.add_argument("file", help="MMSA feature pickle")
@@ -442,12 +508,55 @@ def _add_import_weights_parser(sub: argparse._SubParsersAction) -> None:
                    help="a setting of the reference that differs from the preset")
 
 
+def _add_predict_video_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--video", help="predict one video clip with the checkpoint's extractor "
+                   "(checkpoints trained on 'msakit extract' files)")
+    p.add_argument("--text", help="the clip's transcript (default: pocketsphinx ASR, English)")
+    p.add_argument("--openface-csv", help="OpenFace 2.0 CSV of the clip (checkpoints trained on "
+                   "--vision-features openface)")
+
+
+def _add_extract_parsers(sub: argparse._SubParsersAction) -> None:
+    from msakit.encoders.text import DEFAULT_TEXT_ENCODER
+
+    p = sub.add_parser("extract", help="features of your own videos -> an MMSA feature file")
+    p.add_argument("clips", metavar="CLIPS.csv",
+                   help="id,video[,text][,label][,split]; video paths relative to the CSV")
+    p.add_argument("--out", required=True, help="output .npz (code-free MMSA layout)")
+    p.add_argument("--audio-features", default="egemaps", choices=["egemaps", "compare", "mfcc"],
+                   help="openSMILE eGeMAPSv02 (25) or ComParE 2016 (65) LLDs, or librosa MFCCs "
+                   "with deltas (39); 100 frames/s")
+    p.add_argument("--vision-features", nargs="+", metavar="KIND",
+                   help="'opencv' (default: Haar cascades, HOG, LBP) or 'openface DIR' "
+                   "(OpenFace 2.0 CSVs named ID.csv)")
+    p.add_argument("--fps", type=float, default=10.0, help="video frames sampled per second")
+    p.add_argument("--text-encoder", default=DEFAULT_TEXT_ENCODER,
+                   help="whose tokenizer writes text_bert (default: the packaged MiniLM)")
+    p.add_argument("--max-length", type=int, default=50, help="tokens per text, with CLS/SEP")
+    p.add_argument("--asr", choices=["pocketsphinx"],
+                   help="transcribe clips without text (offline, English)")
+    p.add_argument("--split-ratio", type=float, nargs=3, metavar=("TRAIN", "VALID", "TEST"),
+                   help="random splits for a CSV without a split column (default 0.8 0.1 0.1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of --split-ratio")
+    p.add_argument("--max-audio-frames", type=int, help="cut longer audio sequences")
+    p.add_argument("--max-vision-frames", type=int, help="cut longer vision sequences")
+    p.add_argument("--workers", type=int, default=1, help="extraction processes")
+    p.add_argument("--resume", action="store_true", help="skip clips cached in OUT.cache/")
+    p.add_argument("--shard", metavar="I/N", help="extract rows I, I+N, ... only (msakit merge)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("merge", help="join 'msakit extract --shard' parts into one file")
+    p.add_argument("parts", nargs="+", metavar="PART", help="files from extract --shard i/n")
+    p.add_argument("--out", required=True, help="output .npz")
+
+
 _EXTRA_PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_pretrain_adapters_parser,
     _add_report_parser,
     _add_plot_parser,
     _add_tune_parser,
     _add_import_weights_parser,
+    _add_extract_parsers,
 ]
 
 

@@ -21,6 +21,7 @@ from msakit.config.presets import preset
 from msakit.data.mmsa import load_feature_file
 from msakit.encoders.text import text_encoder_config, text_encoder_from_config
 from msakit.errors import MsakitError
+from msakit.files import check_distinct_output
 from msakit.models.base import Dims
 from msakit.models.import_weights import SOURCES, load_reference_state
 from msakit.training.inputs import build_model, check_output_folder
@@ -69,6 +70,7 @@ def import_weights(
     weights, out = Path(weights), Path(out)
     if not weights.is_file():
         raise MsakitError(f"weights file {weights} does not exist")
+    check_distinct_output(out, [weights, data, text_encoder])
     check_output_folder(out.parent if str(out.parent) else Path("."))
 
     config = src.configure(preset(model, dataset))

@@ -40,7 +40,10 @@ def is_zip(head: bytes) -> bool:
 
 
 def save_npz(
-    splits: Mapping[str, Mapping[str, Any]] | FeatureFile, path: str | os.PathLike[str]
+    splits: Mapping[str, Mapping[str, Any]] | FeatureFile,
+    path: str | os.PathLike[str],
+    *,
+    extra: Mapping[str, np.ndarray] | None = None,
 ) -> Path:
     """Write feature-file content to ``path`` as one code-free ``.npz`` archive.
 
@@ -48,7 +51,9 @@ def save_npz(
     content of an MMSA pickle) or a loaded :class:`~msakit.data.FeatureFile`. Every value is
     stored as a plain array (see the module docstring); the file is written to a temporary name
     first and renamed, so an interrupted write never leaves a half-written ``path``. The name is
-    used as given (numpy's habit of appending ``.npz`` is avoided). Returns the path written.
+    used as given (numpy's habit of appending ``.npz`` is avoided). ``extra`` entries (names
+    without ``"/"``, plain arrays such as a JSON string) are stored beside the splits; readers
+    skip them (see :mod:`msakit.extract.settings`). Returns the path written.
     """
     path = Path(path)
     if hasattr(splits, "splits") and hasattr(splits, "path"):
@@ -56,6 +61,10 @@ def save_npz(
     if not isinstance(splits, Mapping):
         raise MsakitError(f"{path}: expected a dict of splits, got {type(splits).__name__}")
     arrays: dict[str, np.ndarray] = {FORMAT_KEY: np.array(FORMAT_VERSION)}
+    for name, value in (extra or {}).items():
+        if "/" in name or name == FORMAT_KEY:
+            raise MsakitError(f"{path}: extra entry name {name!r} cannot be stored")
+        arrays[name] = _code_free_array(value, path, "-", name)
     for split, content in splits.items():
         if not isinstance(split, str) or "/" in split or split == FORMAT_KEY:
             raise MsakitError(f"{path}: split name {split!r} cannot be stored")

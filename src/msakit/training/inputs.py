@@ -38,7 +38,9 @@ class RunInputs:
     dims: Dims
     checkpoint_extra: dict[str, Any]
     """Stored beside the weights in every checkpoint: the configuration, the feature dims, the
-    text encoder's architecture and the checkpoint ``format``."""
+    text encoder's architecture and the checkpoint ``format``; for a file written by
+    ``msakit extract`` also its extractor record (``extractor``, see
+    :mod:`msakit.extract.settings`), which ``predict --video`` follows."""
 
 
 def check_output_folder(out: Path) -> None:
@@ -93,6 +95,11 @@ def prepare_run(
         "text_encoder_config": text_encoder_config(encoder),
         "format": checkpoint_format,
     }
+    from msakit.extract.settings import read_metadata
+
+    extractor = read_metadata(str(data))  # files from `msakit extract`: how to redo the features
+    if extractor is not None:
+        extra["extractor"] = extractor
     return RunInputs(encoder=encoder, features=features, dims=dims, checkpoint_extra=extra)
 
 

@@ -1,0 +1,477 @@
+"""``msakit extract``: a CSV of clips -> one MMSA feature file (code-free ``.npz``).
+
+``CLIPS.csv`` has a header with ``id`` and ``video`` (a path relative to the CSV) and optionally
+``text``, ``label`` and ``split`` (train / valid / test). Clips are extracted by ``workers``
+processes; each clip's features are cached in ``OUT.cache/`` as soon as they are computed, so
+``resume`` skips clips already done (with the same settings). A clip that cannot be decoded is
+listed in ``OUT.failures.csv`` (``id,video,reason``) and left out; the others go on.
+``shard=(i, n)`` extracts every n-th row starting at row i (1-based) into a part that
+:func:`msakit.extract.merge.merge` joins with the others.
+
+The file holds, per split, MMSA's keys: ``raw_text``, ``text_bert`` (N, 3, max_length),
+``audio`` (N, La, Da) and ``audio_lengths``, ``vision`` (N, Lv, Dv) and ``vision_lengths``,
+``regression_labels`` (when the CSV has labels), ``id``, plus ``text_from_asr`` (N,) booleans;
+and the extractor record (:mod:`msakit.extract.settings`). Sequences are padded at the end to
+the longest clip (or cut to ``max_audio_frames`` / ``max_vision_frames``); a clip without a
+face has vision length 0.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+import os
+import re
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from msakit.data.mmsa import SPLITS
+from msakit.errors import MsakitError
+from msakit.extract.media import ClipError
+from msakit.extract.settings import (
+    METADATA_KEY,
+    ExtractorSettings,
+    encode_metadata,
+    package_versions,
+)
+
+DEFAULT_SPLIT_RATIO = (0.8, 0.1, 0.1)
+
+
+@dataclass
+class Clip:
+    row: int  # 0-based data row of the CSV
+    id: str
+    video: str  # absolute path
+    text: str | None
+    label: float | None
+    split: str
+    given: str = ""  # the video path as the CSV gives it
+
+
+@dataclass
+class ClipFeatures:
+    audio: np.ndarray  # (frames, Da) float32
+    vision: np.ndarray  # (faces, Dv) float32
+    text: str
+    from_asr: bool
+
+
+@dataclass
+class ExtractResult:
+    out: Path
+    extracted: int  # clips computed in this run
+    cached: int  # clips taken from the cache (--resume)
+    failures: list[tuple[str, str, str]] = field(default_factory=list)  # id, video, reason
+    counts: dict[str, int] = field(default_factory=dict)  # samples per split
+    asr: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- the CSV
+def read_clips(
+    csv_path: str | os.PathLike[str],
+    *,
+    split_ratio: tuple[float, float, float] | None = None,
+    seed: int = 0,
+    need_text: bool = True,
+) -> list[Clip]:
+    """The clips of ``csv_path`` with their splits; one ``MsakitError`` line for bad input."""
+    path = Path(csv_path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+    except FileNotFoundError:
+        raise MsakitError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MsakitError(f"{path}: cannot read: {exc}") from None
+    rows = [r for r in rows if any(cell.strip() for cell in r)]
+    if not rows:
+        raise MsakitError(f"{path}: empty file; expected a header id,video[,text][,label][,split]")
+    header = [h.strip().lower() for h in rows[0]]
+    for required in ("id", "video"):
+        if required not in header:
+            raise MsakitError(
+                f"{path}: no '{required}' column in the header ({','.join(header)}); expected "
+                "id,video[,text][,label][,split]"
+            )
+    col = {name: i for i, name in enumerate(header)}
+    base = path.resolve().parent
+    clips: list[Clip] = []
+    seen: dict[str, int] = {}
+    for n, row in enumerate(rows[1:]):
+        line = n + 2
+
+        def cell(name: str, row=row) -> str | None:
+            i = col.get(name)
+            return row[i].strip() if i is not None and i < len(row) else None
+
+        clip_id, video = cell("id"), cell("video")
+        if not clip_id:
+            raise MsakitError(f"{path}: line {line}: empty id")
+        if clip_id in seen:
+            raise MsakitError(f"{path}: line {line}: id '{clip_id}' also on line {seen[clip_id]}")
+        seen[clip_id] = line
+        if not video:
+            raise MsakitError(f"{path}: line {line} (id '{clip_id}'): empty video path")
+        text = row[col["text"]] if "text" in col and col["text"] < len(row) else None
+        text = text.strip() if text is not None and text.strip() else None
+        if text is None and need_text:
+            raise MsakitError(
+                f"{path}: line {line} (id '{clip_id}'): no text; give it in a 'text' column or "
+                "transcribe with --asr pocketsphinx"
+            )
+        label_text = cell("label")
+        label = None
+        if label_text:
+            try:
+                label = float(label_text)
+            except ValueError:
+                raise MsakitError(
+                    f"{path}: line {line} (id '{clip_id}'): label {label_text!r} is not a number"
+                ) from None
+            if not math.isfinite(label):
+                raise MsakitError(f"{path}: line {line} (id '{clip_id}'): label is {label_text}")
+        split = (cell("split") or "").lower()
+        if "split" in col and split not in SPLITS:
+            what = f"split {split!r} is not train, valid or test" if split else "no split"
+            raise MsakitError(f"{path}: line {line} (id '{clip_id}'): {what}")
+        clips.append(Clip(n, clip_id, str(base / video), text, label, split, video))
+    if not clips:
+        raise MsakitError(f"{path}: no clips below the header")
+    labelled = [c.label is not None for c in clips]
+    if any(labelled) and not all(labelled):
+        first = clips[labelled.index(False)]
+        raise MsakitError(
+            f"{path}: line {first.row + 2} (id '{first.id}'): no label, while other clips have "
+            "one; label every clip or none"
+        )
+    if "split" in col:
+        if split_ratio is not None:
+            raise MsakitError(f"{path}: has a 'split' column; --split-ratio is for CSVs without")
+    else:
+        _assign_splits(clips, split_ratio or DEFAULT_SPLIT_RATIO, seed)
+    return clips
+
+
+def _assign_splits(clips: list[Clip], ratio: tuple[float, float, float], seed: int) -> None:
+    if len(ratio) != 3 or min(ratio) < 0 or sum(ratio) <= 0:
+        raise MsakitError(f"--split-ratio needs three non-negative numbers, got {ratio}")
+    total = sum(ratio)
+    n = len(clips)
+    sizes = [round(n * r / total) for r in ratio[1:]]
+    # Every split with a share gets at least one clip when there are enough clips.
+    sizes = [max(s, 1) if r > 0 and n >= 3 else s for s, r in zip(sizes, ratio[1:], strict=True)]
+    n_valid, n_test = sizes
+    order = np.random.default_rng(seed).permutation(n)
+    for rank, i in enumerate(order):
+        clips[i].split = "valid" if rank < n_valid else "test" if rank < n_valid + n_test else (
+            "train"
+        )
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text or "")
+    if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
+        raise MsakitError(f"--shard must be i/n with 1 <= i <= n, e.g. 2/8; got {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+# --------------------------------------------------------------------------- one clip
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(settings: ExtractorSettings, openface_dir: str | None) -> None:
+    from msakit.extract.audio import AudioExtractor
+    from msakit.extract.vision import FaceExtractor, OpenFaceReader
+
+    _WORKER["settings"] = settings
+    _WORKER["audio"] = AudioExtractor(settings.audio_features)
+    _WORKER["vision"] = (
+        FaceExtractor() if settings.vision_features == "opencv" else OpenFaceReader(openface_dir)
+    )
+    if settings.asr == "pocketsphinx":
+        from msakit.extract.text import SpeechRecognizer
+
+        _WORKER["asr"] = SpeechRecognizer()
+
+
+def extract_clip(clip_id: str, video: str, text: str | None) -> ClipFeatures:
+    """Features of one clip with the worker's extractors (:func:`_init_worker` first)."""
+    from msakit.extract.media import decode
+    from msakit.extract.vision import OpenFaceReader, stack_faces
+
+    settings: ExtractorSettings = _WORKER["settings"]
+    vision_source = _WORKER["vision"]
+    openface = isinstance(vision_source, OpenFaceReader)
+    # Faces are described frame by frame while decoding: no frame is kept.
+    media = decode(video, settings.fps, need_frames=not openface,
+                   on_frame=None if openface else vision_source)
+    try:
+        audio = _WORKER["audio"](media.audio)
+    except Exception as exc:  # openSMILE / librosa on odd audio
+        raise ClipError(f"audio features failed: {type(exc).__name__}: {exc}") from None
+    if openface:
+        vision = vision_source.read(vision_source.find(clip_id, video), settings.fps)
+    else:
+        vision = stack_faces(media.frames, vision_source.dim)
+    from_asr = False
+    if text is None:
+        text = _WORKER["asr"](media.audio)
+        from_asr = True
+    return ClipFeatures(audio=audio, vision=vision, text=text, from_asr=from_asr)
+
+
+def _cache_name(clip_id: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", clip_id)[:60]
+    return f"{slug}-{hashlib.sha1(clip_id.encode()).hexdigest()[:10]}.npz"
+
+
+def _save_cached(path: Path, fingerprint: str, clip: Clip, f: ClipFeatures) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as out:
+        np.savez(out, audio=f.audio, vision=f.vision, text=np.array(f.text),
+                 from_asr=np.array(f.from_asr), id=np.array(clip.id),
+                 video=np.array(clip.video), settings=np.array(fingerprint))
+    os.replace(tmp, path)
+
+
+def _load_cached(path: Path, fingerprint: str, clip: Clip) -> ClipFeatures | None:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["settings"]) != fingerprint or str(z["id"]) != clip.id:
+                return None
+            if str(z["video"]) != clip.video:
+                return None
+            from_asr = bool(z["from_asr"])
+            if clip.text is not None and (from_asr or str(z["text"]) != clip.text):
+                return None  # the CSV's text changed since: extract again
+            return ClipFeatures(audio=z["audio"], vision=z["vision"], text=str(z["text"]),
+                                from_asr=from_asr)
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def _work(clip: Clip, cache: str, fingerprint: str) -> tuple[Clip, ClipFeatures | None, str]:
+    """Worker task: extract one clip and cache it; (clip, features or None, failure reason)."""
+    try:
+        features = extract_clip(clip.id, clip.video, clip.text)
+    except ClipError as exc:
+        return clip, None, str(exc)
+    except Exception as exc:  # an extractor crashing on one clip must not stop the corpus
+        return clip, None, f"{type(exc).__name__}: {exc}"
+    _save_cached(Path(cache) / _cache_name(clip.id), fingerprint, clip, features)
+    return clip, features, ""
+
+
+# --------------------------------------------------------------------------- the corpus
+def extract_corpus(
+    csv_path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    settings: ExtractorSettings | None = None,
+    *,
+    openface_dir: str | os.PathLike[str] | None = None,
+    split_ratio: tuple[float, float, float] | None = None,
+    seed: int = 0,
+    workers: int = 1,
+    resume: bool = False,
+    shard: tuple[int, int] | None = None,
+    progress: bool = True,
+) -> ExtractResult:
+    """Extract every clip of ``csv_path`` (or one shard of them) into ``out`` (see the module
+    docstring). Bad input raises :class:`MsakitError` before anything is written."""
+    from msakit.extract.text import Tokenizer
+
+    settings = settings or ExtractorSettings()
+    settings.check()
+    out = Path(out)
+    if settings.vision_features == "openface":
+        if openface_dir is None or not Path(openface_dir).is_dir():
+            raise MsakitError(f"--vision-features openface: folder {openface_dir} does not exist")
+    if workers < 1:
+        raise MsakitError(f"--workers must be at least 1, got {workers}")
+    if out.resolve() == Path(csv_path).resolve():
+        raise MsakitError(f"{out}: the output would overwrite the clips CSV")
+    if out.exists() and out.is_dir():
+        raise MsakitError(f"{out}: is a folder; --out names the .npz file to write")
+    if not out.parent.resolve().is_dir():
+        raise MsakitError(f"{out}: folder {out.parent} does not exist")
+    if not os.access(out.parent.resolve(), os.W_OK):
+        raise MsakitError(f"cannot write to {out.parent}")
+    clips = read_clips(csv_path, split_ratio=split_ratio, seed=seed,
+                       need_text=settings.asr is None)
+    if shard is not None:
+        index, count = shard
+        clips = [c for c in clips if c.row % count == index - 1]
+    tokenizer = Tokenizer(settings.text_encoder, settings.max_length)
+    # Check the extractors load here, once, before any worker starts (one clear error line).
+    _init_worker(settings, None if openface_dir is None else str(openface_dir))
+    record_settings = settings.to_dict(tokenizer.vocab_size)
+    fingerprint = encode_metadata(record_settings).item()
+
+    cache = out.with_name(out.name + ".cache")
+    cache.mkdir(exist_ok=True)
+    done: dict[str, ClipFeatures] = {}
+    if resume:
+        for clip in clips:
+            cached = _load_cached(cache / _cache_name(clip.id), fingerprint, clip)
+            if cached is not None:
+                done[clip.id] = cached
+    todo = [c for c in clips if c.id not in done]
+    cached_count = len(done)
+    failures: list[tuple[Clip, str]] = []
+    bar = _progress(len(clips), cached_count, progress)
+    try:
+        for clip, features, reason in _run(todo, str(cache), fingerprint, settings,
+                                           openface_dir, workers):
+            if features is None:
+                failures.append((clip, reason))
+                bar.set_postfix(failed=len(failures), refresh=False)
+            else:
+                done[clip.id] = features
+            bar.update(1)
+    finally:
+        bar.close()
+
+    failures.sort(key=lambda x: x[0].row)
+    kept = [c for c in clips if c.id in done]
+    if not kept:
+        first = f" (first: {failures[0][0].id}: {failures[0][1]})" if failures else ""
+        raise MsakitError(f"{csv_path}: no clip could be extracted{first}")
+    counts = {s: sum(c.split == s for c in kept) for s in SPLITS}
+    if shard is None:
+        empty = [s for s in SPLITS if counts[s] == 0]
+        if empty:
+            raise MsakitError(
+                f"{csv_path}: split '{empty[0]}' has no extracted clip; msakit and MMSA need "
+                "train, valid and test (use the 'split' column or --split-ratio)"
+            )
+    labelled = all(c.label is not None for c in kept)
+    record = {
+        "settings": record_settings,
+        "versions": package_versions(),
+        "source": Path(csv_path).name,
+        "shard": None if shard is None else f"{shard[0]}/{shard[1]}",
+        "rows": {s: [c.row for c in kept if c.split == s] for s in SPLITS},
+        "asr": [c.id for c in kept if done[c.id].from_asr],
+        "failures": len(failures),
+    }
+    # Every split is padded to the same lengths (the longest clip of the corpus, or the cap).
+    pad_to = (
+        _padded_length([done[c.id].audio for c in kept], settings.max_audio_frames),
+        _padded_length([done[c.id].vision for c in kept], settings.max_vision_frames),
+    )
+    content = {
+        s: build_split([c for c in kept if c.split == s], done, tokenizer, settings, labelled,
+                       pad_to)
+        for s in SPLITS
+    }
+    write_features(out, content, record)
+    listed = [(c.id, c.given or c.video, reason) for c, reason in failures]
+    write_failures(out, listed)
+    return ExtractResult(
+        out=out, extracted=len(todo) - len(failures), cached=cached_count,
+        failures=listed, counts=counts, asr=record["asr"],
+    )
+
+
+def _run(todo: list[Clip], cache: str, fingerprint: str, settings: ExtractorSettings,
+         openface_dir, workers: int):
+    if workers == 1 or len(todo) <= 1:
+        for clip in todo:
+            yield _work(clip, cache, fingerprint)
+        return
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # no inherited threads or library state
+    initargs = (settings, None if openface_dir is None else str(openface_dir))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                             initializer=_init_worker, initargs=initargs) as pool:
+        futures = {pool.submit(_work, clip, cache, fingerprint): clip for clip in todo}
+        for future in as_completed(futures):
+            try:
+                result = future.result()
+            except BrokenProcessPool:
+                raise MsakitError(
+                    f"a worker process died (clip '{futures[future].id}' or one beside it); the "
+                    "clips done so far are cached: run the same command with --resume"
+                ) from None
+            yield result
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="clip", desc="extract", dynamic_ncols=True,
+                disable=not enabled or not sys.stderr.isatty(), file=sys.stderr)
+
+
+def build_split(clips: list[Clip], features: dict[str, ClipFeatures], tokenizer,
+                settings: ExtractorSettings, labelled: bool,
+                pad_to: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+    """MMSA arrays of ``clips`` (in the given order); sequences padded at the end."""
+    feats = [features[c.id] for c in clips]
+    audio, audio_lengths = _pad([f.audio for f in feats], settings.audio_dim,
+                                settings.max_audio_frames, pad_to and pad_to[0])
+    vision, vision_lengths = _pad([f.vision for f in feats], settings.vision_dim,
+                                  settings.max_vision_frames, pad_to and pad_to[1])
+    texts = [f.text for f in feats]
+    out = {
+        "id": np.array([c.id for c in clips], dtype=str),
+        "raw_text": np.array(texts, dtype=str),
+        "text_bert": (tokenizer.encode(texts) if texts
+                      else np.zeros((0, 3, settings.max_length), np.int64)),
+        "audio": audio,
+        "audio_lengths": audio_lengths,
+        "vision": vision,
+        "vision_lengths": vision_lengths,
+        "text_from_asr": np.array([f.from_asr for f in feats], dtype=bool),
+    }
+    if labelled:
+        out["regression_labels"] = np.array([c.label for c in clips], dtype=np.float32)
+    return out
+
+
+def _padded_length(seqs: list[np.ndarray], cap: int | None) -> int:
+    longest = max((len(x) for x in seqs), default=0)
+    return max(1, longest if cap is None else min(longest, cap))
+
+
+def _pad(seqs: list[np.ndarray], dim: int, cap: int | None, length: int | None):
+    lengths = np.array([len(s) if cap is None else min(len(s), cap) for s in seqs], np.int64)
+    if length is None:
+        length = max(1, int(lengths.max(initial=0)))
+    out = np.zeros((len(seqs), length, dim), dtype=np.float32)
+    for i, (s, n) in enumerate(zip(seqs, lengths, strict=True)):
+        out[i, :n] = s[:n]
+    return out, lengths
+
+
+def write_features(out: Path, content: dict[str, dict[str, np.ndarray]],
+                   record: dict[str, Any]) -> None:
+    from msakit.data.safe_format import save_npz
+
+    save_npz(content, out, extra={METADATA_KEY: encode_metadata(record)})
+
+
+def failures_path(out: Path) -> Path:
+    return out.with_name(out.stem + ".failures.csv")
+
+
+def write_failures(out: Path, failures: list[tuple[str, str, str]]) -> None:
+    """``OUT.failures.csv`` (id, video, reason) when clips failed; a stale one is removed."""
+    path = failures_path(out)
+    if not failures:
+        path.unlink(missing_ok=True)
+        return
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["id", "video", "reason"])
+        writer.writerows(failures)
+

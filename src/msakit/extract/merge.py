@@ -1,0 +1,118 @@
+"""``msakit merge``: join the parts written by ``msakit extract --shard i/n`` into one file.
+
+Parts must carry the same extractor settings (else the features would not mean the same thing:
+refused). Samples are put back in the CSV's row order in every split and sequences re-padded to
+the longest clip over all parts, so the result is the file one unsharded run would have written.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from msakit.data.mmsa import SPLITS
+from msakit.data.safe_format import is_zip
+from msakit.errors import MsakitError
+from msakit.extract.settings import METADATA_KEY, describe, read_metadata
+
+_SEQUENCES = {"audio": "audio_lengths", "vision": "vision_lengths"}
+
+
+def merge(parts: list[str | os.PathLike[str]], out: str | os.PathLike[str]) -> dict[str, int]:
+    """Write the union of ``parts`` to ``out``; returns the number of samples per split."""
+    from msakit.data.safe_format import read_npz
+    from msakit.extract.corpus import failures_path, write_features
+
+    if not parts:
+        raise MsakitError("merge needs at least one part")
+    out = Path(out)
+    if any(Path(p).resolve() == out.resolve() for p in parts):
+        raise MsakitError(f"{out}: the output would overwrite one of the parts")
+    if not out.parent.resolve().is_dir():
+        raise MsakitError(f"{out}: folder {out.parent} does not exist")
+    records, contents = [], []
+    for part in parts:
+        path = Path(part)
+        if not path.is_file():
+            raise MsakitError(f"{path}: no such file")
+        with open(path, "rb") as f:
+            if not is_zip(f.read(8)):
+                raise MsakitError(f"{path}: not a file written by msakit extract (not an npz)")
+        record = read_metadata(path)
+        if record is None:
+            raise MsakitError(
+                f"{path}: has no '{METADATA_KEY}' record; only files written by msakit extract "
+                "can be merged"
+            )
+        with open(path, "rb") as f:
+            contents.append(read_npz(f, str(path)))
+        records.append(record)
+    first = records[0]["settings"]
+    for path, record in zip(parts[1:], records[1:], strict=True):
+        if record["settings"] != first:
+            raise MsakitError(
+                f"{path}: extracted with other settings ({describe(record['settings'])}) than "
+                f"{parts[0]} ({describe(first)}); features of different extractors cannot be "
+                "merged"
+            )
+        if record["source"] != records[0]["source"]:
+            raise MsakitError(
+                f"{path}: extracted from {record['source']}, {parts[0]} from "
+                f"{records[0]['source']}"
+            )
+    shards = [r["shard"] for r in records]
+    for k, shard in enumerate(shards):
+        if shard is not None and shards.index(shard) != k:
+            raise MsakitError(f"{parts[k]}: shard {shard} is also {parts[shards.index(shard)]}")
+
+    merged: dict[str, dict[str, np.ndarray]] = {}
+    rows: dict[str, list[int]] = {}
+    seen: dict[str, str] = {}
+    for part, content in zip(parts, contents, strict=True):
+        for split in SPLITS:
+            for clip_id in content.get(split, {}).get("id", []):
+                if str(clip_id) in seen:
+                    raise MsakitError(f"{part}: clip '{clip_id}' is also in {seen[str(clip_id)]}")
+                seen[str(clip_id)] = str(part)
+    # The longest sequences over all parts and splits: every split is padded to them.
+    longest = {key: max(c[s][key].shape[1] for c in contents for s in SPLITS if s in c)
+               for key in _SEQUENCES}
+    for split in SPLITS:
+        pieces = [c[split] for c in contents if split in c and len(c[split].get("id", [])) > 0]
+        split_rows = [row for r in records for row in r["rows"][split]]
+        if not pieces:
+            raise MsakitError(f"the parts have no clip in split '{split}'")
+        order = np.argsort(np.array(split_rows), kind="stable")
+        joined = {}
+        for key in pieces[0]:
+            arrays = [p[key] for p in pieces]
+            if key in _SEQUENCES:
+                length = longest[key]
+                arrays = [np.pad(a, ((0, 0), (0, length - a.shape[1]), (0, 0))) for a in arrays]
+            joined[key] = np.concatenate(arrays)[order]
+        merged[split] = joined
+        rows[split] = sorted(split_rows)
+    row_of = {str(i): row for s in SPLITS for i, row in zip(merged[s]["id"], rows[s], strict=True)}
+    record = {
+        **records[0],
+        "shard": None,
+        "rows": rows,
+        "asr": sorted({i for r in records for i in r["asr"]}, key=row_of.__getitem__),
+        "failures": sum(int(r["failures"]) for r in records),
+    }
+    write_features(out, merged, record)
+    failures = []
+    for part in parts:
+        path = failures_path(Path(part))
+        if path.is_file():
+            import csv
+
+            with open(path, newline="") as f:
+                failures += [tuple(r) for r in list(csv.reader(f))[1:] if r]
+    from msakit.extract.corpus import write_failures
+
+    write_failures(out, failures)
+    return {s: len(merged[s]["id"]) for s in SPLITS}
+

@@ -1,0 +1,112 @@
+"""``msakit predict --checkpoint CK --video CLIP [--text "..."]``: sentiment of one new clip.
+
+The checkpoint must have been trained on a file written by ``msakit extract``: its extractor
+record (copied by ``msakit train``) says how to turn the clip into features. A checkpoint
+trained on other features (the standard MOSI/MOSEI/SIMS files with COVAREP and Facet/OpenFace
+features) is refused: features from this extractor would not match what it learned.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from msakit.errors import MsakitError
+
+
+@dataclass
+class VideoPrediction:
+    prediction: float
+    text: str
+    from_asr: bool
+    audio_frames: int
+    face_frames: int
+
+
+def predict_video(
+    checkpoint: str | os.PathLike[str],
+    video: str | os.PathLike[str],
+    text: str | None = None,
+    *,
+    openface_csv: str | os.PathLike[str] | None = None,
+) -> VideoPrediction:
+    """Extract ``video`` with the checkpoint's recorded extractor and predict its sentiment."""
+    import torch
+
+    from msakit.api import load_checkpoint
+    from msakit.data.batching import collate
+    from msakit.data.mmsa import SplitData
+    from msakit.extract import corpus
+    from msakit.extract.media import ClipError
+    from msakit.extract.settings import ExtractorSettings
+    from msakit.extract.text import Tokenizer
+    from msakit.extract.vision import OpenFaceReader
+
+    ckpt = load_checkpoint(checkpoint)
+    record = ckpt.state.get("extractor")
+    if not record:
+        raise MsakitError(
+            f"{checkpoint}: trained on features that msakit extract did not write (e.g. the "
+            "standard MOSI/MOSEI/SIMS files: COVAREP audio, Facet/OpenFace vision); features "
+            "extracted from a video would not match them. Train on a file from 'msakit extract' "
+            "to predict from videos"
+        )
+    settings = ExtractorSettings.from_dict(record["settings"])
+    if (settings.audio_dim, settings.vision_dim) != (ckpt.dims.audio, ckpt.dims.vision):
+        raise MsakitError(
+            f"{checkpoint}: its extractor record ({settings.audio_dim}/{settings.vision_dim}) "
+            f"does not match its model ({ckpt.dims.audio}/{ckpt.dims.vision})"
+        )
+    video = str(video)
+    if not Path(video).is_file():
+        raise MsakitError(f"{video}: no such file")
+    if text is not None and not text.strip():
+        text = None
+    if text is None and settings.asr is None:
+        settings = ExtractorSettings(**{**settings.__dict__, "asr": "pocketsphinx"})
+    openface_dir = None
+    if settings.vision_features == "openface":
+        if openface_csv is None or not Path(openface_csv).is_file():
+            raise MsakitError(
+                f"{checkpoint}: its vision features come from OpenFace 2.0; run OpenFace's "
+                "FeatureExtraction on the clip and give its CSV with --openface-csv FILE"
+            )
+        openface_dir = str(Path(openface_csv).parent)
+    tokenizer = Tokenizer(settings.text_encoder, settings.max_length)
+    corpus._init_worker(settings, openface_dir)
+    if openface_dir is not None:
+        corpus._WORKER["vision"] = OpenFaceReader(openface_dir, file=openface_csv)
+    try:
+        features = corpus.extract_clip(Path(video).stem, video, text)
+    except ClipError as exc:
+        raise MsakitError(f"{video}: {exc}") from None
+    clip = corpus.Clip(0, Path(video).stem, video, features.text, 0.0, "test")
+    arrays = corpus.build_split([clip], {clip.id: features}, tokenizer, settings, True)
+    vocab = int(ckpt.state["text_encoder_config"].get("vocab_size", 0))
+    if vocab and int(arrays["text_bert"][:, 0].max()) >= vocab:
+        raise MsakitError(
+            f"{checkpoint}: the tokenizer {settings.text_encoder} gives ids beyond the text "
+            f"encoder's vocabulary ({vocab})"
+        )
+    split = SplitData(
+        text_bert=arrays["text_bert"],
+        audio=arrays["audio"],
+        vision=arrays["vision"],
+        audio_lengths=arrays["audio_lengths"],
+        vision_lengths=arrays["vision_lengths"],
+        labels=np.zeros(1, dtype=np.float32),
+        ids=arrays["id"],
+    )
+    batch = collate(split, np.array([0]))
+    with torch.no_grad():
+        output = ckpt.model(batch)
+    return VideoPrediction(
+        prediction=float(output.prediction.reshape(-1)[0]),
+        text=features.text,
+        from_asr=features.from_asr,
+        audio_frames=int(arrays["audio_lengths"][0]),
+        face_frames=int(arrays["vision_lengths"][0]),
+    )

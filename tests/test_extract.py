@@ -1,0 +1,466 @@
+"""msakit extract / merge / predict --video on short videos built from scikit-image's astronaut.
+
+Everything is made here (see tests/video_clips.py): no download. The clips are 1-1.5 s of
+160x120 video at 10 fps with a synthetic voiced audio track.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("av")
+pytest.importorskip("cv2")
+pytest.importorskip("opensmile")
+pytest.importorskip("skimage")
+
+from conftest import make_tiny_bert, run_cli  # noqa: E402
+from video_clips import FPS, HEIGHT, WIDTH, face_centre, make_clip, moving  # noqa: E402
+
+from msakit.data.mmsa import load_feature_file  # noqa: E402
+from msakit.data.safe_format import read_npz  # noqa: E402
+from msakit.extract.vision import OPENCV_DIM, OPENFACE_COLUMNS, OPENFACE_DIM  # noqa: E402
+
+FRAMES = 12  # 1.2 s per clip
+
+
+def write_csv(path: Path, rows: list[dict], columns=("id", "video", "text", "label", "split")):
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns), lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: row.get(k, "") for k in columns})
+    return path
+
+
+def error_line(err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if line]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def npz_arrays(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def metadata(path: Path) -> dict:
+    from msakit.extract.settings import read_metadata
+
+    record = read_metadata(path)
+    assert record is not None
+    return record
+
+
+# --------------------------------------------------------------------------- one clip
+def test_face_found_exactly_where_it_is_and_blank_frames_have_none(tmp_path):
+    from msakit.extract.media import SAMPLE_RATE, decode
+    from msakit.extract.vision import FaceExtractor, face_sequence
+
+    positions = moving(15, (4, 3), (5, 2), blank_every=4)  # frames 3, 7, 11: blank
+    clip = make_clip(tmp_path / "clip.mp4", positions)
+    media = decode(str(clip), fps=FPS)
+    assert len(media.frames) == len(positions)
+    assert media.frames[0].shape == (HEIGHT, WIDTH, 3)
+    assert media.times[1] == pytest.approx(0.1, abs=1e-3)
+    assert abs(media.audio.size / SAMPLE_RATE - len(positions) / FPS) < 0.15
+
+    faces = FaceExtractor()
+    for position, frame in zip(positions, media.frames, strict=True):
+        vector = faces(frame)
+        if position is None:
+            assert vector is None
+            continue
+        assert vector is not None and vector.shape == (OPENCV_DIM,)
+        assert vector.dtype == np.float32 and np.isfinite(vector).all()
+        cx, cy = face_centre(position)
+        assert vector[4] * WIDTH == pytest.approx(cx, abs=4)
+        assert vector[5] * HEIGHT == pytest.approx(cy, abs=4)
+        assert 30 <= vector[2] * WIDTH <= 50  # the face is ~39 px wide in the patch
+        assert vector[6] > 0  # cascade confidence
+    sequence = face_sequence(faces, media.frames)
+    assert sequence.shape == (sum(p is not None for p in positions), OPENCV_DIM)
+
+    # Fewer frames sampled than the video has: at most one per 1/fps interval.
+    assert len(decode(str(clip), fps=4).frames) == 6  # t = 0, .3, .5, .8, 1.0, 1.3
+
+
+@pytest.mark.parametrize("kind, dim", [("egemaps", 25), ("compare", 65), ("mfcc", 39)])
+def test_audio_frames_every_10_ms(tmp_path, kind, dim):
+    from video_clips import SAMPLE_RATE, voiced_audio
+
+    from msakit.extract.audio import AudioExtractor
+
+    audio = voiced_audio(1.5, 220.0)
+    features = AudioExtractor(kind)(audio)
+    assert features.shape[1] == dim and features.dtype == np.float32
+    assert abs(features.shape[0] - 100 * audio.size / SAMPLE_RATE) <= 6
+    assert np.isfinite(features).all() and features.std(axis=0).max() > 0
+    if kind == "egemaps":  # F0 (semitones from 27.5 Hz) follows the pitch: 220 Hz ~ 36 st
+        f0 = features[:, 10][features[:, 10] > 0]
+        assert 30 < np.median(f0) < 42
+
+
+def test_a_missing_extractor_names_the_extra(monkeypatch):
+    import sys
+
+    from msakit.errors import MsakitError
+    from msakit.extract.audio import AudioExtractor
+
+    monkeypatch.setitem(sys.modules, "opensmile", None)  # makes `import opensmile` fail
+    with pytest.raises(MsakitError, match=r"msakit\[extract\]") as info:
+        AudioExtractor("egemaps")
+    assert "'opensmile'" in str(info.value) and "\n" not in str(info.value)
+
+
+# --------------------------------------------------------------------------- a small corpus
+POSITIVE_START, NEGATIVE_START = (4, 4), (70, 34)
+
+
+def make_corpus(root: Path, n: int = 8, bad: bool = True) -> Path:
+    """``n`` clips: even ones positive (face top-left, 300 Hz voice), odd ones negative (face
+    bottom-right, 140 Hz); a blank frame every 5th. Splits: the last two are valid and test.
+    With ``bad``, a corrupt video too."""
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        positive = i % 2 == 0
+        sx, sy = POSITIVE_START if positive else NEGATIVE_START
+        start = (sx + i % 5, sy - (i % 3) * (0 if positive else 1))
+        name = f"videos/clip{i}.mp4"
+        (root / "videos").mkdir(exist_ok=True)
+        make_clip(root / name, moving(FRAMES, start, (1, 0), blank_every=5),
+                  f0=300.0 if positive else 140.0)
+        split = "valid" if i in (n - 4, n - 3) else "test" if i in (n - 2, n - 1) else "train"
+        rows.append({"id": f"clip{i}", "video": name, "text": f"clip number {i}",
+                     "label": 2.0 if positive else -2.0, "split": split})
+    if bad:
+        (root / "videos" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 but then junk")
+        rows.insert(3, {"id": "broken", "video": "videos/broken.mp4", "text": "x", "label": 0,
+                        "split": "train"})
+    return write_csv(root / "clips.csv", rows)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return make_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="module")
+def extracted(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("extracted") / "features.npz"
+    code = run_cli(["extract", str(corpus), "--out", str(out), "--quiet"])
+    return out, code
+
+
+def test_extract_writes_an_mmsa_file_and_lists_the_broken_clip(extracted, capsys):
+    out, code = extracted
+    assert code == 1  # one clip failed
+    with open(out.with_name("features.failures.csv")) as f:
+        failures = list(csv.DictReader(f))
+    assert [r["id"] for r in failures] == ["broken"]
+    assert failures[0]["video"] == "videos/broken.mp4" and failures[0]["reason"]
+
+    ff = load_feature_file(out, vocab_size=30522)
+    assert [len(ff.splits[s]) for s in ("train", "valid", "test")] == [4, 2, 2]
+    assert (ff.audio_dim, ff.vision_dim, ff.text_len) == (25, OPENCV_DIM, 50)
+    train = ff.splits["train"]
+    assert list(train.ids) == ["clip0", "clip1", "clip2", "clip3"]  # CSV order
+    faces_per_clip = sum(p is not None for p in moving(FRAMES, (0, 0), (1, 0), blank_every=5))
+    assert (train.vision_lengths == faces_per_clip).all()
+    assert ff.vision_len == faces_per_clip
+    assert all(abs(n - 100 * FRAMES / FPS) <= 8 for n in train.audio_lengths)
+    assert ff.audio_len == max(int(ff.splits[s].audio_lengths.max()) for s in ff.splits)
+    np.testing.assert_array_equal(train.labels, [2, -2, 2, -2])
+    # Face position tells the clips apart: centre x of the first face frame.
+    assert (train.vision[[0, 2], 0, 4] < 0.5).all() and (train.vision[[1, 3], 0, 4] > 0.5).all()
+
+    tokens = train.text_bert
+    assert tokens.shape == (4, 3, 50)
+    n = int(tokens[0, 1].sum())
+    assert tokens[0, 0, 0] == 101 and tokens[0, 0, n - 1] == 102  # [CLS] ... [SEP]
+    assert (tokens[0, 0, n:] == 0).all() and (tokens[0, 2] == 0).all()
+
+    raw = read_npz(open(out, "rb"), str(out))
+    assert list(raw["train"]["raw_text"]) == [f"clip number {i}" for i in range(4)]
+    assert not raw["train"]["text_from_asr"].any()
+    record = metadata(out)
+    audio = record["settings"]["audio"]
+    assert "eGeMAPSv02" in audio.pop("method")
+    assert audio == {"features": "egemaps", "dim": 25, "sample_rate": 16000, "frame_rate": 100,
+                     "max_frames": None}
+    assert "haarcascade_frontalface_default" in record["settings"]["vision"]["method"]
+    assert record["settings"]["vision"]["features"] == "opencv"
+    assert record["settings"]["vision"]["fps"] == 10.0
+    assert record["settings"]["text"]["encoder"] == "packaged:all-MiniLM-L6-v2"
+    assert record["failures"] == 1 and record["asr"] == [] and record["shard"] is None
+
+
+def test_mmsa_data_loader_reads_the_output(extracted, tmp_path):
+    """MMSA's own MMDataset (the `mmsa` package) on the extracted content, as a pickle."""
+    data_loader = pytest.importorskip("MMSA.data_loader")
+    out, _ = extracted
+    with open(out, "rb") as f:
+        content = read_npz(f, str(out))
+    pkl = tmp_path / "features.pkl"
+    with open(pkl, "wb") as f:
+        pickle.dump(content, f)
+    # MMSA 2.2 reads a custom feature file (what MMSA-FET writes) through `custom_feature`.
+    args = {"dataset_name": "mosi", "custom_feature": str(pkl), "featurePath": str(pkl),
+            "feature_T": "", "feature_A": "", "feature_V": "", "feature_dims": [0, 0, 0],
+            "use_bert": True, "need_data_aligned": False, "need_normalized": False}
+    for split, size in (("train", 4), ("valid", 2), ("test", 2)):
+        dataset = data_loader.MMDataset(dict(args), mode=split)
+        assert len(dataset) == size
+        text_len, audio_len, vision_len = dataset.get_seq_len()
+        assert text_len == 50
+        assert dataset.get_feature_dim()[1:] == (25, OPENCV_DIM)
+        sample = dataset[0]
+        assert tuple(sample["text"].shape) == (3, 50)
+        assert tuple(sample["audio"].shape) == (audio_len, 25)
+        assert tuple(sample["vision"].shape) == (vision_len, OPENCV_DIM)
+        assert int(sample["vision_lengths"]) <= vision_len
+        assert sample["id"] == content[split]["id"][0]
+
+
+def test_shards_and_merge_give_the_file_of_one_run(extracted, corpus, tmp_path, capsys):
+    out, _ = extracted
+    parts = []
+    for i, workers in ((1, "1"), (2, "2"), (3, "1")):
+        part = tmp_path / f"part{i}.npz"
+        code = run_cli(["extract", str(corpus), "--out", str(part), "--shard", f"{i}/3",
+                        "--workers", workers, "--quiet"])
+        assert code == (1 if i == 1 else 0)  # "broken" is row 3: shard 1/3 (rows 0, 3, 6)
+        parts.append(str(part))
+    assert len(npz_arrays(Path(parts[1]))["train/id"]) < 4
+    merged = tmp_path / "merged.npz"
+    assert run_cli(["merge", *parts[::-1], "--out", str(merged)]) == 0
+    one, joined = npz_arrays(out), npz_arrays(merged)
+    assert one.keys() == joined.keys()
+    for key in one:
+        if key == "msakit_extractor":
+            continue
+        np.testing.assert_array_equal(one[key], joined[key], err_msg=key)
+    assert metadata(merged) == metadata(out)
+    assert (tmp_path / "merged.failures.csv").is_file()
+
+
+def test_resume_skips_cached_clips_and_gives_the_same_file(extracted, corpus, tmp_path,
+                                                           capsys):
+    out, _ = extracted
+    new = tmp_path / "again.npz"
+    cache = Path(str(out) + ".cache")
+    cached = sorted(cache.glob("*.npz"))
+    assert len(cached) == 8  # every clip but the broken one
+    (tmp_path / "again.npz.cache").mkdir()
+    for path in cached[:5]:
+        shutil.copy(path, tmp_path / "again.npz.cache" / path.name)
+    code = run_cli(["extract", str(corpus), "--out", str(new), "--resume", "--quiet"])
+    assert code == 1
+    assert "3 extracted, 5 from the cache" in capsys.readouterr().out
+    one, again = npz_arrays(out), npz_arrays(new)
+    for key in one:
+        np.testing.assert_array_equal(one[key], again[key], err_msg=key)
+    # Every clip is cached now: a second resume extracts nothing.
+    assert run_cli(["extract", str(corpus), "--out", str(new), "--resume", "--quiet"]) == 1
+    assert "0 extracted, 8 from the cache" in capsys.readouterr().out
+
+
+def test_merge_refuses_parts_of_different_extractors(corpus, tmp_path, capsys):
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    assert run_cli(["extract", str(corpus), "--out", str(a), "--shard", "2/3", "--quiet"]) == 0
+    assert run_cli(["extract", str(corpus), "--out", str(b), "--shard", "3/3", "--quiet",
+                    "--audio-features", "mfcc"]) == 0
+    assert npz_arrays(b)["train/audio"].shape[2] == 39
+    capsys.readouterr()
+    assert run_cli(["merge", str(a), str(b), "--out", str(tmp_path / "m.npz")]) == 2
+    line = error_line(capsys.readouterr().err)
+    assert "other settings" in line and "mfcc" in line
+    assert not (tmp_path / "m.npz").exists()
+    # The same shard twice is refused too.
+    assert run_cli(["merge", str(a), str(a), "--out", str(tmp_path / "m.npz")]) == 2
+    assert "also" in error_line(capsys.readouterr().err)
+
+
+def test_bad_csv_is_one_error_line_and_writes_nothing(tmp_path, capsys):
+    make_clip(tmp_path / "a.mp4", moving(5, (4, 4), (1, 0)))
+    out = tmp_path / "out.npz"
+    cases = [
+        ([{"id": "a", "video": "a.mp4", "text": ""}], "no text"),
+        ([{"id": "a", "video": "a.mp4", "text": "t", "split": "dev"}], "'dev'"),
+        ([{"id": "a", "video": "a.mp4", "text": "t", "label": "good"}], "not a number"),
+        ([{"id": "a", "video": "a.mp4", "text": "t", "split": "train"},
+          {"id": "a", "video": "a.mp4", "text": "t", "split": "test"}], "also on line 2"),
+        ([{"id": "a", "video": "a.mp4", "text": "t", "split": ""}], "no split"),
+    ]
+    for rows, message in cases:
+        clips = write_csv(tmp_path / "clips.csv", rows)
+        assert run_cli(["extract", str(clips), "--out", str(out), "--quiet"]) == 2
+        line = error_line(capsys.readouterr().err)
+        assert message in line and "clips.csv" in line
+        assert not out.exists()
+    no_video = write_csv(tmp_path / "novideo.csv", [{"id": "a", "text": "t"}], ("id", "text"))
+    assert run_cli(["extract", str(no_video), "--out", str(out)]) == 2
+    assert "no 'video' column" in error_line(capsys.readouterr().err)
+
+
+def test_asr_transcribes_clips_without_text_and_records_it(tmp_path, capsys):
+    pytest.importorskip("pocketsphinx")
+    for i in range(3):
+        make_clip(tmp_path / f"v{i}.mp4", moving(8, (4, 4), (1, 0)))
+    rows = [{"id": "v0", "video": "v0.mp4", "text": "", "split": "train"},
+            {"id": "v1", "video": "v1.mp4", "text": "given text", "split": "valid"},
+            {"id": "v2", "video": "v2.mp4", "text": "", "split": "test"}]
+    clips = write_csv(tmp_path / "clips.csv", rows)
+    out = tmp_path / "out.npz"
+    assert run_cli(["extract", str(clips), "--out", str(out), "--asr", "pocketsphinx",
+                    "--quiet"]) == 0
+    assert "2 texts from ASR" in capsys.readouterr().out
+    arrays = npz_arrays(out)
+    assert arrays["train/text_from_asr"].tolist() == [True]
+    assert arrays["valid/text_from_asr"].tolist() == [False]
+    assert arrays["valid/raw_text"].tolist() == ["given text"]
+    assert metadata(out)["asr"] == ["v0", "v2"]
+    assert metadata(out)["settings"]["text"]["asr"] == "pocketsphinx"
+    assert "regression_labels" not in {k.split("/")[1] for k in arrays if "/" in k}
+
+
+def openface_csv(path: Path, frames: int, fps: float = 30.0, lost: tuple[int, ...] = ()) -> Path:
+    """An OpenFace 2.0 FeatureExtraction CSV (its header has spaces after the commas)."""
+    columns = ["frame", "face_id", "timestamp", "success", *OPENFACE_COLUMNS]
+    rng = np.random.default_rng(0)
+    with open(path, "w") as f:
+        f.write(", ".join(columns) + "\n")
+        for k in range(frames):
+            values = [k + 1, 0, round(k / fps, 3), 0 if k in lost else 1,
+                      *rng.uniform(0, 1, len(OPENFACE_COLUMNS)).round(3)]
+            f.write(", ".join(str(v) for v in values) + "\n")
+    return path
+
+
+def test_openface_csvs_as_vision_features(tmp_path, capsys):
+    folder = tmp_path / "openface"
+    folder.mkdir()
+    rows = []
+    for i, split in enumerate(("train", "valid", "test")):
+        make_clip(tmp_path / f"v{i}.mp4", moving(6, (4, 4), (1, 0)))
+        rows.append({"id": f"v{i}", "video": f"v{i}.mp4", "text": "t", "label": 1,
+                     "split": split})
+    # 30 fps for 1 s, sampled at 10 fps -> frames 0, 3, 6, ..., 27; frames 3 and 4 lost: the
+    # slot of 0.1 s takes frame 5 instead.
+    openface_csv(folder / "v0.csv", 30, lost=(3, 4))
+    openface_csv(folder / "v1.csv", 30, lost=tuple(range(30)))  # no face at all
+    openface_csv(folder / "v2.csv", 12)
+    clips = write_csv(tmp_path / "clips.csv", rows)
+    out = tmp_path / "of.npz"
+    assert run_cli(["extract", str(clips), "--out", str(out), "--vision-features", "openface",
+                    str(folder), "--quiet"]) == 0
+    ff = load_feature_file(out)
+    assert ff.vision_dim == OPENFACE_DIM == 192
+    assert [int(ff.splits[s].vision_lengths[0]) for s in ("train", "valid", "test")] == [10, 0, 4]
+    arrays = npz_arrays(out)
+    with open(folder / "v0.csv") as f:
+        table = list(csv.reader(f))
+    header = [h.strip() for h in table[0]]
+    first_au = header.index("AU01_r")
+    assert arrays["train/vision"][0, 1, OPENFACE_COLUMNS.index("AU01_r")] == pytest.approx(
+        float(table[1 + 5][first_au]), abs=1e-6)
+    assert metadata(out)["settings"]["vision"]["features"] == "openface"
+    # A missing CSV is a failed clip, not a crash.
+    (folder / "v2.csv").unlink()
+    assert run_cli(["extract", str(clips), "--out", str(tmp_path / "x.npz"),
+                    "--vision-features", "openface", str(folder), "--quiet"]) == 2
+    assert "split 'test' has no extracted clip" in error_line(capsys.readouterr().err)
+
+
+# --------------------------------------------------------------------------- end to end
+@pytest.fixture(scope="module")
+def tiny_bert_with_tokenizer(tmp_path_factory):
+    """The tests' tiny random BERT (bert-base-uncased vocabulary size) with the packaged
+    MiniLM's bert-base-uncased tokenizer beside it, so --text-encoder can name it in extract."""
+    from msakit.encoders.text import packaged_encoder_dir
+
+    folder = make_tiny_bert(tmp_path_factory.mktemp("tiny_bert_tok"))
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json",
+                 "special_tokens_map.json"):
+        if (packaged_encoder_dir() / name).is_file():
+            shutil.copy(packaged_encoder_dir() / name, folder / name)
+    return folder
+
+
+def test_extract_train_predict_a_new_clip(tmp_path, tiny_bert_with_tokenizer, capsys):
+    import torch
+
+    root = tmp_path / "corpus"
+    clips = make_corpus(root, n=12, bad=False)
+    data = tmp_path / "features.npz"
+    assert run_cli(["extract", str(clips), "--out", str(data), "--quiet",
+                    "--text-encoder", str(tiny_bert_with_tokenizer)]) == 0
+    run = tmp_path / "run"
+    assert run_cli(["train", "--model", "clgsi", "--dataset", "mosi", "--data", str(data),
+                    "--text-encoder", str(tiny_bert_with_tokenizer), "--epochs", "3",
+                    "--seeds", "1", "--batch", "4", "--out", str(run), "--quiet"]) == 0
+    best = run / "seed-1" / "best.pt"
+    state = torch.load(best, map_location="cpu", weights_only=True)
+    assert state["extractor"] == metadata(data)
+    capsys.readouterr()
+
+    new_clip = make_clip(tmp_path / "new.mp4", moving(FRAMES, (6, 5), (1, 0)), f0=300.0)
+    assert run_cli(["predict", "--checkpoint", str(best), "--video", str(new_clip),
+                    "--text", "clip number 99"]) == 0
+    out = capsys.readouterr().out
+    assert f"{FRAMES} frames with a face" in out
+    value = float(out.strip().splitlines()[-1].split(":")[1])
+    assert np.isfinite(value) and -3.5 <= value <= 3.5
+
+    # The same clip through the feature file path gives the same prediction.
+    from msakit.api import load_checkpoint
+    from msakit.data.batching import collate
+    from msakit.extract.predict import predict_video
+
+    direct = predict_video(best, new_clip, "clip number 99")
+    assert direct.prediction == pytest.approx(value, abs=5e-4)
+    ckpt = load_checkpoint(best)
+    ff = load_feature_file(data)
+    split = ff.splits["train"]
+    with torch.no_grad():
+        first = float(ckpt.model(collate(split, np.array([0]))).prediction.reshape(-1)[0])
+    again = make_clip(tmp_path / "clip0.mp4", moving(FRAMES, POSITIVE_START, (1, 0),
+                                                     blank_every=5), f0=300.0)
+    assert predict_video(best, again, "clip number 0").prediction == pytest.approx(first,
+                                                                                  abs=1e-4)
+
+    # A checkpoint without an extractor record (trained on standard MOSI files) is refused.
+    del state["extractor"]
+    standard = tmp_path / "standard.pt"
+    torch.save(state, standard)
+    assert run_cli(["predict", "--checkpoint", str(standard), "--video", str(new_clip),
+                    "--text", "x"]) == 2
+    line = error_line(capsys.readouterr().err)
+    assert "would not match" in line and "msakit extract" in line
+    # evaluate / predict --data: only on features of the same extractor settings.
+    assert run_cli(["evaluate", "--checkpoint", str(best), "--data", str(data)]) == 0
+    other = tmp_path / "other.npz"
+    assert run_cli(["extract", str(clips), "--out", str(other), "--quiet", "--fps", "5",
+                    "--text-encoder", str(tiny_bert_with_tokenizer)]) == 0
+    capsys.readouterr()
+    assert run_cli(["evaluate", "--checkpoint", str(best), "--data", str(other)]) == 2
+    line = error_line(capsys.readouterr().err)
+    assert "at 5 fps" in line and "at 10 fps" in line and "does not apply" in line
+    # --video and --data are two different routes.
+    assert run_cli(["predict", "--checkpoint", str(best)]) == 2
+    assert "--data is required" in error_line(capsys.readouterr().err)
+
+
+def test_metadata_is_json_in_a_plain_array(extracted):
+    out, _ = extracted
+    with np.load(out, allow_pickle=False) as z:
+        record = json.loads(str(z["msakit_extractor"]))
+    assert record["settings"]["format"] == "msakit-extractor-1"
