@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from msakit.config import RunConfig, apply_overrides
-from msakit.config.presets import preset
+from msakit.config.presets import DEFAULT_PRESET
+from msakit.config.presets import preset as named_preset
 from msakit.data.mmsa import FeatureFile, SplitData, load_feature_file
 from msakit.encoders.text import (
     DEFAULT_TEXT_ENCODER,
@@ -51,9 +52,11 @@ def build_config(
     epochs: int | None = None,
     batch: int | None = None,
     overrides: list[str] | dict[str, Any] | None = None,
+    preset: str = DEFAULT_PRESET,
 ) -> RunConfig:
-    """The preset of (model, dataset) with the command line's choices applied."""
-    config = preset(model, dataset)
+    """The named preset (``paper`` or ``authors``, see ``NAMED_PRESETS``) of (model, dataset)
+    with the command line's choices applied."""
+    config = named_preset(model, dataset, preset)
     if text_encoder is not None:
         config.text_encoder = text_encoder
     if seeds:
@@ -98,6 +101,7 @@ def train(
     quiet: bool = False,
     config: RunConfig | None = None,
     hooks: Any = None,
+    preset: str = DEFAULT_PRESET,
 ) -> TrainResult:
     """Train ``model`` on an MMSA feature file for every seed; write the run folder.
 
@@ -105,23 +109,26 @@ def train(
     loadable with ``weights_only=True``), ``out/seed-S/last.pt`` (exact resume),
     ``out/seed-S/history.json`` and ``out/results.csv`` (one row per seed with the test metrics
     under MMSA's names, then the ``mean`` and ``std`` rows).
+
+    ``preset`` names the starting configuration: ``paper`` (the default) or, for CLGSI,
+    ``authors`` (the authors' released code's settings); it is recorded in ``config.yaml``.
     """
     ctx = distributed.setup()
     try:
         return _train(
             ctx, model, dataset, data, text_encoder, seeds, epochs, batch, Path(out), overrides,
-            adapters, log_steps, resume, quiet, config, hooks,
+            adapters, log_steps, resume, quiet, config, hooks, preset,
         )
     finally:
         distributed.teardown(ctx)
 
 
 def _train(ctx, model, dataset, data, text_encoder, seeds, epochs, batch, out, overrides,
-           adapters, log_steps, resume, quiet, config, hooks) -> TrainResult:
+           adapters, log_steps, resume, quiet, config, hooks, preset) -> TrainResult:
     if config is None:
         config = build_config(
             model, dataset, text_encoder=text_encoder, seeds=seeds, epochs=epochs, batch=batch,
-            overrides=overrides,
+            overrides=overrides, preset=preset,
         )
     if resume:
         _check_resume_config(out, config)
@@ -193,7 +200,14 @@ def _check_resume_config(out: Path, config: RunConfig) -> None:
                 out.update({(k if key == "model" else f"{key}.{k}"): v for k, v in value.items()})
         return out
 
-    old = flat(yaml.safe_load(path.read_text()) or {})
+    started = yaml.safe_load(path.read_text()) or {}
+    # Folders written before named presets existed started from the paper preset.
+    if started.get("preset", "paper") != config.preset:
+        raise MsakitError(
+            f"{path}: the run was started with --preset {started.get('preset', 'paper')}, not "
+            f"{config.preset}; resume with the same options, or train into a new --out"
+        )
+    old = flat({"preset": "paper", **started})
     new = flat(yaml.safe_load(config.to_yaml()))
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     if changed:
