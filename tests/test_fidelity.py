@@ -364,3 +364,19 @@ def test_runconfig_records_the_new_fields():
     data = RunConfig(model_name="clgsi", dataset="mosi").to_dict()
     assert data["preset"] == "paper" and data["allow_vocab_mismatch"] is False
     assert data["sampler"] == "random" and data["seeds"] == list(DEFAULT_SEEDS)
+
+
+def test_resume_reads_folders_written_before_presets_existed(tmp_path):
+    from msakit.api import _check_resume_config
+
+    config = api.build_config("clgsi", "mosi", text_encoder="minilm")
+    older = {k: v for k, v in config.to_dict().items()
+             if k not in ("preset", "allow_vocab_mismatch")}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(older))
+    _check_resume_config(tmp_path, config)  # the same run: accepted
+    with pytest.raises(MsakitError, match="started with --preset paper, not authors"):
+        _check_resume_config(tmp_path, api.build_config("clgsi", "mosi", preset="authors",
+                                                        text_encoder="minilm"))
+    with pytest.raises(MsakitError, match=r"other settings \(sampler\)"):
+        _check_resume_config(tmp_path, api.build_config(
+            "clgsi", "mosi", text_encoder="minilm", overrides=["sampler=bucket"]))

@@ -207,7 +207,9 @@ def _check_resume_config(out: Path, config: RunConfig) -> None:
             f"{path}: the run was started with --preset {started.get('preset', 'paper')}, not "
             f"{config.preset}; resume with the same options, or train into a new --out"
         )
-    old = flat({"preset": "paper", **started})
+    # Fields added since the folder was written hold their defaults there (preset: paper).
+    defaults = RunConfig(model_name=config.model_name, dataset=config.dataset).to_dict()
+    old = flat({**{k: v for k, v in defaults.items() if k != "model"}, **started})
     new = flat(yaml.safe_load(config.to_yaml()))
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     if changed:

@@ -313,11 +313,13 @@ SET_HELP = (
 def _add_preset_argument(p: argparse.ArgumentParser, choices: Sequence[str] | None = None) -> None:
     from msakit.config.presets import PRESET_NAMES
 
-    p.add_argument(
-        "--preset", default="paper", choices=list(choices or PRESET_NAMES),
-        help="named preset: 'paper' (default: the paper's values) or 'authors' (CLGSI only: "
-        "the authors' released code's settings)",
+    help_text = (
+        "named preset: 'paper' (default: the paper's values) or 'authors' (CLGSI only: the "
+        "authors' released code's settings)" if choices is None else
+        "named preset: " + ", ".join(choices) + " (the paper's values)"
     )
+    p.add_argument("--preset", default="paper", choices=list(choices or PRESET_NAMES),
+                   help=help_text)
 
 
 def _add_pretrain_adapters_parser(sub: argparse._SubParsersAction) -> None:

@@ -114,8 +114,8 @@ def load_encoder_and_data(
         if tokenizer is not None:
             check_vocabulary(features, tokenizer, str(config.text_encoder))
         elif announce:
-            print(f"note: text encoder {config.text_encoder} ships no tokenizer; the token ids "
-                  f"of {data} are not checked against its vocabulary", file=sys.stderr)
+            print(f"note: no tokenizer found for text encoder {config.text_encoder}; the token "
+                  f"ids of {data} are not checked against its vocabulary", file=sys.stderr)
     return encoder, features
 
 
