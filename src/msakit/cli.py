@@ -38,7 +38,8 @@ def _demo(args: argparse.Namespace) -> int:
     from msakit.reporting import print_results
 
     print("msakit demo: CLGSI on synthetic MOSI-shaped data (256/64/96 samples, "
-          "50/500/375 frames) with the packaged all-MiniLM-L6-v2 text encoder", flush=True)
+          "50/500/375 frames) with the packaged all-MiniLM-L6-v2 text encoder, 2 seeds, "
+          "length-bucketed batches for speed", flush=True)
     result = api.demo(out=args.out, quiet=args.quiet)
     print(f"run folder: {result.out}")
     print_results(result.rows, "mosi")
