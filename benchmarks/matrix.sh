@@ -20,7 +20,7 @@ for dataset in ${DATASETS:-mosi sims mosei}; do
   for model in ${MODELS:-clgsi conki}; do
     for sampler in ${SAMPLERS:-random bucket}; do
       msakit bench --model "$model" --dataset "$dataset" --data "$data" --max-steps "$steps" \
-        --set sampler="$sampler" --json | tail -n 1 > "$out/$model-$dataset-$sampler.json"
+        --text-encoder minilm --set sampler="$sampler" --json | tail -n 1 > "$out/$model-$dataset-$sampler.json"
       cat "$out/$model-$dataset-$sampler.json"
     done
   done

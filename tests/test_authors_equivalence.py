@@ -22,7 +22,7 @@ from torch import nn
 
 from msakit import api
 from msakit.config import RunConfig
-from msakit.config.authors import CLGSI_AUTHORS, apply_authors
+from msakit.config.authors import CLGSI_AUTHORS
 from msakit.config.presets import CLGSI_MODEL, preset
 from msakit.data.batching import collate
 from msakit.data.mmsa import load_feature_file
@@ -190,7 +190,8 @@ def test_paper_defaults_are_unchanged():
 @pytest.mark.parametrize("dataset", ["mosi", "mosei", "sims"])
 def test_authors_overrides_apply_to_every_dataset(dataset):
     paper = preset("clgsi", dataset)
-    authors = apply_authors(paper)
+    authors = preset("clgsi", dataset, "authors")
+    assert authors.preset == "authors"
     assert set(CLGSI_AUTHORS[dataset]) == {"run", "model"}
     assert authors.model["variant"] == "official" and authors.model["label_scale"] == 3.0
     assert authors.sampler == "random" and authors.seeds == [2222, 3333, 4444]

@@ -2,9 +2,9 @@
 batches (CLGSI and ConKI), rank 0 alone writes, and ``--set dropout=0`` turns every dropout off.
 
 The training runs are small: 23 training samples, 2 epochs, audio/vision cut to
-40/30 frames, 1 thread per process (the machine has 2 cores). CLGSI uses the default bucket
+40/30 frames, 1 thread per process (the machine has 2 cores). CLGSI uses the opt-in bucket
 sampler with global batch 10 (batches of 10, 10 and 3 samples in some order: shares 2 + 1 for
-the last), ConKI the random one with batch 8 (8, 8, 7: shares 4 + 3), so both samplers and
+the last), ConKI the default random one with batch 8 (8, 8, 7: shares 4 + 3), so both samplers and
 uneven shares are covered.
 """
 
@@ -48,7 +48,7 @@ SETS = {
     # ranks, or 1 vs 2 threads). At the preset's 1e-2 that noise reaches the task loss at
     # ~1e-3 within a few steps; at 1e-4 it stays far below the tolerance.
     "clgsi": ["common_dim=16", "specific_dim=16", "head_dim=16", "feedforward=32",
-              "lr.other=1e-4"],
+              "lr.other=1e-4", "sampler=bucket"],
     # ConKI's preset learning rates (5e-6, 1e-6) hardly move the weights: 1e-3 makes the steps
     # count.
     "conki": ["adapter_dim=8", "fusion_dim=8", "head_dim=8", "feedforward=32", "lr=1e-3",

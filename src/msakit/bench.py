@@ -22,9 +22,9 @@ import torch
 
 from msakit import api
 from msakit.data.batching import collate
-from msakit.data.mmsa import check_dataset
-from msakit.encoders.text import bert_inputs, load_text_encoder
+from msakit.encoders.text import bert_inputs
 from msakit.training import distributed
+from msakit.training.inputs import load_encoder_and_data
 from msakit.training.trainer import Trainer
 
 
@@ -88,15 +88,14 @@ def bench(
     max_steps: int | None = None,
     flops: bool = False,
     seed: int = 0,
+    preset: str = "paper",
 ) -> dict[str, Any]:
     """Train ``model`` on ``data``'s train split and measure it; returns the JSON fields."""
     config = api.build_config(
         model, dataset, text_encoder=text_encoder, epochs=epochs, batch=batch,
-        overrides=overrides,
+        overrides=overrides, preset=preset,
     )
-    encoder = load_text_encoder(config.text_encoder)
-    features = api.load_data(data, int(encoder.config.vocab_size))
-    check_dataset(features, config.dataset)
+    encoder, features = load_encoder_and_data(config, data)
     dims = api.dims_of(features)
     torch.manual_seed(seed)
     net = api.build_model(config, dims, copy.deepcopy(encoder))
@@ -119,7 +118,8 @@ def bench(
         "model": model,
         "dataset": dataset,
         "data": str(data),
-        "text_encoder": config.text_encoder or "packaged:all-MiniLM-L6-v2",
+        "preset": config.preset,
+        "text_encoder": config.text_encoder,
         "batch": config.batch_size,
         "epochs": epochs,
         "sampler": config.sampler,

@@ -65,7 +65,8 @@ def _demo(args: argparse.Namespace) -> int:
     from msakit.reporting import print_results
 
     print("msakit demo: CLGSI on synthetic MOSI-shaped data (256/64/96 samples, "
-          "50/500/375 frames) with the packaged all-MiniLM-L6-v2 text encoder", flush=True)
+          "50/500/375 frames) with the packaged all-MiniLM-L6-v2 text encoder, 2 seeds, "
+          "length-bucketed batches for speed", flush=True)
     result = api.demo(out=args.out, quiet=args.quiet)
     print(f"run folder: {result.out}")
     print_results(result.rows, "mosi")
@@ -101,6 +102,7 @@ def _train(args: argparse.Namespace) -> int:
         resume=args.resume,
         quiet=args.quiet,
         overwrite=args.overwrite,
+        preset=args.preset,
     )
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"wrote {result.out / 'results.csv'}")
@@ -122,6 +124,7 @@ def _pretrain_adapters(args: argparse.Namespace) -> int:
         overrides=args.set,
         seed=args.seed,
         quiet=args.quiet,
+        preset=args.preset,
     )
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"wrote {result.adapters} (best validation MAE {result.valid['MAE']:.4f} "
@@ -171,7 +174,7 @@ def _bench(args: argparse.Namespace) -> int:
     result = bench(
         args.model, args.dataset, args.data, batch=args.batch, epochs=args.epochs,
         text_encoder=args.text_encoder, overrides=args.set, warmup_steps=args.warmup_steps,
-        max_steps=args.max_steps, flops=args.flops,
+        max_steps=args.max_steps, flops=args.flops, preset=args.preset,
     )
     if args.json:
         print(json.dumps(result))
@@ -238,7 +241,7 @@ def _tune(args: argparse.Namespace) -> int:
         args.model, args.dataset, args.data, trials=args.trials, out=args.out,
         epochs=args.epochs, storage=args.storage, study=args.study,
         text_encoder=args.text_encoder, batch=args.batch, overrides=args.set,
-        adapters=args.adapters, seed=args.seed, quiet=args.quiet,
+        adapters=args.adapters, seed=args.seed, quiet=args.quiet, preset=args.preset,
     )
     if result.best is None:
         print(f"study {result.study!r}: no trial completed yet")
@@ -322,6 +325,25 @@ def _predict_video(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("retokenize")
+def _retokenize(args: argparse.Namespace) -> int:
+    from msakit.data.tokens import retokenize
+    from msakit.encoders.text import load_tokenizer, resolve_text_encoder
+
+    tokenizer = load_tokenizer(args.text_encoder)
+    if tokenizer is None:
+        raise MsakitError(
+            f"text encoder {resolve_text_encoder(args.text_encoder)!r} has no tokenizer (no "
+            "tokenizer files in the folder, or not in the local Hugging Face cache)"
+        )
+    summary = retokenize(args.file, args.out, tokenizer, texts_csv=args.texts,
+                         max_length=args.max_length)
+    note = f", {summary['truncated']} truncated" if summary["truncated"] else ""
+    print(f"wrote {args.out} ({summary['samples']} samples tokenised by {args.text_encoder}, "
+          f"text length {summary['length']}{note})")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     from msakit import __version__
@@ -377,8 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=1, help="epochs timed after the warm-up")
     p.add_argument("--max-steps", type=int, help="stop timing after this many steps")
     p.add_argument("--warmup-steps", type=int, default=2, help="untimed steps first")
-    p.add_argument("--text-encoder")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--text-encoder", help=TEXT_ENCODER_HELP)
+    _add_preset_argument(p)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     p.add_argument("--flops", action="store_true",
                    help="also measure the text encoder's share of the matmul peak")
     p.add_argument("--json", action="store_true", help="one JSON object on the last line")
@@ -392,16 +415,40 @@ def _add_train_arguments(p: argparse.ArgumentParser, out_default: str = "runs/ms
     p.add_argument("--model", required=True, choices=["clgsi", "conki"])
     p.add_argument("--dataset", required=True, choices=["mosi", "mosei", "sims"])
     p.add_argument("--data", required=True, help="MMSA feature file (.pkl or converted .npz)")
-    p.add_argument("--text-encoder", help="BERT-family hub name or folder (default: packaged)")
+    p.add_argument("--text-encoder", help=TEXT_ENCODER_HELP)
+    _add_preset_argument(p)
     p.add_argument("--seeds", nargs="+", type=int,
-                   help="one run per seed, each in [0, 2^32) (default: the preset's)")
+                   help="one run per seed, each in [0, 2^32) (default: MMSA's five, 1111 to 1115)")
     p.add_argument("--epochs", type=int,
                    help="cap on epochs, and the schedule's horizon (default: the preset's)")
     p.add_argument("--batch", type=int, help="global batch size (default: the preset's)")
     p.add_argument("--out", default=out_default, help="run folder")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a preset value, e.g. --set gamma=0.5 --set fusion=add")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+TEXT_ENCODER_HELP = (
+    "BERT-family hub name or folder (default: the paper's, from the local Hugging Face cache or "
+    "the hub: bert-base-uncased for MOSI/MOSEI; for SIMS bert-base-chinese with CLGSI, "
+    "bert-base-uncased on English translations with ConKI); 'minilm' is the packaged offline "
+    "all-MiniLM-L6-v2 (English vocabulary)"
+)
+SET_HELP = (
+    "override a preset value, e.g. --set gamma=0.5 --set fusion=add; --set sampler=bucket "
+    "draws batches from length buckets (faster, but it changes which samples meet in a batch)"
+)
+
+
+def _add_preset_argument(p: argparse.ArgumentParser, choices: Sequence[str] | None = None) -> None:
+    from msakit.config.presets import PRESET_NAMES
+
+    help_text = (
+        "named preset: 'paper' (default: the paper's values) or 'authors' (CLGSI only: the "
+        "authors' released code's settings)" if choices is None else
+        "named preset: " + ", ".join(choices) + " (the paper's values)"
+    )
+    p.add_argument("--preset", default="paper", choices=list(choices or PRESET_NAMES),
+                   help=help_text)
 
 
 def _add_pretrain_adapters_parser(sub: argparse._SubParsersAction) -> None:
@@ -413,8 +460,8 @@ def _add_pretrain_adapters_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", required=True, choices=["mosi", "mosei", "sims"],
                    help="the target data set whose ConKI preset to use")
     p.add_argument("--data", required=True, help="the external data set's feature file")
-    p.add_argument("--text-encoder", help="BERT-family hub name or folder (default: packaged); "
-                   "use the same one for train")
+    p.add_argument("--text-encoder", help=TEXT_ENCODER_HELP + "; use the same one for train")
+    _add_preset_argument(p, ["paper"])
     p.add_argument("--epochs", type=int, help="pretraining epochs (default 10)")
     p.add_argument("--batch", type=int, help="global batch size")
     p.add_argument("--seed", type=int, help="random seed (default: the preset's first seed)")
@@ -480,7 +527,8 @@ def _add_tune_parser(sub: argparse._SubParsersAction) -> None:
                    "postgresql://user:password@host/db for many machines)")
     p.add_argument("--study", help="study name (default: msakit-MODEL-DATASET)")
     p.add_argument("--out", required=True, help="folder for trial-K/ runs and best.yaml")
-    p.add_argument("--text-encoder", help="BERT-family hub name or folder (default: packaged)")
+    p.add_argument("--text-encoder", help=TEXT_ENCODER_HELP)
+    _add_preset_argument(p)
     p.add_argument("--batch", type=int, help="global batch size")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a value fixed for every trial (and not searched), e.g. --set gamma=0.5")
@@ -549,6 +597,21 @@ def _add_extract_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("parts", nargs="+", metavar="PART", help="files from extract --shard i/n")
     p.add_argument("--out", required=True, help="output .npz")
 
+def _add_retokenize_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "retokenize", help="rewrite a feature file's token ids with another text encoder's "
+        "tokenizer (from raw_text or a CSV id,text)",
+    )
+    p.add_argument("file", help="MMSA feature file (.pkl or .npz)")
+    p.add_argument("--text-encoder", required=True,
+                   help="hub name, folder or 'minilm' whose tokenizer to apply")
+    p.add_argument("--texts", metavar="CSV",
+                   help="texts to tokenise instead of raw_text: a CSV with columns id,text, one "
+                   "row per sample (e.g. English translations of SIMS); they become raw_text")
+    p.add_argument("--max-length", type=int,
+                   help="text length of the output (default: the file's)")
+    p.add_argument("--out", required=True, help="output .npz (code-free; not the input)")
+
 
 _EXTRA_PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_pretrain_adapters_parser,
@@ -557,6 +620,7 @@ _EXTRA_PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_tune_parser,
     _add_import_weights_parser,
     _add_extract_parsers,
+    _add_retokenize_parser,
 ]
 
 

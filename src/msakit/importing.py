@@ -73,7 +73,7 @@ def import_weights(
     check_distinct_output(out, [weights, data, text_encoder])
     check_output_folder(out.parent if str(out.parent) else Path("."))
 
-    config = src.configure(preset(model, dataset))
+    config = preset(model, dataset, src.preset)
     config.text_encoder = text_encoder
     config = apply_overrides(config, overrides or [])
     encoder = text_encoder_from_config(_text_encoder_architecture(text_encoder))

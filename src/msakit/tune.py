@@ -148,6 +148,7 @@ def tune(
     seed: int | None = None,
     pruner=None,
     quiet: bool = False,
+    preset: str = "paper",
 ) -> TuneResult:
     """Run ``trials`` trials of the study (see the module docstring); return the summary.
 
@@ -177,9 +178,9 @@ def tune(
     # Validate everything before the study is touched: the preset, the fixed overrides, every
     # search-space key (at its low end) and the data file.
     config = api.build_config(model, dataset, text_encoder=text_encoder, epochs=epochs,
-                              batch=batch, overrides=base)
+                              batch=batch, overrides=base, preset=preset)
     low = {name: spec[1] if spec[0] != "choice" else spec[1][0] for name, spec in space.items()}
-    api.build_config(model, dataset, overrides=[*base, *_as_set(low)])
+    api.build_config(model, dataset, overrides=[*base, *_as_set(low)], preset=preset)
     if not Path(data).is_file():
         raise MsakitError(f"data file {data} does not exist")
     from msakit.data.mmsa import check_dataset, load_feature_file
@@ -236,7 +237,7 @@ def tune(
                 model, dataset, data, text_encoder=text_encoder, seeds=[train_seed],
                 epochs=epochs, batch=batch, out=out / f"trial-{trial.number}", overrides=sets,
                 adapters=adapters, quiet=True, hooks=TrainerHooks(on_epoch_end=on_epoch_end),
-                overwrite=True,
+                overwrite=True, preset=preset,
             )
         except TrainingDiverged as exc:  # a sampled setting too aggressive: not a crash
             raise optuna.TrialPruned(str(exc)) from None
@@ -245,7 +246,7 @@ def tune(
     context = {
         "model": model, "dataset": dataset, "data": str(data), "text_encoder": text_encoder,
         "epochs": epochs, "batch": batch, "adapters": adapters, "seed": seed,
-        "storage": storage, "study": study_name, "out": out,
+        "storage": storage, "study": study_name, "out": out, "preset": preset,
     }
 
     def write_summary(the_study, _trial=None) -> dict[str, Any] | None:
@@ -303,9 +304,12 @@ def _summary(the_study, context: dict[str, Any]) -> dict[str, Any] | None:
     sets = list(best.user_attrs.get("set", []))
     c = context
     config = api.build_config(c["model"], c["dataset"], text_encoder=c["text_encoder"],
-                              epochs=c["epochs"], batch=c["batch"], overrides=sets)
+                              epochs=c["epochs"], batch=c["batch"], overrides=sets,
+                              preset=c["preset"])
     command = ["msakit", "train", "--model", c["model"], "--dataset", c["dataset"],
                "--data", c["data"]]
+    if c["preset"] != "paper":
+        command += ["--preset", c["preset"]]
     for flag, key in (("--text-encoder", "text_encoder"), ("--epochs", "epochs"),
                       ("--batch", "batch"), ("--adapters", "adapters")):
         if c[key] is not None:

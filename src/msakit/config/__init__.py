@@ -20,6 +20,8 @@ from msakit.errors import MsakitError
 
 DATASETS = ("mosi", "mosei", "sims")
 GROUPS = ("text", "audio", "vision", "other")
+DEFAULT_SEEDS = (1111, 1112, 1113, 1114, 1115)
+"""MMSA's five seeds: both papers report means over several runs."""
 
 
 def plain(obj: Any) -> Any:
@@ -34,7 +36,10 @@ class RunConfig:
 
     model_name: str
     dataset: str
+    preset: str = "paper"
+    """The named preset the run started from (``--preset``; see ``NAMED_PRESETS``)."""
     text_encoder: str | None = None
+    """Hub name, folder or ``minilm``; the presets set the papers' encoder of the data set."""
     batch_size: int = 64
     epochs: int = 50
     """Upper bound on epochs and the horizon of the warm-up + cosine schedule."""
@@ -52,18 +57,22 @@ class RunConfig:
     rising) until early stopping, as the authors' CLGSI code does (``while True``)."""
     schedule: str = "cosine"
     grad_clip: float = 0.0
-    seeds: list[int] = field(default_factory=lambda: [1111])
+    seeds: list[int] = field(default_factory=lambda: list(DEFAULT_SEEDS))
     dropout: float | None = None
     """When set (e.g. 0), every dropout probability in the model takes this value."""
-    sampler: str = "bucket"
-    """'bucket' (batches drawn from length buckets, so cost follows the real lengths) or
-    'random' (plain shuffled batches, as in the authors' code)."""
+    sampler: str = "random"
+    """'random' (plain shuffled batches, as in both papers' code) or 'bucket' (an opt-in speed
+    setting: batches drawn from length buckets, so cost follows the real lengths; it changes
+    which samples meet in a batch, hence the contrastive pairs and BatchNorm statistics)."""
     bf16: bool = False
     cache_text: bool = True
     """Cache frozen text-encoder outputs (only used when the text encoder is not trained)."""
     reuse_memory: bool = True
     """Keep freed CPU buffers in the process for the next step (glibc malloc; see
     :mod:`msakit.training.allocator`)."""
+    allow_vocab_mismatch: bool = False
+    """Train even when the file's token ids do not come from the text encoder's tokenizer
+    (see :func:`msakit.data.tokens.check_vocabulary`)."""
     model: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -135,11 +144,14 @@ def apply_overrides(config: RunConfig, overrides: list[str] | dict[str, Any]) ->
     items = overrides.items() if isinstance(overrides, dict) else [_split(o) for o in overrides]
     data = config.to_dict()
     top = {f.name for f in dataclasses.fields(RunConfig)} - {"model", "lr", "weight_decay"}
+    top.discard("preset")  # recorded, not set: --preset applies the named preset's values
     for key, raw in items:
         if key in FLAG_KEYS:
             raise MsakitError(
                 f"--set {key}: use {FLAG_KEYS[key]} (a --set {key} would override it silently)"
             )
+        if key == "preset":
+            raise MsakitError("--set preset: choose a named preset with --preset NAME instead")
         if not isinstance(raw, str):
             raw = yaml.safe_dump(raw, default_flow_style=True).strip().removesuffix("...").strip()
         if "." in key:

@@ -15,10 +15,7 @@ another random stream (``msakit import-weights`` loads their trained weights ins
 
 from __future__ import annotations
 
-import copy
 from typing import Any
-
-from msakit.config import RunConfig, validate
 
 # The released code's model computation, the same on every dataset.
 _MODEL = {
@@ -55,15 +52,3 @@ CLGSI_AUTHORS: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 
-
-def apply_authors(config: RunConfig) -> RunConfig:
-    """A copy of a CLGSI ``config`` with ``CLGSI_AUTHORS[config.dataset]`` applied on top."""
-    if config.model_name != "clgsi":
-        raise ValueError(f"the authors' preset exists for clgsi only, not {config.model_name!r}")
-    entry = CLGSI_AUTHORS[config.dataset]
-    data = config.to_dict()
-    data.update(copy.deepcopy(entry["run"]))
-    data["model"] = {**data["model"], **copy.deepcopy(entry["model"])}
-    new = RunConfig.from_dict(data)
-    validate(new)
-    return new

@@ -5,12 +5,25 @@ config (AZYoung233/CLGSI ``config/config_regression.py``): weight decays, dropou
 Subnet reduction r, schedule horizon (their ``warm_up_epochs``), early-stop patience 8, gamma.
 One disagreement: for MOSI, Table 7 gives visual-encoder lr 5e-3 and audio-encoder lr 1e-3; the
 released config has them the other way round (audio 5e-3, video 1e-3). We follow the paper; the
-released setting is ``--set lr.audio=5e-3 --set lr.vision=1e-3``. Every setting of the released
-code that differs from these presets (this one included) is in :mod:`msakit.config.authors`.
+released setting is part of ``--preset authors`` (``--set lr.audio=5e-3 --set lr.vision=1e-3`` on
+its own). Every setting of the released code that differs from these presets is in
+:mod:`msakit.config.authors`.
+
+The text encoder is the paper's (``text_encoder`` in each data set's run settings): CLGSI uses
+bert-base-uncased for MOSI and MOSEI and bert-base-chinese for SIMS (Appendix C), the tokenizers
+that wrote the MMSA files' ``text_bert`` ids. ConKI uses the uncased 12-layer BERT everywhere
+(Appendix B) and reads SIMS in English translation (Appendix C: "We translate the Chinese text
+into English"), so its SIMS preset names bert-base-uncased, and the standard SIMS file (Chinese
+ids) is refused by the vocabulary check until ``msakit retokenize --texts`` gives it the English
+texts' ids (or ``--text-encoder bert-base-chinese`` chooses the Chinese route instead).
 
 ConKI: Appendix B (fine-tuning batch 32, up to 200 epochs, lrs 5e-6 encoders / 1e-6 others with
 weight decay 1e-3 on MOSI and SIMS; 5e-6 text / 5e-5 others on MOSEI; tau 0.07; lambda 0.01 or
 0.001) and the adapter pretraining stage (10 epochs, lr 5e-5, one epoch of linear warm-up).
+
+Named presets (``--preset``): each model declares its own in ``NAMED_PRESETS`` as differences
+from ``paper`` (the values above); CLGSI's ``authors`` preset is ``CLGSI_AUTHORS`` in
+``msakit/config/authors.py``, the settings of the authors' released code.
 """
 
 from __future__ import annotations
@@ -18,7 +31,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from msakit.config import DATASETS, RunConfig
+from msakit.config import DATASETS, GROUPS, RunConfig
+from msakit.config.authors import CLGSI_AUTHORS
 from msakit.errors import MsakitError
 
 
@@ -69,6 +83,7 @@ CLGSI_MODEL = {
 CLGSI_DATASET = {
     "mosi": {
         "run": {
+            "text_encoder": "bert-base-uncased",
             "batch_size": 64,
             "epochs": 75,
             "lr": _groups(5e-5, 1e-3, 5e-3, 1e-2),
@@ -78,6 +93,7 @@ CLGSI_DATASET = {
     },
     "mosei": {
         "run": {
+            "text_encoder": "bert-base-uncased",
             "batch_size": 128,
             "epochs": 40,
             "lr": _groups(5e-5, 5e-4, 5e-4, 2.5e-3),
@@ -97,6 +113,7 @@ CLGSI_DATASET = {
     },
     "sims": {
         "run": {
+            "text_encoder": "bert-base-chinese",
             "batch_size": 64,
             "epochs": 95,
             "lr": _groups(5e-5, 5e-4, 5e-4, 5e-4),
@@ -149,6 +166,7 @@ CONKI_MODEL = {
 # no fine-tuning schedule: constant learning rates. Early stopping (20 epochs without a better
 # validation MAE) is msakit's; the paper trains 200 epochs and tests the best validation epoch.
 _CONKI_RUN = {
+    "text_encoder": "bert-base-uncased",  # Appendix B; SIMS in English translation (Appendix C)
     "batch_size": 32,
     "epochs": 200,
     "early_stop": 20,
@@ -189,6 +207,17 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, dict[str, Any]]]] = {
     "conki": (CONKI_MODEL, CONKI_DATASET),
 }
 
+PRESET_NAMES = ("paper", "authors")
+"""Every named preset some model has (the command line's ``--preset`` choices)."""
+DEFAULT_PRESET = "paper"
+
+# Named presets of each model: name -> {dataset: {"run": {...}, "model": {...}}}, the changes from
+# the model's paper preset (an empty mapping is the paper preset itself).
+NAMED_PRESETS: dict[str, dict[str, dict[str, dict[str, dict[str, Any]]]]] = {
+    "clgsi": {"paper": {}, "authors": CLGSI_AUTHORS},
+    "conki": {"paper": {}},
+}
+
 # Optuna search spaces, beside the presets: name -> (kind, low, high[, log]) or ("choice", [...]).
 SEARCH_SPACES: dict[str, dict[str, tuple]] = {
     "clgsi": {
@@ -213,16 +242,60 @@ SEARCH_SPACES: dict[str, dict[str, tuple]] = {
 }
 
 
-def preset(model: str, dataset: str) -> RunConfig:
-    """The paper's configuration of ``model`` on ``dataset`` as a fresh RunConfig."""
+def preset_names(model: str) -> list[str]:
+    """The named presets ``model`` declares (``paper`` first)."""
+    return list(NAMED_PRESETS.get(model, {"paper": {}}))
+
+
+def preset(model: str, dataset: str, name: str = DEFAULT_PRESET) -> RunConfig:
+    """The named preset ``name`` of ``model`` on ``dataset`` as a fresh RunConfig.
+
+    ``paper`` is the paper's configuration (the tables above); any other name applies that
+    preset's entry for ``dataset`` on top of it (see :func:`apply_preset_entry`).
+    """
     if model not in PRESETS:
         raise MsakitError(f"unknown model {model!r}; choose {', '.join(sorted(PRESETS))}")
     if dataset not in DATASETS:
         raise MsakitError(f"unknown dataset {dataset!r}; choose {', '.join(DATASETS)}")
+    named = NAMED_PRESETS.get(model, {"paper": {}})
+    if name not in named:
+        raise MsakitError(
+            f"{model} has no preset {name!r}; choose {', '.join(preset_names(model))}"
+        )
     base, per_dataset = PRESETS[model]
     entry = per_dataset[dataset]
     model_args = copy.deepcopy(base)
     model_args.update(copy.deepcopy(entry["model"]))
-    return RunConfig(
+    config = RunConfig(
         model_name=model, dataset=dataset, model=model_args, **copy.deepcopy(entry["run"])
     )
+    config = apply_preset_entry(config, named[name].get(dataset, {}), f"{model} preset {name}")
+    config.preset = name
+    return config
+
+
+def apply_preset_entry(
+    config: RunConfig, entry: dict[str, dict[str, Any]], where: str = "preset"
+) -> RunConfig:
+    """``config`` with a preset entry ``{"run": {field: value}, "model": {key: value}}`` applied.
+
+    Any RunConfig field may be set; ``lr`` and ``weight_decay`` are merged group by group (an
+    entry names only the groups it changes). Model keys must be hyperparameters the model has.
+    An unknown name is an error, so a preset cannot silently set nothing.
+    """
+    data = config.to_dict()
+    for key, value in (entry.get("run") or {}).items():
+        if key in ("lr", "weight_decay"):
+            unknown = set(value) - set(GROUPS)
+            if unknown:
+                raise MsakitError(f"{where}: unknown {key} group(s) {', '.join(sorted(unknown))}")
+            data[key] = {**data[key], **{g: float(v) for g, v in value.items()}}
+        elif key in data and key not in ("model", "model_name", "dataset", "preset"):
+            data[key] = copy.deepcopy(value)
+        else:
+            raise MsakitError(f"{where}: {key!r} is not a run setting")
+    for key, value in (entry.get("model") or {}).items():
+        if key not in data["model"]:
+            raise MsakitError(f"{where}: {config.model_name} has no hyperparameter {key!r}")
+        data["model"][key] = copy.deepcopy(value)
+    return RunConfig.from_dict(data)

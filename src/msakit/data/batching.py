@@ -5,10 +5,12 @@ A *plan* is the list of global batches of one epoch (arrays of sample indices). 
 the same plan and takes its slice of each global batch (:func:`shard`), so "which samples form
 each step's global batch" is the same on 1 or N ranks.
 
-``sampler="random"`` shuffles the split (what both papers' code does). ``sampler="bucket"`` (the
-default) sorts samples by their longest audio/vision sequence, with a random jitter of one
-bucket's width (1/8 of the padded length), cuts the order into full batches and shuffles the
-batch order, so a batch's padding, and with trimming its cost, follows the real lengths.
+``sampler="random"`` (the default) shuffles the split (what both papers' code does).
+``sampler="bucket"`` (an opt-in speed setting; it changes which samples meet in a batch, hence
+CLGSI's contrastive pairs and BatchNorm statistics) sorts samples by their longest audio/vision
+sequence, with a random jitter of one bucket's width (1/8 of the padded length), cuts the order
+into full batches and shuffles the batch order, so a batch's padding, and with trimming its
+cost, follows the real lengths.
 :func:`collate` trims audio and vision to the batch's longest valid sequence.
 """
 

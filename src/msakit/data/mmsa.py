@@ -15,7 +15,7 @@ key                        shape           notes
 ``vision_lengths``         (N,)
 ``regression_labels``      (N,) or (N, 1)  MOSI/MOSEI in [-3, 3], SIMS in [-1, 1]
 ``regression_labels_T/A/V`` (N,)           SIMS unimodal labels, optional
-``id``, ``raw_text``, ...  (N,)            object arrays or lists; ``id`` is kept
+``id``, ``raw_text``, ...  (N,)            object arrays or lists; ``id``, ``raw_text`` kept
 =========================  ==============  ================================================
 
 :func:`load_feature_file` reads the file once (pickle, read by the restricted unpickler of
@@ -76,6 +76,7 @@ class SplitData:
     labels: np.ndarray  # (N,) float32, MMSA's regression_labels
     ids: np.ndarray  # (N,) str; MMSA 'id' if present, else f"{split}-{i}"
     unimodal_labels: dict[str, np.ndarray] = field(default_factory=dict)  # {"T","A","V"} (SIMS)
+    raw_text: np.ndarray | None = None  # (N,) str: MMSA 'raw_text' if present (the transcripts)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -433,6 +434,9 @@ def _convert_split(d: dict[str, Any], where: _Where, vocab_size: int | None) -> 
         where.ids = ids
     else:
         ids = np.array([f"{where.split}-{i}" for i in range(n)], dtype=str)
+    raw_text = None
+    if "raw_text" in d:  # kept to check the token ids against a tokenizer (msakit.data.tokens)
+        raw_text = np.array([_as_text(x) for x in d["raw_text"]], dtype=str)
 
     text_bert = _convert_text_bert(d.pop("text_bert"), where, vocab_size)
     if "text" in d:  # frozen BERT features: checked, not kept
@@ -456,6 +460,7 @@ def _convert_split(d: dict[str, Any], where: _Where, vocab_size: int | None) -> 
         labels=labels,
         ids=ids,
         unimodal_labels=unimodal,
+        raw_text=raw_text,
     )
 
 

@@ -147,4 +147,6 @@ def split_to_mmsa(split: SplitData) -> dict[str, np.ndarray]:
     }
     for modality, labels in split.unimodal_labels.items():
         out[f"regression_labels_{modality}"] = labels
+    if split.raw_text is not None:
+        out["raw_text"] = split.raw_text
     return out

@@ -14,7 +14,7 @@ the samples) that every modality carries:
   ``regression_labels_T/A/V`` from ``s`` plus larger, per-modality noise.
 
 Like the real files: ``text_bert`` is float64, features and labels float32, lengths python
-lists, ``id``/``raw_text``/``annotations`` object arrays; frames past a sample's length are
+lists, ``id``/``annotations`` object arrays; frames past a sample's length are
 zeros, about 3% of the vision lengths are 0, a few lengths equal the padded length, and about
 10% of the samples hold a few ``-inf`` in the last audio feature of valid frames (as COVAREP
 features do; the reader sets them to 0, and the signal in feature 0 is untouched).
@@ -25,6 +25,11 @@ its real ids, e.g. good = 2204, bad = 2919; filler ids are drawn from its word-p
 its single-character range [671, 7992); the SIMS sentiment ids are fixed arbitrary picks in that
 range, not checked words (no Chinese vocabulary ships with the project). ``[CLS]`` = 101,
 ``[SEP]`` = 102 and padding 0 (mask 0) in both; segment ids are 0.
+
+Unlike the real files, there is no ``raw_text``: the ids are random draws, not a tokenised
+sentence, so no text could be re-tokenised into them, and a made-up transcript would rightly fail
+msakit's vocabulary check (:func:`msakit.data.tokens.check_vocabulary`), which skips files without
+``raw_text``. ``msakit retokenize --texts CSV`` gives a synthetic file real text and matching ids.
 
 The output is deterministic for a seed, and each split depends only on the seed and its own
 size.
@@ -209,13 +214,11 @@ def _make_split(
     english = shape.tokenizer == "bert-base-uncased"
     positive = np.array(list(ENGLISH_POSITIVE.values()) if english else CHINESE_POSITIVE_IDS)
     negative = np.array(list(ENGLISH_NEGATIVE.values()) if english else CHINESE_NEGATIVE_IDS)
-    words = {i: w for w, i in (*ENGLISH_POSITIVE.items(), *ENGLISH_NEGATIVE.items())}
     low, high = _FILLER_RANGES[shape.tokenizer]
     filler = np.setdiff1d(np.arange(low, high), np.concatenate([positive, negative]))
 
     lt = shape.text_len
     text_bert = np.zeros((n, 3, lt), dtype=np.float64)
-    raw_text = np.empty(n, dtype=object)
     ids = np.empty(n, dtype=object)
     share = _durations(rng, n)
     low_text = min(_MIN_TEXT_LEN, lt)
@@ -233,8 +236,6 @@ def _make_split(
         text_bert[i, 1, :length] = 1
         video, clip = divmod(i, 4)
         ids[i] = f"{split}{video:04d}$_{clip + 1}"
-        said = " ".join(words[int(t)] for t in chosen) if english else ""
-        raw_text[i] = f"synthetic clip {ids[i]} {said}".strip() if english else f"合成片段 {ids[i]}"
 
     audio_lengths = _lengths(rng, share, shape.audio_len, 0.0)
     vision_lengths = _lengths(rng, share, shape.vision_len, _ZERO_VISION)
@@ -248,7 +249,6 @@ def _make_split(
     polarity = np.sign(labels)
     data: dict[str, Any] = {
         "id": ids,
-        "raw_text": raw_text,
         "text_bert": text_bert,
         "audio": audio,
         "vision": vision,

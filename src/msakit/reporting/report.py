@@ -18,8 +18,9 @@ different data sets get one column block each (MOSI | MOSEI | SIMS, as in Table 
 mean of each column is set in bold when at least two rows share it.
 
 Row labels: the run folder's name, or its distinguishing ``--set`` values (the resolved
-configuration's differences from the preset of its model and data set that are not the same in
-every run, e.g. ``contrastive=false``). ``label="auto"`` takes folder names when they are
+configuration's differences from the named preset of its model and data set that are not the
+same in every run, e.g. ``contrastive=false``) and its preset where runs differ by preset
+(``preset=authors``). ``label="auto"`` takes folder names when they are
 unique and the runs share one data set, the ``--set`` values otherwise (so runs on several
 data sets share a row per setting).
 """
@@ -170,12 +171,14 @@ def _flat_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _overrides(run: Run) -> dict[str, Any]:
-    """The run's values that differ from its (model, data set) preset: its ``--set`` values."""
+    """The run's values that differ from its (model, data set) named preset: its ``--set``
+    values (runs written before named presets existed started from ``paper``)."""
     from msakit.config.presets import preset
 
-    flat = _flat_config(run.config)
+    flat = _flat_config({"preset": "paper", **run.config})
     try:
-        base = _flat_config(preset(run.config["model_name"], run.dataset).to_dict())
+        name = str(run.config.get("preset", "paper"))
+        base = _flat_config(preset(run.config["model_name"], run.dataset, name).to_dict())
     except (KeyError, MsakitError):
         return flat
     return {k: v for k, v in flat.items() if k not in base or base[k] != v}
@@ -190,8 +193,9 @@ def config_labels(runs: Sequence[Run]) -> list[str]:
     runs use different models); the model name when nothing distinguishes it."""
     models = {r.config.get("model_name", "?") for r in runs}
     changed = [_overrides(r) for r in runs]
-    keys = sorted({k for c in changed for k in c})
-    flats = [_flat_config(r.config) for r in runs]
+    # A run's named preset distinguishes it too (``preset=authors``), though no --set changed it.
+    keys = sorted({k for c in changed for k in c} | {"preset"})
+    flats = [_flat_config({"preset": "paper", **r.config}) for r in runs]
     by_dataset: dict[str, list[int]] = {}
     for i, r in enumerate(runs):
         by_dataset.setdefault(r.dataset, []).append(i)

@@ -4,14 +4,16 @@
 :func:`msakit.training.stages.pretrain_adapters`) check the request the same way (a data file
 given, an output folder that can be written, a global batch that every rank gets a share of),
 load the text encoder and then the feature file once (the file's token ids are checked against
-the encoder's vocabulary), and describe the run in every checkpoint they write. Nothing is
-written here: :func:`write_run_config` writes ``out/config.yaml`` once a command has validated
-everything else.
+the encoder's vocabulary size, and against its tokenizer by re-tokenising a few ``raw_text``
+entries: :func:`msakit.data.tokens.check_vocabulary`), and describe the run in every checkpoint
+they write. Nothing is written here: :func:`write_run_config` writes ``out/config.yaml`` once a
+command has validated everything else.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,14 +22,22 @@ from torch import nn
 
 from msakit.config import RunConfig, plain
 from msakit.data.mmsa import FeatureFile, check_dataset, load_feature_file
-from msakit.encoders.text import load_text_encoder, text_encoder_config
+from msakit.data.tokens import check_vocabulary
+from msakit.encoders.text import load_text_encoder, load_tokenizer, text_encoder_config
 from msakit.errors import MsakitError
 from msakit.files import write_text_atomic
 from msakit.models.base import Dims, MSAModel
 from msakit.models.registry import create_model
 from msakit.training.distributed import DistContext
 
-__all__ = ["RunInputs", "build_model", "check_output_folder", "prepare_run", "write_run_config"]
+__all__ = [
+    "RunInputs",
+    "build_model",
+    "check_output_folder",
+    "load_encoder_and_data",
+    "prepare_run",
+    "write_run_config",
+]
 
 
 @dataclass
@@ -79,9 +89,7 @@ def prepare_run(
             f"global batch {config.batch_size} is smaller than the {ctx.world_size} ranks"
         )
     check_output_folder(out)
-    encoder = load_text_encoder(config.text_encoder)
-    features = load_feature_file(str(data), vocab_size=int(encoder.config.vocab_size))
-    check_dataset(features, config.dataset)
+    encoder, features = load_encoder_and_data(config, data, announce=ctx.is_main)
     smallest = max(2, ctx.world_size)
     if len(features.splits["train"]) < smallest:
         raise MsakitError(
@@ -101,6 +109,29 @@ def prepare_run(
     if extractor is not None:
         extra["extractor"] = extractor
     return RunInputs(encoder=encoder, features=features, dims=dims, checkpoint_extra=extra)
+
+
+def load_encoder_and_data(
+    config: RunConfig, data: str | os.PathLike, *, announce: bool = True
+) -> tuple[nn.Module, FeatureFile]:
+    """The run's text encoder and its feature file, whose token ids must fit the encoder's
+    vocabulary and, unless ``config.allow_vocab_mismatch``, come from its tokenizer.
+
+    With ``announce``, one ``note:`` line on stderr says when the ids could not be checked
+    because the encoder ships no tokenizer (a file without ``raw_text`` is skipped silently).
+    """
+    encoder = load_text_encoder(config.text_encoder)
+    features = load_feature_file(str(data), vocab_size=int(encoder.config.vocab_size))
+    check_dataset(features, config.dataset)
+    has_text = any(s.raw_text is not None for s in features.splits.values())
+    if has_text and not config.allow_vocab_mismatch:
+        tokenizer = load_tokenizer(config.text_encoder)
+        if tokenizer is not None:
+            check_vocabulary(features, tokenizer, str(config.text_encoder))
+        elif announce:
+            print(f"note: no tokenizer found for text encoder {config.text_encoder}; the token "
+                  f"ids of {data} are not checked against its vocabulary", file=sys.stderr)
+    return encoder, features
 
 
 def write_run_config(config: RunConfig, out: Path, ctx: DistContext) -> None:

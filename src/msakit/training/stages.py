@@ -104,6 +104,7 @@ def stage1_config(
     epochs: int | None = None,
     batch: int | None = None,
     overrides: list[str] | dict[str, Any] | None = None,
+    preset_name: str = "paper",
 ) -> tuple[RunConfig, int]:
     """The stage-1 RunConfig for target ``dataset``, and its warm-up length in epochs.
 
@@ -112,7 +113,7 @@ def stage1_config(
     (``external``); the contrastive loss is off (Algorithm 1 trains stage 1 with L_task) and
     every epoch runs (no early stop).
     """
-    config = preset("conki", dataset)
+    config = preset("conki", dataset, preset_name)
     stage = {k: v for k, v in CONKI_PRETRAIN.items() if k != "warmup_epochs"}
     config = dataclasses.replace(config, **stage, warmup=0.0)
     if text_encoder is not None:
@@ -152,6 +153,7 @@ def pretrain_adapters(
     overrides: list[str] | dict[str, Any] | None = None,
     seed: int | None = None,
     quiet: bool = False,
+    preset: str = "paper",
 ) -> PretrainResult:
     """Stage 1: pretrain ConKI's adapters for target ``dataset`` on the external file ``data``.
 
@@ -162,17 +164,19 @@ def pretrain_adapters(
     ctx = distributed.setup()
     try:
         return _pretrain(
-            ctx, dataset, data, Path(out), text_encoder, epochs, batch, overrides, seed, quiet
+            ctx, dataset, data, Path(out), text_encoder, epochs, batch, overrides, seed, quiet,
+            preset,
         )
     finally:
         distributed.teardown(ctx)
 
 
 def _pretrain(
-    ctx, dataset, data, out, text_encoder, epochs, batch, overrides, seed, quiet
+    ctx, dataset, data, out, text_encoder, epochs, batch, overrides, seed, quiet, preset_name
 ) -> PretrainResult:
     config, warmup_epochs = stage1_config(
-        dataset, text_encoder=text_encoder, epochs=epochs, batch=batch, overrides=overrides
+        dataset, text_encoder=text_encoder, epochs=epochs, batch=batch, overrides=overrides,
+        preset_name=preset_name,
     )
     if seed is not None:
         config.seeds = [int(seed)]
