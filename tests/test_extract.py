@@ -199,7 +199,7 @@ def test_extract_writes_an_mmsa_file_and_lists_the_broken_clip(extracted, capsys
     assert "haarcascade_frontalface_default" in record["settings"]["vision"]["method"]
     assert record["settings"]["vision"]["features"] == "opencv"
     assert record["settings"]["vision"]["fps"] == 10.0
-    assert record["settings"]["text"]["encoder"] == "packaged:all-MiniLM-L6-v2"
+    assert record["settings"]["text"]["encoder"] == "minilm"
     assert record["failures"] == 1 and record["asr"] == [] and record["shard"] is None
 
 

@@ -158,7 +158,8 @@ def test_preset_is_recorded_and_checked_by_resume(short_mosi, tiny_bert, tmp_pat
     out = tmp_path / "run"
     argv = ["train", "--model", "clgsi", "--dataset", "mosi", "--data", str(short_mosi),
             "--text-encoder", str(tiny_bert), "--out", str(out), "--epochs", "1", "--seeds", "3",
-            "--batch", "8", "--quiet", "--preset", "authors", *SMALL]
+            "--batch", "8", "--quiet", "--preset", "authors", *SMALL,
+            "--set", "stop_at_horizon=true"]  # one epoch, not until early stopping
     assert run_cli(argv) == 0, capsys.readouterr().err
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["preset"] == "authors" and config["model"]["variant"] == "official"
@@ -353,7 +354,7 @@ def test_bad_texts_csv_and_bad_requests_are_one_error_line(short_sims, short_mos
     fails(["retokenize", str(short_sims), "--text-encoder", "minilm", "--out", str(out)],
           capsys, "has no raw_text", "--texts")
     fails(["retokenize", str(short_mosi), "--text-encoder", "minilm", "--out", str(short_mosi)],
-          capsys, "would overwrite the input")
+          capsys, "also an input")
     fails(["retokenize", str(short_mosi), "--text-encoder", "minilm", "--max-length", "2",
            "--out", str(out)], capsys, "--max-length")
     assert not out.exists()

@@ -784,3 +784,20 @@ def test_training_without_a_terminal_prints_one_line_per_epoch(world, tmp_path, 
     lines = [line for line in capsys.readouterr().err.splitlines() if " epoch " in line]
     assert [line.split(":")[0] for line in lines] == ["seed 1 epoch 1/2", "seed 1 epoch 2/2"]
     assert all("valid MAE" in line and line.endswith(" s") for line in lines)
+
+
+def test_a_failure_after_ctrl_c_is_an_interruption_not_a_bug(capsys):
+    """Ctrl-C inside an import can leave a library half-initialised so that the command then
+    fails otherwise (seen: NumPy's lazy attributes recursing): still status 130, one line."""
+    from msakit.guard import run_guarded
+
+    def command() -> int:
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except KeyboardInterrupt:  # swallowed, as an import machinery may do
+            pass
+        raise RecursionError("maximum recursion depth exceeded")
+
+    assert run_guarded(command) == 130
+    assert one_error(capsys.readouterr().err).startswith("error: interrupted")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import sys
 import tempfile
+import threading
 import traceback
 from collections.abc import Callable
 
@@ -46,8 +48,39 @@ def _traceback_file(exc: BaseException) -> str | None:
         return None
 
 
+class _CtrlC:
+    """Remembers that Ctrl-C was pressed. A KeyboardInterrupt raised inside an import can leave
+    a library half-initialised, so that the command then fails with some other exception
+    (e.g. a RecursionError in NumPy's lazy attributes); after a Ctrl-C that is still an
+    interruption, not a bug."""
+
+    def __init__(self) -> None:
+        self.pressed = False
+        self.previous = None
+
+    def __enter__(self) -> _CtrlC:
+        if threading.current_thread() is threading.main_thread() and (
+            signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        ):
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.pressed = True
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
 def run_guarded(fn: Callable[[], int]) -> int:
     """``fn()``'s exit status, or the status of the one ``error:`` line it ended with."""
+    with _CtrlC() as ctrl_c:
+        return _run(fn, ctrl_c)
+
+
+def _run(fn: Callable[[], int], ctrl_c: _CtrlC) -> int:
     try:
         try:
             return fn()
@@ -75,6 +108,9 @@ def run_guarded(fn: Callable[[], int]) -> int:
             _say(f"{where}{reason}")
             return 1
         except Exception as exc:  # noqa: BLE001 - a bug: one line and the traceback in a file
+            if ctrl_c.pressed:
+                _say("interrupted (Ctrl-C); files being written were left as they were")
+                return INTERRUPTED
             path = _traceback_file(exc)
             where = f"; traceback in {path}" if path else ""
             _say(f"unexpected {type(exc).__name__}: {_first_line(exc)} (a bug in msakit, please "

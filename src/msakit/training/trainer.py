@@ -586,7 +586,9 @@ class Trainer:
             self.global_step = int(state["global_step"])
             self.history = json.loads(state["history"])
             epoch = int(state["epoch"])
-            if not isinstance(self.history, list) or not 0 <= epoch <= self.config.epochs:
+            if not isinstance(self.history, list) or epoch < 0 or (
+                self.config.stop_at_horizon and epoch > self.config.epochs
+            ):
                 raise ValueError(f"epoch {epoch} and its history do not fit this run")
         except Exception as exc:  # noqa: BLE001 - truncated, foreign or malformed: one line
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
