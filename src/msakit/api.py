@@ -330,8 +330,11 @@ def synth(like: str, n: tuple[int, int, int], out: str | os.PathLike, seed: int 
 DEMO_SIZES = (256, 64, 96)
 
 
-def demo(out: str | os.PathLike | None = None, quiet: bool = False) -> TrainResult:
-    """Train CLGSI on built-in synthetic MOSI-shaped data with the packaged text encoder."""
+def demo(
+    out: str | os.PathLike | None = None, quiet: bool = False, overrides: list[str] | None = None
+) -> TrainResult:
+    """Train CLGSI on built-in synthetic MOSI-shaped data with the packaged text encoder;
+    ``overrides`` (``key=value``) come after the demo's own."""
     workdir = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="msakit-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
     from msakit.data.mmsa import convert_to_npz
@@ -348,7 +351,7 @@ def demo(out: str | os.PathLike | None = None, quiet: bool = False) -> TrainResu
         epochs=4,
         batch=32,
         out=workdir / "run",
-        overrides={"early_stop": 6},
+        overrides=["early_stop=6", *(overrides or [])],
         quiet=quiet,
     )
 

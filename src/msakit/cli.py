@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
+from msakit.config import CLI_SETTINGS
 from msakit.errors import MsakitError
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
@@ -39,7 +40,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     print("msakit demo: CLGSI on synthetic MOSI-shaped data (256/64/96 samples, "
           "50/500/375 frames) with the packaged all-MiniLM-L6-v2 text encoder", flush=True)
-    result = api.demo(out=args.out, quiet=args.quiet)
+    result = api.demo(out=args.out, quiet=args.quiet, overrides=list(CLI_SETTINGS))
     print(f"run folder: {result.out}")
     print_results(result.rows, "mosi")
     return 0
@@ -400,9 +401,15 @@ _EXTRA_PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
 ]
 
 
+# Commands that train: they turn msakit's CPU speed settings on (the Python API does not).
+_FAST_COMMANDS = ("train", "bench", "tune", "pretrain-adapters")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in _FAST_COMMANDS:  # CPU speed settings on; the user's --set comes after
+        args.set = [*CLI_SETTINGS, *args.set]
     try:
         return COMMANDS[args.command](args)
     except MsakitError as exc:

@@ -35,6 +35,7 @@ from torch import nn
 from msakit.config import RunConfig
 from msakit.data.batching import epoch_plan, iterate, shard
 from msakit.data.mmsa import SplitData
+from msakit.encoders.dropout import use_fast_dropout
 from msakit.metrics import compute_metrics
 from msakit.models.base import MSAModel
 from msakit.training.allocator import reuse_freed_memory
@@ -300,8 +301,10 @@ class Trainer:
     def prepare(self) -> None:
         """Seed, build the optimizer, the schedule and early stopping; load last.pt on resume."""
         seed_everything(self.seed)
-        if self.config.reuse_memory and self.device.type == "cpu":
-            reuse_freed_memory()
+        if self.device.type == "cpu":  # the CPU settings, off unless asked (see RunConfig)
+            if self.config.reuse_memory:
+                reuse_freed_memory()
+            use_fast_dropout(self.model, self.config.fast_dropout)
         steps_per_epoch = len(self._plan(0))
         total = steps_per_epoch * self.config.epochs
         warmup = (
