@@ -304,7 +304,8 @@ class Trainer:
         if self.device.type == "cpu":  # the CPU settings, off unless asked (see RunConfig)
             if self.config.reuse_memory:
                 reuse_freed_memory()
-            use_fast_dropout(self.model, self.config.fast_dropout)
+            if self.config.fast_dropout:
+                use_fast_dropout(self.model)
         steps_per_epoch = len(self._plan(0))
         total = steps_per_epoch * self.config.epochs
         warmup = (
