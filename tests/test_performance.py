@@ -204,7 +204,7 @@ def test_feed_forward_block_equals_the_written_out_math_with_the_same_mask():
     linear1, linear2 = nn.Linear(5, 64), nn.Linear(64, 5)
     x = torch.randn(1500, 5, requires_grad=True)
     torch.manual_seed(3)
-    fast = feed_forward(x, linear1, linear2, 0.3, training=True)
+    fast = feed_forward(x, linear1, linear2, 0.3, training=True, fast=True)
     torch.manual_seed(3)
     multiplier = dropout_multiplier((1500, 64), 0.3)
     assert abs((multiplier == 0).float().mean().item() - 0.3) < 0.01
@@ -239,16 +239,26 @@ def test_dropout_masks_do_not_depend_on_block_size_or_threads(monkeypatch):
     assert torch.all(whole[whole != 0] == np.float32(scale))
 
 
-def test_every_dropout_of_a_built_model_is_fast(tiny_bert, mosi_file):
-    from msakit.encoders.dropout import FastDropout
+def test_fast_dropout_is_switched_on_and_off_for_the_whole_model(tiny_bert, mosi_file):
+    from msakit.encoders.dropout import FastDropout, use_fast_dropout, uses_fast_dropout
+    from msakit.encoders.sequence import PackedEncoderLayer
     from msakit.training.trainer import set_dropout
 
     _, model, _ = _tiny_clgsi(tiny_bert, mosi_file, dropout=None)
+    assert not uses_fast_dropout(model)  # create_model builds PyTorch's own dropouts
+    packed = [m for m in model.modules() if isinstance(m, PackedEncoderLayer)]
+    ps = [m.p for m in model.modules() if isinstance(m, nn.Dropout)]
+    use_fast_dropout(model)
     dropouts = [m for m in model.modules() if isinstance(m, nn.Dropout)]
     text = [m for m in model.text_encoder.modules() if isinstance(m, nn.Dropout)]
-    assert text and all(isinstance(m, FastDropout) for m in dropouts)
+    assert text and all(type(m) is FastDropout for m in dropouts)
+    assert [m.p for m in dropouts] == ps
+    assert packed and all(m.fast_dropout for m in packed)
     set_dropout(model, 0.0)  # --set dropout=0 still reaches them
     assert all(m.p == 0.0 for m in dropouts)
+    use_fast_dropout(model, False)  # and back: PyTorch's own again
+    assert not uses_fast_dropout(model)
+    assert all(type(m) is nn.Dropout for m in model.modules() if isinstance(m, nn.Dropout))
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")

@@ -125,6 +125,7 @@ def bench(
         "sampler": config.sampler,
         "bf16": config.bf16,
         "reuse_memory": config.reuse_memory,
+        "fast_dropout": config.fast_dropout,
         "overrides": list(overrides or []),
         "steps": len(trainer.step_seconds),
         "samples": samples,

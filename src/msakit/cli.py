@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
+from msakit.config import CLI_SETTINGS
 from msakit.errors import MsakitError
 from msakit.files import check_distinct_output
 from msakit.guard import run_guarded
@@ -67,7 +68,7 @@ def _demo(args: argparse.Namespace) -> int:
     print("msakit demo: CLGSI on synthetic MOSI-shaped data (256/64/96 samples, "
           "50/500/375 frames) with the packaged all-MiniLM-L6-v2 text encoder, 2 seeds, "
           "length-bucketed batches for speed", flush=True)
-    result = api.demo(out=args.out, quiet=args.quiet)
+    result = api.demo(out=args.out, quiet=args.quiet, overrides=list(CLI_SETTINGS))
     print(f"run folder: {result.out}")
     print_results(result.rows, "mosi")
     return 0
@@ -624,6 +625,10 @@ _EXTRA_PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
 ]
 
 
+# Commands that train: they turn msakit's CPU speed settings on (the Python API does not).
+_FAST_COMMANDS = ("train", "bench", "tune", "pretrain-adapters")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``msakit ARGV``; return the exit status (every failure is one ``error:`` line)."""
 
@@ -633,6 +638,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:  # `msakit` alone: the usage and the command list
             parser.print_help()
             return 0
+        if args.command in _FAST_COMMANDS:  # CPU speed settings on; the user's --set after
+            args.set = [*CLI_SETTINGS, *args.set]
         return COMMANDS[args.command](args)
 
     return run_guarded(run)

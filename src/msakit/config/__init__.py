@@ -23,6 +23,10 @@ GROUPS = ("text", "audio", "vision", "other")
 DEFAULT_SEEDS = (1111, 1112, 1113, 1114, 1115)
 """MMSA's five seeds: both papers report means over several runs."""
 
+CLI_SETTINGS = ("reuse_memory=true", "fast_dropout=true")
+"""The CPU speed settings the command line applies before the user's ``--set`` (which can
+turn them off); the Python API leaves them off unless asked."""
+
 
 def plain(obj: Any) -> Any:
     """A JSON round trip: only dicts, lists, strings, numbers, booleans and None remain, which
@@ -67,9 +71,14 @@ class RunConfig:
     bf16: bool = False
     cache_text: bool = True
     """Cache frozen text-encoder outputs (only used when the text encoder is not trained)."""
-    reuse_memory: bool = True
-    """Keep freed CPU buffers in the process for the next step (glibc malloc; see
-    :mod:`msakit.training.allocator`)."""
+    reuse_memory: bool = False
+    """On CPUs, keep freed buffers in the process for the next step (glibc ``mallopt``, which
+    is process-wide and stays; see :mod:`msakit.training.allocator`). Off in the Python API
+    unless asked; the command line turns it on (:data:`CLI_SETTINGS`)."""
+    fast_dropout: bool = False
+    """On CPUs, the trained model's own dropouts draw their masks with NumPy (same
+    distribution, other draws; see :mod:`msakit.encoders.dropout`). Off in the Python API
+    unless asked; the command line turns it on (:data:`CLI_SETTINGS`)."""
     allow_vocab_mismatch: bool = False
     """Train even when the file's token ids do not come from the text encoder's tokenizer
     (see :func:`msakit.data.tokens.check_vocabulary`)."""

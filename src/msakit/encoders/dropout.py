@@ -7,6 +7,11 @@ attention drops (L x L) weights of every head. Here the same inverted dropout dr
 filled side by side), seeded from torch's RNG at every call, so runs stay reproducible from the
 seed and resumable. p is rounded to a multiple of 1/65536 (0.1 -> 0.1000061) and the scale uses
 that p. On GPUs and in eval mode every function here is PyTorch's own dropout.
+
+Nothing here acts at import: a model gets the fast dropout only when asked
+(:func:`use_fast_dropout`, which the Trainer calls on CPUs with ``fast_dropout=true``), and the
+two mask-drawing threads (and the fork hook that forgets them in a forked child) start on the
+first large mask.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ _MASK_LEVELS = 65536
 _MASK_STREAMS = 2  # fixed, so a mask never depends on the machine's thread count
 _BLOCK = 1 << 15  # elements per draw: a multiple of 4 (four draws per raw 64-bit output)
 _POOL: ThreadPoolExecutor | None = None
+_FORK_HOOK = False
 
 
 def _forget_pool() -> None:
@@ -34,7 +40,15 @@ def _forget_pool() -> None:
     _POOL = None
 
 
-os.register_at_fork(after_in_child=_forget_pool)
+def _pool() -> ThreadPoolExecutor:
+    """The mask-drawing threads, started on first use (never at import)."""
+    global _POOL, _FORK_HOOK
+    if not _FORK_HOOK:
+        os.register_at_fork(after_in_child=_forget_pool)
+        _FORK_HOOK = True
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(_MASK_STREAMS, thread_name_prefix="msakit-dropout")
+    return _POOL
 
 
 def threshold_and_scale(p: float) -> tuple[int, float]:
@@ -64,7 +78,6 @@ def _each_stream(
 ) -> None:
     """:func:`_walk` over the two fixed halves of ``out`` with two PCG64 streams spawned from a
     seed drawn from torch's RNG, side by side (NumPy releases the GIL while it fills)."""
-    global _POOL
     seed = int(torch.randint(0, 2**62, (1,)).item())
     streams = np.random.SeedSequence(seed).spawn(_MASK_STREAMS)
     parts = np.array_split(out, _MASK_STREAMS)
@@ -72,10 +85,9 @@ def _each_stream(
         for stream, part in zip(streams, parts, strict=True):
             _walk(stream, part, threshold, apply)
         return
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(_MASK_STREAMS, thread_name_prefix="msakit-dropout")
+    pool = _pool()
     jobs = [
-        _POOL.submit(_walk, stream, part, threshold, apply)
+        pool.submit(_walk, stream, part, threshold, apply)
         for stream, part in zip(streams, parts, strict=True)
     ]
     for job in jobs:
@@ -102,7 +114,20 @@ def dropout_multiplier(shape: tuple[int, ...], p: float) -> torch.Tensor:
 def relu_dropout_(x: torch.Tensor, p: float) -> float:
     """In place: x = relu(x) * kept, kept ~ Bernoulli(1 - p) drawn like
     :func:`dropout_multiplier`; returns the scale 1 / (1 - p), left for the caller to apply.
-    ``x`` is a contiguous float32 CPU tensor; one pass over it, block by block."""
+
+    ``x`` is a float32 CPU tensor (anything else is a ``ValueError``). A contiguous ``x`` is
+    changed in one pass, block by block, through a NumPy view of its memory; a non-contiguous
+    one (whose NumPy reshape would be a copy) is worked on as a contiguous copy written back,
+    with the same mask as a contiguous tensor of the same values would get."""
+    if x.device.type != "cpu" or x.dtype != torch.float32:
+        raise ValueError(
+            f"relu_dropout_ needs a float32 CPU tensor, got {x.dtype} on {x.device.type}"
+        )
+    if not x.is_contiguous():
+        work = x.detach().contiguous()
+        scale = relu_dropout_(work, p)
+        x.detach().copy_(work)
+        return scale
     threshold, scale = threshold_and_scale(p)
     flat = x.detach().numpy().reshape(-1)
 
@@ -155,11 +180,31 @@ class FastDropout(nn.Dropout):
         return fast_dropout(x, self.p)
 
 
-def use_fast_dropout(model: nn.Module) -> nn.Module:
-    """Replace every plain ``nn.Dropout`` in ``model`` (a text encoder's too) by
-    :class:`FastDropout` with the same p; returns ``model``."""
+def use_fast_dropout(model: nn.Module, enabled: bool = True) -> nn.Module:
+    """Switch the dropouts inside ``model`` (its text encoder's too) to the fast ones, or back.
+
+    ``enabled``: every plain ``nn.Dropout`` module of ``model`` becomes a :class:`FastDropout`
+    with the same p, and every module with a ``fast_dropout`` attribute (msakit's
+    :class:`~msakit.encoders.sequence.PackedEncoderLayer`, whose fused feed-forward and
+    attention draw their own masks) has it set to True. ``enabled=False`` undoes both. Only
+    ``model``'s own submodules change (a module shared with another model changes for both);
+    returns ``model``.
+    """
     for module in list(model.modules()):
+        if isinstance(getattr(module, "fast_dropout", None), bool):
+            module.fast_dropout = enabled
         for name, child in module.named_children():
-            if type(child) is nn.Dropout:
+            if enabled and type(child) is nn.Dropout:
                 setattr(module, name, FastDropout(child.p, child.inplace))
+            elif not enabled and type(child) is FastDropout:
+                setattr(module, name, nn.Dropout(child.p, child.inplace))
     return model
+
+
+def uses_fast_dropout(model: nn.Module) -> bool:
+    """True when some dropout of ``model`` is the fast one (a FastDropout module or a layer
+    with ``fast_dropout`` on)."""
+    return any(
+        type(m) is FastDropout or getattr(m, "fast_dropout", None) is True
+        for m in model.modules()
+    )

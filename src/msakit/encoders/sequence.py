@@ -12,8 +12,9 @@ length as every sequence's length.
 Layers are PyTorch's ``nn.TransformerEncoderLayer`` (same parameters and math), with the
 feed-forward block run on valid frames only as one autograd function (ReLU and dropout in one
 in-place pass, :func:`feed_forward`), attention through the fused
-``scaled_dot_product_attention`` when there is no dropout, and dropout masks drawn by NumPy
-(:class:`PackedEncoderLayer`, :mod:`msakit.encoders.dropout`). A sequence of length 0 (no
+``scaled_dot_product_attention`` when there is no dropout, and, when the Trainer turns
+``fast_dropout`` on, dropout masks drawn by NumPy (:class:`PackedEncoderLayer`,
+:mod:`msakit.encoders.dropout`). A sequence of length 0 (no
 face found) would make every attention row fully masked, which is NaN in plain PyTorch; we let
 such a sequence see one frame, frame 0, whose input is zero (padded frames are zeroed before
 encoding), so it is encoded as a single zero frame.
@@ -27,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from msakit.encoders.dropout import FastDropout, fast_dropout, relu_dropout_
+from msakit.encoders.dropout import fast_dropout, relu_dropout_
 
 
 def lengths_to_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -74,18 +75,22 @@ class _FeedForward(torch.autograd.Function):
     """linear2(dropout(relu(linear1(x)))) in one function, for (N, D) float32 CPU inputs.
 
     The hidden (N, F) activation is written once by the first matmul, then ReLU and dropout
-    happen in one in-place pass (:func:`~msakit.encoders.dropout.relu_dropout_`); the dropout
-    scale 1 / (1 - p) is applied to the small (N, D) and (F, D) products instead of the (N, F)
-    one (the same math, rounded in another order). Backward keeps only the masked activation,
-    which the second linear needs anyway: it is positive exactly where the unit is active and
-    kept, so it also gives ReLU's gradient and dropout's mask.
+    happen in place (with ``fast``, in one pass with a NumPy-drawn mask:
+    :func:`~msakit.encoders.dropout.relu_dropout_`; otherwise with PyTorch's Bernoulli mask); the
+    dropout scale 1 / (1 - p) is applied to the small (N, D) and (F, D) products instead of the
+    (N, F) one (the same math, rounded in another order). Backward keeps only the masked
+    activation, which the second linear needs anyway: it is positive exactly where the unit is
+    active and kept, so it also gives ReLU's gradient and dropout's mask.
     """
 
     @staticmethod
-    def forward(ctx, x, w1, b1, w2, b2, p):
+    def forward(ctx, x, w1, b1, w2, b2, p, fast):
         hidden = torch.addmm(b1, x, w1.t())
-        if p > 0.0:
+        if p > 0.0 and fast:
             scale = relu_dropout_(hidden, p)
+        elif p > 0.0:
+            hidden.relu_().mul_(torch.empty_like(hidden).bernoulli_(1.0 - p))
+            scale = 1.0 / (1.0 - p)
         else:
             hidden.relu_()
             scale = 1.0
@@ -107,33 +112,36 @@ class _FeedForward(torch.autograd.Function):
         g_x = g_hidden.mm(w1).mul_(scale) if need[0] else None
         g_w1 = g_hidden.t().mm(x).mul_(scale) if need[1] else None
         g_b1 = g_hidden.sum(0).mul_(scale) if need[2] else None
-        return g_x, g_w1, g_b1, g_w2, g_b2, None
+        return g_x, g_w1, g_b1, g_w2, g_b2, None, None
 
 
 def feed_forward(
-    x: torch.Tensor, linear1: nn.Linear, linear2: nn.Linear, p: float, training: bool
+    x: torch.Tensor, linear1: nn.Linear, linear2: nn.Linear, p: float, training: bool,
+    fast: bool = False,
 ) -> torch.Tensor:
     """The Transformer feed-forward block linear2(dropout_p(relu(linear1(x)))), x (N, D).
 
-    On CPUs in float32 this is :class:`_FeedForward`; elsewhere (GPUs, autocast) the stock
-    composition of PyTorch ops.
+    On CPUs in float32 this is :class:`_FeedForward` (``fast``: its dropout mask drawn by
+    NumPy); elsewhere (GPUs, autocast) the stock composition of PyTorch ops.
     """
     if x.device.type != "cpu" or torch.is_autocast_enabled("cpu") or x.dtype != torch.float32:
         return linear2(F.dropout(F.relu(linear1(x)), p, training))
     return _FeedForward.apply(
-        x, linear1.weight, linear1.bias, linear2.weight, linear2.bias, p if training else 0.0
+        x, linear1.weight, linear1.bias, linear2.weight, linear2.bias, p if training else 0.0,
+        fast,
     )
 
 
 def attend(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, padding: torch.Tensor, p: float,
-    unfused: bool = False,
+    unfused: bool = False, fast: bool = False,
 ) -> torch.Tensor:
     """softmax(q k^T / sqrt(E) masked) with dropout p, times v: (B, H, L, E) -> (B, H, L, E).
 
     ``padding`` (B, L) is True at masked keys. Without dropout this is PyTorch's fused
     ``scaled_dot_product_attention``; with dropout on a CPU (which the fused kernels do not
-    support) the same math is written out with :func:`fast_dropout` on the attention weights.
+    support) the same math is written out, the attention weights dropped by ``F.dropout`` or,
+    with ``fast``, by :func:`fast_dropout`.
     """
     if (p == 0.0 or q.device.type != "cpu") and not unfused:
         return F.scaled_dot_product_attention(
@@ -145,64 +153,70 @@ def attend(
     scores = torch.matmul(q * q.size(-1) ** -0.5, k.transpose(-1, -2)).add_(bias)  # (B,H,L,L)
     weights = torch.softmax(scores, dim=-1)
     if p > 0.0:
-        weights = fast_dropout(weights, p)
+        weights = fast_dropout(weights, p) if fast else F.dropout(weights, p, training=True)
     return torch.matmul(weights, v)
 
 
 class PackedEncoderLayer(nn.TransformerEncoderLayer):
-    """``nn.TransformerEncoderLayer`` (post-norm, ReLU) whose feed-forward runs on kept frames.
+    """``nn.TransformerEncoderLayer`` (post-norm, ReLU) with a packed path for padded batches.
 
-    Same parameters, names and math as PyTorch's layer: self-attention over the padded batch
-    (fused ``scaled_dot_product_attention``, padding masked), then the position-wise feed-forward
-    block and ``norm2`` on the kept frames only, packed into one (N, D) matrix. The feed-forward
-    is where a CPU step spends its time (D -> 2048 -> D for every frame), so its cost follows the
-    real lengths, not the padding. Outputs at kept frames equal the stock layer's; padded frames
-    keep the post-attention value, which nothing downstream reads. The feed-forward block is
-    :func:`feed_forward` (ReLU and its dropout in one pass); the other dropouts are
-    :class:`FastDropout`.
+    The layer IS PyTorch's layer: same parameters and names, and it overrides none of its
+    methods, so the inherited ``forward`` (and ``nn.TransformerEncoder`` around it) is the stock
+    computation on the same weights. msakit's encoders call :meth:`forward_packed` instead:
+    self-attention over the padded batch (fused ``scaled_dot_product_attention``, padding
+    masked), then the position-wise feed-forward block and ``norm2`` on the kept frames only,
+    packed into one (N, D) matrix. The feed-forward is where a CPU step spends its time
+    (D -> 2048 -> D for every frame), so its cost follows the real lengths, not the padding.
+    Outputs at kept frames equal the stock layer's; padded frames keep the post-attention
+    value, which nothing downstream reads. The feed-forward block is :func:`feed_forward` (ReLU
+    and its dropout in one pass).
+
+    ``fast_dropout`` (False unless :func:`~msakit.encoders.dropout.use_fast_dropout` turns it
+    on) makes the packed path draw its feed-forward and attention dropout masks with NumPy; the
+    layer's dropout modules are switched by the same call. The packed path needs ReLU, post-norm
+    and ``batch_first``; other layers take the stock ``forward`` there too.
     """
+
+    fast_dropout: bool = False
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.dropout = FastDropout(self.dropout.p)
-        self.dropout1 = FastDropout(self.dropout1.p)
-        self.dropout2 = FastDropout(self.dropout2.p)
+        self.fast_dropout = False
 
-    def _ff_block(self, x: torch.Tensor) -> torch.Tensor:
-        if self.activation is not F.relu:
-            return super()._ff_block(x)
-        out = feed_forward(x, self.linear1, self.linear2, self.dropout.p, self.training)
-        return self.dropout2(out)
+    def _packable(self) -> bool:
+        return self.activation is F.relu and not self.norm_first and self.self_attn.batch_first
 
-    def _sa_block(
-        self,
-        x: torch.Tensor,
-        attn_mask: torch.Tensor | None,
-        key_padding_mask: torch.Tensor | None,
-        is_causal: bool = False,
-    ) -> torch.Tensor:
+    def _packed_attention(self, x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
         """``nn.MultiheadAttention``'s math with its own parameters (in_proj, out_proj), the
-        attention computed by :func:`attend`. x (B, L, D), key_padding_mask (B, L)."""
+        attention computed by :func:`attend`. x (B, L, D), padding (B, L) True where masked."""
         mha = self.self_attn
-        if key_padding_mask.dtype != torch.bool:  # a float mask (-inf where masked)
-            key_padding_mask = key_padding_mask != 0
+        if padding.dtype != torch.bool:  # a float mask (-inf where masked)
+            padding = padding != 0
         batch, length, dim = x.shape
         heads = mha.num_heads
         qkv = F.linear(x, mha.in_proj_weight, mha.in_proj_bias)  # (B, L, 3D)
         q, k, v = qkv.view(batch, length, 3, heads, dim // heads).permute(2, 0, 3, 1, 4)
         p = mha.dropout if self.training else 0.0
-        out = attend(q, k, v, key_padding_mask, p)  # (B, H, L, E)
+        out = attend(q, k, v, padding, p, fast=self.fast_dropout)  # (B, H, L, E)
         out = mha.out_proj(out.transpose(1, 2).reshape(batch, length, dim))
         return self.dropout1(out)
+
+    def _packed_feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = feed_forward(
+            x, self.linear1, self.linear2, self.dropout.p, self.training, self.fast_dropout
+        )
+        return self.dropout2(out)
 
     def forward_packed(
         self, x: torch.Tensor, padding: torch.Tensor, keep: torch.Tensor
     ) -> torch.Tensor:
         """x (B, L, D); padding (B, L) True where masked; keep (N,) flat indices of frames."""
-        x = self.norm1(x + self._sa_block(x, None, padding))
+        if not self._packable():
+            return self(x, src_key_padding_mask=padding)
+        x = self.norm1(x + self._packed_attention(x, padding))
         flat = x.reshape(-1, x.size(-1))
         kept = flat.index_select(0, keep)  # (N, D)
-        kept = self.norm2(kept + self._ff_block(kept))
+        kept = self.norm2(kept + self._packed_feed_forward(kept))
         return flat.index_copy(0, keep, kept).view_as(x)
 
 

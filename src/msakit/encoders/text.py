@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -192,5 +191,3 @@ def bert_inputs(text: torch.Tensor) -> dict[str, torch.Tensor]:
         "token_type_ids": text[:, 2].long(),
     }
 
-
-logging.getLogger("transformers.modeling_utils").setLevel(logging.ERROR)

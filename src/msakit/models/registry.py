@@ -7,7 +7,6 @@ from typing import Any
 
 from torch import nn
 
-from msakit.encoders.dropout import use_fast_dropout
 from msakit.errors import MsakitError
 from msakit.models.base import Dims, MSAModel
 
@@ -33,12 +32,13 @@ def create_model(
 ) -> MSAModel:
     """Build model ``name`` from its hyperparameters, the data's dims and a text encoder.
 
-    Every plain ``nn.Dropout`` of the model (the text encoder's too) becomes a
-    :class:`~msakit.encoders.dropout.FastDropout`: same p, a faster mask on CPUs."""
+    The model is built with PyTorch's own dropouts and changes nothing outside itself; the
+    fast CPU dropout is a training setting (``fast_dropout``), which the Trainer applies to
+    the model it trains (:func:`~msakit.encoders.dropout.use_fast_dropout`)."""
     _load_builtin()
     if name not in _REGISTRY:
         raise MsakitError(f"unknown model {name!r}; choose {', '.join(sorted(_REGISTRY))}")
-    return use_fast_dropout(_REGISTRY[name](model_config, dims, text_encoder))
+    return _REGISTRY[name](model_config, dims, text_encoder)
 
 
 def _load_builtin() -> None:

@@ -10,8 +10,11 @@ time with ``mallopt``: no ``mmap`` for large blocks, no trimming of the heap bel
 space. The memory then stays with the process once used (peak RSS, not the steady state, is what
 a run needs either way: BENCHMARKS.md records both before and after).
 
-Process-wide and Linux/glibc only; a no-op elsewhere. ``msakit train``/``bench``/``tune`` turn
-it on by default; ``--set reuse_memory=false`` turns it off.
+Process-wide, irreversible and Linux/glibc only (a no-op elsewhere), so nothing calls it at
+import: the Trainer does, on CPUs, when the run's ``reuse_memory`` setting is on. ``msakit
+train``/``bench``/``tune``/``pretrain-adapters`` turn that on by default (``--set
+reuse_memory=false`` turns it off); the Python API leaves it off unless asked
+(``overrides=["reuse_memory=true"]``).
 """
 
 from __future__ import annotations
@@ -27,20 +30,28 @@ _KEEP_FREE_BYTES = 1 << 30
 _applied = False
 
 
+def _mallopt():
+    """The C library's ``mallopt(param, value)``, or None off Linux or without one."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return None
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return mallopt
+
+
 def reuse_freed_memory() -> bool:
     """Ask glibc's malloc to keep freed large blocks for reuse; True if it took effect."""
     global _applied
     if _applied:
         return True
-    if not sys.platform.startswith("linux"):
+    mallopt = _mallopt()
+    if mallopt is None:
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
     # glibc returns 1 on success; other C libraries (musl) accept the call and do nothing.
     _applied = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _KEEP_FREE_BYTES))
     return _applied

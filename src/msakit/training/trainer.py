@@ -34,6 +34,7 @@ from torch import nn
 from msakit.config import RunConfig
 from msakit.data.batching import epoch_plan, iterate, shard
 from msakit.data.mmsa import SplitData
+from msakit.encoders.dropout import use_fast_dropout
 from msakit.errors import MsakitError, TrainingDiverged
 from msakit.files import torch_save_atomic, write_text_atomic
 from msakit.metrics import compute_metrics
@@ -299,8 +300,11 @@ class Trainer:
     def prepare(self) -> None:
         """Seed, build the optimizer, the schedule and early stopping; load last.pt on resume."""
         seed_everything(self.seed)
-        if self.config.reuse_memory and self.device.type == "cpu":
-            reuse_freed_memory()
+        if self.device.type == "cpu":  # the CPU settings, off unless asked (see RunConfig)
+            if self.config.reuse_memory:
+                reuse_freed_memory()
+            if self.config.fast_dropout:
+                use_fast_dropout(self.model)
         steps_per_epoch = len(self._plan(0))
         total = steps_per_epoch * self.config.epochs
         warmup = (
