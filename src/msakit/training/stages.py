@@ -120,6 +120,7 @@ def stage1_config(
         config.batch_size = int(batch)
     if epochs is not None:
         config.epochs = int(epochs)
+    config.model["adapter_lr"] = None  # stage 1: adapters train at the stage's one rate
     config = apply_overrides(config, overrides or [])
     if not config.model["use_adapters"]:
         raise MsakitError("pretrain-adapters needs adapters: use_adapters=false has none")
