@@ -1,7 +1,7 @@
 """CLGSI: Contrastive Learning Guided by Sentiment Intensity (Yang et al., NAACL Findings 2024).
 
 Reads top to bottom: building blocks (GLFK and its ablation variants, Subnet, head), the model,
-then its registration. Equations refer to the paper (papers/CLGSI-2024-findings-naacl.txt).
+then its registration. Sections refer to the paper; every reading chosen is in docs/readings.md.
 
 * Encoders (Sec. 3.1): BERT for text; audio and vision pass 2-layer Transformer encoders on their
   raw feature width (authors' config: feed-forward 2048, heads per dataset). msakit masks padding.
@@ -16,6 +16,11 @@ then its registration. Equations refer to the paper (papers/CLGSI-2024-findings-
 Readings chosen where the paper is silent: the [CLS] vector is BERT's last hidden state at
 position 0 (authors' code); GLFK's stack order is the paper's [V_c, T_c, A_c] (the code stacks
 T, A, V; the order only permutes three learned weights).
+
+Ablations: ``contrastive``/``weighted`` (Table 3), ``fusion`` (Table 4: add, concat, gk, lfk;
+Table 8: transformer, with modality-type embeddings), ``use_specific=False`` and
+``use_common=False`` (Table 5; "w/o Con" removes the whole common-feature module of Sec. 3.2,
+L_cl included); ``fusion="none"`` keeps T_c, A_c, V_c and L_cl but no F_k in the head.
 """
 
 from __future__ import annotations

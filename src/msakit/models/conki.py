@@ -1,8 +1,8 @@
 """ConKI: Contrastive Knowledge Injection (Yu et al., ACL Findings 2023).
 
 Reads top to bottom: insertion points, building blocks (adapter module, adapter, fusion
-network with its MLP head), the model, then its registration. Sections refer to the paper
-(papers/ConKI-2023-findings-acl.md); the two-stage procedure (Algorithm 1) lives in
+network with its MLP head), the model, then its registration. Sections refer to the paper;
+every reading chosen is in docs/readings.md. The two-stage procedure (Algorithm 1) lives in
 :mod:`msakit.training.stages`.
 
 Per modality m in {t, v, a} (Sec. 3.3):
@@ -47,10 +47,13 @@ Readings chosen where the paper is silent:
   random pooler (frozen with the encoder in stage 1, trained in stage 2).
 
 Ablations (Tables 4 and 5) are config keys: ``modalities`` ("tva", "ta", "tv", "va"),
-``use_adapters=False`` (w/o C2), ``pretrained_encoders=False`` (w/o C3: the text encoder is
-re-initialised from its config), ``contrastive=False`` (w/o C4), ``use_n1=False`` (w/o N1);
-w/o C1 (no external data) is training without ``--adapters``. Without adapters there are no A_m,
-so L_con keeps only its pan-knowledge pairs (P1, P2, N2 among the O_m).
+``use_adapters=False`` (w/o C2: no A_m), ``use_pan_knowledge=False`` (w/o C3: no O_m,
+F_m = FC(A_m), the adapters still read the pretrained encoders), ``contrastive=False``
+(w/o C4), ``use_n1=False`` (w/o N1); w/o C1 (no external data) is training without
+``--adapters``, where the adapters learn at ``adapter_lr``. With one knowledge type only,
+L_con keeps that type's pairs (P1, P2, N2; :func:`single_knowledge_loss`).
+``pretrained_encoders=False`` re-initialises the text encoder from its config (an earlier
+reading of w/o C3, kept under its own name).
 """
 
 from __future__ import annotations

@@ -92,8 +92,13 @@ def _encoder_summary(config: dict[str, Any]) -> str:
     )
 
 
+HEAD_PREFIXES = ("inner_fusion.", "fusion.")  # F_m = FC([O_m; A_m]), fusion network + MLP
+
+
 def _keeps_for_stage2(name: str) -> bool:
-    return "adapter" in name or name.startswith(("audio_encoder.", "vision_encoder."))
+    return "adapter" in name or name.startswith(
+        ("audio_encoder.", "vision_encoder.", "project_audio.", "project_vision.", *HEAD_PREFIXES)
+    )
 
 
 def stage1_config(
@@ -215,7 +220,18 @@ def _pretrain(
             {
                 "format": FORMAT,
                 "model": {k: v for k, v in weights.items() if "adapter" in k},
-                "encoders": {k: v for k, v in weights.items() if "adapter" not in k},
+                "encoders": {
+                    k: v
+                    for k, v in weights.items()
+                    if k.startswith(("audio_encoder.", "vision_encoder."))
+                },
+                # Not installed in stage 2; kept to study the stage-1 network (docs/readings.md,
+                # "ConKI: stage 2's new input projections").
+                "stage1_rest": {
+                    k: v
+                    for k, v in weights.items()
+                    if k.startswith(("project_audio.", "project_vision.", *HEAD_PREFIXES))
+                },
                 "adapter_signature": plain(net.adapter_signature()),
                 "config": extra["config"],
                 "dims": extra["dims"],
