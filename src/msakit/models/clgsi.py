@@ -218,7 +218,7 @@ class CLGSI(MSAModel):
         head_in = 0
         # Sec. 3.2: the contrastive loss lives in the common-feature module, so "w/o Con"
         # (use_common=False) removes T_c, A_c, V_c, the fusion and L_cl, whatever `contrastive`
-        # says (docs/readings.md, "CLGSI: w/o Con").
+        # says (docs/readings.md, "CLGSI: ablations").
         self.uses_contrastive = bool(c["use_common"] and c["contrastive"])
         if c["use_common"]:
             self.project_text = Projection(d_text, d_c, c["projection_dropout"])

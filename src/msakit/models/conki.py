@@ -430,7 +430,7 @@ class ConKI(MSAModel):
         Adapters are trained only in stage 1 and in stage 2 without ``--adapters`` (w/o C1);
         there the fine-tuning rates (1e-6 on MOSI) are too small for weights that start at
         random, so they get ``adapter_lr`` (default 5e-5, the paper's adapter-training rate;
-        docs/readings.md, "ConKI: w/o C1"). Stage 1 sets it to null: one rate for everything.
+        docs/readings.md, "ConKI: ablations"). Stage 1 sets it to null: one rate for everything.
         """
         settings = super().optimizer_settings(config)
         if self.config["adapter_lr"] is not None:
