@@ -66,20 +66,9 @@ def write_short_synthetic(
 ) -> Path:
     """A synthetic MMSA pickle with the real feature sizes but audio/vision cut to ``frames``
     (e.g. {"audio": 40, "vision": 30}) frames: the same data contract, a fraction of the cost."""
-    import pickle
-
     from msakit.data.synthetic import write_synthetic
 
-    write_synthetic(str(path), like, *n, seed=seed)
-    with open(path, "rb") as f:
-        data = pickle.load(f)
-    for split in data.values():
-        for m, count in frames.items():
-            split[m] = split[m][:, :count]
-            split[f"{m}_lengths"] = [min(int(x), count) for x in split[f"{m}_lengths"]]
-    with open(path, "wb") as f:
-        pickle.dump(data, f)
-    return path
+    return write_synthetic(str(path), like, *n, seed=seed, frames=frames)
 
 
 @pytest.fixture(scope="module")

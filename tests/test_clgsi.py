@@ -143,7 +143,7 @@ def test_glfk_parameters_and_convolution_math(parts, params):
 
 
 @pytest.mark.parametrize(
-    "kind, width", [("add", 24), ("concat", 72), ("transformer", 24), ("glfk", 24)]
+    "kind, width", [("add", 24), ("concat", 72), ("transformer", 24), ("glfk", 24), ("none", 0)]
 )
 def test_common_fusion_shapes(kind, width):
     torch.manual_seed(0)
@@ -304,6 +304,7 @@ ABLATIONS = {
     "LFK (Table 4)": {"fusion": "lfk"},
     "transformer-2 (Table 8)": {"fusion": "transformer", "fusion_layers": 2},
     "w/o Con (Table 5)": {"use_common": False},
+    "common features kept out of the head": {"fusion": "none"},
     "w/o Spe (Table 5)": {"use_specific": False},
     "official loss": {"variant": "official"},
     "paper": {},
@@ -337,7 +338,7 @@ def test_every_ablation_trains_one_step(encoder, name):
 
     reps = out.representations
     config = model.config
-    if not config["contrastive"]:
+    if not (config["contrastive"] and config["use_common"]):  # w/o Con drops L_cl with it
         assert model.contrastive is None
         assert float(losses.contrastive_loss) == 0.0
         torch.testing.assert_close(losses.loss, losses.task_loss)
@@ -345,10 +346,12 @@ def test_every_ablation_trains_one_step(encoder, name):
         assert float(losses.contrastive_loss.detach()) > 0
         expected = losses.task_loss + config["gamma"] * losses.contrastive_loss
         torch.testing.assert_close(losses.loss, expected)
-    assert ("common" in reps) == config["use_common"]
+    assert ("common" in reps) == (config["use_common"] and config["fusion"] != "none")
     assert hasattr(model, "fusion") == config["use_common"]
+    assert hasattr(model, "project_text") == config["use_common"]
+    assert ("text" in reps) == config["use_common"]
     assert ("specific_text" in reps) == config["use_specific"]
-    if config["use_common"]:
+    if "common" in reps:
         assert model.fusion.kind == config["fusion"]
         width = 48 if config["fusion"] == "concat" else 16
         assert reps["common"].shape == (8, width)
@@ -371,6 +374,48 @@ def test_loss_switches_change_the_contrastive_loss(encoder, switch):
 def test_no_common_and_no_specific_is_an_error(encoder):
     with pytest.raises(ValueError):
         build(encoder, use_common=False, use_specific=False)
+    with pytest.raises(ValueError):
+        build(encoder, fusion="none", use_specific=False)
+
+
+def test_without_common_features_there_is_no_contrastive_loss(encoder):
+    """Table 5 "w/o Con": Sec. 3.2 puts L_cl inside the common-feature module, so removing the
+    module removes L_cl too, even with contrastive=true; the loss is the task loss alone."""
+    batch = make_batch()
+    model = build(encoder, use_common=False, contrastive=True).train()
+    losses = model.compute_loss(model(batch), batch)
+    assert model.contrastive is None
+    assert float(losses.contrastive_loss) == 0.0
+    torch.testing.assert_close(losses.loss, losses.task_loss)
+    assert not any(name.startswith(("project_", "fusion.")) for name, _ in
+                   model.named_parameters())
+
+
+def test_fusion_none_keeps_the_contrastive_loss_on_the_common_features(encoder):
+    """fusion=none: nothing common reaches the head, T_c/A_c/V_c still train through L_cl."""
+    batch = make_batch()
+    model = build(encoder, fusion="none").train()
+    out = model(batch)
+    losses = model.compute_loss(out, batch)
+    assert "common" not in out.representations
+    assert float(losses.contrastive_loss.detach()) > 0
+    assert model.head.net[1].in_features == 3 * SMALL["specific_dim"]
+    losses.loss.backward()
+    assert model.project_audio.fc.weight.grad.abs().sum() > 0
+
+
+def test_transformer_fusion_tells_the_modalities_apart():
+    """Table 8: with modality-type embeddings, permuting the three stacked common features
+    changes the fused output (a plain Transformer + mean would be permutation invariant)."""
+    torch.manual_seed(0)
+    fusion = CommonFusion("transformer", dim=24, beta=16, layers=2, heads=8).eval()
+    stacked = torch.randn(5, 24, 3)
+    permuted = stacked[..., [1, 2, 0]]
+    with torch.no_grad():
+        out, out_permuted = fusion(stacked), fusion(permuted)
+        assert (out - out_permuted).abs().max() > 1e-3
+        fusion.net.modality_embedding.zero_()  # without them: the same output
+        torch.testing.assert_close(fusion(stacked), fusion(permuted), rtol=0, atol=1e-5)
 
 
 # --------------------------------------------------------------------------- training

@@ -32,7 +32,7 @@ from msakit.models.conki import (
     TEXT_INSERT,
     Adapter,
     insertion_points,
-    pan_knowledge_loss,
+    single_knowledge_loss,
 )
 from msakit.training.stages import (
     install_adapters,
@@ -234,15 +234,15 @@ def _pan_only_reference(pan: list[torch.Tensor], labels: torch.Tensor, tau: floa
 
 
 @pytest.mark.parametrize("num_modalities", [1, 2, 3])
-def test_pan_knowledge_loss_is_the_loss_of_the_pan_representations(num_modalities) -> None:
+def test_single_knowledge_loss_is_the_loss_of_that_block_alone(num_modalities) -> None:
     gen = torch.Generator().manual_seed(num_modalities)
     pan = [torch.randn(5, 4, generator=gen, dtype=torch.float64) for _ in range(num_modalities)]
     labels = torch.tensor([0.4, 0.8, -2.2, 2.6, 1.2], dtype=torch.float64)  # -2 alone
     loss = HierarchicalContrastiveLoss(temperature=0.5, use_n1=False)
-    value = pan_knowledge_loss(loss, pan, labels)
+    value = single_knowledge_loss(loss, pan, labels)
     assert value.item() == pytest.approx(_pan_only_reference(pan, labels, 0.5), rel=1e-10)
     with pytest.raises(ValueError):
-        pan_knowledge_loss(HierarchicalContrastiveLoss(use_n1=True), pan, labels)
+        single_knowledge_loss(HierarchicalContrastiveLoss(use_n1=True), pan, labels)
 
 
 ABLATIONS = {
@@ -250,7 +250,8 @@ ABLATIONS = {
     "tv": {"modalities": "tv"},
     "va": {"modalities": "va"},
     "w/o C2": {"use_adapters": False},
-    "w/o C3": {"pretrained_encoders": False},
+    "w/o C3": {"use_pan_knowledge": False},
+    "random-init text encoder": {"pretrained_encoders": False},
     "w/o C4": {"contrastive": False},
     "w/o N1": {"use_n1": False},
     "modality fusion": {"fusion": "modality"},
@@ -278,13 +279,22 @@ def test_each_switch_builds_and_trains_one_step(name, tiny_bert_12, files) -> No
     c = config.model
     letters = {"text": "t", "vision": "v", "audio": "a"}
     for m, letter in letters.items():
-        assert (f"pan_{m}" in reps) == (letter in c["modalities"])
+        assert (f"pan_{m}" in reps) == (letter in c["modalities"] and c["use_pan_knowledge"])
         assert (f"specific_{m}" in reps) == (letter in c["modalities"] and c["use_adapters"])
     if "t" not in c["modalities"]:
         assert not any(k.startswith("text_encoder.") for k in named)
     if not c["use_adapters"]:
         assert not any("adapter" in k for k in named)
         assert losses.contrastive_loss.item() > 0  # the pan-knowledge pairs remain
+    if not c["use_pan_knowledge"]:  # F_m = FC(A_m); L_con over the A_m pairs alone
+        assert model.inner_fusion["text"].in_features == model.widths["text"]
+        assert model.contrastive is not None and not model.contrastive.use_n1
+        specific = [reps[f"specific_{m}"] for m in ("text", "vision", "audio")]
+        alone = single_knowledge_loss(model.contrastive, specific, batch["labels"])
+        assert losses.contrastive_loss.item() == pytest.approx(alone.item())
+        # the adapters still read the encoders, which still learn through them
+        assert model.text_encoder.encoder.layer[0].attention.self.query.weight.grad is not None
+        assert model.project_audio.weight.grad is not None
     if not c["pretrained_encoders"]:
         pretrained = encoder.embeddings.word_embeddings.weight
         assert not torch.equal(model.text_encoder.embeddings.word_embeddings.weight, pretrained)
@@ -296,6 +306,29 @@ def test_each_switch_builds_and_trains_one_step(name, tiny_bert_12, files) -> No
         pan = [reps[f"pan_{m}"] for m in ("text", "vision", "audio")]
         specific = [reps[f"specific_{m}"] for m in ("text", "vision", "audio")]
         assert losses.contrastive_loss.item() < with_n1(pan, specific, batch["labels"]).item()
+
+
+def test_pan_knowledge_or_adapters_are_needed(tiny_bert_12) -> None:
+    with pytest.raises(ValueError, match="pan-knowledge or adapters"):
+        build(tiny_bert_12, Dims(audio=5, vision=20), use_pan_knowledge=False, use_adapters=False)
+
+
+def test_adapters_trained_in_stage2_get_their_own_learning_rate(tiny_bert_12) -> None:
+    """w/o C1: adapters trained from scratch on the target learn at adapter_lr (5e-5), not at
+    the fine-tuning rate of "other" (1e-6 on MOSI); stage 1 keeps one rate for everything."""
+    model, config, _ = build(tiny_bert_12, Dims(audio=5, vision=20))
+    groups = {g["name"]: g for g in build_optimizer(model, config).param_groups}
+    adapters = {id(p) for n, p in model.named_parameters() if "adapter" in n}
+    assert {id(p) for p in groups["adapters"]["params"]} == adapters
+    assert groups["adapters"]["lr"] == 5e-5 and groups["other"]["lr"] == 1e-6
+    assert groups["adapters"]["weight_decay"] == config.weight_decay["other"]
+    assert not adapters & {id(p) for p in groups["other"]["params"]}
+
+    stage1, _ = stage1_config("mosi", text_encoder=str(tiny_bert_12), overrides=SMALL)
+    assert stage1.model["adapter_lr"] is None
+    model = create_model("conki", stage1.model, Dims(74, 35), load_text_encoder(str(tiny_bert_12)))
+    names = [g["name"] for g in build_optimizer(model, stage1).param_groups]
+    assert "adapters" not in names and "other" in names
 
 
 def test_shared_dim_must_match_the_text_width_for_the_loss(

@@ -633,3 +633,37 @@ def test_sentiment_word_ids_are_real_bert_base_uncased_ids():
     assert vocab[CLS_ID] == "[CLS]" and vocab[SEP_ID] == "[SEP]" and vocab[0] == "[PAD]"
     for word, token_id in {**ENGLISH_POSITIVE, **ENGLISH_NEGATIVE}.items():
         assert vocab[token_id] == word
+
+
+def test_shared_latent_files_share_a_factor_through_different_widths():
+    """shared_latent: a mosi- and a mosei-shaped file carry the label in one latent factor,
+    mapped to each shape's width by its own fixed matrix (the same for every seed)."""
+    from msakit.data.synthetic import LATENT_DIM, latent_mixing
+
+    for key, like_a, like_b in (("audio", "mosi", "mosei"), ("vision", "mosi", "mosei")):
+        mix_a, mix_b = latent_mixing(like_a, key), latent_mixing(like_b, key)
+        assert mix_a.shape == (LATENT_DIM, DATASET_SHAPES[like_a].__dict__[f"{key}_dim"])
+        assert mix_b.shape[1] != mix_a.shape[1]
+        np.testing.assert_array_equal(mix_a, latent_mixing(like_a, key))
+    assert not np.array_equal(latent_mixing("mosi", "audio"), latent_mixing("sims", "audio")[:, :5])
+
+    for like, seed in (("mosi", 0), ("mosei", 3)):
+        split = make_synthetic(like, 300, 2, 2, seed=seed, shared_latent=True)["train"]
+        labels = split["regression_labels"]
+        for key in ("audio", "vision"):
+            mixing = latent_mixing(like, key)
+            x = np.where(np.isneginf(split[key]), 0, split[key])
+            lens = np.asarray(split[f"{key}_lengths"])
+            valid = lens > 0
+            mean = x.sum(axis=1)[valid] / lens[valid, None]  # (n, width)
+            # the frames lie near the latent's row space: least squares leaves only the noise
+            latent, *_ = np.linalg.lstsq(mixing.T, mean.T, rcond=None)  # (K, n)
+            assert np.corrcoef(latent[0], labels[valid])[0, 1] > 0.7, (like, key)
+            if like == "mosi" and key == "audio":  # 5 features from a 4-wide latent
+                frames = x[valid][lens[valid] > 50][:, :50].reshape(-1, x.shape[2])
+                basis = np.linalg.qr(mixing.T)[0]  # (5, K), the latent's row space
+                residual = frames - frames @ basis @ basis.T
+                assert residual.std() < 0.15 < 0.3 < frames.std()
+    plain = make_synthetic("mosi", 20, 2, 2, seed=0)["train"]
+    again = make_synthetic("mosi", 20, 2, 2, seed=0, shared_latent=False)["train"]
+    np.testing.assert_array_equal(plain["audio"], again["audio"])

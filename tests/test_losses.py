@@ -52,7 +52,7 @@ def _grid_labels(batch: int, seed: int, step: float, with_ties: bool = True) -> 
 
 
 def clgsi_paper_reference(t, a, v, y, tau=0.03, H=3.0, weighted=True) -> float:
-    """DESIGN.md's six steps, loop by loop, in plain Python floats."""
+    """Section 3.4's steps (the module docstring's list), loop by loop, in plain Python floats."""
     feats = {"T": t.tolist(), "A": a.tolist(), "V": v.tolist()}
     ys = y.tolist()
     batch = len(ys)

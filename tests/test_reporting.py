@@ -14,6 +14,7 @@ from conftest import run_cli, write_short_synthetic
 
 from msakit.api import build_config, build_model, dims_of, load_data
 from msakit.config import plain
+from msakit.config.presets import preset
 from msakit.data.mmsa import convert_to_npz
 from msakit.encoders.text import load_text_encoder, text_encoder_config
 from msakit.metrics import MOSI_METRICS, SIMS_METRICS
@@ -132,9 +133,10 @@ def test_best_mean_of_a_column_is_bold(ablation, capsys):
 def test_config_labels_name_the_distinguishing_set_values(ablation, capsys):
     out = report(["--label", "config", *map(str, ablation.values())], capsys)
     labels = [r[0] for r in markdown_rows(out)[2:]]
+    gamma = preset("clgsi", "mosi").model["gamma"]  # the preset's, unless --set
     assert labels == [
-        "contrastive=true fusion=glfk gamma=0.95",
-        "contrastive=false fusion=glfk gamma=0.95",
+        f"contrastive=true fusion=glfk gamma={gamma}",
+        f"contrastive=false fusion=glfk gamma={gamma}",
         "contrastive=true fusion=add gamma=0.5",
     ]
 

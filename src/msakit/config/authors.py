@@ -25,6 +25,7 @@ _MODEL = {
     "clone_encoder_layers": True,  # nn.TransformerEncoder deep-copies one encoder layer
     "variant": "official",  # models/contrastive_loss.py
     "label_scale": 3.0,  # ((y + 3) / 3) - 1 for every dataset name but 'simsv2'
+    "temperature": 0.03,  # contrastive_loss's temperature
 }
 
 _RUN = {
@@ -38,17 +39,17 @@ CLGSI_AUTHORS: dict[str, dict[str, dict[str, Any]]] = {
     "mosi": {
         # learning_rate_audio 5e-3, learning_rate_video 1e-3 (Table 7 swaps them)
         "run": {**_RUN, "lr": {"text": 5e-5, "audio": 5e-3, "vision": 1e-3, "other": 1e-2}},
-        "model": dict(_MODEL),
+        "model": {**_MODEL, "gamma": 0.95},  # config_regression.py: weight of the CL term
     },
     "mosei": {
         "run": dict(_RUN),
-        "model": dict(_MODEL),
+        "model": {**_MODEL, "gamma": 0.48},
     },
     "sims": {
         "run": dict(_RUN),
         # post_text_dim = post_audio_dim = post_video_dim = 128 (Table 7: d_c = d_s = 64); the
         # Subnets' output width is post_text_dim too
-        "model": {**_MODEL, "common_dim": 128, "specific_dim": 128},
+        "model": {**_MODEL, "common_dim": 128, "specific_dim": 128, "gamma": 0.38},
     },
 }
 

@@ -8,7 +8,13 @@ the samples) that every modality carries:
   with probability 0.1) among random filler tokens, between ``[CLS]`` and ``[SEP]``;
 * audio and vision: feature 0 of every valid frame is ``s + u`` plus frame noise (σ = 0.5),
   where ``u ~ N(0, 0.3)`` is drawn once per sample and modality, so no single modality
-  determines the label and fusing them helps; the other features are noise;
+  determines the label and fusing them helps; the other features are noise. With
+  ``shared_latent=True`` these features are instead drawn in a ``LATENT_DIM``-wide latent space
+  (latent 0 carries ``s + u``) and mapped to the data set's width by a fixed random matrix
+  (:func:`latent_mixing`, the same for every file of that shape, different across shapes),
+  plus a little isotropic noise: files of different shapes then share a label-relevant factor
+  that reaches them through different input widths (the cross-dataset setting of ConKI's
+  stage 2, docs/readings.md);
 * label: ``H · clip(s + ε, -1, 1)`` with ε ~ N(0, 0.05), rounded to multiples of 0.2 like the
   real annotations (H = 3 for MOSI/MOSEI, 1 for SIMS); SIMS also gets unimodal labels
   ``regression_labels_T/A/V`` from ``s`` plus larger, per-modality noise.
@@ -123,12 +129,18 @@ _MIN_TEXT_LEN = 8
 
 
 def make_synthetic(
-    like: str, n_train: int, n_valid: int, n_test: int, seed: int = 0
+    like: str,
+    n_train: int,
+    n_valid: int,
+    n_test: int,
+    seed: int = 0,
+    shared_latent: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """A feature-file dict shaped like the standard file of ``like`` (mosi, mosei or sims).
 
     Returns ``{"train": split, "valid": split, "test": split}`` in exactly the MMSA pickle
-    format (see the module docstring for the planted signal and the token ids).
+    format (see the module docstring for the planted signal, ``shared_latent`` and the token
+    ids).
     """
     shape = _shape(like)
     sizes = (n_train, n_valid, n_test)
@@ -136,10 +148,30 @@ def make_synthetic(
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise MsakitError(f"synthetic {like}: split '{split}' needs at least 1 sample, got {n}")
     seeds = np.random.SeedSequence(seed).spawn(len(SPLITS))
+    mixing = (
+        {m: latent_mixing(like, m) for m in ("audio", "vision")} if shared_latent else None
+    )
     return {
-        split: _make_split(shape, split, int(n), np.random.default_rng(child))
+        split: _make_split(shape, split, int(n), np.random.default_rng(child), mixing)
         for split, n, child in zip(SPLITS, sizes, seeds, strict=True)
     }
+
+
+LATENT_DIM = 4
+"""Width of the shared audio/vision latent space of ``shared_latent`` files."""
+_LATENT_OUTPUT_NOISE = 0.1
+_MIXING_SEED = 20230709
+
+
+def latent_mixing(like: str, modality: str) -> np.ndarray:
+    """The fixed (LATENT_DIM, width) float32 matrix mapping the shared latent to the raw
+    ``modality`` ("audio" or "vision") features of ``like``-shaped files: entries N(0, 1/K),
+    drawn from a seed derived from the shape's name and the modality only."""
+    shape = _shape(like)
+    width = shape.audio_dim if modality == "audio" else shape.vision_dim
+    key = [_MIXING_SEED, *like.lower().encode(), *modality.encode()]
+    rng = np.random.default_rng(key)
+    return (rng.standard_normal((LATENT_DIM, width)) / np.sqrt(LATENT_DIM)).astype(np.float32)
 
 
 def write_synthetic(
@@ -149,9 +181,20 @@ def write_synthetic(
     n_valid: int,
     n_test: int,
     seed: int = 0,
+    shared_latent: bool = False,
+    frames: dict[str, int] | None = None,
 ) -> Path:
-    """Write :func:`make_synthetic`'s output to ``path`` as an MMSA pickle; returns the path."""
-    data = make_synthetic(like, n_train, n_valid, n_test, seed)
+    """Write :func:`make_synthetic`'s output to ``path`` as an MMSA pickle; returns the path.
+
+    ``frames`` (e.g. ``{"audio": 40, "vision": 30}``) cuts audio/vision to that many frames:
+    the real feature sizes and data contract at a fraction of the cost (the planted signal sits
+    in every valid frame, so it survives the cut).
+    """
+    data = make_synthetic(like, n_train, n_valid, n_test, seed, shared_latent)
+    for split in data.values():
+        for m, count in (frames or {}).items():
+            split[m] = split[m][:, :count]
+            split[f"{m}_lengths"] = [min(int(x), count) for x in split[f"{m}_lengths"]]
     from msakit.files import write_atomic
 
     return write_atomic(path, lambda f: pickle.dump(data, f, protocol=4))
@@ -191,19 +234,36 @@ def _lengths(
 
 
 def _features(
-    rng: np.random.Generator, sentiment: np.ndarray, lengths: np.ndarray, size: int, dim: int
+    rng: np.random.Generator,
+    sentiment: np.ndarray,
+    lengths: np.ndarray,
+    size: int,
+    dim: int,
+    mixing: np.ndarray | None = None,
 ) -> np.ndarray:
-    """(N, size, dim) float32: noise, feature 0 shifted by the sentiment, zeros past lengths."""
+    """(N, size, dim) float32: noise, feature 0 shifted by the sentiment, zeros past lengths.
+
+    With ``mixing`` (K, dim), that is done in the K-wide latent space, which ``mixing`` maps to
+    the ``dim`` features, and a little isotropic noise is added.
+    """
     shift = sentiment + rng.normal(0.0, _MODALITY_NOISE, len(sentiment))
-    out = rng.standard_normal((len(sentiment), size, dim), dtype=np.float32)
+    width = dim if mixing is None else mixing.shape[0]
+    out = rng.standard_normal((len(sentiment), size, width), dtype=np.float32)
     out *= _FEATURE_NOISE
     out[:, :, 0] += shift[:, None].astype(np.float32)
+    if mixing is not None:
+        out = out @ mixing
+        out += _LATENT_OUTPUT_NOISE * rng.standard_normal(out.shape, dtype=np.float32)
     out *= (np.arange(size)[None, :] < lengths[:, None])[:, :, None]
     return out
 
 
 def _make_split(
-    shape: DatasetShape, split: str, n: int, rng: np.random.Generator
+    shape: DatasetShape,
+    split: str,
+    n: int,
+    rng: np.random.Generator,
+    mixing: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     sentiment = rng.uniform(-1.0, 1.0, n)
     sentiment[rng.random(n) < _ZERO_SENTIMENT] = 0.0
@@ -239,8 +299,13 @@ def _make_split(
 
     audio_lengths = _lengths(rng, share, shape.audio_len, 0.0)
     vision_lengths = _lengths(rng, share, shape.vision_len, _ZERO_VISION)
-    audio = _features(rng, sentiment, audio_lengths, shape.audio_len, shape.audio_dim)
-    vision = _features(rng, sentiment, vision_lengths, shape.vision_len, shape.vision_dim)
+    mixing = mixing or {}
+    audio = _features(
+        rng, sentiment, audio_lengths, shape.audio_len, shape.audio_dim, mixing.get("audio")
+    )
+    vision = _features(
+        rng, sentiment, vision_lengths, shape.vision_len, shape.vision_dim, mixing.get("vision")
+    )
     if shape.audio_dim > 1:
         for i in np.flatnonzero(rng.random(n) < _NEG_INF_SAMPLES):
             frames = rng.choice(audio_lengths[i], min(3, audio_lengths[i]), replace=False)

@@ -31,8 +31,8 @@ Readings chosen here:
   sample, shared by all of its positive pairs, as the equation is written. ``"anchor"`` is the
   SupCon-style alternative, with one denominator per anchor p: the pairs (p, ·).
 * **Ordered pairs.** P1^i = {(O_m^i, O_n^i) | m ≠ n} is taken literally, with both orders, as
-  DESIGN.md specifies. So for M = 3, |P1^i| = 12. Appendix A.1 lists the within-sample pairs
-  of Figure 4 unordered, three per knowledge. Since f is symmetric, that reading only changes
+  the set notation reads. So for M = 3, |P1^i| = 12. Appendix A.1 lists the within-sample
+  pairs of Figure 4 unordered, three per knowledge. Since f is symmetric, that reading only changes
   the relative weight of P1 inside 1/|P^i| and the denominator.
 * **Rounding.** r(·) is ``torch.round``, which rounds half to even like Python's ``round``
   and ``numpy.round``. It is also the rounding of MMSA's Acc-7 (``np.round`` after clipping to

@@ -3,7 +3,7 @@ Section 3.4).
 
 Two variants share one module.
 
-``variant="paper"`` follows the paper (DESIGN.md, "CLGSI, precisely"):
+``variant="paper"`` follows the paper (readings: docs/readings.md, "CLGSI: the contrastive loss"):
 
 1. ŷ = y / H, with H = ``label_scale`` (3 for MOSI/MOSEI, 1 for SIMS), so labels lie in [-1, 1].
 2. D_ij = |ŷ_i − ŷ_j|. Samples i and j form an initial positive pair if D_ij ≤ κ

@@ -100,7 +100,8 @@ class MSAModel(nn.Module):
         raise NotImplementedError
 
     def parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
-        """{"text" | "audio" | "vision" | "other": [(name, parameter), ...]}."""
+        """{"text" | "audio" | "vision" | "other": [(name, parameter), ...]}; a model may add
+        groups of its own, whose settings :meth:`optimizer_settings` gives."""
         raise NotImplementedError
 
     def reads_padding(self) -> bool:
@@ -108,6 +109,11 @@ class MSAModel(nn.Module):
         encoders); if so, batches keep the file's full padded lengths instead of being trimmed
         to their longest valid sequence."""
         return False
+
+    def optimizer_settings(self, config: Any) -> dict[str, tuple[float, float]]:
+        """(learning rate, weight decay) of every parameter group: the RunConfig's ``lr`` and
+        ``weight_decay`` per group; models with groups of their own add them."""
+        return {g: (config.lr[g], config.weight_decay[g]) for g in config.lr}
 
     def trains_text_encoder(self) -> bool:
         """Whether the text encoder's weights are trained (if not, its outputs can be cached)."""

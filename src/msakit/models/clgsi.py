@@ -1,7 +1,7 @@
 """CLGSI: Contrastive Learning Guided by Sentiment Intensity (Yang et al., NAACL Findings 2024).
 
 Reads top to bottom: building blocks (GLFK and its ablation variants, Subnet, head), the model,
-then its registration. Equations refer to the paper (papers/CLGSI-2024-findings-naacl.txt).
+then its registration. Sections refer to the paper; every reading chosen is in docs/readings.md.
 
 * Encoders (Sec. 3.1): BERT for text; audio and vision pass 2-layer Transformer encoders on their
   raw feature width (authors' config: feed-forward 2048, heads per dataset). msakit masks padding.
@@ -16,6 +16,11 @@ then its registration. Equations refer to the paper (papers/CLGSI-2024-findings-
 Readings chosen where the paper is silent: the [CLS] vector is BERT's last hidden state at
 position 0 (authors' code); GLFK's stack order is the paper's [V_c, T_c, A_c] (the code stacks
 T, A, V; the order only permutes three learned weights).
+
+Ablations: ``contrastive``/``weighted`` (Table 3), ``fusion`` (Table 4: add, concat, gk, lfk;
+Table 8: transformer, with modality-type embeddings), ``use_specific=False`` and
+``use_common=False`` (Table 5; "w/o Con" removes the whole common-feature module of Sec. 3.2,
+L_cl included); ``fusion="none"`` keeps T_c, A_c, V_c and L_cl but no F_k in the head.
 
 The authors' released code computes some steps differently (``docs/readings.md``, "CLGSI: paper
 vs the authors' code"); each is a switch, off by default:
@@ -56,7 +61,7 @@ from msakit.models.base import (
 )
 from msakit.models.registry import register_model
 
-FUSIONS = ("glfk", "add", "concat", "gk", "lfk", "transformer")
+FUSIONS = ("glfk", "add", "concat", "gk", "lfk", "transformer", "none")
 COMMON_FRAMES = ("last_valid", "last_padded")
 SUBNET_POOLS = ("valid", "padded")
 # The paper's values of the switches, for configurations (checkpoints) written before them.
@@ -117,10 +122,17 @@ def _conv_as_linear(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 
 
 class TransformerFusion(nn.Module):
-    """Appendix D baseline: a Transformer encoder (8 heads) over the 3 common features."""
+    """Appendix D baseline: a Transformer encoder (8 heads) over the 3 common features.
+
+    The three tokens [V_c, T_c, A_c] get learnable modality-type embeddings (one d_c vector per
+    stack position, added before the first layer). Without them self-attention and the mean are
+    permutation-equivariant/invariant, so the fusion could not tell the modalities apart. The
+    paper says only "a standard Transformer encoder" (see docs/readings.md).
+    """
 
     def __init__(self, dim: int, layers: int, heads: int = 8, dropout: float = 0.1) -> None:
         super().__init__()
+        self.modality_embedding = nn.Parameter(torch.randn(3, dim) * 0.02)  # (3, d_c)
         layer = nn.TransformerEncoderLayer(
             dim, heads, dim_feedforward=4 * dim, dropout=dropout, batch_first=True
         )
@@ -128,18 +140,23 @@ class TransformerFusion(nn.Module):
 
     def forward(self, stacked: torch.Tensor) -> torch.Tensor:
         """stacked (B, d_c, 3) -> mean over the 3 modality tokens (B, d_c)."""
-        return self.encoder(stacked.transpose(1, 2)).mean(dim=1)
+        tokens = stacked.transpose(1, 2) + self.modality_embedding  # (B, 3, d_c)
+        return self.encoder(tokens).mean(dim=1)
 
 
 class CommonFusion(nn.Module):
-    """The common-feature extractor: GLFK or one of the ablations of Tables 4 and 8."""
+    """The common-feature extractor: GLFK or one of the ablations of Tables 4 and 8.
+
+    ``"none"`` fuses nothing (``out_dim`` 0): no common feature reaches the head, while T_c,
+    A_c, V_c and the contrastive loss on them remain (an earlier reading of "w/o Con").
+    """
 
     def __init__(self, kind: str, dim: int, beta: int, layers: int, heads: int) -> None:
         super().__init__()
         if kind not in FUSIONS:
             raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, got {kind!r}")
         self.kind = kind
-        self.out_dim = 3 * dim if kind == "concat" else dim
+        self.out_dim = {"concat": 3 * dim, "none": 0}.get(kind, dim)
         if kind in ("glfk", "gk", "lfk"):
             self.net: nn.Module | None = GLFK(beta, parts=kind)
         elif kind == "transformer":
@@ -149,6 +166,8 @@ class CommonFusion(nn.Module):
 
     def forward(self, stacked: torch.Tensor) -> torch.Tensor:
         """stacked (B, d_c, 3) -> (B, out_dim)."""
+        if self.kind == "none":
+            return stacked.new_zeros(stacked.shape[0], 0)
         if self.kind == "add":
             return stacked.sum(dim=-1)
         if self.kind == "concat":
@@ -208,8 +227,8 @@ class CLGSI(MSAModel):
     def __init__(self, config: dict[str, Any], dims: Dims, text_encoder: nn.Module) -> None:
         super().__init__()
         c = {**PAPER_SWITCHES, **config}
-        if not (c["use_common"] or c["use_specific"]):
-            raise ValueError("CLGSI needs common or specific features (or both)")
+        if not (c["use_specific"] or (c["use_common"] and c["fusion"] != "none")):
+            raise ValueError("CLGSI's head needs common or specific features (or both)")
         if c["common_frame"] not in COMMON_FRAMES:
             raise ValueError(
                 f"common_frame must be one of {', '.join(COMMON_FRAMES)}, got {c['common_frame']!r}"
@@ -233,11 +252,14 @@ class CLGSI(MSAModel):
             self.audio_encoder.clone_first_layer()
             self.vision_encoder.clone_first_layer()
         head_in = 0
-        if c["use_common"] or c["contrastive"]:
+        # Sec. 3.2: the contrastive loss lives in the common-feature module, so "w/o Con"
+        # (use_common=False) removes T_c, A_c, V_c, the fusion and L_cl, whatever `contrastive`
+        # says (docs/readings.md, "CLGSI: ablations").
+        self.uses_contrastive = bool(c["use_common"] and c["contrastive"])
+        if c["use_common"]:
             self.project_text = Projection(d_text, d_c, c["projection_dropout"])
             self.project_audio = Projection(dims.audio, d_c, c["projection_dropout"])
             self.project_vision = Projection(dims.vision, d_c, c["projection_dropout"])
-        if c["use_common"]:
             self.fusion = CommonFusion(
                 c["fusion"], d_c, c["beta"], c["fusion_layers"], c["fusion_heads"]
             )
@@ -259,7 +281,7 @@ class CLGSI(MSAModel):
                 variant=c["variant"],
                 weighted=c["weighted"],
             )
-            if c["contrastive"]
+            if self.uses_contrastive
             else None
         )
 
@@ -294,14 +316,14 @@ class CLGSI(MSAModel):
         )
         reps: dict[str, torch.Tensor] = {}
         parts = []
-        if hasattr(self, "project_text"):
+        if self.config["use_common"]:
             last_padded = c["common_frame"] == "last_padded"
             audio_at = self._lengths(audio, batch["audio_lengths"], last_padded)
             vision_at = self._lengths(vision, batch["vision_lengths"], last_padded)
             reps["text"] = self.project_text(text_h[:, 0])  # [CLS]
             reps["audio"] = self.project_audio(last_valid(audio_h, audio_at))
             reps["vision"] = self.project_vision(last_valid(vision_h, vision_at))
-        if self.config["use_common"]:
+        if self.config["use_common"] and self.fusion.out_dim:
             stacked = torch.stack([reps["vision"], reps["text"], reps["audio"]], dim=-1)
             reps["common"] = self.fusion(stacked)  # F_k
         if self.config["use_specific"]:
@@ -313,7 +335,7 @@ class CLGSI(MSAModel):
             reps["specific_vision"] = self.subnet_vision(vision_h, vision_mask)
             reps["specific_audio"] = self.subnet_audio(audio_h, audio_mask)
             parts += [reps["specific_text"], reps["specific_vision"], reps["specific_audio"]]
-        if self.config["use_common"]:
+        if "common" in reps:
             parts.append(reps["common"])
         prediction = self.head(torch.cat(parts, dim=-1))
         return ModelOutput(prediction=prediction, representations=reps)

@@ -1,8 +1,8 @@
 """ConKI: Contrastive Knowledge Injection (Yu et al., ACL Findings 2023).
 
 Reads top to bottom: insertion points, building blocks (adapter module, adapter, fusion
-network with its MLP head), the model, then its registration. Sections refer to the paper
-(papers/ConKI-2023-findings-acl.md); the two-stage procedure (Algorithm 1) lives in
+network with its MLP head), the model, then its registration. Sections refer to the paper;
+every reading chosen is in docs/readings.md. The two-stage procedure (Algorithm 1) lives in
 :mod:`msakit.training.stages`.
 
 Per modality m in {t, v, a} (Sec. 3.3):
@@ -47,10 +47,13 @@ Readings chosen where the paper is silent:
   random pooler (frozen with the encoder in stage 1, trained in stage 2).
 
 Ablations (Tables 4 and 5) are config keys: ``modalities`` ("tva", "ta", "tv", "va"),
-``use_adapters=False`` (w/o C2), ``pretrained_encoders=False`` (w/o C3: the text encoder is
-re-initialised from its config), ``contrastive=False`` (w/o C4), ``use_n1=False`` (w/o N1);
-w/o C1 (no external data) is training without ``--adapters``. Without adapters there are no A_m,
-so L_con keeps only its pan-knowledge pairs (P1, P2, N2 among the O_m).
+``use_adapters=False`` (w/o C2: no A_m), ``use_pan_knowledge=False`` (w/o C3: no O_m,
+F_m = FC(A_m), the adapters still read the pretrained encoders), ``contrastive=False``
+(w/o C4), ``use_n1=False`` (w/o N1); w/o C1 (no external data) is training without
+``--adapters``, where the adapters learn at ``adapter_lr``. With one knowledge type only,
+L_con keeps that type's pairs (P1, P2, N2; :func:`single_knowledge_loss`).
+``pretrained_encoders=False`` re-initialises the text encoder from its config (an earlier
+reading of w/o C3, kept under its own name).
 """
 
 from __future__ import annotations
@@ -229,6 +232,9 @@ class ConKI(MSAModel):
         self.modalities = parse_modalities(c["modalities"])
         if c["adapter_pool"] not in POOLS:
             raise ValueError(f"adapter_pool must be one of {', '.join(POOLS)}")
+        if not (c["use_pan_knowledge"] or c["use_adapters"]):
+            raise ValueError("ConKI needs pan-knowledge or adapters (use_pan_knowledge or "
+                             "use_adapters)")
         d_text = int(text_encoder.config.hidden_size)
         self.shared_dim = int(c["shared_dim"] or d_text)
         if c["contrastive"] and "text" in self.modalities and self.shared_dim != d_text:
@@ -271,17 +277,17 @@ class ConKI(MSAModel):
                 setattr(
                     self, f"adapter_{m}", Adapter(self.points[m], self.widths[m], *adapter_args)
                 )
-        per_modality = 2 if c["use_adapters"] else 1
+        per_modality = int(c["use_pan_knowledge"]) + int(c["use_adapters"])
         self.inner_fusion = nn.ModuleDict(
             {m: nn.Linear(per_modality * self.widths[m], c["fusion_dim"]) for m in self.modalities}
-        )  # F_m = FC([O_m; A_m])
+        )  # F_m = FC([O_m; A_m]), FC(O_m) w/o C2, FC(A_m) w/o C3
         self.fusion = FusionNetwork(
             c["fusion"], c["fusion_dim"], len(self.modalities), c["head_dim"], c["head_dropout"]
         )
-        # Without adapters there is no N1 (see pan_knowledge_loss).
+        # With one knowledge type only there is no N1 (see single_knowledge_loss).
         self.contrastive = (
             HierarchicalContrastiveLoss(
-                temperature=c["temperature"], use_n1=c["use_n1"] and c["use_adapters"]
+                temperature=c["temperature"], use_n1=c["use_n1"] and self.has_both_knowledges
             )
             if c["contrastive"]
             else None
@@ -303,7 +309,9 @@ class ConKI(MSAModel):
         return features
 
     def encode_text(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        """MMSA text rows (or their cached features) -> (O_t (B, d_t), A_t (B, d_t) or None)."""
+        """MMSA text rows (or their cached features) -> (O_t (B, d_t), A_t (B, d_t) or None).
+
+        O_t is returned even with ``use_pan_knowledge=False`` (``forward`` leaves it out)."""
         text = batch["text"]
         mask = text[:, 1] > 0  # (B, Lt)
         features = self.cached_text_features(batch)
@@ -316,15 +324,18 @@ class ConKI(MSAModel):
     def encode_sequence(
         self, m: str, x: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, ...]:
-        """Audio/vision x (B, L, d_m raw), lengths (B,) -> (O_m (B, d), A_m (B, d) or None)."""
+        """Audio/vision x (B, L, d_m raw), lengths (B,) -> (O_m (B, d) or None, A_m (B, d) or
+        None). Without pan-knowledge (w/o C3) only the layers the adapter reads are run."""
         encoder: SequenceEncoder = getattr(self, f"{m}_encoder")
+        adapter = getattr(self, f"adapter_{m}", None)
+        use_pan = self.config["use_pan_knowledge"]
         h = getattr(self, f"project_{m}")(x)  # (B, L, shared_dim)
         h, mask, padding, keep = encoder.prepare(h, lengths)
+        depth = len(encoder.layers) if use_pan or adapter is None else max(adapter.points)
         states = [h]
-        for k in range(len(encoder.layers)):
+        for k in range(depth):
             states.append(encoder.run_layer(k, states[-1], padding, keep))
-        pooled = masked_mean(states[-1], mask)
-        adapter = getattr(self, f"adapter_{m}", None)
+        pooled = masked_mean(states[-1], mask) if use_pan else None
         if adapter is None:
             return pooled, None
         return pooled, self._pool(adapter(states, padding), mask)
@@ -340,12 +351,13 @@ class ConKI(MSAModel):
                 pan, specific = self.encode_text(batch)
             else:
                 pan, specific = self.encode_sequence(m, batch[m], batch[f"{m}_lengths"])
-            reps[f"pan_{m}"] = pan  # O_m
+            if self.config["use_pan_knowledge"]:
+                reps[f"pan_{m}"] = pan  # O_m
             if specific is not None:
                 reps[f"specific_{m}"] = specific  # A_m
         parts = []
         for m in self.modalities:
-            both = [reps[f"pan_{m}"]] + ([reps[f"specific_{m}"]] if self.has_adapters else [])
+            both = [reps[k] for k in (f"pan_{m}", f"specific_{m}") if k in reps]
             reps[f"fused_{m}"] = self.inner_fusion[m](torch.cat(both, dim=-1))  # F_m
             parts.append(reps[f"fused_{m}"])
         return ModelOutput(prediction=self.fusion(parts), representations=reps)
@@ -364,13 +376,16 @@ class ConKI(MSAModel):
         if self.contrastive is None:
             return LossOutput(task, task, task.detach() * 0)
         reps = output.representations
-        pan = [gather(reps[f"pan_{m}"]) for m in self.modalities]
         all_labels = gather(labels)
-        if self.has_adapters:
-            specific = [gather(reps[f"specific_{m}"]) for m in self.modalities]
-            cl = self.contrastive(pan, specific, all_labels)
-        else:
-            cl = pan_knowledge_loss(self.contrastive, pan, all_labels)
+        blocks = [
+            [gather(reps[f"{kind}_{m}"]) for m in self.modalities]
+            for kind in ("pan", "specific")
+            if f"{kind}_{self.modalities[0]}" in reps
+        ]
+        if len(blocks) == 2:
+            cl = self.contrastive(blocks[0], blocks[1], all_labels)
+        else:  # w/o C2 (O_m only) or w/o C3 (A_m only)
+            cl = single_knowledge_loss(self.contrastive, blocks[0], all_labels)
         return LossOutput(task + self.config["lam"] * cl, task, cl)  # Eq. (5)
 
     # ------------------------------------------------------------------ groups and stages
@@ -378,17 +393,28 @@ class ConKI(MSAModel):
     def has_adapters(self) -> bool:
         return bool(self.config["use_adapters"])
 
+    @property
+    def has_both_knowledges(self) -> bool:
+        """Both O_m and A_m exist (neither w/o C2 nor w/o C3), so N1 pairs exist."""
+        return bool(self.config["use_adapters"] and self.config["use_pan_knowledge"])
+
     def parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
-        """text: the text encoder; audio / vision: projection + encoder; other: the rest."""
+        """text: the text encoder; audio / vision: projection + encoder; adapters: the adapters
+        when ``adapter_lr`` is set (else they are in other); other: the rest."""
         groups: dict[str, list[tuple[str, nn.Parameter]]] = {
             "text": [],
             "audio": [],
             "vision": [],
             "other": [],
         }
+        own_group = self.config["adapter_lr"] is not None
+        if own_group:
+            groups["adapters"] = []
         for name, param in self.named_parameters():
             head = name.split(".", 1)[0]
-            if head == "text_encoder":
+            if own_group and head.startswith("adapter_"):
+                groups["adapters"].append((name, param))
+            elif head == "text_encoder":
                 groups["text"].append((name, param))
             elif head in ("audio_encoder", "project_audio"):
                 groups["audio"].append((name, param))
@@ -397,6 +423,19 @@ class ConKI(MSAModel):
             else:
                 groups["other"].append((name, param))
         return groups
+
+    def optimizer_settings(self, config: Any) -> dict[str, tuple[float, float]]:
+        """The RunConfig's groups, and adapters at ``adapter_lr`` with other's weight decay.
+
+        Adapters are trained only in stage 1 and in stage 2 without ``--adapters`` (w/o C1);
+        there the fine-tuning rates (1e-6 on MOSI) are too small for weights that start at
+        random, so they get ``adapter_lr`` (default 5e-5, the paper's adapter-training rate;
+        docs/readings.md, "ConKI: ablations"). Stage 1 sets it to null: one rate for everything.
+        """
+        settings = super().optimizer_settings(config)
+        if self.config["adapter_lr"] is not None:
+            settings["adapters"] = (float(self.config["adapter_lr"]), config.weight_decay["other"])
+        return settings
 
     def adapter_state(self) -> dict[str, torch.Tensor]:
         """The adapters' weights (every state entry whose name contains ``adapter``)."""
@@ -432,27 +471,30 @@ class ConKI(MSAModel):
     def announce_without_external(self) -> None:
         """One note on stderr when stage 2 runs without pretrained adapters (w/o C1)."""
         if self.has_adapters:
+            lr = self.config["adapter_lr"]
+            at = f" at lr {lr:g}" if lr is not None else ""
             print(
                 "note: no --adapters given: ConKI w/o external data "
-                "(adapters trained from scratch on the target)",
+                f"(adapters trained from scratch on the target{at})",
                 file=sys.stderr,
             )
 
 
-def pan_knowledge_loss(
+def single_knowledge_loss(
     loss: HierarchicalContrastiveLoss, pan: list[torch.Tensor], labels: torch.Tensor
 ) -> torch.Tensor:
-    """L_con over the pan-knowledge pairs only (P1, P2, N2 among the O_m), for "w/o C2".
+    """L_con over the pairs of one knowledge type only (P1, P2, N2 within it): the O_m for
+    "w/o C2" (no adapters), the A_m for "w/o C3" (no pan-knowledge); ``pan`` is that block.
 
-    Without adapters there is no A_m and no N1. ``loss`` (built with ``use_n1=False``) is
+    With one knowledge type there is no N1. ``loss`` (built with ``use_n1=False``) is
     evaluated on (pan, pan): each O-block term then appears twice, once as O and once as its
     copy in the A block, and no pair between the two copies counts (they are N1). Per anchor
     this changes nothing; with one denominator per sample every denominator doubles, which adds
     log 2 to each sample that has a positive pair, removed here. The result equals the loss of
-    the O_m alone, with the same gradients.
+    the block alone, with the same gradients.
     """
     if loss.use_n1:
-        raise ValueError("the pan-knowledge loss has no N1 pairs: build it with use_n1=False")
+        raise ValueError("one knowledge type has no N1 pairs: build the loss with use_n1=False")
     value = loss(pan, pan, labels)
     if loss.denominator == "anchor":
         return value

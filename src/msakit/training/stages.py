@@ -3,19 +3,32 @@
 * Stage 1, :func:`pretrain_adapters`: build ConKI for the target data set's preset on the
   *external* data set's sizes, freeze the text encoder and the audio/vision Transformer encoders
   (the per-dataset input projections stay trainable: they are new for every data set), train
-  adapters + fusion + head with the task loss only (10 epochs, lr 5e-5, one epoch of linear
-  warm-up, then linear decay), keep the best validation epoch (the Trainer's selection on
-  validation MAE) and save its adapters to ``DIR/adapters.pt``.
+  projections + adapters + F_m + fusion network + head with the task loss only (10 epochs,
+  lr 5e-5 for every group, one epoch of linear warm-up, then linear decay), keep the best
+  validation epoch (the Trainer's selection on validation MAE) and save its adapters to
+  ``DIR/adapters.pt``.
 * Stage 2 is ``msakit train --model conki --adapters DIR/adapters.pt``: the API validates the
   file with :func:`read_adapters` before writing anything and plugs it into every seed's model
-  with :func:`install_adapters`, which freezes the adapters; everything else trains with the
-  full loss.
+  with :func:`install_adapters`, which freezes the adapters and loads the stage-1 audio/vision
+  encoders. Everything else trains with the full loss, and what really happens to audio and
+  vision is this: the target's raw widths differ from the external data's (MOSEI 74/35, MOSI
+  5/20), so stage 2 builds *new* input projections, drawn at random, and trains them with the
+  rest; F_m, the fusion network and the head start afresh too. At the first step the frozen
+  audio/vision adapters therefore read hidden states of a projection they never saw; what they
+  carry to the target is whatever survives the new projection learning to feed them. On
+  synthetic files with a planted cross-dataset signal (benchmarks/conki_transfer.py,
+  docs/readings.md, "ConKI: stage 2's new input projections") pretrained audio/vision adapters
+  gave a lower test MAE than random frozen ones under this reading (1.13 against 1.24) but a
+  lower Corr (0.85 against 0.90), and fitting the new projection first through the frozen
+  stage-1 network (the alternative measured) did not help (1.16 / 0.84), so stage 2 keeps
+  this reading.
 
 ``adapters.pt`` holds only plain types and tensors (``torch.load(weights_only=True)``)::
 
     {"format": "msakit-adapters-1",
      "model": {adapter parameter name: tensor},          # every name contains "adapter"
      "encoders": {audio_encoder.* / vision_encoder.*: tensor},
+     "stage1_rest": {project_*, inner_fusion.*, fusion.*: tensor},   # not installed
      "adapter_signature": {...}, "config": stage-1 RunConfig, "dims": external data's sizes,
      "text_encoder_config": {...}, "text_encoder_fingerprint": sha256 hex,
      "valid": best validation metrics, "epoch": best epoch}
@@ -93,8 +106,13 @@ def _encoder_summary(config: dict[str, Any]) -> str:
     )
 
 
+HEAD_PREFIXES = ("inner_fusion.", "fusion.")  # F_m = FC([O_m; A_m]), fusion network + MLP
+
+
 def _keeps_for_stage2(name: str) -> bool:
-    return "adapter" in name or name.startswith(("audio_encoder.", "vision_encoder."))
+    return "adapter" in name or name.startswith(
+        ("audio_encoder.", "vision_encoder.", "project_audio.", "project_vision.", *HEAD_PREFIXES)
+    )
 
 
 def stage1_config(
@@ -122,6 +140,7 @@ def stage1_config(
         config.batch_size = int(batch)
     if epochs is not None:
         config.epochs = int(epochs)
+    config.model["adapter_lr"] = None  # stage 1: adapters train at the stage's one rate
     config = apply_overrides(config, overrides or [])
     if not config.model["use_adapters"]:
         raise MsakitError("pretrain-adapters needs adapters: use_adapters=false has none")
@@ -232,7 +251,18 @@ def _pretrain_locked(ctx, config, warmup_epochs, quiet, inputs, out, run_dir, fi
             {
                 "format": FORMAT,
                 "model": {k: v for k, v in weights.items() if "adapter" in k},
-                "encoders": {k: v for k, v in weights.items() if "adapter" not in k},
+                "encoders": {
+                    k: v
+                    for k, v in weights.items()
+                    if k.startswith(("audio_encoder.", "vision_encoder."))
+                },
+                # Not installed in stage 2; kept to study the stage-1 network (docs/readings.md,
+                # "ConKI: stage 2's new input projections").
+                "stage1_rest": {
+                    k: v
+                    for k, v in weights.items()
+                    if k.startswith(("project_audio.", "project_vision.", *HEAD_PREFIXES))
+                },
                 "adapter_signature": plain(net.adapter_signature()),
                 "config": extra["config"],
                 "dims": extra["dims"],

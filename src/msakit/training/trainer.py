@@ -116,7 +116,9 @@ def set_dropout(model: nn.Module, p: float) -> None:
 def build_optimizer(model: MSAModel, config: RunConfig) -> torch.optim.Optimizer:
     """AdamW with one group per (parameter group, decay / no decay) pair that has parameters."""
     param_groups = []
+    settings = model.optimizer_settings(config)
     for group, named in model.parameter_groups().items():
+        lr, weight_decay = settings[group]
         decay, no_decay = [], []
         for name, param in named:
             if not param.requires_grad:
@@ -124,12 +126,12 @@ def build_optimizer(model: MSAModel, config: RunConfig) -> torch.optim.Optimizer
             skip = group == "text" and any(key in name for key in NO_DECAY)
             (no_decay if skip else decay).append(param)
         for params, wd, suffix in (
-            (decay, config.weight_decay[group], ""),
+            (decay, weight_decay, ""),
             (no_decay, 0.0, "_no_decay"),
         ):
             if params:
                 param_groups.append(
-                    {"params": params, "lr": config.lr[group], "weight_decay": wd,
+                    {"params": params, "lr": lr, "weight_decay": wd,
                      "name": group + suffix}
                 )
     if not param_groups:
