@@ -9,14 +9,25 @@ untrusted source is a security risk. This module stores the same content in one 
 * python lists (MMSA's ``audio_lengths``) as plain numeric arrays;
 * floating arrays as float32 (what the reader produces anyway; halves float64 files);
 * no object arrays, ever: a value that cannot be stored without pickle is an error;
-* one extra entry, ``"msakit_format"``, names the format version.
+* one extra entry, ``"msakit_format"``, names the format version;
+* members stored uncompressed (``ZIP_STORED``, what :func:`numpy.savez` writes), so that
+  :func:`read_npz` maps the numeric arrays from the file instead of reading them into memory.
 
+Memory mapping: :func:`numpy.load` does not map npz members, but a stored member is the plain
+bytes of a ``.npy`` file inside the zip. :func:`read_npz` finds where its array data starts (the
+zip local header at the member's offset: 30 bytes, the name and the extra field; then the
+``.npy`` header) and opens it as a read-only :class:`numpy.memmap`: a process holds only the
+pages it reads (the samples of its batches), and processes on one machine share them through
+the page cache. The zip CRC of a mapped member is not checked (that would read all of it);
+compressed members (:func:`numpy.savez_compressed`) and text arrays are read into memory.
 :func:`msakit.data.load_feature_file` recognises the archive by its magic bytes, not its name.
 """
 
 from __future__ import annotations
 
 import os
+import struct
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -82,12 +93,17 @@ def save_npz(
     return path
 
 
-def read_npz(fileobj: IO[bytes], path: str) -> dict[str, dict[str, np.ndarray]]:
+def read_npz(
+    fileobj: IO[bytes], path: str, *, mmap: bool = True
+) -> dict[str, dict[str, np.ndarray]]:
     """Read an archive written by :func:`save_npz` into ``{split: {key: array}}``.
 
-    Nothing is validated here beyond what reading needs; ``load_feature_file`` does the rest.
-    Entries whose name has no ``"/"`` (the format tag) are skipped.
+    With ``mmap`` (the default), numeric arrays of uncompressed members are read-only
+    :class:`numpy.memmap` views of the file (see the module docstring); the rest is read into
+    memory. Nothing is validated here beyond what reading needs; ``load_feature_file`` does the
+    rest. Entries whose name has no ``"/"`` (the format tag) are skipped.
     """
+    mapped = _mapped_members(fileobj, path) if mmap else {}
     try:
         archive = np.load(fileobj, allow_pickle=False)
     except Exception as e:  # zipfile.BadZipFile, OSError, ValueError, ...
@@ -100,6 +116,9 @@ def read_npz(fileobj: IO[bytes], path: str) -> dict[str, dict[str, np.ndarray]]:
             split, sep, key = name.partition("/")
             if not sep:
                 continue
+            if name in mapped:
+                out.setdefault(split, {})[key] = mapped[name]
+                continue
             try:
                 out.setdefault(split, {})[key] = archive[name]
             except Exception as e:  # object arrays, CRC errors, truncated members, ...
@@ -108,6 +127,85 @@ def read_npz(fileobj: IO[bytes], path: str) -> dict[str, dict[str, np.ndarray]]:
                     f"({type(e).__name__}: {e})"
                 ) from None
     return out
+
+
+def read_extra(path: str | os.PathLike[str], name: str) -> np.ndarray | None:
+    """The extra entry ``name`` (see :func:`save_npz`) of an archive, or None if it has none."""
+    with np.load(path, allow_pickle=False) as archive:
+        return archive[name] if name in archive.files else None
+
+
+def _mapped_members(fileobj: IO[bytes], path: str) -> dict[str, np.memmap]:
+    """``{entry name: read-only memmap}`` for the numeric arrays stored uncompressed in the zip.
+
+    A member that does not look exactly as expected (compressed, text, object or Fortran-order
+    array, unknown ``.npy`` version, data past the end of the file) is left out: :func:`read_npz`
+    then reads it the ordinary way, which also reports a corrupt member.
+    """
+    out: dict[str, np.memmap] = {}
+    try:
+        size = os.fstat(fileobj.fileno()).st_size
+        with zipfile.ZipFile(fileobj) as archive:
+            infos = archive.infolist()
+        for info in infos:
+            if info.compress_type != zipfile.ZIP_STORED or not info.filename.endswith(".npy"):
+                continue
+            fileobj.seek(info.header_offset)
+            local = fileobj.read(30)
+            if len(local) < 30 or local[:4] != b"PK\x03\x04":
+                continue
+            name_len, extra_len = struct.unpack("<HH", local[26:30])
+            start = info.header_offset + 30 + name_len + extra_len
+            fileobj.seek(start)
+            version = np.lib.format.read_magic(fileobj)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fileobj)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fileobj)
+            else:
+                continue
+            offset = fileobj.tell()
+            count = int(np.prod(shape, dtype=np.int64))
+            nbytes = count * dtype.itemsize
+            if (
+                fortran
+                or dtype.hasobject
+                or dtype.kind not in "biuf"
+                or count == 0
+                or offset - start + nbytes != info.file_size
+                or offset + nbytes > size
+            ):
+                continue
+            out[info.filename[: -len(".npy")]] = np.memmap(
+                path, dtype=dtype, mode="r", offset=offset, shape=tuple(shape)
+            )
+    except (OSError, ValueError, zipfile.BadZipFile, struct.error):
+        return {}  # the ordinary read reports what is wrong
+    finally:
+        fileobj.seek(0)
+    return out
+
+
+def in_memory(arr: np.ndarray) -> np.ndarray:
+    """``arr`` as an ordinary in-memory array; a memmap from :func:`read_npz` is read with plain
+    file reads, so its pages never count in this process's resident memory."""
+    if isinstance(arr, np.memmap) and arr.filename is not None and arr.flags.c_contiguous:
+        return read_rows(arr, 0, arr.shape[0])
+    return np.asarray(arr)
+
+
+def read_rows(arr: np.memmap, start: int, stop: int) -> np.ndarray:
+    """Rows ``[start, stop)`` of a whole mapped array from :func:`read_npz`, read from its file
+    (a copy; not through the map)."""
+    stop = min(stop, arr.shape[0])
+    per_row = int(np.prod(arr.shape[1:], dtype=np.int64))
+    out = np.fromfile(
+        arr.filename,
+        dtype=arr.dtype,
+        count=(stop - start) * per_row,
+        offset=arr.offset + start * per_row * arr.dtype.itemsize,
+    )
+    return out.reshape((stop - start, *arr.shape[1:]))
 
 
 def _code_free_array(value: Any, path: Path, split: str, key: str) -> np.ndarray:
