@@ -70,7 +70,7 @@ _TEXT_BERT_ROWS = ("token id", "attention mask", "segment id")
 # Arrays of an npz that stay memory-mapped; everything else is read into memory.
 _MAPPED_KEYS = frozenset({"audio", "vision", "text"})
 # Finiteness is checked this many elements at a time, to keep temporaries small.
-_CHUNK_ELEMENTS = 1 << 23
+_CHUNK_ELEMENTS = 1 << 20
 
 
 @dataclass(eq=False)
@@ -320,13 +320,13 @@ def _load_pickle(path: str, vocab_size: int | None) -> FeatureFile:
             save_npz(content, copy, extra={_SOURCE_KEY: np.array(stamp)})
         except (OSError, MsakitError) as e:
             print(
-                f"msakit: note: could not write a memory-mappable copy of {path} to {copy} "
+                f"note: could not write a memory-mappable copy of {path} to {copy} "
                 f"({e}); the data stay in memory (set {CACHE_ENV} to a writable folder)",
                 file=sys.stderr,
             )
             return ff
         print(
-            f"msakit: converted {path} once to {copy} (memory-mapped from now on; reused while "
+            f"note: converted {path} once to {copy} (memory-mapped from now on; reused while "
             f"{os.path.basename(path)} is unchanged; set {CACHE_ENV} to move it)",
             file=sys.stderr,
         )

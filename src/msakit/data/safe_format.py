@@ -25,6 +25,7 @@ compressed members (:func:`numpy.savez_compressed`) and text arrays are read int
 
 from __future__ import annotations
 
+import mmap
 import os
 import struct
 import zipfile
@@ -176,14 +177,69 @@ def _mapped_members(fileobj: IO[bytes], path: str) -> dict[str, np.memmap]:
                 or offset + nbytes > size
             ):
                 continue
-            out[info.filename[: -len(".npy")]] = np.memmap(
-                path, dtype=dtype, mode="r", offset=offset, shape=tuple(shape)
-            )
+            arr = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=tuple(shape))
+            _random_access(arr)
+            out[info.filename[: -len(".npy")]] = arr
     except (OSError, ValueError, zipfile.BadZipFile, struct.error):
         return {}  # the ordinary read reports what is wrong
     finally:
         fileobj.seek(0)
     return out
+
+
+def _random_access(arr: np.memmap) -> None:
+    """Tell the kernel the map is read at random (batches of shuffled samples): no read-ahead
+    of pages around each sample, which would make a process hold much more than its batches."""
+    handle = getattr(arr, "_mmap", None)
+    advice = getattr(mmap, "MADV_RANDOM", None)
+    if handle is not None and advice is not None and hasattr(handle, "madvise"):
+        try:
+            handle.madvise(advice)
+        except OSError:
+            pass
+
+
+def take(arr: np.ndarray, indices: np.ndarray, length: int) -> np.ndarray:
+    """``arr[indices, :length]`` as a new in-memory array.
+
+    For a whole array mapped by :func:`read_npz`, each sample's first ``length`` rows (a
+    contiguous run of bytes) are read with plain file reads instead of through the map: the
+    kernel maps whole page-cache folios on a fault (measured here: reading 8 MOSEI-shaped
+    samples, 1.2 MB, through the map made 2 MB of the file resident), so random batches read
+    through the map would keep most of a file resident; read this way, the process holds only
+    its batches, and the pages stay shared in the page cache.
+    """
+    if not (_is_whole_map(arr) and arr.ndim >= 2):
+        return np.asarray(arr[indices, :length])
+    idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+    inner = arr.shape[2:]
+    out = np.empty((idx.size, length, *inner), dtype=arr.dtype)
+    row_bytes = int(np.prod(arr.shape[1:], dtype=np.int64)) * arr.dtype.itemsize
+    with open(arr.filename, "rb", buffering=0) as f:
+        for k, i in enumerate(idx):
+            if i < 0:
+                i += arr.shape[0]
+            if not 0 <= i < arr.shape[0]:
+                raise IndexError(f"index {i} is out of bounds for {arr.shape[0]} samples")
+            view = memoryview(out[k]).cast("B")
+            got = os.preadv(f.fileno(), [view], arr.offset + int(i) * row_bytes)
+            if got != len(view):
+                raise MsakitError(f"{arr.filename}: the file is truncated (sample {i})")
+    return out
+
+
+def _is_whole_map(arr: np.ndarray) -> bool:
+    """Whether ``arr`` is a whole read-only array from :func:`read_npz` (its ``offset`` is where
+    its data start in ``filename``)."""
+    return (
+        isinstance(arr, np.memmap)
+        and arr.filename is not None
+        and not arr.flags.writeable
+        and arr.flags.c_contiguous
+        and getattr(arr, "_mmap", None) is not None
+        and arr.base is not None
+        and not isinstance(arr.base, np.ndarray)
+    )
 
 
 def in_memory(arr: np.ndarray) -> np.ndarray:
