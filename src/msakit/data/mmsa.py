@@ -18,13 +18,16 @@ key                        shape           notes
 ``id``, ``raw_text``, ...  (N,)            object arrays or lists; ``id``, ``raw_text`` kept
 =========================  ==============  ================================================
 
-:func:`load_feature_file` reads the file once (pickle, read by the restricted unpickler of
-:mod:`msakit.data.safe_pickle`, or msakit's npz from :mod:`msakit.data.safe_format`, told apart by
-magic bytes), converts features to float32 and
-token ids to int64 right away, freeing the originals key by key (a float64 MOSEI audio array
-alone is 4.8 GB), and validates everything before returning. Every problem is a
-:class:`~msakit.errors.MsakitError` with one line naming the file, split, key and the first bad
-sample, e.g. ``data.pkl: split 'valid', key 'audio': NaN at sample 17 (id 'abc$_3')``.
+:func:`load_feature_file` reads msakit's npz (:mod:`msakit.data.safe_format`) as a memory map:
+the audio and vision arrays stay in the file (read-only :class:`numpy.memmap`), the small arrays
+are read into memory, and every check runs over the mapped arrays in chunks read from the file,
+so memory does not grow with the data. A pickle (told from an npz by its magic bytes, read by the
+restricted unpickler of :mod:`msakit.data.safe_pickle`) is read into memory once, converting
+features to float32 and token ids to int64 key by key (a float64 MOSEI audio array alone is
+4.8 GB), validated, and written as an npz to :func:`cache_dir`, which later loads map while the
+pickle is unchanged (:func:`_load_pickle`). Everything is validated before returning. Every
+problem is a :class:`~msakit.errors.MsakitError` with one line naming the file, split, key and the
+first bad sample, e.g. ``data.pkl: split 'valid', key 'audio': NaN at sample 17 (id 'abc$_3')``.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import numpy as np
 
 from msakit.data.safe_format import (
     in_memory,
+    is_mapped,
     is_zip,
     read_extra,
     read_npz,
@@ -584,19 +588,9 @@ def _float32(arr: np.ndarray) -> np.ndarray:
     """A float32 version of ``arr``: the same object when it already is one and is writable or
     a read-only map of a file (kept mapped), otherwise a writable copy."""
     if arr.dtype == np.float32:
-        return arr if arr.flags.writeable or _is_mapped(arr) else arr.copy()
+        return arr if arr.flags.writeable or is_mapped(arr) else arr.copy()
     with np.errstate(over="ignore", invalid="ignore"):
         return arr.astype(np.float32)
-
-
-def _is_mapped(arr: np.ndarray) -> bool:
-    """Whether ``arr`` is a whole read-only array mapped by :func:`read_npz`."""
-    return (
-        isinstance(arr, np.memmap)
-        and arr.filename is not None
-        and not arr.flags.writeable
-        and arr.flags.c_contiguous
-    )
 
 
 def _first_sample(bad: np.ndarray) -> int | None:
@@ -626,7 +620,7 @@ def _check_finite(arr: np.ndarray, where: _Where, key: str, *, zero_neg_inf: boo
     """
     if arr.dtype.kind not in "fc" or arr.shape[0] == 0:
         return
-    mapped = _is_mapped(arr)
+    mapped = is_mapped(arr)
     per_sample = max(1, int(np.prod(arr.shape[1:])))
     step = max(1, _CHUNK_ELEMENTS // per_sample)
     for start in range(0, arr.shape[0], step):

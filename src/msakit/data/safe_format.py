@@ -25,9 +25,9 @@ compressed members (:func:`numpy.savez_compressed`) and text arrays are read int
 
 from __future__ import annotations
 
-import mmap
 import os
 import struct
+import weakref
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -145,7 +145,7 @@ def _mapped_members(fileobj: IO[bytes], path: str) -> dict[str, np.memmap]:
     """
     out: dict[str, np.memmap] = {}
     try:
-        size = os.fstat(fileobj.fileno()).st_size
+        st = os.fstat(fileobj.fileno())
         with zipfile.ZipFile(fileobj) as archive:
             infos = archive.infolist()
         for info in infos:
@@ -174,11 +174,12 @@ def _mapped_members(fileobj: IO[bytes], path: str) -> dict[str, np.memmap]:
                 or dtype.kind not in "biuf"
                 or count == 0
                 or offset - start + nbytes != info.file_size
-                or offset + nbytes > size
+                or offset + nbytes > st.st_size
             ):
                 continue
-            arr = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=tuple(shape))
-            _random_access(arr)
+            arr = _map(path, st, dtype, offset, tuple(shape))
+            if arr is None:  # the path now names another file
+                return {}
             out[info.filename[: -len(".npy")]] = arr
     except (OSError, ValueError, zipfile.BadZipFile, struct.error):
         return {}  # the ordinary read reports what is wrong
@@ -187,16 +188,39 @@ def _mapped_members(fileobj: IO[bytes], path: str) -> dict[str, np.memmap]:
     return out
 
 
-def _random_access(arr: np.memmap) -> None:
-    """Tell the kernel the map is read at random (batches of shuffled samples): no read-ahead
-    of pages around each sample, which would make a process hold much more than its batches."""
-    handle = getattr(arr, "_mmap", None)
-    advice = getattr(mmap, "MADV_RANDOM", None)
-    if handle is not None and advice is not None and hasattr(handle, "madvise"):
-        try:
-            handle.madvise(advice)
-        except OSError:
-            pass
+def _map(
+    path: str, st: os.stat_result, dtype: np.dtype, offset: int, shape: tuple[int, ...]
+) -> np.memmap | None:
+    """A read-only map of ``path`` with its own file handle, used by :func:`take` and
+    :func:`read_rows` (so a file replaced while in use, e.g. a new conversion renamed over it,
+    is never read by mistake) and closed with the array. None if ``path`` is not ``st``'s file.
+    """
+    handle = open(path, "rb", buffering=0)  # noqa: SIM115 (closed with the array)
+    try:
+        here = os.fstat(handle.fileno())
+        if (here.st_dev, here.st_ino) != (st.st_dev, st.st_ino):
+            handle.close()
+            return None
+        arr = np.memmap(handle, dtype=dtype, mode="r", offset=offset, shape=shape)
+    except BaseException:
+        handle.close()
+        raise
+    arr._msakit_file = handle  # type: ignore[attr-defined]
+    weakref.finalize(arr, handle.close)
+    return arr
+
+
+def _read_at(arr: np.memmap, buffer: np.ndarray, offset: int) -> None:
+    """Fill ``buffer`` with the bytes of ``arr``'s file at ``offset`` (a plain file read)."""
+    handle = arr._msakit_file  # type: ignore[attr-defined]
+    view = memoryview(buffer).cast("B")
+    handle.seek(offset)
+    got = 0
+    while got < len(view):
+        n = handle.readinto(view[got:])
+        if not n:
+            raise MsakitError(f"{arr.filename}: the file is truncated")
+        got += n
 
 
 def take(arr: np.ndarray, indices: np.ndarray, length: int) -> np.ndarray:
@@ -209,26 +233,22 @@ def take(arr: np.ndarray, indices: np.ndarray, length: int) -> np.ndarray:
     through the map would keep most of a file resident; read this way, the process holds only
     its batches, and the pages stay shared in the page cache.
     """
-    if not (_is_whole_map(arr) and arr.ndim >= 2):
+    if not (is_mapped(arr) and arr.ndim >= 2):
         return np.asarray(arr[indices, :length])
     idx = np.asarray(indices, dtype=np.int64).reshape(-1)
     inner = arr.shape[2:]
     out = np.empty((idx.size, length, *inner), dtype=arr.dtype)
     row_bytes = int(np.prod(arr.shape[1:], dtype=np.int64)) * arr.dtype.itemsize
-    with open(arr.filename, "rb", buffering=0) as f:
-        for k, i in enumerate(idx):
-            if i < 0:
-                i += arr.shape[0]
-            if not 0 <= i < arr.shape[0]:
-                raise IndexError(f"index {i} is out of bounds for {arr.shape[0]} samples")
-            view = memoryview(out[k]).cast("B")
-            got = os.preadv(f.fileno(), [view], arr.offset + int(i) * row_bytes)
-            if got != len(view):
-                raise MsakitError(f"{arr.filename}: the file is truncated (sample {i})")
+    for k, i in enumerate(idx):
+        if i < 0:
+            i += arr.shape[0]
+        if not 0 <= i < arr.shape[0]:
+            raise IndexError(f"index {i} is out of bounds for {arr.shape[0]} samples")
+        _read_at(arr, out[k], arr.offset + int(i) * row_bytes)
     return out
 
 
-def _is_whole_map(arr: np.ndarray) -> bool:
+def is_mapped(arr: np.ndarray) -> bool:
     """Whether ``arr`` is a whole read-only array from :func:`read_npz` (its ``offset`` is where
     its data start in ``filename``)."""
     return (
@@ -236,7 +256,7 @@ def _is_whole_map(arr: np.ndarray) -> bool:
         and arr.filename is not None
         and not arr.flags.writeable
         and arr.flags.c_contiguous
-        and getattr(arr, "_mmap", None) is not None
+        and getattr(arr, "_msakit_file", None) is not None
         and arr.base is not None
         and not isinstance(arr.base, np.ndarray)
     )
@@ -245,23 +265,19 @@ def _is_whole_map(arr: np.ndarray) -> bool:
 def in_memory(arr: np.ndarray) -> np.ndarray:
     """``arr`` as an ordinary in-memory array; a memmap from :func:`read_npz` is read with plain
     file reads, so its pages never count in this process's resident memory."""
-    if isinstance(arr, np.memmap) and arr.filename is not None and arr.flags.c_contiguous:
+    if is_mapped(arr):
         return read_rows(arr, 0, arr.shape[0])
-    return np.asarray(arr)
+    return np.array(arr)
 
 
 def read_rows(arr: np.memmap, start: int, stop: int) -> np.ndarray:
     """Rows ``[start, stop)`` of a whole mapped array from :func:`read_npz`, read from its file
     (a copy; not through the map)."""
     stop = min(stop, arr.shape[0])
+    out = np.empty((max(0, stop - start), *arr.shape[1:]), dtype=arr.dtype)
     per_row = int(np.prod(arr.shape[1:], dtype=np.int64))
-    out = np.fromfile(
-        arr.filename,
-        dtype=arr.dtype,
-        count=(stop - start) * per_row,
-        offset=arr.offset + start * per_row * arr.dtype.itemsize,
-    )
-    return out.reshape((stop - start, *arr.shape[1:]))
+    _read_at(arr, out, arr.offset + start * per_row * arr.dtype.itemsize)
+    return out
 
 
 def _code_free_array(value: Any, path: Path, split: str, key: str) -> np.ndarray:
