@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Converted copies of pickles (msakit.data.mmsa.cache_dir) go to a folder of this test session,
+# not the user's cache; subprocesses (CLI tests) inherit it.
+if not os.environ.get("MSAKIT_CACHE_DIR"):
+    os.environ["MSAKIT_CACHE_DIR"] = tempfile.mkdtemp(prefix="msakit-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["MSAKIT_CACHE_DIR"], ignore_errors=True)
 
 
 def make_tiny_bert(folder: Path, layers: int = 2, hidden: int = 32, vocab: int = 30522) -> Path:

@@ -61,12 +61,13 @@ def dump(data, path: Path) -> Path:
 
 
 def error_line(err: str) -> str:
-    """The one ``error:`` line of a failed command; every other stderr line is a warning."""
+    """The one ``error:`` line of a failed command; every other stderr line is a warning or a
+    note."""
     assert "Traceback" not in err
     lines = [line for line in err.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error:")]
     assert len(errors) == 1, err
-    others = [line for line in lines if not line.startswith(("error:", "warning:"))]
+    others = [line for line in lines if not line.startswith(("error:", "warning:", "note:"))]
     assert not others, err
     return errors[0]
 

@@ -66,12 +66,20 @@ def expect_error(path: Path, *fragments: str, **kwargs) -> str:
     return message
 
 
+def _cleaned(arr: np.ndarray) -> np.ndarray:
+    """Audio as batches see it: a read-only map may still hold -inf, which collate sets to 0."""
+    return np.where(np.isneginf(arr), 0, arr)
+
+
 def assert_same(a: FeatureFile, b: FeatureFile) -> None:
     for split in SPLITS:
         x, y = a.splits[split], b.splits[split]
         for name in ("text_bert", "audio", "vision", "audio_lengths", "vision_lengths"):
             assert getattr(x, name).dtype == getattr(y, name).dtype, name
-            np.testing.assert_array_equal(getattr(x, name), getattr(y, name), err_msg=name)
+            xa, ya = getattr(x, name), getattr(y, name)
+            if name == "audio":
+                xa, ya = _cleaned(xa), _cleaned(ya)
+            np.testing.assert_array_equal(xa, ya, err_msg=name)
         np.testing.assert_array_equal(x.labels, y.labels)
         np.testing.assert_array_equal(x.ids, y.ids)
         if x.raw_text is None or y.raw_text is None:
@@ -241,9 +249,13 @@ def test_save_npz_uses_the_name_as_given_and_rejects_python_objects(tmp_path, ra
 
 
 def test_pickle_and_npz_load_silently(tmp_path, raw, capsys):
-    """The restricted unpickler runs no code, so reading a pickle needs no warning."""
+    """The restricted unpickler runs no code, so reading a pickle needs no warning; the only
+    message is the one-time note on its converted, memory-mapped copy."""
     path = dump(tmp_path, raw)
     capsys.readouterr()
+    load_feature_file(path)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "converted" in err and "warn" not in err.lower()
     load_feature_file(path)
     assert capsys.readouterr().err == ""
     npz = save_npz(raw, tmp_path / "data.npz")
@@ -256,7 +268,7 @@ def test_format_is_detected_from_magic_bytes_not_the_name(tmp_path, raw, capsys)
     pickle_named_npz = dump(tmp_path, raw, "really_pickle.npz")
     a = load_feature_file(npz_named_pkl)
     b = load_feature_file(pickle_named_npz)
-    assert capsys.readouterr().err == ""
+    assert "warn" not in capsys.readouterr().err.lower()
     assert_same(a, b)
 
 

@@ -196,11 +196,12 @@ def _digest(path: Path) -> str:
 
 
 def one_error(err: str) -> str:
-    """The one ``error:`` line of stderr (other lines may only be warnings)."""
+    """The one ``error:`` line of stderr (other lines may only be warnings or notes, such as the
+    one on a pickle's converted copy)."""
     lines = [line for line in err.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error:")]
     assert len(errors) == 1, err
-    assert all(line.startswith(("error:", "warning:")) for line in lines), err
+    assert all(line.startswith(("error:", "warning:", "note:")) for line in lines), err
     return errors[0]
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from msakit.data.mmsa import SplitData
+from msakit.data.safe_format import take
 
 
 def epoch_plan(
@@ -71,11 +72,16 @@ def collate(split: SplitData, indices: np.ndarray, trim: bool = True) -> dict[st
         t_max = max(1, int(t_len.max(initial=0)))
     else:
         a_max, v_max, t_max = split.audio.shape[1], split.vision.shape[1], split.text_bert.shape[2]
+    # Just these samples are read from a memory-mapped file (safe_format.take); audio -inf (MMSA's
+    # silence) becomes 0 here when the split is a read-only map (see SplitData).
+    audio = take(split.audio, indices, a_max)
+    if not split.audio.flags.writeable:
+        audio[np.isneginf(audio)] = 0
     return {
         "text": torch.from_numpy(split.text_bert[indices, :, :t_max]),
-        "audio": torch.from_numpy(split.audio[indices, :a_max]),
+        "audio": torch.from_numpy(audio),
         "audio_lengths": torch.from_numpy(a_len),
-        "vision": torch.from_numpy(split.vision[indices, :v_max]),
+        "vision": torch.from_numpy(take(split.vision, indices, v_max)),
         "vision_lengths": torch.from_numpy(v_len),
         "labels": torch.from_numpy(split.labels[indices]),
         "index": torch.from_numpy(np.asarray(indices, dtype=np.int64)),

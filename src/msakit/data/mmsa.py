@@ -18,25 +18,40 @@ key                        shape           notes
 ``id``, ``raw_text``, ...  (N,)            object arrays or lists; ``id``, ``raw_text`` kept
 =========================  ==============  ================================================
 
-:func:`load_feature_file` reads the file once (pickle, read by the restricted unpickler of
-:mod:`msakit.data.safe_pickle`, or msakit's npz from :mod:`msakit.data.safe_format`, told apart by
-magic bytes), converts features to float32 and
-token ids to int64 right away, freeing the originals key by key (a float64 MOSEI audio array
-alone is 4.8 GB), and validates everything before returning. Every problem is a
-:class:`~msakit.errors.MsakitError` with one line naming the file, split, key and the first bad
-sample, e.g. ``data.pkl: split 'valid', key 'audio': NaN at sample 17 (id 'abc$_3')``.
+:func:`load_feature_file` reads msakit's npz (:mod:`msakit.data.safe_format`) as a memory map:
+the audio and vision arrays stay in the file (read-only :class:`numpy.memmap`), the small arrays
+are read into memory, and every check runs over the mapped arrays in chunks read from the file,
+so memory does not grow with the data. A pickle (told from an npz by its magic bytes, read by the
+restricted unpickler of :mod:`msakit.data.safe_pickle`) is read into memory once, converting
+features to float32 and token ids to int64 key by key (a float64 MOSEI audio array alone is
+4.8 GB), validated, and written as an npz to :func:`cache_dir`, which later loads map while the
+pickle is unchanged (:func:`_load_pickle`). Everything is validated before returning. Every
+problem is a :class:`~msakit.errors.MsakitError` with one line naming the file, split, key and the
+first bad sample, e.g. ``data.pkl: split 'valid', key 'audio': NaN at sample 17 (id 'abc$_3')``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import pickle
+import sys
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import numpy as np
 
-from msakit.data.safe_format import is_zip, read_npz, save_npz, split_to_mmsa
+from msakit.data.safe_format import (
+    in_memory,
+    is_mapped,
+    is_zip,
+    read_extra,
+    read_npz,
+    read_rows,
+    save_npz,
+    split_to_mmsa,
+)
 from msakit.data.safe_pickle import restricted_load
 from msakit.errors import MsakitError
 
@@ -56,8 +71,10 @@ _LABEL_KEYS = frozenset({"regression_labels", *UNIMODAL_KEYS.values(), "classifi
 _FEATURE_KEYS = ("text_bert", "text", "audio", "vision")  # 3-D, compared across splits
 _NUMERIC_KEYS = (*REQUIRED_KEYS, "text", *UNIMODAL_KEYS.values())
 _TEXT_BERT_ROWS = ("token id", "attention mask", "segment id")
+# Arrays of an npz that stay memory-mapped; everything else is read into memory.
+_MAPPED_KEYS = frozenset({"audio", "vision", "text"})
 # Finiteness is checked this many elements at a time, to keep temporaries small.
-_CHUNK_ELEMENTS = 1 << 23
+_CHUNK_ELEMENTS = 1 << 20
 
 
 @dataclass(eq=False)
@@ -66,11 +83,17 @@ class SplitData:
 
     Valid frames of sample i are positions ``[0, audio_lengths[i])`` / ``[0, vision_lengths[i])``
     (MMSA pads at the end); a length of 0 is allowed (no face found, no audio).
+
+    ``audio`` and ``vision`` of an npz file are read-only :class:`numpy.memmap` views of the
+    file (see :mod:`msakit.data.safe_format`); the small arrays are in memory. Audio ``-inf``
+    (MMSA's value for silence) is set to 0 in place when the array is in memory; a mapped array
+    cannot be written, so :func:`msakit.data.batching.collate` sets it to 0 in each batch (files
+    msakit writes hold none: they are written from validated, in-memory arrays).
     """
 
     text_bert: np.ndarray  # (N, 3, Lt) int64: token ids, attention mask, segment ids
-    audio: np.ndarray  # (N, La, Da) float32, -inf already set to 0
-    vision: np.ndarray  # (N, Lv, Dv) float32
+    audio: np.ndarray  # (N, La, Da) float32; may be a read-only map holding -inf (see below)
+    vision: np.ndarray  # (N, Lv, Dv) float32, in memory or a read-only np.memmap
     audio_lengths: np.ndarray  # (N,) int64, 0 <= len <= La
     vision_lengths: np.ndarray  # (N,) int64, 0 <= len <= Lv
     labels: np.ndarray  # (N,) float32, MMSA's regression_labels
@@ -139,6 +162,8 @@ def load_feature_file(
     """
     p = os.fspath(path)
     _check_vocab_size(vocab_size)
+    if not _is_npz(p):
+        return _load_pickle(p, vocab_size)
     raw = _read(p)
     return _validate(raw, p, vocab_size)
 
@@ -161,7 +186,7 @@ def convert_to_npz(
     p, o = os.fspath(src), os.fspath(out)
     _check_vocab_size(vocab_size)
     check_distinct_output(o, [p])
-    raw = _read(p)
+    raw = _read(p, mmap=False)
     ff = _validate(raw, p, vocab_size)
     content: dict[str, dict[str, Any]] = {}
     for name, split in ff.splits.items():
@@ -231,8 +256,91 @@ def _check_vocab_size(vocab_size: int | None) -> None:
         raise MsakitError(f"vocab_size must be a positive integer, got {vocab_size!r}")
 
 
-def _read(path: str) -> Any:
-    """The file's content: a dict for npz, whatever the pickle holds otherwise."""
+CACHE_ENV = "MSAKIT_CACHE_DIR"
+_SOURCE_KEY = "msakit_source"
+
+
+def cache_dir() -> str:
+    """Where converted copies of pickles go: ``$MSAKIT_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/msakit/features``, else ``~/.cache/msakit/features``."""
+    if os.environ.get(CACHE_ENV):
+        return os.environ[CACHE_ENV]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "msakit", "features")
+
+
+def converted_path(path: str) -> str:
+    """The converted copy of the pickle ``path`` in :func:`cache_dir` (one per absolute path)."""
+    real = os.path.realpath(path)
+    digest = hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    stem = os.path.splitext(os.path.basename(real))[0] or "features"
+    return os.path.join(cache_dir(), f"{stem}-{digest}.npz")
+
+
+def _source_stamp(path: str) -> str:
+    st = os.stat(path)
+    return json.dumps(
+        {"path": os.path.realpath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns},
+        sort_keys=True,
+    )
+
+
+def _is_npz(path: str) -> bool:
+    """Whether ``path`` starts with a zip signature (errors are left to :func:`_read`)."""
+    try:
+        with open(path, "rb") as f:
+            return is_zip(f.read(8))
+    except OSError:
+        return False
+
+
+def _load_pickle(path: str, vocab_size: int | None) -> FeatureFile:
+    """A pickle, through its converted (memory-mappable) npz copy in :func:`cache_dir`.
+
+    The copy records the pickle's real path, size and modification time; it is reused while
+    they match and rewritten otherwise. Converting reads the whole pickle into memory once
+    (validated as always, so errors name the pickle); later loads map the copy. When no copy can
+    be written (the cache folder is not writable), the pickle is loaded into memory as before.
+    """
+    try:
+        stamp = _source_stamp(path)
+    except OSError:
+        return _validate(_read(path), path, vocab_size)  # _read reports the problem
+    copy = converted_path(path)
+    try:
+        recorded = read_extra(copy, _SOURCE_KEY) if os.path.isfile(copy) else None
+    except Exception:  # an unreadable copy is rewritten
+        recorded = None
+    if recorded is None or str(recorded) != stamp:
+        raw = _read(path)
+        ff = _validate(raw, path, vocab_size)
+        content = {}
+        for name, split in ff.splits.items():
+            extra = {k: raw[name][k] for k in METADATA_KEYS[1:] if k in raw[name]}
+            content[name] = {**split_to_mmsa(split), **extra}
+        del raw
+        try:
+            os.makedirs(os.path.dirname(copy), exist_ok=True)
+            save_npz(content, copy, extra={_SOURCE_KEY: np.array(stamp)})
+        except (OSError, MsakitError) as e:
+            print(
+                f"note: could not write a memory-mappable copy of {path} to {copy} "
+                f"({e}); the data stay in memory (set {CACHE_ENV} to a writable folder)",
+                file=sys.stderr,
+            )
+            return ff
+        print(
+            f"note: converted {path} once to {copy} (memory-mapped from now on; reused while "
+            f"{os.path.basename(path)} is unchanged; set {CACHE_ENV} to move it)",
+            file=sys.stderr,
+        )
+        del ff, content
+    return _validate(_read(copy), path, vocab_size)  # messages name the pickle
+
+
+def _read(path: str, *, mmap: bool = True) -> Any:
+    """The file's content: a dict for npz (numeric arrays memory-mapped unless ``mmap`` is
+    False), whatever the pickle holds otherwise."""
     try:
         f = open(path, "rb")
     except FileNotFoundError:
@@ -250,7 +358,7 @@ def _read(path: str) -> Any:
         if not head:
             raise MsakitError(f"{path}: the file is empty")
         if is_zip(head):
-            return read_npz(f, path)
+            return read_npz(f, path, mmap=mmap)
         try:
             data = restricted_load(f, path)
         except MsakitError:
@@ -329,8 +437,12 @@ def _check_structure(
 ) -> None:
     """Keys, dtypes, ndims, sample counts and dims (against the first split seen).
 
-    Numeric values that are not arrays yet (lists) are turned into arrays in ``d``.
+    Numeric values that are not arrays yet (lists) are turned into arrays in ``d``; mapped
+    arrays other than the big features are read into memory (they are small).
     """
+    for key, value in d.items():
+        if isinstance(value, np.memmap) and key not in _MAPPED_KEYS:
+            d[key] = in_memory(value)
     for key in REQUIRED_KEYS:
         if key not in d:
             where.fail(key, "required key is missing")
@@ -473,9 +585,10 @@ def _as_text(x: Any) -> str:
 
 
 def _float32(arr: np.ndarray) -> np.ndarray:
-    """A writable float32 version of ``arr`` (the same object when it already is one)."""
+    """A float32 version of ``arr``: the same object when it already is one and is writable or
+    a read-only map of a file (kept mapped), otherwise a writable copy."""
     if arr.dtype == np.float32:
-        return arr if arr.flags.writeable else arr.copy()
+        return arr if arr.flags.writeable or is_mapped(arr) else arr.copy()
     with np.errstate(over="ignore", invalid="ignore"):
         return arr.astype(np.float32)
 
@@ -497,18 +610,27 @@ def _describe(value: float) -> str:
 
 
 def _check_finite(arr: np.ndarray, where: _Where, key: str, *, zero_neg_inf: bool) -> None:
-    """Fail on the first NaN/inf, sample by sample; with ``zero_neg_inf``, -inf becomes 0.
+    """Fail on the first NaN/inf, sample by sample; with ``zero_neg_inf``, -inf is allowed and,
+    in an in-memory array, set to 0 (a mapped array is read-only: batches get the 0, see
+    :class:`SplitData`).
 
-    Works in chunks of samples so the boolean temporaries stay small on MOSEI-sized arrays.
+    Works in chunks of samples so the temporaries stay small on MOSEI-sized arrays; a mapped
+    array is read chunk by chunk with plain file reads, not through the map, so validating it
+    leaves none of it resident in this process.
     """
     if arr.dtype.kind not in "fc" or arr.shape[0] == 0:
         return
+    mapped = is_mapped(arr)
     per_sample = max(1, int(np.prod(arr.shape[1:])))
     step = max(1, _CHUNK_ELEMENTS // per_sample)
     for start in range(0, arr.shape[0], step):
-        chunk = arr[start : start + step]
+        chunk = read_rows(arr, start, start + step) if mapped else arr[start : start + step]
         if zero_neg_inf:
-            chunk[np.isneginf(chunk)] = 0  # writes through the view
+            neg_inf = np.isneginf(chunk)
+            if mapped:
+                chunk = np.where(neg_inf, 0, chunk)
+            else:
+                chunk[neg_inf] = 0  # writes through the view
         finite = np.isfinite(chunk)
         if finite.all():
             continue

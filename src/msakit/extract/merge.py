@@ -47,7 +47,7 @@ def merge(parts: list[str | os.PathLike[str]], out: str | os.PathLike[str]) -> d
                 "can be merged"
             )
         with open(path, "rb") as f:
-            contents.append(read_npz(f, str(path)))
+            contents.append(read_npz(f, str(path), mmap=False))
         records.append(record)
     first = records[0]["settings"]
     for path, record in zip(parts[1:], records[1:], strict=True):
