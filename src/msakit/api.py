@@ -33,6 +33,7 @@ from msakit.metrics import metric_names
 from msakit.models.base import Dims, MSAModel
 from msakit.training import distributed
 from msakit.training.inputs import (
+    LoadedInputs,
     build_model,
     check_output_folder,
     prepare_run,
@@ -104,6 +105,7 @@ def train(
     hooks: Any = None,
     overwrite: bool = False,
     preset: str = DEFAULT_PRESET,
+    loaded: LoadedInputs | None = None,
 ) -> TrainResult:
     """Train ``model`` on an MMSA feature file for every seed; write the run folder.
 
@@ -117,6 +119,10 @@ def train(
 
     ``preset`` names the starting configuration: ``paper`` (the default) or, for CLGSI,
     ``authors`` (the authors' released code's settings); it is recorded in ``config.yaml``.
+
+    ``loaded``: the text encoder and feature file already loaded for this configuration and
+    ``data`` (:func:`msakit.training.inputs.load_inputs`), so that a caller running many
+    trainings on one file (``msakit tune``) loads them once; by default they are loaded here.
     """
     if resume and overwrite:
         raise MsakitError("--resume and --overwrite exclude each other")
@@ -124,7 +130,7 @@ def train(
     try:
         return _train(
             ctx, model, dataset, data, text_encoder, seeds, epochs, batch, Path(out), overrides,
-            adapters, log_steps, resume, quiet, config, hooks, overwrite, preset,
+            adapters, log_steps, resume, quiet, config, hooks, overwrite, preset, loaded,
         )
     finally:
         distributed.teardown(ctx)
@@ -156,7 +162,8 @@ def _clear_run(out: Path) -> None:
 
 
 def _train(ctx, model, dataset, data, text_encoder, seeds, epochs, batch, out, overrides,
-           adapters, log_steps, resume, quiet, config, hooks, overwrite, preset) -> TrainResult:
+           adapters, log_steps, resume, quiet, config, hooks, overwrite, preset,
+           loaded=None) -> TrainResult:
     if config is None:
         config = build_config(
             model, dataset, text_encoder=text_encoder, seeds=seeds, epochs=epochs, batch=batch,
@@ -174,7 +181,8 @@ def _train(ctx, model, dataset, data, text_encoder, seeds, epochs, batch, out, o
             f"{out} already holds a run; add --resume to continue it, --overwrite to replace "
             "it, or choose another --out"
         )
-    inputs = prepare_run(config, data, out, ctx, checkpoint_format="msakit-checkpoint-1")
+    inputs = prepare_run(config, data, out, ctx, checkpoint_format="msakit-checkpoint-1",
+                         loaded=loaded)
     encoder, features, dims = inputs.encoder, inputs.features, inputs.dims
     # Build once to surface configuration errors before anything is written.
     probe = build_model(config, dims, copy.deepcopy(encoder))
