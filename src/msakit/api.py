@@ -32,6 +32,7 @@ from msakit.files import RunLock, check_distinct_output, torch_save_atomic, writ
 from msakit.metrics import metric_names
 from msakit.models.base import Dims, MSAModel
 from msakit.training import distributed
+from msakit.training.device import amp_mode
 from msakit.training.inputs import (
     LoadedInputs,
     build_model,
@@ -269,7 +270,7 @@ def _train_seeds(ctx, config, encoder, pretrained, dims, adapter_state, features
             ) from None
         result = evaluate_model(
             net, features.splits["test"], config.dataset, config.batch_size, ctx.device,
-            bf16=config.bf16, dist=ctx,
+            amp=amp_mode(config.amp, config.bf16), dist=ctx,
         )
         rows.append({"seed": seed, **result.metrics})
         if ctx.is_main:
@@ -478,7 +479,8 @@ def evaluate(
     ckpt = load_checkpoint(checkpoint)
     part = _split_for(ckpt, data, split)
     result = evaluate_model(ckpt.model, part, ckpt.config.dataset, ckpt.config.batch_size,
-                            torch.device("cpu"), bf16=ckpt.config.bf16)
+                            torch.device("cpu"),
+                            amp=amp_mode(ckpt.config.amp, ckpt.config.bf16))
     return result.metrics
 
 
@@ -496,7 +498,8 @@ def predict(
     ckpt = load_checkpoint(checkpoint)
     part = _split_for(ckpt, data, split)
     result = evaluate_model(ckpt.model, part, ckpt.config.dataset, ckpt.config.batch_size,
-                            torch.device("cpu"), bf16=ckpt.config.bf16)
+                            torch.device("cpu"),
+                            amp=amp_mode(ckpt.config.amp, ckpt.config.bf16))
     rows = [
         {"id": str(i), "prediction": float(f"{p:.6g}"), "label": float(f"{y:.6g}")}
         for i, p, y in zip(part.ids, result.predictions, result.labels, strict=True)
