@@ -107,6 +107,7 @@ def train(
     overwrite: bool = False,
     preset: str = DEFAULT_PRESET,
     loaded: LoadedInputs | None = None,
+    save_last: bool = True,
 ) -> TrainResult:
     """Train ``model`` on an MMSA feature file for every seed; write the run folder.
 
@@ -124,6 +125,8 @@ def train(
     ``loaded``: the text encoder and feature file already loaded for this configuration and
     ``data`` (:func:`msakit.training.inputs.load_inputs`), so that a caller running many
     trainings on one file (``msakit tune``) loads them once; by default they are loaded here.
+    ``save_last=False`` writes no ``last.pt`` (such a run cannot be resumed; ``msakit tune``'s
+    trials never are).
     """
     if resume and overwrite:
         raise MsakitError("--resume and --overwrite exclude each other")
@@ -132,6 +135,7 @@ def train(
         return _train(
             ctx, model, dataset, data, text_encoder, seeds, epochs, batch, Path(out), overrides,
             adapters, log_steps, resume, quiet, config, hooks, overwrite, preset, loaded,
+            save_last,
         )
     finally:
         distributed.teardown(ctx)
@@ -164,7 +168,7 @@ def _clear_run(out: Path) -> None:
 
 def _train(ctx, model, dataset, data, text_encoder, seeds, epochs, batch, out, overrides,
            adapters, log_steps, resume, quiet, config, hooks, overwrite, preset,
-           loaded=None) -> TrainResult:
+           loaded=None, save_last=True) -> TrainResult:
     if config is None:
         config = build_config(
             model, dataset, text_encoder=text_encoder, seeds=seeds, epochs=epochs, batch=batch,
@@ -205,7 +209,7 @@ def _train(ctx, model, dataset, data, text_encoder, seeds, epochs, batch, out, o
         if log_steps is not None and not resume and ctx.is_main:
             Path(log_steps).unlink(missing_ok=True)  # every seed appends its lines
         rows = _train_seeds(ctx, config, encoder, pretrained, dims, adapter_state, features,
-                            inputs, out, log_steps, resume, quiet, hooks)
+                            inputs, out, log_steps, resume, quiet, hooks, save_last)
     finally:
         if lock is not None:
             lock.release()
@@ -232,7 +236,7 @@ def _lock_run(out: Path, ctx) -> RunLock | None:
 
 
 def _train_seeds(ctx, config, encoder, pretrained, dims, adapter_state, features, inputs, out,
-                 log_steps, resume, quiet, hooks) -> list[dict[str, Any]]:
+                 log_steps, resume, quiet, hooks, save_last=True) -> list[dict[str, Any]]:
     rows = []
     for seed in config.seeds:
         torch.manual_seed(seed)
@@ -257,6 +261,7 @@ def _train_seeds(ctx, config, encoder, pretrained, dims, adapter_state, features
             tensorboard=out / "tensorboard" / f"seed-{seed}",
             checkpoint_extra=inputs.checkpoint_extra,
             **({"hooks": hooks} if hooks is not None else {}),
+            save_last=save_last,
         )
         trainer.fit()
         ctx.barrier()

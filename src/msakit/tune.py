@@ -17,12 +17,14 @@ full resolved configuration.
 
 A trial folder keeps what a user needs and little disk: its ``config.yaml``, ``history.json``
 and ``results.csv`` always, ``best.pt`` only while the trial is one of the study's
-``--keep-checkpoints`` best (default 1), and never ``last.pt`` (a trial is not resumed: it is
-deleted when the trial ends, completed, pruned or failed). Under the lock of ``best.yaml``, every
-worker's summary step deletes the ``best.pt`` of every finished trial that is not among the best
-N (trials still running are left alone), so workers sharing one ``DIR`` agree on what stays.
+``--keep-checkpoints`` best (default 1), and never ``last.pt`` (a trial is not resumed: it
+writes none, and one left by an earlier version is deleted when the trial ends). Under the lock
+of ``best.yaml``, every worker's summary step deletes the ``best.pt`` of every finished trial
+that is not among the best N (trials still running are left alone), so workers sharing one
+``DIR`` agree on what stays.
 A worker loads the text encoder and the data file once and gives them to every trial
-(:class:`msakit.training.inputs.LoadedInputs`).
+(:class:`msakit.training.inputs.LoadedInputs`); it reads the file once more at the start, to
+check it before anything else.
 """
 
 from __future__ import annotations
@@ -196,6 +198,11 @@ def tune(
     api.build_config(model, dataset, overrides=[*base, *_as_set(low)], preset=preset)
     if not Path(data).is_file():
         raise MsakitError(f"data file {data} does not exist")
+    from msakit.data.mmsa import check_dataset, load_feature_file
+
+    # The file is checked before the text encoder is even looked for (a bad file is named as
+    # such, also when the encoder is missing); load_inputs reads it again with the encoder.
+    check_dataset(load_feature_file(data), config.dataset)  # before any study exists
     if adapters is not None and not Path(adapters).is_file():
         raise MsakitError(f"adapters file {adapters} does not exist")
     if storage is not None and "://" not in storage:
@@ -205,7 +212,7 @@ def tune(
         )
     out = Path(out)
     check_output_folder(out)
-    # Loaded once for every trial of this worker, and checked before any study exists.
+    # Loaded once for every trial of this worker, before any study exists.
     loaded = load_inputs(config, data)
     out.mkdir(parents=True, exist_ok=True)
     storage = storage or default_storage(out)
@@ -250,11 +257,11 @@ def tune(
                 model, dataset, data, text_encoder=text_encoder, seeds=[train_seed],
                 epochs=epochs, batch=batch, out=folder, overrides=sets,
                 adapters=adapters, quiet=True, hooks=TrainerHooks(on_epoch_end=on_epoch_end),
-                overwrite=True, preset=preset, loaded=loaded,
+                overwrite=True, preset=preset, loaded=loaded, save_last=False,
             )
         except TrainingDiverged as exc:  # a sampled setting too aggressive: not a crash
             raise optuna.TrialPruned(str(exc)) from None
-        finally:  # a trial is never resumed: its exact-resume state is only disk
+        finally:  # a trial is never resumed (and writes none): a last.pt is only disk
             _remove(folder.glob("seed-*/last.pt"))
         return best[0]
 

@@ -277,6 +277,8 @@ class Trainer:
     warmup_steps: int | None = None
     """Overrides ``config.warmup`` x total steps (ConKI stage 1 warms up for one epoch)."""
     best_state_filter: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None
+    save_last: bool = True
+    """Write ``last.pt`` (exact resume) at every epoch's end; ``msakit tune`` turns it off."""
 
     def __post_init__(self) -> None:
         self.device = self.dist.device
@@ -589,7 +591,7 @@ class Trainer:
         self.best_in_memory = self._state()
 
     def _save_last(self, epoch: int) -> None:
-        if self.run_dir is None or not self.dist.is_main:
+        if self.run_dir is None or not self.dist.is_main or not self.save_last:
             self.dist.barrier()
             return
         atomic_save(
