@@ -95,9 +95,12 @@ def test_deterministic_sets_torch_and_cudnn_flags(restore_determinism, monkeypat
     assert "CUBLAS_WORKSPACE_CONFIG" not in __import__("os").environ
     device.apply_determinism(True, "cuda")
     assert __import__("os").environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    device.apply_determinism(False, "cpu")  # off: the process's flags are left as they are
+    assert torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(False)
     device.apply_determinism(False, "cpu")
     assert not torch.are_deterministic_algorithms_enabled()
-    assert not torch.backends.cudnn.deterministic
+    assert device.determinism_flags(False)["use_deterministic_algorithms"] is False
 
 
 @pytest.fixture

@@ -95,8 +95,11 @@ def determinism_flags(deterministic: bool) -> dict[str, bool]:
 
 
 def apply_determinism(deterministic: bool, device_type: str) -> None:
-    """Set :func:`determinism_flags` process-wide (PyTorch keeps them per process). On CUDA,
-    deterministic cuBLAS also needs ``CUBLAS_WORKSPACE_CONFIG``, set here unless given."""
+    """With ``deterministic``, set :func:`determinism_flags` process-wide (PyTorch keeps them
+    per process); without, leave the process's flags as they are (a caller's own choice). On
+    CUDA, deterministic cuBLAS also needs ``CUBLAS_WORKSPACE_CONFIG``, set here unless given."""
+    if not deterministic:
+        return
     flags = determinism_flags(deterministic)
     if deterministic and device_type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
