@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 from msakit import api, cli
 from msakit.config import apply_overrides
 from msakit.config.presets import SEARCH_SPACES, preset
+from msakit.errors import MsakitError
 from msakit.tune import format_value, tune
 
 SMALL = ["feedforward=32", "common_dim=16", "specific_dim=16", "head_dim=16"]
@@ -115,7 +116,8 @@ def test_pruned_trials_end_cleanly_and_a_later_worker_joins(tmp_path, data_file,
     assert all(list(t.intermediate_values) == [0] for t in trials)
     for t in trials:  # stopped after one epoch: no test evaluation, no results table
         run = out / f"trial-{t.number}"
-        assert len(list(run.glob("seed-*/best.pt"))) == 1
+        assert (run / "config.yaml").is_file()
+        assert not list(run.glob("seed-*/*.pt"))  # not a best trial: no checkpoint is kept
         assert not (run / "results.csv").exists()
 
     # A second worker loads the same study (default storage and name) and adds to it.
@@ -135,6 +137,57 @@ def test_pruned_trials_end_cleanly_and_a_later_worker_joins(tmp_path, data_file,
         assert (config.lr[key] if group == "lr" else config.model[name]) == value
     assert summary["config"]["model"] == config.model
     assert set(trials[2].params) == set(SEARCH_SPACES["clgsi"])
+
+
+def checkpoints(out: Path, name: str) -> list[int]:
+    """Numbers of the trials of ``out`` that hold ``seed-*/NAME``."""
+    found = out.glob(f"trial-*/seed-*/{name}")
+    return sorted(int(p.parent.parent.name.split("-")[1]) for p in found)
+
+
+def test_only_the_best_trials_keep_a_checkpoint(tmp_path, data_file, tiny_bert, monkeypatch):
+    from msakit.training import inputs
+
+    loads = []
+    real = inputs.load_encoder_and_data
+    monkeypatch.setattr(inputs, "load_encoder_and_data",
+                        lambda *a, **k: loads.append(a[1]) or real(*a, **k))
+    out = tmp_path / "sweep"
+    common = dict(out=out, text_encoder=str(tiny_bert), batch=8, overrides=SMALL, quiet=True,
+                  epochs=1, pruner=optuna.pruners.NopPruner())
+    tune("clgsi", "mosi", data_file, trials=4, keep_checkpoints=2, **common)
+    assert loads == [data_file]  # one load of the encoder and the file for all four trials
+    trials = load(out).get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    ranked = [t.number for t in sorted(trials, key=lambda t: (t.value, t.number))]
+    assert checkpoints(out, "best.pt") == sorted(ranked[:2])
+    assert checkpoints(out, "last.pt") == []
+    for t in trials:  # every trial keeps its metrics and settings
+        for name in ("config.yaml", "results.csv"):
+            assert (out / f"trial-{t.number}" / name).is_file()
+        assert len(list((out / f"trial-{t.number}").glob("seed-*/history.json"))) == 1
+
+    # The default keeps the best one: a later worker's summary step deletes the second's.
+    result = tune("clgsi", "mosi", data_file, trials=1, **common)
+    trials = load(out).get_trials(deepcopy=False)
+    best = min(trials, key=lambda t: (t.value, t.number))
+    assert result.best["best"]["trial"] == best.number
+    assert checkpoints(out, "best.pt") == [best.number]
+    assert checkpoints(out, "last.pt") == []
+    kept = api.load_checkpoint(Path(result.best["best"]["folder"]))
+    assert kept.config.model == result.best["config"]["model"]
+
+
+def test_loaded_inputs_must_fit_the_run(tmp_path, data_file, tiny_bert):
+    from msakit.training.inputs import load_inputs
+
+    config = api.build_config("clgsi", "mosi", text_encoder=str(tiny_bert), overrides=SMALL)
+    loaded = load_inputs(config, data_file)
+    with pytest.raises(MsakitError, match="do not fit this run"):
+        api.train("clgsi", "mosi", data_file, text_encoder=str(tiny_bert), seeds=[1], epochs=1,
+                  overrides=[*SMALL, "allow_vocab_mismatch=true"], out=tmp_path / "run",
+                  loaded=loaded)
+    assert not (tmp_path / "run").exists()
 
 
 def test_values_fixed_with_set_are_not_searched(tmp_path, data_file, tiny_bert):
@@ -167,6 +220,7 @@ def test_tune_errors_are_one_line(tmp_path, data_file, tiny_bert, capsys, monkey
         ([*argv, "--storage", "sweep.db"], "expected a database URL"),
         ([*argv[:5], "--data", str(tmp_path / "missing.npz"), *argv[7:]], "does not exist"),
         ([*argv, "--set", "gamma=high"], "--set gamma=high"),
+        ([*argv, "--keep-checkpoints", "-1"], "--keep-checkpoints must be at least 0"),
     ]
     for bad, message in cases:
         assert cli.main(bad) == 2

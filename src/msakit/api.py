@@ -32,7 +32,9 @@ from msakit.files import RunLock, check_distinct_output, torch_save_atomic, writ
 from msakit.metrics import metric_names
 from msakit.models.base import Dims, MSAModel
 from msakit.training import distributed
+from msakit.training.device import amp_mode
 from msakit.training.inputs import (
+    LoadedInputs,
     build_model,
     check_output_folder,
     prepare_run,
@@ -104,6 +106,8 @@ def train(
     hooks: Any = None,
     overwrite: bool = False,
     preset: str = DEFAULT_PRESET,
+    loaded: LoadedInputs | None = None,
+    save_last: bool = True,
 ) -> TrainResult:
     """Train ``model`` on an MMSA feature file for every seed; write the run folder.
 
@@ -117,6 +121,12 @@ def train(
 
     ``preset`` names the starting configuration: ``paper`` (the default) or, for CLGSI,
     ``authors`` (the authors' released code's settings); it is recorded in ``config.yaml``.
+
+    ``loaded``: the text encoder and feature file already loaded for this configuration and
+    ``data`` (:func:`msakit.training.inputs.load_inputs`), so that a caller running many
+    trainings on one file (``msakit tune``) loads them once; by default they are loaded here.
+    ``save_last=False`` writes no ``last.pt`` (such a run cannot be resumed; ``msakit tune``'s
+    trials never are).
     """
     if resume and overwrite:
         raise MsakitError("--resume and --overwrite exclude each other")
@@ -124,7 +134,8 @@ def train(
     try:
         return _train(
             ctx, model, dataset, data, text_encoder, seeds, epochs, batch, Path(out), overrides,
-            adapters, log_steps, resume, quiet, config, hooks, overwrite, preset,
+            adapters, log_steps, resume, quiet, config, hooks, overwrite, preset, loaded,
+            save_last,
         )
     finally:
         distributed.teardown(ctx)
@@ -156,7 +167,8 @@ def _clear_run(out: Path) -> None:
 
 
 def _train(ctx, model, dataset, data, text_encoder, seeds, epochs, batch, out, overrides,
-           adapters, log_steps, resume, quiet, config, hooks, overwrite, preset) -> TrainResult:
+           adapters, log_steps, resume, quiet, config, hooks, overwrite, preset,
+           loaded=None, save_last=True) -> TrainResult:
     if config is None:
         config = build_config(
             model, dataset, text_encoder=text_encoder, seeds=seeds, epochs=epochs, batch=batch,
@@ -174,7 +186,8 @@ def _train(ctx, model, dataset, data, text_encoder, seeds, epochs, batch, out, o
             f"{out} already holds a run; add --resume to continue it, --overwrite to replace "
             "it, or choose another --out"
         )
-    inputs = prepare_run(config, data, out, ctx, checkpoint_format="msakit-checkpoint-1")
+    inputs = prepare_run(config, data, out, ctx, checkpoint_format="msakit-checkpoint-1",
+                         loaded=loaded)
     encoder, features, dims = inputs.encoder, inputs.features, inputs.dims
     # Build once to surface configuration errors before anything is written.
     probe = build_model(config, dims, copy.deepcopy(encoder))
@@ -196,7 +209,7 @@ def _train(ctx, model, dataset, data, text_encoder, seeds, epochs, batch, out, o
         if log_steps is not None and not resume and ctx.is_main:
             Path(log_steps).unlink(missing_ok=True)  # every seed appends its lines
         rows = _train_seeds(ctx, config, encoder, pretrained, dims, adapter_state, features,
-                            inputs, out, log_steps, resume, quiet, hooks)
+                            inputs, out, log_steps, resume, quiet, hooks, save_last)
     finally:
         if lock is not None:
             lock.release()
@@ -223,7 +236,7 @@ def _lock_run(out: Path, ctx) -> RunLock | None:
 
 
 def _train_seeds(ctx, config, encoder, pretrained, dims, adapter_state, features, inputs, out,
-                 log_steps, resume, quiet, hooks) -> list[dict[str, Any]]:
+                 log_steps, resume, quiet, hooks, save_last=True) -> list[dict[str, Any]]:
     rows = []
     for seed in config.seeds:
         torch.manual_seed(seed)
@@ -248,6 +261,7 @@ def _train_seeds(ctx, config, encoder, pretrained, dims, adapter_state, features
             tensorboard=out / "tensorboard" / f"seed-{seed}",
             checkpoint_extra=inputs.checkpoint_extra,
             **({"hooks": hooks} if hooks is not None else {}),
+            save_last=save_last,
         )
         trainer.fit()
         ctx.barrier()
@@ -261,7 +275,7 @@ def _train_seeds(ctx, config, encoder, pretrained, dims, adapter_state, features
             ) from None
         result = evaluate_model(
             net, features.splits["test"], config.dataset, config.batch_size, ctx.device,
-            bf16=config.bf16, dist=ctx,
+            amp=amp_mode(config.amp, config.bf16), dist=ctx,
         )
         rows.append({"seed": seed, **result.metrics})
         if ctx.is_main:
@@ -470,7 +484,8 @@ def evaluate(
     ckpt = load_checkpoint(checkpoint)
     part = _split_for(ckpt, data, split)
     result = evaluate_model(ckpt.model, part, ckpt.config.dataset, ckpt.config.batch_size,
-                            torch.device("cpu"), bf16=ckpt.config.bf16)
+                            torch.device("cpu"),
+                            amp=amp_mode(ckpt.config.amp, ckpt.config.bf16))
     return result.metrics
 
 
@@ -488,7 +503,8 @@ def predict(
     ckpt = load_checkpoint(checkpoint)
     part = _split_for(ckpt, data, split)
     result = evaluate_model(ckpt.model, part, ckpt.config.dataset, ckpt.config.batch_size,
-                            torch.device("cpu"), bf16=ckpt.config.bf16)
+                            torch.device("cpu"),
+                            amp=amp_mode(ckpt.config.amp, ckpt.config.bf16))
     rows = [
         {"id": str(i), "prediction": float(f"{p:.6g}"), "label": float(f"{y:.6g}")}
         for i, p, y in zip(part.ids, result.predictions, result.labels, strict=True)

@@ -24,6 +24,7 @@ from msakit import api
 from msakit.data.batching import collate
 from msakit.encoders.text import bert_inputs
 from msakit.training import distributed
+from msakit.training.device import amp_mode
 from msakit.training.inputs import load_encoder_and_data
 from msakit.training.trainer import Trainer
 
@@ -124,6 +125,7 @@ def bench(
         "epochs": epochs,
         "sampler": config.sampler,
         "bf16": config.bf16,
+        "amp": amp_mode(config.amp, config.bf16),
         "reuse_memory": config.reuse_memory,
         "fast_dropout": config.fast_dropout,
         "overrides": list(overrides or []),

@@ -243,6 +243,7 @@ def _tune(args: argparse.Namespace) -> int:
         epochs=args.epochs, storage=args.storage, study=args.study,
         text_encoder=args.text_encoder, batch=args.batch, overrides=args.set,
         adapters=args.adapters, seed=args.seed, quiet=args.quiet, preset=args.preset,
+        keep_checkpoints=args.keep_checkpoints,
     )
     if result.best is None:
         print(f"study {result.study!r}: no trial completed yet")
@@ -536,6 +537,9 @@ def _add_tune_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--adapters", help="ConKI: adapters.pt from pretrain-adapters")
     p.add_argument("--seed", type=int, help="training seed of every trial (default: preset's)")
     p.add_argument("--quiet", action="store_true", help="no per-trial Optuna log lines")
+    p.add_argument("--keep-checkpoints", type=int, default=1, metavar="N",
+                   help="the N best trials of the study keep their best.pt (default 1; 0: "
+                   "none); other trials keep config, history and metrics only, no last.pt")
 
 def _add_import_weights_parser(sub: argparse._SubParsersAction) -> None:
     from msakit.models.import_weights import SOURCES

@@ -14,6 +14,17 @@ many machines join. A heartbeat marks the running trial of a worker that died as
 After every trial the worker rewrites ``DIR/best.yaml``: the best trial of the whole study, its
 parameters, the ``--set`` list and the ``msakit train`` command line that retrain it, and the
 full resolved configuration.
+
+A trial folder keeps what a user needs and little disk: its ``config.yaml``, ``history.json``
+and ``results.csv`` always, ``best.pt`` only while the trial is one of the study's
+``--keep-checkpoints`` best (default 1), and never ``last.pt`` (a trial is not resumed: it
+writes none, and one left by an earlier version is deleted when the trial ends). Under the lock
+of ``best.yaml``, every worker's summary step deletes the ``best.pt`` of every finished trial
+that is not among the best N (trials still running are left alone), so workers sharing one
+``DIR`` agree on what stays.
+A worker loads the text encoder and the data file once and gives them to every trial
+(:class:`msakit.training.inputs.LoadedInputs`); it reads the file once more at the start, to
+check it before anything else.
 """
 
 from __future__ import annotations
@@ -149,16 +160,18 @@ def tune(
     pruner=None,
     quiet: bool = False,
     preset: str = "paper",
+    keep_checkpoints: int = 1,
 ) -> TuneResult:
     """Run ``trials`` trials of the study (see the module docstring); return the summary.
 
     ``overrides`` (``key=value``) are fixed for every trial; the search space's values come
-    on top. ``pruner`` replaces the default ``MedianPruner``.
+    on top. ``pruner`` replaces the default ``MedianPruner``. ``keep_checkpoints``: how many of
+    the study's best trials keep their ``best.pt`` (0: none).
     """
     import optuna
 
     from msakit import api
-    from msakit.training.inputs import check_output_folder
+    from msakit.training.inputs import check_output_folder, load_inputs
     from msakit.training.trainer import TrainerHooks
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -168,6 +181,8 @@ def tune(
         )
     if trials < 1:
         raise MsakitError(f"--trials must be at least 1, got {trials}")
+    if keep_checkpoints < 0:
+        raise MsakitError(f"--keep-checkpoints must be at least 0, got {keep_checkpoints}")
     if model not in SEARCH_SPACES:
         raise MsakitError(f"no search space for model {model!r}")
     base = list(overrides or [])
@@ -185,6 +200,8 @@ def tune(
         raise MsakitError(f"data file {data} does not exist")
     from msakit.data.mmsa import check_dataset, load_feature_file
 
+    # The file is checked before the text encoder is even looked for (a bad file is named as
+    # such, also when the encoder is missing); load_inputs reads it again with the encoder.
     check_dataset(load_feature_file(data), config.dataset)  # before any study exists
     if adapters is not None and not Path(adapters).is_file():
         raise MsakitError(f"adapters file {adapters} does not exist")
@@ -195,6 +212,8 @@ def tune(
         )
     out = Path(out)
     check_output_folder(out)
+    # Loaded once for every trial of this worker, before any study exists.
+    loaded = load_inputs(config, data)
     out.mkdir(parents=True, exist_ok=True)
     storage = storage or default_storage(out)
     study_name = study or f"msakit-{model}-{dataset}"
@@ -232,15 +251,18 @@ def tune(
             if trial.should_prune():
                 raise optuna.TrialPruned(f"validation MAE {mae:.4f} at epoch {epoch + 1}")
 
+        folder = out / f"trial-{trial.number}"
         try:
             api.train(
                 model, dataset, data, text_encoder=text_encoder, seeds=[train_seed],
-                epochs=epochs, batch=batch, out=out / f"trial-{trial.number}", overrides=sets,
+                epochs=epochs, batch=batch, out=folder, overrides=sets,
                 adapters=adapters, quiet=True, hooks=TrainerHooks(on_epoch_end=on_epoch_end),
-                overwrite=True, preset=preset,
+                overwrite=True, preset=preset, loaded=loaded, save_last=False,
             )
         except TrainingDiverged as exc:  # a sampled setting too aggressive: not a crash
             raise optuna.TrialPruned(str(exc)) from None
+        finally:  # a trial is never resumed (and writes none): a last.pt is only disk
+            _remove(folder.glob("seed-*/last.pt"))
         return best[0]
 
     context = {
@@ -254,10 +276,12 @@ def tune(
         # then come in the order of the reads, so the last file written saw every trial that
         # had finished (without it, a worker that read the study before another's last trial
         # finished could write after that worker and leave a stale best.yaml).
+        # The checkpoints are pruned under the same lock, from the same reading of the study.
         with _locked(out / f".{SUMMARY}.lock"):
             summary = _summary(the_study, context)
             if summary is not None:
                 write_text_atomic(out / SUMMARY, yaml.safe_dump(summary, sort_keys=False))
+            _prune_checkpoints(the_study, out, keep_checkpoints)
         return summary
 
     try:
@@ -269,6 +293,39 @@ def tune(
         study=study_name, storage=storage, summary=out / SUMMARY if summary else None,
         best=summary,
     )
+
+
+def kept_trials(the_study, keep: int) -> set[int]:
+    """Numbers of the ``keep`` best completed trials (lowest value, then lowest number)."""
+    from optuna.trial import TrialState
+
+    complete = [t for t in the_study.get_trials(deepcopy=False)
+                if t.state == TrialState.COMPLETE]
+    ranked = sorted(complete, key=lambda t: (t.value, t.number))
+    return {t.number for t in ranked[:keep]}
+
+
+def _prune_checkpoints(the_study, out: Path, keep: int) -> None:
+    """Delete ``last.pt`` of every finished trial and ``best.pt`` of every finished trial not
+    among the ``keep`` best (a running trial, maybe another worker's, is left alone: it still
+    writes and reads its checkpoints). Only this worker's ``out`` is touched."""
+    kept = kept_trials(the_study, keep)
+    for trial in the_study.get_trials(deepcopy=False):
+        if not trial.state.is_finished():
+            continue
+        folder = out / f"trial-{trial.number}"
+        _remove(folder.glob("seed-*/last.pt"))
+        if trial.number not in kept:
+            _remove(folder.glob("seed-*/best.pt"))
+
+
+def _remove(paths) -> None:
+    """Delete files; one that cannot be deleted is a warning, not the end of the sweep."""
+    for path in list(paths):
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            warnings.warn(f"cannot delete {path}: {exc.strerror}", stacklevel=2)
 
 
 @contextmanager

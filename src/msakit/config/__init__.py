@@ -69,6 +69,13 @@ class RunConfig:
     setting: batches drawn from length buckets, so cost follows the real lengths; it changes
     which samples meet in a batch, hence the contrastive pairs and BatchNorm statistics)."""
     bf16: bool = False
+    """bf16 autocast: the same as ``amp=bf16`` (kept for runs and checkpoints that set it)."""
+    amp: str = "off"
+    """Mixed precision: ``off``, ``bf16`` (autocast, CPUs and GPUs) or ``fp16`` (autocast with
+    a gradient scaler, CUDA only); see :mod:`msakit.training.device`."""
+    deterministic: bool = False
+    """PyTorch's deterministic algorithms and cuDNN's deterministic kernels (no autotuning);
+    process-wide, set by the Trainer for the run."""
     cache_text: bool = True
     """Cache frozen text-encoder outputs (only used when the text encoder is not trained)."""
     reuse_memory: bool = False
@@ -200,6 +207,9 @@ def validate(config: RunConfig) -> None:
         raise MsakitError(f"epochs must be at least 1, got {config.epochs}")
     if config.sampler not in ("random", "bucket"):
         raise MsakitError(f"sampler must be 'random' or 'bucket', got {config.sampler!r}")
+    from msakit.training.device import amp_mode
+
+    amp_mode(config.amp, config.bf16)  # a known mode, not contradicting bf16
     if config.schedule not in ("cosine", "linear", "constant"):
         raise MsakitError(f"schedule must be cosine, linear or constant, got {config.schedule!r}")
     if not 0.0 <= config.warmup < 1.0:

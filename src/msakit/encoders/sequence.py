@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from msakit.encoders.dropout import fast_dropout, relu_dropout_
+from msakit.training.device import attention_kernel, packed_feed_forward
 
 
 def lengths_to_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -124,7 +125,7 @@ def feed_forward(
     On CPUs in float32 this is :class:`_FeedForward` (``fast``: its dropout mask drawn by
     NumPy); elsewhere (GPUs, autocast) the stock composition of PyTorch ops.
     """
-    if x.device.type != "cpu" or torch.is_autocast_enabled("cpu") or x.dtype != torch.float32:
+    if not packed_feed_forward(x.device.type, x.dtype, torch.is_autocast_enabled("cpu")):
         return linear2(F.dropout(F.relu(linear1(x)), p, training))
     return _FeedForward.apply(
         x, linear1.weight, linear1.bias, linear2.weight, linear2.bias, p if training else 0.0,
@@ -138,12 +139,13 @@ def attend(
 ) -> torch.Tensor:
     """softmax(q k^T / sqrt(E) masked) with dropout p, times v: (B, H, L, E) -> (B, H, L, E).
 
-    ``padding`` (B, L) is True at masked keys. Without dropout this is PyTorch's fused
-    ``scaled_dot_product_attention``; with dropout on a CPU (which the fused kernels do not
-    support) the same math is written out, the attention weights dropped by ``F.dropout`` or,
-    with ``fast``, by :func:`fast_dropout`.
+    ``padding`` (B, L) is True at masked keys. Without dropout, and on GPUs with dropout too,
+    this is PyTorch's fused ``scaled_dot_product_attention``
+    (:func:`msakit.training.device.attention_kernel`); with dropout on a CPU (which the fused
+    kernels do not support) the same math is written out, the attention weights dropped by
+    ``F.dropout`` or, with ``fast``, by :func:`fast_dropout`.
     """
-    if (p == 0.0 or q.device.type != "cpu") and not unfused:
+    if attention_kernel(q.device.type, p, unfused) == "fused":
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=~padding[:, None, None, :], dropout_p=p
         )

@@ -31,10 +31,12 @@ from msakit.models.registry import create_model
 from msakit.training.distributed import DistContext
 
 __all__ = [
+    "LoadedInputs",
     "RunInputs",
     "build_model",
     "check_output_folder",
     "load_encoder_and_data",
+    "load_inputs",
     "prepare_run",
     "write_run_config",
 ]
@@ -51,6 +53,42 @@ class RunInputs:
     text encoder's architecture and the checkpoint ``format``; for a file written by
     ``msakit extract`` also its extractor record (``extractor``, see
     :mod:`msakit.extract.settings`), which ``predict --video`` follows."""
+
+
+@dataclass(frozen=True)
+class LoadedInputs:
+    """A text encoder and a feature file loaded and checked once (:func:`load_inputs`), for
+    several runs in one process: ``msakit tune`` loads them once per worker and passes them to
+    every trial (:func:`msakit.api.train` ``loaded=``). Runs only read them: each model gets a
+    copy of the encoder, and the feature arrays are never written to."""
+
+    text_encoder: str | None
+    data: str
+    dataset: str
+    allow_vocab_mismatch: bool
+    encoder: nn.Module
+    features: FeatureFile
+
+    def check_fits(self, config: RunConfig, data: str | os.PathLike) -> None:
+        """Raise unless these inputs are what ``config`` and ``data`` would load."""
+        wanted = (config.text_encoder, str(data), config.dataset, config.allow_vocab_mismatch)
+        have = (self.text_encoder, self.data, self.dataset, self.allow_vocab_mismatch)
+        if wanted != have:
+            raise MsakitError(
+                f"the inputs loaded for {self.data} (text encoder {self.text_encoder}) do not fit "
+                f"this run ({data}, text encoder {config.text_encoder})"
+            )
+
+
+def load_inputs(
+    config: RunConfig, data: str | os.PathLike, *, announce: bool = True
+) -> LoadedInputs:
+    """:func:`load_encoder_and_data`, kept with what it was loaded for."""
+    encoder, features = load_encoder_and_data(config, data, announce=announce)
+    return LoadedInputs(
+        text_encoder=config.text_encoder, data=str(data), dataset=config.dataset,
+        allow_vocab_mismatch=config.allow_vocab_mismatch, encoder=encoder, features=features,
+    )
 
 
 def check_output_folder(out: Path) -> None:
@@ -79,9 +117,12 @@ def prepare_run(
     ctx: DistContext,
     *,
     checkpoint_format: str,
+    loaded: LoadedInputs | None = None,
 ) -> RunInputs:
     """Check the request, then load the text encoder and the feature file (see the module
-    docstring). Raises :class:`MsakitError` with one line naming the problem."""
+    docstring), or take them from ``loaded`` when a caller has loaded them already for the
+    same configuration and file (:class:`LoadedInputs`). Raises :class:`MsakitError` with one
+    line naming the problem."""
     if not str(data):
         raise MsakitError("no data file given (--data FILE)")
     if config.batch_size < ctx.world_size:
@@ -89,7 +130,10 @@ def prepare_run(
             f"global batch {config.batch_size} is smaller than the {ctx.world_size} ranks"
         )
     check_output_folder(out)
-    encoder, features = load_encoder_and_data(config, data, announce=ctx.is_main)
+    if loaded is None:
+        loaded = load_inputs(config, data, announce=ctx.is_main)
+    loaded.check_fits(config, data)
+    encoder, features = loaded.encoder, loaded.features
     smallest = max(2, ctx.world_size)
     if len(features.splits["train"]) < smallest:
         raise MsakitError(

@@ -6,7 +6,8 @@ audio, vision, other; the text encoder's biases and LayerNorms take no decay, as
 practice and the authors' code), linear warm-up then cosine (or linear) decay over the run's
 horizon (``epochs`` x steps per epoch), early stopping on validation MAE, the best checkpoint,
 an exact-resume ``last.pt`` written atomically at every epoch's end, per-step JSON logs,
-TensorBoard curves, a progress bar, optional bf16 autocast, and DDP under torchrun.
+TensorBoard curves, a progress bar, optional mixed precision (``amp``: bf16 autocast, or fp16
+with a gradient scaler on CUDA; :mod:`msakit.training.device`), and DDP under torchrun.
 
 Determinism: the batch plan of each epoch is a function of (seed, epoch), and the RNG states of
 torch, numpy and random are seeded at the start and saved in ``last.pt``, so a run is
@@ -40,6 +41,12 @@ from msakit.files import torch_save_atomic, write_text_atomic
 from msakit.metrics import compute_metrics
 from msakit.models.base import MSAModel
 from msakit.training.allocator import reuse_freed_memory
+from msakit.training.device import (
+    amp_mode,
+    apply_determinism,
+    autocast_settings,
+    cpu_speed_settings,
+)
 from msakit.training.distributed import DistContext, wrap_ddp
 
 NO_DECAY = ("bias", "LayerNorm.weight", "LayerNorm.bias", "layer_norm", "norm.weight")
@@ -52,17 +59,29 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    return {
+    """The RNG states of torch (CPU), numpy and random, and, where CUDA is available, of every
+    visible GPU (``"cuda"``: a list of byte tensors, one per device)."""
+    state = {
         "torch": torch.get_rng_state(),
         "numpy": _numpy_state_to_plain(np.random.get_state()),
         "python": _python_state_to_plain(random.getstate()),
     }
+    if torch.cuda.is_available():
+        state["cuda"] = [s.cpu() for s in torch.cuda.get_rng_state_all()]
+    return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore :func:`rng_state`. The GPU states are restored where CUDA is available, for
+    the devices both the saved state and this machine have (a state saved without CUDA leaves
+    the GPUs' generators as seeded)."""
     torch.set_rng_state(state["torch"])
     np.random.set_state(_plain_to_numpy_state(state["numpy"]))
     random.setstate(_plain_to_python_state(state["python"]))
+    saved = state.get("cuda")
+    if saved and torch.cuda.is_available():
+        for index, device_state in enumerate(saved[: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(device_state, index)
 
 
 def _numpy_state_to_plain(state: tuple) -> dict[str, Any]:
@@ -258,6 +277,8 @@ class Trainer:
     warmup_steps: int | None = None
     """Overrides ``config.warmup`` x total steps (ConKI stage 1 warms up for one epoch)."""
     best_state_filter: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None
+    save_last: bool = True
+    """Write ``last.pt`` (exact resume) at every epoch's end; ``msakit tune`` turns it off."""
 
     def __post_init__(self) -> None:
         self.device = self.dist.device
@@ -296,17 +317,24 @@ class Trainer:
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
     def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16)
+        amp = getattr(self, "amp", None) or autocast_settings(
+            self.device.type, amp_mode(self.config.amp, self.config.bf16))
+        return torch.autocast(self.device.type, dtype=amp.dtype, enabled=amp.enabled)
 
     # ------------------------------------------------------------------ training
     def prepare(self) -> None:
         """Seed, build the optimizer, the schedule and early stopping; load last.pt on resume."""
         seed_everything(self.seed)
-        if self.device.type == "cpu":  # the CPU settings, off unless asked (see RunConfig)
-            if self.config.reuse_memory:
-                reuse_freed_memory()
-            if self.config.fast_dropout:
-                use_fast_dropout(self.model)
+        apply_determinism(self.config.deterministic, self.device.type)
+        # The CPU settings, off unless asked (see RunConfig), and never taken on GPUs.
+        speed = cpu_speed_settings(self.device.type, self.config.reuse_memory,
+                                   self.config.fast_dropout)
+        if speed["reuse_memory"]:
+            reuse_freed_memory()
+        if speed["fast_dropout"]:
+            use_fast_dropout(self.model)
+        self.amp = autocast_settings(self.device.type, amp_mode(self.config.amp, self.config.bf16))
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.amp.scaler else None
         steps_per_epoch = len(self._plan(0))
         total = steps_per_epoch * self.config.epochs
         warmup = (
@@ -420,10 +448,19 @@ class Trainer:
                     f"(loss {bad}); lower the learning rate"
                 )
             self.optimizer.zero_grad(set_to_none=True)
-            losses.loss.backward()
+            scaler = getattr(self, "scaler", None)  # fp16 on CUDA: scaled loss
+            if scaler is not None:
+                scaler.scale(losses.loss).backward()
+                scaler.unscale_(self.optimizer)
+            else:
+                losses.loss.backward()
             if self.config.grad_clip > 0:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-            self.optimizer.step()
+            if scaler is not None:
+                scaler.step(self.optimizer)
+                scaler.update()
+            else:
+                self.optimizer.step()
             self.scheduler.step()
             self.global_step += 1
             self.step_seconds.append(time.perf_counter() - started)
@@ -458,7 +495,7 @@ class Trainer:
         cache = getattr(self, "text_cache", {}).get("valid") if split is self.valid else None
         return evaluate_model(
             self.model, split, self.config.dataset, self.config.batch_size, self.device,
-            bf16=self.config.bf16, text_cache=cache, dist=self.dist,
+            amp=amp_mode(self.config.amp, self.config.bf16), text_cache=cache, dist=self.dist,
         )
 
     # ------------------------------------------------------------------ files
@@ -554,7 +591,7 @@ class Trainer:
         self.best_in_memory = self._state()
 
     def _save_last(self, epoch: int) -> None:
-        if self.run_dir is None or not self.dist.is_main:
+        if self.run_dir is None or not self.dist.is_main or not self.save_last:
             self.dist.barrier()
             return
         atomic_save(
@@ -564,6 +601,8 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(),
                 "early_stopping": self.stopper.state_dict(),
                 "rng": rng_state(),
+                **({"scaler": self.scaler.state_dict()} if getattr(self, "scaler", None)
+                   else {}),
                 "epoch": epoch + 1,
                 "global_step": self.global_step,
                 "history": json.dumps(self.history),
@@ -589,6 +628,8 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
             self.stopper.load_state_dict(state["early_stopping"])
             set_rng_state(state["rng"])
+            if getattr(self, "scaler", None) is not None and "scaler" in state:
+                self.scaler.load_state_dict(state["scaler"])
             self.global_step = int(state["global_step"])
             self.history = json.loads(state["history"])
             epoch = int(state["epoch"])
@@ -621,14 +662,21 @@ def evaluate_model(
     bf16: bool = False,
     text_cache: TextCache | None = None,
     dist: DistContext | None = None,
+    amp: str = "off",
 ) -> EvalResult:
     """Predictions, labels and MMSA metrics of ``model`` on a whole split, in split order.
 
     Under DDP (``dist``) each rank predicts its share of every batch and the shares are
     gathered, so every rank returns the same result (and takes the same early-stopping
-    decisions) for 1/N of the work.
+    decisions) for 1/N of the work. ``amp`` (or ``bf16=True``, the same as ``amp="bf16"``) is
+    the run's mixed precision (:func:`msakit.training.device.autocast_settings`); fp16 off
+    CUDA evaluates in float32.
     """
     device = device or next(model.parameters()).device
+    mode = amp_mode(amp, bf16)
+    if mode == "fp16" and device.type != "cuda":  # a GPU run's checkpoint read on a CPU
+        mode = "off"
+    cast = autocast_settings(device.type, mode)
     rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
     was_training = model.training
     model.eval()
@@ -641,7 +689,7 @@ def evaluate_model(
             loss_sums.append(0.0)
             continue
         batch = {k: v.to(device) for k, v in add_text_cache(batch, text_cache).items()}
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device.type, dtype=cast.dtype, enabled=cast.enabled):
             output = model(batch)
             loss_sums.append(n * float(model.compute_loss(output, batch).task_loss.float()))
         predictions.append(output.prediction.float().cpu().numpy())
