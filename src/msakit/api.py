@@ -28,7 +28,7 @@ from msakit.encoders.text import (
     text_encoder_from_config,
 )
 from msakit.errors import MsakitError
-from msakit.files import RunLock, check_distinct_output, torch_save_atomic, write_text_atomic
+from msakit.files import RunLock, check_distinct_output, write_text_atomic
 from msakit.metrics import metric_names
 from msakit.models.base import Dims, MSAModel
 from msakit.training import distributed
@@ -574,7 +574,3 @@ def demo(
         quiet=quiet,
         overwrite=True,
     )
-
-
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    torch_save_atomic(payload, path)

@@ -226,9 +226,8 @@ class SequenceEncoder(nn.Module):
     """A stack of post-norm Transformer encoder layers over a padded (B, L, D) sequence.
 
     ``forward(x, lengths)`` returns ``(hidden, mask)`` with hidden (B, L, D) and mask (B, L)
-    (padded frames of ``hidden`` are complete only with ``full_output=True``);
-    ``forward(..., return_all=True)`` returns the list of hidden states instead of the last
-    (the input to layer k is item k), which ConKI's adapters read.
+    (padded frames of ``hidden`` are complete only with ``full_output=True``). ConKI's adapters
+    read the hidden state before each layer through :meth:`prepare` and :meth:`run_layer`.
     """
 
     def __init__(
@@ -284,12 +283,9 @@ class SequenceEncoder(nn.Module):
         return self.layers[k].forward_packed(x, padding, keep)
 
     def forward(
-        self, x: torch.Tensor, lengths: torch.Tensor, return_all: bool = False,
-        full_output: bool = False,
-    ) -> tuple[torch.Tensor | list[torch.Tensor], torch.Tensor]:
+        self, x: torch.Tensor, lengths: torch.Tensor, full_output: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         x, mask, padding, keep = self.prepare(x, lengths, full_output)
-        states = [x]
         for k in range(len(self.layers)):
             x = self.run_layer(k, x, padding, keep)
-            states.append(x)
-        return (states if return_all else x), mask
+        return x, mask

@@ -41,14 +41,6 @@ class DistContext:
         if self.enabled:
             dist.barrier()
 
-    def all_mean(self, value: torch.Tensor) -> torch.Tensor:
-        """Mean of a scalar over ranks (a detached copy)."""
-        value = value.detach().clone()
-        if self.enabled:
-            dist.all_reduce(value)
-            value /= self.world_size
-        return value
-
     def all_sum(self, value: torch.Tensor) -> torch.Tensor:
         value = value.detach().clone()
         if self.enabled:

@@ -588,7 +588,6 @@ class Trainer:
             },
             self.run_dir / "best.pt",
         )
-        self.best_in_memory = self._state()
 
     def _save_last(self, epoch: int) -> None:
         if self.run_dir is None or not self.dist.is_main or not self.save_last:
