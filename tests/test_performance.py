@@ -58,9 +58,9 @@ def test_trimmed_batch_equals_full_padding(tiny_bert, mosi_file):
     split = data.splits["test"]
     batch = collate(split, np.arange(8))
     full = dict(batch)
-    full["audio"] = torch.from_numpy(split.audio[:8])
-    full["vision"] = torch.from_numpy(split.vision[:8])
-    full["text"] = torch.from_numpy(split.text_bert[:8])
+    full["audio"] = torch.from_numpy(np.array(split.audio[:8]))
+    full["vision"] = torch.from_numpy(np.array(split.vision[:8]))
+    full["text"] = torch.from_numpy(np.array(split.text_bert[:8]))
     with torch.no_grad():
         assert batch["audio"].shape[1] < full["audio"].shape[1]
         trimmed, padded = model(batch).prediction, model(full).prediction
