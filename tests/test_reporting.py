@@ -17,10 +17,10 @@ from msakit.config import plain
 from msakit.config.presets import preset
 from msakit.data.mmsa import convert_to_npz
 from msakit.encoders.text import load_text_encoder, text_encoder_config
+from msakit.files import torch_save_atomic
 from msakit.metrics import MOSI_METRICS, SIMS_METRICS
 from msakit.reporting import plots
 from msakit.reporting.report import columns_for
-from msakit.training.trainer import atomic_save
 
 SMALL = ["--set", "feedforward=32", "--set", "common_dim=16", "--set", "specific_dim=16",
          "--set", "head_dim=16"]
@@ -312,7 +312,7 @@ def conki_checkpoint(tmp_path_factory, tiny_bert_12):
     torch.manual_seed(0)
     model = build_model(config, dims, encoder)
     path = root / "best.pt"
-    atomic_save({"model": model.state_dict(), "config": plain(config.to_dict()),
+    torch_save_atomic({"model": model.state_dict(), "config": plain(config.to_dict()),
                  "dims": dims.to_dict(), "text_encoder_config": text_encoder_config(encoder),
                  "format": "msakit-checkpoint-1"}, path)
     return data, path

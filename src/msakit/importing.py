@@ -21,11 +21,10 @@ from msakit.config.presets import preset
 from msakit.data.mmsa import load_feature_file
 from msakit.encoders.text import text_encoder_config, text_encoder_from_config
 from msakit.errors import MsakitError
-from msakit.files import check_distinct_output
+from msakit.files import check_distinct_output, torch_save_atomic
 from msakit.models.base import Dims
 from msakit.models.import_weights import SOURCES, load_reference_state
 from msakit.training.inputs import build_model, check_output_folder
-from msakit.training.trainer import atomic_save
 
 CHECKPOINT_FORMAT = "msakit-checkpoint-1"
 
@@ -88,7 +87,7 @@ def import_weights(
     mapped = load_reference_state(src, state, net, str(weights))
     net.load_state_dict(mapped, strict=False)
 
-    atomic_save(
+    torch_save_atomic(
         {
             "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
             "epoch": 0,

@@ -41,6 +41,7 @@ from msakit.extract.settings import (
     encode_metadata,
     package_versions,
 )
+from msakit.files import write_atomic
 
 DEFAULT_SPLIT_RATIO = (0.8, 0.1, 0.1)
 
@@ -234,12 +235,11 @@ def _cache_name(clip_id: str) -> str:
 
 
 def _save_cached(path: Path, fingerprint: str, clip: Clip, f: ClipFeatures) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as out:
-        np.savez(out, audio=f.audio, vision=f.vision, text=np.array(f.text),
-                 from_asr=np.array(f.from_asr), id=np.array(clip.id),
-                 video=np.array(clip.video), settings=np.array(fingerprint))
-    os.replace(tmp, path)
+    write_atomic(path, lambda out: np.savez(
+        out, audio=f.audio, vision=f.vision, text=np.array(f.text),
+        from_asr=np.array(f.from_asr), id=np.array(clip.id), video=np.array(clip.video),
+        settings=np.array(fingerprint),
+    ))
 
 
 def _load_cached(path: Path, fingerprint: str, clip: Clip) -> ClipFeatures | None:

@@ -28,6 +28,7 @@ from msakit.errors import MsakitError
 from msakit.files import write_text_atomic
 from msakit.models.base import Dims, MSAModel
 from msakit.models.registry import create_model
+from msakit.training.device import amp_mode, autocast_settings
 from msakit.training.distributed import DistContext
 
 __all__ = [
@@ -129,6 +130,8 @@ def prepare_run(
         raise MsakitError(
             f"global batch {config.batch_size} is smaller than the {ctx.world_size} ranks"
         )
+    # Precision the device cannot run (amp=fp16 on a CPU) is refused before anything is written.
+    autocast_settings(ctx.device.type, amp_mode(config.amp, config.bf16))
     check_output_folder(out)
     if loaded is None:
         loaded = load_inputs(config, data, announce=ctx.is_main)

@@ -109,12 +109,6 @@ def _plain_to_python_state(state: dict[str, Any]) -> tuple:
     return (state["version"], tuple(state["internal"]), state["gauss"])
 
 
-def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a unique temporary file, then rename: a reader never sees half a file and
-    a failed write keeps the previous one (:func:`msakit.files.torch_save_atomic`)."""
-    torch_save_atomic(obj, path)
-
-
 def set_dropout(model: nn.Module, p: float) -> None:
     """Set every dropout probability in ``model`` (nn.Dropout, attention dropouts) to ``p``."""
     for module in model.modules():
@@ -578,7 +572,7 @@ class Trainer:
     def _save_best(self, epoch: int, metrics: dict[str, float]) -> None:
         if self.run_dir is None or not self.dist.is_main:
             return
-        atomic_save(
+        torch_save_atomic(
             {
                 "model": self._state(),
                 "epoch": epoch + 1,
@@ -593,7 +587,7 @@ class Trainer:
         if self.run_dir is None or not self.dist.is_main or not self.save_last:
             self.dist.barrier()
             return
-        atomic_save(
+        torch_save_atomic(
             {
                 "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
                 "optimizer": self.optimizer.state_dict(),
