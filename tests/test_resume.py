@@ -12,7 +12,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -67,26 +66,37 @@ def saved_epoch(path: Path) -> int:
     return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
 
 
-def kill_after_first_epoch(proc: subprocess.Popen, last: Path) -> None:
-    """SIGKILL ``proc`` as soon as ``last`` records a completed epoch (read on each change)."""
-    deadline, seen = time.monotonic() + TIMEOUT, None
-    while True:
-        assert proc.poll() is None, f"the run ended before {last} appeared"
-        assert time.monotonic() < deadline, "timed out waiting for the first epoch"
-        stamp = last.stat().st_mtime_ns if last.exists() else None
-        if stamp is not None and stamp != seen:
-            seen = stamp
-            if saved_epoch(last) >= 1:
-                break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
+# The killed run: the CLI, with the trainer's checkpoint writer wrapped so that the process
+# SIGKILLs itself the moment seed 6's first last.pt has landed. Watching the file from outside
+# raced: an epoch takes ~0.1 s, and seed 6 sometimes finished before the signal arrived.
+KILLED_RUN = """
+import os, signal, sys
+import torch
+from msakit.training import trainer
+from msakit.cli import main
+
+save = trainer.torch_save_atomic
+
+def save_then_die(obj, path):
+    out = save(obj, path)
+    if path.name == "last.pt" and path.parent.name == "seed-6" and obj["epoch"] >= 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return out
+
+trainer.torch_save_atomic = save_then_die
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def killed_run(argv: list[str], **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", KILLED_RUN, *argv], env=ENV, text=True,
+                            **kwargs)
 
 
 @pytest.fixture(scope="module")
 def resume(tmp_path_factory, tiny_bert):
     """Seeds 5 and 6, 3 epochs each: an unbroken run, and a run killed (SIGKILL) once seed 6
-    has finished its first epoch, then continued with --resume."""
+    has finished its first epoch (it kills itself there), then continued with --resume."""
     root = tmp_path_factory.mktemp("resume")
     pkl, data = short_file(root)
     unbroken_dir, killed_dir = root / "unbroken", root / "killed"
@@ -94,14 +104,13 @@ def resume(tmp_path_factory, tiny_bert):
                       stderr=subprocess.PIPE)
     try:
         with open(root / "killed.err", "w") as err:
-            killed = msakit(train_argv(data, killed_dir, tiny_bert), stdout=subprocess.DEVNULL,
-                            stderr=err)
+            killed = killed_run(train_argv(data, killed_dir, tiny_bert),
+                                stdout=subprocess.DEVNULL, stderr=err)
         try:
-            kill_after_first_epoch(killed, killed_dir / "seed-6" / "last.pt")
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}; stderr: {(root / 'killed.err').read_text()}") from None
+            killed.wait(timeout=TIMEOUT)
         finally:
             killed.kill()
+        assert killed.returncode == -signal.SIGKILL, (root / "killed.err").read_text()
         seed5 = killed_dir / "seed-5"
         before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in seed5.iterdir()}
         at_kill = SimpleNamespace(
