@@ -601,7 +601,9 @@ def _env() -> dict[str, str]:
 def test_ctrl_c_is_one_line(world, tmp_path, delay):
     """Ctrl-C at start-up (imports) or during training: one line, status 130, no traceback."""
     argv = [sys.executable, "-m", "msakit", *_train(world, out=str(tmp_path / "run"))]
-    argv[argv.index("--epochs") + 1] = "50"
+    # Long enough never to end on its own before the signal, however loaded the machine.
+    argv[argv.index("--epochs") + 1] = "100000"
+    argv += ["--set", "early_stop=100000"]
     proc = subprocess.Popen(argv, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     time.sleep(delay)
