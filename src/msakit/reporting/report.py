@@ -173,7 +173,7 @@ def _flat_config(config: dict[str, Any]) -> dict[str, Any]:
 def _overrides(run: Run) -> dict[str, Any]:
     """The run's values that differ from its (model, data set) named preset: its ``--set``
     values (runs written before named presets existed started from ``paper``)."""
-    from msakit.config.presets import preset
+    from msakit.models.registry import preset
 
     flat = _flat_config({"preset": "paper", **run.config})
     try:
