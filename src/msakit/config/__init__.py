@@ -23,6 +23,13 @@ from msakit.errors import MsakitError
 
 DATASETS = ("mosi", "mosei", "sims")
 GROUPS = ("text", "audio", "vision", "other")
+
+
+def groups(text: float, audio: float, vision: float, other: float) -> dict[str, float]:
+    """A per-group setting (learning rate, weight decay) as RunConfig stores it."""
+    return {"text": text, "audio": audio, "vision": vision, "other": other}
+
+
 DEFAULT_SEEDS = (1111, 1112, 1113, 1114, 1115)
 """MMSA's five seeds: both papers report means over several runs."""
 

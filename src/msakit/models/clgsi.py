@@ -48,6 +48,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from msakit.config import groups
 from msakit.config.model_config import ModelConfig, hp
 from msakit.encoders.sequence import SequenceEncoder, last_valid, masked_mean
 from msakit.encoders.text import bert_inputs
@@ -418,7 +419,7 @@ class CLGSI(MSAModel):
         )
         return LossOutput(task + self.config.gamma * cl, task, cl)
 
-    def parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
+    def parametergroups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
         groups: dict[str, list[tuple[str, nn.Parameter]]] = {
             "text": [], "audio": [], "vision": [], "other": []
         }
@@ -445,18 +446,14 @@ class CLGSI(MSAModel):
 # the MMSA files' ``text_bert`` ids.
 
 
-def _groups(text: float, audio: float, vision: float, other: float) -> dict[str, float]:
-    return {"text": text, "audio": audio, "vision": vision, "other": other}
-
-
 CLGSI_DATASET = {
     "mosi": {
         "run": {
             "text_encoder": "bert-base-uncased",
             "batch_size": 64,
             "epochs": 75,
-            "lr": _groups(5e-5, 1e-3, 5e-3, 1e-2),
-            "weight_decay": _groups(0.01, 0.01, 0.001, 0.001),
+            "lr": groups(5e-5, 1e-3, 5e-3, 1e-2),
+            "weight_decay": groups(0.01, 0.01, 0.001, 0.001),
         },
         "model": {},
     },
@@ -465,8 +462,8 @@ CLGSI_DATASET = {
             "text_encoder": "bert-base-uncased",
             "batch_size": 128,
             "epochs": 40,
-            "lr": _groups(5e-5, 5e-4, 5e-4, 2.5e-3),
-            "weight_decay": _groups(0.001, 0.0, 0.0, 0.01),
+            "lr": groups(5e-5, 5e-4, 5e-4, 2.5e-3),
+            "weight_decay": groups(0.001, 0.0, 0.0, 0.01),
         },
         "model": {
             "common_dim": 128,
@@ -488,8 +485,8 @@ CLGSI_DATASET = {
             "text_encoder": "bert-base-chinese",
             "batch_size": 64,
             "epochs": 95,
-            "lr": _groups(5e-5, 5e-4, 5e-4, 5e-4),
-            "weight_decay": _groups(0.001, 0.01, 0.01, 0.001),
+            "lr": groups(5e-5, 5e-4, 5e-4, 5e-4),
+            "weight_decay": groups(0.001, 0.01, 0.01, 0.001),
         },
         "model": {
             # Table 7: d_c = d_s = 64 on SIMS; the authors' config has 128 (post_text/audio/
@@ -553,7 +550,6 @@ CLGSI_AUTHORS: dict[str, dict[str, dict[str, Any]]] = {
         "model": {**_AUTHORS_MODEL, "common_dim": 128, "specific_dim": 128, "gamma": 0.38},
     },
 }
-
 
 
 SEARCH_SPACE = {

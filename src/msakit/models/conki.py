@@ -65,6 +65,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from msakit.config import groups
 from msakit.config.model_config import ModelConfig, hp
 from msakit.encoders.sequence import PackedEncoderLayer, SequenceEncoder, masked_mean
 from msakit.encoders.text import (
@@ -465,7 +466,7 @@ class ConKI(MSAModel):
         """Both O_m and A_m exist (neither w/o C2 nor w/o C3), so N1 pairs exist."""
         return bool(self.config.use_adapters and self.config.use_pan_knowledge)
 
-    def parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
+    def parametergroups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
         """text: the text encoder; audio / vision: projection + encoder; adapters: the adapters
         when ``adapter_lr`` is set (else they are in other); other: the rest."""
         groups: dict[str, list[tuple[str, nn.Parameter]]] = {
@@ -593,10 +594,6 @@ class _HiddenStates:
 # vocabulary check until ``msakit retokenize --texts`` gives it the English texts' ids.
 
 
-def _groups(text: float, audio: float, vision: float, other: float) -> dict[str, float]:
-    return {"text": text, "audio": audio, "vision": vision, "other": other}
-
-
 # Appendix B: batch 32, up to 200 epochs; lrs "for encoders and other components" 5e-6 / 1e-6
 # with weight decay 1e-3 on MOSI and SIMS, 5e-6 text / 5e-5 others on MOSEI. The paper names
 # no fine-tuning schedule: constant learning rates (msakit's choice). Early stopping (20 epochs
@@ -610,20 +607,20 @@ _CONKI_RUN = {
     "early_stop": 20,
     "warmup": 0.0,
     "schedule": "constant",
-    "weight_decay": _groups(1e-3, 1e-3, 1e-3, 1e-3),
+    "weight_decay": groups(1e-3, 1e-3, 1e-3, 1e-3),
 }
 
 CONKI_DATASET = {
     "mosi": {
-        "run": {**_CONKI_RUN, "lr": _groups(5e-6, 5e-6, 5e-6, 1e-6)},
+        "run": {**_CONKI_RUN, "lr": groups(5e-6, 5e-6, 5e-6, 1e-6)},
         "model": {"external": "mosei", "lam": 0.01},
     },
     "mosei": {
-        "run": {**_CONKI_RUN, "lr": _groups(5e-6, 5e-5, 5e-5, 5e-5)},
+        "run": {**_CONKI_RUN, "lr": groups(5e-6, 5e-5, 5e-5, 5e-5)},
         "model": {"external": "mosi", "lam": 0.001},
     },
     "sims": {
-        "run": {**_CONKI_RUN, "lr": _groups(5e-6, 5e-6, 5e-6, 1e-6)},
+        "run": {**_CONKI_RUN, "lr": groups(5e-6, 5e-6, 5e-6, 1e-6)},
         "model": {"external": "mosei", "lam": 0.01},
     },
 }
@@ -634,8 +631,8 @@ CONKI_DATASET = {
 # come from the target's preset.
 CONKI_PRETRAIN = {
     "epochs": 10,
-    "lr": _groups(5e-5, 5e-5, 5e-5, 5e-5),
-    "weight_decay": _groups(0.0, 0.0, 0.0, 0.0),
+    "lr": groups(5e-5, 5e-5, 5e-5, 5e-5),
+    "weight_decay": groups(0.0, 0.0, 0.0, 0.0),
     "warmup_epochs": 1,
     "schedule": "linear",
 }
