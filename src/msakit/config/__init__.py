@@ -135,6 +135,8 @@ def _coerce(key: str, raw: str, current: Any) -> Any:
         if kind is None:
             return value
         current = kind()
+    if isinstance(current, str) and isinstance(value, bool):
+        return raw  # YAML 1.1 reads off/on/yes/no as booleans: a string setting keeps the word
     if isinstance(current, bool):
         if not isinstance(value, bool):
             raise MsakitError(f"--set {key}={raw}: expected true or false")
