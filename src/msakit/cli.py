@@ -153,7 +153,8 @@ def _predict(args: argparse.Namespace) -> int:
         raise MsakitError(f"msakit predict: {missing} is required (or --video CLIP)")
     check_distinct_output(args.out, [args.data, args.checkpoint])
     rows = api.predict(args.checkpoint, args.data, args.split, args.out)
-    print(f"wrote {len(rows)} predictions to {args.out}")
+    unlabelled = "" if rows and "label" in rows[0] else " (no labels: id, prediction)"
+    print(f"wrote {len(rows)} predictions to {args.out}{unlabelled}")
     return 0
 
 
@@ -383,10 +384,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="a checkpoint's predictions: a split as CSV, or one video")
     p.add_argument("--checkpoint", required=True,
                    help="best.pt, or a run folder with one seed-S/best.pt")
-    p.add_argument("--data", help="MMSA feature file (.pkl or .npz); required unless --video")
-    p.add_argument("--split", default="test", choices=["train", "valid", "test"],
-                   help="which split")
-    p.add_argument("--out", help="output CSV (id, prediction, label); required with --data")
+    p.add_argument("--data", help="MMSA feature file (.pkl or .npz; labels optional, one split "
+                   "is enough); required unless --video")
+    p.add_argument("--split", choices=["train", "valid", "test"],
+                   help="which split (default: the file's only split, else test)")
+    p.add_argument("--out", help="output CSV (id, prediction, and label when the file has "
+                   "labels); required with --data")
     _add_predict_video_arguments(p)
 
     p = sub.add_parser("convert", help="rewrite a pickle feature file as code-free npz")

@@ -312,9 +312,10 @@ def split_to_mmsa(split: SplitData) -> dict[str, np.ndarray]:
         "vision": split.vision,
         "audio_lengths": split.audio_lengths,
         "vision_lengths": split.vision_lengths,
-        "regression_labels": split.labels,
         "id": split.ids,
     }
+    if split.labelled:
+        out["regression_labels"] = split.labels
     for modality, labels in split.unimodal_labels.items():
         out[f"regression_labels_{modality}"] = labels
     if split.raw_text is not None:
