@@ -523,6 +523,9 @@ def predict(
     from msakit.inference import prediction_rows, split_from_arrays, write_predictions
 
     in_memory = isinstance(data, Mapping)
+    if not in_memory and not isinstance(data, (str, os.PathLike)):
+        raise MsakitError(f"predict: data must be a feature file or a dict of arrays, got a "
+                          f"{type(data).__name__}")
     if out is not None:
         check_distinct_output(out, [*([] if in_memory else [data]), checkpoint,
                                     resolve_checkpoint(checkpoint)])

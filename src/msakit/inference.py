@@ -73,10 +73,11 @@ def split_from_arrays(arrays: Mapping[str, Any], ckpt: LoadedCheckpoint) -> Spli
     for key, axis in (("audio_lengths", "audio"), ("vision_lengths", "vision")):
         d.setdefault(key, np.full(n, np.shape(d[axis])[1], dtype=np.int64))
     _check_widths(d, ckpt)
-    _pad_to_checkpoint(d, ckpt)
     vocab = ckpt.state["text_encoder_config"].get("vocab_size")
     vocab = int(vocab) if isinstance(vocab, int) and vocab > 0 else None
-    return validate_arrays(d, SOURCE, vocab_size=vocab)
+    split = validate_arrays(d, SOURCE, vocab_size=vocab)
+    _pad_to_checkpoint(split, ckpt)
+    return split
 
 
 def _as_array(key: str, value: Any) -> np.ndarray:
@@ -146,11 +147,11 @@ def _check_widths(d: dict[str, Any], ckpt: LoadedCheckpoint) -> None:
                               f"checkpoint's {want}")
 
 
-def _pad_to_checkpoint(d: dict[str, Any], ckpt: LoadedCheckpoint) -> None:
+def _pad_to_checkpoint(split: SplitData, ckpt: LoadedCheckpoint) -> None:
     """Zero-pad text, audio and vision to the checkpoint's padded lengths (when shorter)."""
     reads_padding = ckpt.model.reads_padding()
     for key, (prefix, axis, _) in _SEQUENCES.items():
-        arr = np.asarray(d[key])
+        arr = getattr(split, key)
         want = getattr(ckpt.dims, f"{prefix}_len")
         have = arr.shape[axis]
         if have > want and reads_padding:
@@ -161,8 +162,7 @@ def _pad_to_checkpoint(d: dict[str, Any], ckpt: LoadedCheckpoint) -> None:
         if have < want:
             widths = [(0, 0)] * arr.ndim
             widths[axis] = (0, want - have)
-            arr = np.pad(arr, widths)
-        d[key] = arr
+            setattr(split, key, np.pad(arr, widths))
 
 
 # --------------------------------------------------------------------------- the CSV

@@ -120,7 +120,8 @@ class FeatureFile:
 
     @property
     def _train(self) -> SplitData:
-        return self.splits[SPLITS[0]]
+        """The train split (the first split of a file to predict on, which may lack it)."""
+        return self.splits.get(SPLITS[0]) or next(iter(self.splits.values()))
 
     @property
     def text_len(self) -> int:
