@@ -57,10 +57,12 @@ def build_config(
     batch: int | None = None,
     overrides: list[str] | dict[str, Any] | None = None,
     preset: str = DEFAULT_PRESET,
+    base: RunConfig | None = None,
 ) -> RunConfig:
     """The named preset (``paper`` or ``authors``, see ``NAMED_PRESETS``) of (model, dataset)
-    with the command line's choices applied."""
-    config = named_preset(model, dataset, preset)
+    with the command line's choices applied; ``base`` (a saved run's configuration,
+    :func:`msakit.rerun.load_run_config`) replaces the preset."""
+    config = copy.deepcopy(base) if base is not None else named_preset(model, dataset, preset)
     if text_encoder is not None:
         config.text_encoder = text_encoder
     if seeds:

@@ -88,9 +88,15 @@ def _train(args: argparse.Namespace) -> int:
     from msakit import api
     from msakit.reporting import print_results
 
+    config = _rerun_config(args) if args.config else None
+    if config is None:
+        for flag in ("model", "dataset"):
+            if getattr(args, flag) is None:
+                raise MsakitError(f"msakit train: --{flag} is required (or --config "
+                                  "RUN/config.yaml)")
     result = api.train(
-        args.model,
-        args.dataset,
+        args.model if config is None else config.model_name,
+        args.dataset if config is None else config.dataset,
         args.data,
         text_encoder=args.text_encoder,
         seeds=args.seeds,
@@ -103,12 +109,28 @@ def _train(args: argparse.Namespace) -> int:
         resume=args.resume,
         quiet=args.quiet,
         overwrite=args.overwrite,
-        preset=args.preset,
+        preset=args.preset or "paper",
+        config=config,
     )
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"wrote {result.out / 'results.csv'}")
-        print_results(result.rows, args.dataset)
+        print_results(result.rows, config.dataset if config is not None else args.dataset)
     return 0
+
+
+def _rerun_config(args: argparse.Namespace):
+    """--config RUN/config.yaml: the saved configuration with this command's flags and --set
+    values applied on top."""
+    from msakit import api
+    from msakit.rerun import config_path, load_run_config
+
+    check_distinct_output(args.log_steps, [config_path(args.config)], "--log-steps")
+    base = load_run_config(args.config, model=args.model, dataset=args.dataset,
+                           preset=args.preset)
+    return api.build_config(
+        base.model_name, base.dataset, text_encoder=args.text_encoder, seeds=args.seeds,
+        epochs=args.epochs, batch=args.batch, overrides=args.set, base=base,
+    )
 
 
 @command("pretrain-adapters")
@@ -368,6 +390,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model on an MMSA feature file, several seeds")
     _add_train_arguments(p)
+    p.add_argument("--config", metavar="RUN/config.yaml",
+                   help="rerun a saved configuration (model, dataset, preset, every setting); "
+                   "the other flags and --set still override it")
+    # --model and --dataset may come from --config; --preset's default applies without it.
+    for action in p._actions:
+        if action.dest in ("model", "dataset"):
+            action.required = False
+    p.set_defaults(preset=None)
     p.add_argument("--adapters", help="ConKI: adapters.pt from pretrain-adapters")
     p.add_argument("--log-steps", help="write one JSON line per optimizer step to this file")
     p.add_argument("--resume", action="store_true", help="continue from seed-S/last.pt")
@@ -645,7 +675,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:  # `msakit` alone: the usage and the command list
             parser.print_help()
             return 0
-        if args.command in _FAST_COMMANDS:  # CPU speed settings on; the user's --set after
+        # CPU speed settings on, the user's --set after; a rerun keeps its saved settings.
+        if args.command in _FAST_COMMANDS and not getattr(args, "config", None):
             args.set = [*CLI_SETTINGS, *args.set]
         return COMMANDS[args.command](args)
 
