@@ -284,8 +284,8 @@ def _import_weights(args: argparse.Namespace) -> int:
     from msakit.importing import import_weights
 
     path = import_weights(
-        args.source, args.model, args.dataset, args.weights, args.data, args.text_encoder,
-        args.out, overrides=args.set,
+        args.source, args.model, args.dataset, weights=args.weights, data=args.data,
+        text_encoder=args.text_encoder, out=args.out, overrides=args.set,
     )
     print(f"wrote {path} ({args.model} on {args.dataset}, weights from {args.source})")
     return 0
@@ -390,14 +390,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model on an MMSA feature file, several seeds")
     _add_train_arguments(p)
-    p.add_argument("--config", metavar="RUN/config.yaml",
-                   help="rerun a saved configuration (model, dataset, preset, every setting); "
-                   "the other flags and --set still override it")
-    # --model and --dataset may come from --config; --preset's default applies without it.
-    for action in p._actions:
-        if action.dest in ("model", "dataset"):
-            action.required = False
-    p.set_defaults(preset=None)
     p.add_argument("--adapters", help="ConKI: adapters.pt from pretrain-adapters")
     p.add_argument("--log-steps", help="write one JSON line per optimizer step to this file")
     p.add_argument("--resume", action="store_true", help="continue from seed-S/last.pt")
@@ -414,12 +406,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="a checkpoint's predictions: a split as CSV, or one video")
     p.add_argument("--checkpoint", required=True,
                    help="best.pt, or a run folder with one seed-S/best.pt")
-    p.add_argument("--data", help="MMSA feature file (.pkl or .npz; labels optional, one split "
-                   "is enough); required unless --video")
+    p.add_argument("--data", help="MMSA feature file (labels optional); required unless --video")
     p.add_argument("--split", choices=["train", "valid", "test"],
                    help="which split (default: the file's only split, else test)")
-    p.add_argument("--out", help="output CSV (id, prediction, and label when the file has "
-                   "labels); required with --data")
+    p.add_argument("--out", help="output CSV (id, prediction[, label]); required with --data")
     _add_predict_video_arguments(p)
 
     p = sub.add_parser("convert", help="rewrite a pickle feature file as code-free npz")
@@ -460,6 +450,19 @@ def _add_train_arguments(p: argparse.ArgumentParser, out_default: str = "runs/ms
     p.add_argument("--out", default=out_default, help="run folder")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_config_argument(p)
+
+
+def _add_config_argument(p: argparse.ArgumentParser) -> None:
+    """train --config: --model and --dataset may then come from the file, and --preset's
+    default ('paper') applies only without it."""
+    p.add_argument("--config", metavar="RUN/config.yaml",
+                   help="rerun a saved configuration (model, dataset, preset, every setting); "
+                   "the other flags and --set still override it")
+    for action in p._actions:
+        if action.dest in ("model", "dataset"):
+            action.required = False
+    p.set_defaults(preset=None)
 
 
 TEXT_ENCODER_HELP = (
