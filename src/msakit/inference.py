@@ -69,7 +69,6 @@ def split_from_arrays(arrays: Mapping[str, Any], ckpt: LoadedCheckpoint) -> Spli
     if "text_bert" not in d:
         d["text_bert"] = _tokenize(d["raw_text"], ckpt)
     n = _count(d)
-    d.setdefault("id", np.array([str(i) for i in range(n)]))
     for key, axis in (("audio_lengths", "audio"), ("vision_lengths", "vision")):
         d.setdefault(key, np.full(n, np.shape(d[axis])[1], dtype=np.int64))
     _check_widths(d, ckpt)

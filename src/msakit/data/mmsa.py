@@ -451,7 +451,7 @@ def validate_arrays(
     arrays: dict[str, Any], source: str, *, vocab_size: int | None = None
 ) -> SplitData:
     """One split held in memory (``msakit.predict`` on clips), checked as a file's split is,
-    labels optional; every key of :data:`_PREDICTION_KEYS` and ``id`` must be present.
+    labels optional (``id`` too: the ids are then ``0, 1, ...``).
 
     Messages name ``source`` instead of a file and split: ``arrays: key 'audio': NaN at sample
     0 (id 'clip1')``. ``arrays`` itself is not changed.
@@ -591,7 +591,8 @@ def _convert_split(d: dict[str, Any], where: _Where, vocab_size: int | None) -> 
             where.fail("id", f"ids are not strings ({e})")
         where.ids = ids
     else:
-        ids = np.array([f"{where.split}-{i}" for i in range(n)], dtype=str)
+        prefix = f"{where.split}-" if where.split is not None else ""
+        ids = np.array([f"{prefix}{i}" for i in range(n)], dtype=str)
     raw_text = None
     if "raw_text" in d:  # kept to check the token ids against a tokenizer (msakit.data.tokens)
         raw_text = np.array([_as_text(x) for x in d["raw_text"]], dtype=str)
