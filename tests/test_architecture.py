@@ -5,10 +5,10 @@
 * a function with more than four parameters (``self``/``cls``, ``*args`` and ``**kwargs`` not
   counted) takes at most four of them by position, the rest keyword-only
   (``def f(a, b, *, c, d, e)``): no call passes five values by position;
-* the layers import downwards only: cli/api > training > models > losses/encoders > data >
-  metrics > config (see docs/architecture.md). The command-level modules (cli, api, tune,
+* the layers import downwards only: cli/api > training > models, extract > losses/encoders >
+  data > metrics > config (see docs/architecture.md). The command-level modules (cli, api, tune,
   reporting, bench, importing, inference, rerun) sit on top; errors, files and guard are used by
-  every layer, and extract is a pipeline of its own: neither is ranked.
+  every layer and are not ranked.
 
 ``PENDING`` and ``LAYER_PENDING`` list what still breaks a rule in files other engineers are
 reworking; they must shrink to nothing (a listed function that now follows the rules fails
@@ -49,7 +49,7 @@ LAYER_PENDING = {
 """(module file, imported module) pairs that still import upwards."""
 
 LAYERS = {"config": 0, "metrics": 1, "data": 2, "losses": 3, "encoders": 3, "models": 4,
-          "training": 5}
+          "extract": 4, "training": 5}
 TOP = ("cli", "api", "tune", "reporting", "bench", "importing", "inference", "rerun")
 """Command-level modules: the top layer."""
 
@@ -174,3 +174,4 @@ def test_the_checks_catch_what_they_should():
     assert _rank(_layer("msakit.training.trainer")) > _rank(_layer("msakit.models.clgsi"))
     assert _rank(_layer("msakit.cli")) > _rank(_layer("msakit.training.inputs"))
     assert _rank(_layer("msakit.files")) is None
+    assert _rank(_layer("msakit.api")) > _rank(_layer("msakit.extract.predict"))

@@ -634,3 +634,19 @@ def demo(
         quiet=quiet,
         overwrite=True,
     )
+
+
+def predict_video(
+    checkpoint: str | os.PathLike,
+    video: str | os.PathLike,
+    text: str | None = None,
+    *,
+    openface_csv: str | os.PathLike | None = None,
+) -> Any:
+    """The sentiment of one raw clip: ``video`` extracted as the checkpoint's training data was
+    (its recorded ``msakit extract`` settings), then the model's prediction
+    (:class:`msakit.extract.predict.VideoPrediction`). Without ``text``, speech recognition."""
+    from msakit.extract.predict import predict_clip
+
+    return predict_clip(load_checkpoint(checkpoint), video, text, checkpoint=checkpoint,
+                        openface_csv=openface_csv)

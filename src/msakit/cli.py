@@ -338,7 +338,7 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def _predict_video(args: argparse.Namespace) -> int:
-    from msakit.extract.predict import predict_video
+    from msakit.api import predict_video
 
     if args.data is not None or args.out is not None:
         raise MsakitError("msakit predict: --video predicts one clip; leave out --data and --out")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,17 +28,16 @@ class VideoPrediction:
     face_frames: int
 
 
-def predict_video(
-    checkpoint: str | os.PathLike[str],
+def predict_clip(
+    ckpt: Any,
     video: str | os.PathLike[str],
     text: str | None = None,
     *,
+    checkpoint: str | os.PathLike[str],
     openface_csv: str | os.PathLike[str] | None = None,
 ) -> VideoPrediction:
-    """Extract ``video`` with the checkpoint's recorded extractor and predict its sentiment."""
-    from msakit.api import load_checkpoint
-
-    ckpt = load_checkpoint(checkpoint)
+    """Extract ``video`` with the recorded extractor of ``ckpt`` (a loaded checkpoint,
+    :func:`msakit.api.load_checkpoint` of the file ``checkpoint``) and predict its sentiment."""
     settings = _recorded_settings(checkpoint, ckpt)
     video = str(video)
     if not Path(video).is_file():
