@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from msakit.config import RunConfig, apply_overrides
+from msakit.config.datasets import DatasetSpec
 from msakit.config.presets import DEFAULT_PRESET
 from msakit.config.presets import preset as named_preset
 from msakit.data.mmsa import FeatureFile, SplitData, check_dataset, load_feature_file
@@ -213,7 +214,7 @@ def _train(ctx, model, dataset, data, text_encoder, seeds, epochs, batch, out, o
     finally:
         if lock is not None:
             lock.release()
-    return TrainResult(out=out, rows=_with_summary(rows, config.dataset))
+    return TrainResult(out=out, rows=_with_summary(rows, config.spec))
 
 
 def _lock_run(out: Path, ctx) -> RunLock | None:
@@ -274,13 +275,13 @@ def _train_seeds(ctx, config, encoder, pretrained, dims, adapter_state, features
                 f"({type(exc).__name__}); train this seed again with --overwrite"
             ) from None
         result = evaluate_model(
-            net, features.splits["test"], config.dataset, config.batch_size, ctx.device,
+            net, features.splits["test"], config.spec, config.batch_size, ctx.device,
             amp=amp_mode(config.amp, config.bf16), dist=ctx,
         )
         rows.append({"seed": seed, **result.metrics})
         if ctx.is_main:
             write_text_atomic(run_dir / "history.json", json.dumps(trainer.history, indent=1))
-            _write_results(out / "results.csv", rows, config.dataset)
+            _write_results(out / "results.csv", rows, config.spec)
     return rows
 
 
@@ -326,7 +327,9 @@ def _check_resume_config(out: Path, config: RunConfig) -> None:
         )
 
 
-def _with_summary(rows: list[dict[str, Any]], dataset: str) -> list[dict[str, Any]]:
+def _with_summary(
+    rows: list[dict[str, Any]], dataset: str | DatasetSpec
+) -> list[dict[str, Any]]:
     """``rows`` then the ``mean`` and ``std`` rows; with one seed the std row is blank (a spread
     of one value is not 0, it is unknown)."""
     names = metric_names(dataset)
@@ -339,7 +342,7 @@ def _with_summary(rows: list[dict[str, Any]], dataset: str) -> list[dict[str, An
     return [*rows, {"seed": "mean", **mean}, {"seed": "std", **std}]
 
 
-def _write_results(path: Path, rows: list[dict[str, Any]], dataset: str) -> None:
+def _write_results(path: Path, rows: list[dict[str, Any]], dataset: str | DatasetSpec) -> None:
     names = metric_names(dataset)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["seed", *names], lineterminator="\n")
@@ -442,7 +445,10 @@ def load_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
     return LoadedCheckpoint(model=model, config=config, dims=dims, state=state)
 
 
-def _split_for(ckpt: LoadedCheckpoint, data: str | os.PathLike, split: str) -> SplitData:
+def split_for(ckpt: LoadedCheckpoint, data: str | os.PathLike, split: str) -> SplitData:
+    """One split of the feature file ``data``, loaded and checked against the checkpoint: the
+    token ids against its text encoder's vocabulary, the feature sizes against its dims, the
+    labels against its data set, the extractor settings against its training data's."""
     vocab = ckpt.state["text_encoder_config"].get("vocab_size", 0)
     vocab = int(vocab) if isinstance(vocab, int) and vocab > 0 else None
     features = load_data(data, vocab)
@@ -453,8 +459,8 @@ def _split_for(ckpt: LoadedCheckpoint, data: str | os.PathLike, split: str) -> S
             f"{data}: audio/vision feature sizes {features.audio_dim}/{features.vision_dim} do "
             f"not match the checkpoint's {ckpt.dims.audio}/{ckpt.dims.vision}"
         )
-    check_dataset(features, ckpt.config.dataset, f"the checkpoint's data set "
-                  f"({ckpt.config.dataset})")
+    spec = ckpt.config.spec
+    check_dataset(features, spec, f"the checkpoint's data set ({spec.title})")
     _check_same_extractor(ckpt, data)
     return features.splits[split]
 
@@ -482,8 +488,8 @@ def evaluate(
 ) -> dict[str, float]:
     """MMSA metrics of a checkpoint on one split of a feature file."""
     ckpt = load_checkpoint(checkpoint)
-    part = _split_for(ckpt, data, split)
-    result = evaluate_model(ckpt.model, part, ckpt.config.dataset, ckpt.config.batch_size,
+    part = split_for(ckpt, data, split)
+    result = evaluate_model(ckpt.model, part, ckpt.config.spec, ckpt.config.batch_size,
                             torch.device("cpu"),
                             amp=amp_mode(ckpt.config.amp, ckpt.config.bf16))
     return result.metrics
@@ -501,8 +507,8 @@ def predict(
         check_distinct_output(out, [data, checkpoint, resolve_checkpoint(checkpoint)])
         check_output_folder(Path(out).parent if Path(out).parent != Path("") else Path("."))
     ckpt = load_checkpoint(checkpoint)
-    part = _split_for(ckpt, data, split)
-    result = evaluate_model(ckpt.model, part, ckpt.config.dataset, ckpt.config.batch_size,
+    part = split_for(ckpt, data, split)
+    result = evaluate_model(ckpt.model, part, ckpt.config.spec, ckpt.config.batch_size,
                             torch.device("cpu"),
                             amp=amp_mode(ckpt.config.amp, ckpt.config.bf16))
     rows = [
@@ -521,11 +527,13 @@ def predict(
 
 # --------------------------------------------------------------------------- synth and demo
 def synth(like: str, n: tuple[int, int, int], out: str | os.PathLike, seed: int = 0) -> Path:
-    """Write a synthetic MMSA feature file shaped like ``like`` (mosi, mosei, sims)."""
+    """Write a synthetic MMSA feature file shaped like the named data set ``like`` (see
+    :func:`msakit.data.synthetic.synthetic_names`)."""
+    from msakit.config.datasets import synthetic_names
     from msakit.data.synthetic import write_synthetic
 
-    if like not in ("mosi", "mosei", "sims"):
-        raise MsakitError(f"--like must be mosi, mosei or sims, got {like!r}")
+    if like not in synthetic_names():
+        raise MsakitError(f"--like must be one of {', '.join(synthetic_names())}, got {like!r}")
     if min(n) < 1:
         raise MsakitError(f"every split needs at least one sample, got {' '.join(map(str, n))}")
     out = Path(out)
@@ -538,7 +546,7 @@ def synth(like: str, n: tuple[int, int, int], out: str | os.PathLike, seed: int 
 
         save_npz(make_synthetic(like, *n, seed=seed), out)
         return out
-    write_synthetic(str(out), like, *n, seed=seed)
+    write_synthetic(str(out), like, n, seed=seed)
     return out
 
 

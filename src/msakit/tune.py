@@ -43,6 +43,7 @@ from typing import Any
 
 import yaml
 
+from msakit.config.datasets import DatasetSpec
 from msakit.config.presets import SEARCH_SPACES
 from msakit.errors import MsakitError, TrainingDiverged
 from msakit.files import write_text_atomic
@@ -144,7 +145,7 @@ def _open_storage(url: str):
 # --------------------------------------------------------------------------- tune
 def tune(
     model: str,
-    dataset: str,
+    dataset: str | DatasetSpec,
     data: str | os.PathLike,
     *,
     trials: int,
@@ -202,7 +203,7 @@ def tune(
 
     # The file is checked before the text encoder is even looked for (a bad file is named as
     # such, also when the encoder is missing); load_inputs reads it again with the encoder.
-    check_dataset(load_feature_file(data), config.dataset)  # before any study exists
+    check_dataset(load_feature_file(data), config.spec)  # before any study exists
     if adapters is not None and not Path(adapters).is_file():
         raise MsakitError(f"adapters file {adapters} does not exist")
     if storage is not None and "://" not in storage:
@@ -216,7 +217,12 @@ def tune(
     loaded = load_inputs(config, data)
     out.mkdir(parents=True, exist_ok=True)
     storage = storage or default_storage(out)
-    study_name = study or f"msakit-{model}-{dataset}"
+    spec = config.spec
+    study_name = study or f"msakit-{model}-{spec.name}"
+    dataset_flags = ["--dataset", spec.name]
+    if spec.is_custom:  # the retrain command reads the spec from the sweep's folder
+        write_text_atomic(out / "dataset.yaml", yaml.safe_dump(spec.spec_file(), sort_keys=False))
+        dataset_flags += ["--dataset-spec", str(out / "dataset.yaml")]
     train_seed = int(seed) if seed is not None else config.seeds[0]
     database = _open_storage(storage)
     verbosity = optuna.logging.get_verbosity()
@@ -266,7 +272,8 @@ def tune(
         return best[0]
 
     context = {
-        "model": model, "dataset": dataset, "data": str(data), "text_encoder": text_encoder,
+        "model": model, "dataset": dataset, "dataset_flags": dataset_flags, "data": str(data),
+        "text_encoder": text_encoder,
         "epochs": epochs, "batch": batch, "adapters": adapters, "seed": seed,
         "storage": storage, "study": study_name, "out": out, "preset": preset,
     }
@@ -363,8 +370,7 @@ def _summary(the_study, context: dict[str, Any]) -> dict[str, Any] | None:
     config = api.build_config(c["model"], c["dataset"], text_encoder=c["text_encoder"],
                               epochs=c["epochs"], batch=c["batch"], overrides=sets,
                               preset=c["preset"])
-    command = ["msakit", "train", "--model", c["model"], "--dataset", c["dataset"],
-               "--data", c["data"]]
+    command = ["msakit", "train", "--model", c["model"], *c["dataset_flags"], "--data", c["data"]]
     if c["preset"] != "paper":
         command += ["--preset", c["preset"]]
     for flag, key in (("--text-encoder", "text_encoder"), ("--epochs", "epochs"),

@@ -34,8 +34,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from msakit.config import DATASETS, GROUPS, RunConfig
+from msakit.config import GROUPS, RunConfig, with_dataset
 from msakit.config.authors import CLGSI_AUTHORS
+from msakit.config.datasets import DatasetSpec, dataset_spec
 from msakit.errors import MsakitError
 
 
@@ -85,7 +86,8 @@ CLGSI_MODEL = {
     "threshold": 0.4,
     "gain": 1.5,
     "temperature": 0.1,
-    "label_scale": 3.0,
+    # H of the loss's y / H: the data set's label scale (msakit.config.with_dataset sets it)
+    "label_scale": dataset_spec("mosi").label_scale,
 }
 
 CLGSI_DATASET = {
@@ -144,7 +146,6 @@ CLGSI_DATASET = {
             "subnet_reduction": 8,
             "gamma": 0.3,  # paper variant, sweep (authors' config: 0.38, τ 0.03)
             "temperature": 0.5,
-            "label_scale": 1.0,
         },
     },
 }
@@ -272,29 +273,33 @@ def preset_names(model: str) -> list[str]:
     return list(NAMED_PRESETS.get(model, {"paper": {}}))
 
 
-def preset(model: str, dataset: str, name: str = DEFAULT_PRESET) -> RunConfig:
+def preset(model: str, dataset: str | DatasetSpec, name: str = DEFAULT_PRESET) -> RunConfig:
     """The named preset ``name`` of ``model`` on ``dataset`` as a fresh RunConfig.
 
     ``paper`` is the paper's configuration (the tables above); any other name applies that
-    preset's entry for ``dataset`` on top of it (see :func:`apply_preset_entry`).
+    preset's entry for ``dataset`` on top of it (see :func:`apply_preset_entry`). A data set
+    without presets of its own (SIMS v2, custom data) takes those of its spec's
+    ``presets_from`` (:mod:`msakit.config.datasets`).
     """
     if model not in PRESETS:
         raise MsakitError(f"unknown model {model!r}; choose {', '.join(sorted(PRESETS))}")
-    if dataset not in DATASETS:
-        raise MsakitError(f"unknown dataset {dataset!r}; choose {', '.join(DATASETS)}")
+    spec = dataset_spec(dataset)
     named = NAMED_PRESETS.get(model, {"paper": {}})
     if name not in named:
         raise MsakitError(
             f"{model} has no preset {name!r}; choose {', '.join(preset_names(model))}"
         )
     base, per_dataset = PRESETS[model]
-    entry = per_dataset[dataset]
+    entry = per_dataset[spec.presets_from]
     model_args = copy.deepcopy(base)
     model_args.update(copy.deepcopy(entry["model"]))
     config = RunConfig(
-        model_name=model, dataset=dataset, model=model_args, **copy.deepcopy(entry["run"])
+        model_name=model, dataset=spec.name, model=model_args, **copy.deepcopy(entry["run"])
     )
-    config = apply_preset_entry(config, named[name].get(dataset, {}), f"{model} preset {name}")
+    config = with_dataset(config, spec)
+    config = apply_preset_entry(
+        config, named[name].get(spec.presets_from, {}), f"{model} preset {name}"
+    )
     config.preset = name
     return config
 
@@ -315,7 +320,9 @@ def apply_preset_entry(
             if unknown:
                 raise MsakitError(f"{where}: unknown {key} group(s) {', '.join(sorted(unknown))}")
             data[key] = {**data[key], **{g: float(v) for g, v in value.items()}}
-        elif key in data and key not in ("model", "model_name", "dataset", "preset"):
+        elif key in data and key not in (
+            "model", "model_name", "dataset", "dataset_spec", "preset"
+        ):
             data[key] = copy.deepcopy(value)
         else:
             raise MsakitError(f"{where}: {key!r} is not a run setting")

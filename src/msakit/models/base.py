@@ -110,6 +110,12 @@ class MSAModel(nn.Module):
         to their longest valid sequence."""
         return False
 
+    def plot_representations(self) -> dict[str, str]:
+        """{representation key: title} of what ``msakit plot tsne`` embeds, in legend order.
+        The default, an empty mapping, plots every representation ``forward`` returns, titled
+        by its key; a model names the ones its paper's figures show."""
+        return {}
+
     def optimizer_settings(self, config: Any) -> dict[str, tuple[float, float]]:
         """(learning rate, weight decay) of every parameter group: the RunConfig's ``lr`` and
         ``weight_decay`` per group; models with groups of their own add them."""

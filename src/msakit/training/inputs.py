@@ -169,7 +169,7 @@ def load_encoder_and_data(
     """
     encoder = load_text_encoder(config.text_encoder)
     features = load_feature_file(str(data), vocab_size=int(encoder.config.vocab_size))
-    check_dataset(features, config.dataset)
+    check_dataset(features, config.spec)
     has_text = any(s.raw_text is not None for s in features.splits.values())
     if has_text and not config.allow_vocab_mismatch:
         tokenizer = load_tokenizer(config.text_encoder)
