@@ -149,6 +149,12 @@ CLGSI_DATASET = {
         },
     },
 }
+# CH-SIMS v2 (neither paper has it): the SIMS preset, with attention heads that divide its
+# eGeMAPS audio width 25 (msakit's choice; SIMS's 3 heads do not).
+CLGSI_DATASET["simsv2"] = {
+    "run": copy.deepcopy(CLGSI_DATASET["sims"]["run"]),
+    "model": {**CLGSI_DATASET["sims"]["model"], "audio_heads": 5},
+}
 
 CONKI_MODEL = {
     # audio/vision width after the per-dataset input projection; null = the text encoder's
@@ -290,7 +296,7 @@ def preset(model: str, dataset: str | DatasetSpec, name: str = DEFAULT_PRESET) -
             f"{model} has no preset {name!r}; choose {', '.join(preset_names(model))}"
         )
     base, per_dataset = PRESETS[model]
-    entry = per_dataset[spec.presets_from]
+    entry = per_dataset.get(spec.name) or per_dataset[spec.presets_from]
     model_args = copy.deepcopy(base)
     model_args.update(copy.deepcopy(entry["model"]))
     config = RunConfig(
