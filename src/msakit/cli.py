@@ -402,21 +402,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="MMSA feature pickle")
     p.add_argument("--out", required=True, help="output .npz (read with allow_pickle=False)")
 
-    p = sub.add_parser("bench", help="measure training throughput and peak memory")
-    p.add_argument("--model", required=True, choices=["clgsi", "conki"])
-    _add_dataset_arguments(p)
-    p.add_argument("--data", required=True)
-    p.add_argument("--batch", type=int)
-    p.add_argument("--epochs", type=int, default=1, help="epochs timed after the warm-up")
-    p.add_argument("--max-steps", type=int, help="stop timing after this many steps")
-    p.add_argument("--warmup-steps", type=int, default=2, help="untimed steps first")
-    p.add_argument("--text-encoder", help=TEXT_ENCODER_HELP)
-    _add_preset_argument(p)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
-    p.add_argument("--flops", action="store_true",
-                   help="also measure the text encoder's share of the matmul peak")
-    p.add_argument("--json", action="store_true", help="one JSON object on the last line")
-
     for extra in _EXTRA_PARSERS:
         extra(sub)
     return parser
@@ -489,6 +474,23 @@ def _add_preset_argument(p: argparse.ArgumentParser, choices: Sequence[str] | No
     )
     p.add_argument("--preset", default="paper", choices=list(choices or PRESET_NAMES),
                    help=help_text)
+
+
+def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="measure training throughput and peak memory")
+    p.add_argument("--model", required=True, choices=["clgsi", "conki"])
+    _add_dataset_arguments(p)
+    p.add_argument("--data", required=True)
+    p.add_argument("--batch", type=int)
+    p.add_argument("--epochs", type=int, default=1, help="epochs timed after the warm-up")
+    p.add_argument("--max-steps", type=int, help="stop timing after this many steps")
+    p.add_argument("--warmup-steps", type=int, default=2, help="untimed steps first")
+    p.add_argument("--text-encoder", help=TEXT_ENCODER_HELP)
+    _add_preset_argument(p)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
+    p.add_argument("--flops", action="store_true",
+                   help="also measure the text encoder's share of the matmul peak")
+    p.add_argument("--json", action="store_true", help="one JSON object on the last line")
 
 
 def _add_pretrain_adapters_parser(sub: argparse._SubParsersAction) -> None:
@@ -657,6 +659,7 @@ def _add_retokenize_parser(sub: argparse._SubParsersAction) -> None:
 
 
 _EXTRA_PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_bench_parser,
     _add_pretrain_adapters_parser,
     _add_report_parser,
     _add_plot_parser,

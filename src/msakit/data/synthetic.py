@@ -131,7 +131,7 @@ def make_synthetic(
         {m: latent_mixing(like, m) for m in ("audio", "vision")} if shared_latent else None
     )
     return {
-        split: _make_split(spec, split, int(n), np.random.default_rng(child), mixing)
+        split: _make_split(spec, split, n=int(n), rng=np.random.default_rng(child), mixing=mixing)
         for split, n, child in zip(SPLITS, sizes, seeds, strict=True)
     }
 
@@ -284,6 +284,7 @@ def _text_bert(
 def _audio_vision(
     shape: FileShape,
     rng: np.random.Generator,
+    *,
     sentiment: np.ndarray,
     share: np.ndarray,
     mixing: dict[str, np.ndarray],
@@ -306,15 +307,19 @@ def _audio_vision(
 def _make_split(
     spec: DatasetSpec,
     split: str,
+    *,
     n: int,
     rng: np.random.Generator,
     mixing: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
+    """One split of ``spec``'s shapes: ``n`` samples drawn from ``rng`` (see the module
+    docstring)."""
     sentiment, labels = _labels(spec, rng, n)
     share = _durations(rng, n)
     text_bert = _text_bert(spec, rng, sentiment, share)
     ids = np.array([f"{split}{i // 4:04d}$_{i % 4 + 1}" for i in range(n)], dtype=object)
-    features = _audio_vision(_file_shape(spec), rng, sentiment, share, mixing or {})
+    features = _audio_vision(_file_shape(spec), rng, sentiment=sentiment, share=share,
+                             mixing=mixing or {})
     polarity = np.sign(labels)
     data: dict[str, Any] = {
         "id": ids,
