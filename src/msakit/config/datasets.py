@@ -174,6 +174,14 @@ def dataset_spec(name: str | DatasetSpec) -> DatasetSpec:
         ) from None
 
 
+def preset_source(dataset: str | DatasetSpec, available: Any) -> str:
+    """The data set whose per-data-set presets ``dataset`` (a name or a spec) takes from a
+    model whose presets are for the data sets ``available``: its own when the model has them,
+    else its spec's ``presets_from`` (SIMS v2 without a preset of its own: SIMS's)."""
+    spec = dataset_spec(dataset)
+    return spec.name if spec.name in available else spec.presets_from
+
+
 def resolve_spec(name: str, custom: dict[str, Any] | None = None) -> DatasetSpec:
     """The spec of a run's ``dataset`` field; ``custom`` is its recorded custom spec."""
     if name == CUSTOM:

@@ -36,7 +36,7 @@ from typing import Any
 
 from msakit.config import GROUPS, RunConfig, with_dataset
 from msakit.config.authors import CLGSI_AUTHORS
-from msakit.config.datasets import DatasetSpec, dataset_spec
+from msakit.config.datasets import DatasetSpec, dataset_spec, preset_source
 from msakit.errors import MsakitError
 
 
@@ -296,7 +296,8 @@ def preset(model: str, dataset: str | DatasetSpec, name: str = DEFAULT_PRESET) -
             f"{model} has no preset {name!r}; choose {', '.join(preset_names(model))}"
         )
     base, per_dataset = PRESETS[model]
-    entry = per_dataset.get(spec.name) or per_dataset[spec.presets_from]
+    source = preset_source(spec, per_dataset)
+    entry = per_dataset[source]
     model_args = copy.deepcopy(base)
     model_args.update(copy.deepcopy(entry["model"]))
     config = RunConfig(
@@ -304,7 +305,7 @@ def preset(model: str, dataset: str | DatasetSpec, name: str = DEFAULT_PRESET) -
     )
     config = with_dataset(config, spec)
     config = apply_preset_entry(
-        config, named[name].get(spec.presets_from, {}), f"{model} preset {name}"
+        config, named[name].get(source, {}), f"{model} preset {name}"
     )
     config.preset = name
     return config

@@ -104,17 +104,16 @@ class MSAModel(nn.Module):
         groups of its own, whose settings :meth:`optimizer_settings` gives."""
         raise NotImplementedError
 
+    def plot_representations(self) -> dict[str, str]:
+        """{representation key: title}: what ``msakit plot tsne`` draws; empty = every
+        representation the model returns, titled by its key."""
+        return {}
+
     def reads_padding(self) -> bool:
         """Whether outputs depend on padded positions (e.g. CLGSI with the authors' unmasked
         encoders); if so, batches keep the file's full padded lengths instead of being trimmed
         to their longest valid sequence."""
         return False
-
-    def plot_representations(self) -> dict[str, str]:
-        """{representation key: title} of what ``msakit plot tsne`` embeds, in legend order.
-        The default, an empty mapping, plots every representation ``forward`` returns, titled
-        by its key; a model names the ones its paper's figures show."""
-        return {}
 
     def optimizer_settings(self, config: Any) -> dict[str, tuple[float, float]]:
         """(learning rate, weight decay) of every parameter group: the RunConfig's ``lr`` and

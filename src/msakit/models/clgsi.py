@@ -289,14 +289,6 @@ class CLGSI(MSAModel):
         """text (B, 3, Lt) MMSA rows -> {"seq_hidden": BERT last hidden state (B, Lt, d_t)}."""
         return {"seq_hidden": self.text_encoder(**bert_inputs(text)).last_hidden_state}
 
-    def plot_representations(self) -> dict[str, str]:
-        """The common T/A/V (what the contrastive loss compares); without common features
-        (use_common=false) the specific ones."""
-        if self.config["use_common"]:
-            return {"text": "T (common)", "audio": "A (common)", "vision": "V (common)"}
-        return {"specific_text": "T (specific)", "specific_audio": "A (specific)",
-                "specific_vision": "V (specific)"}
-
     def reads_padding(self) -> bool:
         c = self.config
         return (
@@ -304,6 +296,14 @@ class CLGSI(MSAModel):
             or c["common_frame"] == "last_padded"
             or c["subnet_pool"] == "padded"
         )
+
+    def plot_representations(self) -> dict[str, str]:
+        """The common T/A/V (what the contrastive loss compares); without common features
+        (use_common=false) the specific ones."""
+        if self.config["use_common"]:
+            return {"text": "T (common)", "audio": "A (common)", "vision": "V (common)"}
+        return {"specific_text": "T (specific)", "specific_audio": "A (specific)",
+                "specific_vision": "V (specific)"}
 
     def _lengths(self, x: torch.Tensor, lengths: torch.Tensor, padded: bool) -> torch.Tensor:
         """The lengths a step reads: the valid ones, or the full padded length of ``x``."""

@@ -389,13 +389,6 @@ class ConKI(MSAModel):
         return LossOutput(task + self.config["lam"] * cl, task, cl)  # Eq. (5)
 
     # ------------------------------------------------------------------ groups and stages
-    def plot_representations(self) -> dict[str, str]:
-        """Pan-knowledge O_m and knowledge-specific A_m, in the paper's order t, v, a (those of
-        the model's modalities and knowledges; Figure 5)."""
-        return {f"{kind}_{m}": f"${symbol}_{m[0]}$ ({kind})"
-                for kind, symbol in (("pan", "O"), ("specific", "A"))
-                for m in ("text", "vision", "audio")}
-
     @property
     def has_adapters(self) -> bool:
         return bool(self.config["use_adapters"])
@@ -485,6 +478,13 @@ class ConKI(MSAModel):
                 f"(adapters trained from scratch on the target{at})",
                 file=sys.stderr,
             )
+
+    def plot_representations(self) -> dict[str, str]:
+        """Pan-knowledge O_m and knowledge-specific A_m, in the paper's order t, v, a (those of
+        the model's modalities and knowledges; Figure 5)."""
+        return {f"{kind}_{m}": f"${symbol}_{m[0]}$ ({kind})"
+                for kind, symbol in (("pan", "O"), ("specific", "A"))
+                for m in ("text", "vision", "audio")}
 
 
 def single_knowledge_loss(
