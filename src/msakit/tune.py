@@ -102,6 +102,15 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+def _dataset_flags(spec: DatasetSpec, out: Path) -> list[str]:
+    """The retrain command's data set flags; a custom spec is written to ``out/dataset.yaml``
+    for it to read."""
+    if not spec.is_custom:
+        return ["--dataset", spec.name]
+    write_text_atomic(out / "dataset.yaml", yaml.safe_dump(spec.spec_file(), sort_keys=False))
+    return ["--dataset", spec.name, "--dataset-spec", str(out / "dataset.yaml")]
+
+
 def _as_set(params: dict[str, Any]) -> list[str]:
     return [f"{key}={format_value(value)}" for key, value in params.items()]
 
@@ -217,12 +226,8 @@ def tune(
     loaded = load_inputs(config, data)
     out.mkdir(parents=True, exist_ok=True)
     storage = storage or default_storage(out)
-    spec = config.spec
-    study_name = study or f"msakit-{model}-{spec.name}"
-    dataset_flags = ["--dataset", spec.name]
-    if spec.is_custom:  # the retrain command reads the spec from the sweep's folder
-        write_text_atomic(out / "dataset.yaml", yaml.safe_dump(spec.spec_file(), sort_keys=False))
-        dataset_flags += ["--dataset-spec", str(out / "dataset.yaml")]
+    study_name = study or f"msakit-{model}-{config.dataset}"
+    dataset_flags = _dataset_flags(config.spec, out)
     train_seed = int(seed) if seed is not None else config.seeds[0]
     database = _open_storage(storage)
     verbosity = optuna.logging.get_verbosity()

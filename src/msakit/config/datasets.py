@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -84,7 +84,7 @@ class DatasetSpec:
     """The standard file's shapes (None: no standard file, e.g. custom data)."""
     unimodal_labels: bool = False
     """Whether the standard file carries ``regression_labels_T/A/V``."""
-    label_scale: float = field(default=0.0)
+    label_scale: float = 0.0
     """H, the labels' scale (y / H lies in [-1, 1]); 0 means max(|low|, |high|)."""
 
     def __post_init__(self) -> None:
@@ -119,22 +119,18 @@ class DatasetSpec:
         return {k: v for k, v in self.to_dict().items() if k in SPEC_KEYS}
 
 
-def _spec(**kwargs: Any) -> DatasetSpec:
-    return DatasetSpec(**kwargs)
-
-
 DATASETS: dict[str, DatasetSpec] = {
-    "mosi": _spec(
+    "mosi": DatasetSpec(
         name="mosi", title="MOSI", label_range=(-3.0, 3.0), metric_family=MOSI_FAMILY,
         language="en", text_encoder="bert-base-uncased", presets_from="mosi",
         shape=FileShape(50, 500, 5, 375, 20, (1284, 229, 686), 30522),
     ),
-    "mosei": _spec(
+    "mosei": DatasetSpec(
         name="mosei", title="MOSEI", label_range=(-3.0, 3.0), metric_family=MOSI_FAMILY,
         language="en", text_encoder="bert-base-uncased", presets_from="mosei",
         shape=FileShape(50, 500, 74, 375, 35, (16326, 1871, 4659), 30522),
     ),
-    "sims": _spec(
+    "sims": DatasetSpec(
         name="sims", title="SIMS", label_range=(-1.0, 1.0), metric_family=SIMS_FAMILY,
         language="zh", text_encoder="bert-base-chinese", presets_from="sims",
         shape=FileShape(39, 400, 33, 55, 709, (1368, 456, 457), 21128), unimodal_labels=True,
@@ -142,7 +138,7 @@ DATASETS: dict[str, DatasetSpec] = {
     # CH-SIMS v2(s), the supervised part (docs/readings.md, "CH-SIMS v2"): BERT-Chinese text,
     # eGeMAPS audio (25), OpenFace vision (177); 2722/647/1034 clips; MMSA scores it with the
     # SIMS metrics and loads its unimodal labels. No model paper has presets for it: SIMS's.
-    "simsv2": _spec(
+    "simsv2": DatasetSpec(
         name="simsv2", title="SIMS v2", label_range=(-1.0, 1.0), metric_family=SIMS_FAMILY,
         language="zh", text_encoder="bert-base-chinese", presets_from="sims",
         shape=FileShape(50, 925, 25, 232, 177, (2722, 647, 1034), 21128), unimodal_labels=True,
