@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from msakit.config import RunConfig, apply_overrides
+from msakit.config.datasets import resolve_spec
 from msakit.errors import MsakitError
 from msakit.models.registry import preset as named_preset
 
@@ -51,7 +52,8 @@ def load_run_config(
                                        "preset": preset})
     seeds = saved.get("seeds")
     try:
-        config = named_preset(identity["model_name"], identity["dataset"], identity["preset"])
+        spec = resolve_spec(identity["dataset"], saved.get("dataset_spec"))
+        config = named_preset(identity["model_name"], spec, identity["preset"])
         config = apply_overrides(config, _settings(saved, path))
         if seeds is not None:
             if not isinstance(seeds, list):
@@ -107,7 +109,7 @@ def _settings(saved: dict[str, Any], path: Path) -> dict[str, str]:
 
     settings: dict[str, Any] = {}
     for key, value in saved.items():
-        if key in (*IDENTITY, "seeds"):
+        if key in (*IDENTITY, "seeds", "dataset_spec"):  # the data set's spec: see the preset
             continue
         if key in ("model", "lr", "weight_decay"):
             if not isinstance(value, dict):
