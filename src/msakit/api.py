@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import io
 import json
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +35,7 @@ from msakit.metrics import metric_names
 from msakit.models.base import Dims, MSAModel
 from msakit.training import distributed
 from msakit.training.device import amp_mode
+from msakit.training.init_from import InitFrom, read_init_from
 from msakit.training.inputs import (
     LoadedInputs,
     build_model,
@@ -108,6 +111,7 @@ def train(
     preset: str = DEFAULT_PRESET,
     loaded: LoadedInputs | None = None,
     save_last: bool = True,
+    init_from: str | os.PathLike | None = None,
 ) -> TrainResult:
     """Train ``model`` on an MMSA feature file for every seed; write the run folder.
 
@@ -127,6 +131,10 @@ def train(
     trainings on one file (``msakit tune``) loads them once; by default they are loaded here.
     ``save_last=False`` writes no ``last.pt`` (such a run cannot be resumed; ``msakit tune``'s
     trials never are).
+
+    ``init_from``: a checkpoint of the same model (e.g. trained on another data set) every seed
+    starts from; tensors whose shapes differ keep their fresh initialisation and are listed
+    (:mod:`msakit.training.init_from`). Recorded in ``config.yaml`` (``init_from``).
     """
     if resume and overwrite:
         raise MsakitError("--resume and --overwrite exclude each other")
@@ -135,7 +143,7 @@ def train(
         return _train(
             ctx, model, dataset, data, text_encoder, seeds, epochs, batch, Path(out), overrides,
             adapters, log_steps, resume, quiet, config, hooks, overwrite, preset, loaded,
-            save_last,
+            save_last, init_from=init_from,
         )
     finally:
         distributed.teardown(ctx)
@@ -168,13 +176,16 @@ def _clear_run(out: Path) -> None:
 
 def _train(ctx, model, dataset, data, text_encoder, seeds, epochs, batch, out, overrides,
            adapters, log_steps, resume, quiet, config, hooks, overwrite, preset,
-           loaded=None, save_last=True) -> TrainResult:
+           loaded=None, save_last=True, *, init_from=None) -> TrainResult:
     if config is None:
         config = build_config(
             model, dataset, text_encoder=text_encoder, seeds=seeds, epochs=epochs, batch=batch,
             overrides=overrides, preset=preset,
         )
-    check_distinct_output(log_steps, [data, adapters, config.text_encoder], "--log-steps")
+    if init_from is not None:
+        config = dataclasses.replace(config, init_from=str(init_from))
+    check_distinct_output(log_steps, [data, adapters, config.text_encoder, config.init_from],
+                          "--log-steps")
     if log_steps is not None and Path(log_steps).resolve().is_relative_to(out.resolve()) and (
         Path(log_steps).suffix in (".pt", ".csv", ".yaml", ".json")
     ):
@@ -198,6 +209,7 @@ def _train(ctx, model, dataset, data, text_encoder, seeds, epochs, batch, out, o
         adapter_state = read_adapters(adapters, config, dims, probe, encoder)
     elif hasattr(probe, "announce_without_external") and not quiet and ctx.is_main:
         probe.announce_without_external()
+    init = _read_init_from(config, probe, quiet=quiet or not ctx.is_main)
     del probe
     pretrained = copy.deepcopy(encoder.state_dict())
     lock = _lock_run(out, ctx)
@@ -209,11 +221,26 @@ def _train(ctx, model, dataset, data, text_encoder, seeds, epochs, batch, out, o
         if log_steps is not None and not resume and ctx.is_main:
             Path(log_steps).unlink(missing_ok=True)  # every seed appends its lines
         rows = _train_seeds(ctx, config, encoder, pretrained, dims, adapter_state, features,
-                            inputs, out, log_steps, resume, quiet, hooks, save_last)
+                            inputs, out, log_steps, resume, quiet, hooks, save_last, init=init)
     finally:
         if lock is not None:
             lock.release()
     return TrainResult(out=out, rows=_with_summary(rows, config.dataset))
+
+
+def _read_init_from(config: RunConfig, probe: MSAModel, *, quiet: bool) -> InitFrom | None:
+    """The checkpoint of ``--init-from`` checked against the run's model, and the note saying
+    which tensors are re-initialised (before anything is written)."""
+    if not config.init_from:
+        return None
+    try:
+        path = resolve_checkpoint(config.init_from)
+    except MsakitError as exc:
+        raise MsakitError(f"--init-from: {exc}") from None
+    init = read_init_from(path, config.model_name, probe)
+    if not quiet:
+        print("\n".join(init.describe()), file=sys.stderr, flush=True)
+    return init
 
 
 def _lock_run(out: Path, ctx) -> RunLock | None:
@@ -236,7 +263,8 @@ def _lock_run(out: Path, ctx) -> RunLock | None:
 
 
 def _train_seeds(ctx, config, encoder, pretrained, dims, adapter_state, features, inputs, out,
-                 log_steps, resume, quiet, hooks, save_last=True) -> list[dict[str, Any]]:
+                 log_steps, resume, quiet, hooks, save_last=True, *,
+                 init: InitFrom | None = None) -> list[dict[str, Any]]:
     rows = []
     for seed in config.seeds:
         torch.manual_seed(seed)
@@ -246,6 +274,8 @@ def _train_seeds(ctx, config, encoder, pretrained, dims, adapter_state, features
             from msakit.training.stages import install_adapters
 
             install_adapters(net, adapter_state)
+        if init is not None:
+            init.apply(net)
         run_dir = out / f"seed-{seed}"
         trainer = Trainer(
             model=net,

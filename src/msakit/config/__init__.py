@@ -89,6 +89,9 @@ class RunConfig:
     allow_vocab_mismatch: bool = False
     """Train even when the file's token ids do not come from the text encoder's tokenizer
     (see :func:`msakit.data.tokens.check_vocabulary`)."""
+    init_from: str | None = None
+    """A checkpoint of the same model every seed starts from (``--init-from``; tensors whose
+    shapes differ keep their fresh initialisation, see :mod:`msakit.training.init_from`)."""
     model: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,7 +109,8 @@ class RunConfig:
 # Keys whose preset value may be null: the type a given value must have.
 NULLABLE_TYPES: dict[str, type] = {"dropout": float, "text_encoder": str, "shared_dim": int}
 # Keys that have their own flag: ``--set`` may not set them behind the flag's back.
-FLAG_KEYS = {"dataset": "--dataset", "model_name": "--model", "seeds": "--seeds"}
+FLAG_KEYS = {"dataset": "--dataset", "model_name": "--model", "seeds": "--seeds",
+             "init_from": "--init-from"}
 SEED_LIMIT = 2**32
 """Seeds are in [0, 2^32): NumPy's legacy seeding takes no more."""
 

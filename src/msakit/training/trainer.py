@@ -39,7 +39,7 @@ from msakit.encoders.dropout import use_fast_dropout
 from msakit.errors import MsakitError, TrainingDiverged
 from msakit.files import torch_save_atomic, write_text_atomic
 from msakit.metrics import compute_metrics
-from msakit.models.base import MSAModel
+from msakit.models.base import MSAModel, TrainingPhase
 from msakit.training.allocator import reuse_freed_memory
 from msakit.training.device import (
     amp_mode,
@@ -126,17 +126,24 @@ def set_dropout(model: nn.Module, p: float) -> None:
             config.hidden_dropout_prob = p
 
 
-def build_optimizer(model: MSAModel, config: RunConfig) -> torch.optim.Optimizer:
-    """AdamW with one group per (parameter group, decay / no decay) pair that has parameters."""
+def build_optimizer(
+    model: MSAModel, config: RunConfig, groups: tuple[str, ...] | None = None
+) -> torch.optim.Optimizer:
+    """One optimizer group per (parameter group, decay / no decay) pair that has parameters,
+    over the model's parameter ``groups`` (None: all); AdamW or Adam as the model's
+    ``optimizer_kind`` says (with Adam every parameter takes its group's weight decay)."""
     param_groups = []
     settings = model.optimizer_settings(config)
+    adamw = model.optimizer_kind == "adamw"
     for group, named in model.parameter_groups().items():
+        if groups is not None and group not in groups:
+            continue
         lr, weight_decay = settings[group]
         decay, no_decay = [], []
         for name, param in named:
             if not param.requires_grad:
                 continue
-            skip = group == "text" and any(key in name for key in NO_DECAY)
+            skip = adamw and group == "text" and any(key in name for key in NO_DECAY)
             (no_decay if skip else decay).append(param)
         for params, wd, suffix in (
             (decay, weight_decay, ""),
@@ -149,7 +156,9 @@ def build_optimizer(model: MSAModel, config: RunConfig) -> torch.optim.Optimizer
                 )
     if not param_groups:
         raise ValueError("the model has no trainable parameters")
-    return torch.optim.AdamW(param_groups)
+    if adamw:
+        return torch.optim.AdamW(param_groups)
+    return torch.optim.Adam(param_groups)
 
 
 def build_scheduler(
@@ -329,17 +338,25 @@ class Trainer:
             use_fast_dropout(self.model)
         self.amp = autocast_settings(self.device.type, amp_mode(self.config.amp, self.config.bf16))
         self.scaler = torch.amp.GradScaler(self.device.type) if self.amp.scaler else None
-        steps_per_epoch = len(self._plan(0))
-        total = steps_per_epoch * self.config.epochs
-        warmup = (
-            self.warmup_steps
-            if self.warmup_steps is not None
-            else self.config.warmup * total
-        )
-        if not self.config.fractional_warmup:
-            warmup = int(warmup)
-        self.optimizer = build_optimizer(self.model, self.config)
-        self.scheduler = build_scheduler(self.optimizer, self.config, total, warmup)
+        self.phases = self.model.training_phases()
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.schedulers: dict[str, Any] = {}
+        batches = len(self._plan(0))
+        for phase in self.phases:
+            total = phase.steps(batches) * self.config.epochs
+            warmup = (
+                self.warmup_steps
+                if self.warmup_steps is not None
+                else self.config.warmup * total
+            )
+            if not self.config.fractional_warmup:
+                warmup = int(warmup)
+            optimizer = build_optimizer(self.model, self.config, phase.groups)
+            self.optimizers[phase.name] = optimizer
+            self.schedulers[phase.name] = build_scheduler(optimizer, self.config, total, warmup)
+        # The last phase's (the only one for most models), for callers that read one.
+        self.optimizer = self.optimizers[self.phases[-1].name]
+        self.scheduler = self.schedulers[self.phases[-1].name]
         self.stopper = EarlyStopping(self.config.early_stop)
         self.text_cache: dict[str, TextCache | None] = {"train": None, "valid": None}
         if self.config.cache_text and not self.model.trains_text_encoder():
@@ -401,81 +418,113 @@ class Trainer:
         return best_valid
 
     def train_epoch(self, epoch: int, max_steps: int | None = None) -> dict[str, float]:
-        """One pass over the epoch's batch plan (or its first ``max_steps`` batches).
+        """One epoch: each of the model's training phases (one for most models) passes over
+        its share of the epoch's batch plan (or its first ``max_steps`` batches) with its own
+        optimizer. Returns the last phase's mean losses, and ``<phase>_loss`` of the others.
 
         Appends each optimizer step's wall time and global sample count to ``step_seconds`` and
         ``step_samples`` (what ``msakit bench`` reports).
         """
-        log, writer = getattr(self, "_log", None), getattr(self, "_tb", None)
         self.module.train()
         plan = self._plan(epoch)
         if max_steps is not None:
             plan = plan[:max_steps]
+        phases = self.phases
+        stats: dict[str, float] = {}
+        for phase in phases:
+            self.model.start_phase(phase.name)
+            means = self._train_pass(epoch, phase, plan[: phase.steps(len(plan))])
+            if phase is phases[-1]:
+                stats.update(means)
+            else:
+                stats[f"{phase.name}_loss"] = means["loss"]
+        return stats
+
+    def _train_pass(self, epoch: int, phase: TrainingPhase,
+                    plan: list[np.ndarray]) -> dict[str, float]:
+        """One phase's optimizer steps over ``plan``; the mean of each logged loss."""
         sums = {"loss": 0.0, "task_loss": 0.0, "contrastive_loss": 0.0}
         bar = self._progress(len(plan), epoch)
         for indices, batch in zip(plan, self._batches(plan), strict=True):
             started = time.perf_counter()
-            sizes = [len(shard(indices, r, self.dist.world_size)) for r in
-                     range(self.dist.world_size)]
-            batch = self._to_device(batch)
-            with self._autocast():
-                output = self.module(batch)
-                losses = self.model.compute_loss(
-                    output, batch, gather=self.dist.gatherer(sizes),
-                    global_batch=len(indices), world_size=self.dist.world_size,
-                )
-            # Global values: the task part is each rank's share, the contrastive part is
-            # already computed on the gathered global batch.
-            task = float(self.dist.all_sum(losses.task_loss.detach().float()))
-            task /= self.dist.world_size
-            extra = float(losses.loss.detach().float()) - float(losses.task_loss.detach().float())
-            values = {
-                "loss": task + extra,
-                "task_loss": task,
-                "contrastive_loss": float(losses.contrastive_loss.detach().float()),
-            }
-            if not all(math.isfinite(v) for v in values.values()):
-                # Before the step: the weights, and the last good last.pt, stay as they were.
-                bad = values["loss"] if not math.isfinite(values["loss"]) else float("nan")
-                raise TrainingDiverged(
-                    f"training diverged at epoch {epoch + 1}, step {self.global_step + 1} "
-                    f"(loss {bad}); lower the learning rate"
-                )
-            self.optimizer.zero_grad(set_to_none=True)
-            scaler = getattr(self, "scaler", None)  # fp16 on CUDA: scaled loss
-            if scaler is not None:
-                scaler.scale(losses.loss).backward()
-                scaler.unscale_(self.optimizer)
-            else:
-                losses.loss.backward()
-            if self.config.grad_clip > 0:
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-            if scaler is not None:
-                scaler.step(self.optimizer)
-                scaler.update()
-            else:
-                self.optimizer.step()
-            self.scheduler.step()
+            values = self._train_step(epoch, phase, indices, batch)
             self.global_step += 1
             self.step_seconds.append(time.perf_counter() - started)
             self.step_samples.append(len(indices))
             for k in sums:
                 sums[k] += values[k]
-            if log is not None:
-                lrs = {g["name"]: g["lr"] for g in self.optimizer.param_groups}
-                log.write(json.dumps({"seed": self.seed, "step": self.global_step,
-                                      "epoch": epoch + 1, **values, "lr": lrs}) + "\n")
-            if writer is not None:
-                for k, v in values.items():
-                    writer.add_scalar(f"train/{k}", v, self.global_step)
-                for g in self.optimizer.param_groups:
-                    writer.add_scalar(f"lr/{g['name']}", g["lr"], self.global_step)
+            self._log_step(epoch, phase, values)
             if bar is not None:
                 bar.set_postfix(loss=f"{values['loss']:.4f}")
                 bar.update(1)
         if bar is not None:
             bar.close()
         return {k: v / max(1, len(plan)) for k, v in sums.items()}
+
+    def _train_step(self, epoch: int, phase: TrainingPhase, indices: np.ndarray,
+                    batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Forward, loss, backward, clipping and one step of the phase's optimizer."""
+        optimizer = self.optimizers[phase.name]
+        sizes = [len(shard(indices, r, self.dist.world_size)) for r in
+                 range(self.dist.world_size)]
+        batch = self._to_device(batch)
+        with self._autocast():
+            output = self.module(batch)
+            losses = self.model.compute_loss(
+                output, batch, gather=self.dist.gatherer(sizes),
+                global_batch=len(indices), world_size=self.dist.world_size,
+            )
+        # Global values: the task part is each rank's share, the contrastive part is
+        # already computed on the gathered global batch.
+        task = float(self.dist.all_sum(losses.task_loss.detach().float()))
+        task /= self.dist.world_size
+        extra = float(losses.loss.detach().float()) - float(losses.task_loss.detach().float())
+        values = {
+            "loss": task + extra,
+            "task_loss": task,
+            "contrastive_loss": float(losses.contrastive_loss.detach().float()),
+        }
+        if not all(math.isfinite(v) for v in values.values()):
+            # Before the step: the weights, and the last good last.pt, stay as they were.
+            bad = values["loss"] if not math.isfinite(values["loss"]) else float("nan")
+            raise TrainingDiverged(
+                f"training diverged at epoch {epoch + 1}, step {self.global_step + 1} "
+                f"(loss {bad}); lower the learning rate"
+            )
+        # Every gradient, also of parameters another phase's optimizer steps.
+        self.model.zero_grad(set_to_none=True)
+        scaler = getattr(self, "scaler", None)  # fp16 on CUDA: scaled loss
+        if scaler is not None:
+            scaler.scale(losses.loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            losses.loss.backward()
+        if self.config.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        self.schedulers[phase.name].step()
+        return values
+
+    def _log_step(self, epoch: int, phase: TrainingPhase, values: dict[str, float]) -> None:
+        """The step's line in ``--log-steps`` and its TensorBoard scalars."""
+        log, writer = getattr(self, "_log", None), getattr(self, "_tb", None)
+        several = len(self.phases) > 1
+        param_groups = self.optimizers[phase.name].param_groups
+        if log is not None:
+            lrs = {g["name"]: g["lr"] for g in param_groups}
+            where = {"phase": phase.name} if several else {}
+            log.write(json.dumps({"seed": self.seed, "step": self.global_step,
+                                  "epoch": epoch + 1, **where, **values, "lr": lrs}) + "\n")
+        if writer is not None:
+            tag = f"train_{phase.name}" if several else "train"
+            for k, v in values.items():
+                writer.add_scalar(f"{tag}/{k}", v, self.global_step)
+            for g in param_groups:
+                writer.add_scalar(f"lr/{g['name']}", g["lr"], self.global_step)
 
     def _batches(self, plan: list[np.ndarray]) -> Iterator[dict[str, torch.Tensor]]:
         cache = getattr(self, "text_cache", {}).get("train")
@@ -590,8 +639,7 @@ class Trainer:
         torch_save_atomic(
             {
                 "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
+                **self._optimizer_states(),
                 "early_stopping": self.stopper.state_dict(),
                 "rng": rng_state(),
                 **({"scaler": self.scaler.state_dict()} if getattr(self, "scaler", None)
@@ -606,6 +654,26 @@ class Trainer:
         )
         self.dist.barrier()
 
+    def _optimizer_states(self) -> dict[str, Any]:
+        """``optimizer`` and ``scheduler`` states; with several training phases each is a dict
+        {phase: state}."""
+        if len(self.phases) == 1:
+            return {"optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict()}
+        return {
+            "optimizer": {name: o.state_dict() for name, o in self.optimizers.items()},
+            "scheduler": {name: s.state_dict() for name, s in self.schedulers.items()},
+        }
+
+    def _load_optimizer_states(self, state: dict[str, Any]) -> None:
+        if len(self.phases) == 1:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            return
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(state["optimizer"][name])
+            self.schedulers[name].load_state_dict(state["scheduler"][name])
+
     def _load_last(self) -> int:
         """Restore everything from ``last.pt``; an unreadable, truncated or foreign file is one
         ``MsakitError`` (before anything changes on disk)."""
@@ -617,8 +685,7 @@ class Trainer:
             if state.get("seed", self.seed) != self.seed:
                 raise ValueError(f"it is seed {state.get('seed')}'s")
             self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
+            self._load_optimizer_states(state)
             self.stopper.load_state_dict(state["early_stopping"])
             set_rng_state(state["rng"])
             if getattr(self, "scaler", None) is not None and "scaler" in state:
