@@ -16,8 +16,8 @@ Hooks with defaults, for models whose training differs from one optimizer over o
   an optimizer of its own over some parameter groups (default: one pass over all of them);
   :meth:`MSAModel.start_phase` is called before each pass (MMIM: the MI-bound pass, then the
   main pass, resetting its memory).
-* :attr:`MSAModel.optimizer_kind`: ``"adamw"`` (default) or ``"adam"`` (L2 weight decay on every
-  parameter, as MMSA's trainers).
+* :attr:`MSAModel.text_no_decay`: name fragments of text-encoder parameters that take no weight
+  decay (BERT practice; MMIM decays them all, as MMSA).
 """
 
 from __future__ import annotations
@@ -114,10 +114,11 @@ class MSAModel(nn.Module):
     """Base class: subclasses implement forward, compute_loss and parameter_groups."""
 
     name = "base"
-    optimizer_kind = "adamw"
-    """``"adamw"``: AdamW, decoupled weight decay, none on the text encoder's biases and
-    LayerNorms (BERT practice, both papers' code); ``"adam"``: Adam with weight decay as an L2
-    term on every parameter (MMSA's trainers)."""
+    text_no_decay: tuple[str, ...] = (
+        "bias", "LayerNorm.weight", "LayerNorm.bias", "layer_norm", "norm.weight"
+    )
+    """Text-encoder parameters whose name contains one of these take no weight decay (BERT
+    practice, both papers' code); a model that decays them all sets ``()``."""
 
     def compute_loss(
         self,

@@ -49,7 +49,7 @@ from msakit.training.device import (
 )
 from msakit.training.distributed import DistContext, wrap_ddp
 
-NO_DECAY = ("bias", "LayerNorm.weight", "LayerNorm.bias", "layer_norm", "norm.weight")
+NO_DECAY = MSAModel.text_no_decay
 
 
 def seed_everything(seed: int) -> None:
@@ -129,12 +129,11 @@ def set_dropout(model: nn.Module, p: float) -> None:
 def build_optimizer(
     model: MSAModel, config: RunConfig, groups: tuple[str, ...] | None = None
 ) -> torch.optim.Optimizer:
-    """One optimizer group per (parameter group, decay / no decay) pair that has parameters,
-    over the model's parameter ``groups`` (None: all); AdamW or Adam as the model's
-    ``optimizer_kind`` says (with Adam every parameter takes its group's weight decay)."""
+    """AdamW (or Adam, ``config.optimizer``) with one group per (parameter group, decay / no
+    decay) pair that has parameters, over the model's parameter ``groups`` (None: all); the
+    text encoder's parameters named in ``model.text_no_decay`` take no decay."""
     param_groups = []
     settings = model.optimizer_settings(config)
-    adamw = model.optimizer_kind == "adamw"
     for group, named in model.parameter_groups().items():
         if groups is not None and group not in groups:
             continue
@@ -143,7 +142,7 @@ def build_optimizer(
         for name, param in named:
             if not param.requires_grad:
                 continue
-            skip = adamw and group == "text" and any(key in name for key in NO_DECAY)
+            skip = group == "text" and any(key in name for key in model.text_no_decay)
             (no_decay if skip else decay).append(param)
         for params, wd, suffix in (
             (decay, weight_decay, ""),
@@ -156,9 +155,9 @@ def build_optimizer(
                 )
     if not param_groups:
         raise ValueError("the model has no trainable parameters")
-    if adamw:
-        return torch.optim.AdamW(param_groups)
-    return torch.optim.Adam(param_groups)
+    if config.optimizer == "adam":  # weight decay as an L2 term in the gradient (MMSA)
+        return torch.optim.Adam(param_groups)
+    return torch.optim.AdamW(param_groups)
 
 
 def build_scheduler(
