@@ -111,19 +111,26 @@ def task_mean(per_sample: torch.Tensor, global_batch: int | None, world_size: in
 
 
 class MSAModel(nn.Module):
-    """Base class: subclasses implement forward, compute_loss and parameter_groups."""
+    """Base class: subclasses implement forward, compute_loss and parameter_groups; the hooks
+    below have defaults that a model overrides where it differs (generic code never asks which
+    model it holds)."""
 
-    name = "base"
     text_no_decay: tuple[str, ...] = (
         "bias", "LayerNorm.weight", "LayerNorm.bias", "layer_norm", "norm.weight"
     )
     """Text-encoder parameters whose name contains one of these take no weight decay (BERT
     practice, both papers' code); a model that decays them all sets ``()``."""
 
+    supports_adapters = False
+    """Whether ``--adapters`` (pretrained knowledge adapters, ConKI's stage 1) applies; such a
+    model provides ``has_adapters``, ``adapter_state()``, ``adapter_signature()`` and
+    ``load_adapters`` (see :mod:`msakit.training.stages`)."""
+
     def compute_loss(
         self,
         output: ModelOutput,
         batch: dict[str, torch.Tensor],
+        *,
         gather: Gather = no_gather,
         global_batch: int | None = None,
         world_size: int = 1,
@@ -144,6 +151,15 @@ class MSAModel(nn.Module):
     def start_phase(self, name: str) -> None:
         """Called by the Trainer before each pass of :meth:`training_phases` (in train mode):
         the model may reset per-pass state and choose what its forward and loss compute."""
+
+    def start_message(self, *, with_adapters: bool = False) -> str | None:
+        """A note printed once before training (e.g. which ablation a setting amounts to)."""
+        return None
+
+    def plot_representations(self) -> dict[str, str]:
+        """{representation key: title}: what ``msakit plot tsne`` draws; empty = every
+        representation the model returns, titled by its key."""
+        return {}
 
     def reads_padding(self) -> bool:
         """Whether outputs depend on padded positions (e.g. CLGSI with the authors' unmasked
