@@ -494,6 +494,10 @@ CASES = [
     ("init-from-is-log-steps", lambda w: _train(w, "--init-from", str(w.ckpt), "--log-steps",
                                                 str(w.ckpt)), 2, "is also an input"),
     ("set-init-from", lambda w: _train(w, "--set", f"init_from={w.ckpt}"), 2, "use --init-from"),
+    ("mmim-set-fraction-zero", lambda w: _train(w, "--set", "mmilb_fraction=0", model="mmim"), 2,
+     r"mmilb_fraction must be in \(0, 1\]"),
+    ("mmim-set-optimizer", lambda w: _train(w, "--set", "optimizer=sgd", model="mmim"), 2,
+     "optimizer must be adamw or adam"),
 ]
 
 

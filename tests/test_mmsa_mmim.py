@@ -33,6 +33,7 @@ from msakit.encoders.text import load_text_encoder  # noqa: E402
 from msakit.errors import MsakitError  # noqa: E402
 from msakit.models.base import Dims  # noqa: E402
 from msakit.models.mmim import MMIM, MMIMConfig, import_mmsa  # noqa: E402
+from msakit.models.registry import create_model, model_spec  # noqa: E402
 from msakit.training.trainer import evaluate_model, set_dropout  # noqa: E402
 
 BATCH = 12
@@ -94,9 +95,9 @@ def build_pair(data_file: Path, bert_dir: Path, **mmsa_changes):
     torch.manual_seed(0)
     theirs = AMIO(config)
     features = load_feature_file(data_file)
-    ours_config = MMIMConfig(**{MMSA_NAMES[k]: v for k, v in mmsa_changes.items()})
-    ours = MMIM(ours_config, Dims.of(features), load_text_encoder(str(bert_dir)))
-    ours.load_state_dict(import_mmsa(theirs.state_dict(), ours))
+    ours_config = {MMSA_NAMES[k]: v for k, v in mmsa_changes.items()}
+    ours = create_model("mmim", ours_config, Dims.of(features), load_text_encoder(str(bert_dir)))
+    ours.load_state_dict(model_spec("mmim").imports["mmsa"](theirs.state_dict(), ours))
     set_dropout(theirs, 0.0)
     set_dropout(ours, 0.0)
     return theirs, ours, features, config
