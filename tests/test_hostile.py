@@ -78,6 +78,7 @@ class World:
     bad_runs: dict[str, Path]
     bad_adapters: dict[str, Path]
     clips: Path  # a clips CSV for extract
+    extras: dict[str, Path]  # files to predict on without labels; config.yaml files
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +179,23 @@ def world(tmp_path_factory, tiny_bert, tiny_bert_12) -> World:
     return World(root=root, marker=marker, bert=tiny_bert, bert12=tiny_bert_12, data=data,
                  pkl=pkl, sims=sims, label40=label40, one_train=one_train, garbage=garbage,
                  empty=empty, run=run, ckpt=ckpt, evil=evil, bad_ckpt=bad_ckpt,
-                 bad_runs=bad_runs, bad_adapters=bad_adapters, clips=clips)
+                 bad_runs=bad_runs, bad_adapters=bad_adapters, clips=clips,
+                 extras=_extras(root, raw))
+
+
+def _extras(root: Path, raw: dict) -> dict[str, Path]:
+    """A test split without labels (alone, and under a name that is no split), and config.yaml
+    files that are not msakit's or hold a wrong type."""
+    from msakit.data.safe_format import save_npz
+
+    unlabelled = {k: v for k, v in raw["test"].items() if not k.startswith("regression_labels")}
+    extras = {"unlabelled": save_npz({"test": unlabelled}, root / "unlabelled.npz"),
+              "no_split": save_npz({"new": unlabelled}, root / "no_split.npz")}
+    for name, text in {"foreign": "model_name: clgsi\ndataset: mosi\nlearning_rate_bert: 5e-5\n",
+                       "typed": "model_name: clgsi\ndataset: mosi\nbatch_size: big\n"}.items():
+        extras[name] = root / f"{name}.yaml"
+        extras[name].write_text(text)
+    return extras
 
 
 def _snapshot(*roots: Path) -> dict[str, tuple[int, int]]:
@@ -498,7 +515,41 @@ CASES = [
      r"mmilb_fraction must be in \(0, 1\]"),
     ("mmim-set-optimizer", lambda w: _train(w, "--set", "optimizer=sgd", model="mmim"), 2,
      "optimizer must be adamw or adam"),
+    # ---- prediction without labels, reruns of a saved configuration
+    ("predict-unlabelled-other-split",
+     lambda w: _ck(w, "predict", "--split", "valid", "--out", "{case}/p.csv",
+                   data=w.extras["unlabelled"]), 2, r"no split 'valid' \(the file holds 'test'\)"),
+    ("predict-unlabelled-no-standard-split",
+     lambda w: _ck(w, "predict", "--out", "{case}/p.csv", data=w.extras["no_split"]), 2,
+     "no split to predict on"),
+    ("evaluate-unlabelled", lambda w: _ck(w, "evaluate", data=w.extras["unlabelled"]), 2,
+     "split 'train' is missing"),
+    ("train-config-corrupt-yaml", lambda w: _rerun(w, w.bad_runs["yaml"]), 2, "not valid YAML"),
+    ("train-config-yaml-list", lambda w: _rerun(w, w.bad_runs["yaml_list"] / "config.yaml"), 2,
+     "not an msakit config.yaml"),
+    ("train-config-foreign-key", lambda w: _rerun(w, w.extras["foreign"]), 2,
+     "learning_rate_bert: unknown key"),
+    ("train-config-wrong-type", lambda w: _rerun(w, w.extras["typed"]), 2,
+     "batch_size=big: expected a int"),
+    ("train-config-other-model", lambda w: _rerun(w, w.run, "--model", "conki"), 2,
+     "the run used --model clgsi, not conki"),
+    ("train-config-missing", lambda w: _rerun(w, "{case}/nope.yaml"), 2, "no such file"),
+    ("train-config-a-folder-without-one", lambda w: _rerun(w, w.root / "a_folder"), 2,
+     "no such file"),
+    ("train-config-into-its-own-run", lambda w: [*_rerun(w, w.run)[:-2], "--out", str(w.run)],
+     2, "already holds a run"),
+    ("train-config-log-steps-is-config",
+     lambda w: _rerun(w, w.run, "--log-steps", str(w.run / "config.yaml")), 2,
+     "is also an input"),
+    ("train-without-model-or-config",
+     lambda w: ["train", "--dataset", "mosi", "--data", str(w.data), "--out", "{case}/r"], 2,
+     "--model is required"),
 ]
+
+
+def _rerun(w: World, config: Path | str, *extra: str) -> list[str]:
+    return ["train", "--config", str(config), "--data", str(w.data), *extra, "--quiet",
+            "--out", "{case}/run"]
 
 
 @pytest.fixture(scope="module")

@@ -121,8 +121,10 @@ def test_bf16_autocast_metrics_stay_close_to_fp32(tiny_bert, mosi_file):
     """Stated tolerance: bf16 predictions within 0.05 of fp32, MAE within 0.02."""
     config, model, data = _tiny_clgsi(tiny_bert, mosi_file)
     split = data.splits["test"]
-    fp32 = evaluate_model(model, split, "mosi", 8, torch.device("cpu"), bf16=False)
-    bf16 = evaluate_model(model, split, "mosi", 8, torch.device("cpu"), bf16=True)
+    fp32 = evaluate_model(model, split, dataset="mosi", batch_size=8,
+                          device=torch.device("cpu"), bf16=False)
+    bf16 = evaluate_model(model, split, dataset="mosi", batch_size=8,
+                          device=torch.device("cpu"), bf16=True)
     assert np.abs(fp32.predictions - bf16.predictions).max() < 0.05
     assert abs(fp32.metrics["MAE"] - bf16.metrics["MAE"]) < 0.02
 

@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,10 +60,12 @@ def build_config(
     batch: int | None = None,
     overrides: list[str] | dict[str, Any] | None = None,
     preset: str = DEFAULT_PRESET,
+    base: RunConfig | None = None,
 ) -> RunConfig:
     """The named preset (``paper``, or one the model declares, e.g. CLGSI's ``authors``) of
-    (model, dataset) with the command line's choices applied."""
-    config = named_preset(model, dataset, preset)
+    (model, dataset) with the command line's choices applied; ``base`` (a saved run's
+    configuration, :func:`msakit.rerun.load_run_config`) replaces the preset."""
+    config = copy.deepcopy(base) if base is not None else named_preset(model, dataset, preset)
     if text_encoder is not None:
         config.text_encoder = text_encoder
     if seeds:
@@ -326,7 +329,8 @@ def _train_seeds(
         ctx.barrier()
         _load_best(net, run_dir)
         result = evaluate_model(
-            net, features.splits["test"], config.dataset, config.batch_size, ctx.device,
+            net, features.splits["test"], dataset=config.dataset,
+            batch_size=config.batch_size, device=ctx.device,
             amp=amp_mode(config.amp, config.bf16), dist=ctx,
         )
         rows.append({"seed": seed, **result.metrics})
@@ -506,12 +510,21 @@ def load_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
     return LoadedCheckpoint(model=model, config=config, dims=dims, state=state)
 
 
-def _split_for(ckpt: LoadedCheckpoint, data: str | os.PathLike, split: str) -> SplitData:
+def _split_for(
+    ckpt: LoadedCheckpoint, data: str | os.PathLike, split: str | None, *,
+    prediction: bool = False,
+) -> SplitData:
+    """``split`` of the feature file ``data``, checked against the checkpoint. ``prediction``:
+    labels are optional and the file may hold one split (:func:`load_feature_file`); ``split``
+    None then takes the file's only split, else ``test``."""
     vocab = ckpt.state["text_encoder_config"].get("vocab_size", 0)
     vocab = int(vocab) if isinstance(vocab, int) and vocab > 0 else None
-    features = load_data(data, vocab)
+    features = load_feature_file(str(data), vocab_size=vocab, prediction=prediction)
+    if split is None:
+        split = next(iter(features.splits)) if len(features.splits) == 1 else "test"
     if split not in features.splits:
-        raise MsakitError(f"{data}: no split {split!r}")
+        held = ", ".join(repr(s) for s in features.splits)
+        raise MsakitError(f"{data}: no split {split!r} (the file holds {held})")
     if (features.audio_dim, features.vision_dim) != (ckpt.dims.audio, ckpt.dims.vision):
         raise MsakitError(
             f"{data}: audio/vision feature sizes {features.audio_dim}/{features.vision_dim} do "
@@ -547,39 +560,52 @@ def evaluate(
     """MMSA metrics of a checkpoint on one split of a feature file."""
     ckpt = load_checkpoint(checkpoint)
     part = _split_for(ckpt, data, split)
-    result = evaluate_model(ckpt.model, part, ckpt.config.dataset, ckpt.config.batch_size,
-                            torch.device("cpu"),
-                            amp=amp_mode(ckpt.config.amp, ckpt.config.bf16))
-    return result.metrics
+    return _evaluate_checkpoint(ckpt, part).metrics
+
+
+def _evaluate_checkpoint(ckpt: LoadedCheckpoint, part: SplitData):
+    """The checkpoint's model on ``part`` on the CPU, with the run's precision and batch."""
+    return evaluate_model(
+        ckpt.model, part, dataset=ckpt.config.dataset, batch_size=ckpt.config.batch_size,
+        device=torch.device("cpu"), amp=amp_mode(ckpt.config.amp, ckpt.config.bf16),
+    )
 
 
 def predict(
     checkpoint: str | os.PathLike,
-    data: str | os.PathLike,
-    split: str = "test",
+    data: str | os.PathLike | Mapping[str, Any],
+    split: str | None = None,
     out: str | os.PathLike | None = None,
 ) -> list[dict[str, Any]]:
-    """Predictions of a checkpoint on one split; written as CSV (id, prediction, label), the
-    numbers with 6 significant digits. ``out`` may not be the checkpoint or the data file."""
+    """Predictions of a checkpoint: ``{"id", "prediction"}`` per sample, with ``"label"`` when
+    the data have labels; written as CSV (``id,prediction[,label]``, 6 significant digits) to
+    ``out`` when given. ``out`` may not be the checkpoint or the data file.
+
+    ``data`` is a feature file (labels optional; ``split`` defaults to the file's only split,
+    else ``test``) or one or a few clips in memory: a dict with ``text_bert`` (N, 3, Lt) or
+    ``raw_text`` (N strings), ``audio`` (N, La, Da), ``vision`` (N, Lv, Dv) and optionally
+    ``audio_lengths``, ``vision_lengths``, ``id`` (see :mod:`msakit.inference`).
+    """
+    from msakit.inference import prediction_rows, split_from_arrays, write_predictions
+
+    in_memory = isinstance(data, Mapping)
+    if not in_memory and not isinstance(data, (str, os.PathLike)):
+        raise MsakitError(f"predict: data must be a feature file or a dict of arrays, got a "
+                          f"{type(data).__name__}")
     if out is not None:
-        check_distinct_output(out, [data, checkpoint, resolve_checkpoint(checkpoint)])
+        check_distinct_output(out, [*([] if in_memory else [data]), checkpoint,
+                                    resolve_checkpoint(checkpoint)])
         check_output_folder(Path(out).parent if Path(out).parent != Path("") else Path("."))
     ckpt = load_checkpoint(checkpoint)
-    part = _split_for(ckpt, data, split)
-    result = evaluate_model(ckpt.model, part, ckpt.config.dataset, ckpt.config.batch_size,
-                            torch.device("cpu"),
-                            amp=amp_mode(ckpt.config.amp, ckpt.config.bf16))
-    rows = [
-        {"id": str(i), "prediction": float(f"{p:.6g}"), "label": float(f"{y:.6g}")}
-        for i, p, y in zip(part.ids, result.predictions, result.labels, strict=True)
-    ]
+    if in_memory:
+        if split is not None:
+            raise MsakitError("predict: split names a split of a file; clips in memory have none")
+        part = split_from_arrays(data, ckpt)
+    else:
+        part = _split_for(ckpt, data, split, prediction=True)
+    rows = prediction_rows(part, _evaluate_checkpoint(ckpt, part).predictions)
     if out is not None:
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["id", "prediction", "label"])
-        for row in rows:
-            writer.writerow([row["id"], f"{row['prediction']:.6g}", f"{row['label']:.6g}"])
-        write_text_atomic(out, buf.getvalue())
+        write_predictions(rows, out)
     return rows
 
 
@@ -638,3 +664,19 @@ def demo(
         quiet=quiet,
         overwrite=True,
     )
+
+
+def predict_video(
+    checkpoint: str | os.PathLike,
+    video: str | os.PathLike,
+    text: str | None = None,
+    *,
+    openface_csv: str | os.PathLike | None = None,
+) -> Any:
+    """The sentiment of one raw clip: ``video`` extracted as the checkpoint's training data was
+    (its recorded ``msakit extract`` settings), then the model's prediction
+    (:class:`msakit.extract.predict.VideoPrediction`). Without ``text``, speech recognition."""
+    from msakit.extract.predict import predict_clip
+
+    return predict_clip(load_checkpoint(checkpoint), video, text, checkpoint=checkpoint,
+                        openface_csv=openface_csv)

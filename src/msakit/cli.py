@@ -88,9 +88,15 @@ def _train(args: argparse.Namespace) -> int:
     from msakit import api
     from msakit.reporting import print_results
 
+    config = _rerun_config(args) if args.config else None
+    if config is None:
+        for flag in ("model", "dataset"):
+            if getattr(args, flag) is None:
+                raise MsakitError(f"msakit train: --{flag} is required (or --config "
+                                  "RUN/config.yaml)")
     result = api.train(
-        args.model,
-        args.dataset,
+        args.model if config is None else config.model_name,
+        args.dataset if config is None else config.dataset,
         args.data,
         text_encoder=args.text_encoder,
         seeds=args.seeds,
@@ -103,13 +109,29 @@ def _train(args: argparse.Namespace) -> int:
         resume=args.resume,
         quiet=args.quiet,
         overwrite=args.overwrite,
-        preset=args.preset,
+        preset=args.preset or "paper",
+        config=config,
         init_from=args.init_from,
     )
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"wrote {result.out / 'results.csv'}")
-        print_results(result.rows, args.dataset)
+        print_results(result.rows, config.dataset if config is not None else args.dataset)
     return 0
+
+
+def _rerun_config(args: argparse.Namespace):
+    """--config RUN/config.yaml: the saved configuration with this command's flags and --set
+    values applied on top."""
+    from msakit import api
+    from msakit.rerun import config_path, load_run_config
+
+    check_distinct_output(args.log_steps, [config_path(args.config)], "--log-steps")
+    base = load_run_config(args.config, model=args.model, dataset=args.dataset,
+                           preset=args.preset)
+    return api.build_config(
+        base.model_name, base.dataset, text_encoder=args.text_encoder, seeds=args.seeds,
+        epochs=args.epochs, batch=args.batch, overrides=args.set, base=base,
+    )
 
 
 @command("pretrain-adapters")
@@ -154,7 +176,8 @@ def _predict(args: argparse.Namespace) -> int:
         raise MsakitError(f"msakit predict: {missing} is required (or --video CLIP)")
     check_distinct_output(args.out, [args.data, args.checkpoint])
     rows = api.predict(args.checkpoint, args.data, args.split, args.out)
-    print(f"wrote {len(rows)} predictions to {args.out}")
+    unlabelled = "" if rows and "label" in rows[0] else " (no labels: id, prediction)"
+    print(f"wrote {len(rows)} predictions to {args.out}{unlabelled}")
     return 0
 
 
@@ -262,8 +285,8 @@ def _import_weights(args: argparse.Namespace) -> int:
     from msakit.importing import import_weights
 
     path = import_weights(
-        args.source, args.model, args.dataset, args.weights, args.data, args.text_encoder,
-        args.out, overrides=args.set,
+        args.source, args.model, args.dataset, weights=args.weights, data=args.data,
+        text_encoder=args.text_encoder, out=args.out, overrides=args.set,
     )
     print(f"wrote {path} ({args.model} on {args.dataset}, weights from {args.source})")
     return 0
@@ -316,7 +339,7 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def _predict_video(args: argparse.Namespace) -> int:
-    from msakit.extract.predict import predict_video
+    from msakit.api import predict_video
 
     if args.data is not None or args.out is not None:
         raise MsakitError("msakit predict: --video predicts one clip; leave out --data and --out")
@@ -388,10 +411,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="a checkpoint's predictions: a split as CSV, or one video")
     p.add_argument("--checkpoint", required=True,
                    help="best.pt, or a run folder with one seed-S/best.pt")
-    p.add_argument("--data", help="MMSA feature file (.pkl or .npz); required unless --video")
-    p.add_argument("--split", default="test", choices=["train", "valid", "test"],
-                   help="which split")
-    p.add_argument("--out", help="output CSV (id, prediction, label); required with --data")
+    p.add_argument("--data", help="MMSA feature file (labels optional); required unless --video")
+    p.add_argument("--split", choices=["train", "valid", "test"],
+                   help="which split (default: the file's only split, else test)")
+    p.add_argument("--out", help="output CSV (id, prediction[, label]); required with --data")
     _add_predict_video_arguments(p)
 
     p = sub.add_parser("convert", help="rewrite a pickle feature file as code-free npz")
@@ -432,6 +455,19 @@ def _add_train_arguments(p: argparse.ArgumentParser, out_default: str = "runs/ms
     p.add_argument("--out", default=out_default, help="run folder")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_config_argument(p)
+
+
+def _add_config_argument(p: argparse.ArgumentParser) -> None:
+    """train --config: --model and --dataset may then come from the file, and --preset's
+    default ('paper') applies only without it."""
+    p.add_argument("--config", metavar="RUN/config.yaml",
+                   help="rerun a saved configuration (model, dataset, preset, every setting); "
+                   "the other flags and --set still override it")
+    for action in p._actions:
+        if action.dest in ("model", "dataset"):
+            action.required = False
+    p.set_defaults(preset=None)
 
 
 TEXT_ENCODER_HELP = (
@@ -657,7 +693,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:  # `msakit` alone: the usage and the command list
             parser.print_help()
             return 0
-        if args.command in _FAST_COMMANDS:  # CPU speed settings on; the user's --set after
+        # CPU speed settings on, the user's --set after; a rerun keeps its saved settings.
+        if args.command in _FAST_COMMANDS and not getattr(args, "config", None):
             args.set = [*CLI_SETTINGS, *args.set]
         return COMMANDS[args.command](args)
 

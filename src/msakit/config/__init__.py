@@ -34,6 +34,19 @@ def groups(text: float, audio: float, vision: float, other: float) -> dict[str, 
 DEFAULT_SEEDS = (1111, 1112, 1113, 1114, 1115)
 """MMSA's five seeds: both papers report means over several runs."""
 
+AMP_MODES = ("off", "bf16", "fp16")
+"""Mixed precision: none, bf16 autocast, fp16 autocast with a gradient scaler (CUDA)."""
+
+
+def amp_mode(amp: str, bf16: bool = False) -> str:
+    """The run's mixed precision: ``amp``, or ``"bf16"`` for the older ``bf16=true``."""
+    if amp not in AMP_MODES:
+        raise MsakitError(f"amp must be {', '.join(AMP_MODES)}, got {amp!r}")
+    if bf16 and amp == "fp16":
+        raise MsakitError("bf16=true and amp=fp16 contradict each other; set amp only")
+    return "bf16" if bf16 and amp == "off" else amp
+
+
 CLI_SETTINGS = ("reuse_memory=true", "fast_dropout=true")
 """The CPU speed settings the command line applies before the user's ``--set`` (which can
 turn them off); the Python API leaves them off unless asked."""
@@ -144,6 +157,8 @@ def _coerce(key: str, raw: str, current: Any) -> Any:
         if kind is None:
             return value
         current = kind()
+    if isinstance(current, str) and isinstance(value, bool):
+        return raw  # YAML 1.1 reads off/on/yes/no as booleans: a string setting keeps the word
     if isinstance(current, bool):
         if not isinstance(value, bool):
             raise MsakitError(f"--set {key}={raw}: expected true or false")
@@ -236,8 +251,6 @@ def validate(config: RunConfig) -> None:
         raise MsakitError(f"epochs must be at least 1, got {config.epochs}")
     if config.sampler not in ("random", "bucket"):
         raise MsakitError(f"sampler must be 'random' or 'bucket', got {config.sampler!r}")
-    from msakit.training.device import amp_mode
-
     amp_mode(config.amp, config.bf16)  # a known mode, not contradicting bf16
     if config.schedule not in ("cosine", "linear", "constant"):
         raise MsakitError(f"schedule must be cosine, linear or constant, got {config.schedule!r}")

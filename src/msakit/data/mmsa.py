@@ -100,9 +100,10 @@ class SplitData:
     ids: np.ndarray  # (N,) str; MMSA 'id' if present, else f"{split}-{i}"
     unimodal_labels: dict[str, np.ndarray] = field(default_factory=dict)  # {"T","A","V"} (SIMS)
     raw_text: np.ndarray | None = None  # (N,) str: MMSA 'raw_text' if present (the transcripts)
+    labelled: bool = True  # False: a file to predict on had no labels (``labels`` is all NaN)
 
     def __len__(self) -> int:
-        return int(self.labels.shape[0])
+        return int(self.text_bert.shape[0])
 
     @property
     def text_lengths(self) -> np.ndarray:
@@ -119,7 +120,8 @@ class FeatureFile:
 
     @property
     def _train(self) -> SplitData:
-        return self.splits[SPLITS[0]]
+        """The train split (the first split of a file to predict on, which may lack it)."""
+        return self.splits.get(SPLITS[0]) or next(iter(self.splits.values()))
 
     @property
     def text_len(self) -> int:
@@ -148,9 +150,13 @@ class FeatureFile:
 
 
 def load_feature_file(
-    path: str | os.PathLike[str], *, vocab_size: int | None = None
+    path: str | os.PathLike[str], *, vocab_size: int | None = None, prediction: bool = False
 ) -> FeatureFile:
     """Read and validate an MMSA feature file (pickle) or its code-free npz conversion.
+
+    ``prediction=True`` reads a file to predict on: it may hold any of the three splits (at
+    least one) and its labels are optional (a split without ``regression_labels`` has
+    ``labelled=False``); everything else is checked as always.
 
     The format is told from the file's first bytes (zip = npz, anything else = pickle), not its
     name. Pickles are read by :mod:`msakit.data.safe_pickle`'s restricted unpickler, which
@@ -163,9 +169,9 @@ def load_feature_file(
     p = os.fspath(path)
     _check_vocab_size(vocab_size)
     if not _is_npz(p):
-        return _load_pickle(p, vocab_size)
+        return _load_pickle(p, vocab_size, prediction)
     raw = _read(p)
-    return _validate(raw, p, vocab_size)
+    return _validate(raw, p, vocab_size, prediction)
 
 
 def convert_to_npz(
@@ -294,7 +300,7 @@ def _is_npz(path: str) -> bool:
         return False
 
 
-def _load_pickle(path: str, vocab_size: int | None) -> FeatureFile:
+def _load_pickle(path: str, vocab_size: int | None, prediction: bool = False) -> FeatureFile:
     """A pickle, through its converted (memory-mappable) npz copy in :func:`cache_dir`.
 
     The copy records the pickle's real path, size and modification time; it is reused while
@@ -305,7 +311,7 @@ def _load_pickle(path: str, vocab_size: int | None) -> FeatureFile:
     try:
         stamp = _source_stamp(path)
     except OSError:
-        return _validate(_read(path), path, vocab_size)  # _read reports the problem
+        return _validate(_read(path), path, vocab_size, prediction)  # _read reports it
     copy = converted_path(path)
     try:
         recorded = read_extra(copy, _SOURCE_KEY) if os.path.isfile(copy) else None
@@ -313,7 +319,7 @@ def _load_pickle(path: str, vocab_size: int | None) -> FeatureFile:
         recorded = None
     if recorded is None or str(recorded) != stamp:
         raw = _read(path)
-        ff = _validate(raw, path, vocab_size)
+        ff = _validate(raw, path, vocab_size, prediction)
         content = {}
         for name, split in ff.splits.items():
             extra = {k: raw[name][k] for k in METADATA_KEYS[1:] if k in raw[name]}
@@ -335,7 +341,7 @@ def _load_pickle(path: str, vocab_size: int | None) -> FeatureFile:
             file=sys.stderr,
         )
         del ff, content
-    return _validate(_read(copy), path, vocab_size)  # messages name the pickle
+    return _validate(_read(copy), path, vocab_size, prediction)  # messages name the pickle
 
 
 def _read(path: str, *, mmap: bool = True) -> Any:
@@ -386,13 +392,14 @@ def _read(path: str, *, mmap: bool = True) -> Any:
 class _Where:
     """Builds the one-line error messages of one split."""
 
-    def __init__(self, path: str, split: str) -> None:
+    def __init__(self, path: str, split: str | None) -> None:
         self.path = path
-        self.split = split
+        self.split = split  # None: arrays in memory, not a file's split
         self.ids: np.ndarray | None = None  # the file's ids, once known
 
     def fail(self, key: str, message: str, index: int | None = None) -> NoReturn:
-        text = f"{self.path}: split '{self.split}', key '{key}': {message}"
+        split = f"split '{self.split}', " if self.split is not None else ""
+        text = f"{self.path}: {split}key '{key}': {message}"
         if index is not None:
             text += f" at sample {index}"
             if self.ids is not None and 0 <= index < len(self.ids):
@@ -400,13 +407,17 @@ class _Where:
         raise MsakitError(text)
 
 
-def _validate(raw: Any, path: str, vocab_size: int | None) -> FeatureFile:
+def _validate(
+    raw: Any, path: str, vocab_size: int | None, prediction: bool = False
+) -> FeatureFile:
     if not isinstance(raw, dict):
         raise MsakitError(
             f"{path}: the file holds a {type(raw).__name__}, expected a dict with keys "
             f"'train', 'valid', 'test'"
         )
-    for split in SPLITS:
+    names = _prediction_splits(raw, path) if prediction else SPLITS
+    required = _PREDICTION_KEYS if prediction else REQUIRED_KEYS
+    for split in names:
         if split not in raw:
             found = ", ".join(repr(k) for k in list(raw)[:10]) or "none"
             raise MsakitError(f"{path}: split '{split}' is missing (top-level keys: {found})")
@@ -418,22 +429,57 @@ def _validate(raw: Any, path: str, vocab_size: int | None) -> FeatureFile:
     # Conversion pops keys from the split dicts; a dict shared by two splits (valid is test)
     # must not lose them, so such a split gets its own shallow copy.
     seen: set[int] = set()
-    for split in SPLITS:
+    for split in names:
         if id(raw[split]) in seen:
             raw[split] = dict(raw[split])
         seen.add(id(raw[split]))
     # Structure of every split first (cheap), so a bad test split fails before any big work.
     reference: dict[str, tuple[tuple[int, ...], str]] = {}
-    for split in SPLITS:
-        _check_structure(raw[split], _Where(path, split), reference)
+    for split in names:
+        _check_structure(raw[split], _Where(path, split), reference, required)
     splits = {
-        split: _convert_split(raw[split], _Where(path, split), vocab_size) for split in SPLITS
+        split: _convert_split(raw[split], _Where(path, split), vocab_size) for split in names
     }
     return FeatureFile(path=path, splits=splits)
 
 
+# A file to predict on needs no labels.
+_PREDICTION_KEYS = tuple(k for k in REQUIRED_KEYS if k != "regression_labels")
+
+
+def validate_arrays(
+    arrays: dict[str, Any], source: str, *, vocab_size: int | None = None
+) -> SplitData:
+    """One split held in memory (``msakit.predict`` on clips), checked as a file's split is,
+    labels optional (``id`` too: the ids are then ``0, 1, ...``).
+
+    Messages name ``source`` instead of a file and split: ``arrays: key 'audio': NaN at sample
+    0 (id 'clip1')``. ``arrays`` itself is not changed.
+    """
+    _check_vocab_size(vocab_size)
+    d = dict(arrays)
+    where = _Where(source, None)
+    _check_structure(d, where, {}, _PREDICTION_KEYS)
+    return _convert_split(d, where, vocab_size)
+
+
+def _prediction_splits(raw: dict[Any, Any], path: str) -> tuple[str, ...]:
+    """The standard splits a file to predict on holds (at least one)."""
+    names = tuple(s for s in SPLITS if s in raw)
+    if not names:
+        found = ", ".join(repr(k) for k in list(raw)[:10]) or "none"
+        raise MsakitError(
+            f"{path}: no split to predict on: expected a dict with at least one of 'train', "
+            f"'valid', 'test' (top-level keys: {found})"
+        )
+    return names
+
+
 def _check_structure(
-    d: dict[str, Any], where: _Where, reference: dict[str, tuple[tuple[int, ...], str]]
+    d: dict[str, Any],
+    where: _Where,
+    reference: dict[str, tuple[tuple[int, ...], str]],
+    required: tuple[str, ...] = REQUIRED_KEYS,
 ) -> None:
     """Keys, dtypes, ndims, sample counts and dims (against the first split seen).
 
@@ -443,7 +489,7 @@ def _check_structure(
     for key, value in d.items():
         if isinstance(value, np.memmap) and key not in _MAPPED_KEYS:
             d[key] = in_memory(value)
-    for key in REQUIRED_KEYS:
+    for key in required:
         if key not in d:
             where.fail(key, "required key is missing")
     for key in _NUMERIC_KEYS:
@@ -545,7 +591,8 @@ def _convert_split(d: dict[str, Any], where: _Where, vocab_size: int | None) -> 
             where.fail("id", f"ids are not strings ({e})")
         where.ids = ids
     else:
-        ids = np.array([f"{where.split}-{i}" for i in range(n)], dtype=str)
+        prefix = f"{where.split}-" if where.split is not None else ""
+        ids = np.array([f"{prefix}{i}" for i in range(n)], dtype=str)
     raw_text = None
     if "raw_text" in d:  # kept to check the token ids against a tokenizer (msakit.data.tokens)
         raw_text = np.array([_as_text(x) for x in d["raw_text"]], dtype=str)
@@ -561,7 +608,9 @@ def _convert_split(d: dict[str, Any], where: _Where, vocab_size: int | None) -> 
     audio_lengths = _lengths(d.pop("audio_lengths"), audio.shape[1], where, "audio_lengths")
     vision_lengths = _lengths(d.pop("vision_lengths"), vision.shape[1], where, "vision_lengths")
 
-    labels = _labels(d.pop("regression_labels"), where, "regression_labels")
+    labelled = "regression_labels" in d  # optional only in a file to predict on
+    labels = (_labels(d.pop("regression_labels"), where, "regression_labels") if labelled
+              else np.full(n, np.nan, dtype=np.float32))
     unimodal = {m: _labels(d.pop(key), where, key) for m, key in UNIMODAL_KEYS.items() if key in d}
     return SplitData(
         text_bert=text_bert,
@@ -573,6 +622,7 @@ def _convert_split(d: dict[str, Any], where: _Where, vocab_size: int | None) -> 
         ids=ids,
         unimodal_labels=unimodal,
         raw_text=raw_text,
+        labelled=labelled,
     )
 
 

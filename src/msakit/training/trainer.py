@@ -428,12 +428,11 @@ class Trainer:
         plan = self._plan(epoch)
         if max_steps is not None:
             plan = plan[:max_steps]
-        phases = self.phases
         stats: dict[str, float] = {}
-        for phase in phases:
+        for phase in self.phases:
             self.model.start_phase(phase.name)
             means = self._train_pass(epoch, phase, plan[: phase.steps(len(plan))])
-            if phase is phases[-1]:
+            if phase is self.phases[-1]:
                 stats.update(means)
             else:
                 stats[f"{phase.name}_loss"] = means["loss"]
@@ -446,13 +445,12 @@ class Trainer:
         bar = self._progress(len(plan), epoch)
         for indices, batch in zip(plan, self._batches(plan), strict=True):
             started = time.perf_counter()
-            values = self._train_step(epoch, phase, indices, batch)
-            self.global_step += 1
+            values = self._train_step(indices, batch, epoch, phase=phase)
             self.step_seconds.append(time.perf_counter() - started)
             self.step_samples.append(len(indices))
             for k in sums:
                 sums[k] += values[k]
-            self._log_step(epoch, phase, values)
+            self._record_step(values, epoch, phase=phase)
             if bar is not None:
                 bar.set_postfix(loss=f"{values['loss']:.4f}")
                 bar.update(1)
@@ -460,10 +458,12 @@ class Trainer:
             bar.close()
         return {k: v / max(1, len(plan)) for k, v in sums.items()}
 
-    def _train_step(self, epoch: int, phase: TrainingPhase, indices: np.ndarray,
-                    batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        """Forward, loss, backward, clipping and one step of the phase's optimizer."""
-        optimizer = self.optimizers[phase.name]
+    def _train_step(
+        self, indices: np.ndarray, batch: dict[str, torch.Tensor], epoch: int, *,
+        phase: TrainingPhase,
+    ) -> dict[str, float]:
+        """Forward, loss, backward and one step of the phase's optimizer on this rank's share
+        of the global batch ``indices``; returns the step's global loss values."""
         sizes = [len(shard(indices, r, self.dist.world_size)) for r in
                  range(self.dist.world_size)]
         batch = self._to_device(batch)
@@ -490,14 +490,21 @@ class Trainer:
                 f"training diverged at epoch {epoch + 1}, step {self.global_step + 1} "
                 f"(loss {bad}); lower the learning rate"
             )
-        # Every gradient, also of parameters another phase's optimizer steps.
+        self._optimizer_step(losses.loss, phase)
+        return values
+
+    def _optimizer_step(self, loss: torch.Tensor, phase: TrainingPhase) -> None:
+        """Backward (scaled under fp16 on CUDA), gradient clipping, the step of the phase's
+        optimizer and its schedule. Every gradient is zeroed first, also those of parameters
+        another phase's optimizer steps, and clipping sees them all."""
+        optimizer = self.optimizers[phase.name]
         self.model.zero_grad(set_to_none=True)
-        scaler = getattr(self, "scaler", None)  # fp16 on CUDA: scaled loss
+        scaler = getattr(self, "scaler", None)
         if scaler is not None:
-            scaler.scale(losses.loss).backward()
+            scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
         else:
-            losses.loss.backward()
+            loss.backward()
         if self.config.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         if scaler is not None:
@@ -506,10 +513,12 @@ class Trainer:
         else:
             optimizer.step()
         self.schedulers[phase.name].step()
-        return values
+        self.global_step += 1
 
-    def _log_step(self, epoch: int, phase: TrainingPhase, values: dict[str, float]) -> None:
-        """The step's line in ``--log-steps`` and its TensorBoard scalars."""
+    def _record_step(self, values: dict[str, float], epoch: int, *,
+                     phase: TrainingPhase) -> None:
+        """The step's line in the step log and its TensorBoard scalars, when they are on; with
+        several training phases each line names its phase."""
         log, writer = getattr(self, "_log", None), getattr(self, "_tb", None)
         several = len(self.phases) > 1
         param_groups = self.optimizers[phase.name].param_groups
@@ -528,7 +537,8 @@ class Trainer:
     def _batches(self, plan: list[np.ndarray]) -> Iterator[dict[str, torch.Tensor]]:
         cache = getattr(self, "text_cache", {}).get("train")
         trim = not self.model.reads_padding()
-        for batch in iterate(self.train, plan, self.dist.rank, self.dist.world_size, trim):
+        for batch in iterate(self.train, plan, rank=self.dist.rank,
+                             world_size=self.dist.world_size, trim=trim):
             yield add_text_cache(batch, cache)
 
     # ------------------------------------------------------------------ evaluation
@@ -536,8 +546,9 @@ class Trainer:
     def evaluate(self, split: SplitData) -> EvalResult:
         cache = getattr(self, "text_cache", {}).get("valid") if split is self.valid else None
         return evaluate_model(
-            self.model, split, self.config.dataset, self.config.batch_size, self.device,
-            amp=amp_mode(self.config.amp, self.config.bf16), text_cache=cache, dist=self.dist,
+            self.model, split, dataset=self.config.dataset, batch_size=self.config.batch_size,
+            device=self.device, amp=amp_mode(self.config.amp, self.config.bf16),
+            text_cache=cache, dist=self.dist,
         )
 
     # ------------------------------------------------------------------ files
@@ -715,6 +726,7 @@ class Trainer:
 def evaluate_model(
     model: MSAModel,
     split: SplitData,
+    *,
     dataset: str,
     batch_size: int,
     device: torch.device | None = None,
@@ -729,10 +741,40 @@ def evaluate_model(
     gathered, so every rank returns the same result (and takes the same early-stopping
     decisions) for 1/N of the work. ``amp`` (or ``bf16=True``, the same as ``amp="bf16"``) is
     the run's mixed precision (:func:`msakit.training.device.autocast_settings`); fp16 off
-    CUDA evaluates in float32.
+    CUDA evaluates in float32. A split without labels (``split.labelled`` False, a file to
+    predict on) gets its predictions only: no metrics (``{}``) and a NaN loss.
     """
+    pred, loss = predict_split(
+        model, split, batch_size=batch_size, device=device, amp=amp_mode(amp, bf16),
+        text_cache=text_cache, dist=dist, with_loss=split.labelled,
+    )
+    return EvalResult(
+        predictions=pred,
+        labels=split.labels,
+        indices=np.arange(len(split)),
+        metrics=compute_metrics(pred, split.labels, dataset) if split.labelled else {},
+        loss=loss,
+    )
+
+
+@torch.no_grad()
+def predict_split(
+    model: MSAModel,
+    split: SplitData,
+    *,
+    batch_size: int,
+    device: torch.device | None = None,
+    amp: str = "off",
+    text_cache: TextCache | None = None,
+    dist: DistContext | None = None,
+    with_loss: bool = True,
+) -> tuple[np.ndarray, float]:
+    """``model``'s (N,) predictions on a whole split in split order, in eval mode, and the mean
+    task loss over its batches (rounded to 6 decimals; NaN without ``with_loss``).
+
+    See :func:`evaluate_model` for ``amp`` and ``dist``."""
     device = device or next(model.parameters()).device
-    mode = amp_mode(amp, bf16)
+    mode = amp_mode(amp, False)
     if mode == "fp16" and device.type != "cuda":  # a GPU run's checkpoint read on a CPU
         mode = "off"
     cast = autocast_settings(device.type, mode)
@@ -741,7 +783,7 @@ def evaluate_model(
     model.eval()
     plan = epoch_plan(split, batch_size, seed=0, epoch=0, shuffle=False)
     predictions, loss_sums = [], []  # per batch: this rank's predictions, sum of task losses
-    for batch in iterate(split, plan, rank, world, trim=not model.reads_padding()):
+    for batch in iterate(split, plan, rank=rank, world_size=world, trim=not model.reads_padding()):
         n = len(batch["labels"])
         if n == 0:  # a last batch smaller than the number of ranks
             predictions.append(np.zeros(0, dtype=np.float32))
@@ -750,7 +792,8 @@ def evaluate_model(
         batch = {k: v.to(device) for k, v in add_text_cache(batch, text_cache).items()}
         with torch.autocast(device.type, dtype=cast.dtype, enabled=cast.enabled):
             output = model(batch)
-            loss_sums.append(n * float(model.compute_loss(output, batch).task_loss.float()))
+            loss_sums.append(n * float(model.compute_loss(output, batch).task_loss.float())
+                             if with_loss else math.nan)
         predictions.append(output.prediction.float().cpu().numpy())
     model.train(was_training)
     if world > 1:
@@ -758,12 +801,4 @@ def evaluate_model(
         predictions = [np.concatenate([s[0][b] for s in shares]) for b in range(len(plan))]
         loss_sums = [sum(s[1][b] for s in shares) for b in range(len(plan))]
     losses = [total / len(indices) for total, indices in zip(loss_sums, plan, strict=True)]
-    pred = np.concatenate(predictions)
-    labels = split.labels
-    return EvalResult(
-        predictions=pred,
-        labels=labels,
-        indices=np.arange(len(split)),
-        metrics=compute_metrics(pred, labels, dataset),
-        loss=round(float(np.mean(losses)), 6),
-    )
+    return np.concatenate(predictions), round(float(np.mean(losses)), 6)
