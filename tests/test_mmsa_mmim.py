@@ -120,7 +120,7 @@ def test_eval_predictions_equal_mmsa(pair):
                    (b["vision"], b["vision_lengths"]))["M"].squeeze(-1)
             for b in mmsa_loader(config, "test")
         ]).numpy()
-    result = evaluate_model(ours, features.splits["test"], "mosi", batch_size=4)
+    result = evaluate_model(ours, features.splits["test"], dataset="mosi", batch_size=4)
     np.testing.assert_allclose(result.predictions, expected, rtol=0, atol=1e-4)
     assert np.ptp(expected) > 1e-3  # predictions differ between samples
 
