@@ -27,19 +27,10 @@ MAX_POSITIONAL = 4
 
 PENDING = {
     "bench.py::bench",
-    "cli.py::build_parser",
-    "data/mmsa.py::_check_structure",
-    "data/synthetic.py::_features",
-    "data/synthetic.py::_make_split",
-    "data/synthetic.py::make_synthetic",
-    "data/synthetic.py::write_synthetic",
     "encoders/sequence.py::SequenceEncoder.__init__",
     "encoders/sequence.py::_FeedForward.forward",
     "encoders/sequence.py::attend",
     "encoders/sequence.py::feed_forward",
-    "reporting/plots.py::plot_curves",
-    "reporting/plots.py::plot_tsne",
-    "reporting/report.py::_cell",
 }
 """``path::qualified name`` of the functions that still break a shape rule."""
 

@@ -70,7 +70,7 @@ def test_trimmed_batch_equals_full_padding(tiny_bert, mosi_file):
 def test_frozen_text_encoder_cache_is_exact(tiny_bert_12, tmp_path):
     from msakit.data.synthetic import write_synthetic
 
-    path = write_synthetic(str(tmp_path / "mosei.pkl"), "mosei", 12, 4, 4, seed=1)
+    path = write_synthetic(str(tmp_path / "mosei.pkl"), "mosei", (12, 4, 4), seed=1)
     config = api.build_config(
         "conki", "mosei", text_encoder=str(tiny_bert_12), batch=4,
         overrides={"feedforward": 32, "adapter_dim": 8, "fusion_dim": 8, "head_dim": 8},

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from msakit.config import RunConfig, apply_overrides
+from msakit.config.datasets import DatasetSpec
 from msakit.config.presets import DEFAULT_PRESET
 from msakit.data.mmsa import FeatureFile, SplitData, check_dataset, load_feature_file
 from msakit.encoders.text import (
@@ -236,7 +237,7 @@ def _train(ctx: distributed.DistContext, run: _Run) -> TrainResult:
     finally:
         if lock is not None:
             lock.release()
-    return TrainResult(out=run.out, rows=_with_summary(rows, config.dataset))
+    return TrainResult(out=run.out, rows=_with_summary(rows, config.spec))
 
 
 def _check_outputs(run: _Run, config: RunConfig) -> None:
@@ -329,14 +330,14 @@ def _train_seeds(
         ctx.barrier()
         _load_best(net, run_dir)
         result = evaluate_model(
-            net, features.splits["test"], dataset=config.dataset,
+            net, features.splits["test"], dataset=config.spec,
             batch_size=config.batch_size, device=ctx.device,
             amp=amp_mode(config.amp, config.bf16), dist=ctx,
         )
         rows.append({"seed": seed, **result.metrics})
         if ctx.is_main:
             write_text_atomic(run_dir / "history.json", json.dumps(trainer.history, indent=1))
-            _write_results(out / "results.csv", rows, config.dataset)
+            _write_results(out / "results.csv", rows, config.spec)
     return rows
 
 
@@ -394,7 +395,9 @@ def _check_resume_config(out: Path, config: RunConfig) -> None:
         )
 
 
-def _with_summary(rows: list[dict[str, Any]], dataset: str) -> list[dict[str, Any]]:
+def _with_summary(
+    rows: list[dict[str, Any]], dataset: str | DatasetSpec
+) -> list[dict[str, Any]]:
     """``rows`` then the ``mean`` and ``std`` rows; with one seed the std row is blank (a spread
     of one value is not 0, it is unknown)."""
     names = metric_names(dataset)
@@ -407,7 +410,7 @@ def _with_summary(rows: list[dict[str, Any]], dataset: str) -> list[dict[str, An
     return [*rows, {"seed": "mean", **mean}, {"seed": "std", **std}]
 
 
-def _write_results(path: Path, rows: list[dict[str, Any]], dataset: str) -> None:
+def _write_results(path: Path, rows: list[dict[str, Any]], dataset: str | DatasetSpec) -> None:
     names = metric_names(dataset)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["seed", *names], lineterminator="\n")
@@ -510,13 +513,15 @@ def load_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
     return LoadedCheckpoint(model=model, config=config, dims=dims, state=state)
 
 
-def _split_for(
+def split_for(
     ckpt: LoadedCheckpoint, data: str | os.PathLike, split: str | None, *,
     prediction: bool = False,
 ) -> SplitData:
-    """``split`` of the feature file ``data``, checked against the checkpoint. ``prediction``:
-    labels are optional and the file may hold one split (:func:`load_feature_file`); ``split``
-    None then takes the file's only split, else ``test``."""
+    """One split of the feature file ``data``, loaded and checked against the checkpoint: the
+    token ids against its text encoder's vocabulary, the feature sizes against its dims, the
+    labels against its data set, the extractor settings against its training data's.
+    ``prediction``: labels are optional and the file may hold one split
+    (:func:`load_feature_file`); ``split`` None then takes the file's only split, else ``test``."""
     vocab = ckpt.state["text_encoder_config"].get("vocab_size", 0)
     vocab = int(vocab) if isinstance(vocab, int) and vocab > 0 else None
     features = load_feature_file(str(data), vocab_size=vocab, prediction=prediction)
@@ -530,8 +535,8 @@ def _split_for(
             f"{data}: audio/vision feature sizes {features.audio_dim}/{features.vision_dim} do "
             f"not match the checkpoint's {ckpt.dims.audio}/{ckpt.dims.vision}"
         )
-    check_dataset(features, ckpt.config.dataset, f"the checkpoint's data set "
-                  f"({ckpt.config.dataset})")
+    spec = ckpt.config.spec
+    check_dataset(features, spec, f"the checkpoint's data set ({spec.title})")
     _check_same_extractor(ckpt, data)
     return features.splits[split]
 
@@ -559,14 +564,14 @@ def evaluate(
 ) -> dict[str, float]:
     """MMSA metrics of a checkpoint on one split of a feature file."""
     ckpt = load_checkpoint(checkpoint)
-    part = _split_for(ckpt, data, split)
+    part = split_for(ckpt, data, split)
     return _evaluate_checkpoint(ckpt, part).metrics
 
 
 def _evaluate_checkpoint(ckpt: LoadedCheckpoint, part: SplitData):
     """The checkpoint's model on ``part`` on the CPU, with the run's precision and batch."""
     return evaluate_model(
-        ckpt.model, part, dataset=ckpt.config.dataset, batch_size=ckpt.config.batch_size,
+        ckpt.model, part, dataset=ckpt.config.spec, batch_size=ckpt.config.batch_size,
         device=torch.device("cpu"), amp=amp_mode(ckpt.config.amp, ckpt.config.bf16),
     )
 
@@ -602,7 +607,7 @@ def predict(
             raise MsakitError("predict: split names a split of a file; clips in memory have none")
         part = split_from_arrays(data, ckpt)
     else:
-        part = _split_for(ckpt, data, split, prediction=True)
+        part = split_for(ckpt, data, split, prediction=True)
     rows = prediction_rows(part, _evaluate_checkpoint(ckpt, part).predictions)
     if out is not None:
         write_predictions(rows, out)
@@ -611,11 +616,13 @@ def predict(
 
 # --------------------------------------------------------------------------- synth and demo
 def synth(like: str, n: tuple[int, int, int], out: str | os.PathLike, seed: int = 0) -> Path:
-    """Write a synthetic MMSA feature file shaped like ``like`` (mosi, mosei, sims)."""
+    """Write a synthetic MMSA feature file shaped like the named data set ``like`` (see
+    :func:`msakit.data.synthetic.synthetic_names`)."""
+    from msakit.config.datasets import synthetic_names
     from msakit.data.synthetic import write_synthetic
 
-    if like not in ("mosi", "mosei", "sims"):
-        raise MsakitError(f"--like must be mosi, mosei or sims, got {like!r}")
+    if like not in synthetic_names():
+        raise MsakitError(f"--like must be one of {', '.join(synthetic_names())}, got {like!r}")
     if min(n) < 1:
         raise MsakitError(f"every split needs at least one sample, got {' '.join(map(str, n))}")
     out = Path(out)
@@ -628,7 +635,7 @@ def synth(like: str, n: tuple[int, int, int], out: str | os.PathLike, seed: int 
 
         save_npz(make_synthetic(like, *n, seed=seed), out)
         return out
-    write_synthetic(str(out), like, *n, seed=seed)
+    write_synthetic(str(out), like, n, seed=seed)
     return out
 
 

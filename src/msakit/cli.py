@@ -15,6 +15,14 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from msakit.config import CLI_SETTINGS
+from msakit.config.datasets import (
+    CUSTOM,
+    DatasetSpec,
+    custom_spec,
+    dataset_names,
+    read_spec_file,
+    synthetic_names,
+)
 from msakit.errors import MsakitError
 from msakit.files import check_distinct_output
 from msakit.guard import run_guarded
@@ -70,7 +78,7 @@ def _demo(args: argparse.Namespace) -> int:
           "length-bucketed batches for speed", flush=True)
     result = api.demo(out=args.out, quiet=args.quiet, overrides=list(CLI_SETTINGS))
     print(f"run folder: {result.out}")
-    print_results(result.rows, "mosi")
+    print_results(result.rows)
     return 0
 
 
@@ -96,7 +104,7 @@ def _train(args: argparse.Namespace) -> int:
                                   "RUN/config.yaml)")
     result = api.train(
         args.model if config is None else config.model_name,
-        args.dataset if config is None else config.dataset,
+        _dataset(args) if config is None else config.spec,
         args.data,
         text_encoder=args.text_encoder,
         seeds=args.seeds,
@@ -115,7 +123,7 @@ def _train(args: argparse.Namespace) -> int:
     )
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"wrote {result.out / 'results.csv'}")
-        print_results(result.rows, config.dataset if config is not None else args.dataset)
+        print_results(result.rows)
     return 0
 
 
@@ -139,7 +147,7 @@ def _pretrain_adapters(args: argparse.Namespace) -> int:
     from msakit.training.stages import pretrain_adapters
 
     result = pretrain_adapters(
-        args.dataset,
+        _dataset(args),
         args.data,
         out=args.out,
         text_encoder=args.text_encoder,
@@ -197,7 +205,7 @@ def _bench(args: argparse.Namespace) -> int:
     from msakit.bench import bench
 
     result = bench(
-        args.model, args.dataset, args.data, batch=args.batch, epochs=args.epochs,
+        args.model, _dataset(args), args.data, batch=args.batch, epochs=args.epochs,
         text_encoder=args.text_encoder, overrides=args.set, warmup_steps=args.warmup_steps,
         max_steps=args.max_steps, flops=args.flops, preset=args.preset,
     )
@@ -263,7 +271,7 @@ def _tune(args: argparse.Namespace) -> int:
     from msakit.tune import tune
 
     result = tune(
-        args.model, args.dataset, args.data, trials=args.trials, out=args.out,
+        args.model, _dataset(args), args.data, trials=args.trials, out=args.out,
         epochs=args.epochs, storage=args.storage, study=args.study,
         text_encoder=args.text_encoder, batch=args.batch, overrides=args.set,
         adapters=args.adapters, seed=args.seed, quiet=args.quiet, preset=args.preset,
@@ -383,7 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = sub.add_parser("synth", help="write a synthetic MMSA feature file with the real shapes")
-    p.add_argument("--like", required=True, choices=["mosi", "mosei", "sims"])
+    p.add_argument("--like", required=True, choices=synthetic_names(),
+                   help="the named data set whose standard file's shapes to copy")
     p.add_argument("--n", required=True, nargs=3, type=int, metavar=("TRAIN", "VALID", "TEST"))
     p.add_argument("--out", required=True,
                    help="output file: FILE.npz (code-free) or an MMSA pickle (any other name)")
@@ -421,21 +430,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="MMSA feature pickle")
     p.add_argument("--out", required=True, help="output .npz (read with allow_pickle=False)")
 
-    p = sub.add_parser("bench", help="measure training throughput and peak memory")
-    _add_model_argument(p)
-    p.add_argument("--dataset", required=True, choices=["mosi", "mosei", "sims"])
-    p.add_argument("--data", required=True)
-    p.add_argument("--batch", type=int)
-    p.add_argument("--epochs", type=int, default=1, help="epochs timed after the warm-up")
-    p.add_argument("--max-steps", type=int, help="stop timing after this many steps")
-    p.add_argument("--warmup-steps", type=int, default=2, help="untimed steps first")
-    p.add_argument("--text-encoder", help=TEXT_ENCODER_HELP)
-    _add_preset_argument(p)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
-    p.add_argument("--flops", action="store_true",
-                   help="also measure the text encoder's share of the matmul peak")
-    p.add_argument("--json", action="store_true", help="one JSON object on the last line")
-
     for extra in _EXTRA_PARSERS:
         extra(sub)
     return parser
@@ -443,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_train_arguments(p: argparse.ArgumentParser, out_default: str = "runs/msakit") -> None:
     _add_model_argument(p)
-    p.add_argument("--dataset", required=True, choices=["mosi", "mosei", "sims"])
+    _add_dataset_arguments(p)
     p.add_argument("--data", required=True, help="MMSA feature file (.pkl or converted .npz)")
     p.add_argument("--text-encoder", help=TEXT_ENCODER_HELP)
     _add_preset_argument(p)
@@ -482,6 +476,35 @@ SET_HELP = (
 )
 
 
+def _add_dataset_arguments(p: argparse.ArgumentParser, help_text: str | None = None) -> None:
+    p.add_argument("--dataset", required=True, choices=[*dataset_names(), CUSTOM],
+                   help=help_text or f"a named data set, or {CUSTOM} with --dataset-spec or "
+                   "--label-range")
+    p.add_argument("--dataset-spec", metavar="FILE.yaml",
+                   help=f"--dataset {CUSTOM}: a YAML file with label_range [A, B] and optionally "
+                   "metric_family (mosi|sims), language (en|zh), text_encoder, title, "
+                   "label_scale")
+    p.add_argument("--label-range", nargs=2, type=float, metavar=("A", "B"),
+                   help=f"--dataset {CUSTOM}: labels lie in [A, B] (A < 0 < B); the metrics are "
+                   "SIMS's when the range lies within [-1, 1], MOSI's otherwise")
+
+
+def _dataset(args: argparse.Namespace) -> str | DatasetSpec:
+    """``--dataset``'s name, or the custom spec of ``--dataset-spec`` / ``--label-range``."""
+    spec_file, label_range = args.dataset_spec, args.label_range
+    if args.dataset != CUSTOM:
+        if spec_file is not None or label_range is not None:
+            flag = "--dataset-spec" if spec_file is not None else "--label-range"
+            raise MsakitError(f"{flag} is for --dataset {CUSTOM}, not --dataset {args.dataset}")
+        return args.dataset
+    if (spec_file is None) == (label_range is None):
+        raise MsakitError(f"--dataset {CUSTOM} takes one of --dataset-spec FILE.yaml or "
+                          "--label-range A B")
+    if spec_file is not None:
+        return read_spec_file(spec_file)
+    return custom_spec(tuple(label_range))
+
+
 def _add_model_argument(p: argparse.ArgumentParser, adapters: bool = False) -> None:
     """``--model``: the registered models (those with pretrained adapters, if ``adapters``)."""
     from msakit.models.registry import model_names, model_spec
@@ -504,14 +527,30 @@ def _add_preset_argument(p: argparse.ArgumentParser, choices: Sequence[str] | No
     p.add_argument("--preset", default="paper", choices=names, help=help_text)
 
 
+def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="measure training throughput and peak memory")
+    _add_model_argument(p)
+    _add_dataset_arguments(p)
+    p.add_argument("--data", required=True)
+    p.add_argument("--batch", type=int)
+    p.add_argument("--epochs", type=int, default=1, help="epochs timed after the warm-up")
+    p.add_argument("--max-steps", type=int, help="stop timing after this many steps")
+    p.add_argument("--warmup-steps", type=int, default=2, help="untimed steps first")
+    p.add_argument("--text-encoder", help=TEXT_ENCODER_HELP)
+    _add_preset_argument(p)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
+    p.add_argument("--flops", action="store_true",
+                   help="also measure the text encoder's share of the matmul peak")
+    p.add_argument("--json", action="store_true", help="one JSON object on the last line")
+
+
 def _add_pretrain_adapters_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "pretrain-adapters",
         help="ConKI stage 1: pretrain adapters on an external MMSA feature file",
     )
     _add_model_argument(p, adapters=True)
-    p.add_argument("--dataset", required=True, choices=["mosi", "mosei", "sims"],
-                   help="the target data set whose ConKI preset to use")
+    _add_dataset_arguments(p, "the target data set whose ConKI preset to use")
     p.add_argument("--data", required=True, help="the external data set's feature file")
     p.add_argument("--text-encoder", help=TEXT_ENCODER_HELP + "; use the same one for train")
     _add_preset_argument(p, ["paper"])
@@ -572,7 +611,7 @@ def _add_tune_parser(sub: argparse._SubParsersAction) -> None:
         "tune", help="Optuna sweep; workers sharing --storage and --study share one study"
     )
     _add_model_argument(p)
-    p.add_argument("--dataset", required=True, choices=["mosi", "mosei", "sims"])
+    _add_dataset_arguments(p)
     p.add_argument("--data", required=True, help="MMSA feature file (.pkl or converted .npz)")
     p.add_argument("--trials", required=True, type=int, help="trials this worker runs")
     p.add_argument("--epochs", type=int, help="epochs per trial (cap and schedule horizon)")
@@ -602,7 +641,8 @@ def _add_import_weights_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--from", dest="source", required=True, choices=sorted(SOURCES),
                    help="clgsi-authors: state_dict of the authors' CLGSI AMIO module")
     _add_model_argument(p)
-    p.add_argument("--dataset", required=True, choices=["mosi", "mosei", "sims"])
+    p.add_argument("--dataset", required=True, choices=dataset_names(),
+                   help="the named data set the weights were trained on")
     p.add_argument("--weights", required=True, help="the reference's saved state_dict (.pth)")
     p.add_argument("--data", required=True, help="an MMSA feature file of the dataset (sizes)")
     p.add_argument("--text-encoder", required=True,
@@ -670,6 +710,7 @@ def _add_retokenize_parser(sub: argparse._SubParsersAction) -> None:
 
 
 _EXTRA_PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_bench_parser,
     _add_pretrain_adapters_parser,
     _add_report_parser,
     _add_plot_parser,

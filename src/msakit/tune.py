@@ -37,12 +37,13 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from msakit.config.datasets import DatasetSpec
 from msakit.errors import MsakitError, TrainingDiverged
 from msakit.files import write_text_atomic
 from msakit.models.registry import model_spec
@@ -101,6 +102,15 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+def _dataset_flags(spec: DatasetSpec, out: Path) -> list[str]:
+    """The retrain command's data set flags; a custom spec is written to ``out/dataset.yaml``
+    for it to read."""
+    if not spec.is_custom:
+        return ["--dataset", spec.name]
+    write_text_atomic(out / "dataset.yaml", yaml.safe_dump(spec.spec_file(), sort_keys=False))
+    return ["--dataset", spec.name, "--dataset-spec", str(out / "dataset.yaml")]
+
+
 def _as_set(params: dict[str, Any]) -> list[str]:
     return [f"{key}={format_value(value)}" for key, value in params.items()]
 
@@ -147,7 +157,7 @@ class _Sweep:
     """What one worker was asked to do (the arguments of :func:`tune`)."""
 
     model: str
-    dataset: str
+    dataset: str | DatasetSpec
     data: str | os.PathLike
     trials: int
     out: Path
@@ -160,11 +170,13 @@ class _Sweep:
     seed: int | None
     preset: str
     keep_checkpoints: int
+    dataset_flags: list[str] = field(default_factory=list)
+    """The retrain command's data set flags (:func:`_dataset_flags`)."""
 
 
 def tune(
     model: str,
-    dataset: str,
+    dataset: str | DatasetSpec,
     data: str | os.PathLike,
     *,
     trials: int,
@@ -201,7 +213,8 @@ def tune(
     loaded = load_inputs(config, data)
     sweep.out.mkdir(parents=True, exist_ok=True)
     storage = storage or default_storage(sweep.out)
-    study_name = study or f"msakit-{model}-{dataset}"
+    study_name = study or f"msakit-{model}-{config.dataset}"
+    sweep.dataset_flags = _dataset_flags(config.spec, sweep.out)
     verbosity = optuna.logging.get_verbosity()
     if quiet:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -252,7 +265,7 @@ def _check_request(sweep: _Sweep, storage: str | None) -> tuple[Any, dict[str, t
         raise MsakitError(f"data file {sweep.data} does not exist")
     # The file is checked before the text encoder is even looked for (a bad file is named as
     # such, also when the encoder is missing); load_inputs reads it again with the encoder.
-    check_dataset(load_feature_file(sweep.data), config.dataset)
+    check_dataset(load_feature_file(sweep.data), config.spec)  # before any study exists
     if sweep.adapters is not None and not Path(sweep.adapters).is_file():
         raise MsakitError(f"adapters file {sweep.adapters} does not exist")
     if storage is not None and "://" not in storage:
@@ -434,7 +447,7 @@ def _summary(
 
 def _retrain_command(sweep: _Sweep, sets: list[str]) -> list[str]:
     """The ``msakit train`` command line that retrains a trial with ``--set`` values ``sets``."""
-    command = ["msakit", "train", "--model", sweep.model, "--dataset", sweep.dataset,
+    command = ["msakit", "train", "--model", sweep.model, *sweep.dataset_flags,
                "--data", str(sweep.data)]
     if sweep.preset != "paper":
         command += ["--preset", sweep.preset]

@@ -18,10 +18,11 @@ from typing import Any
 
 import yaml
 
+from msakit.config.datasets import DATASETS, DatasetSpec, resolve_spec
 from msakit.config.model_config import config_class
 from msakit.errors import MsakitError
 
-DATASETS = ("mosi", "mosei", "sims")
+__all__ = ["DATASETS", "RunConfig", "apply_overrides", "validate", "with_dataset"]
 GROUPS = ("text", "audio", "vision", "other")
 OPTIMIZERS = ("adamw", "adam")
 
@@ -64,6 +65,7 @@ class RunConfig:
 
     model_name: str
     dataset: str
+    """A named data set (:data:`msakit.config.datasets.DATASETS`) or ``custom``."""
     preset: str = "paper"
     """The named preset the run started from (``--preset``; each model declares its own)."""
     text_encoder: str | None = None
@@ -121,6 +123,13 @@ class RunConfig:
     """A checkpoint of the same model every seed starts from (``--init-from``; tensors whose
     shapes differ keep their fresh initialisation, see :mod:`msakit.training.init_from`)."""
     model: dict[str, Any] = field(default_factory=dict)
+    dataset_spec: dict[str, Any] | None = None
+    """The spec of a ``custom`` data set (:meth:`DatasetSpec.to_dict`); None for named ones."""
+
+    @property
+    def spec(self) -> DatasetSpec:
+        """The data set's :class:`~msakit.config.datasets.DatasetSpec`."""
+        return resolve_spec(self.dataset, self.dataset_spec)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -138,8 +147,13 @@ class RunConfig:
 # hyperparameters carry their types in the model's ModelConfig.)
 NULLABLE_TYPES: dict[str, type] = {"dropout": float, "text_encoder": str}
 # Keys that have their own flag: ``--set`` may not set them behind the flag's back.
-FLAG_KEYS = {"dataset": "--dataset", "model_name": "--model", "seeds": "--seeds",
-             "init_from": "--init-from"}
+FLAG_KEYS = {
+    "dataset": "--dataset",
+    "dataset_spec": "--dataset-spec",
+    "model_name": "--model",
+    "seeds": "--seeds",
+    "init_from": "--init-from",
+}
 SEED_LIMIT = 2**32
 """Seeds are in [0, 2^32): NumPy's legacy seeding takes no more."""
 
@@ -243,8 +257,7 @@ def _split(item: str) -> tuple[str, str]:
 
 def validate(config: RunConfig) -> None:
     """Reject settings that cannot run, with one clear line."""
-    if config.dataset not in DATASETS:
-        raise MsakitError(f"unknown dataset {config.dataset!r}; choose {', '.join(DATASETS)}")
+    resolve_spec(config.dataset, config.dataset_spec)  # named, or custom with a valid spec
     if config.batch_size < 1:
         raise MsakitError(f"batch size must be at least 1, got {config.batch_size}")
     if config.epochs < 1:
@@ -280,3 +293,17 @@ def validate(config: RunConfig) -> None:
     model_config = config_class(config.model_name)
     if model_config is not None:  # a model's file declares it; the builder checks again
         model_config.from_dict(config.model)
+
+
+def with_dataset(config: RunConfig, spec: DatasetSpec) -> RunConfig:
+    """``config`` set to the data set ``spec``: its name, its spec when custom (recorded in
+    config.yaml and checkpoints), a custom spec's text encoder, and its label scale H for a
+    model hyperparameter named ``label_scale`` (the scale a loss maps labels to [-1, 1] with;
+    named presets and ``--set`` applied afterwards may change it)."""
+    config.dataset = spec.name
+    config.dataset_spec = spec.to_dict() if spec.is_custom else None
+    if spec.is_custom:
+        config.text_encoder = spec.text_encoder
+    if "label_scale" in config.model:
+        config.model["label_scale"] = float(spec.label_scale)
+    return config

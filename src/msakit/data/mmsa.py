@@ -42,6 +42,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from msakit.config.datasets import DATASETS, DatasetSpec, dataset_spec
 from msakit.data.safe_format import (
     in_memory,
     is_mapped,
@@ -205,50 +206,57 @@ def convert_to_npz(
 # ---------------------------------------------------------------------------------------------
 # the data set a file holds
 
-DATASET_SHAPES = {"mosi": (5, 20, 3.0), "mosei": (74, 35, 3.0), "sims": (33, 709, 1.0)}
-"""Audio width, vision width and label bound of MMSA's files of each data set."""
+def _signature(spec: DatasetSpec) -> str:
+    low, high = spec.label_range
+    widths = f"audio {spec.shape.audio_dim}, vision {spec.shape.vision_dim}, " if spec.shape else ""
+    return f"{widths}labels in [{_num(low)}, {_num(high)}]"
 
 
-def _signature(name: str) -> str:
-    audio, vision, bound = DATASET_SHAPES[name]
-    return f"audio {audio}, vision {vision}, labels in [{_num(-bound)}, {_num(bound)}]"
+def check_dataset(ff: FeatureFile, dataset: str | DatasetSpec, flag: str | None = None) -> None:
+    """Raise unless ``ff`` fits ``dataset`` (a name or a spec): labels inside its label range
+    and, for a named data set, a file whose feature widths are those of another named data
+    set's standard file is refused by name.
 
-
-def check_dataset(ff: FeatureFile, dataset: str, flag: str | None = None) -> None:
-    """Raise unless ``ff`` fits ``dataset``: labels inside its range and, when the feature widths
-    are those of another MMSA data set, a file of that data set is refused by name.
-
-    Feature widths that no MMSA file has (your own features) are accepted. ``flag`` names where
-    ``dataset`` came from in the message (default ``--dataset NAME``).
+    Feature widths that no standard file has (your own features) are accepted. ``flag`` names
+    where ``dataset`` came from in the message (default ``--dataset NAME``).
     """
-    if dataset not in DATASET_SHAPES:
-        return
-    flag = flag or f"--dataset {dataset}"
-    _, _, bound = DATASET_SHAPES[dataset]
+    spec = dataset_spec(dataset)
+    flag = flag or f"--dataset {spec.name}"
     dims = (ff.audio_dim, ff.vision_dim)
-    looks = [n for n, (a, v, _) in DATASET_SHAPES.items() if (a, v) == dims]
+    looks = [s for s in DATASETS.values()
+             if s.shape is not None and (s.shape.audio_dim, s.shape.vision_dim) == dims]
     lo = min(float(s.labels.min()) for s in ff.splits.values())
     hi = max(float(s.labels.max()) for s in ff.splits.values())
-    if looks and dataset not in looks:
-        other = looks[0]
+    if looks and not spec.is_custom and spec not in looks:
         raise MsakitError(
-            f"{ff.path}: this file looks like {other.upper()} (audio {dims[0]}, vision {dims[1]}, "
-            f"labels in [{_num(round(lo, 4))}, {_num(round(hi, 4))}]); {flag} expects "
-            f"{_signature(dataset)}"
+            f"{ff.path}: this file looks like {looks[0].title} (audio {dims[0]}, vision "
+            f"{dims[1]}, labels in [{_num(round(lo, 4))}, {_num(round(hi, 4))}]); {flag} "
+            f"expects {_signature(spec)}"
         )
+    _check_label_range(ff, spec, flag, (lo, hi))
+
+
+def _check_label_range(
+    ff: FeatureFile, spec: DatasetSpec, flag: str, seen: tuple[float, float]
+) -> None:
     tolerance = 1e-4
+    low, high = spec.label_range
     for name, split in ff.splits.items():
-        bad = np.abs(split.labels) > bound + tolerance
-        if bad.any():
-            i = int(bad.argmax())
-            hint = ""
-            if bound < 3 and hi <= 3 + tolerance and lo >= -3 - tolerance:
-                hint = " (labels in [-3, 3]: a MOSI or MOSEI file?)"
-            raise MsakitError(
-                f"{ff.path}: split '{name}', key 'regression_labels': label "
-                f"{_num(round(float(split.labels[i]), 4))} at sample {i} (id '{split.ids[i]}') is "
-                f"outside [{_num(-bound)}, {_num(bound)}], the range of {flag}{hint}"
-            )
+        bad = (split.labels < low - tolerance) | (split.labels > high + tolerance)
+        if not bad.any():
+            continue
+        i = int(bad.argmax())
+        fits = [s.title for s in DATASETS.values() if s.label_range[0] - tolerance <= seen[0]
+                and seen[1] <= s.label_range[1] + tolerance]
+        hint = ""
+        if fits:
+            a, b = next(s.label_range for s in DATASETS.values() if s.title == fits[0])
+            hint = f" (labels in [{_num(a)}, {_num(b)}]: a {' or '.join(fits)} file?)"
+        raise MsakitError(
+            f"{ff.path}: split '{name}', key 'regression_labels': label "
+            f"{_num(round(float(split.labels[i]), 4))} at sample {i} (id '{split.ids[i]}') is "
+            f"outside [{_num(low)}, {_num(high)}], the range of {flag}{hint}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -486,26 +494,40 @@ def _check_structure(
     Numeric values that are not arrays yet (lists) are turned into arrays in ``d``; mapped
     arrays other than the big features are read into memory (they are small).
     """
+    _as_arrays(d, where, required)
+    _check_aligned(d, where)
+    _check_counts(d, where)
+    _check_dims(d, where, reference)
+
+
+_SHAPE_DOC = {
+    "text_bert": "(N, 3, Lt)", "text": "(N, Lt, D)", "audio": "(N, La, Da)", "vision": "(N, Lv, Dv)"
+}
+_DIM_NAMES = {
+    "text_bert": ("text length",),
+    "text": ("text length", "feature dim"),
+    "audio": ("sequence length", "feature dim"),
+    "vision": ("sequence length", "feature dim"),
+}
+_LENGTH_KEYS = ("audio_lengths", "vision_lengths")
+
+
+def _as_arrays(d: dict[str, Any], where: _Where, required: tuple[str, ...]) -> None:
+    """Required keys present (lengths aside: see :func:`_check_aligned`), numeric values as
+    arrays of the expected number of dimensions."""
     for key, value in d.items():
         if isinstance(value, np.memmap) and key not in _MAPPED_KEYS:
             d[key] = in_memory(value)
     for key in required:
-        if key not in d:
+        if key not in d and key not in _LENGTH_KEYS:
             where.fail(key, "required key is missing")
     for key in _NUMERIC_KEYS:
         if key in d:
             d[key] = _numeric_array(d[key], where, key)
-    expected_ndim = {"text_bert": 3, "text": 3, "audio": 3, "vision": 3}
-    shape_doc = {
-        "text_bert": "(N, 3, Lt)",
-        "text": "(N, Lt, D)",
-        "audio": "(N, La, Da)",
-        "vision": "(N, Lv, Dv)",
-    }
-    for key, ndim in expected_ndim.items():
-        if key in d and d[key].ndim != ndim:
-            where.fail(key, f"expected a {ndim}-D array {shape_doc[key]}, got shape {d[key].shape}")
-    for key in ("audio_lengths", "vision_lengths", *UNIMODAL_KEYS.values(), "regression_labels"):
+    for key, doc in _SHAPE_DOC.items():
+        if key in d and d[key].ndim != 3:
+            where.fail(key, f"expected a 3-D array {doc}, got shape {d[key].shape}")
+    for key in (*_LENGTH_KEYS, *UNIMODAL_KEYS.values(), "regression_labels"):
         if key not in d:
             continue
         arr = d[key]
@@ -514,6 +536,27 @@ def _check_structure(
         if arr.ndim != 1:
             where.fail(key, f"expected a 1-D array (N,), got shape {arr.shape}")
 
+
+def _check_aligned(d: dict[str, Any], where: _Where) -> None:
+    """A split without ``audio_lengths`` and ``vision_lengths`` is an aligned file (one audio
+    and one vision frame per token): its lengths are taken from the text mask later
+    (:func:`_convert_split`), as MMSA does for aligned data. One of the two alone is an error."""
+    missing = [k for k in _LENGTH_KEYS if k not in d]
+    if not missing:
+        return
+    if len(missing) == 1:
+        other = _LENGTH_KEYS[1 - _LENGTH_KEYS.index(missing[0])]
+        where.fail(missing[0], f"required key is missing ('{other}' is there; an aligned "
+                   "file has neither)")
+    text_len = d["text_bert"].shape[2]
+    for key in ("audio", "vision"):
+        if d[key].shape[1] != text_len:
+            where.fail(f"{key}_lengths", f"required key is missing (the file has no lengths, "
+                       f"as aligned files, but {d[key].shape[1]} {key} frames for "
+                       f"{text_len} tokens; aligned files have one frame per token)")
+
+
+def _check_counts(d: dict[str, Any], where: _Where) -> None:
     n = d["text_bert"].shape[0]
     if n == 0:
         where.fail("text_bert", "the split has no samples")
@@ -525,6 +568,10 @@ def _check_structure(
             what = "label count mismatch" if key in _LABEL_KEYS else "sample count mismatch"
             where.fail(key, f"{what}: {count} entries, but 'text_bert' has {n} samples")
 
+
+def _check_dims(
+    d: dict[str, Any], where: _Where, reference: dict[str, tuple[tuple[int, ...], str]]
+) -> None:
     tb = d["text_bert"]
     if tb.shape[1] != 3:
         where.fail(
@@ -547,13 +594,7 @@ def _check_structure(
             reference[key] = (dims, where.split)
             continue
         ref_dims, ref_split = reference[key]
-        names = {
-            "text_bert": ("text length",),
-            "text": ("text length", "feature dim"),
-            "audio": ("sequence length", "feature dim"),
-            "vision": ("sequence length", "feature dim"),
-        }[key]
-        for name, got, want in zip(names, dims, ref_dims, strict=True):
+        for name, got, want in zip(_DIM_NAMES[key], dims, ref_dims, strict=True):
             if got != want:
                 where.fail(key, f"{name} {got} differs from split '{ref_split}' ({want})")
 
@@ -605,6 +646,8 @@ def _convert_split(d: dict[str, Any], where: _Where, vocab_size: int | None) -> 
     _check_finite(audio, where, "audio", zero_neg_inf=True)
     vision = _float32(d.pop("vision"))
     _check_finite(vision, where, "vision", zero_neg_inf=False)
+    if "audio_lengths" not in d:  # an aligned file: every modality has the text's lengths
+        d["audio_lengths"] = d["vision_lengths"] = text_bert[:, 1].sum(axis=1)
     audio_lengths = _lengths(d.pop("audio_lengths"), audio.shape[1], where, "audio_lengths")
     vision_lengths = _lengths(d.pop("vision_lengths"), vision.shape[1], where, "vision_lengths")
 

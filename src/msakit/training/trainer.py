@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from msakit.config import RunConfig
+from msakit.config.datasets import DatasetSpec
 from msakit.data.batching import epoch_plan, iterate, shard
 from msakit.data.mmsa import SplitData
 from msakit.encoders.dropout import use_fast_dropout
@@ -546,7 +547,7 @@ class Trainer:
     def evaluate(self, split: SplitData) -> EvalResult:
         cache = getattr(self, "text_cache", {}).get("valid") if split is self.valid else None
         return evaluate_model(
-            self.model, split, dataset=self.config.dataset, batch_size=self.config.batch_size,
+            self.model, split, dataset=self.config.spec, batch_size=self.config.batch_size,
             device=self.device, amp=amp_mode(self.config.amp, self.config.bf16),
             text_cache=cache, dist=self.dist,
         )
@@ -727,7 +728,7 @@ def evaluate_model(
     model: MSAModel,
     split: SplitData,
     *,
-    dataset: str,
+    dataset: str | DatasetSpec,
     batch_size: int,
     device: torch.device | None = None,
     bf16: bool = False,
