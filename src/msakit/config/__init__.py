@@ -24,6 +24,7 @@ from msakit.errors import MsakitError
 
 __all__ = ["DATASETS", "RunConfig", "apply_overrides", "validate", "with_dataset"]
 GROUPS = ("text", "audio", "vision", "other")
+OPTIMIZERS = ("adamw", "adam")
 
 
 def groups(text: float, audio: float, vision: float, other: float) -> dict[str, float]:
@@ -86,6 +87,10 @@ class RunConfig:
     rising) until early stopping, as the authors' CLGSI code does (``while True``)."""
     schedule: str = "cosine"
     grad_clip: float = 0.0
+    """Clip the gradients' global L2 norm to this before each step (0 = off)."""
+    optimizer: str = "adamw"
+    """``adamw`` (decoupled weight decay) or ``adam`` (weight decay as an L2 term in the
+    gradient: ``torch.optim.Adam``, what MMSA's baselines use)."""
     seeds: list[int] = field(default_factory=lambda: list(DEFAULT_SEEDS))
     dropout: float | None = None
     """When set (e.g. 0), every dropout probability in the model takes this value."""
@@ -114,6 +119,9 @@ class RunConfig:
     allow_vocab_mismatch: bool = False
     """Train even when the file's token ids do not come from the text encoder's tokenizer
     (see :func:`msakit.data.tokens.check_vocabulary`)."""
+    init_from: str | None = None
+    """A checkpoint of the same model every seed starts from (``--init-from``; tensors whose
+    shapes differ keep their fresh initialisation, see :mod:`msakit.training.init_from`)."""
     model: dict[str, Any] = field(default_factory=dict)
     dataset_spec: dict[str, Any] | None = None
     """The spec of a ``custom`` data set (:meth:`DatasetSpec.to_dict`); None for named ones."""
@@ -144,6 +152,7 @@ FLAG_KEYS = {
     "dataset_spec": "--dataset-spec",
     "model_name": "--model",
     "seeds": "--seeds",
+    "init_from": "--init-from",
 }
 SEED_LIMIT = 2**32
 """Seeds are in [0, 2^32): NumPy's legacy seeding takes no more."""
@@ -266,6 +275,8 @@ def validate(config: RunConfig) -> None:
         raise MsakitError(f"early_stop must be at least 1, got {config.early_stop}")
     if not config.grad_clip >= 0:
         raise MsakitError(f"grad_clip must be >= 0 (0 = off), got {config.grad_clip}")
+    if config.optimizer not in OPTIMIZERS:
+        raise MsakitError(f"optimizer must be {' or '.join(OPTIMIZERS)}, got {config.optimizer!r}")
     for group in GROUPS:
         lr, wd = config.lr.get(group), config.weight_decay.get(group)
         if not isinstance(lr, (int, float)) or not 0 < lr < float("inf"):
