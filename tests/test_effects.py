@@ -19,6 +19,7 @@ from torch import nn
 
 import msakit
 from msakit.encoders import dropout
+from msakit.encoders.packing import pack_layout
 from msakit.encoders.sequence import PackedEncoderLayer
 from msakit.training import allocator
 
@@ -217,12 +218,12 @@ def test_packed_layer_with_dropout_matches_the_stock_layer_in_distribution(fast)
     padding = torch.zeros(draws, length, dtype=torch.bool)
     padding[:, valid:] = True
     weight = torch.randn(valid, 8)
-    keep = (~padding).flatten().nonzero().squeeze(1)
+    layout = pack_layout(padding, 2)
 
     def run(layer, packed_path: bool):
         x = sequence.expand(draws, -1, -1).clone().requires_grad_()
         if packed_path:
-            out = layer.forward_packed(x, padding, keep)
+            out = layer.forward_packed(x, padding, layout)
         else:
             out = layer(x, src_key_padding_mask=padding)
         out = out[:, :valid]
@@ -240,7 +241,8 @@ def test_packed_layer_with_dropout_matches_the_stock_layer_in_distribution(fast)
     # Weight gradients: one per chunk of rows, the chunks being independent draws.
     chunks, rows = 100, 20
     x = sequence.expand(rows, -1, -1)
-    pad, kept = padding[:rows], (~padding[:rows]).flatten().nonzero().squeeze(1)
+    pad = padding[:rows]
+    kept = pack_layout(pad, 2)
 
     def weight_grads(layer, packed_path: bool) -> torch.Tensor:
         grads = []
