@@ -123,7 +123,7 @@ def _build(root: Path, cli: argparse.Namespace, pkl: Path):
     return model, CLGSITrainer(args), args, loader
 
 
-def _step(model, trainer, args, batch, optimizer) -> None:
+def _step(model, trainer, args, batch, *, optimizer) -> None:
     from models.contrastive_loss import contrastive_loss
 
     indexes = batch["index"].view(-1)
@@ -159,13 +159,13 @@ def main() -> None:
     optimizer = _optimizer(model, args)
     batches = iter(loader)
     for _ in range(cli.warmup_steps):
-        _step(model, trainer, args, next(batches), optimizer)
+        _step(model, trainer, args, next(batches), optimizer=optimizer)
     seconds, samples = [], 0
     cpu = time.process_time()
     for _ in range(cli.steps):
         batch = next(batches)
         start = time.perf_counter()
-        _step(model, trainer, args, batch, optimizer)
+        _step(model, trainer, args, batch, optimizer=optimizer)
         seconds.append(time.perf_counter() - start)
         samples += len(batch["index"])
     cpu = time.process_time() - cpu

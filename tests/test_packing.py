@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_effects import _close
+from conftest import close_in_distribution
 from torch import nn
 
 from msakit.encoders import dropout as fast
@@ -136,8 +136,8 @@ def test_grouped_encoder_with_dropout_matches_stock_in_distribution(monkeypatch,
     torch.manual_seed(3)
     out_s, grad_s = run(False)
     assert out_p.std(0).max() > 0
-    _close(out_p, out_s, out_p.size(0))
-    _close(grad_p, grad_s, grad_p.size(0))
+    close_in_distribution(out_p, out_s, out_p.size(0))
+    close_in_distribution(grad_p, grad_s, grad_p.size(0))
 
 
 def _bert(tiny_bert, p: float):
@@ -206,7 +206,7 @@ def test_unpadded_bert_with_dropout_matches_stock_in_distribution(tiny_bert):
     torch.manual_seed(3)
     out_s, _ = run(False)
     assert out_p.std(0).max() > 0
-    _close(out_p, out_s, 400)
+    close_in_distribution(out_p, out_s, 400)
     # Weight gradients: one per call, over independent calls.
     small = text[:30]
     weight_small = weight[:30]
@@ -224,7 +224,7 @@ def test_unpadded_bert_with_dropout_matches_stock_in_distribution(tiny_bert):
     g_p = grads(True)
     torch.manual_seed(5)
     g_s = grads(False)
-    _close(g_p, g_s, 60, z=5.5)
+    close_in_distribution(g_p, g_s, 60, z=5.5)
 
 
 def test_other_encoders_and_empty_sentences_take_the_stock_forward(tiny_bert):
@@ -236,3 +236,18 @@ def test_other_encoders_and_empty_sentences_take_the_stock_forward(tiny_bert):
     model.config.is_decoder = True
     assert not packs(model)
     assert not packs(PackedEncoderLayer(8, 2, batch_first=True))
+
+
+def test_bench_flops_reports_the_text_encoder_and_the_step_shares(tiny_bert, mosi_file):
+    from msakit.bench import bench
+
+    result = bench("clgsi", "mosi", mosi_file, batch=8, text_encoder=str(tiny_bert),
+                   overrides=["feedforward=32"], warmup_steps=1, max_steps=2, flops=True)
+    assert result["steps"] == 2
+    peak = result["matmul_gflop_per_s"]
+    for part in ("text_encoder", "step"):
+        assert result[f"{part}_gflop_per_s"] > 0
+        share = result[f"{part}_share_of_matmul_peak"]
+        assert share == pytest.approx(result[f"{part}_gflop_per_s"] / peak, abs=1e-3)
+    # The step's FLOPs include the text encoder's and the audio/vision encoders' of 8 samples.
+    assert result["step_gflop"] > 0 and result["text_encoder_step_gflop"] > 0

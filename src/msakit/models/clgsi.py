@@ -241,13 +241,12 @@ class CLGSI(MSAModel):
         d_text = text_encoder.config.hidden_size
         d_c, d_s = c["common_dim"], c["specific_dim"]
         self.text_encoder = text_encoder
+        shared = {"feedforward": c["feedforward"], "dropout": c["encoder_dropout"]}
         self.audio_encoder = SequenceEncoder(
-            dims.audio, c["audio_heads"], layers=c["audio_layers"], feedforward=c["feedforward"],
-            dropout=c["encoder_dropout"],
+            dims.audio, c["audio_heads"], layers=c["audio_layers"], **shared
         )
         self.vision_encoder = SequenceEncoder(
-            dims.vision, c["vision_heads"], layers=c["vision_layers"],
-            feedforward=c["feedforward"], dropout=c["encoder_dropout"],
+            dims.vision, c["vision_heads"], layers=c["vision_layers"], **shared
         )
         if c["clone_encoder_layers"]:
             self.audio_encoder.clone_first_layer()

@@ -257,22 +257,7 @@ class ConKI(MSAModel):
                 text_encoder = text_encoder_from_config(text_encoder_config(text_encoder))
             self.text_encoder = text_encoder
             self.points["text"] = insertion_points(TEXT_INSERT, len(encoder_layers(text_encoder)))
-        for m, raw in (("vision", dims.vision), ("audio", dims.audio)):
-            if m in self.modalities:
-                # Per-dataset input projection: not an adapter parameter, trained in both stages.
-                setattr(self, f"project_{m}", nn.Linear(raw, self.shared_dim))
-                setattr(
-                    self,
-                    f"{m}_encoder",
-                    SequenceEncoder(
-                        self.shared_dim,
-                        c["encoder_heads"],
-                        layers=c["encoder_layers"],
-                        feedforward=c["feedforward"],
-                        dropout=c["encoder_dropout"],
-                    ),
-                )
-                self.points[m] = insertion_points(AV_INSERT, c["encoder_layers"])
+        self._build_sequence_encoders(dims)
         if c["use_adapters"]:
             for m in self.modalities:
                 setattr(
@@ -293,6 +278,20 @@ class ConKI(MSAModel):
             if c["contrastive"]
             else None
         )
+
+    def _build_sequence_encoders(self, dims: Dims) -> None:
+        """Audio/vision: a per-dataset input projection (not an adapter parameter, trained in
+        both stages) and the Transformer encoder at ``shared_dim``."""
+        c = self.config
+        for m, raw in (("vision", dims.vision), ("audio", dims.audio)):
+            if m in self.modalities:
+                setattr(self, f"project_{m}", nn.Linear(raw, self.shared_dim))
+                encoder = SequenceEncoder(
+                    self.shared_dim, c["encoder_heads"], layers=c["encoder_layers"],
+                    feedforward=c["feedforward"], dropout=c["encoder_dropout"],
+                )
+                setattr(self, f"{m}_encoder", encoder)
+                self.points[m] = insertion_points(AV_INSERT, c["encoder_layers"])
 
     # ------------------------------------------------------------------ encoding
     def text_features(self, text: torch.Tensor) -> dict[str, torch.Tensor]:
