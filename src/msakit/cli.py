@@ -540,7 +540,8 @@ def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
     _add_preset_argument(p)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     p.add_argument("--flops", action="store_true",
-                   help="also measure the text encoder's share of the matmul peak")
+                   help="also measure the text encoder's and the training step's share of "
+                   "the machine's fp32 matmul peak")
     p.add_argument("--json", action="store_true", help="one JSON object on the last line")
 
 
