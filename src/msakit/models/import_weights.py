@@ -207,6 +207,61 @@ def _check_positions(key: str, table: torch.Tensor, where: str) -> None:
         raise MsakitError(f"{where}: {key} is not the sinusoidal position table msakit uses")
 
 
+MMSA_PREFIX = "Model."
+"""MMSA's ``AMIO`` wraps every model as ``self.Model``: its state-dict keys start with this."""
+
+
+def rename_mmsa(
+    state: dict[str, torch.Tensor], rules: list[tuple[str, str | None]], *, model: str
+) -> dict[str, torch.Tensor]:
+    """An MMSA ``AMIO`` state dict of ``model`` renamed by ``rules``: (pattern on the key after
+    ``Model.``, msakit key template, or None for an entry msakit has no use for).
+
+    Raises :class:`MsakitError` naming the keys no rule knows. Whether every msakit entry is
+    filled, with the right shape, is checked by the caller against the model
+    (:func:`check_mapped`)."""
+    out: dict[str, torch.Tensor] = {}
+    unknown = []
+    for key, value in state.items():
+        short = key[len(MMSA_PREFIX):] if key.startswith(MMSA_PREFIX) else None
+        for pattern, template in rules if short is not None else ():
+            match = re.fullmatch(pattern, short)
+            if match is not None:
+                if template is not None:
+                    out[match.expand(template)] = value
+                break
+        else:
+            unknown.append(key)
+    if unknown:
+        raise MsakitError(f"not MMSA's {model} weights: {_listing('unexpected keys', unknown)}")
+    return out
+
+
+def check_mapped(
+    mapped: dict[str, torch.Tensor], model: nn.Module, where: str
+) -> dict[str, torch.Tensor]:
+    """``mapped`` (an importer's output) as ``model``'s state dict, in its dtypes; raises
+    :class:`MsakitError` naming the entries that are missing, unknown or shaped otherwise."""
+    ours = model.state_dict()
+    missing = [k for k in ours if k not in mapped and not k.endswith(_OPTIONAL_TEXT_BUFFERS)]
+    unexpected = [k for k in mapped if k not in ours and not k.endswith(_OPTIONAL_TEXT_BUFFERS)]
+    misshapen = [f"{k} is {_shape(v)}, the configuration needs {_shape(ours[k])}"
+                 for k, v in mapped.items() if k in ours and v.shape != ours[k].shape]
+    problems = []
+    if missing:
+        problems.append(_listing("no entry for msakit's", missing))
+    if unexpected:
+        problems.append(_listing("entries msakit's model does not have", unexpected))
+    if misshapen:
+        problems.append(_listing("shapes differ", misshapen))
+    if problems:
+        raise MsakitError(
+            f"{where}: the weights do not fit this configuration: {'; '.join(problems)} "
+            "(check --dataset, the data file and --set values)"
+        )
+    return {k: v.to(ours[k].dtype) for k, v in mapped.items() if k in ours}
+
+
 def load_reference_state(
     source: Source, state: Any, model: nn.Module, where: str
 ) -> dict[str, torch.Tensor]:

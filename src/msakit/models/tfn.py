@@ -1,0 +1,215 @@
+"""TFN: Tensor Fusion Network (Zadeh et al., EMNLP 2017), as MMSA implements it.
+
+Reads top to bottom: the two sub-networks (also LMF's, :mod:`msakit.models.lmf`), the model,
+then its registration. Every difference between the paper and MMSA's code is in
+docs/readings.md ("TFN").
+
+* Audio and vision (the paper's "embedding sub-networks"): each sample's frames are averaged
+  over time, then BatchNorm -> dropout -> three Linear + ReLU layers (:class:`VectorSubNet`).
+  MMSA (``need_normalized``) averages over every padded frame of the file, zeros included,
+  which is ``padding="mmsa"`` (the default); ``padding="valid"`` averages over the valid frames.
+* Text: a one-layer LSTM over the precomputed text features (the file's ``text``, frozen BERT
+  outputs in MMSA's files; the paper used GloVe vectors), its last hidden state through a
+  Linear layer (:class:`TextSubNet`). MMSA runs the LSTM over every padded position;
+  ``padding="valid"`` stops it at each sample's last token.
+* Fusion: z = [1; z_a] ⊗ [1; z_v] ⊗ [1; z_t] flattened, then dropout and a 3-layer head
+  (ReLU, ReLU, linear); the output o becomes ``bound * (2 sigmoid(o) - 1)``, computed as MMSA
+  does (``6 sigmoid(o) - 3`` for bound 3, MMSA's value on every data set, SIMS included).
+* Loss: L1 (MMSA's trainer).
+
+Shapes: text features (B, Lt, Dt), audio (B, La, Da), vision (B, Lv, Dv).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from msakit.encoders.sequence import masked_mean
+from msakit.errors import MsakitError
+from msakit.models.base import (
+    Dims,
+    Gather,
+    LossOutput,
+    ModelOutput,
+    MSAModel,
+    groups_by_prefix,
+    l1_task_loss,
+    no_gather,
+)
+from msakit.models.import_weights import rename_mmsa
+
+PADDINGS = ("mmsa", "valid")
+
+
+class VectorSubNet(nn.Module):
+    """BatchNorm -> dropout -> 3 x (Linear, ReLU): (B, D_in) -> (B, hidden).
+
+    The audio and vision sub-network of TFN and LMF (MMSA's ``SubNet``, same parameters)."""
+
+    def __init__(self, in_dim: int, hidden: int, dropout: float) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(in_dim)
+        self.drop = nn.Dropout(dropout)
+        self.fc1 = nn.Linear(in_dim, hidden)
+        self.fc2 = nn.Linear(hidden, hidden)
+        self.fc3 = nn.Linear(hidden, hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.fc1(self.drop(self.norm(x))))
+        return F.relu(self.fc3(F.relu(self.fc2(h))))
+
+
+class TextSubNet(nn.Module):
+    """A one-layer LSTM's last hidden state, then a Linear layer: (B, Lt, Dt) -> (B, out).
+
+    MMSA's ``TextSubNet`` (same parameters). Its dropout is 0 for a one-layer LSTM, whatever
+    its configuration says, so there is none here. With ``lengths`` the LSTM stops at each
+    sample's last valid token; without, it reads every position."""
+
+    def __init__(self, in_dim: int, hidden: int, out: int) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(in_dim, hidden, batch_first=True)
+        self.fc = nn.Linear(hidden, out)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        if lengths is not None:
+            x = pack_padded_sequence(
+                x, lengths.clamp_min(1).cpu(), batch_first=True, enforce_sorted=False
+            )
+        _, (h, _) = self.lstm(x)
+        return self.fc(h[0])
+
+
+def pooled_inputs(
+    batch: dict[str, torch.Tensor], valid: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Audio and vision averaged over time (B, D) and the text lengths to read (None: all).
+
+    ``valid=False`` is MMSA's ``need_normalized``: the mean over every frame the batch holds
+    (the file's full padded length, :meth:`MSAModel.reads_padding`)."""
+    audio, vision = batch["audio"], batch["vision"]
+    if not valid:
+        return audio.mean(dim=1), vision.mean(dim=1), None
+    frames_a = torch.arange(audio.size(1), device=audio.device)
+    frames_v = torch.arange(vision.size(1), device=vision.device)
+    audio_mean = masked_mean(audio, frames_a[None] < batch["audio_lengths"][:, None])
+    vision_mean = masked_mean(vision, frames_v[None] < batch["vision_lengths"][:, None])
+    return audio_mean, vision_mean, batch["text"][:, 1].sum(dim=1)
+
+
+def with_one(x: torch.Tensor) -> torch.Tensor:
+    """[1; x]: (B, d) -> (B, d + 1), the constant that keeps unimodal terms in the product."""
+    return torch.cat([x.new_ones(x.size(0), 1), x], dim=1)
+
+
+def text_width(dims: Dims, model: str) -> int:
+    """The width of the file's precomputed text features, which the model needs."""
+    if dims.text_dim is None:
+        raise MsakitError(f"{model} reads the file's precomputed text features ('text'); "
+                          "the data were loaded without them")
+    return dims.text_dim
+
+
+@dataclass
+class TFNConfig:
+    """TFN's hyperparameters: MMSA's config_regression.json for MOSI (other data sets: presets).
+
+    MMSA's ``hidden_dims`` are (text, audio, vision); its ``dropouts`` (audio, vision, text,
+    post-fusion), of which the text one has no effect (:class:`TextSubNet`)."""
+
+    text_hidden: int = 128
+    audio_hidden: int = 32
+    vision_hidden: int = 128
+    text_out: int = 32
+    post_fusion_dim: int = 64
+    audio_dropout: float = 0.3
+    vision_dropout: float = 0.3
+    post_fusion_dropout: float = 0.5
+    output_bound: float = 3.0
+    padding: str = "mmsa"
+
+
+class TFN(MSAModel):
+    """Tensor Fusion Network (module docstring)."""
+
+    name = "tfn"
+
+    def __init__(self, config: TFNConfig, dims: Dims, text_encoder: nn.Module | None = None
+                 ) -> None:
+        super().__init__()
+        c = self.config = config
+        self.audio_net = VectorSubNet(dims.audio, c.audio_hidden, c.audio_dropout)
+        self.vision_net = VectorSubNet(dims.vision, c.vision_hidden, c.vision_dropout)
+        self.text_net = TextSubNet(text_width(dims, "TFN"), c.text_hidden, c.text_out)
+        fused = (c.audio_hidden + 1) * (c.vision_hidden + 1) * (c.text_out + 1)
+        self.post_fusion_drop = nn.Dropout(c.post_fusion_dropout)
+        self.post_fusion_1 = nn.Linear(fused, c.post_fusion_dim)
+        self.post_fusion_2 = nn.Linear(c.post_fusion_dim, c.post_fusion_dim)
+        self.post_fusion_3 = nn.Linear(c.post_fusion_dim, 1)
+
+    def reads_padding(self) -> bool:
+        return self.config.padding == "mmsa"
+
+    def subnetworks(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The three unimodal representations z_t, z_a, z_v, each (B, d_m)."""
+        audio, vision, text_lengths = pooled_inputs(batch, self.config.padding == "valid")
+        return {
+            "text": self.text_net(batch["text_features"], text_lengths),
+            "audio": self.audio_net(audio),
+            "vision": self.vision_net(vision),
+        }
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
+        reps = self.subnetworks(batch)
+        a, v, t = with_one(reps["audio"]), with_one(reps["vision"]), with_one(reps["text"])
+        fused = (a.unsqueeze(2) * v.unsqueeze(1)).flatten(1)  # (B, (da+1)(dv+1))
+        fused = (fused.unsqueeze(2) * t.unsqueeze(1)).flatten(1)  # (B, (da+1)(dv+1)(dt+1))
+        h = F.relu(self.post_fusion_1(self.post_fusion_drop(fused)))
+        out = self.post_fusion_3(F.relu(self.post_fusion_2(h))).squeeze(1)
+        bound = self.config.output_bound
+        return ModelOutput(torch.sigmoid(out) * (2 * bound) + (-bound), reps)
+
+    def compute_loss(
+        self,
+        output: ModelOutput,
+        batch: dict[str, torch.Tensor],
+        gather: Gather = no_gather,
+        global_batch: int | None = None,
+        world_size: int = 1,
+    ) -> LossOutput:
+        return l1_task_loss(output, batch, global_batch, world_size)
+
+    def parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
+        return groups_by_prefix(
+            self, {"text": ("text_net.",), "audio": ("audio_net.",), "vision": ("vision_net.",)}
+        )
+
+
+# MMSA's TFN (``models/singleTask/TFN.py``) key -> msakit key; None: checked, then dropped.
+MMSA_TFN_RULES: list[tuple[str, str | None]] = [
+    (r"(audio|video)_subnet\.norm\.(.+)", r"\1_net.norm.\2"),
+    (r"(audio|video)_subnet\.linear_([123])\.(weight|bias)", r"\1_net.fc\2.\3"),
+    (r"text_subnet\.rnn\.(.+)", r"text_net.lstm.\1"),
+    (r"text_subnet\.linear_1\.(weight|bias)", r"text_net.fc.\1"),
+    (r"post_fusion_layer_([123])\.(weight|bias)", r"post_fusion_\1.\2"),
+    (r"output_(range|shift)", None),
+]
+MMSA_OUTPUT_SCALE = {"Model.output_range": 6.0, "Model.output_shift": -3.0}
+"""TFN's fixed output scaling in MMSA (a prediction in (-3, 3) on every data set)."""
+
+
+def import_mmsa(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """MMSA's TFN state dict (``torch.save(AMIO.state_dict())``) -> msakit's TFN state dict."""
+    for key, value in MMSA_OUTPUT_SCALE.items():
+        if key not in state:
+            raise MsakitError(f"not MMSA's TFN weights: missing key {key}")
+        if state[key].numel() != 1 or float(state[key]) != value:
+            raise MsakitError(f"{key} is {state[key].flatten().tolist()}, MMSA's TFN has "
+                              f"[{value}]; msakit's output bound (--set output_bound) is 3")
+    return {k.replace("video_net", "vision_net"): v
+            for k, v in rename_mmsa(state, MMSA_TFN_RULES, model="TFN").items()}
