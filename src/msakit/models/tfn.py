@@ -190,12 +190,18 @@ class TFN(MSAModel):
         )
 
 
-# MMSA's TFN (``models/singleTask/TFN.py``) key -> msakit key; None: checked, then dropped.
-MMSA_TFN_RULES: list[tuple[str, str | None]] = [
-    (r"(audio|video)_subnet\.norm\.(.+)", r"\1_net.norm.\2"),
-    (r"(audio|video)_subnet\.linear_([123])\.(weight|bias)", r"\1_net.fc\2.\3"),
+# MMSA key (after ``Model.``) -> msakit key; None: checked, then dropped.
+MMSA_SUBNET_RULES: list[tuple[str, str | None]] = [
+    (r"audio_subnet\.norm\.(.+)", r"audio_net.norm.\1"),
+    (r"video_subnet\.norm\.(.+)", r"vision_net.norm.\1"),
+    (r"audio_subnet\.linear_([123])\.(weight|bias)", r"audio_net.fc\1.\2"),
+    (r"video_subnet\.linear_([123])\.(weight|bias)", r"vision_net.fc\1.\2"),
     (r"text_subnet\.rnn\.(.+)", r"text_net.lstm.\1"),
     (r"text_subnet\.linear_1\.(weight|bias)", r"text_net.fc.\1"),
+]
+"""The sub-networks that TFN and LMF share (MMSA's ``SubNet`` and ``TextSubNet``)."""
+MMSA_TFN_RULES = [
+    *MMSA_SUBNET_RULES,
     (r"post_fusion_layer_([123])\.(weight|bias)", r"post_fusion_\1.\2"),
     (r"output_(range|shift)", None),
 ]
@@ -211,5 +217,4 @@ def import_mmsa(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if state[key].numel() != 1 or float(state[key]) != value:
             raise MsakitError(f"{key} is {state[key].flatten().tolist()}, MMSA's TFN has "
                               f"[{value}]; msakit's output bound (--set output_bound) is 3")
-    return {k.replace("video_net", "vision_net"): v
-            for k, v in rename_mmsa(state, MMSA_TFN_RULES, model="TFN").items()}
+    return rename_mmsa(state, MMSA_TFN_RULES, model="TFN")

@@ -1,0 +1,144 @@
+"""LMF: Low-rank Multimodal Fusion (Liu et al., ACL 2018), as MMSA implements it.
+
+The sub-networks are TFN's (:mod:`msakit.models.tfn`: time-averaged audio and vision through
+BatchNorm and three Linear + ReLU layers, a one-layer LSTM over the precomputed text features),
+with the text output half the LSTM's width, as MMSA sets it. LMF replaces TFN's outer product
+by its rank-r factorisation: with z_m' = [1; z_m] and modality factors W_m^(i) (Sec. 3.2),
+
+    h = sum_i w_i * prod_m (z_m' W_m^(i)) + b,
+
+the prediction itself (output width 1, no activation), trained with an L1 loss.
+
+MMSA's trainer gives the factors their own learning rate (``factor_lr``, the ``factors``
+parameter group here) and leaves w and b (``fusion_weights``, ``fusion_bias``) out of its
+optimizer: they keep their initial values. msakit does the same by default
+(``train_fusion_weights=False``); docs/readings.md ("LMF") has the details.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from msakit.models.base import (
+    Dims,
+    Gather,
+    LossOutput,
+    ModelOutput,
+    MSAModel,
+    groups_by_prefix,
+    l1_task_loss,
+    no_gather,
+)
+from msakit.models.import_weights import rename_mmsa
+from msakit.models.tfn import (
+    MMSA_SUBNET_RULES,
+    TextSubNet,
+    VectorSubNet,
+    pooled_inputs,
+    text_width,
+    with_one,
+)
+
+
+@dataclass
+class LMFConfig:
+    """LMF's hyperparameters: MMSA's config_regression.json for MOSI (other data sets: presets).
+
+    MMSA's ``hidden_dims`` are (text, audio, vision); its ``dropouts`` (audio, vision, text,
+    post-fusion), of which only the first two act (the text one has no effect on a one-layer
+    LSTM, and MMSA's LMF defines a post-fusion dropout it never applies)."""
+
+    text_hidden: int = 128
+    audio_hidden: int = 16
+    vision_hidden: int = 128
+    rank: int = 3
+    audio_dropout: float = 0.3
+    vision_dropout: float = 0.3
+    factor_lr: float = 1e-3
+    train_fusion_weights: bool = False
+    padding: str = "mmsa"
+
+
+class LMF(MSAModel):
+    """Low-rank Multimodal Fusion (module docstring)."""
+
+    name = "lmf"
+
+    def __init__(self, config: LMFConfig, dims: Dims, text_encoder: nn.Module | None = None
+                 ) -> None:
+        super().__init__()
+        c = self.config = config
+        text_out = c.text_hidden // 2
+        self.audio_net = VectorSubNet(dims.audio, c.audio_hidden, c.audio_dropout)
+        self.vision_net = VectorSubNet(dims.vision, c.vision_hidden, c.vision_dropout)
+        self.text_net = TextSubNet(text_width(dims, "LMF"), c.text_hidden, text_out)
+        # W_m^(i) for i = 1..r: (r, d_m + 1, 1); w (1, r); b (1, 1)
+        self.audio_factor = nn.Parameter(torch.empty(c.rank, c.audio_hidden + 1, 1))
+        self.vision_factor = nn.Parameter(torch.empty(c.rank, c.vision_hidden + 1, 1))
+        self.text_factor = nn.Parameter(torch.empty(c.rank, text_out + 1, 1))
+        self.fusion_weights = nn.Parameter(torch.empty(1, c.rank))
+        self.fusion_bias = nn.Parameter(torch.zeros(1, 1))
+        for p in (self.audio_factor, self.vision_factor, self.text_factor, self.fusion_weights):
+            nn.init.xavier_normal_(p)
+        self.fusion_weights.requires_grad_(c.train_fusion_weights)
+        self.fusion_bias.requires_grad_(c.train_fusion_weights)
+
+    def reads_padding(self) -> bool:
+        return self.config.padding == "mmsa"
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
+        audio, vision, text_lengths = pooled_inputs(batch, self.config.padding == "valid")
+        reps = {
+            "text": self.text_net(batch["text_features"], text_lengths),
+            "audio": self.audio_net(audio),
+            "vision": self.vision_net(vision),
+        }
+        # (B, d_m + 1) @ (r, d_m + 1, 1) -> (r, B, 1), multiplied across modalities
+        fused = (
+            torch.matmul(with_one(reps["audio"]), self.audio_factor)
+            * torch.matmul(with_one(reps["vision"]), self.vision_factor)
+            * torch.matmul(with_one(reps["text"]), self.text_factor)
+        )
+        weighted = torch.matmul(self.fusion_weights, fused.permute(1, 0, 2))  # (B, 1, 1)
+        prediction = weighted.view(-1) + self.fusion_bias.view(-1)
+        return ModelOutput(prediction, reps)
+
+    def compute_loss(
+        self,
+        output: ModelOutput,
+        batch: dict[str, torch.Tensor],
+        gather: Gather = no_gather,
+        global_batch: int | None = None,
+        world_size: int = 1,
+    ) -> LossOutput:
+        return l1_task_loss(output, batch, global_batch, world_size)
+
+    def parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
+        return groups_by_prefix(self, {
+            "text": ("text_net.",), "audio": ("audio_net.",), "vision": ("vision_net.",),
+            "factors": ("audio_factor", "vision_factor", "text_factor"),
+        })
+
+    def optimizer_settings(self, config: Any) -> dict[str, tuple[float, float]]:
+        """The run's groups, plus ``factors`` at ``factor_lr`` with the ``other`` weight decay
+        (MMSA: one weight decay for everything)."""
+        settings = super().optimizer_settings(config)
+        settings["factors"] = (self.config.factor_lr, config.weight_decay["other"])
+        return settings
+
+
+MMSA_LMF_RULES = [
+    *MMSA_SUBNET_RULES,
+    (r"(audio|text)_factor", r"\1_factor"),
+    (r"video_factor", "vision_factor"),
+    (r"fusion_(weights|bias)", r"fusion_\1"),
+]
+
+
+def import_mmsa(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """MMSA's LMF state dict (``torch.save(AMIO.state_dict())``) -> msakit's LMF state dict."""
+    return rename_mmsa(state, MMSA_LMF_RULES, model="LMF")

@@ -1,0 +1,107 @@
+"""LMF equals MMSA's LMF: imported weights give MMSA's predictions, and one training step (dropout
+0) gives MMSA's loss and gradients, on the same synthetic samples read by each side's loader."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from mmsa_reference import (
+    assert_close,
+    compare_grads,
+    grads,
+    mmsa_args,
+    mmsa_batch,
+    msakit_batch,
+    write_mmsa_file,
+)
+
+from msakit.errors import MsakitError
+from msakit.models.base import Dims
+from msakit.models.import_weights import check_mapped
+from msakit.models.lmf import LMF, LMFConfig, import_mmsa
+
+INDICES = [1, 2, 4, 7, 8, 11, 14, 15]
+TINY = {"hidden_dims": [12, 6, 10], "rank": 3}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mmsa_lmf")
+    frames = {"audio": 40, "vision": 30}
+    return {like: write_mmsa_file(root / f"{like}.pkl", like, (16, 4, 4), frames)
+            for like in ("mosi", "sims")}
+
+
+def pair(path, dataset: str, train_fusion_weights: bool = False, **overrides):
+    """(MMSA's AMIO, msakit's LMF with its weights, MMSA's batch, msakit's batch)."""
+    from MMSA.models import AMIO
+
+    args = mmsa_args("lmf", dataset, path, **{**TINY, **overrides})
+    theirs_batch = mmsa_batch(args, "train", INDICES)  # sets args.feature_dims from the file
+    torch.manual_seed(0)
+    reference = AMIO(args)
+    text, audio, vision = args.hidden_dims
+    config = LMFConfig(text_hidden=text, audio_hidden=audio, vision_hidden=vision, rank=args.rank,
+                       audio_dropout=args.dropouts[0], vision_dropout=args.dropouts[1],
+                       factor_lr=args.factor_lr, train_fusion_weights=train_fusion_weights)
+    ours = LMF(config, Dims(audio=args.feature_dims[1], vision=args.feature_dims[2],
+                            text_dim=args.feature_dims[0]))
+    ours.load_state_dict(check_mapped(import_mmsa(reference.state_dict()), ours, "test"))
+    return reference, ours, theirs_batch, msakit_batch(path, "train", INDICES, trim=False)
+
+
+@pytest.mark.parametrize("dataset", ["mosi", "sims"])
+def test_predictions_equal_mmsa(files, dataset):
+    reference, ours, theirs, batch = pair(files[dataset], dataset)
+    reference.eval(), ours.eval()
+    with torch.no_grad():
+        expected = reference(theirs["text"], theirs["audio"], theirs["vision"])["M"].view(-1)
+        got = ours(batch).prediction
+    assert got.shape == (len(INDICES),)
+    assert torch.allclose(got, expected, atol=1e-4), (got - expected).abs().max()
+    assert expected.std() > 0
+
+
+@pytest.mark.parametrize(("dataset", "train_fusion_weights"),
+                         [("mosi", False), ("sims", False), ("mosi", True)])
+def test_training_step_equals_mmsa(files, dataset, train_fusion_weights):
+    reference, ours, theirs, batch = pair(files[dataset], dataset, train_fusion_weights,
+                                          dropouts=[0.0] * 4)
+    reference.train(), ours.train()
+    output = reference(theirs["text"], theirs["audio"], theirs["vision"])["M"]
+    expected = torch.nn.L1Loss()(output, theirs["labels"]["M"].view(-1, 1))  # MMSA's trainer
+    expected.backward()
+    loss = ours.compute_loss(ours(batch), batch).loss
+    loss.backward()
+    assert_close(loss.detach(), expected.detach(), 1e-5, "loss")
+    compared = compare_grads(ours, import_mmsa(grads(reference)), 1e-5)
+    assert compared == len(list(ours.parameters())) - (0 if train_fusion_weights else 2)
+
+
+def test_optimizer_groups_follow_mmsa(files):
+    """MMSA's trainer: the factors at factor_lr, w and b not trained, the rest at the lr."""
+    from msakit.config import RunConfig
+    from msakit.training.trainer import build_optimizer
+
+    _, ours, _, _ = pair(files["mosi"], "mosi")
+    ours.config.factor_lr = 5e-4
+    run = RunConfig(model_name="lmf", dataset="mosi",
+                    lr=dict.fromkeys(("text", "audio", "vision", "other"), 2e-3))
+    groups = {g["name"]: g for g in build_optimizer(ours, run).param_groups}
+    assert groups["factors"]["lr"] == 5e-4
+    assert {id(p) for p in groups["factors"]["params"]} == {
+        id(ours.audio_factor), id(ours.vision_factor), id(ours.text_factor)}
+    trained = {id(p) for g in groups.values() for p in g["params"]}
+    assert id(ours.fusion_weights) not in trained and id(ours.fusion_bias) not in trained
+    assert len(trained) == len(list(ours.parameters())) - 2
+    assert all(g["lr"] == 2e-3 for name, g in groups.items() if name != "factors")
+
+
+def test_import_names_bad_entries(files):
+    reference, ours, _, _ = pair(files["mosi"], "mosi")
+    state = reference.state_dict()
+    state["Model.video_factor"] = state["Model.video_factor"][:2]
+    with pytest.raises(MsakitError, match="shapes differ vision_factor is 2x11x1"):
+        check_mapped(import_mmsa(state), ours, "w.pth")
+    with pytest.raises(MsakitError, match="unexpected keys Model.post_fusion_layer_1.weight"):
+        import_mmsa({**state, "Model.post_fusion_layer_1.weight": torch.zeros(1)})
