@@ -1,0 +1,117 @@
+"""MulT equals MMSA's MulT: imported weights give MMSA's predictions, and one training step
+(dropout 0) gives MMSA's loss and gradients, on the same synthetic samples read by each side's
+loader."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from mmsa_reference import (
+    assert_close,
+    compare_grads,
+    grads,
+    mmsa_args,
+    mmsa_batch,
+    msakit_batch,
+    write_mmsa_file,
+)
+
+from msakit.errors import MsakitError
+from msakit.models.base import Dims
+from msakit.models.import_weights import check_mapped
+from msakit.models.mult import MulT, MulTConfig, future_mask, import_mmsa
+
+INDICES = [0, 2, 5, 7, 9, 12]
+TINY = {"dst_feature_dim_nheads": [8, 2], "nlevels": 2}
+DROPOUTS = ("attn_dropout", "attn_dropout_a", "attn_dropout_v", "relu_dropout", "embed_dropout",
+            "res_dropout", "output_dropout", "text_dropout")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mmsa_mult")
+    frames = {"audio": 24, "vision": 18}
+    return {like: write_mmsa_file(root / f"{like}.pkl", like, (14, 4, 4), frames)
+            for like in ("mosi", "sims")}
+
+
+def config_of(args) -> MulTConfig:
+    dim, heads = args.dst_feature_dim_nheads
+    return MulTConfig(
+        dim=dim, heads=heads, layers=args.nlevels, attn_dropout=args.attn_dropout,
+        attn_dropout_audio=args.attn_dropout_a, attn_dropout_vision=args.attn_dropout_v,
+        relu_dropout=args.relu_dropout, embed_dropout=args.embed_dropout,
+        res_dropout=args.res_dropout, output_dropout=args.output_dropout,
+        text_dropout=args.text_dropout, kernel_text=args.conv1d_kernel_size_l,
+        kernel_audio=args.conv1d_kernel_size_a, kernel_vision=args.conv1d_kernel_size_v,
+        attn_mask=args.attn_mask,
+    )
+
+
+def pair(path, dataset: str, **overrides):
+    """(MMSA's AMIO, msakit's MulT with its weights, MMSA's batch, msakit's batch)."""
+    from MMSA.models import AMIO
+
+    args = mmsa_args("mult", dataset, path, **{**TINY, **overrides})
+    theirs_batch = mmsa_batch(args, "train", INDICES)  # sets args.feature_dims from the file
+    torch.manual_seed(0)
+    reference = AMIO(args)
+    ours = MulT(config_of(args), Dims(audio=args.feature_dims[1], vision=args.feature_dims[2],
+                                      text_dim=args.feature_dims[0]))
+    ours.load_state_dict(check_mapped(import_mmsa(reference.state_dict()), ours, "test"))
+    return reference, ours, theirs_batch, msakit_batch(path, "train", INDICES, trim=False)
+
+
+CASES = {
+    "mosi": ("mosi", {}),
+    "sims": ("sims", {}),
+    "no mask, vision as wide as d": ("mosi", {"attn_mask": False,
+                                              "dst_feature_dim_nheads": [20, 2]}),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_predictions_equal_mmsa(files, case):
+    dataset, overrides = CASES[case]
+    reference, ours, theirs, batch = pair(files[dataset], dataset, **overrides)
+    reference.eval(), ours.eval()
+    with torch.no_grad():
+        expected = reference(theirs["text"], theirs["audio"], theirs["vision"])["M"].view(-1)
+        got = ours(batch).prediction
+    assert got.shape == (len(INDICES),)
+    assert torch.allclose(got, expected, atol=1e-4), (got - expected).abs().max()
+    assert expected.std() > 0
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_training_step_equals_mmsa(files, case):
+    dataset, overrides = CASES[case]
+    zero = dict.fromkeys(DROPOUTS, 0.0)
+    reference, ours, theirs, batch = pair(files[dataset], dataset, **zero, **overrides)
+    reference.train(), ours.train()
+    output = reference(theirs["text"], theirs["audio"], theirs["vision"])["M"]
+    expected = torch.nn.L1Loss()(output, theirs["labels"]["M"].view(-1, 1))  # MMSA's trainer
+    expected.backward()
+    loss = ours.compute_loss(ours(batch), batch).loss
+    loss.backward()
+    assert_close(loss.detach(), expected.detach(), 1e-5, "loss")
+    assert compare_grads(ours, import_mmsa(grads(reference)), 1e-5) == len(
+        list(ours.parameters()))
+
+
+def test_future_mask_is_mmsas():
+    from MMSA.models.subNets.transformers_encoder.transformer import buffered_future_mask
+
+    for lq, lk in ((5, 5), (4, 7), (7, 4)):
+        expected = buffered_future_mask(torch.zeros(lq, 1, 2), torch.zeros(lk, 1, 2))
+        assert torch.equal(future_mask(lq, lk, torch.device("cpu")), expected)
+
+
+def test_import_names_bad_entries(files):
+    reference, ours, _, _ = pair(files["mosi"], "mosi")
+    state = reference.state_dict()
+    with pytest.raises(MsakitError, match="unexpected keys Model.text_model.x"):
+        import_mmsa({**state, "Model.text_model.x": torch.zeros(1)})
+    del state["Model.trans_a_with_v.layers.1.fc2.bias"]
+    with pytest.raises(MsakitError, match="no entry for msakit's cross.audio_with_vision.layers"):
+        check_mapped(import_mmsa(state), ours, "w.pth")
