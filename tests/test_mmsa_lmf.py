@@ -85,9 +85,13 @@ def test_optimizer_groups_follow_mmsa(files):
 
     _, ours, _, _ = pair(files["mosi"], "mosi")
     ours.config.factor_lr = 5e-4
-    run = RunConfig(model_name="lmf", dataset="mosi",
-                    lr=dict.fromkeys(("text", "audio", "vision", "other"), 2e-3))
-    groups = {g["name"]: g for g in build_optimizer(ours, run).param_groups}
+    run = RunConfig(model_name="lmf", dataset="mosi", optimizer="adam",
+                    lr=dict.fromkeys(("text", "audio", "vision", "other"), 2e-3),
+                    weight_decay=dict.fromkeys(("text", "audio", "vision", "other"), 5e-3))
+    optimizer = build_optimizer(ours, run)
+    assert type(optimizer) is torch.optim.Adam  # MMSA's: weight decay added to the gradient
+    groups = {g["name"]: g for g in optimizer.param_groups}
+    assert all(g["weight_decay"] == 5e-3 for g in groups.values())
     assert groups["factors"]["lr"] == 5e-4
     assert {id(p) for p in groups["factors"]["params"]} == {
         id(ours.audio_factor), id(ours.vision_factor), id(ours.text_factor)}

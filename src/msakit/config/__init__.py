@@ -20,6 +20,7 @@ from msakit.errors import MsakitError
 
 DATASETS = ("mosi", "mosei", "sims")
 GROUPS = ("text", "audio", "vision", "other")
+OPTIMIZERS = ("adamw", "adam")
 DEFAULT_SEEDS = (1111, 1112, 1113, 1114, 1115)
 """MMSA's five seeds: both papers report means over several runs."""
 
@@ -61,6 +62,12 @@ class RunConfig:
     rising) until early stopping, as the authors' CLGSI code does (``while True``)."""
     schedule: str = "cosine"
     grad_clip: float = 0.0
+    """Clip the gradients' global norm to this (0 = off)."""
+    clip_value: float = 0.0
+    """Clip every gradient entry to [-clip_value, clip_value] (0 = off; MMSA's MulT: 0.6)."""
+    optimizer: str = "adamw"
+    """``adamw`` (decoupled weight decay) or ``adam`` (weight decay added to the gradient, as
+    ``torch.optim.Adam`` does; MMSA's trainers)."""
     seeds: list[int] = field(default_factory=lambda: list(DEFAULT_SEEDS))
     dropout: float | None = None
     """When set (e.g. 0), every dropout probability in the model takes this value."""
@@ -220,6 +227,10 @@ def validate(config: RunConfig) -> None:
         raise MsakitError(f"early_stop must be at least 1, got {config.early_stop}")
     if not config.grad_clip >= 0:
         raise MsakitError(f"grad_clip must be >= 0 (0 = off), got {config.grad_clip}")
+    if not config.clip_value >= 0:
+        raise MsakitError(f"clip_value must be >= 0 (0 = off), got {config.clip_value}")
+    if config.optimizer not in OPTIMIZERS:
+        raise MsakitError(f"optimizer must be {' or '.join(OPTIMIZERS)}, got {config.optimizer!r}")
     for group in GROUPS:
         lr, wd = config.lr.get(group), config.weight_decay.get(group)
         if not isinstance(lr, (int, float)) or not 0 < lr < float("inf"):

@@ -50,6 +50,8 @@ from msakit.training.device import (
 from msakit.training.distributed import DistContext, wrap_ddp
 
 NO_DECAY = ("bias", "LayerNorm.weight", "LayerNorm.bias", "layer_norm", "norm.weight")
+"""Parameters of a pretrained text encoder (``text_encoder.*``) that get no weight decay, as
+BERT fine-tuning does; every other parameter gets its group's weight decay."""
 
 
 def seed_everything(seed: int) -> None:
@@ -127,7 +129,8 @@ def set_dropout(model: nn.Module, p: float) -> None:
 
 
 def build_optimizer(model: MSAModel, config: RunConfig) -> torch.optim.Optimizer:
-    """AdamW with one group per (parameter group, decay / no decay) pair that has parameters."""
+    """AdamW (or Adam, ``config.optimizer``) with one group per (parameter group, decay / no
+    decay) pair that has parameters."""
     param_groups = []
     settings = model.optimizer_settings(config)
     for group, named in model.parameter_groups().items():
@@ -136,7 +139,7 @@ def build_optimizer(model: MSAModel, config: RunConfig) -> torch.optim.Optimizer
         for name, param in named:
             if not param.requires_grad:
                 continue
-            skip = group == "text" and any(key in name for key in NO_DECAY)
+            skip = name.startswith("text_encoder.") and any(key in name for key in NO_DECAY)
             (no_decay if skip else decay).append(param)
         for params, wd, suffix in (
             (decay, weight_decay, ""),
@@ -149,7 +152,8 @@ def build_optimizer(model: MSAModel, config: RunConfig) -> torch.optim.Optimizer
                 )
     if not param_groups:
         raise ValueError("the model has no trainable parameters")
-    return torch.optim.AdamW(param_groups)
+    optimizer = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
+    return optimizer(param_groups)
 
 
 def build_scheduler(
@@ -450,6 +454,8 @@ class Trainer:
                 losses.loss.backward()
             if self.config.grad_clip > 0:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+            if self.config.clip_value > 0:
+                nn.utils.clip_grad_value_(self.model.parameters(), self.config.clip_value)
             if scaler is not None:
                 scaler.step(self.optimizer)
                 scaler.update()
