@@ -400,7 +400,7 @@ def _describe_checkpoint(path: Path, state: Any) -> tuple[RunConfig, Dims, dict[
         validate(config)
         dims = Dims(**state["dims"])
         if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
-                   for v in dims.to_dict().values()):
+                   for k, v in dims.to_dict().items() if not (k == "text_dim" and v is None)):
             raise ValueError(f"dims {dims.to_dict()}")
     except MsakitError as exc:
         raise MsakitError(f"{path}: its configuration is invalid ({exc})") from None
