@@ -21,6 +21,7 @@ from msakit.errors import MsakitError
 DATASETS = ("mosi", "mosei", "sims")
 GROUPS = ("text", "audio", "vision", "other")
 OPTIMIZERS = ("adamw", "adam")
+SCHEDULES = ("cosine", "linear", "constant", "plateau")
 DEFAULT_SEEDS = (1111, 1112, 1113, 1114, 1115)
 """MMSA's five seeds: both papers report means over several runs."""
 
@@ -61,6 +62,10 @@ class RunConfig:
     """False: train past ``epochs`` (the schedule's horizon, where the cosine restarts
     rising) until early stopping, as the authors' CLGSI code does (``while True``)."""
     schedule: str = "cosine"
+    """``cosine``, ``linear`` or ``constant`` after the warm-up (per optimizer step), or
+    ``plateau``: the learning rates drop tenfold after ``plateau_patience`` epochs without a
+    lower validation loss (MMSA's MulT: ``ReduceLROnPlateau``; no warm-up)."""
+    plateau_patience: int = 5
     grad_clip: float = 0.0
     """Clip the gradients' global norm to this (0 = off)."""
     clip_value: float = 0.0
@@ -217,8 +222,10 @@ def validate(config: RunConfig) -> None:
     from msakit.training.device import amp_mode
 
     amp_mode(config.amp, config.bf16)  # a known mode, not contradicting bf16
-    if config.schedule not in ("cosine", "linear", "constant"):
-        raise MsakitError(f"schedule must be cosine, linear or constant, got {config.schedule!r}")
+    if config.schedule not in SCHEDULES:
+        raise MsakitError(f"schedule must be {', '.join(SCHEDULES)}, got {config.schedule!r}")
+    if config.plateau_patience < 0:
+        raise MsakitError(f"plateau_patience must be >= 0, got {config.plateau_patience}")
     if not 0.0 <= config.warmup < 1.0:
         raise MsakitError(f"warmup is a share of the steps in [0, 1), got {config.warmup}")
     if config.dropout is not None and not 0.0 <= config.dropout < 1.0:

@@ -49,6 +49,8 @@ from msakit.training.device import (
 )
 from msakit.training.distributed import DistContext, wrap_ddp
 
+PLATEAU_FACTOR = 0.1
+"""``schedule=plateau`` multiplies the learning rates by this (MMSA's MulT)."""
 NO_DECAY = ("bias", "LayerNorm.weight", "LayerNorm.bias", "layer_norm", "norm.weight")
 """Parameters of a pretrained text encoder (``text_encoder.*``) that get no weight decay, as
 BERT fine-tuning does; every other parameter gets its group's weight decay."""
@@ -165,6 +167,9 @@ def build_scheduler(
         get_linear_schedule_with_warmup,
     )
 
+    if config.schedule == "plateau":  # stepped once an epoch on the validation loss
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=PLATEAU_FACTOR, patience=config.plateau_patience)
     if config.schedule == "cosine":
         return get_cosine_schedule_with_warmup(optimizer, warmup_steps, total_steps)
     if config.schedule == "linear":
@@ -379,6 +384,8 @@ class Trainer:
                         f"training diverged at epoch {epoch + 1}, step {self.global_step} "
                         f"(validation loss {result.loss}); lower the learning rate"
                     )
+                if self.config.schedule == "plateau":
+                    self.scheduler.step(result.loss)
                 improved = self.stopper.update(result.metrics["MAE"], epoch)
                 record = {
                     "epoch": epoch + 1,
@@ -461,7 +468,8 @@ class Trainer:
                 scaler.update()
             else:
                 self.optimizer.step()
-            self.scheduler.step()
+            if self.config.schedule != "plateau":
+                self.scheduler.step()
             self.global_step += 1
             self.step_seconds.append(time.perf_counter() - started)
             self.step_samples.append(len(indices))
