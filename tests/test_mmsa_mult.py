@@ -115,3 +115,37 @@ def test_import_names_bad_entries(files):
     del state["Model.trans_a_with_v.layers.1.fc2.bias"]
     with pytest.raises(MsakitError, match="no entry for msakit's cross.audio_with_vision.layers"):
         check_mapped(import_mmsa(state), ours, "w.pth")
+
+
+def trainer_for(path, **settings):
+    """msakit's Trainer on MulT (tiny) over ``path``'s train and valid splits."""
+    from msakit.config import RunConfig
+    from msakit.data.mmsa import load_feature_file
+    from msakit.training.trainer import Trainer
+
+    features = load_feature_file(path, text_features=True)
+    model = MulT(MulTConfig(dim=8, heads=2, layers=1, memory_layers=1),
+                 Dims.of(features))
+    config = RunConfig(model_name="mult", dataset="mosi", batch_size=8, seeds=[1], **settings)
+    return Trainer(model=model, config=config, train=features.splits["train"],
+                   valid=features.splits["valid"], quiet=True, save_last=False)
+
+
+def test_plateau_schedule_divides_the_rates_when_validation_stalls(files):
+    """schedule=plateau (MMSA's MulT): learning rates fixed within an epoch, divided by 10
+    after plateau_patience epochs without a lower validation loss."""
+    tiny = dict.fromkeys(("text", "audio", "vision", "other"), 1e-12)
+    trainer = trainer_for(files["mosi"], schedule="plateau", plateau_patience=0, lr=tiny,
+                          epochs=3, early_stop=10, optimizer="adam")
+    trainer.fit()
+    assert type(trainer.optimizer) is torch.optim.Adam
+    # epoch 1 sets the best loss; epochs 2 and 3 do not lower it (the weights barely move)
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-14)
+
+
+def test_clip_value_bounds_every_gradient_entry(files):
+    trainer = trainer_for(files["mosi"], clip_value=1e-4, epochs=1)
+    trainer.prepare()
+    trainer.train_epoch(0, max_steps=1)
+    largest = max(float(p.grad.abs().max()) for p in trainer.model.parameters())
+    assert largest == pytest.approx(1e-4)  # clipped, and some entry reached the bound
