@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from msakit.config.model_config import ModelConfig, hp
 from msakit.models.base import (
     Dims,
     Gather,
@@ -34,10 +35,13 @@ from msakit.models.base import (
     no_gather,
 )
 from msakit.models.import_weights import rename_mmsa
+from msakit.models.registry import ModelSpec, register_model
 from msakit.models.tfn import (
     MMSA_SUBNET_RULES,
+    PADDINGS,
     TextSubNet,
     VectorSubNet,
+    mmsa_run,
     pooled_inputs,
     text_width,
     with_one,
@@ -45,28 +49,30 @@ from msakit.models.tfn import (
 
 
 @dataclass
-class LMFConfig:
-    """LMF's hyperparameters: MMSA's config_regression.json for MOSI (other data sets: presets).
+class LMFConfig(ModelConfig, model="lmf"):
+    """LMF's hyperparameters. Defaults: MMSA's MOSI configuration (config_regression.json);
+    the other data sets' values are the presets at the end of this file.
 
-    MMSA's ``hidden_dims`` are (text, audio, vision); its ``dropouts`` (audio, vision, text,
-    post-fusion), of which only the first two act (the text one has no effect on a one-layer
-    LSTM, and MMSA's LMF defines a post-fusion dropout it never applies)."""
+    MMSA's ``hidden_dims`` are (text, audio, vision); of its ``dropouts`` (audio, vision, text,
+    post-fusion) only the first two act (the text one has no effect on a one-layer LSTM, and
+    MMSA's LMF defines a post-fusion dropout it never applies)."""
 
-    text_hidden: int = 128
-    audio_hidden: int = 16
-    vision_hidden: int = 128
-    rank: int = 3
-    audio_dropout: float = 0.3
-    vision_dropout: float = 0.3
-    factor_lr: float = 1e-3
-    train_fusion_weights: bool = False
-    padding: str = "mmsa"
+    text_hidden: int = hp(128, "width of the text LSTM; z_t is half as wide", low=2)
+    audio_hidden: int = hp(16, "width of the audio sub-network", low=1)
+    vision_hidden: int = hp(128, "width of the vision sub-network", low=1)
+    rank: int = hp(3, "r: rank of the factorised fusion tensor", low=1)
+    audio_dropout: float = hp(0.3, "dropout in the audio sub-network", low=0.0, high=1.0)
+    vision_dropout: float = hp(0.3, "dropout in the vision sub-network", low=0.0, high=1.0)
+    factor_lr: float = hp(1e-3, "learning rate of the modality factors (group 'factors')",
+                          low=0.0)
+    train_fusion_weights: bool = hp(
+        False, "train w and b of the fusion (the paper); MMSA's optimizer leaves them out")
+    padding: str = hp("mmsa", "mmsa: average every padded frame and run the LSTM over every "
+                      "position (MMSA); valid: valid frames and tokens only", choices=PADDINGS)
 
 
 class LMF(MSAModel):
     """Low-rank Multimodal Fusion (module docstring)."""
-
-    name = "lmf"
 
     def __init__(self, config: LMFConfig, dims: Dims, text_encoder: nn.Module | None = None
                  ) -> None:
@@ -111,6 +117,7 @@ class LMF(MSAModel):
         self,
         output: ModelOutput,
         batch: dict[str, torch.Tensor],
+        *,
         gather: Gather = no_gather,
         global_batch: int | None = None,
         world_size: int = 1,
@@ -142,3 +149,40 @@ MMSA_LMF_RULES = [
 def import_mmsa(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """MMSA's LMF state dict (``torch.save(AMIO.state_dict())``) -> msakit's LMF state dict."""
     return rename_mmsa(state, MMSA_LMF_RULES, model="LMF")
+
+
+def _lmf_run(batch_size: int, lr: float, weight_decay: float) -> dict:
+    run = mmsa_run(batch_size, lr)
+    run["weight_decay"] = dict.fromkeys(run["lr"], weight_decay)  # Adam's, on every parameter
+    return run
+
+
+LMF_PRESETS = {  # MMSA's config_regression.json, "lmf"
+    "mosi": {"run": _lmf_run(64, 1e-3, 5e-3), "model": {}},
+    "mosei": {"run": _lmf_run(32, 1e-3, 1e-3), "model": {
+        "rank": 4, "audio_dropout": 0.2, "vision_dropout": 0.2}},
+    "sims": {"run": _lmf_run(64, 2e-3, 5e-3), "model": {
+        "text_hidden": 64, "vision_hidden": 64, "rank": 4, "audio_dropout": 0.2,
+        "vision_dropout": 0.2, "factor_lr": 5e-4}},
+}
+
+SPEC = register_model(
+    ModelSpec(
+        name="lmf",
+        title="LMF",
+        paper="Liu et al., ACL 2018",
+        config=LMFConfig,
+        build=LMF,
+        presets=LMF_PRESETS,
+        search_space={  # MMSA's config_tune.json
+            "lr": ("choice", [5e-4, 1e-3, 2e-3, 5e-3]),
+            "factor_lr": ("choice", [1e-4, 5e-4, 1e-3]),
+            "weight_decay": ("choice", [0.0, 1e-4, 1e-3, 5e-3]),
+            "rank": ("choice", [3, 4, 5, 6]),
+            "audio_dropout": ("choice", [0.2, 0.3, 0.4]),
+            "vision_dropout": ("choice", [0.2, 0.3, 0.4]),
+        },
+        text_input="features",
+        imports={"mmsa": import_mmsa},
+    )
+)

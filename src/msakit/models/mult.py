@@ -33,6 +33,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from msakit.config import groups
+from msakit.config.model_config import ModelConfig, hp
+from msakit.errors import MsakitError
 from msakit.models.base import (
     Dims,
     Gather,
@@ -44,6 +47,7 @@ from msakit.models.base import (
     no_gather,
 )
 from msakit.models.import_weights import rename_mmsa
+from msakit.models.registry import ModelSpec, register_model
 from msakit.models.tfn import text_width
 
 MODALITIES = ("text", "audio", "vision")
@@ -121,34 +125,38 @@ class CrossmodalEncoder(nn.Module):
 
 
 @dataclass
-class MulTConfig:
-    """MulT's hyperparameters: MMSA's config_regression.json for MOSI (other data sets: presets).
+class MulTConfig(ModelConfig, model="mult"):
+    """MulT's hyperparameters. Defaults: MMSA's MOSI configuration (config_regression.json);
+    the other data sets' values are the presets at the end of this file. MMSA's names:
+    ``dst_feature_dim_nheads`` = (dim, heads), ``nlevels`` = layers, ``attn_dropout_a/_v``,
+    ``conv1d_kernel_size_l/a/v``."""
 
-    MMSA's ``dst_feature_dim_nheads`` is (dim, heads); ``attn_dropout`` is the text one;
-    ``conv1d_kernel_size_{l,a,v}`` are the kernels."""
+    dim: int = hp(50, "d: the common width after the temporal convolutions", low=1)
+    heads: int = hp(10, "attention heads (must divide d)", low=1)
+    layers: int = hp(4, "layers of each crossmodal Transformer (MMSA nlevels)", low=1)
+    memory_layers: int = hp(3, "the self-attention encoders have max(layers, this)", low=1)
+    attn_dropout: float = hp(0.3, "attention dropout towards text; the memory encoders'",
+                             low=0.0, high=1.0)
+    attn_dropout_audio: float = hp(0.2, "attention dropout towards audio", low=0.0, high=1.0)
+    attn_dropout_vision: float = hp(0.0, "attention dropout towards vision", low=0.0, high=1.0)
+    relu_dropout: float = hp(0.0, "dropout after the feed-forward ReLU", low=0.0, high=1.0)
+    embed_dropout: float = hp(0.2, "dropout on each encoder's scaled inputs", low=0.0,
+                              high=1.0)
+    res_dropout: float = hp(0.0, "dropout on each residual branch", low=0.0, high=1.0)
+    output_dropout: float = hp(0.5, "dropout in the output residual block", low=0.0, high=1.0)
+    text_dropout: float = hp(0.5, "dropout on the text features", low=0.0, high=1.0)
+    kernel_text: int = hp(5, "temporal convolution kernel, text", low=1)
+    kernel_audio: int = hp(5, "temporal convolution kernel, audio", low=1)
+    kernel_vision: int = hp(5, "temporal convolution kernel, vision", low=1)
+    attn_mask: bool = hp(True, "fairseq's future mask in every attention (MMSA's config)")
 
-    dim: int = 50
-    heads: int = 10
-    layers: int = 4
-    memory_layers: int = 3
-    attn_dropout: float = 0.3
-    attn_dropout_audio: float = 0.2
-    attn_dropout_vision: float = 0.0
-    relu_dropout: float = 0.0
-    embed_dropout: float = 0.2
-    res_dropout: float = 0.0
-    output_dropout: float = 0.5
-    text_dropout: float = 0.5
-    kernel_text: int = 5
-    kernel_audio: int = 5
-    kernel_vision: int = 5
-    attn_mask: bool = True
+    def check_combination(self) -> None:
+        if self.dim % self.heads:
+            raise MsakitError(f"mult: heads ({self.heads}) must divide dim ({self.dim})")
 
 
 class MulT(MSAModel):
     """Multimodal Transformer (module docstring)."""
-
-    name = "mult"
 
     def __init__(self, config: MulTConfig, dims: Dims, text_encoder: nn.Module | None = None
                  ) -> None:
@@ -213,6 +221,7 @@ class MulT(MSAModel):
         self,
         output: ModelOutput,
         batch: dict[str, torch.Tensor],
+        *,
         gather: Gather = no_gather,
         global_batch: int | None = None,
         world_size: int = 1,
@@ -266,3 +275,56 @@ def import_mmsa(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if weight is not None and weight.shape[0] == weight.shape[1]:
             del mapped[f"proj.{m}.weight"]
     return mapped
+
+
+MMSA_UPDATE_EPOCHS = 8
+"""MMSA's MulT sums the gradients of 8 batches before each Adam step (``update_epochs``)."""
+
+
+def _mult_run(batch_size: int, lr: float, patience: int) -> dict:
+    """MMSA's training of MulT. One Adam step over ``update_epochs`` batches of ``batch_size``
+    is one step over a batch 8 times larger here: Adam's step does not depend on the gradient's
+    scale (up to its epsilon), so the mean gradient stands for MMSA's sum, and MMSA's
+    ``clip_grad_value_`` of 0.6 on the sum becomes 0.6 / 8 on the mean (docs/readings.md,
+    "MulT"). The learning rate drops tenfold after ``patience`` epochs without a lower
+    validation loss; Adam without weight decay (MMSA's config names one its optimizer never
+    receives)."""
+    return {"text_encoder": None, "batch_size": batch_size * MMSA_UPDATE_EPOCHS,
+            "lr": groups(lr, lr, lr, lr), "weight_decay": groups(0.0, 0.0, 0.0, 0.0),
+            "optimizer": "adam", "schedule": "plateau", "plateau_patience": patience,
+            "warmup": 0.0, "clip_value": 0.6 / MMSA_UPDATE_EPOCHS, "epochs": 200,
+            "early_stop": 8}
+
+
+MULT_PRESETS = {  # MMSA's config_regression.json, "mult"
+    "mosi": {"run": _mult_run(16, 2e-3, 5), "model": {}},
+    "mosei": {"run": _mult_run(4, 5e-4, 20), "model": {
+        "dim": 30, "heads": 6, "attn_dropout": 0.4, "attn_dropout_audio": 0.0,
+        "embed_dropout": 0.0, "text_dropout": 0.3, "kernel_audio": 1, "kernel_vision": 3}},
+    "sims": {"run": _mult_run(16, 2e-3, 10), "model": {
+        "layers": 2, "attn_dropout": 0.2, "attn_dropout_audio": 0.1, "embed_dropout": 0.1,
+        "res_dropout": 0.2, "output_dropout": 0.1, "text_dropout": 0.3, "kernel_audio": 1,
+        "kernel_vision": 1}},
+}
+
+SPEC = register_model(
+    ModelSpec(
+        name="mult",
+        title="MulT",
+        paper="Tsai et al., ACL 2019",
+        config=MulTConfig,
+        build=MulT,
+        presets=MULT_PRESETS,
+        search_space={  # MMSA's config_tune.json (dims whose head count 10 divides them)
+            "lr": ("choice", [5e-4, 1e-3, 2e-3, 5e-3]),
+            "dim": ("choice", [30, 40, 50]),
+            "layers": ("choice", [2, 4, 6]),
+            "attn_dropout": ("choice", [0.1, 0.2, 0.3, 0.4, 0.5]),
+            "embed_dropout": ("choice", [0.0, 0.1, 0.2]),
+            "text_dropout": ("choice", [0.1, 0.2, 0.3, 0.4, 0.5]),
+            "output_dropout": ("choice", [0.1, 0.2, 0.3, 0.4, 0.5]),
+        },
+        text_input="features",
+        imports={"mmsa": import_mmsa},
+    )
+)

@@ -29,6 +29,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from msakit.config import groups
+from msakit.config.model_config import ModelConfig, hp
 from msakit.encoders.sequence import masked_mean
 from msakit.errors import MsakitError
 from msakit.models.base import (
@@ -42,6 +44,7 @@ from msakit.models.base import (
     no_gather,
 )
 from msakit.models.import_weights import rename_mmsa
+from msakit.models.registry import ModelSpec, register_model
 
 PADDINGS = ("mmsa", "valid")
 
@@ -116,28 +119,29 @@ def text_width(dims: Dims, model: str) -> int:
 
 
 @dataclass
-class TFNConfig:
-    """TFN's hyperparameters: MMSA's config_regression.json for MOSI (other data sets: presets).
+class TFNConfig(ModelConfig, model="tfn"):
+    """TFN's hyperparameters. Defaults: MMSA's MOSI configuration (config_regression.json);
+    the other data sets' values are the presets at the end of this file.
 
-    MMSA's ``hidden_dims`` are (text, audio, vision); its ``dropouts`` (audio, vision, text,
-    post-fusion), of which the text one has no effect (:class:`TextSubNet`)."""
+    MMSA's ``hidden_dims`` are (text, audio, vision); of its ``dropouts`` (audio, vision, text,
+    post-fusion) the text one has no effect (:class:`TextSubNet`), so it is not here."""
 
-    text_hidden: int = 128
-    audio_hidden: int = 32
-    vision_hidden: int = 128
-    text_out: int = 32
-    post_fusion_dim: int = 64
-    audio_dropout: float = 0.3
-    vision_dropout: float = 0.3
-    post_fusion_dropout: float = 0.5
-    output_bound: float = 3.0
-    padding: str = "mmsa"
+    text_hidden: int = hp(128, "width of the text LSTM (MMSA hidden_dims[0])", low=1)
+    audio_hidden: int = hp(32, "width of the audio sub-network (MMSA hidden_dims[1])", low=1)
+    vision_hidden: int = hp(128, "width of the vision sub-network (MMSA hidden_dims[2])", low=1)
+    text_out: int = hp(32, "width of z_t, the text sub-network's output", low=1)
+    post_fusion_dim: int = hp(64, "width of the two post-fusion layers", low=1)
+    audio_dropout: float = hp(0.3, "dropout in the audio sub-network", low=0.0, high=1.0)
+    vision_dropout: float = hp(0.3, "dropout in the vision sub-network", low=0.0, high=1.0)
+    post_fusion_dropout: float = hp(0.5, "dropout on the fusion tensor", low=0.0, high=1.0)
+    output_bound: float = hp(3.0, "predictions lie in (-bound, bound) (MMSA: 3 everywhere)",
+                             low=0.0)
+    padding: str = hp("mmsa", "mmsa: average every padded frame and run the LSTM over every "
+                      "position (MMSA); valid: valid frames and tokens only", choices=PADDINGS)
 
 
 class TFN(MSAModel):
     """Tensor Fusion Network (module docstring)."""
-
-    name = "tfn"
 
     def __init__(self, config: TFNConfig, dims: Dims, text_encoder: nn.Module | None = None
                  ) -> None:
@@ -178,6 +182,7 @@ class TFN(MSAModel):
         self,
         output: ModelOutput,
         batch: dict[str, torch.Tensor],
+        *,
         gather: Gather = no_gather,
         global_batch: int | None = None,
         world_size: int = 1,
@@ -218,3 +223,42 @@ def import_mmsa(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             raise MsakitError(f"{key} is {state[key].flatten().tolist()}, MMSA's TFN has "
                               f"[{value}]; msakit's output bound (--set output_bound) is 3")
     return rename_mmsa(state, MMSA_TFN_RULES, model="TFN")
+
+
+def mmsa_run(batch_size: int, lr: float) -> dict:
+    """MMSA's training of TFN and LMF: Adam at one learning rate, no schedule, early stop after
+    8 epochs without a better validation result (MMSA trains until then; 200 is a cap)."""
+    return {"text_encoder": None, "batch_size": batch_size, "lr": groups(lr, lr, lr, lr),
+            "weight_decay": groups(0.0, 0.0, 0.0, 0.0), "optimizer": "adam",
+            "schedule": "constant", "warmup": 0.0, "epochs": 200, "early_stop": 8}
+
+
+TFN_PRESETS = {  # MMSA's config_regression.json, "tfn"
+    "mosi": {"run": mmsa_run(32, 1e-3), "model": {}},
+    "mosei": {"run": mmsa_run(128, 5e-3), "model": {
+        "audio_hidden": 16, "text_out": 128, "post_fusion_dim": 16, "audio_dropout": 0.4,
+        "vision_dropout": 0.4, "post_fusion_dropout": 0.4}},
+    "sims": {"run": mmsa_run(32, 5e-4), "model": {
+        "text_out": 256, "post_fusion_dim": 32, "audio_dropout": 0.4, "vision_dropout": 0.4,
+        "post_fusion_dropout": 0.4}},
+}
+
+SPEC = register_model(
+    ModelSpec(
+        name="tfn",
+        title="TFN",
+        paper="Zadeh et al., EMNLP 2017",
+        config=TFNConfig,
+        build=TFN,
+        presets=TFN_PRESETS,
+        search_space={  # MMSA's config_tune.json
+            "lr": ("choice", [5e-4, 1e-3, 2e-3, 5e-3]),
+            "text_out": ("choice", [32, 64, 128, 256]),
+            "post_fusion_dim": ("choice", [16, 32, 64, 128]),
+            "post_fusion_dropout": ("choice", [0.2, 0.3, 0.4, 0.5]),
+            "audio_hidden": ("choice", [16, 32]),
+        },
+        text_input="features",
+        imports={"mmsa": import_mmsa},
+    )
+)
