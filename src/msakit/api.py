@@ -76,8 +76,10 @@ def dims_of(data: FeatureFile) -> Dims:
     return Dims.of(data)
 
 
-def load_data(path: str | os.PathLike, vocab_size: int | None) -> FeatureFile:
-    return load_feature_file(str(path), vocab_size=vocab_size)
+def load_data(
+    path: str | os.PathLike, vocab_size: int | None, *, text_features: bool = False
+) -> FeatureFile:
+    return load_feature_file(str(path), vocab_size=vocab_size, text_features=text_features)
 
 
 # --------------------------------------------------------------------------- train
@@ -208,7 +210,7 @@ def _train(ctx: distributed.DistContext, run: _Run) -> TrainResult:
     if message and not run.quiet and ctx.is_main:
         print(message, file=sys.stderr)
     del probe
-    pretrained = copy.deepcopy(inputs.encoder.state_dict())
+    pretrained = copy.deepcopy(inputs.encoder.state_dict()) if inputs.encoder else {}
     lock = _lock_run(run.out, ctx)
     try:
         if run.overwrite and ctx.is_main:
@@ -269,7 +271,8 @@ def _train_seeds(
     rows, out, features = [], run.out, inputs.features
     for seed in config.seeds:
         torch.manual_seed(seed)
-        inputs.encoder.load_state_dict(pretrained)
+        if inputs.encoder is not None:
+            inputs.encoder.load_state_dict(pretrained)
         net = build_model(config, inputs.dims, copy.deepcopy(inputs.encoder))
         if adapter_state is not None:
             from msakit.training.stages import install_adapters
@@ -479,9 +482,12 @@ def load_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
 def _split_for(ckpt: LoadedCheckpoint, data: str | os.PathLike, split: str) -> SplitData:
     vocab = ckpt.state["text_encoder_config"].get("vocab_size", 0)
     vocab = int(vocab) if isinstance(vocab, int) and vocab > 0 else None
-    features = load_data(data, vocab)
+    features = load_data(data, vocab, text_features=ckpt.dims.text_dim is not None)
     if split not in features.splits:
         raise MsakitError(f"{data}: no split {split!r}")
+    if features.text_dim != ckpt.dims.text_dim:
+        raise MsakitError(f"{data}: text features {features.text_dim} wide, the checkpoint's "
+                          f"{ckpt.dims.text_dim}")
     if (features.audio_dim, features.vision_dim) != (ckpt.dims.audio, ckpt.dims.vision):
         raise MsakitError(
             f"{data}: audio/vision feature sizes {features.audio_dim}/{features.vision_dim} do "
