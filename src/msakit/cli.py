@@ -261,8 +261,8 @@ def _import_weights(args: argparse.Namespace) -> int:
     from msakit.importing import import_weights
 
     path = import_weights(
-        args.source, args.model, args.dataset, args.weights, args.data, args.text_encoder,
-        args.out, overrides=args.set,
+        source=args.source, model=args.model, dataset=args.dataset, weights=args.weights,
+        data=args.data, text_encoder=args.text_encoder, out=args.out, overrides=args.set,
     )
     print(f"wrote {path} ({args.model} on {args.dataset}, weights from {args.source})")
     return 0
@@ -552,20 +552,24 @@ def _add_tune_parser(sub: argparse._SubParsersAction) -> None:
                    "none); other trials keep config, history and metrics only, no last.pt")
 
 def _add_import_weights_parser(sub: argparse._SubParsersAction) -> None:
-    from msakit.models.import_weights import SOURCES
+    from msakit.importing import import_sources
 
+    sources = import_sources()
     p = sub.add_parser(
         "import-weights",
         help="a reference implementation's saved weights as an msakit checkpoint",
     )
-    p.add_argument("--from", dest="source", required=True, choices=sorted(SOURCES),
-                   help="clgsi-authors: state_dict of the authors' CLGSI AMIO module")
+    p.add_argument("--from", dest="source", required=True, choices=sorted(sources),
+                   help="the code base that saved the weights (a state_dict of its AMIO "
+                   "module): " + "; ".join(f"{s} for {', '.join(m)}" for s, m in
+                                          sorted(sources.items())))
     _add_model_argument(p)
     p.add_argument("--dataset", required=True, choices=["mosi", "mosei", "sims"])
     p.add_argument("--weights", required=True, help="the reference's saved state_dict (.pth)")
     p.add_argument("--data", required=True, help="an MMSA feature file of the dataset (sizes)")
-    p.add_argument("--text-encoder", required=True,
-                   help="folder or hub name of the text encoder the weights were trained with")
+    p.add_argument("--text-encoder",
+                   help="folder or hub name of the text encoder the weights were trained with "
+                   "(models with a text encoder)")
     p.add_argument("--out", required=True, help="the msakit checkpoint to write (.pt)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a setting of the reference that differs from the preset")

@@ -262,6 +262,17 @@ def check_mapped(
     return {k: v.to(ours[k].dtype) for k, v in mapped.items() if k in ours}
 
 
+def plain_state_dict(state: Any, where: str) -> dict[str, torch.Tensor]:
+    """``state`` checked to be a dict of tensors by name, without DataParallel's ``module.``."""
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise MsakitError(f"{where}: not a state dict (a dict of tensors by name)")
+    if state and all(k.startswith("module.") for k in state):  # saved from DataParallel
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
 def load_reference_state(
     source: Source, state: Any, model: nn.Module, where: str
 ) -> dict[str, torch.Tensor]:
@@ -269,12 +280,7 @@ def load_reference_state(
 
     Raises :class:`MsakitError` with one line on an unknown, missing or misshapen entry.
     """
-    if not isinstance(state, dict) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
-    ):
-        raise MsakitError(f"{where}: not a state dict (a dict of tensors by name)")
-    if state and all(k.startswith("module.") for k in state):  # saved from DataParallel
-        state = {k[len("module."):]: v for k, v in state.items()}
+    state = plain_state_dict(state, where)
     ours = model.state_dict()
     config = model.config
     mapped: dict[str, torch.Tensor] = {}

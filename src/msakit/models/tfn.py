@@ -216,13 +216,14 @@ MMSA_OUTPUT_SCALE = {"Model.output_range": 6.0, "Model.output_shift": -3.0}
 
 def import_mmsa(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """MMSA's TFN state dict (``torch.save(AMIO.state_dict())``) -> msakit's TFN state dict."""
+    mapped = rename_mmsa(state, MMSA_TFN_RULES, model="TFN")
     for key, value in MMSA_OUTPUT_SCALE.items():
         if key not in state:
             raise MsakitError(f"not MMSA's TFN weights: missing key {key}")
         if state[key].numel() != 1 or float(state[key]) != value:
             raise MsakitError(f"{key} is {state[key].flatten().tolist()}, MMSA's TFN has "
                               f"[{value}]; msakit's output bound (--set output_bound) is 3")
-    return rename_mmsa(state, MMSA_TFN_RULES, model="TFN")
+    return mapped
 
 
 def mmsa_run(batch_size: int, lr: float) -> dict:
