@@ -560,8 +560,10 @@ def predict(
 
 
 # --------------------------------------------------------------------------- synth and demo
-def synth(like: str, n: tuple[int, int, int], out: str | os.PathLike, seed: int = 0) -> Path:
-    """Write a synthetic MMSA feature file shaped like ``like`` (mosi, mosei, sims)."""
+def synth(like: str, n: tuple[int, int, int], out: str | os.PathLike, seed: int = 0, *,
+          text_features: bool = False) -> Path:
+    """Write a synthetic MMSA feature file shaped like ``like`` (mosi, mosei, sims); with
+    ``text_features``, also the ``text`` key that TFN, LMF and MulT read."""
     from msakit.data.synthetic import write_synthetic
 
     if like not in ("mosi", "mosei", "sims"):
@@ -576,9 +578,9 @@ def synth(like: str, n: tuple[int, int, int], out: str | os.PathLike, seed: int 
         from msakit.data.safe_format import save_npz
         from msakit.data.synthetic import make_synthetic
 
-        save_npz(make_synthetic(like, *n, seed=seed), out)
+        save_npz(make_synthetic(like, *n, seed=seed, text_features=text_features), out)
         return out
-    write_synthetic(str(out), like, *n, seed=seed)
+    write_synthetic(str(out), like, *n, seed=seed, text_features=text_features)
     return out
 
 

@@ -78,7 +78,8 @@ def _demo(args: argparse.Namespace) -> int:
 def _synth(args: argparse.Namespace) -> int:
     from msakit import api
 
-    path = api.synth(args.like, tuple(args.n), args.out, seed=args.seed)
+    path = api.synth(args.like, tuple(args.n), args.out, seed=args.seed,
+                     text_features=args.text_features)
     print(f"wrote {path} ({args.like}-shaped: {' / '.join(map(str, args.n))} samples)")
     return 0
 
@@ -364,6 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True,
                    help="output file: FILE.npz (code-free) or an MMSA pickle (any other name)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the generator")
+    p.add_argument("--text-features", action="store_true",
+                   help="also write 'text', precomputed text features (N, Lt, 768), for the "
+                   "models that read them instead of a text encoder")
 
     p = sub.add_parser("train", help="train a model on an MMSA feature file, several seeds")
     _add_train_arguments(p)
