@@ -117,7 +117,8 @@ def import_weights(
         except MsakitError as exc:
             raise MsakitError(f"{weights}: {exc}") from None
         net.load_state_dict(check_mapped(mapped, net, str(weights)))
-    _write_checkpoint(net, config, dims, {"source": source, "weights": str(weights)}, out)
+    _write_checkpoint(net, config, dims, origin={"source": source, "weights": str(weights)},
+                      out=out)
     return out
 
 
@@ -144,7 +145,7 @@ def _read_state(weights: Path) -> Any:
         raise MsakitError(f"{weights}: not a readable state dict ({type(exc).__name__})") from exc
 
 
-def _write_checkpoint(net: MSAModel, config: RunConfig, dims: Dims, origin: dict[str, str],
+def _write_checkpoint(net: MSAModel, config: RunConfig, dims: Dims, *, origin: dict[str, str],
                       out: Path) -> None:
     torch_save_atomic(
         {

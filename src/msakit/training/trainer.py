@@ -452,44 +452,53 @@ class Trainer:
                     f"training diverged at epoch {epoch + 1}, step {self.global_step + 1} "
                     f"(loss {bad}); lower the learning rate"
                 )
-            self.optimizer.zero_grad(set_to_none=True)
-            scaler = getattr(self, "scaler", None)  # fp16 on CUDA: scaled loss
-            if scaler is not None:
-                scaler.scale(losses.loss).backward()
-                scaler.unscale_(self.optimizer)
-            else:
-                losses.loss.backward()
-            if self.config.grad_clip > 0:
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-            if self.config.clip_value > 0:
-                nn.utils.clip_grad_value_(self.model.parameters(), self.config.clip_value)
-            if scaler is not None:
-                scaler.step(self.optimizer)
-                scaler.update()
-            else:
-                self.optimizer.step()
-            if self.config.schedule != "plateau":
-                self.scheduler.step()
-            self.global_step += 1
+            self._step(losses.loss)
             self.step_seconds.append(time.perf_counter() - started)
             self.step_samples.append(len(indices))
             for k in sums:
                 sums[k] += values[k]
-            if log is not None:
-                lrs = {g["name"]: g["lr"] for g in self.optimizer.param_groups}
-                log.write(json.dumps({"seed": self.seed, "step": self.global_step,
-                                      "epoch": epoch + 1, **values, "lr": lrs}) + "\n")
-            if writer is not None:
-                for k, v in values.items():
-                    writer.add_scalar(f"train/{k}", v, self.global_step)
-                for g in self.optimizer.param_groups:
-                    writer.add_scalar(f"lr/{g['name']}", g["lr"], self.global_step)
+            self._record_step(values, epoch, log, writer)
             if bar is not None:
                 bar.set_postfix(loss=f"{values['loss']:.4f}")
                 bar.update(1)
         if bar is not None:
             bar.close()
         return {k: v / max(1, len(plan)) for k, v in sums.items()}
+
+    def _record_step(self, values: dict[str, float], epoch: int, log, writer) -> None:
+        """The step's losses and learning rates to the step log and TensorBoard (if open)."""
+        if log is not None:
+            lrs = {g["name"]: g["lr"] for g in self.optimizer.param_groups}
+            log.write(json.dumps({"seed": self.seed, "step": self.global_step,
+                                  "epoch": epoch + 1, **values, "lr": lrs}) + "\n")
+        if writer is not None:
+            for k, v in values.items():
+                writer.add_scalar(f"train/{k}", v, self.global_step)
+            for g in self.optimizer.param_groups:
+                writer.add_scalar(f"lr/{g['name']}", g["lr"], self.global_step)
+
+    def _step(self, loss: torch.Tensor) -> None:
+        """One optimizer step on ``loss``: backward (scaled under fp16), the configured
+        clipping, the optimizer, and the per-step schedule (``plateau`` steps per epoch)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        scaler = getattr(self, "scaler", None)  # fp16 on CUDA: scaled loss
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+        if self.config.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        if self.config.clip_value > 0:
+            nn.utils.clip_grad_value_(self.model.parameters(), self.config.clip_value)
+        if scaler is not None:
+            scaler.step(self.optimizer)
+            scaler.update()
+        else:
+            self.optimizer.step()
+        if self.config.schedule != "plateau":
+            self.scheduler.step()
+        self.global_step += 1
 
     def _batches(self, plan: list[np.ndarray]) -> Iterator[dict[str, torch.Tensor]]:
         cache = getattr(self, "text_cache", {}).get("train")
