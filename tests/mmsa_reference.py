@@ -98,3 +98,48 @@ def compare_grads(ours: torch.nn.Module, mapped: dict[str, torch.Tensor], rtol: 
         assert_close(p.grad, mapped[name], rtol, f"gradient of {name}")
         count += 1
     return count
+
+
+def build_pair(model: str, dataset: str, path: Path, *, indices: list[int], build, importer,
+               overrides: dict[str, Any]):
+    """(MMSA's AMIO of ``model``, msakit's model with its weights, MMSA's batch, msakit's batch)
+    over the same samples; ``build(args, dims)`` makes msakit's model from MMSA's args."""
+    from MMSA.models import AMIO
+
+    from msakit.models.base import Dims
+    from msakit.models.import_weights import check_mapped
+
+    args = mmsa_args(model, dataset, path, **overrides)
+    theirs = mmsa_batch(args, "train", indices)  # sets args.feature_dims from the file
+    torch.manual_seed(0)
+    reference = AMIO(args)
+    text, audio, vision = args.feature_dims
+    ours = build(args, Dims(audio=audio, vision=vision, text_dim=text))
+    ours.load_state_dict(check_mapped(importer(reference.state_dict()), ours, "test"))
+    return reference, ours, theirs, msakit_batch(path, "train", indices, trim=False)
+
+
+def check_predictions(pair) -> None:
+    """Eval-mode predictions of both sides agree to 1e-4 (and tell the samples apart)."""
+    reference, ours, theirs, batch = pair
+    reference.eval(), ours.eval()
+    with torch.no_grad():
+        expected = reference(theirs["text"], theirs["audio"], theirs["vision"])["M"].view(-1)
+        got = ours(batch).prediction
+    assert got.shape == expected.shape == (len(batch["labels"]),)
+    assert torch.allclose(got, expected, atol=1e-4), (got - expected).abs().max()
+    assert expected.std() > 0
+
+
+def check_training_step(pair, importer) -> int:
+    """One training step of both sides (MMSA's trainers: ``L1Loss`` on the batch) gives the
+    same loss and gradients to 1e-5 relative; returns how many gradients were compared."""
+    reference, ours, theirs, batch = pair
+    reference.train(), ours.train()
+    output = reference(theirs["text"], theirs["audio"], theirs["vision"])["M"]
+    expected = torch.nn.L1Loss()(output, theirs["labels"]["M"].view(-1, 1))
+    expected.backward()
+    loss = ours.compute_loss(ours(batch), batch).loss
+    loss.backward()
+    assert_close(loss.detach(), expected.detach(), 1e-5, "loss")
+    return compare_grads(ours, importer(grads(reference)), 1e-5)

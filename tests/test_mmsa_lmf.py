@@ -5,18 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from mmsa_reference import (
-    assert_close,
-    compare_grads,
-    grads,
-    mmsa_args,
-    mmsa_batch,
-    msakit_batch,
-    write_mmsa_file,
-)
+from mmsa_reference import build_pair, check_predictions, check_training_step, write_mmsa_file
 
 from msakit.errors import MsakitError
-from msakit.models.base import Dims
 from msakit.models.import_weights import check_mapped
 from msakit.models.lmf import LMF, LMFConfig, import_mmsa
 
@@ -32,50 +23,31 @@ def files(tmp_path_factory):
             for like in ("mosi", "sims")}
 
 
+def config_of(args, train_fusion_weights: bool) -> LMFConfig:
+    text, audio, vision = args.hidden_dims
+    return LMFConfig(text_hidden=text, audio_hidden=audio, vision_hidden=vision, rank=args.rank,
+                     audio_dropout=args.dropouts[0], vision_dropout=args.dropouts[1],
+                     factor_lr=args.factor_lr, train_fusion_weights=train_fusion_weights)
+
+
 def pair(path, dataset: str, train_fusion_weights: bool = False, **overrides):
     """(MMSA's AMIO, msakit's LMF with its weights, MMSA's batch, msakit's batch)."""
-    from MMSA.models import AMIO
-
-    args = mmsa_args("lmf", dataset, path, **{**TINY, **overrides})
-    theirs_batch = mmsa_batch(args, "train", INDICES)  # sets args.feature_dims from the file
-    torch.manual_seed(0)
-    reference = AMIO(args)
-    text, audio, vision = args.hidden_dims
-    config = LMFConfig(text_hidden=text, audio_hidden=audio, vision_hidden=vision, rank=args.rank,
-                       audio_dropout=args.dropouts[0], vision_dropout=args.dropouts[1],
-                       factor_lr=args.factor_lr, train_fusion_weights=train_fusion_weights)
-    ours = LMF(config, Dims(audio=args.feature_dims[1], vision=args.feature_dims[2],
-                            text_dim=args.feature_dims[0]))
-    ours.load_state_dict(check_mapped(import_mmsa(reference.state_dict()), ours, "test"))
-    return reference, ours, theirs_batch, msakit_batch(path, "train", INDICES, trim=False)
+    return build_pair("lmf", dataset, path, indices=INDICES, importer=import_mmsa,
+                      build=lambda args, dims: LMF(config_of(args, train_fusion_weights), dims),
+                      overrides={**TINY, **overrides})
 
 
 @pytest.mark.parametrize("dataset", ["mosi", "sims"])
 def test_predictions_equal_mmsa(files, dataset):
-    reference, ours, theirs, batch = pair(files[dataset], dataset)
-    reference.eval(), ours.eval()
-    with torch.no_grad():
-        expected = reference(theirs["text"], theirs["audio"], theirs["vision"])["M"].view(-1)
-        got = ours(batch).prediction
-    assert got.shape == (len(INDICES),)
-    assert torch.allclose(got, expected, atol=1e-4), (got - expected).abs().max()
-    assert expected.std() > 0
+    check_predictions(pair(files[dataset], dataset))
 
 
 @pytest.mark.parametrize(("dataset", "train_fusion_weights"),
                          [("mosi", False), ("sims", False), ("mosi", True)])
 def test_training_step_equals_mmsa(files, dataset, train_fusion_weights):
-    reference, ours, theirs, batch = pair(files[dataset], dataset, train_fusion_weights,
-                                          dropouts=[0.0] * 4)
-    reference.train(), ours.train()
-    output = reference(theirs["text"], theirs["audio"], theirs["vision"])["M"]
-    expected = torch.nn.L1Loss()(output, theirs["labels"]["M"].view(-1, 1))  # MMSA's trainer
-    expected.backward()
-    loss = ours.compute_loss(ours(batch), batch).loss
-    loss.backward()
-    assert_close(loss.detach(), expected.detach(), 1e-5, "loss")
-    compared = compare_grads(ours, import_mmsa(grads(reference)), 1e-5)
-    assert compared == len(list(ours.parameters())) - (0 if train_fusion_weights else 2)
+    both = pair(files[dataset], dataset, train_fusion_weights, dropouts=[0.0] * 4)
+    compared = check_training_step(both, import_mmsa)
+    assert compared == len(list(both[1].parameters())) - (0 if train_fusion_weights else 2)
 
 
 def test_optimizer_groups_follow_mmsa(files):

@@ -6,15 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from mmsa_reference import (
-    assert_close,
-    compare_grads,
-    grads,
-    mmsa_args,
-    mmsa_batch,
-    msakit_batch,
-    write_mmsa_file,
-)
+from mmsa_reference import build_pair, check_predictions, check_training_step, write_mmsa_file
 
 from msakit.errors import MsakitError
 from msakit.models.base import Dims
@@ -50,16 +42,9 @@ def config_of(args) -> MulTConfig:
 
 def pair(path, dataset: str, **overrides):
     """(MMSA's AMIO, msakit's MulT with its weights, MMSA's batch, msakit's batch)."""
-    from MMSA.models import AMIO
-
-    args = mmsa_args("mult", dataset, path, **{**TINY, **overrides})
-    theirs_batch = mmsa_batch(args, "train", INDICES)  # sets args.feature_dims from the file
-    torch.manual_seed(0)
-    reference = AMIO(args)
-    ours = MulT(config_of(args), Dims(audio=args.feature_dims[1], vision=args.feature_dims[2],
-                                      text_dim=args.feature_dims[0]))
-    ours.load_state_dict(check_mapped(import_mmsa(reference.state_dict()), ours, "test"))
-    return reference, ours, theirs_batch, msakit_batch(path, "train", INDICES, trim=False)
+    return build_pair("mult", dataset, path, indices=INDICES, importer=import_mmsa,
+                      build=lambda args, dims: MulT(config_of(args), dims),
+                      overrides={**TINY, **overrides})
 
 
 CASES = {
@@ -73,30 +58,14 @@ CASES = {
 @pytest.mark.parametrize("case", CASES)
 def test_predictions_equal_mmsa(files, case):
     dataset, overrides = CASES[case]
-    reference, ours, theirs, batch = pair(files[dataset], dataset, **overrides)
-    reference.eval(), ours.eval()
-    with torch.no_grad():
-        expected = reference(theirs["text"], theirs["audio"], theirs["vision"])["M"].view(-1)
-        got = ours(batch).prediction
-    assert got.shape == (len(INDICES),)
-    assert torch.allclose(got, expected, atol=1e-4), (got - expected).abs().max()
-    assert expected.std() > 0
+    check_predictions(pair(files[dataset], dataset, **overrides))
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_training_step_equals_mmsa(files, case):
     dataset, overrides = CASES[case]
-    zero = dict.fromkeys(DROPOUTS, 0.0)
-    reference, ours, theirs, batch = pair(files[dataset], dataset, **zero, **overrides)
-    reference.train(), ours.train()
-    output = reference(theirs["text"], theirs["audio"], theirs["vision"])["M"]
-    expected = torch.nn.L1Loss()(output, theirs["labels"]["M"].view(-1, 1))  # MMSA's trainer
-    expected.backward()
-    loss = ours.compute_loss(ours(batch), batch).loss
-    loss.backward()
-    assert_close(loss.detach(), expected.detach(), 1e-5, "loss")
-    assert compare_grads(ours, import_mmsa(grads(reference)), 1e-5) == len(
-        list(ours.parameters()))
+    both = pair(files[dataset], dataset, **dict.fromkeys(DROPOUTS, 0.0), **overrides)
+    assert check_training_step(both, import_mmsa) == len(list(both[1].parameters()))
 
 
 def test_future_mask_is_mmsas():

@@ -6,17 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 from mmsa_reference import (
-    assert_close,
-    compare_grads,
-    grads,
+    build_pair,
+    check_predictions,
+    check_training_step,
     mmsa_args,
-    mmsa_batch,
-    msakit_batch,
     write_mmsa_file,
 )
 
 from msakit.errors import MsakitError
-from msakit.models.base import Dims
 from msakit.models.import_weights import check_mapped
 from msakit.models.tfn import TFN, TFNConfig, import_mmsa
 
@@ -42,42 +39,20 @@ def config_of(args) -> TFNConfig:
 
 def pair(path, dataset: str, **overrides):
     """(MMSA's AMIO, msakit's TFN with its weights, MMSA's batch, msakit's batch)."""
-    from MMSA.models import AMIO
-
-    args = mmsa_args("tfn", dataset, path, **{**TINY, **overrides})
-    theirs_batch = mmsa_batch(args, "train", INDICES)  # sets args.feature_dims from the file
-    torch.manual_seed(0)
-    reference = AMIO(args)
-    ours = TFN(config_of(args), Dims(audio=args.feature_dims[1], vision=args.feature_dims[2],
-                                     text_dim=args.feature_dims[0]))
-    ours.load_state_dict(check_mapped(import_mmsa(reference.state_dict()), ours, "test"))
-    return reference, ours, theirs_batch, msakit_batch(path, "train", INDICES, trim=False)
+    return build_pair("tfn", dataset, path, indices=INDICES, importer=import_mmsa,
+                      build=lambda args, dims: TFN(config_of(args), dims),
+                      overrides={**TINY, **overrides})
 
 
 @pytest.mark.parametrize("dataset", ["mosi", "sims"])
 def test_predictions_equal_mmsa(files, dataset):
-    reference, ours, theirs, batch = pair(files[dataset], dataset)
-    reference.eval(), ours.eval()
-    with torch.no_grad():
-        expected = reference(theirs["text"], theirs["audio"], theirs["vision"])["M"].view(-1)
-        got = ours(batch).prediction
-    assert got.shape == (len(INDICES),)
-    assert torch.allclose(got, expected, atol=1e-4), (got - expected).abs().max()
-    assert expected.std() > 0  # the samples are told apart
+    check_predictions(pair(files[dataset], dataset))
 
 
 @pytest.mark.parametrize("dataset", ["mosi", "sims"])
 def test_training_step_equals_mmsa(files, dataset):
-    reference, ours, theirs, batch = pair(files[dataset], dataset, dropouts=[0.0] * 4)
-    reference.train(), ours.train()
-    output = reference(theirs["text"], theirs["audio"], theirs["vision"])["M"]
-    expected = torch.nn.L1Loss()(output, theirs["labels"]["M"].view(-1, 1))  # MMSA's trainer
-    expected.backward()
-    loss = ours.compute_loss(ours(batch), batch).loss
-    loss.backward()
-    assert_close(loss.detach(), expected.detach(), 1e-5, "loss")
-    assert compare_grads(ours, import_mmsa(grads(reference)), 1e-5) == len(
-        list(ours.parameters()))
+    both = pair(files[dataset], dataset, dropouts=[0.0] * 4)
+    assert check_training_step(both, import_mmsa) == len(list(both[1].parameters()))
 
 
 def test_valid_padding_ignores_padded_content(files):

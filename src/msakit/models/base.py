@@ -178,11 +178,19 @@ def groups_by_prefix(
     return groups
 
 
-def l1_task_loss(
-    output: ModelOutput, batch: dict[str, torch.Tensor], global_batch: int | None, world_size: int
-) -> LossOutput:
-    """The mean absolute error of the prediction as the whole loss (MMSA's L1Loss, the task
-    loss of its regression models)."""
-    labels = batch["labels"].to(output.prediction.dtype)
-    task = task_mean((output.prediction - labels).abs(), global_batch, world_size)
-    return LossOutput(task, task, task.detach() * 0)
+class L1Regression(MSAModel):
+    """A model whose whole loss is the mean absolute error of its prediction (MMSA's
+    ``L1Loss``, the loss of its regression baselines TFN, LMF and MulT)."""
+
+    def compute_loss(
+        self,
+        output: ModelOutput,
+        batch: dict[str, torch.Tensor],
+        *,
+        gather: Gather = no_gather,
+        global_batch: int | None = None,
+        world_size: int = 1,
+    ) -> LossOutput:
+        labels = batch["labels"].to(output.prediction.dtype)
+        task = task_mean((output.prediction - labels).abs(), global_batch, world_size)
+        return LossOutput(task, task, task.detach() * 0)

@@ -26,13 +26,9 @@ from torch import nn
 from msakit.config.model_config import ModelConfig, hp
 from msakit.models.base import (
     Dims,
-    Gather,
-    LossOutput,
+    L1Regression,
     ModelOutput,
-    MSAModel,
     groups_by_prefix,
-    l1_task_loss,
-    no_gather,
 )
 from msakit.models.import_weights import rename_mmsa
 from msakit.models.registry import ModelSpec, register_model
@@ -71,7 +67,7 @@ class LMFConfig(ModelConfig, model="lmf"):
                       "position (MMSA); valid: valid frames and tokens only", choices=PADDINGS)
 
 
-class LMF(MSAModel):
+class LMF(L1Regression):
     """Low-rank Multimodal Fusion (module docstring)."""
 
     def __init__(self, config: LMFConfig, dims: Dims, text_encoder: nn.Module | None = None
@@ -112,17 +108,6 @@ class LMF(MSAModel):
         weighted = torch.matmul(self.fusion_weights, fused.permute(1, 0, 2))  # (B, 1, 1)
         prediction = weighted.view(-1) + self.fusion_bias.view(-1)
         return ModelOutput(prediction, reps)
-
-    def compute_loss(
-        self,
-        output: ModelOutput,
-        batch: dict[str, torch.Tensor],
-        *,
-        gather: Gather = no_gather,
-        global_batch: int | None = None,
-        world_size: int = 1,
-    ) -> LossOutput:
-        return l1_task_loss(output, batch, global_batch, world_size)
 
     def parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
         return groups_by_prefix(self, {

@@ -38,13 +38,9 @@ from msakit.config.model_config import ModelConfig, hp
 from msakit.errors import MsakitError
 from msakit.models.base import (
     Dims,
-    Gather,
-    LossOutput,
+    L1Regression,
     ModelOutput,
-    MSAModel,
     groups_by_prefix,
-    l1_task_loss,
-    no_gather,
 )
 from msakit.models.import_weights import rename_mmsa
 from msakit.models.registry import ModelSpec, register_model
@@ -155,7 +151,7 @@ class MulTConfig(ModelConfig, model="mult"):
             raise MsakitError(f"mult: heads ({self.heads}) must divide dim ({self.dim})")
 
 
-class MulT(MSAModel):
+class MulT(L1Regression):
     """Multimodal Transformer (module docstring)."""
 
     def __init__(self, config: MulTConfig, dims: Dims, text_encoder: nn.Module | None = None
@@ -216,17 +212,6 @@ class MulT(MSAModel):
         last = torch.cat([reps[m] for m in MODALITIES], dim=1)
         h = self.head_fc2(self.head_drop(F.relu(self.head_fc1(last)))) + last
         return ModelOutput(self.head_out(h).squeeze(1), reps)
-
-    def compute_loss(
-        self,
-        output: ModelOutput,
-        batch: dict[str, torch.Tensor],
-        *,
-        gather: Gather = no_gather,
-        global_batch: int | None = None,
-        world_size: int = 1,
-    ) -> LossOutput:
-        return l1_task_loss(output, batch, global_batch, world_size)
 
     def parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
         return groups_by_prefix(self, {})  # one learning rate in MMSA: all in "other"

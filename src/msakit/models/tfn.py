@@ -35,13 +35,9 @@ from msakit.encoders.sequence import masked_mean
 from msakit.errors import MsakitError
 from msakit.models.base import (
     Dims,
-    Gather,
-    LossOutput,
+    L1Regression,
     ModelOutput,
-    MSAModel,
     groups_by_prefix,
-    l1_task_loss,
-    no_gather,
 )
 from msakit.models.import_weights import rename_mmsa
 from msakit.models.registry import ModelSpec, register_model
@@ -140,7 +136,7 @@ class TFNConfig(ModelConfig, model="tfn"):
                       "position (MMSA); valid: valid frames and tokens only", choices=PADDINGS)
 
 
-class TFN(MSAModel):
+class TFN(L1Regression):
     """Tensor Fusion Network (module docstring)."""
 
     def __init__(self, config: TFNConfig, dims: Dims, text_encoder: nn.Module | None = None
@@ -177,17 +173,6 @@ class TFN(MSAModel):
         out = self.post_fusion_3(F.relu(self.post_fusion_2(h))).squeeze(1)
         bound = self.config.output_bound
         return ModelOutput(torch.sigmoid(out) * (2 * bound) + (-bound), reps)
-
-    def compute_loss(
-        self,
-        output: ModelOutput,
-        batch: dict[str, torch.Tensor],
-        *,
-        gather: Gather = no_gather,
-        global_batch: int | None = None,
-        world_size: int = 1,
-    ) -> LossOutput:
-        return l1_task_loss(output, batch, global_batch, world_size)
 
     def parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
         return groups_by_prefix(
