@@ -247,13 +247,9 @@ def check_mapped(
     unexpected = [k for k in mapped if k not in ours and not k.endswith(_OPTIONAL_TEXT_BUFFERS)]
     misshapen = [f"{k} is {_shape(v)}, the configuration needs {_shape(ours[k])}"
                  for k, v in mapped.items() if k in ours and v.shape != ours[k].shape]
-    problems = []
-    if missing:
-        problems.append(_listing("no entry for msakit's", missing))
-    if unexpected:
-        problems.append(_listing("entries msakit's model does not have", unexpected))
-    if misshapen:
-        problems.append(_listing("shapes differ", misshapen))
+    problems = _problems([("no entry for msakit's", missing),
+                          ("entries msakit's model does not have", unexpected),
+                          ("shapes differ", misshapen)])
     if problems:
         raise MsakitError(
             f"{where}: the weights do not fit this configuration: {'; '.join(problems)} "
@@ -309,21 +305,19 @@ def load_reference_state(
         more_missing, more_misshapen = source.check(state, where)
         missing += more_missing
         misshapen += more_misshapen
-    problems = []
-    if unexpected:
-        problems.append(_listing("unexpected keys", unexpected))
-    if missing:
-        problems.append(_listing("missing keys", missing))
-    if unfilled:
-        problems.append(_listing("no entry for msakit's", unfilled))
-    if misshapen:
-        problems.append(_listing("shapes differ", misshapen))
+    problems = _problems([("unexpected keys", unexpected), ("missing keys", missing),
+                          ("no entry for msakit's", unfilled), ("shapes differ", misshapen)])
     if problems:
         raise MsakitError(
             f"{where}: not {source.describe} for this configuration: {'; '.join(problems)} "
             "(check --dataset, the text encoder and --set values such as common_dim)"
         )
     return mapped
+
+
+def _problems(kinds: list[tuple[str, list[str]]]) -> list[str]:
+    """One :func:`_listing` per kind of problem that has any entries."""
+    return [_listing(what, items) for what, items in kinds if items]
 
 
 def _listing(what: str, items: list[str], shown: int = 3) -> str:
