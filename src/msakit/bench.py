@@ -141,7 +141,7 @@ def bench(
         "torch": torch.__version__,
         "machine": platform.machine(),
     }
-    if flops:
+    if flops and encoder is not None:  # models that read text features have no encoder
         split = features.splits["train"]
         text = collate(split, np.arange(min(config.batch_size, len(split))))["text"]
         result.update(text_encoder_utilisation(encoder, text))
