@@ -64,10 +64,10 @@ def import_sources() -> dict[str, list[str]]:
 
 
 def import_weights(
-    *,
     source: str,
     model: str,
     dataset: str,
+    *,
     weights: str | os.PathLike,
     data: str | os.PathLike,
     out: str | os.PathLike,
