@@ -120,6 +120,7 @@ def _train(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         preset=args.preset or "paper",
         config=config,
+        init_from=args.init_from,
     )
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"wrote {result.out / 'results.csv'}")
@@ -408,6 +409,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from seed-S/last.pt")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run already in --out (its results and checkpoints)")
+    p.add_argument("--init-from", metavar="CKPT",
+                   help="start every seed from this checkpoint of the same --model (e.g. "
+                   "trained on another data set); tensors whose shapes differ (input widths) "
+                   "are re-initialised and listed")
 
     p = sub.add_parser("evaluate", help="metrics of a checkpoint on one split (JSON)")
     p.add_argument("--checkpoint", required=True,

@@ -92,12 +92,12 @@ class RunConfig:
     lower validation loss (MMSA's MulT: ``ReduceLROnPlateau``; no warm-up)."""
     plateau_patience: int = 5
     grad_clip: float = 0.0
-    """Clip the gradients' global norm to this (0 = off)."""
+    """Clip the gradients' global L2 norm to this before each step (0 = off)."""
     clip_value: float = 0.0
     """Clip every gradient entry to [-clip_value, clip_value] (0 = off; MMSA's MulT: 0.6)."""
     optimizer: str = "adamw"
-    """``adamw`` (decoupled weight decay) or ``adam`` (weight decay added to the gradient, as
-    ``torch.optim.Adam`` does; MMSA's trainers)."""
+    """``adamw`` (decoupled weight decay) or ``adam`` (weight decay as an L2 term in the
+    gradient: ``torch.optim.Adam``, what MMSA's baselines use)."""
     seeds: list[int] = field(default_factory=lambda: list(DEFAULT_SEEDS))
     dropout: float | None = None
     """When set (e.g. 0), every dropout probability in the model takes this value."""
@@ -126,6 +126,9 @@ class RunConfig:
     allow_vocab_mismatch: bool = False
     """Train even when the file's token ids do not come from the text encoder's tokenizer
     (see :func:`msakit.data.tokens.check_vocabulary`)."""
+    init_from: str | None = None
+    """A checkpoint of the same model every seed starts from (``--init-from``; tensors whose
+    shapes differ keep their fresh initialisation, see :mod:`msakit.training.init_from`)."""
     model: dict[str, Any] = field(default_factory=dict)
     dataset_spec: dict[str, Any] | None = None
     """The spec of a ``custom`` data set (:meth:`DatasetSpec.to_dict`); None for named ones."""
@@ -156,6 +159,7 @@ FLAG_KEYS = {
     "dataset_spec": "--dataset-spec",
     "model_name": "--model",
     "seeds": "--seeds",
+    "init_from": "--init-from",
 }
 SEED_LIMIT = 2**32
 """Seeds are in [0, 2^32): NumPy's legacy seeding takes no more."""
