@@ -257,6 +257,17 @@ def _import(w: World, *extra: str, weights: Path | None = None, model: str = "cl
             str(w.bert), "--out", out, *extra]
 
 
+def _mmsa_import(w: World, model: str, *extra: str) -> list[str]:
+    return ["import-weights", "--from", "mmsa", "--model", model, "--dataset", "mosi",
+            "--weights", str(w.ckpt), "--data", str(w.data), "--out", "{case}/c.pt", *extra]
+
+
+def _features_train(w: World, *extra: str) -> list[str]:
+    """Train a model that reads the file's text features (TFN) on a file without them."""
+    return ["train", "--model", "tfn", "--dataset", "mosi", "--data", str(w.data), "--seeds",
+            "1", "--epochs", "1", "--out", "{case}/run", "--quiet", *extra]
+
+
 def _ck(w: World, command: str, *extra: str, data: Path | None = None,
         ckpt: Path | None = None) -> list[str]:
     return [command, "--checkpoint", str(ckpt or w.ckpt), "--data", str(data or w.data), *extra]
@@ -493,6 +504,18 @@ CASES = [
     ("import-weights-wrong-model", lambda w: _import(w, model="conki"), 2, "holds clgsi"),
     ("import-weights-missing-weights", lambda w: _import(w, weights=w.root / "nope.pth"), 2,
      "does not exist"),
+    ("import-weights-mmsa-wrong-model", lambda w: _mmsa_import(w, "clgsi"), 2,
+     "lmf, mult weights, not clgsi"),
+    ("import-weights-mmsa-file-without-text", lambda w: _mmsa_import(w, "tfn"), 2,
+     "key 'text': required key is missing"),
+    ("import-weights-mmsa-text-encoder", lambda w: _mmsa_import(w, "mult", "--text-encoder",
+                                                                str(w.bert)), 2,
+     "drop --text-encoder"),
+    ("train-features-model-file-without-text", lambda w: _features_train(w), 2,
+     "key 'text': required key is missing"),
+    ("train-features-model-text-encoder", lambda w: _features_train(w, "--text-encoder",
+                                                                    str(w.bert)), 2,
+     "reads the file's precomputed text features"),
     ("extract-missing-csv", lambda w: ["extract", "{case}/nope.csv", "--out", "{case}/x.npz"], 2,
      "nope.csv"),
     ("extract-out-is-csv", lambda w: ["extract", str(w.clips), "--out", str(w.clips)], 2,

@@ -82,8 +82,10 @@ def dims_of(data: FeatureFile) -> Dims:
     return Dims.of(data)
 
 
-def load_data(path: str | os.PathLike, vocab_size: int | None) -> FeatureFile:
-    return load_feature_file(str(path), vocab_size=vocab_size)
+def load_data(
+    path: str | os.PathLike, vocab_size: int | None, *, text_features: bool = False
+) -> FeatureFile:
+    return load_feature_file(str(path), vocab_size=vocab_size, text_features=text_features)
 
 
 # --------------------------------------------------------------------------- train
@@ -223,7 +225,7 @@ def _train(ctx: distributed.DistContext, run: _Run) -> TrainResult:
         print(message, file=sys.stderr)
     init = _read_init_from(config, probe, quiet=run.quiet or not ctx.is_main)
     del probe
-    pretrained = copy.deepcopy(inputs.encoder.state_dict())
+    pretrained = copy.deepcopy(inputs.encoder.state_dict()) if inputs.encoder else {}
     lock = _lock_run(run.out, ctx)
     try:
         if run.overwrite and ctx.is_main:
@@ -301,7 +303,8 @@ def _train_seeds(
     rows, out, features = [], run.out, inputs.features
     for seed in config.seeds:
         torch.manual_seed(seed)
-        inputs.encoder.load_state_dict(pretrained)
+        if inputs.encoder is not None:
+            inputs.encoder.load_state_dict(pretrained)
         net = build_model(config, inputs.dims, copy.deepcopy(inputs.encoder))
         if adapter_state is not None:
             from msakit.training.stages import install_adapters
@@ -471,7 +474,7 @@ def _describe_checkpoint(path: Path, state: Any) -> tuple[RunConfig, Dims, dict[
         validate(config)
         dims = Dims(**state["dims"])
         if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
-                   for v in dims.to_dict().values()):
+                   for k, v in dims.to_dict().items() if not (k == "text_dim" and v is None)):
             raise ValueError(f"dims {dims.to_dict()}")
     except MsakitError as exc:
         raise MsakitError(f"{path}: its configuration is invalid ({exc})") from None
@@ -524,12 +527,16 @@ def split_for(
     (:func:`load_feature_file`); ``split`` None then takes the file's only split, else ``test``."""
     vocab = ckpt.state["text_encoder_config"].get("vocab_size", 0)
     vocab = int(vocab) if isinstance(vocab, int) and vocab > 0 else None
-    features = load_feature_file(str(data), vocab_size=vocab, prediction=prediction)
+    features = load_feature_file(str(data), vocab_size=vocab, prediction=prediction,
+                                 text_features=ckpt.dims.text_dim is not None)
     if split is None:
         split = next(iter(features.splits)) if len(features.splits) == 1 else "test"
     if split not in features.splits:
         held = ", ".join(repr(s) for s in features.splits)
         raise MsakitError(f"{data}: no split {split!r} (the file holds {held})")
+    if features.text_dim != ckpt.dims.text_dim:
+        raise MsakitError(f"{data}: text features {features.text_dim} wide, the checkpoint's "
+                          f"{ckpt.dims.text_dim}")
     if (features.audio_dim, features.vision_dim) != (ckpt.dims.audio, ckpt.dims.vision):
         raise MsakitError(
             f"{data}: audio/vision feature sizes {features.audio_dim}/{features.vision_dim} do "
@@ -615,9 +622,11 @@ def predict(
 
 
 # --------------------------------------------------------------------------- synth and demo
-def synth(like: str, n: tuple[int, int, int], out: str | os.PathLike, seed: int = 0) -> Path:
+def synth(like: str, n: tuple[int, int, int], out: str | os.PathLike, seed: int = 0, *,
+          text_features: bool = False) -> Path:
     """Write a synthetic MMSA feature file shaped like the named data set ``like`` (see
-    :func:`msakit.data.synthetic.synthetic_names`)."""
+    :func:`msakit.data.synthetic.synthetic_names`); with ``text_features``, also the ``text``
+    key that the models without a text encoder (TFN, LMF, MulT) read."""
     from msakit.config.datasets import synthetic_names
     from msakit.data.synthetic import write_synthetic
 
@@ -633,9 +642,9 @@ def synth(like: str, n: tuple[int, int, int], out: str | os.PathLike, seed: int 
         from msakit.data.safe_format import save_npz
         from msakit.data.synthetic import make_synthetic
 
-        save_npz(make_synthetic(like, *n, seed=seed), out)
+        save_npz(make_synthetic(like, *n, seed=seed, text_features=text_features), out)
         return out
-    write_synthetic(str(out), like, n, seed=seed)
+    write_synthetic(str(out), like, n, seed=seed, text_features=text_features)
     return out
 
 

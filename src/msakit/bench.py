@@ -127,15 +127,17 @@ def _time_steps(trainer: Trainer, timed: list[tuple[int, int]], warmup_steps: in
 
 
 def _flops_report(
-    trainer: Trainer, encoder: torch.nn.Module, timed: list[tuple[int, int]]
+    trainer: Trainer, encoder: torch.nn.Module | None, timed: list[tuple[int, int]]
 ) -> dict[str, float]:
-    """``--flops``: the machine's matmul peak, the text encoder's and the whole step's share."""
+    """``--flops``: the machine's matmul peak, the text encoder's (models that read text
+    features have none) and the whole step's share."""
     peak = matmul_flops_per_s()
-    split = trainer.train
-    text = collate(split, np.arange(min(trainer.config.batch_size, len(split))))["text"]
-    packed = not trainer.model.reads_padding()
     result = {"matmul_gflop_per_s": round(peak / 1e9, 3)}
-    result.update(text_encoder_utilisation(encoder, text, packed=packed, peak=peak))
+    if encoder is not None:
+        split = trainer.train
+        text = collate(split, np.arange(min(trainer.config.batch_size, len(split))))["text"]
+        packed = not trainer.model.reads_padding()
+        result.update(text_encoder_utilisation(encoder, text, packed=packed, peak=peak))
     flops, seconds = step_flops(trainer, timed), sum(trainer.step_seconds)
     achieved = flops / seconds if seconds else 0.0
     result.update({

@@ -86,7 +86,8 @@ def _demo(args: argparse.Namespace) -> int:
 def _synth(args: argparse.Namespace) -> int:
     from msakit import api
 
-    path = api.synth(args.like, tuple(args.n), args.out, seed=args.seed)
+    path = api.synth(args.like, tuple(args.n), args.out, seed=args.seed,
+                     text_features=args.text_features)
     print(f"wrote {path} ({args.like}-shaped: {' / '.join(map(str, args.n))} samples)")
     return 0
 
@@ -397,6 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True,
                    help="output file: FILE.npz (code-free) or an MMSA pickle (any other name)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the generator")
+    p.add_argument("--text-features", action="store_true",
+                   help="also write 'text', precomputed text features (N, Lt, 768), for the "
+                   "models that read them instead of a text encoder")
 
     p = sub.add_parser("train", help="train a model on an MMSA feature file, several seeds")
     _add_train_arguments(p)
@@ -633,21 +637,25 @@ def _add_tune_parser(sub: argparse._SubParsersAction) -> None:
                    "none); other trials keep config, history and metrics only, no last.pt")
 
 def _add_import_weights_parser(sub: argparse._SubParsersAction) -> None:
-    from msakit.models.import_weights import SOURCES
+    from msakit.importing import import_sources
 
+    sources = import_sources()
     p = sub.add_parser(
         "import-weights",
         help="a reference implementation's saved weights as an msakit checkpoint",
     )
-    p.add_argument("--from", dest="source", required=True, choices=sorted(SOURCES),
-                   help="clgsi-authors: state_dict of the authors' CLGSI AMIO module")
+    p.add_argument("--from", dest="source", required=True, choices=sorted(sources),
+                   help="the code base that saved the weights (a state_dict of its AMIO "
+                   "module): " + "; ".join(f"{s} for {', '.join(m)}" for s, m in
+                                          sorted(sources.items())))
     _add_model_argument(p)
     p.add_argument("--dataset", required=True, choices=dataset_names(),
                    help="the named data set the weights were trained on")
     p.add_argument("--weights", required=True, help="the reference's saved state_dict (.pth)")
     p.add_argument("--data", required=True, help="an MMSA feature file of the dataset (sizes)")
-    p.add_argument("--text-encoder", required=True,
-                   help="folder or hub name of the text encoder the weights were trained with")
+    p.add_argument("--text-encoder",
+                   help="folder or hub name of the text encoder the weights were trained with "
+                   "(models with a text encoder)")
     p.add_argument("--out", required=True, help="the msakit checkpoint to write (.pt)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a setting of the reference that differs from the preset")

@@ -25,6 +25,7 @@ from msakit.errors import MsakitError
 __all__ = ["DATASETS", "RunConfig", "apply_overrides", "validate", "with_dataset"]
 GROUPS = ("text", "audio", "vision", "other")
 OPTIMIZERS = ("adamw", "adam")
+SCHEDULES = ("cosine", "linear", "constant", "plateau")
 
 
 def groups(text: float, audio: float, vision: float, other: float) -> dict[str, float]:
@@ -86,8 +87,14 @@ class RunConfig:
     """False: train past ``epochs`` (the schedule's horizon, where the cosine restarts
     rising) until early stopping, as the authors' CLGSI code does (``while True``)."""
     schedule: str = "cosine"
+    """``cosine``, ``linear`` or ``constant`` after the warm-up (per optimizer step), or
+    ``plateau``: the learning rates drop tenfold after ``plateau_patience`` epochs without a
+    lower validation loss (MMSA's MulT: ``ReduceLROnPlateau``; no warm-up)."""
+    plateau_patience: int = 5
     grad_clip: float = 0.0
     """Clip the gradients' global L2 norm to this before each step (0 = off)."""
+    clip_value: float = 0.0
+    """Clip every gradient entry to [-clip_value, clip_value] (0 = off; MMSA's MulT: 0.6)."""
     optimizer: str = "adamw"
     """``adamw`` (decoupled weight decay) or ``adam`` (weight decay as an L2 term in the
     gradient: ``torch.optim.Adam``, what MMSA's baselines use)."""
@@ -265,8 +272,10 @@ def validate(config: RunConfig) -> None:
     if config.sampler not in ("random", "bucket"):
         raise MsakitError(f"sampler must be 'random' or 'bucket', got {config.sampler!r}")
     amp_mode(config.amp, config.bf16)  # a known mode, not contradicting bf16
-    if config.schedule not in ("cosine", "linear", "constant"):
-        raise MsakitError(f"schedule must be cosine, linear or constant, got {config.schedule!r}")
+    if config.schedule not in SCHEDULES:
+        raise MsakitError(f"schedule must be {', '.join(SCHEDULES)}, got {config.schedule!r}")
+    if config.plateau_patience < 0:
+        raise MsakitError(f"plateau_patience must be >= 0, got {config.plateau_patience}")
     if not 0.0 <= config.warmup < 1.0:
         raise MsakitError(f"warmup is a share of the steps in [0, 1), got {config.warmup}")
     if config.dropout is not None and not 0.0 <= config.dropout < 1.0:
@@ -275,6 +284,8 @@ def validate(config: RunConfig) -> None:
         raise MsakitError(f"early_stop must be at least 1, got {config.early_stop}")
     if not config.grad_clip >= 0:
         raise MsakitError(f"grad_clip must be >= 0 (0 = off), got {config.grad_clip}")
+    if not config.clip_value >= 0:
+        raise MsakitError(f"clip_value must be >= 0 (0 = off), got {config.clip_value}")
     if config.optimizer not in OPTIMIZERS:
         raise MsakitError(f"optimizer must be {' or '.join(OPTIMIZERS)}, got {config.optimizer!r}")
     for group in GROUPS:

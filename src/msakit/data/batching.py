@@ -62,7 +62,8 @@ def shard(indices: np.ndarray, rank: int, world_size: int) -> np.ndarray:
 
 def collate(split: SplitData, indices: np.ndarray, trim: bool = True) -> dict[str, torch.Tensor]:
     """Tensors of the samples ``indices``, text/audio/vision cut to their longest valid length
-    (``trim=False``: the file's full padded lengths, for models that read padded positions)."""
+    (``trim=False``: the file's full padded lengths, for models that read padded positions).
+    A split loaded with its precomputed text features adds them as ``text_features``."""
     a_len = split.audio_lengths[indices]
     v_len = split.vision_lengths[indices]
     t_len = split.text_lengths[indices]
@@ -77,7 +78,7 @@ def collate(split: SplitData, indices: np.ndarray, trim: bool = True) -> dict[st
     audio = take(split.audio, indices, a_max)
     if not split.audio.flags.writeable:
         audio[np.isneginf(audio)] = 0
-    return {
+    batch = {
         "text": torch.from_numpy(split.text_bert[indices, :, :t_max]),
         "audio": torch.from_numpy(audio),
         "audio_lengths": torch.from_numpy(a_len),
@@ -86,6 +87,9 @@ def collate(split: SplitData, indices: np.ndarray, trim: bool = True) -> dict[st
         "labels": torch.from_numpy(split.labels[indices]),
         "index": torch.from_numpy(np.asarray(indices, dtype=np.int64)),
     }
+    if split.text_features is not None:  # (B, Lt, Dt): the file's precomputed text features
+        batch["text_features"] = torch.from_numpy(take(split.text_features, indices, t_max))
+    return batch
 
 
 def iterate(

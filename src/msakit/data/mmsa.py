@@ -8,7 +8,7 @@ sharing the first dimension N:
 key                        shape           notes
 =========================  ==============  ================================================
 ``text_bert``              (N, 3, Lt)      token ids, attention mask, segment ids (floats)
-``text``                   (N, Lt, 768)    frozen BERT features; optional, checked, dropped
+``text``                   (N, Lt, Dt)     frozen BERT features; optional, kept when asked
 ``audio``                  (N, La, Da)     may hold ``-inf`` (set to 0, as MMSA does)
 ``vision``                 (N, Lv, Dv)
 ``audio_lengths``          (N,)            valid frames [0, length); list or array; 0 is ok
@@ -28,6 +28,12 @@ features to float32 and token ids to int64 key by key (a float64 MOSEI audio arr
 pickle is unchanged (:func:`_load_pickle`). Everything is validated before returning. Every
 problem is a :class:`~msakit.errors.MsakitError` with one line naming the file, split, key and the
 first bad sample, e.g. ``data.pkl: split 'valid', key 'audio': NaN at sample 17 (id 'abc$_3')``.
+
+``text`` holds precomputed text features (MMSA's frozen BERT outputs, 768 wide in the standard
+files), which the models without a text encoder read (``ModelSpec(text_input="features")``:
+TFN, LMF, MulT, as MMSA feeds them). ``load_feature_file(..., text_features=True)`` requires
+the key and keeps it (:attr:`SplitData.text_features`, memory-mapped from an npz); otherwise a
+``text`` array is checked when it is in memory and dropped.
 """
 
 from __future__ import annotations
@@ -102,6 +108,7 @@ class SplitData:
     unimodal_labels: dict[str, np.ndarray] = field(default_factory=dict)  # {"T","A","V"} (SIMS)
     raw_text: np.ndarray | None = None  # (N,) str: MMSA 'raw_text' if present (the transcripts)
     labelled: bool = True  # False: a file to predict on had no labels (``labels`` is all NaN)
+    text_features: np.ndarray | None = None  # (N, Lt, Dt) float32: the file's 'text', when asked
 
     def __len__(self) -> int:
         return int(self.text_bert.shape[0])
@@ -149,9 +156,19 @@ class FeatureFile:
         """Dv, the vision feature size."""
         return int(self._train.vision.shape[2])
 
+    @property
+    def text_dim(self) -> int | None:
+        """Dt, the width of the precomputed text features (None when they were not loaded)."""
+        text = self._train.text_features
+        return None if text is None else int(text.shape[2])
+
 
 def load_feature_file(
-    path: str | os.PathLike[str], *, vocab_size: int | None = None, prediction: bool = False
+    path: str | os.PathLike[str],
+    *,
+    vocab_size: int | None = None,
+    prediction: bool = False,
+    text_features: bool = False,
 ) -> FeatureFile:
     """Read and validate an MMSA feature file (pickle) or its code-free npz conversion.
 
@@ -163,6 +180,8 @@ def load_feature_file(
     name. Pickles are read by :mod:`msakit.data.safe_pickle`'s restricted unpickler, which
     rebuilds only containers, strings, numbers and NumPy arrays: reading a file runs no code.
     ``vocab_size``, when given, bounds the token ids (``0 <= id < vocab_size``).
+    ``text_features``: the file's ``text`` key is required and kept (models that read
+    precomputed text features).
 
     Raises :class:`MsakitError` (one line: file, split, key, first bad sample and its id) on a
     missing or unreadable file and on any content that breaks the data contract.
@@ -170,9 +189,9 @@ def load_feature_file(
     p = os.fspath(path)
     _check_vocab_size(vocab_size)
     if not _is_npz(p):
-        return _load_pickle(p, vocab_size, prediction)
+        return _load_pickle(p, vocab_size, prediction=prediction, text_features=text_features)
     raw = _read(p)
-    return _validate(raw, p, vocab_size, prediction)
+    return _validate(raw, p, vocab_size, prediction=prediction, text_features=text_features)
 
 
 def convert_to_npz(
@@ -184,8 +203,8 @@ def convert_to_npz(
     """Validate the feature file ``src`` and write it to ``out`` in the code-free npz format.
 
     The npz holds the validated arrays (float32 features with audio ``-inf`` set to 0, int64
-    token ids, int64 lengths, float32 labels) plus ``raw_text``, ``annotations`` and
-    ``classification_labels`` when present; the frozen ``text`` features are not kept.
+    token ids, int64 lengths, float32 labels) plus ``raw_text``, ``annotations``,
+    ``classification_labels`` and the precomputed ``text`` features when present.
     Returns the loaded FeatureFile.
     """
     from msakit.files import check_distinct_output
@@ -194,7 +213,7 @@ def convert_to_npz(
     _check_vocab_size(vocab_size)
     check_distinct_output(o, [p])
     raw = _read(p, mmap=False)
-    ff = _validate(raw, p, vocab_size)
+    ff = _validate(raw, p, vocab_size, text_features=_has_text(raw))
     content: dict[str, dict[str, Any]] = {}
     for name, split in ff.splits.items():
         extra = {k: raw[name][k] for k in METADATA_KEYS[1:] if k in raw[name]}
@@ -291,11 +310,19 @@ def converted_path(path: str) -> str:
     return os.path.join(cache_dir(), f"{stem}-{digest}.npz")
 
 
-def _source_stamp(path: str) -> str:
+def _source_stamp(path: str, text_features: bool) -> str:
     st = os.stat(path)
     return json.dumps(
-        {"path": os.path.realpath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns},
+        {"path": os.path.realpath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+         "text": text_features},
         sort_keys=True,
+    )
+
+
+def _has_text(raw: Any) -> bool:
+    """Whether every split of a file's content holds a ``text`` key."""
+    return isinstance(raw, dict) and all(
+        isinstance(raw.get(s), dict) and "text" in raw[s] for s in SPLITS
     )
 
 
@@ -308,26 +335,31 @@ def _is_npz(path: str) -> bool:
         return False
 
 
-def _load_pickle(path: str, vocab_size: int | None, prediction: bool = False) -> FeatureFile:
+def _load_pickle(path: str, vocab_size: int | None, *, prediction: bool = False,
+                 text_features: bool = False) -> FeatureFile:
     """A pickle, through its converted (memory-mappable) npz copy in :func:`cache_dir`.
 
     The copy records the pickle's real path, size and modification time; it is reused while
     they match and rewritten otherwise. Converting reads the whole pickle into memory once
     (validated as always, so errors name the pickle); later loads map the copy. When no copy can
     be written (the cache folder is not writable), the pickle is loaded into memory as before.
+    The copy holds the ``text`` features only when they were asked for (they are large: 3.5 GB
+    for MOSEI); a copy with them also serves loads that do not ask.
     """
     try:
-        stamp = _source_stamp(path)
+        stamp = _source_stamp(path, text_features)
     except OSError:
-        return _validate(_read(path), path, vocab_size, prediction)  # _read reports it
+        return _validate(_read(path), path, vocab_size, prediction=prediction,
+                         text_features=text_features)  # _read reports the problem
     copy = converted_path(path)
     try:
         recorded = read_extra(copy, _SOURCE_KEY) if os.path.isfile(copy) else None
     except Exception:  # an unreadable copy is rewritten
         recorded = None
-    if recorded is None or str(recorded) != stamp:
+    usable = {stamp, _source_stamp(path, True)}
+    if recorded is None or str(recorded) not in usable:
         raw = _read(path)
-        ff = _validate(raw, path, vocab_size, prediction)
+        ff = _validate(raw, path, vocab_size, prediction=prediction, text_features=text_features)
         content = {}
         for name, split in ff.splits.items():
             extra = {k: raw[name][k] for k in METADATA_KEYS[1:] if k in raw[name]}
@@ -349,7 +381,8 @@ def _load_pickle(path: str, vocab_size: int | None, prediction: bool = False) ->
             file=sys.stderr,
         )
         del ff, content
-    return _validate(_read(copy), path, vocab_size, prediction)  # messages name the pickle
+    return _validate(_read(copy), path, vocab_size, prediction=prediction,
+                     text_features=text_features)  # messages name the pickle
 
 
 def _read(path: str, *, mmap: bool = True) -> Any:
@@ -416,7 +449,8 @@ class _Where:
 
 
 def _validate(
-    raw: Any, path: str, vocab_size: int | None, prediction: bool = False
+    raw: Any, path: str, vocab_size: int | None, *, prediction: bool = False,
+    text_features: bool = False,
 ) -> FeatureFile:
     if not isinstance(raw, dict):
         raise MsakitError(
@@ -446,7 +480,8 @@ def _validate(
     for split in names:
         _check_structure(raw[split], _Where(path, split), reference, required)
     splits = {
-        split: _convert_split(raw[split], _Where(path, split), vocab_size) for split in names
+        split: _convert_split(raw[split], _Where(path, split), vocab_size, text_features)
+        for split in names
     }
     return FeatureFile(path=path, splits=splits)
 
@@ -622,7 +657,9 @@ def _count(value: Any, where: _Where, key: str) -> int:
         where.fail(key, f"expected one entry per sample, got a {type(value).__name__}")
 
 
-def _convert_split(d: dict[str, Any], where: _Where, vocab_size: int | None) -> SplitData:
+def _convert_split(
+    d: dict[str, Any], where: _Where, vocab_size: int | None, text_features: bool = False
+) -> SplitData:
     """Convert and check the content of one split, popping the big arrays as it goes."""
     n = d["text_bert"].shape[0]
     if "id" in d:
@@ -639,8 +676,7 @@ def _convert_split(d: dict[str, Any], where: _Where, vocab_size: int | None) -> 
         raw_text = np.array([_as_text(x) for x in d["raw_text"]], dtype=str)
 
     text_bert = _convert_text_bert(d.pop("text_bert"), where, vocab_size)
-    if "text" in d:  # frozen BERT features: checked, not kept
-        _check_finite(d.pop("text"), where, "text", zero_neg_inf=False)
+    text = _text_features(d, where, text_features)
 
     audio = _float32(d.pop("audio"))
     _check_finite(audio, where, "audio", zero_neg_inf=True)
@@ -666,7 +702,25 @@ def _convert_split(d: dict[str, Any], where: _Where, vocab_size: int | None) -> 
         unimodal_labels=unimodal,
         raw_text=raw_text,
         labelled=labelled,
+        text_features=text,
     )
+
+
+def _text_features(d: dict[str, Any], where: _Where, wanted: bool) -> np.ndarray | None:
+    """The split's precomputed ``text`` features as float32 when ``wanted`` (then required);
+    otherwise None, after checking an in-memory array (a mapped one that nothing reads is left
+    unread)."""
+    if "text" not in d:
+        if wanted:
+            where.fail("text", "required key is missing: the model reads the file's precomputed "
+                               "text features (MMSA's 'text', (N, Lt, 768))")
+        return None
+    text = d.pop("text")
+    if not wanted and is_mapped(text):
+        return None
+    text = _float32(text)
+    _check_finite(text, where, "text", zero_neg_inf=False)
+    return text if wanted else None
 
 
 def _as_text(x: Any) -> str:

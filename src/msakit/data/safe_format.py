@@ -320,4 +320,6 @@ def split_to_mmsa(split: SplitData) -> dict[str, np.ndarray]:
         out[f"regression_labels_{modality}"] = labels
     if split.raw_text is not None:
         out["raw_text"] = split.raw_text
+    if split.text_features is not None:
+        out["text"] = split.text_features
     return out

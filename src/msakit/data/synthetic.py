@@ -37,6 +37,12 @@ sentence, so no text could be re-tokenised into them, and a made-up transcript w
 msakit's vocabulary check (:func:`msakit.data.tokens.check_vocabulary`), which skips files without
 ``raw_text``. ``msakit retokenize --texts CSV`` gives a synthetic file real text and matching ids.
 
+With ``text_features=True`` the file also holds ``text`` (N, Lt, 768) float32, the stand-in for
+MMSA's frozen BERT features that TFN, LMF and MulT read: each token id's fixed random vector
+(N(0, 1/4), drawn from a seed of the id alone, so every file agrees), whose feature 0 is moved by
++1 for the positive sentiment words and -1 for the negative ones (:func:`token_features`). It
+is off by default: at 150 KB a sample it would dominate the file.
+
 The output is deterministic for a seed, and each split depends only on the seed and its own
 size.
 """
@@ -113,13 +119,14 @@ def make_synthetic(
     *,
     seed: int = 0,
     shared_latent: bool = False,
+    text_features: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """A feature-file dict shaped like the standard file of the named data set ``like``
     (any data set of :data:`msakit.config.datasets.DATASETS` with a standard file).
 
     Returns ``{"train": split, "valid": split, "test": split}`` in exactly the MMSA pickle
-    format (see the module docstring for the planted signal, ``shared_latent`` and the token
-    ids).
+    format (see the module docstring for the planted signal, ``shared_latent``, the token
+    ids and ``text_features``).
     """
     spec = _spec(like)
     sizes = (n_train, n_valid, n_test)
@@ -130,10 +137,33 @@ def make_synthetic(
     mixing = (
         {m: latent_mixing(like, m) for m in ("audio", "vision")} if shared_latent else None
     )
-    return {
+    data = {
         split: _make_split(spec, split, n=int(n), rng=np.random.default_rng(child), mixing=mixing)
         for split, n, child in zip(SPLITS, sizes, seeds, strict=True)
     }
+    if text_features:
+        for split in data.values():
+            split["text"] = token_features(split["text_bert"][:, 0], english=spec.language == "en")
+    return data
+
+
+TEXT_FEATURE_DIM = 768
+"""Width of the ``text`` features (MMSA's frozen BERT-base outputs)."""
+_TEXT_FEATURE_SEED = 20170907
+_TEXT_FEATURE_SCALE = 0.5
+
+
+def token_features(token_ids: np.ndarray, *, english: bool) -> np.ndarray:
+    """(N, Lt) token ids -> (N, Lt, TEXT_FEATURE_DIM) float32 features (module docstring)."""
+    positive = set(ENGLISH_POSITIVE.values()) if english else set(CHINESE_POSITIVE_IDS)
+    negative = set(ENGLISH_NEGATIVE.values()) if english else set(CHINESE_NEGATIVE_IDS)
+    unique, inverse = np.unique(token_ids.astype(np.int64), return_inverse=True)
+    table = np.empty((len(unique), TEXT_FEATURE_DIM), dtype=np.float32)
+    for row, token in enumerate(unique.tolist()):
+        rng = np.random.default_rng([_TEXT_FEATURE_SEED, token])
+        table[row] = _TEXT_FEATURE_SCALE * rng.standard_normal(TEXT_FEATURE_DIM)
+        table[row, 0] += 1.0 if token in positive else -1.0 if token in negative else 0.0
+    return table[inverse.reshape(token_ids.shape)]
 
 
 LATENT_DIM = 4
@@ -161,6 +191,7 @@ def write_synthetic(
     seed: int = 0,
     shared_latent: bool = False,
     frames: dict[str, int] | None = None,
+    text_features: bool = False,
 ) -> Path:
     """Write :func:`make_synthetic`'s output (``sizes``: train, valid and test samples) to
     ``path`` as an MMSA pickle; returns the path.
@@ -169,7 +200,8 @@ def write_synthetic(
     the real feature sizes and data contract at a fraction of the cost (the planted signal sits
     in every valid frame, so it survives the cut).
     """
-    data = make_synthetic(like, *sizes, seed=seed, shared_latent=shared_latent)
+    data = make_synthetic(like, *sizes, seed=seed, shared_latent=shared_latent,
+                          text_features=text_features)
     for split in data.values():
         for m, count in (frames or {}).items():
             split[m] = split[m][:, :count]

@@ -143,21 +143,27 @@ def load_tokenizer(name: str | None) -> Any | None:
         return None
 
 
-def text_encoder_config(model: nn.Module) -> dict[str, Any]:
+def text_encoder_config(model: nn.Module | None) -> dict[str, Any]:
     """The encoder's architecture as plain data (what ``config.json`` holds, less the fields
-    that name a file, a version or a dtype), storable in a ``weights_only`` checkpoint."""
+    that name a file, a version or a dtype), storable in a ``weights_only`` checkpoint; ``{}``
+    for a model without a text encoder (it reads precomputed text features)."""
     from msakit.config import plain
 
+    if model is None:
+        return {}
     config = plain(model.config.to_dict())
     for key in ("dtype", "torch_dtype", "_name_or_path", "transformers_version"):
         config.pop(key, None)
     return config
 
 
-def text_encoder_from_config(config: dict[str, Any]) -> nn.Module:
-    """Rebuild an encoder's architecture (random weights) from :func:`text_encoder_config`."""
+def text_encoder_from_config(config: dict[str, Any]) -> nn.Module | None:
+    """Rebuild an encoder's architecture (random weights) from :func:`text_encoder_config`
+    (None for ``{}``: no text encoder)."""
     from transformers import AutoConfig, AutoModel
 
+    if not config:
+        return None
     cfg = dict(config)
     model_type = cfg.pop("model_type", "bert")
     hf_config = AutoConfig.for_model(model_type, **cfg)

@@ -63,6 +63,8 @@ class Dims:
     text_len: int = 50
     audio_len: int = 500
     vision_len: int = 375
+    text_dim: int | None = None
+    """Width of the file's precomputed text features (models that read them; else None)."""
 
     @classmethod
     def of(cls, data: Any) -> Dims:
@@ -73,6 +75,7 @@ class Dims:
             text_len=data.text_len,
             audio_len=data.audio_len,
             vision_len=data.vision_len,
+            text_dim=data.text_dim,
         )
 
     def to_dict(self) -> dict[str, int]:
@@ -82,6 +85,7 @@ class Dims:
             "text_len": self.text_len,
             "audio_len": self.audio_len,
             "vision_len": self.vision_len,
+            "text_dim": self.text_dim,
         }
 
 
@@ -200,3 +204,35 @@ class MSAModel(nn.Module):
         if mode and encoder is not None and not self.trains_text_encoder():
             encoder.eval()
         return self
+
+
+def groups_by_prefix(
+    model: nn.Module, prefixes: dict[str, tuple[str, ...]]
+) -> dict[str, list[tuple[str, nn.Parameter]]]:
+    """Parameter groups by name prefix: ``{"text": ("text_net.",), ...}``; a parameter whose
+    name matches no prefix is in ``other``."""
+    groups: dict[str, list[tuple[str, nn.Parameter]]] = {
+        "text": [], "audio": [], "vision": [], "other": []
+    }
+    for name, param in model.named_parameters():
+        group = next((g for g, p in prefixes.items() if name.startswith(p)), "other")
+        groups.setdefault(group, []).append((name, param))
+    return groups
+
+
+class L1Regression(MSAModel):
+    """A model whose whole loss is the mean absolute error of its prediction (MMSA's
+    ``L1Loss``, the loss of its regression baselines TFN, LMF and MulT)."""
+
+    def compute_loss(
+        self,
+        output: ModelOutput,
+        batch: dict[str, torch.Tensor],
+        *,
+        gather: Gather = no_gather,
+        global_batch: int | None = None,
+        world_size: int = 1,
+    ) -> LossOutput:
+        labels = batch["labels"].to(output.prediction.dtype)
+        task = task_mean((output.prediction - labels).abs(), global_batch, world_size)
+        return LossOutput(task, task, task.detach() * 0)

@@ -207,6 +207,68 @@ def _check_positions(key: str, table: torch.Tensor, where: str) -> None:
         raise MsakitError(f"{where}: {key} is not the sinusoidal position table msakit uses")
 
 
+MMSA_PREFIX = "Model."
+"""MMSA's ``AMIO`` wraps every model as ``self.Model``: its state-dict keys start with this."""
+
+
+def rename_mmsa(
+    state: dict[str, torch.Tensor], rules: list[tuple[str, str | None]], *, model: str
+) -> dict[str, torch.Tensor]:
+    """An MMSA ``AMIO`` state dict of ``model`` renamed by ``rules``: (pattern on the key after
+    ``Model.``, msakit key template, or None for an entry msakit has no use for).
+
+    Raises :class:`MsakitError` naming the keys no rule knows. Whether every msakit entry is
+    filled, with the right shape, is checked by the caller against the model
+    (:func:`check_mapped`)."""
+    out: dict[str, torch.Tensor] = {}
+    unknown = []
+    for key, value in state.items():
+        short = key[len(MMSA_PREFIX):] if key.startswith(MMSA_PREFIX) else None
+        for pattern, template in rules if short is not None else ():
+            match = re.fullmatch(pattern, short)
+            if match is not None:
+                if template is not None:
+                    out[match.expand(template)] = value
+                break
+        else:
+            unknown.append(key)
+    if unknown:
+        raise MsakitError(f"not MMSA's {model} weights: {_listing('unexpected keys', unknown)}")
+    return out
+
+
+def check_mapped(
+    mapped: dict[str, torch.Tensor], model: nn.Module, where: str
+) -> dict[str, torch.Tensor]:
+    """``mapped`` (an importer's output) as ``model``'s state dict, in its dtypes; raises
+    :class:`MsakitError` naming the entries that are missing, unknown or shaped otherwise."""
+    ours = model.state_dict()
+    missing = [k for k in ours if k not in mapped and not k.endswith(_OPTIONAL_TEXT_BUFFERS)]
+    unexpected = [k for k in mapped if k not in ours and not k.endswith(_OPTIONAL_TEXT_BUFFERS)]
+    misshapen = [f"{k} is {_shape(v)}, the configuration needs {_shape(ours[k])}"
+                 for k, v in mapped.items() if k in ours and v.shape != ours[k].shape]
+    problems = _problems([("no entry for msakit's", missing),
+                          ("entries msakit's model does not have", unexpected),
+                          ("shapes differ", misshapen)])
+    if problems:
+        raise MsakitError(
+            f"{where}: the weights do not fit this configuration: {'; '.join(problems)} "
+            "(check --dataset, the data file and --set values)"
+        )
+    return {k: v.to(ours[k].dtype) for k, v in mapped.items() if k in ours}
+
+
+def plain_state_dict(state: Any, where: str) -> dict[str, torch.Tensor]:
+    """``state`` checked to be a dict of tensors by name, without DataParallel's ``module.``."""
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise MsakitError(f"{where}: not a state dict (a dict of tensors by name)")
+    if state and all(k.startswith("module.") for k in state):  # saved from DataParallel
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
 def load_reference_state(
     source: Source, state: Any, model: nn.Module, where: str
 ) -> dict[str, torch.Tensor]:
@@ -214,12 +276,7 @@ def load_reference_state(
 
     Raises :class:`MsakitError` with one line on an unknown, missing or misshapen entry.
     """
-    if not isinstance(state, dict) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
-    ):
-        raise MsakitError(f"{where}: not a state dict (a dict of tensors by name)")
-    if state and all(k.startswith("module.") for k in state):  # saved from DataParallel
-        state = {k[len("module."):]: v for k, v in state.items()}
+    state = plain_state_dict(state, where)
     ours = model.state_dict()
     config = model.config
     mapped: dict[str, torch.Tensor] = {}
@@ -248,21 +305,19 @@ def load_reference_state(
         more_missing, more_misshapen = source.check(state, where)
         missing += more_missing
         misshapen += more_misshapen
-    problems = []
-    if unexpected:
-        problems.append(_listing("unexpected keys", unexpected))
-    if missing:
-        problems.append(_listing("missing keys", missing))
-    if unfilled:
-        problems.append(_listing("no entry for msakit's", unfilled))
-    if misshapen:
-        problems.append(_listing("shapes differ", misshapen))
+    problems = _problems([("unexpected keys", unexpected), ("missing keys", missing),
+                          ("no entry for msakit's", unfilled), ("shapes differ", misshapen)])
     if problems:
         raise MsakitError(
             f"{where}: not {source.describe} for this configuration: {'; '.join(problems)} "
             "(check --dataset, the text encoder and --set values such as common_dim)"
         )
     return mapped
+
+
+def _problems(kinds: list[tuple[str, list[str]]]) -> list[str]:
+    """One :func:`_listing` per kind of problem that has any entries."""
+    return [_listing(what, items) for what, items in kinds if items]
 
 
 def _listing(what: str, items: list[str], shown: int = 3) -> str:

@@ -28,7 +28,7 @@ from msakit.encoders.text import load_text_encoder, load_tokenizer, text_encoder
 from msakit.errors import MsakitError
 from msakit.files import write_text_atomic
 from msakit.models.base import Dims, MSAModel
-from msakit.models.registry import create_model
+from msakit.models.registry import create_model, model_spec
 from msakit.training.device import amp_mode, autocast_settings
 from msakit.training.distributed import DistContext
 
@@ -46,8 +46,9 @@ __all__ = [
 
 @dataclass
 class RunInputs:
-    encoder: nn.Module
-    """The text encoder as loaded (pretrained weights; each model gets its own copy)."""
+    encoder: nn.Module | None
+    """The text encoder as loaded (pretrained weights; each model gets its own copy); None
+    for a model that reads precomputed text features."""
     features: FeatureFile
     dims: Dims
     checkpoint_extra: dict[str, Any]
@@ -68,7 +69,7 @@ class LoadedInputs:
     data: str
     dataset: DatasetSpec
     allow_vocab_mismatch: bool
-    encoder: nn.Module
+    encoder: nn.Module | None
     features: FeatureFile
 
     def check_fits(self, config: RunConfig, data: str | os.PathLike) -> None:
@@ -104,7 +105,7 @@ def check_output_folder(out: Path) -> None:
         raise MsakitError(f"cannot write to {out}")
 
 
-def build_model(config: RunConfig, dims: Dims, encoder: nn.Module) -> MSAModel:
+def build_model(config: RunConfig, dims: Dims, encoder: nn.Module | None) -> MSAModel:
     """The registry's model for ``config``; an impossible combination is one ``MsakitError``."""
     try:
         return create_model(config.model_name, config.model, dims, encoder)
@@ -161,13 +162,23 @@ def prepare_run(
 
 def load_encoder_and_data(
     config: RunConfig, data: str | os.PathLike, *, announce: bool = True
-) -> tuple[nn.Module, FeatureFile]:
+) -> tuple[nn.Module | None, FeatureFile]:
     """The run's text encoder and its feature file, whose token ids must fit the encoder's
     vocabulary and, unless ``config.allow_vocab_mismatch``, come from its tokenizer.
 
+    A model that reads the file's precomputed text features (``text_input="features"`` in its
+    registry entry) gets no text encoder (None) and the file with its ``text`` key.
     With ``announce``, one ``note:`` line on stderr says when the ids could not be checked
     because the encoder ships no tokenizer (a file without ``raw_text`` is skipped silently).
     """
+    if model_spec(config.model_name).text_input == "features":
+        if config.text_encoder is not None:
+            raise MsakitError(
+                f"{config.model_name} reads the file's precomputed text features, not a text "
+                f"encoder: drop --text-encoder {config.text_encoder}")
+        features = load_feature_file(str(data), text_features=True)
+        check_dataset(features, config.dataset)
+        return None, features
     encoder = load_text_encoder(config.text_encoder)
     features = load_feature_file(str(data), vocab_size=int(encoder.config.vocab_size))
     check_dataset(features, config.spec)

@@ -50,6 +50,8 @@ from msakit.training.device import (
 )
 from msakit.training.distributed import DistContext, wrap_ddp
 
+PLATEAU_FACTOR = 0.1
+"""``schedule=plateau`` multiplies the learning rates by this (MMSA's MulT)."""
 NO_DECAY = MSAModel.text_no_decay
 
 
@@ -143,7 +145,8 @@ def build_optimizer(
         for name, param in named:
             if not param.requires_grad:
                 continue
-            skip = group == "text" and any(key in name for key in model.text_no_decay)
+            skip = name.startswith("text_encoder.") and any(
+                key in name for key in model.text_no_decay)
             (no_decay if skip else decay).append(param)
         for params, wd, suffix in (
             (decay, weight_decay, ""),
@@ -170,6 +173,9 @@ def build_scheduler(
         get_linear_schedule_with_warmup,
     )
 
+    if config.schedule == "plateau":  # stepped once an epoch on the validation loss
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=PLATEAU_FACTOR, patience=config.plateau_patience)
     if config.schedule == "cosine":
         return get_cosine_schedule_with_warmup(optimizer, warmup_steps, total_steps)
     if config.schedule == "linear":
@@ -392,6 +398,9 @@ class Trainer:
                         f"training diverged at epoch {epoch + 1}, step {self.global_step} "
                         f"(validation loss {result.loss}); lower the learning rate"
                     )
+                if self.config.schedule == "plateau":
+                    for scheduler in self.schedulers.values():
+                        scheduler.step(result.loss)
                 improved = self.stopper.update(result.metrics["MAE"], epoch)
                 record = {
                     "epoch": epoch + 1,
@@ -508,12 +517,15 @@ class Trainer:
             loss.backward()
         if self.config.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        if self.config.clip_value > 0:
+            nn.utils.clip_grad_value_(self.model.parameters(), self.config.clip_value)
         if scaler is not None:
             scaler.step(optimizer)
             scaler.update()
         else:
             optimizer.step()
-        self.schedulers[phase.name].step()
+        if self.config.schedule != "plateau":  # plateau steps once an epoch (fit)
+            self.schedulers[phase.name].step()
         self.global_step += 1
 
     def _record_step(self, values: dict[str, float], epoch: int, *,
