@@ -347,6 +347,7 @@ class Trainer:
                 self.text_cache[name] = build_text_cache(
                     self.model, split, self.config.batch_size, self.device
                 )
+        self.model.on_train_start(self.train)
         self.start_epoch = 0
         if self.resume and self.run_dir is not None and (self.run_dir / "last.pt").exists():
             self.start_epoch = self._load_last()
@@ -408,6 +409,7 @@ class Trainer:
         """
         log, writer = getattr(self, "_log", None), getattr(self, "_tb", None)
         self.module.train()
+        self.model.on_epoch_start(epoch)
         plan = self._plan(epoch)
         if max_steps is not None:
             plan = plan[:max_steps]
@@ -590,6 +592,9 @@ class Trainer:
         torch_save_atomic(
             {
                 "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                "model_training_state": {
+                    k: v.detach().cpu() for k, v in self.model.training_state().items()
+                },
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "early_stopping": self.stopper.state_dict(),
@@ -617,6 +622,7 @@ class Trainer:
             if state.get("seed", self.seed) != self.seed:
                 raise ValueError(f"it is seed {state.get('seed')}'s")
             self.model.load_state_dict(state["model"])
+            self.model.load_training_state(state.get("model_training_state", {}))
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             self.stopper.load_state_dict(state["early_stopping"])
