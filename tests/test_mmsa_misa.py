@@ -141,3 +141,28 @@ def test_import_refuses_foreign_keys(setup):
     del state["Model.shared.shared_1.weight"]
     with pytest.raises(MsakitError, match="shared"):
         misa_from_mmsa(state)
+
+
+def test_adversarial_similarity_reverses_the_shared_gradient(setup):
+    """similarity="adversarial" (MMSA's use_cmd_sim=false, which MMSA's trainer cannot run):
+    the discriminator learns to tell the modalities apart, the shared encoder gets the reversed
+    gradient, scaled by reverse_grad_weight."""
+    import torch.nn.functional as F
+
+    ff = load_feature_file(setup["data"])
+    model = MISA(MISAConfig(hidden_size=HIDDEN, similarity="adversarial", dropout=0.0,
+                            reverse_grad_weight=0.5),
+                 Dims.of(ff), load_text_encoder(str(setup["bert"]))).train()
+    batch = collate(ff.splits["train"], np.arange(8), trim=not model.reads_padding())
+    reps = model(batch).representations
+    model._similarity(reps).backward(retain_graph=True)
+    reversed_grad = model.shared.weight.grad.clone()
+    discriminator_grad = model.discriminator[0].weight.grad.clone()
+    model.zero_grad()
+    shared = [reps[f"shared_{m}"] for m in ("text", "vision", "audio")]
+    logits = torch.cat([model.discriminator(s) for s in shared])
+    domains = torch.arange(3).repeat_interleave(8)
+    F.cross_entropy(logits, domains).backward()
+    torch.testing.assert_close(reversed_grad, -0.5 * model.shared.weight.grad)
+    torch.testing.assert_close(discriminator_grad, model.discriminator[0].weight.grad)
+    assert reversed_grad.abs().max() > 0

@@ -127,7 +127,8 @@ def set_dropout(model: nn.Module, p: float) -> None:
 
 
 def build_optimizer(model: MSAModel, config: RunConfig) -> torch.optim.Optimizer:
-    """AdamW with one group per (parameter group, decay / no decay) pair that has parameters."""
+    """AdamW (or Adam, ``config.optimizer``) with one group per (parameter group, decay / no
+    decay) pair that has parameters."""
     param_groups = []
     settings = model.optimizer_settings(config)
     for group, named in model.parameter_groups().items():
@@ -149,6 +150,8 @@ def build_optimizer(model: MSAModel, config: RunConfig) -> torch.optim.Optimizer
                 )
     if not param_groups:
         raise ValueError("the model has no trainable parameters")
+    if config.optimizer == "adam":  # weight decay as an L2 term in the gradient (MMSA)
+        return torch.optim.Adam(param_groups)
     return torch.optim.AdamW(param_groups)
 
 
@@ -329,7 +332,7 @@ class Trainer:
             use_fast_dropout(self.model)
         self.amp = autocast_settings(self.device.type, amp_mode(self.config.amp, self.config.bf16))
         self.scaler = torch.amp.GradScaler(self.device.type) if self.amp.scaler else None
-        steps_per_epoch = len(self._plan(0))
+        steps_per_epoch = -(-len(self._plan(0)) // self.config.accumulate)  # optimizer steps
         total = steps_per_epoch * self.config.epochs
         warmup = (
             self.warmup_steps
@@ -415,7 +418,8 @@ class Trainer:
             plan = plan[:max_steps]
         sums = {"loss": 0.0, "task_loss": 0.0, "contrastive_loss": 0.0}
         bar = self._progress(len(plan), epoch)
-        for indices, batch in zip(plan, self._batches(plan), strict=True):
+        for position, (indices, batch) in enumerate(zip(plan, self._batches(plan),
+                                                        strict=True)):
             started = time.perf_counter()
             sizes = [len(shard(indices, r, self.dist.world_size)) for r in
                      range(self.dist.world_size)]
@@ -443,21 +447,7 @@ class Trainer:
                     f"training diverged at epoch {epoch + 1}, step {self.global_step + 1} "
                     f"(loss {bad}); lower the learning rate"
                 )
-            self.optimizer.zero_grad(set_to_none=True)
-            scaler = getattr(self, "scaler", None)  # fp16 on CUDA: scaled loss
-            if scaler is not None:
-                scaler.scale(losses.loss).backward()
-                scaler.unscale_(self.optimizer)
-            else:
-                losses.loss.backward()
-            if self.config.grad_clip > 0:
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-            if scaler is not None:
-                scaler.step(self.optimizer)
-                scaler.update()
-            else:
-                self.optimizer.step()
-            self.scheduler.step()
+            self._backward_and_step(losses.loss, position, len(plan))
             self.global_step += 1
             self.step_seconds.append(time.perf_counter() - started)
             self.step_samples.append(len(indices))
@@ -478,6 +468,33 @@ class Trainer:
         if bar is not None:
             bar.close()
         return {k: v / max(1, len(plan)) for k, v in sums.items()}
+
+    def _backward_and_step(self, loss: torch.Tensor, position: int, batches: int) -> None:
+        """Backward pass of batch ``position`` of ``batches``; an optimizer step (and a schedule
+        step) after every ``accumulate`` batches and after the epoch's last one, on the summed
+        gradients. ``clip_value`` clips after every backward pass (MMSA), ``grad_clip`` the
+        norm before a step."""
+        accumulate = self.config.accumulate
+        if position % accumulate == 0:
+            self.optimizer.zero_grad(set_to_none=True)
+        scaler = getattr(self, "scaler", None)  # fp16 on CUDA: scaled loss
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+        if self.config.clip_value > 0:
+            nn.utils.clip_grad_value_(self.model.parameters(), self.config.clip_value)
+        if (position + 1) % accumulate and position + 1 < batches:
+            return
+        if self.config.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        if scaler is not None:
+            scaler.step(self.optimizer)
+            scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
 
     def _batches(self, plan: list[np.ndarray]) -> Iterator[dict[str, torch.Tensor]]:
         cache = getattr(self, "text_cache", {}).get("train")
