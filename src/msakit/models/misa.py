@@ -318,3 +318,45 @@ def misa_from_mmsa(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """
     return rename_modules(state, MMSA_RULES, prefix="Model.",
                           describe="MMSA's MISA (an AMIO state dict)")
+
+
+# MMSA's config_regression.json ("misa") and its trainer: Adam, lr 1e-4 for every parameter and
+# no weight decay (the trainer never passes the config's weight_decay), update_epochs = 2,
+# grad_clip by value, constant learning rate, early stop after 8 epochs, no epoch limit.
+def _mmsa_run(batch_size: int, clip_value: float, text_encoder: str) -> dict:
+    return {
+        "text_encoder": text_encoder,
+        "batch_size": batch_size,
+        "lr": dict.fromkeys(("text", "audio", "vision", "other"), 1e-4),
+        "weight_decay": dict.fromkeys(("text", "audio", "vision", "other"), 0.0),
+        "optimizer": "adam",
+        "accumulate": 2,
+        "clip_value": clip_value,
+        "schedule": "constant",
+        "warmup": 0.0,
+        "early_stop": 8,
+        "stop_at_horizon": False,
+    }
+
+
+PRESETS = {
+    "mosi": {"run": _mmsa_run(16, 0.8, "bert-base-uncased"), "model": {}},
+    "mosei": {
+        "run": _mmsa_run(64, 0.8, "bert-base-uncased"),
+        "model": {"dropout": 0.5, "diff_weight": 0.3, "sim_weight": 0.8},
+    },
+    "sims": {
+        "run": _mmsa_run(64, 1.0, "bert-base-chinese"),
+        "model": {"dropout": 0.0, "reverse_grad_weight": 0.5, "diff_weight": 0.3,
+                  "sim_weight": 1.0, "recon_weight": 0.8},
+    },
+}
+# The ranges of MMSA's config_tune.json ("misa").
+SEARCH_SPACE = {
+    "lr": ("float", 1e-4, 1e-3, True),
+    "hidden_size": ("choice", [64, 128, 256]),
+    "dropout": ("float", 0.0, 0.5, False),
+    "diff_weight": ("float", 0.1, 0.5, False),
+    "sim_weight": ("float", 0.5, 1.0, False),
+    "recon_weight": ("float", 0.5, 1.0, False),
+}

@@ -300,3 +300,43 @@ def self_mm_from_mmsa(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     Self-MM's. Raises :class:`MsakitError` on unknown or missing entries."""
     return rename_modules(state, MMSA_RULES, prefix="Model.",
                           describe="MMSA's Self-MM (an AMIO state dict)")
+
+
+def _groups(text: float, audio: float, vision: float, other: float) -> dict[str, float]:
+    return {"text": text, "audio": audio, "vision": vision, "other": other}
+
+
+# MMSA's config_regression.json ("self_mm") and its trainer: Adam with L2 weight decay per group
+# (BERT biases and LayerNorms without), update_epochs = 4, constant learning rates, early stop
+# after 8 epochs, no epoch limit.
+_MMSA_LOOP = {"optimizer": "adam", "accumulate": 4, "schedule": "constant", "warmup": 0.0,
+              "early_stop": 8, "stop_at_horizon": False}
+PRESETS = {
+    "mosi": {
+        "run": {**_MMSA_LOOP, "text_encoder": "bert-base-uncased", "batch_size": 16,
+                "lr": _groups(5e-5, 5e-3, 5e-3, 1e-3),
+                "weight_decay": _groups(1e-3, 1e-3, 1e-3, 1e-3)},
+        "model": {},
+    },
+    "mosei": {
+        "run": {**_MMSA_LOOP, "text_encoder": "bert-base-uncased", "batch_size": 32,
+                "lr": _groups(5e-5, 5e-3, 1e-4, 1e-3),
+                "weight_decay": _groups(1e-3, 0.0, 0.0, 1e-2)},
+        "model": {"fusion_dropout": 0.1, "text_dropout": 0.0, "audio_dropout": 0.0},
+    },
+    "sims": {
+        "run": {**_MMSA_LOOP, "text_encoder": "bert-base-chinese", "batch_size": 32,
+                "lr": _groups(5e-5, 5e-3, 5e-3, 1e-3),
+                "weight_decay": _groups(1e-3, 1e-2, 1e-2, 1e-3)},
+        "model": {"vision_hidden": 64, "text_dim": 64, "label_bound": 1.0},
+    },
+}
+# The ranges of MMSA's config_tune.json ("self_mm").
+SEARCH_SPACE = {
+    "lr.audio": ("float", 1e-4, 5e-3, True),
+    "lr.vision": ("float", 1e-4, 5e-3, True),
+    "lr.other": ("float", 1e-4, 1e-3, True),
+    "weight_decay.other": ("float", 1e-3, 1e-2, True),
+    "fusion_dropout": ("float", 0.0, 0.1, False),
+    "text_dropout": ("float", 0.0, 0.1, False),
+}
