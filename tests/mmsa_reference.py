@@ -60,6 +60,23 @@ def write_mmsa_file(path: Path, like: str, n: tuple[int, int, int], *,
     return path
 
 
+def mmsa_files(root: Path, frames: dict[str, int]) -> dict[str, Path]:
+    """{"bert": a 768-wide BERT folder, "data": a 10/6/4-sample MOSI-shaped file} in ``root``."""
+    return {"bert": make_bert_768(root / "bert"),
+            "data": write_mmsa_file(root / "mosi.pkl", "mosi", (10, 6, 4), frames=frames)}
+
+
+def share_weights(reference, ours, convert, *, dropout: float | None = None) -> None:
+    """Load MMSA's weights into msakit's model through ``convert`` (the spec's
+    ``imports["mmsa"]``); with ``dropout``, set every dropout of both to it."""
+    from msakit.training.trainer import set_dropout
+
+    ours.load_state_dict(convert(reference.state_dict()))
+    if dropout is not None:
+        set_dropout(reference, dropout)
+        set_dropout(ours, dropout)
+
+
 def mmsa_args(model: str, dataset: str, *, data: Path, bert: Path, **overrides: Any):
     """MMSA's regression config of (model, dataset) for ``data`` and the BERT folder ``bert``."""
     from MMSA.config import get_config_regression

@@ -13,11 +13,11 @@ import pytest
 import torch
 from mmsa_reference import (
     assert_gradients_close,
-    make_bert_768,
     mmsa_args,
     mmsa_batch,
+    mmsa_files,
     mmsa_split,
-    write_mmsa_file,
+    share_weights,
 )
 
 from msakit.data.batching import collate
@@ -26,7 +26,6 @@ from msakit.encoders.text import load_text_encoder
 from msakit.errors import MsakitError
 from msakit.models.base import Dims
 from msakit.models.misa import MISA, MISAConfig, misa_from_mmsa
-from msakit.training.trainer import set_dropout
 
 pytest.importorskip("MMSA")
 
@@ -35,11 +34,8 @@ HIDDEN = 16
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, one_thread):
-    root = tmp_path_factory.mktemp("mmsa_misa")
-    bert = make_bert_768(root / "bert")
-    data = write_mmsa_file(root / "mosi.pkl", "mosi", (10, 6, 4),
-                           frames={"audio": 60, "vision": 55})
-    return {"bert": bert, "data": data}
+    # MMSA's MISA reads the first text-length frames: at least 50 of each.
+    return mmsa_files(tmp_path_factory.mktemp("mmsa_misa"), {"audio": 60, "vision": 55})
 
 
 def build_pair(setup, *, dropout: float | None = None, **config):
@@ -53,10 +49,7 @@ def build_pair(setup, *, dropout: float | None = None, **config):
     ff = load_feature_file(setup["data"])
     ours = MISA(MISAConfig(hidden_size=HIDDEN, **_ours(config)), Dims.of(ff),
                 load_text_encoder(str(setup["bert"])))
-    ours.load_state_dict(misa_from_mmsa(reference.state_dict()))
-    if dropout is not None:
-        set_dropout(reference, dropout)
-        set_dropout(ours, dropout)
+    share_weights(reference, ours, misa_from_mmsa, dropout=dropout)
     return args, reference, ours, ff
 
 

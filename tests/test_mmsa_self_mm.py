@@ -15,11 +15,11 @@ import pytest
 import torch
 from mmsa_reference import (
     assert_gradients_close,
-    make_bert_768,
     mmsa_args,
     mmsa_batch,
+    mmsa_files,
     mmsa_split,
-    write_mmsa_file,
+    share_weights,
 )
 
 from msakit.data.batching import collate
@@ -34,7 +34,6 @@ from msakit.models.self_mm import (
     UnimodalLabels,
     self_mm_from_mmsa,
 )
-from msakit.training.trainer import set_dropout
 
 pytest.importorskip("MMSA")
 
@@ -49,11 +48,7 @@ WIDTHS = {
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, one_thread):
-    root = tmp_path_factory.mktemp("mmsa_self_mm")
-    bert = make_bert_768(root / "bert")
-    data = write_mmsa_file(root / "mosi.pkl", "mosi", (10, 6, 4),
-                           frames={"audio": 40, "vision": 30})
-    return {"bert": bert, "data": data}
+    return mmsa_files(tmp_path_factory.mktemp("mmsa_self_mm"), {"audio": 40, "vision": 30})
 
 
 def build_pair(setup, *, dropout: float | None = None):
@@ -67,10 +62,7 @@ def build_pair(setup, *, dropout: float | None = None):
     ff = load_feature_file(setup["data"])
     config = SelfMMConfig(**dict(WIDTHS.values()), label_bound=args.H)
     ours = SelfMM(config, Dims.of(ff), load_text_encoder(str(setup["bert"])))
-    ours.load_state_dict(self_mm_from_mmsa(reference.state_dict()))
-    if dropout is not None:
-        set_dropout(reference, dropout)
-        set_dropout(ours, dropout)
+    share_weights(reference, ours, self_mm_from_mmsa, dropout=dropout)
     return args, reference, ours, ff
 
 

@@ -84,6 +84,20 @@ def task_mean(per_sample: torch.Tensor, global_batch: int | None, world_size: in
     return per_sample.sum() * (world_size / global_batch)
 
 
+def groups_by_prefix(
+    model: nn.Module, owners: dict[str, str]
+) -> dict[str, list[tuple[str, nn.Parameter]]]:
+    """Parameter groups text/audio/vision/other: a parameter whose name starts with a key of
+    ``owners`` (e.g. ``{"text_encoder.": "text"}``) joins that group, any other "other"."""
+    groups: dict[str, list[tuple[str, nn.Parameter]]] = {
+        "text": [], "audio": [], "vision": [], "other": []
+    }
+    for name, param in model.named_parameters():
+        group = next((g for prefix, g in owners.items() if name.startswith(prefix)), "other")
+        groups[group].append((name, param))
+    return groups
+
+
 class MSAModel(nn.Module):
     """Base class: subclasses implement forward, compute_loss and parameter_groups."""
 

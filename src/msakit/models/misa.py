@@ -38,7 +38,16 @@ from msakit.losses.misa import (
     difference_loss,
     reconstruction_loss,
 )
-from msakit.models.base import Dims, Gather, LossOutput, ModelOutput, MSAModel, no_gather, task_mean
+from msakit.models.base import (
+    Dims,
+    Gather,
+    LossOutput,
+    ModelOutput,
+    MSAModel,
+    groups_by_prefix,
+    no_gather,
+    task_mean,
+)
 from msakit.models.import_weights import BIRNN, ModuleRule, rename_modules
 
 MODALITIES = ("text", "vision", "audio")
@@ -266,14 +275,9 @@ class MISA(MSAModel):
         return F.cross_entropy(torch.cat(logits), torch.cat(domains))
 
     def parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
-        groups: dict[str, list[tuple[str, nn.Parameter]]] = {
-            "text": [], "audio": [], "vision": [], "other": []
-        }
-        owner = {"text_encoder.": "text", "audio_rnn.": "audio", "vision_rnn.": "vision"}
-        for name, param in self.named_parameters():
-            group = next((g for p, g in owner.items() if name.startswith(p)), "other")
-            groups[group].append((name, param))
-        return groups
+        return groups_by_prefix(
+            self, {"text_encoder.": "text", "audio_rnn.": "audio", "vision_rnn.": "vision"}
+        )
 
 
 def _check_choices(config: MISAConfig) -> None:

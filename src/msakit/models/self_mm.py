@@ -28,7 +28,16 @@ from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from msakit.encoders.text import bert_inputs
-from msakit.models.base import Dims, Gather, LossOutput, ModelOutput, MSAModel, no_gather, task_mean
+from msakit.models.base import (
+    Dims,
+    Gather,
+    LossOutput,
+    ModelOutput,
+    MSAModel,
+    groups_by_prefix,
+    no_gather,
+    task_mean,
+)
 from msakit.models.import_weights import ModuleRule, rename_modules
 
 TASKS = ("fusion", "text", "audio", "vision")
@@ -272,14 +281,9 @@ class SelfMM(MSAModel):
         return LossOutput(task + auxiliary, task, auxiliary)
 
     def parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
-        groups: dict[str, list[tuple[str, nn.Parameter]]] = {
-            "text": [], "audio": [], "vision": [], "other": []
-        }
-        owner = {"text_encoder.": "text", "audio_net.": "audio", "vision_net.": "vision"}
-        for name, param in self.named_parameters():
-            group = next((g for p, g in owner.items() if name.startswith(p)), "other")
-            groups[group].append((name, param))
-        return groups
+        return groups_by_prefix(
+            self, {"text_encoder.": "text", "audio_net.": "audio", "vision_net.": "vision"}
+        )
 
 
 # MMSA's module names (after "Model.") -> msakit's.
