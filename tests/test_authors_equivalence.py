@@ -22,16 +22,16 @@ from torch import nn
 
 from msakit import api
 from msakit.config import RunConfig
-from msakit.config.authors import CLGSI_AUTHORS
-from msakit.config.presets import CLGSI_MODEL, preset
 from msakit.data.batching import collate
 from msakit.data.mmsa import load_feature_file
 from msakit.encoders.sequence import SequenceEncoder, lengths_to_mask
 from msakit.encoders.text import bert_inputs, load_text_encoder
+from msakit.errors import MsakitError
 from msakit.metrics import compute_metrics
 from msakit.models.base import Dims
+from msakit.models.clgsi import CLGSI_AUTHORS, CLGSIConfig
 from msakit.models.import_weights import SOURCES
-from msakit.models.registry import create_model
+from msakit.models.registry import create_model, preset
 from msakit.training.trainer import Trainer, set_dropout
 
 FIXTURE = Path(__file__).parent / "fixtures" / "clgsi_authors"
@@ -180,11 +180,12 @@ def test_not_a_state_dict(tmp_path, capsys):
 
 # --------------------------------------------------------------------------- presets
 def test_paper_defaults_are_unchanged():
-    assert CLGSI_MODEL["encoder_mask"] is True
-    assert CLGSI_MODEL["common_frame"] == "last_valid"
-    assert CLGSI_MODEL["subnet_pool"] == "valid"
-    assert CLGSI_MODEL["clone_encoder_layers"] is False
-    assert CLGSI_MODEL["variant"] == "paper"
+    defaults = CLGSIConfig()
+    assert defaults.encoder_mask is True
+    assert defaults.common_frame == "last_valid"
+    assert defaults.subnet_pool == "valid"
+    assert defaults.clone_encoder_layers is False
+    assert defaults.variant == "paper"
 
 
 @pytest.mark.parametrize("dataset", ["mosi", "mosei", "sims"])
@@ -353,7 +354,7 @@ def test_models_that_read_padding_get_untrimmed_batches():
 
 @pytest.mark.parametrize("key, value", [("common_frame", "middle"), ("subnet_pool", "max")])
 def test_unknown_switch_values_are_rejected(encoder, key, value):
-    with pytest.raises(ValueError, match=key):
+    with pytest.raises(MsakitError, match=key):
         build(encoder, **{key: value})
 
 
@@ -395,4 +396,4 @@ def test_configurations_written_before_the_switches_build_the_paper_model(encode
     for key in ("encoder_mask", "common_frame", "subnet_pool", "clone_encoder_layers"):
         del config[key]
     model = create_model("clgsi", config, DIMS, copy.deepcopy(encoder))
-    assert not model.reads_padding() and model.config["common_frame"] == "last_valid"
+    assert not model.reads_padding() and model.config.common_frame == "last_valid"

@@ -16,13 +16,13 @@ import pytest
 import torch
 
 from msakit import api
-from msakit.config.presets import preset
 from msakit.data.synthetic import make_synthetic
 from msakit.encoders.sequence import SequenceEncoder, last_valid, lengths_to_mask, masked_mean
 from msakit.encoders.text import load_text_encoder
+from msakit.errors import MsakitError
 from msakit.models.base import Dims
 from msakit.models.clgsi import CLGSI, GLFK, CommonFusion, Subnet
-from msakit.models.registry import create_model
+from msakit.models.registry import create_model, preset
 
 SMALL = {"common_dim": 16, "specific_dim": 16, "head_dim": 16, "feedforward": 32}
 DIMS = Dims(audio=5, vision=20)
@@ -147,7 +147,7 @@ def test_glfk_parameters_and_convolution_math(parts, params):
 )
 def test_common_fusion_shapes(kind, width):
     torch.manual_seed(0)
-    fusion = CommonFusion(kind, dim=24, beta=16, layers=2, heads=8).eval()
+    fusion = CommonFusion(kind, 24, beta=16, layers=2, heads=8).eval()
     stacked = torch.randn(5, 24, 3)
     out = fusion(stacked)
     assert out.shape == (5, width)
@@ -162,7 +162,7 @@ def test_common_fusion_shapes(kind, width):
 
 def test_common_fusion_rejects_unknown_kind():
     with pytest.raises(ValueError):
-        CommonFusion("sum", dim=24, beta=16, layers=2, heads=8)
+        CommonFusion("sum", 24, beta=16, layers=2, heads=8)
 
 
 def test_subnet_shape_and_ignores_padding():
@@ -338,24 +338,24 @@ def test_every_ablation_trains_one_step(encoder, name):
 
     reps = out.representations
     config = model.config
-    if not (config["contrastive"] and config["use_common"]):  # w/o Con drops L_cl with it
+    if not (config.contrastive and config.use_common):  # w/o Con drops L_cl with it
         assert model.contrastive is None
         assert float(losses.contrastive_loss) == 0.0
         torch.testing.assert_close(losses.loss, losses.task_loss)
     else:
         assert float(losses.contrastive_loss.detach()) > 0
-        expected = losses.task_loss + config["gamma"] * losses.contrastive_loss
+        expected = losses.task_loss + config.gamma * losses.contrastive_loss
         torch.testing.assert_close(losses.loss, expected)
-    assert ("common" in reps) == (config["use_common"] and config["fusion"] != "none")
-    assert hasattr(model, "fusion") == config["use_common"]
-    assert hasattr(model, "project_text") == config["use_common"]
-    assert ("text" in reps) == config["use_common"]
-    assert ("specific_text" in reps) == config["use_specific"]
+    assert ("common" in reps) == (config.use_common and config.fusion != "none")
+    assert hasattr(model, "fusion") == config.use_common
+    assert hasattr(model, "project_text") == config.use_common
+    assert ("text" in reps) == config.use_common
+    assert ("specific_text" in reps) == config.use_specific
     if "common" in reps:
-        assert model.fusion.kind == config["fusion"]
-        width = 48 if config["fusion"] == "concat" else 16
+        assert model.fusion.kind == config.fusion
+        width = 48 if config.fusion == "concat" else 16
         assert reps["common"].shape == (8, width)
-    if config["fusion"] == "transformer":
+    if config.fusion == "transformer":
         assert len(model.fusion.net.encoder.layers) == 2
 
 
@@ -372,9 +372,9 @@ def test_loss_switches_change_the_contrastive_loss(encoder, switch):
 
 
 def test_no_common_and_no_specific_is_an_error(encoder):
-    with pytest.raises(ValueError):
+    with pytest.raises(MsakitError):
         build(encoder, use_common=False, use_specific=False)
-    with pytest.raises(ValueError):
+    with pytest.raises(MsakitError):
         build(encoder, fusion="none", use_specific=False)
 
 
@@ -408,7 +408,7 @@ def test_transformer_fusion_tells_the_modalities_apart():
     """Table 8: with modality-type embeddings, permuting the three stacked common features
     changes the fused output (a plain Transformer + mean would be permutation invariant)."""
     torch.manual_seed(0)
-    fusion = CommonFusion("transformer", dim=24, beta=16, layers=2, heads=8).eval()
+    fusion = CommonFusion("transformer", 24, beta=16, layers=2, heads=8).eval()
     stacked = torch.randn(5, 24, 3)
     permuted = stacked[..., [1, 2, 0]]
     with torch.no_grad():

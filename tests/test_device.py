@@ -11,11 +11,11 @@ import torch
 
 from msakit import api
 from msakit.config import apply_overrides
-from msakit.config.presets import preset
 from msakit.data.mmsa import load_feature_file
 from msakit.encoders import dropout
 from msakit.errors import MsakitError
 from msakit.models.base import Dims
+from msakit.models.registry import preset
 from msakit.training import device, trainer
 from msakit.training.inputs import build_model
 from msakit.training.trainer import Trainer, rng_state, set_rng_state

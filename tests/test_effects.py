@@ -43,7 +43,7 @@ hooks.clear()
 threads = threading.active_count()
 import msakit, msakit.cli, msakit.encoders.dropout, msakit.encoders.sequence
 import msakit.encoders.text, msakit.models.registry, msakit.training.trainer
-msakit.models.registry.available_models()
+msakit.models.registry.model_names()
 print(json.dumps({
     "threads": [threads, threading.active_count()],
     "hooks": hooks,

@@ -14,13 +14,13 @@ from conftest import run_cli, write_short_synthetic
 
 from msakit import api
 from msakit.config import DEFAULT_SEEDS, RunConfig
-from msakit.config import presets as presets_module
-from msakit.config.authors import CLGSI_AUTHORS
-from msakit.config.presets import apply_preset_entry, preset
+from msakit.config.presets import apply_preset_entry
 from msakit.data.mmsa import load_feature_file
 from msakit.data.tokens import check_vocabulary, read_texts_csv
 from msakit.encoders.text import PACKAGED_TEXT_ENCODER, load_text_encoder, load_tokenizer
 from msakit.errors import MsakitError
+from msakit.models.clgsi import CLGSI_AUTHORS
+from msakit.models.registry import model_spec, preset
 from msakit.reporting.report import report
 from msakit.training.inputs import load_encoder_and_data
 
@@ -133,7 +133,7 @@ def test_preset_entries_reach_any_run_field_and_model_key_and_merge_groups():
 
 
 def test_a_model_declares_its_named_presets_in_one_mapping(monkeypatch):
-    monkeypatch.setitem(presets_module.NAMED_PRESETS["conki"], "trial",
+    monkeypatch.setitem(model_spec("conki").named_presets, "trial",
                         {"sims": {"run": {"lr": {"text": 1e-5}}, "model": {"lam": 0.5}}})
     config = api.build_config("conki", "sims", preset="trial")
     assert (config.preset, config.lr["text"], config.model["lam"]) == ("trial", 1e-5, 0.5)

@@ -17,8 +17,8 @@ from optuna.trial import TrialState
 
 from msakit import api, cli
 from msakit.config import apply_overrides
-from msakit.config.presets import SEARCH_SPACES, preset
 from msakit.errors import MsakitError
+from msakit.models.registry import model_spec, preset
 from msakit.tune import format_value, tune
 
 SMALL = ["feedforward=32", "common_dim=16", "specific_dim=16", "head_dim=16"]
@@ -136,7 +136,7 @@ def test_pruned_trials_end_cleanly_and_a_later_worker_joins(tmp_path, data_file,
         group, _, key = name.partition(".")
         assert (config.lr[key] if group == "lr" else config.model[name]) == value
     assert summary["config"]["model"] == config.model
-    assert set(trials[2].params) == set(SEARCH_SPACES["clgsi"])
+    assert set(trials[2].params) == set(model_spec("clgsi").search_space)
 
 
 def checkpoints(out: Path, name: str) -> list[int]:
@@ -196,7 +196,8 @@ def test_values_fixed_with_set_are_not_searched(tmp_path, data_file, tiny_bert):
                   overrides=[*SMALL, "gamma=0.5", "lr=1e-3"])
     params = result.best["best"]["params"]
     assert "gamma" not in params and not any(name.startswith("lr.") for name in params)
-    assert set(params) == {k for k in SEARCH_SPACES["clgsi"] if k != "gamma" and "." not in k}
+    space = model_spec("clgsi").search_space
+    assert set(params) == {k for k in space if k != "gamma" and "." not in k}
     assert result.best["config"]["model"]["gamma"] == 0.5
     assert result.best["config"]["lr"] == dict.fromkeys(["text", "audio", "vision", "other"], 1e-3)
 

@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,6 @@ import torch
 
 from msakit.config import RunConfig, apply_overrides
 from msakit.config.presets import DEFAULT_PRESET
-from msakit.config.presets import preset as named_preset
 from msakit.data.mmsa import FeatureFile, SplitData, check_dataset, load_feature_file
 from msakit.encoders.text import (
     DEFAULT_TEXT_ENCODER,
@@ -31,6 +31,7 @@ from msakit.errors import MsakitError
 from msakit.files import RunLock, check_distinct_output, write_text_atomic
 from msakit.metrics import metric_names
 from msakit.models.base import Dims, MSAModel
+from msakit.models.registry import preset as named_preset
 from msakit.training import distributed
 from msakit.training.device import amp_mode
 from msakit.training.inputs import (
@@ -57,8 +58,8 @@ def build_config(
     overrides: list[str] | dict[str, Any] | None = None,
     preset: str = DEFAULT_PRESET,
 ) -> RunConfig:
-    """The named preset (``paper`` or ``authors``, see ``NAMED_PRESETS``) of (model, dataset)
-    with the command line's choices applied."""
+    """The named preset (``paper``, or one the model declares, e.g. CLGSI's ``authors``) of
+    (model, dataset) with the command line's choices applied."""
     config = named_preset(model, dataset, preset)
     if text_encoder is not None:
         config.text_encoder = text_encoder
@@ -88,9 +89,9 @@ class TrainResult:
 
 
 def train(
-    model: str = "clgsi",
-    dataset: str = "mosi",
-    data: str | os.PathLike = "",
+    model: str,
+    dataset: str,
+    data: str | os.PathLike,
     *,
     text_encoder: str | None = None,
     seeds: list[int] | None = None,
@@ -128,15 +129,12 @@ def train(
     ``save_last=False`` writes no ``last.pt`` (such a run cannot be resumed; ``msakit tune``'s
     trials never are).
     """
+    run = _Run(**{**locals(), "out": Path(out)})  # every argument, as one object
     if resume and overwrite:
         raise MsakitError("--resume and --overwrite exclude each other")
     ctx = distributed.setup()
     try:
-        return _train(
-            ctx, model, dataset, data, text_encoder, seeds, epochs, batch, Path(out), overrides,
-            adapters, log_steps, resume, quiet, config, hooks, overwrite, preset, loaded,
-            save_last,
-        )
+        return _train(ctx, run)
     finally:
         distributed.teardown(ctx)
 
@@ -166,54 +164,83 @@ def _clear_run(out: Path) -> None:
             raise MsakitError(f"--overwrite: cannot remove {path}: {exc.strerror}") from None
 
 
-def _train(ctx, model, dataset, data, text_encoder, seeds, epochs, batch, out, overrides,
-           adapters, log_steps, resume, quiet, config, hooks, overwrite, preset,
-           loaded=None, save_last=True) -> TrainResult:
-    if config is None:
-        config = build_config(
-            model, dataset, text_encoder=text_encoder, seeds=seeds, epochs=epochs, batch=batch,
-            overrides=overrides, preset=preset,
-        )
-    check_distinct_output(log_steps, [data, adapters, config.text_encoder], "--log-steps")
+@dataclass
+class _Run:
+    """The arguments of one :func:`train` call (see there), passed down as one object."""
+
+    model: str
+    dataset: str
+    data: str | os.PathLike
+    out: Path
+    text_encoder: str | None = None
+    seeds: list[int] | None = None
+    epochs: int | None = None
+    batch: int | None = None
+    overrides: list[str] | dict[str, Any] | None = None
+    adapters: str | os.PathLike | None = None
+    log_steps: str | os.PathLike | None = None
+    resume: bool = False
+    quiet: bool = False
+    config: RunConfig | None = None
+    hooks: Any = None
+    overwrite: bool = False
+    preset: str = DEFAULT_PRESET
+    loaded: LoadedInputs | None = None
+    save_last: bool = True
+
+
+def _train(ctx: distributed.DistContext, run: _Run) -> TrainResult:
+    config = run.config or build_config(
+        run.model, run.dataset, text_encoder=run.text_encoder, seeds=run.seeds,
+        epochs=run.epochs, batch=run.batch, overrides=run.overrides, preset=run.preset,
+    )
+    _check_outputs(run, config)
+    inputs = prepare_run(config, run.data, run.out, ctx, checkpoint_format="msakit-checkpoint-1",
+                         loaded=run.loaded)
+    # Build once to surface configuration errors before anything is written.
+    probe = build_model(config, inputs.dims, copy.deepcopy(inputs.encoder))
+    adapter_state = None
+    if run.adapters is not None:
+        from msakit.training.stages import read_adapters
+
+        adapter_state = read_adapters(run.adapters, config, probe, inputs.encoder)
+    message = probe.start_message(with_adapters=run.adapters is not None)
+    if message and not run.quiet and ctx.is_main:
+        print(message, file=sys.stderr)
+    del probe
+    pretrained = copy.deepcopy(inputs.encoder.state_dict())
+    lock = _lock_run(run.out, ctx)
+    try:
+        if run.overwrite and ctx.is_main:
+            _clear_run(run.out)
+        ctx.barrier()
+        write_run_config(config, run.out, ctx)
+        if run.log_steps is not None and not run.resume and ctx.is_main:
+            Path(run.log_steps).unlink(missing_ok=True)  # every seed appends its lines
+        rows = _train_seeds(ctx, config, run=run, inputs=inputs, pretrained=pretrained,
+                            adapter_state=adapter_state)
+    finally:
+        if lock is not None:
+            lock.release()
+    return TrainResult(out=run.out, rows=_with_summary(rows, config.dataset))
+
+
+def _check_outputs(run: _Run, config: RunConfig) -> None:
+    """The log file and the run folder: nothing of the inputs or of another run is overwritten."""
+    log_steps, out = run.log_steps, run.out
+    check_distinct_output(log_steps, [run.data, run.adapters, config.text_encoder],
+                          "--log-steps")
     if log_steps is not None and Path(log_steps).resolve().is_relative_to(out.resolve()) and (
         Path(log_steps).suffix in (".pt", ".csv", ".yaml", ".json")
     ):
         raise MsakitError(f"--log-steps {log_steps} would overwrite a file of the run folder")
-    if resume:
+    if run.resume:
         _check_resume_config(out, config)
-    elif not overwrite and holds_run(out):
+    elif not run.overwrite and holds_run(out):
         raise MsakitError(
             f"{out} already holds a run; add --resume to continue it, --overwrite to replace "
             "it, or choose another --out"
         )
-    inputs = prepare_run(config, data, out, ctx, checkpoint_format="msakit-checkpoint-1",
-                         loaded=loaded)
-    encoder, features, dims = inputs.encoder, inputs.features, inputs.dims
-    # Build once to surface configuration errors before anything is written.
-    probe = build_model(config, dims, copy.deepcopy(encoder))
-    adapter_state = None
-    if adapters is not None:
-        from msakit.training.stages import read_adapters
-
-        adapter_state = read_adapters(adapters, config, dims, probe, encoder)
-    elif hasattr(probe, "announce_without_external") and not quiet and ctx.is_main:
-        probe.announce_without_external()
-    del probe
-    pretrained = copy.deepcopy(encoder.state_dict())
-    lock = _lock_run(out, ctx)
-    try:
-        if overwrite and ctx.is_main:
-            _clear_run(out)
-        ctx.barrier()
-        write_run_config(config, out, ctx)
-        if log_steps is not None and not resume and ctx.is_main:
-            Path(log_steps).unlink(missing_ok=True)  # every seed appends its lines
-        rows = _train_seeds(ctx, config, encoder, pretrained, dims, adapter_state, features,
-                            inputs, out, log_steps, resume, quiet, hooks, save_last)
-    finally:
-        if lock is not None:
-            lock.release()
-    return TrainResult(out=out, rows=_with_summary(rows, config.dataset))
 
 
 def _lock_run(out: Path, ctx) -> RunLock | None:
@@ -235,13 +262,15 @@ def _lock_run(out: Path, ctx) -> RunLock | None:
     return lock
 
 
-def _train_seeds(ctx, config, encoder, pretrained, dims, adapter_state, features, inputs, out,
-                 log_steps, resume, quiet, hooks, save_last=True) -> list[dict[str, Any]]:
-    rows = []
+def _train_seeds(
+    ctx: distributed.DistContext, config: RunConfig, *, run: _Run, inputs: Any,
+    pretrained: dict[str, torch.Tensor], adapter_state: dict[str, Any] | None,
+) -> list[dict[str, Any]]:
+    rows, out, features = [], run.out, inputs.features
     for seed in config.seeds:
         torch.manual_seed(seed)
-        encoder.load_state_dict(pretrained)
-        net = build_model(config, dims, copy.deepcopy(encoder))
+        inputs.encoder.load_state_dict(pretrained)
+        net = build_model(config, inputs.dims, copy.deepcopy(inputs.encoder))
         if adapter_state is not None:
             from msakit.training.stages import install_adapters
 
@@ -255,24 +284,17 @@ def _train_seeds(ctx, config, encoder, pretrained, dims, adapter_state, features
             run_dir=run_dir,
             seed=seed,
             dist=ctx,
-            quiet=quiet,
-            log_steps=Path(log_steps) if log_steps else None,
-            resume=resume,
+            quiet=run.quiet,
+            log_steps=Path(run.log_steps) if run.log_steps else None,
+            resume=run.resume,
             tensorboard=out / "tensorboard" / f"seed-{seed}",
             checkpoint_extra=inputs.checkpoint_extra,
-            **({"hooks": hooks} if hooks is not None else {}),
-            save_last=save_last,
+            **({"hooks": run.hooks} if run.hooks is not None else {}),
+            save_last=run.save_last,
         )
         trainer.fit()
         ctx.barrier()
-        try:
-            best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
-            net.load_state_dict(best["model"])
-        except Exception as exc:  # noqa: BLE001 - deleted or damaged since: one line
-            raise MsakitError(
-                f"{run_dir / 'best.pt'}: cannot read the best checkpoint back "
-                f"({type(exc).__name__}); train this seed again with --overwrite"
-            ) from None
+        _load_best(net, run_dir)
         result = evaluate_model(
             net, features.splits["test"], config.dataset, config.batch_size, ctx.device,
             amp=amp_mode(config.amp, config.bf16), dist=ctx,
@@ -282,6 +304,18 @@ def _train_seeds(ctx, config, encoder, pretrained, dims, adapter_state, features
             write_text_atomic(run_dir / "history.json", json.dumps(trainer.history, indent=1))
             _write_results(out / "results.csv", rows, config.dataset)
     return rows
+
+
+def _load_best(net: torch.nn.Module, run_dir: Path) -> None:
+    """The seed's best weights, read back from its best.pt."""
+    try:
+        best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
+        net.load_state_dict(best["model"])
+    except Exception as exc:  # noqa: BLE001 - deleted or damaged since: one line
+        raise MsakitError(
+            f"{run_dir / 'best.pt'}: cannot read the best checkpoint back "
+            f"({type(exc).__name__}); train this seed again with --overwrite"
+        ) from None
 
 
 def _check_resume_config(out: Path, config: RunConfig) -> None:

@@ -394,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .npz (read with allow_pickle=False)")
 
     p = sub.add_parser("bench", help="measure training throughput and peak memory")
-    p.add_argument("--model", required=True, choices=["clgsi", "conki"])
+    _add_model_argument(p)
     p.add_argument("--dataset", required=True, choices=["mosi", "mosei", "sims"])
     p.add_argument("--data", required=True)
     p.add_argument("--batch", type=int)
@@ -414,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_train_arguments(p: argparse.ArgumentParser, out_default: str = "runs/msakit") -> None:
-    p.add_argument("--model", required=True, choices=["clgsi", "conki"])
+    _add_model_argument(p)
     p.add_argument("--dataset", required=True, choices=["mosi", "mosei", "sims"])
     p.add_argument("--data", required=True, help="MMSA feature file (.pkl or converted .npz)")
     p.add_argument("--text-encoder", help=TEXT_ENCODER_HELP)
@@ -441,16 +441,26 @@ SET_HELP = (
 )
 
 
-def _add_preset_argument(p: argparse.ArgumentParser, choices: Sequence[str] | None = None) -> None:
-    from msakit.config.presets import PRESET_NAMES
+def _add_model_argument(p: argparse.ArgumentParser, adapters: bool = False) -> None:
+    """``--model``: the registered models (those with pretrained adapters, if ``adapters``)."""
+    from msakit.models.registry import model_names, model_spec
 
-    help_text = (
-        "named preset: 'paper' (default: the paper's values) or 'authors' (CLGSI only: the "
-        "authors' released code's settings)" if choices is None else
-        "named preset: " + ", ".join(choices) + " (the paper's values)"
-    )
-    p.add_argument("--preset", default="paper", choices=list(choices or PRESET_NAMES),
-                   help=help_text)
+    names = [n for n in model_names()
+             if not adapters or getattr(model_spec(n).build, "supports_adapters", False)]
+    titles = ", ".join(f"{n} ({model_spec(n).title or n})" for n in names)
+    p.add_argument("--model", required=True, choices=names, metavar="MODEL",
+                   help=f"one of: {titles}")
+
+
+def _add_preset_argument(p: argparse.ArgumentParser, choices: Sequence[str] | None = None) -> None:
+    from msakit.models.registry import model_names, model_spec, preset_names
+
+    names = list(choices or preset_names())
+    extra = [f"'{n}' ({', '.join(m for m in model_names() if n in model_spec(m).preset_names())})"
+             for n in names if n != "paper"]
+    help_text = "named preset: 'paper' (default: the paper's values)" + (
+        "; " + "; ".join(extra) if extra else "")
+    p.add_argument("--preset", default="paper", choices=names, help=help_text)
 
 
 def _add_pretrain_adapters_parser(sub: argparse._SubParsersAction) -> None:
@@ -458,7 +468,7 @@ def _add_pretrain_adapters_parser(sub: argparse._SubParsersAction) -> None:
         "pretrain-adapters",
         help="ConKI stage 1: pretrain adapters on an external MMSA feature file",
     )
-    p.add_argument("--model", required=True, choices=["conki"])
+    _add_model_argument(p, adapters=True)
     p.add_argument("--dataset", required=True, choices=["mosi", "mosei", "sims"],
                    help="the target data set whose ConKI preset to use")
     p.add_argument("--data", required=True, help="the external data set's feature file")
@@ -520,7 +530,7 @@ def _add_tune_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "tune", help="Optuna sweep; workers sharing --storage and --study share one study"
     )
-    p.add_argument("--model", required=True, choices=["clgsi", "conki"])
+    _add_model_argument(p)
     p.add_argument("--dataset", required=True, choices=["mosi", "mosei", "sims"])
     p.add_argument("--data", required=True, help="MMSA feature file (.pkl or converted .npz)")
     p.add_argument("--trials", required=True, type=int, help="trials this worker runs")
@@ -550,7 +560,7 @@ def _add_import_weights_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--from", dest="source", required=True, choices=sorted(SOURCES),
                    help="clgsi-authors: state_dict of the authors' CLGSI AMIO module")
-    p.add_argument("--model", required=True, choices=["clgsi", "conki"])
+    _add_model_argument(p)
     p.add_argument("--dataset", required=True, choices=["mosi", "mosei", "sims"])
     p.add_argument("--weights", required=True, help="the reference's saved state_dict (.pth)")
     p.add_argument("--data", required=True, help="an MMSA feature file of the dataset (sizes)")

@@ -3,7 +3,7 @@
 The checkpoint has the format of a ``best.pt`` written by training (``{"model": state_dict,
 "config": ..., "dims": ..., "text_encoder_config": ...}``), with the configuration that
 reproduces the reference's computation (for ``clgsi-authors``: the paper preset of the dataset
-with :data:`msakit.config.authors.CLGSI_AUTHORS` on top, then ``--set`` values), so
+with :data:`msakit.models.clgsi.CLGSI_AUTHORS` on top, then ``--set`` values), so
 ``msakit evaluate`` and ``msakit predict`` give the reference model's predictions. The mapping of
 names and shapes is :mod:`msakit.models.import_weights`.
 """
@@ -17,13 +17,13 @@ from typing import Any
 import torch
 
 from msakit.config import DATASETS, apply_overrides, plain
-from msakit.config.presets import preset
 from msakit.data.mmsa import load_feature_file
 from msakit.encoders.text import text_encoder_config, text_encoder_from_config
 from msakit.errors import MsakitError
 from msakit.files import check_distinct_output, torch_save_atomic
 from msakit.models.base import Dims
 from msakit.models.import_weights import SOURCES, load_reference_state
+from msakit.models.registry import preset
 from msakit.training.inputs import build_model, check_output_folder
 
 CHECKPOINT_FORMAT = "msakit-checkpoint-1"

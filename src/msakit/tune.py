@@ -1,11 +1,11 @@
 """Hyperparameter sweeps with Optuna: one study, shared by any number of workers.
 
 ``msakit tune --model M --dataset D --data FILE --trials N --out DIR`` runs N trials in this
-process. A trial samples the model's search space (``SEARCH_SPACES`` beside the presets in
-:mod:`msakit.config.presets`), trains one seed with the sampled values applied as ``--set``
-overrides (:func:`msakit.api.train`, in ``DIR/trial-K``), reports the validation MAE after every
-epoch and returns the best one (the epoch ``best.pt`` keeps); Optuna's median pruner stops a
-trial whose validation MAE is worse than the median of earlier trials at the same epoch.
+process. A trial samples the model's search space (the ``search_space`` of its registry entry,
+in the model's file beside its presets), trains one seed with the sampled values applied as
+``--set`` overrides (:func:`msakit.api.train`, in ``DIR/trial-K``), reports the validation MAE
+after every epoch and returns the best one (the epoch ``best.pt`` keeps); Optuna's median pruner
+stops a trial whose validation MAE is worse than the median of earlier trials at the same epoch.
 
 Studies live in a relational database (``--storage``, default ``sqlite:///DIR/optuna.db``):
 workers started with the same storage URL and study name (``--study``, default
@@ -43,9 +43,9 @@ from typing import Any
 
 import yaml
 
-from msakit.config.presets import SEARCH_SPACES
 from msakit.errors import MsakitError, TrainingDiverged
 from msakit.files import write_text_atomic
+from msakit.models.registry import model_spec
 
 __all__ = ["tune", "TuneResult", "format_value", "suggest"]
 
@@ -183,12 +183,13 @@ def tune(
         raise MsakitError(f"--trials must be at least 1, got {trials}")
     if keep_checkpoints < 0:
         raise MsakitError(f"--keep-checkpoints must be at least 0, got {keep_checkpoints}")
-    if model not in SEARCH_SPACES:
-        raise MsakitError(f"no search space for model {model!r}")
+    search_space = model_spec(model).search_space
+    if not search_space:
+        raise MsakitError(f"model {model!r} declares no search space")
     base = list(overrides or [])
     # A value fixed with --set is not searched (``lr=...`` fixes every ``lr.G``).
     fixed = {item.split("=", 1)[0].strip() for item in base}
-    space = {name: spec for name, spec in SEARCH_SPACES[model].items()
+    space = {name: spec for name, spec in search_space.items()
              if name not in fixed and name.split(".", 1)[0] not in fixed}
     # Validate everything before the study is touched: the preset, the fixed overrides, every
     # search-space key (at its low end) and the data file.

@@ -1,10 +1,12 @@
-"""Typed run configuration and per (model, dataset) presets.
+"""Typed run configuration.
 
 A :class:`RunConfig` holds the training settings every model shares (batch, learning rates and
 weight decays per parameter group, schedule, early stopping, seeds...) and ``model``, the
-model's own hyperparameters (a flat dict whose keys the model's builder reads). Presets are data
-in ``msakit/config/presets.py`` next to the search spaces; ``--set key=value`` overrides either
-part by name, with the value's type checked against the preset's.
+model's own hyperparameters as a plain mapping (what ``config.yaml`` and checkpoints store),
+whose types, ranges and documentation are the model's
+:class:`~msakit.config.model_config.ModelConfig`. Presets live in each model's file (its
+registry entry); ``--set key=value`` overrides either part by name, with the value's type
+checked against the field's.
 """
 
 from __future__ import annotations
@@ -16,11 +18,19 @@ from typing import Any
 
 import yaml
 
+from msakit.config.model_config import config_class
 from msakit.errors import MsakitError
 
 DATASETS = ("mosi", "mosei", "sims")
 GROUPS = ("text", "audio", "vision", "other")
 OPTIMIZERS = ("adamw", "adam")
+
+
+def groups(text: float, audio: float, vision: float, other: float) -> dict[str, float]:
+    """A per-group setting (learning rate, weight decay) as RunConfig stores it."""
+    return {"text": text, "audio": audio, "vision": vision, "other": other}
+
+
 DEFAULT_SEEDS = (1111, 1112, 1113, 1114, 1115)
 """MMSA's five seeds: both papers report means over several runs."""
 
@@ -42,7 +52,7 @@ class RunConfig:
     model_name: str
     dataset: str
     preset: str = "paper"
-    """The named preset the run started from (``--preset``; see ``NAMED_PRESETS``)."""
+    """The named preset the run started from (``--preset``; each model declares its own)."""
     text_encoder: str | None = None
     """Hub name, folder or ``minilm``; the presets set the papers' encoder of the data set."""
     batch_size: int = 64
@@ -114,8 +124,9 @@ class RunConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-# Keys whose preset value may be null: the type a given value must have.
-NULLABLE_TYPES: dict[str, type] = {"dropout": float, "text_encoder": str, "shared_dim": int}
+# Run settings whose value may be null: the type a given value must have. (A model's
+# hyperparameters carry their types in the model's ModelConfig.)
+NULLABLE_TYPES: dict[str, type] = {"dropout": float, "text_encoder": str}
 # Keys that have their own flag: ``--set`` may not set them behind the flag's back.
 FLAG_KEYS = {"dataset": "--dataset", "model_name": "--model", "seeds": "--seeds"}
 SEED_LIMIT = 2**32
@@ -192,13 +203,22 @@ def apply_overrides(config: RunConfig, overrides: list[str] | dict[str, Any]) ->
         elif key in top:
             data[key] = _coerce(key, raw, data[key])
         elif key in data["model"]:
-            data["model"][key] = _coerce(key, raw, data["model"][key])
+            data["model"][key] = _coerce_model(config.model_name, key, raw, data["model"][key])
         else:
             valid = sorted(top | {"lr", "weight_decay"} | set(data["model"]))
             raise MsakitError(f"--set {key}: unknown key; valid keys: {', '.join(valid)}")
     new = RunConfig.from_dict(data)
     validate(new)
     return new
+
+
+def _coerce_model(model: str, key: str, raw: str, current: Any) -> Any:
+    """A model hyperparameter's ``--set`` value, typed by the model's ModelConfig."""
+    if current is None:
+        kind = config_class(model).field_type(key) if config_class(model) else None
+        allowed = [t for t in getattr(kind, "__args__", (kind,)) if t is not type(None)]
+        current = allowed[0]() if allowed and allowed[0] in (int, float, str, bool) else None
+    return _coerce(key, raw, current)
 
 
 def _split(item: str) -> tuple[str, str]:
@@ -253,23 +273,6 @@ def validate(config: RunConfig) -> None:
             raise MsakitError(f"seed {seed} is not an integer in [0, 2^32)")
     if len(set(config.seeds)) != len(config.seeds):
         raise MsakitError(f"seeds repeat: {' '.join(map(str, config.seeds))}")
-    _validate_model(config.model)
-
-
-def _validate_model(model: dict[str, Any]) -> None:
-    """Ranges of the models' hyperparameters, by name: widths, heads, layers and sizes > 0,
-    dropouts in [0, 1), temperatures > 0, loss weights >= 0."""
-    for key, value in model.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue
-        if key.endswith("dropout"):
-            if not 0.0 <= value < 1.0:
-                raise MsakitError(f"{key} must be in [0, 1), got {value}")
-        elif key.endswith(("_dim", "_heads", "_layers", "feedforward", "_reduction")):
-            if value < 1:
-                raise MsakitError(f"{key} must be at least 1, got {value}")
-        elif key in ("temperature", "label_scale"):
-            if not value > 0:
-                raise MsakitError(f"{key} must be > 0, got {value}")
-        elif key in ("gamma", "threshold", "gain", "lam") and not value >= 0:
-            raise MsakitError(f"{key} must be >= 0, got {value}")
+    model_config = config_class(config.model_name)
+    if model_config is not None:  # a model's file declares it; the builder checks again
+        model_config.from_dict(config.model)

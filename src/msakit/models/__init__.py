@@ -1,5 +1,5 @@
-"""Models: one file per method and a registry (``create_model``)."""
+"""The models: one file each, found through the registry (:mod:`msakit.models.registry`)."""
 
-from msakit.models.registry import available_models, create_model, register_model
+from msakit.models.registry import ModelSpec, create_model, model_names, model_spec, register_model
 
-__all__ = ["available_models", "create_model", "register_model"]
+__all__ = ["ModelSpec", "create_model", "model_names", "model_spec", "register_model"]

@@ -99,14 +99,20 @@ def groups_by_prefix(
 
 
 class MSAModel(nn.Module):
-    """Base class: subclasses implement forward, compute_loss and parameter_groups."""
+    """Base class: subclasses implement forward, compute_loss and parameter_groups; the hooks
+    below have defaults that a model overrides where it differs (generic code never asks which
+    model it holds)."""
 
-    name = "base"
+    supports_adapters = False
+    """Whether ``--adapters`` (pretrained knowledge adapters, ConKI's stage 1) applies; such a
+    model provides ``has_adapters``, ``adapter_state()``, ``adapter_signature()`` and
+    ``load_adapters`` (see :mod:`msakit.training.stages`)."""
 
     def compute_loss(
         self,
         output: ModelOutput,
         batch: dict[str, torch.Tensor],
+        *,
         gather: Gather = no_gather,
         global_batch: int | None = None,
         world_size: int = 1,
@@ -117,6 +123,15 @@ class MSAModel(nn.Module):
         """{"text" | "audio" | "vision" | "other": [(name, parameter), ...]}; a model may add
         groups of its own, whose settings :meth:`optimizer_settings` gives."""
         raise NotImplementedError
+
+    def start_message(self, *, with_adapters: bool = False) -> str | None:
+        """A note printed once before training (e.g. which ablation a setting amounts to)."""
+        return None
+
+    def plot_representations(self) -> dict[str, str]:
+        """{representation key: title}: what ``msakit plot tsne`` draws; empty = every
+        representation the model returns, titled by its key."""
+        return {}
 
     def reads_padding(self) -> bool:
         """Whether outputs depend on padded positions (e.g. CLGSI with the authors' unmasked

@@ -64,7 +64,7 @@ def _glfk_global(tensor: torch.Tensor, model_config: dict[str, Any]) -> torch.Te
 def _head_input_columns(model_config: dict[str, Any]) -> torch.Tensor:
     """Indices into the authors' head input [F_k; I_t; I_a; I_v] in msakit's order
     [I_t; I_v; I_a; F_k] (widths d_c for F_k, d_s for each I_m)."""
-    d_c, d_s = model_config["common_dim"], model_config["specific_dim"]
+    d_c, d_s = model_config.common_dim, model_config.specific_dim
     start = {"text": d_c, "audio": d_c + d_s, "vision": d_c + 2 * d_s}
     parts = [torch.arange(start[m], start[m] + d_s) for m in ("text", "vision", "audio")]
     return torch.cat([*parts, torch.arange(0, d_c)])

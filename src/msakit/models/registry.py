@@ -1,46 +1,152 @@
-"""One registry: model name -> builder. ``create_model(name, ...)`` is the one way in."""
+"""One registry: a model's name -> everything msakit knows about the model (:class:`ModelSpec`).
+
+A model is one file in ``msakit/models/`` that ends with ``register_model(ModelSpec(...))``:
+its builder, its typed hyperparameters (a :class:`~msakit.config.model_config.ModelConfig`), its
+per-dataset presets, its named presets, its Optuna search space and its weight importers. The
+command line's ``--model`` choices, ``msakit tune``, ``report`` and ``plot`` read this registry;
+nothing else names a model. Adding a built-in model is its file plus its name in
+:data:`BUILTIN`; a model registered from user code (a test, a notebook) is found the same way.
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
+from msakit.config import RunConfig
+from msakit.config.model_config import ModelConfig
+from msakit.config.presets import DEFAULT_PRESET, apply_preset_entry
 from msakit.errors import MsakitError
 from msakit.models.base import Dims, MSAModel
 
-Builder = Callable[..., MSAModel]
-_REGISTRY: dict[str, Builder] = {}
+BUILTIN = ("clgsi", "conki")
+"""Modules of ``msakit.models`` that register the built-in models (imported on first use)."""
+
+PresetEntry = dict[str, dict[str, Any]]
+"""``{"run": {RunConfig field: value}, "model": {hyperparameter: value}}``."""
 
 
-def register_model(name: str) -> Callable[[Builder], Builder]:
-    def wrap(builder: Builder) -> Builder:
-        _REGISTRY[name] = builder
-        return builder
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything about one model, declared once in the model's own file."""
 
-    return wrap
+    name: str
+    """The name users type (``--model NAME``); MMSA's name for MMSA's models."""
+    config: type[ModelConfig]
+    """The typed hyperparameters; their defaults are the paper's values."""
+    build: Callable[[Any, Dims, nn.Module | None], MSAModel]
+    """``build(config, dims, text_encoder) -> model``, ``config`` an instance of ``config``."""
+    presets: dict[str, PresetEntry]
+    """The ``paper`` preset: per data set, the run settings and the hyperparameters that differ
+    from the defaults. A data set without an entry is not offered for this model."""
+    title: str = ""
+    """How tables and ``--help`` name the model (e.g. ``Self-MM``)."""
+    paper: str = ""
+    """The paper that defines the model."""
+    named_presets: dict[str, dict[str, PresetEntry]] = field(default_factory=dict)
+    """Other named presets (``--preset NAME``): per data set, the changes from ``paper``."""
+    search_space: dict[str, tuple] = field(default_factory=dict)
+    """Optuna: ``key -> ("float", low, high, log)`` / ``("int", low, high)`` /
+    ``("choice", [values])``; keys are ``--set`` keys."""
+    text_input: str = "encoder"
+    """``encoder``: a Hugging Face text encoder reads the token ids (``text_bert``);
+    ``features``: no text encoder, the file's precomputed ``text`` features."""
+    imports: dict[str, Callable[..., dict[str, Any]]] = field(default_factory=dict)
+    """Weight importers: source name (``msakit import-weights --from``) -> a function from the
+    source's state dict to this model's state dict."""
+
+    def preset_names(self) -> list[str]:
+        return ["paper", *[n for n in self.named_presets if n != "paper"]]
+
+    def datasets(self) -> list[str]:
+        return list(self.presets)
 
 
-def available_models() -> list[str]:
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    """Add a model (or replace one of the same name); returns ``spec``."""
+    if spec.config.model != spec.name:
+        raise ValueError(
+            f"{spec.config.__name__} is declared for model {spec.config.model!r}, not "
+            f"{spec.name!r} (class {spec.config.__name__}(ModelConfig, model={spec.name!r}))"
+        )
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def model_names() -> list[str]:
+    """Every registered model, built-in ones first in :data:`BUILTIN` order."""
     _load_builtin()
-    return sorted(_REGISTRY)
+    builtin = [n for n in BUILTIN if n in _REGISTRY]
+    return builtin + sorted(n for n in _REGISTRY if n not in BUILTIN)
+
+
+def model_spec(name: str) -> ModelSpec:
+    """The spec of model ``name``; an unknown name is one error line listing the models."""
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise MsakitError(f"unknown model {name!r}; choose {', '.join(model_names())}")
+    return _REGISTRY[name]
 
 
 def create_model(
-    name: str, model_config: dict[str, Any], dims: Dims, text_encoder: nn.Module
+    name: str,
+    model_config: dict[str, Any] | ModelConfig,
+    dims: Dims,
+    text_encoder: nn.Module | None,
 ) -> MSAModel:
-    """Build model ``name`` from its hyperparameters, the data's dims and a text encoder.
+    """Build model ``name`` from its hyperparameters (a mapping or its typed config, checked),
+    the data's dims and a text encoder.
 
     The model is built with PyTorch's own dropouts and changes nothing outside itself; the
     fast CPU dropout is a training setting (``fast_dropout``), which the Trainer applies to
     the model it trains (:func:`~msakit.encoders.dropout.use_fast_dropout`)."""
-    _load_builtin()
-    if name not in _REGISTRY:
-        raise MsakitError(f"unknown model {name!r}; choose {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name](model_config, dims, text_encoder)
+    spec = model_spec(name)
+    return spec.build(spec.config.from_dict(model_config), dims, text_encoder)
 
 
 def _load_builtin() -> None:
-    # Importing the model files registers them.
-    from msakit.models import clgsi, conki  # noqa: F401
+    # Importing a model's file registers it.
+    for module in BUILTIN:
+        importlib.import_module(f"msakit.models.{module}")
+
+
+def preset_names() -> list[str]:
+    """Every named preset some model has (the command line's ``--preset`` choices)."""
+    names = ["paper"]
+    for model in model_names():
+        names += [n for n in _REGISTRY[model].preset_names() if n not in names]
+    return names
+
+
+def preset(model: str, dataset: str, name: str = DEFAULT_PRESET) -> RunConfig:
+    """The named preset ``name`` of ``model`` on ``dataset`` as a fresh RunConfig.
+
+    ``paper``: the model's hyperparameter defaults with the data set's entry of the spec's
+    ``presets`` applied (run settings and hyperparameters); another name applies that named
+    preset's entry for ``dataset`` on top (:func:`~msakit.config.presets.apply_preset_entry`).
+    """
+    spec = model_spec(model)
+    if dataset not in spec.presets:
+        raise MsakitError(
+            f"{model} has no preset for data set {dataset!r}; choose {', '.join(spec.datasets())}"
+        )
+    if name not in spec.preset_names():
+        raise MsakitError(
+            f"{model} has no preset {name!r}; choose {', '.join(spec.preset_names())}"
+        )
+    defaults = spec.config().to_dict()
+    config = RunConfig(model_name=model, dataset=dataset, model=defaults)
+    config = apply_preset_entry(config, spec.presets[dataset], f"{model} preset paper")
+    if name != "paper":
+        entry = spec.named_presets[name].get(dataset, {})
+        config = apply_preset_entry(config, entry, f"{model} preset {name}")
+    config.preset = name
+    spec.config.from_dict(config.model)  # a preset's values pass the same checks as --set
+    return config

@@ -28,18 +28,6 @@ import numpy as np
 from msakit.errors import MsakitError
 
 DPI = 150
-# CLGSI's representations in the common space (what its contrastive loss compares).
-CLGSI_KEYS = {"text": "T (common)", "audio": "A (common)", "vision": "V (common)"}
-CLGSI_SPECIFIC_KEYS = {
-    "specific_text": "T (specific)", "specific_audio": "A (specific)",
-    "specific_vision": "V (specific)",
-}
-# ConKI's six: pan-knowledge O_m and knowledge-specific A_m, in the paper's order t, v, a.
-CONKI_KEYS = {
-    "pan_text": "$O_t$ (pan)", "pan_vision": "$O_v$ (pan)", "pan_audio": "$O_a$ (pan)",
-    "specific_text": "$A_t$ (specific)", "specific_vision": "$A_v$ (specific)",
-    "specific_audio": "$A_a$ (specific)",
-}
 # Filled shapes for one family of representations, other shapes for the second.
 MARKERS = ("o", "s", "^", "*", "P", "D")
 SIMS_INTERVALS = ("negative", "weakly neg.", "neutral", "weakly pos.", "positive")
@@ -207,6 +195,7 @@ class _Outputs:
     predictions: np.ndarray
     labels: np.ndarray
     representations: dict[str, np.ndarray]
+    plot_names: dict[str, str]
 
 
 def _run_checkpoint(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str,
@@ -236,17 +225,15 @@ def _run_checkpoint(checkpoint: str | os.PathLike, data: str | os.PathLike, spli
         predictions=np.concatenate(predictions),
         labels=np.asarray(part.labels, dtype=np.float32),
         representations={k: np.concatenate(v) for k, v in reps.items()},
+        plot_names=model.plot_representations(),
     )
 
 
 def _representation_names(outputs: _Outputs) -> dict[str, str]:
+    """The representations to draw and their titles: the model's choice
+    (:meth:`~msakit.models.base.MSAModel.plot_representations`), else every one it returns."""
     available = outputs.representations
-    if outputs.model_name == "conki":
-        names = CONKI_KEYS
-    elif all(k in available for k in CLGSI_KEYS):
-        names = CLGSI_KEYS
-    else:  # CLGSI without common features and without its contrastive loss
-        names = CLGSI_SPECIFIC_KEYS
+    names = outputs.plot_names or {k: k for k in available}
     chosen = {k: v for k, v in names.items() if k in available}
     if not chosen:
         raise MsakitError(f"the {outputs.model_name} checkpoint exposes no representations to plot")
@@ -360,7 +347,11 @@ def plot_weights(
 ) -> Path:
     """CLGSI's Figure 3 for κ and g from ``checkpoint``'s configuration, or given directly
     (given values win; the paper's 0.4 and 1.5 otherwise)."""
-    from msakit.config.presets import CLGSI_MODEL
+    import inspect
+
+    from msakit.losses import IntensityGuidedContrastiveLoss
+
+    defaults = inspect.signature(IntensityGuidedContrastiveLoss).parameters
     from msakit.losses.intensity_contrastive import OFFICIAL_NEGATIVE_SCALE
 
     _out_path(out)
@@ -369,12 +360,12 @@ def plot_weights(
         from msakit.api import load_checkpoint
 
         ckpt = load_checkpoint(checkpoint)
-        if ckpt.config.model_name != "clgsi":
-            raise MsakitError(
-                f"{checkpoint}: a {ckpt.config.model_name} checkpoint; the weight function is "
-                "CLGSI's"
-            )
         model_config = ckpt.config.model
+        if not {"threshold", "gain"} <= set(model_config):
+            raise MsakitError(
+                f"{checkpoint}: a {ckpt.config.model_name} checkpoint, whose loss has no "
+                "intensity weight function (CLGSI's)"
+            )
         threshold = model_config["threshold"] if threshold is None else threshold
         gain = model_config["gain"] if gain is None else gain
         if not model_config.get("weighted", True):
@@ -382,8 +373,8 @@ def plot_weights(
         elif model_config.get("variant") == "official":
             negative_scale = OFFICIAL_NEGATIVE_SCALE
             note = f"\n(official variant: negative weights × {negative_scale:g})"
-    threshold = CLGSI_MODEL["threshold"] if threshold is None else float(threshold)
-    gain = CLGSI_MODEL["gain"] if gain is None else float(gain)
+    threshold = defaults["threshold"].default if threshold is None else float(threshold)
+    gain = defaults["gain"].default if gain is None else float(gain)
     if not 0 <= threshold <= WEIGHT_RANGE[1]:
         raise MsakitError(f"--threshold must lie in [0, 2], got {threshold}")
     plt = _pyplot()

@@ -173,7 +173,7 @@ def _flat_config(config: dict[str, Any]) -> dict[str, Any]:
 def _overrides(run: Run) -> dict[str, Any]:
     """The run's values that differ from its (model, data set) named preset: its ``--set``
     values (runs written before named presets existed started from ``paper``)."""
-    from msakit.config.presets import preset
+    from msakit.models.registry import preset
 
     flat = _flat_config({"preset": "paper", **run.config})
     try:
@@ -278,7 +278,7 @@ def build_table(runs: Sequence[Run], all_metrics: bool = False) -> Table:
     return Table(datasets, columns, labels, cells)
 
 
-def format_value(mean: float, std: float, column: Column, plus_minus: str = " ± ") -> str:
+def format_cell(mean: float, std: float, column: Column, plus_minus: str = " ± ") -> str:
     """``84.37 ± 0.52`` for accuracies and F1 (×100), ``0.703 ± 0.012`` for MAE and Corr."""
     if column.percent:
         return f"{mean * 100:.{PERCENT_DIGITS}f}{plus_minus}{std * 100:.{PERCENT_DIGITS}f}"
@@ -291,7 +291,7 @@ def _cell(table: Table, label: str, dataset: str, column: Column, bold, plus_min
         return "–"
     parts = []
     for side, metric in enumerate(column.metrics):
-        text = format_value(run.mean(metric), run.std(metric), column, plus_minus)
+        text = format_cell(run.mean(metric), run.std(metric), column, plus_minus)
         best = table.best(dataset, column, side)
         if best is not None and _rounded(run.mean(metric), column) == best:
             text = bold(text)

@@ -56,12 +56,13 @@ import yaml
 from torch import nn
 
 from msakit.config import DATASETS, RunConfig, apply_overrides, plain, validate
-from msakit.config.presets import CONKI_PRETRAIN, preset
 from msakit.data.batching import epoch_plan
 from msakit.encoders.text import text_encoder_config
 from msakit.errors import MsakitError
 from msakit.files import RunLock, torch_save_atomic, write_text_atomic
-from msakit.models.base import Dims, MSAModel
+from msakit.models.base import MSAModel
+from msakit.models.conki import CONKI_PRETRAIN
+from msakit.models.registry import preset
 from msakit.training import distributed
 from msakit.training.inputs import build_model, prepare_run, write_run_config
 from msakit.training.trainer import Trainer
@@ -182,24 +183,23 @@ def pretrain_adapters(
     """
     ctx = distributed.setup()
     try:
-        return _pretrain(
-            ctx, dataset, data, Path(out), text_encoder, epochs, batch, overrides, seed, quiet,
-            preset,
+        config, warmup_epochs = stage1_config(
+            dataset, text_encoder=text_encoder, epochs=epochs, batch=batch, overrides=overrides,
+            preset_name=preset,
         )
+        if seed is not None:
+            config.seeds = [int(seed)]
+            validate(config)
+        return _pretrain(ctx, config, data=data, out=Path(out), warmup_epochs=warmup_epochs,
+                         quiet=quiet)
     finally:
         distributed.teardown(ctx)
 
 
 def _pretrain(
-    ctx, dataset, data, out, text_encoder, epochs, batch, overrides, seed, quiet, preset_name
+    ctx: distributed.DistContext, config: RunConfig, *, data: str | os.PathLike, out: Path,
+    warmup_epochs: int, quiet: bool,
 ) -> PretrainResult:
-    config, warmup_epochs = stage1_config(
-        dataset, text_encoder=text_encoder, epochs=epochs, batch=batch, overrides=overrides,
-        preset_name=preset_name,
-    )
-    if seed is not None:
-        config.seeds = [int(seed)]
-        validate(config)
     inputs = prepare_run(config, data, out, ctx, checkpoint_format="msakit-stage1-1")
     encoder, dims = inputs.encoder, inputs.dims
     fingerprint = encoder_fingerprint(encoder)
@@ -213,15 +213,18 @@ def _pretrain(
     if lock is not None:
         lock.acquire()
     try:
-        return _pretrain_locked(ctx, config, warmup_epochs, quiet, inputs, out, run_dir,
-                                fingerprint, seed, net)
+        return _pretrain_locked(ctx, config, net, inputs=inputs, out=out, run_dir=run_dir,
+                                warmup_epochs=warmup_epochs, quiet=quiet, seed=seed,
+                                fingerprint=fingerprint)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _pretrain_locked(ctx, config, warmup_epochs, quiet, inputs, out, run_dir, fingerprint, seed,
-                     net) -> PretrainResult:
+def _pretrain_locked(
+    ctx: distributed.DistContext, config: RunConfig, net: MSAModel, *, inputs: Any, out: Path,
+    run_dir: Path, warmup_epochs: int, quiet: bool, seed: int, fingerprint: str,
+) -> PretrainResult:
     features, extra = inputs.features, inputs.checkpoint_extra
     write_run_config(config, out, ctx)
     train = features.splits["train"]
@@ -246,33 +249,7 @@ def _pretrain_locked(ctx, config, warmup_epochs, quiet, inputs, out, run_dir, fi
     best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
     adapters_path = out / ADAPTERS_FILE
     if ctx.is_main:
-        weights = best["model"]
-        torch_save_atomic(
-            {
-                "format": FORMAT,
-                "model": {k: v for k, v in weights.items() if "adapter" in k},
-                "encoders": {
-                    k: v
-                    for k, v in weights.items()
-                    if k.startswith(("audio_encoder.", "vision_encoder."))
-                },
-                # Not installed in stage 2; kept to study the stage-1 network (docs/readings.md,
-                # "ConKI: stage 2's new input projections").
-                "stage1_rest": {
-                    k: v
-                    for k, v in weights.items()
-                    if k.startswith(("project_audio.", "project_vision.", *HEAD_PREFIXES))
-                },
-                "adapter_signature": plain(net.adapter_signature()),
-                "config": extra["config"],
-                "dims": extra["dims"],
-                "text_encoder_config": extra["text_encoder_config"],
-                "text_encoder_fingerprint": fingerprint,
-                "valid": plain(best["valid"]),
-                "epoch": int(best["epoch"]),
-            },
-            adapters_path,
-        )
+        _save_adapters(adapters_path, best, net=net, extra=extra, fingerprint=fingerprint)
         write_text_atomic(run_dir / "history.json", json.dumps(trainer.history, indent=1))
         # last.pt only serves an exact resume; it holds the frozen text encoder and is large.
         (run_dir / "last.pt").unlink(missing_ok=True)
@@ -282,13 +259,42 @@ def _pretrain_locked(ctx, config, warmup_epochs, quiet, inputs, out, run_dir, fi
     )
 
 
+def _save_adapters(
+    path: Path, best: dict[str, Any], *, net: MSAModel, extra: dict[str, Any], fingerprint: str
+) -> None:
+    """Write ``adapters.pt`` from stage 1's best checkpoint (format: the module docstring)."""
+    weights = best["model"]
+    torch_save_atomic(
+        {
+            "format": FORMAT,
+            "model": {k: v for k, v in weights.items() if "adapter" in k},
+            "encoders": {
+                k: v
+                for k, v in weights.items()
+                if k.startswith(("audio_encoder.", "vision_encoder."))
+            },
+            # Not installed in stage 2; kept to study the stage-1 network (docs/readings.md,
+            # "ConKI: stage 2's new input projections").
+            "stage1_rest": {
+                k: v
+                for k, v in weights.items()
+                if k.startswith(("project_audio.", "project_vision.", *HEAD_PREFIXES))
+            },
+            "adapter_signature": plain(net.adapter_signature()),
+            "config": extra["config"],
+            "dims": extra["dims"],
+            "text_encoder_config": extra["text_encoder_config"],
+            "text_encoder_fingerprint": fingerprint,
+            "valid": plain(best["valid"]),
+            "epoch": int(best["epoch"]),
+        },
+        path,
+    )
+
+
 # --------------------------------------------------------------------------- stage 2
 def read_adapters(
-    path: str | os.PathLike,
-    config: RunConfig,
-    dims: Dims,
-    model: MSAModel,
-    encoder: nn.Module,
+    path: str | os.PathLike, config: RunConfig, model: MSAModel, encoder: nn.Module
 ) -> dict[str, dict[str, torch.Tensor]]:
     """Load and check ``adapters.pt`` against the stage-2 run; return what to install.
 
@@ -298,46 +304,19 @@ def read_adapters(
     fine-tunes a randomly initialised one under them.
     Raises :class:`MsakitError` (one line) if the file is unreadable, not an adapters file, was
     pretrained with another text encoder or adapter architecture, or its weights do not fit.
-    ``dims`` (the target data's sizes) need not match the external data's: adapters sit after
-    the per-dataset projections.
+    The target data's raw audio/vision sizes need not match the external data's: adapters sit
+    after the per-dataset projections.
 
     Returns ``{"model": adapter weights, "encoders": audio/vision encoder weights}`` restricted
     to the model's modalities.
     """
-    del dims  # adapters are independent of the raw audio/vision sizes
     path = Path(path)
     where = f"adapters file {path}"
-    if config.model_name != "conki" or not hasattr(model, "adapter_state"):
-        raise MsakitError(f"--adapters applies to ConKI only, not {config.model_name}")
+    if not model.supports_adapters:
+        raise MsakitError(f"--adapters does not apply to {config.model_name} (no adapters)")
     if not model.has_adapters:
         raise MsakitError("--adapters given but use_adapters=false: this model has no adapters")
-    if not path.is_file():
-        raise MsakitError(f"{where} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is one clear error
-        raise MsakitError(f"{where} is not readable ({type(exc).__name__})") from exc
-    keys = (
-        "model",
-        "encoders",
-        "adapter_signature",
-        "text_encoder_config",
-        "text_encoder_fingerprint",
-    )
-    if (
-        not isinstance(state, dict)
-        or state.get("format") != FORMAT
-        or any(k not in state for k in keys)
-    ):
-        raise MsakitError(f"{where} is not an msakit adapters file (from pretrain-adapters)")
-    for key, kind in (("model", dict), ("encoders", dict), ("adapter_signature", dict),
-                      ("text_encoder_config", dict), ("text_encoder_fingerprint", str)):
-        if not isinstance(state[key], kind):
-            raise MsakitError(
-                f"{where}: '{key}' is a {type(state[key]).__name__}, expected a {kind.__name__} "
-                "(not a file written by pretrain-adapters)"
-            )
-
+    state = _adapter_file(path, where)
     _check_text_encoder(where, state, encoder, "text" in model.modalities)
     signature = model.adapter_signature()
     for key, value in signature.items():
@@ -351,6 +330,29 @@ def read_adapters(
         "model": _fitting(where, state["model"], model.adapter_state(), model.modalities),
         "encoders": _fitting(where, state["encoders"], model.backbone_state(), model.modalities),
     }
+
+
+def _adapter_file(path: Path, where: str) -> dict[str, Any]:
+    """The contents of an adapters file, with its structure checked (one error line)."""
+    if not path.is_file():
+        raise MsakitError(f"{where} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is one clear error
+        raise MsakitError(f"{where} is not readable ({type(exc).__name__})") from exc
+    kinds = {"model": dict, "encoders": dict, "adapter_signature": dict,
+             "text_encoder_config": dict, "text_encoder_fingerprint": str}
+    if not isinstance(state, dict) or state.get("format") != FORMAT or any(
+        k not in state for k in kinds
+    ):
+        raise MsakitError(f"{where} is not an msakit adapters file (from pretrain-adapters)")
+    for key, kind in kinds.items():
+        if not isinstance(state[key], kind):
+            raise MsakitError(
+                f"{where}: '{key}' is a {type(state[key]).__name__}, expected a {kind.__name__} "
+                "(not a file written by pretrain-adapters)"
+            )
+    return state
 
 
 def _yaml(value: Any) -> str:
