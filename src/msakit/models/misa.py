@@ -32,7 +32,10 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from msakit.config import groups
+from msakit.config.model_config import ModelConfig, hp
 from msakit.encoders.text import bert_inputs
+from msakit.errors import MsakitError
 from msakit.losses.misa import (
     central_moment_discrepancy,
     difference_loss,
@@ -49,6 +52,7 @@ from msakit.models.base import (
     task_mean,
 )
 from msakit.models.import_weights import BIRNN, ModuleRule, rename_modules
+from msakit.models.registry import ModelSpec, register_model
 
 MODALITIES = ("text", "vision", "audio")
 """MMSA's order of the private and shared vectors in the fusion."""
@@ -58,33 +62,36 @@ RNN_CELLS = ("lstm", "gru")
 
 
 @dataclass
-class MISAConfig:
-    """MISA's hyperparameters (MMSA's config_regression.json, ``misa``; MOSI values)."""
+class MISAConfig(ModelConfig, model="misa"):
+    """MISA's hyperparameters; defaults: MMSA's config_regression.json ("misa") on MOSI, the
+    other data sets' values are the presets at the end of this file."""
 
-    hidden_size: int = 128
-    """d_h, the width of the shared and private spaces."""
-    dropout: float = 0.2
-    """Dropout of the fusion head (and of the adversarial discriminator)."""
-    rnncell: str = "lstm"
-    """The audio/vision recurrent cell: lstm | gru."""
-    similarity: str = "cmd"
-    """L_sim: cmd (central moment discrepancy, MMSA's use_cmd_sim) | adversarial."""
-    cmd_moments: int = 5
-    """K, the highest central moment CMD compares."""
-    reverse_grad_weight: float = 0.8
-    """Gradient reversal factor in front of the adversarial discriminator."""
-    diff_weight: float = 0.1
-    """beta, the weight of L_diff."""
-    sim_weight: float = 0.3
-    """alpha, the weight of L_sim."""
-    recon_weight: float = 1.0
-    """gamma, the weight of L_recon."""
-    fusion_heads: int = 2
-    fusion_feedforward: int = 2048
-    fusion_dropout: float = 0.1
-    """Dropout inside the fusion Transformer layer (PyTorch's default, as in MMSA)."""
-    sequence_lengths: str = "text"
-    """How many audio/vision frames the LSTMs read: text (MMSA: the text mask's length) | own."""
+    hidden_size: int = hp(128, "d_h: width of the shared and private spaces", low=1)
+    dropout: float = hp(0.2, "dropout of the fusion head (and of the adversarial discriminator)",
+                        low=0.0, high=1.0)
+    rnncell: str = hp("lstm", "the audio/vision recurrent cell", choices=RNN_CELLS)
+    similarity: str = hp("cmd", "L_sim: cmd (central moment discrepancy, MMSA's use_cmd_sim) "
+                         "or adversarial (domain classifier, gradient reversal)",
+                         choices=SIMILARITIES)
+    cmd_moments: int = hp(5, "K: the highest central moment CMD compares", low=1)
+    reverse_grad_weight: float = hp(0.8, "gradient reversal factor before the discriminator",
+                                    low=0.0)
+    diff_weight: float = hp(0.1, "beta: weight of L_diff", low=0.0)
+    sim_weight: float = hp(0.3, "alpha: weight of L_sim", low=0.0)
+    recon_weight: float = hp(1.0, "gamma: weight of L_recon", low=0.0)
+    fusion_heads: int = hp(2, "attention heads of the fusion Transformer layer", low=1)
+    fusion_feedforward: int = hp(2048, "feed-forward width of the fusion Transformer layer",
+                                 low=1)
+    fusion_dropout: float = hp(0.1, "dropout inside the fusion Transformer layer (PyTorch's "
+                               "default, as in MMSA)", low=0.0, high=1.0)
+    sequence_lengths: str = hp("text", "audio/vision frames the LSTMs read: text (MMSA: the "
+                               "text mask's length) or own (each modality's valid length)",
+                               choices=SEQUENCE_LENGTHS)
+
+    def check_combination(self) -> None:
+        if self.hidden_size % self.fusion_heads:
+            raise MsakitError(f"misa hidden_size ({self.hidden_size}) must be a multiple of "
+                              f"fusion_heads ({self.fusion_heads})")
 
 
 class GradientReversal(torch.autograd.Function):
@@ -162,7 +169,6 @@ class MISA(MSAModel):
 
     def __init__(self, config: MISAConfig, dims: Dims, text_encoder: nn.Module) -> None:
         super().__init__()
-        _check_choices(config)
         self.config = config
         width = config.hidden_size
         self.text_encoder = text_encoder
@@ -280,14 +286,6 @@ class MISA(MSAModel):
         )
 
 
-def _check_choices(config: MISAConfig) -> None:
-    for key, allowed in (("rnncell", RNN_CELLS), ("similarity", SIMILARITIES),
-                         ("sequence_lengths", SEQUENCE_LENGTHS)):
-        if getattr(config, key) not in allowed:
-            raise ValueError(f"{key} must be one of {', '.join(allowed)}, "
-                             f"got {getattr(config, key)!r}")
-
-
 # MMSA's module names (after "Model.") -> msakit's; t/v/a are text/vision/audio.
 _MMSA_SHORT = {"text": "t", "vision": "v", "audio": "a"}
 _MMSA_PRIVATE = {"text": "private_t_1", "vision": "private_v_1", "audio": "private_a_3"}
@@ -331,8 +329,8 @@ def _mmsa_run(batch_size: int, clip_value: float, text_encoder: str) -> dict:
     return {
         "text_encoder": text_encoder,
         "batch_size": batch_size,
-        "lr": dict.fromkeys(("text", "audio", "vision", "other"), 1e-4),
-        "weight_decay": dict.fromkeys(("text", "audio", "vision", "other"), 0.0),
+        "lr": groups(1e-4, 1e-4, 1e-4, 1e-4),
+        "weight_decay": groups(0.0, 0.0, 0.0, 0.0),
         "optimizer": "adam",
         "accumulate": 2,
         "clip_value": clip_value,
@@ -364,3 +362,16 @@ SEARCH_SPACE = {
     "sim_weight": ("float", 0.5, 1.0, False),
     "recon_weight": ("float", 0.5, 1.0, False),
 }
+
+SPEC = register_model(
+    ModelSpec(
+        name="misa",
+        title="MISA",
+        paper="Hazarika et al., ACM MM 2020",
+        config=MISAConfig,
+        build=MISA,
+        presets=PRESETS,
+        search_space=SEARCH_SPACE,
+        imports={"mmsa": misa_from_mmsa},
+    )
+)

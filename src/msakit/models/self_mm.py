@@ -27,6 +27,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from msakit.config import groups
+from msakit.config.model_config import ModelConfig, hp
 from msakit.encoders.text import bert_inputs
 from msakit.models.base import (
     Dims,
@@ -39,6 +41,7 @@ from msakit.models.base import (
     task_mean,
 )
 from msakit.models.import_weights import ModuleRule, rename_modules
+from msakit.models.registry import ModelSpec, register_model
 
 TASKS = ("fusion", "text", "audio", "vision")
 UNIMODAL = TASKS[1:]
@@ -48,35 +51,38 @@ MIN = 1e-8
 
 
 @dataclass
-class SelfMMConfig:
-    """Self-MM's hyperparameters (MMSA's config_regression.json, ``self_mm``; MOSI values).
+class SelfMMConfig(ModelConfig, model="self_mm"):
+    """Self-MM's hyperparameters; defaults: MMSA's config_regression.json ("self_mm") on MOSI,
+    the other data sets' values are the presets at the end of this file. MMSA's names are in
+    brackets."""
 
-    MMSA's names: ``{a,v}_lstm_hidden_size``, ``{a,v}_lstm_layers``, ``{a,v}_lstm_dropout``,
-    ``audio_out``/``video_out``, ``post_{fusion,text,audio,video}_{dim,dropout}``, ``H``,
-    ``excludeZero``."""
-
-    audio_hidden: int = 16
-    vision_hidden: int = 32
-    audio_layers: int = 1
-    vision_layers: int = 1
-    audio_rnn_dropout: float = 0.0
-    vision_rnn_dropout: float = 0.0
-    audio_out: int = 16
-    vision_out: int = 32
-    fusion_dim: int = 128
-    text_dim: int = 32
-    audio_dim: int = 16
-    vision_dim: int = 32
-    fusion_dropout: float = 0.0
-    text_dropout: float = 0.1
-    audio_dropout: float = 0.1
-    vision_dropout: float = 0.0
-    label_bound: float = 3.0
-    """H: generated labels are clipped to [-H, H] (3 on MOSI/MOSEI, 1 on SIMS)."""
-    exclude_zero: bool = True
-    """Positive centres average labels > 0 (True) or >= 0 (False)."""
-    sequence_lengths: str = "own"
-    """Frames the LSTMs read: own (valid lengths, unaligned data) | text (aligned data)."""
+    audio_hidden: int = hp(16, "audio LSTM width (a_lstm_hidden_size)", low=1)
+    vision_hidden: int = hp(32, "vision LSTM width (v_lstm_hidden_size)", low=1)
+    audio_layers: int = hp(1, "audio LSTM layers (a_lstm_layers)", low=1)
+    vision_layers: int = hp(1, "vision LSTM layers (v_lstm_layers)", low=1)
+    audio_rnn_dropout: float = hp(0.0, "dropout after the audio LSTM (a_lstm_dropout)",
+                                  low=0.0, high=1.0)
+    vision_rnn_dropout: float = hp(0.0, "dropout after the vision LSTM (v_lstm_dropout)",
+                                   low=0.0, high=1.0)
+    audio_out: int = hp(16, "audio representation width (audio_out)", low=1)
+    vision_out: int = hp(32, "vision representation width (video_out)", low=1)
+    fusion_dim: int = hp(128, "fusion head width (post_fusion_dim)", low=1)
+    text_dim: int = hp(32, "text head width (post_text_dim)", low=1)
+    audio_dim: int = hp(16, "audio head width (post_audio_dim)", low=1)
+    vision_dim: int = hp(32, "vision head width (post_video_dim)", low=1)
+    fusion_dropout: float = hp(0.0, "fusion head input dropout (post_fusion_dropout)",
+                               low=0.0, high=1.0)
+    text_dropout: float = hp(0.1, "text head input dropout (post_text_dropout)",
+                             low=0.0, high=1.0)
+    audio_dropout: float = hp(0.1, "audio head input dropout (post_audio_dropout)",
+                              low=0.0, high=1.0)
+    vision_dropout: float = hp(0.0, "vision head input dropout (post_video_dropout)",
+                               low=0.0, high=1.0)
+    label_bound: float = hp(3.0, "H: generated labels are clipped to [-H, H] (H)", low=0.0)
+    exclude_zero: bool = hp(True, "positive centres average labels > 0, not >= 0 (excludeZero)")
+    sequence_lengths: str = hp("own", "audio/vision frames the LSTMs read: own (valid lengths, "
+                               "unaligned data) or text (the text mask's length, aligned data)",
+                               choices=SEQUENCE_LENGTHS)
 
 
 class SequenceNet(nn.Module):
@@ -181,9 +187,6 @@ class SelfMM(MSAModel):
 
     def __init__(self, config: SelfMMConfig, dims: Dims, text_encoder: nn.Module) -> None:
         super().__init__()
-        if config.sequence_lengths not in SEQUENCE_LENGTHS:
-            raise ValueError(f"sequence_lengths must be one of {', '.join(SEQUENCE_LENGTHS)}, "
-                             f"got {config.sequence_lengths!r}")
         c = self.config = config
         self.text_encoder = text_encoder
         text_width = text_encoder.config.hidden_size
@@ -306,10 +309,6 @@ def self_mm_from_mmsa(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
                           describe="MMSA's Self-MM (an AMIO state dict)")
 
 
-def _groups(text: float, audio: float, vision: float, other: float) -> dict[str, float]:
-    return {"text": text, "audio": audio, "vision": vision, "other": other}
-
-
 # MMSA's config_regression.json ("self_mm") and its trainer: Adam with L2 weight decay per group
 # (BERT biases and LayerNorms without), update_epochs = 4, constant learning rates, early stop
 # after 8 epochs, no epoch limit.
@@ -318,20 +317,20 @@ _MMSA_LOOP = {"optimizer": "adam", "accumulate": 4, "schedule": "constant", "war
 PRESETS = {
     "mosi": {
         "run": {**_MMSA_LOOP, "text_encoder": "bert-base-uncased", "batch_size": 16,
-                "lr": _groups(5e-5, 5e-3, 5e-3, 1e-3),
-                "weight_decay": _groups(1e-3, 1e-3, 1e-3, 1e-3)},
+                "lr": groups(5e-5, 5e-3, 5e-3, 1e-3),
+                "weight_decay": groups(1e-3, 1e-3, 1e-3, 1e-3)},
         "model": {},
     },
     "mosei": {
         "run": {**_MMSA_LOOP, "text_encoder": "bert-base-uncased", "batch_size": 32,
-                "lr": _groups(5e-5, 5e-3, 1e-4, 1e-3),
-                "weight_decay": _groups(1e-3, 0.0, 0.0, 1e-2)},
+                "lr": groups(5e-5, 5e-3, 1e-4, 1e-3),
+                "weight_decay": groups(1e-3, 0.0, 0.0, 1e-2)},
         "model": {"fusion_dropout": 0.1, "text_dropout": 0.0, "audio_dropout": 0.0},
     },
     "sims": {
         "run": {**_MMSA_LOOP, "text_encoder": "bert-base-chinese", "batch_size": 32,
-                "lr": _groups(5e-5, 5e-3, 5e-3, 1e-3),
-                "weight_decay": _groups(1e-3, 1e-2, 1e-2, 1e-3)},
+                "lr": groups(5e-5, 5e-3, 5e-3, 1e-3),
+                "weight_decay": groups(1e-3, 1e-2, 1e-2, 1e-3)},
         "model": {"vision_hidden": 64, "text_dim": 64, "label_bound": 1.0},
     },
 }
@@ -344,3 +343,16 @@ SEARCH_SPACE = {
     "fusion_dropout": ("float", 0.0, 0.1, False),
     "text_dropout": ("float", 0.0, 0.1, False),
 }
+
+SPEC = register_model(
+    ModelSpec(
+        name="self_mm",
+        title="Self-MM",
+        paper="Yu et al., AAAI 2021",
+        config=SelfMMConfig,
+        build=SelfMM,
+        presets=PRESETS,
+        search_space=SEARCH_SPACE,
+        imports={"mmsa": self_mm_from_mmsa},
+    )
+)
