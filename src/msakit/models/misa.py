@@ -198,6 +198,12 @@ class MISA(MSAModel):
         mask = text[:, 1].to(hidden.dtype).unsqueeze(-1)  # (B, Lt, 1)
         return {"utterance": (hidden * mask).sum(1) / mask.sum(1)}
 
+    def plot_representations(self) -> dict[str, str]:
+        """The shared (modality-invariant) and private (modality-specific) vectors."""
+        kinds = {"shared": "invariant", "private": "specific"}
+        return {f"{kind}_{m}": f"{kind} h_{m[0]} ({what})"
+                for kind, what in kinds.items() for m in MODALITIES}
+
     def reads_padding(self) -> bool:
         # MMSA's lengths are the text's: audio/vision frames past their own valid length are read.
         return self.config.sequence_lengths == "text"

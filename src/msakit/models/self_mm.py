@@ -208,6 +208,11 @@ class SelfMM(MSAModel):
         """text (B, 3, Lt) -> {"cls": BERT's last hidden state at [CLS] (B, d_t)}."""
         return {"cls": self.text_encoder(**bert_inputs(text)).last_hidden_state[:, 0]}
 
+    def plot_representations(self) -> dict[str, str]:
+        """The features F_s that unimodal label generation reads (each task head's first layer)."""
+        return {f"feature_{t}": f"F_{t[0].upper() if t != 'fusion' else 'M'} ({t} head)"
+                for t in TASKS}
+
     def reads_padding(self) -> bool:
         return self.config.sequence_lengths == "text"
 
