@@ -419,7 +419,7 @@ class CLGSI(MSAModel):
         )
         return LossOutput(task + self.config.gamma * cl, task, cl)
 
-    def parametergroups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
+    def parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
         groups: dict[str, list[tuple[str, nn.Parameter]]] = {
             "text": [], "audio": [], "vision": [], "other": []
         }

@@ -466,7 +466,7 @@ class ConKI(MSAModel):
         """Both O_m and A_m exist (neither w/o C2 nor w/o C3), so N1 pairs exist."""
         return bool(self.config.use_adapters and self.config.use_pan_knowledge)
 
-    def parametergroups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
+    def parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
         """text: the text encoder; audio / vision: projection + encoder; adapters: the adapters
         when ``adapter_lr`` is set (else they are in other); other: the rest."""
         groups: dict[str, list[tuple[str, nn.Parameter]]] = {
