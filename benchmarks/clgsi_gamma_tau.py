@@ -92,7 +92,7 @@ def run(out: Path, epochs: int = EPOCHS, datasets: tuple[str, ...] = DATASETS) -
     for dataset in datasets:
         data = out / f"{dataset}.pkl"
         if not data.exists():
-            write_synthetic(data, dataset, *SIZES, seed=0, frames=FRAMES[dataset])
+            write_synthetic(data, dataset, tuple(SIZES), seed=0, frames=FRAMES[dataset])
         for label, settings in grid(dataset):
             for seed in SEEDS:
                 if (dataset, label, seed, epochs) in done:

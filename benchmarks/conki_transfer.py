@@ -119,7 +119,7 @@ def main(out: Path) -> None:
     for like, sizes, seed in (EXTERNAL, TARGET):
         files[like] = out / f"{like}.pkl"
         if not files[like].exists():
-            write_synthetic(files[like], like, *sizes, seed=seed, shared_latent=True,
+            write_synthetic(files[like], like, tuple(sizes), seed=seed, shared_latent=True,
                             frames={"audio": 60, "vision": 45})
     log = out / "runs.jsonl"
     done = set()

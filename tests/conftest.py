@@ -55,7 +55,7 @@ def mosi_file(tmp_path_factory) -> Path:
     from msakit.data.synthetic import write_synthetic
 
     path = tmp_path_factory.mktemp("data") / "mosi.pkl"
-    write_synthetic(str(path), "mosi", 48, 16, 16, seed=0)
+    write_synthetic(str(path), "mosi", (48, 16, 16), seed=0)
     return path
 
 
@@ -65,7 +65,7 @@ def sims_file(tmp_path_factory) -> Path:
     from msakit.data.synthetic import write_synthetic
 
     path = tmp_path_factory.mktemp("data") / "sims.pkl"
-    write_synthetic(str(path), "sims", 32, 12, 12, seed=0)
+    write_synthetic(str(path), "sims", (32, 12, 12), seed=0)
     return path
 
 
@@ -76,7 +76,7 @@ def write_short_synthetic(
     (e.g. {"audio": 40, "vision": 30}) frames: the same data contract, a fraction of the cost."""
     from msakit.data.synthetic import write_synthetic
 
-    return write_synthetic(str(path), like, *n, seed=seed, frames=frames)
+    return write_synthetic(str(path), like, tuple(n), seed=seed, frames=frames)
 
 
 @pytest.fixture(scope="module")

@@ -57,7 +57,7 @@ def one_thread():
 
 
 def short_synthetic(path: Path, like: str) -> Path:
-    """write_synthetic(path, like, 24, 8, 8) with audio/vision cut to FRAMES frames."""
+    """write_synthetic(path, like, (24, 8, 8)) with audio/vision cut to FRAMES frames."""
     return write_short_synthetic(path, like, (24, 8, 8), FRAMES)
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from msakit.config.datasets import DATASETS
 from msakit.data import (
-    DATASET_SHAPES,
     SPLITS,
     FeatureFile,
     convert_to_npz,
@@ -97,9 +97,9 @@ def assert_same(a: FeatureFile, b: FeatureFile) -> None:
 
 @pytest.mark.parametrize("like", ["mosi", "sims"])
 def test_synthetic_round_trip(tmp_path, like):
-    shape = DATASET_SHAPES[like]
+    shape = DATASETS[like].shape
     data = make_synthetic(like, *SIZES, seed=3)
-    path = write_synthetic(tmp_path / f"{like}.pkl", like, *SIZES, seed=3)
+    path = write_synthetic(tmp_path / f"{like}.pkl", like, SIZES, seed=3)
     ff = load_feature_file(path, vocab_size=shape.vocab_size)
     assert ff.path == str(path)
     assert (ff.text_len, ff.audio_len, ff.audio_dim, ff.vision_len, ff.vision_dim) == (
@@ -561,9 +561,10 @@ def test_synthetic_rejects_bad_arguments():
         make_synthetic("mosi", 1, 0, 1)
 
 
-@pytest.mark.parametrize("like", ["mosi", "mosei", "sims"])
+@pytest.mark.parametrize("like", ["mosi", "mosei", "sims", "simsv2"])
 def test_synthetic_matches_the_mmsa_layout(like):
-    shape = DATASET_SHAPES[like]
+    spec = DATASETS[like]
+    shape = spec.shape
     data = make_synthetic(like, 40, 2, 2, seed=1)
     split = data["train"]
     tb = split["text_bert"]
@@ -589,14 +590,15 @@ def test_synthetic_matches_the_mmsa_layout(like):
         assert (feats[padding] == 0).all()
     labels = split["regression_labels"]
     assert labels.dtype == np.float32
-    assert np.abs(labels).max() <= shape.label_range
+    low, high = spec.label_range
+    assert low <= labels.min() and labels.max() <= high
     np.testing.assert_allclose(labels / 0.2, np.round(labels / 0.2), atol=1e-4)
     assert split["id"].dtype == object and len(set(split["id"])) == 40
     assert "raw_text" not in split  # random ids, no text they come from (see the docstring)
     unimodal = {k for k in split if k.startswith("regression_labels_")}
     assert unimodal == (
         {"regression_labels_T", "regression_labels_A", "regression_labels_V"}
-        if like == "sims"
+        if spec.unimodal_labels
         else set()
     )
 
@@ -641,7 +643,7 @@ def test_sentiment_word_ids_are_real_bert_base_uncased_ids():
     vocab_files = list(Path(spec.origin).parent.rglob("vocab.txt"))
     assert vocab_files
     vocab = vocab_files[0].read_text(encoding="utf-8").splitlines()
-    assert len(vocab) == DATASET_SHAPES["mosi"].vocab_size
+    assert len(vocab) == DATASETS["mosi"].shape.vocab_size
     assert vocab[CLS_ID] == "[CLS]" and vocab[SEP_ID] == "[SEP]" and vocab[0] == "[PAD]"
     for word, token_id in {**ENGLISH_POSITIVE, **ENGLISH_NEGATIVE}.items():
         assert vocab[token_id] == word
@@ -654,7 +656,7 @@ def test_shared_latent_files_share_a_factor_through_different_widths():
 
     for key, like_a, like_b in (("audio", "mosi", "mosei"), ("vision", "mosi", "mosei")):
         mix_a, mix_b = latent_mixing(like_a, key), latent_mixing(like_b, key)
-        assert mix_a.shape == (LATENT_DIM, DATASET_SHAPES[like_a].__dict__[f"{key}_dim"])
+        assert mix_a.shape == (LATENT_DIM, getattr(DATASETS[like_a].shape, f"{key}_dim"))
         assert mix_b.shape[1] != mix_a.shape[1]
         np.testing.assert_array_equal(mix_a, latent_mixing(like_a, key))
     assert not np.array_equal(latent_mixing("mosi", "audio"), latent_mixing("sims", "audio")[:, :5])

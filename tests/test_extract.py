@@ -421,9 +421,8 @@ def test_extract_train_predict_a_new_clip(tmp_path, tiny_bert_with_tokenizer, ca
     assert np.isfinite(value) and -3.5 <= value <= 3.5
 
     # The same clip through the feature file path gives the same prediction.
-    from msakit.api import load_checkpoint
+    from msakit.api import load_checkpoint, predict_video
     from msakit.data.batching import collate
-    from msakit.extract.predict import predict_video
 
     direct = predict_video(best, new_clip, "clip number 99")
     assert direct.prediction == pytest.approx(value, abs=5e-4)

@@ -78,6 +78,9 @@ class World:
     bad_runs: dict[str, Path]
     bad_adapters: dict[str, Path]
     clips: Path  # a clips CSV for extract
+    extras: dict[str, Path]  # files to predict on without labels; config.yaml files
+    specs: dict[str, Path]  # --dataset-spec files, bad in one way each
+    unaligned: dict[str, Path]  # feature files with missing lengths
 
 
 @pytest.fixture(scope="module")
@@ -175,10 +178,43 @@ def world(tmp_path_factory, tiny_bert, tiny_bert_12) -> World:
     clips.write_text("id,video,label\nc1,no_such_video.mp4,1.0\n")
     (root / "link.npz").symlink_to(data)
     (root / "a_folder").mkdir()
+    specs = {}
+    for name, text in {
+        "no_range": "language: en\n", "no_zero": "label_range: [1, 5]\n",
+        "family": "label_range: [-3, 3]\nmetric_family: iemocap\n",
+        "unknown_key": "label_range: [-3, 3]\nlabels: 7\n", "list": "- 1\n",
+        "yaml": "label_range: [unclosed\n", "language": "label_range: [-3, 3]\nlanguage: fr\n",
+    }.items():
+        specs[name] = root / f"spec_{name}.yaml"
+        specs[name].write_text(text)
+    unaligned = {}
+    half = pickle.loads(pickle.dumps(raw))
+    del half["test"]["audio_lengths"]
+    unaligned["half"] = _write_pickle(root / "half_aligned.pkl", half, 4)
+    none = pickle.loads(pickle.dumps(raw))
+    for split in none.values():
+        del split["audio_lengths"], split["vision_lengths"]
+    unaligned["none"] = _write_pickle(root / "no_lengths.pkl", none, 4)
     return World(root=root, marker=marker, bert=tiny_bert, bert12=tiny_bert_12, data=data,
                  pkl=pkl, sims=sims, label40=label40, one_train=one_train, garbage=garbage,
                  empty=empty, run=run, ckpt=ckpt, evil=evil, bad_ckpt=bad_ckpt,
-                 bad_runs=bad_runs, bad_adapters=bad_adapters, clips=clips)
+                 bad_runs=bad_runs, bad_adapters=bad_adapters, clips=clips,
+                 extras=_extras(root, raw), specs=specs, unaligned=unaligned)
+
+
+def _extras(root: Path, raw: dict) -> dict[str, Path]:
+    """A test split without labels (alone, and under a name that is no split), and config.yaml
+    files that are not msakit's or hold a wrong type."""
+    from msakit.data.safe_format import save_npz
+
+    unlabelled = {k: v for k, v in raw["test"].items() if not k.startswith("regression_labels")}
+    extras = {"unlabelled": save_npz({"test": unlabelled}, root / "unlabelled.npz"),
+              "no_split": save_npz({"new": unlabelled}, root / "no_split.npz")}
+    for name, text in {"foreign": "model_name: clgsi\ndataset: mosi\nlearning_rate_bert: 5e-5\n",
+                       "typed": "model_name: clgsi\ndataset: mosi\nbatch_size: big\n"}.items():
+        extras[name] = root / f"{name}.yaml"
+        extras[name].write_text(text)
+    return extras
 
 
 def _snapshot(*roots: Path) -> dict[str, tuple[int, int]]:
@@ -226,8 +262,43 @@ def _ck(w: World, command: str, *extra: str, data: Path | None = None,
     return [command, "--checkpoint", str(ckpt or w.ckpt), "--data", str(data or w.data), *extra]
 
 
+def _custom(w: World, spec: str, command: str = "train") -> list[str]:
+    argv = _train(w, "--dataset-spec", str(w.specs[spec]), dataset="custom")
+    if command == "train":
+        return argv
+    return [command, "--model", "clgsi", "--dataset", "custom", "--dataset-spec",
+            str(w.specs[spec]), "--data", str(w.data), "--trials", "1", "--out", "{case}/sweep"]
+
+
 # (id, argv builder, expected exit status, regex the error line must match)
 CASES = [
+    # ---- data sets: custom specs, aligned files
+    ("train-spec-no-range", lambda w: _custom(w, "no_range"), 2, "label_range is missing"),
+    ("train-spec-no-zero", lambda w: _custom(w, "no_zero"), 2, r"must hold 0 inside"),
+    ("train-spec-family", lambda w: _custom(w, "family"), 2, "metric_family must be one of"),
+    ("train-spec-unknown-key", lambda w: _custom(w, "unknown_key"), 2, "unknown key.*labels"),
+    ("train-spec-list", lambda w: _custom(w, "list"), 2, "expected a mapping"),
+    ("train-spec-yaml", lambda w: _custom(w, "yaml"), 2, "not valid YAML"),
+    ("tune-spec-language", lambda w: _custom(w, "language", "tune"), 2,
+     "language must be one of en, zh"),
+    ("train-spec-missing", lambda w: _train(w, "--dataset-spec", "{case}/none.yaml",
+                                            dataset="custom"), 2, "no such file"),
+    ("train-custom-alone", lambda w: _train(w, dataset="custom"), 2,
+     "--dataset custom takes one of --dataset-spec"),
+    ("train-custom-both", lambda w: _train(w, "--label-range", "-3", "3", "--dataset-spec",
+                                           str(w.specs["list"]), dataset="custom"), 2,
+     "--dataset custom takes one of"),
+    ("train-label-range-named", lambda w: _train(w, "--label-range", "-3", "3"), 2,
+     "--label-range is for --dataset custom, not --dataset mosi"),
+    ("train-label-range-narrow", lambda w: _train(w, "--label-range", "-1", "1",
+                                                  dataset="custom"), 2,
+     r"outside \[-1, 1\], the range of --dataset custom \(labels in \[-3, 3\]: a MOSI or"),
+    ("train-label-range-no-zero", lambda w: _train(w, "--label-range", "0", "5",
+                                                   dataset="custom"), 2, "must hold 0 inside"),
+    ("train-half-aligned", lambda w: _train(w, data=w.unaligned["half"]), 2,
+     "split 'test', key 'audio_lengths': required key is missing \\('vision_lengths' is there"),
+    ("evaluate-no-lengths-unaligned", lambda w: _ck(w, "evaluate", data=w.unaligned["none"]), 2,
+     "aligned files have one frame per token"),
     # ---- 1. code from data files: no payload runs, on any route
     ("evaluate-pickle-named-npz", lambda w: _ck(w, "evaluate", data=w.evil["npz_p4"]), 2,
      "refused: the pickle calls io.open"),
@@ -471,7 +542,41 @@ CASES = [
                                                      "--video", str(w.clips)], 2, "extract"),
     ("merge-missing-part", lambda w: ["merge", "{case}/nope.npz", "--out", "{case}/m.npz"], 2,
      "no such file"),
+    # ---- prediction without labels, reruns of a saved configuration
+    ("predict-unlabelled-other-split",
+     lambda w: _ck(w, "predict", "--split", "valid", "--out", "{case}/p.csv",
+                   data=w.extras["unlabelled"]), 2, r"no split 'valid' \(the file holds 'test'\)"),
+    ("predict-unlabelled-no-standard-split",
+     lambda w: _ck(w, "predict", "--out", "{case}/p.csv", data=w.extras["no_split"]), 2,
+     "no split to predict on"),
+    ("evaluate-unlabelled", lambda w: _ck(w, "evaluate", data=w.extras["unlabelled"]), 2,
+     "split 'train' is missing"),
+    ("train-config-corrupt-yaml", lambda w: _rerun(w, w.bad_runs["yaml"]), 2, "not valid YAML"),
+    ("train-config-yaml-list", lambda w: _rerun(w, w.bad_runs["yaml_list"] / "config.yaml"), 2,
+     "not an msakit config.yaml"),
+    ("train-config-foreign-key", lambda w: _rerun(w, w.extras["foreign"]), 2,
+     "learning_rate_bert: unknown key"),
+    ("train-config-wrong-type", lambda w: _rerun(w, w.extras["typed"]), 2,
+     "batch_size=big: expected a int"),
+    ("train-config-other-model", lambda w: _rerun(w, w.run, "--model", "conki"), 2,
+     "the run used --model clgsi, not conki"),
+    ("train-config-missing", lambda w: _rerun(w, "{case}/nope.yaml"), 2, "no such file"),
+    ("train-config-a-folder-without-one", lambda w: _rerun(w, w.root / "a_folder"), 2,
+     "no such file"),
+    ("train-config-into-its-own-run", lambda w: [*_rerun(w, w.run)[:-2], "--out", str(w.run)],
+     2, "already holds a run"),
+    ("train-config-log-steps-is-config",
+     lambda w: _rerun(w, w.run, "--log-steps", str(w.run / "config.yaml")), 2,
+     "is also an input"),
+    ("train-without-model-or-config",
+     lambda w: ["train", "--dataset", "mosi", "--data", str(w.data), "--out", "{case}/r"], 2,
+     "--model is required"),
 ]
+
+
+def _rerun(w: World, config: Path | str, *extra: str) -> list[str]:
+    return ["train", "--config", str(config), "--data", str(w.data), *extra, "--quiet",
+            "--out", "{case}/run"]
 
 
 @pytest.fixture(scope="module")
@@ -513,7 +618,7 @@ def test_the_cases_cover_every_command():
     parser = build_parser()
     commands = set(parser._subparsers._group_actions[0].choices) - {"demo"}
     w = types.SimpleNamespace(**{f: Path("/x") for f in World.__dataclass_fields__})
-    w.evil = w.bad_ckpt = w.bad_runs = w.bad_adapters = {}
+    w.evil = w.bad_ckpt = w.bad_runs = w.bad_adapters = w.specs = w.unaligned = {}
     covered = set()
     for case in CASES:
         try:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from msakit.errors import MsakitError
 from msakit.metrics import compute_metrics, metric_names
 
 MOSI_KEYS = [
@@ -217,7 +218,7 @@ def test_mismatched_lengths_raise():
 
 
 def test_unknown_dataset_and_empty_input_raise():
-    with pytest.raises(ValueError):
+    with pytest.raises(MsakitError, match="unknown dataset 'iemocap'"):
         compute_metrics([0.1], [0.1], "iemocap")
     with pytest.raises(ValueError):
         compute_metrics([], [], "mosi")

@@ -70,7 +70,7 @@ def test_trimmed_batch_equals_full_padding(tiny_bert, mosi_file):
 def test_frozen_text_encoder_cache_is_exact(tiny_bert_12, tmp_path):
     from msakit.data.synthetic import write_synthetic
 
-    path = write_synthetic(str(tmp_path / "mosei.pkl"), "mosei", 12, 4, 4, seed=1)
+    path = write_synthetic(str(tmp_path / "mosei.pkl"), "mosei", (12, 4, 4), seed=1)
     config = api.build_config(
         "conki", "mosei", text_encoder=str(tiny_bert_12), batch=4,
         overrides={"feedforward": 32, "adapter_dim": 8, "fusion_dim": 8, "head_dim": 8},
@@ -121,8 +121,10 @@ def test_bf16_autocast_metrics_stay_close_to_fp32(tiny_bert, mosi_file):
     """Stated tolerance: bf16 predictions within 0.05 of fp32, MAE within 0.02."""
     config, model, data = _tiny_clgsi(tiny_bert, mosi_file)
     split = data.splits["test"]
-    fp32 = evaluate_model(model, split, "mosi", 8, torch.device("cpu"), bf16=False)
-    bf16 = evaluate_model(model, split, "mosi", 8, torch.device("cpu"), bf16=True)
+    fp32 = evaluate_model(model, split, dataset="mosi", batch_size=8,
+                          device=torch.device("cpu"), bf16=False)
+    bf16 = evaluate_model(model, split, dataset="mosi", batch_size=8,
+                          device=torch.device("cpu"), bf16=True)
     assert np.abs(fp32.predictions - bf16.predictions).max() < 0.05
     assert abs(fp32.metrics["MAE"] - bf16.metrics["MAE"]) < 0.02
 

@@ -191,3 +191,11 @@ def test_every_hyperparameter_of_every_model_is_documented():
         fields = {f.name for f in dataclasses.fields(spec.config)}
         for key in spec.search_space:  # every searched key is a setting or a hyperparameter
             assert key.split(".")[0] in fields | {"lr", "weight_decay", "dropout"}, (name, key)
+
+
+def test_a_word_yaml_reads_as_a_boolean_stays_a_word_for_a_string_setting():
+    assert api.build_config("clgsi", "mosi", overrides=["amp=off"]).amp == "off"
+    with pytest.raises(MsakitError, match="clgsi fusion must be one of"):
+        api.build_config("clgsi", "mosi", overrides=["fusion=yes"])
+    with pytest.raises(MsakitError, match="expected true or false"):
+        api.build_config("clgsi", "mosi", overrides=["use_common=off2"])

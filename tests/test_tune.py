@@ -231,3 +231,23 @@ def test_tune_errors_are_one_line(tmp_path, data_file, tiny_bert, capsys, monkey
     assert cli.main(argv) == 2
     assert "not under torchrun" in capsys.readouterr().err
     assert not (tmp_path / "sweep").exists()
+
+
+def test_a_custom_data_set_sweep_names_its_spec_in_the_retrain_command(
+    tmp_path, data_file, tiny_bert
+):
+    """tune --dataset custom: the study is named after it, the spec is written beside best.yaml
+    and the retrain command reads it back (the trials' config.yaml record it too)."""
+    from msakit.config.datasets import custom_spec, read_spec_file
+
+    spec = custom_spec((-3, 3), title="Mine")
+    out = tmp_path / "sweep"
+    result = tune("clgsi", spec, data_file, trials=1, epochs=1, out=out,
+                  text_encoder=str(tiny_bert), batch=8, quiet=True, overrides=SMALL)
+    assert result.study == "msakit-clgsi-custom"
+    assert read_spec_file(out / "dataset.yaml") == spec
+    command = result.best["command"]
+    assert f"--dataset custom --dataset-spec {out / 'dataset.yaml'}" in command
+    assert result.best["config"]["dataset_spec"]["title"] == "Mine"
+    trial = yaml.safe_load((out / "trial-0" / "config.yaml").read_text())
+    assert trial["dataset"] == "custom" and trial["dataset_spec"]["label_range"] == [-3.0, 3.0]

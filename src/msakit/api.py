@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from msakit.config import RunConfig, apply_overrides
+from msakit.config.datasets import DatasetSpec
 from msakit.config.presets import DEFAULT_PRESET
 from msakit.data.mmsa import FeatureFile, SplitData, check_dataset, load_feature_file
 from msakit.encoders.text import (
@@ -57,10 +59,12 @@ def build_config(
     batch: int | None = None,
     overrides: list[str] | dict[str, Any] | None = None,
     preset: str = DEFAULT_PRESET,
+    base: RunConfig | None = None,
 ) -> RunConfig:
     """The named preset (``paper``, or one the model declares, e.g. CLGSI's ``authors``) of
-    (model, dataset) with the command line's choices applied."""
-    config = named_preset(model, dataset, preset)
+    (model, dataset) with the command line's choices applied; ``base`` (a saved run's
+    configuration, :func:`msakit.rerun.load_run_config`) replaces the preset."""
+    config = copy.deepcopy(base) if base is not None else named_preset(model, dataset, preset)
     if text_encoder is not None:
         config.text_encoder = text_encoder
     if seeds:
@@ -222,7 +226,7 @@ def _train(ctx: distributed.DistContext, run: _Run) -> TrainResult:
     finally:
         if lock is not None:
             lock.release()
-    return TrainResult(out=run.out, rows=_with_summary(rows, config.dataset))
+    return TrainResult(out=run.out, rows=_with_summary(rows, config.spec))
 
 
 def _check_outputs(run: _Run, config: RunConfig) -> None:
@@ -296,13 +300,14 @@ def _train_seeds(
         ctx.barrier()
         _load_best(net, run_dir)
         result = evaluate_model(
-            net, features.splits["test"], config.dataset, config.batch_size, ctx.device,
+            net, features.splits["test"], dataset=config.spec,
+            batch_size=config.batch_size, device=ctx.device,
             amp=amp_mode(config.amp, config.bf16), dist=ctx,
         )
         rows.append({"seed": seed, **result.metrics})
         if ctx.is_main:
             write_text_atomic(run_dir / "history.json", json.dumps(trainer.history, indent=1))
-            _write_results(out / "results.csv", rows, config.dataset)
+            _write_results(out / "results.csv", rows, config.spec)
     return rows
 
 
@@ -360,7 +365,9 @@ def _check_resume_config(out: Path, config: RunConfig) -> None:
         )
 
 
-def _with_summary(rows: list[dict[str, Any]], dataset: str) -> list[dict[str, Any]]:
+def _with_summary(
+    rows: list[dict[str, Any]], dataset: str | DatasetSpec
+) -> list[dict[str, Any]]:
     """``rows`` then the ``mean`` and ``std`` rows; with one seed the std row is blank (a spread
     of one value is not 0, it is unknown)."""
     names = metric_names(dataset)
@@ -373,7 +380,7 @@ def _with_summary(rows: list[dict[str, Any]], dataset: str) -> list[dict[str, An
     return [*rows, {"seed": "mean", **mean}, {"seed": "std", **std}]
 
 
-def _write_results(path: Path, rows: list[dict[str, Any]], dataset: str) -> None:
+def _write_results(path: Path, rows: list[dict[str, Any]], dataset: str | DatasetSpec) -> None:
     names = metric_names(dataset)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["seed", *names], lineterminator="\n")
@@ -476,19 +483,30 @@ def load_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
     return LoadedCheckpoint(model=model, config=config, dims=dims, state=state)
 
 
-def _split_for(ckpt: LoadedCheckpoint, data: str | os.PathLike, split: str) -> SplitData:
+def split_for(
+    ckpt: LoadedCheckpoint, data: str | os.PathLike, split: str | None, *,
+    prediction: bool = False,
+) -> SplitData:
+    """One split of the feature file ``data``, loaded and checked against the checkpoint: the
+    token ids against its text encoder's vocabulary, the feature sizes against its dims, the
+    labels against its data set, the extractor settings against its training data's.
+    ``prediction``: labels are optional and the file may hold one split
+    (:func:`load_feature_file`); ``split`` None then takes the file's only split, else ``test``."""
     vocab = ckpt.state["text_encoder_config"].get("vocab_size", 0)
     vocab = int(vocab) if isinstance(vocab, int) and vocab > 0 else None
-    features = load_data(data, vocab)
+    features = load_feature_file(str(data), vocab_size=vocab, prediction=prediction)
+    if split is None:
+        split = next(iter(features.splits)) if len(features.splits) == 1 else "test"
     if split not in features.splits:
-        raise MsakitError(f"{data}: no split {split!r}")
+        held = ", ".join(repr(s) for s in features.splits)
+        raise MsakitError(f"{data}: no split {split!r} (the file holds {held})")
     if (features.audio_dim, features.vision_dim) != (ckpt.dims.audio, ckpt.dims.vision):
         raise MsakitError(
             f"{data}: audio/vision feature sizes {features.audio_dim}/{features.vision_dim} do "
             f"not match the checkpoint's {ckpt.dims.audio}/{ckpt.dims.vision}"
         )
-    check_dataset(features, ckpt.config.dataset, f"the checkpoint's data set "
-                  f"({ckpt.config.dataset})")
+    spec = ckpt.config.spec
+    check_dataset(features, spec, f"the checkpoint's data set ({spec.title})")
     _check_same_extractor(ckpt, data)
     return features.splits[split]
 
@@ -516,50 +534,65 @@ def evaluate(
 ) -> dict[str, float]:
     """MMSA metrics of a checkpoint on one split of a feature file."""
     ckpt = load_checkpoint(checkpoint)
-    part = _split_for(ckpt, data, split)
-    result = evaluate_model(ckpt.model, part, ckpt.config.dataset, ckpt.config.batch_size,
-                            torch.device("cpu"),
-                            amp=amp_mode(ckpt.config.amp, ckpt.config.bf16))
-    return result.metrics
+    part = split_for(ckpt, data, split)
+    return _evaluate_checkpoint(ckpt, part).metrics
+
+
+def _evaluate_checkpoint(ckpt: LoadedCheckpoint, part: SplitData):
+    """The checkpoint's model on ``part`` on the CPU, with the run's precision and batch."""
+    return evaluate_model(
+        ckpt.model, part, dataset=ckpt.config.spec, batch_size=ckpt.config.batch_size,
+        device=torch.device("cpu"), amp=amp_mode(ckpt.config.amp, ckpt.config.bf16),
+    )
 
 
 def predict(
     checkpoint: str | os.PathLike,
-    data: str | os.PathLike,
-    split: str = "test",
+    data: str | os.PathLike | Mapping[str, Any],
+    split: str | None = None,
     out: str | os.PathLike | None = None,
 ) -> list[dict[str, Any]]:
-    """Predictions of a checkpoint on one split; written as CSV (id, prediction, label), the
-    numbers with 6 significant digits. ``out`` may not be the checkpoint or the data file."""
+    """Predictions of a checkpoint: ``{"id", "prediction"}`` per sample, with ``"label"`` when
+    the data have labels; written as CSV (``id,prediction[,label]``, 6 significant digits) to
+    ``out`` when given. ``out`` may not be the checkpoint or the data file.
+
+    ``data`` is a feature file (labels optional; ``split`` defaults to the file's only split,
+    else ``test``) or one or a few clips in memory: a dict with ``text_bert`` (N, 3, Lt) or
+    ``raw_text`` (N strings), ``audio`` (N, La, Da), ``vision`` (N, Lv, Dv) and optionally
+    ``audio_lengths``, ``vision_lengths``, ``id`` (see :mod:`msakit.inference`).
+    """
+    from msakit.inference import prediction_rows, split_from_arrays, write_predictions
+
+    in_memory = isinstance(data, Mapping)
+    if not in_memory and not isinstance(data, (str, os.PathLike)):
+        raise MsakitError(f"predict: data must be a feature file or a dict of arrays, got a "
+                          f"{type(data).__name__}")
     if out is not None:
-        check_distinct_output(out, [data, checkpoint, resolve_checkpoint(checkpoint)])
+        check_distinct_output(out, [*([] if in_memory else [data]), checkpoint,
+                                    resolve_checkpoint(checkpoint)])
         check_output_folder(Path(out).parent if Path(out).parent != Path("") else Path("."))
     ckpt = load_checkpoint(checkpoint)
-    part = _split_for(ckpt, data, split)
-    result = evaluate_model(ckpt.model, part, ckpt.config.dataset, ckpt.config.batch_size,
-                            torch.device("cpu"),
-                            amp=amp_mode(ckpt.config.amp, ckpt.config.bf16))
-    rows = [
-        {"id": str(i), "prediction": float(f"{p:.6g}"), "label": float(f"{y:.6g}")}
-        for i, p, y in zip(part.ids, result.predictions, result.labels, strict=True)
-    ]
+    if in_memory:
+        if split is not None:
+            raise MsakitError("predict: split names a split of a file; clips in memory have none")
+        part = split_from_arrays(data, ckpt)
+    else:
+        part = split_for(ckpt, data, split, prediction=True)
+    rows = prediction_rows(part, _evaluate_checkpoint(ckpt, part).predictions)
     if out is not None:
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["id", "prediction", "label"])
-        for row in rows:
-            writer.writerow([row["id"], f"{row['prediction']:.6g}", f"{row['label']:.6g}"])
-        write_text_atomic(out, buf.getvalue())
+        write_predictions(rows, out)
     return rows
 
 
 # --------------------------------------------------------------------------- synth and demo
 def synth(like: str, n: tuple[int, int, int], out: str | os.PathLike, seed: int = 0) -> Path:
-    """Write a synthetic MMSA feature file shaped like ``like`` (mosi, mosei, sims)."""
+    """Write a synthetic MMSA feature file shaped like the named data set ``like`` (see
+    :func:`msakit.data.synthetic.synthetic_names`)."""
+    from msakit.config.datasets import synthetic_names
     from msakit.data.synthetic import write_synthetic
 
-    if like not in ("mosi", "mosei", "sims"):
-        raise MsakitError(f"--like must be mosi, mosei or sims, got {like!r}")
+    if like not in synthetic_names():
+        raise MsakitError(f"--like must be one of {', '.join(synthetic_names())}, got {like!r}")
     if min(n) < 1:
         raise MsakitError(f"every split needs at least one sample, got {' '.join(map(str, n))}")
     out = Path(out)
@@ -572,7 +605,7 @@ def synth(like: str, n: tuple[int, int, int], out: str | os.PathLike, seed: int 
 
         save_npz(make_synthetic(like, *n, seed=seed), out)
         return out
-    write_synthetic(str(out), like, *n, seed=seed)
+    write_synthetic(str(out), like, n, seed=seed)
     return out
 
 
@@ -608,3 +641,19 @@ def demo(
         quiet=quiet,
         overwrite=True,
     )
+
+
+def predict_video(
+    checkpoint: str | os.PathLike,
+    video: str | os.PathLike,
+    text: str | None = None,
+    *,
+    openface_csv: str | os.PathLike | None = None,
+) -> Any:
+    """The sentiment of one raw clip: ``video`` extracted as the checkpoint's training data was
+    (its recorded ``msakit extract`` settings), then the model's prediction
+    (:class:`msakit.extract.predict.VideoPrediction`). Without ``text``, speech recognition."""
+    from msakit.extract.predict import predict_clip
+
+    return predict_clip(load_checkpoint(checkpoint), video, text, checkpoint=checkpoint,
+                        openface_csv=openface_csv)

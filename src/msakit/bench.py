@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from msakit import api
+from msakit.config.datasets import DatasetSpec
 from msakit.data.batching import collate
 from msakit.encoders.text import bert_inputs
 from msakit.training import distributed
@@ -78,7 +79,7 @@ def text_encoder_utilisation(encoder: torch.nn.Module, text: torch.Tensor) -> di
 
 def bench(
     model: str,
-    dataset: str,
+    dataset: str | DatasetSpec,
     data: str | Path,
     *,
     batch: int | None = None,
@@ -117,7 +118,7 @@ def bench(
     seconds, samples = sum(trainer.step_seconds), sum(trainer.step_samples)
     result: dict[str, Any] = {
         "model": model,
-        "dataset": dataset,
+        "dataset": config.dataset,
         "data": str(data),
         "preset": config.preset,
         "text_encoder": config.text_encoder,

@@ -15,6 +15,14 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from msakit.config import CLI_SETTINGS
+from msakit.config.datasets import (
+    CUSTOM,
+    DatasetSpec,
+    custom_spec,
+    dataset_names,
+    read_spec_file,
+    synthetic_names,
+)
 from msakit.errors import MsakitError
 from msakit.files import check_distinct_output
 from msakit.guard import run_guarded
@@ -70,7 +78,7 @@ def _demo(args: argparse.Namespace) -> int:
           "length-bucketed batches for speed", flush=True)
     result = api.demo(out=args.out, quiet=args.quiet, overrides=list(CLI_SETTINGS))
     print(f"run folder: {result.out}")
-    print_results(result.rows, "mosi")
+    print_results(result.rows)
     return 0
 
 
@@ -88,9 +96,15 @@ def _train(args: argparse.Namespace) -> int:
     from msakit import api
     from msakit.reporting import print_results
 
+    config = _rerun_config(args) if args.config else None
+    if config is None:
+        for flag in ("model", "dataset"):
+            if getattr(args, flag) is None:
+                raise MsakitError(f"msakit train: --{flag} is required (or --config "
+                                  "RUN/config.yaml)")
     result = api.train(
-        args.model,
-        args.dataset,
+        args.model if config is None else config.model_name,
+        _dataset(args) if config is None else config.spec,
         args.data,
         text_encoder=args.text_encoder,
         seeds=args.seeds,
@@ -103,12 +117,28 @@ def _train(args: argparse.Namespace) -> int:
         resume=args.resume,
         quiet=args.quiet,
         overwrite=args.overwrite,
-        preset=args.preset,
+        preset=args.preset or "paper",
+        config=config,
     )
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"wrote {result.out / 'results.csv'}")
-        print_results(result.rows, args.dataset)
+        print_results(result.rows)
     return 0
+
+
+def _rerun_config(args: argparse.Namespace):
+    """--config RUN/config.yaml: the saved configuration with this command's flags and --set
+    values applied on top."""
+    from msakit import api
+    from msakit.rerun import config_path, load_run_config
+
+    check_distinct_output(args.log_steps, [config_path(args.config)], "--log-steps")
+    base = load_run_config(args.config, model=args.model, dataset=args.dataset,
+                           preset=args.preset)
+    return api.build_config(
+        base.model_name, base.dataset, text_encoder=args.text_encoder, seeds=args.seeds,
+        epochs=args.epochs, batch=args.batch, overrides=args.set, base=base,
+    )
 
 
 @command("pretrain-adapters")
@@ -116,7 +146,7 @@ def _pretrain_adapters(args: argparse.Namespace) -> int:
     from msakit.training.stages import pretrain_adapters
 
     result = pretrain_adapters(
-        args.dataset,
+        _dataset(args),
         args.data,
         out=args.out,
         text_encoder=args.text_encoder,
@@ -153,7 +183,8 @@ def _predict(args: argparse.Namespace) -> int:
         raise MsakitError(f"msakit predict: {missing} is required (or --video CLIP)")
     check_distinct_output(args.out, [args.data, args.checkpoint])
     rows = api.predict(args.checkpoint, args.data, args.split, args.out)
-    print(f"wrote {len(rows)} predictions to {args.out}")
+    unlabelled = "" if rows and "label" in rows[0] else " (no labels: id, prediction)"
+    print(f"wrote {len(rows)} predictions to {args.out}{unlabelled}")
     return 0
 
 
@@ -173,7 +204,7 @@ def _bench(args: argparse.Namespace) -> int:
     from msakit.bench import bench
 
     result = bench(
-        args.model, args.dataset, args.data, batch=args.batch, epochs=args.epochs,
+        args.model, _dataset(args), args.data, batch=args.batch, epochs=args.epochs,
         text_encoder=args.text_encoder, overrides=args.set, warmup_steps=args.warmup_steps,
         max_steps=args.max_steps, flops=args.flops, preset=args.preset,
     )
@@ -239,7 +270,7 @@ def _tune(args: argparse.Namespace) -> int:
     from msakit.tune import tune
 
     result = tune(
-        args.model, args.dataset, args.data, trials=args.trials, out=args.out,
+        args.model, _dataset(args), args.data, trials=args.trials, out=args.out,
         epochs=args.epochs, storage=args.storage, study=args.study,
         text_encoder=args.text_encoder, batch=args.batch, overrides=args.set,
         adapters=args.adapters, seed=args.seed, quiet=args.quiet, preset=args.preset,
@@ -261,8 +292,8 @@ def _import_weights(args: argparse.Namespace) -> int:
     from msakit.importing import import_weights
 
     path = import_weights(
-        args.source, args.model, args.dataset, args.weights, args.data, args.text_encoder,
-        args.out, overrides=args.set,
+        args.source, args.model, args.dataset, weights=args.weights, data=args.data,
+        text_encoder=args.text_encoder, out=args.out, overrides=args.set,
     )
     print(f"wrote {path} ({args.model} on {args.dataset}, weights from {args.source})")
     return 0
@@ -315,7 +346,7 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def _predict_video(args: argparse.Namespace) -> int:
-    from msakit.extract.predict import predict_video
+    from msakit.api import predict_video
 
     if args.data is not None or args.out is not None:
         raise MsakitError("msakit predict: --video predicts one clip; leave out --data and --out")
@@ -359,7 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = sub.add_parser("synth", help="write a synthetic MMSA feature file with the real shapes")
-    p.add_argument("--like", required=True, choices=["mosi", "mosei", "sims"])
+    p.add_argument("--like", required=True, choices=synthetic_names(),
+                   help="the named data set whose standard file's shapes to copy")
     p.add_argument("--n", required=True, nargs=3, type=int, metavar=("TRAIN", "VALID", "TEST"))
     p.add_argument("--out", required=True,
                    help="output file: FILE.npz (code-free) or an MMSA pickle (any other name)")
@@ -383,30 +415,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="a checkpoint's predictions: a split as CSV, or one video")
     p.add_argument("--checkpoint", required=True,
                    help="best.pt, or a run folder with one seed-S/best.pt")
-    p.add_argument("--data", help="MMSA feature file (.pkl or .npz); required unless --video")
-    p.add_argument("--split", default="test", choices=["train", "valid", "test"],
-                   help="which split")
-    p.add_argument("--out", help="output CSV (id, prediction, label); required with --data")
+    p.add_argument("--data", help="MMSA feature file (labels optional); required unless --video")
+    p.add_argument("--split", choices=["train", "valid", "test"],
+                   help="which split (default: the file's only split, else test)")
+    p.add_argument("--out", help="output CSV (id, prediction[, label]); required with --data")
     _add_predict_video_arguments(p)
 
     p = sub.add_parser("convert", help="rewrite a pickle feature file as code-free npz")
     p.add_argument("file", help="MMSA feature pickle")
     p.add_argument("--out", required=True, help="output .npz (read with allow_pickle=False)")
-
-    p = sub.add_parser("bench", help="measure training throughput and peak memory")
-    _add_model_argument(p)
-    p.add_argument("--dataset", required=True, choices=["mosi", "mosei", "sims"])
-    p.add_argument("--data", required=True)
-    p.add_argument("--batch", type=int)
-    p.add_argument("--epochs", type=int, default=1, help="epochs timed after the warm-up")
-    p.add_argument("--max-steps", type=int, help="stop timing after this many steps")
-    p.add_argument("--warmup-steps", type=int, default=2, help="untimed steps first")
-    p.add_argument("--text-encoder", help=TEXT_ENCODER_HELP)
-    _add_preset_argument(p)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
-    p.add_argument("--flops", action="store_true",
-                   help="also measure the text encoder's share of the matmul peak")
-    p.add_argument("--json", action="store_true", help="one JSON object on the last line")
 
     for extra in _EXTRA_PARSERS:
         extra(sub)
@@ -415,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_train_arguments(p: argparse.ArgumentParser, out_default: str = "runs/msakit") -> None:
     _add_model_argument(p)
-    p.add_argument("--dataset", required=True, choices=["mosi", "mosei", "sims"])
+    _add_dataset_arguments(p)
     p.add_argument("--data", required=True, help="MMSA feature file (.pkl or converted .npz)")
     p.add_argument("--text-encoder", help=TEXT_ENCODER_HELP)
     _add_preset_argument(p)
@@ -427,6 +444,19 @@ def _add_train_arguments(p: argparse.ArgumentParser, out_default: str = "runs/ms
     p.add_argument("--out", default=out_default, help="run folder")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_config_argument(p)
+
+
+def _add_config_argument(p: argparse.ArgumentParser) -> None:
+    """train --config: --model and --dataset may then come from the file, and --preset's
+    default ('paper') applies only without it."""
+    p.add_argument("--config", metavar="RUN/config.yaml",
+                   help="rerun a saved configuration (model, dataset, preset, every setting); "
+                   "the other flags and --set still override it")
+    for action in p._actions:
+        if action.dest in ("model", "dataset"):
+            action.required = False
+    p.set_defaults(preset=None)
 
 
 TEXT_ENCODER_HELP = (
@@ -439,6 +469,35 @@ SET_HELP = (
     "override a preset value, e.g. --set gamma=0.5 --set fusion=add; --set sampler=bucket "
     "draws batches from length buckets (faster, but it changes which samples meet in a batch)"
 )
+
+
+def _add_dataset_arguments(p: argparse.ArgumentParser, help_text: str | None = None) -> None:
+    p.add_argument("--dataset", required=True, choices=[*dataset_names(), CUSTOM],
+                   help=help_text or f"a named data set, or {CUSTOM} with --dataset-spec or "
+                   "--label-range")
+    p.add_argument("--dataset-spec", metavar="FILE.yaml",
+                   help=f"--dataset {CUSTOM}: a YAML file with label_range [A, B] and optionally "
+                   "metric_family (mosi|sims), language (en|zh), text_encoder, title, "
+                   "label_scale")
+    p.add_argument("--label-range", nargs=2, type=float, metavar=("A", "B"),
+                   help=f"--dataset {CUSTOM}: labels lie in [A, B] (A < 0 < B); the metrics are "
+                   "SIMS's when the range lies within [-1, 1], MOSI's otherwise")
+
+
+def _dataset(args: argparse.Namespace) -> str | DatasetSpec:
+    """``--dataset``'s name, or the custom spec of ``--dataset-spec`` / ``--label-range``."""
+    spec_file, label_range = args.dataset_spec, args.label_range
+    if args.dataset != CUSTOM:
+        if spec_file is not None or label_range is not None:
+            flag = "--dataset-spec" if spec_file is not None else "--label-range"
+            raise MsakitError(f"{flag} is for --dataset {CUSTOM}, not --dataset {args.dataset}")
+        return args.dataset
+    if (spec_file is None) == (label_range is None):
+        raise MsakitError(f"--dataset {CUSTOM} takes one of --dataset-spec FILE.yaml or "
+                          "--label-range A B")
+    if spec_file is not None:
+        return read_spec_file(spec_file)
+    return custom_spec(tuple(label_range))
 
 
 def _add_model_argument(p: argparse.ArgumentParser, adapters: bool = False) -> None:
@@ -463,14 +522,30 @@ def _add_preset_argument(p: argparse.ArgumentParser, choices: Sequence[str] | No
     p.add_argument("--preset", default="paper", choices=names, help=help_text)
 
 
+def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="measure training throughput and peak memory")
+    _add_model_argument(p)
+    _add_dataset_arguments(p)
+    p.add_argument("--data", required=True)
+    p.add_argument("--batch", type=int)
+    p.add_argument("--epochs", type=int, default=1, help="epochs timed after the warm-up")
+    p.add_argument("--max-steps", type=int, help="stop timing after this many steps")
+    p.add_argument("--warmup-steps", type=int, default=2, help="untimed steps first")
+    p.add_argument("--text-encoder", help=TEXT_ENCODER_HELP)
+    _add_preset_argument(p)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
+    p.add_argument("--flops", action="store_true",
+                   help="also measure the text encoder's share of the matmul peak")
+    p.add_argument("--json", action="store_true", help="one JSON object on the last line")
+
+
 def _add_pretrain_adapters_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "pretrain-adapters",
         help="ConKI stage 1: pretrain adapters on an external MMSA feature file",
     )
     _add_model_argument(p, adapters=True)
-    p.add_argument("--dataset", required=True, choices=["mosi", "mosei", "sims"],
-                   help="the target data set whose ConKI preset to use")
+    _add_dataset_arguments(p, "the target data set whose ConKI preset to use")
     p.add_argument("--data", required=True, help="the external data set's feature file")
     p.add_argument("--text-encoder", help=TEXT_ENCODER_HELP + "; use the same one for train")
     _add_preset_argument(p, ["paper"])
@@ -531,7 +606,7 @@ def _add_tune_parser(sub: argparse._SubParsersAction) -> None:
         "tune", help="Optuna sweep; workers sharing --storage and --study share one study"
     )
     _add_model_argument(p)
-    p.add_argument("--dataset", required=True, choices=["mosi", "mosei", "sims"])
+    _add_dataset_arguments(p)
     p.add_argument("--data", required=True, help="MMSA feature file (.pkl or converted .npz)")
     p.add_argument("--trials", required=True, type=int, help="trials this worker runs")
     p.add_argument("--epochs", type=int, help="epochs per trial (cap and schedule horizon)")
@@ -561,7 +636,8 @@ def _add_import_weights_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--from", dest="source", required=True, choices=sorted(SOURCES),
                    help="clgsi-authors: state_dict of the authors' CLGSI AMIO module")
     _add_model_argument(p)
-    p.add_argument("--dataset", required=True, choices=["mosi", "mosei", "sims"])
+    p.add_argument("--dataset", required=True, choices=dataset_names(),
+                   help="the named data set the weights were trained on")
     p.add_argument("--weights", required=True, help="the reference's saved state_dict (.pth)")
     p.add_argument("--data", required=True, help="an MMSA feature file of the dataset (sizes)")
     p.add_argument("--text-encoder", required=True,
@@ -629,6 +705,7 @@ def _add_retokenize_parser(sub: argparse._SubParsersAction) -> None:
 
 
 _EXTRA_PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_bench_parser,
     _add_pretrain_adapters_parser,
     _add_report_parser,
     _add_plot_parser,
@@ -652,7 +729,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:  # `msakit` alone: the usage and the command list
             parser.print_help()
             return 0
-        if args.command in _FAST_COMMANDS:  # CPU speed settings on; the user's --set after
+        # CPU speed settings on, the user's --set after; a rerun keeps its saved settings.
+        if args.command in _FAST_COMMANDS and not getattr(args, "config", None):
             args.set = [*CLI_SETTINGS, *args.set]
         return COMMANDS[args.command](args)
 

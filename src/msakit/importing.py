@@ -47,6 +47,7 @@ def import_weights(
     source: str,
     model: str,
     dataset: str,
+    *,
     weights: str | os.PathLike,
     data: str | os.PathLike,
     text_encoder: str,

@@ -21,7 +21,8 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
 
-DATASETS = ("mosi", "mosei", "sims")
+from msakit.config.datasets import SIMS_EDGES, SIMS_FAMILY, DatasetSpec, bin_index, dataset_spec
+
 MOSI_METRICS = (
     "Has0_acc_2",
     "Has0_F1_score",
@@ -33,26 +34,18 @@ MOSI_METRICS = (
     "Corr",
 )
 SIMS_METRICS = ("Mult_acc_2", "Mult_acc_3", "Mult_acc_5", "F1_score", "MAE", "Corr")
-# SIMS class edges (left-open, right-closed), MMSA's ms_2 / ms_3 / ms_5.
-SIMS_EDGES = {
-    2: (-1.01, 0.0, 1.01),
-    3: (-1.01, -0.1, 0.1, 1.01),
-    5: (-1.01, -0.7, -0.1, 0.1, 0.7, 1.01),
-}
 # Which metric is "better when lower"; used for early stopping and model selection.
 LOWER_IS_BETTER = frozenset({"MAE", "Loss"})
 
 
-def metric_names(dataset: str) -> tuple[str, ...]:
-    """MMSA's metric names for ``dataset``, in MMSA's order."""
-    return SIMS_METRICS if _dataset(dataset) == "sims" else MOSI_METRICS
+def metric_names(dataset: str | DatasetSpec) -> tuple[str, ...]:
+    """MMSA's metric names for ``dataset`` (a name or a spec), in MMSA's order."""
+    return SIMS_METRICS if _sims(dataset) else MOSI_METRICS
 
 
-def _dataset(dataset: str) -> str:
-    name = dataset.lower()
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
-    return name
+def _sims(dataset: str | DatasetSpec) -> bool:
+    """Whether ``dataset`` is scored with MMSA's SIMS metrics (its spec's metric family)."""
+    return dataset_spec(dataset).metric_family == SIMS_FAMILY
 
 
 def _flat32(x: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -68,14 +61,6 @@ def _multiclass_acc(pred: np.ndarray, true: np.ndarray) -> float:
 def _corr(pred: np.ndarray, true: np.ndarray) -> float:
     with np.errstate(invalid="ignore", divide="ignore"):
         return float(np.corrcoef(pred, true)[0][1])
-
-
-def _bins(x: np.ndarray, edges: tuple[float, ...]) -> np.ndarray:
-    out = np.zeros(x.shape, dtype=np.int64)
-    for k in range(len(edges) - 1):
-        lo, hi = np.float32(edges[k]), np.float32(edges[k + 1])
-        out[(x > lo) & (x <= hi)] = k
-    return out
 
 
 def _mosi(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
@@ -100,10 +85,10 @@ def _mosi(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
     return values
 
 
-def _sims(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+def _sims_metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
     pred, true = np.clip(pred, -1.0, 1.0), np.clip(true, -1.0, 1.0)
-    b_pred = {k: _bins(pred, e) for k, e in SIMS_EDGES.items()}
-    b_true = {k: _bins(true, e) for k, e in SIMS_EDGES.items()}
+    b_pred = {k: bin_index(pred, e) for k, e in SIMS_EDGES.items()}
+    b_true = {k: bin_index(true, e) for k, e in SIMS_EDGES.items()}
     return {
         "Mult_acc_2": _multiclass_acc(b_pred[2], b_true[2]),
         "Mult_acc_3": _multiclass_acc(b_pred[3], b_true[3]),
@@ -117,18 +102,20 @@ def _sims(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
 def compute_metrics(
     predictions: Sequence[float] | np.ndarray,
     labels: Sequence[float] | np.ndarray,
-    dataset: str,
+    dataset: str | DatasetSpec,
 ) -> dict[str, float]:
-    """MMSA's regression metrics for ``dataset`` (``mosi``, ``mosei`` or ``sims``).
+    """MMSA's regression metrics for ``dataset``: a named data set (``mosi``, ``mosei``,
+    ``sims``, ``simsv2``) or a :class:`~msakit.config.datasets.DatasetSpec`, scored with its
+    metric family (MOSI/MOSEI's or SIMS's, as MMSA's ``MetricsTop`` maps them).
 
     A pure function of predictions and labels (arrays, lists or tensors of the same length);
     returns ``{name: value}`` with MMSA's names, order and ``round(value, 4)``.
     """
-    name = _dataset(dataset)
+    sims = _sims(dataset)
     pred, true = _flat32(predictions), _flat32(labels)
     if pred.shape != true.shape:
         raise ValueError(f"{pred.shape[0]} predictions for {true.shape[0]} labels")
     if pred.size == 0:
         raise ValueError("no predictions to score")
-    values = _sims(pred, true) if name == "sims" else _mosi(pred, true)
+    values = _sims_metrics(pred, true) if sims else _mosi(pred, true)
     return {k: round(float(v), 4) for k, v in values.items()}

@@ -37,12 +37,13 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from msakit.config.datasets import DatasetSpec
 from msakit.errors import MsakitError, TrainingDiverged
 from msakit.files import write_text_atomic
 from msakit.models.registry import model_spec
@@ -101,6 +102,15 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+def _dataset_flags(spec: DatasetSpec, out: Path) -> list[str]:
+    """The retrain command's data set flags; a custom spec is written to ``out/dataset.yaml``
+    for it to read."""
+    if not spec.is_custom:
+        return ["--dataset", spec.name]
+    write_text_atomic(out / "dataset.yaml", yaml.safe_dump(spec.spec_file(), sort_keys=False))
+    return ["--dataset", spec.name, "--dataset-spec", str(out / "dataset.yaml")]
+
+
 def _as_set(params: dict[str, Any]) -> list[str]:
     return [f"{key}={format_value(value)}" for key, value in params.items()]
 
@@ -142,9 +152,31 @@ def _open_storage(url: str):
 
 
 # --------------------------------------------------------------------------- tune
+@dataclass(frozen=True)
+class _Sweep:
+    """What one worker was asked to do (the arguments of :func:`tune`)."""
+
+    model: str
+    dataset: str | DatasetSpec
+    data: str | os.PathLike
+    trials: int
+    out: Path
+    epochs: int | None
+    text_encoder: str | None
+    batch: int | None
+    base: list[str]
+    """The ``--set`` values fixed for every trial."""
+    adapters: str | os.PathLike | None
+    seed: int | None
+    preset: str
+    keep_checkpoints: int
+    dataset_flags: list[str] = field(default_factory=list)
+    """The retrain command's data set flags (:func:`_dataset_flags`)."""
+
+
 def tune(
     model: str,
-    dataset: str,
+    dataset: str | DatasetSpec,
     data: str | os.PathLike,
     *,
     trials: int,
@@ -170,61 +202,97 @@ def tune(
     """
     import optuna
 
+    from msakit.training.inputs import load_inputs
+
+    sweep = _Sweep(model=model, dataset=dataset, data=data, trials=trials, out=Path(out),
+                   epochs=epochs, text_encoder=text_encoder, batch=batch,
+                   base=list(overrides or []), adapters=adapters, seed=seed, preset=preset,
+                   keep_checkpoints=keep_checkpoints)
+    config, space = _check_request(sweep, storage)
+    # Loaded once for every trial of this worker, before any study exists.
+    loaded = load_inputs(config, data)
+    sweep.out.mkdir(parents=True, exist_ok=True)
+    storage = storage or default_storage(sweep.out)
+    study_name = study or f"msakit-{model}-{config.dataset}"
+    sweep.dataset_flags = _dataset_flags(config.spec, sweep.out)
+    verbosity = optuna.logging.get_verbosity()
+    if quiet:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        the_study = _create_study(storage, study_name, pruner)
+        train_seed = int(seed) if seed is not None else config.seeds[0]
+        objective = _objective(sweep, space, loaded, train_seed)
+        write_summary = _summary_writer(sweep, storage, study_name)
+        the_study.optimize(objective, n_trials=trials, callbacks=[write_summary])
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    summary = write_summary(the_study)
+    return TuneResult(
+        study=study_name, storage=storage,
+        summary=sweep.out / SUMMARY if summary else None, best=summary,
+    )
+
+
+def _check_request(sweep: _Sweep, storage: str | None) -> tuple[Any, dict[str, tuple]]:
+    """Validate everything before any study is touched: the preset, the fixed overrides, every
+    search-space key (at its low end), the data file, the adapters, the storage URL and the
+    output folder. Returns the base configuration and the space searched (a value fixed with
+    ``--set`` is not searched; ``lr=...`` fixes every ``lr.G``)."""
     from msakit import api
-    from msakit.training.inputs import check_output_folder, load_inputs
-    from msakit.training.trainer import TrainerHooks
+    from msakit.data.mmsa import check_dataset, load_feature_file
+    from msakit.training.inputs import check_output_folder
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise MsakitError(
             "tune runs one trial per process: start workers as separate processes (one per GPU "
             "with CUDA_VISIBLE_DEVICES), not under torchrun"
         )
-    if trials < 1:
-        raise MsakitError(f"--trials must be at least 1, got {trials}")
-    if keep_checkpoints < 0:
-        raise MsakitError(f"--keep-checkpoints must be at least 0, got {keep_checkpoints}")
-    search_space = model_spec(model).search_space
+    if sweep.trials < 1:
+        raise MsakitError(f"--trials must be at least 1, got {sweep.trials}")
+    if sweep.keep_checkpoints < 0:
+        raise MsakitError(f"--keep-checkpoints must be at least 0, got {sweep.keep_checkpoints}")
+    search_space = model_spec(sweep.model).search_space
     if not search_space:
-        raise MsakitError(f"model {model!r} declares no search space")
-    base = list(overrides or [])
-    # A value fixed with --set is not searched (``lr=...`` fixes every ``lr.G``).
-    fixed = {item.split("=", 1)[0].strip() for item in base}
+        raise MsakitError(f"model {sweep.model!r} declares no search space")
+    fixed = {item.split("=", 1)[0].strip() for item in sweep.base}
     space = {name: spec for name, spec in search_space.items()
              if name not in fixed and name.split(".", 1)[0] not in fixed}
-    # Validate everything before the study is touched: the preset, the fixed overrides, every
-    # search-space key (at its low end) and the data file.
-    config = api.build_config(model, dataset, text_encoder=text_encoder, epochs=epochs,
-                              batch=batch, overrides=base, preset=preset)
+    config = _trial_config(sweep, sweep.base)
     low = {name: spec[1] if spec[0] != "choice" else spec[1][0] for name, spec in space.items()}
-    api.build_config(model, dataset, overrides=[*base, *_as_set(low)], preset=preset)
-    if not Path(data).is_file():
-        raise MsakitError(f"data file {data} does not exist")
-    from msakit.data.mmsa import check_dataset, load_feature_file
-
+    api.build_config(sweep.model, sweep.dataset, overrides=[*sweep.base, *_as_set(low)],
+                     preset=sweep.preset)
+    if not Path(sweep.data).is_file():
+        raise MsakitError(f"data file {sweep.data} does not exist")
     # The file is checked before the text encoder is even looked for (a bad file is named as
     # such, also when the encoder is missing); load_inputs reads it again with the encoder.
-    check_dataset(load_feature_file(data), config.dataset)  # before any study exists
-    if adapters is not None and not Path(adapters).is_file():
-        raise MsakitError(f"adapters file {adapters} does not exist")
+    check_dataset(load_feature_file(sweep.data), config.spec)  # before any study exists
+    if sweep.adapters is not None and not Path(sweep.adapters).is_file():
+        raise MsakitError(f"adapters file {sweep.adapters} does not exist")
     if storage is not None and "://" not in storage:
         raise MsakitError(
             f"--storage {storage}: expected a database URL such as sqlite:///sweep.db or "
             "postgresql://user:password@host/database"
         )
-    out = Path(out)
-    check_output_folder(out)
-    # Loaded once for every trial of this worker, before any study exists.
-    loaded = load_inputs(config, data)
-    out.mkdir(parents=True, exist_ok=True)
-    storage = storage or default_storage(out)
-    study_name = study or f"msakit-{model}-{dataset}"
-    train_seed = int(seed) if seed is not None else config.seeds[0]
+    check_output_folder(sweep.out)
+    return config, space
+
+
+def _trial_config(sweep: _Sweep, sets: list[str]):
+    """The configuration a trial with ``--set`` values ``sets`` trains."""
+    from msakit import api
+
+    return api.build_config(sweep.model, sweep.dataset, text_encoder=sweep.text_encoder,
+                            epochs=sweep.epochs, batch=sweep.batch, overrides=sets,
+                            preset=sweep.preset)
+
+
+def _create_study(storage: str, study_name: str, pruner):
+    """The study (created, or joined when another worker made it) in ``storage``."""
+    import optuna
+
     database = _open_storage(storage)
-    verbosity = optuna.logging.get_verbosity()
-    if quiet:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        the_study = optuna.create_study(
+        return optuna.create_study(
             storage=database,
             study_name=study_name,
             direction="minimize",
@@ -233,14 +301,22 @@ def tune(
             pruner=pruner or optuna.pruners.MedianPruner(n_warmup_steps=WARMUP_EPOCHS),
         )
     except ValueError as exc:  # e.g. an existing study of the same name maximises
-        optuna.logging.set_verbosity(verbosity)
         raise MsakitError(f"study {study_name!r} in {storage}: {exc}") from exc
 
+
+def _objective(sweep: _Sweep, space: dict[str, tuple], loaded, train_seed: int):
+    """Optuna's objective: train one seed with the sampled values, report the validation MAE
+    after every epoch (pruning), return the best one."""
+    import optuna
+
+    from msakit import api
+    from msakit.training.trainer import TrainerHooks
+
     def objective(trial) -> float:
-        params = suggest(trial, space)
-        sets = [*base, *_as_set(params)]
+        sets = [*sweep.base, *_as_set(suggest(trial, space))]
+        folder = sweep.out / f"trial-{trial.number}"
         trial.set_user_attr("set", sets)
-        trial.set_user_attr("folder", str(out / f"trial-{trial.number}"))
+        trial.set_user_attr("folder", str(folder))
         best = [float("inf")]
 
         def on_epoch_end(epoch: int, metrics: dict[str, float]) -> None:
@@ -252,13 +328,13 @@ def tune(
             if trial.should_prune():
                 raise optuna.TrialPruned(f"validation MAE {mae:.4f} at epoch {epoch + 1}")
 
-        folder = out / f"trial-{trial.number}"
         try:
             api.train(
-                model, dataset, data, text_encoder=text_encoder, seeds=[train_seed],
-                epochs=epochs, batch=batch, out=folder, overrides=sets,
-                adapters=adapters, quiet=True, hooks=TrainerHooks(on_epoch_end=on_epoch_end),
-                overwrite=True, preset=preset, loaded=loaded, save_last=False,
+                sweep.model, sweep.dataset, sweep.data, text_encoder=sweep.text_encoder,
+                seeds=[train_seed], epochs=sweep.epochs, batch=sweep.batch, out=folder,
+                overrides=sets, adapters=sweep.adapters, quiet=True,
+                hooks=TrainerHooks(on_epoch_end=on_epoch_end), overwrite=True,
+                preset=sweep.preset, loaded=loaded, save_last=False,
             )
         except TrainingDiverged as exc:  # a sampled setting too aggressive: not a crash
             raise optuna.TrialPruned(str(exc)) from None
@@ -266,11 +342,11 @@ def tune(
             _remove(folder.glob("seed-*/last.pt"))
         return best[0]
 
-    context = {
-        "model": model, "dataset": dataset, "data": str(data), "text_encoder": text_encoder,
-        "epochs": epochs, "batch": batch, "adapters": adapters, "seed": seed,
-        "storage": storage, "study": study_name, "out": out, "preset": preset,
-    }
+    return objective
+
+
+def _summary_writer(sweep: _Sweep, storage: str, study_name: str):
+    """The callback run after every trial: rewrite ``best.yaml`` and prune checkpoints."""
 
     def write_summary(the_study, _trial=None) -> dict[str, Any] | None:
         # Read the study and write the file under one lock shared by the workers: the writes
@@ -278,22 +354,14 @@ def tune(
         # had finished (without it, a worker that read the study before another's last trial
         # finished could write after that worker and leave a stale best.yaml).
         # The checkpoints are pruned under the same lock, from the same reading of the study.
-        with _locked(out / f".{SUMMARY}.lock"):
-            summary = _summary(the_study, context)
+        with _locked(sweep.out / f".{SUMMARY}.lock"):
+            summary = _summary(the_study, sweep, storage=storage, study_name=study_name)
             if summary is not None:
-                write_text_atomic(out / SUMMARY, yaml.safe_dump(summary, sort_keys=False))
-            _prune_checkpoints(the_study, out, keep_checkpoints)
+                write_text_atomic(sweep.out / SUMMARY, yaml.safe_dump(summary, sort_keys=False))
+            _prune_checkpoints(the_study, sweep.out, sweep.keep_checkpoints)
         return summary
 
-    try:
-        the_study.optimize(objective, n_trials=trials, callbacks=[write_summary])
-    finally:
-        optuna.logging.set_verbosity(verbosity)
-    summary = write_summary(the_study)
-    return TuneResult(
-        study=study_name, storage=storage, summary=out / SUMMARY if summary else None,
-        best=summary,
-    )
+    return write_summary
 
 
 def kept_trials(the_study, keep: int) -> set[int]:
@@ -345,11 +413,11 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _summary(the_study, context: dict[str, Any]) -> dict[str, Any] | None:
+def _summary(
+    the_study, sweep: _Sweep, *, storage: str, study_name: str
+) -> dict[str, Any] | None:
     """The best trial of the study so far as a retrainable summary (None if none completed)."""
     from optuna.trial import TrialState
-
-    from msakit import api
 
     finished = the_study.get_trials(deepcopy=False)
     counts = {state.name: 0 for state in TrialState}
@@ -360,24 +428,9 @@ def _summary(the_study, context: dict[str, Any]) -> dict[str, Any] | None:
         return None
     best = min(complete, key=lambda t: (t.value, t.number))
     sets = list(best.user_attrs.get("set", []))
-    c = context
-    config = api.build_config(c["model"], c["dataset"], text_encoder=c["text_encoder"],
-                              epochs=c["epochs"], batch=c["batch"], overrides=sets,
-                              preset=c["preset"])
-    command = ["msakit", "train", "--model", c["model"], "--dataset", c["dataset"],
-               "--data", c["data"]]
-    if c["preset"] != "paper":
-        command += ["--preset", c["preset"]]
-    for flag, key in (("--text-encoder", "text_encoder"), ("--epochs", "epochs"),
-                      ("--batch", "batch"), ("--adapters", "adapters")):
-        if c[key] is not None:
-            command += [flag, str(c[key])]
-    for item in sets:
-        command += ["--set", item]
-    command += ["--out", str(Path(c["out"]) / "best")]
     return {
-        "study": c["study"],
-        "storage": c["storage"],
+        "study": study_name,
+        "storage": storage,
         "objective": "best validation MAE (minimised)",
         "best": {
             "trial": best.number,
@@ -386,7 +439,22 @@ def _summary(the_study, context: dict[str, Any]) -> dict[str, Any] | None:
             "folder": best.user_attrs.get("folder"),
             "set": sets,
         },
-        "command": shlex.join(command),
+        "command": shlex.join(_retrain_command(sweep, sets)),
         "trials": counts,
-        "config": config.to_dict(),
+        "config": _trial_config(sweep, sets).to_dict(),
     }
+
+
+def _retrain_command(sweep: _Sweep, sets: list[str]) -> list[str]:
+    """The ``msakit train`` command line that retrains a trial with ``--set`` values ``sets``."""
+    command = ["msakit", "train", "--model", sweep.model, *sweep.dataset_flags,
+               "--data", str(sweep.data)]
+    if sweep.preset != "paper":
+        command += ["--preset", sweep.preset]
+    for flag, value in (("--text-encoder", sweep.text_encoder), ("--epochs", sweep.epochs),
+                        ("--batch", sweep.batch), ("--adapters", sweep.adapters)):
+        if value is not None:
+            command += [flag, str(value)]
+    for item in sets:
+        command += ["--set", item]
+    return [*command, "--out", str(sweep.out / "best")]

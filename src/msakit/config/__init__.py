@@ -18,10 +18,11 @@ from typing import Any
 
 import yaml
 
+from msakit.config.datasets import DATASETS, DatasetSpec, resolve_spec
 from msakit.config.model_config import config_class
 from msakit.errors import MsakitError
 
-DATASETS = ("mosi", "mosei", "sims")
+__all__ = ["DATASETS", "RunConfig", "apply_overrides", "validate", "with_dataset"]
 GROUPS = ("text", "audio", "vision", "other")
 OPTIMIZERS = ("adamw", "adam")
 
@@ -33,6 +34,19 @@ def groups(text: float, audio: float, vision: float, other: float) -> dict[str, 
 
 DEFAULT_SEEDS = (1111, 1112, 1113, 1114, 1115)
 """MMSA's five seeds: both papers report means over several runs."""
+
+AMP_MODES = ("off", "bf16", "fp16")
+"""Mixed precision: none, bf16 autocast, fp16 autocast with a gradient scaler (CUDA)."""
+
+
+def amp_mode(amp: str, bf16: bool = False) -> str:
+    """The run's mixed precision: ``amp``, or ``"bf16"`` for the older ``bf16=true``."""
+    if amp not in AMP_MODES:
+        raise MsakitError(f"amp must be {', '.join(AMP_MODES)}, got {amp!r}")
+    if bf16 and amp == "fp16":
+        raise MsakitError("bf16=true and amp=fp16 contradict each other; set amp only")
+    return "bf16" if bf16 and amp == "off" else amp
+
 
 CLI_SETTINGS = ("reuse_memory=true", "fast_dropout=true")
 """The CPU speed settings the command line applies before the user's ``--set`` (which can
@@ -51,6 +65,7 @@ class RunConfig:
 
     model_name: str
     dataset: str
+    """A named data set (:data:`msakit.config.datasets.DATASETS`) or ``custom``."""
     preset: str = "paper"
     """The named preset the run started from (``--preset``; each model declares its own)."""
     text_encoder: str | None = None
@@ -111,6 +126,13 @@ class RunConfig:
     """Train even when the file's token ids do not come from the text encoder's tokenizer
     (see :func:`msakit.data.tokens.check_vocabulary`)."""
     model: dict[str, Any] = field(default_factory=dict)
+    dataset_spec: dict[str, Any] | None = None
+    """The spec of a ``custom`` data set (:meth:`DatasetSpec.to_dict`); None for named ones."""
+
+    @property
+    def spec(self) -> DatasetSpec:
+        """The data set's :class:`~msakit.config.datasets.DatasetSpec`."""
+        return resolve_spec(self.dataset, self.dataset_spec)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -128,7 +150,12 @@ class RunConfig:
 # hyperparameters carry their types in the model's ModelConfig.)
 NULLABLE_TYPES: dict[str, type] = {"dropout": float, "text_encoder": str}
 # Keys that have their own flag: ``--set`` may not set them behind the flag's back.
-FLAG_KEYS = {"dataset": "--dataset", "model_name": "--model", "seeds": "--seeds"}
+FLAG_KEYS = {
+    "dataset": "--dataset",
+    "dataset_spec": "--dataset-spec",
+    "model_name": "--model",
+    "seeds": "--seeds",
+}
 SEED_LIMIT = 2**32
 """Seeds are in [0, 2^32): NumPy's legacy seeding takes no more."""
 
@@ -146,6 +173,8 @@ def _coerce(key: str, raw: str, current: Any) -> Any:
         if kind is None:
             return value
         current = kind()
+    if isinstance(current, str) and isinstance(value, bool):
+        return raw  # YAML 1.1 reads off/on/yes/no as booleans: a string setting keeps the word
     if isinstance(current, bool):
         if not isinstance(value, bool):
             raise MsakitError(f"--set {key}={raw}: expected true or false")
@@ -230,16 +259,13 @@ def _split(item: str) -> tuple[str, str]:
 
 def validate(config: RunConfig) -> None:
     """Reject settings that cannot run, with one clear line."""
-    if config.dataset not in DATASETS:
-        raise MsakitError(f"unknown dataset {config.dataset!r}; choose {', '.join(DATASETS)}")
+    resolve_spec(config.dataset, config.dataset_spec)  # named, or custom with a valid spec
     if config.batch_size < 1:
         raise MsakitError(f"batch size must be at least 1, got {config.batch_size}")
     if config.epochs < 1:
         raise MsakitError(f"epochs must be at least 1, got {config.epochs}")
     if config.sampler not in ("random", "bucket"):
         raise MsakitError(f"sampler must be 'random' or 'bucket', got {config.sampler!r}")
-    from msakit.training.device import amp_mode
-
     amp_mode(config.amp, config.bf16)  # a known mode, not contradicting bf16
     if config.schedule not in ("cosine", "linear", "constant"):
         raise MsakitError(f"schedule must be cosine, linear or constant, got {config.schedule!r}")
@@ -276,3 +302,17 @@ def validate(config: RunConfig) -> None:
     model_config = config_class(config.model_name)
     if model_config is not None:  # a model's file declares it; the builder checks again
         model_config.from_dict(config.model)
+
+
+def with_dataset(config: RunConfig, spec: DatasetSpec) -> RunConfig:
+    """``config`` set to the data set ``spec``: its name, its spec when custom (recorded in
+    config.yaml and checkpoints), a custom spec's text encoder, and its label scale H for a
+    model hyperparameter named ``label_scale`` (the scale a loss maps labels to [-1, 1] with;
+    named presets and ``--set`` applied afterwards may change it)."""
+    config.dataset = spec.name
+    config.dataset_spec = spec.to_dict() if spec.is_custom else None
+    if spec.is_custom:
+        config.text_encoder = spec.text_encoder
+    if "label_scale" in config.model:
+        config.model["label_scale"] = float(spec.label_scale)
+    return config

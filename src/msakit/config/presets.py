@@ -37,7 +37,9 @@ def apply_preset_entry(
             if unknown:
                 raise MsakitError(f"{where}: unknown {key} group(s) {', '.join(sorted(unknown))}")
             data[key] = {**data[key], **{g: float(v) for g, v in value.items()}}
-        elif key in data and key not in ("model", "model_name", "dataset", "preset"):
+        elif key in data and key not in (
+            "model", "model_name", "dataset", "dataset_spec", "preset"
+        ):
             data[key] = copy.deepcopy(value)
         else:
             raise MsakitError(f"{where}: {key!r} is not a run setting")

@@ -8,12 +8,10 @@ from msakit.data.mmsa import (
     load_feature_file,
 )
 from msakit.data.safe_format import save_npz
-from msakit.data.synthetic import DATASET_SHAPES, DatasetShape, make_synthetic, write_synthetic
+from msakit.data.synthetic import make_synthetic, write_synthetic
 
 __all__ = [
-    "DATASET_SHAPES",
     "SPLITS",
-    "DatasetShape",
     "FeatureFile",
     "SplitData",
     "convert_to_npz",

@@ -89,7 +89,7 @@ def collate(split: SplitData, indices: np.ndarray, trim: bool = True) -> dict[st
 
 
 def iterate(
-    split: SplitData, plan: list[np.ndarray], rank: int = 0, world_size: int = 1,
+    split: SplitData, plan: list[np.ndarray], *, rank: int = 0, world_size: int = 1,
     trim: bool = True,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Yield this rank's batch of every global batch in ``plan`` (see :func:`collate`)."""

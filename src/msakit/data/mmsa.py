@@ -42,6 +42,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from msakit.config.datasets import DATASETS, DatasetSpec, dataset_spec
 from msakit.data.safe_format import (
     in_memory,
     is_mapped,
@@ -100,9 +101,10 @@ class SplitData:
     ids: np.ndarray  # (N,) str; MMSA 'id' if present, else f"{split}-{i}"
     unimodal_labels: dict[str, np.ndarray] = field(default_factory=dict)  # {"T","A","V"} (SIMS)
     raw_text: np.ndarray | None = None  # (N,) str: MMSA 'raw_text' if present (the transcripts)
+    labelled: bool = True  # False: a file to predict on had no labels (``labels`` is all NaN)
 
     def __len__(self) -> int:
-        return int(self.labels.shape[0])
+        return int(self.text_bert.shape[0])
 
     @property
     def text_lengths(self) -> np.ndarray:
@@ -119,7 +121,8 @@ class FeatureFile:
 
     @property
     def _train(self) -> SplitData:
-        return self.splits[SPLITS[0]]
+        """The train split (the first split of a file to predict on, which may lack it)."""
+        return self.splits.get(SPLITS[0]) or next(iter(self.splits.values()))
 
     @property
     def text_len(self) -> int:
@@ -148,9 +151,13 @@ class FeatureFile:
 
 
 def load_feature_file(
-    path: str | os.PathLike[str], *, vocab_size: int | None = None
+    path: str | os.PathLike[str], *, vocab_size: int | None = None, prediction: bool = False
 ) -> FeatureFile:
     """Read and validate an MMSA feature file (pickle) or its code-free npz conversion.
+
+    ``prediction=True`` reads a file to predict on: it may hold any of the three splits (at
+    least one) and its labels are optional (a split without ``regression_labels`` has
+    ``labelled=False``); everything else is checked as always.
 
     The format is told from the file's first bytes (zip = npz, anything else = pickle), not its
     name. Pickles are read by :mod:`msakit.data.safe_pickle`'s restricted unpickler, which
@@ -163,9 +170,9 @@ def load_feature_file(
     p = os.fspath(path)
     _check_vocab_size(vocab_size)
     if not _is_npz(p):
-        return _load_pickle(p, vocab_size)
+        return _load_pickle(p, vocab_size, prediction)
     raw = _read(p)
-    return _validate(raw, p, vocab_size)
+    return _validate(raw, p, vocab_size, prediction)
 
 
 def convert_to_npz(
@@ -199,50 +206,57 @@ def convert_to_npz(
 # ---------------------------------------------------------------------------------------------
 # the data set a file holds
 
-DATASET_SHAPES = {"mosi": (5, 20, 3.0), "mosei": (74, 35, 3.0), "sims": (33, 709, 1.0)}
-"""Audio width, vision width and label bound of MMSA's files of each data set."""
+def _signature(spec: DatasetSpec) -> str:
+    low, high = spec.label_range
+    widths = f"audio {spec.shape.audio_dim}, vision {spec.shape.vision_dim}, " if spec.shape else ""
+    return f"{widths}labels in [{_num(low)}, {_num(high)}]"
 
 
-def _signature(name: str) -> str:
-    audio, vision, bound = DATASET_SHAPES[name]
-    return f"audio {audio}, vision {vision}, labels in [{_num(-bound)}, {_num(bound)}]"
+def check_dataset(ff: FeatureFile, dataset: str | DatasetSpec, flag: str | None = None) -> None:
+    """Raise unless ``ff`` fits ``dataset`` (a name or a spec): labels inside its label range
+    and, for a named data set, a file whose feature widths are those of another named data
+    set's standard file is refused by name.
 
-
-def check_dataset(ff: FeatureFile, dataset: str, flag: str | None = None) -> None:
-    """Raise unless ``ff`` fits ``dataset``: labels inside its range and, when the feature widths
-    are those of another MMSA data set, a file of that data set is refused by name.
-
-    Feature widths that no MMSA file has (your own features) are accepted. ``flag`` names where
-    ``dataset`` came from in the message (default ``--dataset NAME``).
+    Feature widths that no standard file has (your own features) are accepted. ``flag`` names
+    where ``dataset`` came from in the message (default ``--dataset NAME``).
     """
-    if dataset not in DATASET_SHAPES:
-        return
-    flag = flag or f"--dataset {dataset}"
-    _, _, bound = DATASET_SHAPES[dataset]
+    spec = dataset_spec(dataset)
+    flag = flag or f"--dataset {spec.name}"
     dims = (ff.audio_dim, ff.vision_dim)
-    looks = [n for n, (a, v, _) in DATASET_SHAPES.items() if (a, v) == dims]
+    looks = [s for s in DATASETS.values()
+             if s.shape is not None and (s.shape.audio_dim, s.shape.vision_dim) == dims]
     lo = min(float(s.labels.min()) for s in ff.splits.values())
     hi = max(float(s.labels.max()) for s in ff.splits.values())
-    if looks and dataset not in looks:
-        other = looks[0]
+    if looks and not spec.is_custom and spec not in looks:
         raise MsakitError(
-            f"{ff.path}: this file looks like {other.upper()} (audio {dims[0]}, vision {dims[1]}, "
-            f"labels in [{_num(round(lo, 4))}, {_num(round(hi, 4))}]); {flag} expects "
-            f"{_signature(dataset)}"
+            f"{ff.path}: this file looks like {looks[0].title} (audio {dims[0]}, vision "
+            f"{dims[1]}, labels in [{_num(round(lo, 4))}, {_num(round(hi, 4))}]); {flag} "
+            f"expects {_signature(spec)}"
         )
+    _check_label_range(ff, spec, flag, (lo, hi))
+
+
+def _check_label_range(
+    ff: FeatureFile, spec: DatasetSpec, flag: str, seen: tuple[float, float]
+) -> None:
     tolerance = 1e-4
+    low, high = spec.label_range
     for name, split in ff.splits.items():
-        bad = np.abs(split.labels) > bound + tolerance
-        if bad.any():
-            i = int(bad.argmax())
-            hint = ""
-            if bound < 3 and hi <= 3 + tolerance and lo >= -3 - tolerance:
-                hint = " (labels in [-3, 3]: a MOSI or MOSEI file?)"
-            raise MsakitError(
-                f"{ff.path}: split '{name}', key 'regression_labels': label "
-                f"{_num(round(float(split.labels[i]), 4))} at sample {i} (id '{split.ids[i]}') is "
-                f"outside [{_num(-bound)}, {_num(bound)}], the range of {flag}{hint}"
-            )
+        bad = (split.labels < low - tolerance) | (split.labels > high + tolerance)
+        if not bad.any():
+            continue
+        i = int(bad.argmax())
+        fits = [s.title for s in DATASETS.values() if s.label_range[0] - tolerance <= seen[0]
+                and seen[1] <= s.label_range[1] + tolerance]
+        hint = ""
+        if fits:
+            a, b = next(s.label_range for s in DATASETS.values() if s.title == fits[0])
+            hint = f" (labels in [{_num(a)}, {_num(b)}]: a {' or '.join(fits)} file?)"
+        raise MsakitError(
+            f"{ff.path}: split '{name}', key 'regression_labels': label "
+            f"{_num(round(float(split.labels[i]), 4))} at sample {i} (id '{split.ids[i]}') is "
+            f"outside [{_num(low)}, {_num(high)}], the range of {flag}{hint}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,7 +308,7 @@ def _is_npz(path: str) -> bool:
         return False
 
 
-def _load_pickle(path: str, vocab_size: int | None) -> FeatureFile:
+def _load_pickle(path: str, vocab_size: int | None, prediction: bool = False) -> FeatureFile:
     """A pickle, through its converted (memory-mappable) npz copy in :func:`cache_dir`.
 
     The copy records the pickle's real path, size and modification time; it is reused while
@@ -305,7 +319,7 @@ def _load_pickle(path: str, vocab_size: int | None) -> FeatureFile:
     try:
         stamp = _source_stamp(path)
     except OSError:
-        return _validate(_read(path), path, vocab_size)  # _read reports the problem
+        return _validate(_read(path), path, vocab_size, prediction)  # _read reports it
     copy = converted_path(path)
     try:
         recorded = read_extra(copy, _SOURCE_KEY) if os.path.isfile(copy) else None
@@ -313,7 +327,7 @@ def _load_pickle(path: str, vocab_size: int | None) -> FeatureFile:
         recorded = None
     if recorded is None or str(recorded) != stamp:
         raw = _read(path)
-        ff = _validate(raw, path, vocab_size)
+        ff = _validate(raw, path, vocab_size, prediction)
         content = {}
         for name, split in ff.splits.items():
             extra = {k: raw[name][k] for k in METADATA_KEYS[1:] if k in raw[name]}
@@ -335,7 +349,7 @@ def _load_pickle(path: str, vocab_size: int | None) -> FeatureFile:
             file=sys.stderr,
         )
         del ff, content
-    return _validate(_read(copy), path, vocab_size)  # messages name the pickle
+    return _validate(_read(copy), path, vocab_size, prediction)  # messages name the pickle
 
 
 def _read(path: str, *, mmap: bool = True) -> Any:
@@ -386,13 +400,14 @@ def _read(path: str, *, mmap: bool = True) -> Any:
 class _Where:
     """Builds the one-line error messages of one split."""
 
-    def __init__(self, path: str, split: str) -> None:
+    def __init__(self, path: str, split: str | None) -> None:
         self.path = path
-        self.split = split
+        self.split = split  # None: arrays in memory, not a file's split
         self.ids: np.ndarray | None = None  # the file's ids, once known
 
     def fail(self, key: str, message: str, index: int | None = None) -> NoReturn:
-        text = f"{self.path}: split '{self.split}', key '{key}': {message}"
+        split = f"split '{self.split}', " if self.split is not None else ""
+        text = f"{self.path}: {split}key '{key}': {message}"
         if index is not None:
             text += f" at sample {index}"
             if self.ids is not None and 0 <= index < len(self.ids):
@@ -400,13 +415,17 @@ class _Where:
         raise MsakitError(text)
 
 
-def _validate(raw: Any, path: str, vocab_size: int | None) -> FeatureFile:
+def _validate(
+    raw: Any, path: str, vocab_size: int | None, prediction: bool = False
+) -> FeatureFile:
     if not isinstance(raw, dict):
         raise MsakitError(
             f"{path}: the file holds a {type(raw).__name__}, expected a dict with keys "
             f"'train', 'valid', 'test'"
         )
-    for split in SPLITS:
+    names = _prediction_splits(raw, path) if prediction else SPLITS
+    required = _PREDICTION_KEYS if prediction else REQUIRED_KEYS
+    for split in names:
         if split not in raw:
             found = ", ".join(repr(k) for k in list(raw)[:10]) or "none"
             raise MsakitError(f"{path}: split '{split}' is missing (top-level keys: {found})")
@@ -418,48 +437,97 @@ def _validate(raw: Any, path: str, vocab_size: int | None) -> FeatureFile:
     # Conversion pops keys from the split dicts; a dict shared by two splits (valid is test)
     # must not lose them, so such a split gets its own shallow copy.
     seen: set[int] = set()
-    for split in SPLITS:
+    for split in names:
         if id(raw[split]) in seen:
             raw[split] = dict(raw[split])
         seen.add(id(raw[split]))
     # Structure of every split first (cheap), so a bad test split fails before any big work.
     reference: dict[str, tuple[tuple[int, ...], str]] = {}
-    for split in SPLITS:
-        _check_structure(raw[split], _Where(path, split), reference)
+    for split in names:
+        _check_structure(raw[split], _Where(path, split), reference, required)
     splits = {
-        split: _convert_split(raw[split], _Where(path, split), vocab_size) for split in SPLITS
+        split: _convert_split(raw[split], _Where(path, split), vocab_size) for split in names
     }
     return FeatureFile(path=path, splits=splits)
 
 
+# A file to predict on needs no labels.
+_PREDICTION_KEYS = tuple(k for k in REQUIRED_KEYS if k != "regression_labels")
+
+
+def validate_arrays(
+    arrays: dict[str, Any], source: str, *, vocab_size: int | None = None
+) -> SplitData:
+    """One split held in memory (``msakit.predict`` on clips), checked as a file's split is,
+    labels optional (``id`` too: the ids are then ``0, 1, ...``).
+
+    Messages name ``source`` instead of a file and split: ``arrays: key 'audio': NaN at sample
+    0 (id 'clip1')``. ``arrays`` itself is not changed.
+    """
+    _check_vocab_size(vocab_size)
+    d = dict(arrays)
+    where = _Where(source, None)
+    _check_structure(d, where, {}, _PREDICTION_KEYS)
+    return _convert_split(d, where, vocab_size)
+
+
+def _prediction_splits(raw: dict[Any, Any], path: str) -> tuple[str, ...]:
+    """The standard splits a file to predict on holds (at least one)."""
+    names = tuple(s for s in SPLITS if s in raw)
+    if not names:
+        found = ", ".join(repr(k) for k in list(raw)[:10]) or "none"
+        raise MsakitError(
+            f"{path}: no split to predict on: expected a dict with at least one of 'train', "
+            f"'valid', 'test' (top-level keys: {found})"
+        )
+    return names
+
+
 def _check_structure(
-    d: dict[str, Any], where: _Where, reference: dict[str, tuple[tuple[int, ...], str]]
+    d: dict[str, Any],
+    where: _Where,
+    reference: dict[str, tuple[tuple[int, ...], str]],
+    required: tuple[str, ...] = REQUIRED_KEYS,
 ) -> None:
     """Keys, dtypes, ndims, sample counts and dims (against the first split seen).
 
     Numeric values that are not arrays yet (lists) are turned into arrays in ``d``; mapped
     arrays other than the big features are read into memory (they are small).
     """
+    _as_arrays(d, where, required)
+    _check_aligned(d, where)
+    _check_counts(d, where)
+    _check_dims(d, where, reference)
+
+
+_SHAPE_DOC = {
+    "text_bert": "(N, 3, Lt)", "text": "(N, Lt, D)", "audio": "(N, La, Da)", "vision": "(N, Lv, Dv)"
+}
+_DIM_NAMES = {
+    "text_bert": ("text length",),
+    "text": ("text length", "feature dim"),
+    "audio": ("sequence length", "feature dim"),
+    "vision": ("sequence length", "feature dim"),
+}
+_LENGTH_KEYS = ("audio_lengths", "vision_lengths")
+
+
+def _as_arrays(d: dict[str, Any], where: _Where, required: tuple[str, ...]) -> None:
+    """Required keys present (lengths aside: see :func:`_check_aligned`), numeric values as
+    arrays of the expected number of dimensions."""
     for key, value in d.items():
         if isinstance(value, np.memmap) and key not in _MAPPED_KEYS:
             d[key] = in_memory(value)
-    for key in REQUIRED_KEYS:
-        if key not in d:
+    for key in required:
+        if key not in d and key not in _LENGTH_KEYS:
             where.fail(key, "required key is missing")
     for key in _NUMERIC_KEYS:
         if key in d:
             d[key] = _numeric_array(d[key], where, key)
-    expected_ndim = {"text_bert": 3, "text": 3, "audio": 3, "vision": 3}
-    shape_doc = {
-        "text_bert": "(N, 3, Lt)",
-        "text": "(N, Lt, D)",
-        "audio": "(N, La, Da)",
-        "vision": "(N, Lv, Dv)",
-    }
-    for key, ndim in expected_ndim.items():
-        if key in d and d[key].ndim != ndim:
-            where.fail(key, f"expected a {ndim}-D array {shape_doc[key]}, got shape {d[key].shape}")
-    for key in ("audio_lengths", "vision_lengths", *UNIMODAL_KEYS.values(), "regression_labels"):
+    for key, doc in _SHAPE_DOC.items():
+        if key in d and d[key].ndim != 3:
+            where.fail(key, f"expected a 3-D array {doc}, got shape {d[key].shape}")
+    for key in (*_LENGTH_KEYS, *UNIMODAL_KEYS.values(), "regression_labels"):
         if key not in d:
             continue
         arr = d[key]
@@ -468,6 +536,27 @@ def _check_structure(
         if arr.ndim != 1:
             where.fail(key, f"expected a 1-D array (N,), got shape {arr.shape}")
 
+
+def _check_aligned(d: dict[str, Any], where: _Where) -> None:
+    """A split without ``audio_lengths`` and ``vision_lengths`` is an aligned file (one audio
+    and one vision frame per token): its lengths are taken from the text mask later
+    (:func:`_convert_split`), as MMSA does for aligned data. One of the two alone is an error."""
+    missing = [k for k in _LENGTH_KEYS if k not in d]
+    if not missing:
+        return
+    if len(missing) == 1:
+        other = _LENGTH_KEYS[1 - _LENGTH_KEYS.index(missing[0])]
+        where.fail(missing[0], f"required key is missing ('{other}' is there; an aligned "
+                   "file has neither)")
+    text_len = d["text_bert"].shape[2]
+    for key in ("audio", "vision"):
+        if d[key].shape[1] != text_len:
+            where.fail(f"{key}_lengths", f"required key is missing (the file has no lengths, "
+                       f"as aligned files, but {d[key].shape[1]} {key} frames for "
+                       f"{text_len} tokens; aligned files have one frame per token)")
+
+
+def _check_counts(d: dict[str, Any], where: _Where) -> None:
     n = d["text_bert"].shape[0]
     if n == 0:
         where.fail("text_bert", "the split has no samples")
@@ -479,6 +568,10 @@ def _check_structure(
             what = "label count mismatch" if key in _LABEL_KEYS else "sample count mismatch"
             where.fail(key, f"{what}: {count} entries, but 'text_bert' has {n} samples")
 
+
+def _check_dims(
+    d: dict[str, Any], where: _Where, reference: dict[str, tuple[tuple[int, ...], str]]
+) -> None:
     tb = d["text_bert"]
     if tb.shape[1] != 3:
         where.fail(
@@ -501,13 +594,7 @@ def _check_structure(
             reference[key] = (dims, where.split)
             continue
         ref_dims, ref_split = reference[key]
-        names = {
-            "text_bert": ("text length",),
-            "text": ("text length", "feature dim"),
-            "audio": ("sequence length", "feature dim"),
-            "vision": ("sequence length", "feature dim"),
-        }[key]
-        for name, got, want in zip(names, dims, ref_dims, strict=True):
+        for name, got, want in zip(_DIM_NAMES[key], dims, ref_dims, strict=True):
             if got != want:
                 where.fail(key, f"{name} {got} differs from split '{ref_split}' ({want})")
 
@@ -545,7 +632,8 @@ def _convert_split(d: dict[str, Any], where: _Where, vocab_size: int | None) -> 
             where.fail("id", f"ids are not strings ({e})")
         where.ids = ids
     else:
-        ids = np.array([f"{where.split}-{i}" for i in range(n)], dtype=str)
+        prefix = f"{where.split}-" if where.split is not None else ""
+        ids = np.array([f"{prefix}{i}" for i in range(n)], dtype=str)
     raw_text = None
     if "raw_text" in d:  # kept to check the token ids against a tokenizer (msakit.data.tokens)
         raw_text = np.array([_as_text(x) for x in d["raw_text"]], dtype=str)
@@ -558,10 +646,14 @@ def _convert_split(d: dict[str, Any], where: _Where, vocab_size: int | None) -> 
     _check_finite(audio, where, "audio", zero_neg_inf=True)
     vision = _float32(d.pop("vision"))
     _check_finite(vision, where, "vision", zero_neg_inf=False)
+    if "audio_lengths" not in d:  # an aligned file: every modality has the text's lengths
+        d["audio_lengths"] = d["vision_lengths"] = text_bert[:, 1].sum(axis=1)
     audio_lengths = _lengths(d.pop("audio_lengths"), audio.shape[1], where, "audio_lengths")
     vision_lengths = _lengths(d.pop("vision_lengths"), vision.shape[1], where, "vision_lengths")
 
-    labels = _labels(d.pop("regression_labels"), where, "regression_labels")
+    labelled = "regression_labels" in d  # optional only in a file to predict on
+    labels = (_labels(d.pop("regression_labels"), where, "regression_labels") if labelled
+              else np.full(n, np.nan, dtype=np.float32))
     unimodal = {m: _labels(d.pop(key), where, key) for m, key in UNIMODAL_KEYS.items() if key in d}
     return SplitData(
         text_bert=text_bert,
@@ -573,6 +665,7 @@ def _convert_split(d: dict[str, Any], where: _Where, vocab_size: int | None) -> 
         ids=ids,
         unimodal_labels=unimodal,
         raw_text=raw_text,
+        labelled=labelled,
     )
 
 

@@ -177,7 +177,7 @@ def _mapped_members(fileobj: IO[bytes], path: str) -> dict[str, np.memmap]:
                 or offset + nbytes > st.st_size
             ):
                 continue
-            arr = _map(path, st, dtype, offset, tuple(shape))
+            arr = _map(path, st, dtype=dtype, offset=offset, shape=tuple(shape))
             if arr is None:  # the path now names another file
                 return {}
             out[info.filename[: -len(".npy")]] = arr
@@ -189,7 +189,7 @@ def _mapped_members(fileobj: IO[bytes], path: str) -> dict[str, np.memmap]:
 
 
 def _map(
-    path: str, st: os.stat_result, dtype: np.dtype, offset: int, shape: tuple[int, ...]
+    path: str, st: os.stat_result, *, dtype: np.dtype, offset: int, shape: tuple[int, ...]
 ) -> np.memmap | None:
     """A read-only map of ``path`` with its own file handle, used by :func:`take` and
     :func:`read_rows` (so a file replaced while in use, e.g. a new conversion renamed over it,
@@ -312,9 +312,10 @@ def split_to_mmsa(split: SplitData) -> dict[str, np.ndarray]:
         "vision": split.vision,
         "audio_lengths": split.audio_lengths,
         "vision_lengths": split.vision_lengths,
-        "regression_labels": split.labels,
         "id": split.ids,
     }
+    if split.labelled:
+        out["regression_labels"] = split.labels
     for modality, labels in split.unimodal_labels.items():
         out[f"regression_labels_{modality}"] = labels
     if split.raw_text is not None:

@@ -45,38 +45,14 @@ from __future__ import annotations
 
 import os
 import pickle
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from msakit.config.datasets import DATASETS, DatasetSpec, FileShape, synthetic_names
 from msakit.data.mmsa import SPLITS
 from msakit.errors import MsakitError
-
-
-@dataclass(frozen=True)
-class DatasetShape:
-    """Sizes of a standard MMSA feature file."""
-
-    text_len: int  # Lt
-    audio_len: int  # La
-    audio_dim: int  # Da
-    vision_len: int  # Lv
-    vision_dim: int  # Dv
-    label_range: float  # H: labels lie in [-H, H]
-    split_sizes: tuple[int, int, int]  # train, valid, test
-    vocab_size: int
-    tokenizer: str  # the BERT checkpoint whose vocabulary the token ids come from
-
-
-DATASET_SHAPES: dict[str, DatasetShape] = {
-    "mosi": DatasetShape(50, 500, 5, 375, 20, 3.0, (1284, 229, 686), 30522, "bert-base-uncased"),
-    "mosei": DatasetShape(
-        50, 500, 74, 375, 35, 3.0, (16326, 1871, 4659), 30522, "bert-base-uncased"
-    ),
-    "sims": DatasetShape(39, 400, 33, 55, 709, 1.0, (1368, 456, 457), 21128, "bert-base-chinese"),
-}
 
 PAD_ID, CLS_ID, SEP_ID = 0, 101, 102  # the same in bert-base-uncased and bert-base-chinese
 
@@ -108,7 +84,8 @@ ENGLISH_NEGATIVE = {
 # SIMS: arbitrary fixed ids in bert-base-chinese's single-character range (see module docstring).
 CHINESE_POSITIVE_IDS = (1300, 1900, 2500, 3100, 3700, 4300, 4900, 5500, 6100, 6700)
 CHINESE_NEGATIVE_IDS = (1600, 2200, 2800, 3400, 4000, 4600, 5200, 5800, 6400, 7000)
-_FILLER_RANGES = {"bert-base-uncased": (1996, 29612), "bert-base-chinese": (671, 7992)}
+# Filler ids per language: bert-base-uncased's word pieces, bert-base-chinese's characters.
+_FILLER_RANGES = {"en": (1996, 29612), "zh": (671, 7992)}
 
 LABEL_STEP = 0.2  # labels are multiples of this, like the averaged human annotations
 _LABEL_NOISE = 0.05
@@ -133,16 +110,18 @@ def make_synthetic(
     n_train: int,
     n_valid: int,
     n_test: int,
+    *,
     seed: int = 0,
     shared_latent: bool = False,
 ) -> dict[str, dict[str, Any]]:
-    """A feature-file dict shaped like the standard file of ``like`` (mosi, mosei or sims).
+    """A feature-file dict shaped like the standard file of the named data set ``like``
+    (any data set of :data:`msakit.config.datasets.DATASETS` with a standard file).
 
     Returns ``{"train": split, "valid": split, "test": split}`` in exactly the MMSA pickle
     format (see the module docstring for the planted signal, ``shared_latent`` and the token
     ids).
     """
-    shape = _shape(like)
+    spec = _spec(like)
     sizes = (n_train, n_valid, n_test)
     for split, n in zip(SPLITS, sizes, strict=True):
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
@@ -152,7 +131,7 @@ def make_synthetic(
         {m: latent_mixing(like, m) for m in ("audio", "vision")} if shared_latent else None
     )
     return {
-        split: _make_split(shape, split, int(n), np.random.default_rng(child), mixing)
+        split: _make_split(spec, split, n=int(n), rng=np.random.default_rng(child), mixing=mixing)
         for split, n, child in zip(SPLITS, sizes, seeds, strict=True)
     }
 
@@ -167,7 +146,7 @@ def latent_mixing(like: str, modality: str) -> np.ndarray:
     """The fixed (LATENT_DIM, width) float32 matrix mapping the shared latent to the raw
     ``modality`` ("audio" or "vision") features of ``like``-shaped files: entries N(0, 1/K),
     drawn from a seed derived from the shape's name and the modality only."""
-    shape = _shape(like)
+    shape = _file_shape(_spec(like))
     width = shape.audio_dim if modality == "audio" else shape.vision_dim
     key = [_MIXING_SEED, *like.lower().encode(), *modality.encode()]
     rng = np.random.default_rng(key)
@@ -177,20 +156,20 @@ def latent_mixing(like: str, modality: str) -> np.ndarray:
 def write_synthetic(
     path: str | os.PathLike[str],
     like: str,
-    n_train: int,
-    n_valid: int,
-    n_test: int,
+    sizes: tuple[int, int, int],
+    *,
     seed: int = 0,
     shared_latent: bool = False,
     frames: dict[str, int] | None = None,
 ) -> Path:
-    """Write :func:`make_synthetic`'s output to ``path`` as an MMSA pickle; returns the path.
+    """Write :func:`make_synthetic`'s output (``sizes``: train, valid and test samples) to
+    ``path`` as an MMSA pickle; returns the path.
 
     ``frames`` (e.g. ``{"audio": 40, "vision": 30}``) cuts audio/vision to that many frames:
     the real feature sizes and data contract at a fraction of the cost (the planted signal sits
     in every valid frame, so it survives the cut).
     """
-    data = make_synthetic(like, n_train, n_valid, n_test, seed, shared_latent)
+    data = make_synthetic(like, *sizes, seed=seed, shared_latent=shared_latent)
     for split in data.values():
         for m, count in (frames or {}).items():
             split[m] = split[m][:, :count]
@@ -200,12 +179,16 @@ def write_synthetic(
     return write_atomic(path, lambda f: pickle.dump(data, f, protocol=4))
 
 
-def _shape(like: str) -> DatasetShape:
-    try:
-        return DATASET_SHAPES[like.lower()]
-    except (KeyError, AttributeError):
-        names = ", ".join(DATASET_SHAPES)
-        raise MsakitError(f"unknown dataset {like!r}; choose one of {names}") from None
+def _spec(like: str) -> DatasetSpec:
+    spec = DATASETS.get(like.lower()) if isinstance(like, str) else None
+    if spec is None or spec.shape is None:
+        raise MsakitError(f"unknown dataset {like!r}; choose one of {', '.join(synthetic_names())}")
+    return spec
+
+
+def _file_shape(spec: DatasetSpec) -> FileShape:
+    assert spec.shape is not None  # _spec admits only data sets with a standard file
+    return spec.shape
 
 
 def _on_grid(values: np.ndarray, bound: float) -> np.ndarray:
@@ -237,6 +220,7 @@ def _features(
     rng: np.random.Generator,
     sentiment: np.ndarray,
     lengths: np.ndarray,
+    *,
     size: int,
     dim: int,
     mixing: np.ndarray | None = None,
@@ -258,29 +242,29 @@ def _features(
     return out
 
 
-def _make_split(
-    shape: DatasetShape,
-    split: str,
-    n: int,
-    rng: np.random.Generator,
-    mixing: dict[str, np.ndarray] | None = None,
-) -> dict[str, Any]:
+def _labels(
+    spec: DatasetSpec, rng: np.random.Generator, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The latent sentiment s of n samples and their labels on the data set's grid."""
     sentiment = rng.uniform(-1.0, 1.0, n)
     sentiment[rng.random(n) < _ZERO_SENTIMENT] = 0.0
-    bound = shape.label_range
+    bound = spec.label_scale
     labels = _on_grid(bound * (sentiment + rng.normal(0.0, _LABEL_NOISE, n)), bound)
     labels[sentiment == 0.0] = 0.0
+    return sentiment, labels
 
-    english = shape.tokenizer == "bert-base-uncased"
+
+def _text_bert(
+    spec: DatasetSpec, rng: np.random.Generator, sentiment: np.ndarray, share: np.ndarray
+) -> np.ndarray:
+    """(N, 3, Lt) float64 MMSA text rows: sentiment words among filler ids, [CLS] ... [SEP]."""
+    english = spec.language == "en"
     positive = np.array(list(ENGLISH_POSITIVE.values()) if english else CHINESE_POSITIVE_IDS)
     negative = np.array(list(ENGLISH_NEGATIVE.values()) if english else CHINESE_NEGATIVE_IDS)
-    low, high = _FILLER_RANGES[shape.tokenizer]
+    low, high = _FILLER_RANGES[spec.language]
     filler = np.setdiff1d(np.arange(low, high), np.concatenate([positive, negative]))
-
-    lt = shape.text_len
+    n, lt = len(sentiment), _file_shape(spec).text_len
     text_bert = np.zeros((n, 3, lt), dtype=np.float64)
-    ids = np.empty(n, dtype=object)
-    share = _durations(rng, n)
     low_text = min(_MIN_TEXT_LEN, lt)
     text_lengths = np.clip(
         np.round(low_text + share * _DURATION_SCALE * (lt - low_text)), low_text, lt
@@ -294,31 +278,53 @@ def _make_split(
         content[rng.choice(length - 2, count, replace=False)] = chosen
         text_bert[i, 0, :length] = [CLS_ID, *content, SEP_ID]
         text_bert[i, 1, :length] = 1
-        video, clip = divmod(i, 4)
-        ids[i] = f"{split}{video:04d}$_{clip + 1}"
+    return text_bert
 
+
+def _audio_vision(
+    shape: FileShape,
+    rng: np.random.Generator,
+    *,
+    sentiment: np.ndarray,
+    share: np.ndarray,
+    mixing: dict[str, np.ndarray],
+) -> dict[str, Any]:
+    """audio, vision and their lengths (lists), with COVAREP-like -inf in some audio frames."""
     audio_lengths = _lengths(rng, share, shape.audio_len, 0.0)
     vision_lengths = _lengths(rng, share, shape.vision_len, _ZERO_VISION)
-    mixing = mixing or {}
-    audio = _features(
-        rng, sentiment, audio_lengths, shape.audio_len, shape.audio_dim, mixing.get("audio")
-    )
-    vision = _features(
-        rng, sentiment, vision_lengths, shape.vision_len, shape.vision_dim, mixing.get("vision")
-    )
+    audio = _features(rng, sentiment, audio_lengths, size=shape.audio_len, dim=shape.audio_dim,
+                      mixing=mixing.get("audio"))
+    vision = _features(rng, sentiment, vision_lengths, size=shape.vision_len,
+                       dim=shape.vision_dim, mixing=mixing.get("vision"))
     if shape.audio_dim > 1:
-        for i in np.flatnonzero(rng.random(n) < _NEG_INF_SAMPLES):
+        for i in np.flatnonzero(rng.random(len(sentiment)) < _NEG_INF_SAMPLES):
             frames = rng.choice(audio_lengths[i], min(3, audio_lengths[i]), replace=False)
             audio[i, frames, -1] = -np.inf
+    return {"audio": audio, "vision": vision, "audio_lengths": audio_lengths.tolist(),
+            "vision_lengths": vision_lengths.tolist()}
 
+
+def _make_split(
+    spec: DatasetSpec,
+    split: str,
+    *,
+    n: int,
+    rng: np.random.Generator,
+    mixing: dict[str, np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """One split of ``spec``'s shapes: ``n`` samples drawn from ``rng`` (see the module
+    docstring)."""
+    sentiment, labels = _labels(spec, rng, n)
+    share = _durations(rng, n)
+    text_bert = _text_bert(spec, rng, sentiment, share)
+    ids = np.array([f"{split}{i // 4:04d}$_{i % 4 + 1}" for i in range(n)], dtype=object)
+    features = _audio_vision(_file_shape(spec), rng, sentiment=sentiment, share=share,
+                             mixing=mixing or {})
     polarity = np.sign(labels)
     data: dict[str, Any] = {
         "id": ids,
         "text_bert": text_bert,
-        "audio": audio,
-        "vision": vision,
-        "audio_lengths": audio_lengths.tolist(),
-        "vision_lengths": vision_lengths.tolist(),
+        **features,
         "annotations": np.array(
             [{1.0: "Positive", -1.0: "Negative"}.get(float(p), "Neutral") for p in polarity],
             dtype=object,
@@ -326,8 +332,9 @@ def _make_split(
         "classification_labels": (polarity + 1).astype(np.float32),
         "regression_labels": labels,
     }
-    if shape.tokenizer == "bert-base-chinese":
+    if spec.unimodal_labels:
         for modality in ("T", "A", "V"):
             noisy = sentiment + rng.normal(0.0, _UNIMODAL_NOISE, n)
-            data[f"regression_labels_{modality}"] = _on_grid(bound * noisy, bound)
+            data[f"regression_labels_{modality}"] = _on_grid(spec.label_scale * noisy,
+                                                             spec.label_scale)
     return data

@@ -85,6 +85,30 @@ def read_clips(
 ) -> list[Clip]:
     """The clips of ``csv_path`` with their splits; one ``MsakitError`` line for bad input."""
     path = Path(csv_path)
+    col, rows = _read_table(path)
+    base = path.resolve().parent
+    seen: dict[str, int] = {}
+    clips = [_parse_row(path, n, _cells(row, col), base=base, need_text=need_text, seen=seen)
+             for n, row in enumerate(rows)]
+    if not clips:
+        raise MsakitError(f"{path}: no clips below the header")
+    labelled = [c.label is not None for c in clips]
+    if any(labelled) and not all(labelled):
+        first = clips[labelled.index(False)]
+        raise MsakitError(
+            f"{path}: line {first.row + 2} (id '{first.id}'): no label, while other clips have "
+            "one; label every clip or none"
+        )
+    if "split" in col:
+        if split_ratio is not None:
+            raise MsakitError(f"{path}: has a 'split' column; --split-ratio is for CSVs without")
+    else:
+        _assign_splits(clips, split_ratio or DEFAULT_SPLIT_RATIO, seed)
+    return clips
+
+
+def _read_table(path: Path) -> tuple[dict[str, int], list[list[str]]]:
+    """The CSV's columns (``{name: index}``, names lower-cased) and its non-empty data rows."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             rows = list(csv.reader(f))
@@ -102,63 +126,53 @@ def read_clips(
                 f"{path}: no '{required}' column in the header ({','.join(header)}); expected "
                 "id,video[,text][,label][,split]"
             )
-    col = {name: i for i, name in enumerate(header)}
-    base = path.resolve().parent
-    clips: list[Clip] = []
-    seen: dict[str, int] = {}
-    for n, row in enumerate(rows[1:]):
-        line = n + 2
+    return {name: i for i, name in enumerate(header)}, rows[1:]
 
-        def cell(name: str, row=row) -> str | None:
-            i = col.get(name)
-            return row[i].strip() if i is not None and i < len(row) else None
 
-        clip_id, video = cell("id"), cell("video")
-        if not clip_id:
-            raise MsakitError(f"{path}: line {line}: empty id")
-        if clip_id in seen:
-            raise MsakitError(f"{path}: line {line}: id '{clip_id}' also on line {seen[clip_id]}")
-        seen[clip_id] = line
-        if not video:
-            raise MsakitError(f"{path}: line {line} (id '{clip_id}'): empty video path")
-        text = row[col["text"]] if "text" in col and col["text"] < len(row) else None
-        text = text.strip() if text is not None and text.strip() else None
-        if text is None and need_text:
-            raise MsakitError(
-                f"{path}: line {line} (id '{clip_id}'): no text; give it in a 'text' column or "
-                "transcribe with --asr pocketsphinx"
-            )
-        label_text = cell("label")
-        label = None
-        if label_text:
-            try:
-                label = float(label_text)
-            except ValueError:
-                raise MsakitError(
-                    f"{path}: line {line} (id '{clip_id}'): label {label_text!r} is not a number"
-                ) from None
-            if not math.isfinite(label):
-                raise MsakitError(f"{path}: line {line} (id '{clip_id}'): label is {label_text}")
-        split = (cell("split") or "").lower()
-        if "split" in col and split not in SPLITS:
-            what = f"split {split!r} is not train, valid or test" if split else "no split"
-            raise MsakitError(f"{path}: line {line} (id '{clip_id}'): {what}")
-        clips.append(Clip(n, clip_id, str(base / video), text, label, split, video))
-    if not clips:
-        raise MsakitError(f"{path}: no clips below the header")
-    labelled = [c.label is not None for c in clips]
-    if any(labelled) and not all(labelled):
-        first = clips[labelled.index(False)]
+def _cells(row: list[str], col: dict[str, int]) -> dict[str, str | None]:
+    """The row's stripped cells by column name (None: no such column, or the row is short)."""
+    return {name: row[i].strip() if i < len(row) else None for name, i in col.items()}
+
+
+def _parse_row(
+    path: Path, n: int, cells: dict[str, str | None], *, base: Path, need_text: bool,
+    seen: dict[str, int],
+) -> Clip:
+    """Data row ``n`` (0-based; line ``n + 2`` of the file) as a Clip; ``seen`` maps the ids
+    read so far to their lines."""
+    line = n + 2
+    clip_id, video = cells.get("id"), cells.get("video")
+    if not clip_id:
+        raise MsakitError(f"{path}: line {line}: empty id")
+    if clip_id in seen:
+        raise MsakitError(f"{path}: line {line}: id '{clip_id}' also on line {seen[clip_id]}")
+    seen[clip_id] = line
+    where = f"{path}: line {line} (id '{clip_id}')"
+    if not video:
+        raise MsakitError(f"{where}: empty video path")
+    text = cells.get("text") or None
+    if text is None and need_text:
         raise MsakitError(
-            f"{path}: line {first.row + 2} (id '{first.id}'): no label, while other clips have "
-            "one; label every clip or none"
+            f"{where}: no text; give it in a 'text' column or transcribe with --asr pocketsphinx"
         )
-    if "split" in col:
-        if split_ratio is not None:
-            raise MsakitError(f"{path}: has a 'split' column; --split-ratio is for CSVs without")
-    else:
-        _assign_splits(clips, split_ratio or DEFAULT_SPLIT_RATIO, seed)
-    return clips
+    label = _parse_label(cells.get("label"), where)
+    split = (cells.get("split") or "").lower()
+    if "split" in cells and split not in SPLITS:
+        what = f"split {split!r} is not train, valid or test" if split else "no split"
+        raise MsakitError(f"{where}: {what}")
+    return Clip(n, clip_id, str(base / video), text, label, split, video)
+
+
+def _parse_label(text: str | None, where: str) -> float | None:
+    if not text:
+        return None
+    try:
+        label = float(text)
+    except ValueError:
+        raise MsakitError(f"{where}: label {text!r} is not a number") from None
+    if not math.isfinite(label):
+        raise MsakitError(f"{where}: label is {text}")
+    return label
 
 
 def _assign_splits(clips: list[Clip], ratio: tuple[float, float, float], seed: int) -> None:
@@ -289,8 +303,47 @@ def extract_corpus(
     from msakit.extract.text import Tokenizer
 
     settings = settings or ExtractorSettings()
-    settings.check()
     out = Path(out)
+    _check_request(csv_path, out, settings, openface_dir=openface_dir, workers=workers)
+    clips = read_clips(csv_path, split_ratio=split_ratio, seed=seed,
+                       need_text=settings.asr is None)
+    if shard is not None:
+        index, count = shard
+        clips = [c for c in clips if c.row % count == index - 1]
+    tokenizer = Tokenizer(settings.text_encoder, settings.max_length)
+    # Check the extractors load here, once, before any worker starts (one clear error line).
+    _init_worker(settings, None if openface_dir is None else str(openface_dir))
+    record_settings = settings.to_dict(tokenizer.vocab_size)
+    work = _Work(cache=out.with_name(out.name + ".cache"),
+                 fingerprint=encode_metadata(record_settings).item(), settings=settings,
+                 openface_dir=openface_dir, workers=workers)
+    done, failures, cached_count = _extract_clips(clips, work, resume=resume, progress=progress)
+    kept = _kept(csv_path, clips, done, failures, sharded=shard is not None)
+    record = {
+        "settings": record_settings,
+        "versions": package_versions(),
+        "source": Path(csv_path).name,
+        "shard": None if shard is None else f"{shard[0]}/{shard[1]}",
+        "rows": {s: [c.row for c in kept if c.split == s] for s in SPLITS},
+        "asr": [c.id for c in kept if done[c.id].from_asr],
+        "failures": len(failures),
+    }
+    write_features(out, _build_splits(kept, done, tokenizer, settings), record)
+    listed = [(c.id, c.given or c.video, reason) for c, reason in failures]
+    write_failures(out, listed)
+    return ExtractResult(
+        out=out, extracted=len(clips) - cached_count - len(failures), cached=cached_count,
+        failures=listed, counts={s: sum(c.split == s for c in kept) for s in SPLITS},
+        asr=record["asr"],
+    )
+
+
+def _check_request(
+    csv_path: str | os.PathLike[str], out: Path, settings: ExtractorSettings, *,
+    openface_dir: str | os.PathLike[str] | None, workers: int,
+) -> None:
+    """The settings, the OpenFace folder, the worker count and the output path, checked."""
+    settings.check()
     if settings.vision_features == "openface":
         if openface_dir is None or not Path(openface_dir).is_dir():
             raise MsakitError(f"--vision-features openface: folder {openface_dir} does not exist")
@@ -304,23 +357,30 @@ def extract_corpus(
         raise MsakitError(f"{out}: folder {out.parent} does not exist")
     if not os.access(out.parent.resolve(), os.W_OK):
         raise MsakitError(f"cannot write to {out.parent}")
-    clips = read_clips(csv_path, split_ratio=split_ratio, seed=seed,
-                       need_text=settings.asr is None)
-    if shard is not None:
-        index, count = shard
-        clips = [c for c in clips if c.row % count == index - 1]
-    tokenizer = Tokenizer(settings.text_encoder, settings.max_length)
-    # Check the extractors load here, once, before any worker starts (one clear error line).
-    _init_worker(settings, None if openface_dir is None else str(openface_dir))
-    record_settings = settings.to_dict(tokenizer.vocab_size)
-    fingerprint = encode_metadata(record_settings).item()
 
-    cache = out.with_name(out.name + ".cache")
-    cache.mkdir(exist_ok=True)
+
+@dataclass(frozen=True)
+class _Work:
+    """How the clips are extracted: the per-clip cache folder, the settings' fingerprint (a
+    cached clip of other settings is extracted again), the extractors and the processes."""
+
+    cache: Path
+    fingerprint: str
+    settings: ExtractorSettings
+    openface_dir: str | os.PathLike[str] | None
+    workers: int
+
+
+def _extract_clips(
+    clips: list[Clip], work: _Work, *, resume: bool, progress: bool
+) -> tuple[dict[str, ClipFeatures], list[tuple[Clip, str]], int]:
+    """Features of every clip that could be extracted (taken from the cache with ``resume``),
+    the failures (clip, reason) in CSV order, and how many clips came from the cache."""
+    work.cache.mkdir(exist_ok=True)
     done: dict[str, ClipFeatures] = {}
     if resume:
         for clip in clips:
-            cached = _load_cached(cache / _cache_name(clip.id), fingerprint, clip)
+            cached = _load_cached(work.cache / _cache_name(clip.id), work.fingerprint, clip)
             if cached is not None:
                 done[clip.id] = cached
     todo = [c for c in clips if c.id not in done]
@@ -328,8 +388,7 @@ def extract_corpus(
     failures: list[tuple[Clip, str]] = []
     bar = _progress(len(clips), cached_count, progress)
     try:
-        for clip, features, reason in _run(todo, str(cache), fingerprint, settings,
-                                           openface_dir, workers):
+        for clip, features, reason in _run(todo, work):
             if features is None:
                 failures.append((clip, reason))
                 bar.set_postfix(failed=len(failures), refresh=False)
@@ -338,62 +397,60 @@ def extract_corpus(
             bar.update(1)
     finally:
         bar.close()
-
     failures.sort(key=lambda x: x[0].row)
+    return done, failures, cached_count
+
+
+def _kept(
+    csv_path: str | os.PathLike[str], clips: list[Clip], done: dict[str, ClipFeatures],
+    failures: list[tuple[Clip, str]], *, sharded: bool,
+) -> list[Clip]:
+    """The clips extracted; an error when none was, or (unsharded) when a split is empty."""
     kept = [c for c in clips if c.id in done]
     if not kept:
         first = f" (first: {failures[0][0].id}: {failures[0][1]})" if failures else ""
         raise MsakitError(f"{csv_path}: no clip could be extracted{first}")
-    counts = {s: sum(c.split == s for c in kept) for s in SPLITS}
-    if shard is None:
-        empty = [s for s in SPLITS if counts[s] == 0]
+    if not sharded:
+        empty = [s for s in SPLITS if not any(c.split == s for c in kept)]
         if empty:
             raise MsakitError(
                 f"{csv_path}: split '{empty[0]}' has no extracted clip; msakit and MMSA need "
                 "train, valid and test (use the 'split' column or --split-ratio)"
             )
+    return kept
+
+
+def _build_splits(
+    kept: list[Clip], done: dict[str, ClipFeatures], tokenizer, settings: ExtractorSettings
+) -> dict[str, dict[str, np.ndarray]]:
+    """Every split's MMSA arrays, all padded to the same lengths (the longest clip of the
+    corpus, or the cap)."""
     labelled = all(c.label is not None for c in kept)
-    record = {
-        "settings": record_settings,
-        "versions": package_versions(),
-        "source": Path(csv_path).name,
-        "shard": None if shard is None else f"{shard[0]}/{shard[1]}",
-        "rows": {s: [c.row for c in kept if c.split == s] for s in SPLITS},
-        "asr": [c.id for c in kept if done[c.id].from_asr],
-        "failures": len(failures),
-    }
-    # Every split is padded to the same lengths (the longest clip of the corpus, or the cap).
     pad_to = (
         _padded_length([done[c.id].audio for c in kept], settings.max_audio_frames),
         _padded_length([done[c.id].vision for c in kept], settings.max_vision_frames),
     )
-    content = {
-        s: build_split([c for c in kept if c.split == s], done, tokenizer, settings, labelled,
-                       pad_to)
+    return {
+        s: build_split([c for c in kept if c.split == s], done, tokenizer, settings=settings,
+                       labelled=labelled, pad_to=pad_to)
         for s in SPLITS
     }
-    write_features(out, content, record)
-    listed = [(c.id, c.given or c.video, reason) for c, reason in failures]
-    write_failures(out, listed)
-    return ExtractResult(
-        out=out, extracted=len(todo) - len(failures), cached=cached_count,
-        failures=listed, counts=counts, asr=record["asr"],
-    )
 
 
-def _run(todo: list[Clip], cache: str, fingerprint: str, settings: ExtractorSettings,
-         openface_dir, workers: int):
-    if workers == 1 or len(todo) <= 1:
+def _run(todo: list[Clip], work: _Work):
+    """Yield (clip, features or None, failure reason) for every clip of ``todo``."""
+    if work.workers == 1 or len(todo) <= 1:
         for clip in todo:
-            yield _work(clip, cache, fingerprint)
+            yield _work(clip, str(work.cache), work.fingerprint)
         return
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")  # no inherited threads or library state
-    initargs = (settings, None if openface_dir is None else str(openface_dir))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context,
+    initargs = (work.settings, None if work.openface_dir is None else str(work.openface_dir))
+    with ProcessPoolExecutor(max_workers=work.workers, mp_context=context,
                              initializer=_init_worker, initargs=initargs) as pool:
-        futures = {pool.submit(_work, clip, cache, fingerprint): clip for clip in todo}
+        futures = {pool.submit(_work, clip, str(work.cache), work.fingerprint): clip
+                   for clip in todo}
         for future in as_completed(futures):
             try:
                 result = future.result()
@@ -412,7 +469,7 @@ def _progress(total: int, initial: int, enabled: bool):
                 disable=not enabled or not sys.stderr.isatty(), file=sys.stderr)
 
 
-def build_split(clips: list[Clip], features: dict[str, ClipFeatures], tokenizer,
+def build_split(clips: list[Clip], features: dict[str, ClipFeatures], tokenizer, *,
                 settings: ExtractorSettings, labelled: bool,
                 pad_to: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
     """MMSA arrays of ``clips`` (in the given order); sequences padded at the end."""

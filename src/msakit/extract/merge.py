@@ -22,8 +22,7 @@ _SEQUENCES = {"audio": "audio_lengths", "vision": "vision_lengths"}
 
 def merge(parts: list[str | os.PathLike[str]], out: str | os.PathLike[str]) -> dict[str, int]:
     """Write the union of ``parts`` to ``out``; returns the number of samples per split."""
-    from msakit.data.safe_format import read_npz
-    from msakit.extract.corpus import failures_path, write_features
+    from msakit.extract.corpus import write_failures, write_features
 
     if not parts:
         raise MsakitError("merge needs at least one part")
@@ -32,6 +31,28 @@ def merge(parts: list[str | os.PathLike[str]], out: str | os.PathLike[str]) -> d
         raise MsakitError(f"{out}: the output would overwrite one of the parts")
     if not out.parent.resolve().is_dir():
         raise MsakitError(f"{out}: folder {out.parent} does not exist")
+    records, contents = _read_parts(parts)
+    _check_compatible(parts, records)
+    _check_unique_ids(parts, contents)
+    merged, rows = _join(contents, records)
+    row_of = {str(i): row for s in SPLITS for i, row in zip(merged[s]["id"], rows[s], strict=True)}
+    record = {
+        **records[0],
+        "shard": None,
+        "rows": rows,
+        "asr": sorted({i for r in records for i in r["asr"]}, key=row_of.__getitem__),
+        "failures": sum(int(r["failures"]) for r in records),
+    }
+    write_features(out, merged, record)
+    write_failures(out, _failures_of(parts))
+    return {s: len(merged[s]["id"]) for s in SPLITS}
+
+
+def _read_parts(parts: list[str | os.PathLike[str]]) -> tuple[list[dict], list[dict]]:
+    """Each part's extractor record and content; a part msakit extract did not write is
+    refused."""
+    from msakit.data.safe_format import read_npz
+
     records, contents = [], []
     for part in parts:
         path = Path(part)
@@ -49,6 +70,11 @@ def merge(parts: list[str | os.PathLike[str]], out: str | os.PathLike[str]) -> d
         with open(path, "rb") as f:
             contents.append(read_npz(f, str(path), mmap=False))
         records.append(record)
+    return records, contents
+
+
+def _check_compatible(parts: list[str | os.PathLike[str]], records: list[dict]) -> None:
+    """Same extractor settings, same source CSV, no shard twice."""
     first = records[0]["settings"]
     for path, record in zip(parts[1:], records[1:], strict=True):
         if record["settings"] != first:
@@ -67,8 +93,8 @@ def merge(parts: list[str | os.PathLike[str]], out: str | os.PathLike[str]) -> d
         if shard is not None and shards.index(shard) != k:
             raise MsakitError(f"{parts[k]}: shard {shard} is also {parts[shards.index(shard)]}")
 
-    merged: dict[str, dict[str, np.ndarray]] = {}
-    rows: dict[str, list[int]] = {}
+
+def _check_unique_ids(parts: list[str | os.PathLike[str]], contents: list[dict]) -> None:
     seen: dict[str, str] = {}
     for part, content in zip(parts, contents, strict=True):
         for split in SPLITS:
@@ -76,9 +102,17 @@ def merge(parts: list[str | os.PathLike[str]], out: str | os.PathLike[str]) -> d
                 if str(clip_id) in seen:
                     raise MsakitError(f"{part}: clip '{clip_id}' is also in {seen[str(clip_id)]}")
                 seen[str(clip_id)] = str(part)
-    # The longest sequences over all parts and splits: every split is padded to them.
+
+
+def _join(
+    contents: list[dict], records: list[dict]
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, list[int]]]:
+    """Every split of all parts in the CSV's row order, sequences padded to the longest over
+    all parts and splits; and each split's CSV rows."""
     longest = {key: max(c[s][key].shape[1] for c in contents for s in SPLITS if s in c)
                for key in _SEQUENCES}
+    merged: dict[str, dict[str, np.ndarray]] = {}
+    rows: dict[str, list[int]] = {}
     for split in SPLITS:
         pieces = [c[split] for c in contents if split in c and len(c[split].get("id", [])) > 0]
         split_rows = [row for r in records for row in r["rows"][split]]
@@ -94,25 +128,19 @@ def merge(parts: list[str | os.PathLike[str]], out: str | os.PathLike[str]) -> d
             joined[key] = np.concatenate(arrays)[order]
         merged[split] = joined
         rows[split] = sorted(split_rows)
-    row_of = {str(i): row for s in SPLITS for i, row in zip(merged[s]["id"], rows[s], strict=True)}
-    record = {
-        **records[0],
-        "shard": None,
-        "rows": rows,
-        "asr": sorted({i for r in records for i in r["asr"]}, key=row_of.__getitem__),
-        "failures": sum(int(r["failures"]) for r in records),
-    }
-    write_features(out, merged, record)
+    return merged, rows
+
+
+def _failures_of(parts: list[str | os.PathLike[str]]) -> list[tuple[str, ...]]:
+    """The rows of every part's failures CSV (id, video, reason)."""
+    import csv
+
+    from msakit.extract.corpus import failures_path
+
     failures = []
     for part in parts:
         path = failures_path(Path(part))
         if path.is_file():
-            import csv
-
             with open(path, newline="") as f:
                 failures += [tuple(r) for r in list(csv.reader(f))[1:] if r]
-    from msakit.extract.corpus import write_failures
-
-    write_failures(out, failures)
-    return {s: len(merged[s]["id"]) for s in SPLITS}
-
+    return failures

@@ -11,10 +11,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from msakit.errors import MsakitError
+from msakit.extract.settings import ExtractorSettings
 
 
 @dataclass
@@ -26,26 +28,37 @@ class VideoPrediction:
     face_frames: int
 
 
-def predict_video(
-    checkpoint: str | os.PathLike[str],
+def predict_clip(
+    ckpt: Any,
     video: str | os.PathLike[str],
     text: str | None = None,
     *,
+    checkpoint: str | os.PathLike[str],
     openface_csv: str | os.PathLike[str] | None = None,
 ) -> VideoPrediction:
-    """Extract ``video`` with the checkpoint's recorded extractor and predict its sentiment."""
-    import torch
+    """Extract ``video`` with the recorded extractor of ``ckpt`` (a loaded checkpoint,
+    :func:`msakit.api.load_checkpoint` of the file ``checkpoint``) and predict its sentiment."""
+    settings = _recorded_settings(checkpoint, ckpt)
+    video = str(video)
+    if not Path(video).is_file():
+        raise MsakitError(f"{video}: no such file")
+    if text is not None and not text.strip():
+        text = None
+    if text is None and settings.asr is None:
+        settings = ExtractorSettings(**{**settings.__dict__, "asr": "pocketsphinx"})
+    features = _extract(checkpoint, video, text, settings, openface_csv=openface_csv)
+    arrays = _clip_arrays(checkpoint, ckpt, video, features, settings=settings)
+    return VideoPrediction(
+        prediction=_predict_one(ckpt, arrays),
+        text=features.text,
+        from_asr=features.from_asr,
+        audio_frames=int(arrays["audio_lengths"][0]),
+        face_frames=int(arrays["vision_lengths"][0]),
+    )
 
-    from msakit.api import load_checkpoint
-    from msakit.data.batching import collate
-    from msakit.data.mmsa import SplitData
-    from msakit.extract import corpus
-    from msakit.extract.media import ClipError
-    from msakit.extract.settings import ExtractorSettings
-    from msakit.extract.text import Tokenizer
-    from msakit.extract.vision import OpenFaceReader
 
-    ckpt = load_checkpoint(checkpoint)
+def _recorded_settings(checkpoint: str | os.PathLike[str], ckpt) -> ExtractorSettings:
+    """The extractor settings the checkpoint's training file was written with."""
     record = ckpt.state.get("extractor")
     if not record:
         raise MsakitError(
@@ -60,13 +73,18 @@ def predict_video(
             f"{checkpoint}: its extractor record ({settings.audio_dim}/{settings.vision_dim}) "
             f"does not match its model ({ckpt.dims.audio}/{ckpt.dims.vision})"
         )
-    video = str(video)
-    if not Path(video).is_file():
-        raise MsakitError(f"{video}: no such file")
-    if text is not None and not text.strip():
-        text = None
-    if text is None and settings.asr is None:
-        settings = ExtractorSettings(**{**settings.__dict__, "asr": "pocketsphinx"})
+    return settings
+
+
+def _extract(
+    checkpoint: str | os.PathLike[str], video: str, text: str | None,
+    settings: ExtractorSettings, *, openface_csv: str | os.PathLike[str] | None,
+):
+    """The clip's features with the recorded extractors (an OpenFace CSV when they say so)."""
+    from msakit.extract import corpus
+    from msakit.extract.media import ClipError
+    from msakit.extract.vision import OpenFaceReader
+
     openface_dir = None
     if settings.vision_features == "openface":
         if openface_csv is None or not Path(openface_csv).is_file():
@@ -75,38 +93,54 @@ def predict_video(
                 "FeatureExtraction on the clip and give its CSV with --openface-csv FILE"
             )
         openface_dir = str(Path(openface_csv).parent)
-    tokenizer = Tokenizer(settings.text_encoder, settings.max_length)
     corpus._init_worker(settings, openface_dir)
     if openface_dir is not None:
         corpus._WORKER["vision"] = OpenFaceReader(openface_dir, file=openface_csv)
     try:
-        features = corpus.extract_clip(Path(video).stem, video, text)
+        return corpus.extract_clip(Path(video).stem, video, text)
     except ClipError as exc:
         raise MsakitError(f"{video}: {exc}") from None
+
+
+def _clip_arrays(
+    checkpoint: str | os.PathLike[str], ckpt, video: str, features, *,
+    settings: ExtractorSettings,
+) -> dict[str, np.ndarray]:
+    """The clip as a one-sample split in the file's layout, its token ids checked against the
+    checkpoint's vocabulary."""
+    from msakit.extract import corpus
+    from msakit.extract.text import Tokenizer
+
+    tokenizer = Tokenizer(settings.text_encoder, settings.max_length)
     clip = corpus.Clip(0, Path(video).stem, video, features.text, 0.0, "test")
-    arrays = corpus.build_split([clip], {clip.id: features}, tokenizer, settings, True)
+    arrays = corpus.build_split([clip], {clip.id: features}, tokenizer, settings=settings,
+                                labelled=False)
     vocab = int(ckpt.state["text_encoder_config"].get("vocab_size", 0))
     if vocab and int(arrays["text_bert"][:, 0].max()) >= vocab:
         raise MsakitError(
             f"{checkpoint}: the tokenizer {settings.text_encoder} gives ids beyond the text "
             f"encoder's vocabulary ({vocab})"
         )
+    return arrays
+
+
+def _predict_one(ckpt, arrays: dict[str, np.ndarray]) -> float:
+    """The checkpoint's model's prediction for the one clip of ``arrays``."""
+    import torch
+
+    from msakit.data.batching import collate
+    from msakit.data.mmsa import SplitData
+
     split = SplitData(
         text_bert=arrays["text_bert"],
         audio=arrays["audio"],
         vision=arrays["vision"],
         audio_lengths=arrays["audio_lengths"],
         vision_lengths=arrays["vision_lengths"],
-        labels=np.zeros(1, dtype=np.float32),
+        labels=np.full(1, np.nan, dtype=np.float32),
         ids=arrays["id"],
+        labelled=False,
     )
-    batch = collate(split, np.array([0]))
     with torch.no_grad():
-        output = ckpt.model(batch)
-    return VideoPrediction(
-        prediction=float(output.prediction.reshape(-1)[0]),
-        text=features.text,
-        from_asr=features.from_asr,
-        audio_frames=int(arrays["audio_lengths"][0]),
-        face_frames=int(arrays["vision_lengths"][0]),
-    )
+        output = ckpt.model(collate(split, np.array([0])))
+    return float(output.prediction.reshape(-1)[0])

@@ -177,6 +177,7 @@ class IntensityGuidedContrastiveLoss(nn.Module):
 
     def __init__(
         self,
+        *,
         threshold: float = 0.4,
         gain: float = 1.5,
         temperature: float = 0.03,

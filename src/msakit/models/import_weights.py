@@ -123,7 +123,7 @@ class Source:
     dead: tuple[str, ...]
     """Entries the reference always saves but msakit has no use for (checked for presence)."""
     preset: str
-    """The named preset (:mod:`msakit.config.presets`) whose configuration reproduces the
+    """The named preset (:func:`msakit.models.registry.preset`) whose configuration reproduces the
     reference's computation."""
     describe: str
     check: Callable[[dict[str, torch.Tensor], str], tuple[list[str], list[str]]] | None = None

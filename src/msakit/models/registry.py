@@ -17,7 +17,8 @@ from typing import Any
 
 from torch import nn
 
-from msakit.config import RunConfig
+from msakit.config import RunConfig, with_dataset
+from msakit.config.datasets import DatasetSpec, dataset_spec, preset_source
 from msakit.config.model_config import ModelConfig
 from msakit.config.presets import DEFAULT_PRESET, apply_preset_entry
 from msakit.errors import MsakitError
@@ -125,27 +126,35 @@ def preset_names() -> list[str]:
     return names
 
 
-def preset(model: str, dataset: str, name: str = DEFAULT_PRESET) -> RunConfig:
-    """The named preset ``name`` of ``model`` on ``dataset`` as a fresh RunConfig.
+def preset(model: str, dataset: str | DatasetSpec, name: str = DEFAULT_PRESET) -> RunConfig:
+    """The named preset ``name`` of ``model`` on ``dataset`` (a name or a spec) as a fresh
+    RunConfig.
 
     ``paper``: the model's hyperparameter defaults with the data set's entry of the spec's
-    ``presets`` applied (run settings and hyperparameters); another name applies that named
-    preset's entry for ``dataset`` on top (:func:`~msakit.config.presets.apply_preset_entry`).
+    ``presets`` applied (run settings and hyperparameters), then the data set's own settings
+    (:func:`~msakit.config.with_dataset`: its label scale, a custom spec's text encoder); another
+    name applies that named preset's entry on top
+    (:func:`~msakit.config.presets.apply_preset_entry`). A data set without an entry of its own
+    (SIMS v2, custom data) takes the entry of its spec's ``presets_from``
+    (:func:`~msakit.config.datasets.preset_source`).
     """
     spec = model_spec(model)
-    if dataset not in spec.presets:
+    data = dataset_spec(dataset)
+    source = preset_source(data, spec.presets)
+    if source not in spec.presets:
         raise MsakitError(
-            f"{model} has no preset for data set {dataset!r}; choose {', '.join(spec.datasets())}"
+            f"{model} has no preset for data set {data.name!r}; choose "
+            f"{', '.join(spec.datasets())}"
         )
     if name not in spec.preset_names():
         raise MsakitError(
             f"{model} has no preset {name!r}; choose {', '.join(spec.preset_names())}"
         )
-    defaults = spec.config().to_dict()
-    config = RunConfig(model_name=model, dataset=dataset, model=defaults)
-    config = apply_preset_entry(config, spec.presets[dataset], f"{model} preset paper")
+    config = RunConfig(model_name=model, dataset=data.name, model=spec.config().to_dict())
+    config = apply_preset_entry(config, spec.presets[source], f"{model} preset paper")
+    config = with_dataset(config, data)
     if name != "paper":
-        entry = spec.named_presets[name].get(dataset, {})
+        entry = spec.named_presets[name].get(source, {})
         config = apply_preset_entry(config, entry, f"{model} preset {name}")
     config.preset = name
     spec.config.from_dict(config.model)  # a preset's values pass the same checks as --set

@@ -25,12 +25,12 @@ from typing import Any
 
 import numpy as np
 
+from msakit.config.datasets import DatasetSpec, dataset_spec
 from msakit.errors import MsakitError
 
 DPI = 150
 # Filled shapes for one family of representations, other shapes for the second.
 MARKERS = ("o", "s", "^", "*", "P", "D")
-SIMS_INTERVALS = ("negative", "weakly neg.", "neutral", "weakly pos.", "positive")
 WEIGHT_RANGE = (0.0, 2.0)
 
 
@@ -67,19 +67,12 @@ def _save(fig, out: str | os.PathLike, extra: list | None = None) -> Path:
 
 
 # --------------------------------------------------------------------------- sentiment intervals
-def sentiment_intervals(labels: np.ndarray, dataset: str) -> tuple[np.ndarray, list[str]]:
-    """Each label's interval index and the intervals' names, low to high.
-
-    MOSI/MOSEI: the rounded label clipped to [-3, 3] (Acc-7 classes, names "-3" ... "+3").
-    SIMS: MMSA's five classes (Acc-5), left-open, right-closed bins.
-    """
-    from msakit.metrics import SIMS_EDGES, _bins
-
-    y = np.asarray(labels, dtype=np.float32).reshape(-1)
-    if dataset == "sims":
-        return _bins(np.clip(y, -1.0, 1.0), SIMS_EDGES[5]), list(SIMS_INTERVALS)
-    classes = np.round(np.clip(y, -3.0, 3.0)).astype(np.int64) + 3
-    return classes, [f"{k:+d}" if k else "0" for k in range(-3, 4)]
+def sentiment_intervals(
+    labels: np.ndarray, dataset: str | DatasetSpec
+) -> tuple[np.ndarray, list[str]]:
+    """Each label's interval index and the intervals' names, low to high: the interval rule of
+    the data set's spec (:meth:`msakit.config.datasets.DatasetSpec.intervals`)."""
+    return dataset_spec(dataset).intervals(labels)
 
 
 def _interval_colours(n: int) -> list:
@@ -118,68 +111,41 @@ def _histories(run_dir: Path) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+@dataclass(frozen=True)
+class _CurvePanels:
+    """The accuracy panels of a run's metric family (told from its history's metric names)."""
+
+    acc2: tuple[tuple[str, str, str], ...]  # (history key, line style, legend)
+    fine: tuple[str, str]  # (history key, title)
+
+    @classmethod
+    def of(cls, record: dict[str, Any]) -> _CurvePanels:
+        if "valid_Mult_acc_2" in record:  # MMSA's SIMS metrics
+            return cls((("valid_Mult_acc_2", "-", "Acc-2"),),
+                       ("valid_Mult_acc_5", "Validation Acc-5"))
+        return cls((("valid_Has0_acc_2", "-", "negative / non-negative"),
+                    ("valid_Non0_acc_2", "--", "negative / positive")),
+                   ("valid_Mult_acc_7", "Validation Acc-7"))
+
+
 def plot_curves(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Six panels per epoch, one colour per seed: task loss (training solid, validation dashed),
     the training contrastive loss, and the validation MAE (the best epoch, the one ``best.pt``
-    holds, starred), Corr, Acc-2 and Acc-7 (SIMS: Acc-5)."""
-    from matplotlib.lines import Line2D
-
+    holds, starred), Corr, Acc-2 and Acc-7 (SIMS metrics: Acc-5)."""
     _out_path(out)
     plt = _pyplot()
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise MsakitError(f"{run_dir}: no such run folder")
     histories = _histories(run_dir)
-    first = next(iter(histories.values()))[0]
-    if "valid_Mult_acc_2" in first:  # SIMS
-        acc2 = [("valid_Mult_acc_2", "-", "Acc-2")]
-        fine = ("valid_Mult_acc_5", "Validation Acc-5")
-    else:
-        acc2 = [("valid_Has0_acc_2", "-", "negative / non-negative"),
-                ("valid_Non0_acc_2", "--", "negative / positive")]
-        fine = ("valid_Mult_acc_7", "Validation Acc-7")
+    panels = _CurvePanels.of(next(iter(histories.values()))[0])
     fig, axes = plt.subplots(2, 3, figsize=(14, 7.5))
-    (ax_task, ax_cl, ax_mae), (ax_corr, ax_acc, ax_fine) = axes
     colours = plt.get_cmap("tab10")
-    seed_handles = []
-    for i, (name, history) in enumerate(histories.items()):
-        c = colours(i % 10)
-        epochs = [r["epoch"] for r in history]
-
-        def col(key: str, history=history) -> np.ndarray:
-            return np.array([float(r.get(key, np.nan)) for r in history])
-
-        ax_task.plot(epochs, col("train_task_loss"), "-o", color=c, markersize=3)
-        ax_task.plot(epochs, col("valid_loss"), "--o", color=c, markersize=3)
-        ax_cl.plot(epochs, col("train_contrastive_loss"), "-o", color=c, markersize=3)
-        mae = col("valid_MAE")
-        ax_mae.plot(epochs, mae, "-o", color=c, markersize=3)
-        if np.isfinite(mae).any():
-            best = int(np.nanargmin(mae))
-            ax_mae.plot(epochs[best], mae[best], "*", color=c, markersize=15,
-                        markeredgecolor="black", zorder=3)
-        ax_corr.plot(epochs, col("valid_Corr"), "-o", color=c, markersize=3)
-        for key, style, _ in acc2:
-            ax_acc.plot(epochs, 100 * col(key), style, color=c, marker="o", markersize=3)
-        ax_fine.plot(epochs, 100 * col(fine[0]), "-o", color=c, markersize=3)
-        seed_handles.append(Line2D([], [], color=c, marker="o", markersize=4, label=name))
-
-    def styles(entries: list[tuple[str, str]]) -> list[Line2D]:
-        return [Line2D([], [], color="0.3", linestyle=s, label=t) for s, t in entries]
-
-    ax_task.legend(handles=styles([("-", "training"), ("--", "validation")]), fontsize=8)
-    if len(acc2) > 1:
-        ax_acc.legend(handles=styles([(s, t) for _, s, t in acc2]), fontsize=8)
-    ax_task.set(title="Task loss", ylabel="loss")
-    ax_cl.set(title="Contrastive loss (training)", ylabel="loss")
-    ax_mae.set(title="Validation MAE (★ best epoch)", ylabel="MAE")
-    ax_corr.set(title="Validation Corr", ylabel="Pearson r")
-    ax_acc.set(title="Validation Acc-2", ylabel="%")
-    ax_fine.set(title=fine[1], ylabel="%")
-    for ax in axes.flat:
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+    seed_handles = [
+        _plot_seed(axes, history, colour=colours(i % 10), name=name, panels=panels)
+        for i, (name, history) in enumerate(histories.items())
+    ]
+    _label_curve_axes(axes, panels)
     fig.suptitle(f"Training curves: {run_dir.resolve().name}")
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.legend(handles=seed_handles, loc="lower center", ncol=min(len(seed_handles), 10),
@@ -187,15 +153,64 @@ def plot_curves(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
     return _save(fig, out)
 
 
+def _plot_seed(axes, history: list[dict[str, Any]], *, colour, name: str, panels: _CurvePanels):
+    """One seed's lines on the six panels; returns its legend handle."""
+    from matplotlib.lines import Line2D
+
+    (ax_task, ax_cl, ax_mae), (ax_corr, ax_acc, ax_fine) = axes
+    epochs = [r["epoch"] for r in history]
+
+    def col(key: str) -> np.ndarray:
+        return np.array([float(r.get(key, np.nan)) for r in history])
+
+    line = {"color": colour, "markersize": 3}
+    ax_task.plot(epochs, col("train_task_loss"), "-o", **line)
+    ax_task.plot(epochs, col("valid_loss"), "--o", **line)
+    ax_cl.plot(epochs, col("train_contrastive_loss"), "-o", **line)
+    mae = col("valid_MAE")
+    ax_mae.plot(epochs, mae, "-o", **line)
+    if np.isfinite(mae).any():
+        best = int(np.nanargmin(mae))
+        ax_mae.plot(epochs[best], mae[best], "*", color=colour, markersize=15,
+                    markeredgecolor="black", zorder=3)
+    ax_corr.plot(epochs, col("valid_Corr"), "-o", **line)
+    for key, style, _ in panels.acc2:
+        ax_acc.plot(epochs, 100 * col(key), style, marker="o", **line)
+    ax_fine.plot(epochs, 100 * col(panels.fine[0]), "-o", **line)
+    return Line2D([], [], color=colour, marker="o", markersize=4, label=name)
+
+
+def _label_curve_axes(axes, panels: _CurvePanels) -> None:
+    from matplotlib.lines import Line2D
+
+    def styles(entries: list[tuple[str, str]]) -> list[Line2D]:
+        return [Line2D([], [], color="0.3", linestyle=s, label=t) for s, t in entries]
+
+    (ax_task, ax_cl, ax_mae), (ax_corr, ax_acc, ax_fine) = axes
+    ax_task.legend(handles=styles([("-", "training"), ("--", "validation")]), fontsize=8)
+    if len(panels.acc2) > 1:
+        ax_acc.legend(handles=styles([(s, t) for _, s, t in panels.acc2]), fontsize=8)
+    ax_task.set(title="Task loss", ylabel="loss")
+    ax_cl.set(title="Contrastive loss (training)", ylabel="loss")
+    ax_mae.set(title="Validation MAE (★ best epoch)", ylabel="MAE")
+    ax_corr.set(title="Validation Corr", ylabel="Pearson r")
+    ax_acc.set(title="Validation Acc-2", ylabel="%")
+    ax_fine.set(title=panels.fine[1], ylabel="%")
+    for ax in axes.flat:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+
+
 # --------------------------------------------------------------------------- checkpoints
 @dataclass
 class _Outputs:
-    dataset: str
+    spec: DatasetSpec
     model_name: str
     predictions: np.ndarray
     labels: np.ndarray
     representations: dict[str, np.ndarray]
-    plot_names: dict[str, str]
+    plot_names: dict[str, str]  # the model's plot_representations()
 
 
 def _run_checkpoint(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str,
@@ -203,11 +218,11 @@ def _run_checkpoint(checkpoint: str | os.PathLike, data: str | os.PathLike, spli
     """Predictions (and representations) of a checkpoint on one split, in split order."""
     import torch
 
-    from msakit.api import _split_for, load_checkpoint
+    from msakit.api import load_checkpoint, split_for
     from msakit.data.batching import epoch_plan, iterate
 
     ckpt = load_checkpoint(checkpoint)
-    part = _split_for(ckpt, data, split)
+    part = split_for(ckpt, data, split)
     model, config = ckpt.model, ckpt.config
     plan = epoch_plan(part, config.batch_size, seed=0, epoch=0, shuffle=False)
     predictions, reps = [], {}
@@ -220,18 +235,18 @@ def _run_checkpoint(checkpoint: str | os.PathLike, data: str | os.PathLike, spli
                 for key, value in output.representations.items():
                     reps.setdefault(key, []).append(value.float().numpy())
     return _Outputs(
-        dataset=config.dataset,
+        spec=config.spec,
         model_name=config.model_name,
         predictions=np.concatenate(predictions),
         labels=np.asarray(part.labels, dtype=np.float32),
         representations={k: np.concatenate(v) for k, v in reps.items()},
-        plot_names=model.plot_representations(),
+        plot_names=dict(model.plot_representations()),
     )
 
 
 def _representation_names(outputs: _Outputs) -> dict[str, str]:
-    """The representations to draw and their titles: the model's choice
-    (:meth:`~msakit.models.base.MSAModel.plot_representations`), else every one it returns."""
+    """{key: title} of the representations to plot: the model's ``plot_representations()``
+    that its checkpoint returns (every returned one, titled by its key, when it names none)."""
     available = outputs.representations
     names = outputs.plot_names or {k: k for k in available}
     chosen = {k: v for k, v in names.items() if k in available}
@@ -244,6 +259,7 @@ def plot_tsne(
     checkpoint: str | os.PathLike,
     data: str | os.PathLike,
     out: str | os.PathLike,
+    *,
     split: str = "test",
     intervals: list[str] | None = None,
     max_samples: int = 500,
@@ -257,12 +273,27 @@ def plot_tsne(
     samples at random (seed ``seed``), each contributing one point per representation.
     """
     _out_path(out)
-    from sklearn.manifold import TSNE
-
-    plt = _pyplot()
     outputs = _run_checkpoint(checkpoint, data, split, keep_representations=True)
     names = _representation_names(outputs)
-    classes, interval_names = sentiment_intervals(outputs.labels, outputs.dataset)
+    classes, interval_names = outputs.spec.intervals(outputs.labels)
+    chosen = _choose_samples(classes, interval_names, intervals=intervals,
+                             max_samples=max_samples, seed=seed)
+    points = [outputs.representations[key][chosen] for key in names]
+    xy = _embed(points, perplexity=perplexity, seed=seed)
+    group = np.repeat(np.arange(len(names)), len(chosen))
+    colour_of = np.tile(classes[chosen], len(names))
+    fig, ax, legends = _tsne_figure(xy, group, colour_of, names=list(names.values()),
+                                    interval_names=interval_names)
+    ax.set_title(f"{outputs.model_name.upper()} representations, {outputs.spec.title} "
+                 f"{split} split ({len(chosen)} samples)")
+    return _save(fig, out, extra=legends)
+
+
+def _choose_samples(
+    classes: np.ndarray, interval_names: list[str], *, intervals: list[str] | None,
+    max_samples: int, seed: int,
+) -> np.ndarray:
+    """Indices of the samples in ``intervals`` (all when None), at most ``max_samples``."""
     chosen = np.arange(len(classes))
     if intervals:
         lookup = {n.lstrip("+"): i for i, n in enumerate(interval_names)}
@@ -280,45 +311,49 @@ def plot_tsne(
         chosen = np.sort(np.random.default_rng(seed).choice(chosen, max_samples, replace=False))
     if len(chosen) < 3:
         raise MsakitError(f"t-SNE needs at least 3 samples, the selection has {len(chosen)}")
-    vectors, groups = [], []
-    for k, key in enumerate(names):
-        x = outputs.representations[key][chosen].astype(np.float64)
-        x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-        vectors.append(x)
-        groups.append(np.full(len(chosen), k))
-    widths = {v.shape[1] for v in vectors}
-    if len(widths) > 1:  # embedded apart would be meaningless: pad to one width with zeros
-        width = max(widths)
-        vectors = [np.pad(v, ((0, 0), (0, width - v.shape[1]))) for v in vectors]
-    points = np.concatenate(vectors)
-    group = np.concatenate(groups)
-    colour_of = np.tile(classes[chosen], len(names))
-    tsne = TSNE(
-        n_components=2, perplexity=min(perplexity, (len(points) - 1) / 3), init="pca",
-        random_state=seed,
-    )
-    xy = tsne.fit_transform(points)
+    return chosen
+
+
+def _embed(vectors: list[np.ndarray], *, perplexity: float, seed: int) -> np.ndarray:
+    """2-D t-SNE of all representations together, each L2-normalised (cosine geometry);
+    representations of different widths are zero-padded to one width."""
+    from sklearn.manifold import TSNE
+
+    normed = []
+    for v in vectors:
+        x = v.astype(np.float64)
+        normed.append(x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12))
+    width = max(v.shape[1] for v in normed)
+    points = np.concatenate([np.pad(v, ((0, 0), (0, width - v.shape[1]))) for v in normed])
+    tsne = TSNE(n_components=2, perplexity=min(perplexity, (len(points) - 1) / 3), init="pca",
+                random_state=seed)
+    return tsne.fit_transform(points)
+
+
+def _tsne_figure(
+    xy: np.ndarray, group: np.ndarray, colour_of: np.ndarray, *, names: list[str],
+    interval_names: list[str],
+):
+    """The scatter (marker: representation, colour: interval) and its two legends."""
+    from matplotlib.lines import Line2D
 
     colours = _interval_colours(len(interval_names))
-    fig, ax = plt.subplots(figsize=(8.5, 6.5))
+    fig, ax = _pyplot().subplots(figsize=(8.5, 6.5))
     for k in range(len(names)):
         for c in np.unique(colour_of[group == k]):
             sel = (group == k) & (colour_of == c)
             ax.scatter(xy[sel, 0], xy[sel, 1], s=28 if MARKERS[k] != "*" else 55,
                        marker=MARKERS[k], color=colours[c], edgecolors="black",
                        linewidths=0.3, alpha=0.85)
-    from matplotlib.lines import Line2D
-
-    present = sorted(set(colour_of.tolist()))
     interval_handles = [
         Line2D([], [], marker="o", linestyle="", markersize=8, markerfacecolor=colours[c],
                markeredgecolor="black", markeredgewidth=0.3, label=interval_names[c])
-        for c in present
+        for c in sorted(set(colour_of.tolist()))
     ]
     marker_handles = [
         Line2D([], [], marker=MARKERS[k], linestyle="", markersize=8, markerfacecolor="0.6",
                markeredgecolor="black", markeredgewidth=0.4, label=label)
-        for k, label in enumerate(names.values())
+        for k, label in enumerate(names)
     ]
     first = ax.legend(handles=interval_handles, title="sentiment interval", loc="upper left",
                       bbox_to_anchor=(1.01, 1.0), fontsize=8, title_fontsize=9)
@@ -326,9 +361,7 @@ def plot_tsne(
     second = ax.legend(handles=marker_handles, title="representation", loc="lower left",
                        bbox_to_anchor=(1.01, 0.0), fontsize=8, title_fontsize=9)
     ax.set(xticks=[], yticks=[], xlabel="t-SNE 1", ylabel="t-SNE 2")
-    ax.set_title(f"{outputs.model_name.upper()} representations, {outputs.dataset.upper()} "
-                 f"{split} split ({len(chosen)} samples)")
-    return _save(fig, out, extra=[first, second])
+    return fig, ax, [first, second]
 
 
 def weight_curves(
@@ -410,10 +443,10 @@ def plot_scatter(
 
     plt = _pyplot()
     outputs = _run_checkpoint(checkpoint, data, split, keep_representations=False)
-    metrics = compute_metrics(outputs.predictions, outputs.labels, outputs.dataset)
-    bound = 1.0 if outputs.dataset == "sims" else 3.0
-    low = min(-bound, float(outputs.predictions.min()), float(outputs.labels.min()))
-    high = max(bound, float(outputs.predictions.max()), float(outputs.labels.max()))
+    metrics = compute_metrics(outputs.predictions, outputs.labels, outputs.spec)
+    low, high = outputs.spec.label_range
+    low = min(low, float(outputs.predictions.min()), float(outputs.labels.min()))
+    high = max(high, float(outputs.predictions.max()), float(outputs.labels.max()))
     pad = 0.05 * (high - low)
     lim = (low - pad, high + pad)
     fig, ax = plt.subplots(figsize=(5.6, 5.4))
@@ -427,5 +460,5 @@ def plot_scatter(
             bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8})
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    ax.set_title(f"{outputs.model_name.upper()} on {outputs.dataset.upper()} {split} split")
+    ax.set_title(f"{outputs.model_name.upper()} on {outputs.spec.title} {split} split")
     return _save(fig, out)

@@ -39,12 +39,19 @@ from typing import Any
 import numpy as np
 import yaml
 
+from msakit.config.datasets import (
+    DATASETS,
+    MOSI_FAMILY,
+    SIMS_FAMILY,
+    DatasetSpec,
+    dataset_spec,
+    resolve_spec,
+)
 from msakit.errors import MsakitError
 from msakit.metrics import LOWER_IS_BETTER, MOSI_METRICS, SIMS_METRICS
 
 FORMATS = ("markdown", "latex", "csv")
 LABELS = ("auto", "folder", "config")
-DATASET_TITLES = {"mosi": "MOSI", "mosei": "MOSEI", "sims": "SIMS"}
 PERCENT_DIGITS = 2  # accuracies and F1, printed ×100
 PLAIN_DIGITS = 3  # MAE and Corr
 
@@ -79,13 +86,18 @@ SIMS_COLUMNS = (
     Column("MAE", ("MAE",)),
     Column("Corr", ("Corr",)),
 )
-EXTRA_COLUMNS = {"mosi": Column("Acc-5", ("Mult_acc_5",)), "sims": Column("Acc-3", ("Mult_acc_3",))}
+# Per metric family: the papers' columns, the extra accuracy of --all-metrics, the metrics.
+FAMILY_COLUMNS = {MOSI_FAMILY: MOSI_COLUMNS, SIMS_FAMILY: SIMS_COLUMNS}
+EXTRA_COLUMNS = {
+    MOSI_FAMILY: Column("Acc-5", ("Mult_acc_5",)), SIMS_FAMILY: Column("Acc-3", ("Mult_acc_3",))
+}
+FAMILY_METRICS = {MOSI_FAMILY: MOSI_METRICS, SIMS_FAMILY: SIMS_METRICS}
 
 
-def columns_for(dataset: str, all_metrics: bool = False) -> tuple[Column, ...]:
-    """The paper's columns for ``dataset`` (``mosi``/``mosei`` share theirs)."""
-    family = "sims" if dataset == "sims" else "mosi"
-    cols = SIMS_COLUMNS if family == "sims" else MOSI_COLUMNS
+def columns_for(dataset: str | DatasetSpec, all_metrics: bool = False) -> tuple[Column, ...]:
+    """The paper's columns for ``dataset`` (a name or a spec): those of its metric family."""
+    family = dataset_spec(dataset).metric_family
+    cols = FAMILY_COLUMNS[family]
     if all_metrics:  # the extra accuracy joins the multi-class ones, fewer classes first
         cols = (*cols[:2], EXTRA_COLUMNS[family], *cols[2:])
     return cols
@@ -96,11 +108,16 @@ class Run:
     """One run folder: its per-seed test metrics and (if present) its configuration."""
 
     path: Path
-    dataset: str
+    spec: DatasetSpec
     seeds: list[str]
     values: dict[str, np.ndarray]  # metric -> (seeds,)
     config: dict[str, Any] = field(default_factory=dict)
     label: str = ""
+
+    @property
+    def dataset(self) -> str:
+        """The column block the run belongs to: its data set's title."""
+        return self.spec.title
 
     def mean(self, metric: str) -> float:
         return float(self.values[metric].mean())
@@ -136,23 +153,31 @@ def read_run(path: str | os.PathLike) -> Run:
             ) from None
         if not isinstance(config, dict):
             raise MsakitError(f"{folder / 'config.yaml'}: not an msakit config.yaml")
-    names = set(rows[0])
-    if set(SIMS_METRICS) <= names:
-        family, metrics = "sims", SIMS_METRICS
-    elif set(MOSI_METRICS) <= names:
-        family, metrics = "mosi", MOSI_METRICS
-    else:
-        raise MsakitError(f"{results}: not an msakit results file (no MMSA metric columns)")
-    dataset = str(config.get("dataset", family))
-    if (dataset == "sims") != (family == "sims"):
-        raise MsakitError(f"{results}: metric columns do not fit data set {dataset!r}")
+    spec = _run_spec(results, config, set(rows[0]))
     values = {}
-    for name in metrics:
+    for name in FAMILY_METRICS[spec.metric_family]:
         try:
             values[name] = np.array([float(r[name]) for r in rows], dtype=np.float64)
         except (TypeError, ValueError):
             raise MsakitError(f"{results}: column {name!r} holds a non-number") from None
-    return Run(folder, dataset, [r["seed"] for r in rows], values, config)
+    return Run(folder, spec, [r["seed"] for r in rows], values, config)
+
+
+def _run_spec(results: Path, config: dict[str, Any], columns: set[str]) -> DatasetSpec:
+    """The run's data set from its config.yaml (without one: the first named data set of the
+    metric family its columns show), checked against the columns."""
+    family = next((f for f, names in FAMILY_METRICS.items() if set(names) <= columns), None)
+    if family is None:
+        raise MsakitError(f"{results}: not an msakit results file (no MMSA metric columns)")
+    if "dataset" not in config:
+        return next(s for s in DATASETS.values() if s.metric_family == family)
+    try:
+        spec = resolve_spec(str(config["dataset"]), config.get("dataset_spec"))
+    except MsakitError as exc:
+        raise MsakitError(f"{results.parent / 'config.yaml'}: {exc}") from None
+    if spec.metric_family != family:
+        raise MsakitError(f"{results}: metric columns do not fit data set {spec.name!r}")
+    return spec
 
 
 def _flat_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -160,7 +185,7 @@ def _flat_config(config: dict[str, Any]) -> dict[str, Any]:
     the model's hyperparameters by their own names."""
     flat: dict[str, Any] = {}
     for key, value in config.items():
-        if key in ("model", "seeds", "model_name", "dataset"):
+        if key in ("model", "seeds", "model_name", "dataset", "dataset_spec"):
             continue
         if isinstance(value, dict):
             flat.update({f"{key}.{k}": v for k, v in value.items()})
@@ -178,7 +203,7 @@ def _overrides(run: Run) -> dict[str, Any]:
     flat = _flat_config({"preset": "paper", **run.config})
     try:
         name = str(run.config.get("preset", "paper"))
-        base = _flat_config(preset(run.config["model_name"], run.dataset, name).to_dict())
+        base = _flat_config(preset(run.config["model_name"], run.spec, name).to_dict())
     except (KeyError, MsakitError):
         return flat
     return {k: v for k, v in flat.items() if k not in base or base[k] != v}
@@ -245,7 +270,7 @@ def assign_labels(runs: Sequence[Run], label: str = "auto") -> None:
 # --------------------------------------------------------------------------- table
 @dataclass
 class Table:
-    datasets: list[str]
+    datasets: list[str]  # the column blocks: data set titles
     columns: dict[str, tuple[Column, ...]]
     labels: list[str]
     cells: dict[tuple[str, str], Run]  # (label, dataset) -> run
@@ -267,14 +292,18 @@ def _rounded(value: float, column: Column) -> float:
 
 
 def build_table(runs: Sequence[Run], all_metrics: bool = False) -> Table:
-    datasets = sorted({r.dataset for r in runs}, key=list(DATASET_TITLES).index)
+    """Column blocks in registry order (MOSI, MOSEI, SIMS, SIMS v2), then custom data sets."""
+    order = [s.title for s in DATASETS.values()]
+    datasets = sorted({r.dataset for r in runs},
+                      key=lambda t: (order.index(t) if t in order else len(order), t))
+    specs = {r.dataset: r.spec for r in runs}
     labels: list[str] = []
     cells: dict[tuple[str, str], Run] = {}
     for run in runs:
         if run.label not in labels:
             labels.append(run.label)
         cells[(run.label, run.dataset)] = run
-    columns = {d: columns_for(d, all_metrics) for d in datasets}
+    columns = {d: columns_for(specs[d], all_metrics) for d in datasets}
     return Table(datasets, columns, labels, cells)
 
 
@@ -285,7 +314,9 @@ def format_cell(mean: float, std: float, column: Column, plus_minus: str = " ± 
     return f"{mean:.{PLAIN_DIGITS}f}{plus_minus}{std:.{PLAIN_DIGITS}f}"
 
 
-def _cell(table: Table, label: str, dataset: str, column: Column, bold, plus_minus: str) -> str:
+def _cell(
+    table: Table, label: str, dataset: str, *, column: Column, bold, plus_minus: str
+) -> str:
     run = table.cells.get((label, dataset))
     if run is None:
         return "–"
@@ -307,7 +338,7 @@ def _seeds(table: Table, label: str) -> str:
 
 def _note(table: Table) -> str:
     text = "Mean ± std over seeds; Acc and F1 in %."
-    if any(d != "sims" for d in table.datasets):
+    if any(table.columns[d][0] == MOSI_COLUMNS[0] for d in table.datasets):
         text += (" MOSI/MOSEI Acc-2 and F1: negative/non-negative (left) and negative/positive,"
                  " zero labels excluded (right).")
     return text
@@ -317,7 +348,7 @@ def to_markdown(table: Table) -> str:
     multi = len(table.datasets) > 1
     header = ["Run"]
     for d in table.datasets:
-        prefix = f"{DATASET_TITLES[d]} " if multi else ""
+        prefix = f"{d} " if multi else ""
         header += [prefix + c.title for c in table.columns[d]]
     header.append("Seeds")
     lines = ["| " + " | ".join(header) + " |",
@@ -325,7 +356,7 @@ def to_markdown(table: Table) -> str:
     for label in table.labels:
         row = [label.replace("|", "\\|")]
         for d in table.datasets:
-            row += [_cell(table, label, d, c, lambda s: f"**{s}**", " ± ")
+            row += [_cell(table, label, d, column=c, bold=lambda s: f"**{s}**", plus_minus=" ± ")
                     for c in table.columns[d]]
         row.append(_seeds(table, label))
         lines.append("| " + " | ".join(row) + " |")
@@ -349,7 +380,7 @@ def to_latex(table: Table) -> str:
     if len(table.datasets) > 1:
         groups, rules, start = [""], [], 2
         for d, w in zip(table.datasets, widths, strict=True):
-            groups.append(f"\\multicolumn{{{w}}}{{c}}{{{DATASET_TITLES[d]}}}")
+            groups.append(f"\\multicolumn{{{w}}}{{c}}{{{latex_escape(d)}}}")
             rules.append(f"\\cmidrule(lr){{{start}-{start + w - 1}}}")
             start += w
         lines += [" & ".join([*groups, ""]) + " \\\\", " ".join(rules)]
@@ -358,7 +389,8 @@ def to_latex(table: Table) -> str:
     for label in table.labels:
         row = [latex_escape(label)]
         for d in table.datasets:
-            row += [_cell(table, label, d, c, lambda s: f"\\textbf{{{s}}}", " $\\pm$ ")
+            row += [_cell(table, label, d, column=c, bold=lambda s: f"\\textbf{{{s}}}",
+                          plus_minus=" $\\pm$ ")
                     for c in table.columns[d]]
         row.append(_seeds(table, label))
         lines.append(" & ".join(row) + " \\\\")
@@ -377,7 +409,7 @@ def to_csv(runs: Sequence[Run]) -> str:
         stats = []
         for m in metrics:
             stats += [_num(r.mean(m)), _num(r.std(m))] if m in r.values else ["", ""]
-        writer.writerow([r.label, str(r.path), r.dataset, len(r.seeds), *stats])
+        writer.writerow([r.label, str(r.path), r.spec.name, len(r.seeds), *stats])
     return buf.getvalue()
 
 

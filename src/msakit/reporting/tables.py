@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from msakit.config.datasets import DatasetSpec
 from msakit.metrics import metric_names
 
 
-def format_results(rows: list[dict[str, Any]], dataset: str) -> str:
-    """A fixed-width table of per-seed rows followed by the mean and std rows."""
-    names = metric_names(dataset)
+def format_results(rows: list[dict[str, Any]], dataset: str | DatasetSpec | None = None) -> str:
+    """A fixed-width table of per-seed rows followed by the mean and std rows; the metrics are
+    ``dataset``'s (a name or a spec), or the rows' own when it is None."""
+    names = metric_names(dataset) if dataset is not None else [k for k in rows[0] if k != "seed"]
     header = ["seed", *names]
     def cell(value: Any) -> str:  # a blank std (one seed) stays blank
         return f"{value:.4f}" if isinstance(value, (int, float)) else str(value)
@@ -24,5 +26,5 @@ def format_results(rows: list[dict[str, Any]], dataset: str) -> str:
     return "\n".join(lines)
 
 
-def print_results(rows: list[dict[str, Any]], dataset: str) -> None:
+def print_results(rows: list[dict[str, Any]], dataset: str | DatasetSpec | None = None) -> None:
     print(format_results(rows, dataset))

@@ -23,9 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
+from msakit.config import AMP_MODES, amp_mode  # noqa: F401 - the run's mode, checked there
 from msakit.errors import MsakitError
-
-AMP_MODES = ("off", "bf16", "fp16")
 
 
 def cpu_speed_settings(device_type: str, reuse_memory: bool, fast_dropout: bool) -> dict[str, bool]:
@@ -54,15 +53,6 @@ class Autocast:
     dtype: torch.dtype
     scaler: bool
     """Whether the loss is scaled (fp16 gradients underflow without it)."""
-
-
-def amp_mode(amp: str, bf16: bool = False) -> str:
-    """The run's mixed precision: ``amp``, or ``"bf16"`` for the older ``bf16=true``."""
-    if amp not in AMP_MODES:
-        raise MsakitError(f"amp must be {', '.join(AMP_MODES)}, got {amp!r}")
-    if bf16 and amp == "fp16":
-        raise MsakitError("bf16=true and amp=fp16 contradict each other; set amp only")
-    return "bf16" if bf16 and amp == "off" else amp
 
 
 def autocast_settings(device_type: str, mode: str) -> Autocast:

@@ -21,6 +21,7 @@ from typing import Any
 from torch import nn
 
 from msakit.config import RunConfig, plain
+from msakit.config.datasets import DatasetSpec
 from msakit.data.mmsa import FeatureFile, check_dataset, load_feature_file
 from msakit.data.tokens import check_vocabulary
 from msakit.encoders.text import load_text_encoder, load_tokenizer, text_encoder_config
@@ -65,14 +66,14 @@ class LoadedInputs:
 
     text_encoder: str | None
     data: str
-    dataset: str
+    dataset: DatasetSpec
     allow_vocab_mismatch: bool
     encoder: nn.Module
     features: FeatureFile
 
     def check_fits(self, config: RunConfig, data: str | os.PathLike) -> None:
         """Raise unless these inputs are what ``config`` and ``data`` would load."""
-        wanted = (config.text_encoder, str(data), config.dataset, config.allow_vocab_mismatch)
+        wanted = (config.text_encoder, str(data), config.spec, config.allow_vocab_mismatch)
         have = (self.text_encoder, self.data, self.dataset, self.allow_vocab_mismatch)
         if wanted != have:
             raise MsakitError(
@@ -87,7 +88,7 @@ def load_inputs(
     """:func:`load_encoder_and_data`, kept with what it was loaded for."""
     encoder, features = load_encoder_and_data(config, data, announce=announce)
     return LoadedInputs(
-        text_encoder=config.text_encoder, data=str(data), dataset=config.dataset,
+        text_encoder=config.text_encoder, data=str(data), dataset=config.spec,
         allow_vocab_mismatch=config.allow_vocab_mismatch, encoder=encoder, features=features,
     )
 
@@ -169,7 +170,7 @@ def load_encoder_and_data(
     """
     encoder = load_text_encoder(config.text_encoder)
     features = load_feature_file(str(data), vocab_size=int(encoder.config.vocab_size))
-    check_dataset(features, config.dataset)
+    check_dataset(features, config.spec)
     has_text = any(s.raw_text is not None for s in features.splits.values())
     if has_text and not config.allow_vocab_mismatch:
         tokenizer = load_tokenizer(config.text_encoder)

@@ -56,6 +56,7 @@ import yaml
 from torch import nn
 
 from msakit.config import DATASETS, RunConfig, apply_overrides, plain, validate
+from msakit.config.datasets import DatasetSpec
 from msakit.data.batching import epoch_plan
 from msakit.encoders.text import text_encoder_config
 from msakit.errors import MsakitError
@@ -117,7 +118,7 @@ def _keeps_for_stage2(name: str) -> bool:
 
 
 def stage1_config(
-    dataset: str,
+    dataset: str | DatasetSpec,
     *,
     text_encoder: str | None = None,
     epochs: int | None = None,
@@ -155,7 +156,7 @@ def stage1_config(
             f"external must be one of {', '.join(DATASETS)}, got {config.model['external']!r}"
         )
     config.model["contrastive"] = False
-    config.dataset = config.model["external"]
+    config.dataset, config.dataset_spec = config.model["external"], None  # a named data set
     config.early_stop = config.epochs
     config.seeds = config.seeds[:1]
     return config, int(CONKI_PRETRAIN["warmup_epochs"])
@@ -163,7 +164,7 @@ def stage1_config(
 
 # --------------------------------------------------------------------------- stage 1
 def pretrain_adapters(
-    dataset: str,
+    dataset: str | DatasetSpec,
     data: str | os.PathLike,
     *,
     out: str | os.PathLike,

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from msakit.config import RunConfig
+from msakit.config.datasets import DatasetSpec
 from msakit.data.batching import epoch_plan, iterate, shard
 from msakit.data.mmsa import SplitData
 from msakit.encoders.dropout import use_fast_dropout
@@ -288,6 +289,7 @@ class Trainer:
             self.module = wrap_ddp(self.model, self.device)
         self.history: list[dict[str, Any]] = []
         self.global_step = 0
+        self._steps_pending = 0  # backward passes since the last optimizer step (accumulate)
         self.step_seconds: list[float] = []
         self.step_samples: list[int] = []
 
@@ -410,7 +412,6 @@ class Trainer:
         Appends each optimizer step's wall time and global sample count to ``step_seconds`` and
         ``step_samples`` (what ``msakit bench`` reports).
         """
-        log, writer = getattr(self, "_log", None), getattr(self, "_tb", None)
         self.module.train()
         self.model.on_epoch_start(epoch)
         plan = self._plan(epoch)
@@ -421,47 +422,13 @@ class Trainer:
         for position, (indices, batch) in enumerate(zip(plan, self._batches(plan),
                                                         strict=True)):
             started = time.perf_counter()
-            sizes = [len(shard(indices, r, self.dist.world_size)) for r in
-                     range(self.dist.world_size)]
-            batch = self._to_device(batch)
-            with self._autocast():
-                output = self.module(batch)
-                losses = self.model.compute_loss(
-                    output, batch, gather=self.dist.gatherer(sizes),
-                    global_batch=len(indices), world_size=self.dist.world_size,
-                )
-            # Global values: the task part is each rank's share, the contrastive part is
-            # already computed on the gathered global batch.
-            task = float(self.dist.all_sum(losses.task_loss.detach().float()))
-            task /= self.dist.world_size
-            extra = float(losses.loss.detach().float()) - float(losses.task_loss.detach().float())
-            values = {
-                "loss": task + extra,
-                "task_loss": task,
-                "contrastive_loss": float(losses.contrastive_loss.detach().float()),
-            }
-            if not all(math.isfinite(v) for v in values.values()):
-                # Before the step: the weights, and the last good last.pt, stay as they were.
-                bad = values["loss"] if not math.isfinite(values["loss"]) else float("nan")
-                raise TrainingDiverged(
-                    f"training diverged at epoch {epoch + 1}, step {self.global_step + 1} "
-                    f"(loss {bad}); lower the learning rate"
-                )
-            self._backward_and_step(losses.loss, position, len(plan))
-            self.global_step += 1
+            ends_group = (position + 1) % self.config.accumulate == 0 or position + 1 == len(plan)
+            values = self._train_step(indices, batch, epoch, step=ends_group)
             self.step_seconds.append(time.perf_counter() - started)
             self.step_samples.append(len(indices))
             for k in sums:
                 sums[k] += values[k]
-            if log is not None:
-                lrs = {g["name"]: g["lr"] for g in self.optimizer.param_groups}
-                log.write(json.dumps({"seed": self.seed, "step": self.global_step,
-                                      "epoch": epoch + 1, **values, "lr": lrs}) + "\n")
-            if writer is not None:
-                for k, v in values.items():
-                    writer.add_scalar(f"train/{k}", v, self.global_step)
-                for g in self.optimizer.param_groups:
-                    writer.add_scalar(f"lr/{g['name']}", g["lr"], self.global_step)
+            self._record_step(values, epoch)
             if bar is not None:
                 bar.set_postfix(loss=f"{values['loss']:.4f}")
                 bar.update(1)
@@ -469,15 +436,50 @@ class Trainer:
             bar.close()
         return {k: v / max(1, len(plan)) for k, v in sums.items()}
 
-    def _backward_and_step(self, loss: torch.Tensor, position: int, batches: int) -> None:
-        """Backward pass of batch ``position`` of ``batches``; an optimizer step (and a schedule
-        step) after every ``accumulate`` batches and after the epoch's last one, on the summed
-        gradients. ``clip_value`` clips after every backward pass (MMSA), ``grad_clip`` the
-        norm before a step."""
-        accumulate = self.config.accumulate
-        if position % accumulate == 0:
+    def _train_step(
+        self, indices: np.ndarray, batch: dict[str, torch.Tensor], epoch: int, *, step: bool
+    ) -> dict[str, float]:
+        """Forward, loss, backward and (``step``) an optimizer step on this rank's share of the
+        global batch ``indices``; returns the step's global loss values."""
+        sizes = [len(shard(indices, r, self.dist.world_size)) for r in
+                 range(self.dist.world_size)]
+        batch = self._to_device(batch)
+        with self._autocast():
+            output = self.module(batch)
+            losses = self.model.compute_loss(
+                output, batch, gather=self.dist.gatherer(sizes),
+                global_batch=len(indices), world_size=self.dist.world_size,
+            )
+        # Global values: the task part is each rank's share, the contrastive part is
+        # already computed on the gathered global batch.
+        task = float(self.dist.all_sum(losses.task_loss.detach().float()))
+        task /= self.dist.world_size
+        extra = float(losses.loss.detach().float()) - float(losses.task_loss.detach().float())
+        values = {
+            "loss": task + extra,
+            "task_loss": task,
+            "contrastive_loss": float(losses.contrastive_loss.detach().float()),
+        }
+        if not all(math.isfinite(v) for v in values.values()):
+            # Before the step: the weights, and the last good last.pt, stay as they were.
+            bad = values["loss"] if not math.isfinite(values["loss"]) else float("nan")
+            raise TrainingDiverged(
+                f"training diverged at epoch {epoch + 1}, step {self.global_step + 1} "
+                f"(loss {bad}); lower the learning rate"
+            )
+        self._optimizer_step(losses.loss, step=step)
+        return values
+
+    def _optimizer_step(self, loss: torch.Tensor, *, step: bool = True) -> None:
+        """Backward (scaled under fp16 on CUDA), gradient clipping, the step and the schedule.
+
+        With ``accumulate`` > 1 the gradients of a group of batches add up (MMSA's
+        update_epochs): they are zeroed after a step, and ``step=False`` only accumulates.
+        ``clip_value`` clips every entry after each backward pass (MMSA), ``grad_clip`` the
+        global norm before a step."""
+        if self._steps_pending == 0:
             self.optimizer.zero_grad(set_to_none=True)
-        scaler = getattr(self, "scaler", None)  # fp16 on CUDA: scaled loss
+        scaler = getattr(self, "scaler", None)
         if scaler is not None:
             scaler.scale(loss).backward()
             scaler.unscale_(self.optimizer)
@@ -485,8 +487,11 @@ class Trainer:
             loss.backward()
         if self.config.clip_value > 0:
             nn.utils.clip_grad_value_(self.model.parameters(), self.config.clip_value)
-        if (position + 1) % accumulate and position + 1 < batches:
+        self.global_step += 1
+        if not step:
+            self._steps_pending += 1
             return
+        self._steps_pending = 0
         if self.config.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         if scaler is not None:
@@ -496,10 +501,24 @@ class Trainer:
             self.optimizer.step()
         self.scheduler.step()
 
+    def _record_step(self, values: dict[str, float], epoch: int) -> None:
+        """The step's line in the step log and its TensorBoard scalars, when they are on."""
+        log, writer = getattr(self, "_log", None), getattr(self, "_tb", None)
+        if log is not None:
+            lrs = {g["name"]: g["lr"] for g in self.optimizer.param_groups}
+            log.write(json.dumps({"seed": self.seed, "step": self.global_step,
+                                  "epoch": epoch + 1, **values, "lr": lrs}) + "\n")
+        if writer is not None:
+            for k, v in values.items():
+                writer.add_scalar(f"train/{k}", v, self.global_step)
+            for g in self.optimizer.param_groups:
+                writer.add_scalar(f"lr/{g['name']}", g["lr"], self.global_step)
+
     def _batches(self, plan: list[np.ndarray]) -> Iterator[dict[str, torch.Tensor]]:
         cache = getattr(self, "text_cache", {}).get("train")
         trim = not self.model.reads_padding()
-        for batch in iterate(self.train, plan, self.dist.rank, self.dist.world_size, trim):
+        for batch in iterate(self.train, plan, rank=self.dist.rank,
+                             world_size=self.dist.world_size, trim=trim):
             yield add_text_cache(batch, cache)
 
     # ------------------------------------------------------------------ evaluation
@@ -507,8 +526,9 @@ class Trainer:
     def evaluate(self, split: SplitData) -> EvalResult:
         cache = getattr(self, "text_cache", {}).get("valid") if split is self.valid else None
         return evaluate_model(
-            self.model, split, self.config.dataset, self.config.batch_size, self.device,
-            amp=amp_mode(self.config.amp, self.config.bf16), text_cache=cache, dist=self.dist,
+            self.model, split, dataset=self.config.spec, batch_size=self.config.batch_size,
+            device=self.device, amp=amp_mode(self.config.amp, self.config.bf16),
+            text_cache=cache, dist=self.dist,
         )
 
     # ------------------------------------------------------------------ files
@@ -672,7 +692,8 @@ class Trainer:
 def evaluate_model(
     model: MSAModel,
     split: SplitData,
-    dataset: str,
+    *,
+    dataset: str | DatasetSpec,
     batch_size: int,
     device: torch.device | None = None,
     bf16: bool = False,
@@ -686,10 +707,40 @@ def evaluate_model(
     gathered, so every rank returns the same result (and takes the same early-stopping
     decisions) for 1/N of the work. ``amp`` (or ``bf16=True``, the same as ``amp="bf16"``) is
     the run's mixed precision (:func:`msakit.training.device.autocast_settings`); fp16 off
-    CUDA evaluates in float32.
+    CUDA evaluates in float32. A split without labels (``split.labelled`` False, a file to
+    predict on) gets its predictions only: no metrics (``{}``) and a NaN loss.
     """
+    pred, loss = predict_split(
+        model, split, batch_size=batch_size, device=device, amp=amp_mode(amp, bf16),
+        text_cache=text_cache, dist=dist, with_loss=split.labelled,
+    )
+    return EvalResult(
+        predictions=pred,
+        labels=split.labels,
+        indices=np.arange(len(split)),
+        metrics=compute_metrics(pred, split.labels, dataset) if split.labelled else {},
+        loss=loss,
+    )
+
+
+@torch.no_grad()
+def predict_split(
+    model: MSAModel,
+    split: SplitData,
+    *,
+    batch_size: int,
+    device: torch.device | None = None,
+    amp: str = "off",
+    text_cache: TextCache | None = None,
+    dist: DistContext | None = None,
+    with_loss: bool = True,
+) -> tuple[np.ndarray, float]:
+    """``model``'s (N,) predictions on a whole split in split order, in eval mode, and the mean
+    task loss over its batches (rounded to 6 decimals; NaN without ``with_loss``).
+
+    See :func:`evaluate_model` for ``amp`` and ``dist``."""
     device = device or next(model.parameters()).device
-    mode = amp_mode(amp, bf16)
+    mode = amp_mode(amp, False)
     if mode == "fp16" and device.type != "cuda":  # a GPU run's checkpoint read on a CPU
         mode = "off"
     cast = autocast_settings(device.type, mode)
@@ -698,7 +749,7 @@ def evaluate_model(
     model.eval()
     plan = epoch_plan(split, batch_size, seed=0, epoch=0, shuffle=False)
     predictions, loss_sums = [], []  # per batch: this rank's predictions, sum of task losses
-    for batch in iterate(split, plan, rank, world, trim=not model.reads_padding()):
+    for batch in iterate(split, plan, rank=rank, world_size=world, trim=not model.reads_padding()):
         n = len(batch["labels"])
         if n == 0:  # a last batch smaller than the number of ranks
             predictions.append(np.zeros(0, dtype=np.float32))
@@ -707,7 +758,8 @@ def evaluate_model(
         batch = {k: v.to(device) for k, v in add_text_cache(batch, text_cache).items()}
         with torch.autocast(device.type, dtype=cast.dtype, enabled=cast.enabled):
             output = model(batch)
-            loss_sums.append(n * float(model.compute_loss(output, batch).task_loss.float()))
+            loss_sums.append(n * float(model.compute_loss(output, batch).task_loss.float())
+                             if with_loss else math.nan)
         predictions.append(output.prediction.float().cpu().numpy())
     model.train(was_training)
     if world > 1:
@@ -715,12 +767,4 @@ def evaluate_model(
         predictions = [np.concatenate([s[0][b] for s in shares]) for b in range(len(plan))]
         loss_sums = [sum(s[1][b] for s in shares) for b in range(len(plan))]
     losses = [total / len(indices) for total, indices in zip(loss_sums, plan, strict=True)]
-    pred = np.concatenate(predictions)
-    labels = split.labels
-    return EvalResult(
-        predictions=pred,
-        labels=labels,
-        indices=np.arange(len(split)),
-        metrics=compute_metrics(pred, labels, dataset),
-        loss=round(float(np.mean(losses)), 6),
-    )
+    return np.concatenate(predictions), round(float(np.mean(losses)), 6)

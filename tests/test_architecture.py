@@ -1,0 +1,168 @@
+"""The shape of the code (issue 12), checked on the source tree with ``ast``:
+
+* no function in ``src/msakit`` is longer than 60 lines (from its ``def`` line to its last
+  line, decorators not counted);
+* a function with more than four parameters (``self``/``cls``, ``*args`` and ``**kwargs`` not
+  counted) takes at most four of them by position, the rest keyword-only
+  (``def f(a, b, *, c, d, e)``): no call passes five values by position;
+* the layers import downwards only: cli/api > training > models, extract > losses/encoders >
+  data > metrics > config (see docs/architecture.md). The command-level modules (cli, api, tune,
+  reporting, bench, importing, inference, rerun) sit on top; errors, files and guard are used by
+  every layer and are not ranked.
+
+``PENDING`` and ``LAYER_PENDING`` list what still breaks a rule in files other engineers are
+reworking; they must shrink to nothing (a listed function that now follows the rules fails
+:func:`test_pending_lists_only_current_offenders` until its entry is deleted).
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "msakit"
+MAX_LINES = 60
+MAX_POSITIONAL = 4
+
+PENDING = {
+    "bench.py::bench",
+    "encoders/sequence.py::SequenceEncoder.__init__",
+    "encoders/sequence.py::_FeedForward.forward",
+    "encoders/sequence.py::attend",
+    "encoders/sequence.py::feed_forward",
+}
+"""``path::qualified name`` of the functions that still break a shape rule."""
+
+LAYER_PENDING = {
+    ("encoders/sequence.py", "msakit.training.device"),
+}
+"""(module file, imported module) pairs that still import upwards."""
+
+LAYERS = {"config": 0, "metrics": 1, "data": 2, "losses": 3, "encoders": 3, "models": 4,
+          "extract": 4, "training": 5}
+TOP = ("cli", "api", "tune", "reporting", "bench", "importing", "inference", "rerun")
+"""Command-level modules: the top layer."""
+
+
+def _sources() -> list[Path]:
+    return sorted(SRC.rglob("*.py"))
+
+
+def _functions(tree: ast.AST, prefix: str = "") -> Iterator[tuple[str, ast.FunctionDef]]:
+    """(qualified name, node) of every function, methods and nested functions included."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            yield prefix + node.name, node
+            yield from _functions(node, f"{prefix}{node.name}.")
+        elif isinstance(node, ast.ClassDef):
+            yield from _functions(node, f"{prefix}{node.name}.")
+        else:
+            yield from _functions(node, prefix)
+
+
+def shape_problems(node: ast.FunctionDef) -> list[str]:
+    """What ``node`` breaks of the two shape rules (empty when it follows them)."""
+    problems = []
+    lines = node.end_lineno - node.lineno + 1
+    if lines > MAX_LINES:
+        problems.append(f"{lines} lines (at most {MAX_LINES})")
+    positional = [a.arg for a in [*node.args.posonlyargs, *node.args.args]]
+    if positional and positional[0] in ("self", "cls"):
+        positional = positional[1:]
+    total = len(positional) + len(node.args.kwonlyargs)
+    if total > MAX_POSITIONAL and len(positional) > MAX_POSITIONAL:
+        problems.append(f"{total} parameters, {len(positional)} positional (at most "
+                        f"{MAX_POSITIONAL}; make the others keyword-only)")
+    return problems
+
+
+def _offenders() -> dict[str, list[str]]:
+    found = {}
+    for path in _sources():
+        rel = path.relative_to(SRC).as_posix()
+        for name, node in _functions(ast.parse(path.read_text(encoding="utf-8"))):
+            problems = shape_problems(node)
+            if problems:
+                found[f"{rel}::{name}"] = problems
+    return found
+
+
+def test_functions_are_short_and_take_many_arguments_by_keyword():
+    offenders = {k: v for k, v in _offenders().items() if k not in PENDING}
+    assert not offenders, "\n".join(f"{k}: {'; '.join(v)}" for k, v in offenders.items())
+
+
+def test_pending_lists_only_current_offenders():
+    stale = PENDING - set(_offenders())
+    assert not stale, f"these follow the rules now; delete them from PENDING: {sorted(stale)}"
+
+
+def _layer(module: str) -> str | None:
+    """The layer of a dotted ``msakit...`` module name (None for other packages)."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == "msakit" and len(parts) > 1 else None
+
+
+def _rank(layer: str | None) -> int | None:
+    if layer in LAYERS:
+        return LAYERS[layer]
+    return len(LAYERS) if layer in TOP else None
+
+
+def _imports(path: Path) -> Iterator[str]:
+    """Every msakit module ``path`` imports, at the top or inside functions."""
+    package = ["msakit", *path.relative_to(SRC).parent.parts]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            yield module
+            if node.module is None:  # from . import x: x is a module of the package
+                yield from (f"{module}.{alias.name}" for alias in node.names)
+
+
+def _upward_imports() -> set[tuple[str, str]]:
+    found = set()
+    for path in _sources():
+        rel = path.relative_to(SRC)
+        here = _rank(rel.parts[0] if len(rel.parts) > 1 else rel.stem)
+        if here is None:
+            continue
+        for module in _imports(path):
+            there = _rank(_layer(module))
+            if there is not None and there > here:
+                found.add((rel.as_posix(), module))
+    return found
+
+
+def test_layers_import_downwards_only():
+    upward = _upward_imports() - LAYER_PENDING
+    assert not upward, "\n".join(f"{a} imports {b}, a layer above it" for a, b in sorted(upward))
+
+
+def test_layer_pending_lists_only_current_offenders():
+    stale = LAYER_PENDING - _upward_imports()
+    assert not stale, f"these import downwards now; delete them from LAYER_PENDING: {stale}"
+
+
+def test_the_checks_catch_what_they_should():
+    """The checks themselves: a long function, a five-positional one and an upward import are
+    found; keyword-only parameters and ``self`` are not counted against a function."""
+    source = "\n".join([
+        "class A:",
+        "    def ok(self, a, b, c, d, *, e, f): pass",
+        "    def bad(self, a, b, c, d, e): pass",
+        "def long():",
+        *["    x = 1"] * MAX_LINES,
+    ])
+    found = {name: shape_problems(node) for name, node in _functions(ast.parse(source))}
+    assert found["A.ok"] == []
+    assert "5 parameters, 5 positional" in found["A.bad"][0]
+    assert found["long"] == [f"{MAX_LINES + 1} lines (at most {MAX_LINES})"]
+    assert _rank(_layer("msakit.training.trainer")) > _rank(_layer("msakit.models.clgsi"))
+    assert _rank(_layer("msakit.cli")) > _rank(_layer("msakit.training.inputs"))
+    assert _rank(_layer("msakit.files")) is None
+    assert _rank(_layer("msakit.api")) > _rank(_layer("msakit.extract.predict"))
