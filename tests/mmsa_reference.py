@@ -46,7 +46,7 @@ def write_mmsa_file(path: Path, like: str, n: tuple[int, int, int], *,
     """A synthetic ``like``-shaped MMSA pickle (see the module docstring) at ``path``."""
     from msakit.data.synthetic import write_synthetic
 
-    write_synthetic(str(path), like, *n, seed=seed, frames=frames)
+    write_synthetic(str(path), like, tuple(n), seed=seed, frames=frames)
     with open(path, "rb") as f:
         data = pickle.load(f)
     for split in data.values():

@@ -241,6 +241,7 @@ class MISA(MSAModel):
         self,
         output: ModelOutput,
         batch: dict[str, torch.Tensor],
+        *,
         gather: Gather = no_gather,
         global_batch: int | None = None,
         world_size: int = 1,
