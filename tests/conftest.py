@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -110,3 +111,15 @@ def small_mosi_npz(tmp_path_factory) -> Path:
     convert_to_npz(pkl, root / "mosi.npz")
     return root / "mosi.npz"
 
+
+def close_in_distribution(a: torch.Tensor, b: torch.Tensor, n: int, z: float = 5.0) -> None:
+    """Means and variances over the first dimension (n draws) agree within z standard errors
+    (of the mean: sqrt(var / n); of the variance: sqrt((m4 - var^2) / n))."""
+    mean_a, mean_b = a.mean(0), b.mean(0)
+    var_a, var_b = a.var(0), b.var(0)
+    se_mean = ((var_a + var_b) / n).sqrt()
+    assert torch.all((mean_a - mean_b).abs() <= z * se_mean + 1e-6), (mean_a - mean_b).abs().max()
+    m4_a = (a - mean_a).pow(4).mean(0)
+    m4_b = (b - mean_b).pow(4).mean(0)
+    se_var = (((m4_a - var_a**2).clamp_min(0) + (m4_b - var_b**2).clamp_min(0)) / n).sqrt()
+    assert torch.all((var_a - var_b).abs() <= z * se_var + 1e-6), (var_a - var_b).abs().max()

@@ -14,11 +14,12 @@ import sys
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import close_in_distribution, run_cli
 from torch import nn
 
 import msakit
 from msakit.encoders import dropout
+from msakit.encoders.packing import pack_layout
 from msakit.encoders.sequence import PackedEncoderLayer
 from msakit.training import allocator
 
@@ -190,19 +191,6 @@ def test_packed_layer_inherited_entry_points_are_the_stock_layer(fast):
     assert x.grad is not None and torch.isfinite(x.grad).all()
 
 
-def _close(a: torch.Tensor, b: torch.Tensor, n: int, z: float = 5.0) -> None:
-    """Means and variances over the first dimension (n draws) agree within z standard errors
-    (of the mean: sqrt(var / n); of the variance: sqrt((m4 - var^2) / n))."""
-    mean_a, mean_b = a.mean(0), b.mean(0)
-    var_a, var_b = a.var(0), b.var(0)
-    se_mean = ((var_a + var_b) / n).sqrt()
-    assert torch.all((mean_a - mean_b).abs() <= z * se_mean + 1e-6), (mean_a - mean_b).abs().max()
-    m4_a = (a - mean_a).pow(4).mean(0)
-    m4_b = (b - mean_b).pow(4).mean(0)
-    se_var = (((m4_a - var_a**2).clamp_min(0) + (m4_b - var_b**2).clamp_min(0)) / n).sqrt()
-    assert torch.all((var_a - var_b).abs() <= z * se_var + 1e-6), (var_a - var_b).abs().max()
-
-
 @pytest.mark.parametrize("fast", [False, True])
 def test_packed_layer_with_dropout_matches_the_stock_layer_in_distribution(fast):
     """p = 0.3 on every dropout (attention, feed-forward, both residual branches): the packed
@@ -217,12 +205,12 @@ def test_packed_layer_with_dropout_matches_the_stock_layer_in_distribution(fast)
     padding = torch.zeros(draws, length, dtype=torch.bool)
     padding[:, valid:] = True
     weight = torch.randn(valid, 8)
-    keep = (~padding).flatten().nonzero().squeeze(1)
+    layout = pack_layout(padding, 2)
 
     def run(layer, packed_path: bool):
         x = sequence.expand(draws, -1, -1).clone().requires_grad_()
         if packed_path:
-            out = layer.forward_packed(x, padding, keep)
+            out = layer.forward_packed(x, padding, layout)
         else:
             out = layer(x, src_key_padding_mask=padding)
         out = out[:, :valid]
@@ -234,13 +222,14 @@ def test_packed_layer_with_dropout_matches_the_stock_layer_in_distribution(fast)
     torch.manual_seed(3)
     out_s, grad_s = run(stock, False)
     assert out_p.std(0).min() > 0  # dropout is on: the draws differ
-    _close(out_p, out_s, draws)
-    _close(grad_p, grad_s, draws)
+    close_in_distribution(out_p, out_s, draws)
+    close_in_distribution(grad_p, grad_s, draws)
 
     # Weight gradients: one per chunk of rows, the chunks being independent draws.
     chunks, rows = 100, 20
     x = sequence.expand(rows, -1, -1)
-    pad, kept = padding[:rows], (~padding[:rows]).flatten().nonzero().squeeze(1)
+    pad = padding[:rows]
+    kept = pack_layout(pad, 2)
 
     def weight_grads(layer, packed_path: bool) -> torch.Tensor:
         grads = []
@@ -257,7 +246,7 @@ def test_packed_layer_with_dropout_matches_the_stock_layer_in_distribution(fast)
     wg_p = weight_grads(packed, True)
     torch.manual_seed(5)
     wg_s = weight_grads(stock, False)
-    _close(wg_p, wg_s, chunks, z=5.5)
+    close_in_distribution(wg_p, wg_s, chunks, z=5.5)
 
 
 def test_the_test_of_distributions_catches_a_missing_dropout_scale():
@@ -268,6 +257,7 @@ def test_the_test_of_distributions_catches_a_missing_dropout_scale():
     mask = (torch.rand(n, 16) > 0.3).float()
     right, unscaled = x * mask / 0.7, x * mask
     with pytest.raises(AssertionError):
-        _close(right, unscaled, n)
-    _close(right, (torch.rand(n, 16) + 1.0) * (torch.rand(n, 16) > 0.3).float() / 0.7, n)
+        close_in_distribution(right, unscaled, n)
+    other = (torch.rand(n, 16) + 1.0) * (torch.rand(n, 16) > 0.3).float() / 0.7
+    close_in_distribution(right, other, n)
     assert math.isfinite(float(right.var(0).mean()))

@@ -182,8 +182,8 @@ def test_unfused_attention_equals_fused_attention():
     q, k, v = (torch.randn(2, 3, 7, 4, requires_grad=True) for _ in range(3))
     padding = torch.zeros(2, 7, dtype=torch.bool)
     padding[1, 4:] = True
-    fused = attend(q, k, v, padding, 0.0)
-    unfused = attend(q, k, v, padding, 0.0, unfused=True)
+    fused = attend(q, k, v, padding, p=0.0)
+    unfused = attend(q, k, v, padding, p=0.0, unfused=True)
     assert torch.allclose(fused, unfused, atol=1e-6)
     g = torch.randn_like(fused)
     grads_f = torch.autograd.grad(fused, (q, k, v), g)
@@ -192,7 +192,7 @@ def test_unfused_attention_equals_fused_attention():
         assert torch.allclose(a, b, atol=1e-5)
     # With dropout the kept weights are scaled and padded keys still get no weight.
     torch.manual_seed(1)
-    dropped = attend(q, k, torch.eye(7).expand(2, 3, 7, 7), padding, 0.5)
+    dropped = attend(q, k, torch.eye(7).expand(2, 3, 7, 7), padding, p=0.5)
     assert torch.all(dropped[1, :, :, 4:] == 0)
 
 
@@ -206,7 +206,7 @@ def test_feed_forward_block_equals_the_written_out_math_with_the_same_mask():
     linear1, linear2 = nn.Linear(5, 64), nn.Linear(64, 5)
     x = torch.randn(1500, 5, requires_grad=True)
     torch.manual_seed(3)
-    fast = feed_forward(x, linear1, linear2, 0.3, training=True, fast=True)
+    fast = feed_forward(x, linear1, linear2, p=0.3, training=True, fast=True)
     torch.manual_seed(3)
     multiplier = dropout_multiplier((1500, 64), 0.3)
     assert abs((multiplier == 0).float().mean().item() - 0.3) < 0.01
@@ -219,7 +219,9 @@ def test_feed_forward_block_equals_the_written_out_math_with_the_same_mask():
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-4)
     # Eval mode: no dropout at all, the stock block.
     stock = linear2(torch.relu(linear1(x)))
-    assert torch.allclose(feed_forward(x, linear1, linear2, 0.3, training=False), stock, atol=1e-6)
+    assert torch.allclose(
+        feed_forward(x, linear1, linear2, p=0.3, training=False), stock, atol=1e-6
+    )
 
 
 def test_dropout_masks_do_not_depend_on_block_size_or_threads(monkeypatch):

@@ -67,7 +67,7 @@ def test_a_run_folder_is_taken_for_its_config(first, small_mosi_npz, capsys):
     (["--model", "conki"], "the run used --model clgsi, not conki"),
     (["--dataset", "sims"], "the run used --dataset mosi, not sims"),
     (["--preset", "authors"], "the run used --preset paper, not authors"),
-    (["--set", "gamma=-1"], "gamma must be >= 0, got -1"),
+    (["--set", "gamma=-1"], "clgsi gamma must be at least 0.0, got -1.0"),
 ])
 def test_flags_that_contradict_the_config_are_one_line(first, small_mosi_npz, tmp_path, capsys,
                                                        extra, message):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -36,6 +37,7 @@ from msakit.models.base import Dims, MSAModel
 from msakit.models.registry import preset as named_preset
 from msakit.training import distributed
 from msakit.training.device import amp_mode
+from msakit.training.init_from import InitFrom, read_init_from
 from msakit.training.inputs import (
     LoadedInputs,
     build_model,
@@ -113,6 +115,7 @@ def train(
     preset: str = DEFAULT_PRESET,
     loaded: LoadedInputs | None = None,
     save_last: bool = True,
+    init_from: str | os.PathLike | None = None,
 ) -> TrainResult:
     """Train ``model`` on an MMSA feature file for every seed; write the run folder.
 
@@ -132,6 +135,10 @@ def train(
     trainings on one file (``msakit tune``) loads them once; by default they are loaded here.
     ``save_last=False`` writes no ``last.pt`` (such a run cannot be resumed; ``msakit tune``'s
     trials never are).
+
+    ``init_from``: a checkpoint of the same model (e.g. trained on another data set) every seed
+    starts from; tensors whose shapes differ keep their fresh initialisation and are listed
+    (:mod:`msakit.training.init_from`). Recorded in ``config.yaml`` (``init_from``).
     """
     run = _Run(**{**locals(), "out": Path(out)})  # every argument, as one object
     if resume and overwrite:
@@ -191,6 +198,7 @@ class _Run:
     preset: str = DEFAULT_PRESET
     loaded: LoadedInputs | None = None
     save_last: bool = True
+    init_from: str | os.PathLike | None = None
 
 
 def _train(ctx: distributed.DistContext, run: _Run) -> TrainResult:
@@ -198,6 +206,8 @@ def _train(ctx: distributed.DistContext, run: _Run) -> TrainResult:
         run.model, run.dataset, text_encoder=run.text_encoder, seeds=run.seeds,
         epochs=run.epochs, batch=run.batch, overrides=run.overrides, preset=run.preset,
     )
+    if run.init_from is not None:
+        config = dataclasses.replace(config, init_from=str(run.init_from))
     _check_outputs(run, config)
     inputs = prepare_run(config, run.data, run.out, ctx, checkpoint_format="msakit-checkpoint-1",
                          loaded=run.loaded)
@@ -211,6 +221,7 @@ def _train(ctx: distributed.DistContext, run: _Run) -> TrainResult:
     message = probe.start_message(with_adapters=run.adapters is not None)
     if message and not run.quiet and ctx.is_main:
         print(message, file=sys.stderr)
+    init = _read_init_from(config, probe, quiet=run.quiet or not ctx.is_main)
     del probe
     pretrained = copy.deepcopy(inputs.encoder.state_dict())
     lock = _lock_run(run.out, ctx)
@@ -222,7 +233,7 @@ def _train(ctx: distributed.DistContext, run: _Run) -> TrainResult:
         if run.log_steps is not None and not run.resume and ctx.is_main:
             Path(run.log_steps).unlink(missing_ok=True)  # every seed appends its lines
         rows = _train_seeds(ctx, config, run=run, inputs=inputs, pretrained=pretrained,
-                            adapter_state=adapter_state)
+                            adapter_state=adapter_state, init=init)
     finally:
         if lock is not None:
             lock.release()
@@ -232,7 +243,8 @@ def _train(ctx: distributed.DistContext, run: _Run) -> TrainResult:
 def _check_outputs(run: _Run, config: RunConfig) -> None:
     """The log file and the run folder: nothing of the inputs or of another run is overwritten."""
     log_steps, out = run.log_steps, run.out
-    check_distinct_output(log_steps, [run.data, run.adapters, config.text_encoder],
+    check_distinct_output(log_steps, [run.data, run.adapters, config.text_encoder,
+                                      config.init_from],
                           "--log-steps")
     if log_steps is not None and Path(log_steps).resolve().is_relative_to(out.resolve()) and (
         Path(log_steps).suffix in (".pt", ".csv", ".yaml", ".json")
@@ -245,6 +257,21 @@ def _check_outputs(run: _Run, config: RunConfig) -> None:
             f"{out} already holds a run; add --resume to continue it, --overwrite to replace "
             "it, or choose another --out"
         )
+
+
+def _read_init_from(config: RunConfig, probe: MSAModel, *, quiet: bool) -> InitFrom | None:
+    """The checkpoint of ``--init-from`` checked against the run's model, and the note saying
+    which tensors are re-initialised (before anything is written)."""
+    if not config.init_from:
+        return None
+    try:
+        path = resolve_checkpoint(config.init_from)
+    except MsakitError as exc:
+        raise MsakitError(f"--init-from: {exc}") from None
+    init = read_init_from(path, config.model_name, probe)
+    if not quiet:
+        print("\n".join(init.describe()), file=sys.stderr, flush=True)
+    return init
 
 
 def _lock_run(out: Path, ctx) -> RunLock | None:
@@ -269,6 +296,7 @@ def _lock_run(out: Path, ctx) -> RunLock | None:
 def _train_seeds(
     ctx: distributed.DistContext, config: RunConfig, *, run: _Run, inputs: Any,
     pretrained: dict[str, torch.Tensor], adapter_state: dict[str, Any] | None,
+    init: InitFrom | None = None,
 ) -> list[dict[str, Any]]:
     rows, out, features = [], run.out, inputs.features
     for seed in config.seeds:
@@ -279,6 +307,8 @@ def _train_seeds(
             from msakit.training.stages import install_adapters
 
             install_adapters(net, adapter_state)
+        if init is not None:
+            init.apply(net)
         run_dir = out / f"seed-{seed}"
         trainer = Trainer(
             model=net,

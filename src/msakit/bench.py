@@ -3,8 +3,9 @@
 The benchmark builds the model and the generic Trainer exactly as ``train`` does, runs a warm-up
 of a few optimizer steps, then times every optimizer step of ``epochs`` epochs on the train split
 (no validation) and reports samples/s, the median step time and the peak resident memory of the
-process. ``--flops`` adds the share of the machine's measured matmul FLOP/s that a text-encoder
-training step reaches (FLOPs counted by ``torch.utils.flop_counter``).
+process. ``--flops`` adds the machine's measured fp32 matmul FLOP/s and the share of it that a
+text-encoder training step and the timed training steps reach (FLOPs of matmuls, counted by
+``torch.utils.flop_counter``; a step's FLOPs are counted on the timed batches after the timing).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 from msakit import api
 from msakit.config.datasets import DatasetSpec
 from msakit.data.batching import collate
-from msakit.encoders.text import bert_inputs
+from msakit.encoders.packed_text import run_text_encoder
 from msakit.training import distributed
 from msakit.training.device import amp_mode
 from msakit.training.inputs import load_encoder_and_data
@@ -47,20 +48,28 @@ def matmul_flops_per_s(n: int = 1024, repeats: int = 10) -> float:
     return 2.0 * n**3 / best
 
 
-def text_encoder_utilisation(encoder: torch.nn.Module, text: torch.Tensor) -> dict[str, float]:
-    """FLOPs of one text-encoder training step (forward + backward) and the share of matmul peak."""
+def _count_flops(work) -> float:
+    """FLOPs (matmuls and convolutions, ``torch.utils.flop_counter``) that ``work()`` runs."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    with FlopCounterMode(display=False) as counter:
+        work()
+    return float(counter.get_total_flops())
+
+
+def text_encoder_utilisation(
+    encoder: torch.nn.Module, text: torch.Tensor, *, packed: bool, peak: float
+) -> dict[str, float]:
+    """FLOPs of one text-encoder training step (forward + backward, run as the model runs it:
+    without padding tokens when ``packed``) and its share of the matmul ``peak`` (FLOP/s)."""
     encoder = copy.deepcopy(encoder).train()
-    inputs = bert_inputs(text)
 
     def step() -> None:
         encoder.zero_grad(set_to_none=True)
-        encoder(**inputs).last_hidden_state.float().pow(2).mean().backward()
+        out = run_text_encoder(encoder, text, packed=packed).last_hidden_state
+        out.float().pow(2).mean().backward()
 
-    with FlopCounterMode(display=False) as counter:
-        step()
-    flops = float(counter.get_total_flops())
+    flops = _count_flops(step)
     step()
     times = []
     for _ in range(3):
@@ -68,13 +77,73 @@ def text_encoder_utilisation(encoder: torch.nn.Module, text: torch.Tensor) -> di
         step()
         times.append(time.perf_counter() - start)
     achieved = flops / statistics.median(times)
-    peak = matmul_flops_per_s()
     return {
         "text_encoder_step_gflop": round(flops / 1e9, 3),
         "text_encoder_gflop_per_s": round(achieved / 1e9, 3),
-        "matmul_gflop_per_s": round(peak / 1e9, 3),
         "text_encoder_share_of_matmul_peak": round(achieved / peak, 4),
     }
+
+
+def _timed_plan(trainer: Trainer, epochs: int, max_steps: int | None) -> list[tuple[int, int]]:
+    """(epoch, steps) of the timed loop: whole epochs, the last cut at ``max_steps`` in all."""
+    timed, total = [], 0
+    for epoch in range(epochs):
+        steps = len(trainer._plan(epoch))
+        if max_steps is not None:
+            steps = min(steps, max_steps - total)
+        if steps <= 0:
+            break
+        timed.append((epoch, steps))
+        total += steps
+    return timed
+
+
+def step_flops(trainer: Trainer, timed: list[tuple[int, int]]) -> float:
+    """FLOPs of the forward and backward passes of the timed steps' batches (the optimizer's
+    element-wise update is not counted), recomputed on the same batches after the timing."""
+    model = trainer.model
+
+    def steps() -> None:
+        for epoch, count in timed:
+            plan = trainer._plan(epoch)[:count]
+            for batch in trainer._batches(plan):
+                model.zero_grad(set_to_none=True)
+                model.compute_loss(model(batch), batch).loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    model.train()
+    return _count_flops(steps)
+
+
+def _time_steps(trainer: Trainer, timed: list[tuple[int, int]], warmup_steps: int) -> float:
+    """Run the warm-up, then the timed steps; returns the process CPU seconds they took."""
+    trainer.train_epoch(0, max_steps=warmup_steps)  # warm-up: allocator, kernels, caches
+    trainer.step_seconds.clear()
+    trainer.step_samples.clear()
+    cpu_start = time.process_time()
+    for epoch, steps in timed:
+        trainer.train_epoch(epoch, max_steps=steps)
+    return time.process_time() - cpu_start
+
+
+def _flops_report(
+    trainer: Trainer, encoder: torch.nn.Module, timed: list[tuple[int, int]]
+) -> dict[str, float]:
+    """``--flops``: the machine's matmul peak, the text encoder's and the whole step's share."""
+    peak = matmul_flops_per_s()
+    split = trainer.train
+    text = collate(split, np.arange(min(trainer.config.batch_size, len(split))))["text"]
+    packed = not trainer.model.reads_padding()
+    result = {"matmul_gflop_per_s": round(peak / 1e9, 3)}
+    result.update(text_encoder_utilisation(encoder, text, packed=packed, peak=peak))
+    flops, seconds = step_flops(trainer, timed), sum(trainer.step_seconds)
+    achieved = flops / seconds if seconds else 0.0
+    result.update({
+        "step_gflop": round(flops / 1e9 / max(1, len(trainer.step_seconds)), 3),
+        "step_gflop_per_s": round(achieved / 1e9, 3),
+        "step_share_of_matmul_peak": round(achieved / peak, 4),
+    })
+    return result
 
 
 def bench(
@@ -98,38 +167,36 @@ def bench(
         overrides=overrides, preset=preset,
     )
     encoder, features = load_encoder_and_data(config, data)
-    dims = api.dims_of(features)
     torch.manual_seed(seed)
-    net = api.build_model(config, dims, copy.deepcopy(encoder))
+    net = api.build_model(config, api.dims_of(features), copy.deepcopy(encoder))
     ctx = distributed.setup()
     trainer = Trainer(net, config, features.splits["train"], features.splits["valid"], seed=seed,
                       dist=ctx, quiet=True)
     trainer.prepare()
-    trainer.train_epoch(0, max_steps=warmup_steps)  # warm-up: allocator, kernels, caches
-    trainer.step_seconds.clear()
-    trainer.step_samples.clear()
-    cpu_start = time.process_time()
-    for epoch in range(epochs):
-        remaining = None if max_steps is None else max_steps - len(trainer.step_seconds)
-        if remaining is not None and remaining <= 0:
-            break
-        trainer.train_epoch(epoch, max_steps=remaining)
-    cpu_seconds = time.process_time() - cpu_start
+    timed = _timed_plan(trainer, epochs, max_steps)
+    cpu_seconds = _time_steps(trainer, timed, warmup_steps)
+    result = {"model": model, "dataset": config.dataset, "data": str(data), **_measures(
+        trainer, cpu_seconds), "overrides": list(overrides or [])}
+    if flops:
+        result.update(_flops_report(trainer, encoder, timed))
+    distributed.teardown(ctx)
+    return result
+
+
+def _measures(trainer: Trainer, cpu_seconds: float) -> dict[str, Any]:
+    """The JSON fields of a timed run: its settings, throughput and memory."""
+    config = trainer.config
     seconds, samples = sum(trainer.step_seconds), sum(trainer.step_samples)
-    result: dict[str, Any] = {
-        "model": model,
-        "dataset": config.dataset,
-        "data": str(data),
+    return {
         "preset": config.preset,
         "text_encoder": config.text_encoder,
         "batch": config.batch_size,
-        "epochs": epochs,
+        "epochs": config.epochs,
         "sampler": config.sampler,
         "bf16": config.bf16,
         "amp": amp_mode(config.amp, config.bf16),
         "reuse_memory": config.reuse_memory,
         "fast_dropout": config.fast_dropout,
-        "overrides": list(overrides or []),
         "steps": len(trainer.step_seconds),
         "samples": samples,
         "samples_per_s": round(samples / seconds, 3) if seconds else 0.0,
@@ -142,9 +209,3 @@ def bench(
         "torch": torch.__version__,
         "machine": platform.machine(),
     }
-    if flops:
-        split = features.splits["train"]
-        text = collate(split, np.arange(min(config.batch_size, len(split))))["text"]
-        result.update(text_encoder_utilisation(encoder, text))
-    distributed.teardown(ctx)
-    return result

@@ -119,6 +119,7 @@ def _train(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         preset=args.preset or "paper",
         config=config,
+        init_from=args.init_from,
     )
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"wrote {result.out / 'results.csv'}")
@@ -404,6 +405,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from seed-S/last.pt")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run already in --out (its results and checkpoints)")
+    p.add_argument("--init-from", metavar="CKPT",
+                   help="start every seed from this checkpoint of the same --model (e.g. "
+                   "trained on another data set); tensors whose shapes differ (input widths) "
+                   "are re-initialised and listed")
 
     p = sub.add_parser("evaluate", help="metrics of a checkpoint on one split (JSON)")
     p.add_argument("--checkpoint", required=True,
@@ -535,7 +540,8 @@ def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
     _add_preset_argument(p)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     p.add_argument("--flops", action="store_true",
-                   help="also measure the text encoder's share of the matmul peak")
+                   help="also measure the text encoder's and the training step's share of "
+                   "the machine's fp32 matmul peak")
     p.add_argument("--json", action="store_true", help="one JSON object on the last line")
 
 

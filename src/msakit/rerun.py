@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from msakit.config import RunConfig, apply_overrides
+from msakit.config.datasets import resolve_spec
 from msakit.errors import MsakitError
 from msakit.models.registry import preset as named_preset
 
@@ -50,9 +51,14 @@ def load_run_config(
     identity = _identity(saved, path, {"model_name": model, "dataset": dataset,
                                        "preset": preset})
     seeds = saved.get("seeds")
+    init_from = saved.get("init_from")
     try:
-        config = named_preset(identity["model_name"], identity["dataset"], identity["preset"])
+        spec = resolve_spec(identity["dataset"], saved.get("dataset_spec"))
+        config = named_preset(identity["model_name"], spec, identity["preset"])
         config = apply_overrides(config, _settings(saved, path))
+        if init_from is not None and not isinstance(init_from, str):
+            raise MsakitError(f"init_from: expected a checkpoint path, got {init_from!r}")
+        config.init_from = init_from  # its own flag (--init-from), as seeds
         if seeds is not None:
             if not isinstance(seeds, list):
                 raise MsakitError(f"seeds: expected a list of integers, got {seeds!r}")
@@ -101,13 +107,14 @@ def _identity(saved: dict[str, Any], path: Path, flags: dict[str, str | None]) -
 
 def _settings(saved: dict[str, Any], path: Path) -> dict[str, str]:
     """The saved settings under their ``--set`` names (``lr.text``, ``gamma``, ...), without
-    the run's identity and seeds, each value written as YAML (a string stays a string: ``amp:
-    'off'``, not the YAML 1.1 boolean a bare ``off`` reads as)."""
+    the run's identity, seeds and ``init_from``, each value written as YAML (a string stays a
+    string: ``amp: 'off'``, not the YAML 1.1 boolean a bare ``off`` reads as)."""
     import yaml
 
     settings: dict[str, Any] = {}
     for key, value in saved.items():
-        if key in (*IDENTITY, "seeds"):
+        # the data set's spec shapes the preset; init_from is a flag of its own
+        if key in (*IDENTITY, "seeds", "dataset_spec", "init_from"):
             continue
         if key in ("model", "lr", "weight_decay"):
             if not isinstance(value, dict):

@@ -29,6 +29,7 @@ check it before anything else.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import random
@@ -214,7 +215,7 @@ def tune(
     sweep.out.mkdir(parents=True, exist_ok=True)
     storage = storage or default_storage(sweep.out)
     study_name = study or f"msakit-{model}-{config.dataset}"
-    sweep.dataset_flags = _dataset_flags(config.spec, sweep.out)
+    sweep = dataclasses.replace(sweep, dataset_flags=_dataset_flags(config.spec, sweep.out))
     verbosity = optuna.logging.get_verbosity()
     if quiet:
         optuna.logging.set_verbosity(optuna.logging.WARNING)

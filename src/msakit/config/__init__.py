@@ -125,6 +125,9 @@ class RunConfig:
     allow_vocab_mismatch: bool = False
     """Train even when the file's token ids do not come from the text encoder's tokenizer
     (see :func:`msakit.data.tokens.check_vocabulary`)."""
+    init_from: str | None = None
+    """A checkpoint of the same model every seed starts from (``--init-from``; tensors whose
+    shapes differ keep their fresh initialisation, see :mod:`msakit.training.init_from`)."""
     model: dict[str, Any] = field(default_factory=dict)
     dataset_spec: dict[str, Any] | None = None
     """The spec of a ``custom`` data set (:meth:`DatasetSpec.to_dict`); None for named ones."""
@@ -155,6 +158,7 @@ FLAG_KEYS = {
     "dataset_spec": "--dataset-spec",
     "model_name": "--model",
     "seeds": "--seeds",
+    "init_from": "--init-from",
 }
 SEED_LIMIT = 2**32
 """Seeds are in [0, 2^32): NumPy's legacy seeding takes no more."""

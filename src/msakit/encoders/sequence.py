@@ -9,9 +9,11 @@ trimmed to their longest valid sequence before they reach the encoder). CLGSI's
 ``encoder_mask=False`` switch reproduces the authors' computation by passing the full padded
 length as every sequence's length.
 
-Layers are PyTorch's ``nn.TransformerEncoderLayer`` (same parameters and math), with the
-feed-forward block run on valid frames only as one autograd function (ReLU and dropout in one
-in-place pass, :func:`feed_forward`), attention through the fused
+Layers are PyTorch's ``nn.TransformerEncoderLayer`` (same parameters and math), run
+padding-free: every position-wise step on the valid frames packed into one (N, D) matrix,
+attention per group of samples of similar length (:mod:`msakit.encoders.packing`), the
+feed-forward block as one autograd function (ReLU and dropout in one in-place pass,
+:func:`feed_forward`), attention through the fused
 ``scaled_dot_product_attention`` when there is no dropout, and, when the Trainer turns
 ``fast_dropout`` on, dropout masks drawn by NumPy (:class:`PackedEncoderLayer`,
 :mod:`msakit.encoders.dropout`). A sequence of length 0 (no
@@ -23,13 +25,15 @@ encoding), so it is encoded as a single zero frame.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from msakit.encoders.dispatch import attention_kernel, packed_feed_forward
 from msakit.encoders.dropout import fast_dropout, relu_dropout_
-from msakit.training.device import attention_kernel, packed_feed_forward
+from msakit.encoders.packing import PackedLayout, grouped_attention, pack_layout
 
 
 def lengths_to_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -82,10 +86,15 @@ class _FeedForward(torch.autograd.Function):
     (N, F) one (the same math, rounded in another order). Backward keeps only the masked
     activation, which the second linear needs anyway: it is positive exactly where the unit is
     active and kept, so it also gives ReLU's gradient and dropout's mask.
+
+    ``apply(x, w1, b1, w2, b2, setting)`` with ``setting`` a :class:`_Dropout` (autograd's
+    ``apply`` takes positional arguments only, hence the ``*params`` of ``forward``).
     """
 
     @staticmethod
-    def forward(ctx, x, w1, b1, w2, b2, p, fast):
+    def forward(ctx, x, *params):
+        w1, b1, w2, b2, setting = params
+        p, fast = setting
         hidden = torch.addmm(b1, x, w1.t())
         if p > 0.0 and fast:
             scale = relu_dropout_(hidden, p)
@@ -111,13 +120,20 @@ class _FeedForward(torch.autograd.Function):
         g_hidden = grad.mm(w2)
         torch.ops.aten.threshold_backward.grad_input(g_hidden, hidden, 0.0, grad_input=g_hidden)
         g_x = g_hidden.mm(w1).mul_(scale) if need[0] else None
-        g_w1 = g_hidden.t().mm(x).mul_(scale) if need[1] else None
+        # (x^T g_hidden)^T, not g_hidden^T x: with a narrow x (MOSI's 5 audio features) the
+        # latter's transposed (F, N) operand makes the matmul 10x slower on CPUs.
+        g_w1 = x.t().mm(g_hidden).t().mul_(scale) if need[1] else None
         g_b1 = g_hidden.sum(0).mul_(scale) if need[2] else None
-        return g_x, g_w1, g_b1, g_w2, g_b2, None, None
+        return g_x, g_w1, g_b1, g_w2, g_b2, None
+
+
+class _Dropout(NamedTuple):
+    p: float
+    fast: bool
 
 
 def feed_forward(
-    x: torch.Tensor, linear1: nn.Linear, linear2: nn.Linear, p: float, training: bool,
+    x: torch.Tensor, linear1: nn.Linear, linear2: nn.Linear, *, p: float, training: bool,
     fast: bool = False,
 ) -> torch.Tensor:
     """The Transformer feed-forward block linear2(dropout_p(relu(linear1(x)))), x (N, D).
@@ -127,51 +143,52 @@ def feed_forward(
     """
     if not packed_feed_forward(x.device.type, x.dtype, torch.is_autocast_enabled("cpu")):
         return linear2(F.dropout(F.relu(linear1(x)), p, training))
-    return _FeedForward.apply(
-        x, linear1.weight, linear1.bias, linear2.weight, linear2.bias, p if training else 0.0,
-        fast,
-    )
+    setting = _Dropout(p if training else 0.0, fast)
+    return _FeedForward.apply(x, linear1.weight, linear1.bias, linear2.weight, linear2.bias,
+                              setting)
 
 
 def attend(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, padding: torch.Tensor, p: float,
-    unfused: bool = False, fast: bool = False,
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, padding: torch.Tensor | None, *,
+    p: float, unfused: bool = False, fast: bool = False, dropout: nn.Module | None = None,
 ) -> torch.Tensor:
     """softmax(q k^T / sqrt(E) masked) with dropout p, times v: (B, H, L, E) -> (B, H, L, E).
 
-    ``padding`` (B, L) is True at masked keys. Without dropout, and on GPUs with dropout too,
-    this is PyTorch's fused ``scaled_dot_product_attention``
-    (:func:`msakit.training.device.attention_kernel`); with dropout on a CPU (which the fused
+    ``padding`` (B, L) is True at masked keys (None: nothing masked). Without dropout, and on
+    GPUs with dropout too, this is PyTorch's fused ``scaled_dot_product_attention``
+    (:func:`msakit.encoders.dispatch.attention_kernel`); with dropout on a CPU (which the fused
     kernels do not support) the same math is written out, the attention weights dropped by
-    ``F.dropout`` or, with ``fast``, by :func:`fast_dropout`.
+    ``dropout`` (a module, e.g. BERT's), or by ``F.dropout`` or, with ``fast``,
+    :func:`fast_dropout`.
     """
     if attention_kernel(q.device.type, p, unfused) == "fused":
-        return F.scaled_dot_product_attention(
-            q, k, v, attn_mask=~padding[:, None, None, :], dropout_p=p
-        )
-    # The padding enters as an additive (B, 1, 1, L) bias of -inf, added in place.
-    bias = torch.zeros(padding.shape, dtype=q.dtype, device=q.device)
-    bias = bias.masked_fill_(padding, float("-inf"))[:, None, None, :]
-    scores = torch.matmul(q * q.size(-1) ** -0.5, k.transpose(-1, -2)).add_(bias)  # (B,H,L,L)
+        mask = None if padding is None else ~padding[:, None, None, :]
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+    scores = torch.matmul(q * q.size(-1) ** -0.5, k.transpose(-1, -2))  # (B, H, L, L)
+    if padding is not None:  # an additive (B, 1, 1, L) bias of -inf, added in place
+        bias = torch.zeros(padding.shape, dtype=q.dtype, device=q.device)
+        scores = scores.add_(bias.masked_fill_(padding, float("-inf"))[:, None, None, :])
     weights = torch.softmax(scores, dim=-1)
-    if p > 0.0:
+    if dropout is not None:
+        weights = dropout(weights)
+    elif p > 0.0:
         weights = fast_dropout(weights, p) if fast else F.dropout(weights, p, training=True)
     return torch.matmul(weights, v)
 
 
 class PackedEncoderLayer(nn.TransformerEncoderLayer):
-    """``nn.TransformerEncoderLayer`` (post-norm, ReLU) with a packed path for padded batches.
+    """``nn.TransformerEncoderLayer`` (post-norm, ReLU) with a padding-free path.
 
     The layer IS PyTorch's layer: same parameters and names, and it overrides none of its
     methods, so the inherited ``forward`` (and ``nn.TransformerEncoder`` around it) is the stock
-    computation on the same weights. msakit's encoders call :meth:`forward_packed` instead:
-    self-attention over the padded batch (fused ``scaled_dot_product_attention``, padding
-    masked), then the position-wise feed-forward block and ``norm2`` on the kept frames only,
-    packed into one (N, D) matrix. The feed-forward is where a CPU step spends its time
-    (D -> 2048 -> D for every frame), so its cost follows the real lengths, not the padding.
-    Outputs at kept frames equal the stock layer's; padded frames keep the post-attention
-    value, which nothing downstream reads. The feed-forward block is :func:`feed_forward` (ReLU
-    and its dropout in one pass).
+    computation on the same weights. msakit's encoders call :meth:`forward_rows` (or
+    :meth:`forward_packed` on a padded batch) instead: every position-wise step (the in- and
+    out-projections, dropout, both LayerNorms, the feed-forward block) runs on the valid frames
+    packed into one (N, D) matrix, and self-attention per length group
+    (:func:`~msakit.encoders.packing.grouped_attention`), so a batch costs about the sum of its
+    samples' lengths (squared for attention), not batch size times its longest sample. Outputs
+    at valid frames equal the stock layer's with the same key padding mask. The feed-forward
+    block is :func:`feed_forward` (ReLU and its dropout in one pass).
 
     ``fast_dropout`` (False unless :func:`~msakit.encoders.dropout.use_fast_dropout` turns it
     on) makes the packed path draw its feed-forward and attention dropout masks with NumPy; the
@@ -188,60 +205,71 @@ class PackedEncoderLayer(nn.TransformerEncoderLayer):
     def _packable(self) -> bool:
         return self.activation is F.relu and not self.norm_first and self.self_attn.batch_first
 
-    def _packed_attention(self, x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
-        """``nn.MultiheadAttention``'s math with its own parameters (in_proj, out_proj), the
-        attention computed by :func:`attend`. x (B, L, D), padding (B, L) True where masked."""
-        mha = self.self_attn
-        if padding.dtype != torch.bool:  # a float mask (-inf where masked)
-            padding = padding != 0
-        batch, length, dim = x.shape
-        heads = mha.num_heads
-        qkv = F.linear(x, mha.in_proj_weight, mha.in_proj_bias)  # (B, L, 3D)
-        q, k, v = qkv.view(batch, length, 3, heads, dim // heads).permute(2, 0, 3, 1, 4)
-        p = mha.dropout if self.training else 0.0
-        out = attend(q, k, v, padding, p, fast=self.fast_dropout)  # (B, H, L, E)
-        out = mha.out_proj(out.transpose(1, 2).reshape(batch, length, dim))
-        return self.dropout1(out)
+    def _attend(self, q, k, v, padding):
+        p = self.self_attn.dropout if self.training else 0.0
+        return attend(q, k, v, padding, p=p, fast=self.fast_dropout)
 
-    def _packed_feed_forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = feed_forward(
-            x, self.linear1, self.linear2, self.dropout.p, self.training, self.fast_dropout
-        )
-        return self.dropout2(out)
+    def _attention(self, x: torch.Tensor, layout: PackedLayout | None, padding) -> torch.Tensor:
+        """``nn.MultiheadAttention``'s math with its own parameters (in_proj, out_proj): over
+        packed rows x (N, D) per length group, or (``layout`` None) over a padded x (B, L, D)
+        with ``padding`` (B, L) True where masked."""
+        mha = self.self_attn
+        qkv = F.linear(x, mha.in_proj_weight, mha.in_proj_bias)
+        if layout is not None:
+            out = grouped_attention(qkv, layout, mha.num_heads, self._attend)
+        else:
+            batch, length, dim = x.shape
+            q, k, v = qkv.view(batch, length, 3, mha.num_heads, -1).permute(2, 0, 3, 1, 4)
+            out = self._attend(q, k, v, padding).transpose(1, 2).reshape(batch, length, dim)
+        return self.dropout1(mha.out_proj(out))
+
+    def _position_wise(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        x = self.norm1(x + attended)
+        out = feed_forward(x, self.linear1, self.linear2, p=self.dropout.p,
+                           training=self.training, fast=self.fast_dropout)
+        return self.norm2(x + self.dropout2(out))
+
+    def forward_rows(self, rows: torch.Tensor, layout: PackedLayout) -> torch.Tensor:
+        """Packed rows (N, D) of ``layout`` -> the layer's output rows (N, D)."""
+        return self._position_wise(rows, self._attention(rows, layout, None))
 
     def forward_packed(
-        self, x: torch.Tensor, padding: torch.Tensor, keep: torch.Tensor
+        self, x: torch.Tensor, padding: torch.Tensor, layout: PackedLayout | None
     ) -> torch.Tensor:
-        """x (B, L, D); padding (B, L) True where masked; keep (N,) flat indices of frames."""
+        """x (B, L, D), padding (B, L) True where masked -> (B, L, D).
+
+        With a ``layout`` (of ``padding``) only valid frames are computed; padded frames keep
+        their input. ``layout=None`` computes every frame, padded ones attending to the valid
+        ones only (for readers of padded outputs)."""
+        if padding.dtype != torch.bool:  # a float mask (-inf where masked)
+            padding = padding != 0
         if not self._packable():
             return self(x, src_key_padding_mask=padding)
-        x = self.norm1(x + self._packed_attention(x, padding))
+        if layout is not None:
+            return layout.unpack(self.forward_rows(layout.pack(x), layout), into=x)
         flat = x.reshape(-1, x.size(-1))
-        kept = flat.index_select(0, keep)  # (N, D)
-        kept = self.norm2(kept + self._packed_feed_forward(kept))
-        return flat.index_copy(0, keep, kept).view_as(x)
+        attended = self._attention(x, None, padding).reshape_as(flat)
+        return self._position_wise(flat, attended).view_as(x)
 
 
 class SequenceEncoder(nn.Module):
     """A stack of post-norm Transformer encoder layers over a padded (B, L, D) sequence.
 
-    ``forward(x, lengths)`` returns ``(hidden, mask)`` with hidden (B, L, D) and mask (B, L)
-    (padded frames of ``hidden`` are complete only with ``full_output=True``). ConKI's adapters
-    read the hidden state before each layer through :meth:`prepare` and :meth:`run_layer`.
+    ``forward(x, lengths)`` returns ``(hidden, mask)`` with hidden (B, L, D) and mask (B, L);
+    the layers run padding-free on the packed valid frames, and padded frames of ``hidden`` are
+    zero unless ``full_output=True`` (every frame computed, attending to the valid ones).
+    ConKI's adapters read the hidden state before each layer through :meth:`prepare` and
+    :meth:`run_layer`.
     """
 
     def __init__(
-        self,
-        dim: int,
-        heads: int,
-        layers: int = 2,
-        feedforward: int = 2048,
-        dropout: float = 0.1,
-        positional: bool = True,
+        self, dim: int, heads: int, *, layers: int = 2, feedforward: int = 2048,
+        dropout: float = 0.1, positional: bool = True,
     ) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError(f"{heads} heads do not divide the feature width {dim}")
+        self.heads = heads
         self.positions = SinusoidalPositions(dim) if positional else None
         self.layers = nn.ModuleList(
             PackedEncoderLayer(
@@ -258,34 +286,40 @@ class SequenceEncoder(nn.Module):
 
     def prepare(
         self, x: torch.Tensor, lengths: torch.Tensor, full_output: bool = False
-    ) -> tuple[torch.Tensor, ...]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, PackedLayout | None]:
         """Zero the padding, add positions.
 
-        Returns (x, valid mask (B, L), attention padding mask (B, L), kept frame indices (N,)).
-        Empty sequences keep frame 0 (a zero frame plus position 0): never NaN. With
-        ``full_output`` every frame is kept (padded frames get the whole layer too, still
-        attending to valid frames only), for readers of padded outputs.
+        Returns (x, valid mask (B, L), attention padding mask (B, L), the packed layout of the
+        attended frames, or None with ``full_output``). Empty sequences attend to frame 0 (a
+        zero frame plus position 0): never NaN. With ``full_output`` every frame is computed
+        (padded frames get the whole layer too, still attending to valid frames only), for
+        readers of padded outputs.
         """
         mask = lengths_to_mask(lengths, x.size(1))
         x = x * mask.unsqueeze(-1).to(x.dtype)
         if self.positions is not None:
             x = self.positions(x)
-        attend = mask.clone()
-        attend[:, 0] |= lengths == 0
-        kept = torch.ones_like(attend) if full_output else attend
-        keep = kept.flatten().nonzero().squeeze(1)
-        return x, mask, ~attend, keep
+        attend_to = mask.clone()
+        attend_to[:, 0] |= lengths == 0
+        layout = None if full_output else pack_layout(~attend_to, self.heads)
+        return x, mask, ~attend_to, layout
 
     def run_layer(
-        self, k: int, x: torch.Tensor, padding: torch.Tensor, keep: torch.Tensor
+        self, k: int, x: torch.Tensor, padding: torch.Tensor, layout: PackedLayout | None
     ) -> torch.Tensor:
-        """Apply layer ``k``: x (B, L, D), padding (B, L) True where masked, keep (N,)."""
-        return self.layers[k].forward_packed(x, padding, keep)
+        """Apply layer ``k``: x (B, L, D), padding (B, L) True where masked (see
+        :meth:`PackedEncoderLayer.forward_packed`)."""
+        return self.layers[k].forward_packed(x, padding, layout)
 
     def forward(
         self, x: torch.Tensor, lengths: torch.Tensor, full_output: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        x, mask, padding, keep = self.prepare(x, lengths, full_output)
-        for k in range(len(self.layers)):
-            x = self.run_layer(k, x, padding, keep)
-        return x, mask
+        x, mask, padding, layout = self.prepare(x, lengths, full_output)
+        if layout is None or not all(layer._packable() for layer in self.layers):
+            for k in range(len(self.layers)):
+                x = self.run_layer(k, x, padding, layout)
+            return x, mask
+        rows = layout.pack(x)
+        for layer in self.layers:
+            rows = layer.forward_rows(rows, layout)
+        return layout.unpack(rows), mask

@@ -9,10 +9,20 @@ A model is an ``nn.Module`` that
   losses see the global batch,
 * names its parameter groups (text encoder, audio, vision, other), which the Trainer maps to
   learning rates and weight decays.
+
+Hooks with defaults, for models whose training differs from one optimizer over one pass:
+
+* :meth:`MSAModel.training_phases`: the passes of an epoch over the training batches, each with
+  an optimizer of its own over some parameter groups (default: one pass over all of them);
+  :meth:`MSAModel.start_phase` is called before each pass (MMIM: the MI-bound pass, then the
+  main pass, resetting its memory).
+* :attr:`MSAModel.text_no_decay`: name fragments of text-encoder parameters that take no weight
+  decay (BERT practice; MMIM decays them all, as MMSA).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,10 +39,12 @@ def no_gather(x: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class ModelOutput:
-    """prediction (B,) and named representations (B, d) for losses and plots."""
+    """prediction (B,), named representations (B, d) for losses and plots, and ``terms``:
+    other tensors the model's loss reads (e.g. MMIM's MI bounds, scalars), empty by default."""
 
     prediction: torch.Tensor
     representations: dict[str, torch.Tensor] = field(default_factory=dict)
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -73,6 +85,20 @@ class Dims:
         }
 
 
+@dataclass(frozen=True)
+class TrainingPhase:
+    """One pass of a training epoch over the epoch's batches (see
+    :meth:`MSAModel.training_phases`): its optimizer steps the parameter ``groups`` (None: all
+    of the model's groups) over the first ceil(``fraction`` x n) of the n batches."""
+
+    name: str
+    groups: tuple[str, ...] | None = None
+    fraction: float = 1.0
+
+    def steps(self, batches: int) -> int:
+        return max(1, min(batches, math.ceil(self.fraction * batches - 1e-9)))
+
+
 def task_mean(per_sample: torch.Tensor, global_batch: int | None, world_size: int) -> torch.Tensor:
     """Mean of a per-sample loss over the global batch, as seen by one rank.
 
@@ -103,6 +129,12 @@ class MSAModel(nn.Module):
     below have defaults that a model overrides where it differs (generic code never asks which
     model it holds)."""
 
+    text_no_decay: tuple[str, ...] = (
+        "bias", "LayerNorm.weight", "LayerNorm.bias", "layer_norm", "norm.weight"
+    )
+    """Text-encoder parameters whose name contains one of these take no weight decay (BERT
+    practice, both papers' code); a model that decays them all sets ``()``."""
+
     supports_adapters = False
     """Whether ``--adapters`` (pretrained knowledge adapters, ConKI's stage 1) applies; such a
     model provides ``has_adapters``, ``adapter_state()``, ``adapter_signature()`` and
@@ -123,6 +155,16 @@ class MSAModel(nn.Module):
         """{"text" | "audio" | "vision" | "other": [(name, parameter), ...]}; a model may add
         groups of its own, whose settings :meth:`optimizer_settings` gives."""
         raise NotImplementedError
+
+    def training_phases(self) -> tuple[TrainingPhase, ...]:
+        """The passes of every training epoch, in order, each with an optimizer (and schedule)
+        of its own; the Trainer calls :meth:`start_phase` before each. Default: one pass, one
+        optimizer over all parameter groups."""
+        return (TrainingPhase("train"),)
+
+    def start_phase(self, name: str) -> None:
+        """Called by the Trainer before each pass of :meth:`training_phases` (in train mode):
+        the model may reset per-pass state and choose what its forward and loss compute."""
 
     def start_message(self, *, with_adapters: bool = False) -> str | None:
         """A note printed once before training (e.g. which ablation a setting amounts to)."""

@@ -51,8 +51,8 @@ from torch.nn import functional as F
 
 from msakit.config import groups
 from msakit.config.model_config import ModelConfig, hp
+from msakit.encoders.packed_text import run_text_encoder
 from msakit.encoders.sequence import SequenceEncoder, last_valid, masked_mean
-from msakit.encoders.text import bert_inputs
 from msakit.errors import MsakitError
 from msakit.losses import IntensityGuidedContrastiveLoss
 from msakit.models.base import (
@@ -300,12 +300,12 @@ class CLGSI(MSAModel):
         d_text = text_encoder.config.hidden_size
         d_c, d_s = c.common_dim, c.specific_dim
         self.text_encoder = text_encoder
+        shared = {"feedforward": c.feedforward, "dropout": c.encoder_dropout}
         self.audio_encoder = SequenceEncoder(
-            dims.audio, c.audio_heads, c.audio_layers, c.feedforward, c.encoder_dropout
+            dims.audio, c.audio_heads, layers=c.audio_layers, **shared
         )
         self.vision_encoder = SequenceEncoder(
-            dims.vision, c.vision_heads, c.vision_layers, c.feedforward,
-            c.encoder_dropout,
+            dims.vision, c.vision_heads, layers=c.vision_layers, **shared
         )
         if c.clone_encoder_layers:
             self.audio_encoder.clone_first_layer()
@@ -346,7 +346,9 @@ class CLGSI(MSAModel):
 
     def text_features(self, text: torch.Tensor) -> dict[str, torch.Tensor]:
         """text (B, 3, Lt) MMSA rows -> {"seq_hidden": BERT last hidden state (B, Lt, d_t)}."""
-        return {"seq_hidden": self.text_encoder(**bert_inputs(text)).last_hidden_state}
+        # Without padding tokens unless padded positions are read (``reads_padding``).
+        out = run_text_encoder(self.text_encoder, text, packed=not self.reads_padding())
+        return {"seq_hidden": out.last_hidden_state}
 
     def reads_padding(self) -> bool:
         c = self.config

@@ -67,9 +67,10 @@ from torch import nn
 
 from msakit.config import groups
 from msakit.config.model_config import ModelConfig, hp
+from msakit.encoders.packed_text import run_text_encoder
+from msakit.encoders.packing import pack_layout
 from msakit.encoders.sequence import PackedEncoderLayer, SequenceEncoder, masked_mean
 from msakit.encoders.text import (
-    bert_inputs,
     encoder_layers,
     text_encoder_config,
     text_encoder_from_config,
@@ -218,9 +219,9 @@ class AdapterModule(nn.Module):
 
     def forward(self, x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
         h = self.down(x)  # (B, L, inner)
-        keep = (~padding).flatten().nonzero().squeeze(1)
+        layout = pack_layout(padding, self.layers[0].self_attn.num_heads)
         for layer in self.layers:
-            h = layer.forward_packed(h, padding, keep)
+            h = layer.forward_packed(h, padding, layout)
         out = self.up(h)  # (B, L, width); padded positions are never read
         return x + out if self.residual else out
 
@@ -318,7 +319,7 @@ class ConKI(MSAModel):
                 text_encoder = text_encoder_from_config(text_encoder_config(text_encoder))
             self.text_encoder = text_encoder
             self.points["text"] = insertion_points(TEXT_INSERT, len(encoder_layers(text_encoder)))
-        self._build_audio_vision(dims)
+        self._build_sequence_encoders(dims)
         if c.use_adapters:
             for m in self.modalities:
                 adapter = Adapter(self.points[m], self.widths[m], inner=c.adapter_dim,
@@ -340,31 +341,25 @@ class ConKI(MSAModel):
             else None
         )
 
-    def _build_audio_vision(self, dims: Dims) -> None:
-        """Per modality: the per-dataset input projection (not an adapter parameter, trained in
-        both stages) and the Transformer encoder, with the adapters' insertion points."""
+    def _build_sequence_encoders(self, dims: Dims) -> None:
+        """Audio/vision: a per-dataset input projection (not an adapter parameter, trained in
+        both stages) and the Transformer encoder at ``shared_dim``."""
         c = self.config
         for m, raw in (("vision", dims.vision), ("audio", dims.audio)):
             if m in self.modalities:
                 setattr(self, f"project_{m}", nn.Linear(raw, self.shared_dim))
-                setattr(
-                    self,
-                    f"{m}_encoder",
-                    SequenceEncoder(
-                        self.shared_dim,
-                        c.encoder_heads,
-                        c.encoder_layers,
-                        c.feedforward,
-                        c.encoder_dropout,
-                    ),
+                encoder = SequenceEncoder(
+                    self.shared_dim, c.encoder_heads, layers=c.encoder_layers,
+                    feedforward=c.feedforward, dropout=c.encoder_dropout,
                 )
+                setattr(self, f"{m}_encoder", encoder)
                 self.points[m] = insertion_points(AV_INSERT, c.encoder_layers)
 
     # ------------------------------------------------------------------ encoding
     def text_features(self, text: torch.Tensor) -> dict[str, torch.Tensor]:
         """text (B, 3, Lt) -> {"pooled": O_t (B, d_t)} and, with a text adapter, the hidden
         states it reads: {"seq_hidden_k": (B, Lt, d_t)} for every insertion point k."""
-        out = self.text_encoder(**bert_inputs(text), output_hidden_states=True)
+        out = run_text_encoder(self.text_encoder, text, hidden_states=True)  # no padding tokens
         pooled = out.pooler_output
         if pooled is None:  # an encoder without a pooler: fall back to [CLS]
             pooled = out.last_hidden_state[:, 0]
@@ -397,11 +392,11 @@ class ConKI(MSAModel):
         adapter = getattr(self, f"adapter_{m}", None)
         use_pan = self.config.use_pan_knowledge
         h = getattr(self, f"project_{m}")(x)  # (B, L, shared_dim)
-        h, mask, padding, keep = encoder.prepare(h, lengths)
+        h, mask, padding, layout = encoder.prepare(h, lengths)
         depth = len(encoder.layers) if use_pan or adapter is None else max(adapter.points)
         states = [h]
         for k in range(depth):
-            states.append(encoder.run_layer(k, states[-1], padding, keep))
+            states.append(encoder.run_layer(k, states[-1], padding, layout))
         pooled = masked_mean(states[-1], mask) if use_pan else None
         if adapter is None:
             return pooled, None

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from msakit.config import AMP_MODES, amp_mode  # noqa: F401 - the run's mode, checked there
+from msakit.encoders.dispatch import attention_kernel, packed_feed_forward  # noqa: F401
 from msakit.errors import MsakitError
 
 
@@ -31,20 +32,6 @@ def cpu_speed_settings(device_type: str, reuse_memory: bool, fast_dropout: bool)
     """Which of the CPU speed settings the Trainer applies on ``device_type``: none off CPUs."""
     on_cpu = device_type == "cpu"
     return {"reuse_memory": on_cpu and reuse_memory, "fast_dropout": on_cpu and fast_dropout}
-
-
-def attention_kernel(device_type: str, dropout: float, unfused: bool = False) -> str:
-    """``"fused"`` (``scaled_dot_product_attention``, dropout inside) or ``"written"`` (the
-    math written out, needed on CPUs when there is dropout, or when asked with ``unfused``)."""
-    if unfused:
-        return "written"
-    return "fused" if dropout == 0.0 or device_type != "cpu" else "written"
-
-
-def packed_feed_forward(device_type: str, dtype: torch.dtype, cpu_autocast: bool) -> bool:
-    """Whether the feed-forward block is msakit's one-function version (float32 on CPUs
-    outside autocast); otherwise the stock PyTorch ops."""
-    return device_type == "cpu" and dtype == torch.float32 and not cpu_autocast
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from msakit.encoders.dropout import use_fast_dropout
 from msakit.errors import MsakitError, TrainingDiverged
 from msakit.files import torch_save_atomic, write_text_atomic
 from msakit.metrics import compute_metrics
-from msakit.models.base import MSAModel
+from msakit.models.base import MSAModel, TrainingPhase
 from msakit.training.allocator import reuse_freed_memory
 from msakit.training.device import (
     amp_mode,
@@ -50,7 +50,7 @@ from msakit.training.device import (
 )
 from msakit.training.distributed import DistContext, wrap_ddp
 
-NO_DECAY = ("bias", "LayerNorm.weight", "LayerNorm.bias", "layer_norm", "norm.weight")
+NO_DECAY = MSAModel.text_no_decay
 
 
 def seed_everything(seed: int) -> None:
@@ -127,18 +127,23 @@ def set_dropout(model: nn.Module, p: float) -> None:
             config.hidden_dropout_prob = p
 
 
-def build_optimizer(model: MSAModel, config: RunConfig) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: MSAModel, config: RunConfig, groups: tuple[str, ...] | None = None
+) -> torch.optim.Optimizer:
     """AdamW (or Adam, ``config.optimizer``) with one group per (parameter group, decay / no
-    decay) pair that has parameters."""
+    decay) pair that has parameters, over the model's parameter ``groups`` (None: all); the
+    text encoder's parameters named in ``model.text_no_decay`` take no decay."""
     param_groups = []
     settings = model.optimizer_settings(config)
     for group, named in model.parameter_groups().items():
+        if groups is not None and group not in groups:
+            continue
         lr, weight_decay = settings[group]
         decay, no_decay = [], []
         for name, param in named:
             if not param.requires_grad:
                 continue
-            skip = group == "text" and any(key in name for key in NO_DECAY)
+            skip = group == "text" and any(key in name for key in model.text_no_decay)
             (no_decay if skip else decay).append(param)
         for params, wd, suffix in (
             (decay, weight_decay, ""),
@@ -334,17 +339,26 @@ class Trainer:
             use_fast_dropout(self.model)
         self.amp = autocast_settings(self.device.type, amp_mode(self.config.amp, self.config.bf16))
         self.scaler = torch.amp.GradScaler(self.device.type) if self.amp.scaler else None
-        steps_per_epoch = -(-len(self._plan(0)) // self.config.accumulate)  # optimizer steps
-        total = steps_per_epoch * self.config.epochs
-        warmup = (
-            self.warmup_steps
-            if self.warmup_steps is not None
-            else self.config.warmup * total
-        )
-        if not self.config.fractional_warmup:
-            warmup = int(warmup)
-        self.optimizer = build_optimizer(self.model, self.config)
-        self.scheduler = build_scheduler(self.optimizer, self.config, total, warmup)
+        self.phases = self.model.training_phases()
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.schedulers: dict[str, Any] = {}
+        batches = len(self._plan(0))
+        for phase in self.phases:
+            # optimizer steps: one per `accumulate` batches (MMSA's update_epochs)
+            total = -(-phase.steps(batches) // self.config.accumulate) * self.config.epochs
+            warmup = (
+                self.warmup_steps
+                if self.warmup_steps is not None
+                else self.config.warmup * total
+            )
+            if not self.config.fractional_warmup:
+                warmup = int(warmup)
+            optimizer = build_optimizer(self.model, self.config, phase.groups)
+            self.optimizers[phase.name] = optimizer
+            self.schedulers[phase.name] = build_scheduler(optimizer, self.config, total, warmup)
+        # The last phase's (the only one for most models), for callers that read one.
+        self.optimizer = self.optimizers[self.phases[-1].name]
+        self.scheduler = self.schedulers[self.phases[-1].name]
         self.stopper = EarlyStopping(self.config.early_stop)
         self.text_cache: dict[str, TextCache | None] = {"train": None, "valid": None}
         if self.config.cache_text and not self.model.trains_text_encoder():
@@ -407,7 +421,9 @@ class Trainer:
         return best_valid
 
     def train_epoch(self, epoch: int, max_steps: int | None = None) -> dict[str, float]:
-        """One pass over the epoch's batch plan (or its first ``max_steps`` batches).
+        """One epoch: each of the model's training phases (one for most models) passes over
+        its share of the epoch's batch plan (or its first ``max_steps`` batches) with its own
+        optimizer. Returns the last phase's mean losses, and ``<phase>_loss`` of the others.
 
         Appends each optimizer step's wall time and global sample count to ``step_seconds`` and
         ``step_samples`` (what ``msakit bench`` reports).
@@ -417,18 +433,31 @@ class Trainer:
         plan = self._plan(epoch)
         if max_steps is not None:
             plan = plan[:max_steps]
+        stats: dict[str, float] = {}
+        for phase in self.phases:
+            self.model.start_phase(phase.name)
+            means = self._train_pass(epoch, phase, plan[: phase.steps(len(plan))])
+            if phase is self.phases[-1]:
+                stats.update(means)
+            else:
+                stats[f"{phase.name}_loss"] = means["loss"]
+        return stats
+
+    def _train_pass(self, epoch: int, phase: TrainingPhase,
+                    plan: list[np.ndarray]) -> dict[str, float]:
+        """One phase's optimizer steps over ``plan``; the mean of each logged loss."""
         sums = {"loss": 0.0, "task_loss": 0.0, "contrastive_loss": 0.0}
         bar = self._progress(len(plan), epoch)
         for position, (indices, batch) in enumerate(zip(plan, self._batches(plan),
                                                         strict=True)):
             started = time.perf_counter()
             ends_group = (position + 1) % self.config.accumulate == 0 or position + 1 == len(plan)
-            values = self._train_step(indices, batch, epoch, step=ends_group)
+            values = self._train_step(indices, batch, epoch, phase=phase, step=ends_group)
             self.step_seconds.append(time.perf_counter() - started)
             self.step_samples.append(len(indices))
             for k in sums:
                 sums[k] += values[k]
-            self._record_step(values, epoch)
+            self._record_step(values, epoch, phase=phase)
             if bar is not None:
                 bar.set_postfix(loss=f"{values['loss']:.4f}")
                 bar.update(1)
@@ -437,10 +466,11 @@ class Trainer:
         return {k: v / max(1, len(plan)) for k, v in sums.items()}
 
     def _train_step(
-        self, indices: np.ndarray, batch: dict[str, torch.Tensor], epoch: int, *, step: bool
+        self, indices: np.ndarray, batch: dict[str, torch.Tensor], epoch: int, *,
+        phase: TrainingPhase, step: bool = True,
     ) -> dict[str, float]:
-        """Forward, loss, backward and (``step``) an optimizer step on this rank's share of the
-        global batch ``indices``; returns the step's global loss values."""
+        """Forward, loss, backward and one step of the phase's optimizer on this rank's share
+        of the global batch ``indices``; returns the step's global loss values."""
         sizes = [len(shard(indices, r, self.dist.world_size)) for r in
                  range(self.dist.world_size)]
         batch = self._to_device(batch)
@@ -467,22 +497,23 @@ class Trainer:
                 f"training diverged at epoch {epoch + 1}, step {self.global_step + 1} "
                 f"(loss {bad}); lower the learning rate"
             )
-        self._optimizer_step(losses.loss, step=step)
+        self._optimizer_step(losses.loss, phase, step=step)
         return values
 
-    def _optimizer_step(self, loss: torch.Tensor, *, step: bool = True) -> None:
-        """Backward (scaled under fp16 on CUDA), gradient clipping, the step and the schedule.
-
-        With ``accumulate`` > 1 the gradients of a group of batches add up (MMSA's
-        update_epochs): they are zeroed after a step, and ``step=False`` only accumulates.
-        ``clip_value`` clips every entry after each backward pass (MMSA), ``grad_clip`` the
-        global norm before a step."""
+    def _optimizer_step(self, loss: torch.Tensor, phase: TrainingPhase, *,
+                        step: bool = True) -> None:
+        """Backward (scaled under fp16 on CUDA), gradient clipping, the step of the phase's
+        optimizer and its schedule. Every gradient is zeroed first, also those of parameters
+        another phase's optimizer steps, and clipping sees them all. With ``accumulate`` > 1
+        the gradients of a group of batches add up (MMSA's update_epochs; ``step=False`` only
+        accumulates); ``clip_value`` clips every entry after each backward pass (MMSA)."""
+        optimizer = self.optimizers[phase.name]
         if self._steps_pending == 0:
-            self.optimizer.zero_grad(set_to_none=True)
+            self.model.zero_grad(set_to_none=True)
         scaler = getattr(self, "scaler", None)
         if scaler is not None:
             scaler.scale(loss).backward()
-            scaler.unscale_(self.optimizer)
+            scaler.unscale_(optimizer)
         else:
             loss.backward()
         if self.config.clip_value > 0:
@@ -495,23 +526,29 @@ class Trainer:
         if self.config.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         if scaler is not None:
-            scaler.step(self.optimizer)
+            scaler.step(optimizer)
             scaler.update()
         else:
-            self.optimizer.step()
-        self.scheduler.step()
+            optimizer.step()
+        self.schedulers[phase.name].step()
 
-    def _record_step(self, values: dict[str, float], epoch: int) -> None:
-        """The step's line in the step log and its TensorBoard scalars, when they are on."""
+    def _record_step(self, values: dict[str, float], epoch: int, *,
+                     phase: TrainingPhase) -> None:
+        """The step's line in the step log and its TensorBoard scalars, when they are on; with
+        several training phases each line names its phase."""
         log, writer = getattr(self, "_log", None), getattr(self, "_tb", None)
+        several = len(self.phases) > 1
+        param_groups = self.optimizers[phase.name].param_groups
         if log is not None:
-            lrs = {g["name"]: g["lr"] for g in self.optimizer.param_groups}
+            lrs = {g["name"]: g["lr"] for g in param_groups}
+            where = {"phase": phase.name} if several else {}
             log.write(json.dumps({"seed": self.seed, "step": self.global_step,
-                                  "epoch": epoch + 1, **values, "lr": lrs}) + "\n")
+                                  "epoch": epoch + 1, **where, **values, "lr": lrs}) + "\n")
         if writer is not None:
+            tag = f"train_{phase.name}" if several else "train"
             for k, v in values.items():
-                writer.add_scalar(f"train/{k}", v, self.global_step)
-            for g in self.optimizer.param_groups:
+                writer.add_scalar(f"{tag}/{k}", v, self.global_step)
+            for g in param_groups:
                 writer.add_scalar(f"lr/{g['name']}", g["lr"], self.global_step)
 
     def _batches(self, plan: list[np.ndarray]) -> Iterator[dict[str, torch.Tensor]]:
@@ -632,8 +669,7 @@ class Trainer:
                 "model_training_state": {
                     k: v.detach().cpu() for k, v in self.model.training_state().items()
                 },
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
+                **self._optimizer_states(),
                 "early_stopping": self.stopper.state_dict(),
                 "rng": rng_state(),
                 **({"scaler": self.scaler.state_dict()} if getattr(self, "scaler", None)
@@ -648,6 +684,26 @@ class Trainer:
         )
         self.dist.barrier()
 
+    def _optimizer_states(self) -> dict[str, Any]:
+        """``optimizer`` and ``scheduler`` states; with several training phases each is a dict
+        {phase: state}."""
+        if len(self.phases) == 1:
+            return {"optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict()}
+        return {
+            "optimizer": {name: o.state_dict() for name, o in self.optimizers.items()},
+            "scheduler": {name: s.state_dict() for name, s in self.schedulers.items()},
+        }
+
+    def _load_optimizer_states(self, state: dict[str, Any]) -> None:
+        if len(self.phases) == 1:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            return
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(state["optimizer"][name])
+            self.schedulers[name].load_state_dict(state["scheduler"][name])
+
     def _load_last(self) -> int:
         """Restore everything from ``last.pt``; an unreadable, truncated or foreign file is one
         ``MsakitError`` (before anything changes on disk)."""
@@ -660,8 +716,7 @@ class Trainer:
                 raise ValueError(f"it is seed {state.get('seed')}'s")
             self.model.load_state_dict(state["model"])
             self.model.load_training_state(state.get("model_training_state", {}))
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
+            self._load_optimizer_states(state)
             self.stopper.load_state_dict(state["early_stopping"])
             set_rng_state(state["rng"])
             if getattr(self, "scaler", None) is not None and "scaler" in state:
