@@ -94,10 +94,14 @@ class RunConfig:
     grad_clip: float = 0.0
     """Clip the gradients' global L2 norm to this before each step (0 = off)."""
     clip_value: float = 0.0
-    """Clip every gradient entry to [-clip_value, clip_value] (0 = off; MMSA's MulT: 0.6)."""
+    """Clip every gradient entry to [-v, v] after each backward pass (0 = off): MMSA's
+    ``grad_clip`` (``clip_grad_value_``; MulT 0.6, MISA...)."""
     optimizer: str = "adamw"
     """``adamw`` (decoupled weight decay) or ``adam`` (weight decay as an L2 term in the
     gradient: ``torch.optim.Adam``, what MMSA's baselines use)."""
+    accumulate: int = 1
+    """Batches whose gradients are summed before one optimizer step (MMSA's
+    ``update_epochs``); the schedule counts optimizer steps."""
     seeds: list[int] = field(default_factory=lambda: list(DEFAULT_SEEDS))
     dropout: float | None = None
     """When set (e.g. 0), every dropout probability in the model takes this value."""
@@ -288,6 +292,11 @@ def validate(config: RunConfig) -> None:
         raise MsakitError(f"clip_value must be >= 0 (0 = off), got {config.clip_value}")
     if config.optimizer not in OPTIMIZERS:
         raise MsakitError(f"optimizer must be {' or '.join(OPTIMIZERS)}, got {config.optimizer!r}")
+    if isinstance(config.accumulate, bool) or not config.accumulate >= 1:
+        raise MsakitError(f"accumulate must be at least 1, got {config.accumulate}")
+    if config.amp == "fp16" and (config.accumulate > 1 or config.clip_value > 0):
+        raise MsakitError("amp=fp16 (a scaled loss) cannot be combined with accumulate > 1 "
+                          "or clip_value; use amp=bf16 or off")
     for group in GROUPS:
         lr, wd = config.lr.get(group), config.weight_decay.get(group)
         if not isinstance(lr, (int, float)) or not 0 < lr < float("inf"):

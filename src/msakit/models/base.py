@@ -176,6 +176,28 @@ class MSAModel(nn.Module):
         ``weight_decay`` per group; models with groups of their own add them."""
         return {g: (config.lr[g], config.weight_decay[g]) for g in config.lr}
 
+    # ------------------------------------------------------------ training hooks (Trainer)
+    # A model whose loss keeps state across steps and epochs (e.g. Self-MM's unimodal labels,
+    # kept per training sample and indexed by ``batch["index"]``) overrides these; the defaults
+    # do nothing. ``compute_loss`` in training mode may update such state from the batch (its
+    # forward outputs, detached); in eval mode it must not.
+
+    def on_train_start(self, train: Any) -> None:
+        """Called once by the Trainer before the first epoch with the training split
+        (:class:`msakit.data.mmsa.SplitData`; ``batch["index"]`` indexes it), before a resume
+        restores :meth:`training_state`."""
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Called by the Trainer before each training epoch (``epoch`` counts from 0)."""
+
+    def training_state(self) -> dict[str, torch.Tensor]:
+        """State outside ``state_dict`` that a resumed run needs (saved in ``last.pt``, not in
+        ``best.pt``: inference never reads it)."""
+        return {}
+
+    def load_training_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`training_state` returned."""
+
     def trains_text_encoder(self) -> bool:
         """Whether the text encoder's weights are trained (if not, its outputs can be cached)."""
         encoder = getattr(self, "text_encoder", None)

@@ -323,3 +323,64 @@ def _problems(kinds: list[tuple[str, list[str]]]) -> list[str]:
 def _listing(what: str, items: list[str], shown: int = 3) -> str:
     more = f" (+{len(items) - shown} more)" if len(items) > shown else ""
     return f"{what} {', '.join(items[:shown])}{more}"
+
+
+# ---------------------------------------------------------------- module-by-module renaming
+LINEAR = ("weight", "bias")
+"""The entries of an ``nn.Linear`` or ``nn.LayerNorm``."""
+BIRNN = tuple(
+    f"{kind}_{part}_l0{direction}"
+    for direction in ("", "_reverse") for kind in ("weight", "bias") for part in ("ih", "hh")
+)
+"""The entries of a one-layer bidirectional ``nn.LSTM`` / ``nn.GRU``."""
+
+
+@dataclass(frozen=True)
+class ModuleRule:
+    """A reference module whose entries move under another name (or are dropped)."""
+
+    source: str
+    """The reference module's name (after the source's prefix), e.g. ``shared.shared_1``."""
+    target: str | None
+    """msakit's module name, or None: present in the reference, never read, dropped."""
+    leaves: tuple[str, ...] | None = LINEAR
+    """The module's entries, all required; None: any entries, at least one (e.g. a BERT)."""
+    optional: bool = False
+    """Absent in some configurations of the reference (then not required)."""
+
+
+def rename_modules(state: Any, rules: list[ModuleRule], *, prefix: str, describe: str
+                   ) -> dict[str, torch.Tensor]:
+    """Map a reference state dict (weights or gradients) module by module onto msakit's names.
+
+    Raises :class:`MsakitError` naming the first unknown entries (no rule) and the missing ones
+    (a rule's entry absent). Shapes are checked when the result is loaded into the model.
+    """
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise MsakitError(f"not {describe}: not a state dict (a dict of tensors by name)")
+    if state and all(k.startswith("module.") for k in state):  # saved from DataParallel
+        state = {k[len("module."):]: v for k, v in state.items()}
+    out: dict[str, torch.Tensor] = {}
+    seen: set[str] = set()
+    for rule in rules:
+        head = prefix + rule.source + "."
+        found = {k[len(head):]: v for k, v in state.items() if k.startswith(head)}
+        if rule.leaves is not None:
+            found = {leaf: v for leaf, v in found.items() if leaf in rule.leaves}
+        seen.update(head + leaf for leaf in found)
+        if not found and rule.optional:
+            continue
+        needed = rule.leaves if rule.leaves is not None else ()
+        missing = [head + leaf for leaf in needed if leaf not in found]
+        if not found and not needed:
+            missing = [head + "*"]
+        if missing:
+            raise MsakitError(f"not {describe}: {_listing('missing keys', missing)}")
+        if rule.target is not None:
+            out.update({f"{rule.target}.{leaf}": v for leaf, v in found.items()})
+    unknown = [k for k in state if k not in seen]
+    if unknown:
+        raise MsakitError(f"not {describe}: {_listing('unexpected keys', unknown)}")
+    return out

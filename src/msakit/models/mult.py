@@ -267,18 +267,15 @@ MMSA_UPDATE_EPOCHS = 8
 
 
 def _mult_run(batch_size: int, lr: float, patience: int) -> dict:
-    """MMSA's training of MulT. One Adam step over ``update_epochs`` batches of ``batch_size``
-    is one step over a batch 8 times larger here: Adam's step does not depend on the gradient's
-    scale (up to its epsilon), so the mean gradient stands for MMSA's sum, and MMSA's
-    ``clip_grad_value_`` of 0.6 on the sum becomes 0.6 / 8 on the mean (docs/readings.md,
-    "MulT"). The learning rate drops tenfold after ``patience`` epochs without a lower
-    validation loss; Adam without weight decay (MMSA's config names one its optimizer never
-    receives)."""
-    return {"text_encoder": None, "batch_size": batch_size * MMSA_UPDATE_EPOCHS,
+    """MMSA's training of MulT: Adam steps on the gradients of ``update_epochs`` batches of
+    ``batch_size`` summed (``accumulate``), every entry of the running sum clipped to 0.6 after
+    each backward pass (``clip_value``, MMSA's ``clip_grad_value_``); the learning rate drops
+    tenfold after ``patience`` epochs without a lower validation loss; Adam without weight
+    decay (MMSA's config names one its optimizer never receives)."""
+    return {"text_encoder": None, "batch_size": batch_size, "accumulate": MMSA_UPDATE_EPOCHS,
             "lr": groups(lr, lr, lr, lr), "weight_decay": groups(0.0, 0.0, 0.0, 0.0),
             "optimizer": "adam", "schedule": "plateau", "plateau_patience": patience,
-            "warmup": 0.0, "clip_value": 0.6 / MMSA_UPDATE_EPOCHS, "epochs": 200,
-            "early_stop": 8}
+            "warmup": 0.0, "clip_value": 0.6, "epochs": 200, "early_stop": 8}
 
 
 MULT_PRESETS = {  # MMSA's config_regression.json, "mult"

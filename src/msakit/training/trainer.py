@@ -300,6 +300,7 @@ class Trainer:
             self.module = wrap_ddp(self.model, self.device)
         self.history: list[dict[str, Any]] = []
         self.global_step = 0
+        self._steps_pending = 0  # backward passes since the last optimizer step (accumulate)
         self.step_seconds: list[float] = []
         self.step_samples: list[int] = []
 
@@ -349,7 +350,8 @@ class Trainer:
         self.schedulers: dict[str, Any] = {}
         batches = len(self._plan(0))
         for phase in self.phases:
-            total = phase.steps(batches) * self.config.epochs
+            # optimizer steps: one per `accumulate` batches (MMSA's update_epochs)
+            total = -(-phase.steps(batches) // self.config.accumulate) * self.config.epochs
             warmup = (
                 self.warmup_steps
                 if self.warmup_steps is not None
@@ -370,6 +372,7 @@ class Trainer:
                 self.text_cache[name] = build_text_cache(
                     self.model, split, self.config.batch_size, self.device
                 )
+        self.model.on_train_start(self.train)
         self.start_epoch = 0
         if self.resume and self.run_dir is not None and (self.run_dir / "last.pt").exists():
             self.start_epoch = self._load_last()
@@ -435,6 +438,7 @@ class Trainer:
         ``step_samples`` (what ``msakit bench`` reports).
         """
         self.module.train()
+        self.model.on_epoch_start(epoch)
         plan = self._plan(epoch)
         if max_steps is not None:
             plan = plan[:max_steps]
@@ -453,9 +457,11 @@ class Trainer:
         """One phase's optimizer steps over ``plan``; the mean of each logged loss."""
         sums = {"loss": 0.0, "task_loss": 0.0, "contrastive_loss": 0.0}
         bar = self._progress(len(plan), epoch)
-        for indices, batch in zip(plan, self._batches(plan), strict=True):
+        for position, (indices, batch) in enumerate(zip(plan, self._batches(plan),
+                                                        strict=True)):
             started = time.perf_counter()
-            values = self._train_step(indices, batch, epoch, phase=phase)
+            ends_group = (position + 1) % self.config.accumulate == 0 or position + 1 == len(plan)
+            values = self._train_step(indices, batch, epoch, phase=phase, step=ends_group)
             self.step_seconds.append(time.perf_counter() - started)
             self.step_samples.append(len(indices))
             for k in sums:
@@ -470,7 +476,7 @@ class Trainer:
 
     def _train_step(
         self, indices: np.ndarray, batch: dict[str, torch.Tensor], epoch: int, *,
-        phase: TrainingPhase,
+        phase: TrainingPhase, step: bool = True,
     ) -> dict[str, float]:
         """Forward, loss, backward and one step of the phase's optimizer on this rank's share
         of the global batch ``indices``; returns the step's global loss values."""
@@ -500,25 +506,34 @@ class Trainer:
                 f"training diverged at epoch {epoch + 1}, step {self.global_step + 1} "
                 f"(loss {bad}); lower the learning rate"
             )
-        self._optimizer_step(losses.loss, phase)
+        self._optimizer_step(losses.loss, phase, step=step)
         return values
 
-    def _optimizer_step(self, loss: torch.Tensor, phase: TrainingPhase) -> None:
+    def _optimizer_step(self, loss: torch.Tensor, phase: TrainingPhase, *,
+                        step: bool = True) -> None:
         """Backward (scaled under fp16 on CUDA), gradient clipping, the step of the phase's
         optimizer and its schedule. Every gradient is zeroed first, also those of parameters
-        another phase's optimizer steps, and clipping sees them all."""
+        another phase's optimizer steps, and clipping sees them all. With ``accumulate`` > 1
+        the gradients of a group of batches add up (MMSA's update_epochs; ``step=False`` only
+        accumulates); ``clip_value`` clips every entry after each backward pass (MMSA)."""
         optimizer = self.optimizers[phase.name]
-        self.model.zero_grad(set_to_none=True)
+        if self._steps_pending == 0:
+            self.model.zero_grad(set_to_none=True)
         scaler = getattr(self, "scaler", None)
         if scaler is not None:
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
         else:
             loss.backward()
+        if self.config.clip_value > 0:  # MMSA: after every backward pass, on the running sum
+            nn.utils.clip_grad_value_(self.model.parameters(), self.config.clip_value)
+        self.global_step += 1
+        if not step:
+            self._steps_pending += 1
+            return
+        self._steps_pending = 0
         if self.config.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-        if self.config.clip_value > 0:
-            nn.utils.clip_grad_value_(self.model.parameters(), self.config.clip_value)
         if scaler is not None:
             scaler.step(optimizer)
             scaler.update()
@@ -526,7 +541,6 @@ class Trainer:
             optimizer.step()
         if self.config.schedule != "plateau":  # plateau steps once an epoch (fit)
             self.schedulers[phase.name].step()
-        self.global_step += 1
 
     def _record_step(self, values: dict[str, float], epoch: int, *,
                      phase: TrainingPhase) -> None:
@@ -662,6 +676,9 @@ class Trainer:
         torch_save_atomic(
             {
                 "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                "model_training_state": {
+                    k: v.detach().cpu() for k, v in self.model.training_state().items()
+                },
                 **self._optimizer_states(),
                 "early_stopping": self.stopper.state_dict(),
                 "rng": rng_state(),
@@ -708,6 +725,7 @@ class Trainer:
             if state.get("seed", self.seed) != self.seed:
                 raise ValueError(f"it is seed {state.get('seed')}'s")
             self.model.load_state_dict(state["model"])
+            self.model.load_training_state(state.get("model_training_state", {}))
             self._load_optimizer_states(state)
             self.stopper.load_state_dict(state["early_stopping"])
             set_rng_state(state["rng"])

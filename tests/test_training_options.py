@@ -1,0 +1,90 @@
+"""MMSA's training-loop settings in the generic Trainer: ``optimizer=adam`` (L2 weight decay),
+``accumulate`` (MMSA's update_epochs: summed gradients, one step per group of batches) and
+``clip_value`` (MMSA's grad_clip: every entry clipped after each backward pass)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from msakit.config import RunConfig, validate
+from msakit.data.batching import collate
+from msakit.data.mmsa import load_feature_file
+from msakit.encoders.text import load_text_encoder
+from msakit.errors import MsakitError
+from msakit.models.base import Dims
+from msakit.models.self_mm import SelfMM, SelfMMConfig
+from msakit.training.trainer import Trainer, set_dropout
+
+GROUPS = ("text", "audio", "vision", "other")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from conftest import write_short_synthetic
+
+    path = tmp_path_factory.mktemp("options") / "mosi.pkl"
+    return load_feature_file(write_short_synthetic(path, "mosi", (10, 4, 4),
+                                                   {"audio": 20, "vision": 15}))
+
+
+def test_trainer_follows_mmsa_loop(data, tiny_bert, one_thread):
+    """One epoch of 5 batches, accumulate 2: steps after batches 2, 4 and 5 (the remainder),
+    each on summed, value-clipped gradients, with Adam and L2 weight decay."""
+    config = RunConfig(model_name="self_mm", dataset="mosi", batch_size=2, epochs=1,
+                       lr=dict.fromkeys(GROUPS, 1e-3), weight_decay=dict.fromkeys(GROUPS, 0.01),
+                       schedule="constant", warmup=0.0, optimizer="adam", accumulate=2,
+                       clip_value=1e-3, dropout=0.0)
+    validate(config)
+    torch.manual_seed(0)
+    model = SelfMM(SelfMMConfig(), Dims.of(data), load_text_encoder(str(tiny_bert)))
+    manual = copy.deepcopy(model)
+    model_before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer = Trainer(model, config, data.splits["train"], data.splits["valid"], quiet=True)
+    trainer.prepare()
+    plan = trainer._plan(0)
+    assert len(plan) == 5
+    assert isinstance(trainer.optimizer, torch.optim.Adam)
+    trainer.train_epoch(0)
+
+    set_dropout(manual, 0.0)
+    manual.train()
+    manual.on_train_start(data.splits["train"])
+    manual.on_epoch_start(0)
+    # MMSA's Self-MM groups: BERT's biases and LayerNorms without weight decay.
+    no_decay = ("bias", "LayerNorm.bias", "LayerNorm.weight")
+    named = list(manual.named_parameters())
+    plain = [p for n, p in named if n.startswith("text_encoder.") and any(k in n for k in no_decay)]
+    decayed = [p for n, p in named if all(p is not q for q in plain)]
+    optimizer = torch.optim.Adam([{"params": decayed, "weight_decay": 0.01},
+                                  {"params": plain, "weight_decay": 0.0}], lr=1e-3)
+    for position, indices in enumerate(plan):
+        if position % 2 == 0:
+            optimizer.zero_grad()
+        batch = collate(data.splits["train"], indices)
+        manual.compute_loss(manual(batch), batch).loss.backward()
+        torch.nn.utils.clip_grad_value_(manual.parameters(), 1e-3)
+        if position % 2 == 1 or position == len(plan) - 1:
+            optimizer.step()
+    changed = False
+    for (name, ours), theirs in zip(model.state_dict().items(), manual.state_dict().values(),
+                                    strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-7, msg=name)
+        changed |= not torch.equal(ours, model_before[name])
+    assert changed
+
+
+@pytest.mark.parametrize(("key", "value"), [("optimizer", "sgd"), ("accumulate", 0),
+                                            ("clip_value", -1.0)])
+def test_bad_loop_settings_are_refused(key, value):
+    config = RunConfig(model_name="self_mm", dataset="mosi", **{key: value})
+    with pytest.raises(MsakitError, match=key):
+        validate(config)
+
+
+def test_fp16_with_accumulation_is_refused():
+    config = RunConfig(model_name="self_mm", dataset="mosi", amp="fp16", accumulate=2)
+    with pytest.raises(MsakitError, match="accumulate"):
+        validate(config)
