@@ -118,3 +118,20 @@ def test_clip_value_bounds_every_gradient_entry(files):
     trainer.train_epoch(0, max_steps=1)
     largest = max(float(p.grad.abs().max()) for p in trainer.model.parameters())
     assert largest == pytest.approx(1e-4)  # clipped, and some entry reached the bound
+
+
+@pytest.mark.parametrize("dataset", ["mosi", "mosei", "sims"])
+def test_the_preset_is_mmsas_training_loop(dataset):
+    """MMSA's MulT loop: batch_size, update_epochs batches summed per step, grad_clip,
+    learning rate and ReduceLROnPlateau patience from its config_regression.json."""
+    from MMSA.config import get_config_regression
+
+    from msakit.models.registry import preset
+
+    theirs = get_config_regression("mult", dataset)
+    ours = preset("mult", dataset)
+    assert (ours.batch_size, ours.accumulate, ours.clip_value) == (
+        theirs["batch_size"], theirs["update_epochs"], theirs["grad_clip"])
+    assert set(ours.lr.values()) == {theirs["learning_rate"]}
+    assert (ours.optimizer, ours.schedule, ours.plateau_patience) == (
+        "adam", "plateau", theirs["patience"])
