@@ -62,7 +62,7 @@ def imported(tmp_path_factory) -> Path:
 
 
 # --------------------------------------------------------------------------- the proof
-def test_predict_and_evaluate_give_the_authors_predictions(imported, expected, tmp_path):
+def test_predict_and_evaluate_give_the_authors_predictions(imported, expected, tmp_path, capsys):
     csv_path = tmp_path / "predictions.csv"
     assert run_cli(["predict", "--checkpoint", str(imported), "--data",
                     str(FIXTURE / "data.npz"), "--split", "test", "--out", str(csv_path)]) == 0
@@ -74,7 +74,10 @@ def test_predict_and_evaluate_give_the_authors_predictions(imported, expected, t
     assert np.ptp(theirs) > 1.0  # the fixture's predictions differ between samples
 
     labels = np.array([float(r["label"]) for r in rows], dtype=np.float32)
-    metrics = api.evaluate(imported, FIXTURE / "data.npz", "test")
+    capsys.readouterr()
+    assert run_cli(["evaluate", "--checkpoint", str(imported), "--data",
+                    str(FIXTURE / "data.npz"), "--split", "test"]) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])  # `msakit evaluate`
     reference = compute_metrics(theirs.astype(np.float32), labels, "mosi")
     assert metrics.keys() == reference.keys()
     for key, value in reference.items():

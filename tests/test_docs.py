@@ -37,3 +37,25 @@ def test_named_sections_of_the_readings_exist():
     for name in named:
         name = name.replace("# ", "").strip()
         assert any(h.startswith(name) for h in headings), (name, headings)
+
+
+def test_repository_paths_named_in_the_documents_exist():
+    """README.md, BENCHMARKS.md and docs/*.md name files of the repository (`src/...`,
+    `tests/...`, `benchmarks/...`); a file moved or folded into another leaves no stale name."""
+    documents = [ROOT / "README.md", ROOT / "BENCHMARKS.md", *(ROOT / "docs").glob("*.md")]
+    pattern = re.compile(r"`((?:src|tests|benchmarks|docs)/[\w./{},-]+?)`")
+    named, missing = 0, []
+    for document in documents:
+        for path in pattern.findall(document.read_text(encoding="utf-8")):
+            if re.search(r"\b[A-Z]{2,}\b", path):  # a placeholder: models/NAME.py
+                continue
+            # `tests/test_mmsa_{tfn,lmf}.py` names several files
+            head, _, rest = path.partition("{")
+            inner, _, tail = rest.partition("}")
+            for choice in inner.split(",") if rest else [""]:
+                candidate = (head + choice + tail).rstrip("/.")
+                named += 1
+                if not (ROOT / candidate).exists():
+                    missing.append(f"{document.name}: {candidate}")
+    assert named > 20
+    assert not missing, missing

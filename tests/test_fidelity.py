@@ -14,13 +14,14 @@ from conftest import run_cli, write_short_synthetic
 
 from msakit import api
 from msakit.config import DEFAULT_SEEDS, RunConfig
+from msakit.config.datasets import dataset_spec
 from msakit.config.presets import apply_preset_entry
 from msakit.data.mmsa import load_feature_file
 from msakit.data.tokens import check_vocabulary, read_texts_csv
 from msakit.encoders.text import PACKAGED_TEXT_ENCODER, load_text_encoder, load_tokenizer
 from msakit.errors import MsakitError
 from msakit.models.clgsi import CLGSI_AUTHORS
-from msakit.models.registry import model_spec, preset
+from msakit.models.registry import model_names, model_spec, preset, preset_note
 from msakit.reporting.report import report
 from msakit.training.inputs import load_encoder_and_data
 
@@ -81,15 +82,19 @@ def short_sims(tmp_path_factory) -> Path:
 
 
 # --------------------------------------------------------------------------- named presets
-def test_paper_is_the_default_preset_with_random_batches_and_five_seeds():
-    for dataset in ("mosi", "mosei", "sims"):
-        for model in ("clgsi", "conki"):
-            config = api.build_config(model, dataset)
-            assert config.preset == "paper"
-            assert config.sampler == "random"
-            assert config.seeds == list(DEFAULT_SEEDS) == [1111, 1112, 1113, 1114, 1115]
-            assert config.to_dict() == preset(model, dataset, "paper").to_dict()
-    assert api.build_config("clgsi", "mosi", seeds=[7]).seeds == [7]
+@pytest.mark.parametrize("model", model_names())
+def test_paper_is_the_default_preset_with_random_batches_and_five_seeds(model):
+    """Every model, the six MMSA baselines included: no preset draws length buckets, and the
+    paper presets run MMSA's five seeds."""
+    for dataset in model_spec(model).datasets():
+        config = api.build_config(model, dataset)
+        assert config.preset == "paper"
+        assert config.sampler == "random"
+        assert config.seeds == list(DEFAULT_SEEDS) == [1111, 1112, 1113, 1114, 1115]
+        assert config.to_dict() == preset(model, dataset, "paper").to_dict()
+        for name in model_spec(model).preset_names():
+            assert preset(model, dataset, name).sampler == "random", (name, dataset)
+    assert api.build_config(model, "mosi", seeds=[7]).seeds == [7]
 
 
 def test_authors_preset_is_the_paper_preset_with_the_authors_entry_on_top():
@@ -114,6 +119,47 @@ def test_authors_preset_is_the_paper_preset_with_the_authors_entry_on_top():
     assert (mosi.lr["audio"], mosi.lr["vision"]) == (5e-3, 1e-3)
     assert (mosi.lr["text"], mosi.lr["other"]) == (paper_mosi.lr["text"], paper_mosi.lr["other"])
     assert preset("clgsi", "sims").model["label_scale"] == 1.0  # the paper's SIMS value
+
+
+def test_authors_preset_on_sims_v2_is_their_sims_entry_with_their_v2_label_mapping():
+    """The authors' code has no CLGSI settings for simsv2 (their run.py stops there), but their
+    loss leaves simsv2 labels unscaled: msakit completes their SIMS entry with H = 1 and says
+    so; other data sets carry no note."""
+    v2, sims = preset("clgsi", "simsv2", "authors"), preset("clgsi", "sims", "authors")
+    assert v2.preset == "authors" and v2.model["label_scale"] == 1.0
+    assert v2.model["audio_heads"] == 5  # 25 eGeMAPS features; SIMS's 3 heads do not divide it
+    same = {k: v for k, v in v2.model.items() if k not in ("label_scale", "audio_heads")}
+    assert same == {k: sims.model[k] for k in same}
+    assert (v2.sampler, v2.seeds, v2.lr, v2.fractional_warmup, v2.stop_at_horizon) == (
+        sims.sampler, sims.seeds, sims.lr, sims.fractional_warmup, sims.stop_at_horizon)
+    assert v2.model["encoder_mask"] is False and v2.model["variant"] == "official"
+    assert "no CLGSI settings for simsv2" in preset_note("clgsi", "simsv2", "authors")
+    for dataset in ("mosi", "mosei", "sims"):
+        assert preset_note("clgsi", dataset, "authors") is None
+    assert preset_note("clgsi", "simsv2", "paper") is None
+
+
+def test_a_named_preset_without_an_entry_for_a_data_set_takes_its_presets_from_entry(
+        monkeypatch):
+    monkeypatch.setitem(model_spec("misa").named_presets, "trial",
+                        {"sims": {"model": {"hidden_size": 48}}})
+    assert api.build_config("misa", "simsv2", preset="trial").model["hidden_size"] == 48
+    assert api.build_config("misa", "simsv2").model["hidden_size"] != 48
+
+
+def test_authors_preset_on_sims_v2_trains_with_a_note(tiny_bert, tmp_path, capsys):
+    data = write_short_synthetic(tmp_path / "simsv2.pkl", "simsv2", (8, 4, 4), FRAMES)
+    out = tmp_path / "run"
+    assert run_cli(["train", "--model", "clgsi", "--dataset", "simsv2", "--data", str(data),
+                    "--text-encoder", str(tiny_bert), "--preset", "authors", "--epochs", "1",
+                    "--seeds", "1", "--batch", "4", "--set", "stop_at_horizon=true",
+                    "--out", str(out), *SMALL]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines()
+             if "no CLGSI settings for simsv2" in line]
+    assert len(notes) == 1 and notes[0].startswith("note: ")
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["preset"] == "authors" and config["model"]["label_scale"] == 1.0
+    assert config["model"]["encoder_mask"] is False and config["seeds"] == [1]
 
 
 def test_preset_entries_reach_any_run_field_and_model_key_and_merge_groups():
@@ -215,7 +261,45 @@ def test_the_text_encoder_follows_the_data_set():
     assert encoder.config.hidden_size == 384 and encoder.config.vocab_size == 30522
 
 
-def test_offline_without_a_copy_is_one_error_naming_both_ways_out(short_mosi, tmp_path, capsys):
+ENCODER_MODELS = [m for m in model_names() if model_spec(m).text_input == "encoder"]
+
+
+def test_every_model_that_fine_tunes_bert_takes_the_data_sets_encoder():
+    """MMSA's text encoders: bert-base-uncased for English, bert-base-chinese for SIMS (and SIMS
+    v2); ConKI reads SIMS in English translation. Models on the files' text features load
+    none."""
+    assert {"clgsi", "conki", "misa", "self_mm", "mmim"} <= set(ENCODER_MODELS)
+    for model in model_names():
+        for dataset in model_spec(model).datasets():
+            encoder = api.build_config(model, dataset).text_encoder
+            if model not in ENCODER_MODELS:
+                assert encoder is None, (model, dataset)
+            elif model == "conki":
+                assert encoder == "bert-base-uncased", dataset
+            else:
+                want = {"en": "bert-base-uncased", "zh": "bert-base-chinese"}
+                assert encoder == want[dataset_spec(dataset).language], (model, dataset)
+
+
+@pytest.mark.parametrize("model", ENCODER_MODELS)
+def test_offline_without_a_copy_is_one_error_naming_both_ways_out(model, short_sims, tmp_path,
+                                                                  capsys):
+    from huggingface_hub import try_to_load_from_cache
+
+    """The Done-when try-out: a SIMS file with Chinese raw_text and no --text-encoder."""
+    wanted = api.build_config(model, "sims").text_encoder
+    if isinstance(try_to_load_from_cache(wanted, "config.json"), str):
+        pytest.skip(f"{wanted} is in this machine's Hugging Face cache")
+    data = with_texts(short_sims, CHINESE, tmp_path / "sims_text.pkl")
+    out = tmp_path / "run"
+    line = fails(["train", "--model", model, "--dataset", "sims", "--data", str(data),
+                  "--out", str(out), "--epochs", "1", "--quiet"], capsys,
+                 f"'{wanted}'", "--text-encoder DIR", "--text-encoder minilm")
+    assert "not in the local Hugging Face cache" in line
+    assert not out.exists()
+
+
+def test_offline_mosi_names_the_english_encoder(short_mosi, tmp_path, capsys):
     from huggingface_hub import try_to_load_from_cache
 
     if isinstance(try_to_load_from_cache("bert-base-uncased", "config.json"), str):
@@ -229,19 +313,22 @@ def test_offline_without_a_copy_is_one_error_naming_both_ways_out(short_mosi, tm
 
 
 # --------------------------------------------------------------------------- vocabulary check
-def test_chinese_text_read_by_an_english_vocabulary_is_refused(short_sims, tmp_path, capsys):
+@pytest.mark.parametrize("model", ENCODER_MODELS)
+def test_every_bert_model_refuses_ids_of_another_vocabulary(model, short_sims, tmp_path,
+                                                            capsys):
+    """The Done-when try-out for every model that fine-tunes BERT: SIMS ids (Chinese raw_text)
+    read by the English MiniLM are one error line; allow_vocab_mismatch lets them through."""
     data = with_texts(short_sims, CHINESE, tmp_path / "sims_text.pkl")
     out = tmp_path / "run"
-    argv = ["train", "--model", "clgsi", "--dataset", "sims", "--data", str(data),
-            "--text-encoder", "minilm", "--out", str(out), "--epochs", "1", "--seeds", "1",
-            "--batch", "6", "--quiet", *SMALL]
-    fails(argv, capsys, str(data), "do not come from the tokenizer of text encoder 'minilm'",
-          "msakit retokenize", "allow_vocab_mismatch=true")
+    fails(["train", "--model", model, "--dataset", "sims", "--data", str(data),
+           "--text-encoder", "minilm", "--out", str(out), "--epochs", "1", "--seeds", "1",
+           "--quiet"], capsys, str(data), "do not come from the tokenizer of text encoder "
+          "'minilm'", "--text-encoder NAME|DIR", "msakit retokenize",
+          "allow_vocab_mismatch=true")
     assert not out.exists()
-    config = api.build_config("clgsi", "sims", text_encoder="minilm",
+    config = api.build_config(model, "sims", text_encoder="minilm",
                               overrides=["allow_vocab_mismatch=true"])
-    _, features = load_encoder_and_data(config, data)  # accepted on request
-    assert features.splits["train"].raw_text[0] == CHINESE[0]
+    assert load_encoder_and_data(config, data)[1].splits["train"].raw_text[0] == CHINESE[0]
 
 
 def test_ids_from_the_encoders_own_tokenizer_pass(short_mosi, tmp_path, minilm_tokenizer):

@@ -35,6 +35,7 @@ from msakit.files import RunLock, check_distinct_output, write_text_atomic
 from msakit.metrics import metric_names
 from msakit.models.base import Dims, MSAModel
 from msakit.models.registry import preset as named_preset
+from msakit.models.registry import preset_note
 from msakit.training import distributed
 from msakit.training.device import amp_mode
 from msakit.training.init_from import InitFrom, read_init_from
@@ -220,9 +221,11 @@ def _train(ctx: distributed.DistContext, run: _Run) -> TrainResult:
         from msakit.training.stages import read_adapters
 
         adapter_state = read_adapters(run.adapters, config, probe, inputs.encoder)
-    message = probe.start_message(with_adapters=run.adapters is not None)
-    if message and not run.quiet and ctx.is_main:
-        print(message, file=sys.stderr)
+    notes = [preset_note(config.model_name, config.spec, config.preset),
+             probe.start_message(with_adapters=run.adapters is not None)]
+    if not run.quiet and ctx.is_main:
+        for message in filter(None, notes):
+            print(message, file=sys.stderr)
     init = _read_init_from(config, probe, quiet=run.quiet or not ctx.is_main)
     del probe
     pretrained = copy.deepcopy(inputs.encoder.state_dict()) if inputs.encoder else {}

@@ -470,8 +470,8 @@ def _add_config_argument(p: argparse.ArgumentParser) -> None:
 
 TEXT_ENCODER_HELP = (
     "BERT-family hub name or folder (default: the paper's, from the local Hugging Face cache or "
-    "the hub: bert-base-uncased for MOSI/MOSEI; for SIMS bert-base-chinese with CLGSI, "
-    "bert-base-uncased on English translations with ConKI); 'minilm' is the packaged offline "
+    "the hub: bert-base-uncased for MOSI/MOSEI, bert-base-chinese for SIMS; ConKI: "
+    "bert-base-uncased on English translations of SIMS); 'minilm' is the packaged offline "
     "all-MiniLM-L6-v2 (English vocabulary)"
 )
 SET_HELP = (
@@ -628,7 +628,9 @@ def _add_tune_parser(sub: argparse._SubParsersAction) -> None:
     _add_preset_argument(p)
     p.add_argument("--batch", type=int, help="global batch size")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="a value fixed for every trial (and not searched), e.g. --set gamma=0.5")
+                   help="a value fixed for every trial (and not searched), e.g. --set gamma=0.5;"
+                   " --set sampler=bucket draws batches from length buckets (faster, but it "
+                   "changes which samples meet in a batch)")
     p.add_argument("--adapters", help="ConKI: adapters.pt from pretrain-adapters")
     p.add_argument("--seed", type=int, help="training seed of every trial (default: preset's)")
     p.add_argument("--quiet", action="store_true", help="no per-trial Optuna log lines")

