@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import dataclasses
 import io
 import json
 import os
@@ -290,3 +291,21 @@ def test_progress_bar_on_a_terminal_only_and_epoch_lines_without_one(
     assert re.search(r"loss=\d+\.\d{4}", out), out
     # tqdm's [elapsed<remaining, rate]: the time left in the epoch
     assert re.search(r"\[\d\d:\d\d<\d\d:\d\d", out), out
+
+
+@pytest.mark.parametrize("horizon, shown", [(True, "seed 0 epoch 3/1"),
+                                            (False, "seed 0 epoch 3 (until early stop)")])
+def test_an_epoch_line_past_the_horizon_does_not_claim_a_last_epoch(
+    small_trainer_parts, monkeypatch, horizon, shown
+):
+    """MISA/Self-MM/authors presets train past --epochs until early stop: no 'epoch 3/1'."""
+    config, encoder, features = small_trainer_parts
+    config = dataclasses.replace(config, stop_at_horizon=horizon)
+    model = api.build_model(config, api.dims_of(features), copy.deepcopy(encoder))
+    stream = Terminal(False)
+    monkeypatch.setattr(sys, "stderr", stream)
+    trainer = Trainer(model=model, config=config, train=features.splits["train"],
+                      valid=features.splits["valid"])
+    trainer._print_epoch({"epoch": 3, "train_loss": 1.0, "train_task_loss": 1.0,
+                          "train_contrastive_loss": 0.0, "valid_MAE": 0.5, "seconds": 1.0})
+    assert stream.getvalue().split(":")[0] == shown

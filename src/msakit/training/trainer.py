@@ -603,8 +603,10 @@ class Trainer:
         """Without a terminal (a batch scheduler's log), one line per epoch on stderr."""
         if self.quiet or not self.dist.is_main or sys.stderr.isatty():
             return
+        # Past the schedule's horizon (stop_at_horizon=false) there is no last epoch to show.
+        of = f"/{self.config.epochs}" if self.config.stop_at_horizon else " (until early stop)"
         print(
-            f"seed {self.seed} epoch {record['epoch']}/{self.config.epochs}: "
+            f"seed {self.seed} epoch {record['epoch']}{of}: "
             f"loss {record['train_loss']:.4f} (task {record['train_task_loss']:.4f}, "
             f"contrastive {record['train_contrastive_loss']:.4f}), "
             f"valid MAE {record.get('valid_MAE', float('nan')):.4f}, {record['seconds']:.1f} s",
