@@ -158,3 +158,16 @@ def test_the_checks_catch_what_they_should():
     assert _rank(_layer("msakit.cli")) > _rank(_layer("msakit.training.inputs"))
     assert _rank(_layer("msakit.files")) is None
     assert _rank(_layer("msakit.api")) > _rank(_layer("msakit.extract.predict"))
+
+
+def test_extract_uses_only_the_layers_below_it():
+    """``extract/`` sits beside the models (docs/architecture.md): it reads data and encoders
+    (tokenizers) and is imported by training and the user surface, never the reverse; it
+    imports no model either (``predict --video`` gets a loaded checkpoint from the API)."""
+    found = set()
+    for path in sorted((SRC / "extract").rglob("*.py")):
+        for module in _imports(path):
+            layer = _layer(module)
+            if layer not in (None, "extract") and (_rank(layer) or 0) >= LAYERS["extract"]:
+                found.add((path.name, module))
+    assert not found, found

@@ -176,6 +176,7 @@ def load_encoder_and_data(
             raise MsakitError(
                 f"{config.model_name} reads the file's precomputed text features, not a text "
                 f"encoder: drop --text-encoder {config.text_encoder}")
+        _refuse_extracted_file(config.model_name, data)
         features = load_feature_file(str(data), text_features=True)
         check_dataset(features, config.dataset)
         return None, features
@@ -191,6 +192,22 @@ def load_encoder_and_data(
             print(f"note: no tokenizer found for text encoder {config.text_encoder}; the token "
                   f"ids of {data} are not checked against its vocabulary", file=sys.stderr)
     return encoder, features
+
+
+def _refuse_extracted_file(model: str, data: str | os.PathLike) -> None:
+    """A file from ``msakit extract`` has token ids (``text_bert``) but no precomputed text
+    features: a model that reads those cannot train on it."""
+    from msakit.extract.settings import read_metadata
+    from msakit.models.registry import model_names
+
+    if read_metadata(str(data)) is None:
+        return
+    readers = [n for n in model_names() if model_spec(n).text_input == "encoder"]
+    raise MsakitError(
+        f"{data}: a file from 'msakit extract' holds token ids ('text_bert') for a text "
+        f"encoder, not the precomputed text features ('text') that {model} reads; train a "
+        f"model with a text encoder on it ({', '.join(readers)})"
+    )
 
 
 def write_run_config(config: RunConfig, out: Path, ctx: DistContext) -> None:
