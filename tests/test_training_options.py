@@ -88,3 +88,18 @@ def test_fp16_with_accumulation_is_refused():
     config = RunConfig(model_name="self_mm", dataset="mosi", amp="fp16", accumulate=2)
     with pytest.raises(MsakitError, match="accumulate"):
         validate(config)
+
+
+def test_heads_that_do_not_divide_a_width_name_the_keys_that_choose_them(tmp_path, tiny_bert):
+    """Own corpora have other widths than the presets were made for (e.g. 25 eGeMAPS features
+    under SIMS's 3 audio heads): the error says which ``--set`` keys fix it."""
+    from msakit.training.inputs import build_model
+
+    config = RunConfig(model_name="clgsi", dataset="mosi", text_encoder=str(tiny_bert),
+                       model={"audio_heads": 3})
+    encoder = load_text_encoder(config.text_encoder)
+    with pytest.raises(MsakitError) as caught:
+        build_model(config, Dims(audio=25, vision=20), encoder)
+    message = str(caught.value)
+    assert message.startswith("cannot build clgsi: 3 heads do not divide the feature width 25")
+    assert "--set " in message and "audio_heads" in message and "vision_heads" in message

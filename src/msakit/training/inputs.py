@@ -12,6 +12,7 @@ command has validated everything else.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from dataclasses import dataclass
@@ -110,7 +111,17 @@ def build_model(config: RunConfig, dims: Dims, encoder: nn.Module | None) -> MSA
     try:
         return create_model(config.model_name, config.model, dims, encoder)
     except ValueError as exc:
-        raise MsakitError(f"cannot build {config.model_name}: {exc}") from exc
+        raise MsakitError(f"cannot build {config.model_name}: {exc}{_heads_hint(config, exc)}"
+                          ) from exc
+
+
+def _heads_hint(config: RunConfig, exc: ValueError) -> str:
+    """Which ``--set`` keys choose the heads, when heads do not divide a file's feature width."""
+    fields = dataclasses.fields(model_spec(config.model_name).config)
+    keys = [f.name for f in fields if f.name.endswith("heads")]
+    if "heads do not divide" not in str(exc) or not keys:
+        return ""
+    return f"; choose heads that divide the widths with --set {' / '.join(keys)}=N"
 
 
 def prepare_run(
