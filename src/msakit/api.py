@@ -215,7 +215,7 @@ def _train(ctx: distributed.DistContext, run: _Run) -> TrainResult:
     inputs = prepare_run(config, run.data, run.out, ctx, checkpoint_format="msakit-checkpoint-1",
                          loaded=run.loaded)
     # Build once to surface configuration errors before anything is written.
-    probe = build_model(config, inputs.dims, copy.deepcopy(inputs.encoder))
+    probe = build_model(config, inputs.dims, copy.deepcopy(inputs.encoder), stats=inputs.stats)
     adapter_state = None
     if run.adapters is not None:
         from msakit.training.stages import read_adapters
@@ -308,7 +308,7 @@ def _train_seeds(
         torch.manual_seed(seed)
         if inputs.encoder is not None:
             inputs.encoder.load_state_dict(pretrained)
-        net = build_model(config, inputs.dims, copy.deepcopy(inputs.encoder))
+        net = build_model(config, inputs.dims, copy.deepcopy(inputs.encoder), stats=inputs.stats)
         if adapter_state is not None:
             from msakit.training.stages import install_adapters
 

@@ -27,7 +27,7 @@ from msakit.data.batching import collate
 from msakit.encoders.packed_text import run_text_encoder
 from msakit.training import distributed
 from msakit.training.device import amp_mode
-from msakit.training.inputs import load_encoder_and_data
+from msakit.training.inputs import load_encoder_and_data, run_stats
 from msakit.training.trainer import Trainer
 
 
@@ -170,7 +170,8 @@ def bench(
     )
     encoder, features = load_encoder_and_data(config, data)
     torch.manual_seed(seed)
-    net = api.build_model(config, api.dims_of(features), copy.deepcopy(encoder))
+    net = api.build_model(config, api.dims_of(features), copy.deepcopy(encoder),
+                          stats=run_stats(config, features))
     ctx = distributed.setup()
     trainer = Trainer(net, config, features.splits["train"], features.splits["valid"], seed=seed,
                       dist=ctx, quiet=True)

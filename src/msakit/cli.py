@@ -476,7 +476,9 @@ TEXT_ENCODER_HELP = (
 )
 SET_HELP = (
     "override a preset value, e.g. --set gamma=0.5 --set fusion=add; --set sampler=bucket "
-    "draws batches from length buckets (faster, but it changes which samples meet in a batch)"
+    "draws batches from length buckets (faster, but it changes which samples meet in a batch); "
+    "--set standardize=true standardises each audio/vision feature with the training split's "
+    "mean and deviation (for features in their own units, e.g. from 'msakit extract')"
 )
 
 
@@ -630,7 +632,8 @@ def _add_tune_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a value fixed for every trial (and not searched), e.g. --set gamma=0.5;"
                    " --set sampler=bucket draws batches from length buckets (faster, but it "
-                   "changes which samples meet in a batch)")
+                   "changes which samples meet in a batch); --set standardize=true standardises "
+                   "audio and vision with the training split's statistics (see train --help)")
     p.add_argument("--adapters", help="ConKI: adapters.pt from pretrain-adapters")
     p.add_argument("--seed", type=int, help="training seed of every trial (default: preset's)")
     p.add_argument("--quiet", action="store_true", help="no per-trial Optuna log lines")

@@ -103,6 +103,9 @@ def import_weights(
     if text_encoder is not None:
         config.text_encoder = text_encoder
     config = apply_overrides(config, overrides or [])
+    if config.standardize:
+        raise MsakitError("--set standardize=true does not apply to import-weights: the "
+                          "imported weights were trained on the file's features as they are")
     encoder, features = _architecture(spec.text_input, config, data)
     dims = Dims.of(features)
     net = build_model(config, dims, encoder)

@@ -109,6 +109,12 @@ class RunConfig:
     """'random' (plain shuffled batches, as in both papers' code) or 'bucket' (an opt-in speed
     setting: batches drawn from length buckets, so cost follows the real lengths; it changes
     which samples meet in a batch, hence the contrastive pairs and BatchNorm statistics)."""
+    standardize: bool = False
+    """Standardise every audio and vision feature with the training split's per-feature mean
+    and standard deviation (valid frames only; padded frames stay as they are), for features
+    in their own units such as ``msakit extract``'s. The statistics are computed once per run
+    and stored in the model's state, so checkpoints carry them (see
+    :mod:`msakit.data.standardize`). Off: the features reach the model as the file holds them."""
     bf16: bool = False
     """bf16 autocast: the same as ``amp=bf16`` (kept for runs and checkpoints that set it)."""
     amp: str = "off"

@@ -114,6 +114,48 @@ def task_mean(per_sample: torch.Tensor, global_batch: int | None, world_size: in
     return per_sample.sum() * (world_size / global_batch)
 
 
+STANDARDIZER = "feature_standardizer"
+"""The submodule of an :class:`MSAModel` trained with ``standardize=true``; its state-dict keys
+start with ``feature_standardizer.``."""
+
+
+class FeatureStandardizer(nn.Module):
+    """``(x - mean) * scale`` per feature on the valid frames of a batch's ``audio`` and
+    ``vision`` (positions below ``audio_lengths`` / ``vision_lengths``); padded frames are left
+    exactly as they are. ``mean`` and ``scale`` (1 / std, 0 for a constant feature) are float32
+    buffers in the model's state dict, computed from the training split
+    (:mod:`msakit.data.standardize`); they start as NaN until set or loaded."""
+
+    def __init__(self, audio: int, vision: int) -> None:
+        super().__init__()
+        for key, width in (("audio", audio), ("vision", vision)):
+            self.register_buffer(f"{key}_mean", torch.full((width,), math.nan))
+            self.register_buffer(f"{key}_scale", torch.full((width,), math.nan))
+
+    def set_stats(self, stats: Any) -> None:
+        """Take the (D,) arrays of a :class:`msakit.data.standardize.FeatureStats`."""
+        for name, buffer in self.named_buffers():
+            buffer.copy_(torch.as_tensor(getattr(stats, name), dtype=buffer.dtype))
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A new batch dict with standardised ``audio`` and ``vision``."""
+        out = dict(batch)
+        for key in ("audio", "vision"):
+            x = batch[key]
+            mean = getattr(self, f"{key}_mean").to(x.dtype)
+            scale = getattr(self, f"{key}_scale").to(x.dtype)
+            positions = torch.arange(x.shape[1], device=x.device)
+            valid = positions[None, :] < batch[f"{key}_lengths"].to(x.device)[:, None]
+            out[key] = torch.where(valid[..., None], (x - mean) * scale, x)
+        return out
+
+
+def _standardize_inputs(model: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Forward pre-hook of a model with a :class:`FeatureStandardizer`: every call of the
+    model (training, evaluation, prediction, under DDP too) sees the standardised batch."""
+    return (getattr(model, STANDARDIZER)(args[0]), *args[1:])
+
+
 class MSAModel(nn.Module):
     """Base class: subclasses implement forward, compute_loss and parameter_groups; the hooks
     below have defaults that a model overrides where it differs (generic code never asks which
@@ -218,6 +260,17 @@ class MSAModel(nn.Module):
         prefix = "text_cache."
         cached = {k[len(prefix):]: v for k, v in batch.items() if k.startswith(prefix)}
         return cached if cached else self.text_features(batch["text"])
+
+    def add_standardizer(self, dims: Dims, stats: Any = None) -> None:
+        """Standardise the audio and vision of every batch before :meth:`forward` (run setting
+        ``standardize``): a :class:`FeatureStandardizer` for ``dims``' widths, holding
+        ``stats`` (:class:`msakit.data.standardize.FeatureStats`), or NaN until a checkpoint's
+        state dict is loaded. Generic: models read ``batch["audio"]`` as always."""
+        standardizer = FeatureStandardizer(dims.audio, dims.vision)
+        if stats is not None:
+            standardizer.set_stats(stats)
+        setattr(self, STANDARDIZER, standardizer)
+        self.register_forward_pre_hook(_standardize_inputs)
 
     def train(self, mode: bool = True) -> MSAModel:
         """Train mode everywhere except a frozen text encoder, which stays in eval mode."""

@@ -6,7 +6,8 @@ features are 74/35 wide, MOSI's 5/20), so a checkpoint's tensors are taken where
 equal the new model's, and the others (the layers that read the input widths) keep the new
 model's fresh initialisation; which ones is said before training. Any model works: the
 checkpoint must be the same ``--model`` with the same architecture settings (the same tensor
-names), otherwise one ``error:`` line names the difference.
+names), otherwise one ``error:`` line names the difference. The feature statistics of a run
+with ``standardize=true`` are never taken: each run standardises with its own training split.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from msakit.errors import MsakitError
+from msakit.models.base import STANDARDIZER
 
 # Buffers that some transformers versions save with BERT and others do not.
 _OPTIONAL = ("position_ids", "token_type_ids")
@@ -80,8 +82,10 @@ def read_init_from(path: Path, model_name: str, model: nn.Module) -> InitFrom:
             f"--init-from {path}: a {theirs_name} checkpoint; the run trains {model_name} "
             "(--init-from takes a checkpoint of the same --model)"
         )
-    theirs: dict[str, torch.Tensor] = state["model"]
-    ours = model.state_dict()
+    # The feature statistics of standardize=true belong to each run's own training data: the
+    # run keeps its own (or has none), whatever the checkpoint holds.
+    theirs = {k: v for k, v in state["model"].items() if not k.startswith(f"{STANDARDIZER}.")}
+    ours = {k: v for k, v in model.state_dict().items() if not k.startswith(f"{STANDARDIZER}.")}
     missing = sorted(k for k in ours.keys() - theirs.keys() if not k.endswith(_OPTIONAL))
     unexpected = sorted(k for k in theirs.keys() - ours.keys() if not k.endswith(_OPTIONAL))
     if missing or unexpected:

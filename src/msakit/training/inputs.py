@@ -24,6 +24,7 @@ from torch import nn
 from msakit.config import RunConfig, plain
 from msakit.config.datasets import DatasetSpec
 from msakit.data.mmsa import FeatureFile, check_dataset, load_feature_file
+from msakit.data.standardize import FeatureStats, feature_stats
 from msakit.data.tokens import check_vocabulary
 from msakit.encoders.text import load_text_encoder, load_tokenizer, text_encoder_config
 from msakit.errors import MsakitError
@@ -41,6 +42,7 @@ __all__ = [
     "load_encoder_and_data",
     "load_inputs",
     "prepare_run",
+    "run_stats",
     "write_run_config",
 ]
 
@@ -57,6 +59,9 @@ class RunInputs:
     text encoder's architecture and the checkpoint ``format``; for a file written by
     ``msakit extract`` also its extractor record (``extractor``, see
     :mod:`msakit.extract.settings`), which ``predict --video`` follows."""
+    stats: FeatureStats | None = None
+    """The training split's feature statistics with ``standardize=true`` (else None); every
+    model of the run is built with them (:func:`build_model`)."""
 
 
 @dataclass(frozen=True)
@@ -106,13 +111,28 @@ def check_output_folder(out: Path) -> None:
         raise MsakitError(f"cannot write to {out}")
 
 
-def build_model(config: RunConfig, dims: Dims, encoder: nn.Module | None) -> MSAModel:
-    """The registry's model for ``config``; an impossible combination is one ``MsakitError``."""
+def build_model(
+    config: RunConfig, dims: Dims, encoder: nn.Module | None, *, stats: FeatureStats | None = None
+) -> MSAModel:
+    """The registry's model for ``config``; an impossible combination is one ``MsakitError``.
+
+    With ``config.standardize`` the model standardises its audio and vision with ``stats``
+    (:func:`run_stats`; None when a checkpoint's state dict will supply them; see
+    :meth:`MSAModel.add_standardizer`)."""
     try:
-        return create_model(config.model_name, config.model, dims, encoder)
+        model = create_model(config.model_name, config.model, dims, encoder)
     except ValueError as exc:
         raise MsakitError(f"cannot build {config.model_name}: {exc}{_heads_hint(config, exc)}"
                           ) from exc
+    if config.standardize:
+        model.add_standardizer(dims, stats)
+    return model
+
+
+def run_stats(config: RunConfig, features: FeatureFile) -> FeatureStats | None:
+    """The training split's feature statistics when ``config.standardize`` (computed once per
+    run, the same for every seed), else None."""
+    return feature_stats(features.splits["train"]) if config.standardize else None
 
 
 def _heads_hint(config: RunConfig, exc: ValueError) -> str:
@@ -168,7 +188,8 @@ def prepare_run(
     extractor = read_metadata(str(data))  # files from `msakit extract`: how to redo the features
     if extractor is not None:
         extra["extractor"] = extractor
-    return RunInputs(encoder=encoder, features=features, dims=dims, checkpoint_extra=extra)
+    return RunInputs(encoder=encoder, features=features, dims=dims, checkpoint_extra=extra,
+                     stats=run_stats(config, features))
 
 
 def load_encoder_and_data(

@@ -206,7 +206,7 @@ def _pretrain(
     fingerprint = encoder_fingerprint(encoder)
     seed = config.seeds[0]
     torch.manual_seed(seed)
-    net = build_model(config, dims, encoder)
+    net = build_model(config, dims, encoder, stats=inputs.stats)
     net.freeze_encoders()
 
     run_dir = out / STAGE1_DIR
