@@ -251,3 +251,31 @@ def test_init_from_and_import_weights_leave_the_statistics(run, scaled_npz, tiny
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "standardize=true does not apply to import-weights" in err[0]
     assert not (tmp_path / "imported.pt").exists()
+
+
+def test_predict_video_standardises_as_training_did(tiny_bert, tmp_path):
+    for extra in ("av", "cv2", "opensmile", "skimage"):
+        pytest.importorskip(extra)
+    from test_extract import make_corpus
+
+    from msakit.data.batching import collate
+
+    clips = make_corpus(tmp_path / "corpus", n=6, bad=False)  # 2 train clips
+    data, run = tmp_path / "features.npz", tmp_path / "run"
+    assert run_cli(["extract", str(clips), "--out", str(data), "--quiet"]) == 0
+    assert run_cli(["train", "--model", "misa", "--dataset", "custom", "--label-range", "-3", "3",
+                    "--data", str(data), "--text-encoder", str(tiny_bert), "--epochs", "1",
+                    "--seeds", "1", "--batch", "2", "--set", "standardize=true",
+                    "--out", str(run), "--quiet"]) == 0
+    best = run / "seed-1" / "best.pt"
+    ckpt = api.load_checkpoint(best)
+    train = load_feature_file(data).splits["train"]
+    stats = feature_stats(train)
+    assert stats.audio_mean.max() > 100  # eGeMAPS's formants, in Hz
+    np.testing.assert_allclose(ckpt.model.feature_standardizer.audio_mean.numpy(),
+                               stats.audio_mean.astype(np.float32))
+    with torch.no_grad():
+        first = float(ckpt.model(collate(train, np.array([0]))).prediction.reshape(-1)[0])
+    video = clips.parent / "videos" / "clip0.mp4"
+    assert api.predict_video(best, video, "clip number 0").prediction == pytest.approx(
+        first, abs=1e-4)
