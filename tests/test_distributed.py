@@ -32,6 +32,7 @@ from msakit.data.batching import collate
 from msakit.data.mmsa import load_feature_file
 from msakit.encoders.text import load_text_encoder
 from msakit.training.distributed import DistContext, GlobalBatchNorm
+from msakit.training.inputs import run_stats
 from msakit.training.trainer import Trainer
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -50,9 +51,9 @@ SETS = {
     "clgsi": ["common_dim=16", "specific_dim=16", "head_dim=16", "feedforward=32",
               "lr.other=1e-4", "sampler=bucket"],
     # ConKI's preset learning rates (5e-6, 1e-6) hardly move the weights: 1e-3 makes the steps
-    # count.
+    # count. standardize=true: every rank standardises its share as one process does.
     "conki": ["adapter_dim=8", "fusion_dim=8", "head_dim=8", "feedforward=32", "lr=1e-3",
-              "sampler=random"],
+              "sampler=random", "standardize=true"],
 }
 LOSSES = ("loss", "task_loss", "contrastive_loss")
 
@@ -186,7 +187,8 @@ def _model_and_batch(model: str, encoder: Path, data: Path, overrides: list[str]
                               overrides=[*SETS[model], *overrides])
     features = load_feature_file(str(data))
     torch.manual_seed(0)
-    net = api.build_model(config, api.dims_of(features), load_text_encoder(str(encoder)))
+    net = api.build_model(config, api.dims_of(features), load_text_encoder(str(encoder)),
+                          stats=run_stats(config, features))
     Trainer(net, config, features.splits["train"], features.splits["valid"], quiet=True)
     return net.train(), collate(features.splits["train"], np.arange(6))
 

@@ -159,9 +159,21 @@ def test_a_bad_value_is_one_error_line(scaled_npz, tiny_bert, tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------- trained runs
-def test_the_checkpoint_carries_the_training_split_statistics(run, scaled_npz):
+def test_the_checkpoint_carries_the_training_split_statistics(run, scaled_npz, tiny_bert,
+                                                            capsys):
+    from msakit.rerun import load_run_config
+
     ckpt = api.load_checkpoint(run)
     assert ckpt.config.standardize is True
+    assert "standardize: true" in (run / "config.yaml").read_text()
+    assert load_run_config(run).standardize is True  # train --config keeps it
+    # --resume with the setting changed is refused, as for any run setting
+    capsys.readouterr()
+    assert run_cli(["train", "--model", "clgsi", "--dataset", "mosi", "--data", str(scaled_npz),
+                    "--text-encoder", str(tiny_bert), "--seeds", "3", "--epochs", "2",
+                    "--batch", "8", "--out", str(run), "--resume", "--quiet",
+                    *(x for kv in SMALL for x in ("--set", kv))]) == 2
+    assert "standardize" in capsys.readouterr().err
     stats = feature_stats(load_feature_file(scaled_npz).splits["train"])
     state = ckpt.model.state_dict()
     for name in ("audio_mean", "audio_scale", "vision_mean", "vision_scale"):
