@@ -173,7 +173,8 @@ def test_the_checkpoint_carries_the_training_split_statistics(run, scaled_npz, t
                     "--text-encoder", str(tiny_bert), "--seeds", "3", "--epochs", "2",
                     "--batch", "8", "--out", str(run), "--resume", "--quiet",
                     *(x for kv in SMALL for x in ("--set", kv))]) == 2
-    assert "standardize" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "standardize" in err[0]
     stats = feature_stats(load_feature_file(scaled_npz).splits["train"])
     state = ckpt.model.state_dict()
     for name in ("audio_mean", "audio_scale", "vision_mean", "vision_scale"):

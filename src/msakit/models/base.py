@@ -266,11 +266,11 @@ class MSAModel(nn.Module):
         ``standardize``): a :class:`FeatureStandardizer` for ``dims``' widths, holding
         ``stats`` (:class:`msakit.data.standardize.FeatureStats`), or NaN until a checkpoint's
         state dict is loaded. Generic: models read ``batch["audio"]`` as always."""
-        standardizer = FeatureStandardizer(dims.audio, dims.vision)
+        if getattr(self, STANDARDIZER, None) is None:
+            setattr(self, STANDARDIZER, FeatureStandardizer(dims.audio, dims.vision))
+            self.register_forward_pre_hook(_standardize_inputs)
         if stats is not None:
-            standardizer.set_stats(stats)
-        setattr(self, STANDARDIZER, standardizer)
-        self.register_forward_pre_hook(_standardize_inputs)
+            getattr(self, STANDARDIZER).set_stats(stats)
 
     def train(self, mode: bool = True) -> MSAModel:
         """Train mode everywhere except a frozen text encoder, which stays in eval mode."""
