@@ -762,23 +762,61 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(SRC), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 
 
-@pytest.mark.parametrize("delay", [0.3, 6.0])
-def test_ctrl_c_is_one_line(world, tmp_path, delay):
-    """Ctrl-C at start-up (imports) or during training: one line, status 130, no traceback."""
-    argv = [sys.executable, "-m", "msakit", *_train(world, out=str(tmp_path / "run"))]
-    # Long enough never to end on its own before the signal, however loaded the machine.
-    argv[argv.index("--epochs") + 1] = "100000"
-    argv += ["--set", "early_stop=100000"]
-    proc = subprocess.Popen(argv, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    time.sleep(delay)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+def _long_command(world: World, command: str, out: Path) -> tuple[list[str], str]:
+    """``command`` set never to end on its own before a Ctrl-C however loaded the machine, and
+    a pattern of files (under ``out``) that appear once it works (past its imports, data
+    loading and set-up)."""
+    if command == "train":
+        argv = _train(world, "--set", "early_stop=100000", out=str(out / "run"))
+        argv[argv.index("--epochs") + 1] = "100000"
+        return argv, "run/seed-1/last.pt"
+    if command == "tune":
+        return (["tune", "--model", "clgsi", "--dataset", "mosi", "--data", str(world.data),
+                 "--text-encoder", str(world.bert), "--trials", "100000", "--epochs", "100000",
+                 "--set", "early_stop=100000", "--out", str(out / "sweep"), "--quiet"],
+                "sweep/trial-0/config.yaml")
+    for module in ("av", "cv2", "opensmile", "skimage"):
+        pytest.importorskip(module)
+    from video_clips import make_clip, moving
+
+    make_clip(out / "clip.mp4", moving(12, (4, 4), (1, 0)))
+    rows = "".join(f"c{i},clip.mp4,words {i},1.0\n" for i in range(100000))
+    (out / "clips.csv").write_text("id,video,text,label\n" + rows)
+    return (["extract", str(out / "clips.csv"), "--out", str(out / "x.npz"), "--quiet"],
+            "x.npz.cache/*.npz")
+
+
+@pytest.mark.parametrize("moment", ["start-up", "working"])
+@pytest.mark.parametrize("command", ["train", "tune", "extract"])
+def test_ctrl_c_is_one_line(world, tmp_path, command, moment):
+    """Ctrl-C as a terminal sends it (to the whole process group) at start-up (imports) or
+    while the command works: one line, status 130, no traceback, no temporary file left."""
+    argv, working = _long_command(world, command, tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "msakit", *argv], env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        if moment == "start-up":
+            time.sleep(0.3)
+        else:
+            deadline = time.monotonic() + 600
+            while not any(tmp_path.glob(working)) and proc.poll() is None and (
+                time.monotonic() < deadline
+            ):
+                time.sleep(0.2)
+            assert any(tmp_path.glob(working)), proc.communicate(timeout=60)[1]
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     assert "Traceback" not in out + err, err
     assert proc.returncode in (130, -signal.SIGINT), (proc.returncode, err)
     if proc.returncode == 130:
         assert "interrupted" in one_error(err)
-    assert not list((tmp_path).rglob("*.tmp"))
+    assert not list(tmp_path.rglob("*.tmp"))
+    assert not list(tmp_path.rglob(".msakit.lock"))
 
 
 def test_file_size_limit_keeps_the_previous_file(world, tmp_path):
@@ -987,4 +1025,40 @@ def test_a_failure_after_ctrl_c_is_an_interruption_not_a_bug(capsys):
 
     assert run_guarded(command) == 130
     assert one_error(capsys.readouterr().err).startswith("error: interrupted")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_ctrl_c_python_cannot_raise_is_delivered_again(capsys):
+    """A Ctrl-C landing in a ctypes callback (openSMILE calls one per frame during extract) is
+    swallowed by Python ("Exception ignored ... Traceback") and the command would go on: it is
+    not printed, and is delivered again until it stops the command."""
+    import ctypes
+
+    from msakit.guard import run_guarded
+
+    libc = ctypes.CDLL(None)
+    order = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_int),
+                             ctypes.POINTER(ctypes.c_int))
+    pressed = []
+
+    def compare(a, b) -> int:
+        if not pressed:
+            pressed.append(True)
+            signal.raise_signal(signal.SIGINT)  # handled here, inside the callback
+        return a[0] - b[0]
+
+    def command() -> int:
+        values = (ctypes.c_int * 20)(*range(20, 0, -1))
+        libc.qsort(values, 20, ctypes.sizeof(ctypes.c_int), order(compare))
+        assert list(values) == list(range(1, 21))  # the callback went on after the Ctrl-C
+        for _ in range(2000):  # the rest of the command, which the Ctrl-C must stop
+            time.sleep(0.01)
+        return 0
+
+    hook = sys.unraisablehook
+    assert run_guarded(command) == 130
+    err = capsys.readouterr().err
+    assert pressed and "Traceback" not in err and "Exception ignored" not in err, err
+    assert one_error(err).startswith("error: interrupted")
+    assert sys.unraisablehook is hook
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

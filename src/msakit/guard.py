@@ -8,6 +8,7 @@ msakit: the line names the exception and a file that holds the full traceback (s
 
 from __future__ import annotations
 
+import _thread
 import errno
 import os
 import signal
@@ -23,6 +24,9 @@ __all__ = ["run_guarded", "INTERRUPTED"]
 
 INTERRUPTED = 130
 """Exit status after Ctrl-C (128 + SIGINT), as shells report it."""
+SWALLOWED_CTRL_C_RETRY = 0.05
+"""Seconds after which a Ctrl-C that Python could not raise (see :class:`_CtrlC`) is
+delivered again."""
 
 
 def _say(line: str) -> None:
@@ -52,26 +56,49 @@ class _CtrlC:
     """Remembers that Ctrl-C was pressed. A KeyboardInterrupt raised inside an import can leave
     a library half-initialised, so that the command then fails with some other exception
     (e.g. a RecursionError in NumPy's lazy attributes); after a Ctrl-C that is still an
-    interruption, not a bug."""
+    interruption, not a bug.
+
+    Python cannot raise an exception out of some places: a ctypes callback (openSMILE calls one
+    per frame during ``msakit extract``), ``__del__``, a weakref callback. A Ctrl-C landing there
+    would be printed as "Exception ignored ... Traceback" and lost, and the command would go on;
+    instead it is not printed and is delivered again a moment later, until it reaches the
+    command."""
 
     def __init__(self) -> None:
         self.pressed = False
+        self.active = False
         self.previous = None
+        self.previous_hook = None
 
     def __enter__(self) -> _CtrlC:
         if threading.current_thread() is threading.main_thread() and (
             signal.getsignal(signal.SIGINT) is signal.default_int_handler
         ):
             self.previous = signal.signal(signal.SIGINT, self._handle)
+            self.previous_hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
+            self.active = True
         return self
 
     def _handle(self, signum, frame) -> None:
         self.pressed = True
         raise KeyboardInterrupt
 
+    def _unraisable(self, unraisable) -> None:
+        if not (self.active and issubclass(unraisable.exc_type, KeyboardInterrupt)):
+            self.previous_hook(unraisable)
+            return
+        # Not from here: the hook itself must not be interrupted.
+        threading.Timer(SWALLOWED_CTRL_C_RETRY, self._deliver_again).start()
+
+    def _deliver_again(self) -> None:
+        if self.active:
+            _thread.interrupt_main()
+
     def __exit__(self, *exc) -> None:
         if self.previous is not None:
+            self.active = False
             signal.signal(signal.SIGINT, self.previous)
+            sys.unraisablehook = self.previous_hook
 
 
 def run_guarded(fn: Callable[[], int]) -> int:
