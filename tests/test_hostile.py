@@ -1107,6 +1107,37 @@ def test_overwrite_replaces_and_a_stale_lock_is_taken_over(world, tmp_path, caps
     assert not (out / "seed-1").exists() and not (out / ".msakit.lock").exists()
 
 
+def test_a_second_training_into_a_running_run_is_refused(world, tmp_path, capsys):
+    """Two trainings into one --out: while one process trains, a second one (even with
+    --overwrite or --resume) stops with one line naming it and touches none of its files."""
+    out = tmp_path / "run"
+    argv, working = _long_command(world, "train", tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "msakit", *argv], env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 600
+        while not any(tmp_path.glob(working)) and proc.poll() is None and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.2)
+        assert any(tmp_path.glob(working)), proc.communicate(timeout=60)[1]
+        config = _digest(out / "config.yaml")
+        for flag in ("--overwrite", "--resume"):
+            second = _train(world, flag, "--seeds", "2", "--set", "early_stop=100000",
+                            out=str(out))
+            second[second.index("--epochs") + 1] = "100000"
+            assert run_cli(second) == 2
+            line = one_error(capsys.readouterr().err)
+            assert f"is being written by process {proc.pid}" in line, line
+            assert _digest(out / "config.yaml") == config and not (out / "seed-2").exists()
+            assert proc.poll() is None
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.communicate(timeout=300)
+    assert proc.returncode == 130 and not (out / ".msakit.lock").exists()
+
+
 def test_log_steps_keeps_every_seed(world, tmp_path, capsys):
     log = tmp_path / "steps.jsonl"
     out = tmp_path / "run"
