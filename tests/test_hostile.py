@@ -1271,9 +1271,16 @@ def test_every_model_logs_one_line_per_epoch_and_predicts_without_labels(world, 
         assert np.isfinite(value) and row["prediction"] == f"{value:.6g}", row
 
 
-def test_a_failure_after_ctrl_c_is_an_interruption_not_a_bug(capsys):
+@pytest.mark.parametrize("failure", [
+    RecursionError("maximum recursion depth exceeded"),
+    OSError(5, "Input/output error"),
+])
+def test_a_failure_after_ctrl_c_is_an_interruption_not_a_bug(capsys, failure):
     """Ctrl-C inside an import can leave a library half-initialised so that the command then
-    fails otherwise (seen: NumPy's lazy attributes recursing): still status 130, one line."""
+    fails otherwise (seen: NumPy's lazy attributes recursing), and one inside torch.save's
+    writer comes back from C++ as a RuntimeError that msakit's atomic writer reports as
+    "cannot write" (seen in a tune trial): still status 130, one line."""
+    from msakit.errors import MsakitError
     from msakit.guard import run_guarded
 
     def command() -> int:
@@ -1281,10 +1288,24 @@ def test_a_failure_after_ctrl_c_is_an_interruption_not_a_bug(capsys):
             signal.raise_signal(signal.SIGINT)
         except KeyboardInterrupt:  # swallowed, as an import machinery may do
             pass
-        raise RecursionError("maximum recursion depth exceeded")
+        raise failure
 
-    assert run_guarded(command) == 130
-    assert one_error(capsys.readouterr().err).startswith("error: interrupted")
+    def writer() -> int:
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except KeyboardInterrupt as exc:  # what msakit.files does with torch's RuntimeError
+            raise MsakitError("cannot write best.pt: [enforce fail at inline_container.cc]"
+                              ) from exc
+        return 0
+
+    def bad_input() -> int:
+        raise MsakitError("bad input")
+
+    for fn in (command, writer):
+        assert run_guarded(fn) == 130
+        assert one_error(capsys.readouterr().err).startswith("error: interrupted")
+    assert run_guarded(bad_input) == 2  # without a Ctrl-C, the failure itself
+    assert one_error(capsys.readouterr().err) == "error: bad input"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 

@@ -111,37 +111,43 @@ def _run(fn: Callable[[], int], ctrl_c: _CtrlC) -> int:
     try:
         try:
             return fn()
-        except MsakitError as exc:
-            _say(str(exc))
-            return 2
         except KeyboardInterrupt:
-            _say("interrupted (Ctrl-C); files being written were left as they were")
-            return INTERRUPTED
-        except BrokenPipeError:  # e.g. `msakit report ... | head`
-            try:
-                sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the final flush
-            except OSError:
-                pass
-            return 1
-        except MemoryError:
-            _say("out of memory; try a smaller --batch")
-            return 1
-        except OSError as exc:
-            where = f"{exc.filename}: " if exc.filename else ""
-            if exc.errno == errno.ENOSPC:
-                reason = "no space left on the device"
-            else:
-                reason = exc.strerror or _first_line(exc)
-            _say(f"{where}{reason}")
-            return 1
-        except Exception as exc:  # noqa: BLE001 - a bug: one line and the traceback in a file
-            if ctrl_c.pressed:
-                _say("interrupted (Ctrl-C); files being written were left as they were")
-                return INTERRUPTED
-            path = _traceback_file(exc)
-            where = f"; traceback in {path}" if path else ""
-            _say(f"unexpected {type(exc).__name__}: {_first_line(exc)} (a bug in msakit, please "
-                 f"report it{where})")
-            return 1
+            return _interrupted()
+        except Exception as exc:  # noqa: BLE001 - every failure is one line
+            # After Ctrl-C any failure is the interruption: a KeyboardInterrupt raised inside a
+            # callback from C (torch.save's writer, an import) comes back as another exception.
+            return _interrupted() if ctrl_c.pressed else _failure(exc)
     except KeyboardInterrupt:  # a second Ctrl-C while reporting the first failure
         return INTERRUPTED
+
+
+def _interrupted() -> int:
+    _say("interrupted (Ctrl-C); files being written were left as they were")
+    return INTERRUPTED
+
+
+def _failure(exc: Exception) -> int:
+    """The one line and exit status of a failure that is not a Ctrl-C."""
+    if isinstance(exc, MsakitError):
+        _say(str(exc))
+        return 2
+    if isinstance(exc, BrokenPipeError):  # e.g. `msakit report ... | head`
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the final flush
+        except OSError:
+            pass
+        return 1
+    if isinstance(exc, MemoryError):
+        _say("out of memory; try a smaller --batch")
+        return 1
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        reason = ("no space left on the device" if exc.errno == errno.ENOSPC
+                  else exc.strerror or _first_line(exc))
+        _say(f"{where}{reason}")
+        return 1
+    path = _traceback_file(exc)  # a bug: one line and the traceback in a file
+    where = f"; traceback in {path}" if path else ""
+    _say(f"unexpected {type(exc).__name__}: {_first_line(exc)} (a bug in msakit, please report "
+         f"it{where})")
+    return 1
