@@ -957,9 +957,11 @@ def test_ctrl_c_is_one_line(world, tmp_path, command, moment):
     """Ctrl-C as a terminal sends it (to the whole process group) at start-up (imports) or
     while the command works: one line, status 130, no traceback, no temporary file left."""
     argv, working = _long_command(world, command, tmp_path)
-    proc = subprocess.Popen([sys.executable, "-m", "msakit", *argv], env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    # -X faulthandler: a process that does not end after the Ctrl-C is stopped with SIGABRT,
+    # which prints where every thread of it was.
+    proc = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "msakit", *argv],
+                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
     try:
         if moment == "start-up":
             time.sleep(0.3)
@@ -971,7 +973,11 @@ def test_ctrl_c_is_one_line(world, tmp_path, command, moment):
                 time.sleep(0.2)
             assert any(tmp_path.glob(working)), proc.communicate(timeout=60)[1]
         os.killpg(proc.pid, signal.SIGINT)
-        out, err = proc.communicate(timeout=300)
+        try:
+            out, err = proc.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            pytest.fail(f"still running 300 s after Ctrl-C:\n{proc.communicate(timeout=60)[1]}")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
