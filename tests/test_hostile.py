@@ -951,6 +951,15 @@ def _long_command(world: World, command: str, out: Path) -> tuple[list[str], str
             "x.npz.cache/*.npz")
 
 
+def _wait_until_working(proc: subprocess.Popen, folder: Path, pattern: str) -> None:
+    """Until files matching ``pattern`` appear under ``folder`` (the process ending first, or
+    10 minutes passing, fails the test with its stderr)."""
+    deadline = time.monotonic() + 600
+    while not any(folder.glob(pattern)) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert any(folder.glob(pattern)), proc.communicate(timeout=60)[1]
+
+
 @pytest.mark.parametrize("moment", ["start-up", "working"])
 @pytest.mark.parametrize("command", ["train", "tune", "extract"])
 def test_ctrl_c_is_one_line(world, tmp_path, command, moment):
@@ -966,12 +975,7 @@ def test_ctrl_c_is_one_line(world, tmp_path, command, moment):
         if moment == "start-up":
             time.sleep(0.3)
         else:
-            deadline = time.monotonic() + 600
-            while not any(tmp_path.glob(working)) and proc.poll() is None and (
-                time.monotonic() < deadline
-            ):
-                time.sleep(0.2)
-            assert any(tmp_path.glob(working)), proc.communicate(timeout=60)[1]
+            _wait_until_working(proc, tmp_path, working)
         os.killpg(proc.pid, signal.SIGINT)
         try:
             out, err = proc.communicate(timeout=300)
@@ -1122,12 +1126,7 @@ def test_a_second_training_into_a_running_run_is_refused(world, tmp_path, capsys
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
-        deadline = time.monotonic() + 600
-        while not any(tmp_path.glob(working)) and proc.poll() is None and (
-            time.monotonic() < deadline
-        ):
-            time.sleep(0.2)
-        assert any(tmp_path.glob(working)), proc.communicate(timeout=60)[1]
+        _wait_until_working(proc, tmp_path, working)
         config = _digest(out / "config.yaml")
         for flag in ("--overwrite", "--resume"):
             second = _train(world, flag, "--seeds", "2", "--set", "early_stop=100000",
