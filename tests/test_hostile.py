@@ -5,6 +5,39 @@ The table ``CASES`` is the red-team list of issue 11 (code from data files, lost
 wrong results, tracebacks). Each case runs ``msakit ARGV`` in this process against files built
 once for the module; a few cases that need a real process (Ctrl-C, a file-size limit) and the
 behaviours that are not errors (divergence, locks, step logs, the newcomer's CLI) follow.
+
+Issue 11's list ("Why") -> the tests here (CASES ids unless a test function is named):
+- pickle renamed .npz through evaluate, predict, train: {evaluate,predict,train}-pickle-named-npz
+- convert evil.pkl; protocol-0 pickle: convert-pickle, convert-protocol-0
+- predict --out = --data: predict-out-is-data-npz / -pkl / -is-symlink-to-data
+- --log-steps = data: log-steps-is-data
+- existing run folder without --resume: train-into-existing-run, train-config-into-its-own-run
+- --log-steps with two seeds: test_log_steps_keeps_every_seed
+- two trainings into one --out: train-locked-run, test_overwrite_replaces_and_a_stale_lock_...
+- ConKI --dataset sims on a MOSI file: conki-sims-on-mosi-file (sims-on-mosi-file for CLGSI)
+- label 40: label-40, evaluate-label-40
+- lr=-1, weight_decay=-1: set-lr-negative, set-weight-decay-negative, tune-set-lr-negative
+- --set dataset=sims: set-dataset, conki-set-dataset
+- NaN validation loss: test_a_nan_validation_loss_ends_cleanly (NaN training loss:
+  test_diverged_run_ends_cleanly_..., test_a_huge_learning_rate_diverges_with_one_line)
+- truncated / foreign last.pt on --resume: resume-truncated-last, resume-foreign-last,
+  resume-self-mm-no-training-state / -foreign-training-state / -training-state-shapes
+- well-formed checkpoints / adapter files of a wrong structure: evaluate-checkpoint-*,
+  predict-checkpoint-encoder-config, adapters-*, init-from-*, import-weights-*
+- disk full: test_disk_full_during_training_leaves_no_temp_file,
+  test_file_size_limit_keeps_the_previous_file, test_oserror_is_one_line
+- --seeds -5, a 20-digit seed: seed-negative, seed-20-digits
+- --set seeds=abc, dropout=abc, common_dim=-4: set-seeds, set-dropout-text, set-width-negative
+- a train split of one sample: train-split-of-one
+- output path a directory / an unwritable sub-folder: predict-out-is-folder,
+  report-out-is-folder, synth-out-is-folder, predict-out-unwritable
+- corrupt config.yaml / results.csv / history.json read by --resume, report, plot:
+  resume-corrupt-config, resume-config-list, report-corrupt-results, report-corrupt-config,
+  plot-corrupt-history, train-config-corrupt-yaml
+- tune on a bad data file: tune-garbage-data, tune-pickle, tune-sims-on-mosi
+- Ctrl-C during start-up (and while working) for train, tune, extract: test_ctrl_c_is_one_line;
+  a Ctrl-C Python swallows: test_a_ctrl_c_python_cannot_raise_is_delivered_again,
+  test_a_failure_after_ctrl_c_is_an_interruption_not_a_bug
 """
 
 from __future__ import annotations
@@ -28,6 +61,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import run_cli, write_short_synthetic
+
+from msakit.models.registry import BUILTIN
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -195,11 +230,74 @@ def world(tmp_path_factory, tiny_bert, tiny_bert_12) -> World:
     for split in none.values():
         del split["audio_lengths"], split["vision_lengths"]
     unaligned["none"] = _write_pickle(root / "no_lengths.pkl", none, 4)
+    extras = {**_extras(root, raw), **_baseline_files(root, tiny_bert, marker)}
+    bad_ckpt["msakit_tfn_pth"] = save("msakit_tfn.pth", torch.load(
+        extras["tfn_run"] / "seed-1" / "best.pt", weights_only=True)["model"])
+    bad_ckpt["not_tensors"] = save("not_tensors.pth", {"weight": "heavy"})
+    bad_runs.update(_self_mm_runs(root, data, tiny_bert))
     return World(root=root, marker=marker, bert=tiny_bert, bert12=tiny_bert_12, data=data,
                  pkl=pkl, sims=sims, label40=label40, one_train=one_train, garbage=garbage,
                  empty=empty, run=run, ckpt=ckpt, evil=evil, bad_ckpt=bad_ckpt,
                  bad_runs=bad_runs, bad_adapters=bad_adapters, clips=clips,
-                 extras=_extras(root, raw), specs=specs, unaligned=unaligned)
+                 extras=extras, specs=specs, unaligned=unaligned)
+
+
+def _baseline_files(root: Path, bert: Path, marker: Path) -> dict[str, Path]:
+    """Files with the precomputed ``text`` features TFN/LMF/MulT read (MOSI widths; SIMS
+    widths; text features 100 wide), a trained TFN run, and config.yaml files bad in one way
+    each (a YAML tag that would run a shell command; values out of range)."""
+    from msakit.data.mmsa import convert_to_npz
+    from msakit.data.safe_format import save_npz
+    from msakit.data.synthetic import make_synthetic, write_synthetic
+
+    files = {}
+    for name, like in (("text_data", "mosi"), ("sims_text", "sims")):
+        pkl = write_synthetic(root / f"{name}.pkl", like, (23, 8, 8), text_features=True,
+                              frames={"audio": 40, "vision": 30})
+        files[name] = root / f"{name}.npz"
+        convert_to_npz(pkl, files[name])
+    narrow = make_synthetic("mosi", 3, 3, 3, text_features=True)
+    for split in narrow.values():
+        split["text"] = split["text"][:, :, :100]
+    files["text100"] = save_npz(narrow, root / "text100.npz")
+    files["tfn_run"] = root / "tfn_run"
+    assert run_cli(["train", "--model", "tfn", "--dataset", "mosi", "--data",
+                    str(files["text_data"]), "--seeds", "1", "--epochs", "1", "--batch", "8",
+                    "--out", str(files["tfn_run"]), "--quiet"]) == 0
+    for name, text in {
+        "python_tag": f'model_name: clgsi\ndataset: mosi\nepochs: !!python/object/apply:'
+                      f'os.system ["touch {marker}"]\n',
+        "common_dim": "model_name: clgsi\ndataset: mosi\nmodel:\n  common_dim: -4\n",
+        "seeds": "model_name: clgsi\ndataset: mosi\nseeds: [abc]\n",
+        "model": "model_name: nope\ndataset: mosi\n",
+    }.items():
+        files[f"config_{name}"] = root / f"config_{name}.yaml"
+        files[f"config_{name}"].write_text(text)
+    return files
+
+
+def _self_mm_runs(root: Path, data: Path, bert: Path) -> dict[str, Path]:
+    """A finished Self-MM run (one epoch) whose last.pt holds no, a foreign, or a misshapen
+    model training state (its unimodal labels): --resume reads it first."""
+    run = root / "self_mm_run"
+    assert run_cli(["train", "--model", "self_mm", "--dataset", "mosi", "--data", str(data),
+                    "--text-encoder", str(bert), "--seeds", "1", "--epochs", "1", "--batch",
+                    "8", "--set", "stop_at_horizon=true", "--out", str(run), "--quiet"]) == 0
+    state = torch.load(run / "seed-1" / "last.pt", weights_only=True)
+    assert state["model_training_state"]
+    runs = {}
+    for name, training_state in {
+        "none": None, "foreign": {"memory": torch.zeros(3)},
+        "shapes": {k: v[:5] for k, v in state["model_training_state"].items()},
+    }.items():
+        folder = root / f"self_mm_{name}"
+        shutil.copytree(run, folder)
+        edited = {k: v for k, v in state.items() if k != "model_training_state"}
+        if training_state is not None:
+            edited["model_training_state"] = training_state
+        torch.save(edited, folder / "seed-1" / "last.pt")
+        runs[f"self_mm_{name}"] = folder
+    return runs
 
 
 def _extras(root: Path, raw: dict) -> dict[str, Path]:
@@ -257,15 +355,27 @@ def _import(w: World, *extra: str, weights: Path | None = None, model: str = "cl
             str(w.bert), "--out", out, *extra]
 
 
-def _mmsa_import(w: World, model: str, *extra: str) -> list[str]:
+def _mmsa_import(w: World, model: str, *extra: str, weights: Path | None = None,
+                 data: Path | None = None) -> list[str]:
     return ["import-weights", "--from", "mmsa", "--model", model, "--dataset", "mosi",
-            "--weights", str(w.ckpt), "--data", str(w.data), "--out", "{case}/c.pt", *extra]
+            "--weights", str(weights or w.ckpt), "--data", str(data or w.data), "--out",
+            "{case}/c.pt", *extra]
 
 
-def _features_train(w: World, *extra: str) -> list[str]:
-    """Train a model that reads the file's text features (TFN) on a file without them."""
-    return ["train", "--model", "tfn", "--dataset", "mosi", "--data", str(w.data), "--seeds",
+def _features_train(w: World, *extra: str, model: str = "tfn") -> list[str]:
+    """Train a model that reads the file's text features (TFN, LMF, MulT) on a file without
+    them."""
+    return ["train", "--model", model, "--dataset", "mosi", "--data", str(w.data), "--seeds",
             "1", "--epochs", "1", "--out", "{case}/run", "--quiet", *extra]
+
+
+def _tfn(w: World) -> Path:
+    return w.extras["tfn_run"] / "seed-1" / "best.pt"
+
+
+def _self_mm_resume(w: World, name: str) -> list[str]:
+    return _train(w, "--resume", "--set", "stop_at_horizon=true", model="self_mm",
+                  out=str(w.bad_runs[f"self_mm_{name}"]))
 
 
 def _ck(w: World, command: str, *extra: str, data: Path | None = None,
@@ -631,6 +741,61 @@ CASES = [
     ("train-without-model-or-config",
      lambda w: ["train", "--dataset", "mosi", "--data", str(w.data), "--out", "{case}/r"], 2,
      "--model is required"),
+    # ---- session 5's surfaces: baselines, import from MMSA, --config, --label-range, resume
+    ("import-weights-mmsa-pickle-payload",
+     lambda w: _mmsa_import(w, "tfn", weights=w.evil["pt_p2"], data=w.extras["text_data"]), 2,
+     "evil.pt: not a readable state dict"),
+    ("import-weights-mmsa-truncated",
+     lambda w: _mmsa_import(w, "tfn", weights=w.bad_ckpt["truncated"],
+                            data=w.extras["text_data"]), 2, "not a readable state dict"),
+    ("import-weights-mmsa-foreign-names",
+     lambda w: _mmsa_import(w, "tfn", weights=w.bad_ckpt["msakit_tfn_pth"],
+                            data=w.extras["text_data"]), 2,
+     "not MMSA's TFN weights: unexpected keys"),
+    ("import-weights-mmsa-not-tensors",
+     lambda w: _mmsa_import(w, "lmf", weights=w.bad_ckpt["not_tensors"],
+                            data=w.extras["text_data"]), 2, "not a state dict"),
+    ("import-weights-mmsa-garbage",
+     lambda w: _mmsa_import(w, "mult", weights=w.garbage, data=w.extras["text_data"]), 2,
+     "not a readable state dict"),
+    ("train-lmf-file-without-text", lambda w: _features_train(w, model="lmf"), 2,
+     "key 'text': required key is missing"),
+    ("train-mult-file-without-text", lambda w: _features_train(w, model="mult"), 2,
+     "key 'text': required key is missing"),
+    ("tune-tfn-file-without-text", lambda w: ["tune", "--model", "tfn", "--dataset", "mosi",
+                                              "--data", str(w.data), "--trials", "1", "--out",
+                                              "{case}/t"], 2, "key 'text': required key"),
+    ("evaluate-tfn-file-without-text", lambda w: _ck(w, "evaluate", ckpt=_tfn(w)), 2,
+     "key 'text': required key is missing"),
+    ("evaluate-tfn-other-widths",
+     lambda w: _ck(w, "evaluate", ckpt=_tfn(w), data=w.extras["sims_text"]), 2,
+     "feature sizes 33/709 do not match the checkpoint's 5/20"),
+    ("predict-tfn-other-text-width",
+     lambda w: _ck(w, "predict", "--out", "{case}/p.csv", ckpt=_tfn(w),
+                   data=w.extras["text100"]), 2, "text features 100 wide, the checkpoint's 768"),
+    ("init-from-baseline-into-clgsi", lambda w: _train(w, "--init-from", str(_tfn(w))), 2,
+     "a tfn checkpoint; the run trains clgsi"),
+    ("resume-self-mm-no-training-state", lambda w: _self_mm_resume(w, "none"), 2,
+     "last.pt: cannot resume from it .*training state holds nothing; this run keeps"),
+    ("resume-self-mm-foreign-training-state", lambda w: _self_mm_resume(w, "foreign"), 2,
+     "training state holds memory; this run keeps"),
+    ("resume-self-mm-training-state-shapes", lambda w: _self_mm_resume(w, "shapes"), 2,
+     r"training state \S+ is \(5.*\), this run needs \(23"),
+    ("train-config-python-tag", lambda w: _rerun(w, w.extras["config_python_tag"]), 2,
+     "not valid YAML .*python/object/apply:os.system"),
+    ("train-config-width-negative", lambda w: _rerun(w, w.extras["config_common_dim"]), 2,
+     "common_dim must be at least 1, got -4"),
+    ("train-config-seeds-word", lambda w: _rerun(w, w.extras["config_seeds"]), 2,
+     r"seed abc is not an integer in \[0, 2\^32\)"),
+    ("train-config-unknown-model", lambda w: _rerun(w, w.extras["config_model"]), 2,
+     "unknown model 'nope'"),
+    ("train-label-range-reversed", lambda w: _train(w, "--label-range", "3", "-3",
+                                                    dataset="custom"), 2,
+     r"label_range \[3, -3\] must hold 0 inside"),
+    ("set-optimizer-unknown", lambda w: _train(w, "--set", "optimizer=sgdx"), 2,
+     "optimizer must be adamw or adam, got 'sgdx'"),
+    ("self-mm-set-lr-zero", lambda w: _train(w, "--set", "lr.audio=0", model="self_mm"), 2,
+     "lr.audio must be a number > 0"),
 ]
 
 
@@ -762,23 +927,71 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(SRC), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 
 
-@pytest.mark.parametrize("delay", [0.3, 6.0])
-def test_ctrl_c_is_one_line(world, tmp_path, delay):
-    """Ctrl-C at start-up (imports) or during training: one line, status 130, no traceback."""
-    argv = [sys.executable, "-m", "msakit", *_train(world, out=str(tmp_path / "run"))]
-    # Long enough never to end on its own before the signal, however loaded the machine.
-    argv[argv.index("--epochs") + 1] = "100000"
-    argv += ["--set", "early_stop=100000"]
-    proc = subprocess.Popen(argv, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    time.sleep(delay)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+def _long_command(world: World, command: str, out: Path) -> tuple[list[str], str]:
+    """``command`` set never to end on its own before a Ctrl-C however loaded the machine, and
+    a pattern of files (under ``out``) that appear once it works (past its imports, data
+    loading and set-up)."""
+    if command == "train":
+        argv = _train(world, "--set", "early_stop=100000", out=str(out / "run"))
+        argv[argv.index("--epochs") + 1] = "100000"
+        return argv, "run/seed-1/last.pt"
+    if command == "tune":
+        return (["tune", "--model", "clgsi", "--dataset", "mosi", "--data", str(world.data),
+                 "--text-encoder", str(world.bert), "--trials", "100000", "--epochs", "100000",
+                 "--set", "early_stop=100000", "--out", str(out / "sweep"), "--quiet"],
+                "sweep/trial-0/config.yaml")
+    for module in ("av", "cv2", "opensmile", "skimage"):
+        pytest.importorskip(module)
+    from video_clips import make_clip, moving
+
+    make_clip(out / "clip.mp4", moving(12, (4, 4), (1, 0)))
+    rows = "".join(f"c{i},clip.mp4,words {i},1.0\n" for i in range(100000))
+    (out / "clips.csv").write_text("id,video,text,label\n" + rows)
+    return (["extract", str(out / "clips.csv"), "--out", str(out / "x.npz"), "--quiet"],
+            "x.npz.cache/*.npz")
+
+
+def _wait_until_working(proc: subprocess.Popen, folder: Path, pattern: str) -> None:
+    """Until files matching ``pattern`` appear under ``folder`` (the process ending first, or
+    10 minutes passing, fails the test with its stderr)."""
+    deadline = time.monotonic() + 600
+    while not any(folder.glob(pattern)) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert any(folder.glob(pattern)), proc.communicate(timeout=60)[1]
+
+
+@pytest.mark.parametrize("moment", ["start-up", "working"])
+@pytest.mark.parametrize("command", ["train", "tune", "extract"])
+def test_ctrl_c_is_one_line(world, tmp_path, command, moment):
+    """Ctrl-C as a terminal sends it (to the whole process group) at start-up (imports) or
+    while the command works: one line, status 130, no traceback, no temporary file left."""
+    argv, working = _long_command(world, command, tmp_path)
+    # -X faulthandler: a process that does not end after the Ctrl-C is stopped with SIGABRT,
+    # which prints where every thread of it was.
+    proc = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "msakit", *argv],
+                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        if moment == "start-up":
+            time.sleep(0.3)
+        else:
+            _wait_until_working(proc, tmp_path, working)
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            out, err = proc.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            pytest.fail(f"still running 300 s after Ctrl-C:\n{proc.communicate(timeout=60)[1]}")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     assert "Traceback" not in out + err, err
     assert proc.returncode in (130, -signal.SIGINT), (proc.returncode, err)
     if proc.returncode == 130:
         assert "interrupted" in one_error(err)
-    assert not list((tmp_path).rglob("*.tmp"))
+    assert not list(tmp_path.rglob("*.tmp"))
+    assert not list(tmp_path.rglob(".msakit.lock"))
 
 
 def test_file_size_limit_keeps_the_previous_file(world, tmp_path):
@@ -904,6 +1117,32 @@ def test_overwrite_replaces_and_a_stale_lock_is_taken_over(world, tmp_path, caps
     assert not (out / "seed-1").exists() and not (out / ".msakit.lock").exists()
 
 
+def test_a_second_training_into_a_running_run_is_refused(world, tmp_path, capsys):
+    """Two trainings into one --out: while one process trains, a second one (even with
+    --overwrite or --resume) stops with one line naming it and touches none of its files."""
+    out = tmp_path / "run"
+    argv, working = _long_command(world, "train", tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "msakit", *argv], env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        _wait_until_working(proc, tmp_path, working)
+        config = _digest(out / "config.yaml")
+        for flag in ("--overwrite", "--resume"):
+            second = _train(world, flag, "--seeds", "2", "--set", "early_stop=100000",
+                            out=str(out))
+            second[second.index("--epochs") + 1] = "100000"
+            assert run_cli(second) == 2
+            line = one_error(capsys.readouterr().err)
+            assert f"is being written by process {proc.pid}" in line, line
+            assert _digest(out / "config.yaml") == config and not (out / "seed-2").exists()
+            assert proc.poll() is None
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.communicate(timeout=300)
+    assert proc.returncode == 130 and not (out / ".msakit.lock").exists()
+
+
 def test_log_steps_keeps_every_seed(world, tmp_path, capsys):
     log = tmp_path / "steps.jsonl"
     out = tmp_path / "run"
@@ -924,6 +1163,9 @@ def test_msakit_alone_prints_usage_and_commands(capsys):
     assert run_cli([]) == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: msakit") and "train" in out and "evaluate" in out
+    from msakit.models.registry import model_spec
+
+    assert all(model_spec(name).title in " ".join(out.split()) for name in BUILTIN)
 
 
 def test_version(capsys):
@@ -933,10 +1175,38 @@ def test_version(capsys):
     assert capsys.readouterr().out.strip() == f"msakit {__version__}"
 
 
-@pytest.mark.parametrize("command", ["train", "synth", "plot weights", "report", "tune"])
-def test_help_shows_defaults(command, capsys):
-    assert run_cli([*command.split(), "--help"]) == 0
-    assert "(default: " in capsys.readouterr().out
+def _parsers(parser):
+    """(command words, parser) of the parser and every sub-command's, depth first."""
+    import argparse
+
+    yield parser.prog.split()[1:], parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                yield from _parsers(sub)
+
+
+def test_every_help_shows_its_defaults(capsys):
+    """Every command's --help runs, and every option with a default says it (the formatter adds
+    "(default: X)" to an option's help; an option without help would show none)."""
+    import argparse
+
+    from msakit.cli import build_parser
+
+    checked = 0
+    for words, parser in _parsers(build_parser()):
+        assert run_cli([*words, "--help"]) == 0
+        assert capsys.readouterr().out.startswith("usage: msakit")
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            if not action.option_strings or action.default in (
+                None, False, [], argparse.SUPPRESS
+            ):
+                continue
+            text = formatter._get_help_string(action)
+            assert action.help and "default" in text, (words, action.option_strings, text)
+            checked += 1
+    assert checked >= 15  # the walk reached the sub-commands
 
 
 def test_evaluate_takes_a_run_folder_and_predictions_have_6_digits(world, tmp_path, capsys):
@@ -964,18 +1234,58 @@ def test_synth_npz_is_an_npz(tmp_path, capsys):
     assert len(load_feature_file(out).splits["train"]) == 3
 
 
-def test_training_without_a_terminal_prints_one_line_per_epoch(world, tmp_path, capsys):
-    argv = [a for a in _train(world, out=str(tmp_path / "run")) if a != "--quiet"]
+def _unlabelled_test_split(path: Path, out: Path) -> Path:
+    """``path``'s test split without its labels, alone in ``out``."""
+    from msakit.data.safe_format import save_npz
+
+    with np.load(path, allow_pickle=False) as z:
+        test = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("test/")}
+    assert "regression_labels" in test and "text" in test
+    return save_npz({"test": {k: v for k, v in test.items()
+                              if not k.startswith("regression_labels")}}, out)
+
+
+@pytest.mark.parametrize("model", BUILTIN)
+def test_every_model_logs_one_line_per_epoch_and_predicts_without_labels(world, model,
+                                                                        tmp_path, capsys):
+    """Without a terminal every model prints one line per epoch (MMIM's two passes included),
+    and predicts on a file without labels with 6 significant digits."""
+    from msakit.models.registry import model_spec
+
+    out = tmp_path / "run"
+    argv = [a for a in _train(world, "--set", "stop_at_horizon=true", model=model,
+                              data=world.extras["text_data"], out=str(out)) if a != "--quiet"]
     argv[argv.index("--epochs") + 1] = "2"
-    assert run_cli(argv) == 0
+    if model_spec(model).text_input == "features":
+        at = argv.index("--text-encoder")
+        del argv[at:at + 2]
+    assert run_cli(argv) == 0, capsys.readouterr().err
     lines = [line for line in capsys.readouterr().err.splitlines() if " epoch " in line]
     assert [line.split(":")[0] for line in lines] == ["seed 1 epoch 1/2", "seed 1 epoch 2/2"]
-    assert all("valid MAE" in line and line.endswith(" s") for line in lines)
+    assert all("valid MAE" in line and line.endswith(" s") for line in lines), lines
+    data = _unlabelled_test_split(world.extras["text_data"], tmp_path / "unlabelled.npz")
+    predictions = tmp_path / "p.csv"
+    assert run_cli(["predict", "--checkpoint", str(out), "--data", str(data), "--out",
+                    str(predictions)]) == 0
+    assert "no labels" in capsys.readouterr().out
+    with open(predictions) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 8 and set(rows[0]) == {"id", "prediction"}
+    for row in rows:
+        value = float(row["prediction"])
+        assert np.isfinite(value) and row["prediction"] == f"{value:.6g}", row
 
 
-def test_a_failure_after_ctrl_c_is_an_interruption_not_a_bug(capsys):
+@pytest.mark.parametrize("failure", [
+    RecursionError("maximum recursion depth exceeded"),
+    OSError(5, "Input/output error"),
+])
+def test_a_failure_after_ctrl_c_is_an_interruption_not_a_bug(capsys, failure):
     """Ctrl-C inside an import can leave a library half-initialised so that the command then
-    fails otherwise (seen: NumPy's lazy attributes recursing): still status 130, one line."""
+    fails otherwise (seen: NumPy's lazy attributes recursing), and one inside torch.save's
+    writer comes back from C++ as a RuntimeError that msakit's atomic writer reports as
+    "cannot write" (seen in a tune trial): still status 130, one line."""
+    from msakit.errors import MsakitError
     from msakit.guard import run_guarded
 
     def command() -> int:
@@ -983,8 +1293,81 @@ def test_a_failure_after_ctrl_c_is_an_interruption_not_a_bug(capsys):
             signal.raise_signal(signal.SIGINT)
         except KeyboardInterrupt:  # swallowed, as an import machinery may do
             pass
-        raise RecursionError("maximum recursion depth exceeded")
+        raise failure
 
-    assert run_guarded(command) == 130
-    assert one_error(capsys.readouterr().err).startswith("error: interrupted")
+    def writer() -> int:
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except KeyboardInterrupt as exc:  # what msakit.files does with torch's RuntimeError
+            raise MsakitError("cannot write best.pt: [enforce fail at inline_container.cc]"
+                              ) from exc
+        return 0
+
+    def bad_input() -> int:
+        raise MsakitError("bad input")
+
+    for fn in (command, writer):
+        assert run_guarded(fn) == 130
+        assert one_error(capsys.readouterr().err).startswith("error: interrupted")
+    assert run_guarded(bad_input) == 2  # without a Ctrl-C, the failure itself
+    assert one_error(capsys.readouterr().err) == "error: bad input"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_ctrl_c_python_cannot_raise_is_delivered_again(capsys):
+    """A Ctrl-C landing in a ctypes callback (openSMILE calls one per frame during extract) is
+    swallowed by Python ("Exception ignored ... Traceback") and the command would go on: it is
+    not printed, and is delivered again until it stops the command."""
+    import ctypes
+
+    from msakit.guard import run_guarded
+
+    libc = ctypes.CDLL(None)
+    order = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_int),
+                             ctypes.POINTER(ctypes.c_int))
+    pressed = []
+
+    def compare(a, b) -> int:
+        if not pressed:
+            pressed.append(True)
+            signal.raise_signal(signal.SIGINT)  # handled here, inside the callback
+        return a[0] - b[0]
+
+    def command() -> int:
+        values = (ctypes.c_int * 20)(*range(20, 0, -1))
+        libc.qsort(values, 20, ctypes.sizeof(ctypes.c_int), order(compare))
+        assert list(values) == list(range(1, 21))  # the callback went on after the Ctrl-C
+        for _ in range(2000):  # the rest of the command, which the Ctrl-C must stop
+            time.sleep(0.01)
+        return 0
+
+    hook = sys.unraisablehook
+    assert run_guarded(command) == 130
+    err = capsys.readouterr().err
+    assert pressed and "Traceback" not in err and "Exception ignored" not in err, err
+    assert one_error(err).startswith("error: interrupted")
+    assert sys.unraisablehook is hook
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_nan_validation_loss_ends_cleanly(world, tmp_path, monkeypatch, capsys):
+    """Training stays finite but the model predicts NaN on the validation split (the red team's
+    "FileNotFoundError best.pt"): one line, nothing half-written (no best.pt, no results)."""
+    from msakit.models.clgsi import CLGSI
+
+    real = CLGSI.forward
+
+    def forward(self, batch, **kwargs):
+        output = real(self, batch, **kwargs)
+        if not self.training:
+            output.prediction = output.prediction * float("nan")
+        return output
+
+    monkeypatch.setattr(CLGSI, "forward", forward)
+    out = tmp_path / "run"
+    assert run_cli(_train(world, out=str(out))) == 2
+    line = one_error(capsys.readouterr().err)
+    assert line.startswith("error: training diverged at epoch 1, step ") and (
+        "(validation loss nan); lower the learning rate" in line), line
+    assert not (out / "results.csv").exists() and not (out / "seed-1" / "best.pt").exists()
+    assert not list(out.rglob("*.tmp")) and not (out / ".msakit.lock").exists()

@@ -382,8 +382,11 @@ def _retokenize(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     from msakit import __version__
+    from msakit.models.registry import model_names, model_spec
 
-    parser = _Parser(prog="msakit", description="Multimodal sentiment analysis: CLGSI and ConKI.")
+    titles = [model_spec(n).title or n for n in model_names()]
+    parser = _Parser(prog="msakit", description="Multimodal sentiment analysis: "
+                     f"{', '.join(titles[:-1])} and {titles[-1]}.")
     parser.add_argument("--version", action="version", version=f"msakit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
@@ -575,7 +578,8 @@ def _add_report_parser(sub: argparse._SubParsersAction) -> None:
         "report", help="mean ± std over seeds of run folders, side by side, as the papers' tables"
     )
     p.add_argument("dirs", nargs="+", metavar="DIR", help="run folders (with results.csv)")
-    p.add_argument("--format", default="markdown", choices=["markdown", "latex", "csv"])
+    p.add_argument("--format", default="markdown", choices=["markdown", "latex", "csv"],
+                   help="table format")
     p.add_argument("--label", default="auto", choices=["auto", "folder", "config"],
                    help="row labels: folder names, or the runs' distinguishing --set values")
     p.add_argument("--all-metrics", action="store_true",
@@ -594,12 +598,13 @@ def _add_plot_parser(sub: argparse._SubParsersAction) -> None:
     )
     f.add_argument("--checkpoint", required=True)
     f.add_argument("--data", required=True)
-    f.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    f.add_argument("--split", default="test", choices=["train", "valid", "test"],
+                   help="which split")
     f.add_argument("--intervals", nargs="+", metavar="I",
                    help="only these sentiment intervals, e.g. --intervals -2 +2")
     f.add_argument("--max-samples", type=int, default=500, help="samples drawn at most")
-    f.add_argument("--perplexity", type=float, default=30.0)
-    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--perplexity", type=float, default=30.0, help="t-SNE's perplexity")
+    f.add_argument("--seed", type=int, default=0, help="t-SNE's and the draw's random seed")
     f.add_argument("--out", required=True, help="output PNG")
     f = figures.add_parser("weights", help="CLGSI's weight function (Figure 3)")
     f.add_argument("--checkpoint", help="take κ and g from this CLGSI checkpoint")
@@ -609,7 +614,8 @@ def _add_plot_parser(sub: argparse._SubParsersAction) -> None:
     f = figures.add_parser("scatter", help="predicted against true sentiment")
     f.add_argument("--checkpoint", required=True)
     f.add_argument("--data", required=True)
-    f.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    f.add_argument("--split", default="test", choices=["train", "valid", "test"],
+                   help="which split")
     f.add_argument("--out", required=True, help="output PNG")
 
 

@@ -8,6 +8,7 @@ msakit: the line names the exception and a file that holds the full traceback (s
 
 from __future__ import annotations
 
+import _thread
 import errno
 import os
 import signal
@@ -23,6 +24,9 @@ __all__ = ["run_guarded", "INTERRUPTED"]
 
 INTERRUPTED = 130
 """Exit status after Ctrl-C (128 + SIGINT), as shells report it."""
+SWALLOWED_CTRL_C_RETRY = 0.05
+"""Seconds after which a Ctrl-C that Python could not raise (see :class:`_CtrlC`) is
+delivered again."""
 
 
 def _say(line: str) -> None:
@@ -52,26 +56,49 @@ class _CtrlC:
     """Remembers that Ctrl-C was pressed. A KeyboardInterrupt raised inside an import can leave
     a library half-initialised, so that the command then fails with some other exception
     (e.g. a RecursionError in NumPy's lazy attributes); after a Ctrl-C that is still an
-    interruption, not a bug."""
+    interruption, not a bug.
+
+    Python cannot raise an exception out of some places: a ctypes callback (openSMILE calls one
+    per frame during ``msakit extract``), ``__del__``, a weakref callback. A Ctrl-C landing there
+    would be printed as "Exception ignored ... Traceback" and lost, and the command would go on;
+    instead it is not printed and is delivered again a moment later, until it reaches the
+    command."""
 
     def __init__(self) -> None:
         self.pressed = False
+        self.active = False
         self.previous = None
+        self.previous_hook = None
 
     def __enter__(self) -> _CtrlC:
         if threading.current_thread() is threading.main_thread() and (
             signal.getsignal(signal.SIGINT) is signal.default_int_handler
         ):
             self.previous = signal.signal(signal.SIGINT, self._handle)
+            self.previous_hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
+            self.active = True
         return self
 
     def _handle(self, signum, frame) -> None:
         self.pressed = True
         raise KeyboardInterrupt
 
+    def _unraisable(self, unraisable) -> None:
+        if not (self.active and issubclass(unraisable.exc_type, KeyboardInterrupt)):
+            self.previous_hook(unraisable)
+            return
+        # Not from here: the hook itself must not be interrupted.
+        threading.Timer(SWALLOWED_CTRL_C_RETRY, self._deliver_again).start()
+
+    def _deliver_again(self) -> None:
+        if self.active:
+            _thread.interrupt_main()
+
     def __exit__(self, *exc) -> None:
         if self.previous is not None:
+            self.active = False
             signal.signal(signal.SIGINT, self.previous)
+            sys.unraisablehook = self.previous_hook
 
 
 def run_guarded(fn: Callable[[], int]) -> int:
@@ -84,37 +111,43 @@ def _run(fn: Callable[[], int], ctrl_c: _CtrlC) -> int:
     try:
         try:
             return fn()
-        except MsakitError as exc:
-            _say(str(exc))
-            return 2
         except KeyboardInterrupt:
-            _say("interrupted (Ctrl-C); files being written were left as they were")
-            return INTERRUPTED
-        except BrokenPipeError:  # e.g. `msakit report ... | head`
-            try:
-                sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the final flush
-            except OSError:
-                pass
-            return 1
-        except MemoryError:
-            _say("out of memory; try a smaller --batch")
-            return 1
-        except OSError as exc:
-            where = f"{exc.filename}: " if exc.filename else ""
-            if exc.errno == errno.ENOSPC:
-                reason = "no space left on the device"
-            else:
-                reason = exc.strerror or _first_line(exc)
-            _say(f"{where}{reason}")
-            return 1
-        except Exception as exc:  # noqa: BLE001 - a bug: one line and the traceback in a file
-            if ctrl_c.pressed:
-                _say("interrupted (Ctrl-C); files being written were left as they were")
-                return INTERRUPTED
-            path = _traceback_file(exc)
-            where = f"; traceback in {path}" if path else ""
-            _say(f"unexpected {type(exc).__name__}: {_first_line(exc)} (a bug in msakit, please "
-                 f"report it{where})")
-            return 1
+            return _interrupted()
+        except Exception as exc:  # noqa: BLE001 - every failure is one line
+            # After Ctrl-C any failure is the interruption: a KeyboardInterrupt raised inside a
+            # callback from C (torch.save's writer, an import) comes back as another exception.
+            return _interrupted() if ctrl_c.pressed else _failure(exc)
     except KeyboardInterrupt:  # a second Ctrl-C while reporting the first failure
         return INTERRUPTED
+
+
+def _interrupted() -> int:
+    _say("interrupted (Ctrl-C); files being written were left as they were")
+    return INTERRUPTED
+
+
+def _failure(exc: Exception) -> int:
+    """The one line and exit status of a failure that is not a Ctrl-C."""
+    if isinstance(exc, MsakitError):
+        _say(str(exc))
+        return 2
+    if isinstance(exc, BrokenPipeError):  # e.g. `msakit report ... | head`
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the final flush
+        except OSError:
+            pass
+        return 1
+    if isinstance(exc, MemoryError):
+        _say("out of memory; try a smaller --batch")
+        return 1
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        reason = ("no space left on the device" if exc.errno == errno.ENOSPC
+                  else exc.strerror or _first_line(exc))
+        _say(f"{where}{reason}")
+        return 1
+    path = _traceback_file(exc)  # a bug: one line and the traceback in a file
+    where = f"; traceback in {path}" if path else ""
+    _say(f"unexpected {type(exc).__name__}: {_first_line(exc)} (a bug in msakit, please report "
+         f"it{where})")
+    return 1

@@ -30,6 +30,7 @@ check it before anything else.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import random
@@ -201,8 +202,6 @@ def tune(
     on top. ``pruner`` replaces the default ``MedianPruner``. ``keep_checkpoints``: how many of
     the study's best trials keep their ``best.pt`` (0: none).
     """
-    import optuna
-
     from msakit.training.inputs import load_inputs
 
     sweep = _Sweep(model=model, dataset=dataset, data=data, trials=trials, out=Path(out),
@@ -216,22 +215,44 @@ def tune(
     storage = storage or default_storage(sweep.out)
     study_name = study or f"msakit-{model}-{config.dataset}"
     sweep = dataclasses.replace(sweep, dataset_flags=_dataset_flags(config.spec, sweep.out))
-    verbosity = optuna.logging.get_verbosity()
-    if quiet:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
+    with _optuna_logging(quiet):
         the_study = _create_study(storage, study_name, pruner)
         train_seed = int(seed) if seed is not None else config.seeds[0]
         objective = _objective(sweep, space, loaded, train_seed)
         write_summary = _summary_writer(sweep, storage, study_name)
         the_study.optimize(objective, n_trials=trials, callbacks=[write_summary])
-    finally:
-        optuna.logging.set_verbosity(verbosity)
     summary = write_summary(the_study)
     return TuneResult(
         study=study_name, storage=storage,
         summary=sweep.out / SUMMARY if summary else None, best=summary,
     )
+
+
+class _NoFailedTrialRecord(logging.Filter):
+    """Drops Optuna's record of a failed trial (a warning with the exception's traceback).
+    msakit passes Optuna no ``catch``, so the exception then ends the sweep and the command
+    reports it as its one ``error:`` line (Ctrl-C, a full disk, bad input found in a trial)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.WARNING
+
+
+@contextmanager
+def _optuna_logging(quiet: bool) -> Iterator[None]:
+    """Optuna's per-trial log lines (not with ``quiet``), never its failed-trial tracebacks."""
+    import optuna
+
+    verbosity = optuna.logging.get_verbosity()
+    if quiet:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    trials_logger = logging.getLogger("optuna.study._optimize")
+    no_failures = _NoFailedTrialRecord()
+    trials_logger.addFilter(no_failures)
+    try:
+        yield
+    finally:
+        trials_logger.removeFilter(no_failures)
+        optuna.logging.set_verbosity(verbosity)
 
 
 def _check_request(sweep: _Sweep, storage: str | None) -> tuple[Any, dict[str, tuple]]:

@@ -87,6 +87,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
             torch.cuda.set_rng_state(device_state, index)
 
 
+def _entries(state: dict) -> str:
+    """``state``'s keys for a message: the first three and how many more."""
+    keys = sorted(map(str, state))
+    more = f" (+{len(keys) - 3} more)" if len(keys) > 3 else ""
+    return f"{', '.join(keys[:3])}{more}" if keys else "nothing"
+
+
 def _numpy_state_to_plain(state: tuple) -> dict[str, Any]:
     name, keys, pos, has_gauss, cached = state
     return {
@@ -716,6 +723,24 @@ class Trainer:
             optimizer.load_state_dict(state["optimizer"][name])
             self.schedulers[name].load_state_dict(state["scheduler"][name])
 
+    def _load_training_state(self, saved: Any) -> None:
+        """The model's state outside its weights (e.g. Self-MM's unimodal labels), checked
+        against what this run keeps: the same entries and shapes, or a ``ValueError``."""
+        expected = self.model.training_state()
+        if not isinstance(saved, dict) or saved.keys() != expected.keys():
+            held = _entries(saved) if isinstance(saved, dict) else f"a {type(saved).__name__}"
+            raise ValueError(f"its model training state holds {held}; this run keeps "
+                             f"{_entries(expected)}")
+        for key, tensor in expected.items():
+            got = saved[key]
+            if not isinstance(got, torch.Tensor) or got.shape != tensor.shape:
+                shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
+                raise ValueError(
+                    f"its model training state {key} is {shape}, this run needs "
+                    f"{tuple(tensor.shape)} (another training split?)"
+                )
+        self.model.load_training_state(saved)
+
     def _load_last(self) -> int:
         """Restore everything from ``last.pt``; an unreadable, truncated or foreign file is one
         ``MsakitError`` (before anything changes on disk)."""
@@ -727,7 +752,7 @@ class Trainer:
             if state.get("seed", self.seed) != self.seed:
                 raise ValueError(f"it is seed {state.get('seed')}'s")
             self.model.load_state_dict(state["model"])
-            self.model.load_training_state(state.get("model_training_state", {}))
+            self._load_training_state(state.get("model_training_state", {}))
             self._load_optimizer_states(state)
             self.stopper.load_state_dict(state["early_stopping"])
             set_rng_state(state["rng"])
