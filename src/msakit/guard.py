@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import _thread
 import errno
+import faulthandler
 import os
 import signal
 import sys
 import tempfile
 import threading
+import time
 import traceback
 from collections.abc import Callable
 
@@ -27,6 +29,9 @@ INTERRUPTED = 130
 SWALLOWED_CTRL_C_RETRY = 0.05
 """Seconds after which a Ctrl-C that Python could not raise (see :class:`_CtrlC`) is
 delivered again."""
+CTRL_C_GRACE = 60.0
+"""Seconds after the first Ctrl-C within which the command must have ended; past them msakit
+ends the process itself (see :meth:`_CtrlC._watchdog`)."""
 
 
 def _say(line: str) -> None:
@@ -62,10 +67,16 @@ class _CtrlC:
     per frame during ``msakit extract``), ``__del__``, a weakref callback. A Ctrl-C landing there
     would be printed as "Exception ignored ... Traceback" and lost, and the command would go on;
     instead it is not printed and is delivered again a moment later, until it reaches the
-    command."""
+    command.
+
+    A library that never returns after a Ctrl-C (a wait on a lock or a thread that the
+    interruption left behind) must not keep the command alive: if the command has not returned
+    :data:`CTRL_C_GRACE` seconds after the first Ctrl-C, the process ends with status 130 and
+    one line naming a file that holds where every thread was."""
 
     def __init__(self) -> None:
         self.pressed = False
+        self.reported = False
         self.active = False
         self.previous = None
         self.previous_hook = None
@@ -80,8 +91,31 @@ class _CtrlC:
         return self
 
     def _handle(self, signum, frame) -> None:
-        self.pressed = True
+        if not self.pressed:
+            self.pressed = True
+            # A daemon thread: it keeps watching through the interpreter's shutdown (joining
+            # other threads) and dies with a process that ended in time.
+            threading.Thread(target=self._watchdog, name="msakit-ctrl-c", daemon=True).start()
         raise KeyboardInterrupt
+
+    def _watchdog(self) -> None:
+        time.sleep(CTRL_C_GRACE)
+        if not self.active:  # the command ended (in-process callers go on living)
+            return
+        where = ""
+        try:
+            fd, path = tempfile.mkstemp(prefix="msakit-hang-", suffix=".txt")
+            with os.fdopen(fd, "w") as f:
+                f.write(f"msakit {' '.join(sys.argv[1:])}\n")
+                f.flush()
+                faulthandler.dump_traceback(f, all_threads=True)
+            where = f"; where it waited: {path}"
+        except OSError:
+            pass
+        if not self.reported:
+            _say(f"interrupted (Ctrl-C); msakit did not stop within {CTRL_C_GRACE:g} s and was "
+                 f"ended{where}")
+        os._exit(INTERRUPTED)
 
     def _unraisable(self, unraisable) -> None:
         if not (self.active and issubclass(unraisable.exc_type, KeyboardInterrupt)):
@@ -112,16 +146,17 @@ def _run(fn: Callable[[], int], ctrl_c: _CtrlC) -> int:
         try:
             return fn()
         except KeyboardInterrupt:
-            return _interrupted()
+            return _interrupted(ctrl_c)
         except Exception as exc:  # noqa: BLE001 - every failure is one line
             # After Ctrl-C any failure is the interruption: a KeyboardInterrupt raised inside a
             # callback from C (torch.save's writer, an import) comes back as another exception.
-            return _interrupted() if ctrl_c.pressed else _failure(exc)
+            return _interrupted(ctrl_c) if ctrl_c.pressed else _failure(exc)
     except KeyboardInterrupt:  # a second Ctrl-C while reporting the first failure
         return INTERRUPTED
 
 
-def _interrupted() -> int:
+def _interrupted(ctrl_c: _CtrlC) -> int:
+    ctrl_c.reported = True
     _say("interrupted (Ctrl-C); files being written were left as they were")
     return INTERRUPTED
 

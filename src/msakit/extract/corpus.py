@@ -23,7 +23,9 @@ import hashlib
 import math
 import os
 import re
+import signal
 import sys
+import threading
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -449,17 +451,41 @@ def _run(todo: list[Clip], work: _Work):
     initargs = (work.settings, None if work.openface_dir is None else str(work.openface_dir))
     with ProcessPoolExecutor(max_workers=work.workers, mp_context=context,
                              initializer=_init_worker, initargs=initargs) as pool:
-        futures = {pool.submit(_work, clip, str(work.cache), work.fingerprint): clip
-                   for clip in todo}
-        for future in as_completed(futures):
-            try:
-                result = future.result()
-            except BrokenProcessPool:
-                raise MsakitError(
-                    f"a worker process died (clip '{futures[future].id}' or one beside it); the "
-                    "clips done so far are cached: run the same command with --resume"
-                ) from None
-            yield result
+        try:
+            futures = _submit(pool, todo, work)
+            for future in as_completed(futures):
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    raise MsakitError(
+                        f"a worker process died (clip '{futures[future].id}' or one beside it); "
+                        "the clips done so far are cached: run the same command with --resume"
+                    ) from None
+                yield result
+        except BaseException:  # Ctrl-C, a failure: the clips being extracted finish, no others
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+def _submit(pool: ProcessPoolExecutor, todo: list[Clip], work: _Work) -> dict:
+    """Futures of every clip. Ctrl-C is the parent's to handle: the workers are started (by the
+    first submissions) with SIGINT blocked, which they keep for life, so that a Ctrl-C sent to
+    the whole process group (a terminal does that) never interrupts one mid-import with a
+    traceback; one arriving meanwhile reaches the parent as soon as they are started."""
+    def submit(clip: Clip):
+        return pool.submit(_work, clip, str(work.cache), work.fingerprint)
+
+    first = todo[: work.workers]
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "pthread_sigmask"):
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            futures = {submit(clip): clip for clip in first}
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    else:
+        futures = {submit(clip): clip for clip in first}
+    futures.update({submit(clip): clip for clip in todo[len(first):]})
+    return futures
 
 
 def _progress(total: int, initial: int, enabled: bool):
