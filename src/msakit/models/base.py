@@ -114,6 +114,14 @@ def task_mean(per_sample: torch.Tensor, global_batch: int | None, world_size: in
     return per_sample.sum() * (world_size / global_batch)
 
 
+def l1_task(output: ModelOutput, batch: dict[str, torch.Tensor], global_batch: int | None,
+            world_size: int) -> torch.Tensor:
+    """The task loss every model shares: mean absolute error of the prediction against the
+    batch's labels, over the global batch (:func:`task_mean`)."""
+    labels = batch["labels"].to(output.prediction.dtype)
+    return task_mean((output.prediction - labels).abs(), global_batch, world_size)
+
+
 STANDARDIZER = "feature_standardizer"
 """The submodule of an :class:`MSAModel` trained with ``standardize=true``; its state-dict keys
 start with ``feature_standardizer.``."""
@@ -308,6 +316,5 @@ class L1Regression(MSAModel):
         global_batch: int | None = None,
         world_size: int = 1,
     ) -> LossOutput:
-        labels = batch["labels"].to(output.prediction.dtype)
-        task = task_mean((output.prediction - labels).abs(), global_batch, world_size)
+        task = l1_task(output, batch, global_batch, world_size)
         return LossOutput(task, task, task.detach() * 0)

@@ -61,8 +61,8 @@ from msakit.models.base import (
     LossOutput,
     ModelOutput,
     MSAModel,
+    l1_task,
     no_gather,
-    task_mean,
 )
 from msakit.models.registry import ModelSpec, register_model
 
@@ -413,14 +413,14 @@ class CLGSI(MSAModel):
         global_batch: int | None = None,
         world_size: int = 1,
     ) -> LossOutput:
-        labels = batch["labels"].to(output.prediction.dtype)
-        task = task_mean((output.prediction - labels).abs(), global_batch, world_size)
+        task = l1_task(output, batch, global_batch, world_size)
         if self.contrastive is None:
             zero = task.detach() * 0
             return LossOutput(task, task, zero)
         reps = output.representations
         cl = self.contrastive(
-            gather(reps["text"]), gather(reps["audio"]), gather(reps["vision"]), gather(labels)
+            gather(reps["text"]), gather(reps["audio"]), gather(reps["vision"]),
+            gather(batch["labels"].to(output.prediction.dtype)),
         )
         return LossOutput(task + self.config.gamma * cl, task, cl)
 

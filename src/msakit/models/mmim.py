@@ -38,10 +38,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
 
 from msakit.config import groups
 from msakit.config.model_config import ModelConfig, hp
+from msakit.encoders.recurrent import FinalStateLSTM
 from msakit.encoders.text import bert_inputs
 from msakit.errors import MsakitError
 from msakit.models.base import (
@@ -51,8 +51,8 @@ from msakit.models.base import (
     ModelOutput,
     MSAModel,
     TrainingPhase,
+    l1_task,
     no_gather,
-    task_mean,
 )
 from msakit.models.import_weights import Source, _same, load_reference_state
 from msakit.models.registry import ModelSpec, register_model
@@ -100,33 +100,6 @@ class MMIMConfig(ModelConfig, model="mmim"):
             raise MsakitError(f"mmim mmilb_fraction must be in (0, 1], got {self.mmilb_fraction}")
         if not self.lr_mmilb > 0:
             raise MsakitError(f"mmim lr_mmilb must be > 0, got {self.lr_mmilb}")
-
-
-class SequenceLSTM(nn.Module):
-    """An LSTM over the valid frames, its final hidden state through dropout and a linear layer.
-
-    The final state is the first layer's, both directions concatenated when bidirectional, as
-    MMSA reads ``h_n[0]`` (and ``h_n[1]``); with one layer that is the usual last state.
-    A zero-length sequence reads one (zero-padded) frame.
-    """
-
-    def __init__(self, in_dim: int, hidden: int, out_dim: int, *, layers: int,
-                 dropout: float, bidirectional: bool) -> None:
-        super().__init__()
-        dropout = dropout if layers > 1 else 0.0
-        self.bidirectional = bidirectional
-        self.rnn = nn.LSTM(in_dim, hidden, num_layers=layers, dropout=dropout,
-                           bidirectional=bidirectional)
-        self.dropout = nn.Dropout(dropout)
-        self.out = nn.Linear((2 if bidirectional else 1) * hidden, out_dim)
-
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """x (B, L, d), lengths (B,) -> (B, out_dim)."""
-        lengths = lengths.detach().to("cpu", torch.int64).clamp(min=1, max=x.size(1))
-        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        _, (h_n, _) = self.rnn(packed)
-        h = torch.cat([h_n[0], h_n[1]], dim=-1) if self.bidirectional else h_n[0]
-        return self.out(self.dropout(h))
 
 
 class FusionNetwork(nn.Module):
@@ -215,12 +188,12 @@ class MMIM(MSAModel):
         self.config = c = MMIMConfig.from_dict(config)
         d_text = text_encoder.config.hidden_size
         self.text_encoder = text_encoder
-        self.audio_encoder = SequenceLSTM(
+        self.audio_encoder = FinalStateLSTM(
             dims.audio, c.audio_hidden, c.audio_out, layers=c.rnn_layers,
-            dropout=c.audio_dropout, bidirectional=c.bidirectional)
-        self.vision_encoder = SequenceLSTM(
+            dropout=c.audio_dropout, bidirectional=c.bidirectional, state="first")
+        self.vision_encoder = FinalStateLSTM(
             dims.vision, c.vision_hidden, c.vision_out, layers=c.rnn_layers,
-            dropout=c.vision_dropout, bidirectional=c.bidirectional)
+            dropout=c.vision_dropout, bidirectional=c.bidirectional, state="first")
         self.mi_tv = MMILB(d_text, c.vision_out, c.mmilb_activation)
         self.mi_ta = MMILB(d_text, c.audio_out, c.mmilb_activation)
         self.mi_va = MMILB(c.vision_out, c.audio_out, c.mmilb_activation) if c.add_va else None
@@ -337,8 +310,7 @@ class MMIM(MSAModel):
         global_batch: int | None = None,
         world_size: int = 1,
     ) -> LossOutput:
-        labels = batch["labels"].to(output.prediction.dtype)
-        task = task_mean((output.prediction - labels).abs(), global_batch, world_size)
+        task = l1_task(output, batch, global_batch, world_size)
         terms = output.terms
         if not terms:  # evaluation
             return LossOutput(task, task, task.detach() * 0)

@@ -25,10 +25,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.nn.utils.rnn import pack_padded_sequence
 
 from msakit.config import groups
 from msakit.config.model_config import ModelConfig, hp
+from msakit.encoders.recurrent import FinalStateLSTM
 from msakit.encoders.text import bert_inputs
 from msakit.models.base import (
     Dims,
@@ -37,6 +37,7 @@ from msakit.models.base import (
     ModelOutput,
     MSAModel,
     groups_by_prefix,
+    l1_task,
     no_gather,
     task_mean,
 )
@@ -83,23 +84,6 @@ class SelfMMConfig(ModelConfig, model="self_mm"):
     sequence_lengths: str = hp("own", "audio/vision frames the LSTMs read: own (valid lengths, "
                                "unaligned data) or text (the text mask's length, aligned data)",
                                choices=SEQUENCE_LENGTHS)
-
-
-class SequenceNet(nn.Module):
-    """MMSA's AuViSubNet: LSTM over the packed valid frames, last layer's final hidden state,
-    dropout, Linear. (B, T, d_in), lengths (B,) -> (B, d_out)."""
-
-    def __init__(self, dim: int, hidden: int, out: int, *, layers: int, dropout: float) -> None:
-        super().__init__()
-        self.rnn = nn.LSTM(dim, hidden, num_layers=layers, dropout=dropout if layers > 1 else 0.0,
-                           batch_first=True)
-        self.dropout = nn.Dropout(dropout)
-        self.out = nn.Linear(hidden, out)
-
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        _, (hidden, _) = self.rnn(packed)  # (layers, B, hidden)
-        return self.out(self.dropout(hidden[-1]))
 
 
 class TaskHead(nn.Module):
@@ -190,10 +174,10 @@ class SelfMM(MSAModel):
         c = self.config = config
         self.text_encoder = text_encoder
         text_width = text_encoder.config.hidden_size
-        self.audio_net = SequenceNet(dims.audio, c.audio_hidden, c.audio_out,
-                                     layers=c.audio_layers, dropout=c.audio_rnn_dropout)
-        self.vision_net = SequenceNet(dims.vision, c.vision_hidden, c.vision_out,
-                                      layers=c.vision_layers, dropout=c.vision_rnn_dropout)
+        self.audio_net = FinalStateLSTM(dims.audio, c.audio_hidden, c.audio_out,
+                                        layers=c.audio_layers, dropout=c.audio_rnn_dropout)
+        self.vision_net = FinalStateLSTM(dims.vision, c.vision_hidden, c.vision_out,
+                                         layers=c.vision_layers, dropout=c.vision_rnn_dropout)
         self.heads = nn.ModuleDict({
             "fusion": TaskHead(text_width + c.audio_out + c.vision_out, c.fusion_dim,
                                c.fusion_dropout),
@@ -221,7 +205,7 @@ class SelfMM(MSAModel):
             lengths = batch["text"][:, 1].sum(1).long()
         else:
             lengths = batch[f"{modality}_lengths"].long()
-        return lengths.clamp(1, batch[modality].size(1))  # an empty sequence reads one frame
+        return lengths  # clamped to [1, frames] by FinalStateLSTM
 
     def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
         inputs = {
@@ -270,8 +254,7 @@ class SelfMM(MSAModel):
         against its generated labels, then ULGM's update from the batch; evaluation (or before
         :meth:`on_train_start`): L1 of the fusion output."""
         reps = output.representations
-        labels = batch["labels"].to(output.prediction.dtype)
-        task = task_mean((output.prediction - labels).abs(), global_batch, world_size)
+        task = l1_task(output, batch, global_batch, world_size)
         state = self.unimodal_labels
         if not self.training or state is None:
             return LossOutput(task, task, task.detach() * 0)
