@@ -231,7 +231,10 @@ def tune(
 class _NoFailedTrialRecord(logging.Filter):
     """Drops Optuna's record of a failed trial (a warning with the exception's traceback).
     msakit passes Optuna no ``catch``, so the exception then ends the sweep and the command
-    reports it as its one ``error:`` line (Ctrl-C, a full disk, bad input found in a trial)."""
+    reports it as its one ``error:`` line (Ctrl-C, a full disk, bad input found in a trial).
+    Optuna's other failure, an objective value it cannot accept, does not happen here: a trial
+    whose validation MAE is not finite is pruned (:func:`_objective`), so every warning this
+    logger gives is one of an exception's two records."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.levelno < logging.WARNING
