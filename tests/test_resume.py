@@ -143,6 +143,13 @@ def test_the_run_was_killed_mid_training(resume):
     ]
 
 
+def test_a_killed_run_resumes_with_no_warning(resume):
+    """SIGKILL left the lock file behind but no lock (the kernel dropped it): the resumed run
+    says nothing about it."""
+    resumed_err = resume.stderr[1]
+    assert "warning" not in resumed_err and "lock" not in resumed_err, resumed_err
+
+
 def test_resumed_run_ends_with_the_metrics_of_an_unbroken_run(resume):
     assert (resume.killed / "results.csv").read_text() == (
         resume.unbroken / "results.csv").read_text()
