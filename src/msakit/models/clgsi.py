@@ -335,8 +335,9 @@ class CLGSI(MSAModel):
                 threshold=c.threshold,
                 gain=c.gain,
                 temperature=c.temperature,
-                # The released code maps every dataset's labels with H = 3 (SIMS included).
-                label_scale=3.0 if c.variant == "official" else c.label_scale,
+                # Under both variants: the preset's H (--preset authors: 3, simsv2 1, as the
+                # released code maps them; docs/readings.md, "CLGSI: paper vs the authors' code").
+                label_scale=c.label_scale,
                 variant=c.variant,
                 weighted=c.weighted,
             )
