@@ -16,7 +16,9 @@ Two variants share one module.
    (m ≠ n). They are positive if (i, j) is positive and negative otherwise. No representation is
    paired with itself.
 5. δ(a, p) = exp(w · cos(a, p) / τ) and L_i = −log(Σ_{P^i} δ / Σ_{P^i ∪ N^i} δ), where
-   τ = ``temperature`` = 0.03 (the authors' code). The loss is the mean of L_i over the batch.
+   τ = ``temperature`` = 0.03 (the authors' code). The loss is the mean of L_i over the batch,
+   a reading: Eq. 3 as written sums over the batch, B times the mean (γ·B on the mean is γ on
+   the sum).
 
 The three representations of every sample are stacked into one (3B, d) matrix, T block first,
 then A, then V. The module computes a single cosine-similarity matrix and selects the pairs
