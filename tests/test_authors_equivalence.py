@@ -22,13 +22,14 @@ from torch import nn
 
 from msakit import api
 from msakit.config import RunConfig
+from msakit.config.datasets import dataset_spec
 from msakit.data.batching import collate
 from msakit.data.mmsa import load_feature_file
 from msakit.encoders.sequence import SequenceEncoder, lengths_to_mask
 from msakit.encoders.text import bert_inputs, load_text_encoder
 from msakit.errors import MsakitError
 from msakit.metrics import compute_metrics
-from msakit.models.base import Dims
+from msakit.models.base import Dims, ModelOutput
 from msakit.models.clgsi import CLGSI_AUTHORS, CLGSIConfig
 from msakit.models.import_weights import SOURCES
 from msakit.models.registry import create_model, preset
@@ -36,6 +37,9 @@ from msakit.training.trainer import Trainer, set_dropout
 
 FIXTURE = Path(__file__).parent / "fixtures" / "clgsi_authors"
 META = json.loads((FIXTURE / "fixture.json").read_text())
+LOSS_CASES = torch.load(FIXTURE / "loss_cases.pt", weights_only=True)["cases"]
+"""The authors' contrastive loss on each data set's labels
+(``tests/fixtures/make_clgsi_authors_loss_fixture.py``)."""
 
 
 def import_argv(out: Path, weights: Path = FIXTURE / "authors_state.pth",
@@ -207,6 +211,54 @@ def test_authors_overrides_apply_to_every_dataset(dataset):
     expected_dims = {"mosi": 64, "mosei": 128, "sims": 128}[dataset]
     assert authors.model["common_dim"] == authors.model["specific_dim"] == expected_dims
     assert paper.model["encoder_mask"]  # the paper preset itself is untouched
+
+
+@pytest.mark.parametrize("case", LOSS_CASES, ids=[c["name"] for c in LOSS_CASES])
+def test_the_authors_preset_builds_the_authors_loss_on_each_data_sets_labels(case, encoder):
+    """``--preset authors --dataset D``: the model built from the preset (registry ->
+    ``model.contrastive``) computes the authors' ``contrastive_loss`` on D's labels, SIMS v2's
+    unscaled labels (H = 1) included."""
+    shape = dataset_spec(case["dataset"]).shape
+    config = preset("clgsi", case["dataset"], "authors")
+    dims = Dims(audio=shape.audio_dim, vision=shape.vision_dim)
+    model = create_model("clgsi", config.model, dims, copy.deepcopy(encoder))
+    feats, labels = (case["text"], case["audio"], case["vision"]), case["labels"]
+    assert feats[0].dtype == labels.dtype == torch.float32
+    assert feats[0].shape[1] == config.model["common_dim"]
+    # A training step's path: float32 representations and labels through compute_loss.
+    output = ModelOutput(prediction=torch.zeros_like(labels),
+                         representations=dict(zip(("text", "audio", "vision"), feats, strict=True)))
+    losses = model.compute_loss(output, {"labels": labels})
+    assert float(losses.contrastive_loss) == pytest.approx(case["expected"], rel=1e-4)
+    assert float(losses.loss) == pytest.approx(
+        float(labels.abs().mean()) + config.model["gamma"] * case["expected"], rel=1e-6)
+    # Float64 features, float32 labels (as the reference ran): the same computation.
+    exact = model.contrastive(*(x.double() for x in feats), labels)
+    assert float(exact) == pytest.approx(case["expected"], rel=1e-9)
+
+
+def test_the_loss_cases_tell_the_label_mappings_apart():
+    """On SIMS v2 the authors' loss with H = 3 is far from theirs with simsv2's unscaled labels,
+    and the boundary case is far from (y + 1) / 1 - 1: a built loss with either mapping fails
+    the test above."""
+    by_name = {case["name"]: case for case in LOSS_CASES}
+    assert {c["dataset"] for c in LOSS_CASES} == {"mosi", "mosei", "sims", "simsv2"}
+    for name in ("simsv2", "simsv2-boundary"):
+        case = by_name[name]
+        assert abs(case["expected_h3"] / case["expected"] - 1) > 0.5, name
+    boundary = by_name["simsv2-boundary"]
+    assert abs(boundary["expected_plus_minus_one"] / boundary["expected"] - 1) > 0.5
+
+
+@pytest.mark.parametrize("variant", ["paper", "official"])
+@pytest.mark.parametrize("dataset", ["mosi", "sims", "simsv2"])
+def test_the_built_loss_uses_the_configured_label_scale_under_both_variants(
+        encoder, variant, dataset):
+    config = preset("clgsi", dataset).model
+    model = build(encoder, variant=variant, label_scale=config["label_scale"])
+    assert model.contrastive.label_scale == config["label_scale"]
+    assert model.contrastive.variant == variant
+    assert build(encoder, variant=variant, label_scale=2.5).contrastive.label_scale == 2.5
 
 
 # --------------------------------------------------------------------------- the switches

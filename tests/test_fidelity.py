@@ -121,6 +121,15 @@ def test_authors_preset_is_the_paper_preset_with_the_authors_entry_on_top():
     assert preset("clgsi", "sims").model["label_scale"] == 1.0  # the paper's SIMS value
 
 
+def test_clgsi_subnet_reduction_is_the_papers_and_the_authors_mosi_value_theirs():
+    """Sec. 3.3 writes W_1 in R^{(d_m/8) x d_m} (r = 8) for every data set; the released MOSI
+    config has skip_net_reduction 2, which only --preset authors takes."""
+    for dataset in ("mosi", "mosei", "sims", "simsv2"):
+        assert preset("clgsi", dataset).model["subnet_reduction"] == 8, dataset
+        expected = 2 if dataset == "mosi" else 8
+        assert preset("clgsi", dataset, "authors").model["subnet_reduction"] == expected, dataset
+
+
 def test_authors_preset_on_sims_v2_is_their_sims_entry_with_their_v2_label_mapping():
     """The authors' code has no CLGSI settings for simsv2 (their run.py stops there), but their
     loss leaves simsv2 labels unscaled: msakit completes their SIMS entry with H = 1 and says

@@ -16,7 +16,7 @@ from msakit.errors import MsakitError
 from msakit.training.trainer import Trainer
 
 FRAMES = {"audio": 30, "vision": 20}
-MOSI_WIDTHS = ["common_dim=64", "specific_dim=64", "head_dim=128", "subnet_reduction=2"]
+MOSI_WIDTHS = ["common_dim=64", "specific_dim=64", "head_dim=128"]
 """CLGSI's MOSI widths (its MOSEI preset is wider): then only input-width tensors differ."""
 INPUT_WIDTH_MODULES = ("audio_encoder.", "vision_encoder.", "project_audio.", "project_vision.",
                        "subnet_audio.", "subnet_vision.")

@@ -17,8 +17,9 @@ from optuna.trial import TrialState
 
 from msakit import api, cli
 from msakit.config import apply_overrides
+from msakit.config.datasets import dataset_names
 from msakit.errors import MsakitError
-from msakit.models.registry import model_spec, preset
+from msakit.models.registry import model_names, model_spec, preset
 from msakit.tune import format_value, tune
 
 SMALL = ["feedforward=32", "common_dim=16", "specific_dim=16", "head_dim=16"]
@@ -200,6 +201,40 @@ def test_values_fixed_with_set_are_not_searched(tmp_path, data_file, tiny_bert):
     assert set(params) == {k for k in space if k != "gamma" and "." not in k}
     assert result.best["config"]["model"]["gamma"] == 0.5
     assert result.best["config"]["lr"] == dict.fromkeys(["text", "audio", "vision", "other"], 1e-3)
+
+
+def values_at(config, key: str) -> list:
+    """What a search-space key stands for in a configuration: ``lr.G`` one group's value, ``lr``
+    every group's (``--set lr=X`` sets them all), a run field's value, else the hyperparameter's."""
+    field, _, member = key.partition(".")
+    if member:
+        return [getattr(config, field)[member]]
+    if key in config.model:
+        return [config.model[key]]
+    value = getattr(config, key)
+    return list(value.values()) if isinstance(value, dict) else [value]
+
+
+def in_space(value, spec: tuple) -> bool:
+    if spec[0] == "choice":
+        return value in spec[1]
+    return spec[1] <= value <= spec[2]
+
+
+@pytest.mark.parametrize("model", model_names())
+def test_the_search_space_holds_every_preset_value(model):
+    """A sweep can reach every preset's setting of what it tunes (CLGSI's τ: 0.5 on SIMS), for
+    every model, data set and named preset."""
+    spec = model_spec(model)
+    checked = 0
+    for dataset in dataset_names():
+        for name in spec.preset_names():
+            config = preset(model, dataset, name)
+            for key, space in spec.search_space.items():
+                for value in values_at(config, key):
+                    assert in_space(value, space), (model, dataset, name, key, value, space)
+                    checked += 1
+    assert checked >= len(spec.search_space) * len(dataset_names())
 
 
 @pytest.mark.parametrize("value", [1e-05, 3.2e-5, 5e-3, 0.1, 1.0, 1e20, 7, True, "glfk"])

@@ -16,7 +16,9 @@ Two variants share one module.
    (m ≠ n). They are positive if (i, j) is positive and negative otherwise. No representation is
    paired with itself.
 5. δ(a, p) = exp(w · cos(a, p) / τ) and L_i = −log(Σ_{P^i} δ / Σ_{P^i ∪ N^i} δ), where
-   τ = ``temperature`` = 0.03 (the authors' code). The loss is the mean of L_i over the batch.
+   τ = ``temperature`` = 0.03 (the authors' code). The loss is the mean of L_i over the batch,
+   a reading: Eq. 3 as written sums over the batch, B times the mean (γ·B on the mean is γ on
+   the sum).
 
 The three representations of every sample are stacked into one (3B, d) matrix, T block first,
 then A, then V. The module computes a single cosine-similarity matrix and selects the pairs
@@ -50,11 +52,14 @@ numbers. It differs from the paper in these ways:
   so contributes exp(0) = 1 to the positive (negative) sums. Every j therefore adds two 1's to
   Den_i. For example, B = 1 does not give 0.
 * A factor 0.8 scales the negative weights: W⁻ = 0.8·g·tanh(D).
-* H = 3 for every dataset. The labels are mapped as ((y + 3) / 3) − 1, in that order, for
-  every dataset name except ``'simsv2'``. SIMS labels in [-1, 1] are therefore squeezed into
-  [-1/3, 1/3], and a SIMS pair is negative only when |y_i − y_j| > 1.2. The config's ``H`` key
-  is never read. To reproduce the code, keep ``label_scale=3.0``, the default, on every dataset.
-  The module uses ``label_scale`` in the same expression, ((y + H) / H) − 1.
+* H = 3 for every dataset but CH-SIMS v2. The labels are mapped as ((y + 3) / 3) − 1, in that
+  order, for every dataset name except ``'simsv2'``, whose labels are used as they are (H = 1).
+  SIMS labels in [-1, 1] are therefore squeezed into [-1/3, 1/3], and a SIMS pair is negative
+  only when |y_i − y_j| > 1.2. The config's ``H`` key is never read. To reproduce the code, use
+  ``label_scale=3.0`` (the default) on every dataset but SIMS v2, and ``label_scale=1.0`` there
+  (``--preset authors`` sets both). The module maps with ``label_scale`` as ((y + H) / H) − 1,
+  and with H = 1 leaves the labels as they are, as the code does for simsv2 (((y + 1) / 1) − 1
+  differs from y by a rounding step for some float32 labels, which moves pairs at D = κ).
 * D ≤ κ is tested on the mapped labels in the labels' own precision, without tolerance.
   (0, 1.2) is negative in float64, since D = 0.40000000000000013, but positive in float32.
   (−1.2, 0) is negative in float32.
@@ -170,7 +175,7 @@ class IntensityGuidedContrastiveLoss(nn.Module):
         gain: g, the gain of the tanh weight function (1.5).
         temperature: τ (0.03).
         label_scale: H, which maps labels to [-1, 1] (3 for MOSI/MOSEI, 1 for SIMS in the
-            paper). The authors' code uses 3 everywhere.
+            paper). The authors' code uses 3 everywhere but on CH-SIMS v2, where it uses 1.
         variant: ``"paper"`` (Section 3.4) or ``"official"`` (the authors' released code).
         weighted: False gives the "w/o Weight" ablation, with all weights equal to 1.
     """
@@ -251,7 +256,10 @@ class IntensityGuidedContrastiveLoss(nn.Module):
         batch = labels.shape[0]
         y = labels if labels.is_floating_point() else labels.to(torch.get_default_dtype())
         scale = self.label_scale
-        y_mapped = (y + scale) / scale - 1  # the authors' order of operations
+        # The authors' label_map_reconstruction: (y + 3) / 3 - 1 in that order, and simsv2's
+        # labels as they are. H = 1 is therefore the identity, not (y + 1) / 1 - 1, which
+        # moves labels by a rounding step and can move a pair across κ.
+        y_mapped = y if scale == 1 else (y + scale) / scale - 1
         distance = (y_mapped[:, None] - y_mapped[None, :]).abs()  # (B, B), labels' dtype
         close = distance <= self.threshold
         zero = torch.zeros_like(distance)
