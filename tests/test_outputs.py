@@ -155,7 +155,7 @@ def _declared(kind: str):
 
     for name, parser in _parsers(build_parser()):
         for action in _string_actions(parser):
-            if action.role.direction == kind:
+            if getattr(action, "role", None) is not None and action.role.direction == kind:
                 yield pytest.param(name, action.dest,
                                    id=f"{name.replace(' ', '-')}-{action.dest}")
 
@@ -226,7 +226,7 @@ def w(tmp_path_factory, tiny_bert) -> type[W]:
     W.ckpt = W.run / "seed-1" / "best.pt"
     W.other = root / "other_run"
     shutil.copytree(W.run, W.other)
-    (W.other / ".msakit-step-log").unlink()
+    (W.other / ".msakit-step-log").unlink(missing_ok=True)
     # a run folder holding its inputs, for --overwrite
     W.inside = root / "inside"
     shutil.copytree(W.run, W.inside)
@@ -280,16 +280,19 @@ def _maybe_device(w) -> str:
 
 CASES = [
     # ---- outputs that replace a run's file
-    ("predict-out-last-pt", lambda w: _predict(w, str(w.run / "seed-1" / "last.pt"),
-                                               "--overwrite"), "is a file of the run in"),
-    ("report-out-best-pt", lambda w: ["report", str(w.other), "--out",
-                                      str(w.run / "seed-1" / "best.pt"), "--overwrite"],
+    ("predict-out-last-pt", lambda w: _predict(w, str(w.run / "seed-1" / "last.pt")),
      "is a file of the run in"),
-    ("plot-curves-out-config", lambda w: ["plot", "curves", str(w.run), "--out",
-                                          str(w.run / "config.yaml"), "--overwrite"],
+    ("predict-out-last-pt-overwrite", lambda w: _predict(w, str(w.run / "seed-1" / "last.pt"),
+                                                         "--overwrite"),
+     "is a file of the run in"),
+    ("report-out-best-pt", lambda w: ["report", str(w.other), "--out",
+                                      str(w.run / "seed-1" / "best.pt")],
+     "is a file of the run in"),
+    ("plot-curves-out-config", lambda w: ["plot", "curves", str(w.other), "--out",
+                                          str(w.run / "config.yaml")],
      "is a file of the run in"),
     ("plot-weights-out-results", lambda w: ["plot", "weights", "--out",
-                                            str(w.run / "results.csv"), "--overwrite"],
+                                            str(w.run / "results.csv")],
      "is a file of the run in"),
     ("predict-out-step-log", lambda w: _predict(w, str(w.root / "steps.jsonl"), "--overwrite"),
      "is the step log of a run"),
