@@ -454,23 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"msakit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser("demo", help="train CLGSI on built-in synthetic data (a few minutes)")
-    _arg(p, "--out", role=OUT_DEMO, help="run folder (default: a new temporary folder)")
-    _add_overwrite(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-
-    p = sub.add_parser("synth", help="write a synthetic MMSA feature file with the real shapes")
-    p.add_argument("--like", required=True, choices=synthetic_names(),
-                   help="the named data set whose standard file's shapes to copy")
-    p.add_argument("--n", required=True, nargs=3, type=int, metavar=("TRAIN", "VALID", "TEST"))
-    _arg(p, "--out", role=OUT_FILE, required=True,
-                   help="output file: FILE.npz (code-free) or an MMSA pickle (any other name)")
-    _add_overwrite(p)
-    p.add_argument("--seed", type=int, default=0, help="random seed of the generator")
-    p.add_argument("--text-features", action="store_true",
-                   help="also write 'text', precomputed text features (N, Lt, 768), for the "
-                   "models that read them instead of a text encoder")
-
+    _add_demo_and_synth_parsers(sub)
     p = sub.add_parser("train", help="train a model on an MMSA feature file, several seeds")
     _add_train_arguments(p)
     _arg(p, "--adapters", role=IN_FILE, help="ConKI: adapters.pt from pretrain-adapters")
@@ -511,6 +495,25 @@ def build_parser() -> argparse.ArgumentParser:
     for extra in _EXTRA_PARSERS:
         extra(sub)
     return parser
+
+
+def _add_demo_and_synth_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="train CLGSI on built-in synthetic data (a few minutes)")
+    _arg(p, "--out", role=OUT_DEMO, help="run folder (default: a new temporary folder)")
+    _add_overwrite(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("synth", help="write a synthetic MMSA feature file with the real shapes")
+    p.add_argument("--like", required=True, choices=synthetic_names(),
+                   help="the named data set whose standard file's shapes to copy")
+    p.add_argument("--n", required=True, nargs=3, type=int, metavar=("TRAIN", "VALID", "TEST"))
+    _arg(p, "--out", role=OUT_FILE, required=True,
+         help="output file: FILE.npz (code-free) or an MMSA pickle (any other name)")
+    _add_overwrite(p)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the generator")
+    p.add_argument("--text-features", action="store_true",
+                   help="also write 'text', precomputed text features (N, Lt, 768), for the "
+                   "models that read them instead of a text encoder")
 
 
 def _add_train_arguments(p: argparse.ArgumentParser, out_default: str = "runs/msakit") -> None:
