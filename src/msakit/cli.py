@@ -97,6 +97,7 @@ OUT_TRAIN = Role("output", "train")
 OUT_ADAPTERS = Role("output", "adapters")
 OUT_TUNE = Role("output", "tune")
 OUT_EXTRACT = Role("output", "file", companions=_extract_companions)
+OUT_MERGE = Role("output", "file", companions=lambda out: _extract_companions(out)[:1])
 OUT_DEMO = Role("output", "folder", companions=_demo_companions)
 LOG = Role("output", "log")
 TEXT = Role("text")
@@ -800,7 +801,7 @@ def _add_extract_parsers(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("merge", help="join 'msakit extract --shard' parts into one file")
     _arg(p, "parts", role=IN_FILE, nargs="+", metavar="PART", help="files from extract --shard i/n")
-    _arg(p, "--out", role=OUT_FILE, required=True, help="output .npz")
+    _arg(p, "--out", role=OUT_MERGE, required=True, help="output .npz")
     _add_overwrite(p)
 
 def _add_retokenize_parser(sub: argparse._SubParsersAction) -> None:
