@@ -44,7 +44,6 @@ from msakit.safety import (
     check_plan,
     inputs,
     run_entries,
-    run_kind,
 )
 from msakit.training import distributed
 from msakit.training.device import amp_mode
@@ -161,11 +160,6 @@ def train(
         return _train(ctx, run)
     finally:
         distributed.teardown(ctx)
-
-
-def holds_run(out: Path) -> bool:
-    """Whether ``out`` already holds (part of) a training run."""
-    return run_kind(out) == "train"
 
 
 def _clear_run(out: Path) -> None:
