@@ -1003,7 +1003,8 @@ def test_file_size_limit_keeps_the_previous_file(world, tmp_path):
     out.write_text("previous good file\n")
     code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200)); "
             "from msakit.cli import main; sys.exit(main(sys.argv[1:]))")
-    proc = subprocess.run([sys.executable, "-c", code, *_ck(world, "predict", "--out", str(out))],
+    proc = subprocess.run([sys.executable, "-c", code, *_ck(world, "predict", "--out", str(out),
+                                                                  "--overwrite")],
                           env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr

@@ -342,6 +342,8 @@ CASES = [
     ("overwrite-deletes-config", lambda w: ["train", "--config", str(w.inside), "--data",
                                             str(w.data), "--out", str(w.inside), "--overwrite"],
      "--overwrite would delete .*config.yaml \\(--config\\)"),
+    ("train-out-seed-folder", lambda w: _train(w, out=str(w.run / "seed-1")),
+     "is part of the run in"),
     # ---- extract
     ("extract-out-is-video", lambda w: ["extract", str(w.clips), "--out", str(w.video),
                                         "--overwrite", "--quiet"],

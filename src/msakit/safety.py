@@ -352,6 +352,11 @@ def _check_output_folder(
         raise MsakitError(f"{flag} {path} exists and is not a folder")
     if path.is_dir() and not os.access(path, os.W_OK):
         raise MsakitError(f"cannot write to {path}")
+    parent = Path(os.path.realpath(path)).parent
+    outer = run_kind(parent)
+    if outer is not None and _entry_of(path, parent, _ENTRIES[outer]):
+        raise MsakitError(f"{flag} {path} is part of the run in {parent}; choose a folder "
+                          "outside it")
     if kind == "folder":
         return
     held = run_kind(path)
