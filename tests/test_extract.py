@@ -286,7 +286,10 @@ def test_resume_skips_cached_clips_and_gives_the_same_file(extracted, corpus, tm
     for key in one:
         np.testing.assert_array_equal(one[key], again[key], err_msg=key)
     # Every clip is cached now: a second resume extracts nothing.
-    assert run_cli(["extract", str(corpus), "--out", str(new), "--resume", "--quiet"]) == 1
+    assert run_cli(["extract", str(corpus), "--out", str(new), "--resume", "--quiet"]) == 2
+    assert "exists; add --overwrite" in capsys.readouterr().err
+    assert run_cli(["extract", str(corpus), "--out", str(new), "--resume", "--quiet",
+                    "--overwrite"]) == 1
     assert "0 extracted, 8 from the cache" in capsys.readouterr().out
 
 

@@ -254,7 +254,8 @@ def test_bench_and_tune_take_the_preset(short_mosi, tiny_bert, tmp_path):
                  preset="authors")
     assert "--preset authors" in tuned.best["command"]
     assert tuned.best["config"]["preset"] == "authors"
-    trial = yaml.safe_load((tmp_path / "tune" / "trial-0" / "config.yaml").read_text())
+    trial_dir = tmp_path / "tune" / "msakit-clgsi-mosi" / "trial-0"
+    trial = yaml.safe_load((trial_dir / "config.yaml").read_text())
     assert trial["preset"] == "authors" and trial["model"]["variant"] == "official"
 
 

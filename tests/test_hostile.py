@@ -639,7 +639,7 @@ CASES = [
     ("extract-missing-csv", lambda w: ["extract", "{case}/nope.csv", "--out", "{case}/x.npz"], 2,
      "nope.csv"),
     ("extract-out-is-csv", lambda w: ["extract", str(w.clips), "--out", str(w.clips)], 2,
-     "overwrite the clips CSV"),
+     "is also an input"),
     ("extract-pickle-as-csv", lambda w: ["extract", str(w.evil["csv_p5"]), "--out",
                                          "{case}/x.npz"], 2, "evil5.csv"),
     ("extract-bad-vision", lambda w: ["extract", str(w.clips), "--out", "{case}/x.npz",
@@ -649,7 +649,7 @@ CASES = [
     ("merge-pickle-named-npz", lambda w: ["merge", str(w.evil["npz_p4"]), "--out",
                                           "{case}/m.npz"], 2, "not an npz"),
     ("merge-out-is-part", lambda w: ["merge", str(w.data), "--out", str(w.data)], 2,
-     "overwrite one of the parts"),
+     "is also an input"),
     ("merge-not-extracted", lambda w: ["merge", str(w.data), "--out", "{case}/m.npz"], 2,
      "msakit extract"),
     ("retokenize-pickle-payload", lambda w: ["retokenize", str(w.evil["npz_p4"]),
@@ -941,7 +941,7 @@ def _long_command(world: World, command: str, out: Path) -> tuple[list[str], str
         return (["tune", "--model", "clgsi", "--dataset", "mosi", "--data", str(world.data),
                  "--text-encoder", str(world.bert), "--trials", "100000", "--epochs", "100000",
                  "--set", "early_stop=100000", "--out", str(out / "sweep"), "--quiet"],
-                "sweep/trial-0/config.yaml")
+                "sweep/*/trial-0/config.yaml")
     for module in ("av", "cv2", "opensmile", "skimage"):
         pytest.importorskip(module)
     from video_clips import make_clip, moving
@@ -1020,7 +1020,8 @@ def test_file_size_limit_keeps_the_previous_file(world, tmp_path):
     out.write_text("previous good file\n")
     code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200)); "
             "from msakit.cli import main; sys.exit(main(sys.argv[1:]))")
-    proc = subprocess.run([sys.executable, "-c", code, *_ck(world, "predict", "--out", str(out))],
+    proc = subprocess.run([sys.executable, "-c", code, *_ck(world, "predict", "--out", str(out),
+                                                                  "--overwrite")],
                           env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr

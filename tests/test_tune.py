@@ -69,7 +69,7 @@ def test_two_workers_share_one_sqlite_study(tmp_path, data_file, tiny_bert):
     assert [len(f) for f in finished] == [per_worker, per_worker]
     assert sorted(int(n) for f in finished for n in f) == list(range(2 * per_worker))
     for t in trials:
-        assert (out / f"trial-{t.number}" / "config.yaml").is_file()
+        assert (trial_dir(out, t.number) / "config.yaml").is_file()
 
     summary = yaml.safe_load((out / "best.yaml").read_text())
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -116,7 +116,7 @@ def test_pruned_trials_end_cleanly_and_a_later_worker_joins(tmp_path, data_file,
     assert [t.state for t in trials] == [TrialState.PRUNED] * 2
     assert all(list(t.intermediate_values) == [0] for t in trials)
     for t in trials:  # stopped after one epoch: no test evaluation, no results table
-        run = out / f"trial-{t.number}"
+        run = trial_dir(out, t.number)
         assert (run / "config.yaml").is_file()
         assert not list(run.glob("seed-*/*.pt"))  # not a best trial: no checkpoint is kept
         assert not (run / "results.csv").exists()
@@ -127,7 +127,7 @@ def test_pruned_trials_end_cleanly_and_a_later_worker_joins(tmp_path, data_file,
     trials = load(out).get_trials(deepcopy=False)
     assert [t.number for t in trials] == [0, 1, 2]
     assert trials[2].state == TrialState.COMPLETE
-    assert (out / "trial-2" / "results.csv").is_file()
+    assert (trial_dir(out, 2) / "results.csv").is_file()
 
     # best.yaml retrains exactly the best trial: its --set list gives the trial's values.
     summary = yaml.safe_load((out / "best.yaml").read_text())
@@ -140,9 +140,16 @@ def test_pruned_trials_end_cleanly_and_a_later_worker_joins(tmp_path, data_file,
     assert set(trials[2].params) == set(model_spec("clgsi").search_space)
 
 
+def trial_dir(out: Path, number: int) -> Path:
+    """Trial ``number``'s folder: ``out/STUDY/trial-K`` (the sweeps here have one study)."""
+    found = list(out.glob(f"*/trial-{number}"))
+    assert len(found) == 1, found
+    return found[0]
+
+
 def checkpoints(out: Path, name: str) -> list[int]:
     """Numbers of the trials of ``out`` that hold ``seed-*/NAME``."""
-    found = out.glob(f"trial-*/seed-*/{name}")
+    found = out.glob(f"*/trial-*/seed-*/{name}")
     return sorted(int(p.parent.parent.name.split("-")[1]) for p in found)
 
 
@@ -165,8 +172,8 @@ def test_only_the_best_trials_keep_a_checkpoint(tmp_path, data_file, tiny_bert, 
     assert checkpoints(out, "last.pt") == []
     for t in trials:  # every trial keeps its metrics and settings
         for name in ("config.yaml", "results.csv"):
-            assert (out / f"trial-{t.number}" / name).is_file()
-        assert len(list((out / f"trial-{t.number}").glob("seed-*/history.json"))) == 1
+            assert (trial_dir(out, t.number) / name).is_file()
+        assert len(list(trial_dir(out, t.number).glob("seed-*/history.json"))) == 1
 
     # The default keeps the best one: a later worker's summary step deletes the second's.
     result = tune("clgsi", "mosi", data_file, trials=1, **common)
@@ -284,5 +291,5 @@ def test_a_custom_data_set_sweep_names_its_spec_in_the_retrain_command(
     command = result.best["command"]
     assert f"--dataset custom --dataset-spec {out / 'dataset.yaml'}" in command
     assert result.best["config"]["dataset_spec"]["title"] == "Mine"
-    trial = yaml.safe_load((out / "trial-0" / "config.yaml").read_text())
+    trial = yaml.safe_load((trial_dir(out, 0) / "config.yaml").read_text())
     assert trial["dataset"] == "custom" and trial["dataset_spec"]["label_range"] == [-3.0, 3.0]

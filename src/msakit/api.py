@@ -36,6 +36,15 @@ from msakit.metrics import metric_names
 from msakit.models.base import Dims, MSAModel
 from msakit.models.registry import preset as named_preset
 from msakit.models.registry import preset_note
+from msakit.safety import (
+    STEP_LOG_RECORD,
+    Input,
+    Output,
+    check_input,
+    check_plan,
+    inputs,
+    run_entries,
+)
 from msakit.training import distributed
 from msakit.training.device import amp_mode
 from msakit.training.init_from import InitFrom, read_init_from
@@ -153,22 +162,12 @@ def train(
         distributed.teardown(ctx)
 
 
-RUN_ENTRIES = ("config.yaml", "results.csv", "tensorboard")
-"""What a run folder holds besides its ``seed-S`` folders (``--overwrite`` removes them)."""
-
-
-def holds_run(out: Path) -> bool:
-    """Whether ``out`` already holds (part of) a run."""
-    if not out.is_dir():
-        return False
-    return any((out / name).exists() for name in RUN_ENTRIES) or any(out.glob("seed-*/*.pt"))
-
-
 def _clear_run(out: Path) -> None:
-    """--overwrite: remove the previous run's files (nothing else in the folder)."""
+    """--overwrite: remove the previous run's files (nothing else in the folder; that none of
+    them is an input was checked before, :func:`msakit.safety.check_plan`)."""
     import shutil
 
-    for path in [*(out / name for name in RUN_ENTRIES), *out.glob("seed-*")]:
+    for path in run_entries(out, "train"):
         try:
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
@@ -235,8 +234,11 @@ def _train(ctx: distributed.DistContext, run: _Run) -> TrainResult:
             _clear_run(run.out)
         ctx.barrier()
         write_run_config(config, run.out, ctx)
-        if run.log_steps is not None and not run.resume and ctx.is_main:
-            Path(run.log_steps).unlink(missing_ok=True)  # every seed appends its lines
+        if run.log_steps is not None and ctx.is_main:
+            if not run.resume:
+                Path(run.log_steps).unlink(missing_ok=True)  # every seed appends its lines
+            # the run's own step log: the only existing file --log-steps may name later
+            write_text_atomic(run.out / STEP_LOG_RECORD, f"{Path(run.log_steps).resolve()}\n")
         rows = _train_seeds(ctx, config, run=run, inputs=inputs, pretrained=pretrained,
                             adapter_state=adapter_state, init=init)
     finally:
@@ -246,22 +248,17 @@ def _train(ctx: distributed.DistContext, run: _Run) -> TrainResult:
 
 
 def _check_outputs(run: _Run, config: RunConfig) -> None:
-    """The log file and the run folder: nothing of the inputs or of another run is overwritten."""
-    log_steps, out = run.log_steps, run.out
-    check_distinct_output(log_steps, [run.data, run.adapters, config.text_encoder,
-                                      config.init_from],
-                          "--log-steps")
-    if log_steps is not None and Path(log_steps).resolve().is_relative_to(out.resolve()) and (
-        Path(log_steps).suffix in (".pt", ".csv", ".yaml", ".json")
-    ):
-        raise MsakitError(f"--log-steps {log_steps} would overwrite a file of the run folder")
+    """The run folder and the step log against the inputs (:func:`msakit.safety.check_plan`):
+    nothing of the inputs or of another run is overwritten; --resume continues only a run
+    started with the same settings."""
+    reads = [*inputs("--data", [run.data]), *inputs("--adapters", [run.adapters]),
+             *inputs("--init-from", [config.init_from], "checkpoint"),
+             *inputs("--text-encoder", [config.text_encoder], "encoder")]
+    writes = [Output("--out", run.out, "train"),
+              *([Output("--log-steps", Path(run.log_steps), "log")] if run.log_steps else [])]
+    check_plan(reads, writes, overwrite=run.overwrite, resume=run.resume)
     if run.resume:
-        _check_resume_config(out, config)
-    elif not run.overwrite and holds_run(out):
-        raise MsakitError(
-            f"{out} already holds a run; add --resume to continue it, --overwrite to replace "
-            "it, or choose another --out"
-        )
+        _check_resume_config(run.out, config)
 
 
 def _read_init_from(config: RunConfig, probe: MSAModel, *, quiet: bool) -> InitFrom | None:
@@ -494,6 +491,7 @@ def load_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
     ``path`` may also be a run folder (see :func:`resolve_checkpoint`).
     """
     path = resolve_checkpoint(path)
+    check_input(Input("checkpoint", path))  # a FIFO or a device: one line, not a hang
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is one clear error
@@ -528,6 +526,7 @@ def split_for(
     labels against its data set, the extractor settings against its training data's.
     ``prediction``: labels are optional and the file may hold one split
     (:func:`load_feature_file`); ``split`` None then takes the file's only split, else ``test``."""
+    check_input(Input("data", Path(data)))
     vocab = ckpt.state["text_encoder_config"].get("vocab_size", 0)
     vocab = int(vocab) if isinstance(vocab, int) and vocab > 0 else None
     features = load_feature_file(str(data), vocab_size=vocab, prediction=prediction,
@@ -652,17 +651,26 @@ def synth(like: str, n: tuple[int, int, int], out: str | os.PathLike, seed: int 
 
 
 DEMO_SIZES = (256, 64, 96)
+DEMO_FILES = (("synthetic_mosi.pkl", "file"), ("synthetic_mosi.npz", "file"), ("run", "train"))
+"""What ``demo`` writes in its folder (name, kind of output: :class:`msakit.safety.Output`)."""
 
 
 def demo(
-    out: str | os.PathLike | None = None, quiet: bool = False, overrides: list[str] | None = None
+    out: str | os.PathLike | None = None, quiet: bool = False,
+    overrides: list[str] | None = None, *, overwrite: bool = False,
 ) -> TrainResult:
     """Train CLGSI on built-in synthetic MOSI-shaped data with the packaged text encoder;
     ``overrides`` (``key=value``) come after the demo's own.
 
     Two seeds, 4 epochs and length-bucketed batches (``sampler=bucket``, about 1.4x less CPU
     time per sample than plain shuffling on this data) keep it near 2 minutes on 2 CPU cores;
-    ``msakit train`` defaults to five seeds and plain shuffled batches."""
+    ``msakit train`` defaults to five seeds and plain shuffled batches.
+
+    A folder that already holds the demo's files is refused unless ``overwrite``."""
+    if out is not None:
+        check_plan([], [Output("--out", Path(out), "folder"),
+                        *(Output(f"--out (its {name})", Path(out) / name, kind)
+                          for name, kind in DEMO_FILES)], overwrite=overwrite)
     workdir = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="msakit-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
     from msakit.data.mmsa import convert_to_npz
@@ -681,7 +689,7 @@ def demo(
         out=workdir / "run",
         overrides=["early_stop=6", "sampler=bucket", *(overrides or [])],
         quiet=quiet,
-        overwrite=True,
+        overwrite=overwrite,
     )
 
 

@@ -1,8 +1,13 @@
 """The ``msakit`` command line. Every command maps to a function of :mod:`msakit.api`.
 
 Bad input prints one line ``error: ...`` on stderr and exits with status 2, no traceback; every
-other failure is one line too (:mod:`msakit.guard`). No output file may be one of the command's
-inputs (:func:`msakit.files.check_distinct_output`), checked before anything is read.
+other failure is one line too (:mod:`msakit.guard`).
+
+Every argument that is a string is declared with :func:`_arg` and a :class:`~msakit.safety.Role`
+(an input or output path of some kind, or ``TEXT``); :func:`main` hands every declared path of
+the command to :func:`msakit.safety.check_plan` before the command runs, so no command reads a
+FIFO or writes over an input, a run's file or an existing file without ``--overwrite``
+(``tests/test_outputs.py`` checks that every argument of every parser is declared).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from msakit.config import CLI_SETTINGS
@@ -24,8 +30,8 @@ from msakit.config.datasets import (
     synthetic_names,
 )
 from msakit.errors import MsakitError
-from msakit.files import check_distinct_output
 from msakit.guard import run_guarded
+from msakit.safety import Input, Output, Role, check_plan
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -67,6 +73,79 @@ def command(name: str):
     return wrap
 
 
+# --------------------------------------------------------------------------- declared paths
+def _extract_companions(out: Path) -> list[tuple[str, Path, str]]:
+    from msakit.extract.corpus import cache_path, failures_path
+
+    return [("--out (its failures CSV)", failures_path(out), "file"),
+            ("--out (its cache)", cache_path(out), "folder")]
+
+
+def _demo_companions(out: Path) -> list[tuple[str, Path, str]]:
+    from msakit.api import DEMO_FILES
+
+    return [(f"--out (its {name})", out / name, kind) for name, kind in DEMO_FILES]
+
+
+IN_FILE = Role("input", "file")
+IN_RUN = Role("input", "run")
+CHECKPOINT = Role("input", "checkpoint")
+CONFIG = Role("input", "config")
+ENCODER = Role("input", "encoder")
+OUT_FILE = Role("output", "file")
+OUT_TRAIN = Role("output", "train")
+OUT_ADAPTERS = Role("output", "adapters")
+OUT_TUNE = Role("output", "tune")
+OUT_EXTRACT = Role("output", "file", companions=_extract_companions)
+OUT_MERGE = Role("output", "file", companions=lambda out: _extract_companions(out)[:1])
+OUT_DEMO = Role("output", "folder", companions=_demo_companions)
+LOG = Role("output", "log")
+TEXT = Role("text")
+
+
+def _arg(p: argparse.ArgumentParser, *flags: str, role: Role, **kwargs) -> argparse.Action:
+    """``p.add_argument(*flags, **kwargs)``, declaring what the value is (:class:`Role`)."""
+    action = p.add_argument(*flags, **kwargs)
+    action.role = role  # type: ignore[attr-defined]
+    return action
+
+
+def _add_overwrite(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the output if it exists (never an input, nor a run's file)")
+
+
+def command_actions(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    """The actions of the (sub)parser that parsed ``args`` (``plot FIGURE`` included)."""
+    actions = list(parser._actions)
+    for dest in ("command", "figure"):
+        subs = [a for a in actions if isinstance(a, argparse._SubParsersAction) and a.dest == dest]
+        if subs and getattr(args, dest, None) is not None:
+            actions = list(subs[0].choices[getattr(args, dest)]._actions)
+    return actions
+
+
+def declared_paths(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> tuple[list[Input], list[Output]]:
+    """The inputs and outputs the command line names, as its parser declares them."""
+    reads, writes = [], []
+    for action in command_actions(parser, args):
+        role = getattr(action, "role", None)
+        value = getattr(args, action.dest, None)
+        if role is None or role.direction == "text" or value is None:
+            continue
+        flag = action.option_strings[0] if action.option_strings else str(action.metavar)
+        for item in value if isinstance(value, list) else [value]:
+            path = Path(item)
+            if role.direction == "input":
+                reads.append(Input(flag, path, role.kind))
+                continue
+            writes.append(Output(flag, path, role.kind))
+            writes += [Output(f, p, k) for f, p, k in (role.companions or (lambda _: []))(path)]
+    return reads, writes
+
+
 # --------------------------------------------------------------------------- commands
 @command("demo")
 def _demo(args: argparse.Namespace) -> int:
@@ -76,7 +155,8 @@ def _demo(args: argparse.Namespace) -> int:
     print("msakit demo: CLGSI on synthetic MOSI-shaped data (256/64/96 samples, "
           "50/500/375 frames) with the packaged all-MiniLM-L6-v2 text encoder, 2 seeds, "
           "length-bucketed batches for speed", flush=True)
-    result = api.demo(out=args.out, quiet=args.quiet, overrides=list(CLI_SETTINGS))
+    result = api.demo(out=args.out, quiet=args.quiet, overrides=list(CLI_SETTINGS),
+                      overwrite=args.overwrite)
     print(f"run folder: {result.out}")
     print_results(result.rows)
     return 0
@@ -132,9 +212,8 @@ def _rerun_config(args: argparse.Namespace):
     """--config RUN/config.yaml: the saved configuration with this command's flags and --set
     values applied on top."""
     from msakit import api
-    from msakit.rerun import config_path, load_run_config
+    from msakit.rerun import load_run_config
 
-    check_distinct_output(args.log_steps, [config_path(args.config)], "--log-steps")
     base = load_run_config(args.config, model=args.model, dataset=args.dataset,
                            preset=args.preset)
     return api.build_config(
@@ -158,6 +237,7 @@ def _pretrain_adapters(args: argparse.Namespace) -> int:
         seed=args.seed,
         quiet=args.quiet,
         preset=args.preset,
+        overwrite=args.overwrite,
     )
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"wrote {result.adapters} (best validation MAE {result.valid['MAE']:.4f} "
@@ -183,7 +263,6 @@ def _predict(args: argparse.Namespace) -> int:
     if args.data is None or args.out is None:
         missing = "--data" if args.data is None else "--out"
         raise MsakitError(f"msakit predict: {missing} is required (or --video CLIP)")
-    check_distinct_output(args.out, [args.data, args.checkpoint])
     rows = api.predict(args.checkpoint, args.data, args.split, args.out)
     unlabelled = "" if rows and "label" in rows[0] else " (no labels: id, prediction)"
     print(f"wrote {len(rows)} predictions to {args.out}{unlabelled}")
@@ -194,7 +273,6 @@ def _predict(args: argparse.Namespace) -> int:
 def _convert(args: argparse.Namespace) -> int:
     from msakit.data.mmsa import convert_to_npz
 
-    check_distinct_output(args.out, [args.file])
     ff = convert_to_npz(args.file, args.out)
     sizes = " / ".join(str(len(ff.splits[s])) for s in ("train", "valid", "test"))
     print(f"wrote {args.out} (code-free npz, {sizes} samples)")
@@ -221,15 +299,9 @@ def _bench(args: argparse.Namespace) -> int:
 
 @command("report")
 def _report(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from msakit.files import write_text_atomic
     from msakit.reporting.report import report
 
-    if args.out:
-        inputs = [p for d in args.dirs
-                  for p in (d, Path(d) / "results.csv", Path(d) / "config.yaml")]
-        check_distinct_output(args.out, inputs)
     text = report(args.dirs, fmt=args.format, label=args.label, all_metrics=args.all_metrics)
     if args.out:
         write_text_atomic(args.out, text)
@@ -241,15 +313,8 @@ def _report(args: argparse.Namespace) -> int:
 
 @command("plot")
 def _plot(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from msakit.reporting import plots
 
-    inputs = [getattr(args, name, None) for name in ("checkpoint", "data", "run_dir")]
-    if getattr(args, "run_dir", None):
-        inputs += [*Path(args.run_dir).glob("history.json"),
-                   *Path(args.run_dir).glob("seed-*/history.json")]
-    check_distinct_output(args.out, inputs)
     if args.figure == "curves":
         path = plots.plot_curves(args.run_dir, args.out)
     elif args.figure == "tsne":
@@ -276,7 +341,7 @@ def _tune(args: argparse.Namespace) -> int:
         epochs=args.epochs, storage=args.storage, study=args.study,
         text_encoder=args.text_encoder, batch=args.batch, overrides=args.set,
         adapters=args.adapters, seed=args.seed, quiet=args.quiet, preset=args.preset,
-        keep_checkpoints=args.keep_checkpoints,
+        keep_checkpoints=args.keep_checkpoints, overwrite=args.overwrite,
     )
     if result.best is None:
         print(f"study {result.study!r}: no trial completed yet")
@@ -326,7 +391,7 @@ def _extract(args: argparse.Namespace) -> int:
         split_ratio=tuple(args.split_ratio) if args.split_ratio else None,
         seed=args.seed, workers=args.workers, resume=args.resume,
         shard=parse_shard(args.shard) if args.shard else None,
-        progress=not args.quiet,
+        progress=not args.quiet, overwrite=args.overwrite,
     )
     sizes = " / ".join(str(result.counts[s]) for s in ("train", "valid", "test"))
     print(f"wrote {result.out} ({sizes} train/valid/test clips; {result.extracted} extracted, "
@@ -390,71 +455,82 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"msakit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser("demo", help="train CLGSI on built-in synthetic data (a few minutes)")
-    p.add_argument("--out", help="run folder (default: a new temporary folder)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-
-    p = sub.add_parser("synth", help="write a synthetic MMSA feature file with the real shapes")
-    p.add_argument("--like", required=True, choices=synthetic_names(),
-                   help="the named data set whose standard file's shapes to copy")
-    p.add_argument("--n", required=True, nargs=3, type=int, metavar=("TRAIN", "VALID", "TEST"))
-    p.add_argument("--out", required=True,
-                   help="output file: FILE.npz (code-free) or an MMSA pickle (any other name)")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the generator")
-    p.add_argument("--text-features", action="store_true",
-                   help="also write 'text', precomputed text features (N, Lt, 768), for the "
-                   "models that read them instead of a text encoder")
-
+    _add_demo_and_synth_parsers(sub)
     p = sub.add_parser("train", help="train a model on an MMSA feature file, several seeds")
     _add_train_arguments(p)
-    p.add_argument("--adapters", help="ConKI: adapters.pt from pretrain-adapters")
-    p.add_argument("--log-steps", help="write one JSON line per optimizer step to this file")
+    _arg(p, "--adapters", role=IN_FILE, help="ConKI: adapters.pt from pretrain-adapters")
+    _arg(p, "--log-steps", role=LOG, help="write one JSON line per optimizer step to this file")
     p.add_argument("--resume", action="store_true", help="continue from seed-S/last.pt")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run already in --out (its results and checkpoints)")
-    p.add_argument("--init-from", metavar="CKPT",
+    _arg(p, "--init-from", role=CHECKPOINT, metavar="CKPT",
                    help="start every seed from this checkpoint of the same --model (e.g. "
                    "trained on another data set); tensors whose shapes differ (input widths) "
                    "are re-initialised and listed")
 
     p = sub.add_parser("evaluate", help="metrics of a checkpoint on one split (JSON)")
-    p.add_argument("--checkpoint", required=True,
+    _arg(p, "--checkpoint", role=CHECKPOINT, required=True,
                    help="best.pt, or a run folder with one seed-S/best.pt")
-    p.add_argument("--data", required=True, help="MMSA feature file (.pkl or .npz)")
+    _arg(p, "--data", role=IN_FILE, required=True, help="MMSA feature file (.pkl or .npz)")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"],
                    help="which split")
 
     p = sub.add_parser("predict", help="a checkpoint's predictions: a split as CSV, or one video")
-    p.add_argument("--checkpoint", required=True,
+    _arg(p, "--checkpoint", role=CHECKPOINT, required=True,
                    help="best.pt, or a run folder with one seed-S/best.pt")
-    p.add_argument("--data", help="MMSA feature file (labels optional); required unless --video")
+    _arg(p, "--data", role=IN_FILE,
+         help="MMSA feature file (labels optional); required unless --video")
     p.add_argument("--split", choices=["train", "valid", "test"],
                    help="which split (default: the file's only split, else test)")
-    p.add_argument("--out", help="output CSV (id, prediction[, label]); required with --data")
+    _arg(p, "--out", role=OUT_FILE,
+         help="output CSV (id, prediction[, label]); required with --data")
+    _add_overwrite(p)
     _add_predict_video_arguments(p)
 
     p = sub.add_parser("convert", help="rewrite a pickle feature file as code-free npz")
-    p.add_argument("file", help="MMSA feature pickle")
-    p.add_argument("--out", required=True, help="output .npz (read with allow_pickle=False)")
+    _arg(p, "file", role=IN_FILE, help="MMSA feature pickle")
+    _arg(p, "--out", role=OUT_FILE,
+         required=True, help="output .npz (read with allow_pickle=False)")
+    _add_overwrite(p)
 
     for extra in _EXTRA_PARSERS:
         extra(sub)
     return parser
 
 
+def _add_demo_and_synth_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="train CLGSI on built-in synthetic data (a few minutes)")
+    _arg(p, "--out", role=OUT_DEMO, help="run folder (default: a new temporary folder)")
+    _add_overwrite(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("synth", help="write a synthetic MMSA feature file with the real shapes")
+    p.add_argument("--like", required=True, choices=synthetic_names(),
+                   help="the named data set whose standard file's shapes to copy")
+    p.add_argument("--n", required=True, nargs=3, type=int, metavar=("TRAIN", "VALID", "TEST"))
+    _arg(p, "--out", role=OUT_FILE, required=True,
+         help="output file: FILE.npz (code-free) or an MMSA pickle (any other name)")
+    _add_overwrite(p)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the generator")
+    p.add_argument("--text-features", action="store_true",
+                   help="also write 'text', precomputed text features (N, Lt, 768), for the "
+                   "models that read them instead of a text encoder")
+
+
 def _add_train_arguments(p: argparse.ArgumentParser, out_default: str = "runs/msakit") -> None:
     _add_model_argument(p)
     _add_dataset_arguments(p)
-    p.add_argument("--data", required=True, help="MMSA feature file (.pkl or converted .npz)")
-    p.add_argument("--text-encoder", help=TEXT_ENCODER_HELP)
+    _arg(p, "--data", role=IN_FILE,
+         required=True, help="MMSA feature file (.pkl or converted .npz)")
+    _arg(p, "--text-encoder", role=ENCODER, help=TEXT_ENCODER_HELP)
     _add_preset_argument(p)
     p.add_argument("--seeds", nargs="+", type=int,
                    help="one run per seed, each in [0, 2^32) (default: MMSA's five, 1111 to 1115)")
     p.add_argument("--epochs", type=int,
                    help="cap on epochs, and the schedule's horizon (default: the preset's)")
     p.add_argument("--batch", type=int, help="global batch size (default: the preset's)")
-    p.add_argument("--out", default=out_default, help="run folder")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
+    _arg(p, "--out", role=OUT_TRAIN, default=out_default, help="run folder")
+    _arg(p, "--set", role=TEXT, action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_config_argument(p)
 
@@ -462,7 +538,7 @@ def _add_train_arguments(p: argparse.ArgumentParser, out_default: str = "runs/ms
 def _add_config_argument(p: argparse.ArgumentParser) -> None:
     """train --config: --model and --dataset may then come from the file, and --preset's
     default ('paper') applies only without it."""
-    p.add_argument("--config", metavar="RUN/config.yaml",
+    _arg(p, "--config", role=CONFIG, metavar="RUN/config.yaml",
                    help="rerun a saved configuration (model, dataset, preset, every setting); "
                    "the other flags and --set still override it")
     for action in p._actions:
@@ -489,7 +565,7 @@ def _add_dataset_arguments(p: argparse.ArgumentParser, help_text: str | None = N
     p.add_argument("--dataset", required=True, choices=[*dataset_names(), CUSTOM],
                    help=help_text or f"a named data set, or {CUSTOM} with --dataset-spec or "
                    "--label-range")
-    p.add_argument("--dataset-spec", metavar="FILE.yaml",
+    _arg(p, "--dataset-spec", role=IN_FILE, metavar="FILE.yaml",
                    help=f"--dataset {CUSTOM}: a YAML file with label_range [A, B] and optionally "
                    "metric_family (mosi|sims), language (en|zh), text_encoder, title, "
                    "label_scale")
@@ -540,14 +616,14 @@ def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="measure training throughput and peak memory")
     _add_model_argument(p)
     _add_dataset_arguments(p)
-    p.add_argument("--data", required=True)
+    _arg(p, "--data", role=IN_FILE, required=True)
     p.add_argument("--batch", type=int)
     p.add_argument("--epochs", type=int, default=1, help="epochs timed after the warm-up")
     p.add_argument("--max-steps", type=int, help="stop timing after this many steps")
     p.add_argument("--warmup-steps", type=int, default=2, help="untimed steps first")
-    p.add_argument("--text-encoder", help=TEXT_ENCODER_HELP)
+    _arg(p, "--text-encoder", role=ENCODER, help=TEXT_ENCODER_HELP)
     _add_preset_argument(p)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
+    _arg(p, "--set", role=TEXT, action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     p.add_argument("--flops", action="store_true",
                    help="also measure the text encoder's and the training step's share of "
                    "the machine's fp32 matmul peak")
@@ -561,14 +637,15 @@ def _add_pretrain_adapters_parser(sub: argparse._SubParsersAction) -> None:
     )
     _add_model_argument(p, adapters=True)
     _add_dataset_arguments(p, "the target data set whose ConKI preset to use")
-    p.add_argument("--data", required=True, help="the external data set's feature file")
-    p.add_argument("--text-encoder", help=TEXT_ENCODER_HELP + "; use the same one for train")
+    _arg(p, "--data", role=IN_FILE, required=True, help="the external data set's feature file")
+    _arg(p, "--text-encoder", role=ENCODER, help=TEXT_ENCODER_HELP + "; use the same one for train")
     _add_preset_argument(p, ["paper"])
     p.add_argument("--epochs", type=int, help="pretraining epochs (default 10)")
     p.add_argument("--batch", type=int, help="global batch size")
     p.add_argument("--seed", type=int, help="random seed (default: the preset's first seed)")
-    p.add_argument("--out", required=True, help="folder for adapters.pt")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+    _arg(p, "--out", role=OUT_ADAPTERS, required=True, help="folder for adapters.pt")
+    _add_overwrite(p)
+    _arg(p, "--set", role=TEXT, action="append", default=[], metavar="KEY=VALUE",
                    help="override a preset value, e.g. --set adapter_dim=128")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -577,46 +654,51 @@ def _add_report_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "report", help="mean ± std over seeds of run folders, side by side, as the papers' tables"
     )
-    p.add_argument("dirs", nargs="+", metavar="DIR", help="run folders (with results.csv)")
+    _arg(p, "dirs", role=IN_RUN, nargs="+", metavar="DIR", help="run folders (with results.csv)")
     p.add_argument("--format", default="markdown", choices=["markdown", "latex", "csv"],
                    help="table format")
     p.add_argument("--label", default="auto", choices=["auto", "folder", "config"],
                    help="row labels: folder names, or the runs' distinguishing --set values")
     p.add_argument("--all-metrics", action="store_true",
                    help="also Acc-5 (MOSI/MOSEI) and Acc-3 (SIMS)")
-    p.add_argument("--out", help="write the table to this file (default: print it)")
+    _arg(p, "--out", role=OUT_FILE, help="write the table to this file (default: print it)")
+    _add_overwrite(p)
 
 
 def _add_plot_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plot", help="PNG figures: curves, tsne, weights, scatter")
     figures = p.add_subparsers(dest="figure", required=True, parser_class=_Parser)
     f = figures.add_parser("curves", help="training and validation curves of a run folder")
-    f.add_argument("run_dir", metavar="RUN_DIR", help="run folder (or one seed-S folder)")
-    f.add_argument("--out", required=True, help="output PNG")
+    _arg(f, "run_dir", role=IN_RUN, metavar="RUN_DIR", help="run folder (or one seed-S folder)")
+    _arg(f, "--out", role=OUT_FILE, required=True, help="output PNG")
+    _add_overwrite(f)
     f = figures.add_parser(
         "tsne", help="t-SNE of a checkpoint's representations, coloured by sentiment interval"
     )
-    f.add_argument("--checkpoint", required=True)
-    f.add_argument("--data", required=True)
+    _arg(f, "--checkpoint", role=CHECKPOINT, required=True)
+    _arg(f, "--data", role=IN_FILE, required=True)
     f.add_argument("--split", default="test", choices=["train", "valid", "test"],
                    help="which split")
-    f.add_argument("--intervals", nargs="+", metavar="I",
+    _arg(f, "--intervals", role=TEXT, nargs="+", metavar="I",
                    help="only these sentiment intervals, e.g. --intervals -2 +2")
     f.add_argument("--max-samples", type=int, default=500, help="samples drawn at most")
     f.add_argument("--perplexity", type=float, default=30.0, help="t-SNE's perplexity")
     f.add_argument("--seed", type=int, default=0, help="t-SNE's and the draw's random seed")
-    f.add_argument("--out", required=True, help="output PNG")
+    _arg(f, "--out", role=OUT_FILE, required=True, help="output PNG")
+    _add_overwrite(f)
     f = figures.add_parser("weights", help="CLGSI's weight function (Figure 3)")
-    f.add_argument("--checkpoint", help="take κ and g from this CLGSI checkpoint")
+    _arg(f, "--checkpoint", role=CHECKPOINT, help="take κ and g from this CLGSI checkpoint")
     f.add_argument("--threshold", type=float, help="κ (default: checkpoint's, or 0.4)")
     f.add_argument("--gain", type=float, help="g (default: checkpoint's, or 1.5)")
-    f.add_argument("--out", required=True, help="output PNG")
+    _arg(f, "--out", role=OUT_FILE, required=True, help="output PNG")
+    _add_overwrite(f)
     f = figures.add_parser("scatter", help="predicted against true sentiment")
-    f.add_argument("--checkpoint", required=True)
-    f.add_argument("--data", required=True)
+    _arg(f, "--checkpoint", role=CHECKPOINT, required=True)
+    _arg(f, "--data", role=IN_FILE, required=True)
     f.add_argument("--split", default="test", choices=["train", "valid", "test"],
                    help="which split")
-    f.add_argument("--out", required=True, help="output PNG")
+    _arg(f, "--out", role=OUT_FILE, required=True, help="output PNG")
+    _add_overwrite(f)
 
 
 def _add_tune_parser(sub: argparse._SubParsersAction) -> None:
@@ -625,22 +707,24 @@ def _add_tune_parser(sub: argparse._SubParsersAction) -> None:
     )
     _add_model_argument(p)
     _add_dataset_arguments(p)
-    p.add_argument("--data", required=True, help="MMSA feature file (.pkl or converted .npz)")
+    _arg(p, "--data", role=IN_FILE,
+         required=True, help="MMSA feature file (.pkl or converted .npz)")
     p.add_argument("--trials", required=True, type=int, help="trials this worker runs")
     p.add_argument("--epochs", type=int, help="epochs per trial (cap and schedule horizon)")
-    p.add_argument("--storage", help="database URL (default: sqlite:///OUT/optuna.db; "
+    _arg(p, "--storage", role=TEXT, help="database URL (default: sqlite:///OUT/optuna.db; "
                    "postgresql://user:password@host/db for many machines)")
-    p.add_argument("--study", help="study name (default: msakit-MODEL-DATASET)")
-    p.add_argument("--out", required=True, help="folder for trial-K/ runs and best.yaml")
-    p.add_argument("--text-encoder", help=TEXT_ENCODER_HELP)
+    _arg(p, "--study", role=TEXT, help="study name (default: msakit-MODEL-DATASET)")
+    _arg(p, "--out", role=OUT_TUNE, required=True, help="folder for trial-K/ runs and best.yaml")
+    _add_overwrite(p)
+    _arg(p, "--text-encoder", role=ENCODER, help=TEXT_ENCODER_HELP)
     _add_preset_argument(p)
     p.add_argument("--batch", type=int, help="global batch size")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+    _arg(p, "--set", role=TEXT, action="append", default=[], metavar="KEY=VALUE",
                    help="a value fixed for every trial (and not searched), e.g. --set gamma=0.5;"
                    " --set sampler=bucket draws batches from length buckets (faster, but it "
                    "changes which samples meet in a batch); --set standardize=true standardises "
                    "audio and vision with the training split's statistics (see train --help)")
-    p.add_argument("--adapters", help="ConKI: adapters.pt from pretrain-adapters")
+    _arg(p, "--adapters", role=IN_FILE, help="ConKI: adapters.pt from pretrain-adapters")
     p.add_argument("--seed", type=int, help="training seed of every trial (default: preset's)")
     p.add_argument("--quiet", action="store_true", help="no per-trial Optuna log lines")
     p.add_argument("--keep-checkpoints", type=int, default=1, metavar="N",
@@ -662,21 +746,25 @@ def _add_import_weights_parser(sub: argparse._SubParsersAction) -> None:
     _add_model_argument(p)
     p.add_argument("--dataset", required=True, choices=dataset_names(),
                    help="the named data set the weights were trained on")
-    p.add_argument("--weights", required=True, help="the reference's saved state_dict (.pth)")
-    p.add_argument("--data", required=True, help="an MMSA feature file of the dataset (sizes)")
-    p.add_argument("--text-encoder",
+    _arg(p, "--weights", role=IN_FILE,
+         required=True, help="the reference's saved state_dict (.pth)")
+    _arg(p, "--data", role=IN_FILE,
+         required=True, help="an MMSA feature file of the dataset (sizes)")
+    _arg(p, "--text-encoder", role=ENCODER,
                    help="folder or hub name of the text encoder the weights were trained with "
                    "(models with a text encoder)")
-    p.add_argument("--out", required=True, help="the msakit checkpoint to write (.pt)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+    _arg(p, "--out", role=OUT_FILE, required=True, help="the msakit checkpoint to write (.pt)")
+    _add_overwrite(p)
+    _arg(p, "--set", role=TEXT, action="append", default=[], metavar="KEY=VALUE",
                    help="a setting of the reference that differs from the preset")
 
 
 def _add_predict_video_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--video", help="predict one video clip with the checkpoint's extractor "
+    _arg(p, "--video", role=IN_FILE, help="predict one video clip with the checkpoint's extractor "
                    "(checkpoints trained on 'msakit extract' files)")
-    p.add_argument("--text", help="the clip's transcript (default: pocketsphinx ASR, English)")
-    p.add_argument("--openface-csv", help="OpenFace 2.0 CSV of the clip (checkpoints trained on "
+    _arg(p, "--text", role=TEXT, help="the clip's transcript (default: pocketsphinx ASR, English)")
+    _arg(p, "--openface-csv", role=IN_FILE,
+         help="OpenFace 2.0 CSV of the clip (checkpoints trained on "
                    "--vision-features openface)")
 
 
@@ -684,17 +772,18 @@ def _add_extract_parsers(sub: argparse._SubParsersAction) -> None:
     from msakit.encoders.text import DEFAULT_TEXT_ENCODER
 
     p = sub.add_parser("extract", help="features of your own videos -> an MMSA feature file")
-    p.add_argument("clips", metavar="CLIPS.csv",
+    _arg(p, "clips", role=IN_FILE, metavar="CLIPS.csv",
                    help="id,video[,text][,label][,split]; video paths relative to the CSV")
-    p.add_argument("--out", required=True, help="output .npz (code-free MMSA layout)")
+    _arg(p, "--out", role=OUT_EXTRACT, required=True, help="output .npz (code-free MMSA layout)")
+    _add_overwrite(p)
     p.add_argument("--audio-features", default="egemaps", choices=["egemaps", "compare", "mfcc"],
                    help="openSMILE eGeMAPSv02 (25) or ComParE 2016 (65) LLDs, or librosa MFCCs "
                    "with deltas (39); 100 frames/s")
-    p.add_argument("--vision-features", nargs="+", metavar="KIND",
+    _arg(p, "--vision-features", role=TEXT, nargs="+", metavar="KIND",
                    help="'opencv' (default: Haar cascades, HOG, LBP) or 'openface DIR' "
                    "(OpenFace 2.0 CSVs named ID.csv)")
     p.add_argument("--fps", type=float, default=10.0, help="video frames sampled per second")
-    p.add_argument("--text-encoder", default=DEFAULT_TEXT_ENCODER,
+    _arg(p, "--text-encoder", role=ENCODER, default=DEFAULT_TEXT_ENCODER,
                    help="whose tokenizer writes text_bert (default: the packaged MiniLM)")
     p.add_argument("--max-length", type=int, default=50, help="tokens per text, with CLS/SEP")
     p.add_argument("--asr", choices=["pocketsphinx"],
@@ -706,27 +795,30 @@ def _add_extract_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-vision-frames", type=int, help="cut longer vision sequences")
     p.add_argument("--workers", type=int, default=1, help="extraction processes")
     p.add_argument("--resume", action="store_true", help="skip clips cached in OUT.cache/")
-    p.add_argument("--shard", metavar="I/N", help="extract rows I, I+N, ... only (msakit merge)")
+    _arg(p, "--shard", role=TEXT,
+         metavar="I/N", help="extract rows I, I+N, ... only (msakit merge)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("merge", help="join 'msakit extract --shard' parts into one file")
-    p.add_argument("parts", nargs="+", metavar="PART", help="files from extract --shard i/n")
-    p.add_argument("--out", required=True, help="output .npz")
+    _arg(p, "parts", role=IN_FILE, nargs="+", metavar="PART", help="files from extract --shard i/n")
+    _arg(p, "--out", role=OUT_MERGE, required=True, help="output .npz")
+    _add_overwrite(p)
 
 def _add_retokenize_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "retokenize", help="rewrite a feature file's token ids with another text encoder's "
         "tokenizer (from raw_text or a CSV id,text)",
     )
-    p.add_argument("file", help="MMSA feature file (.pkl or .npz)")
-    p.add_argument("--text-encoder", required=True,
+    _arg(p, "file", role=IN_FILE, help="MMSA feature file (.pkl or .npz)")
+    _arg(p, "--text-encoder", role=ENCODER, required=True,
                    help="hub name, folder or 'minilm' whose tokenizer to apply")
-    p.add_argument("--texts", metavar="CSV",
+    _arg(p, "--texts", role=IN_FILE, metavar="CSV",
                    help="texts to tokenise instead of raw_text: a CSV with columns id,text, one "
                    "row per sample (e.g. English translations of SIMS); they become raw_text")
     p.add_argument("--max-length", type=int,
                    help="text length of the output (default: the file's)")
-    p.add_argument("--out", required=True, help="output .npz (code-free; not the input)")
+    _arg(p, "--out", role=OUT_FILE, required=True, help="output .npz (code-free; not the input)")
+    _add_overwrite(p)
 
 
 _EXTRA_PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
@@ -754,6 +846,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:  # `msakit` alone: the usage and the command list
             parser.print_help()
             return 0
+        reads, writes = declared_paths(parser, args)  # before the command touches anything
+        check_plan(reads, writes, overwrite=getattr(args, "overwrite", False),
+                   resume=getattr(args, "resume", False))
         # CPU speed settings on, the user's --set after; a rerun keeps its saved settings.
         if args.command in _FAST_COMMANDS and not getattr(args, "config", None):
             args.set = [*CLI_SETTINGS, *args.set]

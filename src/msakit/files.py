@@ -4,8 +4,9 @@
   uniquely named temporary file in the target's folder, then rename it over the target. On any
   failure (disk full, EFBIG, permissions, Ctrl-C) the temporary file is removed and the previous
   file, if any, is left as it was; an ``OSError`` becomes one :class:`MsakitError` line.
-* :func:`check_distinct_output`: an output path may not be one of the command's inputs (nor an
-  existing folder), checked before anything is read or written.
+* :func:`check_distinct_output`: an output path may not be one of the command's inputs, nor
+  anything but a regular file or a new name, nor a file of a run (:mod:`msakit.safety`, where
+  every command's declared inputs and outputs are checked), before anything is read or written.
 * :class:`RunLock`: a kernel lock (``flock``) on a run folder's lock file, dropped by the
   operating system when the process ends however it ends; a second writer gets one error line
   naming the holder.
@@ -68,8 +69,7 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
     ``MsakitError("cannot write PATH: reason")``.
     """
     path = Path(path)
-    if path.is_dir():
-        raise MsakitError(f"cannot write {path}: it is a folder")
+    _check_replaceable(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -80,6 +80,7 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp
         os.chmod(tmp, _file_mode())
+        _check_replaceable(path)
         os.replace(tmp, path)
     except (OSError, RuntimeError) as exc:
         raise MsakitError(f"cannot write {path}: {_reason(exc)}") from None
@@ -90,6 +91,25 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
             pass
         except OSError:  # pragma: no cover - a folder that became unwritable meanwhile
             pass
+
+
+def _check_replaceable(path: Path) -> None:
+    """An atomic write replaces only a regular file (or creates a new name): never a folder,
+    a symbolic link (it would replace the link, not write its target), a FIFO or a device node
+    (``os.replace`` over ``/dev/null`` would remove the device)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as exc:
+        raise MsakitError(f"cannot write {path}: {_reason(exc)}") from None
+    if stat.S_ISDIR(mode) or (stat.S_ISLNK(mode) and path.is_dir()):
+        raise MsakitError(f"cannot write {path}: it is a folder")
+    if not stat.S_ISREG(mode):
+        kind = ("a symbolic link" if stat.S_ISLNK(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a file")
+        raise MsakitError(f"cannot write {path}: it is {kind}; msakit replaces only regular "
+                          "files")
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
@@ -121,36 +141,20 @@ def torch_save_atomic(obj: Any, path: str | os.PathLike[str]) -> Path:
 
 
 # --------------------------------------------------------------------------- outputs vs inputs
-def _same(a: Path, b: Path) -> bool:
-    try:
-        if a.exists() and b.exists():
-            return os.path.samefile(a, b)
-    except OSError:
-        pass
-    return os.path.realpath(a) == os.path.realpath(b)
-
-
 def check_distinct_output(
     out: str | os.PathLike[str] | None,
     inputs: Iterable[str | os.PathLike[str] | None],
     flag: str = "--out",
 ) -> None:
-    """Raise ``MsakitError`` if the output file ``out`` is one of ``inputs`` (same path, symlink
-    or hard link) or an existing folder. ``None`` entries are skipped; call it before anything
-    is read or written."""
+    """Raise ``MsakitError`` if the output file ``out`` is one of ``inputs`` (same file by
+    device and inode: symlinks and hard links too), an existing folder, FIFO, device or symbolic
+    link, or a file of an existing run (:func:`msakit.safety.check_output`). ``None`` entries
+    are skipped; call it before anything is read or written."""
     if out is None:
         return
-    out = Path(out)
-    if out.is_dir():
-        raise MsakitError(f"{flag} {out} is a folder; give a file name")
-    for item in inputs:
-        if item is None or not str(item):
-            continue
-        if _same(out, Path(item)):
-            raise MsakitError(
-                f"{flag} {out} is also an input ({item}); writing it would overwrite that input: "
-                "choose another output file"
-            )
+    from msakit.safety import Output, check_output
+
+    check_output(Output(flag, Path(out)), inputs)
 
 
 # --------------------------------------------------------------------------- run-folder lock

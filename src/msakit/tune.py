@@ -153,6 +153,39 @@ def _open_storage(url: str):
     raise AssertionError("unreachable")
 
 
+# --------------------------------------------------------------------------- trial folders
+def study_folder(study_name: str) -> str:
+    """The folder (in ``--out``) of a study's trial folders: its name, or, for a name that is
+    not a plain folder name, the name's safe characters and a hash of it (two studies never
+    share one)."""
+    import hashlib
+    import re
+
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", study_name):
+        return study_name
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", study_name).strip("._")[:60] or "study"
+    return f"{slug}-{hashlib.sha1(study_name.encode()).hexdigest()[:10]}"
+
+
+def _check_trial_folders(sweep: _Sweep, the_study) -> None:
+    """Refuse (unless ``overwrite``) trial folders holding runs of trials the study does not
+    have: another storage's study of the same name wrote them, and trial numbers start again
+    at 0. The folders are listed before the study's trials are read, so a trial another worker
+    started meanwhile is known."""
+    from msakit.safety import run_kind
+
+    folders = sorted(sweep.trials_dir.glob("trial-*")) if sweep.trials_dir else []
+    folders = [f for f in folders if run_kind(f) is not None]
+    known = {t.number for t in the_study.get_trials(deepcopy=False)}
+    stale = [f for f in folders if f.name.removeprefix("trial-") not in map(str, known)]
+    if stale and not sweep.overwrite:
+        raise MsakitError(
+            f"{stale[0]} holds a run of no trial of study {the_study.study_name!r} in this "
+            "storage (a study of the same name elsewhere?); add --overwrite to let the new "
+            "trials replace such folders, or choose another --out or --study"
+        )
+
+
 # --------------------------------------------------------------------------- tune
 @dataclass(frozen=True)
 class _Sweep:
@@ -174,6 +207,14 @@ class _Sweep:
     keep_checkpoints: int
     dataset_flags: list[str] = field(default_factory=list)
     """The retrain command's data set flags (:func:`_dataset_flags`)."""
+    trials_dir: Path | None = None
+    """The study's folder of trial folders, ``out/STUDY`` (:func:`study_folder`)."""
+    overwrite: bool = False
+    """Whether a trial may replace a run that a trial folder already holds (one left by a
+    study of the same name in another storage)."""
+
+    def trial_folder(self, number: int) -> Path:
+        return (self.trials_dir or self.out) / f"trial-{number}"
 
 
 def tune(
@@ -195,28 +236,33 @@ def tune(
     quiet: bool = False,
     preset: str = "paper",
     keep_checkpoints: int = 1,
+    overwrite: bool = False,
 ) -> TuneResult:
     """Run ``trials`` trials of the study (see the module docstring); return the summary.
 
     ``overrides`` (``key=value``) are fixed for every trial; the search space's values come
     on top. ``pruner`` replaces the default ``MedianPruner``. ``keep_checkpoints``: how many of
-    the study's best trials keep their ``best.pt`` (0: none).
+    the study's best trials keep their ``best.pt`` (0: none). Trial K of study S trains in
+    ``out/S/trial-K``; a trial folder that holds a run the study does not know (a study of the
+    same name in another storage) is refused before any trial runs, unless ``overwrite``.
     """
     from msakit.training.inputs import load_inputs
 
     sweep = _Sweep(model=model, dataset=dataset, data=data, trials=trials, out=Path(out),
                    epochs=epochs, text_encoder=text_encoder, batch=batch,
                    base=list(overrides or []), adapters=adapters, seed=seed, preset=preset,
-                   keep_checkpoints=keep_checkpoints)
+                   keep_checkpoints=keep_checkpoints, overwrite=overwrite)
     config, space = _check_request(sweep, storage)
     # Loaded once for every trial of this worker, before any study exists.
     loaded = load_inputs(config, data)
     sweep.out.mkdir(parents=True, exist_ok=True)
     storage = storage or default_storage(sweep.out)
     study_name = study or f"msakit-{model}-{config.dataset}"
-    sweep = dataclasses.replace(sweep, dataset_flags=_dataset_flags(config.spec, sweep.out))
+    sweep = dataclasses.replace(sweep, dataset_flags=_dataset_flags(config.spec, sweep.out),
+                                trials_dir=sweep.out / study_folder(study_name))
     with _optuna_logging(quiet):
         the_study = _create_study(storage, study_name, pruner)
+        _check_trial_folders(sweep, the_study)
         train_seed = int(seed) if seed is not None else config.seeds[0]
         objective = _objective(sweep, space, loaded, train_seed)
         write_summary = _summary_writer(sweep, storage, study_name)
@@ -339,7 +385,7 @@ def _objective(sweep: _Sweep, space: dict[str, tuple], loaded, train_seed: int):
 
     def objective(trial) -> float:
         sets = [*sweep.base, *_as_set(suggest(trial, space))]
-        folder = sweep.out / f"trial-{trial.number}"
+        folder = sweep.trial_folder(trial.number)
         trial.set_user_attr("set", sets)
         trial.set_user_attr("folder", str(folder))
         best = [float("inf")]
@@ -358,7 +404,7 @@ def _objective(sweep: _Sweep, space: dict[str, tuple], loaded, train_seed: int):
                 sweep.model, sweep.dataset, sweep.data, text_encoder=sweep.text_encoder,
                 seeds=[train_seed], epochs=sweep.epochs, batch=sweep.batch, out=folder,
                 overrides=sets, adapters=sweep.adapters, quiet=True,
-                hooks=TrainerHooks(on_epoch_end=on_epoch_end), overwrite=True,
+                hooks=TrainerHooks(on_epoch_end=on_epoch_end), overwrite=sweep.overwrite,
                 preset=sweep.preset, loaded=loaded, save_last=False,
             )
         except TrainingDiverged as exc:  # a sampled setting too aggressive: not a crash
@@ -383,7 +429,7 @@ def _summary_writer(sweep: _Sweep, storage: str, study_name: str):
             summary = _summary(the_study, sweep, storage=storage, study_name=study_name)
             if summary is not None:
                 write_text_atomic(sweep.out / SUMMARY, yaml.safe_dump(summary, sort_keys=False))
-            _prune_checkpoints(the_study, sweep.out, sweep.keep_checkpoints)
+            _prune_checkpoints(the_study, sweep, sweep.keep_checkpoints)
         return summary
 
     return write_summary
@@ -399,7 +445,7 @@ def kept_trials(the_study, keep: int) -> set[int]:
     return {t.number for t in ranked[:keep]}
 
 
-def _prune_checkpoints(the_study, out: Path, keep: int) -> None:
+def _prune_checkpoints(the_study, sweep: _Sweep, keep: int) -> None:
     """Delete ``last.pt`` of every finished trial and ``best.pt`` of every finished trial not
     among the ``keep`` best (a running trial, maybe another worker's, is left alone: it still
     writes and reads its checkpoints). Only this worker's ``out`` is touched."""
@@ -407,7 +453,7 @@ def _prune_checkpoints(the_study, out: Path, keep: int) -> None:
     for trial in the_study.get_trials(deepcopy=False):
         if not trial.state.is_finished():
             continue
-        folder = out / f"trial-{trial.number}"
+        folder = sweep.trial_folder(trial.number)
         _remove(folder.glob("seed-*/last.pt"))
         if trial.number not in kept:
             _remove(folder.glob("seed-*/best.pt"))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import math
 import os
 import re
@@ -43,7 +44,8 @@ from msakit.extract.settings import (
     encode_metadata,
     package_versions,
 )
-from msakit.files import RunLock, write_atomic
+from msakit.files import RunLock, write_atomic, write_text_atomic
+from msakit.safety import Output, check_plan, inputs, open_input
 
 DEFAULT_SPLIT_RATIO = (0.8, 0.1, 0.1)
 
@@ -112,7 +114,7 @@ def read_clips(
 def _read_table(path: Path) -> tuple[dict[str, int], list[list[str]]]:
     """The CSV's columns (``{name: index}``, names lower-cased) and its non-empty data rows."""
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
+        with open_input(path, newline="", encoding="utf-8-sig") as f:
             rows = list(csv.reader(f))
     except FileNotFoundError:
         raise MsakitError(f"{path}: no such file") from None
@@ -299,9 +301,12 @@ def extract_corpus(
     resume: bool = False,
     shard: tuple[int, int] | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> ExtractResult:
     """Extract every clip of ``csv_path`` (or one shard of them) into ``out`` (see the module
-    docstring). Bad input raises :class:`MsakitError` before anything is written."""
+    docstring). Bad input raises :class:`MsakitError` before anything is written: ``out`` and
+    its failures CSV may be none of the inputs (the CSV, a listed video, an OpenFace CSV) and
+    exist only with ``overwrite`` (:func:`msakit.safety.check_plan`)."""
     from msakit.extract.text import Tokenizer
 
     settings = settings or ExtractorSettings()
@@ -309,6 +314,12 @@ def extract_corpus(
     _check_request(csv_path, out, settings, openface_dir=openface_dir, workers=workers)
     clips = read_clips(csv_path, split_ratio=split_ratio, seed=seed,
                        need_text=settings.asr is None)
+    check_plan(
+        [*inputs("clips CSV", [csv_path]), *inputs("video", [c.video for c in clips]),
+         *inputs("--vision-features openface", [openface_dir], "folder")],
+        [Output("--out", out), Output("--out (its failures CSV)", failures_path(out)),
+         Output("--out (its cache)", cache_path(out), "folder")], overwrite=overwrite,
+    )
     if shard is not None:
         index, count = shard
         clips = [c for c in clips if c.row % count == index - 1]
@@ -316,7 +327,7 @@ def extract_corpus(
     # Check the extractors load here, once, before any worker starts (one clear error line).
     _init_worker(settings, None if openface_dir is None else str(openface_dir))
     record_settings = settings.to_dict(tokenizer.vocab_size)
-    work = _Work(cache=out.with_name(out.name + ".cache"),
+    work = _Work(cache=cache_path(out),
                  fingerprint=encode_metadata(record_settings).item(), settings=settings,
                  openface_dir=openface_dir, workers=workers)
     with RunLock(work.cache):  # one writer per --out (two shards into one file lose one)
@@ -561,14 +572,20 @@ def failures_path(out: Path) -> Path:
     return out.with_name(out.stem + ".failures.csv")
 
 
+def cache_path(out: Path) -> Path:
+    """The folder of per-clip features (``--resume`` reads it)."""
+    return out.with_name(out.name + ".cache")
+
+
 def write_failures(out: Path, failures: list[tuple[str, str, str]]) -> None:
     """``OUT.failures.csv`` (id, video, reason) when clips failed; a stale one is removed."""
     path = failures_path(out)
     if not failures:
         path.unlink(missing_ok=True)
         return
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["id", "video", "reason"])
-        writer.writerows(failures)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["id", "video", "reason"])
+    writer.writerows(failures)
+    write_text_atomic(path, buf.getvalue())
 

@@ -16,6 +16,7 @@ from msakit.data.mmsa import SPLITS
 from msakit.data.safe_format import is_zip
 from msakit.errors import MsakitError
 from msakit.extract.settings import METADATA_KEY, describe, read_metadata
+from msakit.safety import open_input
 
 _SEQUENCES = {"audio": "audio_lengths", "vision": "vision_lengths"}
 
@@ -27,8 +28,12 @@ def merge(parts: list[str | os.PathLike[str]], out: str | os.PathLike[str]) -> d
     if not parts:
         raise MsakitError("merge needs at least one part")
     out = Path(out)
-    if any(Path(p).resolve() == out.resolve() for p in parts):
-        raise MsakitError(f"{out}: the output would overwrite one of the parts")
+    from msakit.extract.corpus import failures_path
+    from msakit.files import check_distinct_output
+
+    read = [*parts, *(failures_path(Path(p)) for p in parts)]
+    check_distinct_output(out, read)  # nor a link to one, a FIFO, a run's file
+    check_distinct_output(failures_path(out), read, "--out (its failures CSV)")
     if not out.parent.resolve().is_dir():
         raise MsakitError(f"{out}: folder {out.parent} does not exist")
     records, contents = _read_parts(parts)
@@ -141,6 +146,6 @@ def _failures_of(parts: list[str | os.PathLike[str]]) -> list[tuple[str, ...]]:
     for part in parts:
         path = failures_path(Path(part))
         if path.is_file():
-            with open(path, newline="") as f:
+            with open_input(path, newline="") as f:
                 failures += [tuple(r) for r in list(csv.reader(f))[1:] if r]
     return failures

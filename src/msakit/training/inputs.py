@@ -31,6 +31,7 @@ from msakit.errors import MsakitError
 from msakit.files import write_text_atomic
 from msakit.models.base import Dims, MSAModel
 from msakit.models.registry import create_model, model_spec
+from msakit.safety import Input, check_input
 from msakit.training.device import amp_mode, autocast_settings
 from msakit.training.distributed import DistContext
 
@@ -159,6 +160,7 @@ def prepare_run(
     line naming the problem."""
     if not str(data):
         raise MsakitError("no data file given (--data FILE)")
+    check_input(Input("--data", Path(data)))  # a FIFO or a device: one line, not a hang
     if config.batch_size < ctx.world_size:
         raise MsakitError(
             f"global batch {config.batch_size} is smaller than the {ctx.world_size} ranks"

@@ -64,6 +64,7 @@ from msakit.files import RunLock, torch_save_atomic, write_text_atomic
 from msakit.models.base import MSAModel
 from msakit.models.conki import CONKI_PRETRAIN
 from msakit.models.registry import preset
+from msakit.safety import Output, check_plan, inputs
 from msakit.training import distributed
 from msakit.training.inputs import build_model, prepare_run, write_run_config
 from msakit.training.trainer import Trainer
@@ -175,13 +176,18 @@ def pretrain_adapters(
     seed: int | None = None,
     quiet: bool = False,
     preset: str = "paper",
+    overwrite: bool = False,
 ) -> PretrainResult:
     """Stage 1: pretrain ConKI's adapters for target ``dataset`` on the external file ``data``.
 
     Writes ``out/adapters.pt`` (see the module docstring), ``out/config.yaml`` (the stage-1
     configuration) and ``out/stage1/`` (the Trainer's ``best.pt`` with the adapter and
-    audio/vision encoder weights, and ``history.json``). Validates everything before writing.
+    audio/vision encoder weights, and ``history.json``). Validates everything before writing:
+    a folder holding another command's run (a training run) is refused, one holding earlier
+    adapters only with ``overwrite`` (:func:`msakit.safety.check_plan`).
     """
+    check_plan(inputs("--data", [data]), [Output("--out", Path(out), "adapters")],
+               overwrite=overwrite)
     ctx = distributed.setup()
     try:
         config, warmup_epochs = stage1_config(

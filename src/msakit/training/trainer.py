@@ -648,7 +648,7 @@ class Trainer:
         if not self.log_steps.exists():
             return
         keep = []
-        for line in self.log_steps.read_text().splitlines():
+        for line in self.log_steps.read_text(errors="replace").splitlines():
             try:
                 entry = json.loads(line)
                 seed, step = entry.get("seed", self.seed), int(entry["step"])
