@@ -714,7 +714,7 @@ def _convert_split(
     n = d["text_bert"].shape[0]
     if "id" in d:
         try:
-            ids = np.array([_as_text(x) for x in d["id"]], dtype=str)
+            ids = _text_array(d["id"], where, "id")
         except (TypeError, ValueError) as e:
             where.fail("id", f"ids are not strings ({e})")
         where.ids = ids
@@ -723,7 +723,7 @@ def _convert_split(
         ids = np.array([f"{prefix}{i}" for i in range(n)], dtype=str)
     raw_text = None
     if "raw_text" in d:  # kept to check the token ids against a tokenizer (msakit.data.tokens)
-        raw_text = np.array([_as_text(x) for x in d["raw_text"]], dtype=str)
+        raw_text = _text_array(d["raw_text"], where, "raw_text")
 
     text_bert = _convert_text_bert(d.pop("text_bert"), where, vocab_size)
     text = _text_features(d, where, text_features)
@@ -771,6 +771,22 @@ def _text_features(d: dict[str, Any], where: _Where, wanted: bool) -> np.ndarray
     text = _float32(text)
     _check_finite(text, where, "text", zero_neg_inf=False)
     return text if wanted else None
+
+
+# A fixed-width text array may hold at most this many times the characters of its texts, plus
+# the allowance (one 10^6-character id among 10^6 short ones would otherwise take 4 TB).
+_TEXT_WASTE = 16
+_TEXT_ALLOWANCE = 1 << 24
+
+
+def _text_array(values: Any, where: _Where, key: str) -> np.ndarray:
+    """``values`` as a NumPy unicode array (fixed width: the longest text's)."""
+    texts = [_as_text(x) for x in values]
+    width = max(map(len, texts), default=0)
+    if len(texts) * width > _TEXT_WASTE * sum(map(len, texts)) + _TEXT_ALLOWANCE:
+        where.fail(key, f"a text of {width:,} characters among {len(texts):,} short ones: as a "
+                        f"fixed-width array they would take {4 * len(texts) * width:,} bytes")
+    return np.array(texts, dtype=str)
 
 
 def _as_text(x: Any) -> str:

@@ -232,11 +232,13 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _kind(value: Any) -> str:
+    """``value``'s type for an error line: 'an int', 'a dict', 'the callable dtype'."""
     if isinstance(value, _Callable):
         return f"the callable {value.kind}"
     if isinstance(value, np.dtype):
         return "a bare dtype"
-    return f"a {type(value).__name__}"
+    name = type(value).__name__
+    return f"{'an' if name[:1] in 'aeiou' else 'a'} {name}"
 
 
 class _Reader:
@@ -547,6 +549,9 @@ def _key(value: Any) -> Any:
     made to collide (a file choosing colliding keys would make loading quadratic)."""
     if type(value) in (str, bytes, bool) or (type(value) is int and abs(value) < _HASH_SAFE):
         return value
+    if type(value) is int:
+        raise _Refused("an integer of 2**61 or more as a dict key or set item (such keys can "
+                       "be chosen to collide)")
     raise _Refused(f"{_kind(value)} as a dict key or set item")
 
 
@@ -610,7 +615,7 @@ def _op_build(r: _Reader) -> None:
     elif node.pending == "array":
         _build_ndarray(r, node, state)
     else:
-        raise _Refused(f"a BUILD (sets the state) of {_kind(node.value)}")
+        raise _Refused(f"a BUILD (a state set) on {_kind(node.value)}")
 
 
 def _op_refused(r: _Reader, what: str) -> None:
@@ -824,7 +829,7 @@ def _reduce_bytearray(r: _Reader, args: _Node) -> _Node:
     if not a:
         return r.new(bytearray())
     if len(a) != 1 or type(a[0]) not in (bytes, bytearray):
-        raise _Refused(f"bytearray of {_kind(a[0]) if a else 'nothing'} (only of bytes)")
+        raise _Refused(f"bytearray({_kind(a[0])}) (only a copy of bytes the file holds)")
     return r.new(bytearray(a[0]), len(a[0]))
 
 
