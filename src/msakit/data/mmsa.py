@@ -21,11 +21,12 @@ key                        shape           notes
 :func:`load_feature_file` reads msakit's npz (:mod:`msakit.data.safe_format`) as a memory map:
 the audio and vision arrays stay in the file (read-only :class:`numpy.memmap`), the small arrays
 are read into memory, and every check runs over the mapped arrays in chunks read from the file,
-so memory does not grow with the data. A pickle (told from an npz by its magic bytes, read by the
-restricted unpickler of :mod:`msakit.data.safe_pickle`) is read into memory once, converting
-features to float32 and token ids to int64 key by key (a float64 MOSEI audio array alone is
-4.8 GB), validated, and written as an npz to :func:`cache_dir`, which later loads map while the
-pickle is unchanged (:func:`_load_pickle`). Everything is validated before returning. Every
+so memory does not grow with the data. A pickle (told from an npz by its magic bytes, read by
+msakit's own pickle reader, :mod:`msakit.data.safe_pickle`, which rebuilds arrays itself and
+hands nothing of the file to NumPy) is read into memory once, converting features to float32
+and token ids to int64 key by key (a float64 MOSEI audio array alone is 4.8 GB), validated, and
+written as an npz to :func:`cache_dir`, which later loads map while the pickle holds the same
+bytes (:func:`_load_pickle`). Everything is validated before returning. Every
 problem is a :class:`~msakit.errors.MsakitError` with one line naming the file, split, key and the
 first bad sample, e.g. ``data.pkl: split 'valid', key 'audio': NaN at sample 17 (id 'abc$_3')``.
 
@@ -176,8 +177,8 @@ def load_feature_file(
     ``labelled=False``); everything else is checked as always.
 
     The format is told from the file's first bytes (zip = npz, anything else = pickle), not its
-    name. Pickles are read by :mod:`msakit.data.safe_pickle`'s restricted unpickler, which
-    rebuilds only containers, strings, numbers and NumPy arrays: reading a file runs no code.
+    name. Pickles are read by :mod:`msakit.data.safe_pickle`, which rebuilds only containers,
+    strings, numbers and NumPy arrays, itself: reading a file runs no code.
     ``vocab_size``, when given, bounds the token ids (``0 <= id < vocab_size``).
     ``text_features``: the file's ``text`` key is required and kept (models that read
     precomputed text features).
