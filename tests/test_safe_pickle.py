@@ -12,6 +12,7 @@
   within :data:`RSS_SLACK` of the same command on a genuine file of the same shape.
 - Each cap (decoded bytes, elements, depth) refuses what exceeds it and passes the same content
   stored without sharing; any prefix or byte mutation of a genuine file loads or is refused.
+- The validator turns no short list of ids into a huge fixed-width array.
 - The cache keys on content: a file replaced by another of the same size and modification time
   is read anew.
 - One reader: no module of msakit unpickles by any other route.
@@ -328,6 +329,18 @@ def test_any_prefix_or_byte_change_of_a_genuine_file_loads_or_is_one_error(name)
             restricted_load(data, "F")
         except MsakitError as e:
             assert str(e).startswith("F: ") and "\n" not in str(e)
+
+
+def test_one_very_long_id_among_many_short_ones_is_one_line(tmp_path):
+    """Fixed-width unicode would make 20,001 ids of which one has 10^6 characters 80 GB."""
+    data = corpus.mmsa((20_001, 2, 2))
+    data["train"]["id"][7] = "x" * 1_000_000
+    path = tmp_path / "long-id.pkl"
+    path.write_bytes(pickle.dumps(data, 4))
+    with pytest.raises(MsakitError) as info:
+        load_feature_file(path)
+    assert str(info.value).startswith(f"{path}: split 'train', key 'id': a text of 1,000,000 "
+                                      "characters among 20,001")
 
 
 # --------------------------------------------------------------------------- the cache
