@@ -21,11 +21,12 @@ key                        shape           notes
 :func:`load_feature_file` reads msakit's npz (:mod:`msakit.data.safe_format`) as a memory map:
 the audio and vision arrays stay in the file (read-only :class:`numpy.memmap`), the small arrays
 are read into memory, and every check runs over the mapped arrays in chunks read from the file,
-so memory does not grow with the data. A pickle (told from an npz by its magic bytes, read by the
-restricted unpickler of :mod:`msakit.data.safe_pickle`) is read into memory once, converting
-features to float32 and token ids to int64 key by key (a float64 MOSEI audio array alone is
-4.8 GB), validated, and written as an npz to :func:`cache_dir`, which later loads map while the
-pickle is unchanged (:func:`_load_pickle`). Everything is validated before returning. Every
+so memory does not grow with the data. A pickle (told from an npz by its magic bytes, read by
+msakit's own pickle reader, :mod:`msakit.data.safe_pickle`, which rebuilds arrays itself and
+hands nothing of the file to NumPy) is read into memory once, converting features to float32
+and token ids to int64 key by key (a float64 MOSEI audio array alone is 4.8 GB), validated, and
+written as an npz to :func:`cache_dir`, which later loads map while the pickle holds the same
+bytes (:func:`_load_pickle`). Everything is validated before returning. Every
 problem is a :class:`~msakit.errors.MsakitError` with one line naming the file, split, key and the
 first bad sample, e.g. ``data.pkl: split 'valid', key 'audio': NaN at sample 17 (id 'abc$_3')``.
 
@@ -41,7 +42,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
 import sys
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -177,8 +177,8 @@ def load_feature_file(
     ``labelled=False``); everything else is checked as always.
 
     The format is told from the file's first bytes (zip = npz, anything else = pickle), not its
-    name. Pickles are read by :mod:`msakit.data.safe_pickle`'s restricted unpickler, which
-    rebuilds only containers, strings, numbers and NumPy arrays: reading a file runs no code.
+    name. Pickles are read by :mod:`msakit.data.safe_pickle`, which rebuilds only containers,
+    strings, numbers and NumPy arrays, itself: reading a file runs no code.
     ``vocab_size``, when given, bounds the token ids (``0 <= id < vocab_size``).
     ``text_features``: the file's ``text`` key is required and kept (models that read
     precomputed text features).
@@ -310,13 +310,63 @@ def converted_path(path: str) -> str:
     return os.path.join(cache_dir(), f"{stem}-{digest}.npz")
 
 
-def _source_stamp(path: str, text_features: bool) -> str:
-    st = os.stat(path)
-    return json.dumps(
-        {"path": os.path.realpath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-         "text": text_features},
-        sort_keys=True,
-    )
+_HASH_CHUNK = 1 << 20
+
+
+def _new_digest() -> Any:
+    """The content hash of the cache: BLAKE2b, 256 bits (hashlib; no dependency)."""
+    return hashlib.blake2b(digest_size=32)
+
+
+def content_digest(path: str | os.PathLike[str]) -> str:
+    """The hex BLAKE2b-256 of the file's bytes, read in 1 MiB chunks (``OSError`` if it cannot
+    be read)."""
+    digest = _new_digest()
+    buffer = bytearray(_HASH_CHUNK)
+    view = memoryview(buffer)
+    with open(path, "rb") as f:
+        while n := f.readinto(buffer):
+            digest.update(view[:n])
+    return digest.hexdigest()
+
+
+class _Digesting:
+    """A binary file whose bytes also go into ``digest`` as they are read."""
+
+    def __init__(self, f: Any, digest: Any) -> None:
+        self.f, self.digest = f, digest
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n)
+        self.digest.update(data)
+        return data
+
+    def readline(self, limit: int = -1) -> bytes:
+        data = self.f.readline(limit)
+        self.digest.update(data)
+        return data
+
+
+def _digest_rest(source: _Digesting, path: str) -> None:
+    """Hash what follows the pickle (pickle ignores it; the content is the whole file)."""
+    try:
+        while source.read(_HASH_CHUNK):
+            pass
+    except OSError as e:
+        raise MsakitError(f"{path}: cannot read: {e.strerror or e}") from None
+
+
+def _size_of(f: Any, path: str) -> int:
+    try:
+        return os.fstat(f.fileno()).st_size
+    except OSError as e:
+        raise MsakitError(f"{path}: cannot read: {e.strerror or e}") from None
+
+
+def _source_stamp(digest: str, text_features: bool) -> str:
+    """What a converted copy records of its pickle: the content's hash (not its path, size or
+    modification time, which a replaced file can share) and whether it holds ``text``."""
+    return json.dumps({"blake2b": digest, "text": text_features}, sort_keys=True)
 
 
 def _has_text(raw: Any) -> bool:
@@ -339,15 +389,17 @@ def _load_pickle(path: str, vocab_size: int | None, *, prediction: bool = False,
                  text_features: bool = False) -> FeatureFile:
     """A pickle, through its converted (memory-mappable) npz copy in :func:`cache_dir`.
 
-    The copy records the pickle's real path, size and modification time; it is reused while
-    they match and rewritten otherwise. Converting reads the whole pickle into memory once
-    (validated as always, so errors name the pickle); later loads map the copy. When no copy can
-    be written (the cache folder is not writable), the pickle is loaded into memory as before.
-    The copy holds the ``text`` features only when they were asked for (they are large: 3.5 GB
-    for MOSEI); a copy with them also serves loads that do not ask.
+    The copy records the BLAKE2b hash of the pickle's bytes (:func:`content_digest`, hashed as
+    they are converted); it is reused while the pickle's content hashes the same and rewritten
+    otherwise, so a file replaced by another of the same size and modification time is read
+    anew. Converting reads the whole pickle into memory once (validated as always, so errors
+    name the pickle); later loads hash the pickle and map the copy. When no copy can be written
+    (the cache folder is not writable), the pickle is loaded into memory as before. The copy
+    holds the ``text`` features only when they were asked for (they are large: 3.5 GB for
+    MOSEI); a copy with them also serves loads that do not ask.
     """
     try:
-        stamp = _source_stamp(path, text_features)
+        digest = content_digest(path)
     except OSError:
         return _validate(_read(path), path, vocab_size, prediction=prediction,
                          text_features=text_features)  # _read reports the problem
@@ -356,38 +408,50 @@ def _load_pickle(path: str, vocab_size: int | None, *, prediction: bool = False,
         recorded = read_extra(copy, _SOURCE_KEY) if os.path.isfile(copy) else None
     except Exception:  # an unreadable copy is rewritten
         recorded = None
-    usable = {stamp, _source_stamp(path, True)}
+    usable = {_source_stamp(digest, text_features), _source_stamp(digest, True)}
     if recorded is None or str(recorded) not in usable:
-        raw = _read(path)
+        hashed = _new_digest()
+        raw = _read(path, digest=hashed)
         ff = _validate(raw, path, vocab_size, prediction=prediction, text_features=text_features)
         content = {}
         for name, split in ff.splits.items():
             extra = {k: raw[name][k] for k in METADATA_KEYS[1:] if k in raw[name]}
             content[name] = {**split_to_mmsa(split), **extra}
         del raw
-        try:
-            os.makedirs(os.path.dirname(copy), exist_ok=True)
-            save_npz(content, copy, extra={_SOURCE_KEY: np.array(stamp)})
-        except (OSError, MsakitError) as e:
-            print(
-                f"note: could not write a memory-mappable copy of {path} to {copy} "
-                f"({e}); the data stay in memory (set {CACHE_ENV} to a writable folder)",
-                file=sys.stderr,
-            )
+        stamp = _source_stamp(hashed.hexdigest(), text_features)
+        if not _write_copy(content, copy, path, stamp):
             return ff
-        print(
-            f"note: converted {path} once to {copy} (memory-mapped from now on; reused while "
-            f"{os.path.basename(path)} is unchanged; set {CACHE_ENV} to move it)",
-            file=sys.stderr,
-        )
         del ff, content
     return _validate(_read(copy), path, vocab_size, prediction=prediction,
                      text_features=text_features)  # messages name the pickle
 
 
-def _read(path: str, *, mmap: bool = True) -> Any:
+def _write_copy(content: dict[str, Any], copy: str, path: str, stamp: str) -> bool:
+    """Write the converted copy (one ``note:`` line); False, with a note, if it cannot be."""
+    try:
+        os.makedirs(os.path.dirname(copy), exist_ok=True)
+        save_npz(content, copy, extra={_SOURCE_KEY: np.array(stamp)})
+    except (OSError, MsakitError) as e:
+        print(
+            f"note: could not write a memory-mappable copy of {path} to {copy} "
+            f"({e}); the data stay in memory (set {CACHE_ENV} to a writable folder)",
+            file=sys.stderr,
+        )
+        return False
+    print(
+        f"note: converted {path} once to {copy} (memory-mapped from now on; reused while "
+        f"{os.path.basename(path)} holds the same bytes; set {CACHE_ENV} to move it)",
+        file=sys.stderr,
+    )
+    return True
+
+
+def _read(path: str, *, mmap: bool = True, digest: Any = None) -> Any:
     """The file's content: a dict for npz (numeric arrays memory-mapped unless ``mmap`` is
-    False), whatever the pickle holds otherwise."""
+    False), whatever the pickle holds otherwise (read by :func:`restricted_load`, the one
+    pickle reader of every route: ``load_feature_file``, ``convert_to_npz``, the cache,
+    ``retokenize``). ``digest``: a hashlib object that receives every byte of a pickle read,
+    so that the cache records the content it converted."""
     try:
         f = open(path, "rb")
     except FileNotFoundError:
@@ -406,23 +470,10 @@ def _read(path: str, *, mmap: bool = True) -> Any:
             raise MsakitError(f"{path}: the file is empty")
         if is_zip(head):
             return read_npz(f, path, mmap=mmap)
-        try:
-            data = restricted_load(f, path)
-        except MsakitError:
-            raise
-        except EOFError:
-            raise MsakitError(f"{path}: the file is truncated (ended inside the pickle)") from None
-        except pickle.UnpicklingError as e:
-            if "truncated" in str(e):
-                raise MsakitError(f"{path}: the file is truncated ({e})") from None
-            raise MsakitError(
-                f"{path}: not an MMSA pickle or msakit npz feature file (UnpicklingError: {e})"
-            ) from None
-        except Exception as e:  # pickle.load can raise almost anything on bad input
-            raise MsakitError(
-                f"{path}: cannot unpickle the file; it is corrupt or not an MMSA feature file "
-                f"({type(e).__name__}: {e})"
-            ) from None
+        source = f if digest is None else _Digesting(f, digest)
+        data = restricted_load(source, path, size=_size_of(f, path))
+        if digest is not None:
+            _digest_rest(source, path)
     return data
 
 
@@ -664,7 +715,7 @@ def _convert_split(
     n = d["text_bert"].shape[0]
     if "id" in d:
         try:
-            ids = np.array([_as_text(x) for x in d["id"]], dtype=str)
+            ids = _text_array(d["id"], where, "id")
         except (TypeError, ValueError) as e:
             where.fail("id", f"ids are not strings ({e})")
         where.ids = ids
@@ -673,7 +724,7 @@ def _convert_split(
         ids = np.array([f"{prefix}{i}" for i in range(n)], dtype=str)
     raw_text = None
     if "raw_text" in d:  # kept to check the token ids against a tokenizer (msakit.data.tokens)
-        raw_text = np.array([_as_text(x) for x in d["raw_text"]], dtype=str)
+        raw_text = _text_array(d["raw_text"], where, "raw_text")
 
     text_bert = _convert_text_bert(d.pop("text_bert"), where, vocab_size)
     text = _text_features(d, where, text_features)
@@ -721,6 +772,22 @@ def _text_features(d: dict[str, Any], where: _Where, wanted: bool) -> np.ndarray
     text = _float32(text)
     _check_finite(text, where, "text", zero_neg_inf=False)
     return text if wanted else None
+
+
+# A fixed-width text array may hold at most this many times the characters of its texts, plus
+# the allowance (one 10^6-character id among 10^6 short ones would otherwise take 4 TB).
+_TEXT_WASTE = 16
+_TEXT_ALLOWANCE = 1 << 24
+
+
+def _text_array(values: Any, where: _Where, key: str) -> np.ndarray:
+    """``values`` as a NumPy unicode array (fixed width: the longest text's)."""
+    texts = [_as_text(x) for x in values]
+    width = max(map(len, texts), default=0)
+    if len(texts) * width > _TEXT_WASTE * sum(map(len, texts)) + _TEXT_ALLOWANCE:
+        where.fail(key, f"a text of {width:,} characters among {len(texts):,} short ones: as a "
+                        f"fixed-width array they would take {4 * len(texts) * width:,} bytes")
+    return np.array(texts, dtype=str)
 
 
 def _as_text(x: Any) -> str:
