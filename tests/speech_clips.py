@@ -32,9 +32,9 @@ def words(text: str) -> list[str]:
 def speech_video(path: Path, parts: list[np.ndarray | float], position=(40, 20),
                  face_until: float = float("inf")) -> tuple[Path, list[tuple[float, float]]]:
     """A clip of ``parts`` (samples, or seconds of silence) one after the other, the face at
-    ``position`` until ``face_until`` seconds (blank frames after); and the (start, end) in seconds of the voice (samples above 1 %
-    of full scale) of every speech part. The audio is padded with silence to a whole number of
-    video frames."""
+    ``position`` until ``face_until`` seconds (blank frames after); and the (start, end) in
+    seconds of the voice (samples above 1 % of full scale) of every speech part. The audio
+    is padded with silence to a whole number of video frames."""
     pieces, spans, t = [], [], 0
     for part in parts:
         if np.isscalar(part):

@@ -759,7 +759,8 @@ def _add_analyze_parser(sub: argparse._SubParsersAction) -> None:
                    help="a checkpoint (or run folder) trained on an 'msakit extract' file")
     p.add_argument("--out", required=True, help="output folder: OUT/NAME/timeline.* per video")
     p.add_argument("--segments", default="vad", choices=["vad", "asr"],
-                   help="utterances from Silero voice activity, or Whisper's segments")
+                   help="utterances from Silero voice activity, or Whisper's words joined across "
+                   "pauses shorter than --merge-gap")
     p.add_argument("--min-seconds", type=float, default=1.0, help="shortest utterance kept")
     p.add_argument("--max-seconds", type=float, default=15.0,
                    help="longer speech is cut (at a pause when VAD finds one)")

@@ -1,13 +1,14 @@
 """``msakit analyze VIDEO... --checkpoint CK``: long videos as sentiment timelines.
 
-Each video is decoded once (16 kHz audio; every sampled frame described by the checkpoint's
-face extractor as it is decoded) and split into utterances: Silero VAD's speech stretches
-(``segments="vad"``) or Whisper's segments of the whole recording (``segments="asr"``), shaped
-by :class:`~msakit.extract.vad.UtteranceRules`. Every utterance is then extracted as
-``msakit extract`` extracts a clip (:func:`msakit.extract.corpus.clip_features` on the
-utterance's stretch of audio and frames, with the checkpoint's recorded extractor settings) and
-predicted as ``predict --video`` predicts one (:mod:`msakit.extract.predict`). The checkpoint,
-the extractors and the recogniser are loaded once per process, for all the videos it analyzes.
+Each video is decoded once (16 kHz audio; every sampled frame described by the checkpoint's face
+extractor as it is decoded) and split into utterances: Silero VAD's speech stretches
+(``segments="vad"``) or Whisper's words on the whole recording, joined across short pauses
+(``segments="asr"``), shaped by :class:`~msakit.extract.vad.UtteranceRules`. Every utterance is
+then extracted as ``msakit extract`` extracts a clip
+(:func:`msakit.extract.corpus.clip_features` on the utterance's stretch of audio and frames,
+with the checkpoint's recorded extractor settings) and predicted as ``predict --video`` predicts
+one (:mod:`msakit.extract.predict`). The checkpoint, the extractors and the recogniser are
+loaded once per process, for all the videos it analyzes.
 
 Per video, ``OUT/NAME/`` receives ``timeline.csv`` (or ``timeline.json``) and ``timeline.png``
 (:mod:`msakit.extract.timeline`), then ``.msakit-analyze.json`` (the settings' fingerprint and
@@ -133,7 +134,10 @@ def analyze_video(video: str) -> tuple[list[Row], float]:
     transcript = None
     if options.segments == "asr":
         transcript = corpus._WORKER["asr"](media.audio)
-        spans = [(s.start, min(s.end, duration)) for s in transcript.segments]
+        # Whisper's segments often hold several sentences: its words, joined across pauses
+        # shorter than the merge gap, make the utterances.
+        spans = [(w.start, min(w.end, duration)) for s in transcript.segments
+                 for w in (s.words or (s,))]
     else:
         spans = _STATE["vad"](media.audio)
     spans = shape_utterances(spans, options.rules)

@@ -191,7 +191,7 @@ class PocketsphinxRecognizer:
         if self._decoder.hyp() is None:
             return Transcript((), "en")
         words = tuple(
-            Word(s.word, s.start / _PS_FRAME_RATE, (s.end + 1) / _PS_FRAME_RATE)
+            Word(s.word, s.start_frame / _PS_FRAME_RATE, (s.end_frame + 1) / _PS_FRAME_RATE)
             for s in self._decoder.seg() if not s.word.startswith(("<", "[")) and s.word != "sil"
         )
         words = tuple(Word(w.text.split("(")[0], w.start, w.end) for w in words)  # "the(2)"
