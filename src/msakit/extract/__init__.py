@@ -9,8 +9,10 @@ A clip becomes the arrays of an MMSA feature file (see :mod:`msakit.data.mmsa`):
 * :mod:`.vision` describes the largest face of every sampled frame with OpenCV's bundled Haar
   cascades (box, eyes, smile, HOG and LBP histograms of the aligned crop), or reads OpenFace
   2.0's per-frame CSVs;
-* :mod:`.text` tokenizes transcripts for the text encoder and transcribes speech offline
-  (pocketsphinx) where no text is given;
+* :mod:`.text` tokenizes transcripts for the text encoder; :mod:`.asr` transcribes speech
+  offline (Whisper with faster-whisper, or pocketsphinx) where no text is given, with segment
+  and word times; :mod:`.vad` finds the utterances of a long video (silero-vad) for
+  :mod:`.analyze` (``msakit analyze``: a sentiment timeline);
 * :mod:`.corpus` runs a whole CSV of clips (workers, shards, resume, failures) and
   :mod:`.merge` joins shards; :mod:`.settings` holds the choices recorded in every file.
 
@@ -33,6 +35,9 @@ _PACKAGES = {
     "opensmile": "opensmile",
     "librosa": "librosa",
     "pocketsphinx": "pocketsphinx",
+    "faster_whisper": "faster-whisper",
+    "ctranslate2": "faster-whisper",
+    "silero_vad": "silero-vad",
 }
 
 

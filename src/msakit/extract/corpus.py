@@ -10,7 +10,9 @@ listed in ``OUT.failures.csv`` (``id,video,reason``) and left out; the others go
 
 The file holds, per split, MMSA's keys: ``raw_text``, ``text_bert`` (N, 3, max_length),
 ``audio`` (N, La, Da) and ``audio_lengths``, ``vision`` (N, Lv, Dv) and ``vision_lengths``,
-``regression_labels`` (when the CSV has labels), ``id``, plus ``text_from_asr`` (N,) booleans;
+``regression_labels`` (when the CSV has labels), ``id``, plus ``text_from_asr`` (N,) booleans
+and ``asr_segments`` (N,) strings (the recogniser's segments and words with their times, as JSON
+(:meth:`msakit.extract.asr.Transcript.to_json`); empty for a text the CSV gave);
 and the extractor record (:mod:`msakit.extract.settings`). Sequences are padded at the end to
 the longest clip (or cut to ``max_audio_frames`` / ``max_vision_frames``); a clip without a
 face has vision length 0.
@@ -67,6 +69,7 @@ class ClipFeatures:
     vision: np.ndarray  # (faces, Dv) float32
     text: str
     from_asr: bool
+    asr: str = ""  # the Transcript as JSON when from_asr (segments and words with times)
 
 
 @dataclass
@@ -157,7 +160,8 @@ def _parse_row(
     text = cells.get("text") or None
     if text is None and need_text:
         raise MsakitError(
-            f"{where}: no text; give it in a 'text' column or transcribe with --asr pocketsphinx"
+            f"{where}: no text; give it in a 'text' column or transcribe it with --asr "
+            "whisper|pocketsphinx"
         )
     label = _parse_label(cells.get("label"), where)
     split = (cells.get("split") or "").lower()
@@ -215,23 +219,39 @@ def _init_worker(settings: ExtractorSettings, openface_dir: str | None) -> None:
     _WORKER["vision"] = (
         FaceExtractor() if settings.vision_features == "opencv" else OpenFaceReader(openface_dir)
     )
-    if settings.asr == "pocketsphinx":
-        from msakit.extract.text import SpeechRecognizer
+    if settings.asr is not None:
+        from msakit.extract.asr import make_recognizer
 
-        _WORKER["asr"] = SpeechRecognizer()
+        _WORKER["asr"] = make_recognizer(settings.asr, settings.asr_model, settings.asr_language)
 
 
 def extract_clip(clip_id: str, video: str, text: str | None) -> ClipFeatures:
     """Features of one clip with the worker's extractors (:func:`_init_worker` first)."""
+    return clip_features(decode_clip(video), clip_id, video, text)
+
+
+def decode_clip(video: str):
+    """The clip decoded for the worker's extractors: each sampled frame already described by
+    the face extractor (no frame is kept), no frames for OpenFace CSVs."""
     from msakit.extract.media import decode
+    from msakit.extract.vision import OpenFaceReader
+
+    vision_source = _WORKER["vision"]
+    openface = isinstance(vision_source, OpenFaceReader)
+    return decode(video, _WORKER["settings"].fps, need_frames=not openface,
+                  on_frame=None if openface else vision_source)
+
+
+def clip_features(media, clip_id: str, video: str, text) -> ClipFeatures:
+    """Features of decoded ``media`` (:func:`decode_clip`, or a stretch of it); ``text`` is the
+    transcript, None to recognise the speech, or a :class:`~msakit.extract.asr.Transcript`
+    already made."""
+    from msakit.extract.asr import Transcript
     from msakit.extract.vision import OpenFaceReader, stack_faces
 
     settings: ExtractorSettings = _WORKER["settings"]
     vision_source = _WORKER["vision"]
     openface = isinstance(vision_source, OpenFaceReader)
-    # Faces are described frame by frame while decoding: no frame is kept.
-    media = decode(video, settings.fps, need_frames=not openface,
-                   on_frame=None if openface else vision_source)
     try:
         audio = _WORKER["audio"](media.audio)
     except Exception as exc:  # openSMILE / librosa on odd audio
@@ -240,11 +260,12 @@ def extract_clip(clip_id: str, video: str, text: str | None) -> ClipFeatures:
         vision = vision_source.read(vision_source.find(clip_id, video), settings.fps)
     else:
         vision = stack_faces(media.frames, vision_source.dim)
-    from_asr = False
     if text is None:
         text = _WORKER["asr"](media.audio)
-        from_asr = True
-    return ClipFeatures(audio=audio, vision=vision, text=text, from_asr=from_asr)
+    if isinstance(text, Transcript):
+        return ClipFeatures(audio=audio, vision=vision, text=text.text, from_asr=True,
+                            asr=text.to_json())
+    return ClipFeatures(audio=audio, vision=vision, text=text, from_asr=False)
 
 
 def _cache_name(clip_id: str) -> str:
@@ -255,7 +276,8 @@ def _cache_name(clip_id: str) -> str:
 def _save_cached(path: Path, fingerprint: str, clip: Clip, f: ClipFeatures) -> None:
     write_atomic(path, lambda out: np.savez(
         out, audio=f.audio, vision=f.vision, text=np.array(f.text),
-        from_asr=np.array(f.from_asr), id=np.array(clip.id), video=np.array(clip.video),
+        from_asr=np.array(f.from_asr), asr=np.array(f.asr), id=np.array(clip.id),
+        video=np.array(clip.video),
         settings=np.array(fingerprint),
     ))
 
@@ -271,7 +293,7 @@ def _load_cached(path: Path, fingerprint: str, clip: Clip) -> ClipFeatures | Non
             if clip.text is not None and (from_asr or str(z["text"]) != clip.text):
                 return None  # the CSV's text changed since: extract again
             return ClipFeatures(audio=z["audio"], vision=z["vision"], text=str(z["text"]),
-                                from_asr=from_asr)
+                                from_asr=from_asr, asr=str(z["asr"]))
     except (OSError, KeyError, ValueError):
         return None
 
@@ -540,6 +562,7 @@ def build_split(clips: list[Clip], features: dict[str, ClipFeatures], tokenizer,
         "vision": vision,
         "vision_lengths": vision_lengths,
         "text_from_asr": np.array([f.from_asr for f in feats], dtype=bool),
+        "asr_segments": np.array([f.asr for f in feats], dtype=str),
     }
     if labelled:
         out["regression_labels"] = np.array([c.label for c in clips], dtype=np.float32)

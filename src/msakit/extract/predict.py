@@ -104,14 +104,16 @@ def _extract(
 
 def _clip_arrays(
     checkpoint: str | os.PathLike[str], ckpt, video: str, features, *,
-    settings: ExtractorSettings,
+    settings: ExtractorSettings, tokenizer=None,
 ) -> dict[str, np.ndarray]:
     """The clip as a one-sample split in the file's layout, its token ids checked against the
-    checkpoint's vocabulary."""
+    checkpoint's vocabulary (``tokenizer``: the settings' one, loaded once by a caller that
+    predicts many clips)."""
     from msakit.extract import corpus
     from msakit.extract.text import Tokenizer
 
-    tokenizer = Tokenizer(settings.text_encoder, settings.max_length)
+    if tokenizer is None:
+        tokenizer = Tokenizer(settings.text_encoder, settings.max_length)
     clip = corpus.Clip(0, Path(video).stem, video, features.text, 0.0, "test")
     arrays = corpus.build_split([clip], {clip.id: features}, tokenizer, settings=settings,
                                 labelled=False)

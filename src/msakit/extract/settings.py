@@ -24,6 +24,7 @@ import numpy as np
 
 from msakit.encoders.text import DEFAULT_TEXT_ENCODER
 from msakit.errors import MsakitError
+from msakit.extract.asr import ASR_ENGINES, WHISPER_BEAM, WHISPER_COMPUTE
 from msakit.extract.audio import AUDIO_DIMS, AUDIO_FEATURES, FRAME_RATE
 from msakit.extract.media import SAMPLE_RATE
 from msakit.extract.vision import OPENCV_DIM, OPENFACE_DIM
@@ -31,7 +32,6 @@ from msakit.extract.vision import OPENCV_DIM, OPENFACE_DIM
 METADATA_KEY = "msakit_extractor"
 FORMAT = "msakit-extractor-1"
 VISION_FEATURES = ("opencv", "openface")
-ASR_ENGINES = ("pocketsphinx",)
 
 
 _AUDIO_METHODS = {
@@ -57,6 +57,8 @@ class ExtractorSettings:
     text_encoder: str = DEFAULT_TEXT_ENCODER
     max_length: int = 50
     asr: str | None = None
+    asr_model: str | None = None  # --asr whisper: a folder, packaged or hub name
+    asr_language: str | None = None  # --asr whisper: None detects it
     max_audio_frames: int | None = None
     max_vision_frames: int | None = None
 
@@ -73,7 +75,13 @@ class ExtractorSettings:
         if not (self.fps > 0 and np.isfinite(self.fps)):
             raise MsakitError(f"--fps must be a positive number, got {self.fps}")
         if self.asr is not None and self.asr not in ASR_ENGINES:
-            raise MsakitError(f"--asr must be pocketsphinx, got {self.asr!r}")
+            raise MsakitError(f"--asr must be one of {', '.join(ASR_ENGINES)}, got {self.asr!r}")
+        if self.asr != "whisper" and (self.asr_model or self.asr_language):
+            raise MsakitError("--asr-model and --asr-language are options of --asr whisper")
+        if self.asr == "whisper" and not self.asr_model:
+            raise MsakitError("--asr whisper needs --asr-model NAME|DIR (a folder of a "
+                              "CTranslate2 Whisper model, a packaged name such as 'tiny.en', or "
+                              "a hub name)")
         for name, value in (("--max-audio-frames", self.max_audio_frames),
                             ("--max-vision-frames", self.max_vision_frames)):
             if value is not None and value < 1:
@@ -98,8 +106,17 @@ class ExtractorSettings:
                        "method": _VISION_METHODS[self.vision_features],
                        "fps": float(self.fps), "max_frames": self.max_vision_frames},
             "text": {"encoder": self.text_encoder, "max_length": self.max_length,
-                     "vocab_size": vocab_size, "asr": self.asr},
+                     "vocab_size": vocab_size, "asr": self.asr, **self._asr_record()},
         }
+
+    def _asr_record(self) -> dict[str, Any]:
+        """Whisper's model, language and decoding (absent for other engines: their records
+        stay as they were)."""
+        if self.asr != "whisper":
+            return {}
+        return {"asr_model": self.asr_model, "asr_language": self.asr_language,
+                "asr_method": f"faster-whisper, {WHISPER_COMPUTE} on the CPU, beam "
+                              f"{WHISPER_BEAM}, word timestamps (msakit.extract.asr)"}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ExtractorSettings:
@@ -111,6 +128,8 @@ class ExtractorSettings:
                 text_encoder=d["text"]["encoder"],
                 max_length=int(d["text"]["max_length"]),
                 asr=d["text"]["asr"],
+                asr_model=d["text"].get("asr_model"),
+                asr_language=d["text"].get("asr_language"),
                 max_audio_frames=d["audio"]["max_frames"],
                 max_vision_frames=d["vision"]["max_frames"],
             )
@@ -123,7 +142,7 @@ def package_versions() -> dict[str, str]:
 
     out = {}
     for name in ("msakit", "opensmile", "av", "opencv-python-headless", "librosa",
-                 "pocketsphinx", "transformers"):
+                 "pocketsphinx", "transformers", "faster-whisper", "ctranslate2", "silero-vad"):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -1,12 +1,12 @@
-"""Transcripts: tokenized for the text encoder as MMSA's ``text_bert``, or transcribed offline.
+"""Transcripts tokenized for the text encoder as MMSA's ``text_bert``.
 
 ``text_bert`` rows are the token ids, the attention mask and the segment ids of
 ``[CLS] tokens [SEP]``, padded (or cut) to ``max_length`` tokens, as in MMSA's files. The
 tokenizer is the chosen text encoder's (the packaged all-MiniLM-L6-v2 by default, which has the
 bert-base-uncased vocabulary).
 
-``--asr pocketsphinx`` transcribes the 16 kHz audio of clips without a text with CMU
-pocketsphinx and the US-English acoustic and language models that ship in its wheel.
+Clips without a text are transcribed by :mod:`msakit.extract.asr` (``--asr whisper`` or
+``pocketsphinx``).
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ import numpy as np
 
 from msakit.encoders.text import DEFAULT_TEXT_ENCODER, resolve_text_encoder
 from msakit.errors import MsakitError
-from msakit.extract import require
-from msakit.extract.media import SAMPLE_RATE
 
 
 class Tokenizer:
@@ -48,23 +46,3 @@ class Tokenizer:
         )
         rows = [enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]]
         return np.stack([np.asarray(r, dtype=np.int64) for r in rows], axis=1)
-
-
-class SpeechRecognizer:
-    """Offline English speech recognition with pocketsphinx's bundled models."""
-
-    def __init__(self) -> None:
-        pocketsphinx = require("pocketsphinx")
-        self._decoder = pocketsphinx.Decoder(loglevel="FATAL")
-
-    def __call__(self, audio: np.ndarray) -> str:
-        pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2").tobytes()
-        self._decoder.start_utt()
-        self._decoder.process_raw(pcm, full_utt=True)
-        self._decoder.end_utt()
-        hyp = self._decoder.hyp()
-        words = hyp.hypstr if hyp is not None else ""
-        return " ".join(w for w in words.split() if not w.startswith("<"))
-
-
-assert SAMPLE_RATE == 16000  # pocketsphinx's en-us model expects 16 kHz
