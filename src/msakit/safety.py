@@ -71,8 +71,8 @@ class Role:
     (``direction`` ``"text"``). Input kinds: ``file``, ``folder``, ``checkpoint`` (a file or a
     run folder holding ``best.pt``), ``config`` (a ``config.yaml`` or the run folder holding
     it), ``run`` (a run folder read by ``report``/``plot curves``), ``encoder`` (a hub name or a
-    folder). Output kinds: ``file``, ``log``, ``folder``, and the run folders ``train``,
-    ``adapters``, ``tune``. ``companions``: further outputs derived from the value (extract's
+    folder), ``videos`` (a file, or a folder whose files are each read). Output kinds:
+    ``file``, ``log``, ``folder``, and the run folders ``train``, ``adapters``, ``tune``. ``companions``: further outputs derived from the value (extract's
     failures CSV, demo's files), as (flag, path, kind)."""
 
     direction: str
@@ -85,7 +85,7 @@ class Role:
             raise ValueError(f"no {self.direction} role of kind {self.kind!r}")
 
 
-_INPUT_KINDS = {"file", "folder", "checkpoint", "config", "run", "encoder"}
+_INPUT_KINDS = {"file", "folder", "checkpoint", "config", "run", "encoder", "videos"}
 _OUTPUT_KINDS = {"file", "log", "folder", "train", "adapters", "tune"}
 
 
@@ -154,6 +154,9 @@ def check_input(item: Input) -> list[tuple[str, Path]]:
         if not stat.S_ISDIR(st.st_mode):
             raise MsakitError(f"{flag} {path} is {_describe(st.st_mode)}, not a folder")
         return []
+    if kind == "videos" and stat.S_ISDIR(st.st_mode):  # a folder of videos: each file in it
+        return [found for entry in sorted(path.iterdir()) if not entry.is_dir()
+                for found in check_input(Input(flag, entry, "file"))]
     wants_folder = kind in ("folder", "run")
     if stat.S_ISDIR(st.st_mode):
         if kind == "file":
