@@ -12,8 +12,10 @@ The file holds, per split, MMSA's keys: ``raw_text``, ``text_bert`` (N, 3, max_l
 ``audio`` (N, La, Da) and ``audio_lengths``, ``vision`` (N, Lv, Dv) and ``vision_lengths``,
 ``regression_labels`` (when the CSV has labels), ``id``, plus ``text_from_asr`` (N,) booleans;
 and the extractor record (:mod:`msakit.extract.settings`). Sequences are padded at the end to
-the longest clip (or cut to ``max_audio_frames`` / ``max_vision_frames``); a clip without a
-face has vision length 0.
+the longest clip (or cut to ``max_audio_frames`` / ``max_vision_frames``). With ``opencv`` and
+``openface`` vision a frame without a face has no row (a clip without a face has vision length
+0); ``mediapipe`` keeps every sampled frame, a frame without a face as zeros with
+``face_present`` 0.
 """
 
 from __future__ import annotations
@@ -206,13 +208,11 @@ _WORKER: dict[str, Any] = {}
 
 def _init_worker(settings: ExtractorSettings, openface_dir: str | None) -> None:
     from msakit.extract.audio import AudioExtractor
-    from msakit.extract.vision import FaceExtractor, OpenFaceReader
+    from msakit.extract.vision import face_source
 
     _WORKER["settings"] = settings
     _WORKER["audio"] = AudioExtractor(settings.audio_features)
-    _WORKER["vision"] = (
-        FaceExtractor() if settings.vision_features == "opencv" else OpenFaceReader(openface_dir)
-    )
+    _WORKER["vision"] = face_source(settings.vision_features, openface_dir)
     if settings.asr == "pocketsphinx":
         from msakit.extract.text import SpeechRecognizer
 
