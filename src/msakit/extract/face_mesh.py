@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import warnings
 
 import numpy as np
 
@@ -187,7 +188,9 @@ class FaceMeshExtractor:
     def __init__(self) -> None:
         from msakit.extract import require
 
-        with quiet_native_stderr():
+        with quiet_native_stderr(), warnings.catch_warnings():
+            # protobuf 6 calls FieldDescriptor.label, which mediapipe 0.10.21 reads, deprecated
+            warnings.simplefilter("ignore", DeprecationWarning)
             mp = require("mediapipe")
             self._detector = mp.solutions.face_detection.FaceDetection(
                 model_selection=1, min_detection_confidence=0.5)
