@@ -1,6 +1,6 @@
 """Seconds of compute per second of video: ``mediapipe`` vs ``opencv`` vision extraction.
 
-Writes one test video (H.264, 640x360 at 25 fps, ``--seconds`` long) with scikit-image's
+Writes one test video (H.264, 640x360 at 25 fps, ``--seconds`` long, silent AAC audio) with scikit-image's
 astronaut's head (about 110 pixels wide) drifting across a grey background, then decodes it
 with msakit's decoder at ``--fps`` sampled frames a second (the ``extract`` default: 10), three
 ways, in turns (decode only, opencv, mediapipe, repeated ``--rounds`` times, so that a busy
@@ -32,6 +32,8 @@ def write_video(path: Path, seconds: float, *, width: int = 640, height: int = 3
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        audio = container.add_stream("aac", rate=16000)  # msakit's decoder wants an audio track
+        audio.layout = "mono"
         for k in range(int(seconds * rate)):
             frame = np.full((height, width, 3), 90, dtype=np.uint8)
             x = int(40 + (width - 300) * k / (seconds * rate))
@@ -40,6 +42,14 @@ def write_video(path: Path, seconds: float, *, width: int = 640, height: int = 3
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
+            container.mux(packet)
+        silence = np.zeros((1, 1024), dtype=np.float32)
+        for _ in range(int(seconds * 16000 / 1024)):
+            chunk = av.AudioFrame.from_ndarray(silence, format="fltp", layout="mono")
+            chunk.sample_rate = 16000
+            for packet in audio.encode(chunk):
+                container.mux(packet)
+        for packet in audio.encode():
             container.mux(packet)
     return path
 

