@@ -1,11 +1,12 @@
 """Seconds of compute per second of video: ``mediapipe`` vs ``opencv`` vision extraction.
 
-Writes one test video (H.264, 640x360 at 25 fps, ``--seconds`` long, silent AAC audio) with scikit-image's
-astronaut's head (about 110 pixels wide) drifting across a grey background, then decodes it
-with msakit's decoder at ``--fps`` sampled frames a second (the ``extract`` default: 10), three
-ways, in turns (decode only, opencv, mediapipe, repeated ``--rounds`` times, so that a busy
-spell of the shared machine hits all three): process CPU time (all threads) and wall time per
-second of video; the extractor's own cost is the figure minus decoding's.
+Writes one test video (H.264, 640x360 at 25 fps, ``--seconds`` long, silent AAC audio) with
+scikit-image's astronaut's head (her face about 120 pixels wide) drifting across a grey
+background, then decodes it with msakit's decoder at ``--fps`` sampled frames a second (the
+``extract`` default: 10), three ways, in turns (decode only, opencv, mediapipe, repeated
+``--rounds`` times, so that a busy spell of the shared machine hits all three): process CPU
+time (all threads) and wall time per second of video, best of the rounds; the extractor's own
+cost is the figure minus decoding's.
 
     PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/vision_extractors.py --seconds 10
 """
