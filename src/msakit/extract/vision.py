@@ -1,7 +1,8 @@
-"""Per-frame face descriptors: OpenCV's bundled Haar cascades, or OpenFace 2.0's CSVs.
+"""Per-frame face descriptors: OpenCV's bundled Haar cascades, or OpenFace 2.0's CSVs (MediaPipe's
+Face Mesh: :mod:`msakit.extract.face_mesh`).
 
-``opencv`` (default): in every sampled frame the largest face found by
-``haarcascade_frontalface_default`` gives one vector of :data:`OPENCV_DIM` values:
+``opencv`` (the default where MediaPipe is not installed): in every sampled frame the largest
+face found by ``haarcascade_frontalface_default`` gives one vector of :data:`OPENCV_DIM` values:
 
 ====================  ====  ========================================================
 part                  size  values
@@ -211,6 +212,25 @@ def _lbp(crop: np.ndarray) -> np.ndarray:
     per_cell = hist.reshape(LBP_CELLS * LBP_CELLS, LBP_BINS)
     per_cell /= per_cell.sum(axis=1, keepdims=True) + 1e-6
     return per_cell.reshape(-1)
+
+
+def face_source(kind: str, openface_dir: str | os.PathLike[str] | None = None):
+    """The per-frame extractor of ``kind`` (mediapipe, opencv), or the OpenFace CSV reader."""
+    if kind == "mediapipe":
+        from msakit.extract.face_mesh import FaceMeshExtractor
+
+        return FaceMeshExtractor()
+    if kind == "opencv":
+        return FaceExtractor()
+    return OpenFaceReader(openface_dir)
+
+
+def faces_in(vision: np.ndarray, kind: str) -> int:
+    """How many rows of one clip's vision sequence (its valid rows) show a face: every row but
+    mediapipe's frames without one (``face_present``, column 0, is 0)."""
+    if kind == "mediapipe":
+        return int((vision[:, 0] > 0.5).sum())
+    return int(vision.shape[0])
 
 
 def face_sequence(extractor: FaceExtractor, frames: list[np.ndarray]) -> np.ndarray:
