@@ -211,9 +211,11 @@ def _train(ctx: distributed.DistContext, run: _Run) -> TrainResult:
     )
     if run.init_from is not None:
         config = dataclasses.replace(config, init_from=str(run.init_from))
-    _check_outputs(run, config)
+    resumed = _check_outputs(run, config)
     inputs = prepare_run(config, run.data, run.out, ctx, checkpoint_format="msakit-checkpoint-1",
                          loaded=run.loaded)
+    _check_same_data(run, inputs.config.data, resumed=resumed, configured=config.data)
+    config = inputs.config  # with the data's content identity, as config.yaml records it
     # Build once to surface configuration errors before anything is written.
     probe = build_model(config, inputs.dims, copy.deepcopy(inputs.encoder), stats=inputs.stats)
     adapter_state = None
@@ -245,8 +247,9 @@ def _train(ctx: distributed.DistContext, run: _Run) -> TrainResult:
     return TrainResult(out=run.out, rows=_with_summary(rows, config.spec))
 
 
-def _check_outputs(run: _Run, config: RunConfig) -> None:
-    """The log file and the run folder: nothing of the inputs or of another run is overwritten."""
+def _check_outputs(run: _Run, config: RunConfig) -> dict[str, Any] | None:
+    """The log file and the run folder: nothing of the inputs or of another run is overwritten.
+    On --resume, returns the data identity the run recorded (:func:`_check_resume_config`)."""
     log_steps, out = run.log_steps, run.out
     check_distinct_output(log_steps, [run.data, run.adapters, config.text_encoder,
                                       config.init_from],
@@ -256,12 +259,13 @@ def _check_outputs(run: _Run, config: RunConfig) -> None:
     ):
         raise MsakitError(f"--log-steps {log_steps} would overwrite a file of the run folder")
     if run.resume:
-        _check_resume_config(out, config)
-    elif not run.overwrite and holds_run(out):
+        return _check_resume_config(out, config)
+    if not run.overwrite and holds_run(out):
         raise MsakitError(
             f"{out} already holds a run; add --resume to continue it, --overwrite to replace "
             "it, or choose another --out"
         )
+    return None
 
 
 def _read_init_from(config: RunConfig, probe: MSAModel, *, quiet: bool) -> InitFrom | None:
@@ -359,13 +363,15 @@ def _load_best(net: torch.nn.Module, run_dir: Path) -> None:
         ) from None
 
 
-def _check_resume_config(out: Path, config: RunConfig) -> None:
-    """--resume continues a run only with the settings it was started with (seeds aside)."""
+def _check_resume_config(out: Path, config: RunConfig) -> dict[str, Any] | None:
+    """--resume continues a run only with the settings it was started with (seeds aside).
+    Returns the content identity of the data the run recorded (None for a run written before
+    msakit recorded one: a ``warning:`` line says that the data is not checked)."""
     import yaml
 
     path = out / "config.yaml"
     if not path.is_file():
-        return
+        return None
     try:
         saved = yaml.safe_load(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
@@ -378,7 +384,7 @@ def _check_resume_config(out: Path, config: RunConfig) -> None:
     def flat(cfg: dict[str, Any]) -> dict[str, Any]:  # --set names: lr.text, gamma, ...
         out = {k: v for k, v in cfg.items() if not isinstance(v, dict) and k != "seeds"}
         for key, value in cfg.items():
-            if isinstance(value, dict):
+            if isinstance(value, dict) and key != "data":  # the data: _recorded_data
                 out.update({(k if key == "model" else f"{key}.{k}"): v for k, v in value.items()})
         return out
 
@@ -399,6 +405,40 @@ def _check_resume_config(out: Path, config: RunConfig) -> None:
             f"{path}: the run was started with other settings ({', '.join(changed)}); resume "
             "with the same options, or train into a new --out"
         )
+    return _recorded_data(path, saved)
+
+
+def _recorded_data(path: Path, saved: dict[str, Any]) -> dict[str, Any] | None:
+    """The data identity a run's config.yaml records, checked; None (and a ``warning:`` line)
+    for a run written before msakit recorded one."""
+    from msakit.data.identity import check_identity
+
+    if saved.get("data") is None:
+        print(f"warning: {path} records no content identity of the data the run trained on "
+              "(written before msakit recorded one): --data is not checked against it",
+              file=sys.stderr)
+        return None
+    return check_identity(saved["data"], str(path))
+
+
+def _check_same_data(
+    run: _Run, given: dict[str, Any], *, resumed: dict[str, Any] | None,
+    configured: dict[str, Any] | None,
+) -> None:
+    """--data must hold the content the resumed run, and the run of a --config, trained on."""
+    from msakit.data.identity import same_content
+
+    for recorded, whose, hint in (
+        (resumed, f"--resume: {run.out} was trained on",
+         "resume with its own data, or train into a new --out"),
+        (configured, "--config: its run was trained on",
+         "to train these settings on other data, delete 'data' from a copy of its config.yaml"),
+    ):
+        if recorded is not None and not same_content(recorded, given):
+            raise MsakitError(
+                f"{whose} {recorded['file']} (blake2b {recorded['blake2b'][:16]}), not on "
+                f"--data {run.data} (blake2b {given['blake2b'][:16]}): other content; {hint}"
+            )
 
 
 def _with_summary(

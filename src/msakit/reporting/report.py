@@ -185,7 +185,7 @@ def _flat_config(config: dict[str, Any]) -> dict[str, Any]:
     the model's hyperparameters by their own names."""
     flat: dict[str, Any] = {}
     for key, value in config.items():
-        if key in ("model", "seeds", "model_name", "dataset", "dataset_spec"):
+        if key in ("model", "seeds", "model_name", "dataset", "dataset_spec", "data"):
             continue
         if isinstance(value, dict):
             flat.update({f"{key}.{k}": v for k, v in value.items()})

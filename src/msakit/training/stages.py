@@ -202,6 +202,7 @@ def _pretrain(
     warmup_epochs: int, quiet: bool,
 ) -> PretrainResult:
     inputs = prepare_run(config, data, out, ctx, checkpoint_format="msakit-stage1-1")
+    config = inputs.config  # with the data file's content identity
     encoder, dims = inputs.encoder, inputs.dims
     fingerprint = encoder_fingerprint(encoder)
     seed = config.seeds[0]
