@@ -7,6 +7,13 @@ Issue 19's cases -> the tests here:
   test_resume_on_other_data_is_refused (and ``--config`` of a run on other data:
   tests/test_rerun.py::test_a_config_on_other_data_is_refused); a run written before msakit
   recorded its data: test_resume_of_a_run_without_recorded_data_warns
+- `merge` of 1 of 2 shards, of shards of two corpora with one CSV name:
+  test_merge_takes_the_shards_of_one_corpus_only
+- checkpoints with NaN weights (evaluate, predict, plots, --init-from) and predictions that
+  are not finite: test_a_checkpoint_with_nan_weights_is_refused,
+  test_predictions_that_overflow_are_refused, test_init_from_a_checkpoint_with_nan_weights_...
+- deep nesting in, or a malformed, extractor record (file or checkpoint):
+  test_a_malformed_extractor_record_is_one_line, test_a_checkpoint_with_a_malformed_extract...
 """
 
 from __future__ import annotations
@@ -107,3 +114,157 @@ def test_resume_of_a_run_without_recorded_data_warns(run, small_mosi_npz, tiny_b
     assert len(err) == 1 and err[0].startswith("warning: ") and "not checked" in err[0], err
     assert yaml.safe_load((copy / "config.yaml").read_text())["data"]["file"] == str(
         small_mosi_npz)  # recorded from now on
+
+
+# --------------------------------------------------------------------------- merge
+def _part(path: Path, shard: str | None, *, source: str = "clips.csv", digest: str = "ab" * 32,
+          splits: object = "column", k: int = 0) -> Path:
+    """A file as ``msakit extract --shard`` writes it: a small corpus part (ids and CSV rows
+    of its own, ``k``-th) with an extractor record."""
+    import numpy as np
+
+    from msakit.data.synthetic import make_synthetic
+    from msakit.extract.corpus import write_features
+    from msakit.extract.settings import ExtractorSettings, package_versions
+
+    content = make_synthetic("mosi", 2, 1, 1, seed=k)
+    for split, arrays in content.items():
+        arrays["id"] = np.array([f"{k}-{split}-{i}" for i in range(len(arrays["id"]))])
+    rows = {"train": [10 * k, 10 * k + 1], "valid": [10 * k + 2], "test": [10 * k + 3]}
+    write_features(path, content, {
+        "settings": ExtractorSettings().to_dict(30522), "versions": package_versions(),
+        "source": source, "source_blake2b": digest, "splits": splits, "shard": shard,
+        "rows": rows, "asr": [], "failures": 0})
+    return path
+
+
+@pytest.mark.parametrize("given, message", [
+    ([("1/2", {})], "shard 2/2 of clips.csv is missing"),
+    ([("1/3", {}), ("3/3", {})], "shard 2/3 of clips.csv is missing"),
+    ([("1/2", {}), ("2/2", {"digest": "cd" * 32})], "contents differ"),
+    ([("1/2", {}), ("2/2", {"splits": {"ratio": [0.8, 0.1, 0.1], "seed": 1}})], "splits"),
+    ([("1/2", {}), ("2/3", {})], "different --shard counts"),
+    ([(None, {}), ("1/1", {})], "a whole corpus"),
+])
+def test_merge_takes_the_shards_of_one_corpus_only(tmp_path, capsys, given, message):
+    parts = [str(_part(tmp_path / f"p{k}.npz", shard, k=k, **edit))
+             for k, (shard, edit) in enumerate(given)]
+    capsys.readouterr()
+    assert run_cli(["merge", *parts, "--out", str(tmp_path / "m.npz")]) == 2
+    _one_error_line(capsys.readouterr().err, message)
+    assert not (tmp_path / "m.npz").exists()
+
+
+def test_merge_of_every_shard_of_one_corpus_is_the_whole(tmp_path, capsys):
+    parts = [str(_part(tmp_path / f"p{k}.npz", f"{k + 1}/3", k=k)) for k in range(3)]
+    assert run_cli(["merge", *parts[::-1], "--out", str(tmp_path / "m.npz")]) == 0
+    from msakit.extract.settings import read_metadata
+
+    record = read_metadata(tmp_path / "m.npz")
+    assert record["shard"] is None and record["source_blake2b"] == "ab" * 32
+    assert record["rows"]["train"] == [0, 1, 10, 11, 20, 21]
+
+
+def test_merge_of_shards_without_a_csv_hash_warns(tmp_path, capsys):
+    """Parts extracted before msakit recorded the CSV's content: merged, with one warning."""
+    import numpy as np
+
+    from msakit.extract.settings import METADATA_KEY, encode_metadata, read_metadata
+
+    parts = []
+    for k in range(2):
+        path = _part(tmp_path / f"p{k}.npz", f"{k + 1}/2", k=k)
+        record = read_metadata(path)
+        del record["source_blake2b"], record["splits"]
+        with np.load(path) as z:
+            arrays = {key: z[key] for key in z.files}
+        np.savez(path, **{**arrays, METADATA_KEY: encode_metadata(record)})
+        parts.append(str(path))
+    capsys.readouterr()
+    assert run_cli(["merge", *parts, "--out", str(tmp_path / "m.npz")]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: ") and "one corpus" in err[0]
+
+
+# --------------------------------------------------------------------------- extractor record
+@pytest.mark.parametrize("record, message", [
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ('{"settings": {"format": "msakit-extractor-1"}}', "settings.audio"),
+    ('{"settings": {"format": "msakit-extractor-1", "audio": 3}}', "settings.audio"),
+    ("[1, 2]", "no 'settings' mapping"),
+])
+def test_a_malformed_extractor_record_is_one_line(run, small_mosi_npz, tiny_bert, tmp_path,
+                                                  capsys, record, message):
+    """evaluate and train read a feature file's extractor record; one that is not msakit's
+    (deep nesting, missing or mistyped entries) is one line, never copied into a checkpoint."""
+    import numpy as np
+
+    from msakit.extract.settings import METADATA_KEY
+
+    with np.load(small_mosi_npz) as z:
+        arrays = {key: z[key] for key in z.files}
+    data = tmp_path / "record.npz"
+    np.savez(data, **arrays, **{METADATA_KEY: np.array(record)})
+    for argv in (["evaluate", "--checkpoint", str(run), "--data", str(data)],
+                 ["train", *TRAIN, "--data", str(data), "--text-encoder", str(tiny_bert),
+                  "--out", str(tmp_path / "r")]):
+        capsys.readouterr()
+        assert run_cli(argv) == 2
+        _one_error_line(capsys.readouterr().err, str(data), message)
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_checkpoint_with_a_malformed_extractor_record_is_one_line(run, small_mosi_npz,
+                                                                    tmp_path, capsys):
+    state = torch.load(run / "seed-1" / "best.pt", weights_only=True)
+    torch.save({**state, "extractor": {"settings": [1]}}, tmp_path / "x.pt")
+    capsys.readouterr()
+    assert run_cli(["evaluate", "--checkpoint", str(tmp_path / "x.pt"), "--data",
+                    str(small_mosi_npz)]) == 2
+    _one_error_line(capsys.readouterr().err, "x.pt: 'extractor'")
+
+
+# --------------------------------------------------------------------------- finite numbers
+@pytest.mark.parametrize("command", ["evaluate", "predict", "scatter"])
+def test_a_checkpoint_with_nan_weights_is_refused(run, small_mosi_npz, tmp_path, capsys,
+                                                  command):
+    """NaN weights once evaluated to MAE NaN beside Has0_acc_2 0.25."""
+    state = torch.load(run / "seed-1" / "best.pt", weights_only=True)
+    name = [k for k, v in state["model"].items() if v.is_floating_point()][7]
+    state["model"][name] = torch.full_like(state["model"][name], float("nan"))
+    torch.save(state, tmp_path / "nan.pt")
+    argv = {"evaluate": ["evaluate"], "predict": ["predict", "--out", str(tmp_path / "p.csv")],
+            "scatter": ["plot", "scatter", "--out", str(tmp_path / "p.png")]}[command]
+    capsys.readouterr()
+    assert run_cli([*argv, "--checkpoint", str(tmp_path / "nan.pt"), "--data",
+                    str(small_mosi_npz)]) == 2
+    _one_error_line(capsys.readouterr().err, "nan.pt", name)
+    assert not (tmp_path / "p.csv").exists() and not (tmp_path / "p.png").exists()
+
+
+def test_predictions_that_overflow_are_refused(run, small_mosi_npz, tmp_path, capsys):
+    """Finite weights whose computation overflows: the prediction is checked too."""
+    state = torch.load(run / "seed-1" / "best.pt", weights_only=True)
+    last = [k for k in state["model"] if k.endswith(".weight")][-1]
+    huge = torch.full_like(state["model"][last], 3e38)
+    huge.view(-1)[::2] = -3e38
+    state["model"][last] = huge
+    torch.save(state, tmp_path / "huge.pt")
+    capsys.readouterr()
+    assert run_cli(["evaluate", "--checkpoint", str(tmp_path / "huge.pt"), "--data",
+                    str(small_mosi_npz)]) == 2
+    _one_error_line(capsys.readouterr().err, "huge.pt", "predicts nan for sample 0")
+
+
+def test_init_from_a_checkpoint_with_nan_weights_is_refused(run, small_mosi_npz, tiny_bert,
+                                                            tmp_path, capsys):
+    state = torch.load(run / "seed-1" / "best.pt", weights_only=True)
+    name = [k for k in state["model"] if k.startswith("head.")][0]
+    state["model"][name] = torch.full_like(state["model"][name], float("inf"))
+    torch.save(state, tmp_path / "inf.pt")
+    capsys.readouterr()
+    assert run_cli(["train", *TRAIN, "--data", str(small_mosi_npz), "--text-encoder",
+                    str(tiny_bert), "--init-from", str(tmp_path / "inf.pt"),
+                    "--out", str(tmp_path / "r")]) == 2
+    _one_error_line(capsys.readouterr().err, "inf.pt", name)
+    assert not (tmp_path / "r").exists()

@@ -528,6 +528,22 @@ def _describe_checkpoint(path: Path, state: Any) -> tuple[RunConfig, Dims, dict[
     return config, dims, state["text_encoder_config"]
 
 
+def _check_contents(path: Path, state: dict[str, Any]) -> None:
+    """What a well-formed checkpoint holds beside its description: finite weights (a NaN
+    weight makes every prediction NaN, hence no metric), and an extractor record with its
+    structure (:func:`msakit.extract.settings.check_record`)."""
+    from msakit.models.base import first_non_finite
+
+    bad = first_non_finite(state["model"])
+    if bad is not None:
+        raise MsakitError(f"{path}: weight {bad} holds NaN or infinite values; a model with "
+                          "it predicts no number (a diverged or damaged checkpoint)")
+    if state.get("extractor") is not None:
+        from msakit.extract.settings import check_record
+
+        check_record(state["extractor"], f"{path}: 'extractor'")
+
+
 def load_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
     """Rebuild a trained model from its checkpoint alone (``weights_only=True``).
 
@@ -540,6 +556,7 @@ def load_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
         kind = type(exc).__name__
         raise MsakitError(f"{path}: not a readable msakit checkpoint ({kind})") from None
     config, dims, encoder_config = _describe_checkpoint(path, state)
+    _check_contents(path, state)
     try:
         encoder = text_encoder_from_config(encoder_config)
         model = build_model(config, dims, encoder)
@@ -556,7 +573,28 @@ def load_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
             f"{path}: weights do not fit the {config.model_name} model it describes"
         )
     model.eval()
+    model.register_forward_hook(_finite_predictions(path))
     return LoadedCheckpoint(model=model, config=config, dims=dims, state=state)
+
+
+def _finite_predictions(path: Path):
+    """A forward hook: every prediction of the checkpoint's model (evaluate, predict, plots,
+    ``predict --video``, the API) is a finite number, or one ``MsakitError`` naming the
+    checkpoint and the first sample (its position in the split) without one."""
+
+    def check(module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        finite = torch.isfinite(output.prediction.detach().float().reshape(-1))
+        if bool(finite.all()):
+            return
+        first = int((~finite).nonzero()[0])
+        batch = args[0] if args and isinstance(args[0], Mapping) else {}
+        index = batch.get("index")
+        sample = int(index[first]) if isinstance(index, torch.Tensor) else first
+        value = float(output.prediction.detach().float().reshape(-1)[first])
+        raise MsakitError(f"{path}: the model predicts {value} for sample {sample} (position "
+                          "in the split): its weights are finite, its computation is not")
+
+    return check
 
 
 def split_for(
