@@ -14,6 +14,12 @@ Issue 19's cases -> the tests here:
   test_predictions_that_overflow_are_refused, test_init_from_a_checkpoint_with_nan_weights_...
 - deep nesting in, or a malformed, extractor record (file or checkpoint):
   test_a_malformed_extractor_record_is_one_line, test_a_checkpoint_with_a_malformed_extract...
+- constant test labels printed ``"Corr": NaN`` (invalid JSON) with no warning; one sample:
+  test_evaluate_prints_null_for_an_undefined_metric_and_warns; in a run's results.csv,
+  history.json, the terminal table, report and plot curves:
+  test_a_run_with_undefined_metrics_writes_blanks_and_nulls
+- a history.json with nulls (exit 1 "unexpected TypeError"):
+  test_plot_curves_reads_nulls_and_refuses_other_values
 """
 
 from __future__ import annotations
@@ -268,3 +274,104 @@ def test_init_from_a_checkpoint_with_nan_weights_is_refused(run, small_mosi_npz,
                     "--out", str(tmp_path / "r")]) == 2
     _one_error_line(capsys.readouterr().err, "inf.pt", name)
     assert not (tmp_path / "r").exists()
+
+
+# --------------------------------------------------------------------------- undefined metrics
+def _strict_json(text: str):
+    """JSON as the standard defines it: NaN and Infinity are not JSON."""
+    import json
+
+    def refuse(token: str):
+        raise AssertionError(f"invalid JSON token {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.fixture(scope="module")
+def constant_npz(small_mosi_npz, tmp_path_factory) -> Path:
+    """small_mosi_npz with every valid and test label 1.0 (Corr undefined there)."""
+    from msakit.data.safe_format import read_npz, save_npz
+
+    with open(small_mosi_npz, "rb") as f:
+        content = read_npz(f, str(small_mosi_npz), mmap=False)
+    for split in ("valid", "test"):
+        content[split]["regression_labels"][:] = 1.0
+    return save_npz(content, tmp_path_factory.mktemp("constant") / "constant.npz")
+
+
+@pytest.fixture(scope="module")
+def one_sample_npz(small_mosi_npz, tmp_path_factory) -> Path:
+    from msakit.data.safe_format import read_npz, save_npz
+
+    with open(small_mosi_npz, "rb") as f:
+        content = read_npz(f, str(small_mosi_npz), mmap=False)
+    content["test"] = {k: v[:1] for k, v in content["test"].items()}
+    return save_npz(content, tmp_path_factory.mktemp("one") / "one.npz")
+
+
+@pytest.mark.parametrize("data", ["constant_npz", "one_sample_npz"])
+def test_evaluate_prints_null_for_an_undefined_metric_and_warns(run, request, capsys, data):
+    path = request.getfixturevalue(data)
+    capsys.readouterr()
+    assert run_cli(["evaluate", "--checkpoint", str(run), "--data", str(path)]) == 0
+    out, err = capsys.readouterr()
+    metrics = _strict_json(out)
+    assert metrics["Corr"] is None and isinstance(metrics["MAE"], float)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: ") and "Corr undefined" in lines[0]
+    assert str(path) in lines[0]
+
+
+def test_a_run_with_undefined_metrics_writes_blanks_and_nulls(constant_npz, tiny_bert, tmp_path,
+                                                              capsys):
+    import csv
+    import json
+
+    out = tmp_path / "run"
+    capsys.readouterr()
+    assert run_cli(["train", *TRAIN, "--data", str(constant_npz), "--text-encoder",
+                    str(tiny_bert), "--out", str(out)]) == 0
+    stdout, err = capsys.readouterr()
+    assert "nan" not in stdout.lower()
+    warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and "Corr undefined" in warnings[0] and "seed 1" in warnings[0]
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [r["Corr"] for r in rows] == ["", "", ""]  # seed 1, mean, std
+    assert all(r["MAE"] for r in rows[:2])
+    history = _strict_json((out / "seed-1" / "history.json").read_text())
+    assert history[0]["valid_Corr"] is None
+    assert json.loads((out / "seed-1" / "history.json").read_text()) == history
+    # report: the blank is undefined (n/a, blank in CSV, a warning), not a broken file
+    capsys.readouterr()
+    assert run_cli(["report", str(out)]) == 0
+    table, err = capsys.readouterr()
+    assert "n/a" in table and "nan" not in table.lower()
+    assert err.startswith("warning: ") and "Corr" in err
+    assert run_cli(["report", str(out), "--format", "csv"]) == 0
+    row = list(csv.DictReader(capsys.readouterr().out.splitlines()))[0]
+    assert row["Corr_mean"] == "" and row["MAE_mean"] != ""
+    assert run_cli(["plot", "curves", str(out), "--out", str(tmp_path / "c.png")]) == 0
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda h: h[0].update(valid_MAE=None), None),
+    (lambda h: h[0].update(valid_MAE="low"), "'valid_MAE' is not a number"),
+    (lambda h: h.append([1, 2]), "entry 2 is not an epoch record"),
+    (lambda h: h[0].update(epoch=None), "entry 1 is not an epoch record"),
+])
+def test_plot_curves_reads_nulls_and_refuses_other_values(run, tmp_path, capsys, edit, message):
+    import json
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    path = copy / "seed-1" / "history.json"
+    history = json.loads(path.read_text())
+    edit(history)
+    path.write_text(json.dumps(history))
+    capsys.readouterr()
+    code = run_cli(["plot", "curves", str(copy), "--out", str(tmp_path / "c.png")])
+    if message is None:
+        assert code == 0 and (tmp_path / "c.png").is_file()
+    else:
+        assert code == 2
+        _one_error_line(capsys.readouterr().err, str(path), message)

@@ -10,7 +10,6 @@ import copy
 import csv
 import dataclasses
 import io
-import json
 import os
 import sys
 import tempfile
@@ -32,7 +31,7 @@ from msakit.encoders.text import (
 )
 from msakit.errors import MsakitError
 from msakit.files import RunLock, check_distinct_output, write_text_atomic
-from msakit.metrics import metric_names
+from msakit.metrics import metric_names, metrics_json, undefined_warning, without_nan
 from msakit.models.base import Dims, MSAModel
 from msakit.models.registry import preset as named_preset
 from msakit.models.registry import preset_note
@@ -346,7 +345,8 @@ def _train_seeds(
         )
         rows.append({"seed": seed, **result.metrics})
         if ctx.is_main:
-            write_text_atomic(run_dir / "history.json", json.dumps(trainer.history, indent=1))
+            _warn(undefined_warning(result.metrics, f"{run.data} test split, seed {seed}"))
+            write_text_atomic(run_dir / "history.json", metrics_json(trainer.history, indent=1))
             _write_results(out / "results.csv", rows, config.spec)
     return rows
 
@@ -461,8 +461,9 @@ def _write_results(path: Path, rows: list[dict[str, Any]], dataset: str | Datase
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["seed", *names], lineterminator="\n")
     writer.writeheader()
-    for row in _with_summary(rows, dataset):
-        writer.writerow({k: row[k] for k in ["seed", *names]})
+    for row in _with_summary(rows, dataset):  # an undefined metric (NaN) is a blank cell
+        writer.writerow({k: "" if v is None else v
+                         for k, v in without_nan({k: row[k] for k in ["seed", *names]}).items()})
     write_text_atomic(path, buf.getvalue())
 
 
@@ -650,10 +651,20 @@ def _check_same_extractor(ckpt: LoadedCheckpoint, data: str | os.PathLike) -> No
 def evaluate(
     checkpoint: str | os.PathLike, data: str | os.PathLike, split: str = "test"
 ) -> dict[str, float]:
-    """MMSA metrics of a checkpoint on one split of a feature file."""
+    """MMSA metrics of a checkpoint on one split of a feature file. A metric that does not
+    exist on the split (constant labels, one sample: :data:`msakit.metrics.UNDEFINED_WHEN`) is
+    NaN, named in a ``warning:`` line on stderr."""
     ckpt = load_checkpoint(checkpoint)
     part = split_for(ckpt, data, split)
-    return _evaluate_checkpoint(ckpt, part).metrics
+    metrics = _evaluate_checkpoint(ckpt, part).metrics
+    _warn(undefined_warning(metrics, f"{data} {split} split"))
+    return metrics
+
+
+def _warn(line: str | None) -> None:
+    """A ``warning:`` line on stderr (nothing for None)."""
+    if line is not None:
+        print(line, file=sys.stderr, flush=True)
 
 
 def _evaluate_checkpoint(ckpt: LoadedCheckpoint, part: SplitData):

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,10 +106,32 @@ def _histories(run_dir: Path) -> dict[str, list[dict[str, Any]]]:
             raise MsakitError(f"{f}: not valid JSON ({exc.msg})") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise MsakitError(f"{f}: cannot read it ({type(exc).__name__})") from None
-        if not isinstance(history, list) or not history:
-            raise MsakitError(f"{f}: no epochs recorded")
-        out[f.parent.name.replace("seed-", "seed ")] = history
+        except RecursionError:
+            raise MsakitError(f"{f}: nested too deeply to be a training history") from None
+        out[f.parent.name.replace("seed-", "seed ")] = _epoch_records(f, history)
     return out
+
+
+def _epoch_records(path: Path, history: Any) -> list[dict[str, float]]:
+    """A history.json's epochs, each ``{key: value}`` with its values as floats: ``null`` (a
+    metric undefined on the validation split, see :mod:`msakit.metrics`) is NaN, a gap in the
+    curve. Anything but a list of such records is one ``MsakitError`` line."""
+    if not isinstance(history, list) or not history:
+        raise MsakitError(f"{path}: no epochs recorded")
+    records = []
+    for k, record in enumerate(history, 1):
+        if not isinstance(record, dict) or type(record.get("epoch")) is not int:
+            raise MsakitError(f"{path}: entry {k} is not an epoch record (an integer 'epoch' "
+                              "and numbers)")
+        values = {}
+        for key, value in record.items():
+            if value is not None and (isinstance(value, bool)
+                                      or not isinstance(value, (int, float))):
+                raise MsakitError(f"{path}: epoch {record['epoch']}: {str(key)[:40]!r} is not "
+                                  "a number")
+            values[key] = math.nan if value is None else float(value)
+        records.append(values)
+    return records
 
 
 @dataclass(frozen=True)

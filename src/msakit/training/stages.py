@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +60,7 @@ from msakit.data.batching import epoch_plan
 from msakit.encoders.text import text_encoder_config
 from msakit.errors import MsakitError
 from msakit.files import RunLock, torch_save_atomic, write_text_atomic
+from msakit.metrics import metrics_json
 from msakit.models.base import MSAModel
 from msakit.models.conki import CONKI_PRETRAIN
 from msakit.models.registry import preset
@@ -252,7 +252,7 @@ def _pretrain_locked(
     adapters_path = out / ADAPTERS_FILE
     if ctx.is_main:
         _save_adapters(adapters_path, best, net=net, extra=extra, fingerprint=fingerprint)
-        write_text_atomic(run_dir / "history.json", json.dumps(trainer.history, indent=1))
+        write_text_atomic(run_dir / "history.json", metrics_json(trainer.history, indent=1))
         # last.pt only serves an exact resume; it holds the frozen text encoder and is large.
         (run_dir / "last.pt").unlink(missing_ok=True)
     ctx.barrier()
