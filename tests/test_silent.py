@@ -20,6 +20,11 @@ Issue 19's cases -> the tests here:
   test_a_run_with_undefined_metrics_writes_blanks_and_nulls
 - a history.json with nulls (exit 1 "unexpected TypeError"):
   test_plot_curves_reads_nulls_and_refuses_other_values
+- ``--batch 1`` joined every one-sample batch to the previous one (an epoch was one step):
+  test_batch_1_is_one_step_per_sample; the rule (MMSA keeps a short last batch; BatchNorm
+  cannot train on one sample): test_a_short_last_batch_is_a_step_unless_the_model_cannot_...,
+  test_batch_1_for_a_model_with_batchnorm_is_one_line
+- ``bench --max-steps 0`` reported 0 samples/s: test_bench_of_no_step_is_refused
 """
 
 from __future__ import annotations
@@ -375,3 +380,75 @@ def test_plot_curves_reads_nulls_and_refuses_other_values(run, tmp_path, capsys,
     else:
         assert code == 2
         _one_error_line(capsys.readouterr().err, str(path), message)
+
+
+# --------------------------------------------------------------------------- batches
+def test_a_short_last_batch_is_a_step_unless_the_model_cannot_train_on_it():
+    """MMSA's DataLoader keeps a last batch of one sample; BatchNorm cannot train on it (MMSA
+    raises), so for a model with BatchNorm it joins the batch before."""
+    import numpy as np
+    from torch import nn
+
+    from msakit.data.batching import join_small_batches
+    from msakit.training.trainer import smallest_batch
+
+    plan = [np.arange(0, 4), np.arange(4, 8), np.arange(8, 9)]
+    assert smallest_batch(nn.Linear(3, 1)) == 1
+    assert smallest_batch(nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))) == 2
+    assert smallest_batch(nn.Linear(3, 1), world_size=3) == 3
+    assert [len(b) for b in join_small_batches(plan, 1)] == [4, 4, 1]
+    assert [len(b) for b in join_small_batches(plan, 2)] == [4, 5]
+    ones = [np.array([i]) for i in range(5)]
+    assert len(join_small_batches(ones, 1)) == 5
+
+
+@pytest.fixture(scope="module")
+def text_features_npz(tmp_path_factory) -> Path:
+    """5 / 3 / 3 samples with the precomputed text features MulT, TFN and LMF read."""
+    from msakit.data.mmsa import convert_to_npz
+    from msakit.data.synthetic import write_synthetic
+
+    root = tmp_path_factory.mktemp("text_features")
+    pkl = write_synthetic(root / "t.pkl", "mosi", (5, 3, 3), text_features=True,
+                          frames={"audio": 20, "vision": 15})
+    convert_to_npz(pkl, root / "t.npz")
+    return root / "t.npz"
+
+
+def test_batch_1_is_one_step_per_sample(text_features_npz, tmp_path):
+    """--batch 1 once joined every one-sample batch to the one before: one step an epoch."""
+    import json
+
+    log = tmp_path / "steps.jsonl"
+    assert run_cli(["train", "--model", "mult", "--dataset", "mosi", "--data",
+                    str(text_features_npz), "--seeds", "1", "--epochs", "2", "--batch", "1",
+                    "--out", str(tmp_path / "run"), "--quiet", "--log-steps", str(log)]) == 0
+    steps = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [s["step"] for s in steps] == list(range(1, 11))  # 5 samples x 2 epochs
+
+
+@pytest.mark.parametrize("model", ["clgsi", "tfn"])
+def test_batch_1_for_a_model_with_batchnorm_is_one_line(model, text_features_npz,
+                                                        small_mosi_npz, tiny_bert, tmp_path,
+                                                        capsys):
+    data = ["--data", str(small_mosi_npz), "--text-encoder", str(tiny_bert)] if (
+        model == "clgsi") else ["--data", str(text_features_npz)]
+    capsys.readouterr()
+    assert run_cli(["train", "--model", model, "--dataset", "mosi", *data, "--seeds", "1",
+                    "--epochs", "1", "--batch", "1", "--out", str(tmp_path / "run"),
+                    "--quiet"]) == 2
+    _one_error_line(capsys.readouterr().err, "BatchNorm", "--batch 2")
+    assert not (tmp_path / "run").exists()
+
+
+# --------------------------------------------------------------------------- bench
+@pytest.mark.parametrize("flag, value", [("--max-steps", "0"), ("--max-steps", "-5"),
+                                         ("--warmup-steps", "-1")])
+def test_bench_of_no_step_is_refused(small_mosi_npz, tiny_bert, capsys, flag, value):
+    """bench --max-steps 0 once reported 0 samples/s."""
+    capsys.readouterr()
+    assert run_cli(["bench", "--model", "clgsi", "--dataset", "mosi", "--data",
+                    str(small_mosi_npz), "--text-encoder", str(tiny_bert), flag, value]) == 2
+    out, err = capsys.readouterr()
+    _one_error_line(err, flag, value)
+    assert "samples" not in out

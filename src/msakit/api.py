@@ -45,7 +45,7 @@ from msakit.training.inputs import (
     prepare_run,
     write_run_config,
 )
-from msakit.training.trainer import Trainer, evaluate_model
+from msakit.training.trainer import Trainer, check_batch_size, evaluate_model
 
 __all__ = ["train", "evaluate", "predict", "load_checkpoint", "build_config", "synth", "demo"]
 
@@ -217,6 +217,7 @@ def _train(ctx: distributed.DistContext, run: _Run) -> TrainResult:
     config = inputs.config  # with the data's content identity, as config.yaml records it
     # Build once to surface configuration errors before anything is written.
     probe = build_model(config, inputs.dims, copy.deepcopy(inputs.encoder), stats=inputs.stats)
+    check_batch_size(config, probe, ctx.world_size)
     adapter_state = None
     if run.adapters is not None:
         from msakit.training.stages import read_adapters

@@ -66,7 +66,7 @@ from msakit.models.conki import CONKI_PRETRAIN
 from msakit.models.registry import preset
 from msakit.training import distributed
 from msakit.training.inputs import build_model, prepare_run, write_run_config
-from msakit.training.trainer import Trainer
+from msakit.training.trainer import Trainer, check_batch_size
 
 __all__ = ["pretrain_adapters", "read_adapters", "install_adapters", "encoder_fingerprint"]
 
@@ -209,6 +209,7 @@ def _pretrain(
     torch.manual_seed(seed)
     net = build_model(config, dims, encoder, stats=inputs.stats)
     net.freeze_encoders()
+    check_batch_size(config, net, ctx.world_size)
 
     run_dir = out / STAGE1_DIR
     lock = RunLock(out) if ctx.is_main else None
