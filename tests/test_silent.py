@@ -25,6 +25,16 @@ Issue 19's cases -> the tests here:
   cannot train on one sample): test_a_short_last_batch_is_a_step_unless_the_model_cannot_...,
   test_batch_1_for_a_model_with_batchnorm_is_one_line
 - ``bench --max-steps 0`` reported 0 samples/s: test_bench_of_no_step_is_refused
+- the Python API coerced ``seeds="12"`` to [1, 2] and ``epochs=2.7`` to 2, and raised bare
+  TypeErrors: test_the_api_checks_types_without_coercion,
+  test_every_public_function_checks_its_arguments (and what it accepts:
+  test_the_api_takes_what_its_annotations_say)
+- exit 1 "unexpected ..." instead of one line: ``plot tsne --perplexity 0``, ``--max-samples
+  -5`` (test_tsne_settings_are_checked_first), ``plot weights --gain inf``
+  (test_plot_weights_refuses_a_gain_that_is_no_finite_number), a binary ``--log-steps`` on
+  resume (test_a_binary_step_log_on_resume_is_one_line), deep nesting in ids
+  (test_nested_ids_or_texts_are_one_line), in the extractor record and a malformed one (above),
+  a history.json with nulls (above)
 """
 
 from __future__ import annotations
@@ -452,3 +462,126 @@ def test_bench_of_no_step_is_refused(small_mosi_npz, tiny_bert, capsys, flag, va
     out, err = capsys.readouterr()
     _one_error_line(err, flag, value)
     assert "samples" not in out
+
+
+# --------------------------------------------------------------------------- the Python API
+@pytest.mark.parametrize("kwargs, message", [
+    ({"seeds": "12"}, "seeds must be list[int] | None, got '12'"),
+    ({"seeds": [1.5]}, "seeds must be list[int] | None"),
+    ({"epochs": 2.7}, "epochs must be int | None, got 2.7"),
+    ({"epochs": "3"}, "epochs must be int | None, got '3'"),
+    ({"batch": True}, "batch must be int | None, got True"),
+    ({"resume": "yes"}, "resume must be bool"),
+    ({"out": 5}, "out must be str | os.PathLike"),
+    ({"bogus": 1}, "unexpected keyword argument 'bogus'"),
+])
+def test_the_api_checks_types_without_coercion(small_mosi_npz, tiny_bert, tmp_path, kwargs,
+                                               message):
+    """train once read seeds="12" as seeds [1, 2] and epochs=2.7 as 2 epochs."""
+    import msakit
+    from msakit.errors import MsakitError
+
+    with pytest.raises(MsakitError) as info:
+        msakit.train("clgsi", "mosi", small_mosi_npz, text_encoder=str(tiny_bert),
+                     **{"out": tmp_path / "run", **kwargs})
+    assert str(info.value).startswith("msakit.train: ") and message in str(info.value)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda m, run, data: m.evaluate(run, data, split=3), "msakit.evaluate: split must be str"),
+    (lambda m, run, data: m.evaluate(7, data), "msakit.evaluate: checkpoint must be"),
+    (lambda m, run, data: m.predict(run, data, out=1.5), "msakit.predict: out must be"),
+    (lambda m, run, data: m.load_checkpoint(None), "msakit.load_checkpoint: path must be"),
+    (lambda m, run, data: m.synth("mosi", (3, 3, "3"), "x.npz"), "msakit.synth: n must be"),
+    (lambda m, run, data: m.build_config("clgsi", "mosi", seeds=[True]),
+     "msakit.build_config: seeds must be"),
+    (lambda m, run, data: m.train("clgsi"), "msakit.train: missing a required argument: 'dataset'"),
+])
+def test_every_public_function_checks_its_arguments(run, small_mosi_npz, call, message):
+    from msakit import api
+    from msakit.errors import MsakitError
+
+    with pytest.raises(MsakitError) as info:
+        call(api, run, small_mosi_npz)
+    assert str(info.value).startswith(message), str(info.value)
+
+
+def test_the_api_takes_what_its_annotations_say(run, small_mosi_npz, tmp_path):
+    """Paths as str or Path, ints as float settings, lists for tuples of counts."""
+    import msakit
+    from msakit.api import build_config
+    from msakit.errors import MsakitError
+
+    config = build_config("clgsi", "mosi", seeds=[3, 4], epochs=2, batch=8)
+    assert config.seeds == [3, 4] and config.epochs == 2 and config.batch_size == 8
+    with pytest.raises(MsakitError, match="no seed given"):  # not the preset's seeds
+        build_config("clgsi", "mosi", seeds=[])
+    assert msakit.synth("mosi", [2, 2, 2], tmp_path / "s.npz").is_file()
+    metrics = msakit.evaluate(str(run), small_mosi_npz)
+    assert metrics == msakit.evaluate(run, str(small_mosi_npz), "test")
+
+
+# --------------------------------------------------------------------------- one line, exit 2
+@pytest.mark.parametrize("argv, message", [
+    (["plot", "tsne", "--perplexity", "0"], "--perplexity must be a number above 0, got 0.0"),
+    (["plot", "tsne", "--perplexity", "nan"], "--perplexity must be a number above 0, got nan"),
+    (["plot", "tsne", "--max-samples", "-5"], "--max-samples must be at least 3"),
+])
+def test_tsne_settings_are_checked_first(run, small_mosi_npz, tmp_path, capsys, argv,
+                                         message):
+    capsys.readouterr()
+    assert run_cli([*argv, "--checkpoint", str(run), "--data", str(small_mosi_npz), "--out",
+                    str(tmp_path / "t.png")]) == 2
+    _one_error_line(capsys.readouterr().err, message)
+    assert not (tmp_path / "t.png").exists()
+
+
+@pytest.mark.parametrize("gain", ["inf", "nan", "-1"])
+def test_plot_weights_refuses_a_gain_that_is_no_finite_number(tmp_path, capsys, gain):
+    capsys.readouterr()
+    assert run_cli(["plot", "weights", "--gain", gain, "--out", str(tmp_path / "w.png")]) == 2
+    _one_error_line(capsys.readouterr().err, "--gain must be a finite number >= 0")
+    assert not (tmp_path / "w.png").exists()
+
+
+def test_a_binary_step_log_on_resume_is_one_line(run, tiny_bert, small_mosi_npz, tmp_path,
+                                                 capsys):
+    copy, log = tmp_path / "run", tmp_path / "steps.log"
+    shutil.copytree(run, copy)
+    log.write_bytes(bytes(range(256)) * 4)
+    capsys.readouterr()
+    assert run_cli(["train", *TRAIN, "--resume", "--data", str(small_mosi_npz),
+                    "--text-encoder", str(tiny_bert), "--out", str(copy), "--log-steps",
+                    str(log)]) == 2
+    _one_error_line(capsys.readouterr().err, str(log), "not UTF-8")
+    assert log.read_bytes() == bytes(range(256)) * 4
+
+
+@pytest.mark.parametrize("key", ["id", "raw_text"])
+def test_nested_ids_or_texts_are_one_line(run, small_mosi_npz, tmp_path, capsys, key):
+    """An id or text that is a (deeply) nested list, not a string: exit 1 "unexpected
+    RecursionError" once, or the list's repr taken as the id."""
+    import pickle
+    import sys
+
+    from msakit.data.safe_format import read_npz
+
+    with open(small_mosi_npz, "rb") as f:
+        content = read_npz(f, str(small_mosi_npz), mmap=False)
+    content["test"]["raw_text"] = [f"text {i}" for i in range(len(content["test"]["id"]))]
+    nested: object = "x"
+    for _ in range(5000):
+        nested = [nested]
+    content["test"][key] = [nested] * len(content["test"]["id"])
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(20_000)  # only to write the file
+    try:
+        (tmp_path / "nested.pkl").write_bytes(pickle.dumps(content, protocol=4))
+    finally:
+        sys.setrecursionlimit(limit)
+    capsys.readouterr()
+    assert run_cli(["evaluate", "--checkpoint", str(run), "--data",
+                    str(tmp_path / "nested.pkl")]) == 2
+    _one_error_line(capsys.readouterr().err, f"key '{key}'", "one is a list")

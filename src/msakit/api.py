@@ -1,7 +1,9 @@
 """The Python API behind every ``msakit`` command: train, evaluate, predict, synth, demo.
 
 Each function validates all of its input before it writes anything, and raises
-:class:`msakit.errors.MsakitError` (one line) for bad input.
+:class:`msakit.errors.MsakitError` (one line) for bad input. The public functions check their
+arguments' types against their annotations first (:func:`checked_arguments`): no coercion, so
+``seeds="12"`` or ``epochs=2.7`` is an error, not seeds [1, 2] or 2 epochs.
 """
 
 from __future__ import annotations
@@ -9,10 +11,13 @@ from __future__ import annotations
 import copy
 import csv
 import dataclasses
+import functools
+import inspect
 import io
 import os
 import sys
 import tempfile
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,9 +56,51 @@ __all__ = ["train", "evaluate", "predict", "load_checkpoint", "build_config", "s
 
 
 # --------------------------------------------------------------------------- building blocks
+def checked_arguments(fn):
+    """``fn`` with its arguments checked against its annotations before it runs (pydantic's
+    strict validation: no coercion; ``bool`` is no ``int``, ``"12"`` no ``list[int]``, an
+    ``int`` is a ``float``; classes by ``isinstance``). A mismatch is one ``MsakitError``
+    naming the function, the argument, the annotation and the value given."""
+    signature = inspect.signature(fn)
+    adapters: dict[str, Any] = {}
+
+    def adapter(name: str) -> Any:  # built on first use: importing msakit stays quick
+        if name not in adapters:
+            from pydantic import ConfigDict, TypeAdapter
+
+            hint = typing.get_type_hints(fn).get(name, Any)
+            adapters[name] = None if hint is Any else TypeAdapter(
+                hint, config=ConfigDict(strict=True, arbitrary_types_allowed=True))
+        return adapters[name]
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        from pydantic import ValidationError
+
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise MsakitError(f"msakit.{fn.__name__}: {exc}") from None
+        for name, value in bound.arguments.items():
+            check = adapter(name)
+            try:
+                if check is not None:
+                    check.validate_python(value, strict=True)
+            except ValidationError:
+                given = repr(value)
+                given = given if len(given) <= 60 else given[:57] + "..."
+                raise MsakitError(
+                    f"msakit.{fn.__name__}: {name} must be {fn.__annotations__[name]}, got "
+                    f"{given} (of type {type(value).__name__})") from None
+        return fn(*args, **kwargs)
+
+    return call
+
+
+@checked_arguments
 def build_config(
     model: str,
-    dataset: str,
+    dataset: str | DatasetSpec,
     *,
     text_encoder: str | None = None,
     seeds: list[int] | None = None,
@@ -69,12 +116,12 @@ def build_config(
     config = copy.deepcopy(base) if base is not None else named_preset(model, dataset, preset)
     if text_encoder is not None:
         config.text_encoder = text_encoder
-    if seeds:
-        config.seeds = [int(s) for s in seeds]
+    if seeds is not None:  # types checked (checked_arguments); [] is "no seed given"
+        config.seeds = list(seeds)
     if epochs is not None:
-        config.epochs = int(epochs)
+        config.epochs = epochs
     if batch is not None:
-        config.batch_size = int(batch)
+        config.batch_size = batch
     return apply_overrides(config, overrides or [])
 
 
@@ -96,9 +143,10 @@ class TrainResult:
     """One row per seed (``seed`` then the test metrics), then the ``mean`` and ``std`` rows."""
 
 
+@checked_arguments
 def train(
     model: str,
-    dataset: str,
+    dataset: str | DatasetSpec,
     data: str | os.PathLike,
     *,
     text_encoder: str | None = None,
@@ -182,7 +230,7 @@ class _Run:
     """The arguments of one :func:`train` call (see there), passed down as one object."""
 
     model: str
-    dataset: str
+    dataset: str | DatasetSpec
     data: str | os.PathLike
     out: Path
     text_encoder: str | None = None
@@ -546,6 +594,7 @@ def _check_contents(path: Path, state: dict[str, Any]) -> None:
         check_record(state["extractor"], f"{path}: 'extractor'")
 
 
+@checked_arguments
 def load_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
     """Rebuild a trained model from its checkpoint alone (``weights_only=True``).
 
@@ -649,6 +698,7 @@ def _check_same_extractor(ckpt: LoadedCheckpoint, data: str | os.PathLike) -> No
         )
 
 
+@checked_arguments
 def evaluate(
     checkpoint: str | os.PathLike, data: str | os.PathLike, split: str = "test"
 ) -> dict[str, float]:
@@ -676,6 +726,7 @@ def _evaluate_checkpoint(ckpt: LoadedCheckpoint, part: SplitData):
     )
 
 
+@checked_arguments
 def predict(
     checkpoint: str | os.PathLike,
     data: str | os.PathLike | Mapping[str, Any],
@@ -693,10 +744,7 @@ def predict(
     """
     from msakit.inference import prediction_rows, split_from_arrays, write_predictions
 
-    in_memory = isinstance(data, Mapping)
-    if not in_memory and not isinstance(data, (str, os.PathLike)):
-        raise MsakitError(f"predict: data must be a feature file or a dict of arrays, got a "
-                          f"{type(data).__name__}")
+    in_memory = isinstance(data, Mapping)  # else a path (checked_arguments)
     if out is not None:
         check_distinct_output(out, [*([] if in_memory else [data]), checkpoint,
                                     resolve_checkpoint(checkpoint)])
@@ -715,8 +763,9 @@ def predict(
 
 
 # --------------------------------------------------------------------------- synth and demo
-def synth(like: str, n: tuple[int, int, int], out: str | os.PathLike, seed: int = 0, *,
-          text_features: bool = False) -> Path:
+@checked_arguments
+def synth(like: str, n: tuple[int, int, int] | list[int], out: str | os.PathLike, seed: int = 0,
+          *, text_features: bool = False) -> Path:
     """Write a synthetic MMSA feature file shaped like the named data set ``like`` (see
     :func:`msakit.data.synthetic.synthetic_names`); with ``text_features``, also the ``text``
     key that the models without a text encoder (TFN, LMF, MulT) read."""
@@ -725,8 +774,9 @@ def synth(like: str, n: tuple[int, int, int], out: str | os.PathLike, seed: int 
 
     if like not in synthetic_names():
         raise MsakitError(f"--like must be one of {', '.join(synthetic_names())}, got {like!r}")
-    if min(n) < 1:
-        raise MsakitError(f"every split needs at least one sample, got {' '.join(map(str, n))}")
+    if len(n) != 3 or min(n) < 1:
+        raise MsakitError(f"three splits of at least one sample each (train, valid, test), got "
+                          f"{' '.join(map(str, n))}")
     out = Path(out)
     if out.parent and not out.parent.exists():
         raise MsakitError(f"folder {out.parent} does not exist")
@@ -744,6 +794,7 @@ def synth(like: str, n: tuple[int, int, int], out: str | os.PathLike, seed: int 
 DEMO_SIZES = (256, 64, 96)
 
 
+@checked_arguments
 def demo(
     out: str | os.PathLike | None = None, quiet: bool = False, overrides: list[str] | None = None
 ) -> TrainResult:
@@ -775,6 +826,7 @@ def demo(
     )
 
 
+@checked_arguments
 def predict_video(
     checkpoint: str | os.PathLike,
     video: str | os.PathLike,

@@ -148,6 +148,7 @@ def _flops_report(
     return result
 
 
+@api.checked_arguments
 def bench(
     model: str,
     dataset: str | DatasetSpec,

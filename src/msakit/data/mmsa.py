@@ -673,7 +673,10 @@ def _convert_split(
         ids = np.array([f"{prefix}{i}" for i in range(n)], dtype=str)
     raw_text = None
     if "raw_text" in d:  # kept to check the token ids against a tokenizer (msakit.data.tokens)
-        raw_text = np.array([_as_text(x) for x in d["raw_text"]], dtype=str)
+        try:
+            raw_text = np.array([_as_text(x) for x in d["raw_text"]], dtype=str)
+        except (TypeError, ValueError) as e:
+            where.fail("raw_text", f"texts are not strings ({e})")
 
     text_bert = _convert_text_bert(d.pop("text_bert"), where, vocab_size)
     text = _text_features(d, where, text_features)
@@ -724,11 +727,16 @@ def _text_features(d: dict[str, Any], where: _Where, wanted: bool) -> np.ndarray
 
 
 def _as_text(x: Any) -> str:
+    """One id or text as a string: a string, bytes (UTF-8), a number, or an array of one of
+    them (ids stored as (N, 1) arrays); anything else (a list, a nested structure, an object)
+    is a ``TypeError`` naming its type."""
+    if isinstance(x, np.ndarray) and x.size == 1:  # one level only: no nesting
+        x = x.reshape(-1)[0]
     if isinstance(x, (bytes, np.bytes_)):
         return bytes(x).decode("utf-8", "replace")
-    if isinstance(x, np.ndarray) and x.size == 1:  # ids stored as (N, 1) arrays
-        return _as_text(x.reshape(-1)[0])
-    return str(x)
+    if isinstance(x, (str, np.str_, int, float, np.number)) and not isinstance(x, bool):
+        return str(x)
+    raise TypeError(f"one is a {type(x).__name__}")
 
 
 def _float32(arr: np.ndarray) -> np.ndarray:

@@ -295,6 +295,11 @@ def plot_tsne(
     "+3" on MOSI/MOSEI; ConKI's Figure 5 shows two); ``max_samples`` draws at most that many
     samples at random (seed ``seed``), each contributing one point per representation.
     """
+    if not (math.isfinite(perplexity) and perplexity > 0):
+        raise MsakitError(f"--perplexity must be a number above 0, got {perplexity}")
+    if max_samples < 3:
+        raise MsakitError(f"--max-samples must be at least 3 (t-SNE needs 3 samples), got "
+                          f"{max_samples}")
     _out_path(out)
     outputs = _run_checkpoint(checkpoint, data, split, keep_representations=True)
     names = _representation_names(outputs)
@@ -433,6 +438,8 @@ def plot_weights(
     gain = defaults["gain"].default if gain is None else float(gain)
     if not 0 <= threshold <= WEIGHT_RANGE[1]:
         raise MsakitError(f"--threshold must lie in [0, 2], got {threshold}")
+    if not (math.isfinite(gain) and gain >= 0):  # as CLGSI's gain hyperparameter
+        raise MsakitError(f"--gain must be a finite number >= 0, got {gain}")
     plt = _pyplot()
     d, positive, negative = weight_curves(threshold, gain)
     negative = negative_scale * negative
@@ -448,7 +455,8 @@ def plot_weights(
     ax.axvline(threshold, color="0.4", ls="--", lw=1)
     ax.annotate(f"κ = {threshold:g}", (threshold, 0.04 * gain), xytext=(6, 0),
                 textcoords="offset points", color="0.25")
-    ax.set(xlim=WEIGHT_RANGE, ylim=(0, gain * 1.05), xlabel="D (sentiment intensity difference)",
+    ax.set(xlim=WEIGHT_RANGE, ylim=(0, (gain or 1.0) * 1.05),
+           xlabel="D (sentiment intensity difference)",
            ylabel="weight w")
     ax.set_title(f"CLGSI weight function, κ = {threshold:g}, g = {gain:g}{note}", fontsize=10)
     ax.grid(alpha=0.3)

@@ -659,12 +659,17 @@ class Trainer:
         starts afresh); other seeds' lines are kept."""
         if not self.log_steps.exists():
             return
+        try:
+            text = self.log_steps.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise MsakitError(f"--log-steps {self.log_steps}: not a step log (not UTF-8 text); "
+                              "name a new file or the run's own step log") from None
         keep = []
-        for line in self.log_steps.read_text().splitlines():
+        for line in text.splitlines():
             try:
                 entry = json.loads(line)
                 seed, step = entry.get("seed", self.seed), int(entry["step"])
-            except (ValueError, KeyError, TypeError, AttributeError):
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
                 continue  # a line cut by a kill
             if seed != self.seed or step <= self.global_step:
                 keep.append(line)
