@@ -400,6 +400,14 @@ def weight_curves(
     return d, gain * np.abs(np.tanh(d - 2 * threshold)), gain * np.abs(np.tanh(d))
 
 
+def _check_weight_settings(threshold: float, gain: float) -> None:
+    """κ in [0, 2] (the figure's D axis), g finite and >= 0 (as CLGSI's hyperparameter)."""
+    if not 0 <= threshold <= WEIGHT_RANGE[1]:
+        raise MsakitError(f"--threshold must lie in [0, 2], got {threshold}")
+    if not (math.isfinite(gain) and gain >= 0):
+        raise MsakitError(f"--gain must be a finite number >= 0, got {gain}")
+
+
 def plot_weights(
     out: str | os.PathLike,
     checkpoint: str | os.PathLike | None = None,
@@ -436,10 +444,7 @@ def plot_weights(
             note = f"\n(official variant: negative weights × {negative_scale:g})"
     threshold = defaults["threshold"].default if threshold is None else float(threshold)
     gain = defaults["gain"].default if gain is None else float(gain)
-    if not 0 <= threshold <= WEIGHT_RANGE[1]:
-        raise MsakitError(f"--threshold must lie in [0, 2], got {threshold}")
-    if not (math.isfinite(gain) and gain >= 0):  # as CLGSI's gain hyperparameter
-        raise MsakitError(f"--gain must be a finite number >= 0, got {gain}")
+    _check_weight_settings(threshold, gain)
     plt = _pyplot()
     d, positive, negative = weight_curves(threshold, gain)
     negative = negative_scale * negative
