@@ -19,7 +19,6 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -28,12 +27,12 @@ import torch.distributed as dist
 from torch import nn
 
 from msakit import api, cli
-from msakit.data.batching import collate
+from msakit.data.batching import collate, epoch_plan, join_small_batches
 from msakit.data.mmsa import load_feature_file
 from msakit.encoders.text import load_text_encoder
-from msakit.training.distributed import DistContext, GlobalBatchNorm
+from msakit.training.distributed import GlobalBatchNorm
 from msakit.training.inputs import run_stats
-from msakit.training.trainer import Trainer
+from msakit.training.trainer import Trainer, smallest_batch
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 needs_torchrun = pytest.mark.skipif(
@@ -261,10 +260,9 @@ def test_small_batches_join_the_one_before_so_every_rank_has_samples(data_file, 
     config = api.build_config("clgsi", "mosi", batch=10, overrides=[f"sampler={sampler}"])
     split = load_feature_file(str(data_file)).splits["train"]
 
-    def plan(world: int) -> list[np.ndarray]:
-        trainer = SimpleNamespace(train=split, config=config, seed=1,
-                                  dist=DistContext(world_size=world))
-        return Trainer._plan(trainer, 0)
+    def plan(world: int) -> list[np.ndarray]:  # CLGSI's head has BatchNorm
+        batches = epoch_plan(split, config.batch_size, seed=1, epoch=0, sampler=config.sampler)
+        return join_small_batches(batches, smallest_batch(nn.BatchNorm1d(4), world))
 
     for world in (1, 2, 3, 4):
         batches = plan(world)

@@ -234,7 +234,7 @@ def _nan_at_b(a):
      "sample 1"),
     (_with(audio=[[1.0, 2.0], [3.0]]), "arrays: key 'audio': not a numeric array"),
     (_with(vision=lambda v: v[0, 0]), "arrays: key 'vision': expected a 3-D array"),
-    ([1, 2], "predict: data must be a feature file or a dict of arrays, got a list"),
+    ([1, 2], "msakit.predict: data must be str | os.PathLike | Mapping[str, Any], got [1, 2]"),
 ])
 def test_bad_arrays_are_one_line(run, arrays, message):
     with pytest.raises(MsakitError) as info:

@@ -109,3 +109,21 @@ def test_without_config_model_and_dataset_are_required(small_mosi_npz, tmp_path,
                     str(tmp_path / "r")]) == 2
     assert capsys.readouterr().err.strip() == (
         "error: msakit train: --model is required (or --config RUN/config.yaml)")
+
+
+def test_a_config_on_other_data_is_refused(first, small_mosi_npz, tmp_path, capsys):
+    """The config.yaml records the content of the data its run trained on; --data of other
+    content is refused with one line naming both files (a copy of the same file is fine)."""
+    from msakit.data.safe_format import read_npz, save_npz
+
+    with open(small_mosi_npz, "rb") as f:
+        content = read_npz(f, str(small_mosi_npz), mmap=False)
+    content["test"]["regression_labels"] = -content["test"]["regression_labels"]
+    other = save_npz(content, tmp_path / "other.npz")
+    capsys.readouterr()
+    assert run_cli(["train", "--config", str(first), "--data", str(other), "--out",
+                    str(tmp_path / "r"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --config") and "\n" not in err, err
+    assert str(small_mosi_npz) in err and str(other) in err
+    assert not (tmp_path / "r").exists()

@@ -1,7 +1,9 @@
 """The Python API behind every ``msakit`` command: train, evaluate, predict, synth, demo.
 
 Each function validates all of its input before it writes anything, and raises
-:class:`msakit.errors.MsakitError` (one line) for bad input.
+:class:`msakit.errors.MsakitError` (one line) for bad input. The public functions check their
+arguments' types against their annotations first (:func:`checked_arguments`): no coercion, so
+``seeds="12"`` or ``epochs=2.7`` is an error, not seeds [1, 2] or 2 epochs.
 """
 
 from __future__ import annotations
@@ -9,11 +11,13 @@ from __future__ import annotations
 import copy
 import csv
 import dataclasses
+import functools
+import inspect
 import io
-import json
 import os
 import sys
 import tempfile
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +36,7 @@ from msakit.encoders.text import (
 )
 from msakit.errors import MsakitError
 from msakit.files import RunLock, check_distinct_output, write_text_atomic
-from msakit.metrics import metric_names
+from msakit.metrics import metric_names, metrics_json, undefined_warning, without_nan
 from msakit.models.base import Dims, MSAModel
 from msakit.models.registry import preset as named_preset
 from msakit.models.registry import preset_note
@@ -55,15 +59,57 @@ from msakit.training.inputs import (
     prepare_run,
     write_run_config,
 )
-from msakit.training.trainer import Trainer, evaluate_model
+from msakit.training.trainer import Trainer, check_batch_size, evaluate_model
 
 __all__ = ["train", "evaluate", "predict", "load_checkpoint", "build_config", "synth", "demo"]
 
 
 # --------------------------------------------------------------------------- building blocks
+def checked_arguments(fn):
+    """``fn`` with its arguments checked against its annotations before it runs (pydantic's
+    strict validation: no coercion; ``bool`` is no ``int``, ``"12"`` no ``list[int]``, an
+    ``int`` is a ``float``; classes by ``isinstance``). A mismatch is one ``MsakitError``
+    naming the function, the argument, the annotation and the value given."""
+    signature = inspect.signature(fn)
+    adapters: dict[str, Any] = {}
+
+    def adapter(name: str) -> Any:  # built on first use: importing msakit stays quick
+        if name not in adapters:
+            from pydantic import ConfigDict, TypeAdapter
+
+            hint = typing.get_type_hints(fn).get(name, Any)
+            adapters[name] = None if hint is Any else TypeAdapter(
+                hint, config=ConfigDict(strict=True, arbitrary_types_allowed=True))
+        return adapters[name]
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        from pydantic import ValidationError
+
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise MsakitError(f"msakit.{fn.__name__}: {exc}") from None
+        for name, value in bound.arguments.items():
+            check = adapter(name)
+            try:
+                if check is not None:
+                    check.validate_python(value, strict=True)
+            except ValidationError:
+                given = repr(value)
+                given = given if len(given) <= 60 else given[:57] + "..."
+                raise MsakitError(
+                    f"msakit.{fn.__name__}: {name} must be {fn.__annotations__[name]}, got "
+                    f"{given} (of type {type(value).__name__})") from None
+        return fn(*args, **kwargs)
+
+    return call
+
+
+@checked_arguments
 def build_config(
     model: str,
-    dataset: str,
+    dataset: str | DatasetSpec,
     *,
     text_encoder: str | None = None,
     seeds: list[int] | None = None,
@@ -79,12 +125,12 @@ def build_config(
     config = copy.deepcopy(base) if base is not None else named_preset(model, dataset, preset)
     if text_encoder is not None:
         config.text_encoder = text_encoder
-    if seeds:
-        config.seeds = [int(s) for s in seeds]
+    if seeds is not None:  # types checked (checked_arguments); [] is "no seed given"
+        config.seeds = list(seeds)
     if epochs is not None:
-        config.epochs = int(epochs)
+        config.epochs = epochs
     if batch is not None:
-        config.batch_size = int(batch)
+        config.batch_size = batch
     return apply_overrides(config, overrides or [])
 
 
@@ -106,9 +152,10 @@ class TrainResult:
     """One row per seed (``seed`` then the test metrics), then the ``mean`` and ``std`` rows."""
 
 
+@checked_arguments
 def train(
     model: str,
-    dataset: str,
+    dataset: str | DatasetSpec,
     data: str | os.PathLike,
     *,
     text_encoder: str | None = None,
@@ -182,7 +229,7 @@ class _Run:
     """The arguments of one :func:`train` call (see there), passed down as one object."""
 
     model: str
-    dataset: str
+    dataset: str | DatasetSpec
     data: str | os.PathLike
     out: Path
     text_encoder: str | None = None
@@ -210,11 +257,14 @@ def _train(ctx: distributed.DistContext, run: _Run) -> TrainResult:
     )
     if run.init_from is not None:
         config = dataclasses.replace(config, init_from=str(run.init_from))
-    _check_outputs(run, config)
+    resumed = _check_outputs(run, config)
     inputs = prepare_run(config, run.data, run.out, ctx, checkpoint_format="msakit-checkpoint-1",
                          loaded=run.loaded)
+    _check_same_data(run, inputs.config.data, resumed=resumed, configured=config.data)
+    config = inputs.config  # with the data's content identity, as config.yaml records it
     # Build once to surface configuration errors before anything is written.
     probe = build_model(config, inputs.dims, copy.deepcopy(inputs.encoder), stats=inputs.stats)
+    check_batch_size(config, probe, ctx.world_size)
     adapter_state = None
     if run.adapters is not None:
         from msakit.training.stages import read_adapters
@@ -247,10 +297,11 @@ def _train(ctx: distributed.DistContext, run: _Run) -> TrainResult:
     return TrainResult(out=run.out, rows=_with_summary(rows, config.spec))
 
 
-def _check_outputs(run: _Run, config: RunConfig) -> None:
+def _check_outputs(run: _Run, config: RunConfig) -> dict[str, Any] | None:
     """The run folder and the step log against the inputs (:func:`msakit.safety.check_plan`):
     nothing of the inputs or of another run is overwritten; --resume continues only a run
-    started with the same settings."""
+    started with the same settings, and returns the data identity the run recorded
+    (:func:`_check_resume_config`)."""
     reads = [*inputs("--data", [run.data]), *inputs("--adapters", [run.adapters]),
              *inputs("--init-from", [config.init_from], "checkpoint"),
              *inputs("--text-encoder", [config.text_encoder], "encoder")]
@@ -258,7 +309,8 @@ def _check_outputs(run: _Run, config: RunConfig) -> None:
               *([Output("--log-steps", Path(run.log_steps), "log")] if run.log_steps else [])]
     check_plan(reads, writes, overwrite=run.overwrite, resume=run.resume)
     if run.resume:
-        _check_resume_config(run.out, config)
+        return _check_resume_config(run.out, config)
+    return None
 
 
 def _read_init_from(config: RunConfig, probe: MSAModel, *, quiet: bool) -> InitFrom | None:
@@ -339,7 +391,8 @@ def _train_seeds(
         )
         rows.append({"seed": seed, **result.metrics})
         if ctx.is_main:
-            write_text_atomic(run_dir / "history.json", json.dumps(trainer.history, indent=1))
+            _warn(undefined_warning(result.metrics, f"{run.data} test split, seed {seed}"))
+            write_text_atomic(run_dir / "history.json", metrics_json(trainer.history, indent=1))
             _write_results(out / "results.csv", rows, config.spec)
     return rows
 
@@ -356,13 +409,15 @@ def _load_best(net: torch.nn.Module, run_dir: Path) -> None:
         ) from None
 
 
-def _check_resume_config(out: Path, config: RunConfig) -> None:
-    """--resume continues a run only with the settings it was started with (seeds aside)."""
+def _check_resume_config(out: Path, config: RunConfig) -> dict[str, Any] | None:
+    """--resume continues a run only with the settings it was started with (seeds aside).
+    Returns the content identity of the data the run recorded (None for a run written before
+    msakit recorded one: a ``warning:`` line says that the data is not checked)."""
     import yaml
 
     path = out / "config.yaml"
     if not path.is_file():
-        return
+        return None
     try:
         saved = yaml.safe_load(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
@@ -375,7 +430,7 @@ def _check_resume_config(out: Path, config: RunConfig) -> None:
     def flat(cfg: dict[str, Any]) -> dict[str, Any]:  # --set names: lr.text, gamma, ...
         out = {k: v for k, v in cfg.items() if not isinstance(v, dict) and k != "seeds"}
         for key, value in cfg.items():
-            if isinstance(value, dict):
+            if isinstance(value, dict) and key != "data":  # the data: _recorded_data
                 out.update({(k if key == "model" else f"{key}.{k}"): v for k, v in value.items()})
         return out
 
@@ -396,6 +451,40 @@ def _check_resume_config(out: Path, config: RunConfig) -> None:
             f"{path}: the run was started with other settings ({', '.join(changed)}); resume "
             "with the same options, or train into a new --out"
         )
+    return _recorded_data(path, saved)
+
+
+def _recorded_data(path: Path, saved: dict[str, Any]) -> dict[str, Any] | None:
+    """The data identity a run's config.yaml records, checked; None (and a ``warning:`` line)
+    for a run written before msakit recorded one."""
+    from msakit.data.identity import check_identity
+
+    if saved.get("data") is None:
+        print(f"warning: {path} records no content identity of the data the run trained on "
+              "(written before msakit recorded one): --data is not checked against it",
+              file=sys.stderr)
+        return None
+    return check_identity(saved["data"], str(path))
+
+
+def _check_same_data(
+    run: _Run, given: dict[str, Any], *, resumed: dict[str, Any] | None,
+    configured: dict[str, Any] | None,
+) -> None:
+    """--data must hold the content the resumed run, and the run of a --config, trained on."""
+    from msakit.data.identity import same_content
+
+    for recorded, whose, hint in (
+        (resumed, f"--resume: {run.out} was trained on",
+         "resume with its own data, or train into a new --out"),
+        (configured, "--config: its run was trained on",
+         "to train these settings on other data, delete 'data' from a copy of its config.yaml"),
+    ):
+        if recorded is not None and not same_content(recorded, given):
+            raise MsakitError(
+                f"{whose} {recorded['file']} (blake2b {recorded['blake2b'][:16]}), not on "
+                f"--data {run.data} (blake2b {given['blake2b'][:16]}): other content; {hint}"
+            )
 
 
 def _with_summary(
@@ -418,8 +507,9 @@ def _write_results(path: Path, rows: list[dict[str, Any]], dataset: str | Datase
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["seed", *names], lineterminator="\n")
     writer.writeheader()
-    for row in _with_summary(rows, dataset):
-        writer.writerow({k: row[k] for k in ["seed", *names]})
+    for row in _with_summary(rows, dataset):  # an undefined metric (NaN) is a blank cell
+        writer.writerow({k: "" if v is None else v
+                         for k, v in without_nan({k: row[k] for k in ["seed", *names]}).items()})
     write_text_atomic(path, buf.getvalue())
 
 
@@ -485,6 +575,23 @@ def _describe_checkpoint(path: Path, state: Any) -> tuple[RunConfig, Dims, dict[
     return config, dims, state["text_encoder_config"]
 
 
+def _check_contents(path: Path, state: dict[str, Any]) -> None:
+    """What a well-formed checkpoint holds beside its description: finite weights (a NaN
+    weight makes every prediction NaN, hence no metric), and an extractor record with its
+    structure (:func:`msakit.extract.settings.check_record`)."""
+    from msakit.models.base import first_non_finite
+
+    bad = first_non_finite(state["model"])
+    if bad is not None:
+        raise MsakitError(f"{path}: weight {bad} holds NaN or infinite values; a model with "
+                          "it predicts no number (a diverged or damaged checkpoint)")
+    if state.get("extractor") is not None:
+        from msakit.extract.settings import check_record
+
+        check_record(state["extractor"], f"{path}: 'extractor'")
+
+
+@checked_arguments
 def load_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
     """Rebuild a trained model from its checkpoint alone (``weights_only=True``).
 
@@ -498,6 +605,7 @@ def load_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
         kind = type(exc).__name__
         raise MsakitError(f"{path}: not a readable msakit checkpoint ({kind})") from None
     config, dims, encoder_config = _describe_checkpoint(path, state)
+    _check_contents(path, state)
     try:
         encoder = text_encoder_from_config(encoder_config)
         model = build_model(config, dims, encoder)
@@ -514,7 +622,28 @@ def load_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
             f"{path}: weights do not fit the {config.model_name} model it describes"
         )
     model.eval()
+    model.register_forward_hook(_finite_predictions(path))
     return LoadedCheckpoint(model=model, config=config, dims=dims, state=state)
+
+
+def _finite_predictions(path: Path):
+    """A forward hook: every prediction of the checkpoint's model (evaluate, predict, plots,
+    ``predict --video``, the API) is a finite number, or one ``MsakitError`` naming the
+    checkpoint and the first sample (its position in the split) without one."""
+
+    def check(module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        finite = torch.isfinite(output.prediction.detach().float().reshape(-1))
+        if bool(finite.all()):
+            return
+        first = int((~finite).nonzero()[0])
+        batch = args[0] if args and isinstance(args[0], Mapping) else {}
+        index = batch.get("index")
+        sample = int(index[first]) if isinstance(index, torch.Tensor) else first
+        value = float(output.prediction.detach().float().reshape(-1)[first])
+        raise MsakitError(f"{path}: the model predicts {value} for sample {sample} (position "
+                          "in the split): its weights are finite, its computation is not")
+
+    return check
 
 
 def split_for(
@@ -568,13 +697,24 @@ def _check_same_extractor(ckpt: LoadedCheckpoint, data: str | os.PathLike) -> No
         )
 
 
+@checked_arguments
 def evaluate(
     checkpoint: str | os.PathLike, data: str | os.PathLike, split: str = "test"
 ) -> dict[str, float]:
-    """MMSA metrics of a checkpoint on one split of a feature file."""
+    """MMSA metrics of a checkpoint on one split of a feature file. A metric that does not
+    exist on the split (constant labels, one sample: :data:`msakit.metrics.UNDEFINED_WHEN`) is
+    NaN, named in a ``warning:`` line on stderr."""
     ckpt = load_checkpoint(checkpoint)
     part = split_for(ckpt, data, split)
-    return _evaluate_checkpoint(ckpt, part).metrics
+    metrics = _evaluate_checkpoint(ckpt, part).metrics
+    _warn(undefined_warning(metrics, f"{data} {split} split"))
+    return metrics
+
+
+def _warn(line: str | None) -> None:
+    """A ``warning:`` line on stderr (nothing for None)."""
+    if line is not None:
+        print(line, file=sys.stderr, flush=True)
 
 
 def _evaluate_checkpoint(ckpt: LoadedCheckpoint, part: SplitData):
@@ -585,6 +725,7 @@ def _evaluate_checkpoint(ckpt: LoadedCheckpoint, part: SplitData):
     )
 
 
+@checked_arguments
 def predict(
     checkpoint: str | os.PathLike,
     data: str | os.PathLike | Mapping[str, Any],
@@ -602,10 +743,7 @@ def predict(
     """
     from msakit.inference import prediction_rows, split_from_arrays, write_predictions
 
-    in_memory = isinstance(data, Mapping)
-    if not in_memory and not isinstance(data, (str, os.PathLike)):
-        raise MsakitError(f"predict: data must be a feature file or a dict of arrays, got a "
-                          f"{type(data).__name__}")
+    in_memory = isinstance(data, Mapping)  # else a path (checked_arguments)
     if out is not None:
         check_distinct_output(out, [*([] if in_memory else [data]), checkpoint,
                                     resolve_checkpoint(checkpoint)])
@@ -624,8 +762,9 @@ def predict(
 
 
 # --------------------------------------------------------------------------- synth and demo
-def synth(like: str, n: tuple[int, int, int], out: str | os.PathLike, seed: int = 0, *,
-          text_features: bool = False) -> Path:
+@checked_arguments
+def synth(like: str, n: tuple[int, int, int] | list[int], out: str | os.PathLike, seed: int = 0,
+          *, text_features: bool = False) -> Path:
     """Write a synthetic MMSA feature file shaped like the named data set ``like`` (see
     :func:`msakit.data.synthetic.synthetic_names`); with ``text_features``, also the ``text``
     key that the models without a text encoder (TFN, LMF, MulT) read."""
@@ -634,8 +773,9 @@ def synth(like: str, n: tuple[int, int, int], out: str | os.PathLike, seed: int 
 
     if like not in synthetic_names():
         raise MsakitError(f"--like must be one of {', '.join(synthetic_names())}, got {like!r}")
-    if min(n) < 1:
-        raise MsakitError(f"every split needs at least one sample, got {' '.join(map(str, n))}")
+    if len(n) != 3 or min(n) < 1:
+        raise MsakitError(f"three splits of at least one sample each (train, valid, test), got "
+                          f"{' '.join(map(str, n))}")
     out = Path(out)
     if out.parent and not out.parent.exists():
         raise MsakitError(f"folder {out.parent} does not exist")
@@ -655,6 +795,7 @@ DEMO_FILES = (("synthetic_mosi.pkl", "file"), ("synthetic_mosi.npz", "file"), ("
 """What ``demo`` writes in its folder (name, kind of output: :class:`msakit.safety.Output`)."""
 
 
+@checked_arguments
 def demo(
     out: str | os.PathLike | None = None, quiet: bool = False,
     overrides: list[str] | None = None, *, overwrite: bool = False,
@@ -693,6 +834,7 @@ def demo(
     )
 
 
+@checked_arguments
 def predict_video(
     checkpoint: str | os.PathLike,
     video: str | os.PathLike,

@@ -148,6 +148,7 @@ def _flops_report(
     return result
 
 
+@api.checked_arguments
 def bench(
     model: str,
     dataset: str | DatasetSpec,
@@ -163,7 +164,10 @@ def bench(
     seed: int = 0,
     preset: str = "paper",
 ) -> dict[str, Any]:
-    """Train ``model`` on ``data``'s train split and measure it; returns the JSON fields."""
+    """Train ``model`` on ``data``'s train split and measure it; returns the JSON fields.
+    ``max_steps`` (when given) must be at least 1 and ``warmup_steps`` at least 0: a benchmark
+    of no step measures nothing."""
+    _check_counts(max_steps=max_steps, warmup_steps=warmup_steps)
     config = api.build_config(
         model, dataset, text_encoder=text_encoder, epochs=epochs, batch=batch,
         overrides=overrides, preset=preset,
@@ -184,6 +188,16 @@ def bench(
         result.update(_flops_report(trainer, encoder, timed))
     distributed.teardown(ctx)
     return result
+
+
+def _check_counts(*, max_steps: int | None, warmup_steps: int) -> None:
+    from msakit.errors import MsakitError
+
+    if max_steps is not None and max_steps < 1:
+        raise MsakitError(f"--max-steps must be at least 1, got {max_steps} (a benchmark of no "
+                          "step measures nothing)")
+    if warmup_steps < 0:
+        raise MsakitError(f"--warmup-steps must be at least 0, got {warmup_steps}")
 
 
 def _measures(trainer: Trainer, cpu_seconds: float) -> dict[str, Any]:

@@ -12,11 +12,20 @@ reports. We follow it exactly:
 * SIMS: both sides are clipped to [-1, 1] first and every metric uses the clipped values;
   classes are left-open, right-closed bins, so 0 counts as negative for ``Mult_acc_2``,
 * F1 is scikit-learn's weighted F1; every value is rounded with ``round(x, 4)``.
+
+A metric that does not exist on the data (:data:`UNDEFINED_WHEN`: Corr of fewer than two
+samples or of constant labels or predictions, the Non0 scores when every label is 0; MMSA
+raises or prints NaN there) is NaN in the returned mapping. Where msakit writes metrics it is
+``null`` in JSON (:func:`metrics_json`), blank in CSV and named in a ``warning:`` line
+(:func:`undefined_warning`): never a number, never the invalid JSON token ``NaN``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
@@ -59,8 +68,54 @@ def _multiclass_acc(pred: np.ndarray, true: np.ndarray) -> float:
 
 
 def _corr(pred: np.ndarray, true: np.ndarray) -> float:
+    """Pearson's r (MMSA's ``np.corrcoef``); NaN where it does not exist (see
+    :data:`UNDEFINED_WHEN`), without NumPy's warnings."""
+    if len(pred) < 2 or np.ptp(pred) == 0 or np.ptp(true) == 0:
+        return float("nan")
     with np.errstate(invalid="ignore", divide="ignore"):
         return float(np.corrcoef(pred, true)[0][1])
+
+
+UNDEFINED_WHEN = {
+    "Corr": "Pearson's r needs two or more samples whose labels vary and whose predictions vary",
+    "Non0_acc_2": "every label is 0, so no sample is scored",
+    "Non0_F1_score": "every label is 0, so no sample is scored",
+}
+"""The metrics that may not exist on a data set, and when."""
+
+
+def undefined(metrics: Mapping[str, Any]) -> list[str]:
+    """The names of the metrics in ``metrics`` that do not exist (NaN), in their order."""
+    return [k for k, v in metrics.items()
+            if isinstance(v, float) and not isinstance(v, bool) and math.isnan(v)]
+
+
+def undefined_warning(metrics: Mapping[str, Any], where: str) -> str | None:
+    """One ``warning:`` line naming the undefined metrics of ``metrics`` (``where``: the data
+    or file they belong to) and why, or None when every metric exists."""
+    names = undefined(metrics)
+    if not names:
+        return None
+    reasons = list(dict.fromkeys(UNDEFINED_WHEN.get(n, "not a number on this data")
+                                 for n in names))
+    return (f"warning: {where}: {', '.join(names)} undefined ({'; '.join(reasons)}): null in "
+            "JSON, blank in CSV")
+
+
+def without_nan(obj: Any) -> Any:
+    """``obj`` (dicts, lists, numbers) with every NaN or infinite float replaced by None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {k: without_nan(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [without_nan(v) for v in obj]
+    return obj
+
+
+def metrics_json(obj: Any, **kwargs: Any) -> str:
+    """Valid JSON of ``obj``: an undefined metric is ``null`` (never ``NaN``)."""
+    return json.dumps(without_nan(obj), allow_nan=False, **kwargs)
 
 
 def _mosi(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:

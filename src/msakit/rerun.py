@@ -5,7 +5,9 @@ model, the data set, the named preset and every resolved setting. :func:`load_ru
 rebuilds that :class:`~msakit.config.RunConfig` the way the run was built: the named preset of
 (model, dataset), then every saved setting applied as a ``--set`` would be, so each value is
 checked by name, type and range against what this msakit knows. The command line then applies
-its flags and ``--set`` values on top (:func:`msakit.api.build_config` with ``base``).
+its flags and ``--set`` values on top (:func:`msakit.api.build_config` with ``base``). The
+content identity of the data the run trained on (``data``) is kept: ``train`` refuses a
+``--data`` file of other content (:func:`msakit.api.train`).
 
 A file that cannot be read, is not YAML, or is not an msakit configuration (another tool's
 YAML, keys this msakit does not know, values of the wrong type) is one
@@ -20,6 +22,7 @@ from typing import Any
 
 from msakit.config import RunConfig, apply_overrides
 from msakit.config.datasets import resolve_spec
+from msakit.data.identity import check_identity
 from msakit.errors import MsakitError
 from msakit.models.registry import preset as named_preset
 
@@ -59,6 +62,8 @@ def load_run_config(
         if init_from is not None and not isinstance(init_from, str):
             raise MsakitError(f"init_from: expected a checkpoint path, got {init_from!r}")
         config.init_from = init_from  # its own flag (--init-from), as seeds
+        if saved.get("data") is not None:  # what the run trained on: --data must hold it
+            config.data = check_identity(saved["data"], str(path))
         if seeds is not None:
             if not isinstance(seeds, list):
                 raise MsakitError(f"seeds: expected a list of integers, got {seeds!r}")
@@ -107,14 +112,15 @@ def _identity(saved: dict[str, Any], path: Path, flags: dict[str, str | None]) -
 
 def _settings(saved: dict[str, Any], path: Path) -> dict[str, str]:
     """The saved settings under their ``--set`` names (``lr.text``, ``gamma``, ...), without
-    the run's identity, seeds and ``init_from``, each value written as YAML (a string stays a
-    string: ``amp: 'off'``, not the YAML 1.1 boolean a bare ``off`` reads as)."""
+    the run's identity, seeds, ``init_from`` and ``data``, each value written as YAML (a
+    string stays a string: ``amp: 'off'``, not the YAML 1.1 boolean a bare ``off`` reads
+    as)."""
     import yaml
 
     settings: dict[str, Any] = {}
     for key, value in saved.items():
         # the data set's spec shapes the preset; init_from is a flag of its own
-        if key in (*IDENTITY, "seeds", "dataset_spec", "init_from"):
+        if key in (*IDENTITY, "seeds", "dataset_spec", "init_from", "data"):
             continue
         if key in ("model", "lr", "weight_decay"):
             if not isinstance(value, dict):

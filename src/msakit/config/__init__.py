@@ -142,6 +142,11 @@ class RunConfig:
     model: dict[str, Any] = field(default_factory=dict)
     dataset_spec: dict[str, Any] | None = None
     """The spec of a ``custom`` data set (:meth:`DatasetSpec.to_dict`); None for named ones."""
+    data: dict[str, Any] | None = None
+    """The content identity of the feature file the run trained on (``file``, ``bytes``,
+    ``blake2b``: :func:`msakit.data.identity.identity`), recorded by run preparation; a
+    ``--resume`` or ``--config`` with a file of other content is refused. None until a run
+    has prepared its data (and in runs written before msakit recorded it)."""
 
     @property
     def spec(self) -> DatasetSpec:
@@ -170,6 +175,7 @@ FLAG_KEYS = {
     "model_name": "--model",
     "seeds": "--seeds",
     "init_from": "--init-from",
+    "data": "--data",
 }
 SEED_LIMIT = 2**32
 """Seeds are in [0, 2^32): NumPy's legacy seeding takes no more."""

@@ -12,6 +12,12 @@ sequence, with a random jitter of one bucket's width (1/8 of the padded length),
 into full batches and shuffles the batch order, so a batch's padding, and with trimming its
 cost, follows the real lengths.
 :func:`collate` trims audio and vision to the batch's longest valid sequence.
+
+A training epoch keeps every batch of the plan, the short last one included, as MMSA's
+``DataLoader`` (``drop_last=False``) does, so ``batch_size=1`` is one step per sample; only a
+batch that a model cannot train on is joined to the one before (:func:`join_small_batches`):
+one sample where the model has BatchNorm (which cannot normalise a batch of one: MMSA raises
+there), fewer samples than DDP ranks (each rank needs one).
 """
 
 from __future__ import annotations
@@ -53,6 +59,19 @@ def epoch_plan(
         return [batches[k] for k in rng.permutation(len(batches))]
     order = rng.permutation(n)
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def join_small_batches(plan: list[np.ndarray], smallest: int) -> list[np.ndarray]:
+    """``plan`` with every batch of fewer than ``smallest`` samples joined to the batch before
+    it (the first batch: to the next one); ``smallest=1`` keeps the plan as it is. With the
+    random sampler only the last batch can be that small."""
+    joined: list[np.ndarray] = []
+    for batch in plan:
+        if joined and (len(batch) < smallest or len(joined[-1]) < smallest):
+            joined[-1] = np.concatenate([joined[-1], batch])
+        else:
+            joined.append(batch)
+    return joined
 
 
 def shard(indices: np.ndarray, rank: int, world_size: int) -> np.ndarray:

@@ -724,7 +724,10 @@ def _convert_split(
         ids = np.array([f"{prefix}{i}" for i in range(n)], dtype=str)
     raw_text = None
     if "raw_text" in d:  # kept to check the token ids against a tokenizer (msakit.data.tokens)
-        raw_text = _text_array(d["raw_text"], where, "raw_text")
+        try:
+            raw_text = _text_array(d["raw_text"], where, "raw_text")
+        except (TypeError, ValueError) as e:
+            where.fail("raw_text", f"texts are not strings ({e})")
 
     text_bert = _convert_text_bert(d.pop("text_bert"), where, vocab_size)
     text = _text_features(d, where, text_features)
@@ -791,11 +794,16 @@ def _text_array(values: Any, where: _Where, key: str) -> np.ndarray:
 
 
 def _as_text(x: Any) -> str:
+    """One id or text as a string: a string, bytes (UTF-8), a number, or an array of one of
+    them (ids stored as (N, 1) arrays); anything else (a list, a nested structure, an object)
+    is a ``TypeError`` naming its type."""
+    if isinstance(x, np.ndarray) and x.size == 1:  # one level only: no nesting
+        x = x.reshape(-1)[0]
     if isinstance(x, (bytes, np.bytes_)):
         return bytes(x).decode("utf-8", "replace")
-    if isinstance(x, np.ndarray) and x.size == 1:  # ids stored as (N, 1) arrays
-        return _as_text(x.reshape(-1)[0])
-    return str(x)
+    if isinstance(x, (str, np.str_, int, float, np.number)) and not isinstance(x, bool):
+        return str(x)
+    raise TypeError(f"one is a {type(x).__name__}")
 
 
 def _float32(arr: np.ndarray) -> np.ndarray:

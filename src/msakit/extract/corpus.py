@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from msakit.data.identity import content_digest
 from msakit.data.mmsa import SPLITS
 from msakit.errors import MsakitError
 from msakit.extract.media import ClipError
@@ -201,6 +202,17 @@ def _assign_splits(clips: list[Clip], ratio: tuple[float, float, float], seed: i
         )
 
 
+def split_rule(
+    csv_path: str | os.PathLike[str], split_ratio: tuple[float, float, float] | None, seed: int
+) -> str | dict[str, Any]:
+    """How the clips got their split, as the extractor record keeps it: ``"column"`` (the CSV
+    has a ``split`` column) or the ratio and seed they were drawn with."""
+    columns, _ = _read_table(Path(csv_path))
+    if "split" in columns:
+        return "column"
+    return {"ratio": [float(r) for r in split_ratio or DEFAULT_SPLIT_RATIO], "seed": int(seed)}
+
+
 def parse_shard(text: str) -> tuple[int, int]:
     m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text or "")
     if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
@@ -357,7 +369,8 @@ def extract_corpus(
                                                       progress=progress)
         kept, listed = _write_corpus(out, csv_path, clips=clips, done=done, failures=failures,
                                      tokenizer=tokenizer, settings=settings, shard=shard,
-                                     record_settings=record_settings)
+                                     record_settings=record_settings,
+                                     splits=split_rule(csv_path, split_ratio, seed))
     return ExtractResult(
         out=out, extracted=len(clips) - cached_count - len(failures), cached=cached_count,
         failures=listed, counts={s: sum(c.split == s for c in kept) for s in SPLITS},
@@ -369,6 +382,7 @@ def _write_corpus(
     out: Path, csv_path: str | os.PathLike[str], *, clips: list[Clip],
     done: dict[str, ClipFeatures], failures: list[tuple[Clip, str]], tokenizer,
     settings: ExtractorSettings, shard: tuple[int, int] | None, record_settings: dict,
+    splits: Any,
 ) -> tuple[list[Clip], list[tuple[str, str, str]]]:
     """Write the feature file and the failures CSV; (the clips kept, the failures listed)."""
     kept = _kept(csv_path, clips, done, failures, sharded=shard is not None)
@@ -376,6 +390,8 @@ def _write_corpus(
         "settings": record_settings,
         "versions": package_versions(),
         "source": Path(csv_path).name,
+        "source_blake2b": content_digest(csv_path)[1],  # merge: the parts of one corpus
+        "splits": splits,
         "shard": None if shard is None else f"{shard[0]}/{shard[1]}",
         "rows": {s: [c.row for c in kept if c.split == s] for s in SPLITS},
         "asr": [c.id for c in kept if done[c.id].from_asr],

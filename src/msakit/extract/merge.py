@@ -1,8 +1,12 @@
 """``msakit merge``: join the parts written by ``msakit extract --shard i/n`` into one file.
 
-Parts must carry the same extractor settings (else the features would not mean the same thing:
-refused). Samples are put back in the CSV's row order in every split and sequences re-padded to
-the longest clip over all parts, so the result is the file one unsharded run would have written.
+The parts must be the shards 1..n of one extraction, each once: the same extractor settings
+(else the features would not mean the same thing), the same clips CSV (its name and content, as
+each part's extractor record keeps them, and the same split rule), shard numbers ``i/n`` of one
+``n`` that together cover 1..n. Anything else is refused with one line (a part written before
+msakit recorded the CSV's content gets a ``warning:`` line that it could not be checked).
+Samples are put back in the CSV's row order in every split and sequences re-padded to the
+longest clip over all parts, so the result is the file one unsharded run would have written.
 """
 
 from __future__ import annotations
@@ -79,7 +83,8 @@ def _read_parts(parts: list[str | os.PathLike[str]]) -> tuple[list[dict], list[d
 
 
 def _check_compatible(parts: list[str | os.PathLike[str]], records: list[dict]) -> None:
-    """Same extractor settings, same source CSV, no shard twice."""
+    """Same extractor settings, same source CSV, then the shards 1..n (see the module
+    docstring)."""
     first = records[0]["settings"]
     for path, record in zip(parts[1:], records[1:], strict=True):
         if record["settings"] != first:
@@ -93,10 +98,60 @@ def _check_compatible(parts: list[str | os.PathLike[str]], records: list[dict]) 
                 f"{path}: extracted from {record['source']}, {parts[0]} from "
                 f"{records[0]['source']}"
             )
-    shards = [r["shard"] for r in records]
-    for k, shard in enumerate(shards):
-        if shard is not None and shards.index(shard) != k:
-            raise MsakitError(f"{parts[k]}: shard {shard} is also {parts[shards.index(shard)]}")
+    _check_one_corpus(parts, records)
+    _check_shards(parts, records)
+
+
+def _check_one_corpus(parts: list[str | os.PathLike[str]], records: list[dict]) -> None:
+    """The clips CSV's content and split rule are the same in every part (parts written before
+    msakit recorded them: a warning line)."""
+    import sys
+
+    unrecorded = [p for p, r in zip(parts, records, strict=True) if "source_blake2b" not in r]
+    if unrecorded:
+        print(f"warning: {unrecorded[0]} records no content hash of its clips CSV (extracted "
+              "before msakit recorded one): not checked that the parts come from one corpus",
+              file=sys.stderr)
+    known = [(p, r) for p, r in zip(parts, records, strict=True) if p not in unrecorded]
+    for (path, record), (first, first_record) in zip(known[1:], known, strict=False):
+        if record["source_blake2b"] != first_record["source_blake2b"]:
+            raise MsakitError(
+                f"{path}: extracted from another {record['source']} than {first} (the two CSVs' "
+                "contents differ): parts of different corpora cannot be merged")
+        if record.get("splits") != first_record.get("splits"):
+            raise MsakitError(
+                f"{path}: its clips got their splits by {record.get('splits')}, those of {first} "
+                f"by {first_record.get('splits')} (--split-ratio / --seed): extract every shard "
+                "with the same options")
+
+
+def _check_shards(parts: list[str | os.PathLike[str]], records: list[dict]) -> None:
+    """Every part a shard i/n of the same n, no shard twice, all of 1..n given."""
+    from msakit.extract.corpus import parse_shard
+
+    shards = []
+    for path, record in zip(parts, records, strict=True):
+        if record["shard"] is None:
+            raise MsakitError(f"{path}: a whole corpus (extracted without --shard); merge joins "
+                              "the parts of one 'msakit extract --shard i/n'")
+        try:
+            shards.append(parse_shard(record["shard"]))
+        except MsakitError:
+            raise MsakitError(f"{path}: its record's shard {record['shard'][:20]!r} is not "
+                              "i/n") from None
+    for k, (index, count) in enumerate(shards):
+        if count != shards[0][1]:
+            raise MsakitError(f"{parts[k]}: shard {index}/{count}, {parts[0]}: shard "
+                              f"{shards[0][0]}/{shards[0][1]}: parts of different --shard counts")
+        if shards.index((index, count)) != k:
+            raise MsakitError(f"{parts[k]}: shard {index}/{count} is also "
+                              f"{parts[shards.index((index, count))]}")
+    count = shards[0][1]
+    missing = sorted(set(range(1, count + 1)) - {i for i, _ in shards})
+    if missing:
+        raise MsakitError(
+            f"shard {missing[0]}/{count} of {records[0]['source']} is missing: the "
+            f"{len(parts)} part(s) given cover {len(shards)} of {count}; merge needs all of them")
 
 
 def _check_unique_ids(parts: list[str | os.PathLike[str]], contents: list[dict]) -> None:

@@ -8,9 +8,16 @@ unicode array, readable with ``allow_pickle=False``; msakit's feature reader ski
   column, as OpenFace's CSV headers). Files and checkpoints are compatible exactly when their
   settings are equal: ``merge``, ``evaluate``/``predict --data`` and ``predict --video``
   compare them;
-* ``versions`` of the extractor packages, ``source`` (the clips CSV), ``shard``,
-  ``rows`` (the CSV row of every sample, per split, used by ``merge`` to restore CSV order),
-  ``asr`` (ids whose text came from speech recognition) and ``failures`` (clips left out).
+* ``versions`` of the extractor packages, ``source`` (the clips CSV's name),
+  ``source_blake2b`` (its content: :func:`msakit.data.identity.content_digest`), ``splits``
+  (how clips got their split: ``"column"``, the CSV's ``split`` column, or ``{"ratio": [...],
+  "seed": S}``), ``shard`` (``"i/n"``, or None for a whole corpus), ``rows`` (the CSV row of
+  every sample, per split, used by ``merge`` to restore CSV order), ``asr`` (ids whose text
+  came from speech recognition) and ``failures`` (clips left out). Files written before
+  ``source_blake2b`` and ``splits`` existed lack them.
+
+:func:`check_record` checks that structure wherever a record is read (an extracted file, a
+checkpoint's copy): a malformed record is one ``MsakitError`` line, not a ``KeyError`` later.
 
 ``msakit train`` copies the whole record into every checkpoint (``"extractor"``).
 """
@@ -24,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from msakit.data.mmsa import SPLITS
 from msakit.encoders.text import DEFAULT_TEXT_ENCODER
 from msakit.errors import MsakitError
 from msakit.extract.asr import ASR_ENGINES, WHISPER_BEAM, WHISPER_COMPUTE
@@ -134,6 +142,7 @@ class ExtractorSettings:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ExtractorSettings:
+        """The settings of a record's ``settings`` (one ``MsakitError`` when malformed)."""
         try:
             settings = cls(
                 audio_features=d["audio"]["features"],
@@ -197,8 +206,58 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any] | None:
             record = json.loads(str(archive[METADATA_KEY]))
     except (OSError, ValueError) as exc:
         raise MsakitError(f"{path}: cannot read the extractor record ({exc})") from None
-    if not isinstance(record, dict) or record.get("settings", {}).get("format") != FORMAT:
-        raise MsakitError(f"{path}: '{METADATA_KEY}' is not an msakit extractor record")
+    except RecursionError:
+        raise MsakitError(f"{path}: '{METADATA_KEY}' is nested too deeply to be an msakit "
+                          "extractor record") from None
+    return check_record(record, f"{path}: '{METADATA_KEY}'")
+
+
+_RECORD_TYPES: dict[str, tuple[type, ...]] = {
+    "versions": (dict,), "source": (str,), "shard": (str, type(None)), "rows": (dict,),
+    "asr": (list,), "failures": (int,),
+}
+_OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {"source_blake2b": (str,), "splits": (str, dict)}
+_NONE = type(None)
+_SETTINGS_TYPES = {
+    "audio": {"features": str, "dim": int, "max_frames": (int, _NONE)},
+    "vision": {"features": str, "dim": int, "fps": (int, float), "max_frames": (int, _NONE)},
+    "text": {"encoder": str, "max_length": int, "vocab_size": int, "asr": (str, _NONE)},
+}
+
+
+def check_record(record: Any, where: str) -> dict[str, Any]:
+    """``record`` if it has an extractor record's structure (see the module docstring), else
+    one ``MsakitError`` line naming ``where`` and the first entry that is wrong."""
+    def bad(entry: str) -> MsakitError:
+        return MsakitError(f"{where} is not an msakit extractor record ({entry})")
+
+    if not isinstance(record, dict) or not isinstance(record.get("settings"), dict):
+        raise bad("no 'settings' mapping")
+    settings = record["settings"]
+    if settings.get("format") != FORMAT:
+        raise bad(f"settings format is not {FORMAT}")
+    for part, fields in _SETTINGS_TYPES.items():
+        section = settings.get(part)
+        if not isinstance(section, dict):
+            raise bad(f"no settings.{part} mapping")
+        for key, kind in fields.items():
+            if isinstance(section.get(key), bool) or not isinstance(section.get(key), kind):
+                raise bad(f"settings.{part}.{key} is {section.get(key)!r}")
+    known = {"audio": AUDIO_FEATURES, "vision": VISION_FEATURES}
+    for part, names in known.items():
+        if settings[part]["features"] not in names:
+            raise bad(f"settings.{part}.features is {settings[part]['features'][:40]!r}")
+    for key, kinds in {**_RECORD_TYPES, **_OPTIONAL_TYPES}.items():
+        if key not in record and key in _OPTIONAL_TYPES:
+            continue
+        if isinstance(record.get(key), bool) or not isinstance(record.get(key), kinds):
+            raise bad(f"{key!r} is {str(record.get(key))[:40]!r}")
+    rows = record["rows"]
+    if set(rows) != set(SPLITS) or not all(
+            isinstance(v, list) and all(type(r) is int for r in v) for v in rows.values()):
+        raise bad(f"'rows' is not a list of CSV rows for each of {', '.join(SPLITS)}")
+    if not all(isinstance(i, str) for i in record["asr"]):
+        raise bad("'asr' is not a list of ids")
     return record
 
 

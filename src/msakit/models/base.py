@@ -289,6 +289,17 @@ class MSAModel(nn.Module):
         return self
 
 
+def first_non_finite(tensors: dict[str, Any]) -> str | None:
+    """The name of the first floating-point tensor of ``tensors`` (a state dict) that holds a
+    NaN or an infinity, or None: a model with such a weight predicts NaN (or nothing sensible),
+    which no metric may report as a result."""
+    for name, value in tensors.items():
+        if isinstance(value, torch.Tensor) and (value.is_floating_point() or value.is_complex()):
+            if not bool(torch.isfinite(value).all()):
+                return name
+    return None
+
+
 def groups_by_prefix(
     model: nn.Module, prefixes: dict[str, tuple[str, ...]]
 ) -> dict[str, list[tuple[str, nn.Parameter]]]:

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,10 +109,32 @@ def _histories(run_dir: Path) -> dict[str, list[dict[str, Any]]]:
             raise MsakitError(f"{f}: not valid JSON ({exc.msg})") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise MsakitError(f"{f}: cannot read it ({type(exc).__name__})") from None
-        if not isinstance(history, list) or not history:
-            raise MsakitError(f"{f}: no epochs recorded")
-        out[f.parent.name.replace("seed-", "seed ")] = history
+        except RecursionError:
+            raise MsakitError(f"{f}: nested too deeply to be a training history") from None
+        out[f.parent.name.replace("seed-", "seed ")] = _epoch_records(f, history)
     return out
+
+
+def _epoch_records(path: Path, history: Any) -> list[dict[str, float]]:
+    """A history.json's epochs, each ``{key: value}`` with its values as floats: ``null`` (a
+    metric undefined on the validation split, see :mod:`msakit.metrics`) is NaN, a gap in the
+    curve. Anything but a list of such records is one ``MsakitError`` line."""
+    if not isinstance(history, list) or not history:
+        raise MsakitError(f"{path}: no epochs recorded")
+    records = []
+    for k, record in enumerate(history, 1):
+        if not isinstance(record, dict) or type(record.get("epoch")) is not int:
+            raise MsakitError(f"{path}: entry {k} is not an epoch record (an integer 'epoch' "
+                              "and numbers)")
+        values = {}
+        for key, value in record.items():
+            if value is not None and (isinstance(value, bool)
+                                      or not isinstance(value, (int, float))):
+                raise MsakitError(f"{path}: epoch {record['epoch']}: {str(key)[:40]!r} is not "
+                                  "a number")
+            values[key] = math.nan if value is None else float(value)
+        records.append(values)
+    return records
 
 
 @dataclass(frozen=True)
@@ -275,6 +298,11 @@ def plot_tsne(
     "+3" on MOSI/MOSEI; ConKI's Figure 5 shows two); ``max_samples`` draws at most that many
     samples at random (seed ``seed``), each contributing one point per representation.
     """
+    if not (math.isfinite(perplexity) and perplexity > 0):
+        raise MsakitError(f"--perplexity must be a number above 0, got {perplexity}")
+    if max_samples < 3:
+        raise MsakitError(f"--max-samples must be at least 3 (t-SNE needs 3 samples), got "
+                          f"{max_samples}")
     _out_path(out)
     outputs = _run_checkpoint(checkpoint, data, split, keep_representations=True)
     names = _representation_names(outputs)
@@ -375,6 +403,14 @@ def weight_curves(
     return d, gain * np.abs(np.tanh(d - 2 * threshold)), gain * np.abs(np.tanh(d))
 
 
+def _check_weight_settings(threshold: float, gain: float) -> None:
+    """κ in [0, 2] (the figure's D axis), g finite and >= 0 (as CLGSI's hyperparameter)."""
+    if not 0 <= threshold <= WEIGHT_RANGE[1]:
+        raise MsakitError(f"--threshold must lie in [0, 2], got {threshold}")
+    if not (math.isfinite(gain) and gain >= 0):
+        raise MsakitError(f"--gain must be a finite number >= 0, got {gain}")
+
+
 def plot_weights(
     out: str | os.PathLike,
     checkpoint: str | os.PathLike | None = None,
@@ -411,8 +447,7 @@ def plot_weights(
             note = f"\n(official variant: negative weights × {negative_scale:g})"
     threshold = defaults["threshold"].default if threshold is None else float(threshold)
     gain = defaults["gain"].default if gain is None else float(gain)
-    if not 0 <= threshold <= WEIGHT_RANGE[1]:
-        raise MsakitError(f"--threshold must lie in [0, 2], got {threshold}")
+    _check_weight_settings(threshold, gain)
     plt = _pyplot()
     d, positive, negative = weight_curves(threshold, gain)
     negative = negative_scale * negative
@@ -428,7 +463,8 @@ def plot_weights(
     ax.axvline(threshold, color="0.4", ls="--", lw=1)
     ax.annotate(f"κ = {threshold:g}", (threshold, 0.04 * gain), xytext=(6, 0),
                 textcoords="offset points", color="0.25")
-    ax.set(xlim=WEIGHT_RANGE, ylim=(0, gain * 1.05), xlabel="D (sentiment intensity difference)",
+    ax.set(xlim=WEIGHT_RANGE, ylim=(0, (gain or 1.0) * 1.05),
+           xlabel="D (sentiment intensity difference)",
            ylabel="weight w")
     ax.set_title(f"CLGSI weight function, κ = {threshold:g}, g = {gain:g}{note}", fontsize=10)
     ax.grid(alpha=0.3)

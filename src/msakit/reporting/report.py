@@ -31,6 +31,7 @@ import csv
 import io
 import math
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +49,7 @@ from msakit.config.datasets import (
     resolve_spec,
 )
 from msakit.errors import MsakitError
-from msakit.metrics import LOWER_IS_BETTER, MOSI_METRICS, SIMS_METRICS
+from msakit.metrics import LOWER_IS_BETTER, MOSI_METRICS, SIMS_METRICS, undefined_warning
 
 FORMATS = ("markdown", "latex", "csv")
 LABELS = ("auto", "folder", "config")
@@ -156,8 +157,8 @@ def read_run(path: str | os.PathLike) -> Run:
     spec = _run_spec(results, config, set(rows[0]))
     values = {}
     for name in FAMILY_METRICS[spec.metric_family]:
-        try:
-            values[name] = np.array([float(r[name]) for r in rows], dtype=np.float64)
+        try:  # a blank cell: a metric undefined on the data (msakit.metrics.UNDEFINED_WHEN)
+            values[name] = np.array([float(r[name] or "nan") for r in rows], dtype=np.float64)
         except (TypeError, ValueError):
             raise MsakitError(f"{results}: column {name!r} holds a non-number") from None
     return Run(folder, spec, [r["seed"] for r in rows], values, config)
@@ -185,7 +186,7 @@ def _flat_config(config: dict[str, Any]) -> dict[str, Any]:
     the model's hyperparameters by their own names."""
     flat: dict[str, Any] = {}
     for key, value in config.items():
-        if key in ("model", "seeds", "model_name", "dataset", "dataset_spec"):
+        if key in ("model", "seeds", "model_name", "dataset", "dataset_spec", "data"):
             continue
         if isinstance(value, dict):
             flat.update({f"{key}.{k}": v for k, v in value.items()})
@@ -282,7 +283,8 @@ class Table:
         if len(runs) < 2:
             return None
         means = [_rounded(r.mean(column.metrics[side]), column) for r in runs]
-        if len(set(means)) == 1:  # a tie of every row marks nothing
+        means = [m for m in means if math.isfinite(m)]  # undefined metrics compete for nothing
+        if len(means) < 2 or len(set(means)) == 1:  # a tie of every row marks nothing
             return None
         return min(means) if column.lower_is_better else max(means)
 
@@ -308,7 +310,10 @@ def build_table(runs: Sequence[Run], all_metrics: bool = False) -> Table:
 
 
 def format_cell(mean: float, std: float, column: Column, plus_minus: str = " ± ") -> str:
-    """``84.37 ± 0.52`` for accuracies and F1 (×100), ``0.703 ± 0.012`` for MAE and Corr."""
+    """``84.37 ± 0.52`` for accuracies and F1 (×100), ``0.703 ± 0.012`` for MAE and Corr;
+    ``n/a`` for a metric undefined on the data."""
+    if not math.isfinite(mean):
+        return "n/a"
     if column.percent:
         return f"{mean * 100:.{PERCENT_DIGITS}f}{plus_minus}{std * 100:.{PERCENT_DIGITS}f}"
     return f"{mean:.{PLAIN_DIGITS}f}{plus_minus}{std:.{PLAIN_DIGITS}f}"
@@ -414,7 +419,7 @@ def to_csv(runs: Sequence[Run]) -> str:
 
 
 def _num(x: float) -> str:
-    return repr(round(x, 6)) if math.isfinite(x) else "nan"
+    return repr(round(x, 6)) if math.isfinite(x) else ""  # undefined: blank, as results.csv
 
 
 # --------------------------------------------------------------------------- entry point
@@ -430,6 +435,11 @@ def report(
     if not dirs:
         raise MsakitError("no run folders given")
     runs = [read_run(d) for d in dirs]
+    for run in runs:
+        line = undefined_warning({m: run.mean(m) for m in run.values},
+                                 str(run.path / "results.csv"))
+        if line is not None:
+            print(line, file=sys.stderr)
     assign_labels(runs, label)
     if fmt == "csv":
         return to_csv(runs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from msakit.config.datasets import DatasetSpec
@@ -13,8 +14,10 @@ def format_results(rows: list[dict[str, Any]], dataset: str | DatasetSpec | None
     ``dataset``'s (a name or a spec), or the rows' own when it is None."""
     names = metric_names(dataset) if dataset is not None else [k for k in rows[0] if k != "seed"]
     header = ["seed", *names]
-    def cell(value: Any) -> str:  # a blank std (one seed) stays blank
-        return f"{value:.4f}" if isinstance(value, (int, float)) else str(value)
+    def cell(value: Any) -> str:  # a blank std (one seed) and an undefined metric are blank
+        if isinstance(value, (int, float)):
+            return f"{value:.4f}" if math.isfinite(value) else ""
+        return str(value)
 
     body = [[str(row["seed"]), *(cell(row[k]) for k in names)] for row in rows]
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from msakit.errors import MsakitError
-from msakit.models.base import STANDARDIZER
+from msakit.models.base import STANDARDIZER, first_non_finite
 
 # Buffers that some transformers versions save with BERT and others do not.
 _OPTIONAL = ("position_ids", "token_type_ids")
@@ -85,6 +85,9 @@ def read_init_from(path: Path, model_name: str, model: nn.Module) -> InitFrom:
     # The feature statistics of standardize=true belong to each run's own training data: the
     # run keeps its own (or has none), whatever the checkpoint holds.
     theirs = {k: v for k, v in state["model"].items() if not k.startswith(f"{STANDARDIZER}.")}
+    bad = first_non_finite(theirs)
+    if bad is not None:
+        raise MsakitError(f"--init-from {path}: weight {bad} holds NaN or infinite values")
     ours = {k: v for k, v in model.state_dict().items() if not k.startswith(f"{STANDARDIZER}.")}
     missing = sorted(k for k in ours.keys() - theirs.keys() if not k.endswith(_OPTIONAL))
     unexpected = sorted(k for k in theirs.keys() - ours.keys() if not k.endswith(_OPTIONAL))

@@ -6,8 +6,10 @@ given, an output folder that can be written, a global batch that every rank gets
 load the text encoder and then the feature file once (the file's token ids are checked against
 the encoder's vocabulary size, and against its tokenizer by re-tokenising a few ``raw_text``
 entries: :func:`msakit.data.tokens.check_vocabulary`), and describe the run in every checkpoint
-they write. Nothing is written here: :func:`write_run_config` writes ``out/config.yaml`` once a
-command has validated everything else.
+they write. The data file's content identity (:func:`msakit.data.identity.identity`, one read of
+the whole file per loaded file) is recorded in the run's configuration (``data``), hence in
+``config.yaml`` and every checkpoint. Nothing is written here: :func:`write_run_config` writes
+``out/config.yaml`` once a command has validated everything else.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from torch import nn
 
 from msakit.config import RunConfig, plain
 from msakit.config.datasets import DatasetSpec
+from msakit.data.identity import identity as data_identity
 from msakit.data.mmsa import FeatureFile, check_dataset, load_feature_file
 from msakit.data.standardize import FeatureStats, feature_stats
 from msakit.data.tokens import check_vocabulary
@@ -55,6 +58,8 @@ class RunInputs:
     for a model that reads precomputed text features."""
     features: FeatureFile
     dims: Dims
+    config: RunConfig
+    """The run's configuration with ``data``, the file's content identity, filled in."""
     checkpoint_extra: dict[str, Any]
     """Stored beside the weights in every checkpoint: the configuration, the feature dims, the
     text encoder's architecture and the checkpoint ``format``; for a file written by
@@ -78,6 +83,8 @@ class LoadedInputs:
     allow_vocab_mismatch: bool
     encoder: nn.Module | None
     features: FeatureFile
+    identity: dict[str, Any]
+    """The file's content identity (:func:`msakit.data.identity.identity`), read once here."""
 
     def check_fits(self, config: RunConfig, data: str | os.PathLike) -> None:
         """Raise unless these inputs are what ``config`` and ``data`` would load."""
@@ -98,6 +105,7 @@ def load_inputs(
     return LoadedInputs(
         text_encoder=config.text_encoder, data=str(data), dataset=config.spec,
         allow_vocab_mismatch=config.allow_vocab_mismatch, encoder=encoder, features=features,
+        identity=data_identity(data),  # after the reader accepted the file (a regular file)
     )
 
 
@@ -157,7 +165,8 @@ def prepare_run(
     """Check the request, then load the text encoder and the feature file (see the module
     docstring), or take them from ``loaded`` when a caller has loaded them already for the
     same configuration and file (:class:`LoadedInputs`). Raises :class:`MsakitError` with one
-    line naming the problem."""
+    line naming the problem. The returned ``config`` (what the run writes and trains with) has
+    the file's content identity as ``data``."""
     if not str(data):
         raise MsakitError("no data file given (--data FILE)")
     check_input(Input("--data", Path(data)))  # a FIFO or a device: one line, not a hang
@@ -179,6 +188,7 @@ def prepare_run(
             f"needs at least {smallest} (BatchNorm needs 2 samples a batch)"
         )
     dims = Dims.of(features)
+    config = dataclasses.replace(config, data=dict(loaded.identity))
     extra = {
         "config": plain(config.to_dict()),
         "dims": dims.to_dict(),
@@ -190,8 +200,8 @@ def prepare_run(
     extractor = read_metadata(str(data))  # files from `msakit extract`: how to redo the features
     if extractor is not None:
         extra["extractor"] = extractor
-    return RunInputs(encoder=encoder, features=features, dims=dims, checkpoint_extra=extra,
-                     stats=run_stats(config, features))
+    return RunInputs(encoder=encoder, features=features, dims=dims, config=config,
+                     checkpoint_extra=extra, stats=run_stats(config, features))
 
 
 def load_encoder_and_data(

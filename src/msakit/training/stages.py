@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,13 +60,14 @@ from msakit.data.batching import epoch_plan
 from msakit.encoders.text import text_encoder_config
 from msakit.errors import MsakitError
 from msakit.files import RunLock, torch_save_atomic, write_text_atomic
+from msakit.metrics import metrics_json
 from msakit.models.base import MSAModel
 from msakit.models.conki import CONKI_PRETRAIN
 from msakit.models.registry import preset
 from msakit.safety import Output, check_plan, inputs
 from msakit.training import distributed
 from msakit.training.inputs import build_model, prepare_run, write_run_config
-from msakit.training.trainer import Trainer
+from msakit.training.trainer import Trainer, check_batch_size
 
 __all__ = ["pretrain_adapters", "read_adapters", "install_adapters", "encoder_fingerprint"]
 
@@ -208,12 +208,14 @@ def _pretrain(
     warmup_epochs: int, quiet: bool,
 ) -> PretrainResult:
     inputs = prepare_run(config, data, out, ctx, checkpoint_format="msakit-stage1-1")
+    config = inputs.config  # with the data file's content identity
     encoder, dims = inputs.encoder, inputs.dims
     fingerprint = encoder_fingerprint(encoder)
     seed = config.seeds[0]
     torch.manual_seed(seed)
     net = build_model(config, dims, encoder, stats=inputs.stats)
     net.freeze_encoders()
+    check_batch_size(config, net, ctx.world_size)
 
     run_dir = out / STAGE1_DIR
     lock = RunLock(out) if ctx.is_main else None
@@ -257,7 +259,7 @@ def _pretrain_locked(
     adapters_path = out / ADAPTERS_FILE
     if ctx.is_main:
         _save_adapters(adapters_path, best, net=net, extra=extra, fingerprint=fingerprint)
-        write_text_atomic(run_dir / "history.json", json.dumps(trainer.history, indent=1))
+        write_text_atomic(run_dir / "history.json", metrics_json(trainer.history, indent=1))
         # last.pt only serves an exact resume; it holds the frozen text encoder and is large.
         (run_dir / "last.pt").unlink(missing_ok=True)
     ctx.barrier()

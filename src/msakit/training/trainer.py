@@ -34,7 +34,7 @@ from torch import nn
 
 from msakit.config import RunConfig
 from msakit.config.datasets import DatasetSpec
-from msakit.data.batching import epoch_plan, iterate, shard
+from msakit.data.batching import epoch_plan, iterate, join_small_batches, shard
 from msakit.data.mmsa import SplitData
 from msakit.encoders.dropout import use_fast_dropout
 from msakit.errors import MsakitError, TrainingDiverged
@@ -117,6 +117,26 @@ def _python_state_to_plain(state: tuple) -> dict[str, Any]:
 
 def _plain_to_python_state(state: dict[str, Any]) -> tuple:
     return (state["version"], tuple(state["internal"]), state["gauss"])
+
+
+def smallest_batch(model: nn.Module, world_size: int = 1) -> int:
+    """The fewest samples a training batch of ``model`` may hold: 2 for a model with BatchNorm
+    (batch statistics of one sample do not exist; PyTorch raises), and one per DDP rank."""
+    has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    return max(2 if has_batchnorm else 1, world_size)
+
+
+def check_batch_size(config: RunConfig, model: nn.Module, world_size: int = 1) -> None:
+    """Raise unless ``config.batch_size`` gives ``model`` trainable batches (see
+    :func:`smallest_batch`): a BatchNorm model cannot train with ``batch_size=1``, and joining
+    every sample to the next would make an epoch one step, not N."""
+    smallest = smallest_batch(model, world_size)
+    if config.batch_size < smallest:
+        raise MsakitError(
+            f"batch size {config.batch_size}: {config.model_name} has BatchNorm layers, which "
+            f"cannot train on batches of fewer than {smallest} samples; use --batch {smallest} "
+            "or more"
+        )
 
 
 def set_dropout(model: nn.Module, p: float) -> None:
@@ -317,18 +337,9 @@ class Trainer:
             self.train, self.config.batch_size, seed=self.seed, epoch=epoch,
             sampler=self.config.sampler,
         )
-        # BatchNorm cannot train on a batch of one, and under DDP every rank needs a sample: a
-        # batch smaller than max(2, ranks) joins the batch before it (the first, the next one).
-        # With the random sampler only the last batch can be that small; up to 2 ranks the plan
-        # is the same for any number of ranks.
-        smallest = max(2, self.dist.world_size)
-        merged: list[np.ndarray] = []
-        for batch in plan:
-            if merged and (len(batch) < smallest or len(merged[-1]) < smallest):
-                merged[-1] = np.concatenate([merged[-1], batch])
-            else:
-                merged.append(batch)
-        return merged
+        # Every batch is a step (MMSA keeps a short last batch), except one the model cannot
+        # train on: see msakit.data.batching.join_small_batches.
+        return join_small_batches(plan, smallest_batch(self.model, self.dist.world_size))
 
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
@@ -341,6 +352,7 @@ class Trainer:
     # ------------------------------------------------------------------ training
     def prepare(self) -> None:
         """Seed, build the optimizer, the schedule and early stopping; load last.pt on resume."""
+        check_batch_size(self.config, self.model, self.dist.world_size)
         seed_everything(self.seed)
         apply_determinism(self.config.deterministic, self.device.type)
         # The CPU settings, off unless asked (see RunConfig), and never taken on GPUs.
@@ -647,12 +659,17 @@ class Trainer:
         starts afresh); other seeds' lines are kept."""
         if not self.log_steps.exists():
             return
+        try:
+            text = self.log_steps.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise MsakitError(f"--log-steps {self.log_steps}: not a step log (not UTF-8 text); "
+                              "name a new file or the run's own step log") from None
         keep = []
-        for line in self.log_steps.read_text(errors="replace").splitlines():
+        for line in text.splitlines():
             try:
                 entry = json.loads(line)
                 seed, step = entry.get("seed", self.seed), int(entry["step"])
-            except (ValueError, KeyError, TypeError, AttributeError):
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
                 continue  # a line cut by a kill
             if seed != self.seed or step <= self.global_step:
                 keep.append(line)
