@@ -133,14 +133,12 @@ def _join(
 
 def _failures_of(parts: list[str | os.PathLike[str]]) -> list[tuple[str, ...]]:
     """The rows of every part's failures CSV (id, video, reason)."""
-    import csv
-
+    from msakit.data.tables import read_csv
     from msakit.extract.corpus import failures_path
 
     failures = []
     for part in parts:
         path = failures_path(Path(part))
         if path.is_file():
-            with open(path, newline="") as f:
-                failures += [tuple(r) for r in list(csv.reader(f))[1:] if r]
+            failures += [tuple(r) for r in read_csv(path)[1:] if r]
     return failures
