@@ -272,7 +272,7 @@ class OpenFaceReader:
                 if slot <= last_slot:
                     continue
                 out.append([float(row[i]) for i in columns])
-            except (ValueError, IndexError):
+            except (ValueError, IndexError, OverflowError):  # OverflowError: an infinite time
                 raise ClipError(f"{path}: line {line} is not a row of numbers") from None
             last_slot = slot
         if not out:

@@ -1,0 +1,95 @@
+"""Shrink an input that breaks a target's contract to a small reproducer for the corpus.
+
+The failure's signature (the signal that killed the process, or the exception type and the
+msakit line it came from) must stay the same while parts of the input are removed: pickle
+opcodes (FRAME opcodes dropped first), then lines, then byte chunks (delta debugging). Each try
+runs in a forked child, so an input that crashes the process is tried safely and quickly.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import mutators
+import targets
+
+
+def signature(target: targets.Target, data: bytes, ws: targets.Workspace) -> str | None:
+    """How ``data`` fails (``signal 11``, ``KeyError @ extract/merge.py:112``), None if it does
+    not."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: run the input, report the first failure, exit at once
+        os.close(read)
+        failures = targets.check(target, data, ws)
+        os.write(write, (failures[0] if failures else "").encode()[:4000])
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        text = f.read().decode(errors="replace")
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        return f"signal {os.WTERMSIG(status)}"
+    if not text:
+        return None
+    match = re.match(r"[^:]+: [^:]+: (\w+):.*(@ \S+)$", text)
+    return f"{match.group(1)} {match.group(2)}" if match else text.split(":")[2]
+
+
+def ddmin(units: list[bytes], fails: Callable[[list[bytes]], bool]) -> list[bytes]:
+    """Zeller's delta debugging over ``units`` (their concatenation is the input)."""
+    n = 2
+    while len(units) >= 2:
+        chunk = max(1, len(units) // n)
+        for start in range(0, len(units), chunk):
+            rest = units[:start] + units[start + chunk:]
+            if rest and fails(rest):
+                units, n = rest, max(n - 1, 2)
+                break
+        else:
+            if chunk == 1:
+                break
+            n = min(len(units), 2 * n)
+    return units
+
+
+def _units(data: bytes, how: str) -> list[bytes] | None:
+    if how == "opcodes":
+        ops = mutators._ops(mutators.unframed(data))
+        if ops is None:
+            return None
+        plain = mutators.unframed(data)
+        return [plain[s:e] for _, _, s, e in ops]
+    if how == "lines":
+        return data.splitlines(keepends=True) if b"\n" in data else None
+    size = max(1, len(data) // 64)
+    return [data[i:i + size] for i in range(0, len(data), size)]
+
+
+def main(name: str, file: Path, out: Path) -> int:
+    target = targets.TARGETS[name]
+    root = Path(tempfile.mkdtemp(prefix="msakit-minimize-"))
+    try:
+        ws = targets.Workspace(root)
+        data = file.read_bytes()
+        wanted = signature(target, data, ws)
+        if wanted is None:
+            print(f"{file}: keeps the contract, nothing to minimise")
+            return 1
+        print(f"failure: {wanted}; {len(data)} bytes")
+        for how in ("opcodes", "lines", "bytes", "bytes"):
+            units = _units(data, how)
+            if units is None or signature(target, b"".join(units), ws) != wanted:
+                continue
+            data = b"".join(ddmin(units, lambda u: signature(target, b"".join(u), ws) == wanted))
+            print(f"after {how}: {len(data)} bytes")
+        out.write_bytes(data)
+        print(f"wrote {out} ({len(data)} bytes)")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
