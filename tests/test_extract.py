@@ -252,6 +252,23 @@ def test_shards_and_merge_give_the_file_of_one_run(extracted, corpus, tmp_path, 
     assert (tmp_path / "merged.failures.csv").is_file()
 
 
+def test_two_extractions_into_one_out_the_second_is_refused(corpus, tmp_path, capsys):
+    """``extract`` holds the lock of its ``--out`` (on ``OUT.cache/``) while it writes: a second
+    extraction into the same file (two shards given one --out) stops with one line, writes
+    nothing, and runs once the first is done."""
+    from msakit.files import RunLock
+
+    out = tmp_path / "x.npz"
+    with RunLock(tmp_path / "x.npz.cache"):
+        code = run_cli(["extract", str(corpus), "--out", str(out), "--shard", "2/3", "--quiet"])
+        assert code == 2
+        err = capsys.readouterr().err
+        assert err.count("error:") == 1 and "is being written by process" in err, err
+        assert not out.exists() and not list((tmp_path / "x.npz.cache").glob("*.npz"))
+    assert run_cli(["extract", str(corpus), "--out", str(out), "--shard", "2/3", "--quiet"]) == 0
+    assert out.is_file()
+
+
 def test_resume_skips_cached_clips_and_gives_the_same_file(extracted, corpus, tmp_path,
                                                            capsys):
     out, _ = extracted

@@ -1,11 +1,15 @@
 """``python -m msakit`` (what ``torchrun ... -m msakit train ...`` runs)."""
 
-import sys
+try:  # first: a Ctrl-C at any moment before msakit's own handler is one line, not a traceback
+    import sys
 
-try:
     from msakit.cli import main
-except KeyboardInterrupt:  # Ctrl-C while Python loads the command line
-    print("error: interrupted (Ctrl-C)", file=sys.stderr)
-    sys.exit(130)
 
-sys.exit(main())
+    status = main()
+except KeyboardInterrupt:  # Ctrl-C while Python loads the command line
+    import sys
+
+    print("error: interrupted (Ctrl-C)", file=sys.stderr)
+    status = 130
+
+sys.exit(status)

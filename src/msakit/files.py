@@ -6,17 +6,18 @@
   file, if any, is left as it was; an ``OSError`` becomes one :class:`MsakitError` line.
 * :func:`check_distinct_output`: an output path may not be one of the command's inputs (nor an
   existing folder), checked before anything is read or written.
-* :class:`RunLock`: a lock file holding the writer's pid and host in a run folder; a second
-  writer gets one error line, a lock left by a dead process on this host is taken over with a
-  warning.
+* :class:`RunLock`: a kernel lock (``flock``) on a run folder's lock file, dropped by the
+  operating system when the process ends however it ends; a second writer gets one error line
+  naming the holder.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import socket
-import sys
+import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -153,82 +154,105 @@ def check_distinct_output(
 
 
 # --------------------------------------------------------------------------- run-folder lock
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class RunLock:
-    """``with RunLock(folder):`` holds ``folder/.msakit.lock`` (pid and host) while it writes.
+    """``with RunLock(folder):`` holds a kernel lock on ``folder/.msakit.lock`` while it writes.
 
-    Another live process holding the lock is one ``MsakitError``; a lock whose process is gone
-    (same host) is taken over with a warning on stderr. The lock file is removed on exit.
+    The lock is ``flock(LOCK_EX | LOCK_NB)`` on the open lock file: the operating system drops
+    it when the process ends, however it ends (SIGKILL, a crash, the machine's power), so a lock
+    is never stale and nothing has to be deleted by hand. A file left behind by a process that
+    died holds no lock: the next writer simply takes it. The holder writes its pid and host into
+    the file so that a second writer's one error line can name it.
+
+    Never two holders: the file is removed on release while the lock is still held, and a writer
+    that locked a file which was meanwhile removed or replaced (its inode is no longer the
+    path's) lets it go and tries again, so a lock always lives on the file the path names.
     """
 
-    def __init__(self, folder: str | os.PathLike[str]) -> None:
-        self.folder = Path(folder)
-        self.path = self.folder / LOCK_FILE
-        self.held = False
+    _ATTEMPTS = 50
 
-    def _holder(self) -> tuple[int | None, str]:
+    def __init__(self, folder: str | os.PathLike[str], name: str = LOCK_FILE) -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / name
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def holder(self) -> str:
+        """``process PID`` (``on HOST`` when another host) as the lock file names it."""
         try:
-            text = self.path.read_text()
+            with open(self.path, "rb") as f:
+                text = f.read(200).decode("utf-8", "replace")
         except OSError:
-            return None, ""
+            text = ""
         pid, _, host = text.strip().partition(" ")
-        try:
-            return int(pid), host
-        except ValueError:
-            return None, host
+        if not pid.isdigit():
+            return "another process"
+        where = "" if host in ("", socket.gethostname()) else f" on {host[:100]}"
+        return f"process {pid}{where}"
 
     def acquire(self) -> None:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise MsakitError(f"cannot create {self.folder}: {_reason(exc)}") from None
-        me = f"{os.getpid()} {socket.gethostname()}\n"
-        for _ in range(3):
+        for _ in range(self._ATTEMPTS):
+            fd = self._open()
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                pid, host = self._holder()
-                here = host in ("", socket.gethostname())
-                if pid is not None and (not here or _alive(pid)):
-                    where = "" if here else f" on {host}"
-                    raise MsakitError(
-                        f"{self.folder} is being written by process {pid}{where} (lock file "
-                        f"{self.path}); wait for it to end or choose another --out (if that "
-                        "process is gone, delete the lock file)"
-                    ) from None
-                print(f"warning: {self.path}: taking over the lock of process {pid}, which is "
-                      "no longer running", file=sys.stderr)
-                try:
-                    self.path.unlink()
-                except FileNotFoundError:
-                    pass
-                continue
-            except OSError as exc:
-                raise MsakitError(f"cannot write to {self.folder}: {_reason(exc)}") from None
-            with os.fdopen(fd, "w") as f:
-                f.write(me)
-            self.held = True
-            return
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise MsakitError(
+                    f"{self.folder} is being written by {self.holder()} (lock {self.path}); "
+                    "wait for it to end or choose another --out") from None
+            except BaseException:
+                os.close(fd)
+                raise
+            if self._still_named(fd):
+                self._fd = fd
+                self._write_holder(fd)
+                return
+            os.close(fd)  # removed or replaced after we opened it: lock the path's file
         raise MsakitError(f"{self.folder}: cannot take the lock {self.path}")
 
+    def _open(self) -> int:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+                         | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise MsakitError(f"cannot lock {self.folder} ({self.path}): {_reason(exc)}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise MsakitError(f"cannot lock {self.folder}: {self.path} is not a regular file")
+        return fd
+
+    def _still_named(self, fd: int) -> bool:
+        try:
+            now = os.stat(self.path, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        mine = os.fstat(fd)
+        return (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino)
+
+    def _write_holder(self, fd: int) -> None:
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+        except OSError:
+            pass  # the lock is held all the same; only the error line of a second writer is vaguer
+
     def release(self) -> None:
-        if self.held:
-            self.held = False
-            try:
-                pid, _ = self._holder()
-                if pid == os.getpid():
-                    self.path.unlink()
-            except OSError:
-                pass
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            if self._still_named(fd):
+                self.path.unlink()  # while still locked: see the class docstring
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
     def __enter__(self) -> RunLock:
         self.acquire()

@@ -43,7 +43,7 @@ from msakit.extract.settings import (
     encode_metadata,
     package_versions,
 )
-from msakit.files import write_atomic
+from msakit.files import RunLock, write_atomic
 
 DEFAULT_SPLIT_RATIO = (0.8, 0.1, 0.1)
 
@@ -314,7 +314,25 @@ def extract_corpus(
     work = _Work(cache=out.with_name(out.name + ".cache"),
                  fingerprint=encode_metadata(record_settings).item(), settings=settings,
                  openface_dir=openface_dir, workers=workers)
-    done, failures, cached_count = _extract_clips(clips, work, resume=resume, progress=progress)
+    with RunLock(work.cache):  # one writer per --out (two shards into one file lose one)
+        done, failures, cached_count = _extract_clips(clips, work, resume=resume,
+                                                      progress=progress)
+        kept, listed = _write_corpus(out, csv_path, clips=clips, done=done, failures=failures,
+                                     tokenizer=tokenizer, settings=settings, shard=shard,
+                                     record_settings=record_settings)
+    return ExtractResult(
+        out=out, extracted=len(clips) - cached_count - len(failures), cached=cached_count,
+        failures=listed, counts={s: sum(c.split == s for c in kept) for s in SPLITS},
+        asr=[c.id for c in kept if done[c.id].from_asr],
+    )
+
+
+def _write_corpus(
+    out: Path, csv_path: str | os.PathLike[str], *, clips: list[Clip],
+    done: dict[str, ClipFeatures], failures: list[tuple[Clip, str]], tokenizer,
+    settings: ExtractorSettings, shard: tuple[int, int] | None, record_settings: dict,
+) -> tuple[list[Clip], list[tuple[str, str, str]]]:
+    """Write the feature file and the failures CSV; (the clips kept, the failures listed)."""
     kept = _kept(csv_path, clips, done, failures, sharded=shard is not None)
     record = {
         "settings": record_settings,
@@ -328,11 +346,7 @@ def extract_corpus(
     write_features(out, _build_splits(kept, done, tokenizer, settings), record)
     listed = [(c.id, c.given or c.video, reason) for c, reason in failures]
     write_failures(out, listed)
-    return ExtractResult(
-        out=out, extracted=len(clips) - cached_count - len(failures), cached=cached_count,
-        failures=listed, counts={s: sum(c.split == s for c in kept) for s in SPLITS},
-        asr=record["asr"],
-    )
+    return kept, listed
 
 
 def _check_request(
