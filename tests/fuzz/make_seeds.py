@@ -7,8 +7,9 @@ real file has. Run it again after a change to a file format::
 
     PYTHONPATH=src .venv/bin/python tests/fuzz/make_seeds.py
 
-It rewrites only ``seed-*`` and ``repro-*`` files; other files of the corpus (reproducers
-found by fuzzing, kept as found: ``crash-*``, ...) stay.
+It rewrites only ``seed-*``, ``repro-*`` (fixed failures) and ``bug-*`` (known failures)
+files; other files of the corpus (minimised reproducers kept as the fuzzer found them:
+``crash-*``, ...) stay.
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ def text_seeds(npz: Path) -> None:
     """dataset_spec/, clips_csv/, texts_csv/ (the ids of the tiny file) and openface_csv/."""
     _put("dataset_spec", "spec.yaml", b"title: My corpus\nlabel_range: [-3, 3]\n"
          b"metric_family: mosi\nlanguage: en\nlabel_scale: 3\n")
-    _put("dataset_spec", "minimal.yaml", b"label_range: [0, 1]\n")
+    _put("dataset_spec", "minimal.yaml", b"label_range: [-1, 1]\n")
     _put("clips_csv", "clips.csv", _csv([
         ["id", "video", "text", "label", "split"],
         ["c1", "clips/c1.mp4", "a fine film", "1.5", "train"],
@@ -152,13 +153,13 @@ def text_seeds(npz: Path) -> None:
 def reproducers() -> None:
     """``repro-*``: small files that broke a reader's contract, each fixed since (the replay
     keeps them fixed). Minimised crash reproducers found by the fuzzer are kept as found."""
-    big = "x" * 140_000
     for target, header in (("clips_csv", "id,video"), ("failures_csv", "id,video,reason"),
-                           ("texts_csv", "id,text"), ("results_csv", "seed,MAE")):
+                           ("texts_csv", "id,text"), ("results_csv", "seed,MAE"),
+                           ("openface_csv", "frame,timestamp")):
         _put(target, "not-utf8.csv", f"{header}\n".encode() + b"a,\xff\xfe\x81\n", "repro-")
-        _put(target, "field-too-large.csv", f"{header}\n{big},b\n".encode(), "repro-")
-    _put("openface_csv", "field-too-large.csv", f"frame,timestamp\n1,{big}\n".encode(),
-         "repro-")
+    # One field over the csv module's limit (131072 characters); every CSV reader shares
+    # read_csv, one file is enough.
+    _put("clips_csv", "field-too-large.csv", ("id,video\n" + "x" * 131_073).encode(), "repro-")
     from msakit.extract.vision import OPENFACE_COLUMNS
 
     columns = ["timestamp", "success", *OPENFACE_COLUMNS]
@@ -169,7 +170,7 @@ def reproducers() -> None:
     _put("run_config", "model-name-is-a-list.yaml", b"model_name: [tfn]\ndataset: mosi\n",
          "repro-")
     for name, text in {
-        "nested-deeply.json": "[" * 100_000,
+        "nested-deeply.json": "[" * 5_000,
         "record-not-a-mapping.json": "[1, 2]",
         "epoch-is-text.json": '[{"epoch": "one", "valid_MAE": 0.5}]',
         "value-is-text.json": '[{"epoch": 1, "valid_MAE": "low"}]',
@@ -180,9 +181,28 @@ def reproducers() -> None:
         _put("history", name, text.encode(), "repro-")
 
 
+def known_reproducers() -> None:
+    """``bug-*``: small files of the failures listed in targets.KNOWN_FAILURES (fixed by other
+    parts of issue 19), so that the replay meets each of them whatever inputs it generates."""
+    import struct
+    import zipfile
+
+    header = b"{'descr': '<f4', 'fortran_order': False, 'shape': (1, (, }"
+    header += b" " * ((64 - (len(header) + 11) % 64) % 64) + b"\n"
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("train/audio.npy", b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header))
+                   + header + b"\x00" * 4)
+    _put("npz", "npy-header-unparsable.npz", buf.getvalue(), "bug-")
+    _put("dataset_spec", "float-tag-not-a-number.yaml", b"label_range: [!!float 'nan 1', 1]\n",
+         "bug-")
+    _put("dataset_spec", "nested-deeply.yaml", b"label_range: " + b"[" * 5000 + b"\n", "bug-")
+    _put("config", "nested-deeply.yaml", b"model_name: " + b"[" * 5000 + b"\n", "bug-")
+
+
 def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    for old in [*CORPUS.glob("*/seed-*"), *CORPUS.glob("*/repro-*")]:
+    for old in [*CORPUS.glob("*/seed-*"), *CORPUS.glob("*/repro-*"), *CORPUS.glob("*/bug-*")]:
         old.unlink()
     work = Path(tempfile.mkdtemp(prefix="msakit-seeds-"))
     os.environ["MSAKIT_CACHE_DIR"] = str(work / "cache")
@@ -192,6 +212,7 @@ def main() -> int:
         run_seeds(work, npz)
         text_seeds(npz)
         reproducers()
+        known_reproducers()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     for folder in sorted(CORPUS.iterdir()):

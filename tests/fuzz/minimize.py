@@ -37,11 +37,11 @@ def signature(target: targets.Target, data: bytes, ws: targets.Workspace) -> str
         return f"signal {os.WTERMSIG(status)}"
     if not text:
         return None
-    match = re.match(r"[^:]+: [^:]+: (\w+):.*(@ \S+)$", text)
+    match = re.match(r"[^:]+: [^:]+: (\w+):.*(@ \S+)", text)
     return f"{match.group(1)} {match.group(2)}" if match else text.split(":")[2]
 
 
-def ddmin(units: list[bytes], fails: Callable[[list[bytes]], bool]) -> list[bytes]:
+def ddmin(units: list, fails: Callable[[list], bool]) -> list:
     """Zeller's delta debugging over ``units`` (their concatenation is the input)."""
     n = 2
     while len(units) >= 2:
@@ -58,7 +58,24 @@ def ddmin(units: list[bytes], fails: Callable[[list[bytes]], bool]) -> list[byte
     return units
 
 
-def _units(data: bytes, how: str) -> list[bytes] | None:
+def _units(data: bytes, how: str) -> tuple[list, Callable[[list], bytes]] | None:
+    """The parts of ``data`` to remove one by one, and how to build a file from some of them."""
+    join = b"".join
+    if how == "members":
+        members = mutators._members(data)
+        return None if not members else (members, lambda m: mutators._zip(m, _Stored()))
+    parts = _parts(data, how)
+    return None if parts is None else (parts, join)
+
+
+class _Stored:
+    """A stand-in for the random source of mutators._zip: members stored, never compressed."""
+
+    def random(self) -> float:
+        return 1.0
+
+
+def _parts(data: bytes, how: str) -> list[bytes] | None:
     if how == "opcodes":
         ops = mutators._ops(mutators.unframed(data))
         if ops is None:
@@ -82,11 +99,12 @@ def main(name: str, file: Path, out: Path) -> int:
             print(f"{file}: keeps the contract, nothing to minimise")
             return 1
         print(f"failure: {wanted}; {len(data)} bytes")
-        for how in ("opcodes", "lines", "bytes", "bytes"):
-            units = _units(data, how)
-            if units is None or signature(target, b"".join(units), ws) != wanted:
+        for how in ("members", "opcodes", "lines", "bytes", "bytes"):
+            found = _units(data, how)
+            if found is None or signature(target, found[1](found[0]), ws) != wanted:
                 continue
-            data = b"".join(ddmin(units, lambda u: signature(target, b"".join(u), ws) == wanted))
+            units, build = found
+            data = build(ddmin(units, lambda u: signature(target, build(u), ws) == wanted))
             print(f"after {how}: {len(data)} bytes")
         out.write_bytes(data)
         print(f"wrote {out} ({len(data)} bytes)")
