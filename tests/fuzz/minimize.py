@@ -104,7 +104,7 @@ def main(name: str, file: Path, out: Path) -> int:
             if found is None or signature(target, found[1](found[0]), ws) != wanted:
                 continue
             units, build = found
-            data = build(ddmin(units, lambda u: signature(target, build(u), ws) == wanted))
+            data = build(ddmin(units, lambda u, b=build: signature(target, b(u), ws) == wanted))
             print(f"after {how}: {len(data)} bytes")
         out.write_bytes(data)
         print(f"wrote {out} ({len(data)} bytes)")

@@ -243,12 +243,12 @@ def campaign(names: list[str], seconds: float, extra: list[str]) -> int:
     for name in names:
         cmd = [sys.executable, str(Path(__file__)), "campaign-one", name, "--seconds",
                str(seconds), *(["--", *extra] if extra else [])]
-        proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True,
-                              timeout=seconds * 3 + 600)
         log = OUT / "logs" / f"{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        log.write_text(proc.stdout + proc.stderr)
-        stats = _campaign_stats(proc.stdout + proc.stderr)
+        with open(log, "w") as out:  # libFuzzer's progress, readable while it runs
+            proc = subprocess.run(cmd, env=_env(), stdout=out, stderr=subprocess.STDOUT,
+                                  timeout=seconds * 3 + 600)
+        stats = _campaign_stats(log.read_text(errors="replace"))
         ok = proc.returncode == 0
         bad += not ok
         rows.append(f"{name:<18} {stats['runs']:>10} {stats['seconds']:>7} {stats['cov']:>6} "
@@ -260,19 +260,21 @@ def campaign(names: list[str], seconds: float, extra: list[str]) -> int:
 
 
 def _campaign_stats(log: str) -> dict:
-    runs = re.findall(r"Done (\d+) runs in (\d+) second", log) or \
-        re.findall(r"#(\d+)\s+DONE.*?", log)
-    cov = re.findall(r"cov: (\d+)", log)
-    known = re.findall(r"^KNOWN ", log, flags=re.M)
+    """Executions, seconds, coverage and known failures from a campaign's log (libFuzzer's
+    final statistics, or the fallback's EXECUTIONS line)."""
+    runs = re.findall(r"stat::number_of_executed_units: (\d+)", log)
+    rate = re.findall(r"stat::average_exec_per_sec: +(\d+)", log)
     ours = re.findall(r"^EXECUTIONS (\d+) SECONDS (\d+)", log, flags=re.M)
+    cov = re.findall(r"cov: (\d+)", log)
     if ours:
         runs_n, secs = ours[-1]
-    elif runs and isinstance(runs[-1], tuple):
-        runs_n, secs = runs[-1]
+    elif runs:
+        runs_n = runs[-1]
+        secs = str(round(int(runs_n) / max(1, int(rate[-1])))) if rate else "?"
     else:
-        runs_n, secs = (runs[-1] if runs else "?"), "?"
+        runs_n, secs = "?", "?"
     return {"runs": runs_n, "seconds": secs, "cov": cov[-1] if cov else "-",
-            "known": len(known)}
+            "known": len(re.findall(r"^KNOWN ", log, flags=re.M))}
 
 
 def campaign_one(name: str, seconds: float, extra: list[str]) -> int:
