@@ -165,6 +165,9 @@ def reproducers() -> None:
     columns = ["timestamp", "success", *OPENFACE_COLUMNS]
     _put("openface_csv", "timestamp-infinite.csv", _csv(
         [columns, ["inf", "1", *["0"] * len(OPENFACE_COLUMNS)]]), "repro-")
+    _put("results_csv", "no-seed-column.csv", b"run,Has0_acc_2,Has0_F1_score,Non0_acc_2,"
+         b"Non0_F1_score,Mult_acc_5,Mult_acc_7,MAE,Corr\n1,0.6,0.5,0.6,0.5,0.1,0.1,1.6,0.6\n",
+         "repro-")
     _put("run_config", "model-is-a-list.yaml", b"model_name: tfn\ndataset: mosi\nmodel: [1]\n",
          "repro-")
     _put("run_config", "model-name-is-a-list.yaml", b"model_name: [tfn]\ndataset: mosi\n",

@@ -494,6 +494,8 @@ def npz_mutation(data: bytes, rng: random.Random, generate: Callable[[int], dict
     r = rng.random()
     if r < 0.3:
         content = content_mutation(generate(rng.randrange(1000)), rng)
+        if not isinstance(content, dict):  # the edit replaced the whole content
+            return data
         arrays = {f"{s}/{k}": v for s, d in content.items() if isinstance(d, dict)
                   for k, v in d.items()}
         arrays["msakit_format"] = np.array("msakit-features-1")

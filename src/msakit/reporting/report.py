@@ -136,9 +136,14 @@ def read_run(path: str | os.PathLike) -> Run:
         raise MsakitError(f"{folder}: no such run folder")
     if not results.is_file():
         raise MsakitError(f"{folder}: no results.csv (has the run finished a seed yet?)")
-    rows = [r for r in as_records(read_csv(results)) if r.get("seed") not in ("mean", "std")]
+    rows = as_records(read_csv(results))
+    if rows and "seed" not in rows[0]:
+        raise MsakitError(f"{results}: not an msakit results file (no 'seed' column)")
+    rows = [r for r in rows if r["seed"] not in ("mean", "std")]
     if not rows:
         raise MsakitError(f"{results}: no per-seed rows")
+    if any(r["seed"] is None for r in rows):
+        raise MsakitError(f"{results}: a row ends before its 'seed' column")
     config: dict[str, Any] = {}
     if (folder / "config.yaml").is_file():
         try:
