@@ -124,6 +124,13 @@ def run_seeds(work: Path, npz: Path) -> None:
     _put("results_csv", "results.csv", (run / "results.csv").read_bytes())
     _put("history", "history.json", (run / "seed-1" / "history.json").read_bytes())
     _put("checkpoint", "tfn-best.pt", (run / "seed-1" / "best.pt").read_bytes())
+    import torch
+
+    state = torch.load(run / "seed-1" / "best.pt", weights_only=True)
+    state["config"]["epochs"] = torch.zeros(0)  # a known failure (targets.KNOWN_FAILURES)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    _put("checkpoint", "config-value-empty-tensor.pt", buf.getvalue(), "bug-")
 
 
 def text_seeds(npz: Path) -> None:

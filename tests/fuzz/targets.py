@@ -72,6 +72,10 @@ KNOWN_FAILURES: list[Known] = [
     Known(r"^extractor_record: .*merge: (KeyError|IndexError)",
           "merge trusts each part's arrays and the rows its record lists; the merge checks "
           "(item 7)"),
+    Known(r"^checkpoint: .*RuntimeError: Boolean value of Tensor",
+          "a checkpoint's config holding a tensor where a number belongs reaches RunConfig's "
+          "checks (_describe_checkpoint catches TypeError, ValueError, ... not RuntimeError); "
+          "the checkpoint metadata checks (item 5)"),
     Known(r"^(config|run_config|dataset_spec): .*(ValueError|RecursionError)",
           "PyYAML raises other than YAMLError (deep nesting: RecursionError; '!!float' of a "
           "non-number: ValueError); the YAML loading work (item 5)"),
