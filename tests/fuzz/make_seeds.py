@@ -131,6 +131,10 @@ def run_seeds(work: Path, npz: Path) -> None:
     buf = io.BytesIO()
     torch.save(state, buf)
     _put("checkpoint", "config-value-empty-tensor.pt", buf.getvalue(), "bug-")
+    state["config"]["epochs"], state["config"]["batch_size"] = 2, 2.5
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    _put("checkpoint", "config-batch-size-float.pt", buf.getvalue(), "bug-")
 
 
 def text_seeds(npz: Path) -> None:
