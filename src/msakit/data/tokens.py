@@ -18,7 +18,6 @@ pieces, and nothing fails: the ids merely mean something else. Two tools guard a
 
 from __future__ import annotations
 
-import csv
 import os
 from collections import Counter
 from pathlib import Path
@@ -116,36 +115,30 @@ def read_texts_csv(path: str | os.PathLike[str]) -> dict[str, str]:
     Raises :class:`MsakitError` (one line, with the CSV line number) on a missing file or
     column, a duplicate id or an empty text.
     """
+    from msakit.data.tables import read_csv
+
     p = Path(path)
-    try:
-        handle = open(p, newline="", encoding="utf-8")
-    except OSError as e:
-        raise MsakitError(f"{p}: cannot open: {e.strerror or e}") from None
+    rows = read_csv(p)
+    columns = rows[0] if rows else []
+    if "id" not in columns or "text" not in columns:
+        found = ", ".join(columns) or "none"
+        raise MsakitError(f"{p}: expected columns 'id' and 'text' (found: {found})")
+    at = {name: columns.index(name) for name in ("id", "text")}
     texts: dict[str, str] = {}
-    with handle:
-        try:
-            reader = csv.DictReader(handle)
-            columns = reader.fieldnames or []
-            if "id" not in columns or "text" not in columns:
-                found = ", ".join(columns) or "none"
-                raise MsakitError(f"{p}: expected columns 'id' and 'text' (found: {found})")
-            for row in reader:
-                line = reader.line_num
-                key, text = row.get("id"), row.get("text")
-                if key is None or text is None:
-                    raise MsakitError(f"{p}: line {line}: missing 'id' or 'text' value")
-                key = key.strip()
-                if not key:
-                    raise MsakitError(f"{p}: line {line}: empty id")
-                if key in texts:
-                    raise MsakitError(f"{p}: line {line}: duplicate id '{key}'")
-                if not text.strip():
-                    raise MsakitError(f"{p}: line {line}: empty text for id '{key}'")
-                texts[key] = text
-        except UnicodeDecodeError as e:
-            raise MsakitError(f"{p}: not UTF-8 text ({e.reason})") from None
-        except csv.Error as e:
-            raise MsakitError(f"{p}: not a readable CSV ({e})") from None
+    for line, row in enumerate(rows[1:], start=2):  # the line of the row (a text on one line)
+        if not row:
+            continue
+        key, text = (row[at[k]] if at[k] < len(row) else None for k in ("id", "text"))
+        if key is None or text is None:
+            raise MsakitError(f"{p}: line {line}: missing 'id' or 'text' value")
+        key = key.strip()
+        if not key:
+            raise MsakitError(f"{p}: line {line}: empty id")
+        if key in texts:
+            raise MsakitError(f"{p}: line {line}: duplicate id '{key}'")
+        if not text.strip():
+            raise MsakitError(f"{p}: line {line}: empty text for id '{key}'")
+        texts[key] = text
     if not texts:
         raise MsakitError(f"{p}: no rows")
     return texts

@@ -50,7 +50,7 @@ from msakit.extract.settings import (
     package_versions,
 )
 from msakit.files import RunLock, write_atomic, write_text_atomic
-from msakit.safety import Output, check_plan, inputs, open_input
+from msakit.safety import Output, check_plan, inputs
 
 DEFAULT_SPLIT_RATIO = (0.8, 0.1, 0.1)
 
@@ -119,14 +119,9 @@ def read_clips(
 
 def _read_table(path: Path) -> tuple[dict[str, int], list[list[str]]]:
     """The CSV's columns (``{name: index}``, names lower-cased) and its non-empty data rows."""
-    try:
-        with open_input(path, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.reader(f))
-    except FileNotFoundError:
-        raise MsakitError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MsakitError(f"{path}: cannot read: {exc}") from None
-    rows = [r for r in rows if any(cell.strip() for cell in r)]
+    from msakit.data.tables import read_csv
+
+    rows = [r for r in read_csv(path, encoding="utf-8-sig") if any(cell.strip() for cell in r)]
     if not rows:
         raise MsakitError(f"{path}: empty file; expected a header id,video[,text][,label][,split]")
     header = [h.strip().lower() for h in rows[0]]

@@ -20,7 +20,6 @@ from msakit.data.mmsa import SPLITS
 from msakit.data.safe_format import is_zip
 from msakit.errors import MsakitError
 from msakit.extract.settings import METADATA_KEY, describe, read_metadata
-from msakit.safety import open_input
 
 _SEQUENCES = {"audio": "audio_lengths", "vision": "vision_lengths"}
 
@@ -193,14 +192,12 @@ def _join(
 
 def _failures_of(parts: list[str | os.PathLike[str]]) -> list[tuple[str, ...]]:
     """The rows of every part's failures CSV (id, video, reason)."""
-    import csv
-
+    from msakit.data.tables import read_csv
     from msakit.extract.corpus import failures_path
 
     failures = []
     for part in parts:
         path = failures_path(Path(part))
         if path.is_file():
-            with open_input(path, newline="") as f:
-                failures += [tuple(r) for r in list(csv.reader(f))[1:] if r]
+            failures += [tuple(r) for r in read_csv(path)[1:] if r]
     return failures

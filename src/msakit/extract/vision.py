@@ -36,7 +36,6 @@ divide them. The cascades ship in the
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from pathlib import Path
@@ -264,11 +263,13 @@ class OpenFaceReader:
 
     def read(self, path: str | os.PathLike[str], fps: float) -> np.ndarray:
         """The kept columns of the frames OpenFace tracked, at most one per ``1/fps`` interval."""
+        from msakit.data.tables import read_csv
+        from msakit.errors import MsakitError
+
         try:
-            with open(path, newline="") as f:
-                rows = list(csv.reader(f))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ClipError(f"cannot read {path}: {exc}") from None
+            rows = read_csv(path)
+        except MsakitError as exc:
+            raise ClipError(str(exc)) from None
         if not rows:
             raise ClipError(f"{path}: empty OpenFace CSV")
         header = [name.strip() for name in rows[0]]
@@ -291,7 +292,7 @@ class OpenFaceReader:
                 if slot <= last_slot:
                     continue
                 out.append([float(row[i]) for i in columns])
-            except (ValueError, IndexError):
+            except (ValueError, IndexError, OverflowError):  # OverflowError: an infinite time
                 raise ClipError(f"{path}: line {line} is not a row of numbers") from None
             last_slot = slot
         if not out:

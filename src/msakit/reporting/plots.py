@@ -104,37 +104,55 @@ def _histories(run_dir: Path) -> dict[str, list[dict[str, Any]]]:
     out = {}
     for f in files:
         try:
-            history = json.loads(f.read_text())
+            history = json.loads(f.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise MsakitError(f"{f}: not valid JSON ({exc.msg})") from None
+        except RecursionError:
+            raise MsakitError(f"{f}: not a history.json (nested too deeply)") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise MsakitError(f"{f}: cannot read it ({type(exc).__name__})") from None
-        except RecursionError:
-            raise MsakitError(f"{f}: nested too deeply to be a training history") from None
-        out[f.parent.name.replace("seed-", "seed ")] = _epoch_records(f, history)
+        if not isinstance(history, list) or not history:
+            raise MsakitError(f"{f}: no epochs recorded")
+        out[f.parent.name.replace("seed-", "seed ")] = [_epoch(f, i, r) for i, r in
+                                                        enumerate(history)]
     return out
 
 
-def _epoch_records(path: Path, history: Any) -> list[dict[str, float]]:
-    """A history.json's epochs, each ``{key: value}`` with its values as floats: ``null`` (a
-    metric undefined on the validation split, see :mod:`msakit.metrics`) is NaN, a gap in the
-    curve. Anything but a list of such records is one ``MsakitError`` line."""
-    if not isinstance(history, list) or not history:
-        raise MsakitError(f"{path}: no epochs recorded")
-    records = []
-    for k, record in enumerate(history, 1):
-        if not isinstance(record, dict) or type(record.get("epoch")) is not int:
-            raise MsakitError(f"{path}: entry {k} is not an epoch record (an integer 'epoch' "
-                              "and numbers)")
-        values = {}
-        for key, value in record.items():
-            if value is not None and (isinstance(value, bool)
-                                      or not isinstance(value, (int, float))):
-                raise MsakitError(f"{path}: epoch {record['epoch']}: {str(key)[:40]!r} is not "
-                                  "a number")
-            values[key] = math.nan if value is None else float(value)
-        records.append(values)
-    return records
+# The fields of a history record the curves read; every other field is left out.
+_CURVE_KEYS = ("train_task_loss", "valid_loss", "train_contrastive_loss", "valid_MAE",
+               "valid_Corr", "valid_Has0_acc_2", "valid_Non0_acc_2", "valid_Mult_acc_2",
+               "valid_Mult_acc_5", "valid_Mult_acc_7")
+_MAX_EPOCH = 10**9
+
+
+def _epoch(f: Path, index: int, record: Any) -> dict[str, Any]:
+    """Record ``index`` of the history ``f``, checked: a mapping whose ``epoch`` is a positive
+    integer and whose curve values are numbers (``null``, an undefined metric, is a gap: NaN)."""
+    where = f"{f}: record {index}"
+    if not isinstance(record, dict):
+        raise MsakitError(f"{where} is a {type(record).__name__}, not an epoch's record")
+    epoch = record.get("epoch")
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 < epoch <= _MAX_EPOCH:
+        raise MsakitError(f"{where}: 'epoch' is {_short(epoch)}, not an epoch number")
+    clean: dict[str, Any] = {"epoch": epoch}
+    for key in (k for k in _CURVE_KEYS if k in record):  # a missing curve is drawn as a gap
+        value = record[key]
+        if value is None:
+            clean[key] = float("nan")
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise MsakitError(f"{where}: {key!r} is {_short(value)}, not a number")
+        try:
+            clean[key] = float(value)
+        except OverflowError:
+            raise MsakitError(f"{where}: {key!r} is too large a number") from None
+    return clean
+
+
+def _short(value: Any) -> str:
+    """``repr(value)``, cut to a length an error line can hold."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ from msakit.config.datasets import (
     dataset_spec,
     resolve_spec,
 )
+from msakit.data.tables import as_records, read_csv
 from msakit.errors import MsakitError
 from msakit.metrics import LOWER_IS_BETTER, MOSI_METRICS, SIMS_METRICS, undefined_warning
 
@@ -136,14 +137,14 @@ def read_run(path: str | os.PathLike) -> Run:
         raise MsakitError(f"{folder}: no such run folder")
     if not results.is_file():
         raise MsakitError(f"{folder}: no results.csv (has the run finished a seed yet?)")
-    try:
-        with open(results, newline="") as f:
-            rows = list(csv.DictReader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise MsakitError(f"{results}: cannot read it ({type(exc).__name__})") from None
-    rows = [r for r in rows if r.get("seed") not in ("mean", "std")]
+    rows = as_records(read_csv(results))
+    if rows and "seed" not in rows[0]:
+        raise MsakitError(f"{results}: not an msakit results file (no 'seed' column)")
+    rows = [r for r in rows if r["seed"] not in ("mean", "std")]
     if not rows:
         raise MsakitError(f"{results}: no per-seed rows")
+    if any(r["seed"] is None for r in rows):
+        raise MsakitError(f"{results}: a row ends before its 'seed' column")
     config: dict[str, Any] = {}
     if (folder / "config.yaml").is_file():
         try:
@@ -152,8 +153,7 @@ def read_run(path: str | os.PathLike) -> Run:
             raise MsakitError(
                 f"{folder / 'config.yaml'}: cannot read it ({type(exc).__name__})"
             ) from None
-        if not isinstance(config, dict):
-            raise MsakitError(f"{folder / 'config.yaml'}: not an msakit config.yaml")
+        _check_config(folder / "config.yaml", config)
     spec = _run_spec(results, config, set(rows[0]))
     values = {}
     for name in FAMILY_METRICS[spec.metric_family]:
@@ -162,6 +162,22 @@ def read_run(path: str | os.PathLike) -> Run:
         except (TypeError, ValueError):
             raise MsakitError(f"{results}: column {name!r} holds a non-number") from None
     return Run(folder, spec, [r["seed"] for r in rows], values, config)
+
+
+def _check_config(path: Path, config: Any) -> None:
+    """The shape of a run's config.yaml that the table reads: a mapping; the run's names
+    strings; ``model``, ``lr`` and ``weight_decay`` mappings."""
+    if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
+        raise MsakitError(f"{path}: not an msakit config.yaml")
+    for key in ("model_name", "dataset", "preset"):
+        if key in config and not isinstance(config[key], str):
+            raise MsakitError(f"{path}: {key} is a {type(config[key]).__name__}, not a name")
+    for key in ("model", "lr", "weight_decay"):
+        value = config.get(key)
+        if value is not None and not (isinstance(value, dict)
+                                      and all(isinstance(k, str) for k in value)):
+            raise MsakitError(f"{path}: {key} is a {type(value).__name__}, not a mapping of "
+                              "names to values")
 
 
 def _run_spec(results: Path, config: dict[str, Any], columns: set[str]) -> DatasetSpec:
