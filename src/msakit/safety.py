@@ -266,7 +266,7 @@ def _is_step_log(path: Path) -> bool:
         with open_input(path, "rb") as f:
             first = f.read(4096).split(b"\n", 1)[0]
         entry = json.loads(first)
-    except (OSError, MsakitError, ValueError):
+    except (OSError, MsakitError, ValueError, RecursionError):  # 4 KB of '[' is deep enough
         return False
     return isinstance(entry, dict) and {"seed", "step"} <= set(entry)
 

@@ -57,11 +57,6 @@ class Known:
 
 
 KNOWN_FAILURES: list[Known] = [
-    Known(r"^pickle: .*the process died",
-          "the restricted unpickler hands file-controlled state to NumPy (ndarray.__setstate__ "
-          "of an object array with a short list reads past it: SIGSEGV); item 1, the pickle "
-          "reader that rebuilds arrays itself, fixes it",
-          files=("pickle/crash-object-array-short-list.pkl",)),
     Known(r"^npz: .*(TokenError|@ data/safe_format\.py)",
           "safe_format._mapped_members parses the zip and .npy headers outside read_npz's "
           "error handling (an unparsable header: TokenError; an unknown zip version: "
@@ -69,9 +64,6 @@ KNOWN_FAILURES: list[Known] = [
     Known(r"^extractor_record: .*(BadZipFile|@ extract/settings\.py)",
           "read_metadata catches OSError and ValueError only, not a corrupt zip member "
           "(BadZipFile, zlib.error); the malformed extractor record work (item 8)"),
-    Known(r"^extractor_record: .*merge: (KeyError|IndexError)",
-          "merge trusts each part's arrays and the rows its record lists; the merge checks "
-          "(item 7)"),
     Known(r"^checkpoint: .*(Boolean value of Tensor|@ config/__init__\.py)",
           "a checkpoint's config holding a tensor where a number belongs reaches RunConfig's "
           "checks, which raise RuntimeError or NotImplementedError (_describe_checkpoint "
@@ -101,8 +93,8 @@ class Workspace:
         self.data = self._copy("npz/seed-mosi.npz", "data.npz")
         self.checkpoint = self._copy("checkpoint/seed-tfn-best.pt", "best.pt")
         self.run = self._run_folder("run")
-        self.part1 = self._copy("extractor_record/seed-extracted.npz", "part-1.npz")
-        self.part2 = self._second_part()
+        self.part1 = self._part(1)
+        self.part2 = self._part(2)
         self._config = None
 
     def _copy(self, seed: str, name: str) -> Path:
@@ -117,26 +109,28 @@ class Workspace:
         shutil.copy(self.checkpoint, run / "seed-1" / "best.pt")
         return run
 
-    def _second_part(self) -> Path:
-        """Shard 2/2 of the extracted seed's corpus: the same settings, other clips and rows."""
+    def _part(self, index: int) -> Path:
+        """Shard ``index``/2 of the extracted seed's corpus (merge takes only the shards 1..n of
+        one extraction): the same settings; shard 2 has other clips and rows."""
         import numpy as np
 
         from msakit.extract.corpus import write_features
         from msakit.extract.settings import METADATA_KEY
 
-        with np.load(self.part1, allow_pickle=False) as z:
+        with np.load(CORPUS / "extractor_record" / "seed-extracted.npz", allow_pickle=False) as z:
             record = json.loads(str(z[METADATA_KEY]))
             content: dict[str, dict[str, Any]] = {}
             for name in z.files:
                 split, sep, key = name.partition("/")
                 if sep:
                     content.setdefault(split, {})[key] = z[name]
-        for split in content.values():
-            split["id"] = np.array([f"p2-{i}" for i in split["id"]])
-        record["shard"] = "2/2"
-        record["rows"] = {s: [r + 1000 for r in rows] for s, rows in record["rows"].items()}
-        write_features(self.root / "part-2.npz", content, record)
-        return self.root / "part-2.npz"
+        if index == 2:
+            for split in content.values():
+                split["id"] = np.array([f"p2-{i}" for i in split["id"]])
+            record["rows"] = {s: [r + 1000 for r in rows] for s, rows in record["rows"].items()}
+        record["shard"] = f"{index}/2"
+        write_features(self.root / f"part-{index}.npz", content, record)
+        return self.root / f"part-{index}.npz"
 
     @property
     def config(self):
@@ -349,8 +343,14 @@ READERS: dict[str, str] = {
     "training/trainer.py::Trainer._load_last": "not fuzzed: last.pt on --resume (torch "
                                                "weights_only; tests/test_hostile.py's resume-* "
                                                "cases)",
-    "training/trainer.py::Trainer._truncate_step_log": "not fuzzed: --log-steps on --resume "
-                                                       "(being reworked with the output layer)",
+    "training/trainer.py::Trainer._truncate_step_log": "not fuzzed: --log-steps on --resume, "
+                                                       "only the run's own recorded step log "
+                                                       "(msakit.safety); not UTF-8 is one line",
+    "extract/analyze.py::_load_state": "not fuzzed: analyze's own record of a finished video "
+                                       "(OUT/NAME/.msakit-analyze.json); anything unreadable "
+                                       "means 'analyze it again'",
+    "safety.py::_is_step_log": "not fuzzed: the first 4 KB of an existing output, read only to "
+                               "tell a step log; anything unreadable is 'not a step log'",
 }
 """Every function of src/msakit that parses a file (tests/test_fuzz.py finds them by their
 calls: yaml, json, csv, np.load, torch.load, the restricted unpickler, read_csv): the target

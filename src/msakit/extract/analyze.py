@@ -353,7 +353,7 @@ def _load_state(folder: Path, video: Path, fingerprint: str) -> list[Row] | None
                 or not (folder / "timeline.png").is_file():
             return None
         return [Row.from_dict(r) for r in state["rows"]]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return None
 
 
