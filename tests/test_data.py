@@ -331,6 +331,44 @@ def test_npz_with_object_array(tmp_path, raw):
     expect_error(path, "split 'train', key 'id'")
 
 
+def _npy_member(header: str) -> bytes:
+    """A version 1.0 ``.npy`` member whose header is ``header`` (padded as numpy pads it)."""
+    import struct
+
+    text = header.encode("latin1")
+    text += b" " * ((64 - (len(text) + 11) % 64) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text + b"\x00" * 16
+
+
+@pytest.mark.parametrize("header, fragment", [
+    ("{'descr': '<f4', 'fortran_order': False, 'shape': (1, (, }", "TokenError"),
+    ("{'descr': '<f4', 'fortran_order': False, 'shape': (" + "-" * 3000 + "1,), }", "header"),
+    ("{'descr': '<f4', 'fortran_order': False, 'shape': (-1, -4), }", "negative dimension"),
+    ("{'descr': 'not a dtype', 'fortran_order': False, 'shape': (4,), }", "descr"),
+], ids=["unparsable", "deeply-nested", "negative-shape", "bad-descr"])
+def test_npz_member_with_a_malformed_header(tmp_path, header, fragment):
+    """A stored member's .npy header is parsed before anything is mapped: whatever numpy's
+    parser raises on it is one line naming the file and the member."""
+    import zipfile
+
+    path = tmp_path / "bad.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("train/audio.npy", _npy_member(header))
+    message = expect_error(path, "'train/audio.npy'", fragment)
+    assert len(message) < 500 + len(str(path))
+
+
+def test_npz_of_an_unknown_zip_version(tmp_path, raw):
+    """zipfile refuses a member that needs a newer zip version with NotImplementedError: one
+    line naming the file."""
+    data = bytearray(save_npz(raw, tmp_path / "data.npz").read_bytes())
+    central = data.index(b"PK\x01\x02")
+    data[central + 6] = 99  # "version needed to extract": 9.9
+    path = tmp_path / "version.npz"
+    path.write_bytes(bytes(data))
+    expect_error(path, "zip file version 9.9")
+
+
 @pytest.mark.parametrize("top", [[1, 2, 3], np.zeros(3), "text"], ids=["list", "array", "str"])
 def test_top_level_not_a_dict(tmp_path, top):
     expect_error(dump(tmp_path, top), "expected a dict")

@@ -193,21 +193,34 @@ def reproducers() -> None:
                             '{"epoch": 2, "valid_MAE": 0.9, "valid_Corr": null}]',
     }.items():
         _put("history", name, text.encode(), "repro-")
+    npz_reproducers()
+
+
+def npz_reproducers() -> None:
+    """npz/: zip and .npy headers that the memory-mapping reader once parsed outside its error
+    handling (TokenError, RecursionError, NotImplementedError)."""
+    import struct
+    import zipfile
+
+    for name, header in (
+        ("npy-header-unparsable", b"{'descr': '<f4', 'fortran_order': False, 'shape': (1, (, }"),
+        ("npy-header-nested-deeply",
+         b"{'descr': '<f4', 'fortran_order': False, 'shape': (" + b"-" * 3000 + b"1,), }"),
+    ):
+        header += b" " * ((64 - (len(header) + 11) % 64) % 64) + b"\n"
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            z.writestr("train/audio.npy", b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header))
+                       + header + b"\x00" * 4)
+        _put("npz", f"{name}.npz", buf.getvalue(), "repro-")
+    data = bytearray((CORPUS / "npz" / "seed-mosi.npz").read_bytes())
+    data[data.index(b"PK\x01\x02") + 6] = 99  # "version needed to extract": 9.9
+    _put("npz", "zip-version-unknown.npz", bytes(data), "repro-")
 
 
 def known_reproducers() -> None:
     """``bug-*``: small files of the failures listed in targets.KNOWN_FAILURES (fixed by other
     parts of issue 19), so that the replay meets each of them whatever inputs it generates."""
-    import struct
-    import zipfile
-
-    header = b"{'descr': '<f4', 'fortran_order': False, 'shape': (1, (, }"
-    header += b" " * ((64 - (len(header) + 11) % 64) % 64) + b"\n"
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        z.writestr("train/audio.npy", b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header))
-                   + header + b"\x00" * 4)
-    _put("npz", "npy-header-unparsable.npz", buf.getvalue(), "bug-")
     _put("dataset_spec", "float-tag-not-a-number.yaml", b"label_range: [!!float 'nan 1', 1]\n",
          "bug-")
     _put("dataset_spec", "nested-deeply.yaml", b"label_range: " + b"[" * 5000 + b"\n", "bug-")

@@ -57,10 +57,6 @@ class Known:
 
 
 KNOWN_FAILURES: list[Known] = [
-    Known(r"^npz: .*(TokenError|@ data/safe_format\.py)",
-          "safe_format._mapped_members parses the zip and .npy headers outside read_npz's "
-          "error handling (an unparsable header: TokenError; an unknown zip version: "
-          "NotImplementedError); item 1, the npz reader rewrite"),
     Known(r"^extractor_record: .*(BadZipFile|@ extract/settings\.py)",
           "read_metadata catches OSError and ValueError only, not a corrupt zip member "
           "(BadZipFile, zlib.error); the malformed extractor record work (item 8)"),

@@ -25,6 +25,7 @@ compressed members (:func:`numpy.savez_compressed`) and text arrays are read int
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 import weakref
@@ -139,53 +140,96 @@ def read_extra(path: str | os.PathLike[str], name: str) -> np.ndarray | None:
 def _mapped_members(fileobj: IO[bytes], path: str) -> dict[str, np.memmap]:
     """``{entry name: read-only memmap}`` for the numeric arrays stored uncompressed in the zip.
 
-    A member that does not look exactly as expected (compressed, text, object or Fortran-order
-    array, unknown ``.npy`` version, data past the end of the file) is left out: :func:`read_npz`
-    then reads it the ordinary way, which also reports a corrupt member.
+    The zip's directory and every stored ``.npy`` member's header are parsed here, before
+    anything is read: a malformed one is one ``MsakitError`` naming the file (and the member).
+    A member that is well formed but not mappable (compressed, text, object or Fortran-order
+    array, ``.npy`` version 3, data past the end of the file) is left out: :func:`read_npz`
+    then reads it the ordinary way, which also reports a corrupt member's data.
     """
     out: dict[str, np.memmap] = {}
+    st = os.fstat(fileobj.fileno())
     try:
-        st = os.fstat(fileobj.fileno())
-        with zipfile.ZipFile(fileobj) as archive:
-            infos = archive.infolist()
-        for info in infos:
+        for info in _zip_members(fileobj, path):
             if info.compress_type != zipfile.ZIP_STORED or not info.filename.endswith(".npy"):
                 continue
-            fileobj.seek(info.header_offset)
-            local = fileobj.read(30)
-            if len(local) < 30 or local[:4] != b"PK\x03\x04":
+            header = _npy_header(fileobj, info, path)
+            if header is None:
                 continue
-            name_len, extra_len = struct.unpack("<HH", local[26:30])
-            start = info.header_offset + 30 + name_len + extra_len
-            fileobj.seek(start)
-            version = np.lib.format.read_magic(fileobj)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fileobj)
-            elif version == (2, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fileobj)
-            else:
+            start, offset, shape, dtype = header
+            if _unmappable(dtype, shape):
                 continue
-            offset = fileobj.tell()
-            count = int(np.prod(shape, dtype=np.int64))
-            nbytes = count * dtype.itemsize
-            if (
-                fortran
-                or dtype.hasobject
-                or dtype.kind not in "biuf"
-                or count == 0
-                or offset - start + nbytes != info.file_size
-                or offset + nbytes > st.st_size
-            ):
+            nbytes = math.prod(shape) * dtype.itemsize  # python ints: no overflow
+            if offset - start + nbytes != info.file_size or offset + nbytes > st.st_size:
                 continue
-            arr = _map(path, st, dtype=dtype, offset=offset, shape=tuple(shape))
+            arr = _map(path, st, dtype=dtype, offset=offset, shape=shape)
             if arr is None:  # the path now names another file
                 return {}
             out[info.filename[: -len(".npy")]] = arr
-    except (OSError, ValueError, zipfile.BadZipFile, struct.error):
+    except OSError:
         return {}  # the ordinary read reports what is wrong
     finally:
         fileobj.seek(0)
     return out
+
+
+def _unmappable(dtype: np.dtype, shape: tuple[int, ...] | None) -> bool:
+    """Whether an array cannot be mapped: Fortran order (``shape`` None), objects, a kind
+    other than bool/int/uint/float, or no elements."""
+    return shape is None or dtype.hasobject or dtype.kind not in "biuf" or 0 in shape
+
+
+def _zip_members(fileobj: IO[bytes], path: str) -> list[zipfile.ZipInfo]:
+    """The members of the zip's central directory; one ``MsakitError`` if it is malformed."""
+    try:
+        with zipfile.ZipFile(fileobj) as archive:
+            return archive.infolist()
+    except Exception as e:  # noqa: BLE001 - zipfile's parser of the file's bytes: BadZipFile,
+        # NotImplementedError (an unknown zip version), UnicodeDecodeError (a name), EOFError...
+        raise MsakitError(f"{path}: not a readable npz archive, truncated or corrupt "
+                          f"({_reason(e)})") from None
+
+
+def _npy_header(
+    fileobj: IO[bytes], info: zipfile.ZipInfo, path: str
+) -> tuple[int, int, tuple[int, ...] | None, np.dtype] | None:
+    """``(start, data offset, shape, dtype)`` of a stored ``.npy`` member (shape None for a
+    Fortran-order array); None if its local zip header is not where the directory says (the
+    ordinary read reports it) or its ``.npy`` version is not 1 or 2 (read the ordinary way).
+    A header numpy cannot parse is one ``MsakitError`` naming the file and the member."""
+    fileobj.seek(info.header_offset)
+    local = fileobj.read(30)
+    if len(local) < 30 or local[:4] != b"PK\x03\x04":
+        return None
+    name_len, extra_len = struct.unpack("<HH", local[26:30])
+    start = info.header_offset + 30 + name_len + extra_len
+    fileobj.seek(start)
+    try:
+        version = np.lib.format.read_magic(fileobj)
+        if version not in ((1, 0), (2, 0)):
+            return None
+        read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                else np.lib.format.read_array_header_2_0)
+        shape, fortran, dtype = read(fileobj)
+    except Exception as e:  # noqa: BLE001 - numpy's parser of the file's header text: ValueError,
+        # tokenize.TokenError (its Python 2 filter), RecursionError, MemoryError (the compiler)...
+        raise MsakitError(f"{path}: member {_name(info)}: not a readable .npy header "
+                          f"({_reason(e)})") from None
+    if any(d < 0 for d in shape):
+        raise MsakitError(f"{path}: member {_name(info)}: a negative dimension in the .npy "
+                          f"header's shape {str(shape)[:100]}")
+    return start, fileobj.tell(), None if fortran else tuple(shape), dtype
+
+
+def _name(info: zipfile.ZipInfo, limit: int = 100) -> str:
+    """A member's name for an error line, quoted and cut to ``limit`` characters."""
+    return repr(info.filename[:limit]) + ("..." if len(info.filename) > limit else "")
+
+
+def _reason(e: BaseException, limit: int = 200) -> str:
+    """``Type: message`` of a library's exception, cut to ``limit`` characters (a message may
+    quote the file's bytes)."""
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
 
 
 def _map(
