@@ -689,3 +689,38 @@ def test_metadata_is_json_in_a_plain_array(extracted):
     with np.load(out, allow_pickle=False) as z:
         record = json.loads(str(z["msakit_extractor"]))
     assert record["settings"]["format"] == "msakit-extractor-1"
+
+
+@pytest.mark.parametrize("compression, fragment", [
+    ("stored", "zipfile.BadZipFile: Bad CRC-32"), ("deflated", "zlib.error")])
+def test_a_corrupt_record_member_is_one_line(tmp_path, compression, fragment):
+    """The record member's bytes fail their CRC (stored) or do not inflate (compressed): one
+    line naming the file and the entry, from read_metadata and from merge alike."""
+    import zipfile
+
+    from msakit.errors import MsakitError
+    from msakit.extract.merge import merge
+    from msakit.extract.settings import METADATA_KEY, read_metadata
+
+    path = tmp_path / "part.npz"
+    record = json.dumps({"settings": {"format": "msakit-extractor-1"}, "rows": list(range(50))})
+    buf = tmp_path / "plain.npz"
+    np.savez(buf, **{"train/id": np.array(["a"]), METADATA_KEY: np.array(record)})
+    method = {"stored": zipfile.ZIP_STORED, "deflated": zipfile.ZIP_DEFLATED}[compression]
+    with zipfile.ZipFile(buf) as src, zipfile.ZipFile(path, "w") as out:
+        for info in src.infolist():
+            out.writestr(info.filename, src.read(info),
+                         method if info.filename.startswith(METADATA_KEY) else 0)
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo(f"{METADATA_KEY}.npy")
+    data = bytearray(path.read_bytes())
+    start = info.header_offset + 30 + len(info.filename)
+    data[start + 140:start + 160] = bytes(b ^ 0x5A for b in data[start + 140:start + 160])
+    path.write_bytes(bytes(data))
+    for call in (lambda: read_metadata(path), lambda: merge([path], tmp_path / "m.npz")):
+        with pytest.raises(MsakitError) as info:
+            call()
+        message = str(info.value)
+        assert "\n" not in message and str(path) in message and fragment in message, message
+        assert f"entry '{METADATA_KEY}'" in message
+    assert not (tmp_path / "m.npz").exists()

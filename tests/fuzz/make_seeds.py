@@ -194,6 +194,32 @@ def reproducers() -> None:
     }.items():
         _put("history", name, text.encode(), "repro-")
     npz_reproducers()
+    extractor_reproducers()
+
+
+def extractor_reproducers() -> None:
+    """extractor_record/: an extracted file whose record member is corrupt (its stored bytes
+    fail the CRC: BadZipFile; compressed, they do not inflate: zlib.error)."""
+    import zipfile
+
+    from msakit.extract.settings import METADATA_KEY
+
+    seed = (CORPUS / "extractor_record" / "seed-extracted.npz").read_bytes()
+    member = f"{METADATA_KEY}.npy"
+    for name, compression in (("record-crc-mismatch", zipfile.ZIP_STORED),
+                              ("record-not-inflating", zipfile.ZIP_DEFLATED)):
+        buf = io.BytesIO()
+        with zipfile.ZipFile(io.BytesIO(seed)) as src, zipfile.ZipFile(buf, "w") as out:
+            for info in src.infolist():
+                out.writestr(info.filename, src.read(info),
+                             compression if info.filename == member else zipfile.ZIP_STORED)
+        with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as z:
+            info = z.getinfo(member)
+        data = bytearray(buf.getvalue())
+        start = info.header_offset + 30 + len(member.encode())  # no extra field
+        for i in range(start + 140, start + 160):  # inside the record's JSON (or its deflate)
+            data[i] ^= 0x5A
+        _put("extractor_record", f"{name}.npz", bytes(data), "repro-")
 
 
 def npz_reproducers() -> None:

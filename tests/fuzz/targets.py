@@ -57,9 +57,6 @@ class Known:
 
 
 KNOWN_FAILURES: list[Known] = [
-    Known(r"^extractor_record: .*(BadZipFile|@ extract/settings\.py)",
-          "read_metadata catches OSError and ValueError only, not a corrupt zip member "
-          "(BadZipFile, zlib.error); the malformed extractor record work (item 8)"),
     Known(r"^checkpoint: .*(Boolean value of Tensor|@ config/__init__\.py)",
           "a checkpoint's config holding a tensor where a number belongs reaches RunConfig's "
           "checks, which raise RuntimeError or NotImplementedError (_describe_checkpoint "

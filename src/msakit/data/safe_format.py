@@ -106,12 +106,7 @@ def read_npz(
     rest. Entries whose name has no ``"/"`` (the format tag) are skipped.
     """
     mapped = _mapped_members(fileobj, path) if mmap else {}
-    try:
-        archive = np.load(fileobj, allow_pickle=False)
-    except Exception as e:  # zipfile.BadZipFile, OSError, ValueError, ...
-        raise MsakitError(
-            f"{path}: not a readable npz archive, truncated or corrupt ({type(e).__name__}: {e})"
-        ) from None
+    archive = _open_archive(fileobj, path)
     out: dict[str, dict[str, np.ndarray]] = {}
     with archive:
         for name in archive.files:
@@ -131,10 +126,33 @@ def read_npz(
     return out
 
 
-def read_extra(path: str | os.PathLike[str], name: str) -> np.ndarray | None:
-    """The extra entry ``name`` (see :func:`save_npz`) of an archive, or None if it has none."""
-    with np.load(path, allow_pickle=False) as archive:
-        return archive[name] if name in archive.files else None
+def read_extra(
+    path: str | os.PathLike[str], name: str, fileobj: IO[bytes] | None = None
+) -> np.ndarray | None:
+    """The extra entry ``name`` (see :func:`save_npz`) of the archive ``path`` (read from
+    ``fileobj`` when given), or None if it has none. An archive or an entry that cannot be read
+    (a corrupt directory, a member whose data fails its CRC or does not inflate) is one
+    ``MsakitError`` naming the file and the entry."""
+    with _open_archive(path if fileobj is None else fileobj, str(path)) as archive:
+        if name not in archive.files:
+            return None
+        try:
+            return archive[name]
+        except Exception as e:  # noqa: BLE001 - numpy and zipfile reading the file's bytes:
+            # BadZipFile (CRC), zlib.error, NotImplementedError (a compression), EOFError...
+            raise MsakitError(f"{path}: entry '{name[:100]}': cannot read the array "
+                              f"({_reason(e)})") from None
+
+
+def _open_archive(source: str | os.PathLike[str] | IO[bytes], path: str) -> Any:
+    """``np.load(source)`` of an npz archive without pickles; one ``MsakitError`` naming
+    ``path`` if it is not one."""
+    try:
+        return np.load(source, allow_pickle=False)
+    except Exception as e:  # noqa: BLE001 - zipfile.BadZipFile, OSError, ValueError, ...
+        raise MsakitError(
+            f"{path}: not a readable npz archive, truncated or corrupt ({_reason(e)})"
+        ) from None
 
 
 def _mapped_members(fileobj: IO[bytes], path: str) -> dict[str, np.memmap]:
@@ -229,7 +247,9 @@ def _reason(e: BaseException, limit: int = 200) -> str:
     """``Type: message`` of a library's exception, cut to ``limit`` characters (a message may
     quote the file's bytes)."""
     text = " ".join(str(e).split())
-    return f"{type(e).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
+    kind = type(e).__qualname__ if type(e).__module__ == "builtins" else (
+        f"{type(e).__module__}.{type(e).__qualname__}")  # zlib.error, not "error"
+    return f"{kind}: {text[:limit]}{'...' if len(text) > limit else ''}"
 
 
 def _map(

@@ -194,16 +194,18 @@ def encode_metadata(record: dict[str, Any]) -> np.ndarray:
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The extractor record of an extracted ``.npz``; None for other feature files (MMSA
     pickles, converted standard files)."""
-    from msakit.data.safe_format import is_zip
+    from msakit.data.safe_format import is_zip, read_extra
+    from msakit.safety import open_input
 
     try:
-        with open(path, "rb") as f:
+        with open_input(path, "rb") as f:
             if not is_zip(f.read(8)):
                 return None
-        with np.load(path, allow_pickle=False) as archive:
-            if METADATA_KEY not in archive.files:
-                return None
-            record = json.loads(str(archive[METADATA_KEY]))
+            f.seek(0)
+            value = read_extra(path, METADATA_KEY, f)  # one line for a corrupt archive or entry
+        if value is None:
+            return None
+        record = json.loads(str(value))
     except (OSError, ValueError) as exc:
         raise MsakitError(f"{path}: cannot read the extractor record ({exc})") from None
     except RecursionError:
