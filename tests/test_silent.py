@@ -12,6 +12,8 @@ Issue 19's cases -> the tests here:
 - checkpoints with NaN weights (evaluate, predict, plots, --init-from) and predictions that
   are not finite: test_a_checkpoint_with_nan_weights_is_refused,
   test_predictions_that_overflow_are_refused, test_init_from_a_checkpoint_with_nan_weights_...
+- a checkpoint's config of wrong types (a float batch_size broke evaluate's batching, a tensor
+  reached RunConfig's checks): test_a_checkpoint_config_of_wrong_types_is_one_line
 - deep nesting in, or a malformed, extractor record (file or checkpoint):
   test_a_malformed_extractor_record_is_one_line, test_a_checkpoint_with_a_malformed_extract...
 - constant test labels printed ``"Corr": NaN`` (invalid JSON) with no warning; one sample:
@@ -243,6 +245,40 @@ def test_a_checkpoint_with_a_malformed_extractor_record_is_one_line(run, small_m
     assert run_cli(["evaluate", "--checkpoint", str(tmp_path / "x.pt"), "--data",
                     str(small_mosi_npz)]) == 2
     _one_error_line(capsys.readouterr().err, "x.pt: 'extractor'")
+
+
+def _nested(depth: int) -> list:
+    out: list = []
+    for _ in range(depth):
+        out = [out]
+    return out
+
+
+@pytest.mark.parametrize("edit, key", [
+    ({"batch_size": 2.5}, "batch_size: expected int, got float 2.5"),
+    ({"epochs": torch.zeros(0)}, "epochs: expected int, got Tensor"),
+    ({"early_stop": True}, "early_stop: expected int, got bool"),
+    ({"warmup": torch.tensor(0.1)}, "warmup: expected float, got Tensor"),
+    ({"lr": {"text": torch.tensor(1e-3)}}, "lr.text: expected float, got Tensor"),
+    ({"seeds": [1.0]}, "seeds[0]: expected int, got float"),
+    ({"amp": 0}, "amp: expected str, got int"),
+    ({"data": {"file": "x.npz", "bytes": torch.zeros(2)}}, "data.bytes: expected plain data"),
+    ({"dataset_spec": {"label_range": _nested(200)}}, "dataset_spec: nested more than"),
+], ids=["float-batch", "tensor-epochs", "bool-int", "tensor-float", "tensor-lr", "float-seed",
+        "int-string", "tensor-in-data", "nested-spec"])
+def test_a_checkpoint_config_of_wrong_types_is_one_line(run, small_mosi_npz, tmp_path, capsys,
+                                                        edit, key):
+    """A checkpoint's config holds plain typed values (ints, floats, strings; no tensors),
+    checked when it is read: a float batch_size once passed load_checkpoint and broke
+    evaluate's batching, a tensor reached RunConfig's checks (RuntimeError)."""
+    state = torch.load(run / "seed-1" / "best.pt", weights_only=True)
+    torch.save({**state, "config": {**state["config"], **edit}}, tmp_path / "x.pt")
+    for argv in (["evaluate"], ["predict", "--out", str(tmp_path / "p.csv")]):
+        capsys.readouterr()
+        assert run_cli([*argv, "--checkpoint", str(tmp_path / "x.pt"), "--data",
+                        str(small_mosi_npz)]) == 2
+        _one_error_line(capsys.readouterr().err, "x.pt: its configuration", key)
+    assert not (tmp_path / "p.csv").exists()
 
 
 # --------------------------------------------------------------------------- finite numbers

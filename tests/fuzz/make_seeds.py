@@ -127,14 +127,16 @@ def run_seeds(work: Path, npz: Path) -> None:
     import torch
 
     state = torch.load(run / "seed-1" / "best.pt", weights_only=True)
-    state["config"]["epochs"] = torch.zeros(0)  # a known failure (targets.KNOWN_FAILURES)
+    # Fixed: a config value of the wrong type (a tensor reached RunConfig's checks; a float
+    # batch_size passed load_checkpoint and broke evaluate's batching).
+    state["config"]["epochs"] = torch.zeros(0)
     buf = io.BytesIO()
     torch.save(state, buf)
-    _put("checkpoint", "config-value-empty-tensor.pt", buf.getvalue(), "bug-")
+    _put("checkpoint", "config-value-empty-tensor.pt", buf.getvalue(), "repro-")
     state["config"]["epochs"], state["config"]["batch_size"] = 2, 2.5
     buf = io.BytesIO()
     torch.save(state, buf)
-    _put("checkpoint", "config-batch-size-float.pt", buf.getvalue(), "bug-")
+    _put("checkpoint", "config-batch-size-float.pt", buf.getvalue(), "repro-")
 
 
 def text_seeds(npz: Path) -> None:

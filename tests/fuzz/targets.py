@@ -57,15 +57,6 @@ class Known:
 
 
 KNOWN_FAILURES: list[Known] = [
-    Known(r"^checkpoint: .*(Boolean value of Tensor|@ config/__init__\.py)",
-          "a checkpoint's config holding a tensor where a number belongs reaches RunConfig's "
-          "checks, which raise RuntimeError or NotImplementedError (_describe_checkpoint "
-          "catches TypeError, ValueError, ...); the checkpoint metadata checks (item 5)"),
-    Known(r"^checkpoint: .*(evaluate: TypeError: .* @ data/batching\.py|msakit (evaluate|predict|"
-          r"plot) .*unexpected TypeError)",
-          "a checkpoint's config with a float batch_size passes load_checkpoint (RunConfig's "
-          "field types are not checked) and breaks batching in evaluate; the checkpoint "
-          "metadata checks (item 5) or the type checks (item 7)"),
     Known(r"^(config|run_config|dataset_spec): .*(ValueError|RecursionError)",
           "PyYAML raises other than YAMLError (deep nesting: RecursionError; '!!float' of a "
           "non-number: ValueError); the YAML loading work (item 5)"),

@@ -12,7 +12,11 @@ checked against the field's.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import reprlib
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -158,11 +162,72 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        """The config of a plain mapping (a checkpoint's, a preset's, ``--set``'s result):
+        keys that are not settings are ignored; every value must be of its field's type
+        (:func:`_typed_setting`), else one ``MsakitError`` naming the key."""
+        hints = _setting_types()
+        return cls(**{k: _typed_setting(k, v, hints[k]) for k, v in data.items() if k in hints})
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+@functools.cache
+def _setting_types() -> dict[str, Any]:
+    return typing.get_type_hints(RunConfig)
+
+
+PLAIN_DEPTH = 32
+"""How deeply a free-form setting (``model``, ``dataset_spec``, ``data``) may nest."""
+
+
+def _typed_setting(key: str, value: Any, annotation: Any) -> Any:
+    """``value`` as the RunConfig field ``key`` of type ``annotation`` holds it: ints are ints
+    (not booleans, not floats), floats floats (an int is taken as a float), strings strings,
+    ``dict[str, float]`` and ``list[int]`` of those, ``dict[str, Any]`` plain data (mappings,
+    lists, strings, numbers, booleans, null: what YAML and JSON hold); never a tensor or another
+    object a checkpoint may carry. One ``MsakitError`` naming the key otherwise."""
+    allowed = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (
+        annotation,)
+    if value is None and type(None) in allowed:
+        return None
+    for kind in allowed:
+        origin, args = typing.get_origin(kind), typing.get_args(kind)
+        if origin is dict and isinstance(value, dict) and all(isinstance(k, str) for k in value):
+            if args[1] is Any:
+                _check_plain(key, value)
+                return value
+            return {k: _typed_setting(f"{key}.{k}", v, args[1]) for k, v in value.items()}
+        if origin is list and isinstance(value, list):
+            return [_typed_setting(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value)]
+        if kind in (int, float) and type(value) is int:
+            return kind(value)
+        if kind in (bool, float, str) and type(value) is kind:
+            return value
+    names = " or ".join(getattr(k, "__name__", str(k)) for k in allowed).replace("NoneType",
+                                                                                   "null")
+    raise MsakitError(f"{key}: expected {names}, got {type(value).__name__} "
+                      f"{reprlib.repr(value)}")
+
+
+def _check_plain(key: str, value: Any) -> None:
+    """``value`` holds only plain data, nested at most :data:`PLAIN_DEPTH` deep."""
+    stack = [(key, value, 0)]
+    while stack:
+        where, item, depth = stack.pop()
+        if depth > PLAIN_DEPTH:
+            raise MsakitError(f"{key}: nested more than {PLAIN_DEPTH} levels deep")
+        if isinstance(item, dict):
+            for k, v in item.items():
+                if not isinstance(k, str):
+                    raise MsakitError(f"{where}: key {reprlib.repr(k)} is not a string")
+                stack.append((f"{where}.{k}", v, depth + 1))
+        elif isinstance(item, (list, tuple)):
+            stack.extend((f"{where}[{i}]", v, depth + 1) for i, v in enumerate(item))
+        elif item is not None and type(item) not in (bool, int, float, str):
+            raise MsakitError(f"{where}: expected plain data (a mapping, list, string, number, "
+                              f"boolean or null), got {type(item).__name__} "
+                              f"{reprlib.repr(item)}")
 
 
 # Run settings whose value may be null: the type a given value must have. (A model's
