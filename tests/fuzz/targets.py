@@ -299,8 +299,7 @@ READERS: dict[str, str] = {
     "api.py::load_checkpoint": "checkpoint",
     "config/datasets.py::read_spec_file": "dataset_spec",
     "data/mmsa.py::_read": "pickle",
-    "data/safe_format.py::read_npz": "npz",
-    "data/safe_format.py::read_extra": "pickle",
+    "data/safe_format.py::_open_archive": "npz",  # read_npz's and read_extra's np.load
     "data/tables.py::read_csv": "results_csv",
     "data/tokens.py::read_texts_csv": "texts_csv",
     "extract/corpus.py::_read_table": "clips_csv",
