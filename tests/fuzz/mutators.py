@@ -452,7 +452,10 @@ def npy_header_mutation(raw: bytes, rng: random.Random) -> bytes:
         fo = b"True" if fo == b"False" else b"False"
     else:
         dims = [d for d in shape.replace(b" ", b"").split(b",") if d]
-        new = [int(d) for d in dims] or [1]
+        try:
+            new = [int(d) for d in dims] or [1]
+        except ValueError:  # a shape the corpus holds malformed on purpose ("(---1,)")
+            return _flip(raw, rng)
         i = rng.randrange(len(new))
         new[i] = rng.choice((0, 1, new[i] + 1, new[i] * 1000, 2**31, 2**40))
         if rng.random() < 0.2:
