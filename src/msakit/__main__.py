@@ -1,11 +1,15 @@
-"""``python -m msakit`` (what ``torchrun ... -m msakit train ...`` runs)."""
+"""``python -m msakit`` (what ``torchrun ... -m msakit train ...`` runs).
+
+SIGINT, SIGTERM and SIGHUP end the command as Ctrl-C does from the first import on
+(:func:`msakit.guard.catching_signals`)."""
 
 import sys
 
-try:
-    from msakit.cli import main
-except KeyboardInterrupt:  # Ctrl-C while Python loads the command line
-    print("error: interrupted (Ctrl-C)", file=sys.stderr)
-    sys.exit(130)
+from msakit.guard import catching_signals
 
-sys.exit(main())
+with catching_signals() as signals:
+    try:
+        from msakit.cli import main
+    except KeyboardInterrupt as exc:  # a signal while Python loads the command line
+        sys.exit(signals.report(exc))
+    sys.exit(main())
