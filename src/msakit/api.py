@@ -25,6 +25,7 @@ import torch
 from msakit.config import RunConfig, apply_overrides
 from msakit.config.datasets import DatasetSpec
 from msakit.config.presets import DEFAULT_PRESET
+from msakit.config.safe_yaml import load_yaml, read_yaml
 from msakit.data.mmsa import FeatureFile, SplitData, check_dataset, load_feature_file
 from msakit.encoders.text import (
     DEFAULT_TEXT_ENCODER,
@@ -158,10 +159,32 @@ RUN_ENTRIES = ("config.yaml", "results.csv", "tensorboard")
 
 
 def holds_run(out: Path) -> bool:
-    """Whether ``out`` already holds (part of) a run."""
+    """Whether ``out`` already holds a run that a new one would replace: its results, or a seed
+    that finished an epoch (a checkpoint) or its training (``history.json``).
+
+    A first run that failed before its first epoch ended (a full disk, a signal, a setting
+    found bad late) leaves at most its ``config.yaml``, an empty seed folder and TensorBoard's
+    first events: nothing worth keeping, so the same command may run there again (it rewrites
+    ``config.yaml``). A ``config.yaml`` that is not an msakit run's is never replaced."""
     if not out.is_dir():
         return False
-    return any((out / name).exists() for name in RUN_ENTRIES) or any(out.glob("seed-*/*.pt"))
+    if (out / "results.csv").exists() or any(out.glob("seed-*/*.pt")) or any(
+        out.glob("seed-*/history.json")
+    ):
+        return True
+    config = out / "config.yaml"
+    return (config.exists() or config.is_symlink()) and not _is_run_config(config)
+
+
+def _is_run_config(path: Path) -> bool:
+    """Whether ``path`` reads as the ``config.yaml`` msakit writes into a run folder."""
+    import yaml
+
+    try:
+        saved = read_yaml(path) if path.is_file() and not path.is_symlink() else None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(saved, dict) and "model_name" in saved and "dataset" in saved
 
 
 def _clear_run(out: Path) -> None:
@@ -258,6 +281,10 @@ def _check_outputs(run: _Run, config: RunConfig) -> None:
     if run.resume:
         _check_resume_config(out, config)
     elif not run.overwrite and holds_run(out):
+        config = out / "config.yaml"
+        if (config.exists() or config.is_symlink()) and not _is_run_config(config):
+            raise MsakitError(f"{config} is not the configuration of an msakit run; training "
+                              "would replace it: choose another --out")
         raise MsakitError(
             f"{out} already holds a run; add --resume to continue it, --overwrite to replace "
             "it, or choose another --out"
@@ -367,7 +394,7 @@ def _check_resume_config(out: Path, config: RunConfig) -> None:
     if not path.is_file():
         return
     try:
-        saved = yaml.safe_load(path.read_text())
+        saved = read_yaml(path)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise MsakitError(
             f"{path}: cannot read it ({type(exc).__name__}); --resume needs the run's "
@@ -392,7 +419,7 @@ def _check_resume_config(out: Path, config: RunConfig) -> None:
     # Fields added since the folder was written hold their defaults there (preset: paper).
     defaults = RunConfig(model_name=config.model_name, dataset=config.dataset).to_dict()
     old = flat({**{k: v for k, v in defaults.items() if k != "model"}, **started})
-    new = flat(yaml.safe_load(config.to_yaml()))
+    new = flat(load_yaml(config.to_yaml()))
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     if changed:
         raise MsakitError(
