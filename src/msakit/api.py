@@ -14,7 +14,8 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,11 @@ import torch
 from msakit.config import RunConfig, apply_overrides
 from msakit.config.datasets import DatasetSpec
 from msakit.config.presets import DEFAULT_PRESET
-from msakit.config.safe_yaml import load_yaml, read_yaml
+from msakit.config.safe_yaml import load_yaml, problem, read_yaml
 from msakit.data.mmsa import FeatureFile, SplitData, check_dataset, load_feature_file
 from msakit.encoders.text import (
     DEFAULT_TEXT_ENCODER,
+    check_text_length,
     text_encoder_from_config,
 )
 from msakit.errors import MsakitError
@@ -397,7 +399,7 @@ def _check_resume_config(out: Path, config: RunConfig) -> None:
         saved = read_yaml(path)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise MsakitError(
-            f"{path}: cannot read it ({type(exc).__name__}); --resume needs the run's "
+            f"{path}: cannot read it ({problem(exc)}); --resume needs the run's "
             "config.yaml (or use --overwrite to start again)"
         ) from None
     if not isinstance(saved, dict) or not isinstance(saved.get("model", {}), dict):
@@ -528,9 +530,15 @@ def load_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
         raise MsakitError(f"{path}: not a readable msakit checkpoint ({kind})") from None
     config, dims, encoder_config = _describe_checkpoint(path, state)
     try:
-        encoder = text_encoder_from_config(encoder_config)
-        model = build_model(config, dims, encoder)
-        missing, unexpected = model.load_state_dict(state["model"], strict=False)
+        # First without memory (the meta device), bounded by what the file stores: a small
+        # file that declares a huge vocabulary, width or depth is refused before anything
+        # is allocated; then for real, once every shape is known to be the checkpoint's.
+        with torch.device("meta"), _described_within(path, state["model"]):
+            described = build_model(config, dims, text_encoder_from_config(encoder_config))
+        _check_fits(path, config, described, state["model"])
+        del described
+        model = build_model(config, dims, text_encoder_from_config(encoder_config))
+        model.load_state_dict(state["model"], strict=False)
     except MsakitError:
         raise
     except Exception as exc:  # noqa: BLE001 - shapes, unknown settings: one line
@@ -538,12 +546,64 @@ def load_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
         raise MsakitError(
             f"{path}: weights do not fit the model it describes ({type(exc).__name__}: {first})"
         ) from None
-    if unexpected or [k for k in missing if not k.endswith("position_ids")]:
-        raise MsakitError(
-            f"{path}: weights do not fit the {config.model_name} model it describes"
-        )
     model.eval()
     return LoadedCheckpoint(model=model, config=config, dims=dims, state=state)
+
+
+UNSAVED_ELEMENTS = 1 << 20
+"""How many tensor elements a model rebuilt from a checkpoint may hold beyond those the
+checkpoint stores (buffers that are not saved, such as a text encoder's position ids)."""
+UNSAVED_TENSORS = 1024
+"""How many parameters and buffers it may register beyond the tensors the checkpoint stores."""
+
+
+@contextmanager
+def _described_within(path: Path, weights: dict[str, torch.Tensor]) -> Iterator[None]:
+    """While a checkpoint's model is built: every parameter and buffer registered counts, and
+    more elements or tensors than the checkpoint stores (plus :data:`UNSAVED_ELEMENTS`,
+    :data:`UNSAVED_TENSORS`) stop the build with one line. The file's size thus bounds what
+    its configuration (vocabulary, widths, layers, positions) may make msakit build."""
+    from torch.nn.modules import module as nn_module
+
+    limit = (sum(t.numel() for t in weights.values()) + UNSAVED_ELEMENTS,
+             len(weights) + UNSAVED_TENSORS)
+    seen = [0, 0]
+
+    def count(_module, name: str, tensor) -> None:
+        if tensor is None:
+            return
+        seen[0] += tensor.numel()
+        seen[1] += 1
+        if seen[0] > limit[0] or seen[1] > limit[1]:
+            raise MsakitError(
+                f"{path}: weights do not fit the model it describes: its configuration asks for "
+                f"more than the {limit[1] - UNSAVED_TENSORS} tensors of "
+                f"{limit[0] - UNSAVED_ELEMENTS} values it holds (exceeded at '{name}', shape "
+                f"{tuple(tensor.shape)})"
+            )
+
+    hooks = [nn_module.register_module_parameter_registration_hook(count),
+             nn_module.register_module_buffer_registration_hook(count)]
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def _check_fits(path: Path, config: RunConfig, model: MSAModel,
+                weights: dict[str, torch.Tensor]) -> None:
+    """Every tensor of the (meta) ``model`` is in ``weights`` with its shape, and no other:
+    the weights are exactly those of the model the checkpoint describes."""
+    expected = model.state_dict()
+    missing = [k for k in expected.keys() - weights.keys() if not k.endswith("position_ids")]
+    wrong = [k for k in expected.keys() & weights.keys() if expected[k].shape != weights[k].shape]
+    if missing or wrong or weights.keys() - expected.keys():
+        detail = (f" ('{wrong[0]}' is {tuple(weights[wrong[0]].shape)}, the model's "
+                  f"{tuple(expected[wrong[0]].shape)})" if wrong else "")
+        raise MsakitError(
+            f"{path}: weights do not fit the {config.model_name} model it describes{detail}"
+        )
 
 
 def split_for(
@@ -564,6 +624,8 @@ def split_for(
     if split not in features.splits:
         held = ", ".join(repr(s) for s in features.splits)
         raise MsakitError(f"{data}: no split {split!r} (the file holds {held})")
+    check_text_length(features.text_len, ckpt.state["text_encoder_config"], str(data),
+                      ckpt.config.text_encoder)
     if features.text_dim != ckpt.dims.text_dim:
         raise MsakitError(f"{data}: text features {features.text_dim} wide, the checkpoint's "
                           f"{ckpt.dims.text_dim}")
