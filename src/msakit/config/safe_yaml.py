@@ -24,7 +24,8 @@ from typing import Any
 
 import yaml
 
-__all__ = ["load_yaml", "read_yaml", "dump_yaml", "YamlRefused", "MAX_DEPTH", "MAX_YAML_BYTES"]
+__all__ = ["load_yaml", "read_yaml", "dump_yaml", "problem", "YamlRefused", "MAX_DEPTH",
+           "MAX_YAML_BYTES"]
 
 MAX_DEPTH = 64
 """The deepest nesting of lists and mappings accepted."""
@@ -84,6 +85,11 @@ def read_yaml(path: str | os.PathLike[str]) -> Any:
     if len(data) > MAX_YAML_BYTES:
         raise YamlRefused(f"longer than {MAX_YAML_BYTES} bytes")
     return load_yaml(data.decode("utf-8"))
+
+
+def problem(exc: BaseException) -> str:
+    """What is wrong, in a few words: a YAML error's ``problem``, else the exception's type."""
+    return getattr(exc, "problem", None) or type(exc).__name__
 
 
 class _Dumper(yaml.SafeDumper):

@@ -255,7 +255,7 @@ def extract_clip(clip_id: str, video: str, text: str | None) -> ClipFeatures:
     openface = isinstance(vision_source, OpenFaceReader)
     # Faces are described frame by frame while decoding: no frame is kept.
     media = decode(video, settings.fps, need_frames=not openface,
-                   on_frame=None if openface else vision_source)
+                   on_frame=None if openface else vision_source, max_seconds=settings.max_seconds)
     try:
         audio = _WORKER["audio"](media.audio)
     except Exception as exc:  # openSMILE / librosa on odd audio

@@ -49,6 +49,12 @@ _VISION_METHODS = {
 }
 
 
+DEFAULT_MAX_SECONDS = 60.0
+"""Seconds of each clip that ``msakit extract`` reads by default (``--max-seconds``): the rest
+of a longer clip is left out, so that one long video cannot pad every clip of a corpus to its
+length (a corpus is padded to its longest clip)."""
+
+
 @dataclass(frozen=True)
 class ExtractorSettings:
     audio_features: str = "egemaps"
@@ -59,6 +65,8 @@ class ExtractorSettings:
     asr: str | None = None
     max_audio_frames: int | None = None
     max_vision_frames: int | None = None
+    max_seconds: float | None = DEFAULT_MAX_SECONDS
+    """Seconds of each clip read (None: all, as records written before this setting)."""
 
     def check(self) -> None:
         if self.audio_features not in AUDIO_FEATURES:
@@ -78,6 +86,10 @@ class ExtractorSettings:
                             ("--max-vision-frames", self.max_vision_frames)):
             if value is not None and value < 1:
                 raise MsakitError(f"{name} must be at least 1, got {value}")
+        if self.max_seconds is not None and not (
+            self.max_seconds > 0 and np.isfinite(self.max_seconds)
+        ):
+            raise MsakitError(f"--max-seconds must be a positive number, got {self.max_seconds}")
 
     @property
     def audio_dim(self) -> int:
@@ -99,6 +111,7 @@ class ExtractorSettings:
                        "fps": float(self.fps), "max_frames": self.max_vision_frames},
             "text": {"encoder": self.text_encoder, "max_length": self.max_length,
                      "vocab_size": vocab_size, "asr": self.asr},
+            "max_seconds": self.max_seconds,
         }
 
     @classmethod
@@ -113,6 +126,7 @@ class ExtractorSettings:
                 asr=d["text"]["asr"],
                 max_audio_frames=d["audio"]["max_frames"],
                 max_vision_frames=d["vision"]["max_frames"],
+                max_seconds=d.get("max_seconds"),  # absent from earlier records: no cap
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise MsakitError(f"unreadable extractor settings ({exc})") from None

@@ -47,7 +47,7 @@ from msakit.config.datasets import (
     dataset_spec,
     resolve_spec,
 )
-from msakit.config.safe_yaml import read_yaml
+from msakit.config.safe_yaml import problem, read_yaml
 from msakit.errors import MsakitError
 from msakit.metrics import LOWER_IS_BETTER, MOSI_METRICS, SIMS_METRICS
 
@@ -150,7 +150,7 @@ def read_run(path: str | os.PathLike) -> Run:
             config = read_yaml(folder / "config.yaml") or {}
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             raise MsakitError(
-                f"{folder / 'config.yaml'}: cannot read it ({type(exc).__name__})"
+                f"{folder / 'config.yaml'}: cannot read it ({problem(exc)})"
             ) from None
         if not isinstance(config, dict):
             raise MsakitError(f"{folder / 'config.yaml'}: not an msakit config.yaml")
