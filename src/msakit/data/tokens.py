@@ -175,18 +175,14 @@ def retokenize(
     p, o = os.fspath(src), os.fspath(out)
     check_distinct_output(o, [p, texts_csv])
     positions = positions or _tokenizer_positions(tokenizer)
-    if max_length is not None and not 3 <= max_length <= positions:
-        raise MsakitError(f"--max-length must be at least 3 ([CLS], a token, [SEP]) and at most "
-                          f"{positions} (the positions of the text encoder), got {max_length}")
+    _check_length(max_length, positions, "--max-length")
     parent = Path(o).parent
     if not parent.is_dir():
         raise MsakitError(f"folder {parent} does not exist")
     raw = _read(p)
     features = _validate(raw, p, None)
     length = int(max_length) if max_length is not None else features.text_len
-    if length > positions:
-        raise MsakitError(f"{p}: text length {length} is more than the {positions} positions of "
-                          f"the text encoder; give --max-length {positions} or less")
+    _check_length(length, positions, f"{p}: text length (give --max-length {positions} or less)")
     by_id = read_texts_csv(texts_csv) if texts_csv is not None else None
     if by_id is not None:
         _check_ids(features, by_id, Path(texts_csv))
@@ -218,6 +214,12 @@ def retokenize(
 
 MAX_TEXT_LENGTH = 1 << 14
 """The longest token sequence ``retokenize`` writes for an encoder that names no limit."""
+
+
+def _check_length(length: int | None, positions: int, what: str) -> None:
+    if length is not None and not 3 <= length <= positions:
+        raise MsakitError(f"{what} must be at least 3 ([CLS], a token, [SEP]) and at most "
+                          f"{positions} (the positions of the text encoder), got {length}")
 
 
 def _tokenizer_positions(tokenizer: Any) -> int:
