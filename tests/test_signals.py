@@ -40,10 +40,17 @@ def _train_argv(data: Path, bert: Path, out: Path, *extra: str) -> list[str]:
             "--out", str(out), "--quiet", *extra]
 
 
+def _default_signals() -> None:
+    """In the child: SIGTERM and SIGHUP handled by default even when the tests run under
+    ``nohup`` (an ignored signal stays ignored across exec, and msakit respects that)."""
+    for signum in STATUS:
+        signal.signal(signum, signal.SIG_DFL)
+
+
 def _start(argv: list[str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "msakit", *argv],
                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True, preexec_fn=_default_signals)
 
 
 def _wait_for(proc: subprocess.Popen, folder: Path, pattern: str) -> None:
@@ -96,6 +103,7 @@ def _check_ended(proc: subprocess.Popen, err: str, signum: int) -> None:
 def test_a_signal_is_one_line_with_its_status(capsys, signum):
     from msakit.guard import run_guarded
 
+    previous = signal.signal(signum, signal.SIG_DFL)  # also under nohup
     cleaned = []
 
     def command() -> int:
@@ -105,10 +113,13 @@ def test_a_signal_is_one_line_with_its_status(capsys, signum):
         finally:
             cleaned.append(True)  # the paths that clean up after Ctrl-C run
 
-    assert run_guarded(command) == STATUS[signum]
+    try:
+        assert run_guarded(command) == STATUS[signum]
+        assert signal.getsignal(signum) is signal.SIG_DFL
+    finally:
+        signal.signal(signum, previous)
     assert cleaned == [True]
     assert LINE[signum] in one_error(capsys.readouterr().err)
-    assert signal.getsignal(signum) is signal.SIG_DFL
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
