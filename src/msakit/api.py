@@ -550,23 +550,30 @@ def load_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
     return LoadedCheckpoint(model=model, config=config, dims=dims, state=state)
 
 
+BUILT_PER_STORED = 4
+"""Building a model registers more tensors than it keeps (``nn.TransformerEncoder`` copies a
+layer it then drops): building the model a checkpoint describes may register this many times
+the tensors and values the checkpoint stores, plus :data:`UNSAVED_ELEMENTS` and
+:data:`UNSAVED_TENSORS`, before it is refused."""
 UNSAVED_ELEMENTS = 1 << 20
-"""How many tensor elements a model rebuilt from a checkpoint may hold beyond those the
-checkpoint stores (buffers that are not saved, such as a text encoder's position ids)."""
+"""Tensor elements beyond that (buffers that are not saved, such as a text encoder's position
+ids)."""
 UNSAVED_TENSORS = 1024
-"""How many parameters and buffers it may register beyond the tensors the checkpoint stores."""
+"""Parameters and buffers beyond that."""
 
 
 @contextmanager
 def _described_within(path: Path, weights: dict[str, torch.Tensor]) -> Iterator[None]:
     """While a checkpoint's model is built: every parameter and buffer registered counts, and
-    more elements or tensors than the checkpoint stores (plus :data:`UNSAVED_ELEMENTS`,
-    :data:`UNSAVED_TENSORS`) stop the build with one line. The file's size thus bounds what
-    its configuration (vocabulary, widths, layers, positions) may make msakit build."""
+    more elements or tensors than :data:`BUILT_PER_STORED` times those the checkpoint stores
+    (plus :data:`UNSAVED_ELEMENTS`, :data:`UNSAVED_TENSORS`) stop the build with one line. The
+    file's size thus bounds what its configuration (vocabulary, widths, layers, positions) may
+    make msakit build."""
     from torch.nn.modules import module as nn_module
 
-    limit = (sum(t.numel() for t in weights.values()) + UNSAVED_ELEMENTS,
-             len(weights) + UNSAVED_TENSORS)
+    stored = (sum(t.numel() for t in weights.values()), len(weights))
+    limit = (BUILT_PER_STORED * stored[0] + UNSAVED_ELEMENTS,
+             BUILT_PER_STORED * stored[1] + UNSAVED_TENSORS)
     seen = [0, 0]
 
     def count(_module, name: str, tensor) -> None:
@@ -577,9 +584,8 @@ def _described_within(path: Path, weights: dict[str, torch.Tensor]) -> Iterator[
         if seen[0] > limit[0] or seen[1] > limit[1]:
             raise MsakitError(
                 f"{path}: weights do not fit the model it describes: its configuration asks for "
-                f"more than the {limit[1] - UNSAVED_TENSORS} tensors of "
-                f"{limit[0] - UNSAVED_ELEMENTS} values it holds (exceeded at '{name}', shape "
-                f"{tuple(tensor.shape)})"
+                f"far more than the {stored[1]} tensors of {stored[0]} values it holds "
+                f"(exceeded at '{name}', shape {tuple(tensor.shape)})"
             )
 
     hooks = [nn_module.register_module_parameter_registration_hook(count),
