@@ -140,6 +140,26 @@ def test_an_ignored_sighup_stays_ignored(capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_a_signal_right_after_a_temporary_file_is_made_leaves_none(tmp_path, monkeypatch):
+    """The atomic writer names its temporary file before creating it: a signal landing just
+    after the file exists (here: in the ``os.close`` that follows) still removes it."""
+    from msakit.files import write_text_atomic
+
+    real_close = os.close
+
+    def interrupted(fd: int) -> None:
+        real_close(fd)
+        monkeypatch.setattr(os, "close", real_close)
+        raise KeyboardInterrupt
+
+    (tmp_path / "a.txt").write_text("before\n")
+    monkeypatch.setattr(os, "close", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_text_atomic(tmp_path / "a.txt", "after\n")
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+    assert (tmp_path / "a.txt").read_text() == "before\n"
+
+
 # --------------------------------------------------------------------------- real processes
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["TERM", "HUP"])
 def test_a_signal_ends_train_cleanly(small_mosi_npz, tiny_bert, tmp_path, signum):
@@ -153,9 +173,9 @@ def test_a_signal_ends_train_cleanly(small_mosi_npz, tiny_bert, tmp_path, signum
     err = _signal_and_wait(proc, signum)
     _check_ended(proc, err, signum)
     names = {p.name for p in out.iterdir()}  # ls -a
-    assert {"config.yaml", "seed-1"} <= names <= {"config.yaml", "seed-1", "tensorboard"}, names
-    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
-    assert not (out / ".msakit.lock").exists()
+    assert {"config.yaml", "seed-1"} <= names <= {"config.yaml", "seed-1", "tensorboard"}, (
+        names, err)
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")], (list(out.rglob("*")), err)
     assert (out / "seed-1" / "last.pt").is_file()
 
 
