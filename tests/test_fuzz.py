@@ -79,7 +79,7 @@ def test_every_known_failure_still_happens(replay, cli):
 # --------------------------------------------------------------------------- every reader
 READ_CALLS = {"yaml.safe_load", "yaml.load", "json.loads", "json.load", "csv.reader",
               "csv.DictReader", "np.load", "torch.load", "restricted_load", "read_csv",
-              "pickle.load", "pickle.loads"}
+              "pickle.load", "pickle.loads", "load_yaml", "read_yaml"}
 
 
 def _call_name(func: ast.expr) -> str | None:

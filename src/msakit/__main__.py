@@ -1,12 +1,21 @@
-"""``python -m msakit`` (what ``torchrun ... -m msakit train ...`` runs)."""
+"""``python -m msakit`` (what ``torchrun ... -m msakit train ...`` runs).
 
-try:  # first: a Ctrl-C at any moment before msakit's own handler is one line, not a traceback
+SIGINT, SIGTERM and SIGHUP end the command as Ctrl-C does from the first import on
+(:func:`msakit.guard.catching_signals`); the whole body is under one ``try``, so a Ctrl-C at
+any moment before msakit's handler is installed is one line, not a traceback."""
+
+try:
     import sys
 
-    from msakit.cli import main
+    from msakit.guard import catching_signals
 
-    status = main()
-except KeyboardInterrupt:  # Ctrl-C while Python loads the command line
+    with catching_signals() as signals:
+        try:
+            from msakit.cli import main
+        except KeyboardInterrupt as exc:  # a signal while Python loads the command line
+            sys.exit(signals.report(exc))
+        status = main()
+except KeyboardInterrupt:  # before msakit's handler was installed
     import sys
 
     print("error: interrupted (Ctrl-C)", file=sys.stderr)

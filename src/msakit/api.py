@@ -18,7 +18,8 @@ import os
 import sys
 import tempfile
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,11 @@ import torch
 from msakit.config import RunConfig, apply_overrides
 from msakit.config.datasets import DatasetSpec
 from msakit.config.presets import DEFAULT_PRESET
+from msakit.config.safe_yaml import load_yaml, problem, read_yaml
 from msakit.data.mmsa import FeatureFile, SplitData, check_dataset, load_feature_file
 from msakit.encoders.text import (
     DEFAULT_TEXT_ENCODER,
+    check_text_length,
     text_encoder_from_config,
 )
 from msakit.errors import MsakitError
@@ -419,10 +422,10 @@ def _check_resume_config(out: Path, config: RunConfig) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        saved = yaml.safe_load(path.read_text())
+        saved = read_yaml(path)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise MsakitError(
-            f"{path}: cannot read it ({type(exc).__name__}); --resume needs the run's "
+            f"{path}: cannot read it ({problem(exc)}); --resume needs the run's "
             "config.yaml (or use --overwrite to start again)"
         ) from None
     if not isinstance(saved, dict) or not isinstance(saved.get("model", {}), dict):
@@ -444,7 +447,7 @@ def _check_resume_config(out: Path, config: RunConfig) -> dict[str, Any] | None:
     # Fields added since the folder was written hold their defaults there (preset: paper).
     defaults = RunConfig(model_name=config.model_name, dataset=config.dataset).to_dict()
     old = flat({**{k: v for k, v in defaults.items() if k != "model"}, **started})
-    new = flat(yaml.safe_load(config.to_yaml()))
+    new = flat(load_yaml(config.to_yaml()))
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     if changed:
         raise MsakitError(
@@ -607,9 +610,15 @@ def load_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
     config, dims, encoder_config = _describe_checkpoint(path, state)
     _check_contents(path, state)
     try:
-        encoder = text_encoder_from_config(encoder_config)
-        model = build_model(config, dims, encoder)
-        missing, unexpected = model.load_state_dict(state["model"], strict=False)
+        # First without memory (the meta device), bounded by what the file stores: a small
+        # file that declares a huge vocabulary, width or depth is refused before anything
+        # is allocated; then for real, once every shape is known to be the checkpoint's.
+        with torch.device("meta"), _described_within(path, state["model"]):
+            described = build_model(config, dims, text_encoder_from_config(encoder_config))
+        _check_fits(path, config, described, state["model"])
+        del described
+        model = build_model(config, dims, text_encoder_from_config(encoder_config))
+        model.load_state_dict(state["model"], strict=False)
     except MsakitError:
         raise
     except Exception as exc:  # noqa: BLE001 - shapes, unknown settings: one line
@@ -617,10 +626,6 @@ def load_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
         raise MsakitError(
             f"{path}: weights do not fit the model it describes ({type(exc).__name__}: {first})"
         ) from None
-    if unexpected or [k for k in missing if not k.endswith("position_ids")]:
-        raise MsakitError(
-            f"{path}: weights do not fit the {config.model_name} model it describes"
-        )
     model.eval()
     model.register_forward_hook(_finite_predictions(path))
     return LoadedCheckpoint(model=model, config=config, dims=dims, state=state)
@@ -646,6 +651,68 @@ def _finite_predictions(path: Path):
     return check
 
 
+BUILT_PER_STORED = 4
+"""Building a model registers more tensors than it keeps (``nn.TransformerEncoder`` copies a
+layer it then drops): building the model a checkpoint describes may register this many times
+the tensors and values the checkpoint stores, plus :data:`UNSAVED_ELEMENTS` and
+:data:`UNSAVED_TENSORS`, before it is refused."""
+UNSAVED_ELEMENTS = 1 << 20
+"""Tensor elements beyond that (buffers that are not saved, such as a text encoder's position
+ids)."""
+UNSAVED_TENSORS = 1024
+"""Parameters and buffers beyond that."""
+
+
+@contextmanager
+def _described_within(path: Path, weights: dict[str, torch.Tensor]) -> Iterator[None]:
+    """While a checkpoint's model is built: every parameter and buffer registered counts, and
+    more elements or tensors than :data:`BUILT_PER_STORED` times those the checkpoint stores
+    (plus :data:`UNSAVED_ELEMENTS`, :data:`UNSAVED_TENSORS`) stop the build with one line. The
+    file's size thus bounds what its configuration (vocabulary, widths, layers, positions) may
+    make msakit build."""
+    from torch.nn.modules import module as nn_module
+
+    stored = (sum(t.numel() for t in weights.values()), len(weights))
+    limit = (BUILT_PER_STORED * stored[0] + UNSAVED_ELEMENTS,
+             BUILT_PER_STORED * stored[1] + UNSAVED_TENSORS)
+    seen = [0, 0]
+
+    def count(_module, name: str, tensor) -> None:
+        if tensor is None:
+            return
+        seen[0] += tensor.numel()
+        seen[1] += 1
+        if seen[0] > limit[0] or seen[1] > limit[1]:
+            raise MsakitError(
+                f"{path}: weights do not fit the model it describes: its configuration asks for "
+                f"far more than the {stored[1]} tensors of {stored[0]} values it holds "
+                f"(exceeded at '{name}', shape {tuple(tensor.shape)})"
+            )
+
+    hooks = [nn_module.register_module_parameter_registration_hook(count),
+             nn_module.register_module_buffer_registration_hook(count)]
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def _check_fits(path: Path, config: RunConfig, model: MSAModel,
+                weights: dict[str, torch.Tensor]) -> None:
+    """Every tensor of the (meta) ``model`` is in ``weights`` with its shape, and no other:
+    the weights are exactly those of the model the checkpoint describes."""
+    expected = model.state_dict()
+    missing = [k for k in expected.keys() - weights.keys() if not k.endswith("position_ids")]
+    wrong = [k for k in expected.keys() & weights.keys() if expected[k].shape != weights[k].shape]
+    if missing or wrong or weights.keys() - expected.keys():
+        detail = (f" ('{wrong[0]}' is {tuple(weights[wrong[0]].shape)}, the model's "
+                  f"{tuple(expected[wrong[0]].shape)})" if wrong else "")
+        raise MsakitError(
+            f"{path}: weights do not fit the {config.model_name} model it describes{detail}"
+        )
+
+
 def split_for(
     ckpt: LoadedCheckpoint, data: str | os.PathLike, split: str | None, *,
     prediction: bool = False,
@@ -665,6 +732,8 @@ def split_for(
     if split not in features.splits:
         held = ", ".join(repr(s) for s in features.splits)
         raise MsakitError(f"{data}: no split {split!r} (the file holds {held})")
+    check_text_length(features.text_len, ckpt.state["text_encoder_config"], str(data),
+                      ckpt.config.text_encoder)
     if features.text_dim != ckpt.dims.text_dim:
         raise MsakitError(f"{data}: text features {features.text_dim} wide, the checkpoint's "
                           f"{ckpt.dims.text_dim}")

@@ -390,6 +390,7 @@ def _extract(args: argparse.Namespace) -> int:
         asr_language=args.asr_language,
         max_audio_frames=args.max_audio_frames,
         max_vision_frames=args.max_vision_frames,
+        max_seconds=args.max_seconds,
     )
     result = extract_corpus(
         args.clips, args.out, settings,
@@ -458,7 +459,7 @@ def _predict_video(args: argparse.Namespace) -> int:
 @command("retokenize")
 def _retokenize(args: argparse.Namespace) -> int:
     from msakit.data.tokens import retokenize
-    from msakit.encoders.text import load_tokenizer, resolve_text_encoder
+    from msakit.encoders.text import encoder_positions, load_tokenizer, resolve_text_encoder
 
     tokenizer = load_tokenizer(args.text_encoder)
     if tokenizer is None:
@@ -467,7 +468,8 @@ def _retokenize(args: argparse.Namespace) -> int:
             "tokenizer files in the folder, or not in the local Hugging Face cache)"
         )
     summary = retokenize(args.file, args.out, tokenizer, texts_csv=args.texts,
-                         max_length=args.max_length)
+                         max_length=args.max_length,
+                         positions=encoder_positions(args.text_encoder))
     note = f", {summary['truncated']} truncated" if summary["truncated"] else ""
     print(f"wrote {args.out} ({summary['samples']} samples tokenised by {args.text_encoder}, "
           f"text length {summary['length']}{note})")
@@ -810,6 +812,7 @@ def _add_asr_arguments(p: argparse.ArgumentParser, what: str) -> None:
 
 def _add_extract_parsers(sub: argparse._SubParsersAction) -> None:
     from msakit.encoders.text import DEFAULT_TEXT_ENCODER
+    from msakit.extract.settings import DEFAULT_MAX_SECONDS
 
     p = sub.add_parser("extract", help="features of your own videos -> an MMSA feature file")
     _arg(p, "clips", role=IN_FILE, metavar="CLIPS.csv",
@@ -835,6 +838,9 @@ def _add_extract_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of --split-ratio")
     p.add_argument("--max-audio-frames", type=int, help="cut longer audio sequences")
     p.add_argument("--max-vision-frames", type=int, help="cut longer vision sequences")
+    p.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS, metavar="S",
+                   help="read each clip's first S seconds only (one long clip would pad every "
+                   "clip of the corpus to its length); raise it for longer clips")
     p.add_argument("--workers", type=int, default=1, help="extraction processes")
     p.add_argument("--resume", action="store_true", help="skip clips cached in OUT.cache/")
     _arg(p, "--shard", role=TEXT,
@@ -886,7 +892,8 @@ def _add_retokenize_parser(sub: argparse._SubParsersAction) -> None:
                    help="texts to tokenise instead of raw_text: a CSV with columns id,text, one "
                    "row per sample (e.g. English translations of SIMS); they become raw_text")
     p.add_argument("--max-length", type=int,
-                   help="text length of the output (default: the file's)")
+                   help="text length of the output (default: the file's); at most the number "
+                   "of positions of the text encoder (512 for BERT)")
     _arg(p, "--out", role=OUT_FILE, required=True, help="output .npz (code-free; not the input)")
     _add_overwrite(p)
 

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import itertools
 import os
+import secrets
 import socket
 import stat
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +38,7 @@ __all__ = [
 ]
 
 LOCK_FILE = ".msakit.lock"
+_TEMPORARIES = itertools.count()
 _UMASK: int | None = None
 
 
@@ -63,21 +65,27 @@ def _reason(exc: BaseException) -> str:
 def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a fresh temporary path beside ``path``; on a clean exit it replaces ``path``.
 
-    The temporary name is unique (``.NAME.XXXXXXXX.tmp``), so two writers never share one. On
-    any exception the temporary file is removed and ``path`` keeps its previous content; an
+    The temporary name is unique (``.NAME.PID-N-XXXXXX.tmp``), so two writers never share one.
+    On any exception the temporary file is removed and ``path`` keeps its previous content; an
     ``OSError`` (and the ``RuntimeError`` torch raises when its writer fails) is re-raised as
-    ``MsakitError("cannot write PATH: reason")``.
+    ``MsakitError("cannot write PATH: reason")``. The name is chosen before the file is
+    created, so that a signal (msakit.guard), whatever moment it interrupts, leaves no
+    temporary file behind.
     """
     path = Path(path)
     _check_replaceable(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise MsakitError(f"cannot write {path}: {_reason(exc)}") from None
-    os.close(fd)
-    tmp = Path(name)
+    tmp: Path | None = path.parent / (
+        f".{path.name}.{os.getpid()}-{next(_TEMPORARIES)}-{secrets.token_hex(3)}.tmp")
     try:
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            tmp = None  # another writer's (never seen: the name is unique): not ours to remove
+            raise
         yield tmp
         os.chmod(tmp, _file_mode())
         _check_replaceable(path)
@@ -86,7 +94,8 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise MsakitError(f"cannot write {path}: {_reason(exc)}") from None
     finally:
         try:
-            tmp.unlink()
+            if tmp is not None:
+                tmp.unlink()
         except FileNotFoundError:
             pass
         except OSError:  # pragma: no cover - a folder that became unwritable meanwhile

@@ -24,7 +24,11 @@ from torch import nn
 from msakit.config import DATASETS, RunConfig, apply_overrides, plain
 from msakit.config.presets import DEFAULT_PRESET
 from msakit.data.mmsa import FeatureFile, load_feature_file
-from msakit.encoders.text import text_encoder_config, text_encoder_from_config
+from msakit.encoders.text import (
+    check_text_length,
+    text_encoder_config,
+    text_encoder_from_config,
+)
 from msakit.errors import MsakitError
 from msakit.files import check_distinct_output, torch_save_atomic
 from msakit.models.base import Dims, MSAModel
@@ -138,7 +142,9 @@ def _architecture(text_input: str, config: RunConfig, data: str | os.PathLike
         raise MsakitError(f"{config.model_name} has a text encoder: name the one the weights "
                           "were trained with (--text-encoder DIR or hub name)")
     encoder = text_encoder_from_config(_text_encoder_architecture(config.text_encoder))
-    return encoder, load_feature_file(str(data), vocab_size=int(encoder.config.vocab_size))
+    features = load_feature_file(str(data), vocab_size=int(encoder.config.vocab_size))
+    check_text_length(features.text_len, encoder.config, str(data), config.text_encoder)
+    return encoder, features
 
 
 def _read_state(weights: Path) -> Any:

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from msakit.data.mmsa import SplitData, validate_arrays
+from msakit.encoders.text import check_text_length
 from msakit.errors import MsakitError
 from msakit.files import write_text_atomic
 
@@ -75,6 +76,8 @@ def split_from_arrays(arrays: Mapping[str, Any], ckpt: LoadedCheckpoint) -> Spli
     vocab = ckpt.state["text_encoder_config"].get("vocab_size")
     vocab = int(vocab) if isinstance(vocab, int) and vocab > 0 else None
     split = validate_arrays(d, SOURCE, vocab_size=vocab)
+    check_text_length(split.text_bert.shape[2], ckpt.state["text_encoder_config"], SOURCE,
+                      ckpt.config.text_encoder)
     _pad_to_checkpoint(split, ckpt)
     return split
 

@@ -77,11 +77,12 @@ def load_run_config(
 def _read(path: Path) -> dict[str, Any]:
     import yaml
 
+    from msakit.config.safe_yaml import read_yaml
+
     if not path.exists():
         raise MsakitError(f"--config {path}: no such file")
     try:
-        text = path.read_text(encoding="utf-8")
-        saved = yaml.safe_load(text)
+        saved = read_yaml(path)
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or type(exc).__name__
         raise MsakitError(f"--config {path}: cannot read it ({reason})") from None

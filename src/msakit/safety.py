@@ -41,6 +41,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import yaml
+
+from msakit.config.safe_yaml import load_yaml
 from msakit.errors import MsakitError
 
 __all__ = [
@@ -337,6 +340,30 @@ def run_kind(folder: Path) -> str | None:
     return None
 
 
+def _trained(folder: Path) -> bool:
+    """Whether the train run in ``folder`` holds something worth keeping: its results, or a
+    seed that finished an epoch (a checkpoint) or its training (``history.json``). A first run
+    that failed before its first epoch ended (a full disk, a signal, a setting found bad late)
+    leaves at most its ``config.yaml``, an empty seed folder and TensorBoard's first events."""
+    return ((folder / "results.csv").exists() or any(folder.glob("seed-*/*.pt"))
+            or any(folder.glob("seed-*/history.json")))
+
+
+def _check_run_config(folder: Path) -> None:
+    """A ``config.yaml`` that is not an msakit run's is never replaced."""
+    config = folder / "config.yaml"
+    if not (config.exists() or config.is_symlink()):
+        return
+    try:
+        with open_input(config, "rb") as f:
+            saved = load_yaml(f.read(1 << 20))
+    except (OSError, ValueError, MsakitError, yaml.YAMLError):
+        saved = None
+    if not (isinstance(saved, dict) and "model_name" in saved and "dataset" in saved):
+        raise MsakitError(f"{config} is not the configuration of an msakit run; training "
+                          "would replace it: choose another --out")
+
+
 _ENTRIES = {"train": TRAIN_ENTRIES, "adapters": ADAPTERS_ENTRIES, "tune": TUNE_ENTRIES}
 _COMMAND = {"train": "msakit train", "adapters": "msakit pretrain-adapters",
             "tune": "msakit tune"}
@@ -374,6 +401,9 @@ def _check_output_folder(
             for file in path.glob(pattern):
                 check_input(Input(f"{flag} {path}:", file))
         return
+    if kind == "train" and not overwrite and not _trained(path):
+        _check_run_config(path)
+        return  # a first run that failed before its first epoch ended: the command runs again
     if not overwrite:
         extra = " add --resume to continue it," if kind == "train" else ""
         raise MsakitError(f"{path} already holds a run;{extra} add --overwrite to replace it, "

@@ -43,9 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from msakit.config.datasets import DatasetSpec
+from msakit.config.safe_yaml import dump_yaml
 from msakit.errors import MsakitError, TrainingDiverged
 from msakit.files import write_text_atomic
 from msakit.models.registry import model_spec
@@ -109,7 +108,7 @@ def _dataset_flags(spec: DatasetSpec, out: Path) -> list[str]:
     for it to read."""
     if not spec.is_custom:
         return ["--dataset", spec.name]
-    write_text_atomic(out / "dataset.yaml", yaml.safe_dump(spec.spec_file(), sort_keys=False))
+    write_text_atomic(out / "dataset.yaml", dump_yaml(spec.spec_file(), sort_keys=False))
     return ["--dataset", spec.name, "--dataset-spec", str(out / "dataset.yaml")]
 
 
@@ -428,7 +427,7 @@ def _summary_writer(sweep: _Sweep, storage: str, study_name: str):
         with _locked(sweep.out / f".{SUMMARY}.lock"):
             summary = _summary(the_study, sweep, storage=storage, study_name=study_name)
             if summary is not None:
-                write_text_atomic(sweep.out / SUMMARY, yaml.safe_dump(summary, sort_keys=False))
+                write_text_atomic(sweep.out / SUMMARY, dump_yaml(summary, sort_keys=False))
             _prune_checkpoints(the_study, sweep, sweep.keep_checkpoints)
         return summary
 

@@ -57,9 +57,6 @@ class Known:
 
 
 KNOWN_FAILURES: list[Known] = [
-    Known(r"^(config|run_config|dataset_spec): .*(ValueError|RecursionError)",
-          "PyYAML raises other than YAMLError (deep nesting: RecursionError; '!!float' of a "
-          "non-number: ValueError); the YAML loading work (item 5)"),
 ]
 """Failures whose fix belongs to another part of issue 19; delete an entry once it is fixed
 (the runner then reports the entry as stale until it is)."""
@@ -332,6 +329,8 @@ READERS: dict[str, str] = {
     "extract/analyze.py::_load_state": "not fuzzed: analyze's own record of a finished video "
                                        "(OUT/NAME/.msakit-analyze.json); anything unreadable "
                                        "means 'analyze it again'",
+    "config/safe_yaml.py::read_yaml": "config",
+    "safety.py::_check_run_config": "run_config",
     "safety.py::_is_step_log": "not fuzzed: the first 4 KB of an existing output, read only to "
                                "tell a step log; anything unreadable is 'not a step log'",
 }

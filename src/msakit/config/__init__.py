@@ -24,6 +24,7 @@ import yaml
 
 from msakit.config.datasets import DATASETS, DatasetSpec, resolve_spec
 from msakit.config.model_config import config_class
+from msakit.config.safe_yaml import dump_yaml, load_yaml
 from msakit.errors import MsakitError
 
 __all__ = ["DATASETS", "RunConfig", "apply_overrides", "validate", "with_dataset"]
@@ -169,7 +170,7 @@ class RunConfig:
         return cls(**{k: _typed_setting(k, v, hints[k]) for k, v in data.items() if k in hints})
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        return dump_yaml(self.to_dict(), sort_keys=False)
 
 
 @functools.cache
@@ -248,7 +249,7 @@ SEED_LIMIT = 2**32
 
 def _coerce(key: str, raw: str, current: Any) -> Any:
     try:
-        value = yaml.safe_load(raw)
+        value = load_yaml(raw)
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or type(exc).__name__
         raise MsakitError(f"--set {key}={raw}: not a valid value ({problem})") from exc

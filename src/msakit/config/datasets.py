@@ -292,10 +292,11 @@ def read_spec_file(path: str | os.PathLike[str]) -> DatasetSpec:
     """A custom spec from a YAML file (keys: :data:`SPEC_KEYS`), validated."""
     import yaml
 
+    from msakit.config.safe_yaml import read_yaml
+
     p = os.fspath(path)
     try:
-        with open(p, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+        data = read_yaml(p)
     except FileNotFoundError:
         raise MsakitError(f"--dataset-spec {p}: no such file") from None
     except IsADirectoryError:

@@ -151,6 +151,7 @@ def retokenize(
     *,
     texts_csv: str | os.PathLike[str] | None = None,
     max_length: int | None = None,
+    positions: int | None = None,
 ) -> dict[str, Any]:
     """Write ``out`` (code-free npz): ``src`` with ``text_bert`` rewritten by ``tokenizer``.
 
@@ -159,20 +160,22 @@ def retokenize(
     ``raw_text`` so that the vocabulary check reads the text the ids come from. The text length
     is the file's (``Lt``) unless ``max_length`` is given. Like ``msakit convert``, the output
     keeps no ``text`` (frozen BERT features of the old tokens; msakit never uses them).
-    Everything is checked before anything is written. Returns a summary (samples, length,
-    truncated samples).
+    The length is at most ``positions``, the number of tokens the text encoder reads (by
+    default the tokenizer's ``model_max_length``, or :data:`MAX_TEXT_LENGTH` when it names
+    none). Everything is checked before anything is written. Returns a summary (samples,
+    length, truncated samples).
     """
     p, o = os.fspath(src), os.fspath(out)
     check_distinct_output(o, [p, texts_csv])
-    if max_length is not None and max_length < 3:
-        raise MsakitError(f"--max-length must be at least 3 ([CLS], a token, [SEP]), got "
-                          f"{max_length}")
+    positions = positions or _tokenizer_positions(tokenizer)
+    _check_length(max_length, positions, "--max-length")
     parent = Path(o).parent
     if not parent.is_dir():
         raise MsakitError(f"folder {parent} does not exist")
     raw = _read(p)
     features = _validate(raw, p, None)
     length = int(max_length) if max_length is not None else features.text_len
+    _check_length(length, positions, f"{p}: text length (give --max-length {positions} or less)")
     by_id = read_texts_csv(texts_csv) if texts_csv is not None else None
     if by_id is not None:
         _check_ids(features, by_id, Path(texts_csv))
@@ -200,6 +203,25 @@ def retokenize(
         content[name]["raw_text"] = np.array(texts, dtype=str)
     save_npz(content, o)
     return {"samples": total, "length": length, "truncated": truncated}
+
+
+MAX_TEXT_LENGTH = 1 << 14
+"""The longest token sequence ``retokenize`` writes for an encoder that names no limit."""
+
+
+def _check_length(length: int | None, positions: int, what: str) -> None:
+    if length is not None and not 3 <= length <= positions:
+        raise MsakitError(f"{what} must be at least 3 ([CLS], a token, [SEP]) and at most "
+                          f"{positions} (the positions of the text encoder), got {length}")
+
+
+def _tokenizer_positions(tokenizer: Any) -> int:
+    """The tokenizer's ``model_max_length`` where it names one (Hugging Face writes 1e30 for
+    "none"), else :data:`MAX_TEXT_LENGTH`."""
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and not isinstance(limit, bool) and 3 <= limit <= MAX_TEXT_LENGTH:
+        return limit
+    return MAX_TEXT_LENGTH
 
 
 def _check_ids(features: FeatureFile, by_id: dict[str, str], csv_path: Path) -> None:

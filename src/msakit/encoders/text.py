@@ -175,6 +175,50 @@ def text_encoder_from_config(config: dict[str, Any]) -> nn.Module | None:
     return model
 
 
+_PADDING_OFFSET_TYPES = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert",
+                         "data2vec-text", "longformer")
+"""Encoders whose positions start after the padding index (RoBERTa's 514 read 512 tokens)."""
+
+
+def text_positions(config: Any) -> int | None:
+    """How many tokens the encoder described by ``config`` (its ``config.json`` as a dict, or a
+    Hugging Face config) reads: ``max_position_embeddings``, less the padding offset of the
+    RoBERTa family; None when the configuration does not say."""
+    def get(key: str) -> Any:
+        return config.get(key) if isinstance(config, dict) else getattr(config, key, None)
+
+    positions, pad = get("max_position_embeddings"), get("pad_token_id")
+    if isinstance(positions, bool) or not isinstance(positions, int) or positions < 1:
+        return None
+    if get("model_type") in _PADDING_OFFSET_TYPES and isinstance(pad, int) and pad >= 0:
+        positions -= pad + 1
+    return positions
+
+
+def encoder_positions(name: str | None) -> int | None:
+    """:func:`text_positions` of the text encoder ``name`` (its configuration only: no
+    weights are loaded); None when it cannot be read."""
+    from transformers import AutoConfig
+
+    try:
+        with _quiet_transformers():
+            return text_positions(AutoConfig.from_pretrained(resolve_text_encoder(name)))
+    except (OSError, ValueError, TypeError, KeyError, MsakitError):
+        return None
+
+
+def check_text_length(length: int, config: Any, where: str, encoder: str | None) -> None:
+    """One line when token ids of ``length`` (the file's Lt) are longer than the encoder
+    described by ``config`` reads (:func:`text_positions`)."""
+    positions = text_positions(config)
+    if positions is not None and length > positions:
+        raise MsakitError(
+            f"{where}: text length {length} (key 'text_bert') is more than the {positions} "
+            f"positions of text encoder {encoder}; shorten the token ids with 'msakit "
+            f"retokenize --max-length {positions}'"
+        )
+
+
 def _check_bert_like(model: nn.Module, source: str) -> None:
     config = getattr(model, "config", None)
     if config is None or not hasattr(config, "hidden_size") or not hasattr(model, "encoder"):

@@ -33,6 +33,7 @@ import sys
 import threading
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,9 +51,13 @@ from msakit.extract.settings import (
     package_versions,
 )
 from msakit.files import RunLock, write_atomic, write_text_atomic
+from msakit.guard import ending_signal
 from msakit.safety import Output, check_plan, inputs
 
 DEFAULT_SPLIT_RATIO = (0.8, 0.1, 0.1)
+_ENDING_SIGNALS = {getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+                   if hasattr(signal, name)}
+"""The signals that end a command (:mod:`msakit.guard`): workers leave them to the parent."""
 
 
 @dataclass
@@ -232,6 +237,27 @@ def _init_worker(settings: ExtractorSettings, openface_dir: str | None) -> None:
         _WORKER["asr"] = make_recognizer(settings.asr, settings.asr_model, settings.asr_language)
 
 
+def _start_worker(parent: int, settings: ExtractorSettings, openface_dir: str | None) -> None:
+    """A worker process's start: it dies with its parent (a parent ended by SIGKILL, which
+    no cleanup path sees, leaves no worker behind), then loads the extractors."""
+    _die_with_parent(parent)
+    _init_worker(settings, openface_dir)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to SIGKILL this process when its parent ends (``PR_SET_PDEATHSIG``); elsewhere
+    nothing. A parent already gone ends it at once."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover - no prctl
+            return
+    if os.getppid() != parent:
+        os._exit(1)
+
+
 def extract_clip(clip_id: str, video: str, text: str | None) -> ClipFeatures:
     """Features of one clip with the worker's extractors (:func:`_init_worker` first)."""
     return clip_features(decode_clip(video), clip_id, video, text)
@@ -245,8 +271,9 @@ def decode_clip(video: str):
 
     vision_source = _WORKER["vision"]
     openface = isinstance(vision_source, OpenFaceReader)
-    return decode(video, _WORKER["settings"].fps, need_frames=not openface,
-                  on_frame=None if openface else vision_source)
+    settings: ExtractorSettings = _WORKER["settings"]
+    return decode(video, settings.fps, need_frames=not openface,
+                  on_frame=None if openface else vision_source, max_seconds=settings.max_seconds)
 
 
 def clip_features(media, clip_id: str, video: str, text) -> ClipFeatures:
@@ -447,14 +474,17 @@ def _extract_clips(
     cached_count = len(done)
     failures: list[tuple[Clip, str]] = []
     bar = _progress(len(clips), cached_count, progress)
+    # closing(): an interruption between two clips stops the workers now, not when the
+    # generator is collected
     try:
-        for clip, features, reason in _run(todo, work):
-            if features is None:
-                failures.append((clip, reason))
-                bar.set_postfix(failed=len(failures), refresh=False)
-            else:
-                done[clip.id] = features
-            bar.update(1)
+        with closing(_run(todo, work)) as results:
+            for clip, features, reason in results:
+                if features is None:
+                    failures.append((clip, reason))
+                    bar.set_postfix(failed=len(failures), refresh=False)
+                else:
+                    done[clip.id] = features
+                bar.update(1)
     finally:
         bar.close()
     failures.sort(key=lambda x: x[0].row)
@@ -506,9 +536,10 @@ def _run(todo: list[Clip], work: _Work):
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")  # no inherited threads or library state
-    initargs = (work.settings, None if work.openface_dir is None else str(work.openface_dir))
+    initargs = (os.getpid(), work.settings,
+                None if work.openface_dir is None else str(work.openface_dir))
     with ProcessPoolExecutor(max_workers=work.workers, mp_context=context,
-                             initializer=_init_worker, initargs=initargs) as pool:
+                             initializer=_start_worker, initargs=initargs) as pool:
         try:
             futures = _submit(pool, todo, work)
             for future in as_completed(futures):
@@ -520,22 +551,49 @@ def _run(todo: list[Clip], work: _Work):
                         "the clips done so far are cached: run the same command with --resume"
                     ) from None
                 yield result
-        except BaseException:  # Ctrl-C, a failure: the clips being extracted finish, no others
-            pool.shutdown(wait=True, cancel_futures=True)
+        except BaseException:
+            _stop_workers(pool, work.cache,
+                          graceful=ending_signal() in (None, signal.SIGINT))
             raise
 
 
+def _stop_workers(pool: ProcessPoolExecutor, cache: Path, *, graceful: bool) -> None:
+    """The way out of an interrupted or failed pool. ``graceful`` (Ctrl-C, a failure): the
+    clips being extracted finish, no others start. Otherwise (SIGTERM, SIGHUP, or a second
+    signal while waiting), the workers are killed (they keep the ending signals blocked, see
+    :func:`_submit`) and the temporary files of the cache writes they were in are removed."""
+    try:
+        if graceful:
+            pool.shutdown(wait=True, cancel_futures=True)
+    finally:
+        if not graceful or any(p.is_alive() for p in _workers(pool)):
+            for process in _workers(pool):
+                process.kill()
+            for process in _workers(pool):
+                process.join()
+            pool.shutdown(wait=True, cancel_futures=True)
+            for tmp in cache.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+
+
+def _workers(pool: ProcessPoolExecutor) -> list:
+    """The pool's worker processes (``concurrent.futures`` keeps them in ``_processes``)."""
+    return list((getattr(pool, "_processes", None) or {}).values())
+
+
 def _submit(pool: ProcessPoolExecutor, todo: list[Clip], work: _Work) -> dict:
-    """Futures of every clip. Ctrl-C is the parent's to handle: the workers are started (by the
-    first submissions) with SIGINT blocked, which they keep for life, so that a Ctrl-C sent to
-    the whole process group (a terminal does that) never interrupts one mid-import with a
-    traceback; one arriving meanwhile reaches the parent as soon as they are started."""
+    """Futures of every clip. Ctrl-C, SIGTERM and SIGHUP are the parent's to handle: the workers
+    are started (by the first submissions) with those signals blocked, which they keep for
+    life, so that one sent to the whole process group (a terminal does that) never interrupts
+    a worker mid-import with a traceback; one arriving meanwhile reaches the parent as soon as
+    they are started. The parent stops the workers on its way out (:func:`_stop_workers`), and
+    each worker dies with its parent (:func:`_die_with_parent`)."""
     def submit(clip: Clip):
         return pool.submit(_work, clip, str(work.cache), work.fingerprint)
 
     first = todo[: work.workers]
     if threading.current_thread() is threading.main_thread() and hasattr(signal, "pthread_sigmask"):
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, _ENDING_SIGNALS)
         try:
             futures = {submit(clip): clip for clip in first}
         finally:

@@ -35,11 +35,13 @@ def decode(
     *,
     need_frames: bool = True,
     on_frame: Callable[[np.ndarray], Any] | None = None,
+    max_seconds: float | None = None,
 ) -> Media:
     """Decode ``path``: the first audio track resampled to 16 kHz mono, and at most one frame per
     ``1/fps`` interval of the first video track (the first frame that falls in the interval).
     With ``on_frame``, each kept frame is passed to it as it is decoded and only its result is
-    kept (a long video's frames never sit in memory together).
+    kept (a long video's frames never sit in memory together). With ``max_seconds``, only the
+    clip's first ``max_seconds`` are decoded (audio and frames).
 
     Raises :class:`ClipError` with a short reason when the file cannot be decoded or lacks an
     audio track (or a video track, when ``need_frames``).
@@ -57,7 +59,7 @@ def decode(
         if need_frames and not container.streams.video:
             raise ClipError("no video track")
         try:
-            audio = _decode_audio(av, container)
+            audio = _decode_audio(av, container, max_seconds)
         except Exception as exc:
             raise ClipError(f"cannot decode the audio: {_reason(exc)}") from None
     frames: list[np.ndarray] = []
@@ -65,7 +67,7 @@ def decode(
     if need_frames:
         try:
             with av.open(path) as container:
-                frames, times = _decode_frames(container, fps, on_frame)
+                frames, times = _decode_frames(container, fps, on_frame, max_seconds)
         except Exception as exc:
             raise ClipError(f"cannot decode the video: {_reason(exc)}") from None
     if audio.size == 0:
@@ -78,21 +80,27 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _decode_audio(av, container) -> np.ndarray:
+def _decode_audio(av, container, max_seconds: float | None = None) -> np.ndarray:
     stream = container.streams.audio[0]
     resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-    chunks = []
+    limit = None if max_seconds is None else math.ceil(max_seconds * SAMPLE_RATE)
+    chunks, samples = [], 0
     for frame in container.decode(stream):
         for out in resampler.resample(frame):
             chunks.append(out.to_ndarray().reshape(-1))
-    for out in resampler.resample(None):  # flush
-        chunks.append(out.to_ndarray().reshape(-1))
+            samples += chunks[-1].size
+        if limit is not None and samples >= limit:
+            break
+    else:
+        for out in resampler.resample(None):  # flush
+            chunks.append(out.to_ndarray().reshape(-1))
     if not chunks:
         return np.zeros(0, dtype=np.float32)
-    return np.concatenate(chunks).astype(np.float32, copy=False)
+    return np.concatenate(chunks)[:limit].astype(np.float32, copy=False)
 
 
-def _decode_frames(container, fps: float, on_frame) -> tuple[list[Any], list[float]]:
+def _decode_frames(container, fps: float, on_frame, max_seconds: float | None = None
+                   ) -> tuple[list[Any], list[float]]:
     stream = container.streams.video[0]
     frames, times = [], []
     last_slot = -1
@@ -106,6 +114,8 @@ def _decode_frames(container, fps: float, on_frame) -> tuple[list[Any], list[flo
         if start is None:
             start = t
         t -= start
+        if max_seconds is not None and t >= max_seconds:
+            break
         slot = math.floor(t * fps + 1e-6)
         if slot <= last_slot:
             continue

@@ -67,6 +67,12 @@ _VISION_METHODS = {
 }
 
 
+DEFAULT_MAX_SECONDS = 60.0
+"""Seconds of each clip that ``msakit extract`` reads by default (``--max-seconds``): the rest
+of a longer clip is left out, so that one long video cannot pad every clip of a corpus to its
+length (a corpus is padded to its longest clip)."""
+
+
 @dataclass(frozen=True)
 class ExtractorSettings:
     audio_features: str = "egemaps"
@@ -79,6 +85,8 @@ class ExtractorSettings:
     asr_language: str | None = None  # --asr whisper: None detects it
     max_audio_frames: int | None = None
     max_vision_frames: int | None = None
+    max_seconds: float | None = DEFAULT_MAX_SECONDS
+    """Seconds of each clip read (None: all, as records written before this setting)."""
 
     def check(self) -> None:
         if self.audio_features not in AUDIO_FEATURES:
@@ -105,6 +113,10 @@ class ExtractorSettings:
                             ("--max-vision-frames", self.max_vision_frames)):
             if value is not None and value < 1:
                 raise MsakitError(f"{name} must be at least 1, got {value}")
+        if self.max_seconds is not None and not (
+            self.max_seconds > 0 and np.isfinite(self.max_seconds)
+        ):
+            raise MsakitError(f"--max-seconds must be a positive number, got {self.max_seconds}")
 
     @property
     def audio_dim(self) -> int:
@@ -129,6 +141,7 @@ class ExtractorSettings:
             "vision": vision,
             "text": {"encoder": self.text_encoder, "max_length": self.max_length,
                      "vocab_size": vocab_size, "asr": self.asr, **self._asr_record()},
+            "max_seconds": self.max_seconds,
         }
 
     def _asr_record(self) -> dict[str, Any]:
@@ -155,6 +168,7 @@ class ExtractorSettings:
                 asr_language=d["text"].get("asr_language"),
                 max_audio_frames=d["audio"]["max_frames"],
                 max_vision_frames=d["vision"]["max_frames"],
+                max_seconds=d.get("max_seconds"),  # absent from earlier records: no cap
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise MsakitError(f"unreadable extractor settings ({exc})") from None

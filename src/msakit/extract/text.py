@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from msakit.encoders.text import DEFAULT_TEXT_ENCODER, resolve_text_encoder
+from msakit.encoders.text import DEFAULT_TEXT_ENCODER, encoder_positions, resolve_text_encoder
 from msakit.errors import MsakitError
 
 
@@ -36,6 +36,10 @@ class Tokenizer:
             raise MsakitError(
                 f"cannot load the tokenizer of text encoder {source!r}: {first}"
             ) from None
+        positions = encoder_positions(name)
+        if positions is not None and max_length > positions:
+            raise MsakitError(f"--max-length must be at most {positions} (the positions of text "
+                              f"encoder {source!r}), got {max_length}")
         self.max_length = max_length
         self.vocab_size = int(len(self._tok))
 

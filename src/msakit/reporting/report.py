@@ -48,6 +48,7 @@ from msakit.config.datasets import (
     dataset_spec,
     resolve_spec,
 )
+from msakit.config.safe_yaml import problem, read_yaml
 from msakit.data.tables import as_records, read_csv
 from msakit.errors import MsakitError
 from msakit.metrics import LOWER_IS_BETTER, MOSI_METRICS, SIMS_METRICS, undefined_warning
@@ -148,10 +149,10 @@ def read_run(path: str | os.PathLike) -> Run:
     config: dict[str, Any] = {}
     if (folder / "config.yaml").is_file():
         try:
-            config = yaml.safe_load((folder / "config.yaml").read_text()) or {}
+            config = read_yaml(folder / "config.yaml") or {}
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             raise MsakitError(
-                f"{folder / 'config.yaml'}: cannot read it ({type(exc).__name__})"
+                f"{folder / 'config.yaml'}: cannot read it ({problem(exc)})"
             ) from None
         _check_config(folder / "config.yaml", config)
     spec = _run_spec(results, config, set(rows[0]))

@@ -29,7 +29,12 @@ from msakit.data.identity import identity as data_identity
 from msakit.data.mmsa import FeatureFile, check_dataset, load_feature_file
 from msakit.data.standardize import FeatureStats, feature_stats
 from msakit.data.tokens import check_vocabulary
-from msakit.encoders.text import load_text_encoder, load_tokenizer, text_encoder_config
+from msakit.encoders.text import (
+    check_text_length,
+    load_text_encoder,
+    load_tokenizer,
+    text_encoder_config,
+)
 from msakit.errors import MsakitError
 from msakit.files import write_text_atomic
 from msakit.models.base import Dims, MSAModel
@@ -226,6 +231,7 @@ def load_encoder_and_data(
         return None, features
     encoder = load_text_encoder(config.text_encoder)
     features = load_feature_file(str(data), vocab_size=int(encoder.config.vocab_size))
+    check_text_length(features.text_len, encoder.config, str(data), config.text_encoder)
     check_dataset(features, config.spec)
     has_text = any(s.raw_text is not None for s in features.splits.values())
     if has_text and not config.allow_vocab_mismatch:
