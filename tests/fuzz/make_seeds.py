@@ -7,9 +7,9 @@ real file has. Run it again after a change to a file format::
 
     PYTHONPATH=src .venv/bin/python tests/fuzz/make_seeds.py
 
-It rewrites only ``seed-*``, ``repro-*`` (fixed failures) and ``bug-*`` (known failures)
-files; other files of the corpus (minimised reproducers kept as the fuzzer found them:
-``crash-*``, ...) stay.
+It rewrites only ``seed-*``, ``repro-*`` (fixed failures) and ``bug-*`` (the reproducers of
+``targets.KNOWN_FAILURES``; none while that list is empty) files; other files of the corpus
+(minimised reproducers kept as the fuzzer found them: ``crash-*``, ...) stay.
 """
 
 from __future__ import annotations
@@ -137,6 +137,19 @@ def run_seeds(work: Path, npz: Path) -> None:
     buf = io.BytesIO()
     torch.save(state, buf)
     _put("checkpoint", "config-batch-size-float.pt", buf.getvalue(), "repro-")
+    checkpoint_width_reproducer(run / "seed-1" / "best.pt")
+
+
+def checkpoint_width_reproducer(best: Path) -> None:
+    """Found by a campaign: a width of 20 million in a checkpoint's model config built a
+    2 GB model before any check (fixed: the metadata is bounded before anything is built)."""
+    import torch
+
+    state = torch.load(best, weights_only=True)
+    state["config"]["model"]["post_fusion_dim"] = 20_000_000
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    _put("checkpoint", "model-width-huge.pt", buf.getvalue(), "repro-")
 
 
 def text_seeds(npz: Path) -> None:
@@ -197,6 +210,7 @@ def reproducers() -> None:
         _put("history", name, text.encode(), "repro-")
     npz_reproducers()
     extractor_reproducers()
+    yaml_reproducers()
 
 
 def extractor_reproducers() -> None:
@@ -246,13 +260,14 @@ def npz_reproducers() -> None:
     _put("npz", "zip-version-unknown.npz", bytes(data), "repro-")
 
 
-def known_reproducers() -> None:
-    """``bug-*``: small files of the failures listed in targets.KNOWN_FAILURES (fixed by other
-    parts of issue 19), so that the replay meets each of them whatever inputs it generates."""
+def yaml_reproducers() -> None:
+    """dataset_spec/ and config/: YAML on which PyYAML raised other than YAMLError (deep
+    nesting: RecursionError; '!!float' of a non-number: ValueError), fixed by the one safe
+    YAML reader."""
     _put("dataset_spec", "float-tag-not-a-number.yaml", b"label_range: [!!float 'nan 1', 1]\n",
-         "bug-")
-    _put("dataset_spec", "nested-deeply.yaml", b"label_range: " + b"[" * 5000 + b"\n", "bug-")
-    _put("config", "nested-deeply.yaml", b"model_name: " + b"[" * 5000 + b"\n", "bug-")
+         "repro-")
+    _put("dataset_spec", "nested-deeply.yaml", b"label_range: " + b"[" * 5000 + b"\n", "repro-")
+    _put("config", "nested-deeply.yaml", b"model_name: " + b"[" * 5000 + b"\n", "repro-")
 
 
 def main() -> int:
@@ -267,7 +282,6 @@ def main() -> int:
         run_seeds(work, npz)
         text_seeds(npz)
         reproducers()
-        known_reproducers()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     for folder in sorted(CORPUS.iterdir()):
