@@ -123,3 +123,18 @@ def close_in_distribution(a: torch.Tensor, b: torch.Tensor, n: int, z: float = 5
     m4_b = (b - mean_b).pow(4).mean(0)
     se_var = (((m4_a - var_a**2).clamp_min(0) + (m4_b - var_b**2).clamp_min(0)) / n).sqrt()
     assert torch.all((var_a - var_b).abs() <= z * se_var + 1e-6), (var_a - var_b).abs().max()
+
+
+def held_locks(folder: Path) -> list[Path]:
+    """The lock files under ``folder`` that some process still holds (``flock``). A lock file
+    left by an interrupted or killed process is no lock: the kernel dropped it."""
+    import fcntl
+
+    held = []
+    for path in folder.rglob("*.lock"):
+        with open(path, "rb") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                held.append(path)
+    return held

@@ -60,7 +60,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli, write_short_synthetic
+from conftest import held_locks, run_cli, write_short_synthetic
 
 from msakit.models.registry import BUILTIN
 
@@ -965,21 +965,6 @@ def _long_command(world: World, command: str, out: Path) -> tuple[list[str], str
              *workers], "x.npz.cache/*.npz")
 
 
-def _held_locks(folder: Path) -> list[Path]:
-    """The msakit lock files under ``folder`` that some process still holds (a lock file left
-    by an interrupted or killed process is no lock: the kernel dropped it)."""
-    import fcntl
-
-    held = []
-    for path in folder.rglob(".msakit.lock"):
-        with open(path, "rb") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                held.append(path)
-    return held
-
-
 def _wait_until_working(proc: subprocess.Popen, folder: Path, pattern: str) -> None:
     """Until files matching ``pattern`` appear under ``folder`` (the process ending first, or
     10 minutes passing, fails the test with its stderr)."""
@@ -1022,7 +1007,7 @@ def test_ctrl_c_is_one_line(world, tmp_path, command, moment):
     if proc.returncode == 130:
         assert "interrupted" in one_error(err)
     assert not list(tmp_path.rglob("*.tmp"))
-    assert not _held_locks(tmp_path)
+    assert not held_locks(tmp_path)
 
 
 def test_file_size_limit_keeps_the_previous_file(world, tmp_path):
@@ -1084,7 +1069,7 @@ def test_disk_full_during_training_leaves_no_temp_file(world, tmp_path, monkeypa
     assert "best.pt: no space left on the device" in line
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
     assert not (out / "results.csv").exists()
-    assert not _held_locks(out)
+    assert not held_locks(out)
 
 
 def test_diverged_run_ends_cleanly_and_keeps_the_last_good_last_pt(world, tmp_path, monkeypatch,
@@ -1181,7 +1166,7 @@ def test_a_second_training_into_a_running_run_is_refused(world, tmp_path, capsys
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         proc.communicate(timeout=300)
-    assert proc.returncode == 130 and not _held_locks(out)
+    assert proc.returncode == 130 and not held_locks(out)
 
 
 def test_log_steps_keeps_every_seed(world, tmp_path, capsys):
@@ -1412,7 +1397,7 @@ def test_a_nan_validation_loss_ends_cleanly(world, tmp_path, monkeypatch, capsys
     assert line.startswith("error: training diverged at epoch 1, step ") and (
         "(validation loss nan); lower the learning rate" in line), line
     assert not (out / "results.csv").exists() and not (out / "seed-1" / "best.pt").exists()
-    assert not list(out.rglob("*.tmp")) and not _held_locks(out)
+    assert not list(out.rglob("*.tmp")) and not held_locks(out)
 
 
 def test_a_command_that_hangs_after_ctrl_c_is_ended(tmp_path):
