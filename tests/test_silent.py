@@ -406,9 +406,9 @@ def test_a_run_with_undefined_metrics_writes_blanks_and_nulls(constant_npz, tiny
 
 @pytest.mark.parametrize("edit, message", [
     (lambda h: h[0].update(valid_MAE=None), None),
-    (lambda h: h[0].update(valid_MAE="low"), "'valid_MAE' is not a number"),
-    (lambda h: h.append([1, 2]), "entry 2 is not an epoch record"),
-    (lambda h: h[0].update(epoch=None), "entry 1 is not an epoch record"),
+    (lambda h: h[0].update(valid_MAE="low"), "entry 1: 'valid_MAE' is 'low', not a number"),
+    (lambda h: h.append([1, 2]), "entry 2 is a list, not an epoch's record"),
+    (lambda h: h[0].update(epoch=None), "entry 1: 'epoch' is None, not an epoch number"),
 ])
 def test_plot_curves_reads_nulls_and_refuses_other_values(run, tmp_path, capsys, edit, message):
     import json

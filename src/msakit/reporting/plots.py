@@ -114,7 +114,7 @@ def _histories(run_dir: Path) -> dict[str, list[dict[str, Any]]]:
         if not isinstance(history, list) or not history:
             raise MsakitError(f"{f}: no epochs recorded")
         out[f.parent.name.replace("seed-", "seed ")] = [_epoch(f, i, r) for i, r in
-                                                        enumerate(history)]
+                                                        enumerate(history, 1)]
     return out
 
 
@@ -126,9 +126,9 @@ _MAX_EPOCH = 10**9
 
 
 def _epoch(f: Path, index: int, record: Any) -> dict[str, Any]:
-    """Record ``index`` of the history ``f``, checked: a mapping whose ``epoch`` is a positive
+    """Entry ``index`` (from 1) of the history ``f``, checked: a mapping whose ``epoch`` is a positive
     integer and whose curve values are numbers (``null``, an undefined metric, is a gap: NaN)."""
-    where = f"{f}: record {index}"
+    where = f"{f}: entry {index}"
     if not isinstance(record, dict):
         raise MsakitError(f"{where} is a {type(record).__name__}, not an epoch's record")
     epoch = record.get("epoch")
