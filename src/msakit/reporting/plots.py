@@ -126,8 +126,9 @@ _MAX_EPOCH = 10**9
 
 
 def _epoch(f: Path, index: int, record: Any) -> dict[str, Any]:
-    """Entry ``index`` (from 1) of the history ``f``, checked: a mapping whose ``epoch`` is a positive
-    integer and whose curve values are numbers (``null``, an undefined metric, is a gap: NaN)."""
+    """Entry ``index`` (from 1) of the history ``f``, checked: a mapping whose ``epoch`` is a
+    positive integer and whose curve values are numbers (``null``, an undefined metric, is a
+    gap: NaN)."""
     where = f"{f}: entry {index}"
     if not isinstance(record, dict):
         raise MsakitError(f"{where} is a {type(record).__name__}, not an epoch's record")
