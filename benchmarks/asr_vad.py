@@ -17,7 +17,8 @@ VAD) or of the `msakit analyze` child processes, each divided by the audio's len
 
 also times msakit.extract.audio's three feature sets (openSMILE eGeMAPSv02 and ComParE 2016
 low-level descriptors, librosa MFCC with deltas) on the same talk's audio, in turns, best of
---rounds (warmed up first); without --checkpoint the analyze rows are left out.
+--rounds (warmed up first); without --checkpoint the analyze rows are left out. --extract N
+adds `msakit extract` of N one-sentence clips (tiny.en, mediapipe, eGeMAPS) on 1 and 2 workers.
 """
 
 from __future__ import annotations
@@ -86,25 +87,55 @@ def feature_rows(audio, seconds: float, rounds: int) -> list[tuple[str, float, f
             for kind, values in runs.items()]
 
 
+def child_cost(args: list[str]) -> tuple[float, float]:
+    """(wall, CPU) seconds of ``msakit ARGS`` run as a child process (its children included)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1"}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "msakit", *args], check=True, env=env,
+                   stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - wall
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
 def analyze_rows(videos: list[Path], seconds: float, checkpoint: str
                  ) -> list[tuple[str, float, float]]:
     rows = []
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1"}
     for workers in (1, 2):
         with tempfile.TemporaryDirectory() as out:
-            before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            wall = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "msakit", "analyze", *map(str, videos),
-                            "--checkpoint", checkpoint, "--out", out, "--asr", "whisper",
-                            "--asr-model", "tiny.en", "--workers", str(workers), "--quiet"],
-                           check=True, env=env, stdout=subprocess.DEVNULL)
-            wall = time.perf_counter() - wall
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            wall, cpu = child_cost(["analyze", *map(str, videos), "--checkpoint", checkpoint,
+                                    "--out", out, "--asr", "whisper", "--asr-model", "tiny.en",
+                                    "--workers", str(workers), "--quiet"])
         total = seconds * len(videos)
         rows.append((f"msakit analyze, {len(videos)} videos, {workers} worker(s), VAD + "
-                     "tiny.en + opencv + eGeMAPS + MISA (start-up included)",
+                     "tiny.en + the checkpoint's extractors and model (start-up included)",
                      wall / total, cpu / total))
+    return rows
+
+
+def extract_rows(folder: Path, clips: int) -> list[tuple[str, float, float]]:
+    """``msakit extract`` of ``clips`` one-sentence clips (no text: tiny.en transcribes them),
+    mediapipe vision and eGeMAPS, on 1 and 2 workers."""
+    from speech_clips import speech_video, utterance
+
+    lines, seconds = ["id,video,split"], 0.0
+    for i in range(clips):
+        path = folder / f"clip{i}.mp4"
+        speech_video(path, [0.3, utterance(i % 3 + 1), 0.3], position=(20 + 5 * (i % 5), 15))
+        split = "valid" if i == clips - 2 else "test" if i == clips - 1 else "train"
+        lines.append(f"clip{i},{path.name},{split}")
+        seconds += len(utterance(i % 3 + 1)) / 16000 + 0.6
+    (folder / "clips.csv").write_text("\n".join(lines) + "\n")
+    rows = []
+    for workers in (1, 2):
+        out = folder / f"corpus{workers}.npz"
+        wall, cpu = child_cost(["extract", str(folder / "clips.csv"), "--out", str(out),
+                                "--vision-features", "mediapipe", "--asr", "whisper",
+                                "--asr-model", "tiny.en", "--workers", str(workers), "--quiet"])
+        rows.append((f"msakit extract, {clips} clips ({seconds:.0f} s), {workers} worker(s), "
+                     "tiny.en + mediapipe + eGeMAPS (start-up included)",
+                     wall / seconds, cpu / seconds))
     return rows
 
 
@@ -116,6 +147,9 @@ def main() -> None:
     parser.add_argument("--features", action="store_true",
                         help="also time the audio feature extractors (egemaps, compare, mfcc)")
     parser.add_argument("--rounds", type=int, default=3, help="with --features: best of")
+    parser.add_argument("--extract", type=int, default=0, metavar="CLIPS",
+                        help="also time msakit extract of CLIPS one-sentence clips, 1 and 2 "
+                        "workers")
     args = parser.parse_args()
     from speech_clips import speech_video
 
@@ -131,6 +165,8 @@ def main() -> None:
             rows += feature_rows(audio, seconds, args.rounds)
         if args.checkpoint:
             rows += analyze_rows(videos, seconds, args.checkpoint)
+        if args.extract:
+            rows += extract_rows(Path(tmp), args.extract)
     print(f"audio: {seconds:.1f} s a video; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}; "
           f"load average {os.getloadavg()[0]:.1f}")
     print("| what | wall s per audio s | CPU s per audio s |\n| --- | --- | --- |")
