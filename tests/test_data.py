@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import os
 import pickle
 from pathlib import Path
 
@@ -719,3 +720,30 @@ def test_shared_latent_files_share_a_factor_through_different_widths():
     plain = make_synthetic("mosi", 20, 2, 2, seed=0)["train"]
     again = make_synthetic("mosi", 20, 2, 2, seed=0, shared_latent=False)["train"]
     np.testing.assert_array_equal(plain["audio"], again["audio"])
+
+
+@pytest.mark.parametrize("reader", ["load_feature_file", "read_csv"])
+def test_a_fifo_given_to_a_reader_directly_is_one_error_not_a_hang(tmp_path, reader):
+    """The Python API's readers open through msakit.safety.open_readable: a FIFO (nobody
+    writing) is refused at once. The alarm is a backstop that turns a hang into a failure."""
+    import signal
+
+    from msakit.data.mmsa import load_feature_file
+    from msakit.data.tables import read_csv
+    from msakit.errors import MsakitError
+
+    fifo = tmp_path / "f.pkl"
+    os.mkfifo(fifo)
+    call = {"load_feature_file": load_feature_file, "read_csv": read_csv}[reader]
+
+    def hung(signum, frame):
+        raise AssertionError(f"{reader} blocked on a FIFO")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(120)
+    try:
+        with pytest.raises(MsakitError, match="FIFO"):
+            call(fifo)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

@@ -24,7 +24,7 @@ import stat
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from msakit.errors import MsakitError
 
@@ -34,6 +34,9 @@ __all__ = [
     "torch_save_atomic",
     "check_distinct_output",
     "RunLock",
+    "open_input",
+    "open_readable",
+    "describe_mode",
     "LOCK_FILE",
 ]
 
@@ -164,6 +167,50 @@ def check_distinct_output(
     from msakit.safety import Output, check_output
 
     check_output(Output(flag, Path(out)), inputs)
+
+
+# --------------------------------------------------------------------------- reading inputs
+def describe_mode(mode: int) -> str:
+    """What a file of ``mode`` is, in words (for error lines)."""
+    for test, name in ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a folder"),
+                       (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def open_input(path: str | os.PathLike[str], mode: str = "r", **kwargs: Any) -> IO[Any]:
+    """``open(path, mode)`` for reading, refusing anything but a regular file without blocking
+    (``O_NONBLOCK`` then ``fstat``): a FIFO or a device is one ``MsakitError`` line, even one
+    put there after the command's checks. ``OSError`` (a missing file) is raised as ``open``
+    raises it."""
+    if any(c in mode for c in "wax+"):
+        raise ValueError("open_input reads only")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise MsakitError(f"{path} is {describe_mode(st.st_mode)}, not a regular file; msakit "
+                              "reads only regular files")
+        os.set_blocking(fd, True)
+        return open(fd, mode, **kwargs)  # noqa: SIM115 - the caller closes it
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def open_readable(path: str | os.PathLike[str], mode: str = "r", **kwargs: Any) -> IO[Any]:
+    """:func:`open_input`, with every failure to open as one ``MsakitError`` line naming the
+    file (missing, not a regular file, not readable): the one way msakit's readers open a
+    user's file."""
+    try:
+        return open_input(path, mode, **kwargs)
+    except FileNotFoundError:
+        raise MsakitError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise MsakitError(f"{path}: cannot open: {exc.strerror or type(exc).__name__}") from None
 
 
 # --------------------------------------------------------------------------- run-folder lock

@@ -39,15 +39,18 @@ import stat
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import yaml
 
 from msakit.config.safe_yaml import load_yaml
 from msakit.errors import MsakitError
+from msakit.files import describe_mode as _describe
+from msakit.files import open_input, open_readable
 
 __all__ = [
     "Role", "Input", "Output", "check_plan", "check_input", "check_output", "open_input",
+    "open_readable",
     "run_kind", "run_entries", "STEP_LOG_RECORD", "RUN_FILE_NAMES", "TRAIN_ENTRIES",
 ]
 
@@ -127,16 +130,6 @@ def check_plan(
             _check_output_file(out, read, overwrite=overwrite, resume=resume, writes=writes)
         else:
             _check_output_folder(out, read, overwrite=overwrite, resume=resume)
-
-
-def _describe(mode: int) -> str:
-    for test, name in ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a folder"),
-                       (stat.S_ISFIFO, "a FIFO (named pipe)"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link")):
-        if test(mode):
-            return name
-    return "not a regular file"
 
 
 def _stat(path: Path, *, follow: bool = True) -> os.stat_result | None:
@@ -432,21 +425,3 @@ def _check_overwrite_keeps_inputs(out: Output, read: list[tuple[str, Path]]) -> 
 
 
 # --------------------------------------------------------------------------- reading
-def open_input(path: str | os.PathLike[str], mode: str = "r", **kwargs: Any) -> IO[Any]:
-    """``open(path, mode)`` for reading, refusing anything but a regular file without blocking
-    (``O_NONBLOCK`` then ``fstat``): a FIFO or a device is one ``MsakitError`` line, even one
-    put there after the command's checks. ``OSError`` (a missing file) is raised as ``open``
-    raises it."""
-    if any(c in mode for c in "wax+"):
-        raise ValueError("open_input reads only")
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise MsakitError(f"{path} is {_describe(st.st_mode)}, not a regular file; msakit "
-                              "reads only regular files")
-        os.set_blocking(fd, True)
-        return open(fd, mode, **kwargs)  # noqa: SIM115 - the caller closes it
-    except BaseException:
-        os.close(fd)
-        raise

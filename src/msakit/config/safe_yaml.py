@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from msakit.files import open_input
+
 __all__ = ["load_yaml", "read_yaml", "dump_yaml", "problem", "YamlRefused", "MAX_DEPTH",
            "MAX_YAML_BYTES"]
 
@@ -80,7 +82,7 @@ def read_yaml(path: str | os.PathLike[str]) -> Any:
     """The YAML file ``path`` read with :func:`load_yaml`, reading no more than
     :data:`MAX_YAML_BYTES` + 1 bytes. Raises ``OSError``, ``UnicodeDecodeError`` or
     ``yaml.YAMLError``."""
-    with open(path, "rb") as f:
+    with open_input(path, "rb") as f:  # a FIFO: one line at once, never a hang
         data = f.read(MAX_YAML_BYTES + 1)
     if len(data) > MAX_YAML_BYTES:
         raise YamlRefused(f"longer than {MAX_YAML_BYTES} bytes")

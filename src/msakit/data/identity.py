@@ -15,6 +15,7 @@ import os
 from typing import Any
 
 from msakit.errors import MsakitError
+from msakit.files import open_input
 
 __all__ = ["content_digest", "identity", "same_content", "check_identity"]
 
@@ -28,7 +29,7 @@ def content_digest(path: str | os.PathLike) -> tuple[int, str]:
     buffer = bytearray(_BLOCK)
     view = memoryview(buffer)
     try:
-        with open(path, "rb") as f:
+        with open_input(path, "rb") as f:
             while n := f.readinto(buffer):
                 digest.update(view[:n])
                 size += n

@@ -49,6 +49,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from msakit.config.datasets import DATASETS, DatasetSpec, dataset_spec
+from msakit.data.identity import content_digest
 from msakit.data.safe_format import (
     in_memory,
     is_mapped,
@@ -61,6 +62,7 @@ from msakit.data.safe_format import (
 )
 from msakit.data.safe_pickle import restricted_load
 from msakit.errors import MsakitError
+from msakit.safety import open_readable
 
 SPLITS = ("train", "valid", "test")
 REQUIRED_KEYS = (
@@ -318,18 +320,6 @@ def _new_digest() -> Any:
     return hashlib.blake2b(digest_size=32)
 
 
-def content_digest(path: str | os.PathLike[str]) -> str:
-    """The hex BLAKE2b-256 of the file's bytes, read in 1 MiB chunks (``OSError`` if it cannot
-    be read)."""
-    digest = _new_digest()
-    buffer = bytearray(_HASH_CHUNK)
-    view = memoryview(buffer)
-    with open(path, "rb") as f:
-        while n := f.readinto(buffer):
-            digest.update(view[:n])
-    return digest.hexdigest()
-
-
 class _Digesting:
     """A binary file whose bytes also go into ``digest`` as they are read."""
 
@@ -377,12 +367,10 @@ def _has_text(raw: Any) -> bool:
 
 
 def _is_npz(path: str) -> bool:
-    """Whether ``path`` starts with a zip signature (errors are left to :func:`_read`)."""
-    try:
-        with open(path, "rb") as f:
-            return is_zip(f.read(8))
-    except OSError:
-        return False
+    """Whether ``path`` starts with a zip signature (a file that cannot be opened is one
+    ``MsakitError`` line)."""
+    with open_readable(path, "rb") as f:  # a FIFO: one line at once, never a hang
+        return is_zip(f.read(8))
 
 
 def _load_pickle(path: str, vocab_size: int | None, *, prediction: bool = False,
@@ -399,8 +387,8 @@ def _load_pickle(path: str, vocab_size: int | None, *, prediction: bool = False,
     MOSEI); a copy with them also serves loads that do not ask.
     """
     try:
-        digest = content_digest(path)
-    except OSError:
+        digest = content_digest(path)[1]
+    except MsakitError:
         return _validate(_read(path), path, vocab_size, prediction=prediction,
                          text_features=text_features)  # _read reports the problem
     copy = converted_path(path)
@@ -452,14 +440,7 @@ def _read(path: str, *, mmap: bool = True, digest: Any = None) -> Any:
     pickle reader of every route: ``load_feature_file``, ``convert_to_npz``, the cache,
     ``retokenize``). ``digest``: a hashlib object that receives every byte of a pickle read,
     so that the cache records the content it converted."""
-    try:
-        f = open(path, "rb")
-    except FileNotFoundError:
-        raise MsakitError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise MsakitError(f"{path}: is a directory, not a feature file") from None
-    except OSError as e:
-        raise MsakitError(f"{path}: cannot open: {e.strerror or e}") from None
+    f = open_readable(path, "rb")  # a FIFO or a device: one line, never a hang
     with f:
         try:
             head = f.read(8)

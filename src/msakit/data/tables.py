@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from msakit.errors import MsakitError
-from msakit.safety import open_input
+from msakit.safety import open_readable
 
 __all__ = ["read_csv", "as_records"]
 
@@ -25,14 +25,7 @@ def read_csv(path: str | os.PathLike[str], *, encoding: str = "utf-8") -> list[l
     """The rows of the CSV ``path`` (every row, blank ones included, as the csv module reads
     them). ``encoding="utf-8-sig"`` also accepts a byte-order mark."""
     p = Path(path)
-    try:
-        handle = open_input(p, newline="", encoding=encoding)  # a FIFO: one line, no hang
-    except FileNotFoundError:
-        raise MsakitError(f"{p}: no such file") from None
-    except IsADirectoryError:
-        raise MsakitError(f"{p}: is a directory, not a CSV file") from None
-    except OSError as exc:
-        raise MsakitError(f"{p}: cannot open: {exc.strerror or type(exc).__name__}") from None
+    handle = open_readable(p, newline="", encoding=encoding)  # a FIFO: one line, no hang
     with handle:
         reader = csv.reader(handle)
         try:
