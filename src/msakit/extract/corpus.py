@@ -25,13 +25,16 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 import math
 import os
+import queue
 import re
 import signal
 import sys
 import threading
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -541,16 +544,7 @@ def _run(todo: list[Clip], work: _Work):
     with ProcessPoolExecutor(max_workers=work.workers, mp_context=context,
                              initializer=_start_worker, initargs=initargs) as pool:
         try:
-            futures = _submit(pool, todo, work)
-            for future in as_completed(futures):
-                try:
-                    result = future.result()
-                except BrokenProcessPool:
-                    raise MsakitError(
-                        f"a worker process died (clip '{futures[future].id}' or one beside it); "
-                        "the clips done so far are cached: run the same command with --resume"
-                    ) from None
-                yield result
+            yield from _results(pool, todo, work)
         except BaseException:
             _stop_workers(pool, work.cache,
                           graceful=ending_signal() in (None, signal.SIGINT))
@@ -561,7 +555,7 @@ def _stop_workers(pool: ProcessPoolExecutor, cache: Path, *, graceful: bool) -> 
     """The way out of an interrupted or failed pool. ``graceful`` (Ctrl-C, a failure): the
     clips being extracted finish, no others start. Otherwise (SIGTERM, SIGHUP, or a second
     signal while waiting), the workers are killed (they keep the ending signals blocked, see
-    :func:`_submit`) and the temporary files of the cache writes they were in are removed."""
+    :func:`_start_workers`) and the temporary files of the cache writes they were in are removed."""
     try:
         if graceful:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -581,27 +575,58 @@ def _workers(pool: ProcessPoolExecutor) -> list:
     return list((getattr(pool, "_processes", None) or {}).values())
 
 
-def _submit(pool: ProcessPoolExecutor, todo: list[Clip], work: _Work) -> dict:
-    """Futures of every clip. Ctrl-C, SIGTERM and SIGHUP are the parent's to handle: the workers
-    are started (by the first submissions) with those signals blocked, which they keep for
-    life, so that one sent to the whole process group (a terminal does that) never interrupts
-    a worker mid-import with a traceback; one arriving meanwhile reaches the parent as soon as
-    they are started. The parent stops the workers on its way out (:func:`_stop_workers`), and
-    each worker dies with its parent (:func:`_die_with_parent`)."""
-    def submit(clip: Clip):
-        return pool.submit(_work, clip, str(work.cache), work.fingerprint)
+IN_FLIGHT_PER_WORKER = 2
+"""Clips submitted to the pool and not yet returned, per worker process."""
 
-    first = todo[: work.workers]
+
+def _results(pool: ProcessPoolExecutor, todo: list[Clip], work: _Work):
+    """Yield every clip's ``_work`` result as the workers return them. A few clips per worker
+    are in flight at a time, and each finished future reaches this thread through a queue, not
+    ``as_completed``: that one holds the lock of every pending future while it scans them (with
+    a corpus of 100,000 clips, most of the time), and a signal landing then left a lock held
+    that the pool's shutdown waited on for ever."""
+    finished: queue.SimpleQueue = queue.SimpleQueue()
+    in_flight: dict[Any, Clip] = {}
+    waiting = iter(todo)
+
+    def submit(clip: Clip) -> None:
+        future = pool.submit(_work, clip, str(work.cache), work.fingerprint)
+        in_flight[future] = clip
+        future.add_done_callback(finished.put)
+
+    _start_workers(lambda: [submit(c) for c in itertools.islice(waiting, work.workers)])
+    for clip in itertools.islice(waiting, (IN_FLIGHT_PER_WORKER - 1) * work.workers):
+        submit(clip)
+    while in_flight:
+        future = finished.get()
+        clip = in_flight.pop(future)
+        try:
+            result = future.result()
+        except BrokenProcessPool:
+            raise MsakitError(
+                f"a worker process died (clip '{clip.id}' or one beside it); the clips done so "
+                "far are cached: run the same command with --resume"
+            ) from None
+        for following in itertools.islice(waiting, 1):
+            submit(following)
+        yield result
+
+
+def _start_workers(submit_first: Callable[[], object]) -> None:
+    """Run ``submit_first``, whose submissions start the workers, with Ctrl-C, SIGTERM and
+    SIGHUP blocked: the workers keep them blocked for life, so that one sent to the whole
+    process group (a terminal does that) never interrupts a worker mid-import with a traceback;
+    one arriving meanwhile reaches the parent as soon as they are started. The parent stops the
+    workers on its way out (:func:`_stop_workers`), and each worker dies with its parent
+    (:func:`_die_with_parent`)."""
     if threading.current_thread() is threading.main_thread() and hasattr(signal, "pthread_sigmask"):
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, _ENDING_SIGNALS)
         try:
-            futures = {submit(clip): clip for clip in first}
+            submit_first()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
     else:
-        futures = {submit(clip): clip for clip in first}
-    futures.update({submit(clip): clip for clip in todo[len(first):]})
-    return futures
+        submit_first()
 
 
 def _progress(total: int, initial: int, enabled: bool):
