@@ -797,7 +797,7 @@ CASES = [
     ("train-config-width-negative", lambda w: _rerun(w, w.extras["config_common_dim"]), 2,
      "common_dim must be at least 1, got -4"),
     ("train-config-seeds-word", lambda w: _rerun(w, w.extras["config_seeds"]), 2,
-     r"seed abc is not an integer in \[0, 2\^32\)"),
+     r"config_seeds\.yaml: seeds\[0\]: expected int, got str 'abc'"),
     ("train-config-unknown-model", lambda w: _rerun(w, w.extras["config_model"]), 2,
      "unknown model 'nope'"),
     ("train-label-range-reversed", lambda w: _train(w, "--label-range", "3", "-3",
