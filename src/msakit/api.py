@@ -448,7 +448,8 @@ def _check_resume_config(out: Path, config: RunConfig) -> dict[str, Any] | None:
     defaults = RunConfig(model_name=config.model_name, dataset=config.dataset).to_dict()
     old = flat({**{k: v for k, v in defaults.items() if k != "model"}, **started})
     new = flat(load_yaml(config.to_yaml()))
-    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    changed = sorted((str(k) for k in old.keys() | new.keys() if old.get(k) != new.get(k)),
+                     key=str)  # a hand-edited config.yaml may hold keys that are no strings
     if changed:
         raise MsakitError(
             f"{path}: the run was started with other settings ({', '.join(changed)}); resume "

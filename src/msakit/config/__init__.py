@@ -247,6 +247,14 @@ SEED_LIMIT = 2**32
 """Seeds are in [0, 2^32): NumPy's legacy seeding takes no more."""
 
 
+def _rate(key: str, raw: str) -> float:
+    """A learning rate or weight decay given as ``--set`` (or a config's group): a number."""
+    value = _coerce(key, raw, 0.0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise MsakitError(f"--set {key}={str(raw)[:40]}: expected a number")
+    return float(value)
+
+
 def _coerce(key: str, raw: str, current: Any) -> Any:
     try:
         value = load_yaml(raw)
@@ -312,10 +320,9 @@ def apply_overrides(config: RunConfig, overrides: list[str] | dict[str, Any]) ->
             group_key, group = key.split(".", 1)
             if group_key not in ("lr", "weight_decay") or group not in GROUPS:
                 raise MsakitError(f"--set {key}: unknown key (groups are {', '.join(GROUPS)})")
-            data[group_key][group] = float(_coerce(key, raw, 0.0))
+            data[group_key][group] = _rate(key, raw)
         elif key in ("lr", "weight_decay"):
-            value = float(_coerce(key, raw, 0.0))
-            data[key] = dict.fromkeys(GROUPS, value)
+            data[key] = dict.fromkeys(GROUPS, _rate(key, raw))
         elif key in top:
             data[key] = _coerce(key, raw, data[key])
         elif key in data["model"]:

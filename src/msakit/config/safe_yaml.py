@@ -72,8 +72,13 @@ def load_yaml(text: str | bytes) -> Any:
     loader = _Loader(text)
     try:
         return loader.get_single_data()
-    except ValueError as exc:  # e.g. an integer of more digits than Python converts
-        raise YamlRefused(f"a value cannot be read ({str(exc)[:100]})") from None
+    except yaml.YAMLError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - PyYAML's constructors raise what they raise
+        # (ValueError for an integer of more digits than Python converts, IndexError for some
+        # malformed tagged scalars, found by fuzzing): the parser's one boundary says so here.
+        raise YamlRefused(f"a value cannot be read ({type(exc).__name__}: "
+                          f"{str(exc)[:100]})") from None
     finally:
         loader.dispose()
 
