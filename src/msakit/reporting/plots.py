@@ -123,6 +123,9 @@ _CURVE_KEYS = ("train_task_loss", "valid_loss", "train_contrastive_loss", "valid
                "valid_Corr", "valid_Has0_acc_2", "valid_Non0_acc_2", "valid_Mult_acc_2",
                "valid_Mult_acc_5", "valid_Mult_acc_7")
 _MAX_EPOCH = 10**9
+_MAX_CURVE_VALUE = 1e30
+"""Beyond this a loss or metric is no training's (a diverged run stops with NaN first), and
+matplotlib cannot place ticks on an axis that wide (-1e308 raised in its ticker: fuzzing)."""
 
 
 def _epoch(f: Path, index: int, record: Any) -> dict[str, Any]:
@@ -144,9 +147,16 @@ def _epoch(f: Path, index: int, record: Any) -> dict[str, Any]:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise MsakitError(f"{where}: {key!r} is {_short(value)}, not a number")
         try:
-            clean[key] = float(value)
+            number = float(value)
         except OverflowError:
             raise MsakitError(f"{where}: {key!r} is too large a number") from None
+        if math.isnan(number):  # JSON's NaN: a gap, as null
+            clean[key] = number
+            continue
+        if not abs(number) <= _MAX_CURVE_VALUE:  # also JSON's Infinity
+            raise MsakitError(f"{where}: {key!r} is {_short(value)}, not a value a training "
+                              f"history holds (|x| <= {_MAX_CURVE_VALUE:g})")
+        clean[key] = number
     return clean
 
 
