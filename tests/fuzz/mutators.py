@@ -158,8 +158,12 @@ def _scaled(value: Any, rng: random.Random) -> Any:
     if isinstance(value, bool):
         return not value
     if isinstance(value, (int, float)):
+        try:
+            as_float = float(value)
+        except OverflowError:  # an int beyond float's range (grown by earlier mutations)
+            as_float = math.inf
         return rng.choice((value * 10**rng.randrange(1, 30), -value, value + 1, value - 1,
-                           float(value), math.nan))
+                           as_float, math.nan))
     if isinstance(value, str):
         return rng.choice((value * 50, value[::-1], value.upper(), value + "\x00", ""))
     if isinstance(value, list) and value:
