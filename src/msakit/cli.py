@@ -403,10 +403,7 @@ def _extract(args: argparse.Namespace) -> int:
     sizes = " / ".join(str(result.counts[s]) for s in ("train", "valid", "test"))
     print(f"wrote {result.out} ({sizes} train/valid/test clips; {result.extracted} extracted, "
           f"{result.cached} from the cache, {len(result.asr)} texts from ASR)")
-    if result.failures:
-        print(f"{len(result.failures)} clip(s) failed, listed in {failures_path(result.out)}",
-              file=sys.stderr)
-    return min(len(result.failures), 99)
+    return _failures_status(len(result.failures), "clip", failures_path(result.out))
 
 
 @command("analyze")
@@ -427,10 +424,15 @@ def _analyze(args: argparse.Namespace) -> int:
         print(f"{video}: {folder}/timeline.{args.format}, {folder}/timeline.png")
     print(f"{len(result.timelines)} timeline(s), {result.utterances} utterances in {result.out} "
           f"({result.analyzed} analyzed, {result.cached} from an earlier run)")
-    if result.failures:
-        print(f"{len(result.failures)} video(s) failed, listed in {result.out / FAILURES}",
-              file=sys.stderr)
-    return min(len(result.failures), 99)
+    return _failures_status(len(result.failures), "video", result.out / FAILURES)
+
+
+def _failures_status(count: int, what: str, listed: os.PathLike) -> int:
+    """The exit status of a command that went on past failed items (their number, at most 99),
+    after one line naming the file that lists them."""
+    if count:
+        print(f"{count} {what}(s) failed, listed in {listed}", file=sys.stderr)
+    return min(count, 99)
 
 
 @command("merge")
