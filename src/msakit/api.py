@@ -125,7 +125,9 @@ def build_config(
     """The named preset (``paper``, or one the model declares, e.g. CLGSI's ``authors``) of
     (model, dataset) with the command line's choices applied; ``base`` (a saved run's
     configuration, :func:`msakit.rerun.load_run_config`) replaces the preset."""
-    config = copy.deepcopy(base) if base is not None else named_preset(model, dataset, preset)
+    # One configuration, typed layers in order (preset, flags, --set), checked once at the end.
+    config = copy.deepcopy(base) if base is not None else named_preset(model, dataset, preset,
+                                                                       check=False)
     if text_encoder is not None:
         config.text_encoder = text_encoder
     if seeds is not None:  # types checked (checked_arguments); [] is "no seed given"
@@ -560,12 +562,7 @@ def _describe_checkpoint(path: Path, state: Any) -> tuple[RunConfig, Dims, dict[
                for k, v in state["model"].items()):
         raise MsakitError(f"{path}: 'model' is not a mapping of names to tensors")
     try:
-        config = RunConfig.from_dict(state["config"])
-        if not isinstance(config.model, dict) or not isinstance(config.model_name, str):
-            raise TypeError("model settings")
-        from msakit.config import validate
-
-        validate(config)
+        config = RunConfig.from_dict(state["config"])  # typed and checked once
         dims = Dims(**state["dims"])
         if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
                    for k, v in dims.to_dict().items() if not (k == "text_dim" and v is None)):

@@ -182,7 +182,7 @@ def bench(
     trainer.prepare()
     timed = _timed_plan(trainer, epochs, max_steps)
     cpu_seconds = _time_steps(trainer, timed, warmup_steps)
-    result = {"model": model, "dataset": config.dataset, "data": str(data), **_measures(
+    result = {"model": model, "dataset": config.dataset.name, "data": str(data), **_measures(
         trainer, cpu_seconds), "overrides": list(overrides or [])}
     if flops:
         result.update(_flops_report(trainer, encoder, timed))

@@ -256,7 +256,7 @@ def tune(
     loaded = load_inputs(config, data)
     sweep.out.mkdir(parents=True, exist_ok=True)
     storage = storage or default_storage(sweep.out)
-    study_name = study or f"msakit-{model}-{config.dataset}"
+    study_name = study or f"msakit-{model}-{config.dataset.name}"
     sweep = dataclasses.replace(sweep, dataset_flags=_dataset_flags(config.spec, sweep.out),
                                 trials_dir=sweep.out / study_folder(study_name))
     with _optuna_logging(quiet):

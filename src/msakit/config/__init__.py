@@ -11,19 +11,20 @@ checked against the field's.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import json
 import reprlib
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
-from msakit.config.datasets import DATASETS, DatasetSpec, resolve_spec
-from msakit.config.model_config import config_class
+from msakit.config.datasets import DATASETS, DatasetSpec, dataset_spec, resolve_spec
+from msakit.config.model_config import ModelConfig, check_settings, config_class, hp
 from msakit.config.safe_yaml import dump_yaml, load_yaml
 from msakit.errors import MsakitError
 
@@ -31,6 +32,11 @@ __all__ = ["DATASETS", "RunConfig", "apply_overrides", "validate", "with_dataset
 GROUPS = ("text", "audio", "vision", "other")
 OPTIMIZERS = ("adamw", "adam")
 SCHEDULES = ("cosine", "linear", "constant", "plateau")
+SAMPLERS = ("random", "bucket")
+DEFAULT_PRESET = "paper"
+"""The preset a run starts from unless ``--preset`` names another."""
+SEED_LIMIT = 2**32
+"""Seeds are in [0, 2^32): NumPy's legacy seeding takes no more."""
 
 
 def groups(text: float, audio: float, vision: float, other: float) -> dict[str, float]:
@@ -67,110 +73,193 @@ def plain(obj: Any) -> Any:
 
 @dataclass
 class RunConfig:
-    """Everything needed to rebuild and retrain a run; saved beside every checkpoint."""
+    """Everything needed to rebuild and retrain a run; saved beside every checkpoint.
+
+    Every run setting is declared once, here, with :func:`hp` (its default, its documentation,
+    its bounds or choices), as a model's hyperparameters are in its
+    :class:`~msakit.config.model_config.ModelConfig`; :meth:`check` checks both with the same
+    function (:func:`~msakit.config.model_config.check_settings`). A new run setting is one
+    field declaration: ``--set``, config.yaml, checkpoints, ``--config`` and ``--resume`` pick
+    it up. ``dataset`` is the data set's :class:`DatasetSpec` and ``model`` the model's typed
+    hyperparameters (its ``ModelConfig`` instance); :meth:`to_dict` writes them as names and
+    mappings (``dataset``, ``dataset_spec`` for a custom one, ``model``), the form config.yaml
+    and checkpoints have always held, and :meth:`from_dict` reads that form back.
+    """
 
     model_name: str
-    dataset: str
-    """A named data set (:data:`msakit.config.datasets.DATASETS`) or ``custom``."""
-    preset: str = "paper"
-    """The named preset the run started from (``--preset``; each model declares its own)."""
-    text_encoder: str | None = None
-    """Hub name, folder or ``minilm``; the presets set the papers' encoder of the data set."""
-    batch_size: int = 64
-    epochs: int = 50
-    """Upper bound on epochs and the horizon of the warm-up + cosine schedule."""
-    early_stop: int = 8
-    """Stop after this many epochs without a better validation MAE."""
-    lr: dict[str, float] = field(default_factory=lambda: dict.fromkeys(GROUPS, 1e-3))
-    weight_decay: dict[str, float] = field(default_factory=lambda: dict.fromkeys(GROUPS, 0.0))
-    warmup: float = 0.1
-    """Share of the schedule's steps spent in linear warm-up."""
-    fractional_warmup: bool = False
-    """False: the warm-up lasts int(warmup x total steps) steps; True: warmup x total steps
-    unrounded, as the authors' CLGSI code passes it to the schedule."""
-    stop_at_horizon: bool = True
-    """False: train past ``epochs`` (the schedule's horizon, where the cosine restarts
-    rising) until early stopping, as the authors' CLGSI code does (``while True``)."""
-    schedule: str = "cosine"
-    """``cosine``, ``linear`` or ``constant`` after the warm-up (per optimizer step), or
-    ``plateau``: the learning rates drop tenfold after ``plateau_patience`` epochs without a
-    lower validation loss (MMSA's MulT: ``ReduceLROnPlateau``; no warm-up)."""
-    plateau_patience: int = 5
-    grad_clip: float = 0.0
-    """Clip the gradients' global L2 norm to this before each step (0 = off)."""
-    clip_value: float = 0.0
-    """Clip every gradient entry to [-v, v] after each backward pass (0 = off): MMSA's
-    ``grad_clip`` (``clip_grad_value_``; MulT 0.6, MISA...)."""
-    optimizer: str = "adamw"
-    """``adamw`` (decoupled weight decay) or ``adam`` (weight decay as an L2 term in the
-    gradient: ``torch.optim.Adam``, what MMSA's baselines use)."""
-    accumulate: int = 1
-    """Batches whose gradients are summed before one optimizer step (MMSA's
-    ``update_epochs``); the schedule counts optimizer steps."""
-    seeds: list[int] = field(default_factory=lambda: list(DEFAULT_SEEDS))
-    dropout: float | None = None
-    """When set (e.g. 0), every dropout probability in the model takes this value."""
-    sampler: str = "random"
-    """'random' (plain shuffled batches, as in both papers' code) or 'bucket' (an opt-in speed
-    setting: batches drawn from length buckets, so cost follows the real lengths; it changes
-    which samples meet in a batch, hence the contrastive pairs and BatchNorm statistics)."""
-    standardize: bool = False
-    """Standardise every audio and vision feature with the training split's per-feature mean
-    and standard deviation (valid frames only; padded frames stay as they are), for features
-    in their own units such as ``msakit extract``'s. The statistics are computed once per run
-    and stored in the model's state, so checkpoints carry them (see
-    :mod:`msakit.data.standardize`). Off: the features reach the model as the file holds them."""
-    bf16: bool = False
-    """bf16 autocast: the same as ``amp=bf16`` (kept for runs and checkpoints that set it)."""
-    amp: str = "off"
-    """Mixed precision: ``off``, ``bf16`` (autocast, CPUs and GPUs) or ``fp16`` (autocast with
-    a gradient scaler, CUDA only); see :mod:`msakit.training.device`."""
-    deterministic: bool = False
-    """PyTorch's deterministic algorithms and cuDNN's deterministic kernels (no autotuning);
-    process-wide, set by the Trainer for the run."""
-    cache_text: bool = True
-    """Cache frozen text-encoder outputs (only used when the text encoder is not trained)."""
-    reuse_memory: bool = False
-    """On CPUs, keep freed buffers in the process for the next step (glibc ``mallopt``, which
-    is process-wide and stays; see :mod:`msakit.training.allocator`). Off in the Python API
-    unless asked; the command line turns it on (:data:`CLI_SETTINGS`)."""
-    fast_dropout: bool = False
-    """On CPUs, the trained model's own dropouts draw their masks with NumPy (same
-    distribution, other draws; see :mod:`msakit.encoders.dropout`). Off in the Python API
-    unless asked; the command line turns it on (:data:`CLI_SETTINGS`)."""
-    allow_vocab_mismatch: bool = False
-    """Train even when the file's token ids do not come from the text encoder's tokenizer
-    (see :func:`msakit.data.tokens.check_vocabulary`)."""
-    init_from: str | None = None
-    """A checkpoint of the same model every seed starts from (``--init-from``; tensors whose
-    shapes differ keep their fresh initialisation, see :mod:`msakit.training.init_from`)."""
-    model: dict[str, Any] = field(default_factory=dict)
-    dataset_spec: dict[str, Any] | None = None
-    """The spec of a ``custom`` data set (:meth:`DatasetSpec.to_dict`); None for named ones."""
-    data: dict[str, Any] | None = None
-    """The content identity of the feature file the run trained on (``file``, ``bytes``,
-    ``blake2b``: :func:`msakit.data.identity.identity`), recorded by run preparation; a
-    ``--resume`` or ``--config`` with a file of other content is refused. None until a run
-    has prepared its data (and in runs written before msakit recorded it)."""
+    dataset: DatasetSpec
+    """The data set's spec (a name given here is looked up: :func:`dataset_spec`)."""
+    preset: str = hp(DEFAULT_PRESET, "The named preset the run started from (``--preset``; "
+                     "each model declares its own).")
+    text_encoder: str | None = hp(None, "Hub name, folder or ``minilm``; the presets set the "
+                                  "papers' encoder of the data set.")
+    batch_size: int = hp(64, "Samples per batch (over all ranks).", low=1)
+    epochs: int = hp(50, "Upper bound on epochs and the horizon of the warm-up + cosine "
+                     "schedule.", low=1)
+    early_stop: int = hp(8, "Stop after this many epochs without a better validation MAE.",
+                         low=1)
+    lr: dict[str, float] = hp(lambda: dict.fromkeys(GROUPS, 1e-3),
+                              "Learning rate of each parameter group.", above=0.0)
+    weight_decay: dict[str, float] = hp(lambda: dict.fromkeys(GROUPS, 0.0),
+                                        "Weight decay of each parameter group.", low=0.0)
+    warmup: float = hp(0.1, "Share of the schedule's steps spent in linear warm-up.",
+                       low=0.0, high=1.0)
+    fractional_warmup: bool = hp(
+        False, "False: the warm-up lasts int(warmup x total steps) steps; True: warmup x total "
+        "steps unrounded, as the authors' CLGSI code passes it to the schedule.")
+    stop_at_horizon: bool = hp(
+        True, "False: train past ``epochs`` (the schedule's horizon, where the cosine restarts "
+        "rising) until early stopping, as the authors' CLGSI code does (``while True``).")
+    schedule: str = hp(
+        "cosine", "``cosine``, ``linear`` or ``constant`` after the warm-up (per optimizer "
+        "step), or ``plateau``: the learning rates drop tenfold after ``plateau_patience`` "
+        "epochs without a lower validation loss (MMSA's MulT: ``ReduceLROnPlateau``; no "
+        "warm-up).", choices=SCHEDULES)
+    plateau_patience: int = hp(5, "Epochs without a lower validation loss before "
+                               "``schedule=plateau`` drops the learning rates.", low=0)
+    grad_clip: float = hp(0.0, "Clip the gradients' global L2 norm to this before each step "
+                          "(0 = off).", low=0.0)
+    clip_value: float = hp(
+        0.0, "Clip every gradient entry to [-v, v] after each backward pass (0 = off): MMSA's "
+        "``grad_clip`` (``clip_grad_value_``; MulT 0.6, MISA...).", low=0.0)
+    optimizer: str = hp(
+        "adamw", "``adamw`` (decoupled weight decay) or ``adam`` (weight decay as an L2 term in "
+        "the gradient: ``torch.optim.Adam``, what MMSA's baselines use).", choices=OPTIMIZERS)
+    accumulate: int = hp(
+        1, "Batches whose gradients are summed before one optimizer step (MMSA's "
+        "``update_epochs``); the schedule counts optimizer steps.", low=1)
+    seeds: list[int] = hp(lambda: list(DEFAULT_SEEDS), "One training per seed.", low=0,
+                          high=SEED_LIMIT)
+    dropout: float | None = hp(None, "When set (e.g. 0), every dropout probability in the "
+                               "model takes this value.", low=0.0, high=1.0)
+    sampler: str = hp(
+        "random", "'random' (plain shuffled batches, as in both papers' code) or 'bucket' (an "
+        "opt-in speed setting: batches drawn from length buckets, so cost follows the real "
+        "lengths; it changes which samples meet in a batch, hence the contrastive pairs and "
+        "BatchNorm statistics).", choices=SAMPLERS)
+    standardize: bool = hp(
+        False, "Standardise every audio and vision feature with the training split's "
+        "per-feature mean and standard deviation (valid frames only; padded frames stay as "
+        "they are), for features in their own units such as ``msakit extract``'s. The "
+        "statistics are computed once per run and stored in the model's state, so checkpoints "
+        "carry them (see :mod:`msakit.data.standardize`). Off: the features reach the model as "
+        "the file holds them.")
+    bf16: bool = hp(False, "bf16 autocast: the same as ``amp=bf16`` (kept for runs and "
+                    "checkpoints that set it).")
+    amp: str = hp("off", "Mixed precision: ``off``, ``bf16`` (autocast, CPUs and GPUs) or "
+                  "``fp16`` (autocast with a gradient scaler, CUDA only); see "
+                  ":mod:`msakit.training.device`.", choices=AMP_MODES)
+    deterministic: bool = hp(
+        False, "PyTorch's deterministic algorithms and cuDNN's deterministic kernels (no "
+        "autotuning); process-wide, set by the Trainer for the run.")
+    cache_text: bool = hp(True, "Cache frozen text-encoder outputs (only used when the text "
+                          "encoder is not trained).")
+    reuse_memory: bool = hp(
+        False, "On CPUs, keep freed buffers in the process for the next step (glibc "
+        "``mallopt``, which is process-wide and stays; see :mod:`msakit.training.allocator`). "
+        "Off in the Python API unless asked; the command line turns it on (CLI_SETTINGS).")
+    fast_dropout: bool = hp(
+        False, "On CPUs, the trained model's own dropouts draw their masks with NumPy (same "
+        "distribution, other draws; see :mod:`msakit.encoders.dropout`). Off in the Python API "
+        "unless asked; the command line turns it on (CLI_SETTINGS).")
+    allow_vocab_mismatch: bool = hp(
+        False, "Train even when the file's token ids do not come from the text encoder's "
+        "tokenizer (see :func:`msakit.data.tokens.check_vocabulary`).")
+    init_from: str | None = hp(
+        None, "A checkpoint of the same model every seed starts from (``--init-from``; tensors "
+        "whose shapes differ keep their fresh initialisation, see "
+        ":mod:`msakit.training.init_from`).")
+    model: ModelConfig = hp(None, "The model's typed hyperparameters (its ModelConfig; the "
+                            "defaults when not given).")
+    data: dict[str, Any] | None = hp(
+        None, "The content identity of the feature file the run trained on (``file``, "
+        "``bytes``, ``blake2b``: :func:`msakit.data.identity.identity`), recorded by run "
+        "preparation; a ``--resume`` or ``--config`` with a file of other content is refused. "
+        "None until a run has prepared its data (and in runs written before msakit recorded "
+        "it).")
+
+    def __post_init__(self) -> None:
+        # Typed from here on: a name becomes its spec, a mapping the model's ModelConfig.
+        if not isinstance(self.dataset, DatasetSpec):
+            self.dataset = dataset_spec(self.dataset)
+        if not isinstance(self.model, ModelConfig):
+            self.model = _model_settings(self.model_name, self.model)
 
     @property
     def spec(self) -> DatasetSpec:
-        """The data set's :class:`~msakit.config.datasets.DatasetSpec`."""
-        return resolve_spec(self.dataset, self.dataset_spec)
+        """The data set's :class:`~msakit.config.datasets.DatasetSpec` (``dataset``)."""
+        return self.dataset
+
+    def check(self) -> None:
+        """The run's one check: every run setting and every model hyperparameter against its
+        declaration (:func:`check_settings`), then the constraints between settings."""
+        check_settings(self)
+        if type(self.model) is not config_class(self.model_name):
+            raise MsakitError(f"model: expected the hyperparameters of {self.model_name}, got "
+                              f"{type(self.model).__name__}")
+        self.model.check()
+        amp_mode(self.amp, self.bf16)  # bf16=true and amp=fp16 contradict each other
+        if self.amp == "fp16" and (self.accumulate > 1 or self.clip_value > 0):
+            raise MsakitError("amp=fp16 (a scaled loss) cannot be combined with accumulate > 1 "
+                              "or clip_value; use amp=bf16 or off")
+        for key in ("lr", "weight_decay"):
+            given = getattr(self, key)
+            if set(given) != set(GROUPS):
+                raise MsakitError(f"{key}: expected the groups {', '.join(GROUPS)}, got "
+                                  f"{', '.join(map(str, given)) or 'none'}")
+        if not self.seeds:
+            raise MsakitError("no seed given")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise MsakitError(f"seeds repeat: {' '.join(map(str, self.seeds))}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The plain form config.yaml and checkpoints hold: the data set by name (and
+        ``dataset_spec``, a custom spec's mapping, else null), the model's hyperparameters as
+        a mapping."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "dataset":
+                value = value.name
+            elif f.name == "model":
+                value = value.to_dict()
+            out[f.name] = copy.deepcopy(value)
+        out["dataset_spec"] = self.dataset.to_dict() if self.dataset.is_custom else None
+        out["data"] = out.pop("data")  # the order config.yaml has always had
+        return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        """The config of a plain mapping (a checkpoint's, a preset's, ``--set``'s result):
-        keys that are not settings are ignored; every value must be of its field's type
-        (:func:`_typed_setting`), else one ``MsakitError`` naming the key."""
+    def from_dict(cls, data: dict[str, Any], *, check: bool = True) -> RunConfig:
+        """The config of a plain mapping (a checkpoint's, a config.yaml's, in the form
+        :meth:`to_dict` writes): keys that are not settings are ignored; every value must be of
+        its field's type (:func:`_typed_setting`), and with ``check`` pass :meth:`check`, else
+        one ``MsakitError`` naming the key."""
         hints = _setting_types()
-        return cls(**{k: _typed_setting(k, v, hints[k]) for k, v in data.items() if k in hints})
+        values = {k: _typed_setting(k, v, hints[k]) for k, v in data.items()
+                  if k in hints and k not in ("model_name", "dataset", "model")}
+        name, dataset = data.get("model_name"), data.get("dataset")
+        for key, value in (("model_name", name), ("dataset", dataset)):
+            if not isinstance(value, str):
+                raise MsakitError(f"{key}: expected a name, got {reprlib.repr(value)}")
+        config = cls(model_name=name, dataset=resolve_spec(dataset, data.get("dataset_spec")),
+                     model=_model_settings(name, data.get("model")), **values)
+        if check:
+            config.check()
+        return config
 
     def to_yaml(self) -> str:
         return dump_yaml(self.to_dict(), sort_keys=False)
+
+
+def _model_settings(model: str, values: Any) -> ModelConfig:
+    """``model``'s typed hyperparameters from a mapping (None: the defaults), unchecked."""
+    kind = config_class(model)
+    if kind is None:
+        raise MsakitError(f"unknown model {model!r}")
+    if values is not None and not isinstance(values, dict):
+        raise MsakitError(f"model: expected a mapping of {model}'s hyperparameters, got "
+                          f"{type(values).__name__}")
+    return kind.from_dict(values, check=False)
 
 
 @functools.cache
@@ -243,8 +332,6 @@ FLAG_KEYS = {
     "init_from": "--init-from",
     "data": "--data",
 }
-SEED_LIMIT = 2**32
-"""Seeds are in [0, 2^32): NumPy's legacy seeding takes no more."""
 
 
 def _rate(key: str, raw: str) -> float:
@@ -301,12 +388,13 @@ def apply_overrides(config: RunConfig, overrides: list[str] | dict[str, Any]) ->
     """Apply ``key=value`` overrides; ``lr.text=1e-5`` reaches into a group dict.
 
     Keys are RunConfig fields, ``lr.G`` / ``weight_decay.G`` for a group G, or a key of the
-    model's hyperparameters (``gamma=0.5``, ``fusion=add``). Unknown keys are an error.
+    model's hyperparameters (``gamma=0.5``, ``fusion=add``). Unknown keys are an error. The
+    result is a new configuration (:func:`dataclasses.replace`), checked once
+    (:meth:`RunConfig.check`).
     """
     items = overrides.items() if isinstance(overrides, dict) else [_split(o) for o in overrides]
-    data = config.to_dict()
-    top = {f.name for f in dataclasses.fields(RunConfig)} - {"model", "lr", "weight_decay"}
-    top.discard("preset")  # recorded, not set: --preset applies the named preset's values
+    run: dict[str, Any] = {}
+    model: dict[str, Any] = {}
     for key, raw in items:
         if key in FLAG_KEYS:
             raise MsakitError(
@@ -316,23 +404,33 @@ def apply_overrides(config: RunConfig, overrides: list[str] | dict[str, Any]) ->
             raise MsakitError("--set preset: choose a named preset with --preset NAME instead")
         if not isinstance(raw, str):
             raw = yaml.safe_dump(raw, default_flow_style=True).strip().removesuffix("...").strip()
-        if "." in key:
-            group_key, group = key.split(".", 1)
-            if group_key not in ("lr", "weight_decay") or group not in GROUPS:
-                raise MsakitError(f"--set {key}: unknown key (groups are {', '.join(GROUPS)})")
-            data[group_key][group] = _rate(key, raw)
-        elif key in ("lr", "weight_decay"):
-            data[key] = dict.fromkeys(GROUPS, _rate(key, raw))
-        elif key in top:
-            data[key] = _coerce(key, raw, data[key])
-        elif key in data["model"]:
-            data["model"][key] = _coerce_model(config.model_name, key, raw, data["model"][key])
-        else:
-            valid = sorted(top | {"lr", "weight_decay"} | set(data["model"]))
-            raise MsakitError(f"--set {key}: unknown key; valid keys: {', '.join(valid)}")
-    new = RunConfig.from_dict(data)
-    validate(new)
+        _override(config, key, raw, run=run, model=model)
+    new = dataclasses.replace(config, **run, model=config.model.updated(model))
+    new.check()
     return new
+
+
+def _override(
+    config: RunConfig, key: str, raw: str, *, run: dict[str, Any], model: dict[str, Any]
+) -> None:
+    """One ``--set key=raw``, typed by its field, into ``run`` (run settings) or ``model``."""
+    top = set(_setting_types()) - {"model", "lr", "weight_decay", "preset", *FLAG_KEYS}
+    fields = set(config.model.to_dict())
+    if "." in key:
+        group_key, group = key.split(".", 1)
+        if group_key not in ("lr", "weight_decay") or group not in GROUPS:
+            raise MsakitError(f"--set {key}: unknown key (groups are {', '.join(GROUPS)})")
+        run[group_key] = {**run.get(group_key, getattr(config, group_key)),
+                          group: _rate(key, raw)}
+    elif key in ("lr", "weight_decay"):
+        run[key] = dict.fromkeys(GROUPS, _rate(key, raw))
+    elif key in top:
+        run[key] = _coerce(key, raw, getattr(config, key))
+    elif key in fields:
+        model[key] = _coerce_model(config.model_name, key, raw, getattr(config.model, key))
+    else:
+        valid = sorted(top | {"lr", "weight_decay"} | fields)
+        raise MsakitError(f"--set {key}: unknown key; valid keys: {', '.join(valid)}")
 
 
 def _coerce_model(model: str, key: str, raw: str, current: Any) -> Any:
@@ -352,63 +450,20 @@ def _split(item: str) -> tuple[str, str]:
 
 
 def validate(config: RunConfig) -> None:
-    """Reject settings that cannot run, with one clear line."""
-    resolve_spec(config.dataset, config.dataset_spec)  # named, or custom with a valid spec
-    if config.batch_size < 1:
-        raise MsakitError(f"batch size must be at least 1, got {config.batch_size}")
-    if config.epochs < 1:
-        raise MsakitError(f"epochs must be at least 1, got {config.epochs}")
-    if config.sampler not in ("random", "bucket"):
-        raise MsakitError(f"sampler must be 'random' or 'bucket', got {config.sampler!r}")
-    amp_mode(config.amp, config.bf16)  # a known mode, not contradicting bf16
-    if config.schedule not in SCHEDULES:
-        raise MsakitError(f"schedule must be {', '.join(SCHEDULES)}, got {config.schedule!r}")
-    if config.plateau_patience < 0:
-        raise MsakitError(f"plateau_patience must be >= 0, got {config.plateau_patience}")
-    if not 0.0 <= config.warmup < 1.0:
-        raise MsakitError(f"warmup is a share of the steps in [0, 1), got {config.warmup}")
-    if config.dropout is not None and not 0.0 <= config.dropout < 1.0:
-        raise MsakitError(f"dropout must be in [0, 1), got {config.dropout}")
-    if config.early_stop < 1:
-        raise MsakitError(f"early_stop must be at least 1, got {config.early_stop}")
-    if not config.grad_clip >= 0:
-        raise MsakitError(f"grad_clip must be >= 0 (0 = off), got {config.grad_clip}")
-    if not config.clip_value >= 0:
-        raise MsakitError(f"clip_value must be >= 0 (0 = off), got {config.clip_value}")
-    if config.optimizer not in OPTIMIZERS:
-        raise MsakitError(f"optimizer must be {' or '.join(OPTIMIZERS)}, got {config.optimizer!r}")
-    if isinstance(config.accumulate, bool) or not config.accumulate >= 1:
-        raise MsakitError(f"accumulate must be at least 1, got {config.accumulate}")
-    if config.amp == "fp16" and (config.accumulate > 1 or config.clip_value > 0):
-        raise MsakitError("amp=fp16 (a scaled loss) cannot be combined with accumulate > 1 "
-                          "or clip_value; use amp=bf16 or off")
-    for group in GROUPS:
-        lr, wd = config.lr.get(group), config.weight_decay.get(group)
-        if not isinstance(lr, (int, float)) or not 0 < lr < float("inf"):
-            raise MsakitError(f"lr.{group} must be a number > 0, got {lr}")
-        if not isinstance(wd, (int, float)) or not 0 <= wd < float("inf"):
-            raise MsakitError(f"weight_decay.{group} must be a number >= 0, got {wd}")
-    if not config.seeds:
-        raise MsakitError("no seed given")
-    for seed in config.seeds:
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
-            raise MsakitError(f"seed {seed} is not an integer in [0, 2^32)")
-    if len(set(config.seeds)) != len(config.seeds):
-        raise MsakitError(f"seeds repeat: {' '.join(map(str, config.seeds))}")
-    model_config = config_class(config.model_name)
-    if model_config is not None:  # a model's file declares it; the builder checks again
-        model_config.from_dict(config.model)
+    """Reject settings that cannot run, with one clear line (:meth:`RunConfig.check`)."""
+    config.check()
 
 
 def with_dataset(config: RunConfig, spec: DatasetSpec) -> RunConfig:
-    """``config`` set to the data set ``spec``: its name, its spec when custom (recorded in
-    config.yaml and checkpoints), a custom spec's text encoder, and its label scale H for a
-    model hyperparameter named ``label_scale`` (the scale a loss maps labels to [-1, 1] with;
-    named presets and ``--set`` applied afterwards may change it)."""
-    config.dataset = spec.name
-    config.dataset_spec = spec.to_dict() if spec.is_custom else None
-    if spec.is_custom:
-        config.text_encoder = spec.text_encoder
-    if "label_scale" in config.model:
-        config.model["label_scale"] = float(spec.label_scale)
-    return config
+    """``config`` set to the data set ``spec`` (recorded in config.yaml and checkpoints): a
+    custom spec's text encoder replaces the preset's (a model without a text encoder, which
+    reads the file's precomputed text features, stays without one), and its label scale H
+    sets a model hyperparameter named ``label_scale`` (the scale a loss maps labels to [-1, 1]
+    with; named presets and ``--set`` applied afterwards may change it)."""
+    encoder = config.text_encoder
+    if spec.is_custom and encoder is not None:
+        encoder = spec.text_encoder
+    scale = {"label_scale": float(spec.label_scale)} if hasattr(config.model, "label_scale") \
+        else {}
+    return dataclasses.replace(config, dataset=spec, text_encoder=encoder,
+                               model=config.model.updated(scale))

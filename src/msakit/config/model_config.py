@@ -25,12 +25,14 @@ import dataclasses
 import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from msakit.errors import MsakitError
 
 _CONFIGS: dict[str, type[ModelConfig]] = {}
+_FINDERS: list[Callable[[], None]] = []
 
 
 def hp(
@@ -39,17 +41,52 @@ def hp(
     *,
     low: float | None = None,
     high: float | None = None,
+    above: float | None = None,
     choices: tuple[Any, ...] | None = None,
 ) -> Any:
-    """A documented hyperparameter: ``low <= value`` and ``value < high`` (when given), or one of
-    ``choices``. A ``float`` field with ``high=1.0`` and ``low=0.0`` is a probability in [0, 1)."""
-    meta = {"doc": doc, "low": low, "high": high, "choices": choices}
+    """A documented setting: ``low <= value``, ``value > above`` and ``value < high`` (when
+    given), or one of ``choices``. A ``float`` field with ``high=1.0`` and ``low=0.0`` is a
+    probability in [0, 1). The bounds apply to every value of a list or a mapping. A callable
+    ``default`` (``list``, ``lambda: [...]``) is a factory: each instance gets a fresh value.
+
+    Model hyperparameters (:class:`ModelConfig`) and run settings
+    (:class:`msakit.config.RunConfig`) are both declared with it and checked by one function,
+    :func:`check_settings`."""
+    meta = {"doc": doc, "low": low, "high": high, "above": above, "choices": choices}
+    if callable(default):
+        return dataclasses.field(default_factory=default, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
 
 
+def check_settings(settings: Any, owner: str = "") -> None:
+    """The one check of declared settings: every field of the dataclass ``settings`` against
+    its :func:`hp` bounds and choices (one ``MsakitError`` naming ``owner`` and the field)."""
+    for f in dataclasses.fields(settings):
+        _check_field(owner, f, getattr(settings, f.name))
+
+
+def describe_settings(cls: type) -> dict[str, str]:
+    """{field: its documentation} of a dataclass declared with :func:`hp`."""
+    return {f.name: f.metadata.get("doc", "") for f in dataclasses.fields(cls)}
+
+
 def config_class(model: str) -> type[ModelConfig] | None:
-    """The ModelConfig class registered for ``model`` (None when no such model is loaded)."""
+    """The ModelConfig class registered for ``model`` (None when no such model is known).
+
+    A name not registered yet asks the finders (:func:`add_config_finder`: the model registry
+    adds the import of its built-in models) before answering None."""
+    if model not in _CONFIGS:
+        for find in _FINDERS:
+            find()
     return _CONFIGS.get(model)
+
+
+def add_config_finder(find: Callable[[], None]) -> None:
+    """``find()`` registers more configs (imports model files); called for an unknown name.
+    The layer above (:mod:`msakit.models.registry`) adds its loader, so that this layer reads
+    a run's model settings by name without importing the models."""
+    if find not in _FINDERS:
+        _FINDERS.append(find)
 
 
 @dataclass
@@ -66,10 +103,14 @@ class ModelConfig:
 
     # ------------------------------------------------------------------ reading and writing
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | ModelConfig | None = None) -> ModelConfig:
-        """The config from a plain mapping (missing keys take their defaults), checked."""
+    def from_dict(
+        cls, data: dict[str, Any] | ModelConfig | None = None, *, check: bool = True
+    ) -> ModelConfig:
+        """The config from a plain mapping (missing keys take their defaults), typed and, with
+        ``check``, checked. An instance of this class is returned as it is: it was checked
+        where it was made (a run's configuration checks its model's once,
+        :meth:`msakit.config.RunConfig.check`)."""
         if isinstance(data, cls):
-            data.check()
             return data
         if isinstance(data, ModelConfig):
             data = data.to_dict()
@@ -84,11 +125,27 @@ class ModelConfig:
         hints = typing.get_type_hints(cls)
         values = {k: _typed(cls.model, k, v, hints[k]) for k, v in data.items()}
         config = cls(**values)
-        config.check()
+        if check:
+            config.check()
         return config
+
+    def updated(self, changes: dict[str, Any]) -> ModelConfig:
+        """A copy with ``changes`` (a preset layer, ``--set`` values) typed as the fields are
+        (:func:`dataclasses.replace`); unchecked: the run's configuration checks it once."""
+        if not changes:
+            return self
+        return type(self).from_dict({**self.to_dict(), **changes}, check=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def __getitem__(self, key: str) -> Any:
+        """A hyperparameter read by name, as the plain mapping of earlier versions was (tests
+        and notebooks; msakit's own code reads attributes). Read-only: a change is a new
+        config (:meth:`updated`)."""
+        if not isinstance(key, str) or key not in self.__dataclass_fields__:
+            raise KeyError(key)
+        return getattr(self, key)
 
     @classmethod
     def field_type(cls, name: str) -> Any:
@@ -98,13 +155,12 @@ class ModelConfig:
     @classmethod
     def describe(cls) -> dict[str, str]:
         """{field: its documentation}, for ``--help`` and docs."""
-        return {f.name: f.metadata.get("doc", "") for f in dataclasses.fields(cls)}
+        return describe_settings(cls)
 
     # ------------------------------------------------------------------ checks
     def check(self) -> None:
         """Ranges and choices of every field, then :meth:`check_combination`."""
-        for f in dataclasses.fields(self):
-            _check_field(self.model or type(self).__name__, f, getattr(self, f.name))
+        check_settings(self, self.model or type(self).__name__)
         self.check_combination()
 
     def check_combination(self) -> None:
@@ -147,23 +203,37 @@ def _typed(model: str, key: str, value: Any, annotation: Any) -> Any:
     raise MsakitError(f"{model} {key}: expected {names}, got {value!r}")
 
 
-def _check_field(model: str, f: dataclasses.Field, value: Any) -> None:
-    meta = f.metadata
-    choices, low, high = meta.get("choices"), meta.get("low"), meta.get("high")
+def _check_field(owner: str, f: dataclasses.Field, value: Any) -> None:
+    """One field's value (each value of a list or mapping) against its :func:`hp` metadata."""
+    name = f"{owner} {f.name}" if owner else f.name
+    if isinstance(value, dict):
+        items = [(f"{name}.{k}", v) for k, v in value.items()]
+    elif isinstance(value, list):
+        items = [(f"{name}[{i}]", v) for i, v in enumerate(value)]
+    else:
+        items = [(name, value)]
+    for where, item in items:
+        _check_value(where, f.metadata, item)
+
+
+def _check_value(name: str, meta: Any, value: Any) -> None:
+    choices, low, high, above = (meta.get(k) for k in ("choices", "low", "high", "above"))
     if value is None:
         return
     if choices is not None and value not in choices:
         raise MsakitError(
-            f"{model} {f.name} must be one of {', '.join(map(str, choices))}, got {value!r}"
+            f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}"
         )
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return
     if isinstance(value, float) and not math.isfinite(value):
-        raise MsakitError(f"{model} {f.name} must be a finite number, got {value}")
+        raise MsakitError(f"{name} must be a finite number, got {value}")
+    if above is not None and not value > above:
+        raise MsakitError(f"{name} must be a number > {above:g}, got {value}")
     if low is not None and value < low:
-        raise MsakitError(f"{model} {f.name} must be at least {low}, got {value}")
+        raise MsakitError(f"{name} must be at least {low}, got {value}")
     if high is not None and not value < high:
-        raise MsakitError(f"{model} {f.name} must be below {high}, got {value}")
+        raise MsakitError(f"{name} must be below {high}, got {value}")
 
 
 def _plain(value: Any) -> Any:

@@ -13,38 +13,43 @@ the switch.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
-from msakit.config import GROUPS, RunConfig
+from msakit.config import DEFAULT_PRESET, GROUPS, RunConfig, _setting_types, _typed_setting
 from msakit.errors import MsakitError
 
-DEFAULT_PRESET = "paper"
+__all__ = ["DEFAULT_PRESET", "apply_preset_entry"]
+FIXED = ("model", "model_name", "dataset", "dataset_spec", "preset")
+"""Run settings a preset entry may not set (the run's identity; the model's own part)."""
 
 
 def apply_preset_entry(
     config: RunConfig, entry: dict[str, dict[str, Any]], where: str = "preset"
 ) -> RunConfig:
-    """``config`` with a preset entry ``{"run": {field: value}, "model": {key: value}}`` applied.
+    """``config`` with a preset entry ``{"run": {field: value}, "model": {key: value}}`` applied
+    as one typed layer (:func:`dataclasses.replace` on the run settings and on the model's
+    ModelConfig), unchecked: the finished configuration is checked once
+    (:meth:`RunConfig.check`).
 
     Any RunConfig field may be set; ``lr`` and ``weight_decay`` are merged group by group (an
     entry names only the groups it changes). Model keys must be hyperparameters the model has.
     An unknown name is an error, so a preset cannot silently set nothing.
     """
-    data = config.to_dict()
+    hints = _setting_types()
+    run: dict[str, Any] = {}
     for key, value in (entry.get("run") or {}).items():
         if key in ("lr", "weight_decay"):
             unknown = set(value) - set(GROUPS)
             if unknown:
                 raise MsakitError(f"{where}: unknown {key} group(s) {', '.join(sorted(unknown))}")
-            data[key] = {**data[key], **{g: float(v) for g, v in value.items()}}
-        elif key in data and key not in (
-            "model", "model_name", "dataset", "dataset_spec", "preset"
-        ):
-            data[key] = copy.deepcopy(value)
-        else:
+            value = {**getattr(config, key), **{g: float(v) for g, v in value.items()}}
+        elif key not in hints or key in FIXED:
             raise MsakitError(f"{where}: {key!r} is not a run setting")
-    for key, value in (entry.get("model") or {}).items():
-        if key not in data["model"]:
+        run[key] = _typed_setting(key, copy.deepcopy(value), hints[key])
+    model = entry.get("model") or {}
+    known = set(config.model.to_dict())
+    for key in model:
+        if key not in known:
             raise MsakitError(f"{where}: {config.model_name} has no hyperparameter {key!r}")
-        data["model"][key] = copy.deepcopy(value)
-    return RunConfig.from_dict(data)
+    return dataclasses.replace(config, **run, model=config.model.updated(copy.deepcopy(model)))

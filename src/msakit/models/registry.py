@@ -19,7 +19,7 @@ from torch import nn
 
 from msakit.config import RunConfig, with_dataset
 from msakit.config.datasets import DatasetSpec, dataset_spec, preset_source
-from msakit.config.model_config import ModelConfig
+from msakit.config.model_config import ModelConfig, add_config_finder
 from msakit.config.presets import DEFAULT_PRESET, apply_preset_entry
 from msakit.errors import MsakitError
 from msakit.models.base import Dims, MSAModel
@@ -104,8 +104,11 @@ def create_model(
     dims: Dims,
     text_encoder: nn.Module | None,
 ) -> MSAModel:
-    """Build model ``name`` from its hyperparameters (a mapping or its typed config, checked),
-    the data's dims and a text encoder.
+    """Build model ``name`` from its hyperparameters, the data's dims and a text encoder.
+
+    ``model_config`` is the model's typed config (a run's ``RunConfig.model``, checked with the
+    run's configuration, :meth:`~msakit.config.RunConfig.check`) or a mapping, which is typed and
+    checked here.
 
     The model is built with PyTorch's own dropouts and changes nothing outside itself; the
     fast CPU dropout is a training setting (``fast_dropout``), which the Trainer applies to
@@ -120,6 +123,9 @@ def _load_builtin() -> None:
         importlib.import_module(f"msakit.models.{module}")
 
 
+add_config_finder(_load_builtin)  # a run's model settings read by name find the built-in models
+
+
 def preset_names() -> list[str]:
     """Every named preset some model has (the command line's ``--preset`` choices)."""
     names = ["paper"]
@@ -128,9 +134,12 @@ def preset_names() -> list[str]:
     return names
 
 
-def preset(model: str, dataset: str | DatasetSpec, name: str = DEFAULT_PRESET) -> RunConfig:
+def preset(
+    model: str, dataset: str | DatasetSpec, name: str = DEFAULT_PRESET, *, check: bool = True
+) -> RunConfig:
     """The named preset ``name`` of ``model`` on ``dataset`` (a name or a spec) as a fresh
-    RunConfig.
+    RunConfig, typed layers applied in order, checked once at the end (``check=False``: the
+    caller applies more layers, e.g. ``--set``, and checks the result).
 
     ``paper``: the model's hyperparameter defaults with the data set's entry of the spec's
     ``presets`` applied (run settings and hyperparameters), then the data set's own settings
@@ -152,14 +161,14 @@ def preset(model: str, dataset: str | DatasetSpec, name: str = DEFAULT_PRESET) -
         raise MsakitError(
             f"{model} has no preset {name!r}; choose {', '.join(spec.preset_names())}"
         )
-    config = RunConfig(model_name=model, dataset=data.name, model=spec.config().to_dict())
+    config = RunConfig(model_name=model, dataset=data, model=spec.config(), preset=name)
     config = apply_preset_entry(config, spec.presets[source], f"{model} preset paper")
     config = with_dataset(config, data)
-    if name != "paper":
+    if name != DEFAULT_PRESET:
         entry = _named_entry(spec, data, name)
         config = apply_preset_entry(config, entry, f"{model} preset {name}")
-    config.preset = name
-    spec.config.from_dict(config.model)  # a preset's values pass the same checks as --set
+    if check:
+        config.check()  # a preset's values pass the same checks as --set
     return config
 
 

@@ -461,17 +461,17 @@ def plot_weights(
         from msakit.api import load_checkpoint
 
         ckpt = load_checkpoint(checkpoint)
-        model_config = ckpt.config.model
-        if not {"threshold", "gain"} <= set(model_config):
+        settings = ckpt.config.model  # the model's typed hyperparameters
+        if not (hasattr(settings, "threshold") and hasattr(settings, "gain")):
             raise MsakitError(
                 f"{checkpoint}: a {ckpt.config.model_name} checkpoint, whose loss has no "
                 "intensity weight function (CLGSI's)"
             )
-        threshold = model_config["threshold"] if threshold is None else threshold
-        gain = model_config["gain"] if gain is None else gain
-        if not model_config.get("weighted", True):
+        threshold = settings.threshold if threshold is None else threshold
+        gain = settings.gain if gain is None else gain
+        if not getattr(settings, "weighted", True):
             note = "\n(this run trained with weighted=false: every pair weighed 1)"
-        elif model_config.get("variant") == "official":
+        elif getattr(settings, "variant", None) == "official":
             negative_scale = OFFICIAL_NEGATIVE_SCALE
             note = f"\n(official variant: negative weights × {negative_scale:g})"
     threshold = defaults["threshold"].default if threshold is None else float(threshold)

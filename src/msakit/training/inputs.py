@@ -227,7 +227,7 @@ def load_encoder_and_data(
                 f"encoder: drop --text-encoder {config.text_encoder}")
         _refuse_extracted_file(config.model_name, data)
         features = load_feature_file(str(data), text_features=True)
-        check_dataset(features, config.dataset)
+        check_dataset(features, config.spec)
         return None, features
     encoder = load_text_encoder(config.text_encoder)
     features = load_feature_file(str(data), vocab_size=int(encoder.config.vocab_size))

@@ -134,7 +134,7 @@ def stage1_config(
     (``external``); the contrastive loss is off (Algorithm 1 trains stage 1 with L_task) and
     every epoch runs (no early stop).
     """
-    config = preset("conki", dataset, preset_name)
+    config = preset("conki", dataset, preset_name, check=False)  # checked with the overrides
     stage = {k: v for k, v in CONKI_PRETRAIN.items() if k != "warmup_epochs"}
     config = dataclasses.replace(config, **stage, warmup=0.0)
     if text_encoder is not None:
@@ -143,21 +143,24 @@ def stage1_config(
         config.batch_size = int(batch)
     if epochs is not None:
         config.epochs = int(epochs)
-    config.model["adapter_lr"] = None  # stage 1: adapters train at the stage's one rate
+    # stage 1: adapters train at the stage's one rate
+    config = dataclasses.replace(config, model=config.model.updated({"adapter_lr": None}))
     config = apply_overrides(config, overrides or [])
-    if not config.model["use_adapters"]:
+    settings = config.model
+    if not settings.use_adapters:
         raise MsakitError("pretrain-adapters needs adapters: use_adapters=false has none")
-    if not config.model["pretrained_encoders"]:
+    if not settings.pretrained_encoders:
         raise MsakitError(
             "pretrain-adapters freezes the pretrained text encoder; pretrained_encoders=false "
             "(w/o C3) is a stage-2 setting"
         )
-    if config.model["external"] not in DATASETS:
+    if settings.external not in DATASETS:
         raise MsakitError(
-            f"external must be one of {', '.join(DATASETS)}, got {config.model['external']!r}"
+            f"external must be one of {', '.join(DATASETS)}, got {settings.external!r}"
         )
-    config.model["contrastive"] = False
-    config.dataset, config.dataset_spec = config.model["external"], None  # a named data set
+    # metrics of the external data set (a named one); L_task only (Algorithm 1)
+    config = dataclasses.replace(config, dataset=DATASETS[settings.external],
+                                 model=settings.updated({"contrastive": False}))
     config.early_stop = config.epochs
     config.seeds = config.seeds[:1]
     return config, int(CONKI_PRETRAIN["warmup_epochs"])
