@@ -183,7 +183,7 @@ def test_clgsi_paper_hand_computed_mixed_pairs() -> None:
 
 def test_clgsi_paper_single_sample_is_zero_with_zero_gradient() -> None:
     t, a, v = (x.requires_grad_() for x in _random_features(1, 4, 3, seed=0))
-    loss = IntensityGuidedContrastiveLoss()(t, a, v, t64([1.4]))
+    loss = IntensityGuidedContrastiveLoss(temperature=0.03)(t, a, v, t64([1.4]))
     assert loss.item() == 0.0
     loss.backward()
     for x in (t, a, v):
@@ -208,7 +208,7 @@ def test_clgsi_paper_boundary_counts_as_positive() -> None:
     # |Δy| = 1.2 gives D = κ exactly, which the paper counts as positive. With two samples
     # and only positive pairs, the loss is exactly 0, even for float32 labels.
     feats = _random_features(2, 3, 3, seed=1)
-    loss_fn = IntensityGuidedContrastiveLoss()
+    loss_fn = IntensityGuidedContrastiveLoss(temperature=0.03)
     for pair in ([0.0, 1.2], [-1.2, 0.0], [-1.0, 0.2], [1.4, 0.2]):
         for dtype in (torch.float32, torch.float64):
             assert loss_fn(*feats, torch.tensor(pair, dtype=dtype)).item() == 0.0
@@ -232,7 +232,7 @@ def test_clgsi_paper_label_scale() -> None:
     t, a, v = _random_features(3, 4, 3, seed=3)
     y = t64([0.0, 0.6, -0.2])
     for H in (1.0, 3.0):
-        loss = IntensityGuidedContrastiveLoss(label_scale=H)(t, a, v, y)
+        loss = IntensityGuidedContrastiveLoss(label_scale=H, temperature=0.03)(t, a, v, y)
         assert loss.item() == pytest.approx(clgsi_paper_reference(t, a, v, y, H=H), rel=1e-10)
 
 
@@ -265,7 +265,7 @@ def test_clgsi_official_reference_values_from_notes() -> None:
     t = t64([[1, 0, 2], [0.5, 1, 0], [0, 0, 1], [2, 1, 1]])
     a = t64([[0, 1, 1], [1, 1, 0], [0.3, 0, 2], [1, 0, 0]])
     v = t64([[1, 1, 1], [0, 2, 1], [1, 0, 0], [0, 0.5, 3]])
-    loss_fn = IntensityGuidedContrastiveLoss(variant="official")
+    loss_fn = IntensityGuidedContrastiveLoss(variant="official", temperature=0.03)
     loss = loss_fn(t, a, v, t64([-2.4, 1.2, 1.4, 0.0]))
     assert loss.item() == pytest.approx(0.15392958936194262, rel=1e-13)
     tiny = loss_fn(t, a, v, t64([-0.8, 0.6, 0.4, 0.0]))
@@ -299,7 +299,7 @@ def test_clgsi_official_boundary_follows_the_code() -> None:
     )
     distance = abs(((1.2 + 3) / 3 - 1) - ((0.0 + 3) / 3 - 1))
     assert distance > KAPPA
-    assert IntensityGuidedContrastiveLoss()(t, a, v, y).item() == 0.0
+    assert IntensityGuidedContrastiveLoss(temperature=0.03)(t, a, v, y).item() == 0.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -311,7 +311,7 @@ def test_clgsi_official_boundary_follows_the_code() -> None:
 def test_clgsi_dtypes_gradients_and_permutation(variant: str) -> None:
     t, a, v = _random_features(6, 8, 3, seed=5)
     y = t64([-2.4, 1.2, 1.4, 0.0, 0.0, -0.6])
-    loss_fn = IntensityGuidedContrastiveLoss(variant=variant)
+    loss_fn = IntensityGuidedContrastiveLoss(variant=variant, temperature=0.03)
     ref = loss_fn(t, a, v, y)
     assert ref.dtype == torch.float64 and ref.dim() == 0
 
@@ -344,13 +344,13 @@ def test_clgsi_gradcheck() -> None:
 
 def test_clgsi_rejects_bad_inputs() -> None:
     t, a, v = _random_features(3, 4, 3, seed=7)
-    loss_fn = IntensityGuidedContrastiveLoss()
+    loss_fn = IntensityGuidedContrastiveLoss(temperature=0.03)
     with pytest.raises(ValueError):
         loss_fn(t, a[:, :3], v, t64([0.0, 1.0, 2.0]))
     with pytest.raises(ValueError):
         loss_fn(t, a, v, t64([0.0, 1.0]))
     with pytest.raises(ValueError):
-        IntensityGuidedContrastiveLoss(variant="other")
+        IntensityGuidedContrastiveLoss(variant="other", temperature=0.03)
 
 
 # --------------------------------------------------------------------------------------------

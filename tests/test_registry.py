@@ -104,7 +104,8 @@ def test_a_registered_model_is_a_cli_choice_with_its_presets(toy, capsys):
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
     assert "toy (Toy)" in text and "'wide' (toy)" in text
     assert model_names()[:2] == ["clgsi", "conki"] and "toy" in model_names()
-    assert preset("toy", "mosi", "wide").model.to_dict() == {"width": 32, "dropout": 0.0, "pool": "mean"}
+    wide = preset("toy", "mosi", "wide").model
+    assert wide.to_dict() == {"width": 32, "dropout": 0.0, "pool": "mean"}
     with pytest.raises(MsakitError, match="toy has no preset for data set 'sims'; choose mosi"):
         preset("toy", "sims")
 

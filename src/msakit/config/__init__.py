@@ -234,7 +234,7 @@ class RunConfig:
         :meth:`to_dict` writes): keys that are not settings are ignored; every value must be of
         its field's type (:func:`_typed_setting`), and with ``check`` pass :meth:`check`, else
         one ``MsakitError`` naming the key."""
-        hints = _setting_types()
+        hints = _setting_types(cls)
         values = {k: _typed_setting(k, v, hints[k]) for k, v in data.items()
                   if k in hints and k not in ("model_name", "dataset", "model")}
         name, dataset = data.get("model_name"), data.get("dataset")
@@ -263,8 +263,9 @@ def _model_settings(model: str, values: Any) -> ModelConfig:
 
 
 @functools.cache
-def _setting_types() -> dict[str, Any]:
-    return typing.get_type_hints(RunConfig)
+def _setting_types(cls: type[RunConfig] | None = None) -> dict[str, Any]:
+    """Every run setting's type (of ``cls``, a RunConfig or a subclass that declares more)."""
+    return typing.get_type_hints(cls or RunConfig)
 
 
 PLAIN_DEPTH = 32
@@ -414,7 +415,7 @@ def _override(
     config: RunConfig, key: str, raw: str, *, run: dict[str, Any], model: dict[str, Any]
 ) -> None:
     """One ``--set key=raw``, typed by its field, into ``run`` (run settings) or ``model``."""
-    top = set(_setting_types()) - {"model", "lr", "weight_decay", "preset", *FLAG_KEYS}
+    top = set(_setting_types(type(config))) - {"model", "lr", "weight_decay", "preset", *FLAG_KEYS}
     fields = set(config.model.to_dict())
     if "." in key:
         group_key, group = key.split(".", 1)

@@ -16,7 +16,8 @@ Two variants share one module.
    (m ≠ n). They are positive if (i, j) is positive and negative otherwise. No representation is
    paired with itself.
 5. δ(a, p) = exp(w · cos(a, p) / τ) and L_i = −log(Σ_{P^i} δ / Σ_{P^i ∪ N^i} δ), where
-   τ = ``temperature`` = 0.03 (the authors' code). The loss is the mean of L_i over the batch,
+   τ = ``temperature`` (required: its default lives in the model's config, ``CLGSIConfig``;
+   the authors' code uses 0.03, ``--preset authors``). The loss is the mean of L_i over the batch,
    a reading: Eq. 3 as written sums over the batch, B times the mean (γ·B on the mean is γ on
    the sum).
 
@@ -173,7 +174,8 @@ class IntensityGuidedContrastiveLoss(nn.Module):
         threshold: κ, the sentiment-intensity difference that separates positive pairs from
             negative ones (0.4).
         gain: g, the gain of the tanh weight function (1.5).
-        temperature: τ (0.03).
+        temperature: τ, required (a model passes its config's value: CLGSI's default is in
+            ``CLGSIConfig.temperature``, the authors' 0.03 in ``--preset authors``).
         label_scale: H, which maps labels to [-1, 1] (3 for MOSI/MOSEI, 1 for SIMS in the
             paper). The authors' code uses 3 everywhere but on CH-SIMS v2, where it uses 1.
         variant: ``"paper"`` (Section 3.4) or ``"official"`` (the authors' released code).
@@ -185,7 +187,7 @@ class IntensityGuidedContrastiveLoss(nn.Module):
         *,
         threshold: float = 0.4,
         gain: float = 1.5,
-        temperature: float = 0.03,
+        temperature: float,
         label_scale: float = 3.0,
         variant: Literal["paper", "official"] = "paper",
         weighted: bool = True,
