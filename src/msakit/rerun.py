@@ -16,6 +16,7 @@ YAML, keys this msakit does not know, values of the wrong type) is one
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -57,18 +58,18 @@ def load_run_config(
     init_from = saved.get("init_from")
     try:
         spec = resolve_spec(identity["dataset"], saved.get("dataset_spec"))
-        config = named_preset(identity["model_name"], spec, identity["preset"])
-        config = apply_overrides(config, _settings(saved, path))
+        # the preset, then the saved settings as one layer, checked once (apply_overrides)
+        config = named_preset(identity["model_name"], spec, identity["preset"], check=False)
         if init_from is not None and not isinstance(init_from, str):
             raise MsakitError(f"init_from: expected a checkpoint path, got {init_from!r}")
-        config.init_from = init_from  # its own flag (--init-from), as seeds
+        flags: dict[str, Any] = {"init_from": init_from}  # its own flag (--init-from), as seeds
         if saved.get("data") is not None:  # what the run trained on: --data must hold it
-            config.data = check_identity(saved["data"], str(path))
+            flags["data"] = check_identity(saved["data"], str(path))
         if seeds is not None:
             if not isinstance(seeds, list):
                 raise MsakitError(f"seeds: expected a list of integers, got {seeds!r}")
-            config.seeds = seeds
-            apply_overrides(config, {})  # validates the seeds
+            flags["seeds"] = seeds
+        config = apply_overrides(dataclasses.replace(config, **flags), _settings(saved, path))
     except MsakitError as exc:
         raise MsakitError(f"{path}: {str(exc).removeprefix('--set ')}") from None
     return config

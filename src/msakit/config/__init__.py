@@ -192,7 +192,12 @@ class RunConfig:
 
     def check(self) -> None:
         """The run's one check: every run setting and every model hyperparameter against its
-        declaration (:func:`check_settings`), then the constraints between settings."""
+        declaration (its type, then :func:`check_settings`: bounds and choices), then the
+        constraints between settings."""
+        hints = _setting_types(type(self))
+        for f in dataclasses.fields(self):
+            if f.name not in ("dataset", "model"):  # typed by __post_init__
+                _typed_setting(f.name, getattr(self, f.name), hints[f.name])
         check_settings(self)
         if type(self.model) is not config_class(self.model_name):
             raise MsakitError(f"model: expected the hyperparameters of {self.model_name}, got "
