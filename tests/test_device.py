@@ -70,7 +70,7 @@ def test_mixed_precision_per_device():
     assert device.amp_mode("fp16") == "fp16"
     config = apply_overrides(preset("clgsi", "mosi"), ["amp=bf16"])
     assert device.amp_mode(config.amp, config.bf16) == "bf16"
-    for bad, message in ((["amp=fp32"], "amp must be off, bf16, fp16"),
+    for bad, message in ((["amp=fp32"], "amp must be one of off, bf16, fp16"),
                          (["amp=fp16", "bf16=true"], "contradict")):
         with pytest.raises(MsakitError, match=message):
             apply_overrides(preset("clgsi", "mosi"), bad)
