@@ -136,7 +136,7 @@ def test_pruned_trials_end_cleanly_and_a_later_worker_joins(tmp_path, data_file,
     for name, value in trials[2].params.items():
         group, _, key = name.partition(".")
         assert (config.lr[key] if group == "lr" else config.model[name]) == value
-    assert summary["config"]["model"] == config.model
+    assert summary["config"]["model"] == config.model.to_dict()
     assert set(trials[2].params) == set(model_spec("clgsi").search_space)
 
 
@@ -183,7 +183,7 @@ def test_only_the_best_trials_keep_a_checkpoint(tmp_path, data_file, tiny_bert, 
     assert checkpoints(out, "best.pt") == [best.number]
     assert checkpoints(out, "last.pt") == []
     kept = api.load_checkpoint(Path(result.best["best"]["folder"]))
-    assert kept.config.model == result.best["config"]["model"]
+    assert kept.config.model.to_dict() == result.best["config"]["model"]
 
 
 def test_loaded_inputs_must_fit_the_run(tmp_path, data_file, tiny_bert):

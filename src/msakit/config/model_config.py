@@ -147,6 +147,10 @@ class ModelConfig:
             raise KeyError(key)
         return getattr(self, key)
 
+    def __contains__(self, key: object) -> bool:
+        """Whether ``key`` names a hyperparameter (as ``key in mapping`` did)."""
+        return isinstance(key, str) and key in self.__dataclass_fields__
+
     @classmethod
     def field_type(cls, name: str) -> Any:
         """The annotated type of field ``name`` (None if there is no such field)."""
