@@ -246,7 +246,9 @@ class RunConfig:
         for key, value in (("model_name", name), ("dataset", dataset)):
             if not isinstance(value, str):
                 raise MsakitError(f"{key}: expected a name, got {reprlib.repr(value)}")
-        config = cls(model_name=name, dataset=resolve_spec(dataset, data.get("dataset_spec")),
+        custom = data.get("dataset_spec")  # plain data (a mapping, bounded) or null
+        custom = _typed_setting("dataset_spec", custom, dict[str, Any] | None)
+        config = cls(model_name=name, dataset=resolve_spec(dataset, custom),
                      model=_model_settings(name, data.get("model")), **values)
         if check:
             config.check()
