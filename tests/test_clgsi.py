@@ -34,7 +34,7 @@ def encoder(tiny_bert):
 
 
 def model_config(**overrides) -> dict:
-    config = preset("clgsi", "mosi").model
+    config = preset("clgsi", "mosi").model.to_dict()
     config.update(SMALL)
     config.update(overrides)
     return config

@@ -137,7 +137,7 @@ def test_authors_preset_on_sims_v2_is_their_sims_entry_with_their_v2_label_mappi
     v2, sims = preset("clgsi", "simsv2", "authors"), preset("clgsi", "sims", "authors")
     assert v2.preset == "authors" and v2.model["label_scale"] == 1.0
     assert v2.model["audio_heads"] == 5  # 25 eGeMAPS features; SIMS's 3 heads do not divide it
-    same = {k: v for k, v in v2.model.to_dict().items() if k not in ("label_scale", "audio_heads")}
+    same = {k: v for k, v in v2.model.items() if k not in ("label_scale", "audio_heads")}
     assert same == {k: sims.model[k] for k in same}
     assert (v2.sampler, v2.seeds, v2.lr, v2.fractional_warmup, v2.stop_at_horizon) == (
         sims.sampler, sims.seeds, sims.lr, sims.fractional_warmup, sims.stop_at_horizon)

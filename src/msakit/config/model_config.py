@@ -151,6 +151,14 @@ class ModelConfig:
         """Whether ``key`` names a hyperparameter (as ``key in mapping`` did)."""
         return isinstance(key, str) and key in self.__dataclass_fields__
 
+    def keys(self) -> list[str]:
+        """The hyperparameters' names (``{**config}`` and ``dict(config)`` give the mapping)."""
+        return [f.name for f in dataclasses.fields(self)]
+
+    def items(self) -> list[tuple[str, Any]]:
+        """(name, value) of every hyperparameter, as the mapping's ``items()``."""
+        return [(name, getattr(self, name)) for name in self.keys()]
+
     @classmethod
     def field_type(cls, name: str) -> Any:
         """The annotated type of field ``name`` (None if there is no such field)."""
