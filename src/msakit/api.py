@@ -39,7 +39,13 @@ from msakit.encoders.text import (
 )
 from msakit.errors import MsakitError
 from msakit.files import RunLock, check_distinct_output, write_text_atomic
-from msakit.metrics import metric_names, metrics_json, undefined_warning, without_nan
+from msakit.metrics import (
+    metric_names,
+    metrics_json,
+    rounded,
+    undefined_warning,
+    without_nan,
+)
 from msakit.models.base import Dims, MSAModel
 from msakit.models.registry import preset as named_preset
 from msakit.models.registry import preset_note
@@ -494,9 +500,11 @@ def _check_same_data(
 def _with_summary(
     rows: list[dict[str, Any]], dataset: str | DatasetSpec
 ) -> list[dict[str, Any]]:
-    """``rows`` then the ``mean`` and ``std`` rows; with one seed the std row is blank (a spread
-    of one value is not 0, it is unknown)."""
+    """``rows`` rounded to 4 decimals (:func:`msakit.metrics.rounded`, as MMSA's tables), then
+    the ``mean`` and ``std`` rows of the rounded values; with one seed the std row is blank (a
+    spread of one value is not 0, it is unknown)."""
     names = metric_names(dataset)
+    rows = [{**row, **rounded({k: row[k] for k in names})} for row in rows]  # a printed table
     values = np.array([[row[k] for k in names] for row in rows], dtype=np.float64)
     mean = dict(zip(names, values.mean(0).round(4).tolist(), strict=True))
     if len(rows) > 1:
@@ -771,8 +779,9 @@ def _check_same_extractor(ckpt: LoadedCheckpoint, data: str | os.PathLike) -> No
 def evaluate(
     checkpoint: str | os.PathLike, data: str | os.PathLike, split: str = "test"
 ) -> dict[str, float]:
-    """MMSA metrics of a checkpoint on one split of a feature file. A metric that does not
-    exist on the split (constant labels, one sample: :data:`msakit.metrics.UNDEFINED_WHEN`) is
+    """MMSA metrics of a checkpoint on one split of a feature file, unrounded (``msakit
+    evaluate`` prints them rounded to MMSA's 4 decimals). A metric that does not exist on the
+    split (constant labels, one sample: :data:`msakit.metrics.UNDEFINED_WHEN`) is
     NaN, named in a ``warning:`` line on stderr."""
     ckpt = load_checkpoint(checkpoint)
     part = split_for(ckpt, data, split)

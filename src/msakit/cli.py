@@ -250,10 +250,10 @@ def _pretrain_adapters(args: argparse.Namespace) -> int:
 @command("evaluate")
 def _evaluate(args: argparse.Namespace) -> int:
     from msakit import api
-    from msakit.metrics import metrics_json
+    from msakit.metrics import metrics_json, rounded
 
     metrics = api.evaluate(args.checkpoint, args.data, args.split)
-    print(metrics_json(metrics))  # an undefined metric is null (api.evaluate warns)
+    print(metrics_json(rounded(metrics)))  # an undefined metric is null (api.evaluate warns)
     return 0
 
 
