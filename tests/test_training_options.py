@@ -20,7 +20,7 @@ from msakit.models.base import Dims
 from msakit.models.self_mm import SelfMM, SelfMMConfig
 from msakit.training import trainer as trainer_module
 from msakit.training.distributed import DistContext
-from msakit.training.trainer import Prepared, Trainer, set_dropout
+from msakit.training.trainer import EarlyStopping, Prepared, Trainer, set_dropout
 
 GROUPS = ("text", "audio", "vision", "other")
 
@@ -156,6 +156,9 @@ def test_step_losses_are_read_once_per_interval_with_the_same_numbers(
         lines = [json.loads(line) for line in log.read_text().splitlines()]
         runs[every] = (trainer.history, lines, list(reads))
         assert trainer.sinks.step_log is None  # closed with fit
+        # Early stopping compares the unrounded validation MAE (tables round it to 4 decimals).
+        maes = [h["valid_MAE"] for h in trainer.history]
+        assert trainer.stopper.best == min(maes) and any(m != round(m, 4) for m in maes)
     (history, lines, reads_2), (history_all, lines_all, reads_100) = runs[2], runs[100]
     assert reads_2 == [(2,), (2,), (1,)] * 2 and reads_100 == [(5,)] * 2
     assert lines == lines_all and [line["step"] for line in lines] == list(range(1, 11))
@@ -185,3 +188,12 @@ def test_a_nan_loss_between_reads_names_its_step_and_logs_the_steps_before(
         trainer.fit()
     assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2]
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_early_stopping_tells_apart_maes_that_round_alike():
+    """On unrounded values the 1e-6 tolerance is what decides (MMSA's 4-decimal values tie)."""
+    stopper = EarlyStopping(patience=2)
+    assert stopper.update(0.51234, 0)
+    assert stopper.update(0.51231, 1)  # 3e-5 lower: a new best; both are 0.5123 in a table
+    assert not stopper.update(0.5123095, 2)  # 5e-7 lower: within the tolerance
+    assert (stopper.best, stopper.best_epoch, stopper.bad_epochs) == (0.51231, 1, 1)
