@@ -17,7 +17,8 @@ Alignment: MMSA reads its ``aligned_50.pkl`` on MOSI and MOSEI (``need_data_alig
 reads aligned files as they are (their lengths are the text mask's, see README "Aligned
 files"). SIMS has no aligned file: MMSA's ``AlignSubNet("avg_pool")`` (``need_model_aligned``)
 then averages the file's audio and vision frames down to the text length, which
-:func:`mmsa_avg_pool` computes, padded frames included, as MMSA does.
+:func:`mmsa_avg_pool` computes, padded frames included, as MMSA does. Readings and the
+proof: docs/readings.md, "BERT-MAG, MFM, MCTN".
 """
 
 from __future__ import annotations

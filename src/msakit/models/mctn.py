@@ -22,7 +22,7 @@ configuration for MOSI only (aligned file, the precomputed text features).
 recurrences (encoders, decoders, the prediction LSTM) run across the *samples of the batch*
 and each step holds one sample's T positions; a sample's prediction depends on the other
 samples of its batch. ``batch`` (the default) computes exactly that; ``time`` runs them over
-each sample's time steps, the paper's model (docs/readings.md, "MCTN").
+each sample's time steps, the paper's model (docs/readings.md, "BERT-MAG, MFM, MCTN").
 """
 
 from __future__ import annotations

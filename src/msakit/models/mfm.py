@@ -20,7 +20,8 @@ padded position is read, as MMSA reads it.
   sample (:mod:`msakit.losses.mfm`). Evaluation's loss is the L1 term alone, as MMSA's.
 
 MMSA's trainer builds Adam without its configuration's ``learning_rate``: every MFM run of MMSA
-trains at Adam's default 1e-3 with the configured weight decay; the presets do the same.
+trains at Adam's default 1e-3 with the configured weight decay; the presets do the same
+(docs/readings.md, "BERT-MAG, MFM, MCTN").
 """
 
 from __future__ import annotations
