@@ -2,9 +2,10 @@
 translation MSEs) and gradients.
 
 MMSA's own classes run beside msakit's on the same aligned MOSI-shaped file (MMSA configures
-MCTN for MOSI only): its ``AMIO`` around ``MCTN`` from its ``config_regression.json`` (hid_dim
-cut to 6), its ``MMDataset``, its model's own ``loss_all``. MMSA's ``Seq2Seq`` allocates its
-outputs on a hard-coded ``'cuda'`` device; the test points that attribute at the CPU.
+MCTN for MOSI only; msakit's MOSEI and SIMS presets are MOSI's values): its ``AMIO`` around
+``MCTN`` from its ``config_regression.json`` (hid_dim cut to 6), its ``MMDataset``, its model's
+own ``loss_all``. MMSA's ``Seq2Seq`` allocates its outputs on a hard-coded ``'cuda'`` device;
+the test points that attribute at the CPU.
 """
 
 from __future__ import annotations
@@ -103,13 +104,18 @@ def test_sequence_axis_time_reads_each_sample_alone(files):
     assert ours.start_message() is None
 
 
-def test_unaligned_file_needs_time_axis_or_alignment(files):
+def test_unaligned_file_pads_the_shorter_modalities(files):
+    """MMSA's code needs as many steps of each modality; msakit pads the shorter ones with
+    zero steps (batch axis): the same predictions as the file padded by hand."""
     ff = load_feature_file(files["unaligned"], text_features=True)
-    with pytest.raises(MsakitError, match="60 audio and 40 vision steps"):
-        MCTN(MCTNConfig(hidden=HIDDEN), Dims.of(ff))
-    model = MCTN(MCTNConfig(hidden=HIDDEN, sequence_axis="time"), Dims.of(ff)).eval()
+    model = MCTN(MCTNConfig(hidden=HIDDEN), Dims.of(ff)).eval()
     batch = collate(ff.splits["valid"], np.arange(3), trim=False)
+    padded = dict(batch)
+    for key in ("audio", "vision"):
+        padded[key] = torch.nn.functional.pad(batch[key], (0, 0, 0, 50 - batch[key].size(1)))
     with torch.no_grad():
+        torch.testing.assert_close(model(batch).prediction, model(padded).prediction)
+        model.config.sequence_axis = "time"
         assert model(batch).prediction.shape == (3,)
 
 
@@ -128,8 +134,8 @@ def test_preset_and_cli(files, tmp_path, capsys):
     config = preset("mctn", "mosi")
     assert config.grad_clip == 1.0 and set(config.lr.values()) == {1e-4}
     assert config.optimizer == "adam" and config.batch_size == 32
-    with pytest.raises(MsakitError, match="no preset for data set 'mosei'"):
-        preset("mctn", "mosei")
+    assert preset("mctn", "mosei").to_dict() == {**config.to_dict(), "dataset": "mosei"}
+    assert preset("mctn", "sims").model["max_seq_len"] == 39
     out = tmp_path / "run"
     assert run_cli(["train", "--model", "mctn", "--dataset", "mosi", "--data",
                     str(files["mosi"]), "--seeds", "3", "--out", str(out), "--quiet",

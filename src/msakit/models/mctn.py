@@ -1,7 +1,8 @@
 """MCTN: Multimodal Cyclic Translation Network (Pham et al., AAAI 2019), as MMSA implements it.
 
 thuiar/MMSA ``models/singleTask/MCTN.py``, trained by ``trains/singleTask/MCTN.py``; MMSA has a
-configuration for MOSI only (aligned file, the precomputed text features).
+configuration for MOSI only (aligned file, the precomputed text features); msakit's MOSEI and
+SIMS presets take MOSI's values (SIMS: ``max_seq_len`` 39, its text length).
 
 * Inputs: text, audio and vision cut to the first ``max_seq_len`` steps; audio and vision are
   zero-padded in the feature dimension to the widest modality's width W (the text's, 768, on
@@ -22,7 +23,9 @@ configuration for MOSI only (aligned file, the precomputed text features).
 recurrences (encoders, decoders, the prediction LSTM) run across the *samples of the batch*
 and each step holds one sample's T positions; a sample's prediction depends on the other
 samples of its batch. ``batch`` (the default) computes exactly that; ``time`` runs them over
-each sample's time steps, the paper's model (docs/readings.md, "BERT-MAG, MFM, MCTN").
+each sample's time steps, the paper's model (docs/readings.md, "BERT-MAG, MFM, MCTN"). Where
+the modalities have different numbers of steps (an unaligned file), MMSA's code fails; msakit
+pads the shorter ones with zero steps under ``batch``.
 """
 
 from __future__ import annotations
@@ -168,15 +171,6 @@ class MCTN(MSAModel):
         self.cycle = Seq2Seq(self.width, self.width, config.hidden)  # text <-> vision
         self.to_audio = Seq2Seq(config.hidden, self.width, config.hidden)
         self.head = Regression(config.hidden)
-        steps = {min(config.max_seq_len, n) for n in (dims.text_len, dims.audio_len,
-                                                      dims.vision_len)}
-        if config.sequence_axis == "batch" and len(steps) > 1:
-            raise MsakitError(
-                f"mctn (sequence_axis=batch, MMSA's code) reads max_seq_len="
-                f"{config.max_seq_len} steps of each modality and needs as many of each; the "
-                f"file has {dims.text_len} text, {dims.audio_len} audio and {dims.vision_len} "
-                "vision steps: use an aligned file (MMSA's aligned_50.pkl), a smaller "
-                "max_seq_len, or --set sequence_axis=time")
 
     def reads_padding(self) -> bool:
         return True  # every padded step up to max_seq_len is translated
@@ -189,15 +183,18 @@ class MCTN(MSAModel):
         return None
 
     def _inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The three modalities (S, N, W): the first max_seq_len steps, widths padded to W."""
-        steps = self.config.max_seq_len
-        out = {}
-        for key, source in (("text", "text_features"), ("audio", "audio"),
-                            ("vision", "vision")):
-            x = batch[source][:, :steps]
-            x = F.pad(x, (0, self.width - x.size(2)))
-            out[key] = x if self.config.sequence_axis == "batch" else x.transpose(0, 1)
-        return out
+        """The three modalities (S, N, W): the first max_seq_len steps, widths padded to W.
+
+        ``batch`` axis: the steps are the N axis, which every modality must share; MMSA's code
+        fails unless they have as many, msakit pads the shorter ones with zero steps."""
+        keys = {"text": "text_features", "audio": "audio", "vision": "vision"}
+        x = {k: batch[v][:, :self.config.max_seq_len] for k, v in keys.items()}
+        if self.config.sequence_axis == "time":
+            return {k: F.pad(v, (0, self.width - v.size(2))).transpose(0, 1)
+                    for k, v in x.items()}
+        steps = max(v.size(1) for v in x.values())
+        return {k: F.pad(v, (0, self.width - v.size(2), 0, steps - v.size(1)))
+                for k, v in x.items()}
 
     def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
         x = self._inputs(batch)
@@ -279,6 +276,14 @@ MMSA_RUN = {  # MMSA's trainer: Adam at init_lr, global-norm clipping, batch 32
     "schedule": "constant", "warmup": 0.0, "early_stop": 8, "stop_at_horizon": False,
 }
 
+PRESETS = {
+    "mosi": {"run": MMSA_RUN, "model": {}},  # MMSA's config_regression.json, "mctn"
+    # MMSA configures MOSI only: msakit's completion, MOSI's values (SIMS: the text's 39 steps,
+    # so that every modality has as many steps; docs/readings.md).
+    "mosei": {"run": MMSA_RUN, "model": {}},
+    "sims": {"run": MMSA_RUN, "model": {"max_seq_len": 39}},
+}
+
 SPEC = register_model(
     ModelSpec(
         name="mctn",
@@ -286,7 +291,7 @@ SPEC = register_model(
         paper="Pham et al., AAAI 2019",
         config=MCTNConfig,
         build=MCTN,
-        presets={"mosi": {"run": MMSA_RUN, "model": {}}},  # MMSA configures MOSI only
+        presets=PRESETS,
         search_space={"lr": ("float", 1e-5, 1e-3, True),
                       "hidden": ("choice", [16, 32, 64, 128])},
         text_input="features",

@@ -337,10 +337,11 @@ SPEC = register_model(
         config=MFMConfig,
         build=MFM,
         presets=PRESETS,
-        search_space={  # MMSA's config_tune.json ("mfm"), lr as its trainer uses it: none
+        search_space={  # MMSA's config_tune.json ("mfm"); its trainer ignores learning_rate
             "memory": ("choice", [64, 128, 256, 300, 400]),
             **{f"{b}_{k}": ("choice", v) for b in ("att1", "att2", "gamma1", "gamma2")
                for k, v in _BLOCK_TUNE.items()},
+            "att1_hidden": ("choice", [32, 64, 128, 256, 1278]),  # with MOSEI's own 1278
             "zy_size": ("choice", [8, 16, 32, 48, 64, 80]),
             "zl_size": ("choice", [32, 64, 88, 128, 156, 256]),
             "za_size": ("choice", [8, 16, 32, 48, 64, 80]),
@@ -353,7 +354,6 @@ SPEC = register_model(
             "text_recon_weight": ("choice", [0.01, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0]),
             "audio_recon_weight": ("choice", [0.01, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0]),
             "vision_recon_weight": ("choice", [0.01, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0]),
-            "batch_size": ("choice", [32, 64, 128]),
         },
         text_input="features",
         imports={"mmsa": mfm_from_mmsa},
