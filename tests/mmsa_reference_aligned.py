@@ -69,3 +69,22 @@ def mmsa_args(model: str, dataset: str, *, data: Path, bert: Path | None = None,
     if bert is not None:
         args.update(pretrained=str(bert))
     return args
+
+
+def import_through_cli(reference, model: str, *, data: Path, folder: Path, sets: dict,
+                       extra: tuple[str, ...] = ()):
+    """MMSA's AMIO saved as MMSA saves it (``torch.save(state_dict())``), turned into an msakit
+    checkpoint by ``msakit import-weights --from mmsa`` with ``--set`` ``sets``; returns the
+    checkpoint's model in eval mode."""
+    import torch
+    from conftest import run_cli
+
+    from msakit import api
+
+    weights, checkpoint = folder / f"{model}.pth", folder / f"{model}.pt"
+    torch.save(reference.state_dict(), weights)
+    argv = ["import-weights", "--from", "mmsa", "--model", model, "--dataset", "mosi",
+            "--weights", str(weights), "--data", str(data), "--out", str(checkpoint), *extra]
+    argv += [x for k, v in sets.items() for x in ("--set", f"{k}={v}")]
+    assert run_cli(argv) == 0
+    return api.load_checkpoint(checkpoint).model.eval()

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import run_cli
-from mmsa_reference_aligned import mmsa_args, write_file
+from mmsa_reference_aligned import import_through_cli, mmsa_args, write_file
 from mmsa_reference_bert import (
     assert_gradients_close,
     make_bert_768,
@@ -183,3 +183,15 @@ def test_presets_and_cli_on_an_aligned_file(setup, tiny_bert, tmp_path, capsys):
     assert run_cli(["evaluate", "--checkpoint", str(out / "seed-3" / "best.pt"), "--data",
                     str(setup["mosi"])]) == 0
     assert "MAE" in capsys.readouterr().out
+
+
+def test_import_weights_through_the_cli_gives_mmsas_predictions(setup, mmsa_bert_mag, tmp_path):
+    args, reference, _, ff = build_pair(setup, "mosi")
+    model = import_through_cli(reference.eval(), "bert_mag", data=setup["mosi"],
+                               folder=tmp_path, extra=("--text-encoder", str(setup["bert"])),
+                               sets={"beta_shift": args.beta_shift,
+                                     "dropout": args.dropout_prob})
+    theirs, batch = batches(args, ff, "test", [0, 1, 2, 3], trim=True)
+    with torch.no_grad():
+        expected = reference(theirs["text"], theirs["audio"], theirs["vision"])["M"].view(-1)
+        torch.testing.assert_close(model(batch).prediction, expected, atol=1e-4, rtol=0)

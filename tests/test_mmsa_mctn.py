@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import run_cli
-from mmsa_reference_aligned import mmsa_args, write_file
+from mmsa_reference_aligned import import_through_cli, mmsa_args, write_file
 from mmsa_reference_bert import assert_gradients_close, mmsa_batch, mmsa_split
 
 from msakit import api
@@ -146,3 +146,15 @@ def test_preset_and_cli(files, tmp_path, capsys):
     assert run_cli(["evaluate", "--checkpoint", str(out / "seed-3" / "best.pt"), "--data",
                     str(files["mosi"])]) == 0
     assert "MAE" in capsys.readouterr().out
+
+
+def test_import_weights_through_the_cli_gives_mmsas_predictions(files, tmp_path):
+    args, reference, _, ff = build_pair(files)
+    model = import_through_cli(reference.eval(), "mctn", data=files["mosi"], folder=tmp_path,
+                               sets={"hidden": HIDDEN})
+    theirs, batch = batches(args, ff, "test", [0, 1, 2, 3])
+    labels = theirs["labels"]["M"].view(-1, 1)
+    with torch.no_grad():
+        _, expected = reference(theirs["text"], theirs["audio"], theirs["vision"], labels, None)
+        torch.testing.assert_close(model(batch).prediction, expected.view(-1), atol=1e-4,
+                                   rtol=0)

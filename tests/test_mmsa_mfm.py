@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from mmsa_reference_aligned import mmsa_args, write_file
+from mmsa_reference_aligned import import_through_cli, mmsa_args, write_file
 from mmsa_reference_bert import assert_gradients_close, mmsa_batch, mmsa_split, share_weights
 
 from msakit.data.batching import collate
@@ -177,3 +177,13 @@ def test_trains_and_evaluates_through_the_cli(files, tmp_path, capsys):
     assert run_cli(["evaluate", "--checkpoint", str(out / "seed-3" / "best.pt"), "--data",
                     str(files["mosi"])]) == 0
     assert "MAE" in capsys.readouterr().out
+
+
+def test_import_weights_through_the_cli_gives_mmsas_predictions(files, tmp_path):
+    args, reference, ours, ff = build_pair(files, "mosi")
+    model = import_through_cli(reference.eval(), "mfm", data=files["mosi"], folder=tmp_path,
+                               sets=ours.config.to_dict())
+    theirs, batch = batches(args, ff, "test", [0, 1, 2, 3])
+    with torch.no_grad():
+        expected = reference(theirs["text"], theirs["audio"], theirs["vision"])[0].view(-1)
+        torch.testing.assert_close(model(batch).prediction, expected, atol=1e-4, rtol=0)
