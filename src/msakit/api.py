@@ -58,6 +58,7 @@ from msakit.safety import (
     inputs,
     run_entries,
 )
+from msakit.tracking import MlflowRun, start_tracking
 from msakit.training import distributed
 from msakit.training.device import amp_mode
 from msakit.training.init_from import InitFrom, read_init_from
@@ -68,7 +69,7 @@ from msakit.training.inputs import (
     prepare_run,
     write_run_config,
 )
-from msakit.training.trainer import Trainer, check_batch_size, evaluate_model
+from msakit.training.trainer import Trainer, TrainerHooks, check_batch_size, evaluate_model
 
 __all__ = ["train", "evaluate", "predict", "load_checkpoint", "build_config", "synth", "demo"]
 
@@ -184,6 +185,8 @@ def train(
     loaded: LoadedInputs | None = None,
     save_last: bool = True,
     init_from: str | os.PathLike | None = None,
+    track: str | None = None,
+    track_uri: str | None = None,
 ) -> TrainResult:
     """Train ``model`` on an MMSA feature file for every seed; write the run folder.
 
@@ -207,6 +210,10 @@ def train(
     ``init_from``: a checkpoint of the same model (e.g. trained on another data set) every seed
     starts from; tensors whose shapes differ keep their fresh initialisation and are listed
     (:mod:`msakit.training.init_from`). Recorded in ``config.yaml`` (``init_from``).
+
+    ``track="mlflow"``: log the run to MLflow (:mod:`msakit.tracking`): settings, per-epoch
+    metrics of every seed, the results table and the curves; ``track_uri`` names the tracking
+    server or store (default: ``MLFLOW_TRACKING_URI``, else MLflow's embedded default).
     """
     run = _Run(**{**locals(), "out": Path(out)})  # every argument, as one object
     if resume and overwrite:
@@ -257,6 +264,8 @@ class _Run:
     loaded: LoadedInputs | None = None
     save_last: bool = True
     init_from: str | os.PathLike | None = None
+    track: str | None = None
+    track_uri: str | None = None
 
 
 def _train(ctx: distributed.DistContext, run: _Run) -> TrainResult:
@@ -287,7 +296,9 @@ def _train(ctx: distributed.DistContext, run: _Run) -> TrainResult:
     init = _read_init_from(config, probe, quiet=run.quiet or not ctx.is_main)
     del probe
     pretrained = copy.deepcopy(inputs.encoder.state_dict()) if inputs.encoder else {}
-    lock = _lock_run(run.out, ctx)
+    tracker = (start_tracking(run.track, uri=run.track_uri, out=run.out, data=run.data,
+                              config=config.to_dict()) if ctx.is_main else None)
+    lock, rows = _lock_run(run.out, ctx), []
     try:
         if run.overwrite and ctx.is_main:
             _clear_run(run.out)
@@ -299,11 +310,18 @@ def _train(ctx: distributed.DistContext, run: _Run) -> TrainResult:
             # the run's own step log: the only existing file --log-steps may name later
             write_text_atomic(run.out / STEP_LOG_RECORD, f"{Path(run.log_steps).resolve()}\n")
         rows = _train_seeds(ctx, config, run=run, inputs=inputs, pretrained=pretrained,
-                            adapter_state=adapter_state, init=init)
+                            adapter_state=adapter_state, init=init, tracker=tracker)
+    except BaseException:
+        if tracker is not None:
+            tracker.finish(rows, run.out, failed=True)
+        raise
     finally:
         if lock is not None:
             lock.release()
-    return TrainResult(out=run.out, rows=_with_summary(rows, config.spec))
+    rows = _with_summary(rows, config.spec)
+    if tracker is not None:
+        tracker.finish(rows, run.out)
+    return TrainResult(out=run.out, rows=rows)
 
 
 def _check_outputs(run: _Run, config: RunConfig) -> dict[str, Any] | None:
@@ -359,7 +377,7 @@ def _lock_run(out: Path, ctx) -> RunLock | None:
 def _train_seeds(
     ctx: distributed.DistContext, config: RunConfig, *, run: _Run, inputs: Any,
     pretrained: dict[str, torch.Tensor], adapter_state: dict[str, Any] | None,
-    init: InitFrom | None = None,
+    init: InitFrom | None = None, tracker: MlflowRun | None = None,
 ) -> list[dict[str, Any]]:
     rows, out, features = [], run.out, inputs.features
     for seed in config.seeds:
@@ -387,7 +405,7 @@ def _train_seeds(
             resume=run.resume,
             tensorboard=out / "tensorboard" / f"seed-{seed}",
             checkpoint_extra=inputs.checkpoint_extra,
-            **({"hooks": run.hooks} if run.hooks is not None else {}),
+            hooks=_seed_hooks(run.hooks, tracker, seed),
             save_last=run.save_last,
         )
         trainer.fit()
@@ -404,6 +422,15 @@ def _train_seeds(
             write_text_atomic(run_dir / "history.json", metrics_json(trainer.history, indent=1))
             _write_results(out / "results.csv", rows, config.spec)
     return rows
+
+
+def _seed_hooks(hooks: TrainerHooks | None, tracker: MlflowRun | None,
+                seed: int) -> TrainerHooks:
+    """The caller's hooks, with the tracker's per-epoch logging of this seed."""
+    hooks = hooks or TrainerHooks()
+    if tracker is None:
+        return hooks
+    return dataclasses.replace(hooks, on_epoch_record=tracker.seed_logger(seed))
 
 
 def _load_best(net: torch.nn.Module, run_dir: Path) -> None:

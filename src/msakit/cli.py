@@ -203,6 +203,8 @@ def _train(args: argparse.Namespace) -> int:
         preset=args.preset or "paper",
         config=config,
         init_from=args.init_from,
+        track=args.track,
+        track_uri=args.track_uri,
     )
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"wrote {result.out / 'results.csv'}")
@@ -501,6 +503,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start every seed from this checkpoint of the same --model (e.g. "
                    "trained on another data set); tensors whose shapes differ (input widths) "
                    "are re-initialised and listed")
+    p.add_argument("--track", choices=["mlflow"],
+                   help="log settings, per-epoch metrics, results and curves to MLflow")
+    _arg(p, "--track-uri", role=TEXT, metavar="URI",
+         help="MLflow tracking server or store (default: $MLFLOW_TRACKING_URI, else MLflow's "
+         "embedded mlflow.db in the working folder)")
 
     p = sub.add_parser("evaluate", help="metrics of a checkpoint on one split (JSON)")
     _arg(p, "--checkpoint", role=CHECKPOINT, required=True,

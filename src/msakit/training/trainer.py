@@ -294,9 +294,12 @@ class EvalResult:
 
 @dataclass
 class TrainerHooks:
-    """Optional callbacks: after each epoch (e.g. Optuna pruning) with (epoch, valid metrics)."""
+    """Optional callbacks after each epoch: ``on_epoch_end(epoch, valid metrics)`` (e.g. Optuna
+    pruning), ``on_epoch_record(epoch, record)`` with the epoch's history record (training
+    losses, validation metrics; e.g. experiment tracking). Called on the main rank only."""
 
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None
+    on_epoch_record: Callable[[int, dict[str, Any]], None] | None = None
 
 
 LOSS_KEYS = ("loss", "task_loss", "contrastive_loss")
@@ -591,6 +594,8 @@ class Trainer:
             self._save_best(epoch, best_valid)
         self._log_epoch(record)
         self._print_epoch(record)
+        if self.hooks.on_epoch_record is not None and self.dist.is_main:
+            self.hooks.on_epoch_record(epoch, record)
         self._save_last(epoch)
         if self.hooks.on_epoch_end is not None:
             self.hooks.on_epoch_end(epoch, result.metrics)
