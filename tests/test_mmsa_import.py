@@ -18,6 +18,9 @@ MODELS = {
     "lmf": ({"hidden_dims": [12, 6, 10], "rank": 2},
             ["text_hidden=12", "audio_hidden=6", "vision_hidden=10", "rank=2"]),
     "mult": ({"dst_feature_dim_nheads": [8, 2], "nlevels": 2}, ["dim=8", "heads=2", "layers=2"]),
+    "lf_dnn": ({"hidden_dims": [12, 6, 10], "text_out": 7, "post_fusion_dim": 9},
+               ["text_hidden=12", "audio_hidden=6", "vision_hidden=10", "text_out=7",
+                "post_fusion_dim=9"]),
 }
 TEST = 6
 
