@@ -32,6 +32,23 @@ def write_mmsa_file(path: Path, like: str, n: tuple[int, int, int],
     return path
 
 
+def write_aligned_mmsa_file(path: Path, like: str, n: tuple[int, int, int]) -> Path:
+    """An aligned file like MMSA's ``aligned_50.pkl``: one audio and one vision frame per
+    token (the first Lt frames of a synthetic file) and no ``audio_lengths``/``vision_lengths``
+    (MMSA's loader ignores them for aligned data; msakit takes the text mask's lengths)."""
+    write_mmsa_file(path, like, n)
+    with open(path, "rb") as f:
+        data = pickle.load(f)
+    for split in data.values():
+        length = split["text_bert"].shape[2]
+        for m in ("audio", "vision"):
+            split[m] = split[m][:, :length]
+            del split[f"{m}_lengths"]
+    with open(path, "wb") as f:
+        pickle.dump(data, f, protocol=4)
+    return path
+
+
 def mmsa_args(model: str, dataset: str, path: Path, **overrides: Any):
     """MMSA's configuration of ``model`` on ``dataset`` (config_regression.json) for ``path``."""
     from MMSA.config import get_config_regression

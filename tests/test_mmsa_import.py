@@ -21,6 +21,7 @@ MODELS = {
     "lf_dnn": ({"hidden_dims": [12, 6, 10], "text_out": 7, "post_fusion_dim": 9},
                ["text_hidden=12", "audio_hidden=6", "vision_hidden=10", "text_out=7",
                 "post_fusion_dim=9"]),
+    "ef_lstm": ({"hidden_dims": 8, "num_layers": 2}, ["hidden=8", "layers=2"]),
 }
 TEST = 6
 
