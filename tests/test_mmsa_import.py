@@ -22,6 +22,8 @@ MODELS = {
                ["text_hidden=12", "audio_hidden=6", "vision_hidden=10", "text_out=7",
                 "post_fusion_dim=9"]),
     "ef_lstm": ({"hidden_dims": 8, "num_layers": 2}, ["hidden=8", "layers=2"]),
+    "mfn": ({"hidden_dims": [6, 4, 5], "memsize": 7},
+            ["text_hidden=6", "audio_hidden=4", "vision_hidden=5", "memory=7"]),
 }
 TEST = 6
 
