@@ -118,9 +118,10 @@ def compare_grads(ours: torch.nn.Module, mapped: dict[str, torch.Tensor], rtol: 
 
 
 def build_pair(model: str, dataset: str, path: Path, *, indices: list[int], build, importer,
-               overrides: dict[str, Any]):
+               overrides: dict[str, Any], state_of=None):
     """(MMSA's AMIO of ``model``, msakit's model with its weights, MMSA's batch, msakit's batch)
-    over the same samples; ``build(args, dims)`` makes msakit's model from MMSA's args."""
+    over the same samples; ``build(args, dims)`` makes msakit's model from MMSA's args;
+    ``state_of(reference)`` gives the weights to import (default: its ``state_dict()``)."""
     from MMSA.models import AMIO
 
     from msakit.models.base import Dims
@@ -132,7 +133,8 @@ def build_pair(model: str, dataset: str, path: Path, *, indices: list[int], buil
     reference = AMIO(args)
     text, audio, vision = args.feature_dims
     ours = build(args, Dims(audio=audio, vision=vision, text_dim=text))
-    ours.load_state_dict(check_mapped(importer(reference.state_dict()), ours, "test"))
+    state = reference.state_dict() if state_of is None else state_of(reference)
+    ours.load_state_dict(check_mapped(importer(state), ours, "test"))
     return reference, ours, theirs, msakit_batch(path, "train", indices, trim=False)
 
 
