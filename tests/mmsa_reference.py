@@ -162,3 +162,24 @@ def check_training_step(pair, importer) -> int:
     loss.backward()
     assert_close(loss.detach(), expected.detach(), 1e-5, "loss")
     return compare_grads(ours, importer(grads(reference)), 1e-5)
+
+
+
+def check_multitask_step(pair, importer, path: Path, weights: dict[str, float]) -> int:
+    """One training step of both sides as MMSA's multi-task trainers take it (the L1 of the
+    fusion and unimodal outputs weighted by ``weights``, MMSA's ``args.M/T/A/V``, on the file's
+    unimodal labels; msakit's model holds the training split's labels) gives the same loss and
+    gradients to 1e-5 relative; returns how many gradients were compared."""
+    from msakit.data.mmsa import load_feature_file
+
+    reference, ours, theirs, batch = pair
+    reference.train(), ours.train()
+    outputs = reference(theirs["text"], theirs["audio"], theirs["vision"])
+    expected = sum(weights[m] * torch.nn.L1Loss()(outputs[m], theirs["labels"][m].view(-1, 1))
+                   for m in "MTAV")
+    expected.backward()
+    ours.on_train_start(load_feature_file(path, text_features=True).splits["train"])
+    loss = ours.compute_loss(ours(batch), batch).loss
+    loss.backward()
+    assert_close(loss.detach(), expected.detach(), 1e-5, "loss")
+    return compare_grads(ours, importer(grads(reference)), 1e-5)

@@ -25,7 +25,7 @@ from msakit.errors import MsakitError
 from msakit.models.base import Dims, MSAModel
 
 BUILTIN = ("clgsi", "conki", "tfn", "lmf", "mult", "misa", "self_mm", "mmim", "lf_dnn",
-           "ef_lstm", "mfn", "graph_mfn")
+           "ef_lstm", "mfn", "graph_mfn", "mtfn")
 """Modules of ``msakit.models`` that register the built-in models (imported on first use)."""
 
 PresetEntry = dict[str, Any]
