@@ -127,7 +127,6 @@ SPEC = register_model(
             "hidden": ("choice", [16, 32, 64, 128, 256]),
             "layers": ("choice", [2, 3, 4]),
             "dropout": ("choice", [0.2, 0.3, 0.4, 0.5]),
-            "batch_size": ("choice", [32, 64, 128]),
             "lr": ("choice", [5e-4, 1e-3, 2e-3, 5e-3]),
             "weight_decay": ("choice", [0.0, 1e-4, 1e-3, 5e-3]),
         },

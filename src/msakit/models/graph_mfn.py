@@ -210,7 +210,6 @@ SPEC = register_model(
             "memory": ("choice", [64, 128, 256, 300, 400]),
             "inner": ("choice", [20, 32, 64, 128]),
             **{k: v for k, v in TUNE_BLOCKS.items() if not k.startswith("att1")},
-            "batch_size": ("choice", [32, 64]),
             "lr": ("choice", [5e-4, 1e-3, 2e-3, 5e-3]),
             "weight_decay": ("choice", [0.0, 1e-3, 5e-3, 1e-2]),
         },

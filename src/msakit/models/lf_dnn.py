@@ -147,7 +147,6 @@ SPEC = register_model(
         search_space={  # MMSA's config_tune.json, "lf_dnn"
             "lr": ("choice", [5e-4, 1e-3, 2e-3, 5e-3]),
             "weight_decay": ("choice", [0.0, 1e-3, 5e-3, 1e-2]),
-            "batch_size": ("choice", [32, 64, 128]),
             "text_out": ("choice", [32, 64, 128, 256]),
             "post_fusion_dim": ("choice", [16, 32, 64, 128]),
             "post_fusion_dropout": ("choice", [0.2, 0.3, 0.4, 0.5]),

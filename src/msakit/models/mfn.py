@@ -213,7 +213,6 @@ SPEC = register_model(
         search_space={  # MMSA's config_tune.json, "mfn"
             "memory": ("choice", [64, 128, 256, 300, 400]),
             **TUNE_BLOCKS,
-            "batch_size": ("choice", [32, 64, 128]),
             "lr": ("choice", [5e-4, 1e-3, 2e-3, 5e-3]),
         },
         text_input="features",
