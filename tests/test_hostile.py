@@ -625,7 +625,7 @@ CASES = [
     ("import-weights-missing-weights", lambda w: _import(w, weights=w.root / "nope.pth"), 2,
      "does not exist"),
     ("import-weights-mmsa-wrong-model", lambda w: _mmsa_import(w, "clgsi"), 2,
-     "self_mm, mmim weights, not clgsi"),
+     "--from mmsa holds tfn, lmf, mult"),
     ("import-weights-mmsa-file-without-text", lambda w: _mmsa_import(w, "tfn"), 2,
      "key 'text': required key is missing"),
     ("import-weights-mmsa-text-encoder", lambda w: _mmsa_import(w, "mult", "--text-encoder",
