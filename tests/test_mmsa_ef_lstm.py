@@ -95,3 +95,11 @@ def test_import_names_bad_entries(files):
     state["Model.norm.weight"] = state["Model.norm.weight"][:10]
     with pytest.raises(MsakitError, match="shapes differ norm.weight is 10"):
         check_mapped(import_mmsa(state), ours, "w.pth")
+
+
+def test_another_text_length_is_one_error(files):
+    _, ours, _, batch = pair(files["mosi"], "mosi")
+    shorter = {k: v[:, :40] if k in ("text_features", "audio", "vision") else v
+               for k, v in batch.items()}
+    with pytest.raises(MsakitError, match="built for 50 text positions.*the data has 40"):
+        ours.eval()(shorter)

@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from msakit.config.model_config import ModelConfig, hp
+from msakit.errors import MsakitError
 from msakit.models.base import Dims, L1Regression, ModelOutput, groups_by_prefix
 from msakit.models.import_weights import rename_mmsa
 from msakit.models.lf_dnn import mmsa_adam_run
@@ -87,7 +88,11 @@ class EFLSTM(L1Regression):
         return True
 
     def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
-        x = self.norm(torch.cat(aligned_inputs(batch), dim=-1))
+        x = torch.cat(aligned_inputs(batch), dim=-1)
+        if x.size(1) != self.norm.num_features:  # BatchNorm over positions: one length only
+            raise MsakitError(f"EF-LSTM was built for {self.norm.num_features} text positions "
+                              f"(its BatchNorm normalises each); the data has {x.size(1)}")
+        x = self.norm(x)
         _, (h, _) = self.lstm(x)
         fused = h[-1]
         x = self.drop(F.relu(self.linear(self.drop(fused))))
