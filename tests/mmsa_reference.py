@@ -183,3 +183,32 @@ def check_multitask_step(pair, importer, path: Path, weights: dict[str, float]) 
     loss.backward()
     assert_close(loss.detach(), expected.detach(), 1e-5, "loss")
     return compare_grads(ours, importer(grads(reference)), 1e-5)
+
+
+def cli_import_predictions(model: str, dataset: str, path: Path, folder: Path, *,
+                           overrides: dict[str, Any], sets: list[str], state_of=None):
+    """MMSA's AMIO (random weights) saved as MMSA saves it (or as ``state_of(amio)`` gives),
+    imported with ``msakit import-weights --from mmsa`` (``--set`` each of ``sets``) and run by
+    ``msakit predict`` on the test split: (msakit's predictions, MMSA's) as tensors."""
+    import csv
+
+    from conftest import run_cli
+    from MMSA.models import AMIO
+
+    args = mmsa_args(model, dataset, path, **overrides)
+    batch = mmsa_batch(args, "test", [0, 1, 2, 3])
+    torch.manual_seed(3)
+    reference = AMIO(args).eval()
+    with torch.no_grad():
+        expected = reference(batch["text"], batch["audio"], batch["vision"])["M"].view(-1)
+    torch.save(reference.state_dict() if state_of is None else state_of(reference),
+               folder / "weights.pth")
+    argv = ["import-weights", "--from", "mmsa", "--model", model, "--dataset", dataset,
+            "--data", str(path), "--weights", str(folder / "weights.pth"), "--out",
+            str(folder / "imported.pt"), *[x for s in sets for x in ("--set", s)]]
+    assert run_cli(argv) == 0
+    assert run_cli(["predict", "--checkpoint", str(folder / "imported.pt"), "--data", str(path),
+                    "--split", "test", "--out", str(folder / "p.csv")]) == 0
+    with open(folder / "p.csv") as f:
+        got = torch.tensor([float(row["prediction"]) for row in csv.DictReader(f)])
+    return got, expected

@@ -12,6 +12,8 @@ from mmsa_reference import (
     build_pair,
     check_predictions,
     check_training_step,
+    cli_import_predictions,
+    mmsa_args,
     write_aligned_mmsa_file,
     write_mmsa_file,
 )
@@ -102,35 +104,24 @@ def test_preset_is_mmsas_configuration(dataset):
     assert set(config.weight_decay.values()) == {args.weight_decay}
 
 
+
 def test_import_weights_cli_gives_mmsas_predictions(files, tmp_path, capsys):
     """``msakit import-weights --from mmsa`` on weights saved with mmsa_state, then ``predict``
     on the aligned file: MMSA's predictions; a plain state dict is one error line."""
-    import csv
-
     from conftest import run_cli
-    from MMSA.models import AMIO
-    from mmsa_reference import mmsa_args, mmsa_batch
 
-    args = mmsa_args("graph_mfn", "mosi", files["mosi"], **TINY)
-    theirs = mmsa_batch(args, "test", [0, 1, 2, 3])
-    torch.manual_seed(3)
-    reference = AMIO(args).eval()
-    with torch.no_grad():
-        expected = reference(theirs["text"], theirs["audio"], theirs["vision"])["M"].view(-1)
-    sets = [x for s in config_of(args).to_dict().items() if s[0] != "audio_vision"
-            for x in ("--set", f"{s[0]}={s[1]}")]
-    argv = ["import-weights", "--from", "mmsa", "--model", "graph_mfn", "--dataset", "mosi",
-            "--data", str(files["mosi"]), *sets]
-    torch.save(reference.state_dict(), tmp_path / "plain.pth")
-    assert run_cli([*argv, "--weights", str(tmp_path / "plain.pth"), "--out",
-                    str(tmp_path / "plain.pt")]) == 2
+    sets = [f"{k}={v}" for k, v in config_of(mmsa_args("graph_mfn", "mosi", files["mosi"],
+                                                       **TINY)).to_dict().items()]
+    got, expected = cli_import_predictions("graph_mfn", "mosi", files["mosi"], tmp_path,
+                                           overrides=TINY, sets=sets, state_of=mmsa_state)
+    assert torch.allclose(got, expected, atol=1e-4, rtol=1e-5), (got - expected).abs().max()
+    capsys.readouterr()
+    plain = tmp_path / "plain.pth"  # what MMSA saves: AMIO.state_dict(), no vertex networks
+    full = torch.load(tmp_path / "weights.pth", weights_only=True)
+    torch.save({k: v for k, v in full.items() if ".networks." not in k}, plain)
+    assert run_cli(["import-weights", "--from", "mmsa", "--model", "graph_mfn", "--dataset",
+                    "mosi", "--data", str(files["mosi"]), "--weights", str(plain), "--out",
+                    str(tmp_path / "plain.pt"), *[x for s in sets for x in ("--set", s)]]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert len(errors) == 1 and errors[0].startswith("error:") and "mmsa_state" in errors[0]
-    torch.save(mmsa_state(reference), tmp_path / "full.pth")
-    assert run_cli([*argv, "--weights", str(tmp_path / "full.pth"), "--out",
-                    str(tmp_path / "full.pt")]) == 0
-    assert run_cli(["predict", "--checkpoint", str(tmp_path / "full.pt"), "--data",
-                    str(files["mosi"]), "--split", "test", "--out", str(tmp_path / "p.csv")]) == 0
-    with open(tmp_path / "p.csv") as f:
-        got = torch.tensor([float(row["prediction"]) for row in csv.DictReader(f)])
-    assert torch.allclose(got, expected, atol=1e-4, rtol=1e-5), (got - expected).abs().max()
+    assert not (tmp_path / "plain.pt").exists()

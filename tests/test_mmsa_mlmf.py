@@ -7,7 +7,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from mmsa_reference import build_pair, check_multitask_step, check_predictions, write_mmsa_file
+from mmsa_reference import (
+    build_pair,
+    check_multitask_step,
+    check_predictions,
+    cli_import_predictions,
+    mmsa_args,
+    write_mmsa_file,
+)
 
 from msakit.errors import MsakitError
 from msakit.models.mlmf import MLMF, MLMFConfig, import_mmsa
@@ -97,3 +104,13 @@ def test_import_names_bad_entries(sims):
     state = reference.state_dict()
     with pytest.raises(MsakitError, match="unexpected keys Model.output_range"):
         import_mmsa({**state, "Model.output_range": torch.ones(1)})
+
+
+
+def test_import_weights_cli_gives_mmsas_predictions(sims, tmp_path):
+    """``msakit import-weights --from mmsa`` then ``msakit predict``: MMSA's predictions."""
+    config = config_of(mmsa_args("mlmf", "sims", sims, **TINY)).to_dict()
+    sets = [f"{k}={v}" for k, v in config.items() if k != "padding"]
+    got, expected = cli_import_predictions("mlmf", "sims", sims, tmp_path,
+                                           overrides=TINY, sets=sets)
+    assert torch.allclose(got, expected, atol=1e-4, rtol=1e-5), (got - expected).abs().max()
