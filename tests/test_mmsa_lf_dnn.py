@@ -71,3 +71,20 @@ def test_import_names_bad_entries(files):
     del state["Model.post_fusion_layer_3.weight"]
     with pytest.raises(MsakitError, match="no entry for msakit's post_fusion.fc3.weight"):
         check_mapped(import_mmsa(state), ours, "w.pth")
+
+
+def test_valid_padding_ignores_padded_content(files):
+    """padding="valid" reads valid frames and tokens only; MMSA's reading sees the padding."""
+    _, ours, _, batch = pair(files["mosi"], "mosi")
+    ours.eval()
+    changed = dict(batch)
+    for key in ("audio", "vision"):
+        frames = torch.arange(batch[key].size(1))
+        pad = frames[None, :] >= batch[f"{key}_lengths"][:, None]
+        changed[key] = batch[key] + 5.0 * pad[:, :, None]
+    changed["text_features"] = batch["text_features"] + 5.0 * (batch["text"][:, 1] == 0)[..., None]
+    with torch.no_grad():
+        assert not torch.allclose(ours(batch).prediction, ours(changed).prediction)
+        ours.config.padding = "valid"
+        assert not ours.reads_padding()
+        assert torch.allclose(ours(batch).prediction, ours(changed).prediction, atol=1e-6)
