@@ -283,6 +283,7 @@ def _train(ctx: distributed.DistContext, run: _Run) -> TrainResult:
     # Build once to surface configuration errors before anything is written.
     probe = build_model(config, inputs.dims, copy.deepcopy(inputs.encoder), stats=inputs.stats)
     check_batch_size(config, probe, ctx.world_size)
+    probe.on_train_start(inputs.features.splits["train"])  # what training needs of the data
     adapter_state = None
     if run.adapters is not None:
         from msakit.training.stages import read_adapters

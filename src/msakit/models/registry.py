@@ -24,8 +24,8 @@ from msakit.config.presets import DEFAULT_PRESET, apply_preset_entry
 from msakit.errors import MsakitError
 from msakit.models.base import Dims, MSAModel
 
-BUILTIN = ("clgsi", "conki", "tfn", "lmf", "mult", "misa", "self_mm", "mmim",
-           "bert_mag", "mfm", "mctn")
+BUILTIN = ("clgsi", "conki", "tfn", "lmf", "mult", "misa", "self_mm", "mmim", "lf_dnn",
+           "ef_lstm", "mfn", "graph_mfn", "mtfn", "mlmf", "mlf_dnn", "bert_mag", "mfm", "mctn")
 """Modules of ``msakit.models`` that register the built-in models (imported on first use)."""
 
 PresetEntry = dict[str, Any]
