@@ -464,8 +464,8 @@ CLGSI_DATASET = {
             "text_encoder": "bert-base-uncased",
             "batch_size": 64,
             "epochs": 75,
-            "lr": groups(5e-5, 1e-3, 5e-3, 1e-2),
-            "weight_decay": groups(0.01, 0.01, 0.001, 0.001),
+            "lr": groups(text=5e-5, audio=1e-3, vision=5e-3, other=1e-2),
+            "weight_decay": groups(text=0.01, audio=0.01, vision=0.001, other=0.001),
         },
         "model": {},
     },
@@ -474,8 +474,8 @@ CLGSI_DATASET = {
             "text_encoder": "bert-base-uncased",
             "batch_size": 128,
             "epochs": 40,
-            "lr": groups(5e-5, 5e-4, 5e-4, 2.5e-3),
-            "weight_decay": groups(0.001, 0.0, 0.0, 0.01),
+            "lr": groups(text=5e-5, audio=5e-4, vision=5e-4, other=2.5e-3),
+            "weight_decay": groups(text=0.001, audio=0.0, vision=0.0, other=0.01),
         },
         "model": {
             "common_dim": 128,
@@ -496,8 +496,8 @@ CLGSI_DATASET = {
             "text_encoder": "bert-base-chinese",
             "batch_size": 64,
             "epochs": 95,
-            "lr": groups(5e-5, 5e-4, 5e-4, 5e-4),
-            "weight_decay": groups(0.001, 0.01, 0.01, 0.001),
+            "lr": groups(text=5e-5, audio=5e-4, vision=5e-4, other=5e-4),
+            "weight_decay": groups(text=0.001, audio=0.01, vision=0.01, other=0.001),
         },
         "model": {
             # Table 7: d_c = d_s = 64 on SIMS; the authors' config has 128 (post_text/audio/

@@ -616,20 +616,20 @@ _CONKI_RUN = {
     "early_stop": 20,
     "warmup": 0.0,
     "schedule": "constant",
-    "weight_decay": groups(1e-3, 1e-3, 1e-3, 1e-3),
+    "weight_decay": groups(text=1e-3, audio=1e-3, vision=1e-3, other=1e-3),
 }
 
 CONKI_DATASET = {
     "mosi": {
-        "run": {**_CONKI_RUN, "lr": groups(5e-6, 5e-6, 5e-6, 1e-6)},
+        "run": {**_CONKI_RUN, "lr": groups(text=5e-6, audio=5e-6, vision=5e-6, other=1e-6)},
         "model": {"external": "mosei", "lam": 0.01},
     },
     "mosei": {
-        "run": {**_CONKI_RUN, "lr": groups(5e-6, 5e-5, 5e-5, 5e-5)},
+        "run": {**_CONKI_RUN, "lr": groups(text=5e-6, audio=5e-5, vision=5e-5, other=5e-5)},
         "model": {"external": "mosi", "lam": 0.001},
     },
     "sims": {
-        "run": {**_CONKI_RUN, "lr": groups(5e-6, 5e-6, 5e-6, 1e-6)},
+        "run": {**_CONKI_RUN, "lr": groups(text=5e-6, audio=5e-6, vision=5e-6, other=1e-6)},
         "model": {"external": "mosei", "lam": 0.01},
     },
 }
@@ -640,8 +640,8 @@ CONKI_DATASET = {
 # come from the target's preset.
 CONKI_PRETRAIN = {
     "epochs": 10,
-    "lr": groups(5e-5, 5e-5, 5e-5, 5e-5),
-    "weight_decay": groups(0.0, 0.0, 0.0, 0.0),
+    "lr": groups(text=5e-5, audio=5e-5, vision=5e-5, other=5e-5),
+    "weight_decay": groups(text=0.0, audio=0.0, vision=0.0, other=0.0),
     "warmup_epochs": 1,
     "schedule": "linear",
 }

@@ -336,8 +336,8 @@ def _mmsa_run(batch_size: int, clip_value: float, text_encoder: str) -> dict:
     return {
         "text_encoder": text_encoder,
         "batch_size": batch_size,
-        "lr": groups(1e-4, 1e-4, 1e-4, 1e-4),
-        "weight_decay": groups(0.0, 0.0, 0.0, 0.0),
+        "lr": groups(text=1e-4, audio=1e-4, vision=1e-4, other=1e-4),
+        "weight_decay": groups(text=0.0, audio=0.0, vision=0.0, other=0.0),
         "optimizer": "adam",
         "accumulate": 2,
         "clip_value": clip_value,

@@ -388,8 +388,9 @@ def _mmsa_run(text_encoder: str) -> dict[str, Any]:
         "batch_size": 32,
         "epochs": 200,  # a cap (msakit's choice); MMSA stops only early (8 epochs)
         "early_stop": 8,
-        "lr": groups(5e-5, 1e-3, 1e-3, 1e-3),  # lr_bert, lr_main
-        "weight_decay": groups(1e-4, 1e-4, 1e-4, 1e-4),  # weight_decay_bert, _main
+        "lr": groups(text=5e-5, audio=1e-3, vision=1e-3, other=1e-3),  # lr_bert, lr_main
+        # weight_decay_bert, weight_decay_main
+        "weight_decay": groups(text=1e-4, audio=1e-4, vision=1e-4, other=1e-4),
         "optimizer": "adam",
         "grad_clip": 1.0,
         "schedule": "constant",  # ReduceLROnPlateau(patience 20) never fires (docs/readings.md)

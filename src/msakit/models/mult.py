@@ -273,7 +273,8 @@ def _mult_run(batch_size: int, lr: float, patience: int) -> dict:
     tenfold after ``patience`` epochs without a lower validation loss; Adam without weight
     decay (MMSA's config names one its optimizer never receives)."""
     return {"text_encoder": None, "batch_size": batch_size, "accumulate": MMSA_UPDATE_EPOCHS,
-            "lr": groups(lr, lr, lr, lr), "weight_decay": groups(0.0, 0.0, 0.0, 0.0),
+            "lr": groups(text=lr, audio=lr, vision=lr, other=lr),
+            "weight_decay": groups(text=0.0, audio=0.0, vision=0.0, other=0.0),
             "optimizer": "adam", "schedule": "plateau", "plateau_patience": patience,
             "warmup": 0.0, "clip_value": 0.6, "epochs": 200, "early_stop": 8}
 

@@ -306,20 +306,20 @@ _MMSA_LOOP = {"optimizer": "adam", "accumulate": 4, "schedule": "constant", "war
 PRESETS = {
     "mosi": {
         "run": {**_MMSA_LOOP, "text_encoder": "bert-base-uncased", "batch_size": 16,
-                "lr": groups(5e-5, 5e-3, 5e-3, 1e-3),
-                "weight_decay": groups(1e-3, 1e-3, 1e-3, 1e-3)},
+                "lr": groups(text=5e-5, audio=5e-3, vision=5e-3, other=1e-3),
+                "weight_decay": groups(text=1e-3, audio=1e-3, vision=1e-3, other=1e-3)},
         "model": {},
     },
     "mosei": {
         "run": {**_MMSA_LOOP, "text_encoder": "bert-base-uncased", "batch_size": 32,
-                "lr": groups(5e-5, 5e-3, 1e-4, 1e-3),
-                "weight_decay": groups(1e-3, 0.0, 0.0, 1e-2)},
+                "lr": groups(text=5e-5, audio=5e-3, vision=1e-4, other=1e-3),
+                "weight_decay": groups(text=1e-3, audio=0.0, vision=0.0, other=1e-2)},
         "model": {"fusion_dropout": 0.1, "text_dropout": 0.0, "audio_dropout": 0.0},
     },
     "sims": {
         "run": {**_MMSA_LOOP, "text_encoder": "bert-base-chinese", "batch_size": 32,
-                "lr": groups(5e-5, 5e-3, 5e-3, 1e-3),
-                "weight_decay": groups(1e-3, 1e-2, 1e-2, 1e-3)},
+                "lr": groups(text=5e-5, audio=5e-3, vision=5e-3, other=1e-3),
+                "weight_decay": groups(text=1e-3, audio=1e-2, vision=1e-2, other=1e-3)},
         "model": {"vision_hidden": 64, "text_dim": 64, "label_bound": 1.0},
     },
 }

@@ -214,8 +214,9 @@ def import_mmsa(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def mmsa_run(batch_size: int, lr: float) -> dict:
     """MMSA's training of TFN and LMF: Adam at one learning rate, no schedule, early stop after
     8 epochs without a better validation result (MMSA trains until then; 200 is a cap)."""
-    return {"text_encoder": None, "batch_size": batch_size, "lr": groups(lr, lr, lr, lr),
-            "weight_decay": groups(0.0, 0.0, 0.0, 0.0), "optimizer": "adam",
+    return {"text_encoder": None, "batch_size": batch_size,
+            "lr": groups(text=lr, audio=lr, vision=lr, other=lr),
+            "weight_decay": groups(text=0.0, audio=0.0, vision=0.0, other=0.0), "optimizer": "adam",
             "schedule": "constant", "warmup": 0.0, "epochs": 200, "early_stop": 8}
 
 
