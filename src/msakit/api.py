@@ -642,8 +642,7 @@ def _finite_predictions(path: Path):
         if bool(finite.all()):
             return
         first = int((~finite).nonzero()[0])
-        batch = args[0] if args and isinstance(args[0], Mapping) else {}
-        index = batch.get("index")
+        index = getattr(args[0], "index", None) if args else None
         sample = int(index[first]) if isinstance(index, torch.Tensor) else first
         value = float(output.prediction.detach().float().reshape(-1)[first])
         raise MsakitError(f"{path}: the model predicts {value} for sample {sample} (position "

@@ -57,13 +57,15 @@ from msakit.encoders.sequence import SequenceEncoder, last_valid, masked_mean
 from msakit.errors import MsakitError
 from msakit.losses import IntensityGuidedContrastiveLoss
 from msakit.models.base import (
+    LOCAL,
+    Batch,
     Dims,
-    Gather,
+    LossContext,
     LossOutput,
     ModelOutput,
     MSAModel,
+    groups_by_prefix,
     l1_task,
-    no_gather,
 )
 from msakit.models.registry import ModelSpec, register_model
 
@@ -370,25 +372,25 @@ class CLGSI(MSAModel):
         """The lengths a step reads: the valid ones, or the full padded length of ``x``."""
         return torch.full_like(lengths, x.size(1)) if padded else lengths
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
+    def forward(self, batch: Batch) -> ModelOutput:
         c = self.config
-        text_mask = batch["text"][:, 1] > 0  # (B, Lt)
+        text_mask = batch.text[:, 1] > 0  # (B, Lt)
         text_h = self.cached_text_features(batch)["seq_hidden"]  # (B, Lt, d_t)
-        audio, vision = batch["audio"], batch["vision"]
+        audio, vision = batch.audio, batch.vision
         unmasked = not c.encoder_mask
         full = self.reads_padding()  # padded output frames are read: compute them all
         audio_h, audio_mask = self.audio_encoder(
-            audio, self._lengths(audio, batch["audio_lengths"], unmasked), full_output=full
+            audio, self._lengths(audio, batch.audio_lengths, unmasked), full_output=full
         )
         vision_h, vision_mask = self.vision_encoder(
-            vision, self._lengths(vision, batch["vision_lengths"], unmasked), full_output=full
+            vision, self._lengths(vision, batch.vision_lengths, unmasked), full_output=full
         )
         reps: dict[str, torch.Tensor] = {}
         parts = []
         if self.config.use_common:
             last_padded = c.common_frame == "last_padded"
-            audio_at = self._lengths(audio, batch["audio_lengths"], last_padded)
-            vision_at = self._lengths(vision, batch["vision_lengths"], last_padded)
+            audio_at = self._lengths(audio, batch.audio_lengths, last_padded)
+            vision_at = self._lengths(vision, batch.vision_lengths, last_padded)
             reps["text"] = self.project_text(text_h[:, 0])  # [CLS]
             reps["audio"] = self.project_audio(last_valid(audio_h, audio_at))
             reps["vision"] = self.project_vision(last_valid(vision_h, vision_at))
@@ -410,39 +412,25 @@ class CLGSI(MSAModel):
         return ModelOutput(prediction=prediction, representations=reps)
 
     def compute_loss(
-        self,
-        output: ModelOutput,
-        batch: dict[str, torch.Tensor],
-        *,
-        gather: Gather = no_gather,
-        global_batch: int | None = None,
-        world_size: int = 1,
+        self, output: ModelOutput, batch: Batch, ctx: LossContext = LOCAL
     ) -> LossOutput:
-        task = l1_task(output, batch, global_batch, world_size)
+        task = l1_task(output, batch, ctx)
         if self.contrastive is None:
             zero = task.detach() * 0
             return LossOutput(task, task, zero)
         reps = output.representations
         cl = self.contrastive(
-            gather(reps["text"]), gather(reps["audio"]), gather(reps["vision"]),
-            gather(batch["labels"].to(output.prediction.dtype)),
+            ctx.gather(reps["text"]), ctx.gather(reps["audio"]), ctx.gather(reps["vision"]),
+            ctx.gather(batch.labels.to(output.prediction.dtype)),
         )
         return LossOutput(task + self.config.gamma * cl, task, cl)
 
     def parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
-        groups: dict[str, list[tuple[str, nn.Parameter]]] = {
-            "text": [], "audio": [], "vision": [], "other": []
-        }
-        for name, param in self.named_parameters():
-            if name.startswith("text_encoder."):
-                groups["text"].append((name, param))
-            elif name.startswith("audio_encoder."):
-                groups["audio"].append((name, param))
-            elif name.startswith("vision_encoder."):
-                groups["vision"].append((name, param))
-            else:
-                groups["other"].append((name, param))
-        return groups
+        return groups_by_prefix(self, {
+            "text": ("text_encoder.",),
+            "audio": ("audio_encoder.",),
+            "vision": ("vision_encoder.",),
+        })
 
 
 # --------------------------------------------------------------------------- presets

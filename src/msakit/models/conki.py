@@ -78,13 +78,14 @@ from msakit.encoders.text import (
 from msakit.errors import MsakitError
 from msakit.losses import HierarchicalContrastiveLoss
 from msakit.models.base import (
+    LOCAL,
+    Batch,
     Dims,
-    Gather,
+    LossContext,
     LossOutput,
     ModelOutput,
     MSAModel,
-    no_gather,
-    task_mean,
+    groups_by_prefix,
 )
 from msakit.models.registry import ModelSpec, register_model
 
@@ -384,11 +385,11 @@ class ConKI(MSAModel):
                 features[f"seq_hidden_{k}"] = out.hidden_states[k]
         return features
 
-    def encode_text(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    def encode_text(self, batch: Batch) -> tuple[torch.Tensor, ...]:
         """MMSA text rows (or their cached features) -> (O_t (B, d_t), A_t (B, d_t) or None).
 
         O_t is returned even with ``use_pan_knowledge=False`` (``forward`` leaves it out)."""
-        text = batch["text"]
+        text = batch.text
         mask = text[:, 1] > 0  # (B, Lt)
         features = self.cached_text_features(batch)
         adapter = getattr(self, "adapter_text", None)
@@ -420,13 +421,13 @@ class ConKI(MSAModel):
         """Adapter output (B, L, d) -> A_m (B, d): mean over valid positions, or position 0."""
         return masked_mean(x, mask) if self.config.adapter_pool == "mean" else x[:, 0]
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
+    def forward(self, batch: Batch) -> ModelOutput:
         reps: dict[str, torch.Tensor] = {}
         for m in self.modalities:
             if m == "text":
                 pan, specific = self.encode_text(batch)
             else:
-                pan, specific = self.encode_sequence(m, batch[m], batch[f"{m}_lengths"])
+                pan, specific = self.encode_sequence(m, batch.sequence(m), batch.lengths(m))
             if self.config.use_pan_knowledge:
                 reps[f"pan_{m}"] = pan  # O_m
             if specific is not None:
@@ -440,22 +441,16 @@ class ConKI(MSAModel):
 
     # ------------------------------------------------------------------ loss
     def compute_loss(
-        self,
-        output: ModelOutput,
-        batch: dict[str, torch.Tensor],
-        *,
-        gather: Gather = no_gather,
-        global_batch: int | None = None,
-        world_size: int = 1,
+        self, output: ModelOutput, batch: Batch, ctx: LossContext = LOCAL
     ) -> LossOutput:
-        labels = batch["labels"].to(output.prediction.dtype)
-        task = task_mean((output.prediction - labels) ** 2, global_batch, world_size)  # Eq. (4)
+        labels = batch.labels.to(output.prediction.dtype)
+        task = ctx.mean((output.prediction - labels) ** 2)  # Eq. (4)
         if self.contrastive is None:
             return LossOutput(task, task, task.detach() * 0)
         reps = output.representations
-        all_labels = gather(labels)
+        all_labels = ctx.gather(labels)
         blocks = [
-            [gather(reps[f"{kind}_{m}"]) for m in self.modalities]
+            [ctx.gather(reps[f"{kind}_{m}"]) for m in self.modalities]
             for kind in ("pan", "specific")
             if f"{kind}_{self.modalities[0]}" in reps
         ]
@@ -478,28 +473,13 @@ class ConKI(MSAModel):
     def parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
         """text: the text encoder; audio / vision: projection + encoder; adapters: the adapters
         when ``adapter_lr`` is set (else they are in other); other: the rest."""
-        groups: dict[str, list[tuple[str, nn.Parameter]]] = {
-            "text": [],
-            "audio": [],
-            "vision": [],
-            "other": [],
-        }
-        own_group = self.config.adapter_lr is not None
-        if own_group:
-            groups["adapters"] = []
-        for name, param in self.named_parameters():
-            head = name.split(".", 1)[0]
-            if own_group and head.startswith("adapter_"):
-                groups["adapters"].append((name, param))
-            elif head == "text_encoder":
-                groups["text"].append((name, param))
-            elif head in ("audio_encoder", "project_audio"):
-                groups["audio"].append((name, param))
-            elif head in ("vision_encoder", "project_vision"):
-                groups["vision"].append((name, param))
-            else:
-                groups["other"].append((name, param))
-        return groups
+        own = {"adapters": ("adapter_",)} if self.config.adapter_lr is not None else {}
+        return groups_by_prefix(self, {
+            **own,
+            "text": ("text_encoder.",),
+            "audio": ("audio_encoder.", "project_audio."),
+            "vision": ("vision_encoder.", "project_vision."),
+        })
 
     def optimizer_settings(self, config: Any) -> dict[str, tuple[float, float]]:
         """The RunConfig's groups, and adapters at ``adapter_lr`` with other's weight decay.

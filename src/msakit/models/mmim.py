@@ -45,14 +45,15 @@ from msakit.encoders.recurrent import FinalStateLSTM
 from msakit.encoders.text import bert_inputs
 from msakit.errors import MsakitError
 from msakit.models.base import (
+    LOCAL,
+    Batch,
     Dims,
-    Gather,
+    LossContext,
     LossOutput,
     ModelOutput,
     MSAModel,
     TrainingPhase,
     l1_task,
-    no_gather,
 )
 from msakit.models.import_weights import Source, _same, load_reference_state
 from msakit.models.registry import ModelSpec, register_model
@@ -254,16 +255,16 @@ class MMIM(MSAModel):
         """text (B, 3, Lt) -> {"cls": BERT's last hidden state at [CLS] (B, d_t)}."""
         return {"cls": self.text_encoder(**bert_inputs(text)).last_hidden_state[:, 0]}
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
+    def forward(self, batch: Batch) -> ModelOutput:
         text = self.cached_text_features(batch)["cls"]
-        audio = self.audio_encoder(batch["audio"], batch["audio_lengths"])
-        vision = self.vision_encoder(batch["vision"], batch["vision_lengths"])
+        audio = self.audio_encoder(batch.audio, batch.audio_lengths)
+        vision = self.vision_encoder(batch.vision, batch.vision_lengths)
         z, prediction = self.fusion(torch.cat([text, audio, vision], dim=1))
         reps = {"text": text, "audio": audio, "vision": vision, "fusion": z}
         terms: dict[str, torch.Tensor] = {}
         if self.training:
             vectors = {"t": text, "a": audio, "v": vision}
-            terms = self._mmilb_terms(vectors, batch["labels"])
+            terms = self._mmilb_terms(vectors, batch.labels)
             if self.phase == "main":
                 terms["nce"] = (self.cpc_text(text, z) + self.cpc_vision(vision, z)
                                 + self.cpc_audio(audio, z))
@@ -302,15 +303,9 @@ class MMIM(MSAModel):
                 memory[sign][self._step % self.config.mem_size] = value
 
     def compute_loss(
-        self,
-        output: ModelOutput,
-        batch: dict[str, torch.Tensor],
-        *,
-        gather: Gather = no_gather,
-        global_batch: int | None = None,
-        world_size: int = 1,
+        self, output: ModelOutput, batch: Batch, ctx: LossContext = LOCAL
     ) -> LossOutput:
-        task = l1_task(output, batch, global_batch, world_size)
+        task = l1_task(output, batch, ctx)
         terms = output.terms
         if not terms:  # evaluation
             return LossOutput(task, task, task.detach() * 0)

@@ -37,6 +37,7 @@ from msakit.config import groups
 from msakit.config.model_config import ModelConfig, hp
 from msakit.errors import MsakitError
 from msakit.models.base import (
+    Batch,
     Dims,
     L1Regression,
     ModelOutput,
@@ -191,11 +192,11 @@ class MulT(L1Regression):
     def reads_padding(self) -> bool:
         return True  # MMSA reads every padded position and predicts from the last one
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
+    def forward(self, batch: Batch) -> ModelOutput:
         inputs = {
-            "text": self.text_drop(batch["text_features"]),
-            "audio": batch["audio"],
-            "vision": batch["vision"],
+            "text": self.text_drop(batch.text_features),
+            "audio": batch.audio,
+            "vision": batch.vision,
         }
         seqs = {}  # (L', B, d)
         for m, x in inputs.items():
