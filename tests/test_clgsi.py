@@ -22,7 +22,7 @@ from msakit.encoders.sequence import SequenceEncoder, last_valid, lengths_to_mas
 from msakit.encoders.text import load_text_encoder
 from msakit.errors import MsakitError
 from msakit.models.base import Dims
-from msakit.models.clgsi import CLGSI, GLFK, CommonFusion, Subnet
+from msakit.models.clgsi import CLGSI, GLFK, CLGSIConfig, CommonFusion, Subnet
 from msakit.models.registry import create_model, preset
 
 SMALL = {"common_dim": 16, "specific_dim": 16, "head_dim": 16, "feedforward": 32}
@@ -492,3 +492,19 @@ def test_same_seed_same_results(tmp_path, tiny_bert):
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_the_paper_vs_authors_table_is_kept_once_in_code_and_shown_in_readings():
+    """docs/readings.md shows ``DIFFERENCES`` as rendered; every row names its setting, and
+    the settings that are model hyperparameters are ones ``--preset authors`` changes."""
+    from pathlib import Path
+
+    from msakit.models.clgsi.presets import CLGSI_AUTHORS
+    from msakit.models.clgsi.readings import DIFFERENCES, differences_markdown
+
+    readings = Path(__file__).resolve().parents[1] / "docs" / "readings.md"
+    assert differences_markdown() in readings.read_text(encoding="utf-8")
+    changed = {key for entry in CLGSI_AUTHORS.values() for key in entry["model"]}
+    named = {row.switch.split("`")[1] for row in DIFFERENCES if row.switch.startswith("`")}
+    hyperparameters = named & set(CLGSIConfig.__dataclass_fields__)
+    assert len(hyperparameters) >= 7 and hyperparameters <= changed
