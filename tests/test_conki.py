@@ -35,7 +35,7 @@ from msakit.models.conki import (
     insertion_points,
     single_knowledge_loss,
 )
-from msakit.training.stages import (
+from msakit.models.conki.adapters import (
     install_adapters,
     read_adapters,
     stage1_config,

@@ -41,8 +41,8 @@ from msakit.errors import MsakitError
 from msakit.files import RunLock, check_distinct_output, write_text_atomic
 from msakit.metrics import metric_names, metrics_json, undefined_warning, without_nan
 from msakit.models.base import Dims, MSAModel
+from msakit.models.registry import model_spec, preset_note
 from msakit.models.registry import preset as named_preset
-from msakit.models.registry import preset_note
 from msakit.safety import (
     STEP_LOG_RECORD,
     Input,
@@ -270,9 +270,11 @@ def _train(ctx: distributed.DistContext, run: _Run) -> TrainResult:
     check_batch_size(config, probe, ctx.world_size)
     adapter_state = None
     if run.adapters is not None:
-        from msakit.training.stages import read_adapters
-
-        adapter_state = read_adapters(run.adapters, config, probe, inputs.encoder)
+        stage = model_spec(config.model_name).adapter_stage
+        if stage is None:
+            raise MsakitError(
+                f"--adapters does not apply to {config.model_name} (no adapters)")
+        adapter_state = stage.read(run.adapters, config, probe, inputs.encoder)
     notes = [preset_note(config.model_name, config.spec, config.preset),
              probe.start_message(with_adapters=run.adapters is not None)]
     if not run.quiet and ctx.is_main:
@@ -362,9 +364,7 @@ def _train_seeds(
             inputs.encoder.load_state_dict(pretrained)
         net = build_model(config, inputs.dims, copy.deepcopy(inputs.encoder), stats=inputs.stats)
         if adapter_state is not None:
-            from msakit.training.stages import install_adapters
-
-            install_adapters(net, adapter_state)
+            model_spec(config.model_name).adapter_stage.install(net, adapter_state)
         if init is not None:
             init.apply(net)
         run_dir = out / f"seed-{seed}"

@@ -232,6 +232,7 @@ def _pretrain_adapters(args: argparse.Namespace) -> int:
         _dataset(args),
         args.data,
         out=args.out,
+        model=args.model,
         text_encoder=args.text_encoder,
         epochs=args.epochs,
         batch=args.batch,
@@ -492,7 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo_and_synth_parsers(sub)
     p = sub.add_parser("train", help="train a model on an MMSA feature file, several seeds")
     _add_train_arguments(p)
-    _arg(p, "--adapters", role=IN_FILE, help="ConKI: adapters.pt from pretrain-adapters")
+    _arg(p, "--adapters", role=IN_FILE,
+         help="adapters.pt from pretrain-adapters (models with adapters)")
     _arg(p, "--log-steps", role=LOG, help="write one JSON line per optimizer step to this file")
     p.add_argument("--resume", action="store_true", help="continue from seed-S/last.pt")
     p.add_argument("--overwrite", action="store_true",
@@ -626,10 +628,9 @@ def _dataset(args: argparse.Namespace) -> str | DatasetSpec:
 
 def _add_model_argument(p: argparse.ArgumentParser, adapters: bool = False) -> None:
     """``--model``: the registered models (those with pretrained adapters, if ``adapters``)."""
-    from msakit.models.registry import model_names, model_spec
+    from msakit.models.registry import adapter_models, model_names, model_spec
 
-    names = [n for n in model_names()
-             if not adapters or getattr(model_spec(n).build, "supports_adapters", False)]
+    names = adapter_models() if adapters else model_names()
     titles = ", ".join(f"{n} ({model_spec(n).title or n})" for n in names)
     p.add_argument("--model", required=True, choices=names, metavar="MODEL",
                    help=f"one of: {titles}")
@@ -667,10 +668,11 @@ def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
 def _add_pretrain_adapters_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "pretrain-adapters",
-        help="ConKI stage 1: pretrain adapters on an external MMSA feature file",
+        help="pretrain a model's knowledge adapters on an external MMSA feature file (its "
+        "stage before train --adapters)",
     )
     _add_model_argument(p, adapters=True)
-    _add_dataset_arguments(p, "the target data set whose ConKI preset to use")
+    _add_dataset_arguments(p, "the target data set whose preset to use")
     _arg(p, "--data", role=IN_FILE, required=True, help="the external data set's feature file")
     _arg(p, "--text-encoder", role=ENCODER, help=TEXT_ENCODER_HELP + "; use the same one for train")
     _add_preset_argument(p, ["paper"])
@@ -758,7 +760,8 @@ def _add_tune_parser(sub: argparse._SubParsersAction) -> None:
                    " --set sampler=bucket draws batches from length buckets (faster, but it "
                    "changes which samples meet in a batch); --set standardize=true standardises "
                    "audio and vision with the training split's statistics (see train --help)")
-    _arg(p, "--adapters", role=IN_FILE, help="ConKI: adapters.pt from pretrain-adapters")
+    _arg(p, "--adapters", role=IN_FILE,
+         help="adapters.pt from pretrain-adapters (models with adapters)")
     p.add_argument("--seed", type=int, help="training seed of every trial (default: preset's)")
     p.add_argument("--quiet", action="store_true", help="no per-trial Optuna log lines")
     p.add_argument("--keep-checkpoints", type=int, default=1, metavar="N",

@@ -5,7 +5,8 @@ Two losses, two classes: :class:`IntensityGuidedContrastiveLoss` follows the pap
 :class:`OfficialIntensityContrastiveLoss` the authors' released code; each has its weight
 function (``pair_weights``), which ``msakit plot weights`` draws.
 
-:class:`IntensityGuidedContrastiveLoss` (``variant="paper"`` in CLGSI's config) follows the paper (readings: docs/readings.md, "CLGSI: the contrastive loss"):
+:class:`IntensityGuidedContrastiveLoss` (``variant="paper"`` in CLGSI's config) follows the paper
+(readings: docs/readings.md, "CLGSI: the contrastive loss"):
 
 1. ŷ = y / H, with H = ``label_scale`` (3 for MOSI/MOSEI, 1 for SIMS), so labels lie in [-1, 1].
 2. D_ij = |ŷ_i − ŷ_j|. Samples i and j form an initial positive pair if D_ij ≤ κ

@@ -6,6 +6,14 @@ adapter pretraining stage (:mod:`~msakit.models.conki.adapters`), which the gene
 reaches through the ``ModelSpec``. Importing it registers the model.
 """
 
+from msakit.models.conki.adapters import (
+    STAGE,
+    adapters_file,
+    encoder_fingerprint,
+    install_adapters,
+    read_adapters,
+    stage1_config,
+)
 from msakit.models.conki.config import (
     ADAPTER_LAYERS,
     AV_INSERT,
@@ -39,6 +47,7 @@ SPEC = register_model(
         build=ConKI,
         presets=CONKI_DATASET,
         search_space=SEARCH_SPACE,
+        adapter_stage=STAGE,
     )
 )
 
@@ -46,5 +55,6 @@ __all__ = [
     "ADAPTER_LAYERS", "AV_INSERT", "CONKI_DATASET", "CONKI_PRETRAIN", "FEEDFORWARD_RATIO",
     "FUSIONS", "LETTERS", "MODALITIES", "PLOT_NAMES", "POOLS", "SEARCH_SPACE", "SPEC",
     "TEXT_INSERT", "Adapter", "AdapterModule", "ConKI", "ConKIConfig", "FusionNetwork",
-    "insertion_points", "parse_modalities", "single_knowledge_loss",
+    "adapters_file", "encoder_fingerprint", "insertion_points", "install_adapters",
+    "parse_modalities", "read_adapters", "single_knowledge_loss", "stage1_config",
 ]
