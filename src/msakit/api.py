@@ -41,7 +41,7 @@ from msakit.errors import MsakitError
 from msakit.files import RunLock, check_distinct_output, write_text_atomic
 from msakit.metrics import metric_names, metrics_json, undefined_warning, without_nan
 from msakit.models.base import Dims, MSAModel
-from msakit.models.registry import model_spec, preset_note
+from msakit.models.registry import DEMO_MODEL, model_spec, preset_note
 from msakit.models.registry import preset as named_preset
 from msakit.safety import (
     STEP_LOG_RECORD,
@@ -889,7 +889,7 @@ def demo(
     data = workdir / "synthetic_mosi.npz"
     convert_to_npz(pickled, data)
     return train(
-        "clgsi",
+        DEMO_MODEL,
         "mosi",
         data,
         text_encoder=DEFAULT_TEXT_ENCODER,

@@ -18,7 +18,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from msakit.config import CLI_SETTINGS
 from msakit.config.datasets import (
@@ -152,9 +152,11 @@ def declared_paths(
 @command("demo")
 def _demo(args: argparse.Namespace) -> int:
     from msakit import api
+    from msakit.models.registry import DEMO_MODEL, model_spec
     from msakit.reporting import print_results
 
-    print("msakit demo: CLGSI on synthetic MOSI-shaped data (256/64/96 samples, "
+    print(f"msakit demo: {model_spec(DEMO_MODEL).title} on synthetic MOSI-shaped data "
+          "(256/64/96 samples, "
           "50/500/375 frames) with the packaged all-MiniLM-L6-v2 text encoder, 2 seeds, "
           "length-bucketed batches for speed", flush=True)
     result = api.demo(out=args.out, quiet=args.quiet, overrides=list(CLI_SETTINGS),
@@ -326,14 +328,22 @@ def _plot(args: argparse.Namespace) -> int:
             args.checkpoint, args.data, args.out, split=args.split, intervals=args.intervals,
             max_samples=args.max_samples, perplexity=args.perplexity, seed=args.seed,
         )
-    elif args.figure == "weights":
-        path = plots.plot_weights(
-            args.out, checkpoint=args.checkpoint, threshold=args.threshold, gain=args.gain
-        )
-    else:
+    elif args.figure == "scatter":
         path = plots.plot_scatter(args.checkpoint, args.data, args.out, split=args.split)
+    else:  # a figure of a model's own
+        path = plots.plot_model_figure(args.figure, args.out, checkpoint=args.checkpoint,
+                                       options=_figure_options(args))
     print(f"wrote {path}")
     return 0
+
+
+def _figure_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of a model's figure as given (flags not given are left to the figure)."""
+    from msakit.models.registry import model_plots
+
+    _, plot = model_plots()[args.figure]
+    names = [flag.lstrip("-").replace("-", "_") for flag, _ in plot.options]
+    return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
 
 
 @command("tune")
@@ -535,7 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_demo_and_synth_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="train CLGSI on built-in synthetic data (a few minutes)")
+    p = sub.add_parser("demo", help="train a model on built-in synthetic data (a few minutes)")
     _arg(p, "--out", role=OUT_DEMO, help="run folder (default: a new temporary folder)")
     _add_overwrite(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -585,9 +595,9 @@ def _add_config_argument(p: argparse.ArgumentParser) -> None:
 
 TEXT_ENCODER_HELP = (
     "BERT-family hub name or folder (default: the paper's, from the local Hugging Face cache or "
-    "the hub: bert-base-uncased for MOSI/MOSEI, bert-base-chinese for SIMS; ConKI: "
-    "bert-base-uncased on English translations of SIMS); 'minilm' is the packaged offline "
-    "all-MiniLM-L6-v2 (English vocabulary)"
+    "the hub: bert-base-uncased for MOSI/MOSEI, bert-base-chinese for SIMS, unless the model's "
+    "preset names another, e.g. an English one on translated SIMS); 'minilm' is the packaged "
+    "offline all-MiniLM-L6-v2 (English vocabulary)"
 )
 SET_HELP = (
     "override a preset value, e.g. --set gamma=0.5 --set fusion=add; --set sampler=bucket "
@@ -722,12 +732,7 @@ def _add_plot_parser(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--seed", type=int, default=0, help="t-SNE's and the draw's random seed")
     _arg(f, "--out", role=OUT_FILE, required=True, help="output PNG")
     _add_overwrite(f)
-    f = figures.add_parser("weights", help="CLGSI's weight function (Figure 3)")
-    _arg(f, "--checkpoint", role=CHECKPOINT, help="take κ and g from this CLGSI checkpoint")
-    f.add_argument("--threshold", type=float, help="κ (default: checkpoint's, or 0.4)")
-    f.add_argument("--gain", type=float, help="g (default: checkpoint's, or 1.5)")
-    _arg(f, "--out", role=OUT_FILE, required=True, help="output PNG")
-    _add_overwrite(f)
+    _add_model_figures(figures)
     f = figures.add_parser("scatter", help="predicted against true sentiment")
     _arg(f, "--checkpoint", role=CHECKPOINT, required=True)
     _arg(f, "--data", role=IN_FILE, required=True)
@@ -735,6 +740,19 @@ def _add_plot_parser(sub: argparse._SubParsersAction) -> None:
                    help="which split")
     _arg(f, "--out", role=OUT_FILE, required=True, help="output PNG")
     _add_overwrite(f)
+
+
+def _add_model_figures(figures: argparse._SubParsersAction) -> None:
+    """``plot NAME`` for every figure a model declares (``ModelSpec.plots``)."""
+    from msakit.models.registry import model_plots
+
+    for name, (_, plot) in model_plots().items():
+        f = figures.add_parser(name, help=plot.help)
+        _arg(f, "--checkpoint", role=CHECKPOINT, help=plot.checkpoint_help)
+        for flag, text in plot.options:
+            f.add_argument(flag, type=float, help=text)
+        _arg(f, "--out", role=OUT_FILE, required=True, help="output PNG")
+        _add_overwrite(f)
 
 
 def _add_tune_parser(sub: argparse._SubParsersAction) -> None:

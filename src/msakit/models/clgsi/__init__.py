@@ -24,6 +24,7 @@ from msakit.models.clgsi.model import (
     Subnet,
     TransformerFusion,
 )
+from msakit.models.clgsi.plots import WEIGHTS_PLOT
 from msakit.models.clgsi.presets import CLGSI_AUTHORS, CLGSI_DATASET, SEARCH_SPACE
 from msakit.models.registry import ModelSpec, register_model
 
@@ -37,6 +38,7 @@ SPEC = register_model(
         presets=CLGSI_DATASET,
         named_presets={"authors": CLGSI_AUTHORS},
         search_space=SEARCH_SPACE,
+        plots={"weights": WEIGHTS_PLOT},
     )
 )
 
