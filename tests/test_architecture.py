@@ -265,3 +265,19 @@ def test_the_model_name_scan_finds_names_and_ignores_prose():
     ])
     lines = {int(h.split(":")[0].removeprefix("line ")) for h in model_names_in(source)}
     assert lines == {2, 3, 4, 5, 6}
+
+
+def test_every_model_builds_its_parameter_groups_with_groups_by_prefix():
+    """The one way to name parameter groups (docs/architecture.md, "The model contract"): a
+    model's ``parameter_groups`` returns :func:`msakit.models.base.groups_by_prefix`."""
+    hand_written = []
+    for path in sorted((SRC / "models").rglob("*.py")):
+        if path.name == "base.py":
+            continue
+        for name, node in _functions(ast.parse(path.read_text(encoding="utf-8"))):
+            if name.endswith(".parameter_groups"):
+                calls = {n.func.id for n in ast.walk(node)
+                         if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+                if "groups_by_prefix" not in calls:
+                    hand_written.append(f"{path.relative_to(SRC)}::{name}")
+    assert not hand_written, hand_written

@@ -53,6 +53,7 @@ from msakit.models.base import (
     ModelOutput,
     MSAModel,
     TrainingPhase,
+    groups_by_prefix,
     l1_task,
 )
 from msakit.models.import_weights import Source, _same, load_reference_state
@@ -240,15 +241,8 @@ class MMIM(MSAModel):
         return settings
 
     def parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
-        groups: dict[str, list[tuple[str, nn.Parameter]]] = {
-            "text": [], "audio": [], "vision": [], "other": [], "mmilb": []
-        }
-        prefixes = {"text_encoder.": "text", "audio_encoder.": "audio",
-                    "vision_encoder.": "vision", "mi_": "mmilb"}
-        for name, param in self.named_parameters():
-            group = next((g for p, g in prefixes.items() if name.startswith(p)), "other")
-            groups[group].append((name, param))
-        return groups
+        return groups_by_prefix(self, {"text": ("text_encoder.",), "audio": ("audio_encoder.",),
+                                       "vision": ("vision_encoder.",), "mmilb": ("mi_",)})
 
     # ------------------------------------------------------------------ forward and losses
     def text_features(self, text: torch.Tensor) -> dict[str, torch.Tensor]:
