@@ -23,8 +23,8 @@ PLOT_SPECIFIC = {
 @dataclass
 class CLGSIConfig(ModelConfig, model="clgsi"):
     """CLGSI's hyperparameters. Defaults: the paper's MOSI setting (Table 7), completed from the
-    authors' released config where the paper is silent; per-dataset values are the presets at
-    the end of this file. Values the paper and the config both leave open are msakit's choice
+    authors' released config where the paper is silent; per-dataset values are the presets
+    (:mod:`msakit.models.clgsi.presets`). Values the paper and the config both leave open are msakit's choice
     (docs/readings.md)."""
 
     common_dim: int = hp(64, "d_c: width of T_c, A_c, V_c and of GLFK's output (Table 7)", low=1)

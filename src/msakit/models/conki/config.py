@@ -52,8 +52,8 @@ def parse_modalities(spec: str) -> list[str]:
 @dataclass
 class ConKIConfig(ModelConfig, model="conki"):
     """ConKI's hyperparameters. Defaults: Appendix B of the paper (MOSI); values the paper leaves
-    open are msakit's choice (docs/readings.md); per-dataset values are the presets at the end
-    of this file."""
+    open are msakit's choice (docs/readings.md); per-dataset values are the presets
+    (:mod:`msakit.models.conki.presets`)."""
 
     shared_dim: int | None = hp(
         None, "audio/vision width after the input projection; null = the text encoder's width "

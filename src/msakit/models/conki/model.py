@@ -1,9 +1,10 @@
 """ConKI: Contrastive Knowledge Injection (Yu et al., ACL Findings 2023).
 
 Reads top to bottom: insertion points, building blocks (adapter module, adapter, fusion
-network with its MLP head), the model, then its registration. Sections refer to the paper;
-every reading chosen is in docs/readings.md. The two-stage procedure (Algorithm 1) lives in
-:mod:`msakit.training.stages`.
+network with its MLP head), then the model; its config, presets and registration are the
+package's other modules. Sections refer to the paper; every reading chosen is in
+docs/readings.md. The two-stage procedure (Algorithm 1): the adapter stage is
+:mod:`msakit.models.conki.adapters`, run by :mod:`msakit.training.stages`.
 
 Per modality m in {t, v, a} (Sec. 3.3):
 
