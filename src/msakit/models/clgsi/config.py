@@ -24,8 +24,8 @@ PLOT_SPECIFIC = {
 class CLGSIConfig(ModelConfig, model="clgsi"):
     """CLGSI's hyperparameters. Defaults: the paper's MOSI setting (Table 7), completed from the
     authors' released config where the paper is silent; per-dataset values are the presets
-    (:mod:`msakit.models.clgsi.presets`). Values the paper and the config both leave open are msakit's choice
-    (docs/readings.md)."""
+    (:mod:`msakit.models.clgsi.presets`). Values the paper and the config both leave open are
+    msakit's choice (docs/readings.md)."""
 
     common_dim: int = hp(64, "d_c: width of T_c, A_c, V_c and of GLFK's output (Table 7)", low=1)
     specific_dim: int = hp(64, "d_s: width of each Subnet's output (Table 7)", low=1)

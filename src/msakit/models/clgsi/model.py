@@ -1,7 +1,8 @@
 """CLGSI: Contrastive Learning Guided by Sentiment Intensity (Yang et al., NAACL Findings 2024).
 
 Reads top to bottom: building blocks (GLFK and its ablation variants, Subnet, head), then the
-model; its config, presets and registration are the package's other modules. Sections refer to the paper; every reading chosen is in docs/readings.md.
+model; its config, presets and registration are the package's other modules. Sections refer
+to the paper; every reading chosen is in docs/readings.md.
 
 * Encoders (Sec. 3.1): BERT for text; audio and vision pass 2-layer Transformer encoders on their
   raw feature width (authors' config: feed-forward 2048, heads per dataset). msakit masks padding.
