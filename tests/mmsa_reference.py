@@ -145,7 +145,7 @@ def check_predictions(pair) -> None:
     with torch.no_grad():
         expected = reference(theirs["text"], theirs["audio"], theirs["vision"])["M"].view(-1)
         got = ours(batch).prediction
-    assert got.shape == expected.shape == (len(batch["labels"]),)
+    assert got.shape == expected.shape == (len(batch.labels),)
     assert torch.allclose(got, expected, atol=1e-4), (got - expected).abs().max()
     assert expected.std() > 0
 

@@ -1080,8 +1080,8 @@ def test_diverged_run_ends_cleanly_and_keeps_the_last_good_last_pt(world, tmp_pa
     real = CLGSI.compute_loss
     state = {}
 
-    def poisoned(self, output, batch, **kwargs):
-        losses = real(self, output, batch, **kwargs)
+    def poisoned(self, output, batch, *args, **kwargs):
+        losses = real(self, output, batch, *args, **kwargs)
         if self.training and state["trainer"].global_step >= state["steps"]:
             losses = type(losses)(losses.loss * float("nan"), losses.task_loss,
                                   losses.contrastive_loss)

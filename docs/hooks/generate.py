@@ -10,11 +10,27 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import os
+import re
 
 from mkdocs.structure.files import File
 
 os.environ.setdefault("COLUMNS", "100")  # argparse wraps usage lines at the terminal's width
+
+
+_GENERATED = re.compile(r"<!-- generated: ([\w.]+):(\w+) -->")
+
+
+def on_page_markdown(markdown, page, config, files):
+    """``<!-- generated: module:function -->`` in a page: the Markdown that function returns
+    (a table kept once, in code, such as CLGSI's paper-vs-authors differences)."""
+
+    def render(match: re.Match) -> str:
+        module = importlib.import_module(match.group(1))
+        return getattr(module, match.group(2))()
+
+    return _GENERATED.sub(render, markdown)
 
 
 def on_config(config):

@@ -47,8 +47,8 @@ from msakit.metrics import (
     without_nan,
 )
 from msakit.models.base import Dims, MSAModel
+from msakit.models.registry import DEMO_MODEL, model_spec, preset_note
 from msakit.models.registry import preset as named_preset
-from msakit.models.registry import preset_note
 from msakit.safety import (
     STEP_LOG_RECORD,
     Input,
@@ -286,9 +286,11 @@ def _train(ctx: distributed.DistContext, run: _Run) -> TrainResult:
     probe.on_train_start(inputs.features.splits["train"])  # what training needs of the data
     adapter_state = None
     if run.adapters is not None:
-        from msakit.training.stages import read_adapters
-
-        adapter_state = read_adapters(run.adapters, config, probe, inputs.encoder)
+        stage = model_spec(config.model_name).adapter_stage
+        if stage is None:
+            raise MsakitError(
+                f"--adapters does not apply to {config.model_name} (no adapters)")
+        adapter_state = stage.read(run.adapters, config, probe, inputs.encoder)
     notes = [preset_note(config.model_name, config.spec, config.preset),
              probe.start_message(with_adapters=run.adapters is not None)]
     if not run.quiet and ctx.is_main:
@@ -387,9 +389,7 @@ def _train_seeds(
             inputs.encoder.load_state_dict(pretrained)
         net = build_model(config, inputs.dims, copy.deepcopy(inputs.encoder), stats=inputs.stats)
         if adapter_state is not None:
-            from msakit.training.stages import install_adapters
-
-            install_adapters(net, adapter_state)
+            model_spec(config.model_name).adapter_stage.install(net, adapter_state)
         if init is not None:
             init.apply(net)
         run_dir = out / f"seed-{seed}"
@@ -678,8 +678,7 @@ def _finite_predictions(path: Path):
         if bool(finite.all()):
             return
         first = int((~finite).nonzero()[0])
-        batch = args[0] if args and isinstance(args[0], Mapping) else {}
-        index = batch.get("index")
+        index = getattr(args[0], "index", None) if args else None
         sample = int(index[first]) if isinstance(index, torch.Tensor) else first
         value = float(output.prediction.detach().float().reshape(-1)[first])
         raise MsakitError(f"{path}: the model predicts {value} for sample {sample} (position "
@@ -927,7 +926,7 @@ def demo(
     data = workdir / "synthetic_mosi.npz"
     convert_to_npz(pickled, data)
     return train(
-        "clgsi",
+        DEMO_MODEL,
         "mosi",
         data,
         text_encoder=DEFAULT_TEXT_ENCODER,

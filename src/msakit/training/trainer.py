@@ -35,13 +35,13 @@ from torch import nn
 
 from msakit.config import RunConfig
 from msakit.config.datasets import DatasetSpec
-from msakit.data.batching import epoch_plan, iterate, join_small_batches, shard
+from msakit.data.batching import Batch, epoch_plan, iterate, join_small_batches, shard
 from msakit.data.mmsa import SplitData
 from msakit.encoders.dropout import use_fast_dropout
 from msakit.errors import MsakitError, TrainingDiverged
 from msakit.files import torch_save_atomic, write_text_atomic
 from msakit.metrics import metric_values
-from msakit.models.base import MSAModel, TrainingPhase
+from msakit.models.base import LossContext, MSAModel, TrainingPhase
 from msakit.training.allocator import reuse_freed_memory
 from msakit.training.device import (
     Autocast,
@@ -228,7 +228,7 @@ def build_text_cache(
     parts: dict[str, list[torch.Tensor]] = {}
     length = split.text_bert.shape[-1]
     for batch in iterate(split, epoch_plan(split, batch_size, seed=0, epoch=0, shuffle=False)):
-        features = model.text_features(batch["text"].to(device))
+        features = model.text_features(batch.text.to(device))
         for key, value in features.items():
             value = value.float().cpu()
             if key.startswith("seq_") and value.size(1) < length:
@@ -239,15 +239,16 @@ def build_text_cache(
     return {key: torch.cat(values) for key, values in parts.items()}
 
 
-def add_text_cache(batch: dict[str, torch.Tensor], cache: TextCache | None) -> dict:
-    """Put the batch's rows of ``cache`` into the batch as ``text_cache.<key>``."""
+def add_text_cache(batch: Batch, cache: TextCache | None) -> Batch:
+    """The batch with its rows of ``cache`` as its ``text_cache``."""
     if not cache:
         return batch
-    index, length = batch["index"], batch["text"].size(-1)
-    for key, value in cache.items():
-        rows = value.index_select(0, index)
-        batch[f"text_cache.{key}"] = rows[:, :length] if key.startswith("seq_") else rows
-    return batch
+    index, length = batch.index, batch.text.size(-1)
+    rows = {key: value.index_select(0, index) for key, value in cache.items()}
+    return batch.replace(text_cache={
+        key: value[:, :length] if key.startswith("seq_") else value
+        for key, value in rows.items()
+    })
 
 
 @dataclass
@@ -476,8 +477,8 @@ class Trainer:
         # train on: see msakit.data.batching.join_small_batches.
         return join_small_batches(plan, smallest_batch(self.model, self.dist.world_size))
 
-    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+    def _to_device(self, batch: Batch) -> Batch:
+        return batch.to(self.device, non_blocking=True)
 
     def _autocast(self):
         amp = self.prepared.amp
@@ -662,7 +663,7 @@ class Trainer:
         return {k: v / max(1, len(plan)) for k, v in sums.items()}
 
     def _train_step(
-        self, indices: np.ndarray, batch: dict[str, torch.Tensor], *,
+        self, indices: np.ndarray, batch: Batch, *,
         phase: TrainingPhase, step: bool = True,
     ) -> torch.Tensor:
         """Forward, loss, backward and one step of the phase's optimizer on this rank's share
@@ -673,10 +674,9 @@ class Trainer:
         batch = self._to_device(batch)
         with self._no_sync(step), self._autocast():
             output = self.module(batch)
-            losses = self.model.compute_loss(
-                output, batch, gather=self.dist.gatherer(sizes),
-                global_batch=len(indices), world_size=self.dist.world_size,
-            )
+            ctx = LossContext(gather=self.dist.gatherer(sizes), global_batch=len(indices),
+                              world_size=self.dist.world_size)
+            losses = self.model.compute_loss(output, batch, ctx)
         self._optimizer_step(losses.loss, phase, step=step)
         return torch.stack([losses.task_loss.detach().float(), losses.loss.detach().float(),
                             losses.contrastive_loss.detach().float()])
@@ -730,7 +730,7 @@ class Trainer:
             for name, lr in record.lrs.items():
                 writer.add_scalar(f"lr/{name}", lr, record.step)
 
-    def _batches(self, plan: list[np.ndarray]) -> Iterator[dict[str, torch.Tensor]]:
+    def _batches(self, plan: list[np.ndarray]) -> Iterator[Batch]:
         cache = self.prepared.text_cache["train"]
         trim = not self.model.reads_padding()
         for batch in iterate(self.train, plan, rank=self.dist.rank,
@@ -1013,12 +1013,12 @@ def predict_split(
     plan = epoch_plan(split, batch_size, seed=0, epoch=0, shuffle=False)
     predictions, loss_sums = [], []  # per batch: this rank's predictions, sum of task losses
     for batch in iterate(split, plan, rank=rank, world_size=world, trim=not model.reads_padding()):
-        n = len(batch["labels"])
+        n = len(batch)
         if n == 0:  # a last batch smaller than the number of ranks
             predictions.append(np.zeros(0, dtype=np.float32))
             loss_sums.append(0.0)
             continue
-        batch = {k: v.to(device) for k, v in add_text_cache(batch, text_cache).items()}
+        batch = add_text_cache(batch, text_cache).to(device)
         with torch.autocast(device.type, dtype=cast.dtype, enabled=cast.enabled):
             output = model(batch)
             loss_sums.append(n * float(model.compute_loss(output, batch).task_loss.float())
