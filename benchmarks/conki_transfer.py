@@ -43,9 +43,10 @@ import torch
 from msakit import api
 from msakit.config import RunConfig
 from msakit.data.synthetic import write_synthetic
+from msakit.models.conki import install_adapters
 from msakit.training import distributed
 from msakit.training.inputs import build_model, prepare_run
-from msakit.training.stages import install_adapters, pretrain_adapters
+from msakit.training.stages import pretrain_adapters
 from msakit.training.trainer import Trainer, evaluate_model
 
 SEEDS = (1, 2)

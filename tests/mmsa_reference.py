@@ -32,6 +32,23 @@ def write_mmsa_file(path: Path, like: str, n: tuple[int, int, int],
     return path
 
 
+def write_aligned_mmsa_file(path: Path, like: str, n: tuple[int, int, int]) -> Path:
+    """An aligned file like MMSA's ``aligned_50.pkl``: one audio and one vision frame per
+    token (the first Lt frames of a synthetic file) and no ``audio_lengths``/``vision_lengths``
+    (MMSA's loader ignores them for aligned data; msakit takes the text mask's lengths)."""
+    write_mmsa_file(path, like, n)
+    with open(path, "rb") as f:
+        data = pickle.load(f)
+    for split in data.values():
+        length = split["text_bert"].shape[2]
+        for m in ("audio", "vision"):
+            split[m] = split[m][:, :length]
+            del split[f"{m}_lengths"]
+    with open(path, "wb") as f:
+        pickle.dump(data, f, protocol=4)
+    return path
+
+
 def mmsa_args(model: str, dataset: str, path: Path, **overrides: Any):
     """MMSA's configuration of ``model`` on ``dataset`` (config_regression.json) for ``path``."""
     from MMSA.config import get_config_regression
@@ -101,9 +118,10 @@ def compare_grads(ours: torch.nn.Module, mapped: dict[str, torch.Tensor], rtol: 
 
 
 def build_pair(model: str, dataset: str, path: Path, *, indices: list[int], build, importer,
-               overrides: dict[str, Any]):
+               overrides: dict[str, Any], state_of=None):
     """(MMSA's AMIO of ``model``, msakit's model with its weights, MMSA's batch, msakit's batch)
-    over the same samples; ``build(args, dims)`` makes msakit's model from MMSA's args."""
+    over the same samples; ``build(args, dims)`` makes msakit's model from MMSA's args;
+    ``state_of(reference)`` gives the weights to import (default: its ``state_dict()``)."""
     from MMSA.models import AMIO
 
     from msakit.models.base import Dims
@@ -115,7 +133,8 @@ def build_pair(model: str, dataset: str, path: Path, *, indices: list[int], buil
     reference = AMIO(args)
     text, audio, vision = args.feature_dims
     ours = build(args, Dims(audio=audio, vision=vision, text_dim=text))
-    ours.load_state_dict(check_mapped(importer(reference.state_dict()), ours, "test"))
+    state = reference.state_dict() if state_of is None else state_of(reference)
+    ours.load_state_dict(check_mapped(importer(state), ours, "test"))
     return reference, ours, theirs, msakit_batch(path, "train", indices, trim=False)
 
 
@@ -126,7 +145,7 @@ def check_predictions(pair) -> None:
     with torch.no_grad():
         expected = reference(theirs["text"], theirs["audio"], theirs["vision"])["M"].view(-1)
         got = ours(batch).prediction
-    assert got.shape == expected.shape == (len(batch["labels"]),)
+    assert got.shape == expected.shape == (len(batch.labels),)
     assert torch.allclose(got, expected, atol=1e-4), (got - expected).abs().max()
     assert expected.std() > 0
 
@@ -143,3 +162,53 @@ def check_training_step(pair, importer) -> int:
     loss.backward()
     assert_close(loss.detach(), expected.detach(), 1e-5, "loss")
     return compare_grads(ours, importer(grads(reference)), 1e-5)
+
+
+
+def check_multitask_step(pair, importer, path: Path, weights: dict[str, float]) -> int:
+    """One training step of both sides as MMSA's multi-task trainers take it (the L1 of the
+    fusion and unimodal outputs weighted by ``weights``, MMSA's ``args.M/T/A/V``, on the file's
+    unimodal labels; msakit's model holds the training split's labels) gives the same loss and
+    gradients to 1e-5 relative; returns how many gradients were compared."""
+    from msakit.data.mmsa import load_feature_file
+
+    reference, ours, theirs, batch = pair
+    reference.train(), ours.train()
+    outputs = reference(theirs["text"], theirs["audio"], theirs["vision"])
+    expected = sum(weights[m] * torch.nn.L1Loss()(outputs[m], theirs["labels"][m].view(-1, 1))
+                   for m in "MTAV")
+    expected.backward()
+    ours.on_train_start(load_feature_file(path, text_features=True).splits["train"])
+    loss = ours.compute_loss(ours(batch), batch).loss
+    loss.backward()
+    assert_close(loss.detach(), expected.detach(), 1e-5, "loss")
+    return compare_grads(ours, importer(grads(reference)), 1e-5)
+
+
+def cli_import_predictions(model: str, dataset: str, path: Path, folder: Path, *,
+                           overrides: dict[str, Any], sets: list[str], state_of=None):
+    """MMSA's AMIO (random weights) saved as MMSA saves it (or as ``state_of(amio)`` gives),
+    imported with ``msakit import-weights --from mmsa`` (``--set`` each of ``sets``) and run by
+    ``msakit predict`` on the test split: (msakit's predictions, MMSA's) as tensors."""
+    import csv
+
+    from conftest import run_cli
+    from MMSA.models import AMIO
+
+    args = mmsa_args(model, dataset, path, **overrides)
+    batch = mmsa_batch(args, "test", [0, 1, 2, 3])
+    torch.manual_seed(3)
+    reference = AMIO(args).eval()
+    with torch.no_grad():
+        expected = reference(batch["text"], batch["audio"], batch["vision"])["M"].view(-1)
+    torch.save(reference.state_dict() if state_of is None else state_of(reference),
+               folder / "weights.pth")
+    argv = ["import-weights", "--from", "mmsa", "--model", model, "--dataset", dataset,
+            "--data", str(path), "--weights", str(folder / "weights.pth"), "--out",
+            str(folder / "imported.pt"), *[x for s in sets for x in ("--set", s)]]
+    assert run_cli(argv) == 0
+    assert run_cli(["predict", "--checkpoint", str(folder / "imported.pt"), "--data", str(path),
+                    "--split", "test", "--out", str(folder / "p.csv")]) == 0
+    with open(folder / "p.csv") as f:
+        got = torch.tensor([float(row["prediction"]) for row in csv.DictReader(f)])
+    return got, expected

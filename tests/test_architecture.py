@@ -18,6 +18,7 @@ reworking; they must shrink to nothing (a listed function that now follows the r
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -171,3 +172,112 @@ def test_extract_uses_only_the_layers_below_it():
             if layer not in (None, "extract") and (_rank(layer) or 0) >= LAYERS["extract"]:
                 found.add((path.name, module))
     assert not found, found
+
+
+MODEL_NAMES = ("clgsi", "conki", "tfn", "lmf", "mult", "misa", "self_mm", "mmim")
+"""The built-in models (``msakit.models.registry.BUILTIN``); generic code names none."""
+GENERIC = ("training", "reporting", "api.py", "cli.py", "tune.py", "bench.py", "inference.py",
+           "importing.py", "rerun.py")
+"""Generic code (docs/architecture.md): it asks the registry, never names a model."""
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    """ids of the string nodes that are docstrings (module, class, function, attribute)."""
+    found = set()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if not isinstance(body, list):
+            continue
+        for first, second in zip([None, *body], body, strict=False):
+            if (isinstance(second, ast.Expr) and isinstance(second.value, ast.Constant)
+                    and isinstance(second.value.value, str)
+                    and (first is None or isinstance(first, (ast.Assign, ast.AnnAssign)))):
+                found.add(id(second.value))
+    return found
+
+
+def model_names_in(source: str, names: tuple[str, ...] = MODEL_NAMES) -> list[str]:
+    """Where ``source`` names a model: identifiers, attributes, imported modules, function and
+    class names, and words of string constants (docstrings and comments are prose)."""
+    tree = ast.parse(source)
+    docstrings = _docstrings(tree)
+    alternatives = "|".join(names)
+    in_identifier = re.compile(rf"(?<![A-Za-z0-9])({alternatives})(?![A-Za-z0-9])", re.I)
+    in_string = re.compile(rf"(?<![A-Za-z0-9_])({alternatives})(?![A-Za-z0-9_])", re.I)
+    found = []
+    for node in ast.walk(tree):
+        words: list[str] = []
+        if isinstance(node, ast.Name):
+            words = [node.id]
+        elif isinstance(node, ast.Attribute):
+            words = [node.attr]
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            words = [node.name]
+        elif isinstance(node, ast.arg):
+            words = [node.arg]
+        elif isinstance(node, ast.Import):
+            words = [a.name for a in node.names] + [a.asname or "" for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            words = [node.module or ""] + [a.name for a in node.names]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if id(node) not in docstrings:
+                words = [node.value]
+        pattern = in_string if isinstance(node, ast.Constant) else in_identifier
+        for word in words:
+            match = pattern.search(word)
+            if match:
+                found.append(f"line {node.lineno}: {match.group(0)!r} in {word[:60]!r}")
+    return found
+
+
+def _generic_sources() -> list[Path]:
+    paths = []
+    for entry in GENERIC:
+        path = SRC / entry
+        paths += sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    return paths
+
+
+def test_generic_code_names_no_model():
+    """training/, reporting/ and the user surface ask the model registry and call the model's
+    hooks; a model's name in them (an import, an identifier, a string) is method code in the
+    wrong place (docs/architecture.md)."""
+    found = {}
+    for path in _generic_sources():
+        hits = model_names_in(path.read_text(encoding="utf-8"))
+        if hits:
+            found[path.relative_to(SRC).as_posix()] = hits
+    assert not found, "\n".join(f"{k}: {'; '.join(v)}" for k, v in found.items())
+
+
+def test_the_model_name_scan_finds_names_and_ignores_prose():
+    source = "\n".join([
+        '"""A docstring may say CLGSI."""',
+        "from msakit.models.conki import stage1_config  # a comment may say TFN",
+        "x = preset('clgsi', 'mosi')",
+        "def run_mmim(): pass",
+        "y = obj.self_mm_labels",
+        "z = 'the MulT schedule'",
+        "w = 'Mult_acc_7 and multiple'",
+        "class A:",
+        "    field = 1",
+        '    """Attribute docstrings are prose: misa."""',
+    ])
+    lines = {int(h.split(":")[0].removeprefix("line ")) for h in model_names_in(source)}
+    assert lines == {2, 3, 4, 5, 6}
+
+
+def test_every_model_builds_its_parameter_groups_with_groups_by_prefix():
+    """The one way to name parameter groups (docs/architecture.md, "The model contract"): a
+    model's ``parameter_groups`` returns :func:`msakit.models.base.groups_by_prefix`."""
+    hand_written = []
+    for path in sorted((SRC / "models").rglob("*.py")):
+        if path.name == "base.py":
+            continue
+        for name, node in _functions(ast.parse(path.read_text(encoding="utf-8"))):
+            if name.endswith(".parameter_groups"):
+                calls = {n.func.id for n in ast.walk(node)
+                         if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+                if "groups_by_prefix" not in calls:
+                    hand_written.append(f"{path.relative_to(SRC)}::{name}")
+    assert not hand_written, hand_written

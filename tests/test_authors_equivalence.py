@@ -23,7 +23,7 @@ from torch import nn
 from msakit import api
 from msakit.config import RunConfig
 from msakit.config.datasets import dataset_spec
-from msakit.data.batching import collate
+from msakit.data.batching import Batch, collate
 from msakit.data.mmsa import load_feature_file
 from msakit.encoders.sequence import SequenceEncoder, lengths_to_mask
 from msakit.encoders.text import bert_inputs, load_text_encoder
@@ -134,7 +134,7 @@ def test_in_float64_the_step_is_the_authors_to_rounding(imported, expected):
     model.train()
     split = load_feature_file(FIXTURE / "data.npz").splits["train"]
     batch = collate(split, np.arange(len(split)), trim=False)
-    batch["audio"], batch["vision"] = batch["audio"].double(), batch["vision"].double()
+    batch = batch.replace(audio=batch.audio.double(), vision=batch.vision.double())
     losses = model.compute_loss(model(batch), batch)
     losses.loss.backward()
     assert float(losses.loss.detach()) == pytest.approx(float(expected["loss"]), rel=1e-6)
@@ -228,7 +228,9 @@ def test_the_authors_preset_builds_the_authors_loss_on_each_data_sets_labels(cas
     # A training step's path: float32 representations and labels through compute_loss.
     output = ModelOutput(prediction=torch.zeros_like(labels),
                          representations=dict(zip(("text", "audio", "vision"), feats, strict=True)))
-    losses = model.compute_loss(output, {"labels": labels})
+    unread = ("text", "audio", "audio_lengths", "vision", "vision_lengths")  # the loss's input
+    batch = Batch.from_dict({"labels": labels, **{k: torch.empty(0) for k in unread}})
+    losses = model.compute_loss(output, batch)
     assert float(losses.contrastive_loss) == pytest.approx(case["expected"], rel=1e-4)
     assert float(losses.loss) == pytest.approx(
         float(labels.abs().mean()) + config.model["gamma"] * case["expected"], rel=1e-6)
@@ -279,7 +281,7 @@ def build(encoder, **overrides):
     return model.eval()
 
 
-def full_batch() -> dict[str, torch.Tensor]:
+def full_batch() -> Batch:
     """4 samples at the full padded lengths, padding zero, short and empty sequences."""
     g = torch.Generator().manual_seed(3)
     b = 4
@@ -291,9 +293,10 @@ def full_batch() -> dict[str, torch.Tensor]:
     vision = torch.randn(b, DIMS.vision_len, DIMS.vision, generator=g)
     audio *= lengths_to_mask(a_len, DIMS.audio_len).unsqueeze(-1)
     vision *= lengths_to_mask(v_len, DIMS.vision_len).unsqueeze(-1)
-    return {"text": torch.stack([ids, mask, torch.zeros_like(ids)], 1), "audio": audio,
-            "audio_lengths": a_len, "vision": vision, "vision_lengths": v_len,
-            "labels": torch.tensor([-2.0, 0.4, 1.0, 2.8]), "index": torch.arange(b)}
+    return Batch.from_dict(
+        {"text": torch.stack([ids, mask, torch.zeros_like(ids)], 1), "audio": audio,
+         "audio_lengths": a_len, "vision": vision, "vision_lengths": v_len,
+         "labels": torch.tensor([-2.0, 0.4, 1.0, 2.8]), "index": torch.arange(b)})
 
 
 def stock_encoder(ours: SequenceEncoder) -> nn.TransformerEncoder:
@@ -315,13 +318,13 @@ def test_unmasked_encoder_is_the_stock_encoder_over_the_padded_sequence(encoder)
     batch = full_batch()
     enc = model.audio_encoder
     with torch.no_grad():
-        x = batch["audio"]
-        full = torch.full_like(batch["audio_lengths"], x.size(1))
+        x = batch.audio
+        full = torch.full_like(batch.audio_lengths, x.size(1))
         ours, _ = enc(x, full, full_output=True)
         theirs = stock_encoder(enc)(enc.positions(x))
-        masked, _ = enc(x, batch["audio_lengths"])
+        masked, _ = enc(x, batch.audio_lengths)
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
-    valid = lengths_to_mask(batch["audio_lengths"], x.size(1))
+    valid = lengths_to_mask(batch.audio_lengths, x.size(1))
     # with the padding attended, valid frames change too
     assert not torch.allclose(ours[valid], masked[valid], atol=1e-3)
 
@@ -333,11 +336,11 @@ def test_last_padded_reads_index_minus_one(encoder):
     with torch.no_grad():
         reps_valid = paper(batch).representations
         reps_padded = authors(batch).representations
-        full = torch.full_like(batch["vision_lengths"], DIMS.vision_len)
-        hidden, _ = authors.vision_encoder(batch["vision"], full, full_output=True)
+        full = torch.full_like(batch.vision_lengths, DIMS.vision_len)
+        hidden, _ = authors.vision_encoder(batch.vision, full, full_output=True)
         expected = authors.project_vision(hidden[:, -1])
     torch.testing.assert_close(reps_padded["vision"], expected)
-    short = batch["vision_lengths"] < DIMS.vision_len
+    short = batch.vision_lengths < DIMS.vision_len
     full_rows = ~short
     assert not torch.allclose(reps_padded["vision"][short], reps_valid["vision"][short])
     torch.testing.assert_close(reps_padded["vision"][full_rows], reps_valid["vision"][full_rows])
@@ -350,7 +353,7 @@ def test_subnet_padded_pool_averages_every_position(encoder):
     assert model.reads_padding() and not paper.reads_padding()
     with torch.no_grad():
         reps = model(batch).representations
-        text_h = model.text_encoder(**bert_inputs(batch["text"])).last_hidden_state
+        text_h = model.text_encoder(**bert_inputs(batch.text)).last_hidden_state
         sub = model.subnet_text
         expected = torch.sigmoid(sub.up(torch.relu(sub.down(text_h.mean(dim=1)))))
         masked = paper(batch).representations
@@ -359,7 +362,7 @@ def test_subnet_padded_pool_averages_every_position(encoder):
     # the audio Subnet averages the full padded output (every frame computed), also when
     # the encoder masks the padding
     with torch.no_grad():
-        hidden, _ = model.audio_encoder(batch["audio"], batch["audio_lengths"], full_output=True)
+        hidden, _ = model.audio_encoder(batch.audio, batch.audio_lengths, full_output=True)
         sub = model.subnet_audio
         expected = torch.sigmoid(sub.up(torch.relu(sub.down(hidden.mean(dim=1)))))
     torch.testing.assert_close(reps["specific_audio"], expected, rtol=1e-5, atol=1e-6)
@@ -369,11 +372,11 @@ def test_full_output_keeps_valid_frames_and_completes_padded_ones(encoder):
     model = build(encoder)
     batch = full_batch()
     enc = model.vision_encoder
-    lengths = batch["vision_lengths"]
+    lengths = batch.vision_lengths
     with torch.no_grad():
-        trimmed, mask = enc(batch["vision"], lengths)
-        full, _ = enc(batch["vision"], lengths, full_output=True)
-        x = enc.positions(batch["vision"])
+        trimmed, mask = enc(batch.vision, lengths)
+        full, _ = enc(batch.vision, lengths, full_output=True)
+        x = enc.positions(batch.vision)
         padding = ~mask
         padding[:, 0] &= lengths > 0  # an empty sequence attends to its frame 0
         stock = stock_encoder(enc)(x, src_key_padding_mask=padding)
@@ -402,9 +405,9 @@ def test_models_that_read_padding_get_untrimmed_batches():
     idx = np.flatnonzero(short)
     assert len(idx) >= 2
     trimmed, full = collate(split, idx), collate(split, idx, trim=False)
-    assert full["audio"].shape[1] == split.audio.shape[1] > trimmed["audio"].shape[1]
-    assert full["vision"].shape[1] == split.vision.shape[1] > trimmed["vision"].shape[1]
-    assert full["text"].shape[2] == split.text_bert.shape[2] > trimmed["text"].shape[2]
+    assert full.audio.shape[1] == split.audio.shape[1] > trimmed.audio.shape[1]
+    assert full.vision.shape[1] == split.vision.shape[1] > trimmed.vision.shape[1]
+    assert full.text.shape[2] == split.text_bert.shape[2] > trimmed.text.shape[2]
 
 
 @pytest.mark.parametrize("key, value", [("common_frame", "middle"), ("subnet_pool", "max")])

@@ -16,12 +16,13 @@ import pytest
 import torch
 
 from msakit import api
+from msakit.data.batching import Batch
 from msakit.data.synthetic import make_synthetic
 from msakit.encoders.sequence import SequenceEncoder, last_valid, lengths_to_mask, masked_mean
 from msakit.encoders.text import load_text_encoder
 from msakit.errors import MsakitError
 from msakit.models.base import Dims
-from msakit.models.clgsi import CLGSI, GLFK, CommonFusion, Subnet
+from msakit.models.clgsi import CLGSI, GLFK, CLGSIConfig, CommonFusion, Subnet
 from msakit.models.registry import create_model, preset
 
 SMALL = {"common_dim": 16, "specific_dim": 16, "head_dim": 16, "feedforward": 32}
@@ -47,7 +48,7 @@ def build(encoder, seed: int = 0, **overrides) -> CLGSI:
     return model
 
 
-def make_batch(seed: int = 0) -> dict[str, torch.Tensor]:
+def make_batch(seed: int = 0) -> Batch:
     """8 samples in the collate format, with padding everywhere and zero lengths."""
     g = torch.Generator().manual_seed(seed)
     b, lt, la, lv = 8, 12, 16, 14
@@ -63,7 +64,7 @@ def make_batch(seed: int = 0) -> dict[str, torch.Tensor]:
     audio *= lengths_to_mask(audio_lengths, la).unsqueeze(-1)
     vision *= lengths_to_mask(vision_lengths, lv).unsqueeze(-1)
     labels = torch.tensor([-3.0, -2.2, -1.0, -0.2, 0.0, 0.8, 1.6, 2.6])
-    return {
+    return Batch.from_dict({
         "text": text,
         "audio": audio,
         "audio_lengths": audio_lengths,
@@ -71,13 +72,13 @@ def make_batch(seed: int = 0) -> dict[str, torch.Tensor]:
         "vision_lengths": vision_lengths,
         "labels": labels,
         "index": torch.arange(b),
-    }
+    })
 
 
-def scribble_padding(batch: dict[str, torch.Tensor], seed: int = 1) -> dict[str, torch.Tensor]:
+def scribble_padding(batch: Batch, seed: int = 1) -> Batch:
     """The same batch with large random values in every padded frame and padded token."""
     g = torch.Generator().manual_seed(seed)
-    out = {k: v.clone() for k, v in batch.items()}
+    out = {k: v.clone() for k, v in batch.as_dict().items()}
     for key in ("audio", "vision"):
         x = out[key]
         pad = ~lengths_to_mask(out[f"{key}_lengths"], x.size(1))
@@ -86,18 +87,18 @@ def scribble_padding(batch: dict[str, torch.Tensor], seed: int = 1) -> dict[str,
     text = out["text"]
     pad = text[:, 1] == 0
     text[:, 0] = torch.where(pad, torch.randint(1996, 29612, pad.shape, generator=g), text[:, 0])
-    return out
+    return Batch.from_dict(out)
 
 
-def pad_more(batch: dict[str, torch.Tensor], extra: int = 7) -> dict[str, torch.Tensor]:
+def pad_more(batch: Batch, extra: int = 7) -> Batch:
     """The same batch with ``extra`` more zero frames / padded tokens (same lengths)."""
-    out = dict(batch)
+    out = batch.as_dict()
     for key in ("audio", "vision"):
-        x = batch[key]
+        x = out[key]
         out[key] = torch.cat([x, x.new_zeros(x.size(0), extra, x.size(2))], dim=1)
-    text = batch["text"]
+    text = out["text"]
     out["text"] = torch.cat([text, text.new_zeros(text.size(0), 3, extra)], dim=2)
-    return out
+    return Batch.from_dict(out)
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -263,9 +264,9 @@ def test_clgsi_ignores_padded_frames_and_tokens(encoder):
     model = build(encoder).eval()
     batch = make_batch()
     changed = scribble_padding(batch)
-    assert not torch.equal(changed["audio"], batch["audio"])
-    assert not torch.equal(changed["vision"], batch["vision"])
-    assert not torch.equal(changed["text"], batch["text"])
+    assert not torch.equal(changed.audio, batch.audio)
+    assert not torch.equal(changed.vision, batch.vision)
+    assert not torch.equal(changed.text, batch.text)
     with torch.no_grad():
         a = model(batch)
         b = model(changed)
@@ -287,8 +288,8 @@ def test_clgsi_predictions_depend_on_valid_frames(encoder):
     """The invariance above is not vacuous: a valid frame does change the prediction."""
     model = build(encoder).eval()
     batch = make_batch()
-    changed = {k: v.clone() for k, v in batch.items()}
-    changed["audio"][0, 5] += 3.0  # sample 0 has 16 valid audio frames
+    changed = batch.replace(audio=batch.audio.clone())
+    changed.audio[0, 5] += 3.0  # sample 0 has 16 valid audio frames
     with torch.no_grad():
         a, b = model(batch).prediction, model(changed).prediction
     assert (a[0] - b[0]).abs() > 1e-6
@@ -323,7 +324,7 @@ def test_every_ablation_trains_one_step(encoder, name):
     assert losses.loss.ndim == 0 and torch.isfinite(losses.loss)
     assert torch.isfinite(losses.task_loss) and torch.isfinite(losses.contrastive_loss)
     torch.testing.assert_close(
-        losses.task_loss, (out.prediction - batch["labels"]).abs().mean()
+        losses.task_loss, (out.prediction - batch.labels).abs().mean()
     )
     optimizer.zero_grad()
     losses.loss.backward()
@@ -491,3 +492,19 @@ def test_same_seed_same_results(tmp_path, tiny_bert):
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_the_paper_vs_authors_table_is_kept_once_in_code_and_shown_in_readings():
+    """docs/readings.md shows ``DIFFERENCES`` as rendered; every row names its setting, and
+    the settings that are model hyperparameters are ones ``--preset authors`` changes."""
+    from pathlib import Path
+
+    from msakit.models.clgsi.presets import CLGSI_AUTHORS
+    from msakit.models.clgsi.readings import DIFFERENCES, differences_markdown
+
+    readings = Path(__file__).resolve().parents[1] / "docs" / "readings.md"
+    assert differences_markdown() in readings.read_text(encoding="utf-8")
+    changed = {key for entry in CLGSI_AUTHORS.values() for key in entry["model"]}
+    named = {row.switch.split("`")[1] for row in DIFFERENCES if row.switch.startswith("`")}
+    hyperparameters = named & set(CLGSIConfig.__dataclass_fields__)
+    assert len(hyperparameters) >= 7 and hyperparameters <= changed

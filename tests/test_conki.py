@@ -35,7 +35,7 @@ from msakit.models.conki import (
     insertion_points,
     single_knowledge_loss,
 )
-from msakit.training.stages import (
+from msakit.models.conki.adapters import (
     install_adapters,
     read_adapters,
     stage1_config,
@@ -291,7 +291,7 @@ def test_each_switch_builds_and_trains_one_step(name, tiny_bert_12, files) -> No
         assert model.inner_fusion["text"].in_features == model.widths["text"]
         assert model.contrastive is not None and not model.contrastive.use_n1
         specific = [reps[f"specific_{m}"] for m in ("text", "vision", "audio")]
-        alone = single_knowledge_loss(model.contrastive, specific, batch["labels"])
+        alone = single_knowledge_loss(model.contrastive, specific, batch.labels)
         assert losses.contrastive_loss.item() == pytest.approx(alone.item())
         # the adapters still read the encoders, which still learn through them
         assert model.text_encoder.encoder.layer[0].attention.self.query.weight.grad is not None
@@ -306,7 +306,7 @@ def test_each_switch_builds_and_trains_one_step(name, tiny_bert_12, files) -> No
         with_n1 = HierarchicalContrastiveLoss(temperature=c["temperature"])
         pan = [reps[f"pan_{m}"] for m in ("text", "vision", "audio")]
         specific = [reps[f"specific_{m}"] for m in ("text", "vision", "audio")]
-        assert losses.contrastive_loss.item() < with_n1(pan, specific, batch["labels"]).item()
+        assert losses.contrastive_loss.item() < with_n1(pan, specific, batch.labels).item()
 
 
 def test_pan_knowledge_or_adapters_are_needed(tiny_bert_12) -> None:

@@ -130,7 +130,7 @@ def test_trainer_takes_the_cpu_paths_on_cpus_only(kind, small_trainer, monkeypat
     assert bool(mallopt) == on_cpu
     assert dropout.uses_fast_dropout(run.model) == on_cpu
     assert torch.are_deterministic_algorithms_enabled()
-    assert run.scaler is None and not run.amp.enabled
+    assert run.prepared.scaler is None and not run.prepared.amp.enabled
 
 
 def test_fp16_on_a_cpu_trainer_is_one_error(small_trainer):
@@ -142,7 +142,7 @@ def test_scaled_loss_path_trains_and_resumes_its_scale(small_trainer, tmp_path):
     """The gradient-scaler branch (fp16 on CUDA), run here on a CPU with a CPU scaler."""
     run = small_trainer()
     run.prepare()
-    run.scaler = torch.amp.GradScaler("cpu", init_scale=256.0)
+    run.prepared.scaler = torch.amp.GradScaler("cpu", init_scale=256.0)
     before = [p.detach().clone() for p in run.model.parameters() if p.requires_grad]
     stats = run.train_epoch(0)
     after = [p for p in run.model.parameters() if p.requires_grad]
@@ -151,11 +151,11 @@ def test_scaled_loss_path_trains_and_resumes_its_scale(small_trainer, tmp_path):
     run.history.append({"epoch": 1})
     run._save_last(0)
     saved = torch.load(run.run_dir / "last.pt", weights_only=True)
-    assert saved["scaler"]["scale"] == run.scaler.get_scale()
+    assert saved["scaler"]["scale"] == run.prepared.scaler.get_scale()
     again = small_trainer()
     again.resume = True
     again.prepare()  # no scaler on a CPU run: the saved scale is ignored, not an error
-    assert again.start_epoch == 1
+    assert again.prepared.start_epoch == 1
 
 
 def test_rng_state_without_cuda_has_no_cuda_entry():

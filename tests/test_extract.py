@@ -676,7 +676,10 @@ def test_models_reading_text_features_refuse_an_extracted_file(model, learnt, tm
     _, data, _ = learnt
     run = tmp_path / "run"
     capsys.readouterr()
-    assert run_cli(["train", "--model", model, "--dataset", "mosi", "--data", str(data),
+    from msakit.models.registry import model_spec
+
+    dataset = model_spec(model).datasets()[0]  # SIMS for the multi-task models
+    assert run_cli(["train", "--model", model, "--dataset", dataset, "--data", str(data),
                     "--epochs", "1", "--seeds", "1", "--out", str(run)]) == 2
     line = error_line(capsys.readouterr().err)
     assert "msakit extract" in line and "'text'" in line and model in line

@@ -94,7 +94,7 @@ def test_paper_is_the_default_preset_with_random_batches_and_five_seeds(model):
         assert config.to_dict() == preset(model, dataset, "paper").to_dict()
         for name in model_spec(model).preset_names():
             assert preset(model, dataset, name).sampler == "random", (name, dataset)
-    assert api.build_config(model, "mosi", seeds=[7]).seeds == [7]
+    assert api.build_config(model, model_spec(model).datasets()[0], seeds=[7]).seeds == [7]
 
 
 def test_authors_preset_is_the_paper_preset_with_the_authors_entry_on_top():

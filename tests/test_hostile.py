@@ -628,7 +628,7 @@ CASES = [
     ("import-weights-missing-weights", lambda w: _import(w, weights=w.root / "nope.pth"), 2,
      "does not exist"),
     ("import-weights-mmsa-wrong-model", lambda w: _mmsa_import(w, "clgsi"), 2,
-     "self_mm, mmim weights, not clgsi"),
+     "--from mmsa holds tfn, lmf, mult"),
     ("import-weights-mmsa-file-without-text", lambda w: _mmsa_import(w, "tfn"), 2,
      "key 'text': required key is missing"),
     ("import-weights-mmsa-text-encoder", lambda w: _mmsa_import(w, "mult", "--text-encoder",
@@ -1083,8 +1083,8 @@ def test_diverged_run_ends_cleanly_and_keeps_the_last_good_last_pt(world, tmp_pa
     real = CLGSI.compute_loss
     state = {}
 
-    def poisoned(self, output, batch, **kwargs):
-        losses = real(self, output, batch, **kwargs)
+    def poisoned(self, output, batch, *args, **kwargs):
+        losses = real(self, output, batch, *args, **kwargs)
         if self.training and state["trainer"].global_step >= state["steps"]:
             losses = type(losses)(losses.loss * float("nan"), losses.task_loss,
                                   losses.contrastive_loss)
@@ -1282,8 +1282,11 @@ def test_every_model_logs_one_line_per_epoch_and_predicts_without_labels(world, 
     from msakit.models.registry import model_spec
 
     out = tmp_path / "run"
-    argv = [a for a in _train(world, "--set", "stop_at_horizon=true", model=model,
-                              data=world.extras["text_data"], out=str(out)) if a != "--quiet"]
+    # SIMS for the models only SIMS's unimodal labels train (MTFN, MLMF, MLF-DNN), else MOSI
+    dataset = "mosi" if "mosi" in model_spec(model).presets else "sims"
+    data = world.extras["text_data" if dataset == "mosi" else "sims_text"]
+    argv = [a for a in _train(world, "--set", "stop_at_horizon=true", model=model, data=data,
+                              dataset=dataset, out=str(out)) if a != "--quiet"]
     argv[argv.index("--epochs") + 1] = "2"
     if model_spec(model).text_input == "features":
         at = argv.index("--text-encoder")
@@ -1292,7 +1295,7 @@ def test_every_model_logs_one_line_per_epoch_and_predicts_without_labels(world, 
     lines = [line for line in capsys.readouterr().err.splitlines() if " epoch " in line]
     assert [line.split(":")[0] for line in lines] == ["seed 1 epoch 1/2", "seed 1 epoch 2/2"]
     assert all("valid MAE" in line and line.endswith(" s") for line in lines), lines
-    data = _unlabelled_test_split(world.extras["text_data"], tmp_path / "unlabelled.npz")
+    data = _unlabelled_test_split(data, tmp_path / "unlabelled.npz")
     predictions = tmp_path / "p.csv"
     assert run_cli(["predict", "--checkpoint", str(out), "--data", str(data), "--out",
                     str(predictions)]) == 0

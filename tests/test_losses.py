@@ -12,12 +12,15 @@ import torch
 from msakit.losses import (
     HierarchicalContrastiveLoss,
     IntensityGuidedContrastiveLoss,
+    OfficialIntensityContrastiveLoss,
     hierarchical_pair_masks,
     intensity_pair_masks,
 )
 
 G = 1.5  # CLGSI gain g
 KAPPA = 0.4  # CLGSI threshold κ
+CLGSI_LOSSES = {"paper": IntensityGuidedContrastiveLoss,
+                "official": OfficialIntensityContrastiveLoss}
 
 
 def t64(rows: list) -> torch.Tensor:
@@ -236,6 +239,23 @@ def test_clgsi_paper_label_scale() -> None:
         assert loss.item() == pytest.approx(clgsi_paper_reference(t, a, v, y, H=H), rel=1e-10)
 
 
+def test_clgsi_pair_weights_are_eq_2_by_hand() -> None:
+    """The weight function the loss uses (and ``msakit plot weights`` draws): g|tanh(D - 2κ)|
+    for positive pairs, g|tanh(D)| for negative ones; the official loss scales the negative
+    weight by 0.8; unweighted, every weight is 1."""
+    d = t64([0.0, 0.4, 1.0])
+    positive, negative = IntensityGuidedContrastiveLoss(gain=2.0, temperature=0.03).pair_weights(d)
+    assert positive.tolist() == pytest.approx([2 * math.tanh(0.8), 2 * math.tanh(0.4),
+                                               2 * math.tanh(0.2)], rel=1e-12)
+    assert negative.tolist() == pytest.approx([0.0, 2 * math.tanh(0.4), 2 * math.tanh(1.0)],
+                                              rel=1e-12)
+    _, official = OfficialIntensityContrastiveLoss(gain=2.0, temperature=0.03).pair_weights(d)
+    assert official.tolist() == pytest.approx([0.0, 1.6 * math.tanh(0.4), 1.6 * math.tanh(1.0)],
+                                              rel=1e-12)
+    flat = IntensityGuidedContrastiveLoss(weighted=False, temperature=0.03).pair_weights(d)
+    assert [w.tolist() for w in flat] == [[1.0] * 3, [1.0] * 3]
+
+
 # --------------------------------------------------------------------------------------------
 # CLGSI, official variant
 # --------------------------------------------------------------------------------------------
@@ -255,7 +275,7 @@ def test_clgsi_official_hand_computed_single_sample() -> None:
 
     # ℓ(p, q) = ℓ(q, p) here; cosines: VA = 0, VT = 1, TA = 0.
     expected = ell(0.0) + ell(1.0) + ell(0.0)
-    loss = IntensityGuidedContrastiveLoss(variant="official", temperature=tau)(t, a, v, t64([2.0]))
+    loss = OfficialIntensityContrastiveLoss(temperature=tau)(t, a, v, t64([2.0]))
     assert loss.item() == pytest.approx(expected, rel=1e-12)
 
 
@@ -265,7 +285,7 @@ def test_clgsi_official_reference_values_from_notes() -> None:
     t = t64([[1, 0, 2], [0.5, 1, 0], [0, 0, 1], [2, 1, 1]])
     a = t64([[0, 1, 1], [1, 1, 0], [0.3, 0, 2], [1, 0, 0]])
     v = t64([[1, 1, 1], [0, 2, 1], [1, 0, 0], [0, 0.5, 3]])
-    loss_fn = IntensityGuidedContrastiveLoss(variant="official", temperature=0.03)
+    loss_fn = OfficialIntensityContrastiveLoss(temperature=0.03)
     loss = loss_fn(t, a, v, t64([-2.4, 1.2, 1.4, 0.0]))
     assert loss.item() == pytest.approx(0.15392958936194262, rel=1e-13)
     tiny = loss_fn(t, a, v, t64([-0.8, 0.6, 0.4, 0.0]))
@@ -281,9 +301,7 @@ def test_clgsi_official_matches_authors_math(batch: int, weighted: bool) -> None
     for seed in range(3):
         y = _grid_labels(batch, seed=seed, step=0.2)
         for tau in (0.03, 0.2):
-            loss_fn = IntensityGuidedContrastiveLoss(
-                variant="official", temperature=tau, weighted=weighted
-            )
+            loss_fn = OfficialIntensityContrastiveLoss(temperature=tau, weighted=weighted)
             expected = clgsi_official_reference(t, a, v, y, tau=tau, weighted=weighted)
             assert loss_fn(t, a, v, y).item() == pytest.approx(expected, rel=1e-10, abs=1e-13)
 
@@ -293,7 +311,7 @@ def test_clgsi_official_boundary_follows_the_code() -> None:
     # negative, which the loop reference reproduces. The paper variant calls it positive.
     t, a, v = _random_features(2, 3, 3, seed=4)
     y = t64([0.0, 1.2])
-    official = IntensityGuidedContrastiveLoss(variant="official", temperature=0.2)
+    official = OfficialIntensityContrastiveLoss(temperature=0.2)
     assert official(t, a, v, y).item() == pytest.approx(
         clgsi_official_reference(t, a, v, y, tau=0.2), rel=1e-12
     )
@@ -311,7 +329,7 @@ def test_clgsi_official_boundary_follows_the_code() -> None:
 def test_clgsi_dtypes_gradients_and_permutation(variant: str) -> None:
     t, a, v = _random_features(6, 8, 3, seed=5)
     y = t64([-2.4, 1.2, 1.4, 0.0, 0.0, -0.6])
-    loss_fn = IntensityGuidedContrastiveLoss(variant=variant, temperature=0.03)
+    loss_fn = CLGSI_LOSSES[variant]()
     ref = loss_fn(t, a, v, y)
     assert ref.dtype == torch.float64 and ref.dim() == 0
 
@@ -338,7 +356,7 @@ def test_clgsi_gradcheck() -> None:
     t, a, v = (x.requires_grad_() for x in _random_features(3, 3, 3, seed=6))
     y = t64([0.0, 0.6, 2.0])
     for variant in ("paper", "official"):
-        loss_fn = IntensityGuidedContrastiveLoss(variant=variant, temperature=0.3)
+        loss_fn = CLGSI_LOSSES[variant](temperature=0.3)
         assert torch.autograd.gradcheck(lambda t, a, v, f=loss_fn: f(t, a, v, y), (t, a, v))
 
 
@@ -349,8 +367,9 @@ def test_clgsi_rejects_bad_inputs() -> None:
         loss_fn(t, a[:, :3], v, t64([0.0, 1.0, 2.0]))
     with pytest.raises(ValueError):
         loss_fn(t, a, v, t64([0.0, 1.0]))
-    with pytest.raises(ValueError):
-        IntensityGuidedContrastiveLoss(variant="other", temperature=0.03)
+    for loss in CLGSI_LOSSES.values():
+        with pytest.raises(ValueError):
+            loss(temperature=0.0)
 
 
 # --------------------------------------------------------------------------------------------

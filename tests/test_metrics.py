@@ -13,7 +13,18 @@ import pytest
 import torch
 
 from msakit.errors import MsakitError
-from msakit.metrics import compute_metrics, metric_names
+from msakit.metrics import (
+    MOSI_FAMILY_METRICS,
+    MOSI_METRICS,
+    SIMS_FAMILY_METRICS,
+    SIMS_METRICS,
+    acc7,
+    compute_metrics,
+    metric_names,
+    metric_values,
+    rounded,
+    sims_f1,
+)
 
 MOSI_KEYS = [
     "Has0_acc_2",
@@ -222,3 +233,47 @@ def test_unknown_dataset_and_empty_input_raise():
         compute_metrics([0.1], [0.1], "iemocap")
     with pytest.raises(ValueError):
         compute_metrics([], [], "mosi")
+
+
+# --------------------------------------------------------------------------- the functions
+def test_every_metric_function_passes_its_doctest():
+    import doctest
+
+    import msakit.metrics
+
+    result = doctest.testmod(msakit.metrics, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0
+    documented = [f for f in (*MOSI_FAMILY_METRICS.values(), *SIMS_FAMILY_METRICS.values())
+                  if ">>> " in (f.__doc__ or "")]
+    assert len(documented) == len(MOSI_FAMILY_METRICS) + len(SIMS_FAMILY_METRICS)
+
+
+def test_the_families_are_mmsas_names_in_mmsas_order():
+    assert list(MOSI_FAMILY_METRICS) == MOSI_KEYS == list(MOSI_METRICS)
+    assert list(SIMS_FAMILY_METRICS) == SIMS_KEYS == list(SIMS_METRICS)
+
+
+@pytest.mark.parametrize("dataset", ["mosi", "sims"])
+def test_unrounded_values_are_what_the_table_rounds(dataset):
+    """Training compares metric_values (unrounded); compute_metrics is MMSA's rounded table of
+    the same numbers."""
+    rng = np.random.default_rng(5)
+    labels = np.round(rng.uniform(-1, 1, 37), 1)
+    preds = rng.uniform(-1.3, 1.3, 37)
+    values = metric_values(preds, labels, dataset)
+    assert compute_metrics(preds, labels, dataset) == rounded(values)
+    assert values["MAE"] != round(values["MAE"], 4)  # 37 float32 errors: many more digits
+    family = SIMS_FAMILY_METRICS if dataset == "sims" else MOSI_FAMILY_METRICS
+    for name, metric in family.items():
+        assert same(metric(torch.tensor(preds), list(labels)), values[name]), name
+
+
+def same(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+def test_each_function_checks_its_inputs():
+    with pytest.raises(ValueError, match="2 predictions for 3 labels"):
+        acc7([0.1, 0.2], [0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match="no predictions"):
+        sims_f1([], [])

@@ -77,7 +77,7 @@ def test_audio_minus_inf_is_zero_in_batches_of_a_mapped_file(tmp_path, raw):
     split = load_feature_file(save_npz(raw, tmp_path / "d.npz")).splits["train"]
     assert np.isneginf(split.audio[1, 0]).all()  # the read-only map is left as it is
     batch = collate(split, np.arange(len(split)), trim=False)
-    audio = batch["audio"].numpy()
+    audio = batch.audio.numpy()
     assert np.isfinite(audio).all()
     assert (audio[1, 0] == 0).all() and audio[2, 4, 1] == 0
     expected = np.where(np.isneginf(split.audio), 0, split.audio)

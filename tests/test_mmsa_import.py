@@ -18,6 +18,12 @@ MODELS = {
     "lmf": ({"hidden_dims": [12, 6, 10], "rank": 2},
             ["text_hidden=12", "audio_hidden=6", "vision_hidden=10", "rank=2"]),
     "mult": ({"dst_feature_dim_nheads": [8, 2], "nlevels": 2}, ["dim=8", "heads=2", "layers=2"]),
+    "lf_dnn": ({"hidden_dims": [12, 6, 10], "text_out": 7, "post_fusion_dim": 9},
+               ["text_hidden=12", "audio_hidden=6", "vision_hidden=10", "text_out=7",
+                "post_fusion_dim=9"]),
+    "ef_lstm": ({"hidden_dims": 8, "num_layers": 2}, ["hidden=8", "layers=2"]),
+    "mfn": ({"hidden_dims": [6, 4, 5], "memsize": 7},
+            ["text_hidden=6", "audio_hidden=4", "vision_hidden=5", "memory=7"]),
 }
 TEST = 6
 
@@ -77,7 +83,7 @@ def test_refusals_are_one_line(mosi, tmp_path, capsys):
          "shapes differ audio_factor is 2x7x1, the configuration needs 3x7x1"),
         (["import-weights", "--from", "mmsa", "--model", "clgsi", "--dataset", "mosi",
           "--weights", str(weights), "--data", str(mosi), "--out", str(tmp_path / "d.pt")],
-         "self_mm, mmim weights, not clgsi"),
+         "weights, not clgsi"),
     ]
     for argv, message in cases:
         capsys.readouterr()

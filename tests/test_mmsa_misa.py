@@ -116,10 +116,9 @@ def test_own_lengths_read_only_valid_frames(setup):
                  load_text_encoder(str(setup["bert"]))).eval()
     assert not model.reads_padding()
     batch = collate(ff.splits["valid"], np.arange(6), trim=True)
-    noisy = dict(batch)
-    noisy["audio"] = batch["audio"].clone()
-    for i, n in enumerate(batch["audio_lengths"].tolist()):
-        noisy["audio"][i, n:] = 7.0
+    noisy = batch.replace(audio=batch.audio.clone())
+    for i, n in enumerate(batch.audio_lengths.tolist()):
+        noisy.audio[i, n:] = 7.0
     with torch.no_grad():
         torch.testing.assert_close(model(noisy).prediction, model(batch).prediction)
 

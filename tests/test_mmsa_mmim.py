@@ -155,7 +155,7 @@ def _our_pass(ours, features, phase: str) -> float:
         losses = ours.compute_loss(ours(batch), batch)
         ours.zero_grad(set_to_none=True)
         losses.loss.backward()
-        total += float(losses.loss.detach()) * len(batch["labels"])
+        total += float(losses.loss.detach()) * len(batch.labels)
     return total / len(split)
 
 

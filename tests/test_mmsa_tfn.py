@@ -59,13 +59,14 @@ def test_valid_padding_ignores_padded_content(files):
     """padding="valid" reads valid frames and tokens only; MMSA's reading sees the padding."""
     _, ours, _, batch = pair(files["mosi"], "mosi")
     ours.eval()
-    changed = dict(batch)
+    changed = {}
     for key in ("audio", "vision"):
-        frames = torch.arange(batch[key].size(1))
-        pad = frames[None, :] >= batch[f"{key}_lengths"][:, None]
-        changed[key] = batch[key] + 5.0 * pad[:, :, None]
-    pad_tokens = batch["text"][:, 1] == 0
-    changed["text_features"] = batch["text_features"] + 5.0 * pad_tokens[:, :, None]
+        frames = torch.arange(batch.sequence(key).size(1))
+        pad = frames[None, :] >= batch.lengths(key)[:, None]
+        changed[key] = batch.sequence(key) + 5.0 * pad[:, :, None]
+    pad_tokens = batch.text[:, 1] == 0
+    changed["text_features"] = batch.text_features + 5.0 * pad_tokens[:, :, None]
+    changed = batch.replace(**changed)
     with torch.no_grad():
         assert not torch.allclose(ours(batch).prediction, ours(changed).prediction)
         ours.config.padding = "valid"

@@ -57,12 +57,13 @@ def test_trimmed_batch_equals_full_padding(tiny_bert, mosi_file):
     model.eval()
     split = data.splits["test"]
     batch = collate(split, np.arange(8))
-    full = dict(batch)
-    full["audio"] = torch.from_numpy(np.array(split.audio[:8]))
-    full["vision"] = torch.from_numpy(np.array(split.vision[:8]))
-    full["text"] = torch.from_numpy(np.array(split.text_bert[:8]))
+    full = batch.replace(
+        audio=torch.from_numpy(np.array(split.audio[:8])),
+        vision=torch.from_numpy(np.array(split.vision[:8])),
+        text=torch.from_numpy(np.array(split.text_bert[:8])),
+    )
     with torch.no_grad():
-        assert batch["audio"].shape[1] < full["audio"].shape[1]
+        assert batch.audio.shape[1] < full.audio.shape[1]
         trimmed, padded = model(batch).prediction, model(full).prediction
     assert torch.allclose(trimmed, padded, atol=1e-5)
 
@@ -90,8 +91,9 @@ def test_frozen_text_encoder_cache_is_exact(tiny_bert_12, tmp_path):
     torch.manual_seed(1)
     direct = model(batch).prediction
     torch.manual_seed(1)
-    cached = model(add_text_cache(dict(batch), cache)).prediction
-    assert any(k.startswith("text_cache.seq_hidden_") for k in add_text_cache(batch, cache))
+    cached = model(add_text_cache(batch, cache)).prediction
+    assert not batch.text_cache  # the batch it was given is unchanged
+    assert any(k.startswith("seq_hidden_") for k in add_text_cache(batch, cache).text_cache)
     assert torch.allclose(direct, cached, atol=1e-6)
 
 

@@ -15,11 +15,20 @@ from torch import nn
 from msakit import api
 from msakit.config import model_config as model_config_module
 from msakit.config.model_config import ModelConfig, hp
+from msakit.data.batching import Batch
 from msakit.encoders.sequence import masked_mean
 from msakit.encoders.text import bert_inputs, load_text_encoder
 from msakit.errors import MsakitError
 from msakit.models import registry
-from msakit.models.base import Dims, LossOutput, ModelOutput, MSAModel
+from msakit.models.base import (
+    LOCAL,
+    Dims,
+    LossContext,
+    LossOutput,
+    ModelOutput,
+    MSAModel,
+    groups_by_prefix,
+)
 from msakit.models.clgsi import CLGSI, CLGSIConfig
 from msakit.models.registry import ModelSpec, create_model, model_names, model_spec, preset
 
@@ -46,23 +55,20 @@ class Toy(MSAModel):
     def text_features(self, text: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"cls": self.text_encoder(**bert_inputs(text)).last_hidden_state[:, 0]}
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
-        audio, vision = batch["audio"], batch["vision"]
-        a_mask = torch.arange(audio.size(1)) < batch["audio_lengths"][:, None]
-        v_mask = torch.arange(vision.size(1)) < batch["vision_lengths"][:, None]
+    def forward(self, batch: Batch) -> ModelOutput:
+        audio, vision = batch.audio, batch.vision
+        a_mask = torch.arange(audio.size(1)) < batch.audio_lengths[:, None]
+        v_mask = torch.arange(vision.size(1)) < batch.vision_lengths[:, None]
         fused = torch.cat([self.cached_text_features(batch)["cls"], masked_mean(audio, a_mask),
                            masked_mean(vision, v_mask)], dim=-1)
         return ModelOutput(self.head(fused).squeeze(-1), {"fused": fused})
 
-    def compute_loss(self, output, batch, *, gather=None, global_batch=None, world_size=1):
-        task = (output.prediction - batch["labels"]).abs().mean()
+    def compute_loss(self, output: ModelOutput, batch: Batch, ctx: LossContext = LOCAL):
+        task = ctx.mean((output.prediction - batch.labels).abs())
         return LossOutput(task, task, task.detach() * 0)
 
     def parameter_groups(self):
-        groups = {"text": [], "audio": [], "vision": [], "other": []}
-        for name, param in self.named_parameters():
-            groups["text" if name.startswith("text_encoder.") else "other"].append((name, param))
-        return groups
+        return groups_by_prefix(self, {"text": ("text_encoder.",)})
 
 
 TOY_RUN = {"batch_size": 8, "epochs": 2, "lr": {"text": 1e-4, "other": 1e-3}}

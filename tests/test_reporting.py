@@ -18,6 +18,7 @@ from msakit.data.mmsa import convert_to_npz
 from msakit.encoders.text import load_text_encoder, text_encoder_config
 from msakit.files import torch_save_atomic
 from msakit.metrics import MOSI_METRICS, SIMS_METRICS
+from msakit.models.clgsi.plots import weight_curves
 from msakit.models.registry import preset
 from msakit.reporting import plots
 from msakit.reporting.report import columns_for
@@ -281,7 +282,7 @@ def test_plot_weights_from_a_checkpoint_or_given_values(trained, tmp_path, capsy
 
 
 def test_weight_function_is_eq_2():
-    d, positive, negative = plots.weight_curves(threshold=0.4, gain=1.5)
+    d, positive, negative = weight_curves(threshold=0.4, gain=1.5)
     assert d[0] == 0.0 and d[-1] == 2.0
     assert positive[0] == pytest.approx(1.5 * np.tanh(0.8))
     at_kappa = np.argmin(np.abs(d - 0.4))

@@ -15,6 +15,7 @@ import msakit
 from msakit import api
 from msakit.config import RunConfig, apply_overrides
 from msakit.data import standardize
+from msakit.data.batching import Batch
 from msakit.data.mmsa import load_feature_file
 from msakit.data.safe_format import save_npz
 from msakit.data.standardize import feature_stats, moments
@@ -106,12 +107,14 @@ def test_padded_frames_are_untouched_and_valid_ones_standardised():
         vision_mean=np.array([-1.0]), vision_scale=np.array([2.0])))
     audio = torch.tensor([[[3.0, 9.0], [7.0, 7.0], [4.0, -4.0]]])  # 1 valid frame of 3
     vision = torch.tensor([[[0.0], [5.0]]])  # 2 valid of 2
-    batch = {"audio": audio, "vision": vision, "audio_lengths": torch.tensor([1]),
-             "vision_lengths": torch.tensor([2]), "labels": torch.tensor([0.5])}
+    batch = Batch.from_dict({
+        "text": torch.zeros(1, 3, 1, dtype=torch.long), "audio": audio, "vision": vision,
+        "audio_lengths": torch.tensor([1]), "vision_lengths": torch.tensor([2]),
+        "labels": torch.tensor([0.5])})
     out = module(batch)
-    assert out["audio"].tolist() == [[[1.0, 0.0], [7.0, 7.0], [4.0, -4.0]]]
-    assert out["vision"].tolist() == [[[2.0], [12.0]]]
-    assert out["labels"] is batch["labels"] and batch["audio"] is audio  # input not modified
+    assert out.audio.tolist() == [[[1.0, 0.0], [7.0, 7.0], [4.0, -4.0]]]
+    assert out.vision.tolist() == [[[2.0], [12.0]]]
+    assert out.labels is batch.labels and batch.audio is audio  # input not modified
 
 
 # --------------------------------------------------------------------------- the setting

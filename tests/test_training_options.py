@@ -5,6 +5,8 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 
 import pytest
 import torch
@@ -13,10 +15,12 @@ from msakit.config import RunConfig, validate
 from msakit.data.batching import collate
 from msakit.data.mmsa import load_feature_file
 from msakit.encoders.text import load_text_encoder
-from msakit.errors import MsakitError
+from msakit.errors import MsakitError, TrainingDiverged
 from msakit.models.base import Dims
 from msakit.models.self_mm import SelfMM, SelfMMConfig
-from msakit.training.trainer import Trainer, set_dropout
+from msakit.training import trainer as trainer_module
+from msakit.training.distributed import DistContext
+from msakit.training.trainer import EarlyStopping, Prepared, Trainer, set_dropout
 
 GROUPS = ("text", "audio", "vision", "other")
 
@@ -103,3 +107,93 @@ def test_heads_that_do_not_divide_a_width_name_the_keys_that_choose_them(tmp_pat
     message = str(caught.value)
     assert message.startswith("cannot build clgsi: 3 heads do not divide the feature width 25")
     assert "--set " in message and "audio_heads" in message and "vision_heads" in message
+
+
+# --------------------------------------------------------------------------- the lifecycle
+def _self_mm_trainer(data, tiny_bert, **kwargs) -> Trainer:
+    config = RunConfig(model_name="self_mm", dataset="mosi", batch_size=2, epochs=2,
+                       lr=dict.fromkeys(GROUPS, 1e-3), schedule="constant", warmup=0.0,
+                       dropout=0.0)
+    validate(config)
+    torch.manual_seed(0)
+    model = SelfMM(SelfMMConfig(), Dims.of(data), load_text_encoder(str(tiny_bert)))
+    return Trainer(model, config, data.splits["train"], data.splits["valid"], quiet=True,
+                   **kwargs)
+
+
+def test_prepare_builds_the_state_that_training_reads(data, tiny_bert, one_thread):
+    trainer = _self_mm_trainer(data, tiny_bert)
+    with pytest.raises(RuntimeError, match="prepare"):
+        trainer.train_epoch(0)
+    trainer.prepare()
+    prepared = trainer.prepared
+    assert isinstance(prepared, Prepared) and prepared.start_epoch == 0
+    assert [p.name for p in prepared.phases] == list(prepared.optimizers)
+    assert trainer.optimizer is prepared.optimizers[prepared.phases[-1].name]
+    assert prepared.scaler is None and not prepared.amp.enabled
+
+
+def test_step_losses_are_read_once_per_interval_with_the_same_numbers(
+        data, tiny_bert, one_thread, tmp_path, monkeypatch):
+    """5 steps an epoch: with a read every 2 steps the losses leave the device (one all-reduce
+    and one copy) at steps 2, 4 and 5 only; the step log and the epoch means are those of a
+    run that reads once at the epoch's end, and the means are the step log's means."""
+    reads = []
+    real_sum = DistContext.all_sum
+
+    def all_sum(self, value):
+        reads.append(tuple(value.shape))
+        return real_sum(self, value)
+
+    monkeypatch.setattr(DistContext, "all_sum", all_sum)
+    runs = {}
+    for every in (2, 100):
+        monkeypatch.setattr(trainer_module, "READ_EVERY", every)
+        reads.clear()
+        log = tmp_path / f"steps-{every}.jsonl"
+        trainer = _self_mm_trainer(data, tiny_bert, log_steps=log)
+        trainer.fit()
+        lines = [json.loads(line) for line in log.read_text().splitlines()]
+        runs[every] = (trainer.history, lines, list(reads))
+        assert trainer.sinks.step_log is None  # closed with fit
+        # Early stopping compares the unrounded validation MAE (tables round it to 4 decimals).
+        maes = [h["valid_MAE"] for h in trainer.history]
+        assert trainer.stopper.best == min(maes) and any(m != round(m, 4) for m in maes)
+    (history, lines, reads_2), (history_all, lines_all, reads_100) = runs[2], runs[100]
+    assert reads_2 == [(2,), (2,), (1,)] * 2 and reads_100 == [(5,)] * 2
+    assert lines == lines_all and [line["step"] for line in lines] == list(range(1, 11))
+    for key in ("train_loss", "train_task_loss", "train_contrastive_loss"):
+        assert [h[key] for h in history] == [h[key] for h in history_all]
+    first = [line["loss"] for line in lines[:5]]
+    assert history[0]["train_loss"] == sum(first) / 5
+
+
+def test_a_nan_loss_between_reads_names_its_step_and_logs_the_steps_before(
+        data, tiny_bert, one_thread, tmp_path, monkeypatch):
+    real = SelfMM.compute_loss
+    state = {}
+
+    def poisoned(self, *args, **kwargs):
+        losses = real(self, *args, **kwargs)
+        if self.training and state["trainer"].global_step == 2:  # the third step
+            losses = dataclasses.replace(losses, loss=losses.loss * float("nan"))
+        return losses
+
+    monkeypatch.setattr(SelfMM, "compute_loss", poisoned)
+    log = tmp_path / "steps.jsonl"
+    state["trainer"] = trainer = _self_mm_trainer(data, tiny_bert, log_steps=log,
+                                                  run_dir=tmp_path / "run")
+    with pytest.raises(TrainingDiverged, match=r"^training diverged at epoch 1, step 3 \(loss "
+                                               r"nan\); lower the learning rate$"):
+        trainer.fit()
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2]
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_early_stopping_tells_apart_maes_that_round_alike():
+    """On unrounded values the 1e-6 tolerance is what decides (MMSA's 4-decimal values tie)."""
+    stopper = EarlyStopping(patience=2)
+    assert stopper.update(0.51234, 0)
+    assert stopper.update(0.51231, 1)  # 3e-5 lower: a new best; both are 0.5123 in a table
+    assert not stopper.update(0.5123095, 2)  # 5e-7 lower: within the tolerance
+    assert (stopper.best, stopper.best_epoch, stopper.bad_epochs) == (0.51231, 1, 1)

@@ -39,10 +39,16 @@ from msakit.encoders.text import (
 )
 from msakit.errors import MsakitError
 from msakit.files import RunLock, check_distinct_output, write_text_atomic
-from msakit.metrics import metric_names, metrics_json, undefined_warning, without_nan
+from msakit.metrics import (
+    metric_names,
+    metrics_json,
+    rounded,
+    undefined_warning,
+    without_nan,
+)
 from msakit.models.base import Dims, MSAModel
+from msakit.models.registry import DEMO_MODEL, model_spec, preset_note
 from msakit.models.registry import preset as named_preset
-from msakit.models.registry import preset_note
 from msakit.safety import (
     STEP_LOG_RECORD,
     Input,
@@ -52,6 +58,7 @@ from msakit.safety import (
     inputs,
     run_entries,
 )
+from msakit.tracking import MlflowRun, start_tracking
 from msakit.training import distributed
 from msakit.training.device import amp_mode
 from msakit.training.init_from import InitFrom, read_init_from
@@ -62,7 +69,7 @@ from msakit.training.inputs import (
     prepare_run,
     write_run_config,
 )
-from msakit.training.trainer import Trainer, check_batch_size, evaluate_model
+from msakit.training.trainer import Trainer, TrainerHooks, check_batch_size, evaluate_model
 
 __all__ = ["train", "evaluate", "predict", "load_checkpoint", "build_config", "synth", "demo"]
 
@@ -180,6 +187,8 @@ def train(
     loaded: LoadedInputs | None = None,
     save_last: bool = True,
     init_from: str | os.PathLike | None = None,
+    track: str | None = None,
+    track_uri: str | None = None,
 ) -> TrainResult:
     """Train ``model`` on an MMSA feature file for every seed; write the run folder.
 
@@ -203,6 +212,10 @@ def train(
     ``init_from``: a checkpoint of the same model (e.g. trained on another data set) every seed
     starts from; tensors whose shapes differ keep their fresh initialisation and are listed
     (:mod:`msakit.training.init_from`). Recorded in ``config.yaml`` (``init_from``).
+
+    ``track="mlflow"``: log the run to MLflow (:mod:`msakit.tracking`): settings, per-epoch
+    metrics of every seed, the results table and the curves; ``track_uri`` names the tracking
+    server or store (default: ``MLFLOW_TRACKING_URI``, else MLflow's embedded default).
     """
     run = _Run(**{**locals(), "out": Path(out)})  # every argument, as one object
     if resume and overwrite:
@@ -253,6 +266,8 @@ class _Run:
     loaded: LoadedInputs | None = None
     save_last: bool = True
     init_from: str | os.PathLike | None = None
+    track: str | None = None
+    track_uri: str | None = None
 
 
 def _train(ctx: distributed.DistContext, run: _Run) -> TrainResult:
@@ -270,11 +285,14 @@ def _train(ctx: distributed.DistContext, run: _Run) -> TrainResult:
     # Build once to surface configuration errors before anything is written.
     probe = build_model(config, inputs.dims, copy.deepcopy(inputs.encoder), stats=inputs.stats)
     check_batch_size(config, probe, ctx.world_size)
+    probe.on_train_start(inputs.features.splits["train"])  # what training needs of the data
     adapter_state = None
     if run.adapters is not None:
-        from msakit.training.stages import read_adapters
-
-        adapter_state = read_adapters(run.adapters, config, probe, inputs.encoder)
+        stage = model_spec(config.model_name).adapter_stage
+        if stage is None:
+            raise MsakitError(
+                f"--adapters does not apply to {config.model_name} (no adapters)")
+        adapter_state = stage.read(run.adapters, config, probe, inputs.encoder)
     notes = [preset_note(config.model_name, config.spec, config.preset),
              probe.start_message(with_adapters=run.adapters is not None)]
     if not run.quiet and ctx.is_main:
@@ -283,7 +301,9 @@ def _train(ctx: distributed.DistContext, run: _Run) -> TrainResult:
     init = _read_init_from(config, probe, quiet=run.quiet or not ctx.is_main)
     del probe
     pretrained = copy.deepcopy(inputs.encoder.state_dict()) if inputs.encoder else {}
-    lock = _lock_run(run.out, ctx)
+    tracker = (start_tracking(run.track, uri=run.track_uri, out=run.out, data=run.data,
+                              config=config.to_dict()) if ctx.is_main else None)
+    lock, rows = _lock_run(run.out, ctx), []
     try:
         if run.overwrite and ctx.is_main:
             _clear_run(run.out)
@@ -295,11 +315,18 @@ def _train(ctx: distributed.DistContext, run: _Run) -> TrainResult:
             # the run's own step log: the only existing file --log-steps may name later
             write_text_atomic(run.out / STEP_LOG_RECORD, f"{Path(run.log_steps).resolve()}\n")
         rows = _train_seeds(ctx, config, run=run, inputs=inputs, pretrained=pretrained,
-                            adapter_state=adapter_state, init=init)
+                            adapter_state=adapter_state, init=init, tracker=tracker)
+    except BaseException:
+        if tracker is not None:
+            tracker.finish(rows, run.out, failed=True)
+        raise
     finally:
         if lock is not None:
             lock.release()
-    return TrainResult(out=run.out, rows=_with_summary(rows, config.spec))
+    rows = _with_summary(rows, config.spec)
+    if tracker is not None:
+        tracker.finish(rows, run.out)
+    return TrainResult(out=run.out, rows=rows)
 
 
 def _check_outputs(run: _Run, config: RunConfig) -> dict[str, Any] | None:
@@ -355,7 +382,7 @@ def _lock_run(out: Path, ctx) -> RunLock | None:
 def _train_seeds(
     ctx: distributed.DistContext, config: RunConfig, *, run: _Run, inputs: Any,
     pretrained: dict[str, torch.Tensor], adapter_state: dict[str, Any] | None,
-    init: InitFrom | None = None,
+    init: InitFrom | None = None, tracker: MlflowRun | None = None,
 ) -> list[dict[str, Any]]:
     rows, out, features = [], run.out, inputs.features
     for seed in config.seeds:
@@ -364,9 +391,7 @@ def _train_seeds(
             inputs.encoder.load_state_dict(pretrained)
         net = build_model(config, inputs.dims, copy.deepcopy(inputs.encoder), stats=inputs.stats)
         if adapter_state is not None:
-            from msakit.training.stages import install_adapters
-
-            install_adapters(net, adapter_state)
+            model_spec(config.model_name).adapter_stage.install(net, adapter_state)
         if init is not None:
             init.apply(net)
         run_dir = out / f"seed-{seed}"
@@ -383,7 +408,7 @@ def _train_seeds(
             resume=run.resume,
             tensorboard=out / "tensorboard" / f"seed-{seed}",
             checkpoint_extra=inputs.checkpoint_extra,
-            **({"hooks": run.hooks} if run.hooks is not None else {}),
+            hooks=_seed_hooks(run.hooks, tracker, seed),
             save_last=run.save_last,
         )
         trainer.fit()
@@ -400,6 +425,15 @@ def _train_seeds(
             write_text_atomic(run_dir / "history.json", metrics_json(trainer.history, indent=1))
             _write_results(out / "results.csv", rows, config.spec)
     return rows
+
+
+def _seed_hooks(hooks: TrainerHooks | None, tracker: MlflowRun | None,
+                seed: int) -> TrainerHooks:
+    """The caller's hooks, with the tracker's per-epoch logging of this seed."""
+    hooks = hooks or TrainerHooks()
+    if tracker is None:
+        return hooks
+    return dataclasses.replace(hooks, on_epoch_record=tracker.seed_logger(seed))
 
 
 def _load_best(net: torch.nn.Module, run_dir: Path) -> None:
@@ -496,9 +530,11 @@ def _check_same_data(
 def _with_summary(
     rows: list[dict[str, Any]], dataset: str | DatasetSpec
 ) -> list[dict[str, Any]]:
-    """``rows`` then the ``mean`` and ``std`` rows; with one seed the std row is blank (a spread
-    of one value is not 0, it is unknown)."""
+    """``rows`` rounded to 4 decimals (:func:`msakit.metrics.rounded`, as MMSA's tables), then
+    the ``mean`` and ``std`` rows of the rounded values; with one seed the std row is blank (a
+    spread of one value is not 0, it is unknown)."""
     names = metric_names(dataset)
+    rows = [{**row, **rounded({k: row[k] for k in names})} for row in rows]  # a printed table
     values = np.array([[row[k] for k in names] for row in rows], dtype=np.float64)
     mean = dict(zip(names, values.mean(0).round(4).tolist(), strict=True))
     if len(rows) > 1:
@@ -639,8 +675,7 @@ def _finite_predictions(path: Path):
         if bool(finite.all()):
             return
         first = int((~finite).nonzero()[0])
-        batch = args[0] if args and isinstance(args[0], Mapping) else {}
-        index = batch.get("index")
+        index = getattr(args[0], "index", None) if args else None
         sample = int(index[first]) if isinstance(index, torch.Tensor) else first
         value = float(output.prediction.detach().float().reshape(-1)[first])
         raise MsakitError(f"{path}: the model predicts {value} for sample {sample} (position "
@@ -768,8 +803,9 @@ def _check_same_extractor(ckpt: LoadedCheckpoint, data: str | os.PathLike) -> No
 def evaluate(
     checkpoint: str | os.PathLike, data: str | os.PathLike, split: str = "test"
 ) -> dict[str, float]:
-    """MMSA metrics of a checkpoint on one split of a feature file. A metric that does not
-    exist on the split (constant labels, one sample: :data:`msakit.metrics.UNDEFINED_WHEN`) is
+    """MMSA metrics of a checkpoint on one split of a feature file, unrounded (``msakit
+    evaluate`` prints them rounded to MMSA's 4 decimals). A metric that does not exist on the
+    split (constant labels, one sample: :data:`msakit.metrics.UNDEFINED_WHEN`) is
     NaN, named in a ``warning:`` line on stderr."""
     ckpt = load_checkpoint(checkpoint)
     part = split_for(ckpt, data, split)
@@ -887,7 +923,7 @@ def demo(
     data = workdir / "synthetic_mosi.npz"
     convert_to_npz(pickled, data)
     return train(
-        "clgsi",
+        DEMO_MODEL,
         "mosi",
         data,
         text_encoder=DEFAULT_TEXT_ENCODER,

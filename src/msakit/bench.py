@@ -135,7 +135,7 @@ def _flops_report(
     result = {"matmul_gflop_per_s": round(peak / 1e9, 3)}
     if encoder is not None:
         split = trainer.train
-        text = collate(split, np.arange(min(trainer.config.batch_size, len(split))))["text"]
+        text = collate(split, np.arange(min(trainer.config.batch_size, len(split)))).text
         packed = not trainer.model.reads_padding()
         result.update(text_encoder_utilisation(encoder, text, packed=packed, peak=peak))
     flops, seconds = step_flops(trainer, timed), sum(trainer.step_seconds)

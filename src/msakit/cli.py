@@ -18,7 +18,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from msakit.config import CLI_SETTINGS
 from msakit.config.datasets import (
@@ -152,9 +152,11 @@ def declared_paths(
 @command("demo")
 def _demo(args: argparse.Namespace) -> int:
     from msakit import api
+    from msakit.models.registry import DEMO_MODEL, model_spec
     from msakit.reporting import print_results
 
-    print("msakit demo: CLGSI on synthetic MOSI-shaped data (256/64/96 samples, "
+    print(f"msakit demo: {model_spec(DEMO_MODEL).title} on synthetic MOSI-shaped data "
+          "(256/64/96 samples, "
           "50/500/375 frames) with the packaged all-MiniLM-L6-v2 text encoder, 2 seeds, "
           "length-bucketed batches for speed", flush=True)
     result = api.demo(out=args.out, quiet=args.quiet, overrides=list(CLI_SETTINGS),
@@ -203,6 +205,8 @@ def _train(args: argparse.Namespace) -> int:
         preset=args.preset or "paper",
         config=config,
         init_from=args.init_from,
+        track=args.track,
+        track_uri=args.track_uri,
     )
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"wrote {result.out / 'results.csv'}")
@@ -232,6 +236,7 @@ def _pretrain_adapters(args: argparse.Namespace) -> int:
         _dataset(args),
         args.data,
         out=args.out,
+        model=args.model,
         text_encoder=args.text_encoder,
         epochs=args.epochs,
         batch=args.batch,
@@ -250,10 +255,10 @@ def _pretrain_adapters(args: argparse.Namespace) -> int:
 @command("evaluate")
 def _evaluate(args: argparse.Namespace) -> int:
     from msakit import api
-    from msakit.metrics import metrics_json
+    from msakit.metrics import metrics_json, rounded
 
     metrics = api.evaluate(args.checkpoint, args.data, args.split)
-    print(metrics_json(metrics))  # an undefined metric is null (api.evaluate warns)
+    print(metrics_json(rounded(metrics)))  # an undefined metric is null (api.evaluate warns)
     return 0
 
 
@@ -325,14 +330,22 @@ def _plot(args: argparse.Namespace) -> int:
             args.checkpoint, args.data, args.out, split=args.split, intervals=args.intervals,
             max_samples=args.max_samples, perplexity=args.perplexity, seed=args.seed,
         )
-    elif args.figure == "weights":
-        path = plots.plot_weights(
-            args.out, checkpoint=args.checkpoint, threshold=args.threshold, gain=args.gain
-        )
-    else:
+    elif args.figure == "scatter":
         path = plots.plot_scatter(args.checkpoint, args.data, args.out, split=args.split)
+    else:  # a figure of a model's own
+        path = plots.plot_model_figure(args.figure, args.out, checkpoint=args.checkpoint,
+                                       options=_figure_options(args))
     print(f"wrote {path}")
     return 0
+
+
+def _figure_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of a model's figure as given (flags not given are left to the figure)."""
+    from msakit.models.registry import model_plots
+
+    _, plot = model_plots()[args.figure]
+    names = [flag.lstrip("-").replace("-", "_") for flag, _ in plot.options]
+    return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
 
 
 @command("tune")
@@ -492,7 +505,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo_and_synth_parsers(sub)
     p = sub.add_parser("train", help="train a model on an MMSA feature file, several seeds")
     _add_train_arguments(p)
-    _arg(p, "--adapters", role=IN_FILE, help="ConKI: adapters.pt from pretrain-adapters")
+    _arg(p, "--adapters", role=IN_FILE,
+         help="adapters.pt from pretrain-adapters (models with adapters)")
     _arg(p, "--log-steps", role=LOG, help="write one JSON line per optimizer step to this file")
     p.add_argument("--resume", action="store_true", help="continue from seed-S/last.pt")
     p.add_argument("--overwrite", action="store_true",
@@ -501,6 +515,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start every seed from this checkpoint of the same --model (e.g. "
                    "trained on another data set); tensors whose shapes differ (input widths) "
                    "are re-initialised and listed")
+    p.add_argument("--track", choices=["mlflow"],
+                   help="log settings, per-epoch metrics, results and curves to MLflow")
+    _arg(p, "--track-uri", role=TEXT, metavar="URI",
+         help="MLflow tracking server or store (default: $MLFLOW_TRACKING_URI, else MLflow's "
+         "embedded mlflow.db in the working folder)")
 
     p = sub.add_parser("evaluate", help="metrics of a checkpoint on one split (JSON)")
     _arg(p, "--checkpoint", role=CHECKPOINT, required=True,
@@ -533,7 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_demo_and_synth_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="train CLGSI on built-in synthetic data (a few minutes)")
+    p = sub.add_parser("demo", help="train a model on built-in synthetic data (a few minutes)")
     _arg(p, "--out", role=OUT_DEMO, help="run folder (default: a new temporary folder)")
     _add_overwrite(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -583,9 +602,9 @@ def _add_config_argument(p: argparse.ArgumentParser) -> None:
 
 TEXT_ENCODER_HELP = (
     "BERT-family hub name or folder (default: the paper's, from the local Hugging Face cache or "
-    "the hub: bert-base-uncased for MOSI/MOSEI, bert-base-chinese for SIMS; ConKI: "
-    "bert-base-uncased on English translations of SIMS); 'minilm' is the packaged offline "
-    "all-MiniLM-L6-v2 (English vocabulary)"
+    "the hub: bert-base-uncased for MOSI/MOSEI, bert-base-chinese for SIMS, unless the model's "
+    "preset names another, e.g. an English one on translated SIMS); 'minilm' is the packaged "
+    "offline all-MiniLM-L6-v2 (English vocabulary)"
 )
 SET_HELP = (
     "override a preset value, e.g. --set gamma=0.5 --set fusion=add; --set sampler=bucket "
@@ -626,10 +645,9 @@ def _dataset(args: argparse.Namespace) -> str | DatasetSpec:
 
 def _add_model_argument(p: argparse.ArgumentParser, adapters: bool = False) -> None:
     """``--model``: the registered models (those with pretrained adapters, if ``adapters``)."""
-    from msakit.models.registry import model_names, model_spec
+    from msakit.models.registry import adapter_models, model_names, model_spec
 
-    names = [n for n in model_names()
-             if not adapters or getattr(model_spec(n).build, "supports_adapters", False)]
+    names = adapter_models() if adapters else model_names()
     titles = ", ".join(f"{n} ({model_spec(n).title or n})" for n in names)
     p.add_argument("--model", required=True, choices=names, metavar="MODEL",
                    help=f"one of: {titles}")
@@ -667,10 +685,11 @@ def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
 def _add_pretrain_adapters_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "pretrain-adapters",
-        help="ConKI stage 1: pretrain adapters on an external MMSA feature file",
+        help="pretrain a model's knowledge adapters on an external MMSA feature file (its "
+        "stage before train --adapters)",
     )
     _add_model_argument(p, adapters=True)
-    _add_dataset_arguments(p, "the target data set whose ConKI preset to use")
+    _add_dataset_arguments(p, "the target data set whose preset to use")
     _arg(p, "--data", role=IN_FILE, required=True, help="the external data set's feature file")
     _arg(p, "--text-encoder", role=ENCODER, help=TEXT_ENCODER_HELP + "; use the same one for train")
     _add_preset_argument(p, ["paper"])
@@ -720,12 +739,7 @@ def _add_plot_parser(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--seed", type=int, default=0, help="t-SNE's and the draw's random seed")
     _arg(f, "--out", role=OUT_FILE, required=True, help="output PNG")
     _add_overwrite(f)
-    f = figures.add_parser("weights", help="CLGSI's weight function (Figure 3)")
-    _arg(f, "--checkpoint", role=CHECKPOINT, help="take κ and g from this CLGSI checkpoint")
-    f.add_argument("--threshold", type=float, help="κ (default: checkpoint's, or 0.4)")
-    f.add_argument("--gain", type=float, help="g (default: checkpoint's, or 1.5)")
-    _arg(f, "--out", role=OUT_FILE, required=True, help="output PNG")
-    _add_overwrite(f)
+    _add_model_figures(figures)
     f = figures.add_parser("scatter", help="predicted against true sentiment")
     _arg(f, "--checkpoint", role=CHECKPOINT, required=True)
     _arg(f, "--data", role=IN_FILE, required=True)
@@ -733,6 +747,19 @@ def _add_plot_parser(sub: argparse._SubParsersAction) -> None:
                    help="which split")
     _arg(f, "--out", role=OUT_FILE, required=True, help="output PNG")
     _add_overwrite(f)
+
+
+def _add_model_figures(figures: argparse._SubParsersAction) -> None:
+    """``plot NAME`` for every figure a model declares (``ModelSpec.plots``)."""
+    from msakit.models.registry import model_plots
+
+    for name, (_, plot) in model_plots().items():
+        f = figures.add_parser(name, help=plot.help)
+        _arg(f, "--checkpoint", role=CHECKPOINT, help=plot.checkpoint_help)
+        for flag, text in plot.options:
+            f.add_argument(flag, type=float, help=text)
+        _arg(f, "--out", role=OUT_FILE, required=True, help="output PNG")
+        _add_overwrite(f)
 
 
 def _add_tune_parser(sub: argparse._SubParsersAction) -> None:
@@ -758,7 +785,8 @@ def _add_tune_parser(sub: argparse._SubParsersAction) -> None:
                    " --set sampler=bucket draws batches from length buckets (faster, but it "
                    "changes which samples meet in a batch); --set standardize=true standardises "
                    "audio and vision with the training split's statistics (see train --help)")
-    _arg(p, "--adapters", role=IN_FILE, help="ConKI: adapters.pt from pretrain-adapters")
+    _arg(p, "--adapters", role=IN_FILE,
+         help="adapters.pt from pretrain-adapters (models with adapters)")
     p.add_argument("--seed", type=int, help="training seed of every trial (default: preset's)")
     p.add_argument("--quiet", action="store_true", help="no per-trial Optuna log lines")
     p.add_argument("--keep-checkpoints", type=int, default=1, metavar="N",

@@ -317,8 +317,9 @@ READERS: dict[str, str] = {
                                  "weights_only; the importers check names and shapes)",
     "training/init_from.py::_read": "not fuzzed: --init-from (torch weights_only, then the "
                                     "state dict is checked against the model)",
-    "training/stages.py::_adapter_file": "not fuzzed: ConKI's adapters.pt (torch weights_only)",
-    "training/stages.py::_pretrain_locked": "not fuzzed: the best.pt ConKI's adapter stage "
+    "models/conki/adapters.py::_adapter_file": "not fuzzed: ConKI's adapters.pt (torch "
+                                               "weights_only)",
+    "training/stages.py::_pretrain_locked": "not fuzzed: the best.pt a model's adapter stage "
                                             "wrote moments before",
     "training/trainer.py::Trainer._load_last": "not fuzzed: last.pt on --resume (torch "
                                                "weights_only; tests/test_hostile.py's resume-* "

@@ -11,7 +11,8 @@ CLGSI's contrastive pairs and BatchNorm statistics) sorts samples by their longe
 sequence, with a random jitter of one bucket's width (1/8 of the padded length), cuts the order
 into full batches and shuffles the batch order, so a batch's padding, and with trimming its
 cost, follows the real lengths.
-:func:`collate` trims audio and vision to the batch's longest valid sequence.
+:func:`collate` trims audio and vision to the batch's longest valid sequence and returns a
+:class:`Batch`, the typed object every model reads.
 
 A training epoch keeps every batch of the plan, the short last one included, as MMSA's
 ``DataLoader`` (``drop_last=False``) does, so ``batch_size=1`` is one step per sample; only a
@@ -22,13 +23,103 @@ there), fewer samples than DDP ranks (each rank needs one).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
 from msakit.data.mmsa import SplitData
 from msakit.data.safe_format import take
+
+MODALITIES = ("audio", "vision")
+"""The sequence modalities of a batch with lengths of their own (text has its mask row)."""
+
+
+@dataclass
+class Batch:
+    """What reaches a model: one batch of samples (:func:`collate` builds it), every field a
+    tensor whose first dimension is the batch.
+
+    Models read attributes (``batch.audio``); :meth:`to` moves every tensor to a device;
+    :meth:`from_dict` builds one from a mapping of the same names (tests, reference code).
+    """
+
+    text: torch.Tensor
+    """(B, 3, Lt) MMSA ``text_bert`` rows: token ids, attention mask, segment ids."""
+    audio: torch.Tensor
+    """(B, La, Da) audio features, trimmed to the batch's longest valid sequence."""
+    audio_lengths: torch.Tensor
+    """(B,) valid audio frames."""
+    vision: torch.Tensor
+    """(B, Lv, Dv) vision features."""
+    vision_lengths: torch.Tensor
+    """(B,) valid vision frames."""
+    labels: torch.Tensor
+    """(B,) regression labels (NaN in a file without labels)."""
+    index: torch.Tensor
+    """(B,) int64 positions of the samples in their split (per-sample state, error lines)."""
+    text_features: torch.Tensor | None = None
+    """(B, Lt, Dt) the file's precomputed text features, for models without a text encoder."""
+    text_cache: dict[str, torch.Tensor] = field(default_factory=dict)
+    """A frozen text encoder's outputs, computed once per sample by the Trainer
+    (:meth:`msakit.models.base.MSAModel.text_features`); empty: compute them now."""
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def lengths(self, modality: str) -> torch.Tensor:
+        """The valid lengths of ``audio`` or ``vision``."""
+        if modality not in MODALITIES:
+            raise KeyError(f"no lengths for {modality!r}; choose {', '.join(MODALITIES)}")
+        return getattr(self, f"{modality}_lengths")
+
+    def sequence(self, modality: str) -> torch.Tensor:
+        """The features of ``audio`` or ``vision``."""
+        if modality not in MODALITIES:
+            raise KeyError(f"no sequence {modality!r}; choose {', '.join(MODALITIES)}")
+        return getattr(self, modality)
+
+    def replace(self, **changes: Any) -> Batch:
+        """A copy with some fields replaced (the tensors are shared, not copied)."""
+        return dataclasses.replace(self, **changes)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        """Every tensor on ``device``."""
+        def move(x: torch.Tensor) -> torch.Tensor:
+            return x.to(device, non_blocking=non_blocking)
+
+        changes: dict[str, Any] = {
+            f.name: move(getattr(self, f.name)) for f in dataclasses.fields(self)
+            if isinstance(getattr(self, f.name), torch.Tensor)
+        }
+        changes["text_cache"] = {k: move(v) for k, v in self.text_cache.items()}
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Batch:
+        """A batch from a mapping of field names to tensors (``index`` defaults to 0..B-1;
+        keys ``text_cache.KEY`` fill :attr:`text_cache`); an unknown key is a ``KeyError``."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        prefix = "text_cache."
+        cache = {k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix)}
+        plain = {k: v for k, v in values.items() if not k.startswith(prefix)}
+        unknown = sorted(set(plain) - names)
+        if unknown:
+            raise KeyError(f"not a batch field: {', '.join(unknown)}")
+        if "index" not in plain and "labels" in plain:
+            plain["index"] = torch.arange(len(plain["labels"]))
+        cache = {**plain.pop("text_cache", {}), **cache}
+        return cls(**plain, text_cache=cache)
+
+    def as_dict(self) -> dict[str, torch.Tensor]:
+        """The batch's tensors by field name (``text_cache.KEY`` for the cache; reference code
+        and tests)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+               if isinstance(getattr(self, f.name), torch.Tensor)}
+        return {**out, **{f"text_cache.{k}": v for k, v in self.text_cache.items()}}
 
 
 def epoch_plan(
@@ -79,7 +170,7 @@ def shard(indices: np.ndarray, rank: int, world_size: int) -> np.ndarray:
     return np.array_split(indices, world_size)[rank]
 
 
-def collate(split: SplitData, indices: np.ndarray, trim: bool = True) -> dict[str, torch.Tensor]:
+def collate(split: SplitData, indices: np.ndarray, trim: bool = True) -> Batch:
     """Tensors of the samples ``indices``, text/audio/vision cut to their longest valid length
     (``trim=False``: the file's full padded lengths, for models that read padded positions).
     A split loaded with its precomputed text features adds them as ``text_features``."""
@@ -97,24 +188,25 @@ def collate(split: SplitData, indices: np.ndarray, trim: bool = True) -> dict[st
     audio = take(split.audio, indices, a_max)
     if not split.audio.flags.writeable:
         audio[np.isneginf(audio)] = 0
-    batch = {
-        "text": torch.from_numpy(split.text_bert[indices, :, :t_max]),
-        "audio": torch.from_numpy(audio),
-        "audio_lengths": torch.from_numpy(a_len),
-        "vision": torch.from_numpy(take(split.vision, indices, v_max)),
-        "vision_lengths": torch.from_numpy(v_len),
-        "labels": torch.from_numpy(split.labels[indices]),
-        "index": torch.from_numpy(np.asarray(indices, dtype=np.int64)),
-    }
+    text_features = None
     if split.text_features is not None:  # (B, Lt, Dt): the file's precomputed text features
-        batch["text_features"] = torch.from_numpy(take(split.text_features, indices, t_max))
-    return batch
+        text_features = torch.from_numpy(take(split.text_features, indices, t_max))
+    return Batch(
+        text=torch.from_numpy(split.text_bert[indices, :, :t_max]),
+        audio=torch.from_numpy(audio),
+        audio_lengths=torch.from_numpy(a_len),
+        vision=torch.from_numpy(take(split.vision, indices, v_max)),
+        vision_lengths=torch.from_numpy(v_len),
+        labels=torch.from_numpy(split.labels[indices]),
+        index=torch.from_numpy(np.asarray(indices, dtype=np.int64)),
+        text_features=text_features,
+    )
 
 
 def iterate(
     split: SplitData, plan: list[np.ndarray], *, rank: int = 0, world_size: int = 1,
     trim: bool = True,
-) -> Iterator[dict[str, torch.Tensor]]:
+) -> Iterator[Batch]:
     """Yield this rank's batch of every global batch in ``plan`` (see :func:`collate`)."""
     for indices in plan:
         yield collate(split, shard(indices, rank, world_size), trim)

@@ -1,7 +1,8 @@
 """Contrastive losses of the two methods, standalone ``nn.Module``s with no model imports.
 
 - :class:`IntensityGuidedContrastiveLoss`: CLGSI, contrastive learning guided by sentiment
-  intensity (paper and official-code variants).
+  intensity, as the paper defines it; :class:`OfficialIntensityContrastiveLoss`: the same
+  loss as the authors' released code computes it.
 - :class:`HierarchicalContrastiveLoss`: ConKI, hierarchical contrastive learning.
 """
 
@@ -11,12 +12,14 @@ from msakit.losses.hierarchical_contrastive import (
 )
 from msakit.losses.intensity_contrastive import (
     IntensityGuidedContrastiveLoss,
+    OfficialIntensityContrastiveLoss,
     intensity_pair_masks,
 )
 
 __all__ = [
     "HierarchicalContrastiveLoss",
     "IntensityGuidedContrastiveLoss",
+    "OfficialIntensityContrastiveLoss",
     "hierarchical_pair_masks",
     "intensity_pair_masks",
 ]

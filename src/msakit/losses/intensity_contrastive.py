@@ -1,9 +1,12 @@
 """CLGSI's contrastive learning guided by sentiment intensity (Yang et al., NAACL Findings 2024,
 Section 3.4).
 
-Two variants share one module.
+Two losses, two classes: :class:`IntensityGuidedContrastiveLoss` follows the paper,
+:class:`OfficialIntensityContrastiveLoss` the authors' released code; each has its weight
+function (``pair_weights``), which ``msakit plot weights`` draws.
 
-``variant="paper"`` follows the paper (readings: docs/readings.md, "CLGSI: the contrastive loss"):
+:class:`IntensityGuidedContrastiveLoss` (``variant="paper"`` in CLGSI's config) follows the paper
+(readings: docs/readings.md, "CLGSI: the contrastive loss"):
 
 1. ŷ = y / H, with H = ``label_scale`` (3 for MOSI/MOSEI, 1 for SIMS), so labels lie in [-1, 1].
 2. D_ij = |ŷ_i − ŷ_j|. Samples i and j form an initial positive pair if D_ij ≤ κ
@@ -34,7 +37,8 @@ D = κ. On MOSI/MOSEI such ties are common, since labels there often differ by e
 The paper's rule is "≤", so D is computed in float64 and compared with κ plus a tolerance of
 1e-6 (``BOUNDARY_TOLERANCE``). Exact ties are then positive whatever the float rounding.
 
-``variant="official"`` reproduces ``contrastive_loss`` in the authors' released code
+:class:`OfficialIntensityContrastiveLoss` (``variant="official"``) reproduces
+``contrastive_loss`` in the authors' released code
 (github.com/AZYoung233/CLGSI, ``models/contrastive_loss.py``). That code produced the paper's
 numbers. It differs from the paper in these ways:
 
@@ -78,7 +82,7 @@ the loss is tiny, and equals it to float64 rounding.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -88,6 +92,7 @@ __all__ = [
     "BOUNDARY_TOLERANCE",
     "OFFICIAL_NEGATIVE_SCALE",
     "IntensityGuidedContrastiveLoss",
+    "OfficialIntensityContrastiveLoss",
     "intensity_pair_masks",
     "masked_logsumexp",
 ]
@@ -167,20 +172,12 @@ def intensity_pair_masks(
     }
 
 
-class IntensityGuidedContrastiveLoss(nn.Module):
-    """CLGSI contrastive loss L_cl. See the module docstring for both variants.
+class _IntensityLoss(nn.Module):
+    """The hyperparameters both CLGSI losses take (each loss computes on its own)."""
 
-    Args:
-        threshold: κ, the sentiment-intensity difference that separates positive pairs from
-            negative ones (0.4).
-        gain: g, the gain of the tanh weight function (1.5).
-        temperature: τ, required (a model passes its config's value: CLGSI's default is in
-            ``CLGSIConfig.temperature``, the authors' 0.03 in ``--preset authors``).
-        label_scale: H, which maps labels to [-1, 1] (3 for MOSI/MOSEI, 1 for SIMS in the
-            paper). The authors' code uses 3 everywhere but on CH-SIMS v2, where it uses 1.
-        variant: ``"paper"`` (Section 3.4) or ``"official"`` (the authors' released code).
-        weighted: False gives the "w/o Weight" ablation, with all weights equal to 1.
-    """
+    variant: ClassVar[str]
+    negative_scale: ClassVar[float] = 1.0
+    """Factor on the negative weights (the official loss's 0.8)."""
 
     def __init__(
         self,
@@ -189,26 +186,31 @@ class IntensityGuidedContrastiveLoss(nn.Module):
         gain: float = 1.5,
         temperature: float,
         label_scale: float = 3.0,
-        variant: Literal["paper", "official"] = "paper",
         weighted: bool = True,
     ) -> None:
         super().__init__()
-        if variant not in ("paper", "official"):
-            raise ValueError(f"variant must be 'paper' or 'official', got {variant!r}")
         if temperature <= 0 or label_scale <= 0 or threshold < 0:
             raise ValueError("temperature and label_scale must be > 0 and threshold >= 0")
         self.threshold = threshold
         self.gain = gain
         self.temperature = temperature
         self.label_scale = label_scale
-        self.variant = variant
         self.weighted = weighted
 
     def extra_repr(self) -> str:
         return (
             f"threshold={self.threshold}, gain={self.gain}, temperature={self.temperature}, "
-            f"label_scale={self.label_scale}, variant={self.variant!r}, weighted={self.weighted}"
+            f"label_scale={self.label_scale}, weighted={self.weighted}"
         )
+
+    def pair_weights(self, distance: Tensor) -> tuple[Tensor, Tensor]:
+        """Eq. 2 at label distances ``distance`` (any shape): the weight a pair at that
+        distance gets as a positive pair and as a negative one (which applies is decided by
+        κ); the negative one times :attr:`negative_scale`. ``weighted=False``: all 1."""
+        if not self.weighted:
+            return torch.ones_like(distance), torch.ones_like(distance)
+        positive = self.gain * torch.tanh(distance - 2 * self.threshold).abs()
+        return positive, self.negative_scale * self.gain * torch.tanh(distance).abs()
 
     def forward(self, text: Tensor, audio: Tensor, vision: Tensor, labels: Tensor) -> Tensor:
         """Contrastive loss of one batch.
@@ -221,28 +223,36 @@ class IntensityGuidedContrastiveLoss(nn.Module):
             A scalar with the dtype of ``text``.
         """
         _check_inputs([text, audio, vision], labels)
-        if self.variant == "paper":
-            loss = self._paper(text, audio, vision, labels)
-        else:
-            loss = self._official(text, audio, vision, labels)
-        return loss.to(text.dtype)
+        return self.loss(text, audio, vision, labels).to(text.dtype)
 
-    def _paper(self, text: Tensor, audio: Tensor, vision: Tensor, labels: Tensor) -> Tensor:
+    def loss(self, text: Tensor, audio: Tensor, vision: Tensor, labels: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+class IntensityGuidedContrastiveLoss(_IntensityLoss):
+    """CLGSI's contrastive loss L_cl as the paper defines it (Sec. 3.4; the module docstring).
+
+    Args:
+        threshold: κ, the sentiment-intensity difference that separates positive pairs from
+            negative ones (0.4).
+        gain: g, the gain of the tanh weight function (1.5).
+        temperature: τ, required (CLGSI passes its config's value: the default is
+            ``CLGSIConfig.temperature``, the authors' 0.03 is ``--preset authors``').
+        label_scale: H, which maps labels to [-1, 1] (3 for MOSI/MOSEI, 1 for SIMS).
+        weighted: False gives the "w/o Weight" ablation, with all weights equal to 1.
+    """
+
+    variant = "paper"
+
+    def loss(self, text: Tensor, audio: Tensor, vision: Tensor, labels: Tensor) -> Tensor:
         batch = labels.shape[0]
         dtype = torch.promote_types(text.dtype, torch.float32)
         z = F.normalize(torch.cat([text, audio, vision]).to(dtype), dim=-1)  # (3B, d)
         cosine = z @ z.T  # (3B, 3B)
 
         masks = intensity_pair_masks(labels, self.threshold, self.label_scale)
-        distance = masks["distance"]
-        if self.weighted:
-            weight = self.gain * torch.where(
-                masks["initial_positive"],
-                torch.tanh(distance - 2 * self.threshold).abs(),
-                torch.tanh(distance).abs(),
-            )
-        else:
-            weight = torch.ones_like(distance)
+        positive, negative = self.pair_weights(masks["distance"])
+        weight = torch.where(masks["initial_positive"], positive, negative)
         weight = weight.to(dtype).repeat(NUM_MODALITIES, NUM_MODALITIES)  # (3B, 3B)
         logits = weight * cosine / self.temperature  # log δ
 
@@ -254,7 +264,16 @@ class IntensityGuidedContrastiveLoss(nn.Module):
         per_sample = torch.logaddexp(torch.zeros_like(lse_pos), lse_neg - lse_pos)  # L_i
         return per_sample.mean()
 
-    def _official(self, text: Tensor, audio: Tensor, vision: Tensor, labels: Tensor) -> Tensor:
+
+class OfficialIntensityContrastiveLoss(_IntensityLoss):
+    """``contrastive_loss`` of the authors' released code (the module docstring lists every
+    difference from the paper). Arguments as :class:`IntensityGuidedContrastiveLoss`; H = 3
+    reproduces the code on every data set but CH-SIMS v2 (H = 1 there)."""
+
+    variant = "official"
+    negative_scale = OFFICIAL_NEGATIVE_SCALE
+
+    def loss(self, text: Tensor, audio: Tensor, vision: Tensor, labels: Tensor) -> Tensor:
         batch = labels.shape[0]
         y = labels if labels.is_floating_point() else labels.to(torch.get_default_dtype())
         scale = self.label_scale

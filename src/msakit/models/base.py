@@ -1,23 +1,38 @@
-"""What every msakit model provides to the one generic Trainer.
+"""What every msakit model provides to the one generic Trainer: the model contract.
 
-A model is an ``nn.Module`` that
+A model is an :class:`MSAModel` (an ``nn.Module``) built as ``NAME(config, dims, text_encoder)``.
 
-* maps a batch (see :mod:`msakit.data.batching`) to a :class:`ModelOutput`: the prediction and
-  the representations its loss needs,
-* computes its loss from that output (:meth:`MSAModel.compute_loss`), given a ``gather`` function
-  that under DDP concatenates a per-rank tensor over all ranks (with gradients), so contrastive
-  losses see the global batch,
-* names its parameter groups (text encoder, audio, vision, other), which the Trainer maps to
-  learning rates and weight decays.
+Required (every model implements these three; :class:`MSAModel` raises otherwise):
 
-Hooks with defaults, for models whose training differs from one optimizer over one pass:
+* ``forward(batch: Batch) -> ModelOutput``: the prediction and the representations its loss
+  needs. A :class:`~msakit.data.batching.Batch` is a typed dataclass (``batch.text``,
+  ``batch.audio``, ``batch.audio_lengths``, ``batch.labels``, ``batch.index``, ...). Generic
+  code always calls ``model(batch)`` (``__call__``), never ``forward``, so forward pre-hooks
+  (:class:`FeatureStandardizer`) and DDP see every batch.
+* ``compute_loss(output, batch, ctx: LossContext) -> LossOutput``: ``ctx`` carries the
+  distributed arguments (``ctx.gather`` concatenates a per-rank tensor over all ranks with
+  gradients, so contrastive losses see the global batch; ``ctx.mean`` is a per-sample loss's
+  mean over the global batch); the default ``ctx`` is one process.
+* ``parameter_groups() -> {"text" | "audio" | "vision" | "other" | own: [(name, param)]}``:
+  the groups the RunConfig's *named* learning rates and weight decays apply to
+  (``lr.text``, ``lr.audio``, ...). Every model builds them with :func:`groups_by_prefix`.
 
-* :meth:`MSAModel.training_phases`: the passes of an epoch over the training batches, each with
-  an optimizer of its own over some parameter groups (default: one pass over all of them);
-  :meth:`MSAModel.start_phase` is called before each pass (MMIM: the MI-bound pass, then the
-  main pass, resetting its memory).
-* :attr:`MSAModel.text_no_decay`: name fragments of text-encoder parameters that take no weight
-  decay (BERT practice; MMIM decays them all, as MMSA).
+Optional protocols (opt-in; the defaults below do nothing or the common thing):
+
+* text features: :meth:`MSAModel.text_features` (what ``forward`` needs from a text encoder,
+  cached by the Trainer while the encoder is frozen) and :meth:`MSAModel.cached_text_features`;
+  :meth:`MSAModel.reads_padding` for models that read padded positions.
+* stateful losses (Self-MM's per-sample labels): :meth:`MSAModel.on_train_start`,
+  :meth:`MSAModel.on_epoch_start`, :meth:`MSAModel.training_state` /
+  :meth:`MSAModel.load_training_state` (kept in ``last.pt``).
+* training phases (MMIM): :meth:`MSAModel.training_phases` (the passes of an epoch, each with an
+  optimizer of its own) and :meth:`MSAModel.start_phase`.
+* optimizer: :meth:`MSAModel.optimizer_settings` (groups of its own),
+  :attr:`MSAModel.text_no_decay` (BERT practice; MMIM decays them all, as MMSA).
+* adapters (ConKI): :attr:`MSAModel.supports_adapters` with ``has_adapters``,
+  ``adapter_state``, ``adapter_signature``, ``load_adapters``; the model's ``ModelSpec``
+  declares the stage that trains them.
+* messages and plots: :meth:`MSAModel.start_message`, :meth:`MSAModel.plot_representations`.
 """
 
 from __future__ import annotations
@@ -29,6 +44,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from msakit.data.batching import Batch
 
 Gather = Callable[[torch.Tensor], torch.Tensor]
 
@@ -114,12 +131,33 @@ def task_mean(per_sample: torch.Tensor, global_batch: int | None, world_size: in
     return per_sample.sum() * (world_size / global_batch)
 
 
-def l1_task(output: ModelOutput, batch: dict[str, torch.Tensor], global_batch: int | None,
-            world_size: int) -> torch.Tensor:
+@dataclass(frozen=True)
+class LossContext:
+    """Where a loss is computed: under DDP, this rank's share of a global batch.
+
+    ``gather`` concatenates a per-rank (b, ...) tensor over all ranks in rank order, with
+    gradients (the identity in one process); ``global_batch`` is the number of samples over all
+    ranks (None: this batch's size); ``world_size`` the number of ranks."""
+
+    gather: Gather = no_gather
+    global_batch: int | None = None
+    world_size: int = 1
+
+    def mean(self, per_sample: torch.Tensor) -> torch.Tensor:
+        """``per_sample``'s mean over the global batch, as seen by this rank
+        (:func:`task_mean`)."""
+        return task_mean(per_sample, self.global_batch, self.world_size)
+
+
+LOCAL = LossContext()
+"""One process, the whole batch: evaluation, tests, reference comparisons."""
+
+
+def l1_task(output: ModelOutput, batch: Batch, ctx: LossContext = LOCAL) -> torch.Tensor:
     """The task loss every model shares: mean absolute error of the prediction against the
-    batch's labels, over the global batch (:func:`task_mean`)."""
-    labels = batch["labels"].to(output.prediction.dtype)
-    return task_mean((output.prediction - labels).abs(), global_batch, world_size)
+    batch's labels, over the global batch (:meth:`LossContext.mean`)."""
+    labels = batch.labels.to(output.prediction.dtype)
+    return ctx.mean((output.prediction - labels).abs())
 
 
 STANDARDIZER = "feature_standardizer"
@@ -145,17 +183,17 @@ class FeatureStandardizer(nn.Module):
         for name, buffer in self.named_buffers():
             buffer.copy_(torch.as_tensor(getattr(stats, name), dtype=buffer.dtype))
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """A new batch dict with standardised ``audio`` and ``vision``."""
-        out = dict(batch)
+    def forward(self, batch: Batch) -> Batch:
+        """A new batch with standardised ``audio`` and ``vision`` (the input is unchanged)."""
+        out = {}
         for key in ("audio", "vision"):
-            x = batch[key]
+            x = batch.sequence(key)
             mean = getattr(self, f"{key}_mean").to(x.dtype)
             scale = getattr(self, f"{key}_scale").to(x.dtype)
             positions = torch.arange(x.shape[1], device=x.device)
-            valid = positions[None, :] < batch[f"{key}_lengths"].to(x.device)[:, None]
+            valid = positions[None, :] < batch.lengths(key).to(x.device)[:, None]
             out[key] = torch.where(valid[..., None], (x - mean) * scale, x)
-        return out
+        return batch.replace(**out)
 
 
 def _standardize_inputs(model: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -165,9 +203,12 @@ def _standardize_inputs(model: nn.Module, args: tuple[Any, ...]) -> tuple[Any, .
 
 
 class MSAModel(nn.Module):
-    """Base class: subclasses implement forward, compute_loss and parameter_groups; the hooks
-    below have defaults that a model overrides where it differs (generic code never asks which
-    model it holds)."""
+    """Base class of every model (the contract: this module's docstring).
+
+    Required: ``forward(batch) -> ModelOutput``, :meth:`compute_loss` and
+    :meth:`parameter_groups` (with :func:`groups_by_prefix`). Everything else is an optional
+    protocol with a default that a model overrides where it differs (generic code never asks
+    which model it holds)."""
 
     text_no_decay: tuple[str, ...] = (
         "bias", "LayerNorm.weight", "LayerNorm.bias", "layer_norm", "norm.weight"
@@ -180,21 +221,22 @@ class MSAModel(nn.Module):
     model provides ``has_adapters``, ``adapter_state()``, ``adapter_signature()`` and
     ``load_adapters`` (see :mod:`msakit.training.stages`)."""
 
+    def forward(self, batch: Batch) -> ModelOutput:
+        """Required: the prediction and representations for ``batch``."""
+        raise NotImplementedError(f"{type(self).__name__} implements no forward")
+
     def compute_loss(
-        self,
-        output: ModelOutput,
-        batch: dict[str, torch.Tensor],
-        *,
-        gather: Gather = no_gather,
-        global_batch: int | None = None,
-        world_size: int = 1,
+        self, output: ModelOutput, batch: Batch, ctx: LossContext = LOCAL
     ) -> LossOutput:
-        raise NotImplementedError
+        """Required: the loss of ``output`` on ``batch``; ``ctx`` says which share of which
+        global batch this rank holds (:class:`LossContext`)."""
+        raise NotImplementedError(f"{type(self).__name__} implements no compute_loss")
 
     def parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
-        """{"text" | "audio" | "vision" | "other": [(name, parameter), ...]}; a model may add
-        groups of its own, whose settings :meth:`optimizer_settings` gives."""
-        raise NotImplementedError
+        """Required: {"text" | "audio" | "vision" | "other": [(name, parameter), ...]}, built
+        with :func:`groups_by_prefix`; a model may add groups of its own, whose settings
+        :meth:`optimizer_settings` gives."""
+        raise NotImplementedError(f"{type(self).__name__} implements no parameter_groups")
 
     def training_phases(self) -> tuple[TrainingPhase, ...]:
         """The passes of every training epoch, in order, each with an optimizer (and schedule)
@@ -226,15 +268,15 @@ class MSAModel(nn.Module):
         ``weight_decay`` per group; models with groups of their own add them."""
         return {g: (config.lr[g], config.weight_decay[g]) for g in config.lr}
 
-    # ------------------------------------------------------------ training hooks (Trainer)
+    # ------------------------------------------------ optional: stateful losses (Trainer)
     # A model whose loss keeps state across steps and epochs (e.g. Self-MM's unimodal labels,
-    # kept per training sample and indexed by ``batch["index"]``) overrides these; the defaults
+    # kept per training sample and indexed by ``batch.index``) overrides these; the defaults
     # do nothing. ``compute_loss`` in training mode may update such state from the batch (its
     # forward outputs, detached); in eval mode it must not.
 
     def on_train_start(self, train: Any) -> None:
         """Called once by the Trainer before the first epoch with the training split
-        (:class:`msakit.data.mmsa.SplitData`; ``batch["index"]`` indexes it), before a resume
+        (:class:`msakit.data.mmsa.SplitData`; ``batch.index`` indexes it), before a resume
         restores :meth:`training_state`."""
 
     def on_epoch_start(self, epoch: int) -> None:
@@ -259,21 +301,19 @@ class MSAModel(nn.Module):
         Keys starting with ``seq_`` are (B, Lt, ...) sequences (trimmed with the batch), the
         others (B, ...) vectors. When the text encoder is frozen the Trainer computes these once
         per sample (frozen encoders run in eval mode, so the cache is exact) and passes them in
-        the batch under ``text_cache.<key>``.
+        the batch's ``text_cache``. Optional: only models with a text encoder implement it.
         """
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} reads no text encoder")
 
-    def cached_text_features(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def cached_text_features(self, batch: Batch) -> dict[str, torch.Tensor]:
         """The batch's cached text features, or the text encoder's outputs computed now."""
-        prefix = "text_cache."
-        cached = {k[len(prefix):]: v for k, v in batch.items() if k.startswith(prefix)}
-        return cached if cached else self.text_features(batch["text"])
+        return dict(batch.text_cache) if batch.text_cache else self.text_features(batch.text)
 
     def add_standardizer(self, dims: Dims, stats: Any = None) -> None:
         """Standardise the audio and vision of every batch before :meth:`forward` (run setting
         ``standardize``): a :class:`FeatureStandardizer` for ``dims``' widths, holding
         ``stats`` (:class:`msakit.data.standardize.FeatureStats`), or NaN until a checkpoint's
-        state dict is loaded. Generic: models read ``batch["audio"]`` as always."""
+        state dict is loaded. Generic: models read ``batch.audio`` as always."""
         if getattr(self, STANDARDIZER, None) is None:
             setattr(self, STANDARDIZER, FeatureStandardizer(dims.audio, dims.vision))
             self.register_forward_pre_hook(_standardize_inputs)
@@ -303,14 +343,18 @@ def first_non_finite(tensors: dict[str, Any]) -> str | None:
 def groups_by_prefix(
     model: nn.Module, prefixes: dict[str, tuple[str, ...]]
 ) -> dict[str, list[tuple[str, nn.Parameter]]]:
-    """Parameter groups by name prefix: ``{"text": ("text_net.",), ...}``; a parameter whose
-    name matches no prefix is in ``other``."""
+    """Parameter groups by name prefix: ``{"text": ("text_encoder.",), ...}``, the first group
+    (in ``prefixes``' order) with a prefix of the name wins; a parameter whose name matches no
+    prefix is in ``other``. ``text``, ``audio``, ``vision``, ``other`` and every group named in
+    ``prefixes`` exist, empty or not (a model's own group, such as ConKI's ``adapters``)."""
     groups: dict[str, list[tuple[str, nn.Parameter]]] = {
         "text": [], "audio": [], "vision": [], "other": []
     }
+    for group in prefixes:
+        groups.setdefault(group, [])
     for name, param in model.named_parameters():
         group = next((g for g, p in prefixes.items() if name.startswith(p)), "other")
-        groups.setdefault(group, []).append((name, param))
+        groups[group].append((name, param))
     return groups
 
 
@@ -319,13 +363,7 @@ class L1Regression(MSAModel):
     ``L1Loss``, the loss of its regression baselines TFN, LMF and MulT)."""
 
     def compute_loss(
-        self,
-        output: ModelOutput,
-        batch: dict[str, torch.Tensor],
-        *,
-        gather: Gather = no_gather,
-        global_batch: int | None = None,
-        world_size: int = 1,
+        self, output: ModelOutput, batch: Batch, ctx: LossContext = LOCAL
     ) -> LossOutput:
-        task = l1_task(output, batch, global_batch, world_size)
+        task = l1_task(output, batch, ctx)
         return LossOutput(task, task, task.detach() * 0)

@@ -25,6 +25,7 @@ from torch import nn
 
 from msakit.config.model_config import ModelConfig, hp
 from msakit.models.base import (
+    Batch,
     Dims,
     L1Regression,
     ModelOutput,
@@ -92,10 +93,10 @@ class LMF(L1Regression):
     def reads_padding(self) -> bool:
         return self.config.padding == "mmsa"
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
+    def forward(self, batch: Batch) -> ModelOutput:
         audio, vision, text_lengths = pooled_inputs(batch, self.config.padding == "valid")
         reps = {
-            "text": self.text_net(batch["text_features"], text_lengths),
+            "text": self.text_net(batch.text_features, text_lengths),
             "audio": self.audio_net(audio),
             "vision": self.vision_net(vision),
         }

@@ -42,14 +42,14 @@ from msakit.losses.misa import (
     reconstruction_loss,
 )
 from msakit.models.base import (
+    LOCAL,
+    Batch,
     Dims,
-    Gather,
+    LossContext,
     LossOutput,
     ModelOutput,
     MSAModel,
     groups_by_prefix,
-    no_gather,
-    task_mean,
 )
 from msakit.models.import_weights import BIRNN, ModuleRule, rename_modules
 from msakit.models.registry import ModelSpec, register_model
@@ -208,19 +208,19 @@ class MISA(MSAModel):
         # MMSA's lengths are the text's: audio/vision frames past their own valid length are read.
         return self.config.sequence_lengths == "text"
 
-    def _lengths(self, batch: dict[str, torch.Tensor], modality: str) -> torch.Tensor:
-        frames = batch[modality].size(1)
+    def _lengths(self, batch: Batch, modality: str) -> torch.Tensor:
+        frames = batch.sequence(modality).size(1)
         if self.config.sequence_lengths == "text":
-            lengths = batch["text"][:, 1].sum(1).long()
+            lengths = batch.text[:, 1].sum(1).long()
         else:
-            lengths = batch[f"{modality}_lengths"].long()
+            lengths = batch.lengths(modality).long()
         return lengths.clamp(1, frames)  # an empty sequence reads one (padding) frame
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
+    def forward(self, batch: Batch) -> ModelOutput:
         utterances = {
             "text": self.cached_text_features(batch)["utterance"],
-            "audio": self.audio_rnn(batch["audio"], self._lengths(batch, "audio")),
-            "vision": self.vision_rnn(batch["vision"], self._lengths(batch, "vision")),
+            "audio": self.audio_rnn(batch.audio, self._lengths(batch, "audio")),
+            "vision": self.vision_rnn(batch.vision, self._lengths(batch, "vision")),
         }
         reps: dict[str, torch.Tensor] = {}
         for m in MODALITIES:
@@ -238,19 +238,13 @@ class MISA(MSAModel):
         return ModelOutput(prediction=prediction, representations=reps)
 
     def compute_loss(
-        self,
-        output: ModelOutput,
-        batch: dict[str, torch.Tensor],
-        *,
-        gather: Gather = no_gather,
-        global_batch: int | None = None,
-        world_size: int = 1,
+        self, output: ModelOutput, batch: Batch, ctx: LossContext = LOCAL
     ) -> LossOutput:
         """MSE + sim_weight L_sim + diff_weight L_diff + recon_weight L_recon; the auxiliary
         terms are batch statistics, computed on the global batch (``gather``)."""
-        labels = batch["labels"].to(output.prediction.dtype)
-        task = task_mean((output.prediction - labels).pow(2), global_batch, world_size)
-        reps = {k: gather(v) for k, v in output.representations.items()}
+        labels = batch.labels.to(output.prediction.dtype)
+        task = ctx.mean((output.prediction - labels).pow(2))
+        reps = {k: ctx.gather(v) for k, v in output.representations.items()}
         c = self.config
         auxiliary = (
             c.diff_weight * self._difference(reps)
@@ -336,8 +330,8 @@ def _mmsa_run(batch_size: int, clip_value: float, text_encoder: str) -> dict:
     return {
         "text_encoder": text_encoder,
         "batch_size": batch_size,
-        "lr": groups(1e-4, 1e-4, 1e-4, 1e-4),
-        "weight_decay": groups(0.0, 0.0, 0.0, 0.0),
+        "lr": groups(text=1e-4, audio=1e-4, vision=1e-4, other=1e-4),
+        "weight_decay": groups(text=0.0, audio=0.0, vision=0.0, other=0.0),
         "optimizer": "adam",
         "accumulate": 2,
         "clip_value": clip_value,

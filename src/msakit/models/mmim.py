@@ -45,14 +45,16 @@ from msakit.encoders.recurrent import FinalStateLSTM
 from msakit.encoders.text import bert_inputs
 from msakit.errors import MsakitError
 from msakit.models.base import (
+    LOCAL,
+    Batch,
     Dims,
-    Gather,
+    LossContext,
     LossOutput,
     ModelOutput,
     MSAModel,
     TrainingPhase,
+    groups_by_prefix,
     l1_task,
-    no_gather,
 )
 from msakit.models.import_weights import Source, _same, load_reference_state
 from msakit.models.registry import ModelSpec, register_model
@@ -239,31 +241,24 @@ class MMIM(MSAModel):
         return settings
 
     def parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
-        groups: dict[str, list[tuple[str, nn.Parameter]]] = {
-            "text": [], "audio": [], "vision": [], "other": [], "mmilb": []
-        }
-        prefixes = {"text_encoder.": "text", "audio_encoder.": "audio",
-                    "vision_encoder.": "vision", "mi_": "mmilb"}
-        for name, param in self.named_parameters():
-            group = next((g for p, g in prefixes.items() if name.startswith(p)), "other")
-            groups[group].append((name, param))
-        return groups
+        return groups_by_prefix(self, {"text": ("text_encoder.",), "audio": ("audio_encoder.",),
+                                       "vision": ("vision_encoder.",), "mmilb": ("mi_",)})
 
     # ------------------------------------------------------------------ forward and losses
     def text_features(self, text: torch.Tensor) -> dict[str, torch.Tensor]:
         """text (B, 3, Lt) -> {"cls": BERT's last hidden state at [CLS] (B, d_t)}."""
         return {"cls": self.text_encoder(**bert_inputs(text)).last_hidden_state[:, 0]}
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
+    def forward(self, batch: Batch) -> ModelOutput:
         text = self.cached_text_features(batch)["cls"]
-        audio = self.audio_encoder(batch["audio"], batch["audio_lengths"])
-        vision = self.vision_encoder(batch["vision"], batch["vision_lengths"])
+        audio = self.audio_encoder(batch.audio, batch.audio_lengths)
+        vision = self.vision_encoder(batch.vision, batch.vision_lengths)
         z, prediction = self.fusion(torch.cat([text, audio, vision], dim=1))
         reps = {"text": text, "audio": audio, "vision": vision, "fusion": z}
         terms: dict[str, torch.Tensor] = {}
         if self.training:
             vectors = {"t": text, "a": audio, "v": vision}
-            terms = self._mmilb_terms(vectors, batch["labels"])
+            terms = self._mmilb_terms(vectors, batch.labels)
             if self.phase == "main":
                 terms["nce"] = (self.cpc_text(text, z) + self.cpc_vision(vision, z)
                                 + self.cpc_audio(audio, z))
@@ -302,15 +297,9 @@ class MMIM(MSAModel):
                 memory[sign][self._step % self.config.mem_size] = value
 
     def compute_loss(
-        self,
-        output: ModelOutput,
-        batch: dict[str, torch.Tensor],
-        *,
-        gather: Gather = no_gather,
-        global_batch: int | None = None,
-        world_size: int = 1,
+        self, output: ModelOutput, batch: Batch, ctx: LossContext = LOCAL
     ) -> LossOutput:
-        task = l1_task(output, batch, global_batch, world_size)
+        task = l1_task(output, batch, ctx)
         terms = output.terms
         if not terms:  # evaluation
             return LossOutput(task, task, task.detach() * 0)
@@ -388,8 +377,9 @@ def _mmsa_run(text_encoder: str) -> dict[str, Any]:
         "batch_size": 32,
         "epochs": 200,  # a cap (msakit's choice); MMSA stops only early (8 epochs)
         "early_stop": 8,
-        "lr": groups(5e-5, 1e-3, 1e-3, 1e-3),  # lr_bert, lr_main
-        "weight_decay": groups(1e-4, 1e-4, 1e-4, 1e-4),  # weight_decay_bert, _main
+        "lr": groups(text=5e-5, audio=1e-3, vision=1e-3, other=1e-3),  # lr_bert, lr_main
+        # weight_decay_bert, weight_decay_main
+        "weight_decay": groups(text=1e-4, audio=1e-4, vision=1e-4, other=1e-4),
         "optimizer": "adam",
         "grad_clip": 1.0,
         "schedule": "constant",  # ReduceLROnPlateau(patience 20) never fires (docs/readings.md)

@@ -37,6 +37,7 @@ from msakit.config import groups
 from msakit.config.model_config import ModelConfig, hp
 from msakit.errors import MsakitError
 from msakit.models.base import (
+    Batch,
     Dims,
     L1Regression,
     ModelOutput,
@@ -191,11 +192,11 @@ class MulT(L1Regression):
     def reads_padding(self) -> bool:
         return True  # MMSA reads every padded position and predicts from the last one
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
+    def forward(self, batch: Batch) -> ModelOutput:
         inputs = {
-            "text": self.text_drop(batch["text_features"]),
-            "audio": batch["audio"],
-            "vision": batch["vision"],
+            "text": self.text_drop(batch.text_features),
+            "audio": batch.audio,
+            "vision": batch.vision,
         }
         seqs = {}  # (L', B, d)
         for m, x in inputs.items():
@@ -273,7 +274,8 @@ def _mult_run(batch_size: int, lr: float, patience: int) -> dict:
     tenfold after ``patience`` epochs without a lower validation loss; Adam without weight
     decay (MMSA's config names one its optimizer never receives)."""
     return {"text_encoder": None, "batch_size": batch_size, "accumulate": MMSA_UPDATE_EPOCHS,
-            "lr": groups(lr, lr, lr, lr), "weight_decay": groups(0.0, 0.0, 0.0, 0.0),
+            "lr": groups(text=lr, audio=lr, vision=lr, other=lr),
+            "weight_decay": groups(text=0.0, audio=0.0, vision=0.0, other=0.0),
             "optimizer": "adam", "schedule": "plateau", "plateau_patience": patience,
             "warmup": 0.0, "clip_value": 0.6, "epochs": 200, "early_stop": 8}
 

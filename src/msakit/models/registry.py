@@ -24,13 +24,59 @@ from msakit.config.presets import DEFAULT_PRESET, apply_preset_entry
 from msakit.errors import MsakitError
 from msakit.models.base import Dims, MSAModel
 
-BUILTIN = ("clgsi", "conki", "tfn", "lmf", "mult", "misa", "self_mm", "mmim")
+BUILTIN = ("clgsi", "conki", "tfn", "lmf", "mult", "misa", "self_mm", "mmim", "lf_dnn",
+           "ef_lstm", "mfn", "graph_mfn", "mtfn", "mlmf", "mlf_dnn", "bert_mag", "mfm", "mctn")
 """Modules of ``msakit.models`` that register the built-in models (imported on first use)."""
+
+DEMO_MODEL = "clgsi"
+"""The model ``msakit demo`` trains on synthetic data."""
 
 PresetEntry = dict[str, Any]
 """``{"run": {RunConfig field: value}, "model": {hyperparameter: value}}``, optionally with
 ``"note": str``, one line that ``msakit train`` prints before training (e.g. that a named
 preset's entry for this data set is msakit's completion, not its source's)."""
+
+
+@dataclass(frozen=True)
+class AdapterStage:
+    """A model's stage that pretrains knowledge adapters before the main training (ConKI's
+    stage 1), declared in its :class:`ModelSpec` and run by the generic
+    :func:`msakit.training.stages.pretrain_adapters` (``msakit pretrain-adapters``); stage 2 is
+    ``msakit train --adapters FILE``, which calls :attr:`read` and :attr:`install`."""
+
+    config: Callable[..., tuple[RunConfig, int]]
+    """``config(dataset, *, text_encoder, epochs, batch, overrides, preset_name) -> (the stage's
+    RunConfig, its warm-up in epochs)``."""
+    prepare: Callable[[MSAModel], None]
+    """Called on the stage's freshly built model before training (what it freezes)."""
+    keep: Callable[[str], bool]
+    """Which state-dict entries the stage's ``best.pt`` keeps."""
+    content: Callable[..., dict[str, Any]]
+    """``content(best, *, net, extra, fingerprint)``: the adapters file from the best
+    checkpoint, the checkpoint's ``extra`` and the text encoder's fingerprint."""
+    read: Callable[..., dict[str, Any]]
+    """``read(path, config, model, encoder)``: the checked adapters file's state to install."""
+    install: Callable[[MSAModel, dict[str, Any]], None]
+    """Put what :attr:`read` returned into a stage-2 model."""
+    fingerprint: Callable[[nn.Module], str]
+    """The text encoder's fingerprint the file records (the same encoder in both stages)."""
+
+
+@dataclass(frozen=True)
+class ModelPlot:
+    """A figure only some models have (``msakit plot NAME``), declared in their
+    :class:`ModelSpec`; :func:`msakit.reporting.plots.plot_model_figure` draws it."""
+
+    help: str
+    """The sub-command's help line."""
+    draw: Callable[..., str]
+    """``draw(ax, config, **options) -> title``: draws on a Matplotlib axes for ``config`` (the
+    model's typed config from a checkpoint, or None for the defaults) and the options."""
+    options: tuple[tuple[str, str], ...] = ()
+    """(flag, help) of the figure's number options (``--threshold``), passed to :attr:`draw`
+    by their names without the dashes (None when not given)."""
+    checkpoint_help: str = "take the settings from this checkpoint"
+    size: tuple[float, float] = (6.4, 4.4)
 
 
 @dataclass(frozen=True)
@@ -61,6 +107,11 @@ class ModelSpec:
     imports: dict[str, Callable[..., dict[str, Any]]] = field(default_factory=dict)
     """Weight importers: source name (``msakit import-weights --from``) -> a function from the
     source's state dict to this model's state dict."""
+    adapter_stage: AdapterStage | None = None
+    """The stage that pretrains the model's knowledge adapters (``--adapters`` applies only to
+    a model that declares one)."""
+    plots: dict[str, ModelPlot] = field(default_factory=dict)
+    """Figures of this model's own (``msakit plot NAME``), e.g. a loss's weight function."""
 
     def preset_names(self) -> list[str]:
         return ["paper", *[n for n in self.named_presets if n != "paper"]]
@@ -115,6 +166,21 @@ def create_model(
     the model it trains (:func:`~msakit.encoders.dropout.use_fast_dropout`)."""
     spec = model_spec(name)
     return spec.build(spec.config.from_dict(model_config), dims, text_encoder)
+
+
+def adapter_models() -> list[str]:
+    """The registered models that declare an adapter stage."""
+    return [n for n in model_names() if model_spec(n).adapter_stage is not None]
+
+
+def model_plots() -> dict[str, tuple[ModelSpec, ModelPlot]]:
+    """Every figure a model declares: name -> (the first model declaring it, the figure)."""
+    found: dict[str, tuple[ModelSpec, ModelPlot]] = {}
+    for name in model_names():
+        spec = model_spec(name)
+        for figure, plot in spec.plots.items():
+            found.setdefault(figure, (spec, plot))
+    return found
 
 
 def _load_builtin() -> None:

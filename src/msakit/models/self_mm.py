@@ -31,15 +31,15 @@ from msakit.config.model_config import ModelConfig, hp
 from msakit.encoders.recurrent import FinalStateLSTM
 from msakit.encoders.text import bert_inputs
 from msakit.models.base import (
+    LOCAL,
+    Batch,
     Dims,
-    Gather,
+    LossContext,
     LossOutput,
     ModelOutput,
     MSAModel,
     groups_by_prefix,
     l1_task,
-    no_gather,
-    task_mean,
 )
 from msakit.models.import_weights import ModuleRule, rename_modules
 from msakit.models.registry import ModelSpec, register_model
@@ -200,18 +200,18 @@ class SelfMM(MSAModel):
     def reads_padding(self) -> bool:
         return self.config.sequence_lengths == "text"
 
-    def _lengths(self, batch: dict[str, torch.Tensor], modality: str) -> torch.Tensor:
+    def _lengths(self, batch: Batch, modality: str) -> torch.Tensor:
         if self.config.sequence_lengths == "text":
-            lengths = batch["text"][:, 1].sum(1).long()
+            lengths = batch.text[:, 1].sum(1).long()
         else:
-            lengths = batch[f"{modality}_lengths"].long()
+            lengths = batch.lengths(modality).long()
         return lengths  # clamped to [1, frames] by FinalStateLSTM
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
+    def forward(self, batch: Batch) -> ModelOutput:
         inputs = {
             "text": self.cached_text_features(batch)["cls"],
-            "audio": self.audio_net(batch["audio"], self._lengths(batch, "audio")),
-            "vision": self.vision_net(batch["vision"], self._lengths(batch, "vision")),
+            "audio": self.audio_net(batch.audio, self._lengths(batch, "audio")),
+            "vision": self.vision_net(batch.vision, self._lengths(batch, "vision")),
         }
         inputs["fusion"] = torch.cat([inputs["text"], inputs["audio"], inputs["vision"]], -1)
         reps: dict[str, torch.Tensor] = {}
@@ -242,33 +242,27 @@ class SelfMM(MSAModel):
             self.unimodal_labels.load(state)
 
     def compute_loss(
-        self,
-        output: ModelOutput,
-        batch: dict[str, torch.Tensor],
-        *,
-        gather: Gather = no_gather,
-        global_batch: int | None = None,
-        world_size: int = 1,
+        self, output: ModelOutput, batch: Batch, ctx: LossContext = LOCAL
     ) -> LossOutput:
         """Training: L1 on the fusion output plus the tanh-weighted L1 of each unimodal output
         against its generated labels, then ULGM's update from the batch; evaluation (or before
         :meth:`on_train_start`): L1 of the fusion output."""
         reps = output.representations
-        task = l1_task(output, batch, global_batch, world_size)
+        task = l1_task(output, batch, ctx)
         state = self.unimodal_labels
         if not self.training or state is None:
             return LossOutput(task, task, task.detach() * 0)
-        index = batch["index"].to(state.labels["fusion"].device)
+        index = batch.index.to(state.labels["fusion"].device)
         y_m = state.labels["fusion"][index]
         auxiliary = task.new_zeros(())
         for t in UNIMODAL:
             y_s = state.labels[t][index]
             weight = torch.tanh((y_s - y_m).abs())
             error = weight * (reps[f"prediction_{t}"].squeeze(-1) - y_s).abs()
-            auxiliary = auxiliary + task_mean(error, global_batch, world_size)
+            auxiliary = auxiliary + ctx.mean(error)
         # ULGM sees the global batch: every rank keeps the same labels.
-        features = {t: gather(reps[f"feature_{t}"].detach()).float() for t in TASKS}
-        everyone = gather(batch["index"].to(features["fusion"].dtype)).round().long()
+        features = {t: ctx.gather(reps[f"feature_{t}"].detach()).float() for t in TASKS}
+        everyone = ctx.gather(batch.index.to(features["fusion"].dtype)).round().long()
         state.step(everyone.to(index.device), features, self.epoch)
         return LossOutput(task + auxiliary, task, auxiliary)
 
@@ -306,20 +300,20 @@ _MMSA_LOOP = {"optimizer": "adam", "accumulate": 4, "schedule": "constant", "war
 PRESETS = {
     "mosi": {
         "run": {**_MMSA_LOOP, "text_encoder": "bert-base-uncased", "batch_size": 16,
-                "lr": groups(5e-5, 5e-3, 5e-3, 1e-3),
-                "weight_decay": groups(1e-3, 1e-3, 1e-3, 1e-3)},
+                "lr": groups(text=5e-5, audio=5e-3, vision=5e-3, other=1e-3),
+                "weight_decay": groups(text=1e-3, audio=1e-3, vision=1e-3, other=1e-3)},
         "model": {},
     },
     "mosei": {
         "run": {**_MMSA_LOOP, "text_encoder": "bert-base-uncased", "batch_size": 32,
-                "lr": groups(5e-5, 5e-3, 1e-4, 1e-3),
-                "weight_decay": groups(1e-3, 0.0, 0.0, 1e-2)},
+                "lr": groups(text=5e-5, audio=5e-3, vision=1e-4, other=1e-3),
+                "weight_decay": groups(text=1e-3, audio=0.0, vision=0.0, other=1e-2)},
         "model": {"fusion_dropout": 0.1, "text_dropout": 0.0, "audio_dropout": 0.0},
     },
     "sims": {
         "run": {**_MMSA_LOOP, "text_encoder": "bert-base-chinese", "batch_size": 32,
-                "lr": groups(5e-5, 5e-3, 5e-3, 1e-3),
-                "weight_decay": groups(1e-3, 1e-2, 1e-2, 1e-3)},
+                "lr": groups(text=5e-5, audio=5e-3, vision=5e-3, other=1e-3),
+                "weight_decay": groups(text=1e-3, audio=1e-2, vision=1e-2, other=1e-3)},
         "model": {"vision_hidden": 64, "text_dim": 64, "label_bound": 1.0},
     },
 }

@@ -34,6 +34,7 @@ from msakit.config.model_config import ModelConfig, hp
 from msakit.encoders.sequence import masked_mean
 from msakit.errors import MsakitError
 from msakit.models.base import (
+    Batch,
     Dims,
     L1Regression,
     ModelOutput,
@@ -85,20 +86,20 @@ class TextSubNet(nn.Module):
 
 
 def pooled_inputs(
-    batch: dict[str, torch.Tensor], valid: bool
+    batch: Batch, valid: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Audio and vision averaged over time (B, D) and the text lengths to read (None: all).
 
     ``valid=False`` is MMSA's ``need_normalized``: the mean over every frame the batch holds
     (the file's full padded length, :meth:`MSAModel.reads_padding`)."""
-    audio, vision = batch["audio"], batch["vision"]
+    audio, vision = batch.audio, batch.vision
     if not valid:
         return audio.mean(dim=1), vision.mean(dim=1), None
     frames_a = torch.arange(audio.size(1), device=audio.device)
     frames_v = torch.arange(vision.size(1), device=vision.device)
-    audio_mean = masked_mean(audio, frames_a[None] < batch["audio_lengths"][:, None])
-    vision_mean = masked_mean(vision, frames_v[None] < batch["vision_lengths"][:, None])
-    return audio_mean, vision_mean, batch["text"][:, 1].sum(dim=1)
+    audio_mean = masked_mean(audio, frames_a[None] < batch.audio_lengths[:, None])
+    vision_mean = masked_mean(vision, frames_v[None] < batch.vision_lengths[:, None])
+    return audio_mean, vision_mean, batch.text[:, 1].sum(dim=1)
 
 
 def with_one(x: torch.Tensor) -> torch.Tensor:
@@ -155,16 +156,16 @@ class TFN(L1Regression):
     def reads_padding(self) -> bool:
         return self.config.padding == "mmsa"
 
-    def subnetworks(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def subnetworks(self, batch: Batch) -> dict[str, torch.Tensor]:
         """The three unimodal representations z_t, z_a, z_v, each (B, d_m)."""
         audio, vision, text_lengths = pooled_inputs(batch, self.config.padding == "valid")
         return {
-            "text": self.text_net(batch["text_features"], text_lengths),
+            "text": self.text_net(batch.text_features, text_lengths),
             "audio": self.audio_net(audio),
             "vision": self.vision_net(vision),
         }
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
+    def forward(self, batch: Batch) -> ModelOutput:
         reps = self.subnetworks(batch)
         a, v, t = with_one(reps["audio"]), with_one(reps["vision"]), with_one(reps["text"])
         fused = (a.unsqueeze(2) * v.unsqueeze(1)).flatten(1)  # (B, (da+1)(dv+1))
@@ -214,8 +215,9 @@ def import_mmsa(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def mmsa_run(batch_size: int, lr: float) -> dict:
     """MMSA's training of TFN and LMF: Adam at one learning rate, no schedule, early stop after
     8 epochs without a better validation result (MMSA trains until then; 200 is a cap)."""
-    return {"text_encoder": None, "batch_size": batch_size, "lr": groups(lr, lr, lr, lr),
-            "weight_decay": groups(0.0, 0.0, 0.0, 0.0), "optimizer": "adam",
+    return {"text_encoder": None, "batch_size": batch_size,
+            "lr": groups(text=lr, audio=lr, vision=lr, other=lr),
+            "weight_decay": groups(text=0.0, audio=0.0, vision=0.0, other=0.0), "optimizer": "adam",
             "schedule": "constant", "warmup": 0.0, "epochs": 200, "early_stop": 8}
 
 

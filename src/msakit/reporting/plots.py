@@ -9,9 +9,8 @@
   Acc-7 classes on MOSI/MOSEI, the Acc-5 classes on SIMS) and the marker the representation.
   Each vector is L2-normalised first: both papers' contrastive losses compare representations
   by cosine similarity.
-* :func:`plot_weights`: CLGSI's weight function (Figure 3) for a threshold κ and gain g:
-  positive pairs (D ≤ κ) weigh g·|tanh(D − 2κ)|, negative pairs (D > κ) g·|tanh(D)|, over
-  D ∈ [0, 2] (D is the difference of the labels scaled to [-1, 1]).
+* :func:`plot_model_figure`: a figure a model declares in its ``ModelSpec.plots`` (e.g. a
+  loss's weight function), drawn by the model's own code.
 * :func:`plot_scatter`: a checkpoint's predictions against the true labels, with the y = x line.
 """
 
@@ -32,7 +31,6 @@ from msakit.errors import MsakitError
 DPI = 150
 # Filled shapes for one family of representations, other shapes for the second.
 MARKERS = ("o", "s", "^", "*", "P", "D")
-WEIGHT_RANGE = (0.0, 2.0)
 
 
 def _pyplot():
@@ -424,80 +422,40 @@ def _tsne_figure(
     return fig, ax, [first, second]
 
 
-def weight_curves(
-    threshold: float, gain: float, points: int = 401
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """D over [0, 2] and CLGSI's positive and negative weights (eq. 2) over all of it."""
-    d = np.linspace(*WEIGHT_RANGE, points)
-    return d, gain * np.abs(np.tanh(d - 2 * threshold)), gain * np.abs(np.tanh(d))
-
-
-def _check_weight_settings(threshold: float, gain: float) -> None:
-    """κ in [0, 2] (the figure's D axis), g finite and >= 0 (as CLGSI's hyperparameter)."""
-    if not 0 <= threshold <= WEIGHT_RANGE[1]:
-        raise MsakitError(f"--threshold must lie in [0, 2], got {threshold}")
-    if not (math.isfinite(gain) and gain >= 0):
-        raise MsakitError(f"--gain must be a finite number >= 0, got {gain}")
-
-
-def plot_weights(
+def plot_model_figure(
+    figure: str,
     out: str | os.PathLike,
     checkpoint: str | os.PathLike | None = None,
-    threshold: float | None = None,
-    gain: float | None = None,
+    options: dict[str, Any] | None = None,
 ) -> Path:
-    """CLGSI's Figure 3 for κ and g from ``checkpoint``'s configuration, or given directly
-    (given values win; the paper's 0.4 and 1.5 otherwise)."""
-    import inspect
-
-    from msakit.losses import IntensityGuidedContrastiveLoss
-
-    defaults = inspect.signature(IntensityGuidedContrastiveLoss).parameters
-    from msakit.losses.intensity_contrastive import OFFICIAL_NEGATIVE_SCALE
+    """A figure a model declares in its ``ModelSpec.plots`` (``msakit plot NAME``), for the
+    settings of ``checkpoint``'s model or the model's defaults, with ``options`` (given values
+    win); a checkpoint of a model without the figure is one error line."""
+    from msakit.models.registry import model_plots, model_spec
 
     _out_path(out)
-    note, negative_scale = "", 1.0
+    declared = model_plots()
+    if figure not in declared:
+        raise MsakitError(f"no model draws a {figure!r} figure; choose {', '.join(declared)}")
+    spec, plot = declared[figure]
+    config = None
     if checkpoint is not None:
         from msakit.api import load_checkpoint
 
         ckpt = load_checkpoint(checkpoint)
-        settings = ckpt.config.model  # the model's typed hyperparameters
-        if not (hasattr(settings, "threshold") and hasattr(settings, "gain")):
+        spec = model_spec(ckpt.config.model_name)
+        if figure not in spec.plots:
+            owners = [s.title or s.name for s, _ in [declared[figure]]]
             raise MsakitError(
-                f"{checkpoint}: a {ckpt.config.model_name} checkpoint, whose loss has no "
-                "intensity weight function (CLGSI's)"
+                f"{checkpoint}: a {ckpt.config.model_name} checkpoint, whose model has no "
+                f"{figure!r} figure ({', '.join(owners)}'s)"
             )
-        threshold = settings.threshold if threshold is None else threshold
-        gain = settings.gain if gain is None else gain
-        if not getattr(settings, "weighted", True):
-            note = "\n(this run trained with weighted=false: every pair weighed 1)"
-        elif getattr(settings, "variant", None) == "official":
-            negative_scale = OFFICIAL_NEGATIVE_SCALE
-            note = f"\n(official variant: negative weights × {negative_scale:g})"
-    threshold = defaults["threshold"].default if threshold is None else float(threshold)
-    gain = defaults["gain"].default if gain is None else float(gain)
-    _check_weight_settings(threshold, gain)
+        plot = spec.plots[figure]
+        config = spec.config.from_dict(ckpt.config.model)
     plt = _pyplot()
-    d, positive, negative = weight_curves(threshold, gain)
-    negative = negative_scale * negative
-    close = d <= threshold
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    ax.plot(d[close], positive[close], color="tab:blue", lw=2,
-            label=r"positive pairs: $g\,|\tanh(D - 2\kappa)|$")
-    ax.plot(d[~close], negative[~close], color="tab:orange", lw=2,
-            label=r"negative pairs: $g\,|\tanh(D)|$" if negative_scale == 1 else
-            rf"negative pairs: ${negative_scale:g}\,g\,|\tanh(D)|$")
-    ax.plot(d[~close], positive[~close], color="tab:blue", lw=1, ls=":", alpha=0.6)
-    ax.plot(d[close], negative[close], color="tab:orange", lw=1, ls=":", alpha=0.6)
-    ax.axvline(threshold, color="0.4", ls="--", lw=1)
-    ax.annotate(f"κ = {threshold:g}", (threshold, 0.04 * gain), xytext=(6, 0),
-                textcoords="offset points", color="0.25")
-    ax.set(xlim=WEIGHT_RANGE, ylim=(0, (gain or 1.0) * 1.05),
-           xlabel="D (sentiment intensity difference)",
-           ylabel="weight w")
-    ax.set_title(f"CLGSI weight function, κ = {threshold:g}, g = {gain:g}{note}", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=9)
+    fig, ax = plt.subplots(figsize=plot.size)
+    title = plot.draw(ax, config, **(options or {}))
+    ax.set_title(title, fontsize=10)
     return _save(fig, out)
 
 

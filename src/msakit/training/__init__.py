@@ -1,1 +1,2 @@
-"""Training: the generic Trainer, DDP helpers and stage logic (ConKI adapter pretraining)."""
+"""Training: the generic Trainer, DDP helpers and the runner of a model's adapter pretraining
+stage (the stage itself is the model's: ``ModelSpec.adapter_stage``)."""

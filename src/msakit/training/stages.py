@@ -1,81 +1,43 @@
-"""ConKI's two stages (Algorithm 1) as small functions around the one generic Trainer.
+"""A model's adapter pretraining stage around the one generic Trainer (``msakit
+pretrain-adapters``).
 
-* Stage 1, :func:`pretrain_adapters`: build ConKI for the target data set's preset on the
-  *external* data set's sizes, freeze the text encoder and the audio/vision Transformer encoders
-  (the per-dataset input projections stay trainable: they are new for every data set), train
-  projections + adapters + F_m + fusion network + head with the task loss only (10 epochs,
-  lr 5e-5 for every group, one epoch of linear warm-up, then linear decay), keep the best
-  validation epoch (the Trainer's selection on validation MAE) and save its adapters to
-  ``DIR/adapters.pt``.
-* Stage 2 is ``msakit train --model conki --adapters DIR/adapters.pt``: the API validates the
-  file with :func:`read_adapters` before writing anything and plugs it into every seed's model
-  with :func:`install_adapters`, which freezes the adapters and loads the stage-1 audio/vision
-  encoders. Everything else trains with the full loss, and what really happens to audio and
-  vision is this: the target's raw widths differ from the external data's (MOSEI 74/35, MOSI
-  5/20), so stage 2 builds *new* input projections, drawn at random, and trains them with the
-  rest; F_m, the fusion network and the head start afresh too. At the first step the frozen
-  audio/vision adapters therefore read hidden states of a projection they never saw; what they
-  carry to the target is whatever survives the new projection learning to feed them. On
-  synthetic files with a planted cross-dataset signal (benchmarks/conki_transfer.py,
-  docs/readings.md, "ConKI: stage 2's new input projections") pretrained audio/vision adapters
-  gave a lower test MAE than random frozen ones under this reading (1.13 against 1.24) but a
-  lower Corr (0.85 against 0.90), and fitting the new projection first through the frozen
-  stage-1 network (the alternative measured) did not help (1.16 / 0.84), so stage 2 keeps
-  this reading.
-
-``adapters.pt`` holds only plain types and tensors (``torch.load(weights_only=True)``)::
-
-    {"format": "msakit-adapters-1",
-     "model": {adapter parameter name: tensor},          # every name contains "adapter"
-     "encoders": {audio_encoder.* / vision_encoder.*: tensor},
-     "stage1_rest": {project_*, inner_fusion.*, fusion.*: tensor},   # not installed
-     "adapter_signature": {...}, "config": stage-1 RunConfig, "dims": external data's sizes,
-     "text_encoder_config": {...}, "text_encoder_fingerprint": sha256 hex,
-     "valid": best validation metrics, "epoch": best epoch}
-
-Reading chosen: the audio/vision encoders are randomly initialised and frozen in stage 1, so the
-adapters learn to read *those* encoders' hidden states. The file therefore also carries the
-stage-1 audio/vision encoder weights ("encoders"), and stage 2 starts its audio/vision encoders
-from them (and fine-tunes them, as the paper does); a freshly drawn random encoder would feed
-the pretrained adapters hidden states they have never seen. The text encoder needs no copy: it
-must be the same pretrained checkpoint in both stages, which the fingerprint checks.
+A model whose ``ModelSpec`` declares an :class:`~msakit.models.registry.AdapterStage` (ConKI's
+stage 1, :mod:`msakit.models.conki.adapters`) pretrains knowledge adapters on an external data
+set before its main training. This module runs such a stage for any model: it builds the
+stage's configuration (``stage.config``), prepares the run (data, text encoder, checks), builds
+the model and lets the stage prepare it (``stage.prepare``: what it freezes), trains it with the
+Trainer (keeping only ``stage.keep``'s weights in ``best.pt``) and writes ``OUT/adapters.pt``
+(``stage.content``), ``OUT/config.yaml`` and ``OUT/stage1/`` (``best.pt``, ``history.json``).
+The main training reads the file with ``stage.read`` and installs it with ``stage.install``
+(:mod:`msakit.api`). What the stage and the file are is the model's; nothing here names one.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
-from torch import nn
 
-from msakit.config import DATASETS, RunConfig, apply_overrides, plain, validate
+from msakit.config import RunConfig, validate
 from msakit.config.datasets import DatasetSpec
 from msakit.data.batching import epoch_plan
-from msakit.encoders.text import text_encoder_config
 from msakit.errors import MsakitError
 from msakit.files import RunLock, torch_save_atomic, write_text_atomic
 from msakit.metrics import metrics_json
 from msakit.models.base import MSAModel
-from msakit.models.conki import CONKI_PRETRAIN
-from msakit.models.registry import preset
+from msakit.models.registry import AdapterStage, adapter_models, model_spec
 from msakit.safety import Output, check_plan, inputs
 from msakit.training import distributed
 from msakit.training.inputs import build_model, prepare_run, write_run_config
 from msakit.training.trainer import Trainer, check_batch_size
 
-__all__ = ["pretrain_adapters", "read_adapters", "install_adapters", "encoder_fingerprint"]
+__all__ = ["PretrainResult", "adapter_stage", "pretrain_adapters"]
 
-FORMAT = "msakit-adapters-1"
 ADAPTERS_FILE = "adapters.pt"
 STAGE1_DIR = "stage1"
-# What must agree between the text encoders of the two stages (besides the weights).
-ENCODER_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")
 
 
 @dataclass
@@ -86,92 +48,27 @@ class PretrainResult:
     epoch: int
 
 
-# --------------------------------------------------------------------------- helpers
-def encoder_fingerprint(encoder: nn.Module) -> str:
-    """sha256 of a text encoder's pretrained weights (names and values, pooler excluded).
-
-    The pooler is left out: checkpoints such as all-MiniLM-L6-v2 ship none, so it is drawn at
-    random on every load.
-    """
-    digest = hashlib.sha256()
-    for name, param in sorted(encoder.named_parameters()):
-        if name.startswith("pooler."):
-            continue
-        digest.update(name.encode())
-        digest.update(param.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def _encoder_summary(config: dict[str, Any]) -> str:
-    return (
-        f"{config.get('model_type')}, {config.get('num_hidden_layers')} layers, "
-        f"{config.get('hidden_size')} wide, vocabulary {config.get('vocab_size')}"
-    )
+def adapter_stage(model: str | None) -> AdapterStage:
+    """The adapter stage ``model`` declares (None: the one model that declares one); one error
+    line for a model without."""
+    names = adapter_models()
+    if model is None:
+        if len(names) != 1:
+            raise MsakitError(f"name the model whose adapters to pretrain: {', '.join(names)}")
+        model = names[0]
+    stage = model_spec(model).adapter_stage
+    if stage is None:
+        raise MsakitError(f"{model} has no adapters to pretrain; models with adapters: "
+                          f"{', '.join(names)}")
+    return stage
 
 
-HEAD_PREFIXES = ("inner_fusion.", "fusion.")  # F_m = FC([O_m; A_m]), fusion network + MLP
-
-
-def _keeps_for_stage2(name: str) -> bool:
-    return "adapter" in name or name.startswith(
-        ("audio_encoder.", "vision_encoder.", "project_audio.", "project_vision.", *HEAD_PREFIXES)
-    )
-
-
-def stage1_config(
-    dataset: str | DatasetSpec,
-    *,
-    text_encoder: str | None = None,
-    epochs: int | None = None,
-    batch: int | None = None,
-    overrides: list[str] | dict[str, Any] | None = None,
-    preset_name: str = "paper",
-) -> tuple[RunConfig, int]:
-    """The stage-1 RunConfig for target ``dataset``, and its warm-up length in epochs.
-
-    The target's ConKI preset, with CONKI_PRETRAIN's epochs, learning rates, weight decays and
-    schedule, then the user's overrides. Metrics are those of the external data set
-    (``external``); the contrastive loss is off (Algorithm 1 trains stage 1 with L_task) and
-    every epoch runs (no early stop).
-    """
-    config = preset("conki", dataset, preset_name, check=False)  # checked with the overrides
-    stage = {k: v for k, v in CONKI_PRETRAIN.items() if k != "warmup_epochs"}
-    config = dataclasses.replace(config, **stage, warmup=0.0)
-    if text_encoder is not None:
-        config.text_encoder = text_encoder
-    if batch is not None:
-        config.batch_size = int(batch)
-    if epochs is not None:
-        config.epochs = int(epochs)
-    # stage 1: adapters train at the stage's one rate
-    config = dataclasses.replace(config, model=config.model.updated({"adapter_lr": None}))
-    config = apply_overrides(config, overrides or [])
-    settings = config.model
-    if not settings.use_adapters:
-        raise MsakitError("pretrain-adapters needs adapters: use_adapters=false has none")
-    if not settings.pretrained_encoders:
-        raise MsakitError(
-            "pretrain-adapters freezes the pretrained text encoder; pretrained_encoders=false "
-            "(w/o C3) is a stage-2 setting"
-        )
-    if settings.external not in DATASETS:
-        raise MsakitError(
-            f"external must be one of {', '.join(DATASETS)}, got {settings.external!r}"
-        )
-    # metrics of the external data set (a named one); L_task only (Algorithm 1)
-    config = dataclasses.replace(config, dataset=DATASETS[settings.external],
-                                 model=settings.updated({"contrastive": False}))
-    config.early_stop = config.epochs
-    config.seeds = config.seeds[:1]
-    return config, int(CONKI_PRETRAIN["warmup_epochs"])
-
-
-# --------------------------------------------------------------------------- stage 1
 def pretrain_adapters(
     dataset: str | DatasetSpec,
     data: str | os.PathLike,
     *,
     out: str | os.PathLike,
+    model: str | None = None,
     text_encoder: str | None = None,
     epochs: int | None = None,
     batch: int | None = None,
@@ -181,43 +78,45 @@ def pretrain_adapters(
     preset: str = "paper",
     overwrite: bool = False,
 ) -> PretrainResult:
-    """Stage 1: pretrain ConKI's adapters for target ``dataset`` on the external file ``data``.
+    """Pretrain ``model``'s adapters (None: the one model with an adapter stage) for target
+    ``dataset`` on the external file ``data``.
 
-    Writes ``out/adapters.pt`` (see the module docstring), ``out/config.yaml`` (the stage-1
-    configuration) and ``out/stage1/`` (the Trainer's ``best.pt`` with the adapter and
-    audio/vision encoder weights, and ``history.json``). Validates everything before writing:
-    a folder holding another command's run (a training run) is refused, one holding earlier
-    adapters only with ``overwrite`` (:func:`msakit.safety.check_plan`).
+    Writes ``out/adapters.pt``, ``out/config.yaml`` (the stage's configuration) and
+    ``out/stage1/`` (the Trainer's ``best.pt`` with the weights the stage keeps, and
+    ``history.json``). Validates everything before writing: a folder holding another command's
+    run (a training run) is refused, one holding earlier adapters only with ``overwrite``
+    (:func:`msakit.safety.check_plan`).
     """
     check_plan(inputs("--data", [data]), [Output("--out", Path(out), "adapters")],
                overwrite=overwrite)
+    stage = adapter_stage(model)
     ctx = distributed.setup()
     try:
-        config, warmup_epochs = stage1_config(
+        config, warmup_epochs = stage.config(
             dataset, text_encoder=text_encoder, epochs=epochs, batch=batch, overrides=overrides,
             preset_name=preset,
         )
         if seed is not None:
             config.seeds = [int(seed)]
             validate(config)
-        return _pretrain(ctx, config, data=data, out=Path(out), warmup_epochs=warmup_epochs,
-                         quiet=quiet)
+        return _pretrain(ctx, config, stage=stage, data=data, out=Path(out),
+                         warmup_epochs=warmup_epochs, quiet=quiet)
     finally:
         distributed.teardown(ctx)
 
 
 def _pretrain(
-    ctx: distributed.DistContext, config: RunConfig, *, data: str | os.PathLike, out: Path,
-    warmup_epochs: int, quiet: bool,
+    ctx: distributed.DistContext, config: RunConfig, *, stage: AdapterStage,
+    data: str | os.PathLike, out: Path, warmup_epochs: int, quiet: bool,
 ) -> PretrainResult:
     inputs = prepare_run(config, data, out, ctx, checkpoint_format="msakit-stage1-1")
     config = inputs.config  # with the data file's content identity
     encoder, dims = inputs.encoder, inputs.dims
-    fingerprint = encoder_fingerprint(encoder)
+    fingerprint = stage.fingerprint(encoder)
     seed = config.seeds[0]
     torch.manual_seed(seed)
     net = build_model(config, dims, encoder, stats=inputs.stats)
-    net.freeze_encoders()
+    stage.prepare(net)
     check_batch_size(config, net, ctx.world_size)
 
     run_dir = out / STAGE1_DIR
@@ -225,17 +124,18 @@ def _pretrain(
     if lock is not None:
         lock.acquire()
     try:
-        return _pretrain_locked(ctx, config, net, inputs=inputs, out=out, run_dir=run_dir,
-                                warmup_epochs=warmup_epochs, quiet=quiet, seed=seed,
-                                fingerprint=fingerprint)
+        return _pretrain_locked(ctx, config, net, stage=stage, inputs=inputs, out=out,
+                                run_dir=run_dir, warmup_epochs=warmup_epochs, quiet=quiet,
+                                seed=seed, fingerprint=fingerprint)
     finally:
         if lock is not None:
             lock.release()
 
 
 def _pretrain_locked(
-    ctx: distributed.DistContext, config: RunConfig, net: MSAModel, *, inputs: Any, out: Path,
-    run_dir: Path, warmup_epochs: int, quiet: bool, seed: int, fingerprint: str,
+    ctx: distributed.DistContext, config: RunConfig, net: MSAModel, *, stage: AdapterStage,
+    inputs: Any, out: Path, run_dir: Path, warmup_epochs: int, quiet: bool, seed: int,
+    fingerprint: str,
 ) -> PretrainResult:
     features, extra = inputs.features, inputs.checkpoint_extra
     write_run_config(config, out, ctx)
@@ -252,7 +152,7 @@ def _pretrain_locked(
         quiet=quiet,
         checkpoint_extra=extra,
         warmup_steps=warmup_epochs * steps_per_epoch,
-        best_state_filter=lambda state: {k: v for k, v in state.items() if _keeps_for_stage2(k)},
+        best_state_filter=lambda state: {k: v for k, v in state.items() if stage.keep(k)},
     )
     trainer.fit()
     ctx.barrier()
@@ -261,7 +161,8 @@ def _pretrain_locked(
     best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
     adapters_path = out / ADAPTERS_FILE
     if ctx.is_main:
-        _save_adapters(adapters_path, best, net=net, extra=extra, fingerprint=fingerprint)
+        content = stage.content(best, net=net, extra=extra, fingerprint=fingerprint)
+        torch_save_atomic(content, adapters_path)
         write_text_atomic(run_dir / "history.json", metrics_json(trainer.history, indent=1))
         # last.pt only serves an exact resume; it holds the frozen text encoder and is large.
         (run_dir / "last.pt").unlink(missing_ok=True)
@@ -269,167 +170,3 @@ def _pretrain_locked(
     return PretrainResult(
         adapters=adapters_path, valid=dict(best["valid"]), epoch=int(best["epoch"])
     )
-
-
-def _save_adapters(
-    path: Path, best: dict[str, Any], *, net: MSAModel, extra: dict[str, Any], fingerprint: str
-) -> None:
-    """Write ``adapters.pt`` from stage 1's best checkpoint (format: the module docstring)."""
-    weights = best["model"]
-    torch_save_atomic(
-        {
-            "format": FORMAT,
-            "model": {k: v for k, v in weights.items() if "adapter" in k},
-            "encoders": {
-                k: v
-                for k, v in weights.items()
-                if k.startswith(("audio_encoder.", "vision_encoder."))
-            },
-            # Not installed in stage 2; kept to study the stage-1 network (docs/readings.md,
-            # "ConKI: stage 2's new input projections").
-            "stage1_rest": {
-                k: v
-                for k, v in weights.items()
-                if k.startswith(("project_audio.", "project_vision.", *HEAD_PREFIXES))
-            },
-            "adapter_signature": plain(net.adapter_signature()),
-            "config": extra["config"],
-            "dims": extra["dims"],
-            "text_encoder_config": extra["text_encoder_config"],
-            "text_encoder_fingerprint": fingerprint,
-            "valid": plain(best["valid"]),
-            "epoch": int(best["epoch"]),
-        },
-        path,
-    )
-
-
-# --------------------------------------------------------------------------- stage 2
-def read_adapters(
-    path: str | os.PathLike, config: RunConfig, model: MSAModel, encoder: nn.Module
-) -> dict[str, dict[str, torch.Tensor]]:
-    """Load and check ``adapters.pt`` against the stage-2 run; return what to install.
-
-    ``model`` is a model built for the run (its adapter names and shapes are the reference),
-    ``encoder`` the run's pretrained text encoder as loaded: with ``pretrained_encoders=false``
-    (w/o C3) the adapters must still come from that pretrained encoder, and stage 2 then
-    fine-tunes a randomly initialised one under them.
-    Raises :class:`MsakitError` (one line) if the file is unreadable, not an adapters file, was
-    pretrained with another text encoder or adapter architecture, or its weights do not fit.
-    The target data's raw audio/vision sizes need not match the external data's: adapters sit
-    after the per-dataset projections.
-
-    Returns ``{"model": adapter weights, "encoders": audio/vision encoder weights}`` restricted
-    to the model's modalities.
-    """
-    path = Path(path)
-    where = f"adapters file {path}"
-    if not model.supports_adapters:
-        raise MsakitError(f"--adapters does not apply to {config.model_name} (no adapters)")
-    if not model.has_adapters:
-        raise MsakitError("--adapters given but use_adapters=false: this model has no adapters")
-    state = _adapter_file(path, where)
-    _check_text_encoder(where, state, encoder, "text" in model.modalities)
-    signature = model.adapter_signature()
-    for key, value in signature.items():
-        saved = state["adapter_signature"].get(key)
-        if saved != value:
-            raise MsakitError(
-                f"{where} was pretrained with {key}={saved}, this run has {key}={value} "
-                f"(--set {key}={_yaml(saved)})"
-            )
-    return {
-        "model": _fitting(where, state["model"], model.adapter_state(), model.modalities),
-        "encoders": _fitting(where, state["encoders"], model.backbone_state(), model.modalities),
-    }
-
-
-def _adapter_file(path: Path, where: str) -> dict[str, Any]:
-    """The contents of an adapters file, with its structure checked (one error line)."""
-    if not path.is_file():
-        raise MsakitError(f"{where} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is one clear error
-        raise MsakitError(f"{where} is not readable ({type(exc).__name__})") from exc
-    kinds = {"model": dict, "encoders": dict, "adapter_signature": dict,
-             "text_encoder_config": dict, "text_encoder_fingerprint": str}
-    if not isinstance(state, dict) or state.get("format") != FORMAT or any(
-        k not in state for k in kinds
-    ):
-        raise MsakitError(f"{where} is not an msakit adapters file (from pretrain-adapters)")
-    for key, kind in kinds.items():
-        if not isinstance(state[key], kind):
-            raise MsakitError(
-                f"{where}: '{key}' is a {type(state[key]).__name__}, expected a {kind.__name__} "
-                "(not a file written by pretrain-adapters)"
-            )
-    return state
-
-
-def _yaml(value: Any) -> str:
-    """A value as ``--set key=VALUE`` spells it (null, true, 64, mean)."""
-    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
-
-
-def _check_text_encoder(
-    where: str, state: dict[str, Any], encoder: nn.Module, uses_text: bool
-) -> None:
-    if not uses_text:  # the text encoder only sets shared_dim's default, checked with the rest
-        return
-    saved = state["text_encoder_config"]
-    current = text_encoder_config(encoder)
-    same_arch = all(saved.get(k) == current.get(k) for k in ENCODER_KEYS)
-    if not same_arch:
-        raise MsakitError(
-            f"{where} was pretrained with another text encoder ({_encoder_summary(saved)}); "
-            f"this run's is {_encoder_summary(current)}: pass the same --text-encoder to both "
-            "stages"
-        )
-    if state["text_encoder_fingerprint"] != encoder_fingerprint(encoder):
-        raise MsakitError(
-            f"{where} was pretrained with other text encoder weights (same architecture, "
-            f"{_encoder_summary(saved)}): pass the same --text-encoder to both stages"
-        )
-
-
-def _fitting(
-    where: str,
-    saved: dict[str, Any],
-    expected: dict[str, torch.Tensor],
-    modalities: list[str],
-) -> dict[str, torch.Tensor]:
-    """``saved`` restricted to ``expected``'s names, with every name present and shaped alike.
-
-    Entries of modalities the model does not use (e.g. the vision adapter for modalities="ta")
-    are ignored; any other surplus or missing entry is an error.
-    """
-    if not isinstance(saved, dict):
-        raise MsakitError(f"{where}: weights are not a name -> tensor mapping")
-    absent = [m for m in ("text", "vision", "audio") if m not in modalities]
-    for name in saved:
-        if name not in expected and not any(m in name.split(".", 1)[0] for m in absent):
-            raise MsakitError(f"{where}: unexpected weight {name!r} (not in this ConKI model)")
-    out = {}
-    for name, reference in expected.items():
-        value = saved.get(name)
-        if value is None:
-            raise MsakitError(f"{where}: no weight {name!r} (pretrained with other modalities?)")
-        if not isinstance(value, torch.Tensor) or value.shape != reference.shape:
-            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-            raise MsakitError(
-                f"{where}: {name} has shape {shape}, this model needs {tuple(reference.shape)}"
-            )
-        out[name] = value
-    return out
-
-
-def install_adapters(model: MSAModel, state: dict[str, dict[str, torch.Tensor]]) -> None:
-    """Load pretrained adapters (frozen: ``requires_grad=False``) and the stage-1 encoders."""
-    weights = {**state["model"], **state["encoders"]}
-    _, unexpected = model.load_state_dict(weights, strict=False)
-    if unexpected:
-        raise MsakitError(f"adapters do not fit the model: unexpected {unexpected[0]!r}")
-    for name, param in model.named_parameters():
-        if name in state["model"]:
-            param.requires_grad_(False)

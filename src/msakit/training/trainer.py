@@ -17,6 +17,7 @@ does.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
@@ -26,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import torch
@@ -34,15 +35,16 @@ from torch import nn
 
 from msakit.config import RunConfig
 from msakit.config.datasets import DatasetSpec
-from msakit.data.batching import epoch_plan, iterate, join_small_batches, shard
+from msakit.data.batching import Batch, epoch_plan, iterate, join_small_batches, shard
 from msakit.data.mmsa import SplitData
 from msakit.encoders.dropout import use_fast_dropout
 from msakit.errors import MsakitError, TrainingDiverged
 from msakit.files import torch_save_atomic, write_text_atomic
-from msakit.metrics import compute_metrics
-from msakit.models.base import MSAModel, TrainingPhase
+from msakit.metrics import metric_values
+from msakit.models.base import LossContext, MSAModel, TrainingPhase
 from msakit.training.allocator import reuse_freed_memory
 from msakit.training.device import (
+    Autocast,
     amp_mode,
     apply_determinism,
     autocast_settings,
@@ -226,7 +228,7 @@ def build_text_cache(
     parts: dict[str, list[torch.Tensor]] = {}
     length = split.text_bert.shape[-1]
     for batch in iterate(split, epoch_plan(split, batch_size, seed=0, epoch=0, shuffle=False)):
-        features = model.text_features(batch["text"].to(device))
+        features = model.text_features(batch.text.to(device))
         for key, value in features.items():
             value = value.float().cpu()
             if key.startswith("seq_") and value.size(1) < length:
@@ -237,20 +239,25 @@ def build_text_cache(
     return {key: torch.cat(values) for key, values in parts.items()}
 
 
-def add_text_cache(batch: dict[str, torch.Tensor], cache: TextCache | None) -> dict:
-    """Put the batch's rows of ``cache`` into the batch as ``text_cache.<key>``."""
+def add_text_cache(batch: Batch, cache: TextCache | None) -> Batch:
+    """The batch with its rows of ``cache`` as its ``text_cache``."""
     if not cache:
         return batch
-    index, length = batch["index"], batch["text"].size(-1)
-    for key, value in cache.items():
-        rows = value.index_select(0, index)
-        batch[f"text_cache.{key}"] = rows[:, :length] if key.startswith("seq_") else rows
-    return batch
+    index, length = batch.index, batch.text.size(-1)
+    rows = {key: value.index_select(0, index) for key, value in cache.items()}
+    return batch.replace(text_cache={
+        key: value[:, :length] if key.startswith("seq_") else value
+        for key, value in rows.items()
+    })
 
 
 @dataclass
 class EarlyStopping:
-    """Stop after ``patience`` epochs without a validation MAE below the best by 1e-6."""
+    """Stop after ``patience`` epochs without a validation MAE below the best by 1e-6.
+
+    The values compared are unrounded (:func:`msakit.metrics.metric_values`), so two epochs
+    whose MAEs differ in the fifth decimal are told apart; MMSA compares its 4-decimal values
+    (docs/readings.md, "Early stopping on unrounded values")."""
 
     patience: int
     best: float = math.inf
@@ -288,14 +295,120 @@ class EvalResult:
 
 @dataclass
 class TrainerHooks:
-    """Optional callbacks: after each epoch (e.g. Optuna pruning) with (epoch, valid metrics)."""
+    """Optional callbacks after each epoch: ``on_epoch_end(epoch, valid metrics)`` (e.g. Optuna
+    pruning), ``on_epoch_record(epoch, record)`` with the epoch's history record (training
+    losses, validation metrics; e.g. experiment tracking). Called on the main rank only."""
 
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None
+    on_epoch_record: Callable[[int, dict[str, Any]], None] | None = None
+
+
+LOSS_KEYS = ("loss", "task_loss", "contrastive_loss")
+"""The losses of a training step, as the step log, TensorBoard and ``history.json`` name them."""
+READ_EVERY = 50
+"""Training steps between two reads of the step losses (:class:`StepLosses`), and a pass's end."""
+
+
+@dataclass
+class Prepared:
+    """What :meth:`Trainer.prepare` builds for a run, in one place (:meth:`Trainer._build`):
+    held as ``Trainer.prepared``, nothing of it exists before ``prepare`` and nothing else
+    creates it. A resumed run loads ``last.pt`` into it."""
+
+    amp: Autocast
+    scaler: torch.amp.GradScaler | None
+    """fp16 on CUDA only (:func:`msakit.training.device.autocast_settings`)."""
+    phases: list[TrainingPhase]
+    optimizers: dict[str, torch.optim.Optimizer]
+    """One per training phase, by phase name (most models have one phase)."""
+    schedulers: dict[str, Any]
+    stopper: EarlyStopping
+    text_cache: dict[str, TextCache | None]
+    """A frozen text encoder's features of the ``train`` and ``valid`` splits, or None."""
+    start_epoch: int = 0
+    """The first epoch to train: 0, or the epochs a resumed ``last.pt`` completed."""
+
+
+@dataclass
+class Sinks:
+    """Where :meth:`Trainer.fit` writes besides ``history.json``: the step log (``--log-steps``)
+    and TensorBoard, each None when off (or on a rank other than 0)."""
+
+    step_log: TextIO | None = None
+    writer: Any = None
+
+    def close(self) -> None:
+        if self.step_log is not None:
+            self.step_log.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+@dataclass
+class StepRecord:
+    """One training step's losses as Python numbers (global over DDP ranks, as one process
+    computes them), and the learning rates after its optimizer step."""
+
+    step: int
+    values: dict[str, float]
+    lrs: dict[str, float]
+
+
+@dataclass
+class StepLosses:
+    """The detached losses of a pass's steps, kept on the device until :meth:`read`: then one
+    device-to-host copy and, under DDP, one all-reduce make Python numbers of all of them (a
+    step does not wait for the device only to log)."""
+
+    dist: DistContext
+    pending: list[tuple[int, dict[str, float], torch.Tensor]] = field(default_factory=list)
+
+    def add(self, step: int, lrs: dict[str, float], losses: torch.Tensor) -> None:
+        """``losses``: (3,) this rank's task loss, loss and contrastive loss, detached."""
+        self.pending.append((step, lrs, losses))
+
+    def read(self) -> list[StepRecord]:
+        """The pending steps' global values, in step order; none are pending after.
+
+        The task loss is each rank's share (its mean over ranks is the global one); what the
+        loss adds to it, and the contrastive loss, are computed on the gathered global batch.
+        Float64 arithmetic on the float32 values, as ``float()`` of each would give."""
+        if not self.pending:
+            return []
+        local = torch.stack([losses for _, _, losses in self.pending]).float()  # (k, 3)
+        task_sum = self.dist.all_sum(local[:, 0])
+        host = torch.cat([task_sum[:, None], local], dim=1).cpu().double().numpy()
+        task = host[:, 0] / self.dist.world_size
+        rows = np.stack([task + (host[:, 2] - host[:, 1]), task, host[:, 3]], axis=1)
+        records = [
+            StepRecord(step, dict(zip(LOSS_KEYS, map(float, row), strict=True)), lrs)
+            for (step, lrs, _), row in zip(self.pending, rows, strict=True)
+        ]
+        self.pending.clear()
+        return records
+
+
+def check_finite(record: StepRecord, epoch: int) -> None:
+    """Raise :class:`TrainingDiverged` naming the step unless its losses are finite."""
+    values = record.values
+    if not all(math.isfinite(v) for v in values.values()):
+        bad = values["loss"] if not math.isfinite(values["loss"]) else float("nan")
+        raise TrainingDiverged(
+            f"training diverged at epoch {epoch + 1}, step {record.step} (loss {bad}); "
+            "lower the learning rate"
+        )
 
 
 @dataclass
 class Trainer:
-    """Train ``model`` on ``train`` with early stopping on ``valid``; see the module docstring."""
+    """Train ``model`` on ``train`` with early stopping on ``valid``; see the module docstring.
+
+    Lifecycle: construct (the model moves to the device, wrapped in DDP under torchrun), then
+    :meth:`prepare` (seeds and process settings, then :class:`Prepared`: optimizers, schedules,
+    scaler, early stopping, text cache, ``last.pt`` on resume), then :meth:`fit` (which
+    prepares, opens the :class:`Sinks` for its duration and trains) or, after ``prepare``,
+    :meth:`train_epoch` and :meth:`evaluate` one at a time (``msakit bench``, tests).
+    """
 
     model: MSAModel
     config: RunConfig
@@ -330,6 +443,29 @@ class Trainer:
         self._steps_pending = 0  # backward passes since the last optimizer step (accumulate)
         self.step_seconds: list[float] = []
         self.step_samples: list[int] = []
+        self._prepared: Prepared | None = None
+        self.sinks = Sinks()  # open during fit() only
+
+    @property
+    def prepared(self) -> Prepared:
+        """What :meth:`prepare` built; a ``RuntimeError`` before it ran."""
+        if self._prepared is None:
+            raise RuntimeError("Trainer.prepare() has not run: nothing to train with yet")
+        return self._prepared
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The last training phase's optimizer (the only one for most models)."""
+        return self.prepared.optimizers[self.prepared.phases[-1].name]
+
+    @property
+    def scheduler(self) -> Any:
+        """The last training phase's schedule (the only one for most models)."""
+        return self.prepared.schedulers[self.prepared.phases[-1].name]
+
+    @property
+    def stopper(self) -> EarlyStopping:
+        return self.prepared.stopper
 
     # ------------------------------------------------------------------ batches
     def _plan(self, epoch: int) -> list[np.ndarray]:
@@ -341,17 +477,28 @@ class Trainer:
         # train on: see msakit.data.batching.join_small_batches.
         return join_small_batches(plan, smallest_batch(self.model, self.dist.world_size))
 
-    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+    def _to_device(self, batch: Batch) -> Batch:
+        return batch.to(self.device, non_blocking=True)
 
     def _autocast(self):
-        amp = getattr(self, "amp", None) or autocast_settings(
-            self.device.type, amp_mode(self.config.amp, self.config.bf16))
+        amp = self.prepared.amp
         return torch.autocast(self.device.type, dtype=amp.dtype, enabled=amp.enabled)
+
+    def _no_sync(self, step: bool):
+        """DDP's ``no_sync`` on a gradient-accumulation micro-step (``step`` False), entered
+        around the forward pass, where DDP decides whether the backward pass all-reduces: the
+        backward pass then only adds to this rank's gradients, and the group's last one
+        all-reduces their sum (one all-reduce per optimizer step, not per batch; the same
+        gradients, tests/test_distributed.py). Not with ``clip_value``, which clips the global
+        running sum after every backward pass (MMSA) and so needs it after each."""
+        if step or not self.dist.enabled or self.config.clip_value > 0:
+            return contextlib.nullcontext()
+        return self.module.no_sync()
 
     # ------------------------------------------------------------------ training
     def prepare(self) -> None:
-        """Seed, build the optimizer, the schedule and early stopping; load last.pt on resume."""
+        """Seed and apply the run's process settings, build :attr:`prepared`, start the model's
+        training state and load ``last.pt`` on resume."""
         check_batch_size(self.config, self.model, self.dist.world_size)
         seed_everything(self.seed)
         apply_determinism(self.config.deterministic, self.device.type)
@@ -362,13 +509,20 @@ class Trainer:
             reuse_freed_memory()
         if speed["fast_dropout"]:
             use_fast_dropout(self.model)
-        self.amp = autocast_settings(self.device.type, amp_mode(self.config.amp, self.config.bf16))
-        self.scaler = torch.amp.GradScaler(self.device.type) if self.amp.scaler else None
-        self.phases = self.model.training_phases()
-        self.optimizers: dict[str, torch.optim.Optimizer] = {}
-        self.schedulers: dict[str, Any] = {}
+        self._prepared = self._build()
+        self.model.on_train_start(self.train)
+        if self.resume and self.run_dir is not None and (self.run_dir / "last.pt").exists():
+            self._prepared.start_epoch = self._load_last()
+
+    def _build(self) -> Prepared:
+        """The run's :class:`Prepared`: mixed precision and its scaler, an optimizer and a
+        schedule per training phase, early stopping, and the text cache of a frozen encoder."""
+        amp = autocast_settings(self.device.type, amp_mode(self.config.amp, self.config.bf16))
+        phases = list(self.model.training_phases())
+        optimizers: dict[str, torch.optim.Optimizer] = {}
+        schedulers: dict[str, Any] = {}
         batches = len(self._plan(0))
-        for phase in self.phases:
+        for phase in phases:
             # optimizer steps: one per `accumulate` batches (MMSA's update_epochs)
             total = -(-phase.steps(batches) // self.config.accumulate) * self.config.epochs
             warmup = (
@@ -379,73 +533,73 @@ class Trainer:
             if not self.config.fractional_warmup:
                 warmup = int(warmup)
             optimizer = build_optimizer(self.model, self.config, phase.groups)
-            self.optimizers[phase.name] = optimizer
-            self.schedulers[phase.name] = build_scheduler(optimizer, self.config, total, warmup)
-        # The last phase's (the only one for most models), for callers that read one.
-        self.optimizer = self.optimizers[self.phases[-1].name]
-        self.scheduler = self.schedulers[self.phases[-1].name]
-        self.stopper = EarlyStopping(self.config.early_stop)
-        self.text_cache: dict[str, TextCache | None] = {"train": None, "valid": None}
+            optimizers[phase.name] = optimizer
+            schedulers[phase.name] = build_scheduler(optimizer, self.config, total, warmup)
+        text_cache: dict[str, TextCache | None] = {"train": None, "valid": None}
         if self.config.cache_text and not self.model.trains_text_encoder():
             for name, split in (("train", self.train), ("valid", self.valid)):
-                self.text_cache[name] = build_text_cache(
+                text_cache[name] = build_text_cache(
                     self.model, split, self.config.batch_size, self.device
                 )
-        self.model.on_train_start(self.train)
-        self.start_epoch = 0
-        if self.resume and self.run_dir is not None and (self.run_dir / "last.pt").exists():
-            self.start_epoch = self._load_last()
+        return Prepared(
+            amp=amp, scaler=torch.amp.GradScaler(self.device.type) if amp.scaler else None,
+            phases=phases, optimizers=optimizers, schedulers=schedulers,
+            stopper=EarlyStopping(self.config.early_stop), text_cache=text_cache,
+        )
 
     def fit(self) -> dict[str, Any]:
         """Train until the horizon or early stop; return the best epoch's validation metrics."""
         self.prepare()
-        writer = self._writer()
-        self._log = self._open_step_log(self.start_epoch > 0)
-        self._tb = writer
+        start = self.prepared.start_epoch
+        self.sinks = Sinks(step_log=self._open_step_log(), writer=self._writer())
         best_valid: dict[str, Any] = self._best_valid_from_history()
         try:
             epochs = (
-                range(self.start_epoch, self.config.epochs)
+                range(start, self.config.epochs)
                 if self.config.stop_at_horizon
-                else itertools.count(self.start_epoch)  # until early stopping
+                else itertools.count(start)  # until early stopping
             )
             for epoch in epochs:
                 if self.stopper.should_stop:
                     break
-                started = time.perf_counter()
-                train_stats = self.train_epoch(epoch)
-                result = self.evaluate(self.valid)
-                if not (math.isfinite(result.loss) and math.isfinite(result.metrics["MAE"])):
-                    raise TrainingDiverged(
-                        f"training diverged at epoch {epoch + 1}, step {self.global_step} "
-                        f"(validation loss {result.loss}); lower the learning rate"
-                    )
-                if self.config.schedule == "plateau":
-                    for scheduler in self.schedulers.values():
-                        scheduler.step(result.loss)
-                improved = self.stopper.update(result.metrics["MAE"], epoch)
-                record = {
-                    "epoch": epoch + 1,
-                    **{f"train_{k}": v for k, v in train_stats.items()},
-                    "valid_loss": result.loss,
-                    **{f"valid_{k}": v for k, v in result.metrics.items()},
-                    "seconds": round(time.perf_counter() - started, 3),
-                }
-                self.history.append(record)
-                if improved:
-                    best_valid = dict(result.metrics)
-                    self._save_best(epoch, best_valid)
-                self._log_epoch(writer, record)
-                self._print_epoch(record)
-                self._save_last(epoch)
-                if self.hooks.on_epoch_end is not None:
-                    self.hooks.on_epoch_end(epoch, result.metrics)
+                best_valid = self._fit_epoch(epoch, best_valid)
         finally:
-            if self._log is not None:
-                self._log.close()
-            if writer is not None:
-                writer.close()
-            self._log = self._tb = None
+            self.sinks.close()
+            self.sinks = Sinks()
+        return best_valid
+
+    def _fit_epoch(self, epoch: int, best_valid: dict[str, Any]) -> dict[str, Any]:
+        """One epoch of :meth:`fit`: train, validate, record; the best validation metrics."""
+        started = time.perf_counter()
+        train_stats = self.train_epoch(epoch)
+        result = self.evaluate(self.valid)
+        if not (math.isfinite(result.loss) and math.isfinite(result.metrics["MAE"])):
+            raise TrainingDiverged(
+                f"training diverged at epoch {epoch + 1}, step {self.global_step} "
+                f"(validation loss {result.loss}); lower the learning rate"
+            )
+        if self.config.schedule == "plateau":
+            for scheduler in self.prepared.schedulers.values():
+                scheduler.step(result.loss)
+        improved = self.stopper.update(result.metrics["MAE"], epoch)
+        record = {
+            "epoch": epoch + 1,
+            **{f"train_{k}": v for k, v in train_stats.items()},
+            "valid_loss": result.loss,
+            **{f"valid_{k}": v for k, v in result.metrics.items()},
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        self.history.append(record)
+        if improved:
+            best_valid = dict(result.metrics)
+            self._save_best(epoch, best_valid)
+        self._log_epoch(record)
+        self._print_epoch(record)
+        if self.hooks.on_epoch_record is not None and self.dist.is_main:
+            self.hooks.on_epoch_record(epoch, record)
+        self._save_last(epoch)
+        if self.hooks.on_epoch_end is not None:
+            self.hooks.on_epoch_end(epoch, result.metrics)
         return best_valid
 
     def train_epoch(self, epoch: int, max_steps: int | None = None) -> dict[str, float]:
@@ -454,7 +608,8 @@ class Trainer:
         optimizer. Returns the last phase's mean losses, and ``<phase>_loss`` of the others.
 
         Appends each optimizer step's wall time and global sample count to ``step_seconds`` and
-        ``step_samples`` (what ``msakit bench`` reports).
+        ``step_samples`` (what ``msakit bench`` reports); a step that reads the losses
+        (:class:`StepLosses`) includes the wait for the device.
         """
         self.module.train()
         self.model.on_epoch_start(epoch)
@@ -462,10 +617,11 @@ class Trainer:
         if max_steps is not None:
             plan = plan[:max_steps]
         stats: dict[str, float] = {}
-        for phase in self.phases:
+        phases = self.prepared.phases
+        for phase in phases:
             self.model.start_phase(phase.name)
             means = self._train_pass(epoch, phase, plan[: phase.steps(len(plan))])
-            if phase is self.phases[-1]:
+            if phase is phases[-1]:
                 stats.update(means)
             else:
                 stats[f"{phase.name}_loss"] = means["loss"]
@@ -473,60 +629,57 @@ class Trainer:
 
     def _train_pass(self, epoch: int, phase: TrainingPhase,
                     plan: list[np.ndarray]) -> dict[str, float]:
-        """One phase's optimizer steps over ``plan``; the mean of each logged loss."""
-        sums = {"loss": 0.0, "task_loss": 0.0, "contrastive_loss": 0.0}
+        """One phase's optimizer steps over ``plan``; the mean of each logged loss.
+
+        The losses stay on the device and are read (:class:`StepLosses`) every
+        :data:`READ_EVERY` steps and at the pass's end, the same steps on every rank; the
+        divergence check runs on what is read, so a run whose loss turns NaN stops at that
+        read naming the first such step, before any ``last.pt`` holds the damage."""
+        sums = dict.fromkeys(LOSS_KEYS, 0.0)
+        losses = StepLosses(self.dist)
         bar = self._progress(len(plan), epoch)
         for position, (indices, batch) in enumerate(zip(plan, self._batches(plan),
                                                         strict=True)):
             started = time.perf_counter()
             ends_group = (position + 1) % self.config.accumulate == 0 or position + 1 == len(plan)
-            values = self._train_step(indices, batch, epoch, phase=phase, step=ends_group)
+            step_losses = self._train_step(indices, batch, phase=phase, step=ends_group)
+            lrs = {g["name"]: g["lr"] for g in self.prepared.optimizers[phase.name].param_groups}
+            losses.add(self.global_step, lrs, step_losses)
+            due = (position + 1) % READ_EVERY == 0 or position + 1 == len(plan)
+            records = losses.read() if due else []
             self.step_seconds.append(time.perf_counter() - started)
             self.step_samples.append(len(indices))
-            for k in sums:
-                sums[k] += values[k]
-            self._record_step(values, epoch, phase=phase)
+            for record in records:  # the step log ends with the last finite step
+                check_finite(record, epoch)
+                for k in sums:
+                    sums[k] += record.values[k]
+                self._record_step(record, epoch, phase=phase)
             if bar is not None:
-                bar.set_postfix(loss=f"{values['loss']:.4f}")
+                if records:
+                    bar.set_postfix(loss=f"{records[-1].values['loss']:.4f}")
                 bar.update(1)
         if bar is not None:
             bar.close()
         return {k: v / max(1, len(plan)) for k, v in sums.items()}
 
     def _train_step(
-        self, indices: np.ndarray, batch: dict[str, torch.Tensor], epoch: int, *,
+        self, indices: np.ndarray, batch: Batch, *,
         phase: TrainingPhase, step: bool = True,
-    ) -> dict[str, float]:
+    ) -> torch.Tensor:
         """Forward, loss, backward and one step of the phase's optimizer on this rank's share
-        of the global batch ``indices``; returns the step's global loss values."""
+        of the global batch ``indices``; returns this rank's (task loss, loss, contrastive
+        loss), detached, on the device (:class:`StepLosses` reads them)."""
         sizes = [len(shard(indices, r, self.dist.world_size)) for r in
                  range(self.dist.world_size)]
         batch = self._to_device(batch)
-        with self._autocast():
+        with self._no_sync(step), self._autocast():
             output = self.module(batch)
-            losses = self.model.compute_loss(
-                output, batch, gather=self.dist.gatherer(sizes),
-                global_batch=len(indices), world_size=self.dist.world_size,
-            )
-        # Global values: the task part is each rank's share, the contrastive part is
-        # already computed on the gathered global batch.
-        task = float(self.dist.all_sum(losses.task_loss.detach().float()))
-        task /= self.dist.world_size
-        extra = float(losses.loss.detach().float()) - float(losses.task_loss.detach().float())
-        values = {
-            "loss": task + extra,
-            "task_loss": task,
-            "contrastive_loss": float(losses.contrastive_loss.detach().float()),
-        }
-        if not all(math.isfinite(v) for v in values.values()):
-            # Before the step: the weights, and the last good last.pt, stay as they were.
-            bad = values["loss"] if not math.isfinite(values["loss"]) else float("nan")
-            raise TrainingDiverged(
-                f"training diverged at epoch {epoch + 1}, step {self.global_step + 1} "
-                f"(loss {bad}); lower the learning rate"
-            )
+            ctx = LossContext(gather=self.dist.gatherer(sizes), global_batch=len(indices),
+                              world_size=self.dist.world_size)
+            losses = self.model.compute_loss(output, batch, ctx)
         self._optimizer_step(losses.loss, phase, step=step)
-        return values
+        return torch.stack([losses.task_loss.detach().float(), losses.loss.detach().float(),
+                            losses.contrastive_loss.detach().float()])
 
     def _optimizer_step(self, loss: torch.Tensor, phase: TrainingPhase, *,
                         step: bool = True) -> None:
@@ -535,10 +688,10 @@ class Trainer:
         another phase's optimizer steps, and clipping sees them all. With ``accumulate`` > 1
         the gradients of a group of batches add up (MMSA's update_epochs; ``step=False`` only
         accumulates); ``clip_value`` clips every entry after each backward pass (MMSA)."""
-        optimizer = self.optimizers[phase.name]
+        optimizer = self.prepared.optimizers[phase.name]
         if self._steps_pending == 0:
             self.model.zero_grad(set_to_none=True)
-        scaler = getattr(self, "scaler", None)
+        scaler = self.prepared.scaler
         if scaler is not None:
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
@@ -559,29 +712,26 @@ class Trainer:
         else:
             optimizer.step()
         if self.config.schedule != "plateau":  # plateau steps once an epoch (fit)
-            self.schedulers[phase.name].step()
+            self.prepared.schedulers[phase.name].step()
 
-    def _record_step(self, values: dict[str, float], epoch: int, *,
-                     phase: TrainingPhase) -> None:
+    def _record_step(self, record: StepRecord, epoch: int, *, phase: TrainingPhase) -> None:
         """The step's line in the step log and its TensorBoard scalars, when they are on; with
         several training phases each line names its phase."""
-        log, writer = getattr(self, "_log", None), getattr(self, "_tb", None)
-        several = len(self.phases) > 1
-        param_groups = self.optimizers[phase.name].param_groups
+        log, writer = self.sinks.step_log, self.sinks.writer
+        several = len(self.prepared.phases) > 1
         if log is not None:
-            lrs = {g["name"]: g["lr"] for g in param_groups}
             where = {"phase": phase.name} if several else {}
-            log.write(json.dumps({"seed": self.seed, "step": self.global_step,
-                                  "epoch": epoch + 1, **where, **values, "lr": lrs}) + "\n")
+            log.write(json.dumps({"seed": self.seed, "step": record.step, "epoch": epoch + 1,
+                                  **where, **record.values, "lr": record.lrs}) + "\n")
         if writer is not None:
             tag = f"train_{phase.name}" if several else "train"
-            for k, v in values.items():
-                writer.add_scalar(f"{tag}/{k}", v, self.global_step)
-            for g in param_groups:
-                writer.add_scalar(f"lr/{g['name']}", g["lr"], self.global_step)
+            for k, v in record.values.items():
+                writer.add_scalar(f"{tag}/{k}", v, record.step)
+            for name, lr in record.lrs.items():
+                writer.add_scalar(f"lr/{name}", lr, record.step)
 
-    def _batches(self, plan: list[np.ndarray]) -> Iterator[dict[str, torch.Tensor]]:
-        cache = getattr(self, "text_cache", {}).get("train")
+    def _batches(self, plan: list[np.ndarray]) -> Iterator[Batch]:
+        cache = self.prepared.text_cache["train"]
         trim = not self.model.reads_padding()
         for batch in iterate(self.train, plan, rank=self.dist.rank,
                              world_size=self.dist.world_size, trim=trim):
@@ -590,7 +740,7 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self, split: SplitData) -> EvalResult:
-        cache = getattr(self, "text_cache", {}).get("valid") if split is self.valid else None
+        cache = self.prepared.text_cache["valid"] if split is self.valid else None
         return evaluate_model(
             self.model, split, dataset=self.config.spec, batch_size=self.config.batch_size,
             device=self.device, amp=amp_mode(self.config.amp, self.config.bf16),
@@ -632,7 +782,8 @@ class Trainer:
             file=sys.stderr, flush=True,
         )
 
-    def _log_epoch(self, writer, record: dict[str, Any]) -> None:
+    def _log_epoch(self, record: dict[str, Any]) -> None:
+        writer = self.sinks.writer
         if writer is None:
             return
         for key, value in record.items():
@@ -640,9 +791,8 @@ class Trainer:
                 writer.add_scalar(f"valid/{key[6:]}", value, self.global_step)
         writer.flush()
 
-    def _open_step_log(self, append: bool = True):
+    def _open_step_log(self) -> TextIO | None:
         """The step log, opened for appending: every seed adds its lines (``seed`` field)."""
-        del append  # kept for callers; the log is always appended to
         if self.log_steps is None or not self.dist.is_main:
             return None
         try:
@@ -708,8 +858,8 @@ class Trainer:
                 **self._optimizer_states(),
                 "early_stopping": self.stopper.state_dict(),
                 "rng": rng_state(),
-                **({"scaler": self.scaler.state_dict()} if getattr(self, "scaler", None)
-                   else {}),
+                **({"scaler": self.prepared.scaler.state_dict()}
+                   if self.prepared.scaler is not None else {}),
                 "epoch": epoch + 1,
                 "global_step": self.global_step,
                 "history": json.dumps(self.history),
@@ -723,22 +873,24 @@ class Trainer:
     def _optimizer_states(self) -> dict[str, Any]:
         """``optimizer`` and ``scheduler`` states; with several training phases each is a dict
         {phase: state}."""
-        if len(self.phases) == 1:
+        prepared = self.prepared
+        if len(prepared.phases) == 1:
             return {"optimizer": self.optimizer.state_dict(),
                     "scheduler": self.scheduler.state_dict()}
         return {
-            "optimizer": {name: o.state_dict() for name, o in self.optimizers.items()},
-            "scheduler": {name: s.state_dict() for name, s in self.schedulers.items()},
+            "optimizer": {name: o.state_dict() for name, o in prepared.optimizers.items()},
+            "scheduler": {name: s.state_dict() for name, s in prepared.schedulers.items()},
         }
 
     def _load_optimizer_states(self, state: dict[str, Any]) -> None:
-        if len(self.phases) == 1:
+        prepared = self.prepared
+        if len(prepared.phases) == 1:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             return
-        for name, optimizer in self.optimizers.items():
+        for name, optimizer in prepared.optimizers.items():
             optimizer.load_state_dict(state["optimizer"][name])
-            self.schedulers[name].load_state_dict(state["scheduler"][name])
+            prepared.schedulers[name].load_state_dict(state["scheduler"][name])
 
     def _load_training_state(self, saved: Any) -> None:
         """The model's state outside its weights (e.g. Self-MM's unimodal labels), checked
@@ -773,8 +925,8 @@ class Trainer:
             self._load_optimizer_states(state)
             self.stopper.load_state_dict(state["early_stopping"])
             set_rng_state(state["rng"])
-            if getattr(self, "scaler", None) is not None and "scaler" in state:
-                self.scaler.load_state_dict(state["scaler"])
+            if self.prepared.scaler is not None and "scaler" in state:
+                self.prepared.scaler.load_state_dict(state["scaler"])
             self.global_step = int(state["global_step"])
             self.history = json.loads(state["history"])
             epoch = int(state["epoch"])
@@ -810,7 +962,9 @@ def evaluate_model(
     dist: DistContext | None = None,
     amp: str = "off",
 ) -> EvalResult:
-    """Predictions, labels and MMSA metrics of ``model`` on a whole split, in split order.
+    """Predictions, labels and MMSA metrics of ``model`` on a whole split, in split order; the
+    metrics unrounded (:func:`msakit.metrics.metric_values`: a table rounds them where it is
+    printed).
 
     Under DDP (``dist``) each rank predicts its share of every batch and the shares are
     gathered, so every rank returns the same result (and takes the same early-stopping
@@ -827,7 +981,7 @@ def evaluate_model(
         predictions=pred,
         labels=split.labels,
         indices=np.arange(len(split)),
-        metrics=compute_metrics(pred, split.labels, dataset) if split.labelled else {},
+        metrics=metric_values(pred, split.labels, dataset) if split.labelled else {},
         loss=loss,
     )
 
@@ -845,7 +999,7 @@ def predict_split(
     with_loss: bool = True,
 ) -> tuple[np.ndarray, float]:
     """``model``'s (N,) predictions on a whole split in split order, in eval mode, and the mean
-    task loss over its batches (rounded to 6 decimals; NaN without ``with_loss``).
+    task loss over its batches (NaN without ``with_loss``).
 
     See :func:`evaluate_model` for ``amp`` and ``dist``."""
     device = device or next(model.parameters()).device
@@ -859,12 +1013,12 @@ def predict_split(
     plan = epoch_plan(split, batch_size, seed=0, epoch=0, shuffle=False)
     predictions, loss_sums = [], []  # per batch: this rank's predictions, sum of task losses
     for batch in iterate(split, plan, rank=rank, world_size=world, trim=not model.reads_padding()):
-        n = len(batch["labels"])
+        n = len(batch)
         if n == 0:  # a last batch smaller than the number of ranks
             predictions.append(np.zeros(0, dtype=np.float32))
             loss_sums.append(0.0)
             continue
-        batch = {k: v.to(device) for k, v in add_text_cache(batch, text_cache).items()}
+        batch = add_text_cache(batch, text_cache).to(device)
         with torch.autocast(device.type, dtype=cast.dtype, enabled=cast.enabled):
             output = model(batch)
             loss_sums.append(n * float(model.compute_loss(output, batch).task_loss.float())
@@ -876,4 +1030,4 @@ def predict_split(
         predictions = [np.concatenate([s[0][b] for s in shares]) for b in range(len(plan))]
         loss_sums = [sum(s[1][b] for s in shares) for b in range(len(plan))]
     losses = [total / len(indices) for total, indices in zip(loss_sums, plan, strict=True)]
-    return np.concatenate(predictions), round(float(np.mean(losses)), 6)
+    return np.concatenate(predictions), float(np.mean(losses))

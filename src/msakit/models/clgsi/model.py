@@ -1,7 +1,8 @@
 """CLGSI: Contrastive Learning Guided by Sentiment Intensity (Yang et al., NAACL Findings 2024).
 
-Reads top to bottom: building blocks (GLFK and its ablation variants, Subnet, head), the model,
-then its registration. Sections refer to the paper; every reading chosen is in docs/readings.md.
+Reads top to bottom: building blocks (GLFK and its ablation variants, Subnet, head), then the
+model; its config, presets and registration are the package's other modules. Sections refer
+to the paper; every reading chosen is in docs/readings.md.
 
 * Encoders (Sec. 3.1): BERT for text; audio and vision pass 2-layer Transformer encoders on their
   raw feature width (authors' config: feed-forward 2048, heads per dataset). msakit masks padding.
@@ -42,111 +43,33 @@ applies (:mod:`msakit.models.import_weights`).
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass
-from typing import Any
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from msakit.config import groups
-from msakit.config.model_config import ModelConfig, hp
 from msakit.encoders.packed_text import run_text_encoder
 from msakit.encoders.sequence import SequenceEncoder, last_valid, masked_mean
-from msakit.errors import MsakitError
-from msakit.losses import IntensityGuidedContrastiveLoss
+from msakit.losses import IntensityGuidedContrastiveLoss, OfficialIntensityContrastiveLoss
 from msakit.models.base import (
+    LOCAL,
+    Batch,
     Dims,
-    Gather,
+    LossContext,
     LossOutput,
     ModelOutput,
     MSAModel,
+    groups_by_prefix,
     l1_task,
-    no_gather,
 )
-from msakit.models.registry import ModelSpec, register_model
+from msakit.models.clgsi.config import (
+    FUSIONS,
+    PLOT_COMMON,
+    PLOT_SPECIFIC,
+    CLGSIConfig,
+)
 
-FUSIONS = ("glfk", "add", "concat", "gk", "lfk", "transformer", "none")
-COMMON_FRAMES = ("last_valid", "last_padded")
-SUBNET_POOLS = ("valid", "padded")
-# What `msakit plot tsne` draws: the common space (what L_cl compares), or without common
-# features the specific ones.
-PLOT_COMMON = {"text": "T (common)", "audio": "A (common)", "vision": "V (common)"}
-PLOT_SPECIFIC = {
-    "specific_text": "T (specific)", "specific_audio": "A (specific)",
-    "specific_vision": "V (specific)",
-}
-
-
-@dataclass
-class CLGSIConfig(ModelConfig, model="clgsi"):
-    """CLGSI's hyperparameters. Defaults: the paper's MOSI setting (Table 7), completed from the
-    authors' released config where the paper is silent; per-dataset values are the presets at
-    the end of this file. Values the paper and the config both leave open are msakit's choice
-    (docs/readings.md)."""
-
-    common_dim: int = hp(64, "d_c: width of T_c, A_c, V_c and of GLFK's output (Table 7)", low=1)
-    specific_dim: int = hp(64, "d_s: width of each Subnet's output (Table 7)", low=1)
-    head_dim: int = hp(
-        128, "d_f: the head's width (authors' post_fusion_dim: in -> 3d_f -> 2d_f -> 1)", low=1
-    )
-    audio_heads: int = hp(1, "attention heads of the audio encoder (authors' config)", low=1)
-    vision_heads: int = hp(4, "attention heads of the vision encoder (authors' config)", low=1)
-    audio_layers: int = hp(2, "layers of the audio Transformer encoder", low=1)
-    vision_layers: int = hp(2, "layers of the vision Transformer encoder", low=1)
-    feedforward: int = hp(2048, "feed-forward width of the audio/vision encoders", low=1)
-    encoder_dropout: float = hp(0.1, "dropout in the audio/vision encoders", low=0.0, high=1.0)
-    projection_dropout: float = hp(
-        0.05, "dropout before the FC of T_c, A_c, V_c", low=0.0, high=1.0
-    )
-    head_dropout: float = hp(0.2, "dropout at the head's input", low=0.0, high=1.0)
-    subnet_reduction: int = hp(
-        8, "r: a Subnet's d_m -> d_m/r bottleneck (Sec. 3.3: 8; authors' MOSI config: 2)", low=1
-    )
-    encoder_mask: bool = hp(
-        True, "False: audio/vision encoders attend to every padded frame (authors' code)"
-    )
-    common_frame: str = hp(
-        "last_valid", "A_c/V_c from the last valid frame or index -1 of the padded output",
-        choices=COMMON_FRAMES,
-    )
-    subnet_pool: str = hp(
-        "valid", "Subnet GAP over valid positions or every padded one (authors' code)",
-        choices=SUBNET_POOLS,
-    )
-    clone_encoder_layers: bool = hp(
-        False, "True: encoder layers start from one layer's weights (authors' code)"
-    )
-    fusion: str = hp(
-        "glfk", "fusion of the common features: GLFK or an ablation of Tables 4 and 8 (none: "
-        "no F_k in the head)", choices=FUSIONS,
-    )
-    fusion_layers: int = hp(2, "layers of the transformer fusion (Table 8)", low=1)
-    fusion_heads: int = hp(8, "heads of the transformer fusion (Appendix D)", low=1)
-    beta: int = hp(16, "GLFK's channel expansion (Local beta/2, Fine beta)", low=2)
-    use_common: bool = hp(
-        True, "False: Table 5 'w/o Con' (no T_c/A_c/V_c, no fusion, no L_cl)"
-    )
-    use_specific: bool = hp(True, "False: Table 5 'w/o Spe' (no Subnets)")
-    contrastive: bool = hp(True, "False: Table 3 'w/o CL' (no L_cl)")
-    weighted: bool = hp(True, "False: Table 3 'w/o Weight' (unweighted L_cl)")
-    variant: str = hp(
-        "paper", "the contrastive loss: Sec. 3.4 (paper) or the released code (official); "
-        "either maps labels with label_scale", choices=("paper", "official"),
-    )
-    gamma: float = hp(0.05, "γ: weight of L_cl (paper variant: msakit's sweep)", low=0.0)
-    threshold: float = hp(0.4, "the weight function's threshold (Sec. 3.4)", low=0.0)
-    gain: float = hp(1.5, "the weight function's gain (Sec. 3.4)", low=0.0)
-    temperature: float = hp(0.1, "τ of L_cl", low=1e-12)
-    label_scale: float = hp(
-        3.0, "H: labels / H map to [-1, 1] in L_cl, under both variants (paper presets: the "
-        "data set's H; --preset authors: 3, on simsv2 1, as the released code)", low=1e-12
-    )
-
-    def check_combination(self) -> None:
-        if not (self.use_specific or (self.use_common and self.fusion != "none")):
-            raise MsakitError("clgsi: the head needs common or specific features (or both)")
+LOSSES = {"paper": IntensityGuidedContrastiveLoss, "official": OfficialIntensityContrastiveLoss}
+"""CLGSI's contrastive loss by ``variant``: the paper's (Sec. 3.4) or the released code's."""
 
 
 class GLFK(nn.Module):
@@ -335,16 +258,7 @@ class CLGSI(MSAModel):
             head_in += 3 * d_s
         self.head = Head(head_in, c.head_dim, c.head_dropout)
         self.contrastive = (
-            IntensityGuidedContrastiveLoss(
-                threshold=c.threshold,
-                gain=c.gain,
-                temperature=c.temperature,
-                # Under both variants: the preset's H (--preset authors: 3, simsv2 1, as the
-                # released code maps them; docs/readings.md, "CLGSI: paper vs the authors' code").
-                label_scale=c.label_scale,
-                variant=c.variant,
-                weighted=c.weighted,
-            )
+            contrastive_loss(c)
             if self.uses_contrastive
             else None
         )
@@ -370,25 +284,25 @@ class CLGSI(MSAModel):
         """The lengths a step reads: the valid ones, or the full padded length of ``x``."""
         return torch.full_like(lengths, x.size(1)) if padded else lengths
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
+    def forward(self, batch: Batch) -> ModelOutput:
         c = self.config
-        text_mask = batch["text"][:, 1] > 0  # (B, Lt)
+        text_mask = batch.text[:, 1] > 0  # (B, Lt)
         text_h = self.cached_text_features(batch)["seq_hidden"]  # (B, Lt, d_t)
-        audio, vision = batch["audio"], batch["vision"]
+        audio, vision = batch.audio, batch.vision
         unmasked = not c.encoder_mask
         full = self.reads_padding()  # padded output frames are read: compute them all
         audio_h, audio_mask = self.audio_encoder(
-            audio, self._lengths(audio, batch["audio_lengths"], unmasked), full_output=full
+            audio, self._lengths(audio, batch.audio_lengths, unmasked), full_output=full
         )
         vision_h, vision_mask = self.vision_encoder(
-            vision, self._lengths(vision, batch["vision_lengths"], unmasked), full_output=full
+            vision, self._lengths(vision, batch.vision_lengths, unmasked), full_output=full
         )
         reps: dict[str, torch.Tensor] = {}
         parts = []
         if self.config.use_common:
             last_padded = c.common_frame == "last_padded"
-            audio_at = self._lengths(audio, batch["audio_lengths"], last_padded)
-            vision_at = self._lengths(vision, batch["vision_lengths"], last_padded)
+            audio_at = self._lengths(audio, batch.audio_lengths, last_padded)
+            vision_at = self._lengths(vision, batch.vision_lengths, last_padded)
             reps["text"] = self.project_text(text_h[:, 0])  # [CLS]
             reps["audio"] = self.project_audio(last_valid(audio_h, audio_at))
             reps["vision"] = self.project_vision(last_valid(vision_h, vision_at))
@@ -410,200 +324,32 @@ class CLGSI(MSAModel):
         return ModelOutput(prediction=prediction, representations=reps)
 
     def compute_loss(
-        self,
-        output: ModelOutput,
-        batch: dict[str, torch.Tensor],
-        *,
-        gather: Gather = no_gather,
-        global_batch: int | None = None,
-        world_size: int = 1,
+        self, output: ModelOutput, batch: Batch, ctx: LossContext = LOCAL
     ) -> LossOutput:
-        task = l1_task(output, batch, global_batch, world_size)
+        task = l1_task(output, batch, ctx)
         if self.contrastive is None:
             zero = task.detach() * 0
             return LossOutput(task, task, zero)
         reps = output.representations
         cl = self.contrastive(
-            gather(reps["text"]), gather(reps["audio"]), gather(reps["vision"]),
-            gather(batch["labels"].to(output.prediction.dtype)),
+            ctx.gather(reps["text"]), ctx.gather(reps["audio"]), ctx.gather(reps["vision"]),
+            ctx.gather(batch.labels.to(output.prediction.dtype)),
         )
         return LossOutput(task + self.config.gamma * cl, task, cl)
 
     def parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
-        groups: dict[str, list[tuple[str, nn.Parameter]]] = {
-            "text": [], "audio": [], "vision": [], "other": []
-        }
-        for name, param in self.named_parameters():
-            if name.startswith("text_encoder."):
-                groups["text"].append((name, param))
-            elif name.startswith("audio_encoder."):
-                groups["audio"].append((name, param))
-            elif name.startswith("vision_encoder."):
-                groups["vision"].append((name, param))
-            else:
-                groups["other"].append((name, param))
-        return groups
+        return groups_by_prefix(self, {
+            "text": ("text_encoder.",),
+            "audio": ("audio_encoder.",),
+            "vision": ("vision_encoder.",),
+        })
 
 
-# --------------------------------------------------------------------------- presets
-# Table 7 of the paper (batch, learning rates, d_c, d_s) and Sec. 3.3 (Subnet reduction r = 8),
-# completed from the authors' released config (AZYoung233/CLGSI ``config/config_regression.py``)
-# where the paper is silent: weight decays, dropouts, encoder heads, schedule horizon (their
-# ``warm_up_epochs``), early-stop patience 8. γ and τ: msakit's sweep for the paper loss on MOSI
-# and SIMS, the authors' values on MOSEI (docs/readings.md, "CLGSI: γ and τ of the paper
-# variant"). Disagreements, where the paper is followed and the released setting is part of
-# ``--preset authors``: for MOSI, Table 7 gives visual-encoder lr 5e-3 and audio-encoder lr
-# 1e-3, the released config the other way round; the paper's r = 8, the released MOSI r = 2.
-# The text encoder is the paper's (Appendix C): bert-base-uncased for MOSI and MOSEI,
-# bert-base-chinese for SIMS, the tokenizers that wrote the MMSA files' ``text_bert`` ids.
-
-
-CLGSI_DATASET = {
-    "mosi": {
-        "run": {
-            "text_encoder": "bert-base-uncased",
-            "batch_size": 64,
-            "epochs": 75,
-            "lr": groups(5e-5, 1e-3, 5e-3, 1e-2),
-            "weight_decay": groups(0.01, 0.01, 0.001, 0.001),
-        },
-        "model": {},
-    },
-    "mosei": {
-        "run": {
-            "text_encoder": "bert-base-uncased",
-            "batch_size": 128,
-            "epochs": 40,
-            "lr": groups(5e-5, 5e-4, 5e-4, 2.5e-3),
-            "weight_decay": groups(0.001, 0.0, 0.0, 0.01),
-        },
-        "model": {
-            "common_dim": 128,
-            "specific_dim": 128,
-            "head_dim": 256,
-            "audio_heads": 2,
-            "vision_heads": 5,
-            "projection_dropout": 0.01,
-            "head_dropout": 0.1,
-            # paper variant, sweep: no setting tried beat contrastive=false on validation; the
-            # least bad was the authors' (0.48, τ 0.03), which stays
-            "gamma": 0.48,
-            "temperature": 0.03,
-        },
-    },
-    "sims": {
-        "run": {
-            "text_encoder": "bert-base-chinese",
-            "batch_size": 64,
-            "epochs": 95,
-            "lr": groups(5e-5, 5e-4, 5e-4, 5e-4),
-            "weight_decay": groups(0.001, 0.01, 0.01, 0.001),
-        },
-        "model": {
-            # Table 7: d_c = d_s = 64 on SIMS; the authors' config has 128 (post_text/audio/
-            # video_dim). msakit's choice: the paper's 64 with the config's head width d_f 256
-            # (the paper gives no d_f); --set common_dim=128 --set specific_dim=128 for the code.
-            "common_dim": 64,
-            "specific_dim": 64,
-            "head_dim": 256,
-            "audio_heads": 3,
-            "vision_heads": 1,
-            "projection_dropout": 0.4,
-            "head_dropout": 0.1,
-            "gamma": 0.3,  # paper variant, sweep (authors' config: 0.38, τ 0.03)
-            "temperature": 0.5,
-        },
-    },
-}
-# CH-SIMS v2 (neither paper has it): the SIMS preset, with attention heads that divide its
-# eGeMAPS audio width 25 (msakit's choice; SIMS's 3 do not). label_scale, on every data set,
-# is the data set's H (msakit.config.with_dataset).
-CLGSI_DATASET["simsv2"] = {
-    "run": copy.deepcopy(CLGSI_DATASET["sims"]["run"]),
-    "model": {**CLGSI_DATASET["sims"]["model"], "audio_heads": 5},
-}
-
-
-# ``--preset authors``: the authors' released code (AZYoung233/CLGSI ``config/
-# config_regression.py``, ``run.py``, ``data/load_data.py``, ``models/``,
-# ``trains/multiTask/CLGSI.py``) as changes to the paper preset of each data set; every
-# difference, with the paper's value and the authors', is tabulated in docs/readings.md ("CLGSI:
-# paper vs the authors' code"). Run values are whole field values (``lr`` is the full per-group
-# dict). Not expressible here: their text encoder (``--text-encoder``) and their initial weights'
-# random stream (``msakit import-weights`` loads their trained weights instead).
-# The released code's model computation, the same on every dataset.
-_AUTHORS_MODEL = {
-    "encoder_mask": False,  # AuVi_Encoder: nn.TransformerEncoder without a padding mask
-    "common_frame": "last_padded",  # audio[:, -1, :] / video[:, -1, :]
-    "subnet_pool": "padded",  # unimodal_skip_net: AdaptiveAvgPool2d over every position
-    "clone_encoder_layers": True,  # nn.TransformerEncoder deep-copies one encoder layer
-    "variant": "official",  # models/contrastive_loss.py
-    "label_scale": 3.0,  # ((y + 3) / 3) - 1 for every dataset name but 'simsv2' (below)
-    "temperature": 0.03,  # contrastive_loss's temperature
-}
-
-_AUTHORS_RUN = {
-    "sampler": "random",  # DataLoader(shuffle=True)
-    "seeds": [2222, 3333, 4444],  # run.py
-    "fractional_warmup": True,  # num_warmup_steps=0.1*total_steps, a float
-    "stop_at_horizon": False,  # `while True` until early stopping; warm_up_epochs = horizon
-}
-
-CLGSI_AUTHORS: dict[str, dict[str, dict[str, Any]]] = {
-    "mosi": {
-        # learning_rate_audio 5e-3, learning_rate_video 1e-3 (Table 7 swaps them)
-        "run": {**_AUTHORS_RUN, "lr": {"text": 5e-5, "audio": 5e-3, "vision": 1e-3, "other": 1e-2}},
-        # config_regression.py: weight of the CL term; skip_net_reduction 2 (the paper: r = 8)
-        "model": {**_AUTHORS_MODEL, "gamma": 0.95, "subnet_reduction": 2},
-    },
-    "mosei": {
-        "run": dict(_AUTHORS_RUN),
-        "model": {**_AUTHORS_MODEL, "gamma": 0.48},
-    },
-    "sims": {
-        "run": dict(_AUTHORS_RUN),
-        # post_text_dim = post_audio_dim = post_video_dim = 128 (Table 7: d_c = d_s = 64); the
-        # Subnets' output width is post_text_dim too
-        "model": {**_AUTHORS_MODEL, "common_dim": 128, "specific_dim": 128, "gamma": 0.38},
-    },
-}
-# CH-SIMS v2: the released code reads the file (load_data.py, config_regression.py's data set
-# entry) and its loss leaves simsv2 labels unscaled (label_map_reconstruction: H = 1), but it has
-# no CLGSI hyperparameters for it (datasetParas has mosi, mosei and sims only: their run.py
-# stops with a KeyError). msakit's completion: their SIMS entry, H = 1 as their loss does, and
-# the paper preset's 5 audio heads (SIMS's 3 do not divide v2's 25 audio features).
-CLGSI_AUTHORS["simsv2"] = {
-    "run": dict(CLGSI_AUTHORS["sims"]["run"]),
-    "model": {**CLGSI_AUTHORS["sims"]["model"], "label_scale": 1.0},
-    "note": "note: the authors' code has no CLGSI settings for simsv2; --preset authors uses "
-            "their SIMS settings with their simsv2 label mapping (label_scale=1.0) and 5 audio "
-            "heads (msakit's choice; docs/readings.md, \"CH-SIMS v2\")",
-}
-
-
-# ``msakit tune``'s ranges; each holds every preset's value (τ: 0.03 in --preset authors and on
-# MOSEI, 0.1 on MOSI, 0.5 on SIMS and SIMS v2; tests/test_tune.py checks every model's presets).
-SEARCH_SPACE = {
-    "lr.text": ("float", 1e-5, 1e-4, True),
-    "lr.audio": ("float", 1e-4, 1e-2, True),
-    "lr.vision": ("float", 1e-4, 1e-2, True),
-    "lr.other": ("float", 1e-4, 1e-2, True),
-    "gamma": ("float", 0.01, 1.5, True),
-    "temperature": ("float", 0.01, 1.0, True),
-    "threshold": ("float", 0.2, 0.8, False),
-    "projection_dropout": ("float", 0.0, 0.5, False),
-    "head_dropout": ("float", 0.0, 0.5, False),
-}
-
-SPEC = register_model(
-    ModelSpec(
-        name="clgsi",
-        title="CLGSI",
-        paper="Yang et al., Findings of NAACL 2024",
-        config=CLGSIConfig,
-        build=CLGSI,
-        presets=CLGSI_DATASET,
-        named_presets={"authors": CLGSI_AUTHORS},
-        search_space=SEARCH_SPACE,
-    )
-)
+def contrastive_loss(
+    c: CLGSIConfig,
+) -> IntensityGuidedContrastiveLoss | OfficialIntensityContrastiveLoss:
+    """The contrastive loss ``c`` configures: the class of ``c.variant`` with its κ, g, τ and H
+    (under both variants the preset's H: --preset authors 3, simsv2 1, as the released code
+    maps them; docs/readings.md, "CLGSI: paper vs the authors' code")."""
+    return LOSSES[c.variant](threshold=c.threshold, gain=c.gain, temperature=c.temperature,
+                             label_scale=c.label_scale, weighted=c.weighted)

@@ -1,9 +1,10 @@
 """ConKI: Contrastive Knowledge Injection (Yu et al., ACL Findings 2023).
 
 Reads top to bottom: insertion points, building blocks (adapter module, adapter, fusion
-network with its MLP head), the model, then its registration. Sections refer to the paper;
-every reading chosen is in docs/readings.md. The two-stage procedure (Algorithm 1) lives in
-:mod:`msakit.training.stages`.
+network with its MLP head), then the model; its config, presets and registration are the
+package's other modules. Sections refer to the paper; every reading chosen is in
+docs/readings.md. The two-stage procedure (Algorithm 1): the adapter stage is
+:mod:`msakit.models.conki.adapters`, run by :mod:`msakit.training.stages`.
 
 Per modality m in {t, v, a} (Sec. 3.3):
 
@@ -59,14 +60,11 @@ reading of w/o C3, kept under its own name).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from msakit.config import groups
-from msakit.config.model_config import ModelConfig, hp
 from msakit.encoders.packed_text import run_text_encoder
 from msakit.encoders.packing import pack_layout
 from msakit.encoders.sequence import PackedEncoderLayer, SequenceEncoder, masked_mean
@@ -75,133 +73,28 @@ from msakit.encoders.text import (
     text_encoder_config,
     text_encoder_from_config,
 )
-from msakit.errors import MsakitError
 from msakit.losses import HierarchicalContrastiveLoss
 from msakit.models.base import (
+    LOCAL,
+    Batch,
     Dims,
-    Gather,
+    LossContext,
     LossOutput,
     ModelOutput,
     MSAModel,
-    no_gather,
-    task_mean,
+    groups_by_prefix,
 )
-from msakit.models.registry import ModelSpec, register_model
-
-MODALITIES = ("text", "vision", "audio")  # the paper's order t, v, a
-LETTERS = {"t": "text", "v": "vision", "a": "audio"}
-TEXT_INSERT = ((1, 6, 11), 12)  # Appendix B: before BERT layers 1, 6, 11 of 12
-AV_INSERT = ((2,), 2)  # before layer 2 of the 2-layer audio/vision encoders
-ADAPTER_LAYERS = 2  # Transformer layers inside each adapter module (Sec. 3.3)
-FEEDFORWARD_RATIO = 4  # adapter feed-forward width / adapter_dim
-FUSIONS = ("gate", "modality")
-# What `msakit plot tsne` draws: pan-knowledge O_m and knowledge-specific A_m, paper order t, v, a.
-PLOT_NAMES = {
-    "pan_text": "$O_t$ (pan)", "pan_vision": "$O_v$ (pan)", "pan_audio": "$O_a$ (pan)",
-    "specific_text": "$A_t$ (specific)", "specific_vision": "$A_v$ (specific)",
-    "specific_audio": "$A_a$ (specific)",
-}
-POOLS = ("mean", "cls")
-
-
-def insertion_points(paper: tuple[tuple[int, ...], int], depth: int) -> list[int]:
-    """Indices k into the backbone's hidden states (k = input of layer k + 1), by relative depth.
-
-    ``paper`` is (1-based layers the paper inserts before, the paper's depth). The module before
-    layer l of P goes before layer floor((l - 1)·depth/P + 1/2) + 1, clamped to the last layer;
-    duplicates are dropped, order kept. ``insertion_points(TEXT_INSERT, 12) == [0, 5, 10]``.
-    """
-    layers, paper_depth = paper
-    points: list[int] = []
-    for layer in layers:
-        k = min(depth - 1, math.floor((layer - 1) * depth / paper_depth + 0.5))
-        if k not in points:
-            points.append(k)
-    return points
-
-
-def parse_modalities(spec: str) -> list[str]:
-    """A subset string such as ``"ta"`` -> modality names in the paper's order (t, v, a)."""
-    letters = set(spec)
-    if not spec or not letters <= set(LETTERS) or len(letters) != len(spec):
-        raise ValueError(f"modalities must be a non-empty subset of 't', 'v', 'a', got {spec!r}")
-    return [m for m in MODALITIES if m[0] in letters]
-
-
-@dataclass
-class ConKIConfig(ModelConfig, model="conki"):
-    """ConKI's hyperparameters. Defaults: Appendix B of the paper (MOSI); values the paper leaves
-    open are msakit's choice (docs/readings.md); per-dataset values are the presets at the end
-    of this file."""
-
-    shared_dim: int | None = hp(
-        None, "audio/vision width after the input projection; null = the text encoder's width "
-        "(the contrastive loss compares O_t with O_a, O_v)", low=1,
-    )
-    encoder_heads: int = hp(
-        4, "heads of the audio/vision Transformer encoders (msakit's choice)", low=1
-    )
-    encoder_layers: int = hp(2, "layers of the audio/vision encoders (Appendix B)", low=1)
-    feedforward: int = hp(
-        512, "feed-forward width of the audio/vision encoders (msakit's choice)", low=1
-    )
-    encoder_dropout: float = hp(
-        0.1, "dropout in the audio/vision encoders (msakit's choice)", low=0.0, high=1.0
-    )
-    adapter_dim: int = hp(
-        64, "width inside an adapter module, after FC down (msakit's choice)", low=1
-    )
-    adapter_heads: int = hp(4, "attention heads inside an adapter module (msakit's choice)", low=1)
-    adapter_dropout: float = hp(
-        0.1, "dropout inside the adapters (msakit's choice)", low=0.0, high=1.0
-    )
-    adapter_residual: bool = hp(
-        False, "True: K-Adapter's reading, module output = input + FC up"
-    )
-    adapter_pool: str = hp(
-        "mean", "A_m from the last module: mean over valid positions or position 0",
-        choices=POOLS,
-    )
-    fusion_dim: int = hp(
-        128, "width of each F_m, inner-modality fusion (msakit's choice)", low=1
-    )
-    fusion: str = hp(
-        "gate", "the fusion network's element-wise weighting: a sigmoid per element (gate) or "
-        "one softmax weight per modality (modality)", choices=FUSIONS,
-    )
-    head_dim: int = hp(
-        128, "hidden width of the MLP after the fusion network (msakit's choice)", low=1
-    )
-    head_dropout: float = hp(0.1, "dropout in that MLP (msakit's choice)", low=0.0, high=1.0)
-    modalities: str = hp("tva", "any non-empty subset of t, v, a (Table 4)")
-    use_adapters: bool = hp(True, "False: Table 5 'w/o C2' (no A_m)")
-    use_pan_knowledge: bool = hp(
-        True, "False: Table 5 'w/o C3' (no O_m; the adapters still read the encoders)"
-    )
-    pretrained_encoders: bool = hp(
-        True, "False: the text encoder re-initialised at random (an earlier reading of w/o C3)"
-    )
-    adapter_lr: float | None = hp(
-        5e-5, "lr of adapters trained in stage 2 without --adapters (w/o C1); null: group "
-        "'other'", low=1e-300,
-    )
-    contrastive: bool = hp(True, "False: Table 5 'w/o C4' (no L_con)")
-    use_n1: bool = hp(True, "False: Table 5 'w/o N1'")
-    lam: float = hp(0.01, "λ: weight of L_con, Eq. (5)", low=0.0)
-    temperature: float = hp(0.07, "τ of L_con", low=1e-12)
-    external: str = hp(
-        "mosei", "the external data set of stage 1 (its metrics are computed as for it)"
-    )
-
-    def check_combination(self) -> None:
-        try:
-            parse_modalities(self.modalities)
-        except ValueError as exc:
-            raise MsakitError(f"conki {exc}") from None
-        if not (self.use_pan_knowledge or self.use_adapters):
-            raise MsakitError(
-                "conki needs pan-knowledge or adapters (use_pan_knowledge or use_adapters)"
-            )
+from msakit.models.conki.config import (
+    ADAPTER_LAYERS,
+    AV_INSERT,
+    FEEDFORWARD_RATIO,
+    FUSIONS,
+    PLOT_NAMES,
+    TEXT_INSERT,
+    ConKIConfig,
+    insertion_points,
+    parse_modalities,
+)
 
 
 class AdapterModule(nn.Module):
@@ -384,11 +277,11 @@ class ConKI(MSAModel):
                 features[f"seq_hidden_{k}"] = out.hidden_states[k]
         return features
 
-    def encode_text(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    def encode_text(self, batch: Batch) -> tuple[torch.Tensor, ...]:
         """MMSA text rows (or their cached features) -> (O_t (B, d_t), A_t (B, d_t) or None).
 
         O_t is returned even with ``use_pan_knowledge=False`` (``forward`` leaves it out)."""
-        text = batch["text"]
+        text = batch.text
         mask = text[:, 1] > 0  # (B, Lt)
         features = self.cached_text_features(batch)
         adapter = getattr(self, "adapter_text", None)
@@ -420,13 +313,13 @@ class ConKI(MSAModel):
         """Adapter output (B, L, d) -> A_m (B, d): mean over valid positions, or position 0."""
         return masked_mean(x, mask) if self.config.adapter_pool == "mean" else x[:, 0]
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
+    def forward(self, batch: Batch) -> ModelOutput:
         reps: dict[str, torch.Tensor] = {}
         for m in self.modalities:
             if m == "text":
                 pan, specific = self.encode_text(batch)
             else:
-                pan, specific = self.encode_sequence(m, batch[m], batch[f"{m}_lengths"])
+                pan, specific = self.encode_sequence(m, batch.sequence(m), batch.lengths(m))
             if self.config.use_pan_knowledge:
                 reps[f"pan_{m}"] = pan  # O_m
             if specific is not None:
@@ -440,22 +333,16 @@ class ConKI(MSAModel):
 
     # ------------------------------------------------------------------ loss
     def compute_loss(
-        self,
-        output: ModelOutput,
-        batch: dict[str, torch.Tensor],
-        *,
-        gather: Gather = no_gather,
-        global_batch: int | None = None,
-        world_size: int = 1,
+        self, output: ModelOutput, batch: Batch, ctx: LossContext = LOCAL
     ) -> LossOutput:
-        labels = batch["labels"].to(output.prediction.dtype)
-        task = task_mean((output.prediction - labels) ** 2, global_batch, world_size)  # Eq. (4)
+        labels = batch.labels.to(output.prediction.dtype)
+        task = ctx.mean((output.prediction - labels) ** 2)  # Eq. (4)
         if self.contrastive is None:
             return LossOutput(task, task, task.detach() * 0)
         reps = output.representations
-        all_labels = gather(labels)
+        all_labels = ctx.gather(labels)
         blocks = [
-            [gather(reps[f"{kind}_{m}"]) for m in self.modalities]
+            [ctx.gather(reps[f"{kind}_{m}"]) for m in self.modalities]
             for kind in ("pan", "specific")
             if f"{kind}_{self.modalities[0]}" in reps
         ]
@@ -478,28 +365,13 @@ class ConKI(MSAModel):
     def parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
         """text: the text encoder; audio / vision: projection + encoder; adapters: the adapters
         when ``adapter_lr`` is set (else they are in other); other: the rest."""
-        groups: dict[str, list[tuple[str, nn.Parameter]]] = {
-            "text": [],
-            "audio": [],
-            "vision": [],
-            "other": [],
-        }
-        own_group = self.config.adapter_lr is not None
-        if own_group:
-            groups["adapters"] = []
-        for name, param in self.named_parameters():
-            head = name.split(".", 1)[0]
-            if own_group and head.startswith("adapter_"):
-                groups["adapters"].append((name, param))
-            elif head == "text_encoder":
-                groups["text"].append((name, param))
-            elif head in ("audio_encoder", "project_audio"):
-                groups["audio"].append((name, param))
-            elif head in ("vision_encoder", "project_vision"):
-                groups["vision"].append((name, param))
-            else:
-                groups["other"].append((name, param))
-        return groups
+        own = {"adapters": ("adapter_",)} if self.config.adapter_lr is not None else {}
+        return groups_by_prefix(self, {
+            **own,
+            "text": ("text_encoder.",),
+            "audio": ("audio_encoder.", "project_audio."),
+            "vision": ("vision_encoder.", "project_vision."),
+        })
 
     def optimizer_settings(self, config: Any) -> dict[str, tuple[float, float]]:
         """The RunConfig's groups, and adapters at ``adapter_lr`` with other's weight decay.
@@ -592,77 +464,3 @@ class _HiddenStates:
 
     def __getitem__(self, k: int) -> torch.Tensor:
         return self.features[f"seq_hidden_{k}"][:, : self.length]
-
-
-# --------------------------------------------------------------------------- presets
-# Appendix B: fine-tuning batch 32, up to 200 epochs, lrs 5e-6 encoders / 1e-6 others with weight
-# decay 1e-3 on MOSI and SIMS; 5e-6 text / 5e-5 others on MOSEI; τ 0.07; λ 0.01 or 0.001; the
-# adapter pretraining stage (10 epochs, lr 5e-5, one epoch of linear warm-up). ConKI uses the
-# uncased 12-layer BERT everywhere and reads SIMS in English translation (Appendix C), so its
-# SIMS preset names bert-base-uncased; the standard SIMS file (Chinese ids) is refused by the
-# vocabulary check until ``msakit retokenize --texts`` gives it the English texts' ids.
-
-
-# Appendix B: batch 32, up to 200 epochs; lrs "for encoders and other components" 5e-6 / 1e-6
-# with weight decay 1e-3 on MOSI and SIMS, 5e-6 text / 5e-5 others on MOSEI. The paper names
-# no fine-tuning schedule: constant learning rates (msakit's choice). Early stopping (20 epochs
-# without a better validation MAE) is msakit's choice; the paper trains 200 epochs and tests the
-# best validation epoch (--set early_stop=200). The paper gives no weight decay for MOSEI:
-# 1e-3 as on MOSI/SIMS is msakit's choice.
-_CONKI_RUN = {
-    "text_encoder": "bert-base-uncased",  # Appendix B; SIMS in English translation (Appendix C)
-    "batch_size": 32,
-    "epochs": 200,
-    "early_stop": 20,
-    "warmup": 0.0,
-    "schedule": "constant",
-    "weight_decay": groups(1e-3, 1e-3, 1e-3, 1e-3),
-}
-
-CONKI_DATASET = {
-    "mosi": {
-        "run": {**_CONKI_RUN, "lr": groups(5e-6, 5e-6, 5e-6, 1e-6)},
-        "model": {"external": "mosei", "lam": 0.01},
-    },
-    "mosei": {
-        "run": {**_CONKI_RUN, "lr": groups(5e-6, 5e-5, 5e-5, 5e-5)},
-        "model": {"external": "mosi", "lam": 0.001},
-    },
-    "sims": {
-        "run": {**_CONKI_RUN, "lr": groups(5e-6, 5e-6, 5e-6, 1e-6)},
-        "model": {"external": "mosei", "lam": 0.01},
-    },
-}
-
-# Stage 1 of ConKI (Appendix B, Algorithm 1): adapters + fusion + head on the external data set
-# with the encoders frozen and the task loss only; 10 epochs, lr 5e-5, one epoch of linear
-# warm-up (then linear decay), the best validation epoch kept. Other run settings (batch...)
-# come from the target's preset.
-CONKI_PRETRAIN = {
-    "epochs": 10,
-    "lr": groups(5e-5, 5e-5, 5e-5, 5e-5),
-    "weight_decay": groups(0.0, 0.0, 0.0, 0.0),
-    "warmup_epochs": 1,
-    "schedule": "linear",
-}
-
-SEARCH_SPACE = {
-    "lr.text": ("float", 1e-6, 5e-5, True),
-    "lr.other": ("float", 1e-6, 1e-4, True),
-    "lam": ("float", 1e-4, 1e-1, True),
-    "temperature": ("float", 0.03, 0.3, True),
-    "adapter_dropout": ("float", 0.0, 0.3, False),
-    "head_dropout": ("float", 0.0, 0.5, False),
-}
-
-SPEC = register_model(
-    ModelSpec(
-        name="conki",
-        title="ConKI",
-        paper="Yu et al., Findings of ACL 2023",
-        config=ConKIConfig,
-        build=ConKI,
-        presets=CONKI_DATASET,
-        search_space=SEARCH_SPACE,
-    )
-)
