@@ -172,7 +172,7 @@ def test_generic_code_reads_model_settings_as_attributes():
     pattern = re.compile(r"(config\.model|model_config)\[\s*['\"]")
     offenders = []
     for path in SRC.rglob("*.py"):
-        if path.parent.name == "models":
+        if path.relative_to(SRC).parts[0] == "models":  # a method's own code may
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Subscript) and pattern.search(ast.unparse(node)):
