@@ -174,7 +174,9 @@ def test_extract_uses_only_the_layers_below_it():
     assert not found, found
 
 
-MODEL_NAMES = ("clgsi", "conki", "tfn", "lmf", "mult", "misa", "self_mm", "mmim")
+MODEL_NAMES = ("clgsi", "conki", "tfn", "lmf", "mult", "misa", "self_mm", "mmim", "lf_dnn",
+               "ef_lstm", "mfn", "graph_mfn", "mtfn", "mlmf", "mlf_dnn", "bert_mag", "mfm",
+               "mctn")
 """The built-in models (``msakit.models.registry.BUILTIN``); generic code names none."""
 GENERIC = ("training", "reporting", "api.py", "cli.py", "tune.py", "bench.py", "inference.py",
            "importing.py", "rerun.py")
@@ -248,6 +250,12 @@ def test_generic_code_names_no_model():
         if hits:
             found[path.relative_to(SRC).as_posix()] = hits
     assert not found, "\n".join(f"{k}: {'; '.join(v)}" for k, v in found.items())
+
+
+def test_the_model_name_scan_covers_every_built_in_model():
+    from msakit.models.registry import BUILTIN
+
+    assert set(MODEL_NAMES) == set(BUILTIN)
 
 
 def test_the_model_name_scan_finds_names_and_ignores_prose():

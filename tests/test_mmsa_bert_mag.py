@@ -35,13 +35,13 @@ from msakit.data.batching import collate
 from msakit.data.mmsa import load_feature_file
 from msakit.encoders.text import load_text_encoder
 from msakit.errors import MsakitError
+from msakit.models.align import mmsa_avg_pool
 from msakit.models.base import Dims
 from msakit.models.bert_mag import (
     BERT_MAG,
     BERTMAGConfig,
     additive_mask,
     bert_mag_from_mmsa,
-    mmsa_avg_pool,
 )
 from msakit.models.registry import preset
 
@@ -146,7 +146,7 @@ def test_aligned_file_lengths_are_the_token_counts(setup):
     np.testing.assert_array_equal(split.audio_lengths, tokens)
     np.testing.assert_array_equal(split.vision_lengths, tokens)
     batch = collate(split, np.arange(5), trim=True)
-    assert batch["audio"].shape[1] == batch["vision"].shape[1] == batch["text"].shape[2]
+    assert batch.audio.shape[1] == batch.vision.shape[1] == batch.text.shape[2]
 
 
 def test_avg_pool_is_mmsas_align_subnet():

@@ -17,7 +17,8 @@ from mmsa_reference import (
 
 from msakit.data.mmsa import load_feature_file
 from msakit.errors import MsakitError
-from msakit.models.ef_lstm import EFLSTM, EFLSTMConfig, import_mmsa, mmsa_align
+from msakit.models.align import mmsa_avg_pool
+from msakit.models.ef_lstm import EFLSTM, EFLSTMConfig, import_mmsa
 from msakit.models.import_weights import check_mapped
 from msakit.models.registry import preset
 
@@ -73,7 +74,7 @@ def test_alignment_is_mmsas_avg_pool():
     for length in (3, 4, 11, 20):
         net = AlignSubNet(EasyDict(feature_dims=[3, 3, 3], seq_lens=[length, 11, 11]),
                           "avg_pool")
-        assert torch.equal(mmsa_align(x, length), net(torch.zeros(2, length, 3), x, x)[1])
+        assert torch.equal(mmsa_avg_pool(x, length), net(torch.zeros(2, length, 3), x, x)[1])
 
 
 @pytest.mark.parametrize("dataset", ["mosi", "mosei", "sims"])
@@ -99,7 +100,7 @@ def test_import_names_bad_entries(files):
 
 def test_another_text_length_is_one_error(files):
     _, ours, _, batch = pair(files["mosi"], "mosi")
-    shorter = {k: v[:, :40] if k in ("text_features", "audio", "vision") else v
-               for k, v in batch.items()}
+    shorter = batch.replace(text_features=batch.text_features[:, :40],
+                            audio=batch.audio[:, :40], vision=batch.vision[:, :40])
     with pytest.raises(MsakitError, match="built for 50 text positions.*the data has 40"):
         ours.eval()(shorter)

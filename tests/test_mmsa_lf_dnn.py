@@ -77,12 +77,13 @@ def test_valid_padding_ignores_padded_content(files):
     """padding="valid" reads valid frames and tokens only; MMSA's reading sees the padding."""
     _, ours, _, batch = pair(files["mosi"], "mosi")
     ours.eval()
-    changed = dict(batch)
+    changes = {}
     for key in ("audio", "vision"):
-        frames = torch.arange(batch[key].size(1))
-        pad = frames[None, :] >= batch[f"{key}_lengths"][:, None]
-        changed[key] = batch[key] + 5.0 * pad[:, :, None]
-    changed["text_features"] = batch["text_features"] + 5.0 * (batch["text"][:, 1] == 0)[..., None]
+        x = batch.sequence(key)
+        pad = torch.arange(x.size(1))[None, :] >= batch.lengths(key)[:, None]
+        changes[key] = x + 5.0 * pad[:, :, None]
+    changes["text_features"] = batch.text_features + 5.0 * (batch.text[:, 1] == 0)[..., None]
+    changed = batch.replace(**changes)
     with torch.no_grad():
         assert not torch.allclose(ours(batch).prediction, ours(changed).prediction)
         ours.config.padding = "valid"

@@ -110,9 +110,9 @@ def test_unaligned_file_pads_the_shorter_modalities(files):
     ff = load_feature_file(files["unaligned"], text_features=True)
     model = MCTN(MCTNConfig(hidden=HIDDEN), Dims.of(ff)).eval()
     batch = collate(ff.splits["valid"], np.arange(3), trim=False)
-    padded = dict(batch)
-    for key in ("audio", "vision"):
-        padded[key] = torch.nn.functional.pad(batch[key], (0, 0, 0, 50 - batch[key].size(1)))
+    padded = batch.replace(**{
+        key: torch.nn.functional.pad(x, (0, 0, 0, 50 - x.size(1)))
+        for key, x in (("audio", batch.audio), ("vision", batch.vision))})
     with torch.no_grad():
         torch.testing.assert_close(model(batch).prediction, model(padded).prediction)
         model.config.sequence_axis = "time"

@@ -130,7 +130,7 @@ def test_evaluation_loss_is_the_l1_term(files):
     with torch.no_grad():
         out = ours(batch)
         losses = ours.compute_loss(out, batch)
-    l1 = (out.prediction - batch["labels"]).abs().mean()
+    l1 = (out.prediction - batch.labels).abs().mean()
     torch.testing.assert_close(losses.loss, l1)
 
 

@@ -69,7 +69,7 @@ def test_aligned_reading_uses_the_sequences(files):
     """MMSA's reading sees the time means only (reversing the frames changes nothing);
     audio_vision="aligned" reads each step's own frame (reversing them changes the output)."""
     _, ours, _, batch = pair(files["mosi"], "mosi")
-    reversed_frames = dict(batch, audio=batch["audio"].flip(1), vision=batch["vision"].flip(1))
+    reversed_frames = batch.replace(audio=batch.audio.flip(1), vision=batch.vision.flip(1))
     ours.eval()
     with torch.no_grad():
         mean = ours(batch).prediction

@@ -224,10 +224,10 @@ def test_trainer_runs_the_two_passes_with_their_own_optimizers(data_file, tiny_b
 
     model.start_phase = recording
     trainer.fit()
-    assert [p.name for p in trainer.phases] == ["mmilb", "main"]
-    assert all(type(o) is torch.optim.Adam for o in trainer.optimizers.values())
+    assert [p.name for p in trainer.prepared.phases] == ["mmilb", "main"]
+    assert all(type(o) is torch.optim.Adam for o in trainer.prepared.optimizers.values())
     # MMSA decays every BERT parameter: no no-decay group for the text encoder.
-    names = [g["name"] for o in trainer.optimizers.values() for g in o.param_groups]
+    names = [g["name"] for o in trainer.prepared.optimizers.values() for g in o.param_groups]
     assert sorted(names) == ["audio", "mmilb", "other", "text", "vision"]
     end = {k: p.detach().clone() for k, p in model.named_parameters()}
 
@@ -252,9 +252,9 @@ def test_trainer_runs_the_two_passes_with_their_own_optimizers(data_file, tiny_b
     again = Trainer(model, dataclasses.replace(config, epochs=2), features.splits["train"],
                     features.splits["valid"], seed=1, quiet=True, run_dir=tmp_path, resume=True)
     again.prepare()
-    assert again.start_epoch == 1
-    for name, optimizer in trainer.optimizers.items():
-        restored = again.optimizers[name].state_dict()["state"]
+    assert again.prepared.start_epoch == 1
+    for name, optimizer in trainer.prepared.optimizers.items():
+        restored = again.prepared.optimizers[name].state_dict()["state"]
         for index, state in optimizer.state_dict()["state"].items():
             assert torch.equal(restored[index]["exp_avg"], state["exp_avg"]), name
 

@@ -78,7 +78,7 @@ def test_evaluation_loss_is_the_fusion_l1(files):
     with torch.no_grad():
         output = ours(batch)
         loss = ours.compute_loss(output, batch)
-    assert torch.allclose(loss.loss, (output.prediction - batch["labels"]).abs().mean())
+    assert torch.allclose(loss.loss, (output.prediction - batch.labels).abs().mean())
 
 
 def test_a_file_without_unimodal_labels_is_refused_by_name(files):

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from msakit.data.batching import Batch
+
 UNK = 100
 """[UNK] in bert-base-uncased's and bert-base-chinese's vocabularies (MMSA's constant)."""
 MODALITIES = ("text", "audio", "vision")
@@ -60,22 +62,24 @@ def kept_positions(split, rates: MissingRates) -> dict[str, np.ndarray]:
     return kept
 
 
-def with_missing(batch: dict[str, torch.Tensor], kept: dict[str, np.ndarray],
+def with_missing(batch: Batch, kept: dict[str, np.ndarray],
                  indices: np.ndarray) -> dict[str, torch.Tensor]:
-    """A new batch with the samples ``indices`` of the split whose masks ``kept`` holds:
-    ``{m}_kept`` (B, L) float (1 = present), ``text_missing`` (B, 3, L) with the dropped tokens'
-    ids set to [UNK], ``audio_missing`` / ``vision_missing`` with the dropped frames zeroed.
-    The masks are cut to the batch's (possibly trimmed) lengths."""
-    out = dict(batch)
+    """The tensors of ``batch`` (:meth:`Batch.as_dict`), the samples ``indices`` of the split
+    whose masks ``kept`` holds, with ``{m}_kept`` (B, L) float (1 = present), ``text_missing``
+    (B, 3, L) with the dropped tokens' ids set to [UNK], ``audio_missing`` / ``vision_missing``
+    with the dropped frames zeroed. The masks are cut to the batch's (possibly trimmed)
+    lengths."""
+    out = batch.as_dict()
     for m in MODALITIES:
-        length = batch["text"].size(2) if m == "text" else batch[m].size(1)
+        length = batch.text.size(2) if m == "text" else batch.sequence(m).size(1)
         out[f"{m}_kept"] = torch.from_numpy(kept[m][indices, :length]).to(torch.float32)
-    text = batch["text"].clone()
+    text = batch.text.clone()
     valid = text[:, 1].to(torch.float32)
     keep = out["text_kept"]
     # MMSA's formula: kept ids, UNK where a valid token was dropped.
     text[:, 0] = (keep * text[:, 0] + UNK * (valid - keep)).to(text.dtype)
     out["text_missing"] = text
     for m in MODALITIES[1:]:
-        out[f"{m}_missing"] = batch[m] * out[f"{m}_kept"].to(batch[m].dtype).unsqueeze(-1)
+        x = batch.sequence(m)
+        out[f"{m}_missing"] = x * out[f"{m}_kept"].to(x.dtype).unsqueeze(-1)
     return out

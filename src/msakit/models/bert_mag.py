@@ -17,8 +17,8 @@ Alignment: MMSA reads its ``aligned_50.pkl`` on MOSI and MOSEI (``need_data_alig
 reads aligned files as they are (their lengths are the text mask's, see README "Aligned
 files"). SIMS has no aligned file: MMSA's ``AlignSubNet("avg_pool")`` (``need_model_aligned``)
 then averages the file's audio and vision frames down to the text length, which
-:func:`mmsa_avg_pool` computes, padded frames included, as MMSA does. Readings and the
-proof: docs/readings.md, "BERT-MAG, MFM, MCTN".
+:func:`msakit.models.align.mmsa_avg_pool` computes, padded frames included, as MMSA does.
+Readings and the proof: docs/readings.md, "BERT-MAG, MFM, MCTN".
 """
 
 from __future__ import annotations
@@ -32,23 +32,10 @@ from torch.nn import functional as F
 from msakit.config import groups
 from msakit.config.model_config import ModelConfig, hp
 from msakit.encoders.text import bert_inputs
-from msakit.models.base import Dims, L1Regression, ModelOutput, groups_by_prefix
+from msakit.models.align import mmsa_avg_pool
+from msakit.models.base import Batch, Dims, L1Regression, ModelOutput, groups_by_prefix
 from msakit.models.import_weights import ModuleRule, rename_modules
 from msakit.models.registry import ModelSpec, register_model
-
-
-def mmsa_avg_pool(x: torch.Tensor, length: int) -> torch.Tensor:
-    """(B, T, D) -> (B, length, D): MMSA's ``AlignSubNet`` in ``avg_pool`` mode.
-
-    Unchanged when T == length. Otherwise the last frame is repeated up to p x length frames
-    (p = ceil(T / length)) and output position j is the mean of frames j, j + length, ...,
-    j + (p - 1) length: MMSA's ``view(B, p, length, D).mean(1)``, strided, not windows."""
-    frames = x.size(1)
-    if frames == length:
-        return x
-    pool = -(-frames // length)
-    padded = torch.cat([x, x[:, -1:].expand(-1, pool * length - frames, -1)], dim=1)
-    return padded.view(x.size(0), pool, length, x.size(2)).mean(dim=1)
 
 
 def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -122,11 +109,11 @@ class BERT_MAG(L1Regression):  # noqa: N801 (MMSA's name)
     def trains_text_encoder(self) -> bool:
         return True  # BERT's input depends on audio and vision: its outputs are never cached
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
-        text = batch["text"]
+    def forward(self, batch: Batch) -> ModelOutput:
+        text = batch.text
         length = text.size(2)
-        audio = mmsa_avg_pool(batch["audio"], length)
-        vision = mmsa_avg_pool(batch["vision"], length)
+        audio = mmsa_avg_pool(batch.audio, length)
+        vision = mmsa_avg_pool(batch.vision, length)
         bert, inputs = self.text_encoder, bert_inputs(text)
         embedded = bert.embeddings(input_ids=inputs["input_ids"],
                                    token_type_ids=inputs["token_type_ids"])
@@ -165,8 +152,10 @@ def _mmsa_run(lr: float, text_encoder: str) -> dict:
     """MMSA's trainer: Adam over every parameter at one learning rate, weight decay 0, batch
     32, no schedule, no clipping, early stop after 8 epochs without a better validation
     result and no epoch limit."""
-    return {"text_encoder": text_encoder, "batch_size": 32, "lr": groups(lr, lr, lr, lr),
-            "weight_decay": groups(0.0, 0.0, 0.0, 0.0), "optimizer": "adam",
+    return {"text_encoder": text_encoder, "batch_size": 32,
+            "lr": groups(text=lr, audio=lr, vision=lr, other=lr),
+            "weight_decay": groups(text=0.0, audio=0.0, vision=0.0, other=0.0),
+            "optimizer": "adam",
             "schedule": "constant", "warmup": 0.0, "early_stop": 8, "stop_at_horizon": False}
 
 

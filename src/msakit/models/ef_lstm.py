@@ -6,7 +6,7 @@ and MOSEI: one audio and one vision frame per token, no lengths; msakit reads th
 files, :func:`msakit.data.mmsa.load_feature_file`). Where audio or vision is longer or shorter
 than the text (SIMS, which has no aligned file, or an unaligned file), the sequences are first
 brought to the text's padded length as MMSA's ``AlignSubNet("avg_pool")`` does
-(:func:`mmsa_align`).
+(:func:`msakit.models.align.mmsa_avg_pool`).
 
 At each of the Lt positions the text features, audio and vision are concatenated; BatchNorm over
 the positions (``BatchNorm1d(Lt)``: each position normalised over the batch and the features),
@@ -25,36 +25,22 @@ from torch.nn import functional as F
 
 from msakit.config.model_config import ModelConfig, hp
 from msakit.errors import MsakitError
-from msakit.models.base import Dims, L1Regression, ModelOutput, groups_by_prefix
+from msakit.models.align import mmsa_avg_pool
+from msakit.models.base import Batch, Dims, L1Regression, ModelOutput, groups_by_prefix
 from msakit.models.import_weights import rename_mmsa
 from msakit.models.lf_dnn import mmsa_adam_run
 from msakit.models.registry import ModelSpec, register_model
 from msakit.models.tfn import text_width
 
 
-def mmsa_align(x: torch.Tensor, length: int) -> torch.Tensor:
-    """(B, L, D) -> (B, ``length``, D) as MMSA's ``AlignSubNet`` in ``avg_pool`` mode: the
-    sequence is padded with copies of its last frame to a multiple k x ``length`` and viewed
-    as (B, k, length, D); output position i is the mean of frames i, i + length, ...,
-    i + (k - 1) length (MMSA's reshape, not a window of neighbouring frames). A sequence of
-    ``length`` frames is returned as it is."""
-    frames = x.size(1)
-    if frames == length:
-        return x
-    pool = -(-frames // length)  # ceil
-    pad = pool * length - frames
-    padded = torch.cat([x, x[:, -1:].expand(-1, pad, -1)], dim=1)
-    return padded.view(x.size(0), pool, length, x.size(2)).mean(dim=1)
-
-
-def aligned_inputs(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+def aligned_inputs(batch: Batch) -> tuple[torch.Tensor, ...]:
     """The batch's text features, audio and vision at the text's padded length (MMSA's
     ``need_model_aligned``: unchanged when all three already have the same length)."""
-    text, audio, vision = batch["text_features"], batch["audio"], batch["vision"]
+    text, audio, vision = batch.text_features, batch.audio, batch.vision
     length = text.size(1)
     if audio.size(1) == vision.size(1) == length:
         return text, audio, vision
-    return text, mmsa_align(audio, length), mmsa_align(vision, length)
+    return text, mmsa_avg_pool(audio, length), mmsa_avg_pool(vision, length)
 
 
 @dataclass
@@ -87,7 +73,7 @@ class EFLSTM(L1Regression):
     def reads_padding(self) -> bool:
         return True
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
+    def forward(self, batch: Batch) -> ModelOutput:
         x = torch.cat(aligned_inputs(batch), dim=-1)
         if x.size(1) != self.norm.num_features:  # BatchNorm over positions: one length only
             raise MsakitError(f"EF-LSTM was built for {self.norm.num_features} text positions "

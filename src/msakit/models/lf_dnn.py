@@ -24,7 +24,7 @@ from torch.nn import functional as F
 
 from msakit.config import groups
 from msakit.config.model_config import ModelConfig, hp
-from msakit.models.base import Dims, L1Regression, ModelOutput, groups_by_prefix
+from msakit.models.base import Batch, Dims, L1Regression, ModelOutput, groups_by_prefix
 from msakit.models.import_weights import rename_mmsa
 from msakit.models.registry import ModelSpec, register_model
 from msakit.models.tfn import (
@@ -90,10 +90,10 @@ class LFDNN(L1Regression):
     def reads_padding(self) -> bool:
         return self.config.padding == "mmsa"
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
+    def forward(self, batch: Batch) -> ModelOutput:
         audio, vision, text_lengths = pooled_inputs(batch, self.config.padding == "valid")
         reps = {
-            "text": self.text_net(batch["text_features"], text_lengths),
+            "text": self.text_net(batch.text_features, text_lengths),
             "audio": self.audio_net(audio),
             "vision": self.vision_net(vision),
         }
@@ -121,8 +121,10 @@ def mmsa_adam_run(batch_size: int, lr: float, weight_decay: float) -> dict:
     """MMSA's single-task trainer (LF_DNN, EF_LSTM, MFN, Graph_MFN): ``Adam(model.parameters(),
     lr, weight_decay)``, no schedule, L1 loss, early stop after 8 epochs without a better
     validation result (MMSA trains until then; 200 is a cap)."""
-    return {"text_encoder": None, "batch_size": batch_size, "lr": groups(lr, lr, lr, lr),
-            "weight_decay": groups(weight_decay, weight_decay, weight_decay, weight_decay),
+    return {"text_encoder": None, "batch_size": batch_size,
+            "lr": groups(text=lr, audio=lr, vision=lr, other=lr),
+            "weight_decay": groups(text=weight_decay, audio=weight_decay, vision=weight_decay,
+                                   other=weight_decay),
             "optimizer": "adam", "schedule": "constant", "warmup": 0.0, "epochs": 200,
             "early_stop": 8}
 

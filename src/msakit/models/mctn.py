@@ -40,14 +40,15 @@ from msakit.config import groups
 from msakit.config.model_config import ModelConfig, hp
 from msakit.errors import MsakitError
 from msakit.models.base import (
+    LOCAL,
+    Batch,
     Dims,
-    Gather,
+    LossContext,
     LossOutput,
     ModelOutput,
     MSAModel,
     groups_by_prefix,
     l1_task,
-    no_gather,
 )
 from msakit.models.import_weights import rename_mmsa
 from msakit.models.registry import ModelSpec, register_model
@@ -182,13 +183,13 @@ class MCTN(MSAModel):
                     "sequence_axis=time: over each sample's steps)")
         return None
 
-    def _inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def _inputs(self, batch: Batch) -> dict[str, torch.Tensor]:
         """The three modalities (S, N, W): the first max_seq_len steps, widths padded to W.
 
         ``batch`` axis: the steps are the N axis, which every modality must share; MMSA's code
         fails unless they have as many, msakit pads the shorter ones with zero steps."""
-        keys = {"text": "text_features", "audio": "audio", "vision": "vision"}
-        x = {k: batch[v][:, :self.config.max_seq_len] for k, v in keys.items()}
+        full = {"text": batch.text_features, "audio": batch.audio, "vision": batch.vision}
+        x = {k: v[:, :self.config.max_seq_len] for k, v in full.items()}
         if self.config.sequence_axis == "time":
             return {k: F.pad(v, (0, self.width - v.size(2))).transpose(0, 1)
                     for k, v in x.items()}
@@ -196,7 +197,7 @@ class MCTN(MSAModel):
         return {k: F.pad(v, (0, self.width - v.size(2), 0, steps - v.size(1)))
                 for k, v in x.items()}
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
+    def forward(self, batch: Batch) -> ModelOutput:
         x = self._inputs(batch)
         joint, vision = self.cycle(x["text"], x["vision"])
         _, text = self.cycle(vision, x["text"])
@@ -209,16 +210,10 @@ class MCTN(MSAModel):
                                                                strict=True)})
 
     def compute_loss(
-        self,
-        output: ModelOutput,
-        batch: dict[str, torch.Tensor],
-        *,
-        gather: Gather = no_gather,
-        global_batch: int | None = None,
-        world_size: int = 1,
+        self, output: ModelOutput, batch: Batch, ctx: LossContext = LOCAL
     ) -> LossOutput:
         """L1 + translation_weight x (the three translations' MSEs), MMSA's ``loss_all``."""
-        task = l1_task(output, batch, global_batch, world_size)
+        task = l1_task(output, batch, ctx)
         t = output.terms
         translation = self.config.translation_weight * sum(
             F.mse_loss(t[f"{m}_hat"], t[f"{m}_true"]) for m in ("vision", "text", "audio"))
@@ -271,8 +266,10 @@ def mctn_from_mmsa(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 MMSA_RUN = {  # MMSA's trainer: Adam at init_lr, global-norm clipping, batch 32
-    "text_encoder": None, "batch_size": 32, "lr": groups(1e-4, 1e-4, 1e-4, 1e-4),
-    "weight_decay": groups(0.0, 0.0, 0.0, 0.0), "optimizer": "adam", "grad_clip": 1.0,
+    "text_encoder": None, "batch_size": 32,
+    "lr": groups(text=1e-4, audio=1e-4, vision=1e-4, other=1e-4),
+    "weight_decay": groups(text=0.0, audio=0.0, vision=0.0, other=0.0),
+    "optimizer": "adam", "grad_clip": 1.0,
     "schedule": "constant", "warmup": 0.0, "early_stop": 8, "stop_at_horizon": False,
 }
 

@@ -3,7 +3,7 @@
 thuiar/MMSA ``models/singleTask/MFM.py``, trained by ``trains/singleTask/MFM.py``. Inputs: the
 file's precomputed text features and the audio and vision sequences at the text's padded
 length T (MMSA's ``need_data_aligned``: an aligned file as it is; SIMS, which has no aligned
-file, pooled by MMSA's AlignSubNet, :func:`msakit.models.bert_mag.mmsa_avg_pool`). Every
+file, pooled by MMSA's AlignSubNet, :func:`msakit.models.align.mmsa_avg_pool`). Every
 padded position is read, as MMSA reads it.
 
 * Modality-specific codes z_m (m = text, audio, vision): an LSTM over the T steps, its last
@@ -35,18 +35,20 @@ from torch.nn import functional as F
 from msakit.config import groups
 from msakit.config.model_config import ModelConfig, hp
 from msakit.losses.mfm import mmd_to_normal
+from msakit.models.align import mmsa_avg_pool
 from msakit.models.base import (
+    LOCAL,
+    Batch,
     Dims,
-    Gather,
+    LossContext,
     LossOutput,
     ModelOutput,
     MSAModel,
     groups_by_prefix,
     l1_task,
-    no_gather,
 )
-from msakit.models.bert_mag import mmsa_avg_pool
 from msakit.models.import_weights import rename_mmsa
+from msakit.models.mfn import State, add_block, add_cells, delta_attention, gated_memory, two_layers
 from msakit.models.registry import ModelSpec, register_model
 from msakit.models.tfn import text_width
 
@@ -97,52 +99,29 @@ class MFMConfig(ModelConfig, model="mfm"):
                                     low=0.0)
 
 
-def two_layers(fc1: nn.Linear, drop: nn.Dropout, fc2: nn.Linear, x: torch.Tensor
-               ) -> torch.Tensor:
-    """fc2(dropout(relu(fc1(x)))): MFN's small networks."""
-    return fc2(drop(F.relu(fc1(x))))
-
-
 class MemoryFusionEncoder(nn.Module):
-    """MMSA's MFN up to its last state [h_t; h_a; h_v; memory] (B, sum(hidden) + memory); the
-    module names are those of msakit's MFN (``msakit.models.mfn``)."""
+    """MMSA's MFN up to its last state [h_t; h_a; h_v; memory] (B, sum(hidden) + memory): the
+    cells, blocks and recurrence of msakit's MFN (:func:`msakit.models.mfn.gated_memory` with
+    its delta-memory attention), under the same names, without MFN's output network."""
 
     def __init__(self, c: MFMConfig, inputs: tuple[int, int, int]) -> None:
         super().__init__()
-        hidden = (c.text_hidden, c.audio_hidden, c.vision_hidden)
-        self.lstm_text, self.lstm_audio, self.lstm_vision = (
-            nn.LSTMCell(d, h) for d, h in zip(inputs, hidden, strict=True))
-        window = 2 * sum(hidden)
+        add_cells(self, c, inputs)
+        hidden = c.text_hidden + c.audio_hidden + c.vision_hidden
+        window = 2 * hidden
         self.memory = c.memory
-        self.out_size = sum(hidden) + c.memory
-        for name, width, out in (("att1", window, window), ("att2", window, c.memory),
-                                 ("gamma1", window + c.memory, c.memory),
-                                 ("gamma2", window + c.memory, c.memory)):
-            setattr(self, f"{name}_fc1", nn.Linear(width, getattr(c, f"{name}_hidden")))
-            setattr(self, f"{name}_fc2", nn.Linear(getattr(c, f"{name}_hidden"), out))
-            setattr(self, f"{name}_dropout", nn.Dropout(getattr(c, f"{name}_dropout")))
+        self.out_size = hidden + c.memory
+        add_block(self, "att1", c, width=window, out=window)
+        add_block(self, "att2", c, width=window, out=c.memory)
+        for gate in ("gamma1", "gamma2"):
+            add_block(self, gate, c, width=window + c.memory, out=c.memory)
 
-    def _net(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        return two_layers(getattr(self, f"{name}_fc1"), getattr(self, f"{name}_dropout"),
-                          getattr(self, f"{name}_fc2"), x)
+    def attend(self, previous: State, new: State) -> torch.Tensor:
+        return delta_attention(self, previous, new)
 
     def forward(self, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """inputs: text, audio, vision (B, T, d_m) -> (B, sum(hidden) + memory)."""
-        cells = (self.lstm_text, self.lstm_audio, self.lstm_vision)
-        size = inputs[0].size(0)
-        state = [(x.new_zeros(size, cell.hidden_size),) * 2
-                 for x, cell in zip(inputs, cells, strict=True)]
-        memory = inputs[0].new_zeros(size, self.memory)
-        for t in range(inputs[0].size(1)):
-            new = [cell(x[:, t], s) for cell, x, s in zip(cells, inputs, state, strict=True)]
-            c_star = torch.cat([c for _, c in state] + [c for _, c in new], dim=1)
-            attended = F.softmax(self._net("att1", c_star), dim=1) * c_star
-            proposal = torch.tanh(self._net("att2", attended))
-            both = torch.cat([attended, memory], dim=1)
-            retain = torch.sigmoid(self._net("gamma1", both))
-            update = torch.sigmoid(self._net("gamma2", both))
-            memory = retain * memory + update * proposal
-            state = new
+        state, memory = gated_memory(self, inputs, self.memory, self.attend)
         return torch.cat([h for h, _ in state] + [memory], dim=1)
 
 
@@ -218,11 +197,11 @@ class MFM(MSAModel):
     def reads_padding(self) -> bool:
         return True  # the LSTMs run over every padded step, the decoders rebuild them
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
-        text = batch["text_features"]
+    def forward(self, batch: Batch) -> ModelOutput:
+        text = batch.text_features
         steps = text.size(1)
-        x = {"text": text, "audio": mmsa_avg_pool(batch["audio"], steps),
-             "vision": mmsa_avg_pool(batch["vision"], steps)}
+        x = {"text": text, "audio": mmsa_avg_pool(batch.audio, steps),
+             "vision": mmsa_avg_pool(batch.vision, steps)}
         z = {m: self.codes[m](x[m]) for m in MODALITIES}
         z["y"] = self.to_zy(self.fusion((x["text"], x["audio"], x["vision"])))
         f = {m: self.factors[m](code) for m, code in z.items()}
@@ -235,23 +214,17 @@ class MFM(MSAModel):
         return ModelOutput(prediction.squeeze(1), reps, terms)
 
     def compute_loss(
-        self,
-        output: ModelOutput,
-        batch: dict[str, torch.Tensor],
-        *,
-        gather: Gather = no_gather,
-        global_batch: int | None = None,
-        world_size: int = 1,
+        self, output: ModelOutput, batch: Batch, ctx: LossContext = LOCAL
     ) -> LossOutput:
         """L1 + the weighted reconstruction MSEs + mmd_weight x the four MMDs (in training; in
         evaluation the L1 term alone, as MMSA's ``do_test``)."""
-        task = l1_task(output, batch, global_batch, world_size)
+        task = l1_task(output, batch, ctx)
         if not self.training:
             return LossOutput(task, task, task.detach() * 0)
         c, terms = self.config, output.terms
         recon = sum(getattr(c, f"{m}_recon_weight")
                     * F.mse_loss(terms[f"recon_{m}"], terms[f"input_{m}"]) for m in MODALITIES)
-        mmd = sum(mmd_to_normal(gather(output.representations[f"z_{m}"]))
+        mmd = sum(mmd_to_normal(ctx.gather(output.representations[f"z_{m}"]))
                   for m in (*MODALITIES, "y"))
         auxiliary = recon + c.mmd_weight * mmd
         return LossOutput(task + auxiliary, task, auxiliary)
@@ -288,8 +261,11 @@ def _mmsa_run(batch_size: int, weight_decay: float) -> dict:
     """MMSA's trainer: Adam at its default learning rate 1e-3 (the configuration's
     learning_rate is never passed) with L2 weight decay, no schedule, early stop after 8
     epochs, no epoch limit."""
-    return {"text_encoder": None, "batch_size": batch_size, "lr": groups(1e-3, 1e-3, 1e-3, 1e-3),
-            "weight_decay": groups(*(weight_decay,) * 4), "optimizer": "adam",
+    return {"text_encoder": None, "batch_size": batch_size,
+            "lr": groups(text=1e-3, audio=1e-3, vision=1e-3, other=1e-3),
+            "weight_decay": groups(text=weight_decay, audio=weight_decay, vision=weight_decay,
+                                   other=weight_decay),
+            "optimizer": "adam",
             "schedule": "constant", "warmup": 0.0, "early_stop": 8, "stop_at_horizon": False}
 
 

@@ -14,20 +14,22 @@ of the file and that mean repeated at every position (``audio_vision="mean"``, t
 MMSA's normalisation comes before its alignment, so the audio and vision cells read a constant
 input). ``audio_vision="aligned"`` reads the word-aligned sequences instead (an aligned file's
 frames, or MMSA's avg_pool alignment of an unaligned file,
-:func:`msakit.models.ef_lstm.mmsa_align`).
+:func:`msakit.models.align.mmsa_avg_pool`).
 docs/readings.md ("MFN") has the details.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from msakit.config.model_config import ModelConfig, hp
-from msakit.models.base import Dims, L1Regression, ModelOutput, groups_by_prefix
+from msakit.models.base import Batch, Dims, L1Regression, ModelOutput, groups_by_prefix
 from msakit.models.ef_lstm import aligned_inputs
 from msakit.models.import_weights import rename_mmsa
 from msakit.models.lf_dnn import mmsa_adam_run
@@ -46,16 +48,73 @@ def two_layers(fc1: nn.Linear, drop: nn.Dropout, fc2: nn.Linear, x: torch.Tensor
     return fc2(drop(F.relu(fc1(x))))
 
 
-def step_inputs(batch: dict[str, torch.Tensor], audio_vision: str) -> tuple[torch.Tensor, ...]:
+State = list[tuple[torch.Tensor, torch.Tensor]]
+"""(h, c) of the text, audio and vision LSTM cells."""
+
+
+def add_cells(net: nn.Module, config: Any, inputs: tuple[int, int, int]) -> None:
+    """``net.lstm_text``, ``lstm_audio``, ``lstm_vision``: one LSTM cell per modality,
+    ``inputs`` wide, ``config.{text,audio,vision}_hidden`` wide."""
+    hidden = (config.text_hidden, config.audio_hidden, config.vision_hidden)
+    net.lstm_text, net.lstm_audio, net.lstm_vision = (
+        nn.LSTMCell(d_in, h) for d_in, h in zip(inputs, hidden, strict=True))
+
+
+def add_block(net: nn.Module, name: str, config: Any, *, width: int, out: int) -> None:
+    """``net.{name}_fc1``, ``{name}_fc2``, ``{name}_dropout``: a small network ``width`` ->
+    ``config.{name}_hidden`` -> ``out`` with dropout ``config.{name}_dropout``."""
+    hidden = getattr(config, f"{name}_hidden")
+    setattr(net, f"{name}_fc1", nn.Linear(width, hidden))
+    setattr(net, f"{name}_fc2", nn.Linear(hidden, out))
+    setattr(net, f"{name}_dropout", nn.Dropout(getattr(config, f"{name}_dropout")))
+
+
+def block(net: nn.Module, name: str, x: torch.Tensor) -> torch.Tensor:
+    """The small network ``name`` of ``net`` (:func:`add_block`) applied to ``x``."""
+    return two_layers(getattr(net, f"{name}_fc1"), getattr(net, f"{name}_dropout"),
+                      getattr(net, f"{name}_fc2"), x)
+
+
+def delta_attention(net: nn.Module, previous: State, new: State) -> torch.Tensor:
+    """MFN's Delta-memory attention: softmax(NN_1(c*)) ⊙ c*, c* = [c_{t-1}; c_t], NN_1 being
+    ``net``'s block ``att1``."""
+    c_star = torch.cat([c for _, c in previous] + [c for _, c in new], dim=1)
+    return F.softmax(block(net, "att1", c_star), dim=1) * c_star
+
+
+def gated_memory(net: nn.Module, inputs: tuple[torch.Tensor, ...], memory_size: int,
+                 attend: Callable[[State, State], torch.Tensor]) -> tuple[State, torch.Tensor]:
+    """MFN's recurrence over the steps of ``inputs`` (text, audio, vision (B, T, d_m)): the
+    cells of ``net`` (:func:`add_cells`) step, ``attend(previous, new)`` gives what the memory
+    reads, NN_2 (block ``att2``) proposes the update and the gates ``gamma1`` / ``gamma2``
+    retain and update. Returns the cells' last (h, c) and the last memory (B, memory_size)."""
+    cells = (net.lstm_text, net.lstm_audio, net.lstm_vision)
+    size = inputs[0].size(0)
+    state = [(x.new_zeros(size, cell.hidden_size),) * 2 for x, cell in zip(inputs, cells,
+                                                                           strict=True)]
+    memory = inputs[0].new_zeros(size, memory_size)
+    for t in range(inputs[0].size(1)):
+        new = [cell(x[:, t], s) for cell, x, s in zip(cells, inputs, state, strict=True)]
+        attended = attend(state, new)
+        proposal = torch.tanh(block(net, "att2", attended))
+        both = torch.cat([attended, memory], dim=1)
+        retain = torch.sigmoid(block(net, "gamma1", both))
+        update = torch.sigmoid(block(net, "gamma2", both))
+        memory = retain * memory + update * proposal
+        state = new
+    return state, memory
+
+
+def step_inputs(batch: Batch, audio_vision: str) -> tuple[torch.Tensor, ...]:
     """Text features, audio and vision at the text's padded length Lt: ``mean``, the time means
     of audio and vision over every frame repeated Lt times (MMSA); ``aligned``, the aligned
     sequences."""
     if audio_vision == "aligned":
         return aligned_inputs(batch)
-    text = batch["text_features"]
+    text = batch.text_features
     length = text.size(1)
-    audio = batch["audio"].mean(dim=1, keepdim=True).expand(-1, length, -1)
-    vision = batch["vision"].mean(dim=1, keepdim=True).expand(-1, length, -1)
+    audio = batch.audio.mean(dim=1, keepdim=True).expand(-1, length, -1)
+    vision = batch.vision.mean(dim=1, keepdim=True).expand(-1, length, -1)
     return text, audio, vision
 
 
@@ -95,53 +154,26 @@ class MemoryFusion(L1Regression):
     def __init__(self, config, dims: Dims, attended: int, name: str) -> None:
         super().__init__()
         c = self.config = config
-        hidden = (c.text_hidden, c.audio_hidden, c.vision_hidden)
-        inputs = (text_width(dims, name), dims.audio, dims.vision)
-        self.lstm_text, self.lstm_audio, self.lstm_vision = (
-            nn.LSTMCell(d_in, h) for d_in, h in zip(inputs, hidden, strict=True))
-        self.att2_fc1 = nn.Linear(attended, c.att2_hidden)
-        self.att2_fc2 = nn.Linear(c.att2_hidden, c.memory)
-        self.att2_dropout = nn.Dropout(c.att2_dropout)
+        add_cells(self, c, (text_width(dims, name), dims.audio, dims.vision))
+        add_block(self, "att2", c, width=attended, out=c.memory)
         for gate in ("gamma1", "gamma2"):
-            width = getattr(c, f"{gate}_hidden")
-            setattr(self, f"{gate}_fc1", nn.Linear(attended + c.memory, width))
-            setattr(self, f"{gate}_fc2", nn.Linear(width, c.memory))
-            setattr(self, f"{gate}_dropout", nn.Dropout(getattr(c, f"{gate}_dropout")))
-        self.out_fc1 = nn.Linear(sum(hidden) + c.memory, c.out_hidden)
-        self.out_fc2 = nn.Linear(c.out_hidden, 1)
-        self.out_dropout = nn.Dropout(c.out_dropout)
+            add_block(self, gate, c, width=attended + c.memory, out=c.memory)
+        hidden = c.text_hidden + c.audio_hidden + c.vision_hidden
+        add_block(self, "out", c, width=hidden + c.memory, out=1)
 
     def reads_padding(self) -> bool:
         return True
 
-    def attend(self, previous: list[tuple[torch.Tensor, torch.Tensor]],
-               new: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    def attend(self, previous: State, new: State) -> torch.Tensor:
         """What the memory reads at one step from each modality's (h, c) before and after."""
         raise NotImplementedError
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
+    def forward(self, batch: Batch) -> ModelOutput:
         inputs = step_inputs(batch, self.config.audio_vision)
-        cells = (self.lstm_text, self.lstm_audio, self.lstm_vision)
-        size = inputs[0].size(0)
-        state = [(x.new_zeros(size, cell.hidden_size),) * 2 for x, cell in zip(inputs, cells,
-                                                                               strict=True)]
-        memory = inputs[0].new_zeros(size, self.config.memory)
-        for t in range(inputs[0].size(1)):
-            new = [cell(x[:, t], s) for cell, x, s in zip(cells, inputs, state, strict=True)]
-            attended = self.attend(state, new)
-            proposal = torch.tanh(two_layers(self.att2_fc1, self.att2_dropout, self.att2_fc2,
-                                             attended))
-            both = torch.cat([attended, memory], dim=1)
-            retain = torch.sigmoid(two_layers(self.gamma1_fc1, self.gamma1_dropout,
-                                              self.gamma1_fc2, both))
-            update = torch.sigmoid(two_layers(self.gamma2_fc1, self.gamma2_dropout,
-                                              self.gamma2_fc2, both))
-            memory = retain * memory + update * proposal
-            state = new
+        state, memory = gated_memory(self, inputs, self.config.memory, self.attend)
         reps = {m: h for m, (h, _) in zip(MODALITIES, state, strict=True)}
         last = torch.cat([*reps.values(), memory], dim=1)
-        out = two_layers(self.out_fc1, self.out_dropout, self.out_fc2, last).squeeze(1)
-        return ModelOutput(out, {**reps, "memory": memory})
+        return ModelOutput(block(self, "out", last).squeeze(1), {**reps, "memory": memory})
 
     def parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
         return groups_by_prefix(self, {
@@ -155,15 +187,11 @@ class MFN(MemoryFusion):
                  ) -> None:
         window = 2 * (config.text_hidden + config.audio_hidden + config.vision_hidden)
         super().__init__(config, dims, window, "MFN")
-        self.att1_fc1 = nn.Linear(window, config.att1_hidden)
-        self.att1_fc2 = nn.Linear(config.att1_hidden, window)
-        self.att1_dropout = nn.Dropout(config.att1_dropout)
+        add_block(self, "att1", config, width=window, out=window)
 
-    def attend(self, previous, new):
-        """Delta-memory attention: softmax(NN_1(c*)) ⊙ c*, c* = [c_{t-1}; c_t]."""
-        c_star = torch.cat([c for _, c in previous] + [c for _, c in new], dim=1)
-        scores = two_layers(self.att1_fc1, self.att1_dropout, self.att1_fc2, c_star)
-        return F.softmax(scores, dim=1) * c_star
+    def attend(self, previous: State, new: State) -> torch.Tensor:
+        """Delta-memory attention (:func:`delta_attention`)."""
+        return delta_attention(self, previous, new)
 
 
 MMSA_MFN_RULES: list[tuple[str, str | None]] = [

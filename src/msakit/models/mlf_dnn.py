@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from msakit.config.model_config import hp
-from msakit.models.base import Dims, ModelOutput
+from msakit.models.base import Batch, Dims, ModelOutput
 from msakit.models.import_weights import rename_mmsa
 from msakit.models.lf_dnn import LFDNN, MMSA_LF_DNN_RULES, LFDNNConfig
 from msakit.models.mtfn import MMSA_HEAD_RULES, MULTITASK_TUNE, MultiTask, mmsa_multitask_run
@@ -58,7 +58,7 @@ class MLFDNN(MultiTask, LFDNN):
         self.add_heads({"text": config.text_out, "audio": config.audio_hidden,
                         "vision": config.vision_hidden})
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
+    def forward(self, batch: Batch) -> ModelOutput:
         return self.with_heads(super().forward(batch))
 
 

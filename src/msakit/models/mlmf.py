@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from msakit.config.model_config import hp
-from msakit.models.base import Dims, ModelOutput
+from msakit.models.base import Batch, Dims, ModelOutput
 from msakit.models.import_weights import rename_mmsa
 from msakit.models.lmf import LMF, MMSA_LMF_RULES, LMFConfig
 from msakit.models.mtfn import MMSA_HEAD_RULES, MULTITASK_TUNE, MultiTask, mmsa_multitask_run
@@ -53,7 +53,7 @@ class MLMF(MultiTask, LMF):
         self.add_heads({"text": config.text_hidden // 2, "audio": config.audio_hidden,
                         "vision": config.vision_hidden})
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
+    def forward(self, batch: Batch) -> ModelOutput:
         return self.with_heads(super().forward(batch))
 
 

@@ -27,14 +27,14 @@ from msakit.config import groups
 from msakit.config.model_config import hp
 from msakit.errors import MsakitError
 from msakit.models.base import (
+    LOCAL,
+    Batch,
     Dims,
-    Gather,
+    LossContext,
     LossOutput,
     ModelOutput,
     MSAModel,
     l1_task,
-    no_gather,
-    task_mean,
 )
 from msakit.models.import_weights import rename_mmsa
 from msakit.models.lf_dnn import LateFusionHead
@@ -49,7 +49,7 @@ _MMSA_HEAD = {"text": "text", "audio": "audio", "vision": "video"}
 class MultiTask(MSAModel):
     """Unimodal heads on a model's representations ``text``, ``audio``, ``vision`` and the
     weighted multi-task L1 of MMSA's multi-task trainers, on the training file's unimodal
-    labels (held by the model from :meth:`on_train_start`, indexed by ``batch["index"]``).
+    labels (held by the model from :meth:`on_train_start`, indexed by ``batch.index``).
 
     The config provides ``post_{m}_dim``, ``post_{m}_dropout`` and ``weight_{fusion,text,
     audio,vision}``; the subclass calls :meth:`add_heads` and :meth:`with_heads`."""
@@ -81,27 +81,21 @@ class MultiTask(MSAModel):
             for m, k in UNIMODAL.items()}
 
     def compute_loss(
-        self,
-        output: ModelOutput,
-        batch: dict[str, torch.Tensor],
-        *,
-        gather: Gather = no_gather,
-        global_batch: int | None = None,
-        world_size: int = 1,
+        self, output: ModelOutput, batch: Batch, ctx: LossContext = LOCAL
     ) -> LossOutput:
         """Training: the weighted L1 of the fusion and unimodal outputs; evaluation: the
         fusion output's L1."""
-        task = l1_task(output, batch, global_batch, world_size)
+        task = l1_task(output, batch, ctx)
         if not self.training:
             return LossOutput(task, task, task.detach() * 0)
         if self.unimodal_labels is None:
             raise MsakitError(f"{self.config.model} trains with the training split's unimodal "
                               "labels: call on_train_start(train) first")
-        c, index = self.config, batch["index"]
+        c, index = self.config, batch.index
         unimodal = task.new_zeros(())
         for m, labels in self.unimodal_labels.items():
             target = labels[index.to(labels.device)].to(output.terms[m].dtype)
-            error = task_mean((output.terms[m] - target).abs(), global_batch, world_size)
+            error = ctx.mean((output.terms[m] - target).abs())
             unimodal = unimodal + getattr(c, f"weight_{m}") * error
         return LossOutput(c.weight_fusion * task + unimodal, task, unimodal)
 
@@ -138,7 +132,7 @@ class MTFN(MultiTask, TFN):
         self.add_heads({"text": config.text_out, "audio": config.audio_hidden,
                         "vision": config.vision_hidden})
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
+    def forward(self, batch: Batch) -> ModelOutput:
         return self.with_heads(super().forward(batch))
 
 
@@ -165,8 +159,11 @@ def mmsa_multitask_run(batch_size: int, lr: float, decays: tuple[float, float, f
                        ) -> dict:
     """MMSA's multi-task trainers: Adam at one learning rate, weight decays (text, audio,
     vision, the rest), no schedule, early stop after 8 epochs (200 is a cap)."""
-    return {"text_encoder": None, "batch_size": batch_size, "lr": groups(lr, lr, lr, lr),
-            "weight_decay": groups(*decays), "optimizer": "adam", "schedule": "constant",
+    text, audio, vision, other = decays
+    return {"text_encoder": None, "batch_size": batch_size,
+            "lr": groups(text=lr, audio=lr, vision=lr, other=lr),
+            "weight_decay": groups(text=text, audio=audio, vision=vision, other=other),
+            "optimizer": "adam", "schedule": "constant",
             "warmup": 0.0, "epochs": 200, "early_stop": 8}
 
 
