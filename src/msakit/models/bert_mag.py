@@ -165,8 +165,9 @@ def _mmsa_run(lr: float, text_encoder: str) -> dict:
     """MMSA's trainer: Adam over every parameter at one learning rate, weight decay 0, batch
     32, no schedule, no clipping, early stop after 8 epochs without a better validation
     result and no epoch limit."""
-    return {"text_encoder": text_encoder, "batch_size": 32, "lr": groups(lr, lr, lr, lr),
-            "weight_decay": groups(0.0, 0.0, 0.0, 0.0), "optimizer": "adam",
+    return {"text_encoder": text_encoder, "batch_size": 32,
+            "lr": groups(text=lr, audio=lr, vision=lr, other=lr),
+            "weight_decay": groups(text=0.0, audio=0.0, vision=0.0, other=0.0), "optimizer": "adam",
             "schedule": "constant", "warmup": 0.0, "early_stop": 8, "stop_at_horizon": False}
 
 

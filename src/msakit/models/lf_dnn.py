@@ -121,8 +121,10 @@ def mmsa_adam_run(batch_size: int, lr: float, weight_decay: float) -> dict:
     """MMSA's single-task trainer (LF_DNN, EF_LSTM, MFN, Graph_MFN): ``Adam(model.parameters(),
     lr, weight_decay)``, no schedule, L1 loss, early stop after 8 epochs without a better
     validation result (MMSA trains until then; 200 is a cap)."""
-    return {"text_encoder": None, "batch_size": batch_size, "lr": groups(lr, lr, lr, lr),
-            "weight_decay": groups(weight_decay, weight_decay, weight_decay, weight_decay),
+    return {"text_encoder": None, "batch_size": batch_size,
+            "lr": groups(text=lr, audio=lr, vision=lr, other=lr),
+            "weight_decay": groups(text=weight_decay, audio=weight_decay, vision=weight_decay,
+                                   other=weight_decay),
             "optimizer": "adam", "schedule": "constant", "warmup": 0.0, "epochs": 200,
             "early_stop": 8}
 

@@ -271,8 +271,10 @@ def mctn_from_mmsa(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 MMSA_RUN = {  # MMSA's trainer: Adam at init_lr, global-norm clipping, batch 32
-    "text_encoder": None, "batch_size": 32, "lr": groups(1e-4, 1e-4, 1e-4, 1e-4),
-    "weight_decay": groups(0.0, 0.0, 0.0, 0.0), "optimizer": "adam", "grad_clip": 1.0,
+    "text_encoder": None, "batch_size": 32,
+    "lr": groups(text=1e-4, audio=1e-4, vision=1e-4, other=1e-4),
+    "weight_decay": groups(text=0.0, audio=0.0, vision=0.0, other=0.0), "optimizer": "adam",
+    "grad_clip": 1.0,
     "schedule": "constant", "warmup": 0.0, "early_stop": 8, "stop_at_horizon": False,
 }
 

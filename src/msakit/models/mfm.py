@@ -288,8 +288,10 @@ def _mmsa_run(batch_size: int, weight_decay: float) -> dict:
     """MMSA's trainer: Adam at its default learning rate 1e-3 (the configuration's
     learning_rate is never passed) with L2 weight decay, no schedule, early stop after 8
     epochs, no epoch limit."""
-    return {"text_encoder": None, "batch_size": batch_size, "lr": groups(1e-3, 1e-3, 1e-3, 1e-3),
-            "weight_decay": groups(*(weight_decay,) * 4), "optimizer": "adam",
+    return {"text_encoder": None, "batch_size": batch_size,
+            "lr": groups(text=1e-3, audio=1e-3, vision=1e-3, other=1e-3),
+            "weight_decay": groups(text=weight_decay, audio=weight_decay, vision=weight_decay,
+                                   other=weight_decay), "optimizer": "adam",
             "schedule": "constant", "warmup": 0.0, "early_stop": 8, "stop_at_horizon": False}
 
 

@@ -165,8 +165,11 @@ def mmsa_multitask_run(batch_size: int, lr: float, decays: tuple[float, float, f
                        ) -> dict:
     """MMSA's multi-task trainers: Adam at one learning rate, weight decays (text, audio,
     vision, the rest), no schedule, early stop after 8 epochs (200 is a cap)."""
-    return {"text_encoder": None, "batch_size": batch_size, "lr": groups(lr, lr, lr, lr),
-            "weight_decay": groups(*decays), "optimizer": "adam", "schedule": "constant",
+    text, audio, vision, other = decays
+    return {"text_encoder": None, "batch_size": batch_size,
+            "lr": groups(text=lr, audio=lr, vision=lr, other=lr),
+            "weight_decay": groups(text=text, audio=audio, vision=vision, other=other),
+            "optimizer": "adam", "schedule": "constant",
             "warmup": 0.0, "epochs": 200, "early_stop": 8}
 
 
