@@ -12,48 +12,25 @@ file reads only the fixture; the weights reach msakit through ``import-weights -
 
 from __future__ import annotations
 
-import csv
-import pickle
-from pathlib import Path
-
-import numpy as np
 import pytest
 import torch
-from conftest import run_cli
-from mmsa_reference_bert import assert_gradients_close
+from mmsa_repo_fixture import batch_of, check_step, cli_predictions, load
+from mmsa_repo_fixture import build as build_model
 
-from msakit.data.batching import Batch
-from msakit.encoders.text import text_encoder_from_config
 from msakit.errors import MsakitError
-from msakit.models.base import Dims
 from msakit.models.import_weights import check_mapped
-from msakit.models.registry import model_spec, preset
+from msakit.models.registry import preset
 from msakit.models.self_mm import TASKS, UnimodalLabels
-from msakit.models.tetfn import TETFN, TETFNConfig, mmsa_repo_avg_pool, tetfn_from_mmsa
+from msakit.models.tetfn import TETFN, mmsa_repo_avg_pool, tetfn_from_mmsa
 from msakit.training.trainer import set_dropout
 
-FIXTURE = torch.load(Path(__file__).parent / "fixtures" / "mmsa_repo" / "tetfn.pt",
-                     weights_only=True)
+FIXTURE = load("tetfn")
 KEYS = {"fusion": "M", "text": "T", "audio": "A", "vision": "V"}
 
 
 def build() -> TETFN:
     """msakit's TETFN of the fixture's widths holding the fixture's weights (the importer)."""
-    inputs = FIXTURE["inputs"]["test"]
-    dims = Dims(audio=inputs["audio"].shape[2], vision=inputs["vision"].shape[2],
-                text_len=inputs["text"].shape[2], audio_len=inputs["audio"].shape[1],
-                vision_len=inputs["vision"].shape[1])
-    encoder = text_encoder_from_config({"model_type": "bert", **FIXTURE["tiny_bert"]})
-    config = TETFNConfig(**FIXTURE["msakit"], label_bound=FIXTURE["label_bound"])
-    model = TETFN(config, dims, encoder)
-    mapped = model_spec("tetfn").imports["mmsa"](FIXTURE["state"])
-    model.load_state_dict(check_mapped(mapped, model, "tetfn.pt"))
-    return model
-
-
-def batch_of(values: dict[str, torch.Tensor], rows=None) -> Batch:
-    rows = slice(None) if rows is None else rows
-    return Batch.from_dict({k: v[rows] for k, v in values.items()})
+    return build_model("tetfn", FIXTURE, label_bound=FIXTURE["label_bound"])
 
 
 def test_eval_outputs_equal_mmsa_repository():
@@ -89,12 +66,7 @@ def test_training_steps_and_labels_equal_mmsa_repository(step):
     batch = batch_of(FIXTURE["inputs"]["train"], expected["indices"])
     loss = model.compute_loss(model(batch), batch).loss
     loss.backward()
-    torch.testing.assert_close(loss.detach().double(), expected["loss"], rtol=1e-5, atol=0)
-    grads = {n: p.grad if p.grad is not None else torch.zeros_like(p)
-             for n, p in model.named_parameters()}
-    theirs = tetfn_from_mmsa(expected["grads"])
-    assert_gradients_close({n: grads[n] for n in theirs}, theirs)
-    assert all(float(grads[n].abs().max()) == 0 for n in grads if n not in theirs)
+    check_step(model, loss, expected, tetfn_from_mmsa)
     after = model.unimodal_labels.state()
     for key, value in expected["after"].items():
         torch.testing.assert_close(after[key].double(), value, rtol=0, atol=5e-5)
@@ -117,9 +89,8 @@ def test_import_refuses_foreign_keys():
         tetfn_from_mmsa(state)
     del state["Model.trans_a_with_v.middle_mha.layer_norm.weight"]
     del state["Model.post_text_layer_2.bias"]
-    model = build()
     with pytest.raises(MsakitError, match="heads.text.fc2.bias"):
-        check_mapped(tetfn_from_mmsa(state), model, "tetfn.pt")
+        check_mapped(tetfn_from_mmsa(state), build(), "tetfn.pt")
 
 
 def test_presets_are_the_repository_config():
@@ -132,41 +103,6 @@ def test_presets_are_the_repository_config():
     assert preset("tetfn", "simsv2").lr["text"] == 5e-6
 
 
-def write_mmsa_file(path: Path) -> Path:
-    """The fixture's batches as an MMSA feature file (train, valid = test, test)."""
-    def split(values: dict[str, torch.Tensor], name: str) -> dict:
-        n = len(values["labels"])
-        return {"text_bert": values["text"].numpy(), "audio": values["audio"].numpy(),
-                "vision": values["vision"].numpy(),
-                "audio_lengths": values["audio_lengths"].numpy(),
-                "vision_lengths": values["vision_lengths"].numpy(),
-                "regression_labels": values["labels"].numpy(),
-                "id": np.array([f"{name}_{i}" for i in range(n)], dtype=object),
-                "raw_text": np.array([f"clip {i}" for i in range(n)], dtype=object)}
-
-    inputs = FIXTURE["inputs"]
-    data = {"train": split(inputs["train"], "train"), "valid": split(inputs["test"], "valid"),
-            "test": split(inputs["test"], "test")}
-    with open(path, "wb") as f:
-        pickle.dump(data, f)
-    return path
-
-
 def test_import_weights_then_predict_gives_the_repository_predictions(tmp_path):
-    from transformers import BertConfig
-
-    encoder = tmp_path / "bert"
-    BertConfig(**FIXTURE["tiny_bert"]).save_pretrained(encoder)
-    weights = tmp_path / "tetfn-mosi.pth"
-    torch.save(FIXTURE["state"], weights)
-    data = write_mmsa_file(tmp_path / "mosi.pkl")
-    sets = [x for k, v in FIXTURE["msakit"].items() for x in ("--set", f"{k}={v}")]
-    ckpt, out = tmp_path / "imported.pt", tmp_path / "p.csv"
-    assert run_cli(["import-weights", "--from", "mmsa", "--model", "tetfn", "--dataset", "mosi",
-                    "--weights", str(weights), "--data", str(data), "--text-encoder",
-                    str(encoder), "--out", str(ckpt), *sets]) == 0
-    assert run_cli(["predict", "--checkpoint", str(ckpt), "--data", str(data), "--split",
-                    "test", "--out", str(out)]) == 0
-    with open(out) as f:
-        got = torch.tensor([float(row["prediction"]) for row in csv.DictReader(f)])
+    got = cli_predictions("tetfn", FIXTURE, tmp_path)
     torch.testing.assert_close(got, FIXTURE["eval"]["M"], atol=1e-4, rtol=1e-5)
