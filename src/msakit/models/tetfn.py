@@ -338,6 +338,26 @@ PRESETS = {
                          "text_dropout": 0.1, "audio_dim": 16, "vision_dim": 32}},
 }
 
+_RATES = [1e-4, 3e-4, 5e-4, 1e-3, 3e-3, 5e-3]
+_DROP = ("choice", [0.0, 0.1])
+SEARCH_SPACE = {  # the repository's config_tune.json ("tetfn"; conv1d_kernel_size_v unread)
+    "batch_size": ("choice", [32, 64, 128]),
+    "lr.text": ("choice", [5e-6, 1e-5, 3e-5, 5e-5]),
+    "lr.audio": ("choice", _RATES), "lr.vision": ("choice", _RATES),
+    "lr.other": ("choice", _RATES),
+    "weight_decay.text": ("choice", [1e-3, 1e-2]),
+    "weight_decay.audio": ("choice", [0.0, 1e-3, 1e-2]),
+    "weight_decay.vision": ("choice", [0.0, 1e-3, 1e-2]),
+    "weight_decay.other": ("choice", [1e-3, 1e-2]),
+    "audio_hidden": ("choice", [16, 32]), "vision_hidden": ("choice", [32, 64]),
+    "fusion_dim": ("choice", [64, 128]), "text_dim": ("choice", [32, 64]),
+    "audio_dim": ("choice", [16, 32]), "vision_dim": ("choice", [16, 32]),
+    "kernel_text": ("choice", [1, 3, 5]), "kernel_audio": ("choice", [1, 3, 5]),
+    **{k: _DROP for k in ("fusion_dropout", "text_dropout", "audio_dropout", "vision_dropout",
+                          "attn_dropout", "attn_dropout_audio", "attn_dropout_vision",
+                          "relu_dropout", "embed_dropout", "res_dropout")},
+}
+
 SPEC = register_model(
     ModelSpec(
         name="tetfn",
@@ -346,6 +366,7 @@ SPEC = register_model(
         config=TETFNConfig,
         build=TETFN,
         presets=PRESETS,
+        search_space=SEARCH_SPACE,
         imports={"mmsa": tetfn_from_mmsa},
     )
 )
