@@ -182,10 +182,9 @@ SPEC = register_model(
         config=CENETConfig,
         build=CENET,
         presets=PRESETS,
-        search_space={  # the repository's config_tune.json ("cenet"; adam_epsilon: readings)
-            "lr": ("choice", [1e-6, 2e-6, 5e-6, 1e-5, 3e-5, 5e-5]),
+        search_space={  # the repository's config_tune.json ("cenet") without batch_size and
+            "lr": ("choice", [1e-6, 2e-6, 5e-6, 1e-5, 3e-5, 5e-5]),  # adam_epsilon
             "weight_decay": ("choice", [0.0, 1e-4]),
-            "batch_size": ("choice", [32, 64, 128]),
         },
         imports={"mmsa": cenet_from_mmsa},
     )

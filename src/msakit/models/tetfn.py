@@ -340,8 +340,8 @@ PRESETS = {
 
 _RATES = [1e-4, 3e-4, 5e-4, 1e-3, 3e-3, 5e-3]
 _DROP = ("choice", [0.0, 0.1])
-SEARCH_SPACE = {  # the repository's config_tune.json ("tetfn"; conv1d_kernel_size_v unread)
-    "batch_size": ("choice", [32, 64, 128]),
+SEARCH_SPACE = {  # the repository's config_tune.json ("tetfn"), but batch_size (msakit's
+    # sweeps tune settings and hyperparameters) and conv1d_kernel_size_v (never read)
     "lr.text": ("choice", [5e-6, 1e-5, 3e-5, 5e-5]),
     "lr.audio": ("choice", _RATES), "lr.vision": ("choice", _RATES),
     "lr.other": ("choice", _RATES),
