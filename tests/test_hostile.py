@@ -701,7 +701,7 @@ CASES = [
                                          "--max-seconds", "2"], 2, "--max-seconds"),
     # ---- --init-from: another run's checkpoint of the same model, checked before anything
     ("init-from-missing", lambda w: _train(w, "--init-from", "{case}/nope.pt"), 2,
-     "--init-from: checkpoint .*nope.pt does not exist"),
+     "--init-from .*nope.pt does not exist"),
     ("init-from-garbage", lambda w: _train(w, "--init-from", str(w.garbage)), 2,
      "--init-from .*garbage.pkl: not a readable msakit checkpoint"),
     ("init-from-truncated", lambda w: _train(w, "--init-from", str(w.bad_ckpt["truncated"])), 2,
@@ -1029,14 +1029,22 @@ def test_file_size_limit_keeps_the_previous_file(world, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pred.csv"]
 
 
-def test_unexpected_exception_is_one_line_and_a_traceback_file(monkeypatch, capsys):
+def _existing(tmp_path: Path) -> list[str]:
+    """``--checkpoint`` and ``--data`` naming files that exist (declared inputs are checked
+    before a command runs)."""
+    for name in ("x.pt", "y.npz"):
+        (tmp_path / name).write_bytes(b"")
+    return ["--checkpoint", str(tmp_path / "x.pt"), "--data", str(tmp_path / "y.npz")]
+
+
+def test_unexpected_exception_is_one_line_and_a_traceback_file(monkeypatch, capsys, tmp_path):
     from msakit import api
 
     def broken(*args, **kwargs):
         raise ZeroDivisionError("boom")
 
     monkeypatch.setattr(api, "evaluate", broken)
-    assert run_cli(["evaluate", "--checkpoint", "x", "--data", "y"]) == 1
+    assert run_cli(["evaluate", *_existing(tmp_path)]) == 1
     line = one_error(capsys.readouterr().err)
     assert "unexpected ZeroDivisionError: boom" in line
     path = Path(line.rsplit("traceback in ", 1)[1].rstrip(")"))
@@ -1044,14 +1052,14 @@ def test_unexpected_exception_is_one_line_and_a_traceback_file(monkeypatch, caps
     path.unlink()
 
 
-def test_oserror_is_one_line(monkeypatch, capsys):
+def test_oserror_is_one_line(monkeypatch, capsys, tmp_path):
     from msakit import api
 
     def full(*args, **kwargs):
         raise OSError(28, "No space left on device", "/data/x")
 
     monkeypatch.setattr(api, "evaluate", full)
-    assert run_cli(["evaluate", "--checkpoint", "x", "--data", "y"]) == 1
+    assert run_cli(["evaluate", *_existing(tmp_path)]) == 1
     assert one_error(capsys.readouterr().err) == "error: /data/x: no space left on the device"
 
 

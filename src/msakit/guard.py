@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -63,11 +64,11 @@ class Interrupted(KeyboardInterrupt):
         return 128 + self.signum
 
 
-def _say(line: str) -> None:
+def _say(line: str, prefix: str = "error: ") -> None:
     """Print the one ``error:`` line: one line, its length bounded (:func:`one_line`), whatever
     user data it holds."""
     try:
-        print(f"error: {one_line(line)}", file=sys.stderr, flush=True)
+        print(f"{prefix}{one_line(line)}", file=sys.stderr, flush=True)
     except (OSError, ValueError):  # stderr closed or gone
         pass
 
@@ -219,9 +220,40 @@ def catching_signals() -> Iterator[_Signals]:
         yield signals
 
 
+NOISE = (
+    # torch.load on msakit's own weights_only checkpoints (and on a refused file): not the
+    # user's concern; what matters about the file is the error line msakit prints.
+    r"Detected pickle protocol",
+)
+"""Library warnings the command line drops (regular expressions matched against the message)."""
+
+
+@contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """Inside the block a Python warning (NumPy's ``RuntimeWarning: Mean of empty slice``, a
+    library's ``UserWarning``) reaches stderr as one ``warning:`` line, once per message, without
+    the source line and location the default format adds; the :data:`NOISE` is dropped."""
+    seen: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        del filename, lineno, file, line
+        text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+        if text not in seen:
+            seen.add(text)
+            _say(f"warning: {text}", prefix="")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        for pattern in NOISE:
+            warnings.filterwarnings("ignore", message=pattern)
+        warnings.showwarning = show
+        yield
+
+
 def run_guarded(fn: Callable[[], int]) -> int:
-    """``fn()``'s exit status, or the status of the one ``error:`` line it ended with."""
-    with catching_signals() as signals:
+    """``fn()``'s exit status, or the status of the one ``error:`` line it ended with; Python
+    warnings on the way are one ``warning:`` line each (:func:`one_line_warnings`)."""
+    with catching_signals() as signals, one_line_warnings():
         return _run(fn, signals)
 
 

@@ -145,9 +145,11 @@ def check_input(item: Input) -> list[tuple[str, Path]]:
     """Check one declared input; return (flag, path) of every file the command reads there."""
     flag, path, kind = item.flag, item.path, item.kind
     st = _stat(path)
-    if st is None:  # missing: the command's reader names it (and refuses it) in its own words
-        return [(flag, path)]
-    if kind == "encoder":  # a hub name, or a local folder
+    if st is None and kind == "encoder":  # a hub name (or a folder: its loader names it)
+        return []
+    if st is None:  # refused before any model, encoder or data is loaded
+        raise MsakitError(f"{flag} {path} does not exist (no such file or folder)")
+    if kind == "encoder":
         if not stat.S_ISDIR(st.st_mode):
             raise MsakitError(f"{flag} {path} is {_describe(st.st_mode)}, not a folder")
         return []

@@ -18,6 +18,8 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import socket
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +96,47 @@ def _cannot_load(source: str, exc: Exception) -> MsakitError:
     return MsakitError(f"cannot load text encoder {source!r}: {first}")
 
 
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+
+
+def _hub_reachable(timeout: float = 5.0) -> bool:
+    """One TCP connection to the hub's endpoint (``HF_ENDPOINT``), no retries: whether a
+    download could start at all."""
+    from huggingface_hub import constants
+
+    url = urllib.parse.urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _cached(source: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(source, "config.json")
+    except ValueError:  # not a valid repository name
+        return False
+    return isinstance(found, str)
+
+
+def hub_settings(source: str) -> dict[str, Any]:
+    """How to load hub name ``source``: from the cache alone when the hub cannot be reached
+    (``local_files_only``), at once; a name neither cached nor reachable is one line now, not
+    after the hub client's retries (about 40 s)."""
+    if _is_folder_name(source) or _hub_offline():
+        return {}
+    if _hub_reachable():
+        return {}
+    if _cached(source):
+        return {"local_files_only": True}
+    raise _cannot_load(source, OSError("cannot connect to huggingface.co"))
+
+
 def load_text_encoder(name: str | None) -> nn.Module:
     """Load a BERT-family encoder (``transformers.AutoModel``) with pretrained weights.
 
@@ -106,13 +149,14 @@ def load_text_encoder(name: str | None) -> nn.Module:
     source = resolve_text_encoder(name)
     if os.path.sep in source and not Path(source).exists():
         raise MsakitError(f"text encoder folder {source} does not exist")
+    hub = hub_settings(source)
     try:
         with _quiet_transformers():
-            model = AutoModel.from_pretrained(source, add_pooling_layer=True)
+            model = AutoModel.from_pretrained(source, add_pooling_layer=True, **hub)
     except TypeError:
         try:
             with _quiet_transformers():
-                model = AutoModel.from_pretrained(source)
+                model = AutoModel.from_pretrained(source, **hub)
         except (OSError, ValueError) as exc:
             raise _cannot_load(source, exc) from exc
     except (OSError, ValueError) as exc:
@@ -137,9 +181,10 @@ def load_tokenizer(name: str | None) -> Any | None:
     if Path(source).is_dir() and not any((Path(source) / f).is_file() for f in _TOKENIZER_FILES):
         return None  # transformers would build a vocabulary of the special tokens alone
     try:
+        hub = hub_settings(source)
         with _quiet_transformers():
-            return AutoTokenizer.from_pretrained(source)
-    except (OSError, ValueError, TypeError, KeyError):
+            return AutoTokenizer.from_pretrained(source, **hub)
+    except (OSError, ValueError, TypeError, KeyError, MsakitError):
         return None
 
 
