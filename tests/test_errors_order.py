@@ -69,3 +69,17 @@ def test_warnings_are_one_line_each(capsys):
     assert "warning: Mean of empty slice" in err
     assert len(err) == len(set(err))  # once per message
     assert not any("pickle protocol" in line for line in err)
+
+
+def test_epochs_caps_a_model_that_trains_until_early_stopping():
+    """MISA's preset trains past its epochs until early stopping (MMSA's rule) and says so at
+    start; a user's --epochs caps it."""
+    from msakit.api import build_config, horizon_note
+
+    preset = build_config("misa", "mosi")
+    assert not preset.stop_at_horizon
+    assert "until early stopping" in horizon_note(preset) and "--epochs" in horizon_note(preset)
+    capped = build_config("misa", "mosi", epochs=2)
+    assert capped.epochs == 2 and capped.stop_at_horizon and horizon_note(capped) is None
+    again = build_config("misa", "mosi", epochs=2, overrides=["stop_at_horizon=false"])
+    assert not again.stop_at_horizon  # --set still decides last

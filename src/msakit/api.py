@@ -139,8 +139,8 @@ def build_config(
         config.text_encoder = text_encoder
     if seeds is not None:  # types checked (checked_arguments); [] is "no seed given"
         config.seeds = list(seeds)
-    if epochs is not None:
-        config.epochs = epochs
+    if epochs is not None:  # the user's --epochs caps every model, early stopping or not
+        config.epochs, config.stop_at_horizon = epochs, True
     if batch is not None:
         config.batch_size = batch
     return apply_overrides(config, overrides or [])
@@ -293,7 +293,7 @@ def _train(ctx: distributed.DistContext, run: _Run) -> TrainResult:
             raise MsakitError(
                 f"--adapters does not apply to {config.model_name} (no adapters)")
         adapter_state = stage.read(run.adapters, config, probe, inputs.encoder)
-    notes = [preset_note(config.model_name, config.spec, config.preset),
+    notes = [preset_note(config.model_name, config.spec, config.preset), horizon_note(config),
              probe.start_message(with_adapters=run.adapters is not None)]
     if not run.quiet and ctx.is_main:
         for message in filter(None, notes):
@@ -327,6 +327,15 @@ def _train(ctx: distributed.DistContext, run: _Run) -> TrainResult:
     if tracker is not None:
         tracker.finish(rows, run.out)
     return TrainResult(out=run.out, rows=rows)
+
+
+def horizon_note(config: RunConfig) -> str | None:
+    """The start line of a run that trains past ``epochs`` until early stopping (MMSA's rule for
+    its models, ``stop_at_horizon=false``): how it ends and how to cap it."""
+    if config.stop_at_horizon:
+        return None
+    return (f"note: trains until early stopping ({config.early_stop} epochs without a better "
+            f"validation MAE), as the preset's reference code does; --epochs N caps it")
 
 
 def _check_outputs(run: _Run, config: RunConfig) -> dict[str, Any] | None:
