@@ -1095,7 +1095,7 @@ def test_diverged_run_ends_cleanly_and_keeps_the_last_good_last_pt(world, tmp_pa
         losses = real(self, output, batch, *args, **kwargs)
         if self.training and state["trainer"].global_step >= state["steps"]:
             losses = type(losses)(losses.loss * float("nan"), losses.task_loss,
-                                  losses.contrastive_loss)
+                                  losses.parts)
         return losses
 
     real_prepare = Trainer.prepare
