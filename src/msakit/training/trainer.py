@@ -307,7 +307,11 @@ def loss_keys(parts: tuple[str, ...] = ()) -> tuple[str, ...]:
     """The losses of a training step, as the step log, TensorBoard and ``history.json`` name
     them: ``loss``, ``task_loss`` and ``<part>_loss`` for each of the model's
     :attr:`~msakit.models.base.MSAModel.loss_parts`."""
-    return ("loss", "task_loss", *(f"{p}_loss" for p in parts))
+    keys = ("loss", "task_loss", *(f"{p}_loss" for p in parts))
+    if len(set(keys)) != len(keys) or not all(isinstance(p, str) and p for p in parts):
+        raise MsakitError(f"loss_parts {list(parts)}: the names must be distinct non-empty "
+                          "strings, none of them 'task'")
+    return keys
 
 
 READ_EVERY = 50
