@@ -143,9 +143,43 @@ def feed_forward(
     """
     if not packed_feed_forward(x.device.type, x.dtype, torch.is_autocast_enabled("cpu")):
         return linear2(F.dropout(F.relu(linear1(x)), p, training))
+    if (not training or p == 0.0) and not records_graph(x, linear1, linear2):
+        return feed_forward_rows(x, linear1, linear2)
     setting = _Dropout(p if training else 0.0, fast)
     return _FeedForward.apply(x, linear1.weight, linear1.bias, linear2.weight, linear2.bias,
                               setting)
+
+
+INFERENCE_BLOCK = 1 << 17
+"""Hidden values per block of :func:`feed_forward_rows` (512 KiB of float32: 64 rows of a
+2048-wide feed-forward), about what one core's L2 cache holds: the block is written by the
+first matmul and read by the second without reaching memory. (Measured on 2 EPYC cores, 1
+thread: 64-row blocks 3.4x faster than the whole (N, 2048) activation for 5 input features,
+3.2x for 20; 1024-row blocks 1.3x and 1.6x.)"""
+
+
+def records_graph(x: torch.Tensor, *modules: nn.Module) -> bool:
+    """Whether autograd records this computation (a gradient may be asked for)."""
+    if not torch.is_grad_enabled():
+        return False
+    return x.requires_grad or any(p.requires_grad for m in modules for p in m.parameters())
+
+
+def feed_forward_rows(
+    x: torch.Tensor, linear1: nn.Linear, linear2: nn.Linear, block: int = INFERENCE_BLOCK
+) -> torch.Tensor:
+    """linear2(relu(linear1(x))) for x (N, D) without autograd (prediction), a block of rows
+    at a time (``block`` hidden values): each hidden block stays in cache between the two
+    matmuls instead of an (N, F) activation written to memory and read back (the block is
+    memory-bound: MOSI's audio is 5 features wide, F = 2048). Each row's result is computed
+    from that row alone, as in the unblocked product."""
+    rows = max(16, block // linear1.out_features)
+    out = x.new_empty(x.size(0), linear2.out_features)
+    w1, w2 = linear1.weight.t(), linear2.weight.t()
+    for start in range(0, x.size(0), rows):
+        hidden = torch.addmm(linear1.bias, x[start:start + rows], w1).relu_()
+        torch.addmm(linear2.bias, hidden, w2, out=out[start:start + rows])
+    return out
 
 
 def attend(
