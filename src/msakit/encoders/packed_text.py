@@ -81,10 +81,11 @@ rows: 256-512-row blocks 1.15-1.2x faster than the whole activation, 64-row bloc
 
 def _feed_forward(layer: nn.Module, attended: torch.Tensor) -> torch.Tensor:
     """BERT's feed-forward block (``layer.intermediate``, ``layer.output``) over rows (N, D);
-    without autograd and in eval mode (dropout is the identity) a block of rows at a time, so
-    the (rows, 4D) intermediate activation stays in cache between the two matmuls."""
+    without autograd, in eval mode (dropout is the identity) and in float32 (no autocast) a
+    block of rows at a time, so the (rows, 4D) intermediate activation stays in cache between
+    the two matmuls."""
     inter, out = layer.intermediate, layer.output
-    if out.training or records_graph(attended, inter, out):
+    if out.training or records_graph(attended, inter, out) or torch.is_autocast_enabled("cpu"):
         return out(inter(attended), attended)
     dense = out.dense
     step = max(64, TEXT_BLOCK // inter.dense.out_features)
