@@ -16,7 +16,9 @@ Three ways to predict the file's test split, each in this one process (one sitti
 - ``imported``: those weights imported with ``msakit import-weights --from clgsi-authors``
   (the same function: the authors' preset reads padded frames), predicted by msakit;
 - ``default``: msakit's default CLGSI preset for the data set (random weights), predicted by
-  msakit.
+  msakit;
+- ``default-bf16`` (only when named in ``--only``): the same checkpoint with ``amp=bf16``, so
+  that msakit predicts under bf16 autocast.
 
 The figure is the **marginal cost per clip**: the time to predict the first ``--clips`` test
 clips minus the time for the first ``--base`` clips, over the clips in between, each the best of
@@ -146,7 +148,13 @@ def _checkpoints(model, cli, tmp: Path) -> dict[str, Path]:
     net = build_model(config, dims, load_text_encoder(cli.text_encoder))
     _write_checkpoint(net, config, dims, origin={"source": "benchmark", "weights": ""},
                       out=tmp / "default.pt")
-    return {"imported": imported, "default": tmp / "default.pt"}
+    paths = {"imported": imported, "default": tmp / "default.pt"}
+    if "default-bf16" in cli.only:  # the same weights, predicted under bf16 autocast
+        config.amp = "bf16"
+        _write_checkpoint(net, config, dims, origin={"source": "benchmark", "weights": ""},
+                          out=tmp / "default-bf16.pt")
+        paths["default-bf16"] = tmp / "default-bf16.pt"
+    return paths
 
 
 def main() -> None:
@@ -171,7 +179,7 @@ def main() -> None:
             theirs, ours = authors(cli.clips), runs["imported"](cli.clips)
             result["imported_max_abs_diff"] = float(np.abs(theirs - ours).max())
         result.update(_marginal({k: runs[k] for k in cli.only}, cli))
-    for key in ("imported", "default"):
+    for key in ("imported", "default", "default-bf16"):
         if key in result and "authors" in result:
             for rate in ("clips_per_s", "cpu_clips_per_s"):
                 result[f"{key}_vs_authors_{rate}"] = round(
