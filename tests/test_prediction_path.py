@@ -30,7 +30,7 @@ from msakit.training.trainer import predict_split
 
 
 @pytest.mark.parametrize("rows, width", [(1000, 5), (130, 20), (0, 5)])
-def test_blocked_feed_forward_is_the_feed_forward(rows, width, monkeypatch):
+def test_blocked_feed_forward_is_the_feed_forward(rows, width, monkeypatch, one_thread):
     torch.manual_seed(0)
     linear1, linear2 = nn.Linear(width, 2048), nn.Linear(2048, width)
     x = torch.randn(rows, width)
@@ -53,7 +53,7 @@ def test_training_keeps_the_autograd_feed_forward():
     assert linear1.weight.grad is not None and linear1.weight.grad.abs().sum() > 0
 
 
-def test_blocked_text_feed_forward_is_berts(tiny_bert, monkeypatch):
+def test_blocked_text_feed_forward_is_berts(tiny_bert, monkeypatch, one_thread):
     encoder = load_text_encoder(str(tiny_bert)).eval()
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(1000, 2000, (8, 20), generator=g)
@@ -104,3 +104,15 @@ def test_a_prediction_that_is_no_number_names_its_position(tiny_bert, small_mosi
                                  audio_lengths=np.maximum(part.audio_lengths, 1))
     with pytest.raises(MsakitError, match=r"predicts nan for sample 9 \(position"):
         ckpt.predictions(broken, batch_size=4)
+
+
+def test_blocks_are_a_one_thread_path():
+    """On several threads every row is one block (one parallel region per product)."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert sequence.block_rows(1 << 17, 2048, 5000) == 5000
+        torch.set_num_threads(1)
+        assert sequence.block_rows(1 << 17, 2048, 5000) == 64
+    finally:
+        torch.set_num_threads(threads)

@@ -30,7 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from msakit.encoders.packing import PackedLayout, grouped_attention, pack_layout
-from msakit.encoders.sequence import attend, records_graph
+from msakit.encoders.sequence import attend, block_rows, records_graph
 from msakit.encoders.text import bert_inputs
 
 
@@ -88,7 +88,7 @@ def _feed_forward(layer: nn.Module, attended: torch.Tensor) -> torch.Tensor:
     if out.training or records_graph(attended, inter, out) or torch.is_autocast_enabled("cpu"):
         return out(inter(attended), attended)
     dense = out.dense
-    step = max(64, TEXT_BLOCK // inter.dense.out_features)
+    step = max(64, block_rows(TEXT_BLOCK, inter.dense.out_features, attended.size(0)))
     result = attended.new_empty(attended.size(0), dense.out_features)
     for start in range(0, attended.size(0), step):
         torch.addmm(dense.bias, inter(attended[start:start + step]), dense.weight.t(),

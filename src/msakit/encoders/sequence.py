@@ -96,7 +96,7 @@ class _FeedForward(torch.autograd.Function):
         w1, b1, w2, b2, setting = params
         p, fast = setting
         hidden = x.new_empty(x.size(0), w1.size(0))
-        rows = max(16, BACKWARD_BLOCK // w1.size(0))
+        rows = block_rows(BACKWARD_BLOCK, w1.size(0), x.size(0))
         for start in range(0, x.size(0), rows):  # the bias and the product in cache, then out
             torch.addmm(b1, x[start:start + rows], w1.t(), out=hidden[start:start + rows])
         if p > 0.0 and fast:
@@ -138,7 +138,7 @@ def _feed_forward_backward(x, w1, w2, hidden, grad):
     activation is read once; before, the (N, F) hidden gradient was written to memory and read
     back three times. The weight gradients are sums over blocks (another summation order than
     one matmul over all rows: the same to float rounding)."""
-    rows = max(16, BACKWARD_BLOCK // hidden.size(1))
+    rows = block_rows(BACKWARD_BLOCK, hidden.size(1), x.size(0))
     g_x = torch.empty_like(x)
     g_w1t = x.new_zeros(x.size(1), hidden.size(1))  # (D, F): (x^T g_hidden), the fast layout
     g_b1 = x.new_zeros(hidden.size(1))
@@ -188,6 +188,17 @@ thread: 64-row blocks 3.4x faster than the whole (N, 2048) activation for 5 inpu
 3.2x for 20; 1024-row blocks 1.3x and 1.6x.)"""
 
 
+def block_rows(block: int, width: int, rows: int) -> int:
+    """Rows per cache-sized block of ``block`` values of a ``width``-wide activation, on one
+    thread; with more threads all ``rows`` at once (one block). Each block's small matmuls are
+    an OpenMP parallel region: on 2 threads of a loaded 2-core machine, hundreds of them per
+    layer made prediction 2-3x slower (every barrier waits for a descheduled thread), so the
+    blocks stay a one-thread measure until they are measured on a quiet multi-core machine."""
+    if torch.get_num_threads() > 1:
+        return max(rows, 1)
+    return max(16, block // width)
+
+
 def records_graph(x: torch.Tensor, *modules: nn.Module) -> bool:
     """Whether autograd records this computation (a gradient may be asked for)."""
     if not torch.is_grad_enabled():
@@ -203,7 +214,7 @@ def feed_forward_rows(
     matmuls instead of an (N, F) activation written to memory and read back (the block is
     memory-bound: MOSI's audio is 5 features wide, F = 2048). Each row's result is computed
     from that row alone, as in the unblocked product."""
-    rows = max(16, block // linear1.out_features)
+    rows = block_rows(block, linear1.out_features, x.size(0))
     out = x.new_empty(x.size(0), linear2.out_features)
     w1, w2 = linear1.weight.t(), linear2.weight.t()
     for start in range(0, x.size(0), rows):
