@@ -41,6 +41,7 @@ from msakit.errors import MsakitError
 from msakit.files import RunLock, check_distinct_output, write_text_atomic
 from msakit.metrics import (
     metric_names,
+    metric_values,
     metrics_json,
     rounded,
     undefined_warning,
@@ -565,12 +566,51 @@ def _write_results(path: Path, rows: list[dict[str, Any]], dataset: str | Datase
 
 
 # --------------------------------------------------------------------------- checkpoints
+INFERENCE_BATCH = 256
+"""Clips per batch when a loaded checkpoint predicts (:meth:`LoadedCheckpoint.predictions`):
+without gradients a batch keeps no activations for backward, so a larger batch than training's
+costs little memory and gives the text encoder's matmuls more rows. Batches are trimmed to
+their longest clip and the audio/vision encoders skip padding, so their size does not pad more
+work; a model that reads padded frames is padded to the file's lengths anyway."""
+
+
 @dataclass
 class LoadedCheckpoint:
     model: MSAModel
     config: RunConfig
     dims: Dims
     state: dict[str, Any]
+    path: Path = Path("checkpoint")
+
+    def predictions(self, part: SplitData, *, batch_size: int = INFERENCE_BATCH,
+                    keep: Any = None) -> np.ndarray:
+        """The model's (N,) float32 predictions of ``part``, in split order: eval mode, no
+        autograd (``torch.inference_mode``), the run's precision (``amp``), batches of
+        ``batch_size`` clips in split order, no work on the host between batches. ``keep``,
+        if given, is called with every batch's output (e.g. to keep representations).
+
+        The one place a loaded checkpoint predicts (``evaluate``, ``predict``, ``plot``,
+        ``predict --video``, ``analyze``): every prediction is a finite number, checked once
+        over the split, or one :class:`MsakitError` naming the checkpoint and the first sample
+        (its position in the split) without one."""
+        from msakit.data.batching import epoch_plan, iterate
+        from msakit.training.device import autocast_settings
+
+        mode = amp_mode(self.config.amp, self.config.bf16)
+        cast = autocast_settings("cpu", "off" if mode == "fp16" else mode)  # fp16: CUDA only
+        model = self.model.eval()
+        plan = epoch_plan(part, batch_size, seed=0, epoch=0, shuffle=False)
+        out = []
+        with torch.inference_mode(), torch.autocast("cpu", dtype=cast.dtype,
+                                                     enabled=cast.enabled):
+            for batch in iterate(part, plan, trim=not model.reads_padding()):
+                output = model(batch)
+                out.append(output.prediction.detach().float().reshape(-1))
+                if keep is not None:
+                    keep(output)
+        predictions = torch.cat(out) if out else torch.zeros(0)
+        _check_finite(self.path, predictions)
+        return predictions.numpy()
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
@@ -670,27 +710,19 @@ def load_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
             f"{path}: weights do not fit the model it describes ({type(exc).__name__}: {first})"
         ) from None
     model.eval()
-    model.register_forward_hook(_finite_predictions(path))
-    return LoadedCheckpoint(model=model, config=config, dims=dims, state=state)
+    return LoadedCheckpoint(model=model, config=config, dims=dims, state=state, path=path)
 
 
-def _finite_predictions(path: Path):
-    """A forward hook: every prediction of the checkpoint's model (evaluate, predict, plots,
-    ``predict --video``, the API) is a finite number, or one ``MsakitError`` naming the
-    checkpoint and the first sample (its position in the split) without one."""
-
-    def check(module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> None:
-        finite = torch.isfinite(output.prediction.detach().float().reshape(-1))
-        if bool(finite.all()):
-            return
-        first = int((~finite).nonzero()[0])
-        index = getattr(args[0], "index", None) if args else None
-        sample = int(index[first]) if isinstance(index, torch.Tensor) else first
-        value = float(output.prediction.detach().float().reshape(-1)[first])
-        raise MsakitError(f"{path}: the model predicts {value} for sample {sample} (position "
-                          "in the split): its weights are finite, its computation is not")
-
-    return check
+def _check_finite(path: Path, predictions: torch.Tensor) -> None:
+    """Every prediction of a checkpoint's model is a finite number, or one ``MsakitError``
+    naming the checkpoint and the first sample (its position in the split) without one."""
+    finite = torch.isfinite(predictions)
+    if bool(finite.all()):
+        return
+    first = int((~finite).nonzero()[0])
+    raise MsakitError(f"{path}: the model predicts {float(predictions[first])} for sample "
+                      f"{first} (position in the split): its weights are finite, its "
+                      "computation is not")
 
 
 BUILT_PER_STORED = 4
@@ -818,7 +850,7 @@ def evaluate(
     NaN, named in a ``warning:`` line on stderr."""
     ckpt = load_checkpoint(checkpoint)
     part = split_for(ckpt, data, split)
-    metrics = _evaluate_checkpoint(ckpt, part).metrics
+    metrics = _evaluate_checkpoint(ckpt, part)
     _warn(undefined_warning(metrics, f"{data} {split} split"))
     return metrics
 
@@ -829,12 +861,9 @@ def _warn(line: str | None) -> None:
         print(line, file=sys.stderr, flush=True)
 
 
-def _evaluate_checkpoint(ckpt: LoadedCheckpoint, part: SplitData):
-    """The checkpoint's model on ``part`` on the CPU, with the run's precision and batch."""
-    return evaluate_model(
-        ckpt.model, part, dataset=ckpt.config.spec, batch_size=ckpt.config.batch_size,
-        device=torch.device("cpu"), amp=amp_mode(ckpt.config.amp, ckpt.config.bf16),
-    )
+def _evaluate_checkpoint(ckpt: LoadedCheckpoint, part: SplitData) -> dict[str, float]:
+    """MMSA metrics of the checkpoint's predictions of ``part`` (labelled)."""
+    return metric_values(ckpt.predictions(part), part.labels, ckpt.config.spec)
 
 
 @checked_arguments
@@ -867,7 +896,7 @@ def predict(
         part = split_from_arrays(data, ckpt)
     else:
         part = split_for(ckpt, data, split, prediction=True)
-    rows = prediction_rows(part, _evaluate_checkpoint(ckpt, part).predictions)
+    rows = prediction_rows(part, ckpt.predictions(part))
     if out is not None:
         write_predictions(rows, out)
     return rows

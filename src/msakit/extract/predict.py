@@ -129,10 +129,8 @@ def _clip_arrays(
 
 
 def _predict_one(ckpt, arrays: dict[str, np.ndarray]) -> float:
-    """The checkpoint's model's prediction for the one clip of ``arrays``."""
-    import torch
-
-    from msakit.data.batching import collate
+    """The checkpoint's model's prediction for the one clip of ``arrays``
+    (:meth:`msakit.api.LoadedCheckpoint.predictions`: no autograd, finite or one error)."""
     from msakit.data.mmsa import SplitData
 
     split = SplitData(
@@ -145,6 +143,4 @@ def _predict_one(ckpt, arrays: dict[str, np.ndarray]) -> float:
         ids=arrays["id"],
         labelled=False,
     )
-    with torch.no_grad():
-        output = ckpt.model(collate(split, np.array([0])))
-    return float(output.prediction.reshape(-1)[0])
+    return float(ckpt.predictions(split)[0])

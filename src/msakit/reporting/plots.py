@@ -269,28 +269,22 @@ class _Outputs:
 def _run_checkpoint(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str,
                     keep_representations: bool) -> _Outputs:
     """Predictions (and representations) of a checkpoint on one split, in split order."""
-    import torch
-
     from msakit.api import load_checkpoint, split_for
-    from msakit.data.batching import epoch_plan, iterate
 
     ckpt = load_checkpoint(checkpoint)
     part = split_for(ckpt, data, split)
     model, config = ckpt.model, ckpt.config
-    plan = epoch_plan(part, config.batch_size, seed=0, epoch=0, shuffle=False)
-    predictions, reps = [], {}
-    model.eval()
-    with torch.no_grad():
-        for batch in iterate(part, plan, trim=not model.reads_padding()):
-            output = model(batch)
-            predictions.append(output.prediction.float().numpy())
-            if keep_representations:
-                for key, value in output.representations.items():
-                    reps.setdefault(key, []).append(value.float().numpy())
+    reps: dict[str, list[np.ndarray]] = {}
+
+    def keep(output) -> None:
+        for key, value in output.representations.items():
+            reps.setdefault(key, []).append(value.float().numpy())
+
+    predictions = ckpt.predictions(part, keep=keep if keep_representations else None)
     return _Outputs(
         spec=config.spec,
         model_name=config.model_name,
-        predictions=np.concatenate(predictions),
+        predictions=predictions,
         labels=np.asarray(part.labels, dtype=np.float32),
         representations={k: np.concatenate(v) for k, v in reps.items()},
         plot_names=dict(model.plot_representations()),
