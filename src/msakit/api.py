@@ -1,7 +1,7 @@
 """The Python API behind every ``msakit`` command: train, evaluate, predict, synth, demo.
 
 Each function validates all of its input before it writes anything, and raises
-:class:`msakit.errors.MsakitError` (one line) for bad input. The public functions check their
+:class:`msakit.core.errors.MsakitError` (one line) for bad input. The public functions check their
 arguments' types against their annotations first (:func:`checked_arguments`): no coercion, so
 ``seeds="12"`` or ``epochs=2.7`` is an error, not seeds [1, 2] or 2 epochs.
 """
@@ -30,16 +30,25 @@ import torch
 from msakit.config import RunConfig, apply_overrides
 from msakit.config.datasets import DatasetSpec
 from msakit.config.presets import DEFAULT_PRESET
-from msakit.config.safe_yaml import load_yaml, problem, read_yaml
+from msakit.core.errors import MsakitError
+from msakit.core.files import RunLock, check_distinct_output, write_text_atomic
+from msakit.core.safe_yaml import load_yaml, problem, read_yaml
+from msakit.core.safety import (
+    STEP_LOG_RECORD,
+    Input,
+    Output,
+    check_input,
+    check_plan,
+    inputs,
+    run_entries,
+)
 from msakit.data.mmsa import FeatureFile, SplitData, check_dataset, load_feature_file
 from msakit.encoders.text import (
     DEFAULT_TEXT_ENCODER,
     check_text_length,
     text_encoder_from_config,
 )
-from msakit.errors import MsakitError
-from msakit.files import RunLock, check_distinct_output, write_text_atomic
-from msakit.metrics import (
+from msakit.evaluation.metrics import (
     metric_names,
     metrics_json,
     rounded,
@@ -49,15 +58,6 @@ from msakit.metrics import (
 from msakit.models.base import Dims, MSAModel
 from msakit.models.registry import DEMO_MODEL, model_spec, preset_note
 from msakit.models.registry import preset as named_preset
-from msakit.safety import (
-    STEP_LOG_RECORD,
-    Input,
-    Output,
-    check_input,
-    check_plan,
-    inputs,
-    run_entries,
-)
 from msakit.tracking import MlflowRun, start_tracking
 from msakit.training import distributed
 from msakit.training.device import amp_mode
@@ -227,7 +227,7 @@ def train(
 
 def _clear_run(out: Path) -> None:
     """--overwrite: remove the previous run's files (nothing else in the folder; that none of
-    them is an input was checked before, :func:`msakit.safety.check_plan`)."""
+    them is an input was checked before, :func:`msakit.core.safety.check_plan`)."""
     import shutil
 
     for path in run_entries(out, "train"):
@@ -328,7 +328,7 @@ def _train(ctx: distributed.DistContext, run: _Run) -> TrainResult:
 
 
 def _check_outputs(run: _Run, config: RunConfig) -> dict[str, Any] | None:
-    """The run folder and the step log against the inputs (:func:`msakit.safety.check_plan`):
+    """The run folder and the step log against the inputs (:func:`msakit.core.safety.check_plan`):
     nothing of the inputs or of another run is overwritten; --resume continues only a run
     started with the same settings, and returns the data identity the run recorded
     (:func:`_check_resume_config`)."""
@@ -528,7 +528,7 @@ def _check_same_data(
 def _with_summary(
     rows: list[dict[str, Any]], dataset: str | DatasetSpec
 ) -> list[dict[str, Any]]:
-    """``rows`` rounded to 4 decimals (:func:`msakit.metrics.rounded`, as MMSA's tables), then
+    """``rows`` rounded to 4 decimals (:func:`evaluation.metrics.rounded`, as MMSA's tables), then
     the ``mean`` and ``std`` rows of the rounded values; with one seed the std row is blank (a
     spread of one value is not 0, it is unknown)."""
     names = metric_names(dataset)
@@ -808,7 +808,7 @@ def evaluate(
 ) -> dict[str, float]:
     """MMSA metrics of a checkpoint on one split of a feature file, unrounded (``msakit
     evaluate`` prints them rounded to MMSA's 4 decimals). A metric that does not exist on the
-    split (constant labels, one sample: :data:`msakit.metrics.UNDEFINED_WHEN`) is
+    split (constant labels, one sample: :data:`msakit.evaluation.metrics.UNDEFINED_WHEN`) is
     NaN, named in a ``warning:`` line on stderr."""
     ckpt = load_checkpoint(checkpoint)
     part = split_for(ckpt, data, split)
@@ -898,7 +898,7 @@ def synth(like: str, n: tuple[int, int, int] | list[int], out: str | os.PathLike
 
 DEMO_SIZES = (256, 64, 96)
 DEMO_FILES = (("synthetic_mosi.pkl", "file"), ("synthetic_mosi.npz", "file"), ("run", "train"))
-"""What ``demo`` writes in its folder (name, kind of output: :class:`msakit.safety.Output`)."""
+"""What ``demo`` writes in its folder (name, kind of output: :class:`msakit.core.safety.Output`)."""
 
 
 @checked_arguments

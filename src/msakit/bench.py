@@ -191,7 +191,7 @@ def bench(
 
 
 def _check_counts(*, max_steps: int | None, warmup_steps: int) -> None:
-    from msakit.errors import MsakitError
+    from msakit.core.errors import MsakitError
 
     if max_steps is not None and max_steps < 1:
         raise MsakitError(f"--max-steps must be at least 1, got {max_steps} (a benchmark of no "

@@ -1,11 +1,11 @@
 """The ``msakit`` command line. Every command maps to a function of :mod:`msakit.api`.
 
 Bad input prints one line ``error: ...`` on stderr and exits with status 2, no traceback; every
-other failure is one line too (:mod:`msakit.guard`).
+other failure is one line too (:mod:`msakit.core.guard`).
 
-Every argument that is a string is declared with :func:`_arg` and a :class:`~msakit.safety.Role`
+Every argument that is a string is declared with :func:`_arg` and a :class:`Role`
 (an input or output path of some kind, or ``TEXT``); :func:`main` hands every declared path of
-the command to :func:`msakit.safety.check_plan` before the command runs, so no command reads a
+the command to :func:`msakit.core.safety.check_plan` before the command runs, so no command reads a
 FIFO or writes over an input, a run's file or an existing file without ``--overwrite``
 (``tests/test_outputs.py`` checks that every argument of every parser is declared).
 """
@@ -29,9 +29,9 @@ from msakit.config.datasets import (
     read_spec_file,
     synthetic_names,
 )
-from msakit.errors import MsakitError
-from msakit.guard import run_guarded
-from msakit.safety import Input, Output, Role, check_plan
+from msakit.core.errors import MsakitError
+from msakit.core.guard import run_guarded
+from msakit.core.safety import Input, Output, Role, check_plan
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -255,7 +255,7 @@ def _pretrain_adapters(args: argparse.Namespace) -> int:
 @command("evaluate")
 def _evaluate(args: argparse.Namespace) -> int:
     from msakit import api
-    from msakit.metrics import metrics_json, rounded
+    from msakit.evaluation.metrics import metrics_json, rounded
 
     metrics = api.evaluate(args.checkpoint, args.data, args.split)
     print(metrics_json(rounded(metrics)))  # an undefined metric is null (api.evaluate warns)
@@ -307,7 +307,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 @command("report")
 def _report(args: argparse.Namespace) -> int:
-    from msakit.files import write_text_atomic
+    from msakit.core.files import write_text_atomic
     from msakit.reporting.report import report
 
     text = report(args.dirs, fmt=args.format, label=args.label, all_metrics=args.all_metrics)

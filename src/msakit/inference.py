@@ -21,7 +21,7 @@ One clip may leave out the leading N: ``audio`` (La, Da), ``vision`` (Lv, Dv), `
 padded with zeros (the frames beyond a length are never read); longer ones are refused only by
 models that read padded positions (:meth:`msakit.models.base.MSAModel.reads_padding`). Every
 value is checked as a file is (:func:`msakit.data.mmsa.validate_arrays`): one
-:class:`~msakit.errors.MsakitError` line naming the key and the sample.
+:class:`~msakit.core.errors.MsakitError` line naming the key and the sample.
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from msakit.core.errors import MsakitError
+from msakit.core.files import write_text_atomic
 from msakit.data.mmsa import SplitData, validate_arrays
 from msakit.encoders.text import check_text_length
-from msakit.errors import MsakitError
-from msakit.files import write_text_atomic
 
 if TYPE_CHECKING:
     from msakit.api import LoadedCheckpoint

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
 
 TRACKERS = ("mlflow",)
 EXPERIMENT = "msakit"

@@ -44,9 +44,9 @@ from pathlib import Path
 from typing import Any
 
 from msakit.config.datasets import DatasetSpec
-from msakit.config.safe_yaml import dump_yaml
-from msakit.errors import MsakitError, TrainingDiverged
-from msakit.files import write_text_atomic
+from msakit.core.errors import MsakitError, TrainingDiverged
+from msakit.core.files import write_text_atomic
+from msakit.core.safe_yaml import dump_yaml
 from msakit.models.registry import model_spec
 
 __all__ = ["tune", "TuneResult", "format_value", "suggest"]
@@ -171,7 +171,7 @@ def _check_trial_folders(sweep: _Sweep, the_study) -> None:
     have: another storage's study of the same name wrote them, and trial numbers start again
     at 0. The folders are listed before the study's trials are read, so a trial another worker
     started meanwhile is known."""
-    from msakit.safety import run_kind
+    from msakit.core.safety import run_kind
 
     folders = sorted(sweep.trials_dir.glob("trial-*")) if sweep.trials_dir else []
     folders = [f for f in folders if run_kind(f) is not None]

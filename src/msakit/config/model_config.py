@@ -28,7 +28,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
 
 _CONFIGS: dict[str, type[ModelConfig]] = {}
 

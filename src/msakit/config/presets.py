@@ -16,7 +16,7 @@ import copy
 from typing import Any
 
 from msakit.config import GROUPS, RunConfig
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
 
 DEFAULT_PRESET = "paper"
 

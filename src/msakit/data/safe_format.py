@@ -36,7 +36,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
 
 if TYPE_CHECKING:
     from msakit.data.mmsa import FeatureFile, SplitData
@@ -89,7 +89,7 @@ def save_npz(
             if not isinstance(key, str):
                 raise MsakitError(f"{path}: split '{split}': key {key!r} is not a string")
             arrays[f"{split}/{key}"] = _code_free_array(value, path, split, key)
-    from msakit.files import write_atomic
+    from msakit.core.files import write_atomic
 
     write_atomic(path, lambda f: np.savez(f, **arrays))
     return path

@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from msakit.core.errors import MsakitError
+from msakit.core.files import check_distinct_output
 from msakit.data.mmsa import METADATA_KEYS, SPLITS, FeatureFile, _read, _validate
 from msakit.data.safe_format import save_npz, split_to_mmsa
-from msakit.errors import MsakitError
-from msakit.files import check_distinct_output
 
 __all__ = ["check_vocabulary", "piece_agreement", "retokenize", "read_texts_csv", "tokenize"]
 

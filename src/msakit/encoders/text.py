@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
 
 PACKAGED_TEXT_ENCODER = "minilm"
 """Short name of the packaged offline all-MiniLM-L6-v2 (bert-base-uncased vocabulary)."""

@@ -37,12 +37,12 @@ from typing import Any
 
 import numpy as np
 
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
+from msakit.core.files import RunLock, write_text_atomic
 from msakit.extract.media import SAMPLE_RATE, ClipError, Media
 from msakit.extract.settings import ExtractorSettings, encode_metadata
 from msakit.extract.timeline import FORMATS, Row
 from msakit.extract.vad import SEGMENTERS, UtteranceRules
-from msakit.files import RunLock, write_text_atomic
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv",
                   ".wmv", ".ts")

@@ -43,9 +43,12 @@ from typing import Any
 
 import numpy as np
 
+from msakit.core.errors import MsakitError
+from msakit.core.files import RunLock, write_atomic, write_text_atomic
+from msakit.core.guard import ending_signal
+from msakit.core.safety import Output, check_plan, inputs
 from msakit.data.identity import content_digest
 from msakit.data.mmsa import SPLITS
-from msakit.errors import MsakitError
 from msakit.extract.media import ClipError
 from msakit.extract.settings import (
     METADATA_KEY,
@@ -53,14 +56,11 @@ from msakit.extract.settings import (
     encode_metadata,
     package_versions,
 )
-from msakit.files import RunLock, write_atomic, write_text_atomic
-from msakit.guard import ending_signal
-from msakit.safety import Output, check_plan, inputs
 
 DEFAULT_SPLIT_RATIO = (0.8, 0.1, 0.1)
 _ENDING_SIGNALS = {getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
                    if hasattr(signal, name)}
-"""The signals that end a command (:mod:`msakit.guard`): workers leave them to the parent."""
+"""The signals that end a command (:mod:`msakit.core.guard`): workers leave them to the parent."""
 
 
 @dataclass
@@ -365,7 +365,7 @@ def extract_corpus(
     """Extract every clip of ``csv_path`` (or one shard of them) into ``out`` (see the module
     docstring). Bad input raises :class:`MsakitError` before anything is written: ``out`` and
     its failures CSV may be none of the inputs (the CSV, a listed video, an OpenFace CSV) and
-    exist only with ``overwrite`` (:func:`msakit.safety.check_plan`)."""
+    exist only with ``overwrite`` (:func:`msakit.core.safety.check_plan`)."""
     from msakit.extract.text import Tokenizer
 
     settings = settings or ExtractorSettings()

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from msakit.core.errors import MsakitError
 from msakit.data.mmsa import SPLITS
 from msakit.data.safe_format import is_zip
-from msakit.errors import MsakitError
 from msakit.extract.settings import METADATA_KEY, describe, read_metadata
 
 _SEQUENCES = {"audio": "audio_lengths", "vision": "vision_lengths"}
@@ -31,8 +31,8 @@ def merge(parts: list[str | os.PathLike[str]], out: str | os.PathLike[str]) -> d
     if not parts:
         raise MsakitError("merge needs at least one part")
     out = Path(out)
+    from msakit.core.files import check_distinct_output
     from msakit.extract.corpus import failures_path
-    from msakit.files import check_distinct_output
 
     read = [*parts, *(failures_path(Path(p)) for p in parts)]
     check_distinct_output(out, read)  # nor a link to one, a FIFO, a run's file

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
 from msakit.extract.settings import ExtractorSettings
 from msakit.extract.vision import faces_in
 

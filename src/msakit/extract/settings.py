@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
+from msakit.core.errors import MsakitError
 from msakit.data.mmsa import SPLITS
 from msakit.encoders.text import DEFAULT_TEXT_ENCODER
-from msakit.errors import MsakitError
 from msakit.extract.asr import ASR_ENGINES, WHISPER_BEAM, WHISPER_COMPUTE
 from msakit.extract.audio import AUDIO_DIMS, AUDIO_FEATURES, FRAME_RATE
 from msakit.extract.face_mesh import MEDIAPIPE_COLUMNS, MEDIAPIPE_DIM
@@ -208,8 +208,8 @@ def encode_metadata(record: dict[str, Any]) -> np.ndarray:
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The extractor record of an extracted ``.npz``; None for other feature files (MMSA
     pickles, converted standard files)."""
+    from msakit.core.safety import open_input
     from msakit.data.safe_format import is_zip, read_extra
-    from msakit.safety import open_input
 
     try:
         with open_input(path, "rb") as f:

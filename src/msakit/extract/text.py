@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from msakit.core.errors import MsakitError
 from msakit.encoders.text import DEFAULT_TEXT_ENCODER, encoder_positions, resolve_text_encoder
-from msakit.errors import MsakitError
 
 
 class Tokenizer:

@@ -88,7 +88,7 @@ class FaceExtractor:
         self._smile = self._cascade(root, "haarcascade_smile.xml")
 
     def _cascade(self, root: str, name: str):
-        from msakit.errors import MsakitError
+        from msakit.core.errors import MsakitError
 
         path = os.path.join(root, name)
         cascade = self._cv2.CascadeClassifier(path) if os.path.isfile(path) else None
@@ -263,8 +263,8 @@ class OpenFaceReader:
 
     def read(self, path: str | os.PathLike[str], fps: float) -> np.ndarray:
         """The kept columns of the frames OpenFace tracked, at most one per ``1/fps`` interval."""
+        from msakit.core.errors import MsakitError
         from msakit.data.tables import read_csv
-        from msakit.errors import MsakitError
 
         try:
             rows = read_csv(path)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from msakit.config.datasets import DatasetSpec, dataset_spec
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
 
 DPI = 150
 # Filled shapes for one family of representations, other shapes for the second.
@@ -44,7 +44,7 @@ def _pyplot():
 
 def _out_path(out: str | os.PathLike) -> Path:
     """``out`` as a Path; an error before any work when its folder does not exist."""
-    from msakit.files import check_distinct_output
+    from msakit.core.files import check_distinct_output
 
     out = Path(out)
     if out.parent != Path("") and not out.parent.is_dir():
@@ -56,7 +56,7 @@ def _out_path(out: str | os.PathLike) -> Path:
 def _save(fig, out: str | os.PathLike, extra: list | None = None) -> Path:
     """Write ``fig`` as PNG (to a temporary name, then renamed); ``extra``: artists outside the
     axes (legends) that the tight bounding box must include."""
-    from msakit.files import atomic_write
+    from msakit.core.files import atomic_write
 
     out = _out_path(out)
     try:
@@ -465,7 +465,7 @@ def plot_scatter(
 ) -> Path:
     """Predicted against true sentiment, the y = x line, and the split's MAE and Corr."""
     _out_path(out)
-    from msakit.metrics import compute_metrics
+    from msakit.evaluation.metrics import compute_metrics
 
     plt = _pyplot()
     outputs = _run_checkpoint(checkpoint, data, split, keep_representations=False)

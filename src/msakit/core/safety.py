@@ -43,10 +43,10 @@ from typing import Any
 
 import yaml
 
-from msakit.config.safe_yaml import load_yaml
-from msakit.errors import MsakitError
-from msakit.files import describe_mode as _describe
-from msakit.files import open_input, open_readable
+from msakit.core.errors import MsakitError
+from msakit.core.files import describe_mode as _describe
+from msakit.core.files import open_input, open_readable
+from msakit.core.safe_yaml import load_yaml
 
 __all__ = [
     "Role", "Input", "Output", "check_plan", "check_input", "check_output", "open_input",
