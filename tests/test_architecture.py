@@ -34,7 +34,7 @@ LAYER_PENDING: set[tuple[str, str]] = set()
 
 LAYERS = {"core": 0, "config": 1, "evaluation": 2, "data": 3, "losses": 4, "encoders": 4,
           "models": 5, "extract": 5, "training": 6}
-TOP = ("cli", "api", "tune", "reporting", "bench", "importing", "inference", "rerun", "tracking")
+TOP = ("cli", "commands", "api", "tune", "reporting", "bench", "importing", "inference", "rerun", "tracking")
 """Command-level modules: the top layer."""
 
 
@@ -176,7 +176,7 @@ def test_extract_uses_only_the_layers_below_it():
 
 MODEL_NAMES = ("clgsi", "conki", "tfn", "lmf", "mult", "misa", "self_mm", "mmim")
 """The built-in models (``msakit.models.registry.BUILTIN``); generic code names none."""
-GENERIC = ("training", "reporting", "api.py", "cli.py", "tune.py", "bench.py", "inference.py",
+GENERIC = ("training", "reporting", "commands", "api.py", "cli.py", "tune.py", "bench.py", "inference.py",
            "importing.py", "rerun.py")
 """Generic code (docs/architecture.md): it asks the registry, never names a model."""
 
