@@ -28,21 +28,30 @@ import numpy as np
 import torch
 
 from msakit.config import RunConfig, apply_overrides
-from msakit.config.datasets import DatasetSpec
+from msakit.config.datasets import DatasetSpec, synthetic_names
 from msakit.config.presets import DEFAULT_PRESET
 from msakit.core.errors import MsakitError
-from msakit.core.files import RunLock, check_distinct_output, write_text_atomic
+from msakit.core.files import RunLock, write_text_atomic
 from msakit.core.safe_yaml import load_yaml, problem, read_yaml
 from msakit.core.safety import (
     STEP_LOG_RECORD,
     Input,
     Output,
+    check_distinct_output,
     check_input,
     check_plan,
     inputs,
     run_entries,
 )
-from msakit.data.mmsa import FeatureFile, SplitData, check_dataset, load_feature_file
+from msakit.data.mmsa import (
+    FeatureFile,
+    SplitData,
+    check_dataset,
+    convert_to_npz,
+    load_feature_file,
+)
+from msakit.data.safe_format import save_npz
+from msakit.data.synthetic import make_synthetic, write_synthetic
 from msakit.encoders.text import (
     DEFAULT_TEXT_ENCODER,
     check_text_length,
@@ -55,6 +64,9 @@ from msakit.evaluation.metrics import (
     undefined_warning,
     without_nan,
 )
+from msakit.extract.analyze import analyze_videos
+from msakit.extract.predict import predict_clip
+from msakit.inference import prediction_rows, split_from_arrays, write_predictions
 from msakit.models.base import Dims, MSAModel
 from msakit.models.registry import DEMO_MODEL, model_spec, preset_note
 from msakit.models.registry import preset as named_preset
@@ -847,8 +859,6 @@ def predict(
     ``raw_text`` (N strings), ``audio`` (N, La, Da), ``vision`` (N, Lv, Dv) and optionally
     ``audio_lengths``, ``vision_lengths``, ``id`` (see :mod:`msakit.inference`).
     """
-    from msakit.inference import prediction_rows, split_from_arrays, write_predictions
-
     in_memory = isinstance(data, Mapping)  # else a path (checked_arguments)
     if out is not None:
         check_distinct_output(out, [*([] if in_memory else [data]), checkpoint,
@@ -874,9 +884,6 @@ def synth(like: str, n: tuple[int, int, int] | list[int], out: str | os.PathLike
     """Write a synthetic MMSA feature file shaped like the named data set ``like`` (see
     :func:`msakit.data.synthetic.synthetic_names`); with ``text_features``, also the ``text``
     key that the models without a text encoder (TFN, LMF, MulT) read."""
-    from msakit.config.datasets import synthetic_names
-    from msakit.data.synthetic import write_synthetic
-
     if like not in synthetic_names():
         raise MsakitError(f"--like must be one of {', '.join(synthetic_names())}, got {like!r}")
     if len(n) != 3 or min(n) < 1:
@@ -887,9 +894,6 @@ def synth(like: str, n: tuple[int, int, int] | list[int], out: str | os.PathLike
         raise MsakitError(f"folder {out.parent} does not exist")
     check_distinct_output(out, [])
     if out.suffix == ".npz":  # the code-free format, as the name says
-        from msakit.data.safe_format import save_npz
-        from msakit.data.synthetic import make_synthetic
-
         save_npz(make_synthetic(like, *n, seed=seed, text_features=text_features), out)
         return out
     write_synthetic(str(out), like, n, seed=seed, text_features=text_features)
@@ -920,8 +924,6 @@ def demo(
                           for name, kind in DEMO_FILES)], overwrite=overwrite)
     workdir = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="msakit-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    from msakit.data.mmsa import convert_to_npz
-
     pickled = synth("mosi", DEMO_SIZES, workdir / "synthetic_mosi.pkl", seed=0)
     data = workdir / "synthetic_mosi.npz"
     convert_to_npz(pickled, data)
@@ -951,8 +953,6 @@ def predict_video(
     """The sentiment of one raw clip: ``video`` extracted as the checkpoint's training data was
     (its recorded ``msakit extract`` settings), then the model's prediction
     (:class:`msakit.extract.predict.VideoPrediction`). Without ``text``, speech recognition."""
-    from msakit.extract.predict import predict_clip
-
     return predict_clip(load_checkpoint(checkpoint), video, text, checkpoint=checkpoint,
                         openface_csv=openface_csv)
 
@@ -971,8 +971,6 @@ def analyze(
     into utterances, each extracted as the checkpoint's training data was and predicted;
     ``out/NAME/timeline.csv`` and ``timeline.png`` per video
     (:class:`msakit.extract.analyze.AnalyzeResult`)."""
-    from msakit.extract.analyze import analyze_videos
-
     return analyze_videos(videos, out, checkpoint=resolve_checkpoint(checkpoint),
                           loader=load_checkpoint, options=options, workers=workers,
                           resume=resume, progress=progress)

@@ -24,7 +24,8 @@ from torch import nn
 from msakit.config import DATASETS, RunConfig, apply_overrides, plain
 from msakit.config.presets import DEFAULT_PRESET
 from msakit.core.errors import MsakitError
-from msakit.core.files import check_distinct_output, torch_save_atomic
+from msakit.core.files import torch_save_atomic
+from msakit.core.safety import check_distinct_output
 from msakit.data.mmsa import FeatureFile, load_feature_file
 from msakit.encoders.text import (
     check_text_length,

@@ -37,7 +37,8 @@ import numpy as np
 from msakit.core.errors import MsakitError
 from msakit.core.files import write_text_atomic
 from msakit.data.mmsa import SplitData, validate_arrays
-from msakit.encoders.text import check_text_length
+from msakit.data.tokens import tokenize
+from msakit.encoders.text import check_text_length, load_tokenizer
 
 if TYPE_CHECKING:
     from msakit.api import LoadedCheckpoint
@@ -123,9 +124,6 @@ def _count(d: dict[str, Any]) -> int:
 
 def _tokenize(texts: Any, ckpt: LoadedCheckpoint) -> np.ndarray:
     """(N, 3, Lt) token ids of ``texts`` by the checkpoint's tokenizer, Lt its text length."""
-    from msakit.data.tokens import tokenize
-    from msakit.encoders.text import load_tokenizer
-
     if isinstance(texts, (str, bytes)) or not all(isinstance(t, str) for t in texts):
         raise MsakitError(f"{SOURCE}: key 'raw_text': expected a list of strings (one per clip)")
     for i, text in enumerate(texts):

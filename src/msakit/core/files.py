@@ -21,7 +21,7 @@ import os
 import secrets
 import socket
 import stat
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -32,7 +32,6 @@ __all__ = [
     "atomic_write",
     "write_text_atomic",
     "torch_save_atomic",
-    "check_distinct_output",
     "RunLock",
     "open_input",
     "open_readable",
@@ -150,23 +149,6 @@ def torch_save_atomic(obj: Any, path: str | os.PathLike[str]) -> Path:
     import torch
 
     return write_atomic(path, lambda f: torch.save(obj, f))
-
-
-# --------------------------------------------------------------------------- outputs vs inputs
-def check_distinct_output(
-    out: str | os.PathLike[str] | None,
-    inputs: Iterable[str | os.PathLike[str] | None],
-    flag: str = "--out",
-) -> None:
-    """Raise ``MsakitError`` if the output file ``out`` is one of ``inputs`` (same file by
-    device and inode: symlinks and hard links too), an existing folder, FIFO, device or symbolic
-    link, or a file of an existing run (:func:`msakit.core.safety.check_output`). ``None`` entries
-    are skipped; call it before anything is read or written."""
-    if out is None:
-        return
-    from msakit.core.safety import Output, check_output
-
-    check_output(Output(flag, Path(out)), inputs)
 
 
 # --------------------------------------------------------------------------- reading inputs

@@ -50,7 +50,7 @@ import numpy as np
 
 from msakit.config.datasets import DATASETS, DatasetSpec, dataset_spec
 from msakit.core.errors import MsakitError
-from msakit.core.safety import open_readable
+from msakit.core.safety import check_distinct_output, open_readable
 from msakit.data.identity import content_digest
 from msakit.data.safe_format import (
     in_memory,
@@ -209,8 +209,6 @@ def convert_to_npz(
     ``classification_labels`` and the precomputed ``text`` features when present.
     Returns the loaded FeatureFile.
     """
-    from msakit.core.files import check_distinct_output
-
     p, o = os.fspath(src), os.fspath(out)
     _check_vocab_size(vocab_size)
     check_distinct_output(o, [p])

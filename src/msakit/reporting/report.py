@@ -52,6 +52,7 @@ from msakit.core.errors import MsakitError
 from msakit.core.safe_yaml import problem, read_yaml
 from msakit.data.tables import as_records, read_csv
 from msakit.evaluation.metrics import LOWER_IS_BETTER, MOSI_METRICS, SIMS_METRICS, undefined_warning
+from msakit.models.registry import preset
 
 FORMATS = ("markdown", "latex", "csv")
 LABELS = ("auto", "folder", "config")
@@ -216,8 +217,6 @@ def _flat_config(config: dict[str, Any]) -> dict[str, Any]:
 def _overrides(run: Run) -> dict[str, Any]:
     """The run's values that differ from its (model, data set) named preset: its ``--set``
     values (runs written before named presets existed started from ``paper``)."""
-    from msakit.models.registry import preset
-
     flat = _flat_config({"preset": "paper", **run.config})
     try:
         name = str(run.config.get("preset", "paper"))
