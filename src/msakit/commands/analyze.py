@@ -17,7 +17,7 @@ NAME = "analyze"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("analyze", help="long videos -> a sentiment timeline per video "
+    p = sub.add_parser(NAME, help="long videos -> a sentiment timeline per video "
                        "(utterances, transcripts, predictions): CSV/JSON and PNG")
     arg(p, "videos", role=IN_VIDEOS, nargs="+", metavar="VIDEO",
          help="video files, or folders of them")

@@ -24,7 +24,7 @@ FAST = True
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="measure training throughput and peak memory")
+    p = sub.add_parser(NAME, help="measure training throughput and peak memory")
     add_model_argument(p)
     add_dataset_arguments(p)
     arg(p, "--data", role=IN_FILE, required=True)

@@ -11,7 +11,7 @@ NAME = "convert"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("convert", help="rewrite a pickle feature file as code-free npz")
+    p = sub.add_parser(NAME, help="rewrite a pickle feature file as code-free npz")
     arg(p, "file", role=IN_FILE, help="MMSA feature pickle")
     arg(p, "--out", role=OUT_FILE,
          required=True, help="output .npz (read with allow_pickle=False)")

@@ -12,7 +12,7 @@ NAME = "demo"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="train a model on built-in synthetic data (a few minutes)")
+    p = sub.add_parser(NAME, help="train a model on built-in synthetic data (a few minutes)")
     arg(p, "--out", role=OUT_DEMO, help="run folder (default: a new temporary folder)")
     add_overwrite(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")

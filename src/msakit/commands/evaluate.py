@@ -10,7 +10,7 @@ NAME = "evaluate"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="metrics of a checkpoint on one split (JSON)")
+    p = sub.add_parser(NAME, help="metrics of a checkpoint on one split (JSON)")
     arg(p, "--checkpoint", role=CHECKPOINT, required=True,
                    help="best.pt, or a run folder with one seed-S/best.pt")
     arg(p, "--data", role=IN_FILE, required=True, help="MMSA feature file (.pkl or .npz)")

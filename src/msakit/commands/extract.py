@@ -22,7 +22,7 @@ NAME = "extract"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("extract", help="features of your own videos -> an MMSA feature file")
+    p = sub.add_parser(NAME, help="features of your own videos -> an MMSA feature file")
     arg(p, "clips", role=IN_FILE, metavar="CLIPS.csv",
                    help="id,video[,text][,label][,split]; video paths relative to the CSV")
     arg(p, "--out", role=OUT_EXTRACT, required=True, help="output .npz (code-free MMSA layout)")

@@ -22,7 +22,7 @@ NAME = "import-weights"
 def add_parser(sub: argparse._SubParsersAction) -> None:
     sources = import_sources()
     p = sub.add_parser(
-        "import-weights",
+        NAME,
         help="a reference implementation's saved weights as an msakit checkpoint",
     )
     p.add_argument("--from", dest="source", required=True, choices=sorted(sources),

@@ -10,7 +10,7 @@ NAME = "merge"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("merge", help="join 'msakit extract --shard' parts into one file")
+    p = sub.add_parser(NAME, help="join 'msakit extract --shard' parts into one file")
     arg(p, "parts", role=IN_FILE, nargs="+", metavar="PART", help="files from extract --shard i/n")
     arg(p, "--out", role=OUT_MERGE, required=True, help="output .npz")
     add_overwrite(p)

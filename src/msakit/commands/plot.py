@@ -21,7 +21,7 @@ NAME = "plot"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("plot", help="PNG figures: curves, tsne, weights, scatter")
+    p = sub.add_parser(NAME, help="PNG figures: curves, tsne, weights, scatter")
     figures = p.add_subparsers(dest="figure", required=True, parser_class=Parser)
     f = figures.add_parser("curves", help="training and validation curves of a run folder")
     arg(f, "run_dir", role=IN_RUN, metavar="RUN_DIR", help="run folder (or one seed-S folder)")

@@ -11,7 +11,7 @@ NAME = "predict"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="a checkpoint's predictions: a split as CSV, or one video")
+    p = sub.add_parser(NAME, help="a checkpoint's predictions: a split as CSV, or one video")
     arg(p, "--checkpoint", role=CHECKPOINT, required=True,
                    help="best.pt, or a run folder with one seed-S/best.pt")
     arg(p, "--data", role=IN_FILE,

@@ -27,7 +27,7 @@ FAST = True
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "pretrain-adapters",
+        NAME,
         help="pretrain a model's knowledge adapters on an external MMSA feature file (its "
         "stage before train --adapters)",
     )

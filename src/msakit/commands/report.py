@@ -13,7 +13,7 @@ NAME = "report"
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "report", help="mean ± std over seeds of run folders, side by side, as the papers' tables"
+        NAME, help="mean ± std over seeds of run folders, side by side, as the papers' tables"
     )
     arg(p, "dirs", role=IN_RUN, nargs="+", metavar="DIR", help="run folders (with results.csv)")
     p.add_argument("--format", default="markdown", choices=["markdown", "latex", "csv"],

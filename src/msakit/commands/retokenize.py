@@ -15,7 +15,7 @@ NAME = "retokenize"
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "retokenize", help="rewrite a feature file's token ids with another text encoder's "
+        NAME, help="rewrite a feature file's token ids with another text encoder's "
         "tokenizer (from raw_text or a CSV id,text)",
     )
     arg(p, "file", role=IN_FILE, help="MMSA feature file (.pkl or .npz)")

@@ -11,7 +11,7 @@ NAME = "synth"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("synth", help="write a synthetic MMSA feature file with the real shapes")
+    p = sub.add_parser(NAME, help="write a synthetic MMSA feature file with the real shapes")
     p.add_argument("--like", required=True, choices=synthetic_names(),
                    help="the named data set whose standard file's shapes to copy")
     p.add_argument("--n", required=True, nargs=3, type=int, metavar=("TRAIN", "VALID", "TEST"))

@@ -23,7 +23,7 @@ FAST = True
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model on an MMSA feature file, several seeds")
+    p = sub.add_parser(NAME, help="train a model on an MMSA feature file, several seeds")
     add_train_arguments(p)
     arg(p, "--adapters", role=IN_FILE,
          help="adapters.pt from pretrain-adapters (models with adapters)")

@@ -26,7 +26,7 @@ FAST = True
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "tune", help="Optuna sweep; workers sharing --storage and --study share one study"
+        NAME, help="Optuna sweep; workers sharing --storage and --study share one study"
     )
     add_model_argument(p)
     add_dataset_arguments(p)
