@@ -16,11 +16,11 @@ import pytest
 import torch
 
 from msakit import api
+from msakit.core.errors import MsakitError
 from msakit.data.batching import Batch
 from msakit.data.synthetic import make_synthetic
 from msakit.encoders.sequence import SequenceEncoder, last_valid, lengths_to_mask, masked_mean
 from msakit.encoders.text import load_text_encoder
-from msakit.errors import MsakitError
 from msakit.models.base import Dims
 from msakit.models.clgsi import CLGSI, GLFK, CLGSIConfig, CommonFusion, Subnet
 from msakit.models.registry import create_model, preset

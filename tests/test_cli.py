@@ -21,7 +21,7 @@ import yaml
 from msakit.cli import main
 from msakit.data.mmsa import load_feature_file
 from msakit.data.synthetic import make_synthetic
-from msakit.metrics import compute_metrics
+from msakit.evaluation.metrics import compute_metrics
 
 MOSI_NAMES = [
     "Has0_acc_2",

@@ -21,10 +21,10 @@ from conftest import make_tiny_bert, write_short_synthetic
 
 from msakit import cli
 from msakit.api import build_config, load_checkpoint
+from msakit.core.errors import MsakitError
 from msakit.data.batching import collate
 from msakit.data.mmsa import load_feature_file
 from msakit.encoders.text import load_text_encoder
-from msakit.errors import MsakitError
 from msakit.losses import HierarchicalContrastiveLoss
 from msakit.models import create_model
 from msakit.models.base import Dims

@@ -24,10 +24,10 @@ from msakit.config.datasets import (
     read_spec_file,
     resolve_spec,
 )
+from msakit.core.errors import MsakitError
 from msakit.data.mmsa import check_dataset, load_feature_file
 from msakit.data.synthetic import make_synthetic
-from msakit.errors import MsakitError
-from msakit.metrics import MOSI_METRICS, SIMS_METRICS, compute_metrics, metric_names
+from msakit.evaluation.metrics import MOSI_METRICS, SIMS_METRICS, compute_metrics, metric_names
 
 # --------------------------------------------------------------------------- the registry
 

@@ -114,7 +114,7 @@ def test_audio_frames_every_10_ms(tmp_path, kind, dim):
 def test_a_missing_extractor_names_the_extra(monkeypatch):
     import sys
 
-    from msakit.errors import MsakitError
+    from msakit.core.errors import MsakitError
     from msakit.extract.audio import AudioExtractor
 
     monkeypatch.setitem(sys.modules, "opensmile", None)  # makes `import opensmile` fail
@@ -259,7 +259,7 @@ def test_two_extractions_into_one_out_the_second_is_refused(corpus, tmp_path, ca
     """``extract`` holds the lock of its ``--out`` (on ``OUT.cache/``) while it writes: a second
     extraction into the same file (two shards given one --out) stops with one line, writes
     nothing, and runs once the first is done."""
-    from msakit.files import RunLock
+    from msakit.core.files import RunLock
 
     out = tmp_path / "x.npz"
     with RunLock(tmp_path / "x.npz.cache"):
@@ -701,7 +701,7 @@ def test_a_corrupt_record_member_is_one_line(tmp_path, compression, fragment):
     line naming the file and the entry, from read_metadata and from merge alike."""
     import zipfile
 
-    from msakit.errors import MsakitError
+    from msakit.core.errors import MsakitError
     from msakit.extract.merge import merge
     from msakit.extract.settings import METADATA_KEY, read_metadata
 

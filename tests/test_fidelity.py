@@ -16,10 +16,10 @@ from msakit import api
 from msakit.config import DEFAULT_SEEDS, RunConfig
 from msakit.config.datasets import dataset_spec
 from msakit.config.presets import apply_preset_entry
+from msakit.core.errors import MsakitError
 from msakit.data.mmsa import load_feature_file
 from msakit.data.tokens import check_vocabulary, read_texts_csv
 from msakit.encoders.text import PACKAGED_TEXT_ENCODER, load_text_encoder, load_tokenizer
-from msakit.errors import MsakitError
 from msakit.models.clgsi import CLGSI_AUTHORS
 from msakit.models.registry import model_names, model_spec, preset, preset_note
 from msakit.reporting.report import report

@@ -822,7 +822,7 @@ def _rerun(w: World, config: Path | str, *extra: str) -> list[str]:
 def locked_run(world) -> Path:
     """A run folder whose lock is held (by this process, through its own open file: a kernel
     lock refuses a second open file of the same process as it refuses another process)."""
-    from msakit.files import RunLock
+    from msakit.core.files import RunLock
 
     folder = world.root / "locked"
     with RunLock(folder):
@@ -1134,7 +1134,7 @@ def test_overwrite_replaces_and_a_lock_of_a_killed_process_is_no_lock(world, tmp
     lock: the next run takes it with no warning and no hand work."""
     out = tmp_path / "run"
     shutil.copytree(world.run, out)
-    code = ("import sys; from msakit.files import RunLock; RunLock(sys.argv[1]).acquire(); "
+    code = ("import sys; from msakit.core.files import RunLock; RunLock(sys.argv[1]).acquire(); "
             "print('held', flush=True); sys.stdin.read()")
     holder = subprocess.Popen([sys.executable, "-c", code, str(out)], env=_env(),
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -1325,8 +1325,8 @@ def test_a_failure_after_ctrl_c_is_an_interruption_not_a_bug(capsys, failure):
     fails otherwise (seen: NumPy's lazy attributes recursing), and one inside torch.save's
     writer comes back from C++ as a RuntimeError that msakit's atomic writer reports as
     "cannot write" (seen in a tune trial): still status 130, one line."""
-    from msakit.errors import MsakitError
-    from msakit.guard import run_guarded
+    from msakit.core.errors import MsakitError
+    from msakit.core.guard import run_guarded
 
     def command() -> int:
         try:
@@ -1338,7 +1338,7 @@ def test_a_failure_after_ctrl_c_is_an_interruption_not_a_bug(capsys, failure):
     def writer() -> int:
         try:
             signal.raise_signal(signal.SIGINT)
-        except KeyboardInterrupt as exc:  # what msakit.files does with torch's RuntimeError
+        except KeyboardInterrupt as exc:  # what msakit.core.files does with torch's RuntimeError
             raise MsakitError("cannot write best.pt: [enforce fail at inline_container.cc]"
                               ) from exc
         return 0
@@ -1360,7 +1360,7 @@ def test_a_ctrl_c_python_cannot_raise_is_delivered_again(capsys):
     not printed, and is delivered again until it stops the command."""
     import ctypes
 
-    from msakit.guard import run_guarded
+    from msakit.core.guard import run_guarded
 
     libc = ctypes.CDLL(None)
     order = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_int),
@@ -1418,7 +1418,7 @@ def test_a_command_that_hangs_after_ctrl_c_is_ended(tmp_path):
     """A library that never returns after Ctrl-C (seen once: a tune trial stuck after the
     interruption, nothing printed) does not keep the command alive: after the grace period,
     status 130, one line naming the file that shows where every thread waited."""
-    code = ("import sys, threading, msakit.guard as guard\n"
+    code = ("import sys, threading, msakit.core.guard as guard\n"
             "guard.CTRL_C_GRACE = 1.0\n"
             "def stuck():\n"
             "    lock = threading.Lock(); lock.acquire()\n"

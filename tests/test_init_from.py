@@ -12,7 +12,7 @@ import torch
 from conftest import run_cli, write_short_synthetic
 
 from msakit import api
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
 from msakit.training.trainer import Trainer
 
 FRAMES = {"audio": 30, "vision": 20}

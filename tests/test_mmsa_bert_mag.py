@@ -31,10 +31,10 @@ from mmsa_reference_bert import (
 )
 
 from msakit import api
+from msakit.core.errors import MsakitError
 from msakit.data.batching import collate
 from msakit.data.mmsa import load_feature_file
 from msakit.encoders.text import load_text_encoder
-from msakit.errors import MsakitError
 from msakit.models.align import mmsa_avg_pool
 from msakit.models.base import Dims
 from msakit.models.bert_mag import (

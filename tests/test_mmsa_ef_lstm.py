@@ -15,8 +15,8 @@ from mmsa_reference import (
     write_mmsa_file,
 )
 
+from msakit.core.errors import MsakitError
 from msakit.data.mmsa import load_feature_file
-from msakit.errors import MsakitError
 from msakit.models.align import mmsa_avg_pool
 from msakit.models.ef_lstm import EFLSTM, EFLSTMConfig, import_mmsa
 from msakit.models.import_weights import check_mapped

@@ -18,7 +18,7 @@ from mmsa_reference import (
     write_mmsa_file,
 )
 
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
 from msakit.models.graph_mfn import GraphMFN, GraphMFNConfig, import_mmsa, mmsa_state
 from msakit.models.registry import preset
 

@@ -18,9 +18,9 @@ from mmsa_reference_aligned import import_through_cli, mmsa_args, write_file
 from mmsa_reference_bert import assert_gradients_close, mmsa_batch, mmsa_split
 
 from msakit import api
+from msakit.core.errors import MsakitError
 from msakit.data.batching import collate
 from msakit.data.mmsa import load_feature_file
-from msakit.errors import MsakitError
 from msakit.models.base import Dims
 from msakit.models.mctn import MCTN, MCTNConfig, mctn_from_mmsa
 from msakit.models.registry import preset

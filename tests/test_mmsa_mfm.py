@@ -16,9 +16,9 @@ import torch
 from mmsa_reference_aligned import import_through_cli, mmsa_args, write_file
 from mmsa_reference_bert import assert_gradients_close, mmsa_batch, mmsa_split, share_weights
 
+from msakit.core.errors import MsakitError
 from msakit.data.batching import collate
 from msakit.data.mmsa import load_feature_file
-from msakit.errors import MsakitError
 from msakit.losses.mfm import gaussian_kernel, mmd_to_sample
 from msakit.models.base import Dims
 from msakit.models.mfm import MFM, MFMConfig, mfm_from_mmsa

@@ -15,7 +15,7 @@ from mmsa_reference import (
     write_mmsa_file,
 )
 
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
 from msakit.models.import_weights import check_mapped
 from msakit.models.mfn import MFN, MFNConfig, import_mmsa
 from msakit.models.registry import preset

@@ -16,8 +16,8 @@ from mmsa_reference import (
     write_mmsa_file,
 )
 
+from msakit.core.errors import MsakitError
 from msakit.data.mmsa import load_feature_file
-from msakit.errors import MsakitError
 from msakit.models.mtfn import MTFN, MTFNConfig, import_mmsa
 from msakit.models.registry import preset
 

@@ -1,5 +1,5 @@
 """Outputs and inputs (issue 19, must-haves 3 and 5's first part): one layer,
-:mod:`msakit.safety`, decides what every command may read and write.
+:mod:`msakit.core.safety`, decides what every command may read and write.
 
 Structure first: every string argument of every parser declares its role (an input or output
 path of some kind, or text), and for every command, every declared input refuses a FIFO and
@@ -109,7 +109,7 @@ def test_every_string_argument_declares_its_role():
     """A path argument added without a role (``_arg``) fails here: every string-valued
     argument of every command is declared an input, an output or text."""
     from msakit.cli import build_parser
-    from msakit.safety import Role
+    from msakit.core.safety import Role
 
     missing = [f"{name} {a.option_strings or a.dest}" for name, p in _parsers(build_parser())
                for a in _string_actions(p) if not isinstance(getattr(a, "role", None), Role)]
@@ -453,8 +453,8 @@ def test_a_run_continues_its_own_step_log(w, tmp_path, capsys):
 
 
 def test_atomic_write_never_replaces_a_device_fifo_or_symlink(tmp_path):
-    from msakit.errors import MsakitError
-    from msakit.files import write_text_atomic
+    from msakit.core.errors import MsakitError
+    from msakit.core.files import write_text_atomic
 
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
@@ -476,8 +476,8 @@ def test_atomic_write_never_replaces_a_device_fifo_or_symlink(tmp_path):
 
 
 def test_open_input_refuses_a_fifo_without_blocking(tmp_path):
-    from msakit.errors import MsakitError
-    from msakit.safety import open_input
+    from msakit.core.errors import MsakitError
+    from msakit.core.safety import open_input
 
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)

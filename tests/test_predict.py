@@ -13,10 +13,10 @@ import pytest
 from conftest import run_cli
 
 import msakit
+from msakit.core.errors import MsakitError
 from msakit.data.mmsa import load_feature_file
 from msakit.data.safe_format import save_npz
 from msakit.data.synthetic import make_synthetic
-from msakit.errors import MsakitError
 
 WORDS = ["good", "bad", "movie", "it", "was", "not", "really", "fine"]
 SMALL = ["--set", "feedforward=32", "--set", "common_dim=16", "--set", "specific_dim=16",

@@ -16,11 +16,11 @@ import torch
 from torch import nn
 
 from msakit.api import LoadedCheckpoint, load_checkpoint, split_for
+from msakit.core.errors import MsakitError
 from msakit.data.mmsa import load_feature_file
 from msakit.encoders import packed_text, sequence
 from msakit.encoders.packed_text import run_text_encoder
 from msakit.encoders.text import load_text_encoder
-from msakit.errors import MsakitError
 from msakit.importing import _write_checkpoint
 from msakit.models.base import Dims
 from msakit.models.import_weights import SOURCES

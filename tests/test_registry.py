@@ -15,10 +15,10 @@ from torch import nn
 from msakit import api
 from msakit.config import model_config as model_config_module
 from msakit.config.model_config import ModelConfig, hp
+from msakit.core.errors import MsakitError
 from msakit.data.batching import Batch
 from msakit.encoders.sequence import masked_mean
 from msakit.encoders.text import bert_inputs, load_text_encoder
-from msakit.errors import MsakitError
 from msakit.models import registry
 from msakit.models.base import (
     LOCAL,

@@ -14,10 +14,10 @@ from conftest import run_cli, write_short_synthetic
 
 from msakit.api import build_config, build_model, dims_of, load_data
 from msakit.config import plain
+from msakit.core.files import torch_save_atomic
 from msakit.data.mmsa import convert_to_npz
 from msakit.encoders.text import load_text_encoder, text_encoder_config
-from msakit.files import torch_save_atomic
-from msakit.metrics import MOSI_METRICS, SIMS_METRICS
+from msakit.evaluation.metrics import MOSI_METRICS, SIMS_METRICS
 from msakit.models.clgsi.plots import weight_curves
 from msakit.models.registry import preset
 from msakit.reporting import plots

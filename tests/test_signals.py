@@ -101,7 +101,7 @@ def _check_ended(proc: subprocess.Popen, err: str, signum: int) -> None:
 # --------------------------------------------------------------------------- in this process
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["TERM", "HUP"])
 def test_a_signal_is_one_line_with_its_status(capsys, signum):
-    from msakit.guard import run_guarded
+    from msakit.core.guard import run_guarded
 
     previous = signal.signal(signum, signal.SIG_DFL)  # also under nohup
     cleaned = []
@@ -125,7 +125,7 @@ def test_a_signal_is_one_line_with_its_status(capsys, signum):
 
 def test_an_ignored_sighup_stays_ignored(capsys):
     """Under ``nohup`` SIGHUP is ignored: msakit leaves it so."""
-    from msakit.guard import run_guarded
+    from msakit.core.guard import run_guarded
 
     previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
@@ -143,7 +143,7 @@ def test_an_ignored_sighup_stays_ignored(capsys):
 def test_a_signal_right_after_a_temporary_file_is_made_leaves_none(tmp_path, monkeypatch):
     """The atomic writer names its temporary file before creating it: a signal landing just
     after the file exists (here: in the ``os.close`` that follows) still removes it."""
-    from msakit.files import write_text_atomic
+    from msakit.core.files import write_text_atomic
 
     real_close = os.close
 

@@ -515,7 +515,7 @@ def test_the_api_checks_types_without_coercion(small_mosi_npz, tiny_bert, tmp_pa
                                                message):
     """train once read seeds="12" as seeds [1, 2] and epochs=2.7 as 2 epochs."""
     import msakit
-    from msakit.errors import MsakitError
+    from msakit.core.errors import MsakitError
 
     with pytest.raises(MsakitError) as info:
         msakit.train("clgsi", "mosi", small_mosi_npz, text_encoder=str(tiny_bert),
@@ -537,7 +537,7 @@ def test_the_api_checks_types_without_coercion(small_mosi_npz, tiny_bert, tmp_pa
 ])
 def test_every_public_function_checks_its_arguments(run, small_mosi_npz, call, message):
     from msakit import api
-    from msakit.errors import MsakitError
+    from msakit.core.errors import MsakitError
 
     with pytest.raises(MsakitError) as info:
         call(api, run, small_mosi_npz)
@@ -548,7 +548,7 @@ def test_the_api_takes_what_its_annotations_say(run, small_mosi_npz, tmp_path):
     """Paths as str or Path, ints as float settings, lists for tuples of counts."""
     import msakit
     from msakit.api import build_config
-    from msakit.errors import MsakitError
+    from msakit.core.errors import MsakitError
 
     config = build_config("clgsi", "mosi", seeds=[3, 4], epochs=2, batch=8)
     assert config.seeds == [3, 4] and config.epochs == 2 and config.batch_size == 8
@@ -586,7 +586,7 @@ def test_a_binary_step_log_on_resume_is_one_line(run, tiny_bert, small_mosi_npz,
                                                  capsys):
     """The run's own step log (the one it recorded) turned binary: --resume, which keeps its
     other seeds' lines, stops with one line instead of 'unexpected UnicodeDecodeError'; the
-    file is left as it was. (Any other existing file is refused before: msakit.safety.)"""
+    file is left as it was. (Any other existing file is refused before: msakit.core.safety.)"""
     copy, log = tmp_path / "run", tmp_path / "steps.log"
     shutil.copytree(run, copy)
     log.write_bytes(bytes(range(256)) * 4)

@@ -14,6 +14,7 @@ from conftest import run_cli
 import msakit
 from msakit import api
 from msakit.config import RunConfig, apply_overrides
+from msakit.core.errors import MsakitError
 from msakit.data import standardize
 from msakit.data.batching import Batch
 from msakit.data.mmsa import load_feature_file
@@ -21,7 +22,6 @@ from msakit.data.safe_format import save_npz
 from msakit.data.standardize import feature_stats, moments
 from msakit.data.synthetic import make_synthetic
 from msakit.encoders.text import load_text_encoder
-from msakit.errors import MsakitError
 from msakit.models.base import STANDARDIZER, Dims, FeatureStandardizer
 from msakit.training.inputs import build_model
 from msakit.training.trainer import TrainerHooks, evaluate_model

@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 from msakit import api, cli
 from msakit.config import apply_overrides
 from msakit.config.datasets import dataset_names, dataset_spec, preset_source
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
 from msakit.models.registry import model_names, model_spec, preset
 from msakit.tune import format_value, tune
 

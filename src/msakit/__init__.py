@@ -21,7 +21,7 @@ def __getattr__(name: str):
     """The API is imported on first use, so that ``msakit --help`` (and a Ctrl-C while torch
     loads) is handled by the command line, not by an import."""
     if name in _API:
-        from msakit import api
+        from msakit import api  # lazy: `msakit --help` and a Ctrl-C while torch loads
 
         return getattr(api, name)
     raise AttributeError(f"module 'msakit' has no attribute {name!r}")

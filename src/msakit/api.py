@@ -1,7 +1,7 @@
 """The Python API behind every ``msakit`` command: train, evaluate, predict, synth, demo.
 
 Each function validates all of its input before it writes anything, and raises
-:class:`msakit.errors.MsakitError` (one line) for bad input. The public functions check their
+:class:`msakit.core.errors.MsakitError` (one line) for bad input. The public functions check their
 arguments' types against their annotations first (:func:`checked_arguments`): no coercion, so
 ``seeds="12"`` or ``epochs=2.7`` is an error, not seeds [1, 2] or 2 epochs.
 """
@@ -28,18 +28,36 @@ import numpy as np
 import torch
 
 from msakit.config import RunConfig, apply_overrides
-from msakit.config.datasets import DatasetSpec
+from msakit.config.datasets import DatasetSpec, synthetic_names
 from msakit.config.presets import DEFAULT_PRESET
-from msakit.config.safe_yaml import load_yaml, problem, read_yaml
-from msakit.data.mmsa import FeatureFile, SplitData, check_dataset, load_feature_file
+from msakit.core.errors import MsakitError
+from msakit.core.files import RunLock, write_text_atomic
+from msakit.core.safe_yaml import load_yaml, problem, read_yaml
+from msakit.core.safety import (
+    STEP_LOG_RECORD,
+    Input,
+    Output,
+    check_distinct_output,
+    check_input,
+    check_plan,
+    inputs,
+    run_entries,
+)
+from msakit.data.mmsa import (
+    FeatureFile,
+    SplitData,
+    check_dataset,
+    convert_to_npz,
+    load_feature_file,
+)
+from msakit.data.safe_format import save_npz
+from msakit.data.synthetic import make_synthetic, write_synthetic
 from msakit.encoders.text import (
     DEFAULT_TEXT_ENCODER,
     check_text_length,
     text_encoder_from_config,
 )
-from msakit.errors import MsakitError
-from msakit.files import RunLock, check_distinct_output, write_text_atomic
-from msakit.metrics import (
+from msakit.evaluation.metrics import (
     metric_names,
     metric_values,
     metrics_json,
@@ -47,18 +65,12 @@ from msakit.metrics import (
     undefined_warning,
     without_nan,
 )
+from msakit.extract.analyze import analyze_videos
+from msakit.extract.predict import predict_clip
+from msakit.inference import prediction_rows, split_from_arrays, write_predictions
 from msakit.models.base import Dims, MSAModel
 from msakit.models.registry import DEMO_MODEL, model_spec, preset_note
 from msakit.models.registry import preset as named_preset
-from msakit.safety import (
-    STEP_LOG_RECORD,
-    Input,
-    Output,
-    check_input,
-    check_plan,
-    inputs,
-    run_entries,
-)
 from msakit.tracking import MlflowRun, start_tracking
 from msakit.training import distributed
 from msakit.training.device import amp_mode
@@ -230,7 +242,7 @@ def train(
 
 def _clear_run(out: Path) -> None:
     """--overwrite: remove the previous run's files (nothing else in the folder; that none of
-    them is an input was checked before, :func:`msakit.safety.check_plan`)."""
+    them is an input was checked before, :func:`msakit.core.safety.check_plan`)."""
     import shutil
 
     for path in run_entries(out, "train"):
@@ -340,7 +352,7 @@ def horizon_note(config: RunConfig) -> str | None:
 
 
 def _check_outputs(run: _Run, config: RunConfig) -> dict[str, Any] | None:
-    """The run folder and the step log against the inputs (:func:`msakit.safety.check_plan`):
+    """The run folder and the step log against the inputs (:func:`msakit.core.safety.check_plan`):
     nothing of the inputs or of another run is overwritten; --resume continues only a run
     started with the same settings, and returns the data identity the run recorded
     (:func:`_check_resume_config`)."""
@@ -540,7 +552,7 @@ def _check_same_data(
 def _with_summary(
     rows: list[dict[str, Any]], dataset: str | DatasetSpec
 ) -> list[dict[str, Any]]:
-    """``rows`` rounded to 4 decimals (:func:`msakit.metrics.rounded`, as MMSA's tables), then
+    """``rows`` rounded to 4 decimals (:func:`evaluation.metrics.rounded`, as MMSA's tables), then
     the ``mean`` and ``std`` rows of the rounded values; with one seed the std row is blank (a
     spread of one value is not 0, it is unknown)."""
     names = metric_names(dataset)
@@ -846,7 +858,7 @@ def evaluate(
 ) -> dict[str, float]:
     """MMSA metrics of a checkpoint on one split of a feature file, unrounded (``msakit
     evaluate`` prints them rounded to MMSA's 4 decimals). A metric that does not exist on the
-    split (constant labels, one sample: :data:`msakit.metrics.UNDEFINED_WHEN`) is
+    split (constant labels, one sample: :data:`msakit.evaluation.metrics.UNDEFINED_WHEN`) is
     NaN, named in a ``warning:`` line on stderr."""
     ckpt = load_checkpoint(checkpoint)
     part = split_for(ckpt, data, split)
@@ -882,8 +894,6 @@ def predict(
     ``raw_text`` (N strings), ``audio`` (N, La, Da), ``vision`` (N, Lv, Dv) and optionally
     ``audio_lengths``, ``vision_lengths``, ``id`` (see :mod:`msakit.inference`).
     """
-    from msakit.inference import prediction_rows, split_from_arrays, write_predictions
-
     in_memory = isinstance(data, Mapping)  # else a path (checked_arguments)
     if out is not None:
         check_distinct_output(out, [*([] if in_memory else [data]), checkpoint,
@@ -909,9 +919,6 @@ def synth(like: str, n: tuple[int, int, int] | list[int], out: str | os.PathLike
     """Write a synthetic MMSA feature file shaped like the named data set ``like`` (see
     :func:`msakit.data.synthetic.synthetic_names`); with ``text_features``, also the ``text``
     key that the models without a text encoder (TFN, LMF, MulT) read."""
-    from msakit.config.datasets import synthetic_names
-    from msakit.data.synthetic import write_synthetic
-
     if like not in synthetic_names():
         raise MsakitError(f"--like must be one of {', '.join(synthetic_names())}, got {like!r}")
     if len(n) != 3 or min(n) < 1:
@@ -922,9 +929,6 @@ def synth(like: str, n: tuple[int, int, int] | list[int], out: str | os.PathLike
         raise MsakitError(f"folder {out.parent} does not exist")
     check_distinct_output(out, [])
     if out.suffix == ".npz":  # the code-free format, as the name says
-        from msakit.data.safe_format import save_npz
-        from msakit.data.synthetic import make_synthetic
-
         save_npz(make_synthetic(like, *n, seed=seed, text_features=text_features), out)
         return out
     write_synthetic(str(out), like, n, seed=seed, text_features=text_features)
@@ -933,7 +937,7 @@ def synth(like: str, n: tuple[int, int, int] | list[int], out: str | os.PathLike
 
 DEMO_SIZES = (256, 64, 96)
 DEMO_FILES = (("synthetic_mosi.pkl", "file"), ("synthetic_mosi.npz", "file"), ("run", "train"))
-"""What ``demo`` writes in its folder (name, kind of output: :class:`msakit.safety.Output`)."""
+"""What ``demo`` writes in its folder (name, kind of output: :class:`msakit.core.safety.Output`)."""
 
 
 @checked_arguments
@@ -955,8 +959,6 @@ def demo(
                           for name, kind in DEMO_FILES)], overwrite=overwrite)
     workdir = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="msakit-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    from msakit.data.mmsa import convert_to_npz
-
     pickled = synth("mosi", DEMO_SIZES, workdir / "synthetic_mosi.pkl", seed=0)
     data = workdir / "synthetic_mosi.npz"
     convert_to_npz(pickled, data)
@@ -986,8 +988,6 @@ def predict_video(
     """The sentiment of one raw clip: ``video`` extracted as the checkpoint's training data was
     (its recorded ``msakit extract`` settings), then the model's prediction
     (:class:`msakit.extract.predict.VideoPrediction`). Without ``text``, speech recognition."""
-    from msakit.extract.predict import predict_clip
-
     return predict_clip(load_checkpoint(checkpoint), video, text, checkpoint=checkpoint,
                         openface_csv=openface_csv)
 
@@ -1006,8 +1006,6 @@ def analyze(
     into utterances, each extracted as the checkpoint's training data was and predicted;
     ``out/NAME/timeline.csv`` and ``timeline.png`` per video
     (:class:`msakit.extract.analyze.AnalyzeResult`)."""
-    from msakit.extract.analyze import analyze_videos
-
     return analyze_videos(videos, out, checkpoint=resolve_checkpoint(checkpoint),
                           loader=load_checkpoint, options=options, workers=workers,
                           resume=resume, progress=progress)

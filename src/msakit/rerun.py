@@ -11,7 +11,7 @@ content identity of the data the run trained on (``data``) is kept: ``train`` re
 
 A file that cannot be read, is not YAML, or is not an msakit configuration (another tool's
 YAML, keys this msakit does not know, values of the wrong type) is one
-:class:`~msakit.errors.MsakitError` line naming the file and the key.
+:class:`~msakit.core.errors.MsakitError` line naming the file and the key.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from typing import Any
 
 from msakit.config import RunConfig, apply_overrides
 from msakit.config.datasets import resolve_spec
+from msakit.core.errors import MsakitError
 from msakit.data.identity import check_identity
-from msakit.errors import MsakitError
 from msakit.models.registry import preset as named_preset
 
 IDENTITY = ("model_name", "dataset", "preset")
@@ -78,7 +78,7 @@ def load_run_config(
 def _read(path: Path) -> dict[str, Any]:
     import yaml
 
-    from msakit.config.safe_yaml import read_yaml
+    from msakit.core.safe_yaml import read_yaml
 
     if not path.exists():
         raise MsakitError(f"--config {path}: no such file")

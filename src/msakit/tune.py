@@ -43,11 +43,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from msakit import api
 from msakit.config.datasets import DatasetSpec
-from msakit.config.safe_yaml import dump_yaml
-from msakit.errors import MsakitError, TrainingDiverged
-from msakit.files import write_text_atomic
+from msakit.core.errors import MsakitError, TrainingDiverged
+from msakit.core.files import write_text_atomic
+from msakit.core.safe_yaml import dump_yaml
+from msakit.core.safety import run_kind
+from msakit.data.mmsa import check_dataset, load_feature_file
 from msakit.models.registry import model_spec
+from msakit.training.inputs import check_output_folder, load_inputs
+from msakit.training.trainer import TrainerHooks
 
 __all__ = ["tune", "TuneResult", "format_value", "suggest"]
 
@@ -171,8 +176,6 @@ def _check_trial_folders(sweep: _Sweep, the_study) -> None:
     have: another storage's study of the same name wrote them, and trial numbers start again
     at 0. The folders are listed before the study's trials are read, so a trial another worker
     started meanwhile is known."""
-    from msakit.safety import run_kind
-
     folders = sorted(sweep.trials_dir.glob("trial-*")) if sweep.trials_dir else []
     folders = [f for f in folders if run_kind(f) is not None]
     known = {t.number for t in the_study.get_trials(deepcopy=False)}
@@ -245,8 +248,6 @@ def tune(
     ``out/S/trial-K``; a trial folder that holds a run the study does not know (a study of the
     same name in another storage) is refused before any trial runs, unless ``overwrite``.
     """
-    from msakit.training.inputs import load_inputs
-
     sweep = _Sweep(model=model, dataset=dataset, data=data, trials=trials, out=Path(out),
                    epochs=epochs, text_encoder=text_encoder, batch=batch,
                    base=list(overrides or []), adapters=adapters, seed=seed, preset=preset,
@@ -308,10 +309,6 @@ def _check_request(sweep: _Sweep, storage: str | None) -> tuple[Any, dict[str, t
     search-space key (at its low end), the data file, the adapters, the storage URL and the
     output folder. Returns the base configuration and the space searched (a value fixed with
     ``--set`` is not searched; ``lr=...`` fixes every ``lr.G``)."""
-    from msakit import api
-    from msakit.data.mmsa import check_dataset, load_feature_file
-    from msakit.training.inputs import check_output_folder
-
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise MsakitError(
             "tune runs one trial per process: start workers as separate processes (one per GPU "
@@ -349,8 +346,6 @@ def _check_request(sweep: _Sweep, storage: str | None) -> tuple[Any, dict[str, t
 
 def _trial_config(sweep: _Sweep, sets: list[str]):
     """The configuration a trial with ``--set`` values ``sets`` trains."""
-    from msakit import api
-
     return api.build_config(sweep.model, sweep.dataset, text_encoder=sweep.text_encoder,
                             epochs=sweep.epochs, batch=sweep.batch, overrides=sets,
                             preset=sweep.preset)
@@ -378,9 +373,6 @@ def _objective(sweep: _Sweep, space: dict[str, tuple], loaded, train_seed: int):
     """Optuna's objective: train one seed with the sampled values, report the validation MAE
     after every epoch (pruning), return the best one."""
     import optuna
-
-    from msakit import api
-    from msakit.training.trainer import TrainerHooks
 
     def objective(trial) -> float:
         sets = [*sweep.base, *_as_set(suggest(trial, space))]

@@ -4,7 +4,7 @@ A target writes one input (bytes) where its reader expects the file (a run folde
 ``config.yaml``, an ``--data`` file, ...) and calls msakit's real code on it, the functions the
 commands call. The contract, for every input:
 
-* each call returns, or raises :class:`msakit.errors.MsakitError` (the command line's one
+* each call returns, or raises :class:`msakit.core.errors.MsakitError` (the command line's one
   ``error:`` line, exit status 2); any other exception is a failure;
 * the process does not crash (the runner executes inputs in a child process: a signal is a
   failure);
@@ -326,14 +326,15 @@ READERS: dict[str, str] = {
                                                "cases)",
     "training/trainer.py::Trainer._truncate_step_log": "not fuzzed: --log-steps on --resume, "
                                                        "only the run's own recorded step log "
-                                                       "(msakit.safety); not UTF-8 is one line",
+                                                       "(core.safety); not UTF-8 is one line",
     "extract/analyze.py::_load_state": "not fuzzed: analyze's own record of a finished video "
                                        "(OUT/NAME/.msakit-analyze.json); anything unreadable "
                                        "means 'analyze it again'",
-    "config/safe_yaml.py::read_yaml": "config",
-    "safety.py::_check_run_config": "run_config",
-    "safety.py::_is_step_log": "not fuzzed: the first 4 KB of an existing output, read only to "
-                               "tell a step log; anything unreadable is 'not a step log'",
+    "core/safe_yaml.py::read_yaml": "config",
+    "core/safety.py::_check_run_config": "run_config",
+    "core/safety.py::_is_step_log": "not fuzzed: the first 4 KB of an existing output, read "
+                                    "only to tell a step log; anything unreadable is 'not a "
+                                    "step log'",
 }
 """Every function of src/msakit that parses a file (tests/test_fuzz.py finds them by their
 calls: yaml, json, csv, np.load, torch.load, the restricted unpickler, read_csv): the target
@@ -397,7 +398,7 @@ def check(target: Target, data: bytes, ws: Workspace) -> list[str]:
 
 
 def _is_msakit_error(exc: BaseException) -> bool:
-    from msakit.errors import MsakitError
+    from msakit.core.errors import MsakitError
 
     return isinstance(exc, MsakitError)
 

@@ -25,8 +25,8 @@ import yaml
 
 from msakit.config.datasets import DATASETS, DatasetSpec, dataset_spec, resolve_spec
 from msakit.config.model_config import ModelConfig, check_settings, config_class, hp
-from msakit.config.safe_yaml import dump_yaml, load_yaml
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
+from msakit.core.safe_yaml import dump_yaml, load_yaml
 
 __all__ = ["DATASETS", "RunConfig", "apply_overrides", "validate", "with_dataset"]
 GROUPS = ("text", "audio", "vision", "other")

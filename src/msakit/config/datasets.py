@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
 
 MOSI_FAMILY = "mosi"
 """MMSA's MOSI/MOSEI regression metrics: Has0/Non0 Acc-2 and F1, Acc-5, Acc-7, MAE, Corr."""
@@ -292,7 +292,7 @@ def read_spec_file(path: str | os.PathLike[str]) -> DatasetSpec:
     """A custom spec from a YAML file (keys: :data:`SPEC_KEYS`), validated."""
     import yaml
 
-    from msakit.config.safe_yaml import read_yaml
+    from msakit.core.safe_yaml import read_yaml
 
     p = os.fspath(path)
     try:

@@ -15,9 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
+from msakit.data.mmsa import SplitData
+from msakit.extract import corpus
+from msakit.extract.media import ClipError
 from msakit.extract.settings import ExtractorSettings
-from msakit.extract.vision import faces_in
+from msakit.extract.text import Tokenizer
+from msakit.extract.vision import OpenFaceReader, faces_in
 
 
 @dataclass
@@ -83,10 +87,6 @@ def _extract(
     settings: ExtractorSettings, *, openface_csv: str | os.PathLike[str] | None,
 ):
     """The clip's features with the recorded extractors (an OpenFace CSV when they say so)."""
-    from msakit.extract import corpus
-    from msakit.extract.media import ClipError
-    from msakit.extract.vision import OpenFaceReader
-
     openface_dir = None
     if settings.vision_features == "openface":
         if openface_csv is None or not Path(openface_csv).is_file():
@@ -111,9 +111,6 @@ def _clip_arrays(
     """The clip as a one-sample split in the file's layout, its token ids checked against the
     checkpoint's vocabulary (``tokenizer``: the settings' one, loaded once by a caller that
     predicts many clips)."""
-    from msakit.extract import corpus
-    from msakit.extract.text import Tokenizer
-
     if tokenizer is None:
         tokenizer = Tokenizer(settings.text_encoder, settings.max_length)
     clip = corpus.Clip(0, Path(video).stem, video, features.text, 0.0, "test")
@@ -131,8 +128,6 @@ def _clip_arrays(
 def _predict_one(ckpt, arrays: dict[str, np.ndarray]) -> float:
     """The checkpoint's model's prediction for the one clip of ``arrays``
     (:meth:`msakit.api.LoadedCheckpoint.predictions`: no autograd, finite or one error)."""
-    from msakit.data.mmsa import SplitData
-
     split = SplitData(
         text_bert=arrays["text_bert"],
         audio=arrays["audio"],

@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from msakit.config.model_config import ModelConfig, hp
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
 from msakit.models.align import mmsa_avg_pool
 from msakit.models.base import Batch, Dims, L1Regression, ModelOutput, groups_by_prefix
 from msakit.models.import_weights import rename_mmsa

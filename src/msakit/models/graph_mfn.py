@@ -30,7 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from msakit.config.model_config import ModelConfig, hp
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
 from msakit.models.base import Dims
 from msakit.models.import_weights import rename_mmsa
 from msakit.models.lf_dnn import mmsa_adam_run

@@ -34,8 +34,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from msakit.config import groups
 from msakit.config.model_config import ModelConfig, hp
+from msakit.core.errors import MsakitError
 from msakit.encoders.text import bert_inputs
-from msakit.errors import MsakitError
 from msakit.losses.misa import (
     central_moment_discrepancy,
     difference_loss,

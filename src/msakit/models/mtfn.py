@@ -25,7 +25,7 @@ from torch import nn
 
 from msakit.config import groups
 from msakit.config.model_config import hp
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
 from msakit.models.base import (
     LOCAL,
     Batch,

@@ -21,7 +21,7 @@ from msakit.config import RunConfig, with_dataset
 from msakit.config.datasets import DatasetSpec, dataset_spec, preset_source
 from msakit.config.model_config import ModelConfig, add_config_finder
 from msakit.config.presets import DEFAULT_PRESET, apply_preset_entry
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
 from msakit.models.base import Dims, MSAModel
 
 BUILTIN = ("clgsi", "conki", "tfn", "lmf", "mult", "misa", "self_mm", "mmim", "lf_dnn",

@@ -31,8 +31,8 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from msakit.config import groups
 from msakit.config.model_config import ModelConfig, hp
+from msakit.core.errors import MsakitError
 from msakit.encoders.sequence import masked_mean
-from msakit.errors import MsakitError
 from msakit.models.base import (
     Batch,
     Dims,

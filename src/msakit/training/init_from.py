@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
 from msakit.models.base import STANDARDIZER, first_non_finite
 
 # Buffers that some transformers versions save with BERT and others do not.

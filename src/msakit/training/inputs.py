@@ -25,6 +25,9 @@ from torch import nn
 
 from msakit.config import RunConfig, plain
 from msakit.config.datasets import DatasetSpec
+from msakit.core.errors import MsakitError
+from msakit.core.files import write_text_atomic
+from msakit.core.safety import Input, check_input
 from msakit.data.identity import identity as data_identity
 from msakit.data.mmsa import FeatureFile, check_dataset, load_feature_file
 from msakit.data.standardize import FeatureStats, feature_stats
@@ -35,11 +38,8 @@ from msakit.encoders.text import (
     load_tokenizer,
     text_encoder_config,
 )
-from msakit.errors import MsakitError
-from msakit.files import write_text_atomic
 from msakit.models.base import Dims, MSAModel
 from msakit.models.registry import create_model, model_spec
-from msakit.safety import Input, check_input
 from msakit.training.device import amp_mode, autocast_settings
 from msakit.training.distributed import DistContext
 

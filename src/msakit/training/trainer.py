@@ -35,12 +35,12 @@ from torch import nn
 
 from msakit.config import RunConfig
 from msakit.config.datasets import DatasetSpec
+from msakit.core.errors import MsakitError, TrainingDiverged
+from msakit.core.files import torch_save_atomic, write_text_atomic
 from msakit.data.batching import Batch, epoch_plan, iterate, join_small_batches, shard
 from msakit.data.mmsa import SplitData
 from msakit.encoders.dropout import use_fast_dropout
-from msakit.errors import MsakitError, TrainingDiverged
-from msakit.files import torch_save_atomic, write_text_atomic
-from msakit.metrics import metric_values
+from msakit.evaluation.metrics import metric_values
 from msakit.models.base import LossContext, MSAModel, TrainingPhase
 from msakit.training.allocator import reuse_freed_memory
 from msakit.training.device import (
@@ -255,7 +255,7 @@ def add_text_cache(batch: Batch, cache: TextCache | None) -> Batch:
 class EarlyStopping:
     """Stop after ``patience`` epochs without a validation MAE below the best by 1e-6.
 
-    The values compared are unrounded (:func:`msakit.metrics.metric_values`), so two epochs
+    The values compared are unrounded (:func:`evaluation.metrics.metric_values`), so two epochs
     whose MAEs differ in the fifth decimal are told apart; MMSA compares its 4-decimal values
     (docs/readings.md, "Early stopping on unrounded values")."""
 
@@ -963,7 +963,7 @@ def evaluate_model(
     amp: str = "off",
 ) -> EvalResult:
     """Predictions, labels and MMSA metrics of ``model`` on a whole split, in split order; the
-    metrics unrounded (:func:`msakit.metrics.metric_values`: a table rounds them where it is
+    metrics unrounded (:func:`evaluation.metrics.metric_values`: a table rounds them where it is
     printed).
 
     Under DDP (``dist``) each rank predicts its share of every batch and the shares are

@@ -43,13 +43,14 @@ from typing import Any
 
 import yaml
 
-from msakit.config.safe_yaml import load_yaml
-from msakit.errors import MsakitError
-from msakit.files import describe_mode as _describe
-from msakit.files import open_input, open_readable
+from msakit.core.errors import MsakitError
+from msakit.core.files import describe_mode as _describe
+from msakit.core.files import open_input, open_readable
+from msakit.core.safe_yaml import load_yaml
 
 __all__ = [
-    "Role", "Input", "Output", "check_plan", "check_input", "check_output", "open_input",
+    "Role", "Input", "Output", "check_plan", "check_input", "check_output", "check_distinct_output",
+    "open_input",
     "open_readable",
     "run_kind", "run_entries", "STEP_LOG_RECORD", "RUN_FILE_NAMES", "TRAIN_ENTRIES",
 ]
@@ -427,3 +428,17 @@ def _check_overwrite_keeps_inputs(out: Output, read: list[tuple[str, Path]]) -> 
 
 
 # --------------------------------------------------------------------------- reading
+
+
+def check_distinct_output(
+    out: str | os.PathLike[str] | None,
+    inputs: Iterable[str | os.PathLike[str] | None],
+    flag: str = "--out",
+) -> None:
+    """Raise ``MsakitError`` if the output file ``out`` is one of ``inputs`` (same file by
+    device and inode: symlinks and hard links too), an existing folder, FIFO, device or symbolic
+    link, or a file of an existing run (:func:`check_output`). ``None`` entries
+    are skipped; call it before anything is read or written."""
+    if out is None:
+        return
+    check_output(Output(flag, Path(out)), inputs)
