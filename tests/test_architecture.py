@@ -36,15 +36,7 @@ PENDING: set[str] = set()
 LAYER_PENDING: set[tuple[str, str]] = set()
 """(module file, imported module) pairs that still import upwards."""
 
-LAZY_PENDING: set[str] = {
-    # api.py's checkpoint loading and run checks move to their own modules (issue 20 item 2,
-    # second part, after the typed configuration and the safetensors checkpoints merge).
-    "api.py::_recorded_data", "api.py::_check_same_data", "api.py::_describe_checkpoint",
-    "api.py::_check_contents", "api.py::_check_same_extractor",
-    # under rework with the typed configuration (issue 20 item 1).
-    "config/datasets.py::read_spec_file", "rerun.py::_read", "training/inputs.py::prepare_run",
-    "training/inputs.py::_refuse_extracted_file",
-}
+LAZY_PENDING: set[str] = set()
 """``path::function`` of the function-body imports without a reason, in files under rework."""
 
 LAYERS = {"core": 0, "config": 1, "evaluation": 2, "data": 3, "losses": 4, "encoders": 4,

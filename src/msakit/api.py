@@ -43,6 +43,8 @@ from msakit.core.safety import (
     inputs,
     run_entries,
 )
+from msakit.data.batching import epoch_plan, iterate
+from msakit.data.identity import check_identity, same_content
 from msakit.data.mmsa import (
     FeatureFile,
     SplitData,
@@ -67,13 +69,14 @@ from msakit.evaluation.metrics import (
 )
 from msakit.extract.analyze import analyze_videos
 from msakit.extract.predict import predict_clip
+from msakit.extract.settings import check_record, describe, read_metadata
 from msakit.inference import prediction_rows, split_from_arrays, write_predictions
-from msakit.models.base import Dims, MSAModel
+from msakit.models.base import Dims, MSAModel, first_non_finite
 from msakit.models.registry import DEMO_MODEL, model_spec, preset_note
 from msakit.models.registry import preset as named_preset
 from msakit.tracking import MlflowRun, start_tracking
 from msakit.training import distributed
-from msakit.training.device import amp_mode
+from msakit.training.device import amp_mode, autocast_settings
 from msakit.training.init_from import InitFrom, read_init_from
 from msakit.training.inputs import (
     LoadedInputs,
@@ -519,7 +522,6 @@ def _check_resume_config(out: Path, config: RunConfig) -> dict[str, Any] | None:
 def _recorded_data(path: Path, saved: dict[str, Any]) -> dict[str, Any] | None:
     """The data identity a run's config.yaml records, checked; None (and a ``warning:`` line)
     for a run written before msakit recorded one."""
-    from msakit.data.identity import check_identity
 
     if saved.get("data") is None:
         print(f"warning: {path} records no content identity of the data the run trained on "
@@ -534,7 +536,6 @@ def _check_same_data(
     configured: dict[str, Any] | None,
 ) -> None:
     """--data must hold the content the resumed run, and the run of a --config, trained on."""
-    from msakit.data.identity import same_content
 
     for recorded, whose, hint in (
         (resumed, f"--resume: {run.out} was trained on",
@@ -605,8 +606,6 @@ class LoadedCheckpoint:
         ``predict --video``, ``analyze``): every prediction is a finite number, checked once
         over the split, or one :class:`MsakitError` naming the checkpoint and the first sample
         (its position in the split) without one."""
-        from msakit.data.batching import epoch_plan, iterate
-        from msakit.training.device import autocast_settings
 
         mode = amp_mode(self.config.amp, self.config.bf16)
         cast = autocast_settings("cpu", "off" if mode == "fp16" else mode)  # fp16: CUDA only
@@ -677,14 +676,12 @@ def _check_contents(path: Path, state: dict[str, Any]) -> None:
     """What a well-formed checkpoint holds beside its description: finite weights (a NaN
     weight makes every prediction NaN, hence no metric), and an extractor record with its
     structure (:func:`msakit.extract.settings.check_record`)."""
-    from msakit.models.base import first_non_finite
 
     bad = first_non_finite(state["model"])
     if bad is not None:
         raise MsakitError(f"{path}: weight {bad} holds NaN or infinite values; a model with "
                           "it predicts no number (a diverged or damaged checkpoint)")
     if state.get("extractor") is not None:
-        from msakit.extract.settings import check_record
 
         check_record(state["extractor"], f"{path}: 'extractor'")
 
@@ -836,7 +833,6 @@ def split_for(
 
 def _check_same_extractor(ckpt: LoadedCheckpoint, data: str | os.PathLike) -> None:
     """Features from `msakit extract` must come from the extractor settings the model saw."""
-    from msakit.extract.settings import describe, read_metadata
 
     trained = ckpt.state.get("extractor")
     given = read_metadata(data)

@@ -24,6 +24,7 @@ from typing import Any
 from msakit.config import RunConfig, apply_overrides
 from msakit.config.datasets import resolve_spec
 from msakit.core.errors import MsakitError
+from msakit.core.safe_yaml import read_yaml
 from msakit.data.identity import check_identity
 from msakit.models.registry import preset as named_preset
 
@@ -78,7 +79,6 @@ def load_run_config(
 def _read(path: Path) -> dict[str, Any]:
     import yaml
 
-    from msakit.core.safe_yaml import read_yaml
 
     if not path.exists():
         raise MsakitError(f"--config {path}: no such file")

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from msakit.core.errors import MsakitError
+from msakit.core.safe_yaml import read_yaml
 
 MOSI_FAMILY = "mosi"
 """MMSA's MOSI/MOSEI regression metrics: Has0/Non0 Acc-2 and F1, Acc-5, Acc-7, MAE, Corr."""
@@ -292,7 +293,6 @@ def read_spec_file(path: str | os.PathLike[str]) -> DatasetSpec:
     """A custom spec from a YAML file (keys: :data:`SPEC_KEYS`), validated."""
     import yaml
 
-    from msakit.core.safe_yaml import read_yaml
 
     p = os.fspath(path)
     try:

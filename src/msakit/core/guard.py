@@ -235,8 +235,8 @@ def one_line_warnings() -> Iterator[None]:
     the source line and location the default format adds; the :data:`NOISE` is dropped."""
     seen: set[str] = set()
 
-    def show(message, category, filename, lineno, file=None, line=None) -> None:
-        del filename, lineno, file, line
+    def show(message, category, *where, **more) -> None:  # warnings.showwarning's signature
+        del where, more  # the file, line and source the default format adds
         text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
         if text not in seen:
             seen.add(text)

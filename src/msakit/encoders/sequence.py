@@ -118,7 +118,8 @@ class _FeedForward(torch.autograd.Function):
         x, w1, w2, hidden = ctx.saved_tensors
         scale = ctx.scale
         need = ctx.needs_input_grad
-        g_x, g_w1t, g_b1, g_w2 = _feed_forward_backward(x, w1, w2, hidden, grad.contiguous())
+        g_x, g_w1t, g_b1, g_w2 = _feed_forward_backward(x, w1, w2, hidden=hidden,
+                                                       grad=grad.contiguous())
         g_b2 = grad.sum(0) if need[4] else None
         return (g_x.mul_(scale) if need[0] else None,
                 g_w1t.t().mul_(scale) if need[1] else None,
@@ -131,7 +132,7 @@ BACKWARD_BLOCK = 1 << 17
 2048-wide block), as :data:`INFERENCE_BLOCK`."""
 
 
-def _feed_forward_backward(x, w1, w2, hidden, grad):
+def _feed_forward_backward(x, w1, w2, *, hidden, grad):
     """The unscaled gradients of :class:`_FeedForward` (x, w1 transposed, b1, w2), a block of
     rows at a time: each block's hidden gradient (rows, F) is made, masked by the saved
     activation and used for x's, w1's and b1's gradients while it is in cache, and the saved

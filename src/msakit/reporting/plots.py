@@ -270,8 +270,6 @@ class _Outputs:
 def _run_checkpoint(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str,
                     keep_representations: bool) -> _Outputs:
     """Predictions (and representations) of a checkpoint on one split, in split order."""
-    from msakit.api import load_checkpoint
-
     ckpt = load_checkpoint(checkpoint)
     part = split_for(ckpt, data, split)
     model, config = ckpt.model, ckpt.config
