@@ -33,7 +33,6 @@ from msakit.commands import (
     tune,
 )
 from msakit.commands.arguments import Parser, declared_paths
-from msakit.config import CLI_SETTINGS
 from msakit.core.guard import run_guarded
 from msakit.core.safety import check_plan
 from msakit.models.registry import model_names, model_spec
@@ -70,9 +69,6 @@ def main(argv: Sequence[str] | None = None, commands: Sequence[ModuleType] = COM
         check_plan(reads, writes, overwrite=getattr(args, "overwrite", False),
                    resume=getattr(args, "resume", False))
         command = {c.NAME: c for c in commands}[args.command]
-        # CPU speed settings on, the user's --set after; a rerun keeps its saved settings.
-        if getattr(command, "FAST", False) and not getattr(args, "config", None):
-            args.set = [*CLI_SETTINGS, *args.set]
         return command.run(args)
 
     return run_guarded(run)

@@ -18,7 +18,6 @@ from msakit.commands.arguments import (
 from msakit.core.errors import MsakitError
 
 NAME = "train"
-FAST = True
 """A command that trains: msakit's CPU speed settings go before its ``--set`` values."""
 
 

@@ -20,7 +20,6 @@ from msakit.commands.arguments import (
 )
 
 NAME = "tune"
-FAST = True
 """A command that trains: msakit's CPU speed settings go before its ``--set`` values."""
 
 

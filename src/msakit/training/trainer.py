@@ -502,7 +502,7 @@ class Trainer:
         check_batch_size(self.config, self.model, self.dist.world_size)
         seed_everything(self.seed)
         apply_determinism(self.config.deterministic, self.device.type)
-        # The CPU settings, off unless asked (see RunConfig), and never taken on GPUs.
+        # The CPU settings (on by default, see RunConfig), never taken on GPUs.
         speed = cpu_speed_settings(self.device.type, self.config.reuse_memory,
                                    self.config.fast_dropout)
         if speed["reuse_memory"]:
