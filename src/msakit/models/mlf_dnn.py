@@ -25,8 +25,8 @@ from msakit.models.registry import ModelSpec, register_model
 @dataclass
 class MLFDNNConfig(LFDNNConfig, model="mlf_dnn"):
     """MLF-DNN's hyperparameters: LF-DNN's, with MMSA's SIMS configuration as defaults
-    (config_regression.json, MMSA's only one for MLF_DNN), plus the heads and the loss
-    weights."""
+    (config_regression.json; the repository's SIMS v2 entry is the ``simsv2`` preset), plus the
+    heads and the loss weights."""
 
     text_hidden: int = hp(64, "width of the text LSTM (MMSA hidden_dims[0])", low=1)
     audio_hidden: int = hp(32, "width of the audio sub-network (MMSA hidden_dims[1])", low=1)

@@ -26,7 +26,8 @@ from msakit.models.registry import ModelSpec, register_model
 @dataclass
 class MLMFConfig(LMFConfig, model="mlmf"):
     """MLMF's hyperparameters: LMF's, with MMSA's SIMS configuration as defaults
-    (config_regression.json, MMSA's only one for MLMF), plus the heads and the loss weights.
+    (config_regression.json; the repository's SIMS v2 entry is the ``simsv2`` preset), plus the
+    heads and the loss weights.
     Of MMSA's ``post_dropouts`` the fourth (fusion) is never applied by its MLMF."""
 
     text_hidden: int = hp(256, "width of the text LSTM; z_t is half as wide", low=2)

@@ -103,7 +103,8 @@ class MultiTask(MSAModel):
 @dataclass
 class MTFNConfig(TFNConfig, model="mtfn"):
     """MTFN's hyperparameters: TFN's, with MMSA's SIMS configuration as defaults
-    (config_regression.json, MMSA's only one for MTFN), plus the heads and the loss weights."""
+    (config_regression.json; the repository's SIMS v2 entry is the ``simsv2`` preset), plus the
+    heads and the loss weights."""
 
     text_hidden: int = hp(256, "width of the text LSTM (MMSA hidden_dims[0])", low=1)
     vision_hidden: int = hp(256, "width of the vision sub-network (MMSA hidden_dims[2])", low=1)
