@@ -19,12 +19,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import close_in_distribution, run_cli
 
 from msakit import api
 from msakit.config import RunConfig
 from msakit.data.batching import collate
 from msakit.data.mmsa import load_feature_file
+from msakit.encoders.dropout import use_fast_dropout
 from msakit.models.import_weights import SOURCES
 from msakit.training.trainer import Trainer, set_dropout
 
@@ -164,3 +165,65 @@ def test_in_float64_the_step_is_the_authors_to_rounding(case):
                                                         rel=1e-6)
     _check_gradients(_authors_order(model, case), case["expected"]["grads"], rel=2e-6,
                      floor=1e-9)
+
+
+# --------------------------------------------------------------------------- dropout placement
+def msakit_draws(model, split, n: int) -> dict[str, torch.Tensor]:
+    """``n`` training-mode forwards (the preset's dropouts) on the whole train split."""
+    units = 16
+    batch = collate(split, np.arange(len(split)), trim=False)
+    model.train()
+    draws = {k: [] for k in ("prediction", "text", "audio", "vision", "loss")}
+    with torch.no_grad():
+        for _ in range(n):
+            output = model(batch)
+            draws["loss"].append(model.compute_loss(output, batch).loss)
+            draws["prediction"].append(output.prediction.view(-1))
+            for key in ("text", "audio", "vision"):
+                draws[key].append(output.representations[key][:, :units])
+    return {k: torch.stack(v) for k, v in draws.items()}
+
+
+def _draws_for(case, *, fast: bool, change=None) -> dict[str, torch.Tensor]:
+    model = api.load_checkpoint(case["checkpoint"]).model
+    if fast:
+        use_fast_dropout(model)
+    if change is not None:
+        change(model)
+    split = load_feature_file(case["folder"] / "data.npz").splits["train"]
+    torch.manual_seed(11)
+    n = torch.load(case["folder"] / "dropout.pt", weights_only=True)["draws"]["loss"].numel()
+    return msakit_draws(model, split, n)
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["torch-masks", "fast-dropout"])
+def test_dropout_on_the_step_is_the_authors_in_distribution(case, fast):
+    """With every dropout of the preset on (the authors' p: encoders 0.1, Projections
+    post_*_dropout, the head's input post_fusion_dropout), msakit's training-mode predictions,
+    common representations and loss have the authors' means and variances over 300 draws
+    (``close_in_distribution``, per sample and unit), with PyTorch's masks and with
+    ``fast_dropout``'s NumPy masks (the CLI's default)."""
+    theirs = torch.load(case["folder"] / "dropout.pt", weights_only=True)["draws"]
+    ours = _draws_for(case, fast=fast)
+    n = theirs["loss"].numel()
+    for key, values in theirs.items():
+        assert ours[key].shape == values.shape, key
+        close_in_distribution(ours[key].double(), values.double(), n)
+    assert theirs["prediction"].std(0).min() > 1e-3  # the draws differ: dropout was on
+
+
+def _move_projection_dropout(model) -> None:
+    """A misplaced dropout: the Projections' dropout p moved to the head's input."""
+    p = model.project_text.dropout.p
+    for name in ("project_text", "project_audio", "project_vision"):
+        getattr(model, name).dropout.p = 0.0
+    model.head.net[0].p = p
+
+
+def test_a_misplaced_dropout_is_detected(case):
+    """The comparison above has the power to see a dropout in the wrong place."""
+    theirs = torch.load(case["folder"] / "dropout.pt", weights_only=True)["draws"]
+    ours = _draws_for(case, fast=False, change=_move_projection_dropout)
+    with pytest.raises(AssertionError):
+        for key in ("text", "audio", "vision"):
+            close_in_distribution(ours[key].double(), theirs[key].double(), len(theirs["loss"]))
