@@ -221,7 +221,10 @@ def _move_projection_dropout(model) -> None:
 
 
 def test_a_misplaced_dropout_is_detected(case):
-    """The comparison above has the power to see a dropout in the wrong place."""
+    """The comparison above has the power to see a dropout in the wrong place (on MOSEI, where
+    the forwards are cheap: the head's p 0.1 becomes the Projections' 0.01 and those 0)."""
+    if case["dataset"] != "mosei":
+        pytest.skip("one data set suffices")
     theirs = torch.load(case["folder"] / "dropout.pt", weights_only=True)["draws"]
     ours = _draws_for(case, fast=False, change=_move_projection_dropout)
     with pytest.raises(AssertionError):
