@@ -201,10 +201,11 @@ def test_a_model_declares_its_named_presets_in_one_mapping(monkeypatch):
 def test_preset_cannot_be_set_by_name_and_conki_has_no_authors_preset(tmp_path, capsys):
     with pytest.raises(MsakitError, match="--preset NAME"):
         api.build_config("clgsi", "mosi", overrides=["preset=authors"])
-    out = tmp_path / "run"
-    fails(["train", "--model", "conki", "--dataset", "mosi", "--data", "x.pkl", "--preset",
+    out, data = tmp_path / "run", tmp_path / "x.pkl"
+    data.write_bytes(b"")  # declared inputs are checked first: the preset's refusal comes next
+    fails(["train", "--model", "conki", "--dataset", "mosi", "--data", str(data), "--preset",
            "authors", "--out", str(out)], capsys, "conki has no preset 'authors'")
-    fails(["pretrain-adapters", "--model", "conki", "--dataset", "mosi", "--data", "x.pkl",
+    fails(["pretrain-adapters", "--model", "conki", "--dataset", "mosi", "--data", str(data),
            "--preset", "authors", "--out", str(out)], capsys, "--preset")
     assert not out.exists()
 
