@@ -31,6 +31,7 @@ from msakit.config.datasets import (
 )
 from msakit.errors import MsakitError
 from msakit.guard import run_guarded
+from msakit.provenance import command_line
 from msakit.safety import Input, Output, Role, check_plan
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
@@ -178,8 +179,7 @@ def _synth(args: argparse.Namespace) -> int:
 
 @command("train")
 def _train(args: argparse.Namespace) -> int:
-    from msakit import api
-    from msakit.reporting import print_results
+    from msakit.runlog import recording
 
     config = _rerun_config(args) if args.config else None
     if config is None:
@@ -187,6 +187,17 @@ def _train(args: argparse.Namespace) -> int:
             if getattr(args, flag) is None:
                 raise MsakitError(f"msakit train: --{flag} is required (or --config "
                                   "RUN/config.yaml)")
+    if args.keep_last and args.save not in (None, "last"):
+        raise MsakitError(f"--keep-last and --save {args.save} exclude each other "
+                          "(--keep-last is --save last)")
+    with recording():  # train.log: the run's lines and the results table
+        return _train_and_print(args, config)
+
+
+def _train_and_print(args: argparse.Namespace, config: Any) -> int:
+    from msakit import api
+    from msakit.reporting import print_results
+
     result = api.train(
         args.model if config is None else config.model_name,
         _dataset(args) if config is None else config.spec,
@@ -207,6 +218,7 @@ def _train(args: argparse.Namespace) -> int:
         init_from=args.init_from,
         track=args.track,
         track_uri=args.track_uri,
+        save="last" if args.keep_last else args.save or "best",
     )
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"wrote {result.out / 'results.csv'}")
@@ -509,6 +521,12 @@ def build_parser() -> argparse.ArgumentParser:
          help="adapters.pt from pretrain-adapters (models with adapters)")
     _arg(p, "--log-steps", role=LOG, help="write one JSON line per optimizer step to this file")
     p.add_argument("--resume", action="store_true", help="continue from seed-S/last.pt")
+    p.add_argument("--save", choices=["best", "last", "none"],
+                   help="what a finished seed keeps: best (its best weights, model.safetensors "
+                   "+ config.json; the default), last (also last.pt, to continue it later), "
+                   "none (no weights: history.json and its results row)")
+    p.add_argument("--keep-last", action="store_true",
+                   help="keep each seed's last.pt after it finishes (the same as --save last)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run already in --out (its results and checkpoints)")
     _arg(p, "--init-from", role=CHECKPOINT, metavar="CKPT",
@@ -523,14 +541,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="metrics of a checkpoint on one split (JSON)")
     _arg(p, "--checkpoint", role=CHECKPOINT, required=True,
-                   help="best.pt, or a run folder with one seed-S/best.pt")
+                   help="a seed folder (model.safetensors + config.json), its "
+                   "model.safetensors, a best.pt, or a run folder with one seed")
     _arg(p, "--data", role=IN_FILE, required=True, help="MMSA feature file (.pkl or .npz)")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"],
                    help="which split")
 
     p = sub.add_parser("predict", help="a checkpoint's predictions: a split as CSV, or one video")
     _arg(p, "--checkpoint", role=CHECKPOINT, required=True,
-                   help="best.pt, or a run folder with one seed-S/best.pt")
+                   help="a seed folder (model.safetensors + config.json), its "
+                   "model.safetensors, a best.pt, or a run folder with one seed")
     _arg(p, "--data", role=IN_FILE,
          help="MMSA feature file (labels optional); required unless --video")
     p.add_argument("--split", choices=["train", "valid", "test"],
@@ -790,7 +810,7 @@ def _add_tune_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="training seed of every trial (default: preset's)")
     p.add_argument("--quiet", action="store_true", help="no per-trial Optuna log lines")
     p.add_argument("--keep-checkpoints", type=int, default=1, metavar="N",
-                   help="the N best trials of the study keep their best.pt (default 1; 0: "
+                   help="the N best trials of the study keep their best weights (default 1; 0: "
                    "none); other trials keep config, history and metrics only, no last.pt")
 
 def _add_import_weights_parser(sub: argparse._SubParsersAction) -> None:
@@ -959,7 +979,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # CPU speed settings on, the user's --set after; a rerun keeps its saved settings.
         if args.command in _FAST_COMMANDS and not getattr(args, "config", None):
             args.set = [*CLI_SETTINGS, *args.set]
-        return COMMANDS[args.command](args)
+        with command_line(["msakit", *(sys.argv[1:] if argv is None else argv)]):
+            return COMMANDS[args.command](args)  # recorded in a run's provenance
 
     return run_guarded(run)
 
