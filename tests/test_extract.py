@@ -664,7 +664,7 @@ def test_predict_video_with_every_model_that_trains_on_extracted_files(
                     "--epochs", "1", "--set", "stop_at_horizon=true", "--seeds", "1",
                     "--batch", "6", "--out", str(run), "--quiet"]) == 0
     capsys.readouterr()
-    assert run_cli(["predict", "--checkpoint", str(run / "seed-1" / "best.pt"), "--video",
+    assert run_cli(["predict", "--checkpoint", str(run / "seed-1"), "--video",
                     str(clips.parent / "videos" / "c1.mp4"), "--text", SAME_TEXT]) == 0
     out = capsys.readouterr().out
     assert f"{FRAMES - FRAMES // 5} frames with a face" in out
