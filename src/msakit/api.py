@@ -49,9 +49,8 @@ from msakit.metrics import (
 from msakit.models.base import Dims, MSAModel
 from msakit.models.registry import DEMO_MODEL, model_spec, preset_note
 from msakit.models.registry import preset as named_preset
-from msakit.provenance import Provenance
-from msakit.runlog import LOG_NAME, recording
-from msakit.runlog import attach as attach_log
+from msakit.provenance import RunRecords
+from msakit.runlog import recording
 from msakit.safety import (
     STEP_LOG_RECORD,
     Input,
@@ -292,6 +291,8 @@ class _Run:
     init_from: str | os.PathLike | None = None
     track: str | None = None
     track_uri: str | None = None
+    records: RunRecords | None = None
+    """The run's ``train.log`` and provenance (main rank; set by :func:`_train`)."""
 
 
 def _train(ctx: distributed.DistContext, run: _Run) -> TrainResult:
@@ -332,7 +333,8 @@ def _train(ctx: distributed.DistContext, run: _Run) -> TrainResult:
         if run.overwrite and ctx.is_main:
             _clear_run(run.out)
         ctx.barrier()
-        record = _start_records(config, run, ctx)
+        run.records = (RunRecords(config.to_yaml(), run.out, data=run.data, resume=run.resume)
+                       if ctx.is_main else None)  # train.log and provenance (main rank)
         if run.log_steps is not None and ctx.is_main:
             if not run.resume:
                 Path(run.log_steps).unlink(missing_ok=True)  # every seed appends its lines
@@ -340,8 +342,8 @@ def _train(ctx: distributed.DistContext, run: _Run) -> TrainResult:
             write_text_atomic(run.out / STEP_LOG_RECORD, f"{Path(run.log_steps).resolve()}\n")
         rows = _train_seeds(ctx, config, run=run, inputs=inputs, pretrained=pretrained,
                             adapter_state=adapter_state, init=init, tracker=tracker)
-        if record is not None:
-            record.finish()
+        if run.records is not None:
+            run.records.finish()
     except BaseException:
         if tracker is not None:
             tracker.finish(rows, run.out, failed=True)
@@ -353,17 +355,6 @@ def _train(ctx: distributed.DistContext, run: _Run) -> TrainResult:
     if tracker is not None:
         tracker.finish(rows, run.out)
     return TrainResult(out=run.out, rows=rows)
-
-
-def _start_records(config: RunConfig, run: _Run, ctx) -> Provenance | None:
-    """The main rank's records of the run: ``train.log`` from now on (appended on resume),
-    and ``config.yaml`` with its ``provenance`` section (:mod:`msakit.provenance`)."""
-    if not ctx.is_main:
-        return None
-    attach_log(run.out / LOG_NAME, append=run.resume)
-    record = Provenance(config.to_yaml(), run.out, data=run.data)
-    record.start(resume=run.resume)
-    return record
 
 
 def _check_outputs(run: _Run, config: RunConfig) -> dict[str, Any] | None:
@@ -448,11 +439,13 @@ def _train_seeds(
             resume=run.resume,
             tensorboard=out / "tensorboard" / f"seed-{seed}",
             checkpoint_extra=inputs.checkpoint_extra,
-            hooks=_seed_hooks(run.hooks, tracker, seed),
+            hooks=_seed_hooks(run.hooks, tracker, seed, run.records),
             save_last=run.resumable,
             best_format="safetensors",
         )
         trainer.fit()
+        if run.records is not None:
+            run.records.begin()  # a resumed seed with no epoch left
         ctx.barrier()
         _load_best(net, run_dir)
         result = evaluate_model(
@@ -472,12 +465,20 @@ def _train_seeds(
 
 
 def _seed_hooks(hooks: TrainerHooks | None, tracker: MlflowRun | None,
-                seed: int) -> TrainerHooks:
-    """The caller's hooks, with the tracker's per-epoch logging of this seed."""
+                seed: int, records: RunRecords | None = None) -> TrainerHooks:
+    """The caller's hooks, with the tracker's per-epoch logging of this seed, and the run's
+    records begun at the first epoch's end (a resumed run: :class:`RunRecords`)."""
     hooks = hooks or TrainerHooks()
-    if tracker is None:
-        return hooks
-    return dataclasses.replace(hooks, on_epoch_record=tracker.seed_logger(seed))
+    log = tracker.seed_logger(seed) if tracker is not None else hooks.on_epoch_record
+    if records is None or records.begun:
+        return dataclasses.replace(hooks, on_epoch_record=log)
+
+    def on_epoch_record(epoch: int, record: dict[str, Any]) -> None:
+        records.begin()
+        if log is not None:
+            log(epoch, record)
+
+    return dataclasses.replace(hooks, on_epoch_record=on_epoch_record)
 
 
 def _load_best(net: torch.nn.Module, run_dir: Path) -> None:

@@ -9,6 +9,11 @@ a clone (only when ``git`` and a repository are there: never an error without th
 time and, written at the end of a successful run, the end time (UTC, ISO 8601). A resumed run
 keeps the first start and command and adds its own to ``resumed``. Each write replaces the
 file atomically.
+
+:class:`RunRecords` starts both records of a run, this section and ``train.log``
+(:mod:`msakit.runlog`): a new run at once, a resumed one once it has resumed (its first epoch
+ended, or a seed with no epoch left ended): a resume refused on a damaged ``last.pt`` writes
+nothing.
 """
 
 from __future__ import annotations
@@ -124,6 +129,32 @@ class Provenance:
         section = dump_yaml({SECTION: self.record}, sort_keys=False)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(self.path, self.config_yaml.rstrip("\n") + "\n" + section)
+
+
+class RunRecords:
+    """``train.log`` and the ``provenance`` section of one run (see the module docstring)."""
+
+    def __init__(self, config_yaml: str, out: Path, *, data: str | os.PathLike,
+                 resume: bool) -> None:
+        from msakit.runlog import LOG_NAME
+
+        self.provenance = Provenance(config_yaml, out, data=data)
+        self.log, self.resume, self.begun = out / LOG_NAME, resume, False
+        if not resume:
+            self.begin()
+
+    def begin(self) -> None:
+        from msakit.runlog import attach
+
+        if self.begun:
+            return
+        self.begun = True
+        attach(self.log, append=self.resume)
+        self.provenance.start(resume=self.resume)
+
+    def finish(self) -> None:
+        self.begin()
+        self.provenance.finish()
 
 
 def _list(value: Any) -> list[Any]:
