@@ -201,40 +201,30 @@ def train(
 ) -> TrainResult:
     """Train ``model`` on an MMSA feature file for every seed; write the run folder.
 
-    Writes ``out/config.yaml`` (with a ``provenance`` section), ``out/train.log`` (every line
-    the run printed), per seed ``out/seed-S/model.safetensors`` + ``config.json`` (the best
-    weights and what rebuilds the model: :mod:`msakit.training.pretrained`; a frozen text
-    encoder once in ``out/text_encoder-HASH.safetensors``), ``out/seed-S/last.pt`` (exact
-    resume, while the seed trains), ``out/seed-S/history.json`` and ``out/results.csv`` (one
-    row per seed with the test metrics under MMSA's names, then the ``mean`` and ``std`` rows).
-
-    ``save``: what a finished seed keeps: ``"best"`` (its best weights; ``last.pt`` is removed),
-    ``"last"`` (also ``last.pt``), ``"none"`` (no weights: ``history.json`` and its row in
-    ``results.csv``). A resumed run takes a finished seed's row from ``results.csv``.
+    Writes ``out/config.yaml`` (and its ``provenance``), ``out/train.log``, per seed the best
+    weights ``seed-S/model.safetensors`` + ``config.json`` (:mod:`msakit.training.pretrained`),
+    ``seed-S/last.pt`` (exact resume), ``seed-S/history.json`` and ``out/results.csv`` (a row
+    per seed with the test metrics under MMSA's names, then the ``mean`` and ``std`` rows).
+    ``save``: what a finished seed keeps: ``"best"`` (its best weights), ``"last"`` (also
+    ``last.pt``), ``"none"`` (no weights; a resume reads its row from ``results.csv``).
+    ``resumable=False`` writes no ``last.pt`` at all (``msakit tune``'s trials).
 
     A folder that already holds a run is refused unless ``resume`` (continue it) or
     ``overwrite`` (replace it); the folder is locked (``out/.msakit.lock``) while the run writes.
-
     ``preset`` names the starting configuration: ``paper`` (the default) or, for CLGSI,
     ``authors`` (the authors' released code's settings); it is recorded in ``config.yaml``.
 
     ``loaded``: the text encoder and feature file already loaded for this configuration and
     ``data`` (:func:`msakit.training.inputs.load_inputs`), so that a caller running many
     trainings on one file (``msakit tune``) loads them once; by default they are loaded here.
-    ``resumable=False`` writes no ``last.pt`` at all (a run killed then cannot be resumed;
-    ``msakit tune``'s trials never are).
-
     ``init_from``: a checkpoint of the same model (e.g. trained on another data set) every seed
     starts from; tensors whose shapes differ keep their fresh initialisation and are listed
     (:mod:`msakit.training.init_from`). Recorded in ``config.yaml`` (``init_from``).
-
     ``track="mlflow"``: log the run to MLflow (:mod:`msakit.tracking`): settings, per-epoch
     metrics of every seed, the results table and the curves; ``track_uri`` names the tracking
     server or store (default: ``MLFLOW_TRACKING_URI``, else MLflow's embedded default).
     """
     run = _Run(**{**locals(), "out": Path(out)})  # every argument, as one object
-    if save not in SAVE_MODES:
-        raise MsakitError(f"save={save!r}: one of {', '.join(SAVE_MODES)}")
     if resume and overwrite:
         raise MsakitError("--resume and --overwrite exclude each other")
     ctx = distributed.setup()
@@ -293,6 +283,10 @@ class _Run:
     track_uri: str | None = None
     records: RunRecords | None = None
     """The run's ``train.log`` and provenance (main rank; set by :func:`_train`)."""
+
+    def __post_init__(self) -> None:
+        if self.save not in SAVE_MODES:
+            raise MsakitError(f"save={self.save!r}: one of {', '.join(SAVE_MODES)}")
 
 
 def _train(ctx: distributed.DistContext, run: _Run) -> TrainResult:

@@ -504,6 +504,15 @@ def _retokenize(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- parser
+def _add_save_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--save", choices=["best", "last", "none"],
+                   help="what a finished seed keeps: best (its best weights, model.safetensors "
+                   "+ config.json; the default), last (also last.pt, to continue it later), "
+                   "none (no weights: history.json and its results row)")
+    p.add_argument("--keep-last", action="store_true",
+                   help="keep each seed's last.pt after it finishes (the same as --save last)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from msakit import __version__
     from msakit.models.registry import model_names, model_spec
@@ -521,12 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
          help="adapters.pt from pretrain-adapters (models with adapters)")
     _arg(p, "--log-steps", role=LOG, help="write one JSON line per optimizer step to this file")
     p.add_argument("--resume", action="store_true", help="continue from seed-S/last.pt")
-    p.add_argument("--save", choices=["best", "last", "none"],
-                   help="what a finished seed keeps: best (its best weights, model.safetensors "
-                   "+ config.json; the default), last (also last.pt, to continue it later), "
-                   "none (no weights: history.json and its results row)")
-    p.add_argument("--keep-last", action="store_true",
-                   help="keep each seed's last.pt after it finishes (the same as --save last)")
+    _add_save_arguments(p)
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run already in --out (its results and checkpoints)")
     _arg(p, "--init-from", role=CHECKPOINT, metavar="CKPT",
