@@ -273,6 +273,14 @@ def test_provenance_without_git_is_left_out(monkeypatch, tmp_path):
     assert provenance.git_commit(tmp_path) is None
     monkeypatch.undo()
     assert provenance.git_commit(tmp_path) is None  # git, but no repository
+    # a repository that does not track msakit (an installed msakit inside a project's clone)
+    import subprocess
+
+    (tmp_path / "a.txt").write_text("a")
+    for argv in (["init", "-q"], ["add", "a.txt"],
+                 ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "a"]):
+        subprocess.run(["git", "-C", str(tmp_path), *argv], check=True)
+    assert provenance.git_commit(tmp_path) is None
 
 
 def test_a_resumed_run_keeps_its_first_start(small_mosi_npz, tiny_bert, tmp_path):

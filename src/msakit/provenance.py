@@ -70,7 +70,8 @@ def versions() -> dict[str, str]:
 
 def git_commit(where: Path | None = None) -> dict[str, Any] | None:
     """The commit of the clone msakit runs from (``where``: default msakit's own source), and
-    whether its tracked files have changes; None without git or outside a repository."""
+    whether its tracked files have changes; None without git, outside a repository, or in one
+    that does not track msakit's source (an installed msakit in a project's folder)."""
     where = where or Path(__file__).resolve().parent
 
     def git(*args: str) -> str | None:
@@ -83,7 +84,8 @@ def git_commit(where: Path | None = None) -> dict[str, Any] | None:
         return done.stdout.strip() if done.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    if not commit:
+    # msakit's own files tracked there: not the repository a virtual environment sits in
+    if not commit or git("ls-files", "--error-unmatch", str(Path(__file__).resolve())) is None:
         return None
     status = git("status", "--porcelain", "--untracked-files=no")
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
