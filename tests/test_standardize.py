@@ -261,7 +261,8 @@ def test_init_from_and_import_weights_leave_the_statistics(run, scaled_npz, tiny
                                own.audio_mean.astype(np.float32))
     capsys.readouterr()
     assert run_cli(["import-weights", "--from", "clgsi-authors", "--model", "clgsi",
-                    "--dataset", "mosi", "--weights", str(plain.out / "seed-5"),
+                    "--dataset", "mosi", "--weights",
+                    str(plain.out / "seed-5" / "model.safetensors"),
                     "--data", str(scaled_npz), "--text-encoder", str(tiny_bert),
                     "--out", str(tmp_path / "imported.pt"), "--set", "standardize=true"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
