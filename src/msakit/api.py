@@ -408,6 +408,10 @@ def _train_seeds(
 ) -> list[dict[str, Any]]:
     rows, out, features = [], run.out, inputs.features
     for seed in config.seeds:
+        run_dir = out / f"seed-{seed}"
+        if run.resume and finished_seed(run_dir):
+            rows.append(_finished_row(out, seed, config.spec))
+            continue
         torch.manual_seed(seed)
         if inputs.encoder is not None:
             inputs.encoder.load_state_dict(pretrained)
@@ -416,10 +420,6 @@ def _train_seeds(
             model_spec(config.model_name).adapter_stage.install(net, adapter_state)
         if init is not None:
             init.apply(net)
-        run_dir = out / f"seed-{seed}"
-        if run.resume and finished_seed(run_dir):
-            rows.append(_finished_row(out, seed, config.spec))
-            continue
         trainer = Trainer(
             model=net,
             config=config,
