@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
+from conftest import best_checkpoint
 
 from msakit.cli import main
 from msakit.data.mmsa import load_feature_file
@@ -291,7 +291,7 @@ def test_train_writes_results_checkpoints_and_config(trained):
         for value in rows["1"][name], rows["2"][name], rows["mean"][name]:
             assert float(value) == round(float(value), 4)
     for seed in (1, 2):
-        ckpt = torch.load(out / f"seed-{seed}" / "best.pt", map_location="cpu", weights_only=True)
+        ckpt = best_checkpoint(out / f"seed-{seed}")
         assert "model" in ckpt and "config" in ckpt
         assert ckpt["config"]["model_name"] == "clgsi"
         assert ckpt["config"]["dataset"] == dataset
@@ -306,7 +306,7 @@ def test_train_writes_results_checkpoints_and_config(trained):
 def test_evaluate_prints_the_results_row(trained, seed, capsys):
     dataset, data, out = trained
     capsys.readouterr()
-    code = run(["evaluate", "--checkpoint", str(out / f"seed-{seed}" / "best.pt"),
+    code = run(["evaluate", "--checkpoint", str(out / f"seed-{seed}"),
                 "--data", str(data), "--split", "test"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
@@ -321,7 +321,7 @@ def test_evaluate_prints_the_results_row(trained, seed, capsys):
 def test_predict_writes_one_row_per_test_sample(trained, tmp_path, capsys):
     dataset, data, out = trained
     preds = tmp_path / "preds.csv"
-    code = run(["predict", "--checkpoint", str(out / "seed-1" / "best.pt"), "--data", str(data),
+    code = run(["predict", "--checkpoint", str(out / "seed-1"), "--data", str(data),
                 "--out", str(preds)])
     assert code == 0, capsys.readouterr().err
     with open(preds, newline="") as f:

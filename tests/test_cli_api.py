@@ -4,7 +4,7 @@ setting (issue 21). The same seed trained both ways gives the same results and c
 from __future__ import annotations
 
 import torch
-from conftest import run_cli
+from conftest import best_checkpoint, run_cli
 
 import msakit
 from msakit.config import RunConfig
@@ -25,7 +25,7 @@ def test_the_same_seed_gives_the_same_results_from_the_cli_and_the_api(small_mos
     api_config = load_run_config(api_out / "config.yaml").to_dict()
     assert cli_config == api_config
     assert cli_config["fast_dropout"] is True and cli_config["reuse_memory"] is True
-    best = [torch.load(out / "seed-7" / "best.pt", weights_only=True)["model"]
+    best = [best_checkpoint(out / "seed-7")["model"]
             for out in (cli_out, api_out)]
     assert best[0].keys() == best[1].keys()
     assert all(torch.equal(best[0][k], best[1][k]) for k in best[0])

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
-from conftest import run_cli, write_short_synthetic
+from conftest import best_checkpoint, run_cli, write_short_synthetic
 
 from msakit import api
 from msakit.config import DEFAULT_SEEDS, RunConfig
@@ -219,9 +218,9 @@ def test_preset_is_recorded_and_checked_by_resume(short_mosi, tiny_bert, tmp_pat
     assert run_cli(argv) == 0, capsys.readouterr().err
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["preset"] == "authors" and config["model"]["variant"] == "official"
-    ckpt = torch.load(out / "seed-3" / "best.pt", map_location="cpu", weights_only=True)
+    ckpt = best_checkpoint(out / "seed-3")
     assert ckpt["config"]["preset"] == "authors"
-    assert api.load_checkpoint(out / "seed-3" / "best.pt").config.preset == "authors"
+    assert api.load_checkpoint(out / "seed-3").config.preset == "authors"
     paper = [a for a in argv if a not in ("--preset", "authors")]
     fails([*paper, "--resume"], capsys, "started with --preset authors, not paper")
     assert run_cli([*argv, "--resume"]) == 0, capsys.readouterr().err

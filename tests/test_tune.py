@@ -168,7 +168,7 @@ def test_only_the_best_trials_keep_a_checkpoint(tmp_path, data_file, tiny_bert, 
     trials = load(out).get_trials(deepcopy=False)
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
     ranked = [t.number for t in sorted(trials, key=lambda t: (t.value, t.number))]
-    assert checkpoints(out, "best.pt") == sorted(ranked[:2])
+    assert checkpoints(out, "model.safetensors") == sorted(ranked[:2])
     assert checkpoints(out, "last.pt") == []
     for t in trials:  # every trial keeps its metrics and settings
         for name in ("config.yaml", "results.csv"):
@@ -180,7 +180,7 @@ def test_only_the_best_trials_keep_a_checkpoint(tmp_path, data_file, tiny_bert, 
     trials = load(out).get_trials(deepcopy=False)
     best = min(trials, key=lambda t: (t.value, t.number))
     assert result.best["best"]["trial"] == best.number
-    assert checkpoints(out, "best.pt") == [best.number]
+    assert checkpoints(out, "model.safetensors") == [best.number]
     assert checkpoints(out, "last.pt") == []
     kept = api.load_checkpoint(Path(result.best["best"]["folder"]))
     assert kept.config.model.to_dict() == result.best["config"]["model"]

@@ -122,7 +122,7 @@ def _settings(saved: dict[str, Any], path: Path) -> dict[str, str]:
     settings: dict[str, Any] = {}
     for key, value in saved.items():
         # the data set's spec shapes the preset; init_from is a flag of its own
-        if key in (*IDENTITY, "seeds", "dataset_spec", "init_from", "data"):
+        if key in (*IDENTITY, "seeds", "dataset_spec", "init_from", "data", "provenance"):
             continue
         if key in ("model", "lr", "weight_decay"):
             if not isinstance(value, dict):

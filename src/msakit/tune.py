@@ -4,8 +4,9 @@
 process. A trial samples the model's search space (the ``search_space`` of its registry entry,
 in the model's file beside its presets), trains one seed with the sampled values applied as
 ``--set`` overrides (:func:`msakit.api.train`, in ``DIR/trial-K``), reports the validation MAE
-after every epoch and returns the best one (the epoch ``best.pt`` keeps); Optuna's median pruner
-stops a trial whose validation MAE is worse than the median of earlier trials at the same epoch.
+after every epoch and returns the best one (the epoch whose weights the trial keeps); Optuna's
+median pruner stops a trial whose validation MAE is worse than the median of earlier trials at
+the same epoch.
 
 Studies live in a relational database (``--storage``, default ``sqlite:///DIR/optuna.db``):
 workers started with the same storage URL and study name (``--study``, default
@@ -16,10 +17,11 @@ parameters, the ``--set`` list and the ``msakit train`` command line that retrai
 full resolved configuration.
 
 A trial folder keeps what a user needs and little disk: its ``config.yaml``, ``history.json``
-and ``results.csv`` always, ``best.pt`` only while the trial is one of the study's
+and ``results.csv`` always, its best weights (``seed-S/model.safetensors`` + ``config.json``)
+only while the trial is one of the study's
 ``--keep-checkpoints`` best (default 1), and never ``last.pt`` (a trial is not resumed: it
 writes none, and one left by an earlier version is deleted when the trial ends). Under the lock
-of ``best.yaml``, every worker's summary step deletes the ``best.pt`` of every finished trial
+of ``best.yaml``, every worker's summary step deletes the weights of every finished trial
 that is not among the best N (trials still running are left alone), so workers sharing one
 ``DIR`` agree on what stays.
 A worker loads the text encoder and the data file once and gives them to every trial
@@ -52,6 +54,7 @@ from msakit.core.safety import run_kind
 from msakit.data.mmsa import check_dataset, load_feature_file
 from msakit.models.registry import model_spec
 from msakit.training.inputs import check_output_folder, load_inputs
+from msakit.training.pretrained import SEED_WEIGHT_FILES, SHARED_PATTERN
 from msakit.training.trainer import TrainerHooks
 
 __all__ = ["tune", "TuneResult", "format_value", "suggest"]
@@ -244,7 +247,7 @@ def tune(
 
     ``overrides`` (``key=value``) are fixed for every trial; the search space's values come
     on top. ``pruner`` replaces the default ``MedianPruner``. ``keep_checkpoints``: how many of
-    the study's best trials keep their ``best.pt`` (0: none). Trial K of study S trains in
+    the study's best trials keep their best weights (0: none). Trial K of study S trains in
     ``out/S/trial-K``; a trial folder that holds a run the study does not know (a study of the
     same name in another storage) is refused before any trial runs, unless ``overwrite``.
     """
@@ -396,7 +399,7 @@ def _objective(sweep: _Sweep, space: dict[str, tuple], loaded, train_seed: int):
                 seeds=[train_seed], epochs=sweep.epochs, batch=sweep.batch, out=folder,
                 overrides=sets, adapters=sweep.adapters, quiet=True,
                 hooks=TrainerHooks(on_epoch_end=on_epoch_end), overwrite=sweep.overwrite,
-                preset=sweep.preset, loaded=loaded, save_last=False,
+                preset=sweep.preset, loaded=loaded, resumable=False,
             )
         except TrainingDiverged as exc:  # a sampled setting too aggressive: not a crash
             raise optuna.TrialPruned(str(exc)) from None
@@ -446,8 +449,9 @@ def _prune_checkpoints(the_study, sweep: _Sweep, keep: int) -> None:
             continue
         folder = sweep.trial_folder(trial.number)
         _remove(folder.glob("seed-*/last.pt"))
-        if trial.number not in kept:
-            _remove(folder.glob("seed-*/best.pt"))
+        if trial.number not in kept:  # the seed's weights, and a frozen text encoder's
+            _remove([p for name in SEED_WEIGHT_FILES for p in folder.glob(f"seed-*/{name}")])
+            _remove(folder.glob(SHARED_PATTERN))
 
 
 def _remove(paths) -> None:

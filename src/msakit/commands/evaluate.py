@@ -12,7 +12,8 @@ NAME = "evaluate"
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(NAME, help="metrics of a checkpoint on one split (JSON)")
     arg(p, "--checkpoint", role=CHECKPOINT, required=True,
-                   help="best.pt, or a run folder with one seed-S/best.pt")
+                   help="a seed folder (model.safetensors + config.json), its "
+                   "model.safetensors, a best.pt, or a run folder with one seed")
     arg(p, "--data", role=IN_FILE, required=True, help="MMSA feature file (.pkl or .npz)")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"],
                    help="which split")

@@ -36,6 +36,7 @@ from msakit.commands.arguments import Parser, declared_paths
 from msakit.core.guard import run_guarded
 from msakit.core.safety import check_plan
 from msakit.models.registry import model_names, model_spec
+from msakit.provenance import command_line
 
 COMMANDS: tuple[ModuleType, ...] = (
     demo, synth, train, evaluate, predict, convert, bench, pretrain_adapters, report, plot,
@@ -69,7 +70,8 @@ def main(argv: Sequence[str] | None = None, commands: Sequence[ModuleType] = COM
         check_plan(reads, writes, overwrite=getattr(args, "overwrite", False),
                    resume=getattr(args, "resume", False))
         command = {c.NAME: c for c in commands}[args.command]
-        return command.run(args)
+        with command_line(["msakit", *(sys.argv[1:] if argv is None else argv)]):
+            return command.run(args)  # recorded in a run's provenance
 
     return run_guarded(run)
 

@@ -51,7 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="training seed of every trial (default: preset's)")
     p.add_argument("--quiet", action="store_true", help="no per-trial Optuna log lines")
     p.add_argument("--keep-checkpoints", type=int, default=1, metavar="N",
-                   help="the N best trials of the study keep their best.pt (default 1; 0: "
+                   help="the N best trials of the study keep their best weights (default 1; 0: "
                    "none); other trials keep config, history and metrics only, no last.pt")
 
 
