@@ -394,15 +394,13 @@ def tune(
 ) -> TuneResult:
     """Run ``trials`` trials of the study (see the module docstring); return the summary.
 
-    ``overrides`` (``key=value``) are fixed for every trial; the search space's values come
-    on top: the registry's, or the YAML file ``space`` (:func:`read_space`; a key of it may not
-    also be fixed). ``objective``: ``METRIC[:min|max]`` (:func:`parse_objective`). ``seed``:
-    every trial's training seed (default: the preset's first), and the retraining's seeds
-    (default: the preset's). ``pruner`` replaces the default ``MedianPruner``.
-    ``keep_checkpoints``: how many of the study's best trials keep their ``best.pt`` (0:
-    none). Trial K of study S trains in ``out/S/trial-K``; a trial folder that holds a run the
-    study does not know (a study of the same name in another storage) is refused before any
-    trial runs, unless ``overwrite``.
+    ``overrides`` (``key=value``) are fixed for every trial; the values of the search space
+    (the registry's, or the YAML file ``space``: :func:`read_space`) come on top. ``objective``:
+    :func:`parse_objective`. ``seed``: every trial's seed (default: the preset's first) and
+    the retraining's (default: the preset's seeds). ``pruner`` replaces the ``MedianPruner``.
+    ``keep_checkpoints``: how many of the best trials keep their ``best.pt`` (0: none). Trial
+    K of study S trains in ``out/S/trial-K``; a trial folder holding a run the study does not
+    know (a same-named study elsewhere) is refused before any trial runs, unless ``overwrite``.
     """
     sweep = _Sweep(model=model, dataset=dataset, data=data, trials=trials, out=Path(out),
                    epochs=epochs, text_encoder=text_encoder, batch=batch,
