@@ -18,6 +18,7 @@ import pytest
 import yaml
 from conftest import best_checkpoint
 
+import msakit
 from msakit.cli import main
 from msakit.data.mmsa import load_feature_file
 from msakit.data.synthetic import make_synthetic
@@ -316,6 +317,34 @@ def test_evaluate_prints_the_results_row(trained, seed, capsys):
     assert list(metrics) == [k for k in row if k != "seed"]
     for name, value in metrics.items():
         assert same_number(float(value), float(row[name])), (name, value, row[name])
+
+
+def test_evaluate_on_a_run_folder_gives_every_seed_and_mean_std(trained, tmp_path, capsys):
+    """A run folder with two seeds: the table training wrote (results.csv), re-computed from
+    the checkpoints, printed, written as CSV and JSON, and returned by the Python API."""
+    dataset, data, out = trained
+    header, expected = read_results(out)
+    capsys.readouterr()
+    table = tmp_path / "sub" / "table.csv"
+    table.parent.mkdir()
+    code = run(["evaluate", "--checkpoint", str(out), "--data", str(data), "--out", str(table)])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert printed.out.splitlines()[0].split() == header
+    assert table.read_text() == (out / "results.csv").read_text()
+    assert run(["evaluate", "--checkpoint", str(out), "--data", str(data), "--out",
+                str(tmp_path / "table.json")]) == 0
+    rows = json.loads((tmp_path / "table.json").read_text())
+    assert [row["seed"] for row in rows] == [1, 2, "mean", "std"]
+    api_rows = msakit.evaluate(out, data, "test")
+    assert [row["seed"] for row in api_rows] == [1, 2, "mean", "std"]
+    for row in api_rows:
+        for name in header[1:]:
+            value = float("nan") if row[name] == "" else float(row[name])
+            want = expected[str(row["seed"])][name]
+            assert same_number(value, float(want) if want else float("nan")), (row, name)
+    valid = msakit.evaluate(out, data, "valid")
+    assert valid[0] != api_rows[0]  # another split, other numbers
 
 
 def test_predict_writes_one_row_per_test_sample(trained, tmp_path, capsys):

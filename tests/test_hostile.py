@@ -197,6 +197,10 @@ def world(tmp_path_factory, tiny_bert, tiny_bert_12) -> World:
     shutil.copytree(run, two)
     shutil.copytree(two / "seed-1", two / "seed-2")
     bad_runs["two_seeds"] = two
+    truncated = root / "run_two_seeds_truncated"
+    shutil.copytree(two, truncated)
+    (truncated / "seed-2" / "best.pt").write_bytes(ckpt.read_bytes()[:5000])
+    bad_runs["two_seeds_truncated"] = truncated
     (root / "empty_dir").mkdir()
     bad_runs["empty_dir"] = root / "empty_dir"
 
@@ -587,9 +591,12 @@ CASES = [
     ("predict-checkpoint-encoder-config",
      lambda w: _ck(w, "predict", "--out", "{case}/p.csv", ckpt=w.bad_ckpt["no_encoder"]), 2,
      "text_encoder_config"),
-    ("evaluate-run-with-two-seeds",
-     lambda w: _ck(w, "evaluate", ckpt=w.bad_runs["two_seeds"]), 2,
+    ("predict-run-with-two-seeds",
+     lambda w: _ck(w, "predict", "--out", "{case}/p.csv", ckpt=w.bad_runs["two_seeds"]), 2,
      "several seeds .*seed-1, seed-2"),
+    ("evaluate-run-with-a-truncated-seed",
+     lambda w: _ck(w, "evaluate", ckpt=w.bad_runs["two_seeds_truncated"]), 2,
+     "seed-2.best.pt"),
     ("evaluate-empty-folder", lambda w: _ck(w, "evaluate", ckpt=w.bad_runs["empty_dir"]), 2,
      "without model.safetensors"),
     ("evaluate-empty-data", lambda w: _ck(w, "evaluate", data=w.empty), 2, "empty"),
@@ -681,6 +688,17 @@ CASES = [
     ("tune-negative-keep", lambda w: ["tune", "--model", "clgsi", "--dataset", "mosi", "--data",
                                       str(w.data), "--trials", "1", "--keep-checkpoints", "-1",
                                       "--out", "{case}/t"], 2, "keep-checkpoints"),
+    ("tune-space-a-yaml-list", lambda w: ["tune", "--model", "clgsi", "--dataset", "mosi",
+                                          "--data", str(w.data), "--trials", "1", "--space",
+                                          str(w.specs["list"]), "--out", "{case}/t"], 2,
+     r"--space .*spec_list.yaml: expected a mapping"),
+    ("tune-space-binary", lambda w: ["tune", "--model", "clgsi", "--dataset", "mosi", "--data",
+                                     str(w.data), "--trials", "1", "--space", str(w.data),
+                                     "--out", "{case}/t"], 2, r"--space .*mosi.npz: cannot read"),
+    ("tune-objective-unknown", lambda w: ["tune", "--model", "clgsi", "--dataset", "mosi",
+                                          "--data", str(w.data), "--trials", "1", "--objective",
+                                          "Accuracy:max", "--out", "{case}/t"], 2,
+     "not a validation metric"),
     ("bench-conki-authors-preset", lambda w: ["bench", "--model", "conki", "--dataset", "mosi",
                                               "--data", str(w.data), "--preset", "authors"], 2,
      "no preset 'authors'"),

@@ -628,14 +628,8 @@ def _with_summary(
 
 
 def _write_results(path: Path, rows: list[dict[str, Any]], dataset: str | DatasetSpec) -> None:
-    names = metric_names(dataset)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["seed", *names], lineterminator="\n")
-    writer.writeheader()
-    for row in _with_summary(rows, dataset):  # an undefined metric (NaN) is a blank cell
-        writer.writerow({k: "" if v is None else v
-                         for k, v in without_nan({k: row[k] for k in ["seed", *names]}).items()})
-    write_text_atomic(path, buf.getvalue())
+    names = ["seed", *metric_names(dataset)]
+    write_results_table(path, [{k: row[k] for k in names} for row in _with_summary(rows, dataset)])
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -915,16 +909,82 @@ def _check_same_extractor(ckpt: LoadedCheckpoint, data: str | os.PathLike) -> No
 @checked_arguments
 def evaluate(
     checkpoint: str | os.PathLike, data: str | os.PathLike, split: str = "test"
-) -> dict[str, float]:
-    """MMSA metrics of a checkpoint on one split of a feature file, unrounded (``msakit
-    evaluate`` prints them rounded to MMSA's 4 decimals). A metric that does not exist on the
-    split (constant labels, one sample: :data:`msakit.evaluation.metrics.UNDEFINED_WHEN`) is
-    NaN, named in a ``warning:`` line on stderr."""
+) -> dict[str, float] | list[dict[str, Any]]:
+    """MMSA metrics of a checkpoint on one split of a feature file.
+
+    For one checkpoint (a ``best.pt``, a seed folder, a run folder with one seed): a dict of
+    its metrics, unrounded (``msakit evaluate`` prints them rounded to MMSA's 4 decimals).
+    For a run folder with several seeds (``RUN/seed-S/best.pt``): the rows of the same table
+    as training's results (:attr:`TrainResult.rows`): one row per seed in seed order
+    (``{"seed": S, metric: value}``, rounded to 4 decimals), then the ``mean`` and ``std``
+    rows. A metric that does not exist on the split (constant labels, one sample:
+    :data:`msakit.evaluation.metrics.UNDEFINED_WHEN`) is NaN, named in a ``warning:`` line on
+    stderr."""
+    seeds = run_seed_checkpoints(checkpoint)
+    if seeds:
+        return _evaluate_seeds(seeds, data, split)
     ckpt = load_checkpoint(checkpoint)
     part = split_for(ckpt, data, split)
     metrics = _evaluate_checkpoint(ckpt, part)
     _warn(undefined_warning(metrics, f"{data} {split} split"))
     return metrics
+
+
+def run_seed_checkpoints(path: str | os.PathLike) -> list[tuple[int | str, Path]]:
+    """The best weights of every seed of a run folder that holds several seeds (a seed's
+    ``model.safetensors``, or an earlier run's ``best.pt``), as ``(S, path)`` in seed order; an
+    empty list for anything else (a checkpoint file, a seed folder, a run folder with one seed
+    or none: :func:`resolve_checkpoint` reads those)."""
+    path = Path(path)
+    if not path.is_dir() or (path / WEIGHTS).is_file() or (path / "best.pt").is_file():
+        return []
+    found = []
+    for folder in sorted({p.parent for pattern in (f"seed-*/{WEIGHTS}", "seed-*/best.pt")
+                          for p in path.glob(pattern)}):
+        label = folder.name.removeprefix("seed-")
+        found.append((int(label) if label.isdigit() else label,
+                      best_weights_file(folder) or folder / WEIGHTS))
+    found.sort(key=lambda item: (isinstance(item[0], str), item[0]))
+    return found if len(found) > 1 else []
+
+
+def _evaluate_seeds(
+    seeds: list[tuple[int | str, Path]], data: str | os.PathLike, split: str
+) -> list[dict[str, Any]]:
+    """Every seed's metrics on ``split`` of ``data`` and their mean and std (the results table
+    of training, :func:`_with_summary`); the seeds must share a data set's metrics."""
+    rows: list[dict[str, Any]] = []
+    first: tuple[Path, DatasetSpec] | None = None
+    for seed, path in seeds:
+        ckpt = load_checkpoint(path)
+        spec = ckpt.config.spec
+        if first is not None and metric_names(spec) != metric_names(first[1]):
+            raise MsakitError(
+                f"{path}: trained on {spec.title}, {first[0]} on {first[1].title}; the seeds of "
+                "one run folder share a data set (evaluate each checkpoint on its own)"
+            )
+        first = first or (path, spec)
+        metrics = _evaluate_checkpoint(ckpt, split_for(ckpt, data, split))
+        _warn(undefined_warning(metrics, f"{data} {split} split, seed {seed}"))
+        rows.append({"seed": seed, **metrics})
+    assert first is not None
+    return _with_summary(rows, first[1])
+
+
+def write_results_table(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
+    """Write a results table's rows (per-seed rows, then ``mean`` and ``std``, as
+    :attr:`TrainResult.rows`) to ``path``: JSON for a ``.json`` name (an undefined metric is
+    null), else CSV (as ``results.csv``: an undefined metric is a blank cell)."""
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        write_text_atomic(path, metrics_json(rows, indent=1) + "\n")
+        return
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if v is None else v for k, v in without_nan(row).items()})
+    write_text_atomic(path, buf.getvalue())
 
 
 def _warn(line: str | None) -> None:

@@ -90,10 +90,12 @@ def _read(path: Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or type(exc).__name__
         raise MsakitError(f"--config {path}: not valid YAML ({problem})") from None
+    if isinstance(saved, dict) and "study" in saved and isinstance(saved.get("config"), dict):
+        saved = saved["config"]  # tune's best.yaml: the best trial's full configuration
     if not isinstance(saved, dict) or "model_name" not in saved or "dataset" not in saved:
         raise MsakitError(
             f"--config {path}: not an msakit config.yaml (no model_name and dataset; give the "
-            "config.yaml that 'msakit train' wrote into a run folder)"
+            "config.yaml that 'msakit train' wrote into a run folder, or tune's best.yaml)"
         )
     return saved
 
