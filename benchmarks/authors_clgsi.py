@@ -55,11 +55,12 @@ def _shim_text_encoder(bert_module, encoder: str) -> None:
     bert_module.AutoTokenizer = NoTokenizer
 
 
-def _write_pickle(data: str, samples: int, out: Path) -> None:
-    """The first ``samples`` train samples of ``data`` as an MMSA pickle (all three splits)."""
+def _write_pickle(data: str, samples: int, out: Path, split_name: str = "train") -> None:
+    """The first ``samples`` samples of ``data``'s split ``split_name`` as an MMSA pickle (the
+    same samples in all three splits)."""
     from msakit.data.mmsa import load_feature_file
 
-    split = load_feature_file(data).splits["train"]
+    split = load_feature_file(data).splits[split_name]
     n = min(samples, len(split))
     part = {
         "text_bert": np.asarray(split.text_bert[:n], dtype=np.float32),

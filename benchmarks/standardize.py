@@ -30,9 +30,9 @@ from clgsi_gamma_tau import tiny_bert
 
 from msakit import api
 from msakit.config.datasets import custom_spec
+from msakit.core.errors import TrainingDiverged
 from msakit.data.safe_format import save_npz
 from msakit.data.synthetic import make_synthetic
-from msakit.errors import TrainingDiverged
 
 MODELS = ("clgsi", "misa", "mmim")
 SEEDS = (1, 2)

@@ -23,12 +23,12 @@ from torch import nn
 from msakit import api
 from msakit.config import RunConfig
 from msakit.config.datasets import dataset_spec
+from msakit.core.errors import MsakitError
 from msakit.data.batching import Batch, collate
 from msakit.data.mmsa import load_feature_file
 from msakit.encoders.sequence import SequenceEncoder, lengths_to_mask
 from msakit.encoders.text import bert_inputs, load_text_encoder
-from msakit.errors import MsakitError
-from msakit.metrics import compute_metrics
+from msakit.evaluation.metrics import compute_metrics
 from msakit.models.base import Dims, ModelOutput
 from msakit.models.clgsi import CLGSI_AUTHORS, CLGSIConfig
 from msakit.models.import_weights import SOURCES

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import best_checkpoint, run_cli
 
-from msakit.errors import MAX_LINE
+from msakit.core.errors import MAX_LINE
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 LINE_BOUND = MAX_LINE + 100  # the cut message's note of its length
@@ -118,7 +118,7 @@ def test_yaml_that_is_too_deep_or_long_is_one_line(small_mosi_npz, tmp_path, cap
 
 
 def test_msakit_writes_yaml_it_reads_back():
-    from msakit.config.safe_yaml import dump_yaml, load_yaml
+    from msakit.core.safe_yaml import dump_yaml, load_yaml
 
     shared = [1, 2]
     text = dump_yaml({"a": shared, "b": shared})  # PyYAML's safe_dump writes &id001 / *id001
@@ -138,7 +138,7 @@ def test_an_error_line_is_one_bounded_line(tmp_path, capsys):
 
 
 def test_msakit_error_keeps_its_message_bounded():
-    from msakit.errors import MsakitError
+    from msakit.core.errors import MsakitError
 
     message = str(MsakitError("bad value " + "y" * 10**6 + " at the end"))
     assert len(message) <= LINE_BOUND and message.startswith("bad value yyy")
@@ -148,7 +148,7 @@ def test_msakit_error_keeps_its_message_bounded():
 # --------------------------------------------------------------------------- checkpoints
 def _bloated(run: Path, tmp_path: Path, name: str, *, encoder=None, model=None,
              weights: bool = True) -> Path:
-    state = torch.load(run / "seed-1" / "best.pt", weights_only=True)
+    state = best_checkpoint(run / "seed-1")
     state["text_encoder_config"] = {**state["text_encoder_config"], **(encoder or {})}
     state["config"] = {**state["config"], "model": {**state["config"]["model"], **(model or {})}}
     if not weights:
@@ -174,7 +174,7 @@ def test_a_checkpoint_describing_more_than_it_holds_is_refused_before_building(
     from torch.nn.modules import module as nn_module
 
     from msakit.api import BUILT_PER_STORED, UNSAVED_TENSORS, load_checkpoint
-    from msakit.errors import MsakitError
+    from msakit.core.errors import MsakitError
 
     path = _bloated(run, tmp_path, "big.pt", **declared)
     stored = len(torch.load(path, map_location="cpu", weights_only=True)["model"])
@@ -216,7 +216,7 @@ def test_a_4kb_checkpoint_declaring_a_huge_vocabulary_stays_small(run, small_mos
         status, kb = proc.stdout.split()
         return int(status), proc.stderr, int(kb)
 
-    genuine_status, _, genuine_kb = peak(run / "seed-1" / "best.pt")
+    genuine_status, _, genuine_kb = peak(run / "seed-1")
     status, err, kb = peak(bomb)
     assert genuine_status == 0 and status == 2, err
     assert "asks for far more than" in one_error(err)

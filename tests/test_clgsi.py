@@ -14,13 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import best_checkpoint
 
 from msakit import api
+from msakit.core.errors import MsakitError
 from msakit.data.batching import Batch
 from msakit.data.synthetic import make_synthetic
 from msakit.encoders.sequence import SequenceEncoder, last_valid, lengths_to_mask, masked_mean
 from msakit.encoders.text import load_text_encoder
-from msakit.errors import MsakitError
 from msakit.models.base import Dims
 from msakit.models.clgsi import CLGSI, GLFK, CLGSIConfig, CommonFusion, Subnet
 from msakit.models.registry import create_model, preset
@@ -488,8 +489,8 @@ def test_same_seed_same_results(tmp_path, tiny_bert):
         return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
 
     assert without_time(outs[0]) == without_time(outs[1])
-    a = torch.load(outs[0] / "seed-7" / "best.pt", weights_only=True)["model"]
-    b = torch.load(outs[1] / "seed-7" / "best.pt", weights_only=True)["model"]
+    a = best_checkpoint(outs[0] / "seed-7")["model"]
+    b = best_checkpoint(outs[1] / "seed-7")["model"]
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key

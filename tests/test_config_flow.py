@@ -22,8 +22,8 @@ from msakit import api
 from msakit.config import DEFAULT_SEEDS, RunConfig, apply_overrides
 from msakit.config.datasets import CUSTOM, DatasetSpec, custom_spec
 from msakit.config.model_config import hp
+from msakit.core.errors import MsakitError
 from msakit.data.synthetic import write_synthetic
-from msakit.errors import MsakitError
 from msakit.models.base import Dims
 from msakit.models.clgsi import CLGSIConfig
 from msakit.models.registry import model_spec, preset

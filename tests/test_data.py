@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from msakit.config.datasets import DATASETS
+from msakit.core.errors import MsakitError
 from msakit.data import (
     SPLITS,
     FeatureFile,
@@ -27,7 +28,6 @@ from msakit.data.synthetic import (
     ENGLISH_POSITIVE,
     SEP_ID,
 )
-from msakit.errors import MsakitError
 
 SIZES = (6, 4, 4)
 
@@ -724,13 +724,13 @@ def test_shared_latent_files_share_a_factor_through_different_widths():
 
 @pytest.mark.parametrize("reader", ["load_feature_file", "read_csv"])
 def test_a_fifo_given_to_a_reader_directly_is_one_error_not_a_hang(tmp_path, reader):
-    """The Python API's readers open through msakit.safety.open_readable: a FIFO (nobody
+    """The Python API's readers open through msakit.core.safety.open_readable: a FIFO (nobody
     writing) is refused at once. The alarm is a backstop that turns a hang into a failure."""
     import signal
 
+    from msakit.core.errors import MsakitError
     from msakit.data.mmsa import load_feature_file
     from msakit.data.tables import read_csv
-    from msakit.errors import MsakitError
 
     fifo = tmp_path / "f.pkl"
     os.mkfifo(fifo)

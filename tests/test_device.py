@@ -11,9 +11,9 @@ import torch
 
 from msakit import api
 from msakit.config import apply_overrides
+from msakit.core.errors import MsakitError
 from msakit.data.mmsa import load_feature_file
 from msakit.encoders import dropout
-from msakit.errors import MsakitError
 from msakit.models.base import Dims
 from msakit.models.registry import preset
 from msakit.training import device, trainer

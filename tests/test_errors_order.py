@@ -9,9 +9,9 @@ import warnings
 import pytest
 from conftest import run_cli
 
+from msakit.core.errors import MsakitError
+from msakit.core.guard import run_guarded
 from msakit.encoders import text
-from msakit.errors import MsakitError
-from msakit.guard import run_guarded
 
 
 def test_a_missing_data_file_is_named_before_the_encoder_loads(tmp_path, monkeypatch, capsys):

@@ -21,7 +21,7 @@ pytest.importorskip("cv2")
 pytest.importorskip("opensmile")
 pytest.importorskip("skimage")
 
-from conftest import make_tiny_bert, run_cli  # noqa: E402
+from conftest import best_checkpoint, make_tiny_bert, run_cli  # noqa: E402
 from video_clips import FPS, HEIGHT, WIDTH, face_centre, make_clip, moving  # noqa: E402
 
 from msakit.data.mmsa import load_feature_file  # noqa: E402
@@ -114,7 +114,7 @@ def test_audio_frames_every_10_ms(tmp_path, kind, dim):
 def test_a_missing_extractor_names_the_extra(monkeypatch):
     import sys
 
-    from msakit.errors import MsakitError
+    from msakit.core.errors import MsakitError
     from msakit.extract.audio import AudioExtractor
 
     monkeypatch.setitem(sys.modules, "opensmile", None)  # makes `import opensmile` fail
@@ -259,7 +259,7 @@ def test_two_extractions_into_one_out_the_second_is_refused(corpus, tmp_path, ca
     """``extract`` holds the lock of its ``--out`` (on ``OUT.cache/``) while it writes: a second
     extraction into the same file (two shards given one --out) stops with one line, writes
     nothing, and runs once the first is done."""
-    from msakit.files import RunLock
+    from msakit.core.files import RunLock
 
     out = tmp_path / "x.npz"
     with RunLock(tmp_path / "x.npz.cache"):
@@ -491,7 +491,7 @@ def kind_clip(path: Path, positive: bool, rng: np.random.Generator) -> Path:
 def learn(root: Path, tokenizer_dir: Path, vision: str, *train_args: str, seed: int = 1
           ) -> tuple[Path, Path, Path]:
     """16 clips of both kinds (12 train, 2 valid, 2 test) extracted with ``vision`` features,
-    and MISA trained on them (20 epochs): ``(clips CSV, features, best.pt)``."""
+    and MISA trained on them (20 epochs): ``(clips CSV, features, the seed folder)``."""
     (root / "videos").mkdir()
     rng = np.random.default_rng(15)
     rows = []
@@ -510,7 +510,7 @@ def learn(root: Path, tokenizer_dir: Path, vision: str, *train_args: str, seed: 
                     "--text-encoder", str(tokenizer_dir), "--epochs", "20",
                     "--set", "stop_at_horizon=true", "--seeds", str(seed), "--batch", "4",
                     "--out", str(run), "--quiet", *train_args]) == 0
-    return clips, data, run / f"seed-{seed}" / "best.pt"
+    return clips, data, run / f"seed-{seed}"
 
 
 @pytest.fixture(scope="module")
@@ -570,7 +570,7 @@ def test_extract_train_predict_a_new_clip(learnt, tmp_path, tiny_bert_with_token
     from msakit.data.batching import collate
 
     clips, data, best = learnt
-    state = torch.load(best, map_location="cpu", weights_only=True)
+    state = best_checkpoint(best)
     assert state["extractor"] == metadata(data)
 
     # A training clip predicted from its video gives what the model gives on its features.
@@ -664,7 +664,7 @@ def test_predict_video_with_every_model_that_trains_on_extracted_files(
                     "--epochs", "1", "--set", "stop_at_horizon=true", "--seeds", "1",
                     "--batch", "6", "--out", str(run), "--quiet"]) == 0
     capsys.readouterr()
-    assert run_cli(["predict", "--checkpoint", str(run / "seed-1" / "best.pt"), "--video",
+    assert run_cli(["predict", "--checkpoint", str(run / "seed-1"), "--video",
                     str(clips.parent / "videos" / "c1.mp4"), "--text", SAME_TEXT]) == 0
     out = capsys.readouterr().out
     assert f"{FRAMES - FRAMES // 5} frames with a face" in out
@@ -701,7 +701,7 @@ def test_a_corrupt_record_member_is_one_line(tmp_path, compression, fragment):
     line naming the file and the entry, from read_metadata and from merge alike."""
     import zipfile
 
-    from msakit.errors import MsakitError
+    from msakit.core.errors import MsakitError
     from msakit.extract.merge import merge
     from msakit.extract.settings import METADATA_KEY, read_metadata
 

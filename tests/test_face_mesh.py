@@ -260,7 +260,7 @@ def test_eye_openness_drops_when_the_eyes_are_painted_shut(extractor):
 def test_without_mediapipe_opencv_is_the_default_and_mediapipe_names_the_install(monkeypatch):
     import sys
 
-    from msakit.errors import MsakitError
+    from msakit.core.errors import MsakitError
     from msakit.extract.settings import default_vision_features
 
     assert default_vision_features() == "mediapipe"

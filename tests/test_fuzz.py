@@ -30,7 +30,7 @@ sys.path.insert(0, str(FUZZ))
 
 import targets  # noqa: E402
 
-from msakit.errors import MsakitError  # noqa: E402
+from msakit.core.errors import MsakitError  # noqa: E402
 
 # A backstop for a stuck child, far above a run on a busy machine (not a measurement).
 TIMEOUT_S = 1800

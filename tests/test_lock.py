@@ -1,4 +1,4 @@
-"""The run lock (``msakit.files.RunLock``): a kernel lock, never two holders, never stale.
+"""The run lock (``msakit.core.files.RunLock``): a kernel lock, never two holders, never stale.
 
 The race test starts several processes that take and give back one folder's lock hundreds of
 times as fast as they can; inside the lock each creates a marker file with ``O_EXCL`` and
@@ -16,15 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from msakit.errors import MsakitError
-from msakit.files import LOCK_FILE, RunLock
+from msakit.core.errors import MsakitError
+from msakit.core.files import LOCK_FILE, RunLock
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 RACER = r"""
 import os, sys
-from msakit.errors import MsakitError
-from msakit.files import RunLock
+from msakit.core.errors import MsakitError
+from msakit.core.files import RunLock
 folder, rounds = sys.argv[1], int(sys.argv[2])
 marker = os.path.join(folder, "inside")
 taken = refused = clashes = 0
@@ -78,7 +78,7 @@ def test_a_second_holder_is_refused_with_the_holders_pid(tmp_path):
 
 
 def test_a_killed_holder_leaves_no_lock(tmp_path):
-    code = ("import sys; from msakit.files import RunLock; RunLock(sys.argv[1]).acquire(); "
+    code = ("import sys; from msakit.core.files import RunLock; RunLock(sys.argv[1]).acquire(); "
             "print('held', flush=True); sys.stdin.read()")
     holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], env=_env(),
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from msakit.errors import MsakitError
-from msakit.metrics import (
+from msakit.core.errors import MsakitError
+from msakit.evaluation.metrics import (
     MOSI_FAMILY_METRICS,
     MOSI_METRICS,
     SIMS_FAMILY_METRICS,
@@ -239,9 +239,9 @@ def test_unknown_dataset_and_empty_input_raise():
 def test_every_metric_function_passes_its_doctest():
     import doctest
 
-    import msakit.metrics
+    import msakit.evaluation.metrics
 
-    result = doctest.testmod(msakit.metrics, optionflags=doctest.NORMALIZE_WHITESPACE)
+    result = doctest.testmod(msakit.evaluation.metrics, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0
     documented = [f for f in (*MOSI_FAMILY_METRICS.values(), *SIMS_FAMILY_METRICS.values())
                   if ">>> " in (f.__doc__ or "")]

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from msakit.core.errors import MsakitError
 from msakit.data import load_feature_file, mmsa, save_npz
 from msakit.data.batching import collate
 from msakit.data.synthetic import make_synthetic
-from msakit.errors import MsakitError
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 

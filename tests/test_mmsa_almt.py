@@ -15,7 +15,7 @@ import pytest
 import torch
 from mmsa_repo_fixture import batch_of, build, check_step, cli_predictions, dims_of, load
 
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
 from msakit.models.almt import ALMT, ALMTConfig, almt_from_mmsa
 from msakit.models.registry import preset
 from msakit.training.trainer import build_optimizer

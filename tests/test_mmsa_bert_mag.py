@@ -31,10 +31,10 @@ from mmsa_reference_bert import (
 )
 
 from msakit import api
+from msakit.core.errors import MsakitError
 from msakit.data.batching import collate
 from msakit.data.mmsa import load_feature_file
 from msakit.encoders.text import load_text_encoder
-from msakit.errors import MsakitError
 from msakit.models.align import mmsa_avg_pool
 from msakit.models.base import Dims
 from msakit.models.bert_mag import (
@@ -177,10 +177,10 @@ def test_presets_and_cli_on_an_aligned_file(setup, tiny_bert, tmp_path, capsys):
                     str(setup["mosi"]), "--text-encoder", str(tiny_bert), "--seeds", "3",
                     "--out", str(out), "--set", "epochs=1", "--set", "stop_at_horizon=true",
                     "--set", "batch_size=4", "--quiet"]) == 0
-    ckpt = api.load_checkpoint(out / "seed-3" / "best.pt")
+    ckpt = api.load_checkpoint(out / "seed-3")
     assert type(ckpt.model).name == "bert_mag"
     capsys.readouterr()
-    assert run_cli(["evaluate", "--checkpoint", str(out / "seed-3" / "best.pt"), "--data",
+    assert run_cli(["evaluate", "--checkpoint", str(out / "seed-3"), "--data",
                     str(setup["mosi"])]) == 0
     assert "MAE" in capsys.readouterr().out
 

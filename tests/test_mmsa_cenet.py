@@ -15,7 +15,7 @@ import torch
 from mmsa_repo_fixture import batch_of, build, check_step, cli_predictions, load
 
 from msakit.config import RunConfig
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
 from msakit.models.cenet import cenet_from_mmsa
 from msakit.models.registry import preset
 from msakit.training.trainer import build_optimizer, set_dropout

@@ -15,8 +15,8 @@ from mmsa_reference import (
     write_mmsa_file,
 )
 
+from msakit.core.errors import MsakitError
 from msakit.data.mmsa import load_feature_file
-from msakit.errors import MsakitError
 from msakit.models.align import mmsa_avg_pool
 from msakit.models.ef_lstm import EFLSTM, EFLSTMConfig, import_mmsa
 from msakit.models.import_weights import check_mapped
@@ -82,7 +82,7 @@ def test_preset_is_mmsas_configuration(dataset):
     from MMSA.config import get_config_regression
 
     args, config = get_config_regression("ef_lstm", dataset), preset("ef_lstm", dataset)
-    assert config_of(args).to_dict() == config.model
+    assert config_of(args).to_dict() == config.model.to_dict()
     assert config.batch_size == args.batch_size and config.optimizer == "adam"
     assert set(config.lr.values()) == {args.learning_rate}
     assert set(config.weight_decay.values()) == {args.weight_decay}

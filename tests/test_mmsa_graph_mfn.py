@@ -18,7 +18,7 @@ from mmsa_reference import (
     write_mmsa_file,
 )
 
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
 from msakit.models.graph_mfn import GraphMFN, GraphMFNConfig, import_mmsa, mmsa_state
 from msakit.models.registry import preset
 
@@ -98,7 +98,7 @@ def test_preset_is_mmsas_configuration(dataset):
     from MMSA.config import get_config_regression
 
     args, config = get_config_regression("graph_mfn", dataset), preset("graph_mfn", dataset)
-    assert config_of(args).to_dict() == config.model
+    assert config_of(args).to_dict() == config.model.to_dict()
     assert config.batch_size == args.batch_size and config.optimizer == "adam"
     assert set(config.lr.values()) == {args.learning_rate}
     assert set(config.weight_decay.values()) == {args.weight_decay}

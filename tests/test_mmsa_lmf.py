@@ -7,7 +7,7 @@ import pytest
 import torch
 from mmsa_reference import build_pair, check_predictions, check_training_step, write_mmsa_file
 
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
 from msakit.models.import_weights import check_mapped
 from msakit.models.lmf import LMF, LMFConfig, import_mmsa
 

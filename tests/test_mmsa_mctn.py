@@ -18,9 +18,9 @@ from mmsa_reference_aligned import import_through_cli, mmsa_args, write_file
 from mmsa_reference_bert import assert_gradients_close, mmsa_batch, mmsa_split
 
 from msakit import api
+from msakit.core.errors import MsakitError
 from msakit.data.batching import collate
 from msakit.data.mmsa import load_feature_file
-from msakit.errors import MsakitError
 from msakit.models.base import Dims
 from msakit.models.mctn import MCTN, MCTNConfig, mctn_from_mmsa
 from msakit.models.registry import preset
@@ -141,9 +141,9 @@ def test_preset_and_cli(files, tmp_path, capsys):
                     str(files["mosi"]), "--seeds", "3", "--out", str(out), "--quiet",
                     "--set", "epochs=1", "--set", "stop_at_horizon=true", "--set",
                     "batch_size=4", "--set", f"hidden={HIDDEN}"]) == 0
-    assert type(api.load_checkpoint(out / "seed-3" / "best.pt").model).name == "mctn"
+    assert type(api.load_checkpoint(out / "seed-3").model).name == "mctn"
     capsys.readouterr()
-    assert run_cli(["evaluate", "--checkpoint", str(out / "seed-3" / "best.pt"), "--data",
+    assert run_cli(["evaluate", "--checkpoint", str(out / "seed-3"), "--data",
                     str(files["mosi"])]) == 0
     assert "MAE" in capsys.readouterr().out
 

@@ -16,9 +16,9 @@ import torch
 from mmsa_reference_aligned import import_through_cli, mmsa_args, write_file
 from mmsa_reference_bert import assert_gradients_close, mmsa_batch, mmsa_split, share_weights
 
+from msakit.core.errors import MsakitError
 from msakit.data.batching import collate
 from msakit.data.mmsa import load_feature_file
-from msakit.errors import MsakitError
 from msakit.losses.mfm import gaussian_kernel, mmd_to_sample
 from msakit.models.base import Dims
 from msakit.models.mfm import MFM, MFMConfig, mfm_from_mmsa
@@ -173,9 +173,9 @@ def test_trains_and_evaluates_through_the_cli(files, tmp_path, capsys):
     assert run_cli(["train", "--model", "mfm", "--dataset", "mosi", "--data",
                     str(files["mosi"]), "--seeds", "3", "--out", str(out), "--quiet",
                     *[x for s in sets for x in ("--set", s)]]) == 0
-    assert type(api.load_checkpoint(out / "seed-3" / "best.pt").model).name == "mfm"
+    assert type(api.load_checkpoint(out / "seed-3").model).name == "mfm"
     capsys.readouterr()
-    assert run_cli(["evaluate", "--checkpoint", str(out / "seed-3" / "best.pt"), "--data",
+    assert run_cli(["evaluate", "--checkpoint", str(out / "seed-3"), "--data",
                     str(files["mosi"])]) == 0
     assert "MAE" in capsys.readouterr().out
 

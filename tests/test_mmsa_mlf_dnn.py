@@ -16,7 +16,7 @@ from mmsa_reference import (
     write_mmsa_file,
 )
 
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
 from msakit.models.mlf_dnn import MLFDNN, MLFDNNConfig, import_mmsa
 from msakit.models.registry import preset
 

@@ -27,10 +27,10 @@ from MMSA.models.AMIO import AMIO  # noqa: E402
 from MMSA.trains.singleTask.MMIM import MMIM as MMSATrainer  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
+from msakit.core.errors import MsakitError  # noqa: E402
 from msakit.data.batching import collate  # noqa: E402
 from msakit.data.mmsa import load_feature_file  # noqa: E402
 from msakit.encoders.text import load_text_encoder  # noqa: E402
-from msakit.errors import MsakitError  # noqa: E402
 from msakit.models.base import Dims  # noqa: E402
 from msakit.models.mmim import MMIM, MMIMConfig, import_mmsa  # noqa: E402
 from msakit.models.registry import create_model, model_spec  # noqa: E402

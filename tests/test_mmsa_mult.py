@@ -8,7 +8,7 @@ import pytest
 import torch
 from mmsa_reference import build_pair, check_predictions, check_training_step, write_mmsa_file
 
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
 from msakit.models.base import Dims
 from msakit.models.import_weights import check_mapped
 from msakit.models.mult import MulT, MulTConfig, future_mask, import_mmsa

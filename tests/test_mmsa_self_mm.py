@@ -22,10 +22,10 @@ from mmsa_reference_bert import (
     share_weights,
 )
 
+from msakit.core.errors import MsakitError
 from msakit.data.batching import collate
 from msakit.data.mmsa import load_feature_file
 from msakit.encoders.text import load_text_encoder
-from msakit.errors import MsakitError
 from msakit.models.base import Dims
 from msakit.models.self_mm import (
     TASKS,

@@ -17,7 +17,7 @@ import torch
 from mmsa_repo_fixture import batch_of, check_step, cli_predictions, load
 from mmsa_repo_fixture import build as build_model
 
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
 from msakit.models.import_weights import check_mapped
 from msakit.models.registry import preset
 from msakit.models.self_mm import TASKS, UnimodalLabels

@@ -13,7 +13,7 @@ from mmsa_reference import (
     write_mmsa_file,
 )
 
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
 from msakit.models.import_weights import check_mapped
 from msakit.models.tfn import TFN, TFNConfig, import_mmsa
 

@@ -1,5 +1,5 @@
 """Outputs and inputs (issue 19, must-haves 3 and 5's first part): one layer,
-:mod:`msakit.safety`, decides what every command may read and write.
+:mod:`msakit.core.safety`, decides what every command may read and write.
 
 Structure first: every string argument of every parser declares its role (an input or output
 path of some kind, or text), and for every command, every declared input refuses a FIFO and
@@ -10,10 +10,10 @@ Then issue 19's "Why" -> the cases here (``CASES`` ids unless a test function is
 
 19 ways to lose a file
 - predict --out RUN/seed-1/last.pt: predict-out-last-pt
-- report --out RUN/seed-1/best.pt: report-out-best-pt
+- report --out RUN/seed-1/model.safetensors: report-out-best-pt
 - plot curves --out RUN/config.yaml: plot-curves-out-config
 - plot weights --out RUN/results.csv: plot-weights-out-results
-- --log-steps deletes another run's best.pt: log-steps-other-best-pt
+- --log-steps deletes another run's model.safetensors: log-steps-other-best-pt
 - --log-steps deletes the --dataset-spec input: log-steps-is-dataset-spec
 - --log-steps deletes a device node: log-steps-device, log-steps-fifo
 - --resume empties any text file given as --log-steps: resume-log-steps-text-file
@@ -109,7 +109,7 @@ def test_every_string_argument_declares_its_role():
     """A path argument added without a role (``_arg``) fails here: every string-valued
     argument of every command is declared an input, an output or text."""
     from msakit.cli import build_parser
-    from msakit.safety import Role
+    from msakit.core.safety import Role
 
     missing = [f"{name} {a.option_strings or a.dest}" for name, p in _parsers(build_parser())
                for a in _string_actions(p) if not isinstance(getattr(a, "role", None), Role)]
@@ -223,7 +223,7 @@ def w(tmp_path_factory, tiny_bert) -> type[W]:
                     "--text-encoder", str(tiny_bert), "--seeds", "1", "--epochs", "1",
                     "--batch", "8", "--out", str(W.run), "--quiet", "--log-steps",
                     str(root / "steps.jsonl")]) == 0
-    W.ckpt = W.run / "seed-1" / "best.pt"
+    W.ckpt = W.run / "seed-1"
     W.other = root / "other_run"
     shutil.copytree(W.run, W.other)
     (W.other / ".msakit-step-log").unlink(missing_ok=True)
@@ -286,7 +286,7 @@ CASES = [
                                                          "--overwrite"),
      "is a file of the run in"),
     ("report-out-best-pt", lambda w: ["report", str(w.other), "--out",
-                                      str(w.run / "seed-1" / "best.pt")],
+                                      str(w.run / "seed-1" / "model.safetensors")],
      "is a file of the run in"),
     ("plot-curves-out-config", lambda w: ["plot", "curves", str(w.other), "--out",
                                           str(w.run / "config.yaml")],
@@ -298,7 +298,7 @@ CASES = [
      "is the step log of a run"),
     # ---- --log-steps
     ("log-steps-other-best-pt", lambda w: _train(w, "--log-steps",
-                                                 str(w.other / "seed-1" / "best.pt")),
+                                                 str(w.other / "seed-1" / "model.safetensors")),
      "--log-steps .*is a file of the run in"),
     ("log-steps-is-dataset-spec", lambda w: _train(w, "--log-steps", str(w.spec),
                                                    "--dataset-spec", str(w.spec),
@@ -336,9 +336,9 @@ CASES = [
                                                 data=w.inside_data),
      "--overwrite would delete .*data.npz \\(--data\\)"),
     ("overwrite-deletes-init-from", lambda w: _train(w, "--overwrite", "--init-from",
-                                                     str(w.inside / "seed-1" / "best.pt"),
+                                                     str(w.inside / "seed-1" / "model.safetensors"),
                                                      out=str(w.inside)),
-     "--overwrite would delete .*best.pt \\(--init-from\\)"),
+     "--overwrite would delete .*model.safetensors \\(--init-from\\)"),
     ("overwrite-deletes-config", lambda w: ["train", "--config", str(w.inside), "--data",
                                             str(w.data), "--out", str(w.inside), "--overwrite"],
      "--overwrite would delete .*config.yaml \\(--config\\)"),
@@ -453,8 +453,8 @@ def test_a_run_continues_its_own_step_log(w, tmp_path, capsys):
 
 
 def test_atomic_write_never_replaces_a_device_fifo_or_symlink(tmp_path):
-    from msakit.errors import MsakitError
-    from msakit.files import write_text_atomic
+    from msakit.core.errors import MsakitError
+    from msakit.core.files import write_text_atomic
 
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
@@ -476,8 +476,8 @@ def test_atomic_write_never_replaces_a_device_fifo_or_symlink(tmp_path):
 
 
 def test_open_input_refuses_a_fifo_without_blocking(tmp_path):
-    from msakit.errors import MsakitError
-    from msakit.safety import open_input
+    from msakit.core.errors import MsakitError
+    from msakit.core.safety import open_input
 
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)

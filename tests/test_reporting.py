@@ -14,10 +14,10 @@ from conftest import run_cli, write_short_synthetic
 
 from msakit.api import build_config, build_model, dims_of, load_data
 from msakit.config import plain
+from msakit.core.files import torch_save_atomic
 from msakit.data.mmsa import convert_to_npz
 from msakit.encoders.text import load_text_encoder, text_encoder_config
-from msakit.files import torch_save_atomic
-from msakit.metrics import MOSI_METRICS, SIMS_METRICS
+from msakit.evaluation.metrics import MOSI_METRICS, SIMS_METRICS
 from msakit.models.clgsi.plots import weight_curves
 from msakit.models.registry import preset
 from msakit.reporting import plots
@@ -256,7 +256,7 @@ def test_plot_curves(trained, tmp_path, capsys):
 
 def test_plot_tsne_and_scatter(trained, tmp_path, capsys):
     data, out = trained
-    ckpt = str(out / "seed-1" / "best.pt")
+    ckpt = str(out / "seed-1")
     plot(["tsne", "--checkpoint", ckpt, "--data", str(data), "--split", "test",
           "--out", str(tmp_path / "tsne.png")], capsys)
     assert_png(tmp_path / "tsne.png")
@@ -273,7 +273,7 @@ def test_plot_tsne_and_scatter(trained, tmp_path, capsys):
 
 def test_plot_weights_from_a_checkpoint_or_given_values(trained, tmp_path, capsys):
     _, out = trained
-    plot(["weights", "--checkpoint", str(out / "seed-1" / "best.pt"), "--out",
+    plot(["weights", "--checkpoint", str(out / "seed-1"), "--out",
           str(tmp_path / "w.png")], capsys)
     assert_png(tmp_path / "w.png")
     plot(["weights", "--threshold", "0.4", "--gain", "1.5", "--out", str(tmp_path / "w2.png")],

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from msakit.core.errors import MsakitError
 from msakit.data import mmsa
 from msakit.data.mmsa import load_feature_file
 from msakit.data.safe_format import read_extra
@@ -44,7 +45,6 @@ from msakit.data.safe_pickle import (
     EXPANSION,
     restricted_load,
 )
-from msakit.errors import MsakitError
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
@@ -161,7 +161,7 @@ import os, resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[1]), int(sys.argv[1])))
 from msakit.data.mmsa import load_feature_file
 from msakit.data.safe_format import read_extra
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
 for path in sys.argv[2:]:
     try:
         ff = load_feature_file(path)
@@ -241,7 +241,7 @@ def cli_world(tmp_path_factory, tiny_bert) -> dict:
         status, err, world[command] = _measured(_argv(command, genuine, work, world), work,
                                                 command)
         assert status == 0, err
-    world["ckpt"] = next((root / "baseline-train" / "run").rglob("best.pt"))
+    world["ckpt"] = next((root / "baseline-train" / "run").rglob("model.safetensors"))
     return world
 
 

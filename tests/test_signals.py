@@ -101,7 +101,7 @@ def _check_ended(proc: subprocess.Popen, err: str, signum: int) -> None:
 # --------------------------------------------------------------------------- in this process
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["TERM", "HUP"])
 def test_a_signal_is_one_line_with_its_status(capsys, signum):
-    from msakit.guard import run_guarded
+    from msakit.core.guard import run_guarded
 
     previous = signal.signal(signum, signal.SIG_DFL)  # also under nohup
     cleaned = []
@@ -125,7 +125,7 @@ def test_a_signal_is_one_line_with_its_status(capsys, signum):
 
 def test_an_ignored_sighup_stays_ignored(capsys):
     """Under ``nohup`` SIGHUP is ignored: msakit leaves it so."""
-    from msakit.guard import run_guarded
+    from msakit.core.guard import run_guarded
 
     previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
@@ -143,7 +143,7 @@ def test_an_ignored_sighup_stays_ignored(capsys):
 def test_a_signal_right_after_a_temporary_file_is_made_leaves_none(tmp_path, monkeypatch):
     """The atomic writer names its temporary file before creating it: a signal landing just
     after the file exists (here: in the ``os.close`` that follows) still removes it."""
-    from msakit.files import write_text_atomic
+    from msakit.core.files import write_text_atomic
 
     real_close = os.close
 
@@ -175,7 +175,8 @@ def test_a_signal_ends_train_cleanly(small_mosi_npz, tiny_bert, tmp_path, signum
     assert not held_locks(out), err
     # ls -a; a lock file whose removal the signal cut short holds no lock (the kernel dropped it)
     names = {p.name for p in out.iterdir()} - {".msakit.lock"}
-    assert {"config.yaml", "seed-1"} <= names <= {"config.yaml", "seed-1", "tensorboard"}, (
+    assert {"config.yaml", "seed-1"} <= names <= {"config.yaml", "seed-1", "tensorboard",
+                                                  "train.log"}, (
         names, err)
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")], (list(out.rglob("*")), err)
     assert (out / "seed-1" / "last.pt").is_file()
@@ -288,13 +289,23 @@ def test_a_first_run_that_failed_before_its_first_epoch_does_not_block(
     def full(obj, f, *args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
+    from msakit.training import pretrained
+
+    real_write = pretrained.write_atomic
+
+    def full_write(path, write):  # the best weights (safetensors) meet the full disk too
+        return real_write(path, lambda f: full(None, f))
+
     out = tmp_path / "run"
     argv = _train_argv(small_mosi_npz, tiny_bert, out)
     monkeypatch.setattr(torch, "save", full)
+    monkeypatch.setattr(pretrained, "write_atomic", full_write)
     assert run_cli(argv) == 2
     assert "no space left on the device" in one_error(capsys.readouterr().err)
     assert (out / "config.yaml").is_file() and not list(out.rglob("*.pt"))
+    assert not list(out.rglob("*.safetensors"))
     monkeypatch.setattr(torch, "save", real_save)
+    monkeypatch.setattr(pretrained, "write_atomic", real_write)
     assert run_cli(argv) == 0, capsys.readouterr().err
     assert (out / "results.csv").is_file()
     # a finished run still refuses it, and a config.yaml msakit did not write is never replaced

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from msakit.config import RunConfig, validate
+from msakit.core.errors import MsakitError, TrainingDiverged
 from msakit.data.batching import collate
 from msakit.data.mmsa import load_feature_file
 from msakit.encoders.text import load_text_encoder
-from msakit.errors import MsakitError, TrainingDiverged
 from msakit.models.base import Dims
 from msakit.models.self_mm import SelfMM, SelfMMConfig
 from msakit.training import trainer as trainer_module

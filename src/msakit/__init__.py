@@ -4,7 +4,7 @@ The Python API mirrors the command line::
 
     import msakit
     result = msakit.train("clgsi", "mosi", "unaligned_50.pkl", seeds=[1111, 1112, 1113])
-    msakit.evaluate("runs/msakit/seed-1111/best.pt", "unaligned_50.pkl", "test")
+    msakit.evaluate("runs/msakit/seed-1111", "unaligned_50.pkl", "test")
 
 The losses work on their own: ``msakit.losses.IntensityGuidedContrastiveLoss`` (and the
 authors' code's ``OfficialIntensityContrastiveLoss``) and
@@ -21,7 +21,7 @@ def __getattr__(name: str):
     """The API is imported on first use, so that ``msakit --help`` (and a Ctrl-C while torch
     loads) is handled by the command line, not by an import."""
     if name in _API:
-        from msakit import api
+        from msakit import api  # lazy: `msakit --help` and a Ctrl-C while torch loads
 
         return getattr(api, name)
     raise AttributeError(f"module 'msakit' has no attribute {name!r}")

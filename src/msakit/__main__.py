@@ -1,13 +1,13 @@
 """``python -m msakit`` (what ``torchrun ... -m msakit train ...`` runs).
 
 SIGINT, SIGTERM and SIGHUP end the command as Ctrl-C does from the first import on
-(:func:`msakit.guard.catching_signals`); the whole body is under one ``try``, so a Ctrl-C at
+(:func:`msakit.core.guard.catching_signals`); the whole body is under one ``try``, so a Ctrl-C at
 any moment before msakit's handler is installed is one line, not a traceback."""
 
 try:
     import sys
 
-    from msakit.guard import catching_signals
+    from msakit.core.guard import catching_signals
 
     with catching_signals() as signals:
         try:

@@ -23,6 +23,7 @@ import torch
 
 from msakit import api
 from msakit.config.datasets import DatasetSpec
+from msakit.core.errors import MsakitError
 from msakit.data.batching import collate
 from msakit.encoders.packed_text import run_text_encoder
 from msakit.training import distributed
@@ -191,8 +192,6 @@ def bench(
 
 
 def _check_counts(*, max_steps: int | None, warmup_steps: int) -> None:
-    from msakit.errors import MsakitError
-
     if max_steps is not None and max_steps < 1:
         raise MsakitError(f"--max-steps must be at least 1, got {max_steps} (a benchmark of no "
                           "step measures nothing)")

@@ -23,14 +23,15 @@ from torch import nn
 
 from msakit.config import DATASETS, RunConfig, apply_overrides, plain
 from msakit.config.presets import DEFAULT_PRESET
+from msakit.core.errors import MsakitError
+from msakit.core.files import torch_save_atomic
+from msakit.core.safety import check_distinct_output
 from msakit.data.mmsa import FeatureFile, load_feature_file
 from msakit.encoders.text import (
     check_text_length,
     text_encoder_config,
     text_encoder_from_config,
 )
-from msakit.errors import MsakitError
-from msakit.files import check_distinct_output, torch_save_atomic
 from msakit.models.base import Dims, MSAModel
 from msakit.models.import_weights import (
     SOURCES,

@@ -21,7 +21,7 @@ One clip may leave out the leading N: ``audio`` (La, Da), ``vision`` (Lv, Dv), `
 padded with zeros (the frames beyond a length are never read); longer ones are refused only by
 models that read padded positions (:meth:`msakit.models.base.MSAModel.reads_padding`). Every
 value is checked as a file is (:func:`msakit.data.mmsa.validate_arrays`): one
-:class:`~msakit.errors.MsakitError` line naming the key and the sample.
+:class:`~msakit.core.errors.MsakitError` line naming the key and the sample.
 """
 
 from __future__ import annotations
@@ -34,10 +34,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from msakit.core.errors import MsakitError
+from msakit.core.files import write_text_atomic
 from msakit.data.mmsa import SplitData, validate_arrays
-from msakit.encoders.text import check_text_length
-from msakit.errors import MsakitError
-from msakit.files import write_text_atomic
+from msakit.data.tokens import tokenize
+from msakit.encoders.text import check_text_length, load_tokenizer
 
 if TYPE_CHECKING:
     from msakit.api import LoadedCheckpoint
@@ -123,9 +124,6 @@ def _count(d: dict[str, Any]) -> int:
 
 def _tokenize(texts: Any, ckpt: LoadedCheckpoint) -> np.ndarray:
     """(N, 3, Lt) token ids of ``texts`` by the checkpoint's tokenizer, Lt its text length."""
-    from msakit.data.tokens import tokenize
-    from msakit.encoders.text import load_tokenizer
-
     if isinstance(texts, (str, bytes)) or not all(isinstance(t, str) for t in texts):
         raise MsakitError(f"{SOURCE}: key 'raw_text': expected a list of strings (one per clip)")
     for i, text in enumerate(texts):

@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from msakit.errors import MsakitError
+from msakit import __version__
+from msakit.core.errors import MsakitError
 
 TRACKERS = ("mlflow",)
 EXPERIMENT = "msakit"
@@ -140,7 +141,8 @@ class MlflowRun:
             self.client.set_terminated(run_id, status=status)
 
     def _curves(self, out: Path) -> None:
-        # reporting.plots reads checkpoints through msakit.api, which imports this module
+        # lazy: matplotlib (optional) loads only for the curves; and plots reach the API, which
+        # imports this module (a circle until the API's checkpoint loading has its own module)
         from msakit.reporting.plots import plot_curves
 
         with tempfile.TemporaryDirectory() as folder:
@@ -153,8 +155,6 @@ class MlflowRun:
 
 def provenance(data: str | os.PathLike, config: Mapping[str, Any]) -> dict[str, str]:
     """Tags: msakit's version, the command line, the data file and its recorded identity."""
-    from msakit import __version__
-
     tags = {"msakit.version": __version__, "msakit.command": " ".join(sys.argv)[:5000],
             "msakit.data": str(Path(data).resolve())}
     identity = config.get("data") if isinstance(config.get("data"), Mapping) else {}

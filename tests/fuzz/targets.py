@@ -4,7 +4,7 @@ A target writes one input (bytes) where its reader expects the file (a run folde
 ``config.yaml``, an ``--data`` file, ...) and calls msakit's real code on it, the functions the
 commands call. The contract, for every input:
 
-* each call returns, or raises :class:`msakit.errors.MsakitError` (the command line's one
+* each call returns, or raises :class:`msakit.core.errors.MsakitError` (the command line's one
   ``error:`` line, exit status 2); any other exception is a failure;
 * the process does not crash (the runner executes inputs in a child process: a signal is a
   failure);
@@ -293,7 +293,6 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
 
 READERS: dict[str, str] = {
     "api.py::_check_resume_config": "run_config",
-    "api.py::load_checkpoint": "checkpoint",
     "config/datasets.py::read_spec_file": "dataset_spec",
     "data/mmsa.py::_read": "pickle",
     "data/safe_format.py::_open_archive": "npz",  # read_npz's and read_extra's np.load
@@ -306,8 +305,18 @@ READERS: dict[str, str] = {
     "reporting/plots.py::_histories": "history",
     "reporting/report.py::read_run": "results_csv",
     "rerun.py::_read": "config",
-    "api.py::_load_best": "not fuzzed: the best.pt this training run wrote moments before; any "
-                          "failure to read it back is one error line",
+    "api.py::_finished_row": "results_csv",  # --resume: a finished seed's row
+    "training/pretrained.py::read_checkpoint": "checkpoint",  # a torch file such as best.pt
+    "training/pretrained.py::read_pretrained": "not fuzzed: a seed folder's safetensors header "
+                                               "metadata (tests/test_checkpoints.py damages "
+                                               "the folder's files)",
+    "training/pretrained.py::_read_description": "not fuzzed: a seed folder's config.json (JSON "
+                                                 "then the checkpoint checks; "
+                                                 "tests/test_checkpoints.py)",
+    "training/pretrained.py::prune_shared": "not fuzzed: the run's own seeds' config.json, read "
+                                            "at its end; anything unreadable is skipped",
+    "provenance.py::_earlier": "not fuzzed: the run's own config.yaml on --resume, read by "
+                               "read_yaml after --resume checked it; a record only",
     "config/__init__.py::_coerce": "not fuzzed: parses a --set value (a command-line word), "
                                    "not a file; the config targets reach it with every value",
     "config/__init__.py::plain": "not fuzzed: a JSON round trip of msakit's own values",
@@ -315,8 +324,6 @@ READERS: dict[str, str] = {
                                        "msakit's own files)",
     "importing.py::_read_state": "not fuzzed: import-weights' reference weights (torch "
                                  "weights_only; the importers check names and shapes)",
-    "training/init_from.py::_read": "not fuzzed: --init-from (torch weights_only, then the "
-                                    "state dict is checked against the model)",
     "models/conki/adapters.py::_adapter_file": "not fuzzed: ConKI's adapters.pt (torch "
                                                "weights_only)",
     "training/stages.py::_pretrain_locked": "not fuzzed: the best.pt a model's adapter stage "
@@ -326,14 +333,15 @@ READERS: dict[str, str] = {
                                                "cases)",
     "training/trainer.py::Trainer._truncate_step_log": "not fuzzed: --log-steps on --resume, "
                                                        "only the run's own recorded step log "
-                                                       "(msakit.safety); not UTF-8 is one line",
+                                                       "(core.safety); not UTF-8 is one line",
     "extract/analyze.py::_load_state": "not fuzzed: analyze's own record of a finished video "
                                        "(OUT/NAME/.msakit-analyze.json); anything unreadable "
                                        "means 'analyze it again'",
-    "config/safe_yaml.py::read_yaml": "config",
-    "safety.py::_check_run_config": "run_config",
-    "safety.py::_is_step_log": "not fuzzed: the first 4 KB of an existing output, read only to "
-                               "tell a step log; anything unreadable is 'not a step log'",
+    "core/safe_yaml.py::read_yaml": "config",
+    "core/safety.py::_check_run_config": "run_config",
+    "core/safety.py::_is_step_log": "not fuzzed: the first 4 KB of an existing output, read "
+                                    "only to tell a step log; anything unreadable is 'not a "
+                                    "step log'",
 }
 """Every function of src/msakit that parses a file (tests/test_fuzz.py finds them by their
 calls: yaml, json, csv, np.load, torch.load, the restricted unpickler, read_csv): the target
@@ -397,7 +405,7 @@ def check(target: Target, data: bytes, ws: Workspace) -> list[str]:
 
 
 def _is_msakit_error(exc: BaseException) -> bool:
-    from msakit.errors import MsakitError
+    from msakit.core.errors import MsakitError
 
     return isinstance(exc, MsakitError)
 

@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
+from msakit.core.safe_yaml import read_yaml
 
 MOSI_FAMILY = "mosi"
 """MMSA's MOSI/MOSEI regression metrics: Has0/Non0 Acc-2 and F1, Acc-5, Acc-7, MAE, Corr."""
@@ -137,7 +138,8 @@ DATASETS: dict[str, DatasetSpec] = {
     ),
     # CH-SIMS v2(s), the supervised part (docs/readings.md, "CH-SIMS v2"): BERT-Chinese text,
     # eGeMAPS audio (25), OpenFace vision (177); 2722/647/1034 clips; MMSA scores it with the
-    # SIMS metrics and loads its unimodal labels. No model paper has presets for it: SIMS's.
+    # SIMS metrics and loads its unimodal labels. Models whose MMSA repository config has no
+    # simsv2 entry take SIMS's presets (docs/readings.md, "SIMS v2 presets").
     "simsv2": DatasetSpec(
         name="simsv2", title="SIMS v2", label_range=(-1.0, 1.0), metric_family=SIMS_FAMILY,
         language="zh", text_encoder="bert-base-chinese", presets_from="sims",
@@ -292,7 +294,6 @@ def read_spec_file(path: str | os.PathLike[str]) -> DatasetSpec:
     """A custom spec from a YAML file (keys: :data:`SPEC_KEYS`), validated."""
     import yaml
 
-    from msakit.config.safe_yaml import read_yaml
 
     p = os.fspath(path)
     try:

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
 
 _CONFIGS: dict[str, type[ModelConfig]] = {}
 _FINDERS: list[Callable[[], None]] = []

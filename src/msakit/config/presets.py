@@ -17,7 +17,7 @@ import dataclasses
 from typing import Any
 
 from msakit.config import DEFAULT_PRESET, GROUPS, RunConfig, _setting_types, _typed_setting
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
 
 __all__ = ["DEFAULT_PRESET", "apply_preset_entry"]
 FIXED = ("model", "model_name", "dataset", "dataset_spec", "preset")

@@ -14,8 +14,8 @@ import hashlib
 import os
 from typing import Any
 
-from msakit.errors import MsakitError
-from msakit.files import open_input
+from msakit.core.errors import MsakitError
+from msakit.core.files import open_input
 
 __all__ = ["content_digest", "identity", "same_content", "check_identity"]
 

@@ -27,7 +27,7 @@ hands nothing of the file to NumPy) is read into memory once, converting feature
 and token ids to int64 key by key (a float64 MOSEI audio array alone is 4.8 GB), validated, and
 written as an npz to :func:`cache_dir`, which later loads map while the pickle holds the same
 bytes (:func:`_load_pickle`). Everything is validated before returning. Every
-problem is a :class:`~msakit.errors.MsakitError` with one line naming the file, split, key and the
+problem is a :class:`MsakitError` with one line naming the file, split, key and the
 first bad sample, e.g. ``data.pkl: split 'valid', key 'audio': NaN at sample 17 (id 'abc$_3')``.
 
 ``text`` holds precomputed text features (MMSA's frozen BERT outputs, 768 wide in the standard
@@ -49,6 +49,8 @@ from typing import Any, NoReturn
 import numpy as np
 
 from msakit.config.datasets import DATASETS, DatasetSpec, dataset_spec
+from msakit.core.errors import MsakitError
+from msakit.core.safety import check_distinct_output, open_readable
 from msakit.data.identity import content_digest
 from msakit.data.safe_format import (
     in_memory,
@@ -61,8 +63,6 @@ from msakit.data.safe_format import (
     split_to_mmsa,
 )
 from msakit.data.safe_pickle import restricted_load
-from msakit.errors import MsakitError
-from msakit.safety import open_readable
 
 SPLITS = ("train", "valid", "test")
 REQUIRED_KEYS = (
@@ -209,8 +209,6 @@ def convert_to_npz(
     ``classification_labels`` and the precomputed ``text`` features when present.
     Returns the loaded FeatureFile.
     """
-    from msakit.files import check_distinct_output
-
     p, o = os.fspath(src), os.fspath(out)
     _check_vocab_size(vocab_size)
     check_distinct_output(o, [p])

@@ -36,7 +36,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
+from msakit.core.files import write_atomic
 
 if TYPE_CHECKING:
     from msakit.data.mmsa import FeatureFile, SplitData
@@ -89,8 +90,6 @@ def save_npz(
             if not isinstance(key, str):
                 raise MsakitError(f"{path}: split '{split}': key {key!r} is not a string")
             arrays[f"{split}/{key}"] = _code_free_array(value, path, split, key)
-    from msakit.files import write_atomic
-
     write_atomic(path, lambda f: np.savez(f, **arrays))
     return path
 

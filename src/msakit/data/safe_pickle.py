@@ -37,7 +37,7 @@ references (the memo) expand to, and lets a ``BUILD`` reach objects msakit did n
 every length is checked against the bytes left in the file before anything is allocated, and
 every value carries its size, so the caps below hold whatever the bytes are.
 
-Caps, each one :class:`~msakit.errors.MsakitError` line naming the file (``refused: ...``):
+Caps, each one :class:`~msakit.core.errors.MsakitError` line naming the file (``refused: ...``):
 
 * decoded bytes <= :data:`EXPANSION` x the file's size + :data:`ALLOWANCE`, where every object
   counts :data:`REFERENCE_BYTES` plus its payload (bytes: their length, strings
@@ -69,7 +69,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
 
 __all__ = [
     "restricted_load",

@@ -57,8 +57,9 @@ from typing import Any
 import numpy as np
 
 from msakit.config.datasets import DATASETS, DatasetSpec, FileShape, synthetic_names
+from msakit.core.errors import MsakitError
+from msakit.core.files import write_atomic
 from msakit.data.mmsa import SPLITS
-from msakit.errors import MsakitError
 
 PAD_ID, CLS_ID, SEP_ID = 0, 101, 102  # the same in bert-base-uncased and bert-base-chinese
 
@@ -206,8 +207,6 @@ def write_synthetic(
         for m, count in (frames or {}).items():
             split[m] = split[m][:, :count]
             split[f"{m}_lengths"] = [min(int(x), count) for x in split[f"{m}_lengths"]]
-    from msakit.files import write_atomic
-
     return write_atomic(path, lambda f: pickle.dump(data, f, protocol=4))
 
 

@@ -3,7 +3,7 @@
 Every CSV msakit reads (extract's clips CSV and a part's failures CSV, OpenFace's per-clip
 CSVs, a run's ``results.csv``, ``retokenize --texts``) goes through :func:`read_csv`, so that
 whatever the file holds, reading it either gives rows of strings or raises one
-:class:`~msakit.errors.MsakitError` line naming the file: not text in the expected encoding, a
+:class:`~msakit.core.errors.MsakitError` line naming the file: not text in the expected encoding, a
 field longer than the csv module's limit (:func:`csv.field_size_limit`, 131072 characters), a
 malformed line (the line number is given), a file that cannot be opened. What the rows mean is
 the caller's to check.
@@ -15,8 +15,8 @@ import csv
 import os
 from pathlib import Path
 
-from msakit.errors import MsakitError
-from msakit.safety import open_readable
+from msakit.core.errors import MsakitError
+from msakit.core.safety import open_readable
 
 __all__ = ["read_csv", "as_records"]
 

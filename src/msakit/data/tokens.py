@@ -25,10 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from msakit.core.errors import MsakitError
+from msakit.core.safety import check_distinct_output
 from msakit.data.mmsa import METADATA_KEYS, SPLITS, FeatureFile, _read, _validate
 from msakit.data.safe_format import save_npz, split_to_mmsa
-from msakit.errors import MsakitError
-from msakit.files import check_distinct_output
+from msakit.data.tables import read_csv
 
 __all__ = ["check_vocabulary", "piece_agreement", "retokenize", "read_texts_csv", "tokenize"]
 
@@ -115,8 +116,6 @@ def read_texts_csv(path: str | os.PathLike[str]) -> dict[str, str]:
     Raises :class:`MsakitError` (one line, with the CSV line number) on a missing file or
     column, a duplicate id or an empty text.
     """
-    from msakit.data.tables import read_csv
-
     p = Path(path)
     rows = read_csv(p)
     columns = rows[0] if rows else []

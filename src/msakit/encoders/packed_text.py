@@ -30,7 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from msakit.encoders.packing import PackedLayout, grouped_attention, pack_layout
-from msakit.encoders.sequence import attend
+from msakit.encoders.sequence import attend, block_rows, records_graph
 from msakit.encoders.text import bert_inputs
 
 
@@ -73,9 +73,31 @@ def _attention(layer: nn.Module, rows: torch.Tensor, layout: PackedLayout) -> to
     return layer.attention.output(context, rows)
 
 
+TEXT_BLOCK = 1 << 19
+"""Hidden values per block of the text encoder's feed-forward when it predicts (2 MiB of
+float32: 341 rows of MiniLM's 1536-wide intermediate layer; measured on 1 EPYC thread, 7111
+rows: 256-512-row blocks 1.15-1.2x faster than the whole activation, 64-row blocks slower)."""
+
+
+def _feed_forward(layer: nn.Module, attended: torch.Tensor) -> torch.Tensor:
+    """BERT's feed-forward block (``layer.intermediate``, ``layer.output``) over rows (N, D);
+    without autograd, in eval mode (dropout is the identity) and in float32 (no autocast) a
+    block of rows at a time, so the (rows, 4D) intermediate activation stays in cache between
+    the two matmuls."""
+    inter, out = layer.intermediate, layer.output
+    if out.training or records_graph(attended, inter, out) or torch.is_autocast_enabled("cpu"):
+        return out(inter(attended), attended)
+    dense = out.dense
+    step = max(64, block_rows(TEXT_BLOCK, inter.dense.out_features, attended.size(0)))
+    result = attended.new_empty(attended.size(0), dense.out_features)
+    for start in range(0, attended.size(0), step):
+        torch.addmm(dense.bias, inter(attended[start:start + step]), dense.weight.t(),
+                    out=result[start:start + step])
+    return out.LayerNorm(result.add_(attended))
+
+
 def _layer(layer: nn.Module, rows: torch.Tensor, layout: PackedLayout) -> torch.Tensor:
-    attended = _attention(layer, rows, layout)
-    return layer.output(layer.intermediate(attended), attended)
+    return _feed_forward(layer, _attention(layer, rows, layout))
 
 
 def _packed(

@@ -95,7 +95,10 @@ class _FeedForward(torch.autograd.Function):
     def forward(ctx, x, *params):
         w1, b1, w2, b2, setting = params
         p, fast = setting
-        hidden = torch.addmm(b1, x, w1.t())
+        hidden = x.new_empty(x.size(0), w1.size(0))
+        rows = block_rows(BACKWARD_BLOCK, w1.size(0), x.size(0))
+        for start in range(0, x.size(0), rows):  # the bias and the product in cache, then out
+            torch.addmm(b1, x[start:start + rows], w1.t(), out=hidden[start:start + rows])
         if p > 0.0 and fast:
             scale = relu_dropout_(hidden, p)
         elif p > 0.0:
@@ -115,16 +118,44 @@ class _FeedForward(torch.autograd.Function):
         x, w1, w2, hidden = ctx.saved_tensors
         scale = ctx.scale
         need = ctx.needs_input_grad
-        g_w2 = grad.t().mm(hidden).mul_(scale) if need[3] else None
+        g_x, g_w1t, g_b1, g_w2 = _feed_forward_backward(x, w1, w2, hidden=hidden,
+                                                       grad=grad.contiguous())
         g_b2 = grad.sum(0) if need[4] else None
-        g_hidden = grad.mm(w2)
-        torch.ops.aten.threshold_backward.grad_input(g_hidden, hidden, 0.0, grad_input=g_hidden)
-        g_x = g_hidden.mm(w1).mul_(scale) if need[0] else None
-        # (x^T g_hidden)^T, not g_hidden^T x: with a narrow x (MOSI's 5 audio features) the
+        return (g_x.mul_(scale) if need[0] else None,
+                g_w1t.t().mul_(scale) if need[1] else None,
+                g_b1.mul_(scale) if need[2] else None,
+                g_w2.mul_(scale) if need[3] else None, g_b2, None)
+
+
+BACKWARD_BLOCK = 1 << 17
+"""Hidden values per block of :func:`_feed_forward_backward` (512 KiB of float32, 64 rows of a
+2048-wide block), as :data:`INFERENCE_BLOCK`."""
+
+
+def _feed_forward_backward(x, w1, w2, *, hidden, grad):
+    """The unscaled gradients of :class:`_FeedForward` (x, w1 transposed, b1, w2), a block of
+    rows at a time: each block's hidden gradient (rows, F) is made, masked by the saved
+    activation and used for x's, w1's and b1's gradients while it is in cache, and the saved
+    activation is read once; before, the (N, F) hidden gradient was written to memory and read
+    back three times. The weight gradients are sums over blocks (another summation order than
+    one matmul over all rows: the same to float rounding)."""
+    rows = block_rows(BACKWARD_BLOCK, hidden.size(1), x.size(0))
+    g_x = torch.empty_like(x)
+    g_w1t = x.new_zeros(x.size(1), hidden.size(1))  # (D, F): (x^T g_hidden), the fast layout
+    g_b1 = x.new_zeros(hidden.size(1))
+    g_w2 = x.new_zeros(grad.size(1), hidden.size(1))
+    for start in range(0, x.size(0), rows):
+        end = start + rows
+        h, g = hidden[start:end], grad[start:end]
+        g_w2.addmm_(g.t(), h)
+        g_h = g.mm(w2)
+        torch.ops.aten.threshold_backward.grad_input(g_h, h, 0.0, grad_input=g_h)
+        torch.mm(g_h, w1, out=g_x[start:end])
+        # (x^T g_hidden), not g_hidden^T x: with a narrow x (MOSI's 5 audio features) the
         # latter's transposed (F, N) operand makes the matmul 10x slower on CPUs.
-        g_w1 = x.t().mm(g_hidden).t().mul_(scale) if need[1] else None
-        g_b1 = g_hidden.sum(0).mul_(scale) if need[2] else None
-        return g_x, g_w1, g_b1, g_w2, g_b2, None
+        g_w1t.addmm_(x[start:end].t(), g_h)
+        g_b1.add_(g_h.sum(0))
+    return g_x, g_w1t, g_b1, g_w2
 
 
 class _Dropout(NamedTuple):
@@ -143,9 +174,54 @@ def feed_forward(
     """
     if not packed_feed_forward(x.device.type, x.dtype, torch.is_autocast_enabled("cpu")):
         return linear2(F.dropout(F.relu(linear1(x)), p, training))
+    if (not training or p == 0.0) and not records_graph(x, linear1, linear2):
+        return feed_forward_rows(x, linear1, linear2)
     setting = _Dropout(p if training else 0.0, fast)
     return _FeedForward.apply(x, linear1.weight, linear1.bias, linear2.weight, linear2.bias,
                               setting)
+
+
+INFERENCE_BLOCK = 1 << 17
+"""Hidden values per block of :func:`feed_forward_rows` (512 KiB of float32: 64 rows of a
+2048-wide feed-forward), about what one core's L2 cache holds: the block is written by the
+first matmul and read by the second without reaching memory. (Measured on 2 EPYC cores, 1
+thread: 64-row blocks 3.4x faster than the whole (N, 2048) activation for 5 input features,
+3.2x for 20; 1024-row blocks 1.3x and 1.6x.)"""
+
+
+def block_rows(block: int, width: int, rows: int) -> int:
+    """Rows per cache-sized block of ``block`` values of a ``width``-wide activation, on one
+    thread; with more threads all ``rows`` at once (one block). Each block's small matmuls are
+    an OpenMP parallel region: on 2 threads of a loaded 2-core machine, hundreds of them per
+    layer made prediction 2-3x slower (every barrier waits for a descheduled thread), so the
+    blocks stay a one-thread measure until they are measured on a quiet multi-core machine."""
+    if torch.get_num_threads() > 1:
+        return max(rows, 1)
+    return max(16, block // width)
+
+
+def records_graph(x: torch.Tensor, *modules: nn.Module) -> bool:
+    """Whether autograd records this computation (a gradient may be asked for)."""
+    if not torch.is_grad_enabled():
+        return False
+    return x.requires_grad or any(p.requires_grad for m in modules for p in m.parameters())
+
+
+def feed_forward_rows(
+    x: torch.Tensor, linear1: nn.Linear, linear2: nn.Linear, block: int = INFERENCE_BLOCK
+) -> torch.Tensor:
+    """linear2(relu(linear1(x))) for x (N, D) without autograd (prediction), a block of rows
+    at a time (``block`` hidden values): each hidden block stays in cache between the two
+    matmuls instead of an (N, F) activation written to memory and read back (the block is
+    memory-bound: MOSI's audio is 5 features wide, F = 2048). Each row's result is computed
+    from that row alone, as in the unblocked product."""
+    rows = block_rows(block, linear1.out_features, x.size(0))
+    out = x.new_empty(x.size(0), linear2.out_features)
+    w1, w2 = linear1.weight.t(), linear2.weight.t()
+    for start in range(0, x.size(0), rows):
+        hidden = torch.addmm(linear1.bias, x[start:start + rows], w1).relu_()
+        torch.addmm(linear2.bias, hidden, w2, out=out[start:start + rows])
+    return out
 
 
 def attend(

@@ -26,7 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from msakit.errors import MsakitError
+from msakit.config import plain
+from msakit.core.errors import MsakitError
 
 PACKAGED_TEXT_ENCODER = "minilm"
 """Short name of the packaged offline all-MiniLM-L6-v2 (bert-base-uncased vocabulary)."""
@@ -192,8 +193,6 @@ def text_encoder_config(model: nn.Module | None) -> dict[str, Any]:
     """The encoder's architecture as plain data (what ``config.json`` holds, less the fields
     that name a file, a version or a dtype), storable in a ``weights_only`` checkpoint; ``{}``
     for a model without a text encoder (it reads precomputed text features)."""
-    from msakit.config import plain
-
     if model is None:
         return {}
     config = plain(model.config.to_dict())

@@ -26,7 +26,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
 
 EXTRA_HINT = "pip install 'msakit[extract]'"
 # import name -> PyPI name

@@ -37,12 +37,16 @@ from typing import Any
 
 import numpy as np
 
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
+from msakit.core.files import RunLock, write_text_atomic
+from msakit.extract import corpus
+from msakit.extract.corpus import _progress
 from msakit.extract.media import SAMPLE_RATE, ClipError, Media
+from msakit.extract.predict import _clip_arrays, _predict_one, _recorded_settings
 from msakit.extract.settings import ExtractorSettings, encode_metadata
-from msakit.extract.timeline import FORMATS, Row
-from msakit.extract.vad import SEGMENTERS, UtteranceRules
-from msakit.files import RunLock, write_text_atomic
+from msakit.extract.text import Tokenizer
+from msakit.extract.timeline import FORMATS, Row, draw, write_table
+from msakit.extract.vad import SEGMENTERS, UtteranceRules, VoiceActivity, shape_utterances
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv",
                   ".wmv", ".ts")
@@ -87,10 +91,6 @@ _STATE: dict[str, Any] = {}
 def _init_analyzer(checkpoint: str, loader: Callable[[str], Any], options: AnalyzeOptions
                    ) -> None:
     """Load the checkpoint, its extractors, the recogniser and the VAD for this process."""
-    from msakit.extract import corpus
-    from msakit.extract.text import Tokenizer
-    from msakit.extract.vad import VoiceActivity
-
     ckpt = loader(checkpoint)
     settings = _analysis_settings(checkpoint, ckpt, options)
     corpus._init_worker(settings, None)
@@ -103,8 +103,6 @@ def _init_analyzer(checkpoint: str, loader: Callable[[str], Any], options: Analy
 
 def _analysis_settings(checkpoint: str, ckpt, options: AnalyzeOptions) -> ExtractorSettings:
     """The checkpoint's recorded extractor settings with the recogniser to use."""
-    from msakit.extract.predict import _recorded_settings
-
     settings = _recorded_settings(checkpoint, ckpt)
     if settings.vision_features == "openface":
         raise MsakitError(
@@ -125,9 +123,6 @@ def _analysis_settings(checkpoint: str, ckpt, options: AnalyzeOptions) -> Extrac
 
 def analyze_video(video: str) -> tuple[list[Row], float]:
     """The timeline rows of ``video`` and its duration (s), with this process's analyzer."""
-    from msakit.extract import corpus
-    from msakit.extract.vad import shape_utterances
-
     media = corpus.decode_clip(video)
     duration = len(media.audio) / SAMPLE_RATE
     options: AnalyzeOptions = _STATE["options"]
@@ -148,9 +143,6 @@ def analyze_video(video: str) -> tuple[list[Row], float]:
 
 
 def _utterance(media: Media, video: str, span: tuple[float, float], transcript) -> Row:
-    from msakit.extract import corpus
-    from msakit.extract.predict import _clip_arrays, _predict_one
-
     start, end = span
     part = _stretch(media, start, end)
     text = None if transcript is None else transcript.within(start, end)
@@ -260,8 +252,6 @@ def analyze_videos(
 def _analyze_all(todo: list[Path], result: AnalyzeResult, *, names: dict[Path, str],
                  fingerprint: str, workers: int, progress: bool, run: tuple) -> None:
     """Analyze ``todo``, writing each video's files as soon as it is done."""
-    from msakit.extract.corpus import _progress
-
     options: AnalyzeOptions = run[2]
     bar = _progress(len(todo) + result.cached, result.cached, progress)
     bar.set_description("analyze")
@@ -360,8 +350,6 @@ def _load_state(folder: Path, video: Path, fingerprint: str) -> list[Row] | None
 def _write_video(folder: Path, video: Path, rows: list[Row], *, duration: float,
                  options: AnalyzeOptions, fingerprint: str) -> None:
     """The video's table and picture, then the record that ``resume`` reads (last)."""
-    from msakit.extract.timeline import draw, write_table
-
     folder.mkdir(exist_ok=True)
     (folder / STATE_FILE).unlink(missing_ok=True)  # no stale record while the files change
     write_table(folder, rows, options.format, str(video))

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
 from msakit.extract import require
 from msakit.extract.media import SAMPLE_RATE
 

@@ -43,24 +43,30 @@ from typing import Any
 
 import numpy as np
 
+from msakit.core.errors import MsakitError
+from msakit.core.files import RunLock, write_atomic, write_text_atomic
+from msakit.core.guard import ending_signal
+from msakit.core.safety import Output, check_plan, inputs
 from msakit.data.identity import content_digest
 from msakit.data.mmsa import SPLITS
-from msakit.errors import MsakitError
-from msakit.extract.media import ClipError
+from msakit.data.safe_format import save_npz
+from msakit.data.tables import read_csv
+from msakit.extract.asr import Transcript, make_recognizer
+from msakit.extract.audio import AudioExtractor
+from msakit.extract.media import ClipError, decode
 from msakit.extract.settings import (
     METADATA_KEY,
     ExtractorSettings,
     encode_metadata,
     package_versions,
 )
-from msakit.files import RunLock, write_atomic, write_text_atomic
-from msakit.guard import ending_signal
-from msakit.safety import Output, check_plan, inputs
+from msakit.extract.text import Tokenizer
+from msakit.extract.vision import OpenFaceReader, face_source, stack_faces
 
 DEFAULT_SPLIT_RATIO = (0.8, 0.1, 0.1)
 _ENDING_SIGNALS = {getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
                    if hasattr(signal, name)}
-"""The signals that end a command (:mod:`msakit.guard`): workers leave them to the parent."""
+"""The signals that end a command (:mod:`msakit.core.guard`): workers leave them to the parent."""
 
 
 @dataclass
@@ -127,8 +133,6 @@ def read_clips(
 
 def _read_table(path: Path) -> tuple[dict[str, int], list[list[str]]]:
     """The CSV's columns (``{name: index}``, names lower-cased) and its non-empty data rows."""
-    from msakit.data.tables import read_csv
-
     rows = [r for r in read_csv(path, encoding="utf-8-sig") if any(cell.strip() for cell in r)]
     if not rows:
         raise MsakitError(f"{path}: empty file; expected a header id,video[,text][,label][,split]")
@@ -228,15 +232,10 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(settings: ExtractorSettings, openface_dir: str | None) -> None:
-    from msakit.extract.audio import AudioExtractor
-    from msakit.extract.vision import face_source
-
     _WORKER["settings"] = settings
     _WORKER["audio"] = AudioExtractor(settings.audio_features)
     _WORKER["vision"] = face_source(settings.vision_features, openface_dir)
     if settings.asr is not None:
-        from msakit.extract.asr import make_recognizer
-
         _WORKER["asr"] = make_recognizer(settings.asr, settings.asr_model, settings.asr_language)
 
 
@@ -269,9 +268,6 @@ def extract_clip(clip_id: str, video: str, text: str | None) -> ClipFeatures:
 def decode_clip(video: str):
     """The clip decoded for the worker's extractors: each sampled frame already described by
     the face extractor (no frame is kept), no frames for OpenFace CSVs."""
-    from msakit.extract.media import decode
-    from msakit.extract.vision import OpenFaceReader
-
     vision_source = _WORKER["vision"]
     openface = isinstance(vision_source, OpenFaceReader)
     settings: ExtractorSettings = _WORKER["settings"]
@@ -283,9 +279,6 @@ def clip_features(media, clip_id: str, video: str, text) -> ClipFeatures:
     """Features of decoded ``media`` (:func:`decode_clip`, or a stretch of it); ``text`` is the
     transcript, None to recognise the speech, or a :class:`~msakit.extract.asr.Transcript`
     already made."""
-    from msakit.extract.asr import Transcript
-    from msakit.extract.vision import OpenFaceReader, stack_faces
-
     settings: ExtractorSettings = _WORKER["settings"]
     vision_source = _WORKER["vision"]
     openface = isinstance(vision_source, OpenFaceReader)
@@ -365,9 +358,7 @@ def extract_corpus(
     """Extract every clip of ``csv_path`` (or one shard of them) into ``out`` (see the module
     docstring). Bad input raises :class:`MsakitError` before anything is written: ``out`` and
     its failures CSV may be none of the inputs (the CSV, a listed video, an OpenFace CSV) and
-    exist only with ``overwrite`` (:func:`msakit.safety.check_plan`)."""
-    from msakit.extract.text import Tokenizer
-
+    exist only with ``overwrite`` (:func:`msakit.core.safety.check_plan`)."""
     settings = settings or ExtractorSettings()
     out = Path(out)
     _check_request(csv_path, out, settings, openface_dir=openface_dir, workers=workers)
@@ -680,8 +671,6 @@ def _pad(seqs: list[np.ndarray], dim: int, cap: int | None, length: int | None):
 
 def write_features(out: Path, content: dict[str, dict[str, np.ndarray]],
                    record: dict[str, Any]) -> None:
-    from msakit.data.safe_format import save_npz
-
     save_npz(content, out, extra={METADATA_KEY: encode_metadata(record)})
 
 

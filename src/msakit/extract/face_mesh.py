@@ -42,6 +42,8 @@ import warnings
 
 import numpy as np
 
+from msakit.extract import require
+
 # FACEMESH_CONTOURS of mediapipe 0.10.21 (tests/test_face_mesh.py checks them against it).
 CONTOURS = (
     0, 7, 10, 13, 14, 17, 21, 33, 37, 39, 40, 46, 52, 53, 54, 55, 58, 61, 63, 65, 66, 67, 70, 78,
@@ -186,8 +188,6 @@ class FaceMeshExtractor:
     dim = MEDIAPIPE_DIM
 
     def __init__(self) -> None:
-        from msakit.extract import require
-
         with quiet_native_stderr(), warnings.catch_warnings():
             # protobuf 6 calls FieldDescriptor.label, which mediapipe 0.10.21 reads, deprecated
             warnings.simplefilter("ignore", DeprecationWarning)

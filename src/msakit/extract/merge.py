@@ -16,9 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
+from msakit.core.errors import MsakitError
+from msakit.core.safety import check_distinct_output
 from msakit.data.mmsa import SPLITS
-from msakit.data.safe_format import is_zip
-from msakit.errors import MsakitError
+from msakit.data.safe_format import is_zip, read_npz
+from msakit.data.tables import read_csv
+from msakit.extract.corpus import failures_path, parse_shard, write_failures, write_features
 from msakit.extract.settings import METADATA_KEY, describe, read_metadata
 
 _SEQUENCES = {"audio": "audio_lengths", "vision": "vision_lengths"}
@@ -26,14 +29,9 @@ _SEQUENCES = {"audio": "audio_lengths", "vision": "vision_lengths"}
 
 def merge(parts: list[str | os.PathLike[str]], out: str | os.PathLike[str]) -> dict[str, int]:
     """Write the union of ``parts`` to ``out``; returns the number of samples per split."""
-    from msakit.extract.corpus import write_failures, write_features
-
     if not parts:
         raise MsakitError("merge needs at least one part")
     out = Path(out)
-    from msakit.extract.corpus import failures_path
-    from msakit.files import check_distinct_output
-
     read = [*parts, *(failures_path(Path(p)) for p in parts)]
     check_distinct_output(out, read)  # nor a link to one, a FIFO, a run's file
     check_distinct_output(failures_path(out), read, "--out (its failures CSV)")
@@ -59,8 +57,6 @@ def merge(parts: list[str | os.PathLike[str]], out: str | os.PathLike[str]) -> d
 def _read_parts(parts: list[str | os.PathLike[str]]) -> tuple[list[dict], list[dict]]:
     """Each part's extractor record and content; a part msakit extract did not write is
     refused."""
-    from msakit.data.safe_format import read_npz
-
     records, contents = [], []
     for part in parts:
         path = Path(part)
@@ -126,8 +122,6 @@ def _check_one_corpus(parts: list[str | os.PathLike[str]], records: list[dict]) 
 
 def _check_shards(parts: list[str | os.PathLike[str]], records: list[dict]) -> None:
     """Every part a shard i/n of the same n, no shard twice, all of 1..n given."""
-    from msakit.extract.corpus import parse_shard
-
     shards = []
     for path, record in zip(parts, records, strict=True):
         if record["shard"] is None:
@@ -192,9 +186,6 @@ def _join(
 
 def _failures_of(parts: list[str | os.PathLike[str]]) -> list[tuple[str, ...]]:
     """The rows of every part's failures CSV (id, video, reason)."""
-    from msakit.data.tables import read_csv
-    from msakit.extract.corpus import failures_path
-
     failures = []
     for part in parts:
         path = failures_path(Path(part))

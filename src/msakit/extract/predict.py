@@ -15,9 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
+from msakit.data.mmsa import SplitData
+from msakit.extract import corpus
+from msakit.extract.media import ClipError
 from msakit.extract.settings import ExtractorSettings
-from msakit.extract.vision import faces_in
+from msakit.extract.text import Tokenizer
+from msakit.extract.vision import OpenFaceReader, faces_in
 
 
 @dataclass
@@ -83,10 +87,6 @@ def _extract(
     settings: ExtractorSettings, *, openface_csv: str | os.PathLike[str] | None,
 ):
     """The clip's features with the recorded extractors (an OpenFace CSV when they say so)."""
-    from msakit.extract import corpus
-    from msakit.extract.media import ClipError
-    from msakit.extract.vision import OpenFaceReader
-
     openface_dir = None
     if settings.vision_features == "openface":
         if openface_csv is None or not Path(openface_csv).is_file():
@@ -111,9 +111,6 @@ def _clip_arrays(
     """The clip as a one-sample split in the file's layout, its token ids checked against the
     checkpoint's vocabulary (``tokenizer``: the settings' one, loaded once by a caller that
     predicts many clips)."""
-    from msakit.extract import corpus
-    from msakit.extract.text import Tokenizer
-
     if tokenizer is None:
         tokenizer = Tokenizer(settings.text_encoder, settings.max_length)
     clip = corpus.Clip(0, Path(video).stem, video, features.text, 0.0, "test")
@@ -129,12 +126,8 @@ def _clip_arrays(
 
 
 def _predict_one(ckpt, arrays: dict[str, np.ndarray]) -> float:
-    """The checkpoint's model's prediction for the one clip of ``arrays``."""
-    import torch
-
-    from msakit.data.batching import collate
-    from msakit.data.mmsa import SplitData
-
+    """The checkpoint's model's prediction for the one clip of ``arrays``
+    (:meth:`msakit.api.LoadedCheckpoint.predictions`: no autograd, finite or one error)."""
     split = SplitData(
         text_bert=arrays["text_bert"],
         audio=arrays["audio"],
@@ -145,6 +138,4 @@ def _predict_one(ckpt, arrays: dict[str, np.ndarray]) -> float:
         ids=arrays["id"],
         labelled=False,
     )
-    with torch.no_grad():
-        output = ckpt.model(collate(split, np.array([0])))
-    return float(output.prediction.reshape(-1)[0])
+    return float(ckpt.predictions(split)[0])

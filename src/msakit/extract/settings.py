@@ -31,9 +31,11 @@ from typing import Any
 
 import numpy as np
 
+from msakit.core.errors import MsakitError
+from msakit.core.safety import open_input
 from msakit.data.mmsa import SPLITS
+from msakit.data.safe_format import is_zip, read_extra
 from msakit.encoders.text import DEFAULT_TEXT_ENCODER
-from msakit.errors import MsakitError
 from msakit.extract.asr import ASR_ENGINES, WHISPER_BEAM, WHISPER_COMPUTE
 from msakit.extract.audio import AUDIO_DIMS, AUDIO_FEATURES, FRAME_RATE
 from msakit.extract.face_mesh import MEDIAPIPE_COLUMNS, MEDIAPIPE_DIM
@@ -208,9 +210,6 @@ def encode_metadata(record: dict[str, Any]) -> np.ndarray:
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The extractor record of an extracted ``.npz``; None for other feature files (MMSA
     pickles, converted standard files)."""
-    from msakit.data.safe_format import is_zip, read_extra
-    from msakit.safety import open_input
-
     try:
         with open_input(path, "rb") as f:
             if not is_zip(f.read(8)):

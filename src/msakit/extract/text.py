@@ -13,8 +13,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from msakit.encoders.text import DEFAULT_TEXT_ENCODER, encoder_positions, resolve_text_encoder
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
+from msakit.encoders.text import (
+    DEFAULT_TEXT_ENCODER,
+    _quiet_transformers,
+    encoder_positions,
+    resolve_text_encoder,
+)
 
 
 class Tokenizer:
@@ -22,8 +27,6 @@ class Tokenizer:
 
     def __init__(self, name: str | None = DEFAULT_TEXT_ENCODER, max_length: int = 50) -> None:
         from transformers import AutoTokenizer
-
-        from msakit.encoders.text import _quiet_transformers
 
         if max_length < 3:
             raise MsakitError(f"--max-length must be at least 3 ([CLS] x [SEP]), got {max_length}")

@@ -18,7 +18,7 @@ import textwrap
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from msakit.files import atomic_write, write_text_atomic
+from msakit.core.files import atomic_write, write_text_atomic
 
 COLUMNS = ("start", "end", "transcript", "sentiment", "face_share")
 FORMATS = ("csv", "json")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
 from msakit.extract import require
 from msakit.extract.media import SAMPLE_RATE
 

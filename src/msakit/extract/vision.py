@@ -42,7 +42,10 @@ from pathlib import Path
 
 import numpy as np
 
+from msakit.core.errors import MsakitError
+from msakit.data.tables import read_csv
 from msakit.extract import require
+from msakit.extract.face_mesh import FaceMeshExtractor
 from msakit.extract.media import ClipError
 
 CROP = 64
@@ -88,8 +91,6 @@ class FaceExtractor:
         self._smile = self._cascade(root, "haarcascade_smile.xml")
 
     def _cascade(self, root: str, name: str):
-        from msakit.errors import MsakitError
-
         path = os.path.join(root, name)
         cascade = self._cv2.CascadeClassifier(path) if os.path.isfile(path) else None
         if cascade is None or cascade.empty():
@@ -216,8 +217,6 @@ def _lbp(crop: np.ndarray) -> np.ndarray:
 def face_source(kind: str, openface_dir: str | os.PathLike[str] | None = None):
     """The per-frame extractor of ``kind`` (mediapipe, opencv), or the OpenFace CSV reader."""
     if kind == "mediapipe":
-        from msakit.extract.face_mesh import FaceMeshExtractor
-
         return FaceMeshExtractor()
     if kind == "opencv":
         return FaceExtractor()
@@ -263,9 +262,6 @@ class OpenFaceReader:
 
     def read(self, path: str | os.PathLike[str], fps: float) -> np.ndarray:
         """The kept columns of the frames OpenFace tracked, at most one per ``1/fps`` interval."""
-        from msakit.data.tables import read_csv
-        from msakit.errors import MsakitError
-
         try:
             rows = read_csv(path)
         except MsakitError as exc:

@@ -30,8 +30,8 @@ from torch.nn import functional as F
 
 from msakit.config import groups
 from msakit.config.model_config import ModelConfig, hp
+from msakit.core.errors import MsakitError
 from msakit.encoders.text import bert_inputs
-from msakit.errors import MsakitError
 from msakit.models.base import (
     LOCAL,
     Batch,

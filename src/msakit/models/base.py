@@ -81,6 +81,13 @@ class LossOutput:
     task_loss: torch.Tensor
     parts: dict[str, torch.Tensor] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.parts, dict):  # the contract before the parts were named
+            raise TypeError(
+                "LossOutput(loss, task_loss, parts): parts is a dict {name: term} of the names "
+                f"in the model's loss_parts, not a {type(self.parts).__name__} (the third "
+                "field was contrastive_loss before msakit named the parts)")
+
 
 @dataclass
 class Dims:

@@ -26,8 +26,8 @@ from torch.nn import functional as F
 
 from msakit.config import groups
 from msakit.config.model_config import ModelConfig, hp
+from msakit.core.errors import MsakitError
 from msakit.encoders.text import bert_inputs
-from msakit.errors import MsakitError
 from msakit.models.base import Batch, Dims, L1Regression, ModelOutput, groups_by_prefix
 from msakit.models.bert_mag import additive_mask
 from msakit.models.import_weights import rename_mmsa

@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from msakit.config.model_config import ModelConfig, hp
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
 from msakit.models.align import mmsa_avg_pool
 from msakit.models.base import Batch, Dims, L1Regression, ModelOutput, groups_by_prefix
 from msakit.models.import_weights import rename_mmsa
@@ -104,6 +104,8 @@ EF_LSTM_PRESETS = {  # MMSA's config_regression.json, "ef_lstm" (aligned files o
         "hidden": 256, "layers": 2, "dropout": 0.4}},
     "sims": {"run": mmsa_adam_run(128, 5e-4, 1e-3), "model": {
         "hidden": 32, "layers": 3, "dropout": 0.5}},
+    "simsv2": {"run": mmsa_adam_run(32, 5e-4, 0.0), "model": {  # the repository's config only
+        "hidden": 128, "layers": 3, "dropout": 0.2}},
 }
 
 SPEC = register_model(

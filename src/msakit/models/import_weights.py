@@ -44,8 +44,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from msakit.core.errors import MsakitError
 from msakit.encoders.sequence import SinusoidalPositions
-from msakit.errors import MsakitError
 
 Transform = Callable[[torch.Tensor, dict[str, Any]], torch.Tensor]
 DROP = "<dropped>"

@@ -38,7 +38,7 @@ from torch.nn import functional as F
 
 from msakit.config import groups
 from msakit.config.model_config import ModelConfig, hp
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
 from msakit.models.base import (
     LOCAL,
     Batch,

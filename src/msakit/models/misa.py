@@ -34,8 +34,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from msakit.config import groups
 from msakit.config.model_config import ModelConfig, hp
+from msakit.core.errors import MsakitError
 from msakit.encoders.text import bert_inputs
-from msakit.errors import MsakitError
 from msakit.losses.misa import (
     central_moment_discrepancy,
     difference_loss,
@@ -357,6 +357,11 @@ PRESETS = {
         "run": _mmsa_run(64, 1.0, "bert-base-chinese"),
         "model": {"dropout": 0.0, "reverse_grad_weight": 0.5, "diff_weight": 0.3,
                   "sim_weight": 1.0, "recon_weight": 0.8},
+    },
+    "simsv2": {  # the repository's config only
+        "run": _mmsa_run(16, 0.8, "bert-base-chinese"),
+        "model": {"hidden_size": 64, "dropout": 0.5, "reverse_grad_weight": 0.5,
+                  "diff_weight": 0.5, "sim_weight": 1.0, "recon_weight": 0.5},
     },
 }
 # The ranges of MMSA's config_tune.json ("misa"), sim_weight's widened to hold MMSA's own MOSI

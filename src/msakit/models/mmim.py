@@ -41,9 +41,9 @@ from torch import nn
 
 from msakit.config import groups
 from msakit.config.model_config import ModelConfig, hp
+from msakit.core.errors import MsakitError
 from msakit.encoders.recurrent import FinalStateLSTM
 from msakit.encoders.text import bert_inputs
-from msakit.errors import MsakitError
 from msakit.models.base import (
     LOCAL,
     Batch,

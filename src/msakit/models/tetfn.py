@@ -33,8 +33,8 @@ from torch import nn
 
 from msakit.config import groups
 from msakit.config.model_config import ModelConfig, hp
+from msakit.core.errors import MsakitError
 from msakit.encoders.text import bert_inputs
-from msakit.errors import MsakitError
 from msakit.models.base import Batch, Dims, ModelOutput, MSAModel, groups_by_prefix
 from msakit.models.import_weights import rename_mmsa
 from msakit.models.mult import _ENCODER_PARTS, CrossmodalEncoder, future_mask

@@ -1,5 +1,5 @@
 """Tables and plots of finished runs."""
 
-from msakit.reporting.tables import format_results, print_results
+from msakit.evaluation.tables import format_results, print_results
 
 __all__ = ["format_results", "print_results"]

@@ -26,8 +26,13 @@ from typing import Any
 
 import numpy as np
 
+from msakit.api import load_checkpoint, split_for
 from msakit.config.datasets import DatasetSpec, dataset_spec
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
+from msakit.core.files import atomic_write
+from msakit.core.safety import check_distinct_output
+from msakit.evaluation.metrics import compute_metrics
+from msakit.models.registry import model_plots, model_spec
 
 DPI = 150
 # Filled shapes for one family of representations, other shapes for the second.
@@ -45,8 +50,6 @@ def _pyplot():
 
 def _out_path(out: str | os.PathLike) -> Path:
     """``out`` as a Path; an error before any work when its folder does not exist."""
-    from msakit.files import check_distinct_output
-
     out = Path(out)
     if out.parent != Path("") and not out.parent.is_dir():
         raise MsakitError(f"folder {out.parent} does not exist")
@@ -57,8 +60,6 @@ def _out_path(out: str | os.PathLike) -> Path:
 def _save(fig, out: str | os.PathLike, extra: list | None = None) -> Path:
     """Write ``fig`` as PNG (to a temporary name, then renamed); ``extra``: artists outside the
     axes (legends) that the tight bounding box must include."""
-    from msakit.files import atomic_write
-
     out = _out_path(out)
     try:
         with atomic_write(out) as tmp:
@@ -294,28 +295,20 @@ class _Outputs:
 def _run_checkpoint(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str,
                     keep_representations: bool) -> _Outputs:
     """Predictions (and representations) of a checkpoint on one split, in split order."""
-    import torch
-
-    from msakit.api import load_checkpoint, split_for
-    from msakit.data.batching import epoch_plan, iterate
-
     ckpt = load_checkpoint(checkpoint)
     part = split_for(ckpt, data, split)
     model, config = ckpt.model, ckpt.config
-    plan = epoch_plan(part, config.batch_size, seed=0, epoch=0, shuffle=False)
-    predictions, reps = [], {}
-    model.eval()
-    with torch.no_grad():
-        for batch in iterate(part, plan, trim=not model.reads_padding()):
-            output = model(batch)
-            predictions.append(output.prediction.float().numpy())
-            if keep_representations:
-                for key, value in output.representations.items():
-                    reps.setdefault(key, []).append(value.float().numpy())
+    reps: dict[str, list[np.ndarray]] = {}
+
+    def keep(output) -> None:
+        for key, value in output.representations.items():
+            reps.setdefault(key, []).append(value.float().numpy())
+
+    predictions = ckpt.predictions(part, keep=keep if keep_representations else None)
     return _Outputs(
         spec=config.spec,
         model_name=config.model_name,
-        predictions=np.concatenate(predictions),
+        predictions=predictions,
         labels=np.asarray(part.labels, dtype=np.float32),
         representations={k: np.concatenate(v) for k, v in reps.items()},
         plot_names=dict(model.plot_representations()),
@@ -456,8 +449,6 @@ def plot_model_figure(
     """A figure a model declares in its ``ModelSpec.plots`` (``msakit plot NAME``), for the
     settings of ``checkpoint``'s model or the model's defaults, with ``options`` (given values
     win); a checkpoint of a model without the figure is one error line."""
-    from msakit.models.registry import model_plots, model_spec
-
     _out_path(out)
     declared = model_plots()
     if figure not in declared:
@@ -465,8 +456,6 @@ def plot_model_figure(
     spec, plot = declared[figure]
     config = None
     if checkpoint is not None:
-        from msakit.api import load_checkpoint
-
         ckpt = load_checkpoint(checkpoint)
         spec = model_spec(ckpt.config.model_name)
         if figure not in spec.plots:
@@ -490,8 +479,6 @@ def plot_scatter(
 ) -> Path:
     """Predicted against true sentiment, the y = x line, and the split's MAE and Corr."""
     _out_path(out)
-    from msakit.metrics import compute_metrics
-
     plt = _pyplot()
     outputs = _run_checkpoint(checkpoint, data, split, keep_representations=False)
     metrics = compute_metrics(outputs.predictions, outputs.labels, outputs.spec)

@@ -48,10 +48,11 @@ from msakit.config.datasets import (
     dataset_spec,
     resolve_spec,
 )
-from msakit.config.safe_yaml import problem, read_yaml
+from msakit.core.errors import MsakitError
+from msakit.core.safe_yaml import problem, read_yaml
 from msakit.data.tables import as_records, read_csv
-from msakit.errors import MsakitError
-from msakit.metrics import LOWER_IS_BETTER, MOSI_METRICS, SIMS_METRICS, undefined_warning
+from msakit.evaluation.metrics import LOWER_IS_BETTER, MOSI_METRICS, SIMS_METRICS, undefined_warning
+from msakit.models.registry import preset
 
 FORMATS = ("markdown", "latex", "csv")
 LABELS = ("auto", "folder", "config")
@@ -158,7 +159,7 @@ def read_run(path: str | os.PathLike) -> Run:
     spec = _run_spec(results, config, set(rows[0]))
     values = {}
     for name in FAMILY_METRICS[spec.metric_family]:
-        try:  # a blank cell: a metric undefined on the data (msakit.metrics.UNDEFINED_WHEN)
+        try:  # a blank cell: a metric undefined on the data (metrics.UNDEFINED_WHEN)
             values[name] = np.array([float(r[name] or "nan") for r in rows], dtype=np.float64)
         except (TypeError, ValueError):
             raise MsakitError(f"{results}: column {name!r} holds a non-number") from None
@@ -216,8 +217,6 @@ def _flat_config(config: dict[str, Any]) -> dict[str, Any]:
 def _overrides(run: Run) -> dict[str, Any]:
     """The run's values that differ from its (model, data set) named preset: its ``--set``
     values (runs written before named presets existed started from ``paper``)."""
-    from msakit.models.registry import preset
-
     flat = _flat_config({"preset": "paper", **run.config})
     try:
         name = str(run.config.get("preset", "paper"))

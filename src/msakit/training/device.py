@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import torch
 
 from msakit.config import AMP_MODES, amp_mode  # noqa: F401 - the run's mode, checked there
+from msakit.core.errors import MsakitError
 from msakit.encoders.dispatch import attention_kernel, packed_feed_forward  # noqa: F401
-from msakit.errors import MsakitError
 
 
 def cpu_speed_settings(device_type: str, reuse_memory: bool, fast_dropout: bool) -> dict[str, bool]:

@@ -25,6 +25,9 @@ from torch import nn
 
 from msakit.config import RunConfig, plain
 from msakit.config.datasets import DatasetSpec
+from msakit.core.errors import MsakitError
+from msakit.core.files import write_text_atomic
+from msakit.core.safety import Input, check_input
 from msakit.data.identity import identity as data_identity
 from msakit.data.mmsa import FeatureFile, check_dataset, load_feature_file
 from msakit.data.standardize import FeatureStats, feature_stats
@@ -35,11 +38,9 @@ from msakit.encoders.text import (
     load_tokenizer,
     text_encoder_config,
 )
-from msakit.errors import MsakitError
-from msakit.files import write_text_atomic
+from msakit.extract.settings import read_metadata
 from msakit.models.base import Dims, MSAModel
-from msakit.models.registry import create_model, model_spec
-from msakit.safety import Input, check_input
+from msakit.models.registry import create_model, model_names, model_spec
 from msakit.training.device import amp_mode, autocast_settings
 from msakit.training.distributed import DistContext
 
@@ -200,7 +201,6 @@ def prepare_run(
         "text_encoder_config": text_encoder_config(encoder),
         "format": checkpoint_format,
     }
-    from msakit.extract.settings import read_metadata
 
     extractor = read_metadata(str(data))  # files from `msakit extract`: how to redo the features
     if extractor is not None:
@@ -247,8 +247,6 @@ def load_encoder_and_data(
 def _refuse_extracted_file(model: str, data: str | os.PathLike) -> None:
     """A file from ``msakit extract`` has token ids (``text_bert``) but no precomputed text
     features: a model that reads those cannot train on it."""
-    from msakit.extract.settings import read_metadata
-    from msakit.models.registry import model_names
 
     if read_metadata(str(data)) is None:
         return

@@ -23,13 +23,13 @@ import torch
 
 from msakit.config import RunConfig, validate
 from msakit.config.datasets import DatasetSpec
+from msakit.core.errors import MsakitError
+from msakit.core.files import RunLock, torch_save_atomic, write_text_atomic
+from msakit.core.safety import Output, check_plan, inputs
 from msakit.data.batching import epoch_plan
-from msakit.errors import MsakitError
-from msakit.files import RunLock, torch_save_atomic, write_text_atomic
-from msakit.metrics import metrics_json
+from msakit.evaluation.metrics import metrics_json
 from msakit.models.base import MSAModel
 from msakit.models.registry import AdapterStage, adapter_models, model_spec
-from msakit.safety import Output, check_plan, inputs
 from msakit.training import distributed
 from msakit.training.inputs import build_model, prepare_run, write_run_config
 from msakit.training.trainer import Trainer, check_batch_size
@@ -85,7 +85,7 @@ def pretrain_adapters(
     ``out/stage1/`` (the Trainer's ``best.pt`` with the weights the stage keeps, and
     ``history.json``). Validates everything before writing: a folder holding another command's
     run (a training run) is refused, one holding earlier adapters only with ``overwrite``
-    (:func:`msakit.safety.check_plan`).
+    (:func:`msakit.core.safety.check_plan`).
     """
     check_plan(inputs("--data", [data]), [Output("--out", Path(out), "adapters")],
                overwrite=overwrite)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from msakit.config.model_config import ModelConfig, hp
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
 
 FUSIONS = ("glfk", "add", "concat", "gk", "lfk", "transformer", "none")
 COMMON_FRAMES = ("last_valid", "last_padded")

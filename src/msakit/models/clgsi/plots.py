@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
 from msakit.models.clgsi.config import CLGSIConfig
 from msakit.models.clgsi.model import contrastive_loss
 from msakit.models.registry import ModelPlot

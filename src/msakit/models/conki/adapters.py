@@ -62,8 +62,8 @@ from torch import nn
 
 from msakit.config import DATASETS, RunConfig, apply_overrides, plain
 from msakit.config.datasets import DatasetSpec
+from msakit.core.errors import MsakitError
 from msakit.encoders.text import text_encoder_config
-from msakit.errors import MsakitError
 from msakit.models.base import MSAModel
 from msakit.models.conki.presets import CONKI_PRETRAIN
 from msakit.models.registry import AdapterStage, preset

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 
 from msakit.config.model_config import ModelConfig, hp
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
 
 MODALITIES = ("text", "vision", "audio")  # the paper's order t, v, a
 LETTERS = {"t": "text", "v": "vision", "a": "audio"}

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from msakit.files import open_input
+from msakit.core.files import open_input
 
 __all__ = ["load_yaml", "read_yaml", "dump_yaml", "problem", "YamlRefused", "MAX_DEPTH",
            "MAX_YAML_BYTES"]

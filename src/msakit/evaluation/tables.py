@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from msakit.config.datasets import DatasetSpec
-from msakit.metrics import metric_names
+from msakit.evaluation.metrics import metric_names
 
 
 def format_results(rows: list[dict[str, Any]], dataset: str | DatasetSpec | None = None) -> str:

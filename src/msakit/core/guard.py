@@ -1,7 +1,7 @@
 """The command line's last line of defence: every failure becomes one line, never a traceback.
 
 :func:`run_guarded` calls a command and turns what escapes it into one ``error:`` line on stderr
-and an exit status: a :class:`~msakit.errors.MsakitError` (bad input; status 2), a signal that
+and an exit status: a :class:`~msakit.core.errors.MsakitError` (bad input; status 2), a signal that
 ends the command (Ctrl-C 130, SIGTERM 143, SIGHUP 129: 128 + the signal's number), an
 ``OSError`` (a file, the disk; status 1), ``MemoryError`` (1). Anything else is a bug in
 msakit: the line names the exception and a file that holds the full traceback (status 1).
@@ -28,7 +28,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from msakit.errors import MsakitError, one_line
+from msakit.core.errors import MsakitError, one_line
 
 __all__ = ["run_guarded", "catching_signals", "ending_signal", "Interrupted", "INTERRUPTED",
            "ENDING_SIGNALS"]
@@ -235,8 +235,8 @@ def one_line_warnings() -> Iterator[None]:
     the source line and location the default format adds; the :data:`NOISE` is dropped."""
     seen: set[str] = set()
 
-    def show(message, category, filename, lineno, file=None, line=None) -> None:
-        del filename, lineno, file, line
+    def show(message, category, *where, **more) -> None:  # warnings.showwarning's signature
+        del where, more  # the file, line and source the default format adds
         text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
         if text not in seen:
             seen.add(text)

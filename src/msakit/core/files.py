@@ -5,7 +5,7 @@
   failure (disk full, EFBIG, permissions, Ctrl-C) the temporary file is removed and the previous
   file, if any, is left as it was; an ``OSError`` becomes one :class:`MsakitError` line.
 * :func:`check_distinct_output`: an output path may not be one of the command's inputs, nor
-  anything but a regular file or a new name, nor a file of a run (:mod:`msakit.safety`, where
+  anything but a regular file or a new name, nor a file of a run (:mod:`msakit.core.safety`, where
   every command's declared inputs and outputs are checked), before anything is read or written.
 * :class:`RunLock`: a kernel lock (``flock``) on a run folder's lock file, dropped by the
   operating system when the process ends however it ends; a second writer gets one error line
@@ -21,18 +21,17 @@ import os
 import secrets
 import socket
 import stat
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from msakit.errors import MsakitError
+from msakit.core.errors import MsakitError
 
 __all__ = [
     "atomic_write",
     "write_text_atomic",
     "torch_save_atomic",
-    "check_distinct_output",
     "RunLock",
     "open_input",
     "open_readable",
@@ -72,7 +71,7 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
     On any exception the temporary file is removed and ``path`` keeps its previous content; an
     ``OSError`` (and the ``RuntimeError`` torch raises when its writer fails) is re-raised as
     ``MsakitError("cannot write PATH: reason")``. The name is chosen before the file is
-    created, so that a signal (msakit.guard), whatever moment it interrupts, leaves no
+    created, so that a signal (msakit.core.guard), whatever moment it interrupts, leaves no
     temporary file behind.
     """
     path = Path(path)
@@ -150,23 +149,6 @@ def torch_save_atomic(obj: Any, path: str | os.PathLike[str]) -> Path:
     import torch
 
     return write_atomic(path, lambda f: torch.save(obj, f))
-
-
-# --------------------------------------------------------------------------- outputs vs inputs
-def check_distinct_output(
-    out: str | os.PathLike[str] | None,
-    inputs: Iterable[str | os.PathLike[str] | None],
-    flag: str = "--out",
-) -> None:
-    """Raise ``MsakitError`` if the output file ``out`` is one of ``inputs`` (same file by
-    device and inode: symlinks and hard links too), an existing folder, FIFO, device or symbolic
-    link, or a file of an existing run (:func:`msakit.safety.check_output`). ``None`` entries
-    are skipped; call it before anything is read or written."""
-    if out is None:
-        return
-    from msakit.safety import Output, check_output
-
-    check_output(Output(flag, Path(out)), inputs)
 
 
 # --------------------------------------------------------------------------- reading inputs

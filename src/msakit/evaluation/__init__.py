@@ -1,0 +1,1 @@
+"""The field's metrics (numerically MMSA's) and the tables that print them."""
