@@ -19,6 +19,9 @@ and nothing written or opened:
   ``seed-S``/``stage1`` folders, a run's ``tensorboard`` files, a step log, known by its first
   line); new files in a run folder (plots, tables) are fine;
 * an output file that exists, without ``overwrite`` (``--overwrite``);
+* an output whose folder cannot be made: the nearest existing folder above it is a file, or
+  cannot be written. Missing folders above an output are fine: the atomic writer
+  (:func:`msakit.core.files.atomic_write`) creates them, for every command alike;
 * a run folder (``train --out``, ``pretrain-adapters --out``, ``tune --out``) that holds another
   kind of run, or the same kind without ``--resume``/``--overwrite``; an ``--overwrite`` that
   would delete one of the command's inputs;
@@ -203,6 +206,7 @@ def _check_output_file(
     writes: list[Output],
 ) -> None:
     flag, path = out.flag, out.path
+    check_parent(flag, path)
     for in_flag, in_path in read:
         if _same(path, in_path):
             raise MsakitError(
@@ -235,6 +239,18 @@ def _check_output_file(
     if lst is not None and not overwrite:
         raise MsakitError(f"{flag} {path} exists; add --overwrite to replace it, or choose "
                           "another name")
+
+
+def check_parent(flag: str, path: Path) -> None:
+    """Refuse an output whose folders cannot be made: the nearest existing path above
+    ``path`` must be a writable folder (the missing ones are created when it is written)."""
+    above = Path(os.path.abspath(path)).parent
+    while _stat(above) is None and above != above.parent:
+        above = above.parent
+    if not above.is_dir():
+        raise MsakitError(f"{flag} {path}: {above} is a file, not a folder")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise MsakitError(f"{flag} {path}: cannot write to {above} (permission denied)")
 
 
 def _check_step_log(
@@ -375,6 +391,7 @@ def _check_output_folder(
     out: Output, read: list[tuple[str, Path]], *, overwrite: bool, resume: bool
 ) -> None:
     flag, path, kind = out.flag, out.path, out.kind
+    check_parent(flag, path)
     if path.exists() and not path.is_dir():
         raise MsakitError(f"{flag} {path} exists and is not a folder")
     if path.is_dir() and not os.access(path, os.W_OK):
