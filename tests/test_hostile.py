@@ -683,7 +683,7 @@ CASES = [
                                               "--data", str(w.data), "--preset", "authors"], 2,
      "no preset 'authors'"),
     ("predict-video-and-data", lambda w: [*_ck(w, "predict", "--out", "{case}/p.csv"), "--video",
-                                          str(w.clips)], 2, "--video predicts one clip"),
+                                          str(w.clips)], 2, "--video predicts clips"),
     ("predict-video-standard-checkpoint", lambda w: ["predict", "--checkpoint", str(w.ckpt),
                                                      "--video", str(w.clips)], 2, "extract"),
     ("merge-missing-part", lambda w: ["merge", "{case}/nope.npz", "--out", "{case}/m.npz"], 2,

@@ -11,6 +11,7 @@ from msakit.commands.arguments import (
     TEXT,
     add_asr_arguments,
     add_overwrite,
+    add_positional_alias,
     arg,
     failures_status,
 )
@@ -23,8 +24,8 @@ NAME = "extract"
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(NAME, help="features of your own videos -> an MMSA feature file")
-    arg(p, "clips", role=IN_FILE, metavar="CLIPS.csv",
-                   help="id,video[,text][,label][,split]; video paths relative to the CSV")
+    add_positional_alias(p, "--clips", "clips_file", role=IN_FILE, metavar="CLIPS.csv",
+                         help="id,video[,text][,label][,split]; video paths relative to the CSV")
     arg(p, "--out", role=OUT_EXTRACT, required=True, help="output .npz (code-free MMSA layout)")
     add_overwrite(p)
     p.add_argument("--audio-features", default="egemaps", choices=["egemaps", "compare", "mfcc"],

@@ -32,7 +32,7 @@ from msakit.commands import (
     train,
     tune,
 )
-from msakit.commands.arguments import Parser, declared_paths
+from msakit.commands.arguments import Parser, declared_paths, resolve_aliases
 from msakit.config import CLI_SETTINGS
 from msakit.core.guard import run_guarded
 from msakit.core.safety import check_plan
@@ -69,6 +69,7 @@ def main(argv: Sequence[str] | None = None, commands: Sequence[ModuleType] = COM
         reads, writes = declared_paths(parser, args)  # before the command touches anything
         check_plan(reads, writes, overwrite=getattr(args, "overwrite", False),
                    resume=getattr(args, "resume", False))
+        resolve_aliases(parser, args)  # `convert FILE` -> --data FILE (both were checked)
         command = {c.NAME: c for c in commands}[args.command]
         # CPU speed settings on, the user's --set after; a rerun keeps its saved settings.
         if getattr(command, "FAST", False) and not getattr(args, "config", None):

@@ -84,11 +84,13 @@ class Role:
     folder), ``videos`` (a file, or a folder whose files are each read). Output kinds:
     ``file``, ``log``, ``folder``, and the run folders ``train``, ``adapters``, ``tune``.
     ``companions``: further outputs derived from the value (extract's failures CSV, demo's
-    files), as (flag, path, kind)."""
+    files), as (flag, path, kind). ``stdout``: an output file that may be ``-``, standard
+    output (a table, predictions); ``-`` is refused for the others."""
 
     direction: str
     kind: str = "file"
     companions: Callable[[Path], Sequence[tuple[str, Path, str]]] | None = None
+    stdout: bool = False
 
     def __post_init__(self) -> None:
         kinds = {"input": _INPUT_KINDS, "output": _OUTPUT_KINDS, "text": {"file"}}
