@@ -142,9 +142,10 @@ def resolve_aliases(parser: argparse.ArgumentParser, args: argparse.Namespace) -
 
 
 def command_actions(parser: argparse.ArgumentParser, args: argparse.Namespace):
-    """The actions of the (sub)parser that parsed ``args`` (``plot FIGURE`` included)."""
+    """The actions of the (sub)parser that parsed ``args`` (``plot FIGURE`` and ``config show``
+    included)."""
     actions = list(parser._actions)
-    for dest in ("command", "figure"):
+    for dest in ("command", "figure", "what"):
         subs = [a for a in actions if isinstance(a, argparse._SubParsersAction) and a.dest == dest]
         if subs and getattr(args, dest, None) is not None:
             actions = list(subs[0].choices[getattr(args, dest)]._actions)

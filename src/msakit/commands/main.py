@@ -17,6 +17,7 @@ from msakit import __version__
 from msakit.commands import (
     analyze,
     bench,
+    config,
     convert,
     demo,
     evaluate,
@@ -40,7 +41,7 @@ from msakit.models.registry import model_names, model_spec
 
 COMMANDS: tuple[ModuleType, ...] = (
     demo, synth, train, evaluate, predict, convert, bench, pretrain_adapters, report, plot,
-    tune, import_weights, extract, analyze, merge, retokenize,
+    tune, import_weights, extract, analyze, merge, retokenize, config,
 )
 """The sub-commands, in the order ``msakit --help`` lists them."""
 
