@@ -21,7 +21,6 @@ import io
 import json
 
 import pytest
-
 from conftest import run_cli
 
 

@@ -79,19 +79,19 @@ def settings(config: Any, refused: typing.Collection[str] = ()) -> list[Setting]
             continue
         value, default = getattr(config, f.name), _default(f)
         if f.name in GROUP_KEYS:
-            listed += [_setting(f"{f.name}.{g}", f, hints[f.name].__args__[1], default[g], v)
-                       for g, v in value.items()]
+            listed += [_setting(f"{f.name}.{g}", f, hints[f.name].__args__[1],
+                                default=default[g], value=v) for g, v in value.items()]
         else:
-            listed.append(_setting(f.name, f, hints[f.name], default, value))
+            listed.append(_setting(f.name, f, hints[f.name], default=default, value=value))
     model: ModelConfig = config.model
     model_hints = typing.get_type_hints(type(model))
-    listed += [dataclasses.replace(_setting(f.name, f, model_hints[f.name], _default(f),
-                                            getattr(model, f.name)), model=True)
+    listed += [dataclasses.replace(_setting(f.name, f, model_hints[f.name], default=_default(f),
+                                            value=getattr(model, f.name)), model=True)
                for f in dataclasses.fields(model)]
     return listed
 
 
-def _setting(key: str, f: dataclasses.Field, kind: Any, default: Any, value: Any) -> Setting:
+def _setting(key: str, f: dataclasses.Field, kind: Any, *, default: Any, value: Any) -> Setting:
     return Setting(key=key, doc=" ".join(f.metadata.get("doc", "").split()), type=_type(kind),
                    range=value_range(f.metadata), default=default, value=value, model=False)
 
