@@ -138,3 +138,13 @@ def held_locks(folder: Path) -> list[Path]:
             except BlockingIOError:
                 held.append(path)
     return held
+
+
+def best_checkpoint(seed_dir: Path) -> dict:
+    """A trained seed's best checkpoint as one mapping (``model`` weights, ``config``, ``dims``,
+    ...): its ``model.safetensors`` + ``config.json``, or an earlier run's ``best.pt``."""
+    from msakit.training.pretrained import best_weights_file, read_checkpoint
+
+    path = best_weights_file(Path(seed_dir))
+    assert path is not None, f"{seed_dir} holds no best weights"
+    return read_checkpoint(path)

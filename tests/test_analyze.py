@@ -63,7 +63,7 @@ def checkpoint(tmp_path_factory, tiny_bert_with_tokenizer, one_thread):  # noqa:
                     "--text-encoder", str(tiny_bert_with_tokenizer), "--epochs", "2",
                     "--seeds", "1", "--batch", "4", "--out", str(root / "run"),
                     "--quiet"]) == 0
-    return root / "run" / "seed-1" / "best.pt"
+    return root / "run" / "seed-1"
 
 
 @pytest.fixture(scope="module")

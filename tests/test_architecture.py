@@ -42,7 +42,7 @@ LAZY_PENDING: set[str] = set()
 LAYERS = {"core": 0, "config": 1, "evaluation": 2, "data": 3, "losses": 4, "encoders": 4,
           "models": 5, "extract": 5, "training": 6}
 TOP = ("cli", "commands", "api", "tune", "reporting", "bench", "importing", "inference", "rerun",
-       "tracking")
+       "tracking", "provenance")
 """Command-level modules: the top layer."""
 
 

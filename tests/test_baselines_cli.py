@@ -37,11 +37,11 @@ def test_trains_and_evaluates_through_the_cli(model, small_mosi_npz, tiny_bert, 
                     str(small_mosi_npz), "--text-encoder", str(tiny_bert), "--seeds", "3",
                     "--out", str(out), "--set", "epochs=2", "--set", "stop_at_horizon=true",
                     "--set", "batch_size=4", "--quiet"]) == 0
-    ckpt = api.load_checkpoint(out / "seed-3" / "best.pt")
+    ckpt = api.load_checkpoint(out / "seed-3")
     assert type(ckpt.model).name == model and ckpt.config.optimizer == "adam"
     assert not any("labels" in k for k in ckpt.model.state_dict())
     capsys.readouterr()
-    assert run_cli(["evaluate", "--checkpoint", str(out / "seed-3" / "best.pt"), "--data",
+    assert run_cli(["evaluate", "--checkpoint", str(out / "seed-3"), "--data",
                     str(small_mosi_npz)]) == 0
     assert "MAE" in capsys.readouterr().out
 
@@ -87,11 +87,11 @@ def test_mmsa_feature_models_train_through_the_cli(model, feature_files, tmp_pat
                     str(feature_files[data]), "--seeds", "3", "--out", str(out), "--set",
                     "epochs=1", "--set", "stop_at_horizon=true", "--set", "batch_size=6",
                     *[x for s in sets for x in ("--set", s)], "--quiet"]) == 0
-    ckpt = api.load_checkpoint(out / "seed-3" / "best.pt")
+    ckpt = api.load_checkpoint(out / "seed-3")
     assert type(ckpt.model).__name__.lower().replace("_", "") == model.replace("_", "")
     assert ckpt.config.optimizer == "adam" and ckpt.config.early_stop == 8
     capsys.readouterr()
-    assert run_cli(["evaluate", "--checkpoint", str(out / "seed-3" / "best.pt"), "--data",
+    assert run_cli(["evaluate", "--checkpoint", str(out / "seed-3"), "--data",
                     str(feature_files[data])]) == 0
     assert "MAE" in capsys.readouterr().out
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import best_checkpoint, run_cli
 
 from msakit.core.errors import MAX_LINE
 
@@ -148,7 +148,7 @@ def test_msakit_error_keeps_its_message_bounded():
 # --------------------------------------------------------------------------- checkpoints
 def _bloated(run: Path, tmp_path: Path, name: str, *, encoder=None, model=None,
              weights: bool = True) -> Path:
-    state = torch.load(run / "seed-1" / "best.pt", weights_only=True)
+    state = best_checkpoint(run / "seed-1")
     state["text_encoder_config"] = {**state["text_encoder_config"], **(encoder or {})}
     state["config"] = {**state["config"], "model": {**state["config"]["model"], **(model or {})}}
     if not weights:
@@ -216,7 +216,7 @@ def test_a_4kb_checkpoint_declaring_a_huge_vocabulary_stays_small(run, small_mos
         status, kb = proc.stdout.split()
         return int(status), proc.stderr, int(kb)
 
-    genuine_status, _, genuine_kb = peak(run / "seed-1" / "best.pt")
+    genuine_status, _, genuine_kb = peak(run / "seed-1")
     status, err, kb = peak(bomb)
     assert genuine_status == 0 and status == 2, err
     assert "asks for far more than" in one_error(err)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import best_checkpoint
 
 from msakit import api
 from msakit.core.errors import MsakitError
@@ -487,8 +488,8 @@ def test_same_seed_same_results(tmp_path, tiny_bert):
         return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
 
     assert without_time(outs[0]) == without_time(outs[1])
-    a = torch.load(outs[0] / "seed-7" / "best.pt", weights_only=True)["model"]
-    b = torch.load(outs[1] / "seed-7" / "best.pt", weights_only=True)["model"]
+    a = best_checkpoint(outs[0] / "seed-7")["model"]
+    b = best_checkpoint(outs[1] / "seed-7")["model"]
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key

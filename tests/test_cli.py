@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
+from conftest import best_checkpoint
 
+import msakit
 from msakit.cli import main
 from msakit.data.mmsa import load_feature_file
 from msakit.data.synthetic import make_synthetic
@@ -294,7 +295,7 @@ def test_train_writes_results_checkpoints_and_config(trained):
         for value in rows["1"][name], rows["2"][name], rows["mean"][name]:
             assert float(value) == round(float(value), 4)
     for seed in (1, 2):
-        ckpt = torch.load(out / f"seed-{seed}" / "best.pt", map_location="cpu", weights_only=True)
+        ckpt = best_checkpoint(out / f"seed-{seed}")
         assert "model" in ckpt and "config" in ckpt
         assert ckpt["config"]["model_name"] == "clgsi"
         assert ckpt["config"]["dataset"] == dataset
@@ -309,7 +310,7 @@ def test_train_writes_results_checkpoints_and_config(trained):
 def test_evaluate_prints_the_results_row(trained, seed, capsys):
     dataset, data, out = trained
     capsys.readouterr()
-    code = run(["evaluate", "--checkpoint", str(out / f"seed-{seed}" / "best.pt"),
+    code = run(["evaluate", "--checkpoint", str(out / f"seed-{seed}"),
                 "--data", str(data), "--split", "test"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
@@ -321,10 +322,38 @@ def test_evaluate_prints_the_results_row(trained, seed, capsys):
         assert same_number(float(value), float(row[name])), (name, value, row[name])
 
 
+def test_evaluate_on_a_run_folder_gives_every_seed_and_mean_std(trained, tmp_path, capsys):
+    """A run folder with two seeds: the table training wrote (results.csv), re-computed from
+    the checkpoints, printed, written as CSV and JSON, and returned by the Python API."""
+    dataset, data, out = trained
+    header, expected = read_results(out)
+    capsys.readouterr()
+    table = tmp_path / "sub" / "table.csv"
+    table.parent.mkdir()
+    code = run(["evaluate", "--checkpoint", str(out), "--data", str(data), "--out", str(table)])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert printed.out.splitlines()[0].split() == header
+    assert table.read_text() == (out / "results.csv").read_text()
+    assert run(["evaluate", "--checkpoint", str(out), "--data", str(data), "--out",
+                str(tmp_path / "table.json")]) == 0
+    rows = json.loads((tmp_path / "table.json").read_text())
+    assert [row["seed"] for row in rows] == [1, 2, "mean", "std"]
+    api_rows = msakit.evaluate(out, data, "test")
+    assert [row["seed"] for row in api_rows] == [1, 2, "mean", "std"]
+    for row in api_rows:
+        for name in header[1:]:
+            value = float("nan") if row[name] == "" else float(row[name])
+            want = expected[str(row["seed"])][name]
+            assert same_number(value, float(want) if want else float("nan")), (row, name)
+    valid = msakit.evaluate(out, data, "valid")
+    assert valid[0] != api_rows[0]  # another split, other numbers
+
+
 def test_predict_writes_one_row_per_test_sample(trained, tmp_path, capsys):
     dataset, data, out = trained
     preds = tmp_path / "preds.csv"
-    code = run(["predict", "--checkpoint", str(out / "seed-1" / "best.pt"), "--data", str(data),
+    code = run(["predict", "--checkpoint", str(out / "seed-1"), "--data", str(data),
                 "--out", str(preds)])
     assert code == 0, capsys.readouterr().err
     with open(preds, newline="") as f:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny_bert, write_short_synthetic
+from conftest import best_checkpoint, make_tiny_bert, write_short_synthetic
 
 from msakit import cli
 from msakit.api import build_config, load_checkpoint
@@ -105,6 +105,7 @@ def stage2(tiny_bert_12, files, stage1, tmp_path_factory) -> Path:
                 "--adapters",
                 str(stage1 / "adapters.pt"),
                 "--quiet",
+                "--keep-last",
             )
         )
         == 0
@@ -368,13 +369,13 @@ def test_stage1_writes_adapters_with_frozen_encoders(tiny_bert_12, stage1) -> No
 
 def test_stage2_keeps_adapters_bit_identical(stage1, stage2) -> None:
     saved = load(stage1 / "adapters.pt")["model"]
-    for checkpoint in ("best.pt", "last.pt"):
-        weights = load(stage2 / "seed-1" / checkpoint)["model"]
+    for weights in (best_checkpoint(stage2 / "seed-1")["model"],
+                    load(stage2 / "seed-1" / "last.pt")["model"]):
         adapters = {k: v for k, v in weights.items() if "adapter" in k}
         assert set(adapters) == set(saved)
         for name, value in saved.items():
             assert torch.equal(adapters[name], value), name
-    weights = load(stage2 / "seed-1" / "best.pt")["model"]
+    weights = best_checkpoint(stage2 / "seed-1")["model"]
     assert weights["project_audio.weight"].shape == (16, 5)  # the target's own projection
     with open(stage2 / "results.csv") as f:
         assert [row["seed"] for row in csv.DictReader(f)] == ["1", "mean", "std"]
@@ -404,7 +405,7 @@ def test_adapters_of_more_modalities_fit_a_subset_model(tiny_bert_12, stage1) ->
 def test_evaluate_and_predict_on_the_conki_checkpoint(
     stage1, stage2, files, tmp_path, capsys
 ) -> None:
-    checkpoint = stage2 / "seed-1" / "best.pt"
+    checkpoint = stage2 / "seed-1"
     capsys.readouterr()
     assert (
         cli.main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(files["mosi"])]) == 0
@@ -441,7 +442,7 @@ def test_without_adapters_runs_the_no_external_data_variant(
     assert cli.main(train_argv(tiny_bert_12, files["mosi"], out, epochs=1)) == 0
     err = capsys.readouterr().err
     assert "note: no --adapters given: ConKI w/o external data" in err
-    weights = load(out / "seed-1" / "best.pt")["model"]
+    weights = best_checkpoint(out / "seed-1")["model"]
     assert any("adapter" in k for k in weights)
 
 

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
-from conftest import run_cli, write_short_synthetic
+from conftest import best_checkpoint, run_cli, write_short_synthetic
 
 from msakit.config.datasets import (
     CUSTOM,
@@ -185,7 +184,7 @@ def test_label_range_run_trains_evaluates_predicts_and_reports(tmp_path, tiny_be
     assert config["dataset_spec"]["metric_family"] == MOSI_FAMILY
     assert config["model"]["label_scale"] == 2.0
     assert set(MOSI_METRICS) <= set(_results(run)[0])
-    state = torch.load(run / "seed-1" / "best.pt", weights_only=True)
+    state = best_checkpoint(run / "seed-1")
     assert state["config"]["dataset_spec"]["label_range"] == [-2.0, 2.0]
     capsys.readouterr()
     assert run_cli(["evaluate", "--checkpoint", str(run), "--data", str(data)]) == 0

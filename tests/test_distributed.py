@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
+from conftest import best_checkpoint
 from torch import nn
 
 from msakit import api, cli
@@ -159,19 +160,20 @@ def test_rank_zero_writes_results_and_checkpoints_once(pair):
     assert list(rows[0]) == list(results(pair.one)[0])
     assert pair.stdout.count("wrote ") == 1
     run = pair.two / "seed-1"
-    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "history.json", "last.pt"]
+    assert sorted(p.name for p in run.iterdir()) == ["config.json", "history.json",
+                                                     "model.safetensors"]
     assert not list(pair.two.rglob("*.tmp"))
     assert len(json.loads((run / "history.json").read_text())) == 2
     # Synchronised BatchNorm keeps BatchNorm's names: the checkpoint is one process's.
-    state = torch.load(run / "best.pt", map_location="cpu", weights_only=True)
-    reference = torch.load(pair.one / "seed-1" / "best.pt", map_location="cpu", weights_only=True)
+    state = best_checkpoint(run)
+    reference = best_checkpoint(pair.one / "seed-1")
     assert state["model"].keys() == reference["model"].keys()
 
 
 @needs_torchrun
 def test_ranks_evaluate_like_one_process(pair, data_file):
     two, one = results(pair.two)[0], results(pair.one)[0]
-    alone = api.evaluate(pair.two / "seed-1" / "best.pt", data_file, "test")
+    alone = api.evaluate(pair.two / "seed-1", data_file, "test")
     for name in ("MAE", "Corr"):
         assert math.isclose(float(two[name]), alone[name], abs_tol=1.5e-4), name
         assert math.isclose(float(two[name]), float(one[name]), abs_tol=1e-3), name

@@ -92,14 +92,18 @@ def _callers_models(tiny_bert):
     return nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.2)), AutoModel.from_pretrained(tiny_bert)
 
 
-def test_python_api_changes_nothing_outside_the_model(spies, tiny_bert, small_mosi_npz, tmp_path):
+def test_python_api_told_changes_nothing_outside_the_model(spies, tiny_bert, small_mosi_npz,
+                                                           tmp_path):
+    """With both CPU speed settings off, the allocator, the caller's modules and the loggers
+    stay as they were."""
     mine, bert = _callers_models(tiny_bert)
     before = [type(m) for m in [*mine.modules(), *bert.modules()]]
     names = ("transformers", "transformers.modeling_utils")
     levels = [logging.getLogger(n).level for n in names]
     msakit.train(
         "clgsi", "mosi", small_mosi_npz, text_encoder=str(tiny_bert), seeds=[3], epochs=1,
-        batch=8, out=tmp_path / "run", overrides=TINY, quiet=True,
+        batch=8, out=tmp_path / "run", quiet=True,
+        overrides=[*TINY, "reuse_memory=false", "fast_dropout=false"],
     )
     assert spies["mallopt"] == []  # the allocator is left alone
     assert spies["masks"] == 0  # no NumPy-drawn dropout mask
@@ -108,15 +112,14 @@ def test_python_api_changes_nothing_outside_the_model(spies, tiny_bert, small_mo
     assert not dropout.uses_fast_dropout(bert)
 
 
-def test_python_api_asked_explicitly_turns_the_fast_paths_on(
-    spies, tiny_bert, small_mosi_npz, tmp_path
-):
+def test_python_api_turns_the_fast_paths_on_by_default(spies, tiny_bert, small_mosi_npz,
+                                                       tmp_path):
+    """The same defaults as the command line; the fast dropout stays inside the run's model."""
     mine, bert = _callers_models(tiny_bert)
     before = [type(m) for m in [*mine.modules(), *bert.modules()]]
     msakit.train(
         "clgsi", "mosi", small_mosi_npz, text_encoder=str(tiny_bert), seeds=[3], epochs=1,
-        batch=8, out=tmp_path / "run", quiet=True,
-        overrides=[*TINY, "reuse_memory=true", "fast_dropout=true"],
+        batch=8, out=tmp_path / "run", quiet=True, overrides=TINY,
     )
     assert (allocator._M_MMAP_MAX, 0) in spies["mallopt"]
     assert (allocator._M_TRIM_THRESHOLD, allocator._KEEP_FREE_BYTES) in spies["mallopt"]

@@ -21,7 +21,7 @@ pytest.importorskip("cv2")
 pytest.importorskip("opensmile")
 pytest.importorskip("skimage")
 
-from conftest import make_tiny_bert, run_cli  # noqa: E402
+from conftest import best_checkpoint, make_tiny_bert, run_cli  # noqa: E402
 from video_clips import FPS, HEIGHT, WIDTH, face_centre, make_clip, moving  # noqa: E402
 
 from msakit.data.mmsa import load_feature_file  # noqa: E402
@@ -491,7 +491,7 @@ def kind_clip(path: Path, positive: bool, rng: np.random.Generator) -> Path:
 def learn(root: Path, tokenizer_dir: Path, vision: str, *train_args: str, seed: int = 1
           ) -> tuple[Path, Path, Path]:
     """16 clips of both kinds (12 train, 2 valid, 2 test) extracted with ``vision`` features,
-    and MISA trained on them (20 epochs): ``(clips CSV, features, best.pt)``."""
+    and MISA trained on them (20 epochs): ``(clips CSV, features, the seed folder)``."""
     (root / "videos").mkdir()
     rng = np.random.default_rng(15)
     rows = []
@@ -510,7 +510,7 @@ def learn(root: Path, tokenizer_dir: Path, vision: str, *train_args: str, seed: 
                     "--text-encoder", str(tokenizer_dir), "--epochs", "20",
                     "--set", "stop_at_horizon=true", "--seeds", str(seed), "--batch", "4",
                     "--out", str(run), "--quiet", *train_args]) == 0
-    return clips, data, run / f"seed-{seed}" / "best.pt"
+    return clips, data, run / f"seed-{seed}"
 
 
 @pytest.fixture(scope="module")
@@ -570,7 +570,7 @@ def test_extract_train_predict_a_new_clip(learnt, tmp_path, tiny_bert_with_token
     from msakit.data.batching import collate
 
     clips, data, best = learnt
-    state = torch.load(best, map_location="cpu", weights_only=True)
+    state = best_checkpoint(best)
     assert state["extractor"] == metadata(data)
 
     # A training clip predicted from its video gives what the model gives on its features.
@@ -675,7 +675,7 @@ def test_predict_video_with_every_model_that_trains_on_extracted_files(
                     "--epochs", "1", "--set", "stop_at_horizon=true", "--seeds", "1",
                     "--batch", "6", "--out", str(run), "--quiet"]) == 0
     capsys.readouterr()
-    assert run_cli(["predict", "--checkpoint", str(run / "seed-1" / "best.pt"), "--video",
+    assert run_cli(["predict", "--checkpoint", str(run / "seed-1"), "--video",
                     str(clips.parent / "videos" / "c1.mp4"), "--text", SAME_TEXT]) == 0
     out = capsys.readouterr().out
     assert f"{FRAMES - FRAMES // 5} frames with a face" in out

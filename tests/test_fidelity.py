@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
-from conftest import run_cli, write_short_synthetic
+from conftest import best_checkpoint, run_cli, write_short_synthetic
 
 from msakit import api
 from msakit.config import DEFAULT_SEEDS, RunConfig
@@ -201,10 +200,11 @@ def test_a_model_declares_its_named_presets_in_one_mapping(monkeypatch):
 def test_preset_cannot_be_set_by_name_and_conki_has_no_authors_preset(tmp_path, capsys):
     with pytest.raises(MsakitError, match="--preset NAME"):
         api.build_config("clgsi", "mosi", overrides=["preset=authors"])
-    out = tmp_path / "run"
-    fails(["train", "--model", "conki", "--dataset", "mosi", "--data", "x.pkl", "--preset",
+    out, data = tmp_path / "run", tmp_path / "x.pkl"
+    data.write_bytes(b"")  # declared inputs are checked first: the preset's refusal comes next
+    fails(["train", "--model", "conki", "--dataset", "mosi", "--data", str(data), "--preset",
            "authors", "--out", str(out)], capsys, "conki has no preset 'authors'")
-    fails(["pretrain-adapters", "--model", "conki", "--dataset", "mosi", "--data", "x.pkl",
+    fails(["pretrain-adapters", "--model", "conki", "--dataset", "mosi", "--data", str(data),
            "--preset", "authors", "--out", str(out)], capsys, "--preset")
     assert not out.exists()
 
@@ -218,9 +218,9 @@ def test_preset_is_recorded_and_checked_by_resume(short_mosi, tiny_bert, tmp_pat
     assert run_cli(argv) == 0, capsys.readouterr().err
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["preset"] == "authors" and config["model"]["variant"] == "official"
-    ckpt = torch.load(out / "seed-3" / "best.pt", map_location="cpu", weights_only=True)
+    ckpt = best_checkpoint(out / "seed-3")
     assert ckpt["config"]["preset"] == "authors"
-    assert api.load_checkpoint(out / "seed-3" / "best.pt").config.preset == "authors"
+    assert api.load_checkpoint(out / "seed-3").config.preset == "authors"
     paper = [a for a in argv if a not in ("--preset", "authors")]
     fails([*paper, "--resume"], capsys, "started with --preset authors, not paper")
     assert run_cli([*argv, "--resume"]) == 0, capsys.readouterr().err

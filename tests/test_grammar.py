@@ -124,7 +124,7 @@ def test_a_format_that_contradicts_the_extension_is_one_error(tiny_run, tmp_path
                     "--format", "markdown"]) == 2
     line = _error(capsys)
     assert "--format markdown" in line and "t.tex" in line
-    assert run_cli(["predict", "--checkpoint", str(run / "seed-7" / "best.pt"), "--data",
+    assert run_cli(["predict", "--checkpoint", str(run / "seed-7"), "--data",
                     str(data), "--out", str(tmp_path / "p.tex")]) == 2
     assert "csv, json, not latex" in _error(capsys)
     assert not list(tmp_path.iterdir())
@@ -132,7 +132,7 @@ def test_a_format_that_contradicts_the_extension_is_one_error(tiny_run, tmp_path
 
 def test_out_dash_writes_to_standard_output(tiny_run, tmp_path, capsys):
     data, run = tiny_run
-    best = str(run / "seed-7" / "best.pt")
+    best = str(run / "seed-7")
     capsys.readouterr()
     assert run_cli(["predict", "--checkpoint", best, "--data", str(data), "--out", "-"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
@@ -149,6 +149,20 @@ def test_out_dash_writes_to_standard_output(tiny_run, tmp_path, capsys):
     assert run_cli(["report", "--run", str(run), "--out", "-", "--format", "csv"]) == 0
     assert capsys.readouterr().out.startswith("run,path,")
     assert not (tmp_path / "-").exists() and not (tmp_path.parent / "-").exists()
+
+
+def test_evaluate_out_dash_is_the_table_alone(tiny_run, tmp_path, capsys):
+    data, run = tiny_run
+    capsys.readouterr()
+    assert run_cli(["evaluate", "--checkpoint", str(run), "--data", str(data), "--out", "-",
+                    "--format", "json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)  # one seed: its row
+    assert row["seed"] == "7" and 0 <= row["MAE"]
+    out = tmp_path / "new" / "e.csv"
+    assert run_cli(["evaluate", "--checkpoint", str(run), "--data", str(data), "--out",
+                    str(out)]) == 0
+    (saved,) = csv.DictReader(out.open())
+    assert saved["seed"] == "7" and float(saved["MAE"]) == row["MAE"]
 
 
 def test_out_dash_is_refused_where_only_files_are_written(tmp_path, capsys, monkeypatch):
@@ -173,7 +187,7 @@ def test_predict_video_text_belongs_to_one_clip(tiny_run, tmp_path, capsys):
     for clip in clips:
         clip.write_bytes(b"x")
     capsys.readouterr()
-    assert run_cli(["predict", "--checkpoint", str(run / "seed-7" / "best.pt"), "--video",
+    assert run_cli(["predict", "--checkpoint", str(run / "seed-7"), "--video",
                     *map(str, clips), "--text", "hello"]) == 2
     assert "--text belongs to one clip" in _error(capsys)
 

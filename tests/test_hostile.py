@@ -62,7 +62,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import held_locks, run_cli, write_short_synthetic
+from conftest import best_checkpoint, held_locks, run_cli, write_short_synthetic
 
 from msakit.models.registry import BUILTIN
 
@@ -159,9 +159,10 @@ def world(tmp_path_factory, tiny_bert, tiny_bert_12) -> World:
     run = root / "run"
     assert run_cli(["train", "--model", "clgsi", "--dataset", "mosi", "--data", str(data),
                     "--text-encoder", str(tiny_bert), "--seeds", "1", "--epochs", "1",
-                    "--batch", "8", "--out", str(run), "--quiet"]) == 0
-    ckpt = run / "seed-1" / "best.pt"
-    state = torch.load(ckpt, weights_only=True)
+                    "--batch", "8", "--out", str(run), "--quiet", "--keep-last"]) == 0
+    state = best_checkpoint(run / "seed-1")
+    ckpt = root / "best.pt"  # the seed's weights in the earlier format, which is still read
+    torch.save(state, ckpt)
 
     def save(name: str, obj) -> Path:
         torch.save(obj, root / name)
@@ -188,7 +189,7 @@ def world(tmp_path_factory, tiny_bert, tiny_bert_12) -> World:
         "history": lambda d: (d / "seed-1" / "history.json").write_text("{not json"),
         "last_truncated": lambda d: (d / "seed-1" / "last.pt").write_bytes(
             (d / "seed-1" / "last.pt").read_bytes()[:4000]),
-        "last_foreign": lambda d: shutil.copy(d / "seed-1" / "best.pt", d / "seed-1" / "last.pt"),
+        "last_foreign": lambda d: shutil.copy(ckpt, d / "seed-1" / "last.pt"),
     }.items():
         folder = root / f"run_{name}"
         shutil.copytree(run, folder)
@@ -198,6 +199,10 @@ def world(tmp_path_factory, tiny_bert, tiny_bert_12) -> World:
     shutil.copytree(run, two)
     shutil.copytree(two / "seed-1", two / "seed-2")
     bad_runs["two_seeds"] = two
+    truncated = root / "run_two_seeds_truncated"
+    shutil.copytree(two, truncated)
+    (truncated / "seed-2" / "best.pt").write_bytes(ckpt.read_bytes()[:5000])
+    bad_runs["two_seeds_truncated"] = truncated
     (root / "empty_dir").mkdir()
     bad_runs["empty_dir"] = root / "empty_dir"
 
@@ -233,8 +238,8 @@ def world(tmp_path_factory, tiny_bert, tiny_bert_12) -> World:
         del split["audio_lengths"], split["vision_lengths"]
     unaligned["none"] = _write_pickle(root / "no_lengths.pkl", none, 4)
     extras = {**_extras(root, raw), **_baseline_files(root, tiny_bert, marker)}
-    bad_ckpt["msakit_tfn_pth"] = save("msakit_tfn.pth", torch.load(
-        extras["tfn_run"] / "seed-1" / "best.pt", weights_only=True)["model"])
+    bad_ckpt["msakit_tfn_pth"] = save("msakit_tfn.pth",
+                                      best_checkpoint(extras["tfn_run"] / "seed-1")["model"])
     bad_ckpt["not_tensors"] = save("not_tensors.pth", {"weight": "heavy"})
     bad_runs.update(_self_mm_runs(root, data, tiny_bert))
     return World(root=root, marker=marker, bert=tiny_bert, bert12=tiny_bert_12, data=data,
@@ -284,7 +289,8 @@ def _self_mm_runs(root: Path, data: Path, bert: Path) -> dict[str, Path]:
     run = root / "self_mm_run"
     assert run_cli(["train", "--model", "self_mm", "--dataset", "mosi", "--data", str(data),
                     "--text-encoder", str(bert), "--seeds", "1", "--epochs", "1", "--batch",
-                    "8", "--set", "stop_at_horizon=true", "--out", str(run), "--quiet"]) == 0
+                    "8", "--set", "stop_at_horizon=true", "--out", str(run), "--quiet",
+                    "--keep-last"]) == 0
     state = torch.load(run / "seed-1" / "last.pt", weights_only=True)
     assert state["model_training_state"]
     runs = {}
@@ -372,7 +378,7 @@ def _features_train(w: World, *extra: str, model: str = "tfn") -> list[str]:
 
 
 def _tfn(w: World) -> Path:
-    return w.extras["tfn_run"] / "seed-1" / "best.pt"
+    return w.extras["tfn_run"] / "seed-1" / "model.safetensors"
 
 
 def _self_mm_resume(w: World, name: str) -> list[str]:
@@ -596,11 +602,14 @@ CASES = [
     ("predict-checkpoint-encoder-config",
      lambda w: _ck(w, "predict", "--out", "{case}/p.csv", ckpt=w.bad_ckpt["no_encoder"]), 2,
      "text_encoder_config"),
-    ("evaluate-run-with-two-seeds",
-     lambda w: _ck(w, "evaluate", ckpt=w.bad_runs["two_seeds"]), 2,
+    ("predict-run-with-two-seeds",
+     lambda w: _ck(w, "predict", "--out", "{case}/p.csv", ckpt=w.bad_runs["two_seeds"]), 2,
      "several seeds .*seed-1, seed-2"),
+    ("evaluate-run-with-a-truncated-seed",
+     lambda w: _ck(w, "evaluate", ckpt=w.bad_runs["two_seeds_truncated"]), 2,
+     "seed-2.best.pt"),
     ("evaluate-empty-folder", lambda w: _ck(w, "evaluate", ckpt=w.bad_runs["empty_dir"]), 2,
-     "without best.pt"),
+     "without model.safetensors"),
     ("evaluate-empty-data", lambda w: _ck(w, "evaluate", data=w.empty), 2, "empty"),
     ("evaluate-data-is-folder", lambda w: _ck(w, "evaluate", data=w.root / "a_folder"), 2,
      "directory"),
@@ -690,6 +699,17 @@ CASES = [
     ("tune-negative-keep", lambda w: ["tune", "--model", "clgsi", "--dataset", "mosi", "--data",
                                       str(w.data), "--trials", "1", "--keep-checkpoints", "-1",
                                       "--out", "{case}/t"], 2, "keep-checkpoints"),
+    ("tune-space-a-yaml-list", lambda w: ["tune", "--model", "clgsi", "--dataset", "mosi",
+                                          "--data", str(w.data), "--trials", "1", "--space",
+                                          str(w.specs["list"]), "--out", "{case}/t"], 2,
+     r"--space .*spec_list.yaml: expected a mapping"),
+    ("tune-space-binary", lambda w: ["tune", "--model", "clgsi", "--dataset", "mosi", "--data",
+                                     str(w.data), "--trials", "1", "--space", str(w.data),
+                                     "--out", "{case}/t"], 2, r"--space .*mosi.npz: cannot read"),
+    ("tune-objective-unknown", lambda w: ["tune", "--model", "clgsi", "--dataset", "mosi",
+                                          "--data", str(w.data), "--trials", "1", "--objective",
+                                          "Accuracy:max", "--out", "{case}/t"], 2,
+     "not a validation metric"),
     ("bench-conki-authors-preset", lambda w: ["bench", "--model", "conki", "--dataset", "mosi",
                                               "--data", str(w.data), "--preset", "authors"], 2,
      "no preset 'authors'"),
@@ -1088,7 +1108,7 @@ def test_disk_full_during_training_leaves_no_temp_file(world, tmp_path, monkeypa
     out = tmp_path / "run"
     assert run_cli(_train(world, out=str(out))) == 2
     line = one_error(capsys.readouterr().err)
-    assert "best.pt: no space left on the device" in line
+    assert "last.pt: no space left on the device" in line  # model.safetensors is written first
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
     assert not (out / "results.csv").exists()
     assert not held_locks(out)
@@ -1421,7 +1441,8 @@ def test_a_nan_validation_loss_ends_cleanly(world, tmp_path, monkeypatch, capsys
     line = one_error(capsys.readouterr().err)
     assert line.startswith("error: training diverged at epoch 1, step ") and (
         "(validation loss nan); lower the learning rate" in line), line
-    assert not (out / "results.csv").exists() and not (out / "seed-1" / "best.pt").exists()
+    assert not (out / "results.csv").exists()
+    assert not (out / "seed-1" / "model.safetensors").exists()
     assert not list(out.rglob("*.tmp")) and not held_locks(out)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import run_cli, write_short_synthetic
+from conftest import best_checkpoint, run_cli, write_short_synthetic
 
 from msakit import api
 from msakit.core.errors import MsakitError
@@ -32,7 +32,7 @@ def mosei_run(tmp_path_factory, tiny_bert):
                     "--text-encoder", str(tiny_bert), "--seeds", "7", "--epochs", "1",
                     "--batch", "8", "--out", str(run), "--quiet",
                     *[x for s in MOSI_WIDTHS for x in ("--set", s)]]) == 0
-    return root, run / "seed-7" / "best.pt", mosi
+    return root, run / "seed-7" / "model.safetensors", mosi
 
 
 def _start_states(monkeypatch) -> list[dict[str, torch.Tensor]]:
@@ -60,7 +60,7 @@ def test_init_from_takes_fitting_tensors_and_reinitialises_the_others(
     assert run_cli([*common, "--out", str(root / "tuned"), "--init-from", str(ckpt)]) == 0
     err = capsys.readouterr().err
     fresh, tuned = starts
-    trained = torch.load(ckpt, weights_only=True)["model"]
+    trained = best_checkpoint(ckpt.parent)["model"]
     differ = sorted(k for k in tuned if trained[k].shape != tuned[k].shape)
     # Only what reads the audio/vision widths (CLGSI's Transformers run on the raw widths).
     assert differ and all(k.startswith(INPUT_WIDTH_MODULES) for k in differ)

@@ -177,10 +177,10 @@ def test_presets_and_cli_on_an_aligned_file(setup, tiny_bert, tmp_path, capsys):
                     str(setup["mosi"]), "--text-encoder", str(tiny_bert), "--seeds", "3",
                     "--out", str(out), "--set", "epochs=1", "--set", "stop_at_horizon=true",
                     "--set", "batch_size=4", "--quiet"]) == 0
-    ckpt = api.load_checkpoint(out / "seed-3" / "best.pt")
+    ckpt = api.load_checkpoint(out / "seed-3")
     assert type(ckpt.model).name == "bert_mag"
     capsys.readouterr()
-    assert run_cli(["evaluate", "--checkpoint", str(out / "seed-3" / "best.pt"), "--data",
+    assert run_cli(["evaluate", "--checkpoint", str(out / "seed-3"), "--data",
                     str(setup["mosi"])]) == 0
     assert "MAE" in capsys.readouterr().out
 

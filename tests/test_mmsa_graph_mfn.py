@@ -98,7 +98,7 @@ def test_preset_is_mmsas_configuration(dataset):
     from MMSA.config import get_config_regression
 
     args, config = get_config_regression("graph_mfn", dataset), preset("graph_mfn", dataset)
-    assert config_of(args).to_dict() == config.model
+    assert config_of(args).to_dict() == config.model.to_dict()
     assert config.batch_size == args.batch_size and config.optimizer == "adam"
     assert set(config.lr.values()) == {args.learning_rate}
     assert set(config.weight_decay.values()) == {args.weight_decay}

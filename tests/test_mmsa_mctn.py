@@ -141,9 +141,9 @@ def test_preset_and_cli(files, tmp_path, capsys):
                     str(files["mosi"]), "--seeds", "3", "--out", str(out), "--quiet",
                     "--set", "epochs=1", "--set", "stop_at_horizon=true", "--set",
                     "batch_size=4", "--set", f"hidden={HIDDEN}"]) == 0
-    assert type(api.load_checkpoint(out / "seed-3" / "best.pt").model).name == "mctn"
+    assert type(api.load_checkpoint(out / "seed-3").model).name == "mctn"
     capsys.readouterr()
-    assert run_cli(["evaluate", "--checkpoint", str(out / "seed-3" / "best.pt"), "--data",
+    assert run_cli(["evaluate", "--checkpoint", str(out / "seed-3"), "--data",
                     str(files["mosi"])]) == 0
     assert "MAE" in capsys.readouterr().out
 

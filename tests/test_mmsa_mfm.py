@@ -172,9 +172,9 @@ def test_trains_and_evaluates_through_the_cli(files, tmp_path, capsys):
     assert run_cli(["train", "--model", "mfm", "--dataset", "mosi", "--data",
                     str(files["mosi"]), "--seeds", "3", "--out", str(out), "--quiet",
                     *[x for s in sets for x in ("--set", s)]]) == 0
-    assert type(api.load_checkpoint(out / "seed-3" / "best.pt").model).name == "mfm"
+    assert type(api.load_checkpoint(out / "seed-3").model).name == "mfm"
     capsys.readouterr()
-    assert run_cli(["evaluate", "--checkpoint", str(out / "seed-3" / "best.pt"), "--data",
+    assert run_cli(["evaluate", "--checkpoint", str(out / "seed-3"), "--data",
                     str(files["mosi"])]) == 0
     assert "MAE" in capsys.readouterr().out
 

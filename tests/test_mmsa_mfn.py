@@ -86,7 +86,7 @@ def test_preset_is_mmsas_configuration(dataset):
 
     args, config = get_config_regression("mfn", dataset), preset("mfn", dataset)
     assert args.windowsize == 2
-    assert config_of(args).to_dict() == config.model
+    assert config_of(args).to_dict() == config.model.to_dict()
     assert config.batch_size == args.batch_size and config.optimizer == "adam"
     assert set(config.lr.values()) == {args.learning_rate}
     assert set(config.weight_decay.values()) == {args.weight_decay}

@@ -92,8 +92,8 @@ def test_preset_is_mmsas_configuration():
     from MMSA.config import get_config_regression
 
     args, config = get_config_regression("mtfn", "sims"), preset("mtfn", "sims")
-    assert config_of(args).to_dict() == config.model
-    assert preset("mtfn", "simsv2").model == config.model
+    assert config_of(args).to_dict() == config.model.to_dict()
+    assert preset("mtfn", "simsv2").model != config.model  # the repository's own simsv2 entry
     assert config.batch_size == args.batch_size and set(config.lr.values()) == {
         args.learning_rate}
     assert config.weight_decay == {"text": args.text_weight_decay,

@@ -10,10 +10,10 @@ Then issue 19's "Why" -> the cases here (``CASES`` ids unless a test function is
 
 19 ways to lose a file
 - predict --out RUN/seed-1/last.pt: predict-out-last-pt
-- report --out RUN/seed-1/best.pt: report-out-best-pt
+- report --out RUN/seed-1/model.safetensors: report-out-best-pt
 - plot curves --out RUN/config.yaml: plot-curves-out-config
 - plot weights --out RUN/results.csv: plot-weights-out-results
-- --log-steps deletes another run's best.pt: log-steps-other-best-pt
+- --log-steps deletes another run's model.safetensors: log-steps-other-best-pt
 - --log-steps deletes the --dataset-spec input: log-steps-is-dataset-spec
 - --log-steps deletes a device node: log-steps-device, log-steps-fifo
 - --resume empties any text file given as --log-steps: resume-log-steps-text-file
@@ -223,7 +223,7 @@ def w(tmp_path_factory, tiny_bert) -> type[W]:
                     "--text-encoder", str(tiny_bert), "--seeds", "1", "--epochs", "1",
                     "--batch", "8", "--out", str(W.run), "--quiet", "--log-steps",
                     str(root / "steps.jsonl")]) == 0
-    W.ckpt = W.run / "seed-1" / "best.pt"
+    W.ckpt = W.run / "seed-1"
     W.other = root / "other_run"
     shutil.copytree(W.run, W.other)
     (W.other / ".msakit-step-log").unlink(missing_ok=True)
@@ -286,7 +286,7 @@ CASES = [
                                                          "--overwrite"),
      "is a file of the run in"),
     ("report-out-best-pt", lambda w: ["report", str(w.other), "--out",
-                                      str(w.run / "seed-1" / "best.pt")],
+                                      str(w.run / "seed-1" / "model.safetensors")],
      "is a file of the run in"),
     ("plot-curves-out-config", lambda w: ["plot", "curves", str(w.other), "--out",
                                           str(w.run / "config.yaml")],
@@ -298,7 +298,7 @@ CASES = [
      "is the step log of a run"),
     # ---- --log-steps
     ("log-steps-other-best-pt", lambda w: _train(w, "--log-steps",
-                                                 str(w.other / "seed-1" / "best.pt")),
+                                                 str(w.other / "seed-1" / "model.safetensors")),
      "--log-steps .*is a file of the run in"),
     ("log-steps-is-dataset-spec", lambda w: _train(w, "--log-steps", str(w.spec),
                                                    "--dataset-spec", str(w.spec),
@@ -336,9 +336,9 @@ CASES = [
                                                 data=w.inside_data),
      "--overwrite would delete .*data.npz \\(--data\\)"),
     ("overwrite-deletes-init-from", lambda w: _train(w, "--overwrite", "--init-from",
-                                                     str(w.inside / "seed-1" / "best.pt"),
+                                                     str(w.inside / "seed-1" / "model.safetensors"),
                                                      out=str(w.inside)),
-     "--overwrite would delete .*best.pt \\(--init-from\\)"),
+     "--overwrite would delete .*model.safetensors \\(--init-from\\)"),
     ("overwrite-deletes-config", lambda w: ["train", "--config", str(w.inside), "--data",
                                             str(w.data), "--out", str(w.inside), "--overwrite"],
      "--overwrite would delete .*config.yaml \\(--config\\)"),

@@ -96,11 +96,11 @@ def test_a_model_registered_in_one_file_trains_and_evaluates_through_the_cli(
     assert run_cli(["train", "--model", "toy", "--dataset", "mosi", "--data", str(small_mosi_npz),
                     "--text-encoder", str(tiny_bert), "--seeds", "7", "--out", str(out),
                     "--quiet"]) == 0
-    ckpt = api.load_checkpoint(out / "seed-7" / "best.pt")
+    ckpt = api.load_checkpoint(out / "seed-7")
     assert isinstance(ckpt.model, Toy) and ckpt.model.config.width == 4  # the toy's preset
     assert ckpt.config.epochs == 2 and ckpt.config.batch_size == 8
     capsys.readouterr()
-    assert run_cli(["evaluate", "--checkpoint", str(out / "seed-7" / "best.pt"), "--data",
+    assert run_cli(["evaluate", "--checkpoint", str(out / "seed-7"), "--data",
                     str(small_mosi_npz)]) == 0
     assert "MAE" in capsys.readouterr().out
 

@@ -256,7 +256,7 @@ def test_plot_curves(trained, tmp_path, capsys):
 
 def test_plot_tsne_and_scatter(trained, tmp_path, capsys):
     data, out = trained
-    ckpt = str(out / "seed-1" / "best.pt")
+    ckpt = str(out / "seed-1")
     plot(["tsne", "--checkpoint", ckpt, "--data", str(data), "--split", "test",
           "--out", str(tmp_path / "tsne.png")], capsys)
     assert_png(tmp_path / "tsne.png")
@@ -273,7 +273,7 @@ def test_plot_tsne_and_scatter(trained, tmp_path, capsys):
 
 def test_plot_weights_from_a_checkpoint_or_given_values(trained, tmp_path, capsys):
     _, out = trained
-    plot(["weights", "--checkpoint", str(out / "seed-1" / "best.pt"), "--out",
+    plot(["weights", "--checkpoint", str(out / "seed-1"), "--out",
           str(tmp_path / "w.png")], capsys)
     assert_png(tmp_path / "w.png")
     plot(["weights", "--threshold", "0.4", "--gain", "1.5", "--out", str(tmp_path / "w2.png")],

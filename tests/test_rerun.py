@@ -31,7 +31,10 @@ def test_rerun_is_the_same_run(first, small_mosi_npz, tmp_path, capsys):
     assert run_cli(["train", "--config", str(first / "config.yaml"), "--data",
                     str(small_mosi_npz), "--out", str(again), "--quiet"]) == 0
     assert capsys.readouterr().err == ""
-    assert (again / "config.yaml").read_text() == (first / "config.yaml").read_text()
+    # the same settings, word for word; the provenance is each run's own (its command line)
+    settings, provenance = (again / "config.yaml").read_text().split("\nprovenance:\n")
+    assert settings == (first / "config.yaml").read_text().split("\nprovenance:\n")[0]
+    assert "--config" in yaml.safe_load(provenance)["command"]
     # same settings, same seed, same machine: the same numbers
     assert (again / "results.csv").read_text() == (first / "results.csv").read_text()
 
@@ -47,13 +50,13 @@ def test_flags_and_set_override_the_saved_settings(first, small_mosi_npz, tiny_b
                     str(small_mosi_npz), "--out", str(out), "--quiet", "--seeds", "4",
                     "--batch", "6", "--set", "gamma=0.5", "--set", "fast_dropout=false"]) == 0
     rerun = yaml.safe_load((out / "config.yaml").read_text())
-    changed = {k for k in saved if rerun[k] != saved[k]}
+    changed = {k for k in saved if k != "provenance" and rerun[k] != saved[k]}
     assert changed == {"seeds", "batch_size", "model", "reuse_memory", "fast_dropout"}
     assert rerun["seeds"] == [4] and rerun["batch_size"] == 6
     assert rerun["reuse_memory"] is False and rerun["fast_dropout"] is False
     assert rerun["model"] == {**saved["model"], "gamma": 0.5}
     assert rerun["lr"]["audio"] == 2e-3 and rerun["amp"] == "off"
-    assert (out / "seed-4" / "best.pt").is_file()
+    assert (out / "seed-4" / "model.safetensors").is_file()
 
 
 def test_a_run_folder_is_taken_for_its_config(first, small_mosi_npz, capsys):

@@ -18,7 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import run_cli, write_short_synthetic
+from conftest import best_checkpoint, run_cli, write_short_synthetic
 
 from msakit import api
 from msakit.data.mmsa import convert_to_npz, load_feature_file
@@ -154,8 +154,8 @@ def test_resumed_run_ends_with_the_metrics_of_an_unbroken_run(resume):
     assert (resume.killed / "results.csv").read_text() == (
         resume.unbroken / "results.csv").read_text()
     for seed in SEEDS:
-        a = torch.load(resume.unbroken / f"seed-{seed}" / "best.pt", weights_only=True)
-        b = torch.load(resume.killed / f"seed-{seed}" / "best.pt", weights_only=True)
+        a = best_checkpoint(resume.unbroken / f"seed-{seed}")
+        b = best_checkpoint(resume.killed / f"seed-{seed}")
         assert a["epoch"] == b["epoch"] and a["valid"] == b["valid"]
         assert a["model"].keys() == b["model"].keys()
         for key, value in a["model"].items():
@@ -170,13 +170,12 @@ def test_resumed_run_ends_with_the_metrics_of_an_unbroken_run(resume):
 
 
 def test_a_finished_seed_is_not_retrained(resume):
+    """Seed 5 finished before the kill and kept its best weights only (no last.pt): the resume
+    takes its row from results.csv and touches none of its files."""
     seed5 = resume.killed / "seed-5"
     after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in seed5.iterdir()}
-    assert {"best.pt", "last.pt", "history.json"} <= set(after)
-    # history.json is rewritten with the same content; the checkpoints are not touched.
-    for name in ("best.pt", "last.pt"):
-        assert after[name] == resume.seed5_before[name], name
-    assert after["history.json"][1] == resume.seed5_before["history.json"][1]
+    assert set(after) == {"model.safetensors", "config.json", "history.json"}
+    assert after == resume.seed5_before
 
 
 def scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
@@ -215,7 +214,7 @@ def test_tensorboard_of_the_resumed_run_equals_the_unbroken_one(resume):
 def test_npz_and_pickle_give_the_same_metrics(resume, capsys):
     for err in resume.stderr:  # both training processes read the npz file
         assert "pickle" not in err, err
-    ckpt = resume.unbroken / "seed-5" / "best.pt"
+    ckpt = resume.unbroken / "seed-5"
     capsys.readouterr()
     assert run(["evaluate", "--checkpoint", str(ckpt), "--data", str(resume.data)]) == 0
     from_npz = capsys.readouterr()

@@ -241,7 +241,7 @@ def cli_world(tmp_path_factory, tiny_bert) -> dict:
         status, err, world[command] = _measured(_argv(command, genuine, work, world), work,
                                                 command)
         assert status == 0, err
-    world["ckpt"] = next((root / "baseline-train" / "run").rglob("best.pt"))
+    world["ckpt"] = next((root / "baseline-train" / "run").rglob("model.safetensors"))
     return world
 
 

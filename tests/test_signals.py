@@ -175,7 +175,8 @@ def test_a_signal_ends_train_cleanly(small_mosi_npz, tiny_bert, tmp_path, signum
     assert not held_locks(out), err
     # ls -a; a lock file whose removal the signal cut short holds no lock (the kernel dropped it)
     names = {p.name for p in out.iterdir()} - {".msakit.lock"}
-    assert {"config.yaml", "seed-1"} <= names <= {"config.yaml", "seed-1", "tensorboard"}, (
+    assert {"config.yaml", "seed-1"} <= names <= {"config.yaml", "seed-1", "tensorboard",
+                                                  "train.log"}, (
         names, err)
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")], (list(out.rglob("*")), err)
     assert (out / "seed-1" / "last.pt").is_file()
@@ -288,13 +289,23 @@ def test_a_first_run_that_failed_before_its_first_epoch_does_not_block(
     def full(obj, f, *args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
+    from msakit.training import pretrained
+
+    real_write = pretrained.write_atomic
+
+    def full_write(path, write):  # the best weights (safetensors) meet the full disk too
+        return real_write(path, lambda f: full(None, f))
+
     out = tmp_path / "run"
     argv = _train_argv(small_mosi_npz, tiny_bert, out)
     monkeypatch.setattr(torch, "save", full)
+    monkeypatch.setattr(pretrained, "write_atomic", full_write)
     assert run_cli(argv) == 2
     assert "no space left on the device" in one_error(capsys.readouterr().err)
     assert (out / "config.yaml").is_file() and not list(out.rglob("*.pt"))
+    assert not list(out.rglob("*.safetensors"))
     monkeypatch.setattr(torch, "save", real_save)
+    monkeypatch.setattr(pretrained, "write_atomic", real_write)
     assert run_cli(argv) == 0, capsys.readouterr().err
     assert (out / "results.csv").is_file()
     # a finished run still refuses it, and a config.yaml msakit did not write is never replaced

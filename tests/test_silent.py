@@ -48,7 +48,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import run_cli, write_short_synthetic
+from conftest import best_checkpoint, run_cli, write_short_synthetic
 
 TRAIN = ["--model", "clgsi", "--dataset", "mosi", "--seeds", "1", "--epochs", "1",
          "--batch", "8", "--quiet"]
@@ -93,9 +93,7 @@ def test_a_run_records_the_content_of_its_data(run, small_mosi_npz):
     recorded = yaml.safe_load((run / "config.yaml").read_text())["data"]
     assert recorded == {"file": str(small_mosi_npz), "bytes": small_mosi_npz.stat().st_size,
                         "blake2b": digest}
-    for name in ("best.pt", "last.pt"):
-        state = torch.load(run / "seed-1" / name, weights_only=True)
-        assert state["config"]["data"] == recorded
+    assert best_checkpoint(run / "seed-1")["config"]["data"] == recorded
 
 
 def test_resume_on_other_data_is_refused(run, other_npz, tiny_bert, tmp_path, capsys):
@@ -239,7 +237,7 @@ def test_a_malformed_extractor_record_is_one_line(run, small_mosi_npz, tiny_bert
 
 def test_a_checkpoint_with_a_malformed_extractor_record_is_one_line(run, small_mosi_npz,
                                                                     tmp_path, capsys):
-    state = torch.load(run / "seed-1" / "best.pt", weights_only=True)
+    state = best_checkpoint(run / "seed-1")
     torch.save({**state, "extractor": {"settings": [1]}}, tmp_path / "x.pt")
     capsys.readouterr()
     assert run_cli(["evaluate", "--checkpoint", str(tmp_path / "x.pt"), "--data",
@@ -271,7 +269,7 @@ def test_a_checkpoint_config_of_wrong_types_is_one_line(run, small_mosi_npz, tmp
     """A checkpoint's config holds plain typed values (ints, floats, strings; no tensors),
     checked when it is read: a float batch_size once passed load_checkpoint and broke
     evaluate's batching, a tensor reached RunConfig's checks (RuntimeError)."""
-    state = torch.load(run / "seed-1" / "best.pt", weights_only=True)
+    state = best_checkpoint(run / "seed-1")
     torch.save({**state, "config": {**state["config"], **edit}}, tmp_path / "x.pt")
     for argv in (["evaluate"], ["predict", "--out", str(tmp_path / "p.csv")]):
         capsys.readouterr()
@@ -286,7 +284,7 @@ def test_a_checkpoint_config_of_wrong_types_is_one_line(run, small_mosi_npz, tmp
 def test_a_checkpoint_with_nan_weights_is_refused(run, small_mosi_npz, tmp_path, capsys,
                                                   command):
     """NaN weights once evaluated to MAE NaN beside Has0_acc_2 0.25."""
-    state = torch.load(run / "seed-1" / "best.pt", weights_only=True)
+    state = best_checkpoint(run / "seed-1")
     name = [k for k, v in state["model"].items() if v.is_floating_point()][7]
     state["model"][name] = torch.full_like(state["model"][name], float("nan"))
     torch.save(state, tmp_path / "nan.pt")
@@ -301,7 +299,7 @@ def test_a_checkpoint_with_nan_weights_is_refused(run, small_mosi_npz, tmp_path,
 
 def test_predictions_that_overflow_are_refused(run, small_mosi_npz, tmp_path, capsys):
     """Finite weights whose computation overflows: the prediction is checked too."""
-    state = torch.load(run / "seed-1" / "best.pt", weights_only=True)
+    state = best_checkpoint(run / "seed-1")
     last = [k for k in state["model"] if k.endswith(".weight")][-1]
     huge = torch.full_like(state["model"][last], 3e38)
     huge.view(-1)[::2] = -3e38
@@ -315,7 +313,7 @@ def test_predictions_that_overflow_are_refused(run, small_mosi_npz, tmp_path, ca
 
 def test_init_from_a_checkpoint_with_nan_weights_is_refused(run, small_mosi_npz, tiny_bert,
                                                             tmp_path, capsys):
-    state = torch.load(run / "seed-1" / "best.pt", weights_only=True)
+    state = best_checkpoint(run / "seed-1")
     name = [k for k in state["model"] if k.startswith("head.")][0]
     state["model"][name] = torch.full_like(state["model"][name], float("inf"))
     torch.save(state, tmp_path / "inf.pt")
@@ -589,6 +587,8 @@ def test_a_binary_step_log_on_resume_is_one_line(run, tiny_bert, small_mosi_npz,
     file is left as it was. (Any other existing file is refused before: msakit.core.safety.)"""
     copy, log = tmp_path / "run", tmp_path / "steps.log"
     shutil.copytree(run, copy)
+    # the seed had not finished (a finished one is not trained again: its log is not read)
+    (copy / "seed-1" / "history.json").unlink()
     log.write_bytes(bytes(range(256)) * 4)
     (copy / ".msakit-step-log").write_text(f"{log.resolve()}\n")
     capsys.readouterr()

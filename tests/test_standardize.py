@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import best_checkpoint, run_cli
 
 import msakit
 from msakit import api
@@ -235,8 +235,8 @@ def test_resume_continues_exactly(scaled_npz, tiny_bert, tmp_path):
     api.train("clgsi", "mosi", scaled_npz, out=tmp_path / "broken", resume=True, **common)
     assert (tmp_path / "broken" / "results.csv").read_text() == (
         tmp_path / "unbroken" / "results.csv").read_text()
-    a = torch.load(tmp_path / "unbroken" / "seed-4" / "best.pt", weights_only=True)["model"]
-    b = torch.load(tmp_path / "broken" / "seed-4" / "best.pt", weights_only=True)["model"]
+    a = best_checkpoint(tmp_path / "unbroken" / "seed-4")["model"]
+    b = best_checkpoint(tmp_path / "broken" / "seed-4")["model"]
     assert a.keys() == b.keys() and any(k.startswith(STANDARDIZER) for k in a)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -247,21 +247,22 @@ def test_init_from_and_import_weights_leave_the_statistics(run, scaled_npz, tiny
     # from an unstandardised one: the weights are taken, the statistics never.
     plain = api.train("clgsi", "mosi", scaled_npz, text_encoder=str(tiny_bert), seeds=[5],
                       epochs=1, batch=8, out=tmp_path / "plain", quiet=True, overrides=SMALL,
-                      init_from=run / "seed-3" / "best.pt")
-    state = torch.load(plain.out / "seed-5" / "best.pt", weights_only=True)["model"]
+                      init_from=run / "seed-3")
+    state = best_checkpoint(plain.out / "seed-5")["model"]
     assert not any(k.startswith(STANDARDIZER) for k in state)
     other = _scaled_file(tmp_path / "other.npz", seed=1)
     again = api.train("clgsi", "mosi", other, text_encoder=str(tiny_bert), seeds=[5], epochs=1,
                       batch=8, out=tmp_path / "again", quiet=True,
                       overrides=[*SMALL, "standardize=true"],
-                      init_from=plain.out / "seed-5" / "best.pt")
-    state = torch.load(again.out / "seed-5" / "best.pt", weights_only=True)["model"]
+                      init_from=plain.out / "seed-5")
+    state = best_checkpoint(again.out / "seed-5")["model"]
     own = feature_stats(load_feature_file(other).splits["train"])
     np.testing.assert_allclose(state[f"{STANDARDIZER}.audio_mean"].numpy(),
                                own.audio_mean.astype(np.float32))
     capsys.readouterr()
     assert run_cli(["import-weights", "--from", "clgsi-authors", "--model", "clgsi",
-                    "--dataset", "mosi", "--weights", str(plain.out / "seed-5" / "best.pt"),
+                    "--dataset", "mosi", "--weights",
+                    str(plain.out / "seed-5" / "model.safetensors"),
                     "--data", str(scaled_npz), "--text-encoder", str(tiny_bert),
                     "--out", str(tmp_path / "imported.pt"), "--set", "standardize=true"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -283,7 +284,7 @@ def test_predict_video_standardises_as_training_did(tiny_bert, tmp_path):
                     "--data", str(data), "--text-encoder", str(tiny_bert), "--epochs", "1",
                     "--seeds", "1", "--batch", "2", "--set", "standardize=true",
                     "--out", str(run), "--quiet"]) == 0
-    best = run / "seed-1" / "best.pt"
+    best = run / "seed-1"
     ckpt = api.load_checkpoint(best)
     train = load_feature_file(data).splits["train"]
     stats = feature_stats(train)

@@ -168,7 +168,7 @@ def test_only_the_best_trials_keep_a_checkpoint(tmp_path, data_file, tiny_bert, 
     trials = load(out).get_trials(deepcopy=False)
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
     ranked = [t.number for t in sorted(trials, key=lambda t: (t.value, t.number))]
-    assert checkpoints(out, "best.pt") == sorted(ranked[:2])
+    assert checkpoints(out, "model.safetensors") == sorted(ranked[:2])
     assert checkpoints(out, "last.pt") == []
     for t in trials:  # every trial keeps its metrics and settings
         for name in ("config.yaml", "results.csv"):
@@ -180,7 +180,7 @@ def test_only_the_best_trials_keep_a_checkpoint(tmp_path, data_file, tiny_bert, 
     trials = load(out).get_trials(deepcopy=False)
     best = min(trials, key=lambda t: (t.value, t.number))
     assert result.best["best"]["trial"] == best.number
-    assert checkpoints(out, "best.pt") == [best.number]
+    assert checkpoints(out, "model.safetensors") == [best.number]
     assert checkpoints(out, "last.pt") == []
     kept = api.load_checkpoint(Path(result.best["best"]["folder"]))
     assert kept.config.model.to_dict() == result.best["config"]["model"]
@@ -295,3 +295,96 @@ def test_a_custom_data_set_sweep_names_its_spec_in_the_retrain_command(
     assert result.best["config"]["dataset_spec"]["title"] == "Mine"
     trial = yaml.safe_load((trial_dir(out, 0) / "config.yaml").read_text())
     assert trial["dataset"] == "custom" and trial["dataset_spec"]["label_range"] == [-3.0, 3.0]
+
+
+def test_space_file_objective_and_seeds_steer_the_sweep_and_best_yaml_retrains(
+    tmp_path, data_file, tiny_bert, capsys
+):
+    """--space replaces the registry's space (ranges, log scale, integers, choices),
+    --objective Corr:max makes the study maximise the validation correlation (the trial's value
+    is its best epoch's), the retrain command and best.yaml carry --seed, and
+    ``train --config best.yaml`` retrains the best trial exactly."""
+    space = tmp_path / "space.yaml"
+    space.write_text("gamma: {low: 1e-3, high: 1e-1, log: true}\n"
+                     "fusion_layers: {low: 1, high: 2, int: true}\n"
+                     "threshold: {choices: [0.3, 0.6]}\n")
+    out = tmp_path / "sweep"
+    argv = [*tune_argv(data_file, tiny_bert, out, trials=2, epochs=2), "--space", str(space),
+            "--objective", "Corr:max", "--seed", "7", "--quiet"]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "validation Corr" in printed
+    the_study = load(out)
+    assert the_study.direction == optuna.study.StudyDirection.MAXIMIZE
+    trials = the_study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert complete
+    for t in complete:
+        assert set(t.params) == {"gamma", "fusion_layers", "threshold"}
+        assert 1e-3 <= t.params["gamma"] <= 1e-1 and t.params["fusion_layers"] in (1, 2)
+        assert t.params["threshold"] in (0.3, 0.6)
+        assert t.value == max(t.intermediate_values.values())
+        assert yaml.safe_load((trial_dir(out, t.number) / "config.yaml").read_text())[
+            "seeds"] == [7]
+    best = max(complete, key=lambda t: (t.value, -t.number))
+    summary = yaml.safe_load((out / "best.yaml").read_text())
+    assert summary["best"]["trial"] == best.number and summary["metric"] == "Corr"
+    assert summary["objective"] == "best validation Corr (maximised)"
+    assert summary["config"]["seeds"] == [7] and summary["trial_seed"] == 7
+    assert " --seeds 7 " in summary["command"] and summary["command"] in printed
+
+    retrain = tmp_path / "retrain"
+    assert cli.main(["train", "--config", str(out / "best.yaml"), "--data", str(data_file),
+                     "--out", str(retrain)]) == 0, capsys.readouterr().err
+    config = yaml.safe_load((retrain / "config.yaml").read_text())
+    assert config["seeds"] == [7] and config["model"] == summary["config"]["model"]
+    assert config["lr"] == summary["config"]["lr"]
+    trial_run = trial_dir(out, best.number)
+    if (trial_run / "results.csv").is_file():  # not stopped early: the same test results
+        assert (retrain / "results.csv").read_text() == (trial_run / "results.csv").read_text()
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("gamma: [1, 2]\n", "space.yaml: gamma: expected {low"),
+    ("no_such_key: {low: 1, high: 2}\n", "space.yaml: no_such_key: "),
+    ("gamma: {low: 0.5, high: 0.1}\n", "space.yaml: gamma: low 0.5 is not below high 0.1"),
+    ("gamma: {low: 0, high: 1, log: true}\n", "space.yaml: gamma: log: true needs low above 0"),
+    ("gamma: {low: 0.1, high: 1, step: 2}\n", "space.yaml: gamma: unknown field 'step'"),
+    ("gamma: {low: a, high: 1}\n", "space.yaml: gamma: low: expected a number"),
+    ("fusion_layers: {low: 1, high: 2.5, int: true}\n",
+     "space.yaml: fusion_layers: high: expected an integer"),
+    ("fusion_layers: {low: 0, high: 3, int: true}\n", "space.yaml: fusion_layers: "),
+    ("fusion: {choices: [add, nonsense]}\n", "space.yaml: fusion: "),
+    ("fusion: {choices: []}\n", "space.yaml: fusion: choices: expected a non-empty list"),
+    ("common_dim: {low: 8, high: 16, int: true}\n", "common_dim: also fixed with --set"),
+    ("seeds: {low: 1, high: 3, int: true}\n", "space.yaml: seeds: "),
+    ("- 1\n", "space.yaml: expected a mapping"),
+    ("gamma: {low: [unclosed\n", "space.yaml: not valid YAML"),
+])
+def test_a_bad_space_file_is_one_line_naming_the_file_and_key(
+    tmp_path, data_file, tiny_bert, capsys, text, message
+):
+    space = tmp_path / "space.yaml"
+    space.write_text(text)
+    out = tmp_path / "sweep"
+    argv = [*tune_argv(data_file, tiny_bert, out, trials=1), "--space", str(space)]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --space ") and message in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert not (out / "optuna.db").exists()
+
+
+@pytest.mark.parametrize(("objective", "message"), [
+    ("Accuracy", "'Accuracy' is not a validation metric of"),
+    ("MAE:up", "expected MAE:min or MAE:max"),
+    ("Mult_acc_3", "is not a validation metric"),  # a SIMS metric on MOSI
+])
+def test_a_bad_objective_is_one_line(tmp_path, data_file, tiny_bert, capsys, objective,
+                                     message):
+    out = tmp_path / "sweep"
+    argv = [*tune_argv(data_file, tiny_bert, out, trials=1), "--objective", objective]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --objective {objective}: ") and message in err, err
+    assert not (out / "optuna.db").exists()

@@ -4,7 +4,7 @@ The Python API mirrors the command line::
 
     import msakit
     result = msakit.train("clgsi", "mosi", "unaligned_50.pkl", seeds=[1111, 1112, 1113])
-    msakit.evaluate("runs/msakit/seed-1111/best.pt", "unaligned_50.pkl", "test")
+    msakit.evaluate("runs/msakit/seed-1111", "unaligned_50.pkl", "test")
 
 The losses work on their own: ``msakit.losses.IntensityGuidedContrastiveLoss`` (and the
 authors' code's ``OfficialIntensityContrastiveLoss``) and

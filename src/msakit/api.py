@@ -32,6 +32,7 @@ from msakit.config.datasets import DatasetSpec, synthetic_names
 from msakit.config.presets import DEFAULT_PRESET
 from msakit.core.errors import MsakitError
 from msakit.core.files import RunLock, write_text_atomic
+from msakit.core.runlog import recording
 from msakit.core.safe_yaml import load_yaml, problem, read_yaml
 from msakit.core.safety import (
     STEP_LOG_RECORD,
@@ -54,6 +55,7 @@ from msakit.data.mmsa import (
 )
 from msakit.data.safe_format import save_npz
 from msakit.data.synthetic import make_synthetic, write_synthetic
+from msakit.data.tables import as_records, read_csv
 from msakit.encoders.text import (
     DEFAULT_TEXT_ENCODER,
     check_text_length,
@@ -74,6 +76,7 @@ from msakit.inference import prediction_rows, split_from_arrays, write_predictio
 from msakit.models.base import Dims, MSAModel, first_non_finite
 from msakit.models.registry import DEMO_MODEL, model_spec, preset_note
 from msakit.models.registry import preset as named_preset
+from msakit.provenance import RunRecords
 from msakit.tracking import MlflowRun, start_tracking
 from msakit.training import distributed
 from msakit.training.device import amp_mode, autocast_settings
@@ -83,7 +86,15 @@ from msakit.training.inputs import (
     build_model,
     check_output_folder,
     prepare_run,
-    write_run_config,
+)
+from msakit.training.pretrained import (
+    WEIGHTS,
+    best_weights_file,
+    finish_seed,
+    finished_seed,
+    is_pretrained,
+    prune_shared,
+    read_checkpoint,
 )
 from msakit.training.trainer import Trainer, TrainerHooks, check_batch_size, evaluate_model
 
@@ -201,34 +212,33 @@ def train(
     overwrite: bool = False,
     preset: str = DEFAULT_PRESET,
     loaded: LoadedInputs | None = None,
-    save_last: bool = True,
+    save: str = "best",
+    resumable: bool = True,
     init_from: str | os.PathLike | None = None,
     track: str | None = None,
     track_uri: str | None = None,
 ) -> TrainResult:
     """Train ``model`` on an MMSA feature file for every seed; write the run folder.
 
-    Writes ``out/config.yaml``, ``out/seed-S/best.pt`` (``{"model": state_dict, "config": ...}``,
-    loadable with ``weights_only=True``), ``out/seed-S/last.pt`` (exact resume),
-    ``out/seed-S/history.json`` and ``out/results.csv`` (one row per seed with the test metrics
-    under MMSA's names, then the ``mean`` and ``std`` rows).
+    Writes ``out/config.yaml`` (and its ``provenance``), ``out/train.log``, per seed the best
+    weights ``seed-S/model.safetensors`` + ``config.json`` (:mod:`msakit.training.pretrained`),
+    ``seed-S/last.pt`` (exact resume), ``seed-S/history.json`` and ``out/results.csv`` (a row
+    per seed with the test metrics under MMSA's names, then the ``mean`` and ``std`` rows).
+    ``save``: what a finished seed keeps: ``"best"`` (its best weights), ``"last"`` (also
+    ``last.pt``), ``"none"`` (no weights; a resume reads its row from ``results.csv``).
+    ``resumable=False`` writes no ``last.pt`` at all (``msakit tune``'s trials).
 
     A folder that already holds a run is refused unless ``resume`` (continue it) or
     ``overwrite`` (replace it); the folder is locked (``out/.msakit.lock``) while the run writes.
-
     ``preset`` names the starting configuration: ``paper`` (the default) or, for CLGSI,
     ``authors`` (the authors' released code's settings); it is recorded in ``config.yaml``.
 
     ``loaded``: the text encoder and feature file already loaded for this configuration and
     ``data`` (:func:`msakit.training.inputs.load_inputs`), so that a caller running many
     trainings on one file (``msakit tune``) loads them once; by default they are loaded here.
-    ``save_last=False`` writes no ``last.pt`` (such a run cannot be resumed; ``msakit tune``'s
-    trials never are).
-
     ``init_from``: a checkpoint of the same model (e.g. trained on another data set) every seed
     starts from; tensors whose shapes differ keep their fresh initialisation and are listed
     (:mod:`msakit.training.init_from`). Recorded in ``config.yaml`` (``init_from``).
-
     ``track="mlflow"``: log the run to MLflow (:mod:`msakit.tracking`): settings, per-epoch
     metrics of every seed, the results table and the curves; ``track_uri`` names the tracking
     server or store (default: ``MLFLOW_TRACKING_URI``, else MLflow's embedded default).
@@ -238,7 +248,8 @@ def train(
         raise MsakitError("--resume and --overwrite exclude each other")
     ctx = distributed.setup()
     try:
-        return _train(ctx, run)
+        with recording():  # train.log (msakit.core.runlog)
+            return _train(ctx, run)
     finally:
         distributed.teardown(ctx)
 
@@ -256,6 +267,10 @@ def _clear_run(out: Path) -> None:
                 path.unlink()
         except OSError as exc:
             raise MsakitError(f"--overwrite: cannot remove {path}: {exc.strerror}") from None
+
+
+SAVE_MODES = ("best", "last", "none")
+"""``train(save=...)``, ``--save``: what a finished seed keeps (see :func:`train`)."""
 
 
 @dataclass
@@ -280,10 +295,17 @@ class _Run:
     overwrite: bool = False
     preset: str = DEFAULT_PRESET
     loaded: LoadedInputs | None = None
-    save_last: bool = True
+    save: str = "best"
+    resumable: bool = True
     init_from: str | os.PathLike | None = None
     track: str | None = None
     track_uri: str | None = None
+    records: RunRecords | None = None
+    """The run's ``train.log`` and provenance (main rank; set by :func:`_train`)."""
+
+    def __post_init__(self) -> None:
+        if self.save not in SAVE_MODES:
+            raise MsakitError(f"save={self.save!r}: one of {', '.join(SAVE_MODES)}")
 
 
 def _train(ctx: distributed.DistContext, run: _Run) -> TrainResult:
@@ -324,7 +346,8 @@ def _train(ctx: distributed.DistContext, run: _Run) -> TrainResult:
         if run.overwrite and ctx.is_main:
             _clear_run(run.out)
         ctx.barrier()
-        write_run_config(config, run.out, ctx)
+        run.records = (RunRecords(config.to_yaml(), run.out, data=run.data, resume=run.resume)
+                       if ctx.is_main else None)  # train.log and provenance (main rank)
         if run.log_steps is not None and ctx.is_main:
             if not run.resume:
                 Path(run.log_steps).unlink(missing_ok=True)  # every seed appends its lines
@@ -332,6 +355,8 @@ def _train(ctx: distributed.DistContext, run: _Run) -> TrainResult:
             write_text_atomic(run.out / STEP_LOG_RECORD, f"{Path(run.log_steps).resolve()}\n")
         rows = _train_seeds(ctx, config, run=run, inputs=inputs, pretrained=pretrained,
                             adapter_state=adapter_state, init=init, tracker=tracker)
+        if run.records is not None:
+            run.records.finish()
     except BaseException:
         if tracker is not None:
             tracker.finish(rows, run.out, failed=True)
@@ -411,6 +436,10 @@ def _train_seeds(
 ) -> list[dict[str, Any]]:
     rows, out, features = [], run.out, inputs.features
     for seed in config.seeds:
+        run_dir = out / f"seed-{seed}"
+        if run.resume and finished_seed(run_dir):
+            rows.append(_finished_row(out, seed, config.spec))
+            continue
         torch.manual_seed(seed)
         if inputs.encoder is not None:
             inputs.encoder.load_state_dict(pretrained)
@@ -419,7 +448,6 @@ def _train_seeds(
             model_spec(config.model_name).adapter_stage.install(net, adapter_state)
         if init is not None:
             init.apply(net)
-        run_dir = out / f"seed-{seed}"
         trainer = Trainer(
             model=net,
             config=config,
@@ -433,10 +461,13 @@ def _train_seeds(
             resume=run.resume,
             tensorboard=out / "tensorboard" / f"seed-{seed}",
             checkpoint_extra=inputs.checkpoint_extra,
-            hooks=_seed_hooks(run.hooks, tracker, seed),
-            save_last=run.save_last,
+            hooks=_seed_hooks(run.hooks, tracker, seed, run.records),
+            save_last=run.resumable,
+            best_format="safetensors",
         )
         trainer.fit()
+        if run.records is not None:
+            run.records.begin()  # a resumed seed with no epoch left
         ctx.barrier()
         _load_best(net, run_dir)
         result = evaluate_model(
@@ -449,28 +480,56 @@ def _train_seeds(
             _warn(undefined_warning(result.metrics, f"{run.data} test split, seed {seed}"))
             write_text_atomic(run_dir / "history.json", metrics_json(trainer.history, indent=1))
             _write_results(out / "results.csv", rows, config.spec)
+            finish_seed(run_dir, run.save)
+    if ctx.is_main:
+        prune_shared(out)
     return rows
 
 
 def _seed_hooks(hooks: TrainerHooks | None, tracker: MlflowRun | None,
-                seed: int) -> TrainerHooks:
-    """The caller's hooks, with the tracker's per-epoch logging of this seed."""
+                seed: int, records: RunRecords | None = None) -> TrainerHooks:
+    """The caller's hooks, with the tracker's per-epoch logging of this seed, and the run's
+    records begun at the first epoch's end (a resumed run: :class:`RunRecords`)."""
     hooks = hooks or TrainerHooks()
-    if tracker is None:
-        return hooks
-    return dataclasses.replace(hooks, on_epoch_record=tracker.seed_logger(seed))
+    log = tracker.seed_logger(seed) if tracker is not None else hooks.on_epoch_record
+    if records is None or records.begun:
+        return dataclasses.replace(hooks, on_epoch_record=log)
+
+    def on_epoch_record(epoch: int, record: dict[str, Any]) -> None:
+        records.begin()
+        if log is not None:
+            log(epoch, record)
+
+    return dataclasses.replace(hooks, on_epoch_record=on_epoch_record)
 
 
 def _load_best(net: torch.nn.Module, run_dir: Path) -> None:
-    """The seed's best weights, read back from its best.pt."""
+    """The seed's best weights, read back from its folder (or an earlier run's best.pt)."""
+    path = best_weights_file(run_dir) or run_dir / WEIGHTS
     try:
-        best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
-        net.load_state_dict(best["model"])
+        net.load_state_dict(read_checkpoint(path)["model"])
     except Exception as exc:  # noqa: BLE001 - deleted or damaged since: one line
         raise MsakitError(
-            f"{run_dir / 'best.pt'}: cannot read the best checkpoint back "
+            f"{path}: cannot read the best checkpoint back "
             f"({type(exc).__name__}); train this seed again with --overwrite"
         ) from None
+
+
+def _finished_row(out: Path, seed: int, dataset: str | DatasetSpec) -> dict[str, Any]:
+    """A seed that finished before a resume (``history.json``, no ``last.pt``): its test row
+    as ``results.csv`` holds it."""
+
+    path = out / "results.csv"
+    try:
+        records = as_records(read_csv(path)) if path.is_file() else []
+        row = next((r for r in records if r.get("seed") == str(seed)), None)
+        if row is not None:
+            return {"seed": seed, **{k: float(row.get(k) or "nan")
+                                     for k in metric_names(dataset)}}
+    except (MsakitError, TypeError, ValueError):
+        pass
+    raise MsakitError(f"{out / f'seed-{seed}'}: the seed finished (history.json, no last.pt) "
+                      f"but {path} holds no row for it; train it again with --overwrite")
 
 
 def _check_resume_config(out: Path, config: RunConfig) -> dict[str, Any] | None:
@@ -494,7 +553,8 @@ def _check_resume_config(out: Path, config: RunConfig) -> dict[str, Any] | None:
     def flat(cfg: dict[str, Any]) -> dict[str, Any]:  # --set names: lr.text, gamma, ...
         out = {k: v for k, v in cfg.items() if not isinstance(v, dict) and k != "seeds"}
         for key, value in cfg.items():
-            if isinstance(value, dict) and key != "data":  # the data: _recorded_data
+            if isinstance(value, dict) and key not in ("data", "provenance"):  # see
+                # _recorded_data; provenance: where the run came from, not a setting
                 out.update({(k if key == "model" else f"{key}.{k}"): v for k, v in value.items()})
         return out
 
@@ -568,14 +628,8 @@ def _with_summary(
 
 
 def _write_results(path: Path, rows: list[dict[str, Any]], dataset: str | DatasetSpec) -> None:
-    names = metric_names(dataset)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["seed", *names], lineterminator="\n")
-    writer.writeheader()
-    for row in _with_summary(rows, dataset):  # an undefined metric (NaN) is a blank cell
-        writer.writerow({k: "" if v is None else v
-                         for k, v in without_nan({k: row[k] for k in ["seed", *names]}).items()})
-    write_text_atomic(path, buf.getvalue())
+    names = ["seed", *metric_names(dataset)]
+    write_results_table(path, [{k: row[k] for k in names} for row in _with_summary(rows, dataset)])
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -625,20 +679,25 @@ class LoadedCheckpoint:
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A checkpoint file, or a run folder (``RUN`` or ``RUN/seed-S``) holding one ``best.pt``."""
+    """A checkpoint file (``model.safetensors``, its ``config.json``, a ``best.pt``), or a
+    folder holding one: a seed's (``RUN/seed-S``) or a run's with one seed (``RUN``)."""
     path = Path(path)
     if not path.is_dir():
         if not path.exists():
             raise MsakitError(f"checkpoint {path} does not exist")
         return path
+    if (path / WEIGHTS).is_file() or (path / "config.json").is_file():
+        return path / WEIGHTS
     if (path / "best.pt").is_file():
         return path / "best.pt"
-    found = sorted(path.glob("seed-*/best.pt"))
+    found = sorted({p.parent for pattern in (f"seed-*/{WEIGHTS}", "seed-*/best.pt")
+                    for p in path.glob(pattern)})
     if len(found) == 1:
-        return found[0]
+        return best_weights_file(found[0]) or found[0] / WEIGHTS
     if not found:
-        raise MsakitError(f"checkpoint {path} is a folder without best.pt or seed-*/best.pt")
-    seeds = ", ".join(p.parent.name for p in found)
+        raise MsakitError(f"checkpoint {path} is a folder without {WEIGHTS} (or best.pt), "
+                          "nor seed-*/ folders holding one")
+    seeds = ", ".join(p.name for p in found)
     raise MsakitError(
         f"{path} holds several seeds ({seeds}); pass one, e.g. --checkpoint {found[0]}"
     )
@@ -688,17 +747,16 @@ def _check_contents(path: Path, state: dict[str, Any]) -> None:
 
 @checked_arguments
 def load_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
-    """Rebuild a trained model from its checkpoint alone (``weights_only=True``).
+    """Rebuild a trained model from its checkpoint alone: a seed's folder
+    (``model.safetensors`` + ``config.json``, read with no pickle at all) or a torch file such
+    as an earlier ``best.pt`` (``weights_only=True``).
 
     ``path`` may also be a run folder (see :func:`resolve_checkpoint`).
     """
     path = resolve_checkpoint(path)
-    check_input(Input("checkpoint", path))  # a FIFO or a device: one line, not a hang
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is one clear error
-        kind = type(exc).__name__
-        raise MsakitError(f"{path}: not a readable msakit checkpoint ({kind})") from None
+    if not is_pretrained(path):
+        check_input(Input("checkpoint", path))  # a FIFO or a device: one line, not a hang
+    state = read_checkpoint(path)  # checks each file it opens
     config, dims, encoder_config = _describe_checkpoint(path, state)
     _check_contents(path, state)
     try:
@@ -851,16 +909,88 @@ def _check_same_extractor(ckpt: LoadedCheckpoint, data: str | os.PathLike) -> No
 @checked_arguments
 def evaluate(
     checkpoint: str | os.PathLike, data: str | os.PathLike, split: str = "test"
-) -> dict[str, float]:
-    """MMSA metrics of a checkpoint on one split of a feature file, unrounded (``msakit
-    evaluate`` prints them rounded to MMSA's 4 decimals). A metric that does not exist on the
-    split (constant labels, one sample: :data:`msakit.evaluation.metrics.UNDEFINED_WHEN`) is
-    NaN, named in a ``warning:`` line on stderr."""
+) -> dict[str, float] | list[dict[str, Any]]:
+    """MMSA metrics of a checkpoint on one split of a feature file.
+
+    For one checkpoint (a ``best.pt``, a seed folder, a run folder with one seed): a dict of
+    its metrics, unrounded (``msakit evaluate`` prints them rounded to MMSA's 4 decimals).
+    For a run folder with several seeds (``RUN/seed-S/best.pt``): the rows of the same table
+    as training's results (:attr:`TrainResult.rows`): one row per seed in seed order
+    (``{"seed": S, metric: value}``, rounded to 4 decimals), then the ``mean`` and ``std``
+    rows. A metric that does not exist on the split (constant labels, one sample:
+    :data:`msakit.evaluation.metrics.UNDEFINED_WHEN`) is NaN, named in a ``warning:`` line on
+    stderr."""
+    seeds = run_seed_checkpoints(checkpoint)
+    if seeds:
+        return _evaluate_seeds(seeds, data, split)
     ckpt = load_checkpoint(checkpoint)
     part = split_for(ckpt, data, split)
     metrics = _evaluate_checkpoint(ckpt, part)
     _warn(undefined_warning(metrics, f"{data} {split} split"))
     return metrics
+
+
+def run_seed_checkpoints(path: str | os.PathLike) -> list[tuple[int | str, Path]]:
+    """The best weights of every seed of a run folder that holds several seeds (a seed's
+    ``model.safetensors``, or an earlier run's ``best.pt``), as ``(S, path)`` in seed order; an
+    empty list for anything else (a checkpoint file, a seed folder, a run folder with one seed
+    or none: :func:`resolve_checkpoint` reads those)."""
+    path = Path(path)
+    if not path.is_dir() or (path / WEIGHTS).is_file() or (path / "best.pt").is_file():
+        return []
+    found = []
+    for folder in sorted({p.parent for pattern in (f"seed-*/{WEIGHTS}", "seed-*/best.pt")
+                          for p in path.glob(pattern)}):
+        label = folder.name.removeprefix("seed-")
+        found.append((int(label) if label.isdigit() else label,
+                      best_weights_file(folder) or folder / WEIGHTS))
+    found.sort(key=lambda item: (isinstance(item[0], str), item[0]))
+    return found if len(found) > 1 else []
+
+
+def _evaluate_seeds(
+    seeds: list[tuple[int | str, Path]], data: str | os.PathLike, split: str
+) -> list[dict[str, Any]]:
+    """Every seed's metrics on ``split`` of ``data`` and their mean and std (the results table
+    of training, :func:`_with_summary`); the seeds must share a data set's metrics."""
+    rows: list[dict[str, Any]] = []
+    first: tuple[Path, DatasetSpec] | None = None
+    for seed, path in seeds:
+        ckpt = load_checkpoint(path)
+        spec = ckpt.config.spec
+        if first is not None and metric_names(spec) != metric_names(first[1]):
+            raise MsakitError(
+                f"{path}: trained on {spec.title}, {first[0]} on {first[1].title}; the seeds of "
+                "one run folder share a data set (evaluate each checkpoint on its own)"
+            )
+        first = first or (path, spec)
+        metrics = _evaluate_checkpoint(ckpt, split_for(ckpt, data, split))
+        _warn(undefined_warning(metrics, f"{data} {split} split, seed {seed}"))
+        rows.append({"seed": seed, **metrics})
+    assert first is not None
+    return _with_summary(rows, first[1])
+
+
+def write_results_table(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
+    """Write a results table's rows (per-seed rows, then ``mean`` and ``std``, as
+    :attr:`TrainResult.rows`) to ``path``: JSON for a ``.json`` name (an undefined metric is
+    null), else CSV (as ``results.csv``: an undefined metric is a blank cell)."""
+    path = Path(path)
+    write_text_atomic(path, results_table_text(
+        rows, "json" if path.suffix.lower() == ".json" else "csv"))
+
+
+def results_table_text(rows: list[dict[str, Any]], fmt: str = "csv") -> str:
+    """A results table's rows as ``fmt``: ``json`` (an undefined metric is null) or ``csv`` (as
+    ``results.csv``: an undefined metric is a blank cell)."""
+    if fmt == "json":
+        return metrics_json(rows, indent=1) + "\n"
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if v is None else v for k, v in without_nan(row).items()})
+    return buf.getvalue()
 
 
 def _warn(line: str | None) -> None:

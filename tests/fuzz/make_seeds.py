@@ -123,10 +123,14 @@ def run_seeds(work: Path, npz: Path) -> None:
         _put(target, "config.yaml", config)
     _put("results_csv", "results.csv", (run / "results.csv").read_bytes())
     _put("history", "history.json", (run / "seed-1" / "history.json").read_bytes())
-    _put("checkpoint", "tfn-best.pt", (run / "seed-1" / "best.pt").read_bytes())
     import torch
 
-    state = torch.load(run / "seed-1" / "best.pt", weights_only=True)
+    from msakit.training.pretrained import read_pretrained
+
+    # the checkpoint target reads torch files (best.pt, as earlier msakit versions wrote them)
+    state = read_pretrained(run / "seed-1")
+    torch.save(state, run / "seed-1" / "best.pt")
+    _put("checkpoint", "tfn-best.pt", (run / "seed-1" / "best.pt").read_bytes())
     # Fixed: a config value of the wrong type (a tensor reached RunConfig's checks; a float
     # batch_size passed load_checkpoint and broke evaluate's batching).
     state["config"]["epochs"] = torch.zeros(0)

@@ -293,7 +293,6 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
 
 READERS: dict[str, str] = {
     "api.py::_check_resume_config": "run_config",
-    "api.py::load_checkpoint": "checkpoint",
     "config/datasets.py::read_spec_file": "dataset_spec",
     "data/mmsa.py::_read": "pickle",
     "data/safe_format.py::_open_archive": "npz",  # read_npz's and read_extra's np.load
@@ -306,8 +305,18 @@ READERS: dict[str, str] = {
     "reporting/plots.py::_histories": "history",
     "reporting/report.py::read_run": "results_csv",
     "rerun.py::_read": "config",
-    "api.py::_load_best": "not fuzzed: the best.pt this training run wrote moments before; any "
-                          "failure to read it back is one error line",
+    "api.py::_finished_row": "results_csv",  # --resume: a finished seed's row
+    "training/pretrained.py::read_checkpoint": "checkpoint",  # a torch file such as best.pt
+    "training/pretrained.py::read_pretrained": "not fuzzed: a seed folder's safetensors header "
+                                               "metadata (tests/test_checkpoints.py damages "
+                                               "the folder's files)",
+    "training/pretrained.py::_read_description": "not fuzzed: a seed folder's config.json (JSON "
+                                                 "then the checkpoint checks; "
+                                                 "tests/test_checkpoints.py)",
+    "training/pretrained.py::prune_shared": "not fuzzed: the run's own seeds' config.json, read "
+                                            "at its end; anything unreadable is skipped",
+    "provenance.py::_earlier": "not fuzzed: the run's own config.yaml on --resume, read by "
+                               "read_yaml after --resume checked it; a record only",
     "config/__init__.py::_coerce": "not fuzzed: parses a --set value (a command-line word), "
                                    "not a file; the config targets reach it with every value",
     "config/__init__.py::plain": "not fuzzed: a JSON round trip of msakit's own values",
@@ -315,8 +324,6 @@ READERS: dict[str, str] = {
                                        "msakit's own files)",
     "importing.py::_read_state": "not fuzzed: import-weights' reference weights (torch "
                                  "weights_only; the importers check names and shapes)",
-    "training/init_from.py::_read": "not fuzzed: --init-from (torch weights_only, then the "
-                                    "state dict is checked against the model)",
     "models/conki/adapters.py::_adapter_file": "not fuzzed: ConKI's adapters.pt (torch "
                                                "weights_only)",
     "training/stages.py::_pretrain_locked": "not fuzzed: the best.pt a model's adapter stage "

@@ -19,7 +19,6 @@ from msakit.commands.arguments import (
 )
 
 NAME = "bench"
-FAST = True
 """A command that trains: msakit's CPU speed settings go before its ``--set`` values."""
 
 

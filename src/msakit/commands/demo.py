@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from msakit.commands.arguments import OUT_DEMO, add_overwrite, arg
-from msakit.config import CLI_SETTINGS
 from msakit.models.registry import DEMO_MODEL, model_spec
 
 NAME = "demo"
@@ -27,8 +26,7 @@ def run(args: argparse.Namespace) -> int:
           "(256/64/96 samples, "
           "50/500/375 frames) with the packaged all-MiniLM-L6-v2 text encoder, 2 seeds, "
           "length-bucketed batches for speed", flush=True)
-    result = api.demo(out=args.out, quiet=args.quiet, overrides=list(CLI_SETTINGS),
-                      overwrite=args.overwrite)
+    result = api.demo(out=args.out, quiet=args.quiet, overwrite=args.overwrite)
     print(f"run folder: {result.out}")
     print_results(result.rows)
     return 0

@@ -1,28 +1,69 @@
-"""``msakit evaluate``: a checkpoint's metrics on one split (JSON)."""
+"""``msakit evaluate``: a checkpoint's metrics on one split (JSON), or a run folder's seeds and
+their mean ± std (the table training prints)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
-from msakit.commands.arguments import CHECKPOINT, IN_FILE, arg
+from msakit.commands.arguments import (
+    CHECKPOINT,
+    IN_FILE,
+    OUT_TABLE,
+    add_overwrite,
+    arg,
+    table_format,
+)
+from msakit.core.files import write_text_atomic
 
 NAME = "evaluate"
+FORMATS = ("csv", "json")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(NAME, help="metrics of a checkpoint on one split (JSON)")
+    p = sub.add_parser(NAME, help="metrics of a checkpoint, or of every seed of a run folder "
+                       "with mean ± std, on one split")
     arg(p, "--checkpoint", role=CHECKPOINT, required=True,
-                   help="best.pt, or a run folder with one seed-S/best.pt")
+                   help="a seed folder (model.safetensors + config.json), its "
+                   "model.safetensors, a best.pt, or a run folder (every seed)")
     arg(p, "--data", role=IN_FILE, required=True, help="MMSA feature file (.pkl or .npz)")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"],
                    help="which split")
+    arg(p, "--out", role=OUT_TABLE, help="also write the table: CSV, or JSON for a .json "
+        "name; '-': the table alone on standard output")
+    p.add_argument("--format", choices=FORMATS,
+                   help="csv or json (default: from --out's extension, else csv)")
+    add_overwrite(p)
 
 
 def run(args: argparse.Namespace) -> int:
     # lazy: loaded when the command runs, not for the parser (msakit --help stays fast)
     from msakit import api
     from msakit.evaluation.metrics import metrics_json, rounded
+    from msakit.evaluation.tables import print_results
 
-    metrics = api.evaluate(args.checkpoint, args.data, args.split)
-    print(metrics_json(rounded(metrics)))  # an undefined metric is null (api.evaluate warns)
+    fmt = table_format(args.out, args.format, FORMATS, "csv")
+    result = api.evaluate(args.checkpoint, args.data, args.split)
+    table = args.out == "-"  # the table alone on standard output
+    if isinstance(result, list):  # a run folder's seeds, then mean and std
+        rows = result
+        if not table:
+            print_results(rows)
+    else:
+        rows = [{"seed": _seed_label(Path(args.checkpoint)), **rounded(result)}]
+        if not table:  # an undefined metric is null (api.evaluate warns)
+            print(metrics_json(rounded(result)))
+    if table:
+        sys.stdout.write(api.results_table_text(rows, fmt))
+    elif args.out:
+        write_text_atomic(args.out, api.results_table_text(rows, fmt))
+        print(f"wrote {args.out}")
     return 0
+
+
+def _seed_label(checkpoint: Path) -> str:
+    """How the table names one checkpoint: its seed folder's seed, else its path."""
+    folder = checkpoint if checkpoint.is_dir() else checkpoint.parent
+    seeds = [folder] if folder.name.startswith("seed-") else sorted(folder.glob("seed-*"))
+    return seeds[0].name.removeprefix("seed-") if len(seeds) == 1 else str(checkpoint)

@@ -34,10 +34,10 @@ from msakit.commands import (
     tune,
 )
 from msakit.commands.arguments import Parser, declared_paths, resolve_aliases
-from msakit.config import CLI_SETTINGS
 from msakit.core.guard import run_guarded
 from msakit.core.safety import check_plan
 from msakit.models.registry import model_names, model_spec
+from msakit.provenance import command_line
 
 COMMANDS: tuple[ModuleType, ...] = (
     demo, synth, train, evaluate, predict, convert, bench, pretrain_adapters, report, plot,
@@ -72,10 +72,8 @@ def main(argv: Sequence[str] | None = None, commands: Sequence[ModuleType] = COM
                    resume=getattr(args, "resume", False))
         resolve_aliases(parser, args)  # `convert FILE` -> --data FILE (both were checked)
         command = {c.NAME: c for c in commands}[args.command]
-        # CPU speed settings on, the user's --set after; a rerun keeps its saved settings.
-        if getattr(command, "FAST", False) and not getattr(args, "config", None):
-            args.set = [*CLI_SETTINGS, *args.set]
-        return command.run(args)
+        with command_line(["msakit", *(sys.argv[1:] if argv is None else argv)]):
+            return command.run(args)  # recorded in a run's provenance
 
     return run_guarded(run)
 

@@ -26,7 +26,8 @@ FORMATS = ("csv", "json")
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(NAME, help="a checkpoint's predictions: a split, or video clips")
     arg(p, "--checkpoint", role=CHECKPOINT, required=True,
-                   help="best.pt, or a run folder with one seed-S/best.pt")
+                   help="a seed folder (model.safetensors + config.json), its "
+                   "model.safetensors, a best.pt, or a run folder with one seed")
     arg(p, "--data", role=IN_FILE,
          help="MMSA feature file (labels optional); required unless --video")
     p.add_argument("--split", choices=["train", "valid", "test"],

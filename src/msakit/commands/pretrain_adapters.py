@@ -21,7 +21,6 @@ from msakit.commands.arguments import (
 )
 
 NAME = "pretrain-adapters"
-FAST = True
 """A command that trains: msakit's CPU speed settings go before its ``--set`` values."""
 
 

@@ -18,8 +18,6 @@ from msakit.commands.arguments import (
 from msakit.core.errors import MsakitError
 
 NAME = "train"
-FAST = True
-"""A command that trains: msakit's CPU speed settings go before its ``--set`` values."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -29,6 +27,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
          help="adapters.pt from pretrain-adapters (models with adapters)")
     arg(p, "--log-steps", role=LOG, help="write one JSON line per optimizer step to this file")
     p.add_argument("--resume", action="store_true", help="continue from seed-S/last.pt")
+    p.add_argument("--save", choices=["best", "last", "none"],
+                   help="what a finished seed keeps: best (its best weights, model.safetensors "
+                   "+ config.json; the default), last (also last.pt, to continue it later), "
+                   "none (no weights: history.json and its results row)")
+    p.add_argument("--keep-last", action="store_true",
+                   help="keep each seed's last.pt after it finishes (the same as --save last)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run already in --out (its results and checkpoints)")
     arg(p, "--init-from", role=CHECKPOINT, metavar="CKPT",
@@ -44,8 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # lazy: loaded when the command runs, not for the parser (msakit --help stays fast)
-    from msakit import api
-    from msakit.reporting import print_results
+    from msakit.core.runlog import recording
 
     config = _rerun_config(args) if args.config else None
     if config is None:
@@ -53,6 +56,18 @@ def run(args: argparse.Namespace) -> int:
             if getattr(args, flag) is None:
                 raise MsakitError(f"msakit train: --{flag} is required (or --config "
                                   "RUN/config.yaml)")
+    if args.keep_last and args.save not in (None, "last"):
+        raise MsakitError(f"--keep-last and --save {args.save} exclude each other "
+                          "(--keep-last is --save last)")
+    with recording():  # train.log: the run's lines and the results table
+        return _train_and_print(args, config)
+
+
+def _train_and_print(args: argparse.Namespace, config) -> int:
+    # lazy: loaded when the command runs, not for the parser (msakit --help stays fast)
+    from msakit import api
+    from msakit.reporting import print_results
+
     result = api.train(
         args.model if config is None else config.model_name,
         dataset_of(args) if config is None else config.spec,
@@ -73,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         init_from=args.init_from,
         track=args.track,
         track_uri=args.track_uri,
+        save="last" if args.keep_last else args.save or "best",
     )
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"wrote {result.out / 'results.csv'}")

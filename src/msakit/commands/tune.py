@@ -20,7 +20,6 @@ from msakit.commands.arguments import (
 )
 
 NAME = "tune"
-FAST = True
 """A command that trains: msakit's CPU speed settings go before its ``--set`` values."""
 
 
@@ -49,10 +48,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "audio and vision with the training split's statistics (see train --help)")
     arg(p, "--adapters", role=IN_FILE,
          help="adapters.pt from pretrain-adapters (models with adapters)")
-    p.add_argument("--seed", type=int, help="training seed of every trial (default: preset's)")
+    arg(p, "--space", role=IN_FILE, metavar="FILE.yaml",
+        help="search space replacing the model's: per --set key {low: A, high: B} (log: true, "
+        "int: true) or {choices: [...]}, e.g. 'lr.text: {low: 1e-5, high: 1e-4, log: true}'")
+    arg(p, "--objective", role=TEXT, default="MAE:min", metavar="METRIC[:min|max]",
+        help="the validation metric trials optimise, pruning and the best trial follow it, "
+        "e.g. Corr:max, Has0_acc_2:max (without :min/:max MAE is minimised, others maximised)")
+    p.add_argument("--seed", type=int, help="training seed of every trial and the seeds of the "
+                   "retraining (default: the preset's first for trials, all of them to retrain)")
     p.add_argument("--quiet", action="store_true", help="no per-trial Optuna log lines")
     p.add_argument("--keep-checkpoints", type=int, default=1, metavar="N",
-                   help="the N best trials of the study keep their best.pt (default 1; 0: "
+                   help="the N best trials of the study keep their best weights (default 1; 0: "
                    "none); other trials keep config, history and metrics only, no last.pt")
 
 
@@ -65,14 +71,15 @@ def run(args: argparse.Namespace) -> int:
         epochs=args.epochs, storage=args.storage, study=args.study,
         text_encoder=args.text_encoder, batch=args.batch, overrides=args.set,
         adapters=args.adapters, seed=args.seed, quiet=args.quiet, preset=args.preset,
-        keep_checkpoints=args.keep_checkpoints, overwrite=args.overwrite,
+        keep_checkpoints=args.keep_checkpoints, overwrite=args.overwrite, space=args.space,
+        objective=args.objective,
     )
     if result.best is None:
         print(f"study {result.study!r}: no trial completed yet")
         return 0
     best = result.best["best"]
     print(f"study {result.study!r} ({result.storage}): best trial {best['trial']}, "
-          f"validation MAE {best['value']:.4f}")
+          f"validation {result.best['metric']} {best['value']:.4f}")
     print(f"wrote {result.summary}; retrain it with:")
     print(result.best["command"])
     return 0

@@ -62,11 +62,6 @@ def amp_mode(amp: str, bf16: bool = False) -> str:
     return "bf16" if bf16 and amp == "off" else amp
 
 
-CLI_SETTINGS = ("reuse_memory=true", "fast_dropout=true")
-"""The CPU speed settings the command line applies before the user's ``--set`` (which can
-turn them off); the Python API leaves them off unless asked."""
-
-
 def plain(obj: Any) -> Any:
     """A JSON round trip: only dicts, lists, strings, numbers, booleans and None remain, which
     is what a checkpoint read with ``torch.load(weights_only=True)`` may hold."""
@@ -157,13 +152,13 @@ class RunConfig:
     cache_text: bool = hp(True, "Cache frozen text-encoder outputs (only used when the text "
                           "encoder is not trained).")
     reuse_memory: bool = hp(
-        False, "On CPUs, keep freed buffers in the process for the next step (glibc "
+        True, "On CPUs, keep freed buffers in the process for the next step (glibc "
         "``mallopt``, which is process-wide and stays; see :mod:`msakit.training.allocator`). "
-        "Off in the Python API unless asked; the command line turns it on (CLI_SETTINGS).")
+        "The same default from the command line and the Python API.")
     fast_dropout: bool = hp(
-        False, "On CPUs, the trained model's own dropouts draw their masks with NumPy (same "
-        "distribution, other draws; see :mod:`msakit.encoders.dropout`). Off in the Python API "
-        "unless asked; the command line turns it on (CLI_SETTINGS).")
+        True, "On CPUs, the trained model's own dropouts draw their masks with NumPy (same "
+        "distribution, other draws; see :mod:`msakit.encoders.dropout`). The same default from "
+        "the command line and the Python API.")
     allow_vocab_mismatch: bool = hp(
         False, "Train even when the file's token ids do not come from the text encoder's "
         "tokenizer (see :func:`msakit.data.tokens.check_vocabulary`).")

@@ -138,7 +138,8 @@ DATASETS: dict[str, DatasetSpec] = {
     ),
     # CH-SIMS v2(s), the supervised part (docs/readings.md, "CH-SIMS v2"): BERT-Chinese text,
     # eGeMAPS audio (25), OpenFace vision (177); 2722/647/1034 clips; MMSA scores it with the
-    # SIMS metrics and loads its unimodal labels. No model paper has presets for it: SIMS's.
+    # SIMS metrics and loads its unimodal labels. Models whose MMSA repository config has no
+    # simsv2 entry take SIMS's presets (docs/readings.md, "SIMS v2 presets").
     "simsv2": DatasetSpec(
         name="simsv2", title="SIMS v2", label_range=(-1.0, 1.0), metric_family=SIMS_FAMILY,
         language="zh", text_encoder="bert-base-chinese", presets_from="sims",

@@ -10,8 +10,8 @@ and nothing written or opened:
 * an input that is not a regular file (a FIFO, a device, a socket; a folder where a file is
   expected) or not a folder where one is expected, or that cannot be read; files inside an input
   folder that the command reads (a run's ``results.csv``, ``config.yaml``, ``history.json``, a
-  checkpoint folder's ``best.pt``) are checked the same way. A missing input is left to the
-  command, whose reader names it;
+  checkpoint folder's ``model.safetensors``, ``config.json`` or ``best.pt``) are checked the
+  same way. A missing input is left to the command, whose reader names it;
 * an output that is an input (the same file, compared by device and inode, so through symbolic
   and hard links);
 * an output file that exists and is not a regular file (a folder, a symbolic link, a FIFO, a
@@ -60,7 +60,8 @@ __all__ = [
 
 STEP_LOG_RECORD = ".msakit-step-log"
 """A train run folder's record of its step log (the log's absolute path, one line)."""
-TRAIN_ENTRIES = ("config.yaml", "results.csv", "tensorboard", STEP_LOG_RECORD, "seed-*")
+TRAIN_ENTRIES = ("config.yaml", "results.csv", "tensorboard", STEP_LOG_RECORD, "train.log",
+                 "text_encoder-*.safetensors", "seed-*")
 """What a train run folder holds (``--overwrite`` removes exactly these)."""
 ADAPTERS_ENTRIES = ("config.yaml", "adapters.pt", "stage1")
 """What ``pretrain-adapters --out`` holds."""
@@ -68,7 +69,8 @@ TUNE_ENTRIES = ("best.yaml", "optuna.db", "dataset.yaml")
 """What ``tune --out`` holds besides its studies' trial folders."""
 RUN_FILE_NAMES = frozenset({
     "config.yaml", "results.csv", "history.json", "best.pt", "last.pt", "adapters.pt",
-    "best.yaml", "optuna.db", "dataset.yaml", ".msakit.lock", STEP_LOG_RECORD,
+    "model.safetensors", "config.json", "train.log", "best.yaml", "optuna.db", "dataset.yaml",
+    ".msakit.lock", STEP_LOG_RECORD,
 })
 """Names of the files msakit keeps in a run folder and its ``seed-S``/``stage1`` folders."""
 _SUB_FOLDERS = ("seed-*", "stage1", "trial-*")
@@ -79,13 +81,13 @@ _SUB_FOLDERS = ("seed-*", "stage1", "trial-*")
 class Role:
     """What a command-line argument is: an input or output path of some ``kind``, or not a path
     (``direction`` ``"text"``). Input kinds: ``file``, ``folder``, ``checkpoint`` (a file or a
-    run folder holding ``best.pt``), ``config`` (a ``config.yaml`` or the run folder holding
-    it), ``run`` (a run folder read by ``report``/``plot curves``), ``encoder`` (a hub name or a
-    folder), ``videos`` (a file, or a folder whose files are each read). Output kinds:
-    ``file``, ``log``, ``folder``, and the run folders ``train``, ``adapters``, ``tune``.
-    ``companions``: further outputs derived from the value (extract's failures CSV, demo's
-    files), as (flag, path, kind). ``stdout``: an output file that may be ``-``, standard
-    output (a table, predictions); ``-`` is refused for the others."""
+    folder holding ``model.safetensors`` or ``best.pt``), ``config`` (a ``config.yaml`` or the
+    run folder holding it), ``run`` (a run folder read by ``report``/``plot curves``),
+    ``encoder`` (a hub name or a folder), ``videos`` (a file, or a folder whose files are each
+    read). Output kinds: ``file``, ``log``, ``folder``, and the run folders ``train``,
+    ``adapters``, ``tune``. ``companions``: further outputs derived from the value (extract's
+    failures CSV, demo's files), as (flag, path, kind). ``stdout``: an output file that may be
+    ``-``, standard output (a table, predictions); ``-`` is refused for the others."""
 
     direction: str
     kind: str = "file"
@@ -175,7 +177,10 @@ def check_input(item: Input) -> list[tuple[str, Path]]:
         raise MsakitError(f"{flag} {path} cannot be read (permission denied)")
     if not stat.S_ISDIR(st.st_mode):
         return [(flag, path)]
-    inside = {"checkpoint": ("best.pt", "seed-*/best.pt"), "config": ("config.yaml",),
+    inside = {"checkpoint": ("best.pt", "seed-*/best.pt", "model.safetensors", "config.json",
+                             "seed-*/model.safetensors", "seed-*/config.json",
+                             "text_encoder-*.safetensors"),
+              "config": ("config.yaml",),
               "run": ("results.csv", "config.yaml", "history.json", "seed-*/history.json"),
               "folder": ()}[kind]
     found = []
@@ -347,9 +352,10 @@ def run_kind(folder: Path) -> str | None:
         return "adapters"
     if any((folder / name).exists() for name in ("best.yaml", "optuna.db")):
         return "tune"
-    if any((folder / name).exists() for name in TRAIN_ENTRIES[:-1]):
+    if any((folder / name).exists() for name in TRAIN_ENTRIES if "*" not in name):
         return "train"
-    if any(folder.glob("seed-*/*.pt")) or any(folder.glob("seed-*/history.json")):
+    if any(folder.glob("seed-*/*.pt")) or any(folder.glob("seed-*/history.json")) or any(
+            folder.glob("seed-*/model.safetensors")):
         return "train"
     return None
 
@@ -360,6 +366,7 @@ def _trained(folder: Path) -> bool:
     that failed before its first epoch ended (a full disk, a signal, a setting found bad late)
     leaves at most its ``config.yaml``, an empty seed folder and TensorBoard's first events."""
     return ((folder / "results.csv").exists() or any(folder.glob("seed-*/*.pt"))
+            or any(folder.glob("seed-*/model.safetensors"))
             or any(folder.glob("seed-*/history.json")))
 
 
@@ -412,7 +419,9 @@ def _check_output_folder(
     if held is None or kind == "tune":
         return
     if kind == "train" and resume:
-        for pattern in ("config.yaml", "seed-*/last.pt", "seed-*/best.pt", "seed-*/history.json"):
+        for pattern in ("config.yaml", "seed-*/last.pt", "seed-*/best.pt", "seed-*/history.json",
+                        "seed-*/model.safetensors", "seed-*/config.json", "train.log",
+                        "text_encoder-*.safetensors"):
             for file in path.glob(pattern):
                 check_input(Input(f"{flag} {path}:", file))
         return

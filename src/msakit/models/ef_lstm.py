@@ -104,6 +104,8 @@ EF_LSTM_PRESETS = {  # MMSA's config_regression.json, "ef_lstm" (aligned files o
         "hidden": 256, "layers": 2, "dropout": 0.4}},
     "sims": {"run": mmsa_adam_run(128, 5e-4, 1e-3), "model": {
         "hidden": 32, "layers": 3, "dropout": 0.5}},
+    "simsv2": {"run": mmsa_adam_run(32, 5e-4, 0.0), "model": {  # the repository's config only
+        "hidden": 128, "layers": 3, "dropout": 0.2}},
 }
 
 SPEC = register_model(

@@ -196,6 +196,8 @@ GRAPH_MFN_PRESETS = {  # MMSA's config_regression.json, "graph_mfn" (aligned fil
         (64, 16, 64), 300, 128, (32, 0.5), (64, 0.0), (256, 0.7), (128, 0.7))},
     "sims": {"run": mmsa_adam_run(64, 5e-4, 1e-3), "model": _graph_mfn(
         (256, 32, 256), 64, 128, (256, 0.5), (32, 0.2), (32, 0.7), (256, 0.2))},
+    "simsv2": {"run": mmsa_adam_run(32, 2e-3, 0.0), "model": _graph_mfn(  # the repository's
+        (64, 16, 64), 400, 32, (32, 0.7), (256, 0.5), (256, 0.2), (256, 0.2))},
 }
 
 SPEC = register_model(

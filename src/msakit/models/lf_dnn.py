@@ -136,6 +136,10 @@ LF_DNN_PRESETS = {  # MMSA's config_regression.json, "lf_dnn"
     "sims": {"run": mmsa_adam_run(128, 5e-3, 5e-3), "model": {
         "audio_hidden": 32, "post_fusion_dim": 32, "audio_dropout": 0.3, "vision_dropout": 0.3,
         "post_fusion_dropout": 0.5}},
+    "simsv2": {"run": mmsa_adam_run(128, 5e-3, 0.0), "model": {  # the repository's config only
+        "text_hidden": 64, "audio_hidden": 32, "vision_hidden": 64, "text_out": 256,
+        "post_fusion_dim": 32, "audio_dropout": 0.4, "vision_dropout": 0.4,
+        "post_fusion_dropout": 0.4}},
 }
 
 SPEC = register_model(

@@ -150,6 +150,9 @@ LMF_PRESETS = {  # MMSA's config_regression.json, "lmf"
     "sims": {"run": _lmf_run(64, 2e-3, 5e-3), "model": {
         "text_hidden": 64, "vision_hidden": 64, "rank": 4, "audio_dropout": 0.2,
         "vision_dropout": 0.2, "factor_lr": 5e-4}},
+    "simsv2": {"run": _lmf_run(32, 2e-3, 1e-4), "model": {  # the repository's config only
+        "text_hidden": 64, "audio_hidden": 32, "vision_hidden": 64, "rank": 4,
+        "audio_dropout": 0.3, "vision_dropout": 0.3, "factor_lr": 5e-4}},
 }
 
 SPEC = register_model(

@@ -223,6 +223,8 @@ MFN_PRESETS = {  # MMSA's config_regression.json, "mfn" (aligned files on MOSI, 
         (128, 32, 128), 128, (128, 0.2), (128, 0.5), (256, 0.7), (256, 0.0), (128, 0.5))},
     "sims": {"run": mmsa_adam_run(32, 1e-3, 0.0), "model": _mfn(
         (64, 16, 64), 64, (128, 0.2), (128, 0.0), (64, 0.2), (64, 0.7), (64, 0.7))},
+    "simsv2": {"run": mmsa_adam_run(64, 1e-3, 0.0), "model": _mfn(  # the repository's only
+        (128, 16, 128), 400, (32, 0.2), (128, 0.5), (32, 0.5), (32, 0.2), (64, 0.2))},
 }
 
 TUNE_BLOCKS = {  # MMSA's config_tune.json: every block's shapes and drop

@@ -353,6 +353,11 @@ PRESETS = {
         "model": {"dropout": 0.0, "reverse_grad_weight": 0.5, "diff_weight": 0.3,
                   "sim_weight": 1.0, "recon_weight": 0.8},
     },
+    "simsv2": {  # the repository's config only
+        "run": _mmsa_run(16, 0.8, "bert-base-chinese"),
+        "model": {"hidden_size": 64, "dropout": 0.5, "reverse_grad_weight": 0.5,
+                  "diff_weight": 0.5, "sim_weight": 1.0, "recon_weight": 0.5},
+    },
 }
 # The ranges of MMSA's config_tune.json ("misa"), sim_weight's widened to hold MMSA's own MOSI
 # value 0.3 (config_regression.json; its tuning grid is 0.5, 0.8, 1.0).

@@ -25,8 +25,8 @@ from msakit.models.registry import ModelSpec, register_model
 @dataclass
 class MLFDNNConfig(LFDNNConfig, model="mlf_dnn"):
     """MLF-DNN's hyperparameters: LF-DNN's, with MMSA's SIMS configuration as defaults
-    (config_regression.json, MMSA's only one for MLF_DNN), plus the heads and the loss
-    weights."""
+    (config_regression.json; the repository's SIMS v2 entry is the ``simsv2`` preset), plus the
+    heads and the loss weights."""
 
     text_hidden: int = hp(64, "width of the text LSTM (MMSA hidden_dims[0])", low=1)
     audio_hidden: int = hp(32, "width of the audio sub-network (MMSA hidden_dims[1])", low=1)
@@ -74,8 +74,17 @@ SPEC = register_model(
         paper="Yu et al., ACL 2020",
         config=MLFDNNConfig,
         build=MLFDNN,
-        presets={  # MMSA's config_regression.json, "mlf_dnn" (SIMS only: unimodal labels)
+        presets={  # MMSA's config_regression.json, "mlf_dnn" (SIMS, SIMS v2: unimodal labels)
             "sims": {"run": mmsa_multitask_run(32, 2e-3, (1e-4, 1e-3, 1e-4, 0.0)), "model": {}},
+            "simsv2": {  # the repository's config only
+                "run": mmsa_multitask_run(64, 5e-3, (0.0, 1e-5, 1e-5, 1e-4)),
+                "model": {"text_hidden": 128, "audio_hidden": 32, "vision_hidden": 128,
+                          "text_out": 32, "post_fusion_dim": 64, "post_text_dim": 32,
+                          "post_audio_dim": 4, "post_vision_dim": 64, "audio_dropout": 0.2,
+                          "vision_dropout": 0.2, "post_fusion_dropout": 0.3,
+                          "post_text_dropout": 0.3, "post_audio_dropout": 0.3,
+                          "post_vision_dropout": 0.3, "weight_fusion": 0.8, "weight_text": 1.0,
+                          "weight_audio": 0.6, "weight_vision": 0.8}},
         },
         search_space={**MULTITASK_TUNE, "text_out": ("choice", [32, 64, 128, 256]),
                       "post_fusion_dim": ("choice", [16, 32, 64, 128])},

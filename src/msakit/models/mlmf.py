@@ -26,7 +26,8 @@ from msakit.models.registry import ModelSpec, register_model
 @dataclass
 class MLMFConfig(LMFConfig, model="mlmf"):
     """MLMF's hyperparameters: LMF's, with MMSA's SIMS configuration as defaults
-    (config_regression.json, MMSA's only one for MLMF), plus the heads and the loss weights.
+    (config_regression.json; the repository's SIMS v2 entry is the ``simsv2`` preset), plus the
+    heads and the loss weights.
     Of MMSA's ``post_dropouts`` the fourth (fusion) is never applied by its MLMF."""
 
     text_hidden: int = hp(256, "width of the text LSTM; z_t is half as wide", low=2)
@@ -69,9 +70,18 @@ SPEC = register_model(
         paper="Yu et al., ACL 2020",
         config=MLMFConfig,
         build=MLMF,
-        presets={  # MMSA's config_regression.json, "mlmf" (SIMS only: unimodal labels)
+        presets={  # MMSA's config_regression.json, "mlmf" (SIMS, SIMS v2: unimodal labels)
             "sims": {"run": mmsa_multitask_run(128, 1e-3, (1e-4, 0.0, 1e-4, 5e-3)),
                      "model": {}},
+            "simsv2": {  # the repository's config only
+                "run": mmsa_multitask_run(64, 5e-3, (0.0, 1e-5, 1e-5, 1e-3)),
+                "model": {"text_hidden": 64, "audio_hidden": 16, "vision_hidden": 64,
+                          "rank": 6, "factor_lr": 5e-4, "audio_dropout": 0.3,
+                          "vision_dropout": 0.3, "post_text_dim": 16, "post_audio_dim": 5,
+                          "post_vision_dim": 16, "post_text_dropout": 0.4,
+                          "post_audio_dropout": 0.4, "post_vision_dropout": 0.4,
+                          "weight_fusion": 0.4, "weight_text": 0.0, "weight_audio": 0.4,
+                          "weight_vision": 1.0}},
         },
         search_space={**MULTITASK_TUNE, "factor_lr": ("choice", [1e-4, 5e-4, 1e-3]),
                       "rank": ("choice", [3, 4, 5, 6])},

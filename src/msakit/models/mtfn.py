@@ -103,7 +103,8 @@ class MultiTask(MSAModel):
 @dataclass
 class MTFNConfig(TFNConfig, model="mtfn"):
     """MTFN's hyperparameters: TFN's, with MMSA's SIMS configuration as defaults
-    (config_regression.json, MMSA's only one for MTFN), plus the heads and the loss weights."""
+    (config_regression.json; the repository's SIMS v2 entry is the ``simsv2`` preset), plus the
+    heads and the loss weights."""
 
     text_hidden: int = hp(256, "width of the text LSTM (MMSA hidden_dims[0])", low=1)
     vision_hidden: int = hp(256, "width of the vision sub-network (MMSA hidden_dims[2])", low=1)
@@ -185,8 +186,17 @@ SPEC = register_model(
         paper="Yu et al., ACL 2020",
         config=MTFNConfig,
         build=MTFN,
-        presets={  # MMSA's config_regression.json, "mtfn" (SIMS only: unimodal labels)
+        presets={  # MMSA's config_regression.json, "mtfn" (SIMS, SIMS v2: unimodal labels)
             "sims": {"run": mmsa_multitask_run(64, 5e-3, (1e-3, 1e-4, 1e-5, 0.0)), "model": {}},
+            "simsv2": {  # the repository's config only
+                "run": mmsa_multitask_run(32, 5e-4, (1e-5, 1e-4, 1e-4, 0.0)),
+                "model": {"text_hidden": 64, "audio_hidden": 16, "vision_hidden": 64,
+                          "text_out": 32, "post_fusion_dim": 64, "post_text_dim": 16,
+                          "post_audio_dim": 5, "post_vision_dim": 64, "audio_dropout": 0.3,
+                          "vision_dropout": 0.3, "post_fusion_dropout": 0.5,
+                          "post_text_dropout": 0.5, "post_audio_dropout": 0.5,
+                          "post_vision_dropout": 0.5, "weight_fusion": 1.0, "weight_text": 0.4,
+                          "weight_audio": 0.4, "weight_vision": 0.8}},
         },
         search_space={**MULTITASK_TUNE, "text_out": ("choice", [32, 64, 128, 256]),
                       "post_fusion_dim": ("choice", [16, 32, 64, 128])},

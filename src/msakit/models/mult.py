@@ -267,17 +267,18 @@ MMSA_UPDATE_EPOCHS = 8
 """MMSA's MulT sums the gradients of 8 batches before each Adam step (``update_epochs``)."""
 
 
-def _mult_run(batch_size: int, lr: float, patience: int) -> dict:
+def _mult_run(batch_size: int, lr: float, patience: int, clip_value: float = 0.6) -> dict:
     """MMSA's training of MulT: Adam steps on the gradients of ``update_epochs`` batches of
-    ``batch_size`` summed (``accumulate``), every entry of the running sum clipped to 0.6 after
-    each backward pass (``clip_value``, MMSA's ``clip_grad_value_``); the learning rate drops
+    ``batch_size`` summed (``accumulate``), every entry of the running sum clipped to
+    ``grad_clip`` (0.6; SIMS v2: 1.0) after each backward pass (``clip_value``, MMSA's
+    ``clip_grad_value_``); the learning rate drops
     tenfold after ``patience`` epochs without a lower validation loss; Adam without weight
     decay (MMSA's config names one its optimizer never receives)."""
     return {"text_encoder": None, "batch_size": batch_size, "accumulate": MMSA_UPDATE_EPOCHS,
             "lr": groups(text=lr, audio=lr, vision=lr, other=lr),
             "weight_decay": groups(text=0.0, audio=0.0, vision=0.0, other=0.0),
             "optimizer": "adam", "schedule": "plateau", "plateau_patience": patience,
-            "warmup": 0.0, "clip_value": 0.6, "epochs": 200, "early_stop": 8}
+            "warmup": 0.0, "clip_value": clip_value, "epochs": 200, "early_stop": 8}
 
 
 MULT_PRESETS = {  # MMSA's config_regression.json, "mult"
@@ -289,6 +290,11 @@ MULT_PRESETS = {  # MMSA's config_regression.json, "mult"
         "layers": 2, "attn_dropout": 0.2, "attn_dropout_audio": 0.1, "embed_dropout": 0.1,
         "res_dropout": 0.2, "output_dropout": 0.1, "text_dropout": 0.3, "kernel_audio": 1,
         "kernel_vision": 1}},
+    "simsv2": {"run": _mult_run(16, 5e-4, 10, clip_value=1.0), "model": {  # the repository's
+        "dim": 30, "heads": 6, "layers": 4, "attn_dropout": 0.1, "attn_dropout_audio": 0.2,
+        "attn_dropout_vision": 0.0, "relu_dropout": 0.1, "embed_dropout": 0.2,
+        "res_dropout": 0.0, "output_dropout": 0.3, "text_dropout": 0.5, "kernel_text": 5,
+        "kernel_audio": 3, "kernel_vision": 1}},
 }
 
 SPEC = register_model(

@@ -6,13 +6,23 @@ per-dataset presets, its named presets, its Optuna search space and its weight i
 command line's ``--model`` choices, ``msakit tune``, ``report`` and ``plot`` read this registry;
 nothing else names a model. Adding a built-in model is its file plus its name in
 :data:`BUILTIN`; a model registered from user code (a test, a notebook) is found the same way.
+
+Plugins: an installed distribution that declares entry points in the :data:`PLUGIN_GROUP`
+group (``[project.entry-points."msakit.models"] NAME = "module"`` in its pyproject.toml) has
+each entry point's module imported with the built-in models (once per process, on the
+registry's first use); the module calls :func:`register_model`, and its models are then
+choices of every command (``train``, ``evaluate``, ``predict``, ``tune``, ``report``, ...).
+A plugin that fails to load is one ``warning:`` line on stderr naming its distribution, and
+the other models stay available.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from typing import Any
 
 from torch import nn
@@ -28,6 +38,10 @@ BUILTIN = ("clgsi", "conki", "tfn", "lmf", "mult", "misa", "self_mm", "mmim", "l
            "ef_lstm", "mfn", "graph_mfn", "mtfn", "mlmf", "mlf_dnn", "bert_mag", "mfm", "mctn",
            "tetfn", "cenet", "almt")
 """Modules of ``msakit.models`` that register the built-in models (imported on first use)."""
+
+PLUGIN_GROUP = "msakit.models"
+"""The entry-point group of model plugins: each entry point names a module that registers
+models (:func:`register_model`) when imported."""
 
 DEMO_MODEL = "clgsi"
 """The model ``msakit demo`` trains on synthetic data."""
@@ -184,10 +198,33 @@ def model_plots() -> dict[str, tuple[ModelSpec, ModelPlot]]:
     return found
 
 
+_plugins_loaded = False
+
+
 def _load_builtin() -> None:
-    # Importing a model's file registers it.
+    # Importing a model's file registers it; the plugins' modules come after the built-in ones.
     for module in BUILTIN:
         importlib.import_module(f"msakit.models.{module}")
+    _load_plugins()
+
+
+def _load_plugins() -> None:
+    """Import every :data:`PLUGIN_GROUP` entry point's module, once per process; one that
+    fails (a missing dependency, an error in its code, a model that does not register) is a
+    ``warning:`` line naming the distribution, not the end of the command."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True  # first: a plugin that asks the registry does not load itself again
+    for point in entry_points(group=PLUGIN_GROUP):
+        try:
+            point.load()
+        except Exception as exc:  # noqa: BLE001 - any failure of foreign code: one line
+            dist = f"{point.dist.name} {point.dist.version}" if point.dist else "unknown"
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            print(f"warning: msakit model plugin {point.name!r} = {point.value!r} of "
+                  f"distribution {dist} was not loaded ({type(exc).__name__}: {detail}); its "
+                  "models are not available", file=sys.stderr, flush=True)
 
 
 add_config_finder(_load_builtin)  # a run's model settings read by name find the built-in models

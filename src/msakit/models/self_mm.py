@@ -316,6 +316,15 @@ PRESETS = {
                 "weight_decay": groups(text=1e-3, audio=1e-2, vision=1e-2, other=1e-3)},
         "model": {"vision_hidden": 64, "text_dim": 64, "label_bound": 1.0},
     },
+    "simsv2": {  # the repository's config only (its H is 3.0 here, not SIMS's 1.0)
+        "run": {**_MMSA_LOOP, "text_encoder": "bert-base-chinese", "batch_size": 16,
+                "lr": groups(text=5e-5, audio=1e-3, vision=1e-3, other=1e-3),
+                "weight_decay": groups(text=1e-2, audio=0.0, vision=0.0, other=1e-3)},
+        "model": {"audio_hidden": 16, "vision_hidden": 64, "audio_out": 16, "vision_out": 32,
+                  "fusion_dim": 128, "text_dim": 64, "audio_dim": 32, "vision_dim": 32,
+                  "fusion_dropout": 0.0, "text_dropout": 0.0, "audio_dropout": 0.1,
+                  "vision_dropout": 0.0, "label_bound": 3.0},
+    },
 }
 # The ranges of MMSA's config_tune.json ("self_mm").
 SEARCH_SPACE = {

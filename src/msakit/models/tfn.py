@@ -229,6 +229,10 @@ TFN_PRESETS = {  # MMSA's config_regression.json, "tfn"
     "sims": {"run": mmsa_run(32, 5e-4), "model": {
         "text_out": 256, "post_fusion_dim": 32, "audio_dropout": 0.4, "vision_dropout": 0.4,
         "post_fusion_dropout": 0.4}},
+    "simsv2": {"run": mmsa_run(128, 2e-3), "model": {  # the repository's config only
+        "text_hidden": 128, "audio_hidden": 32, "vision_hidden": 128, "text_out": 128,
+        "post_fusion_dim": 32, "audio_dropout": 0.3, "vision_dropout": 0.3,
+        "post_fusion_dropout": 0.5}},
 }
 
 SPEC = register_model(

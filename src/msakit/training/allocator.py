@@ -11,10 +11,9 @@ space. The memory then stays with the process once used (peak RSS, not the stead
 a run needs either way: BENCHMARKS.md records both before and after).
 
 Process-wide, irreversible and Linux/glibc only (a no-op elsewhere), so nothing calls it at
-import: the Trainer does, on CPUs, when the run's ``reuse_memory`` setting is on. ``msakit
-train``/``bench``/``tune``/``pretrain-adapters`` turn that on by default (``--set
-reuse_memory=false`` turns it off); the Python API leaves it off unless asked
-(``overrides=["reuse_memory=true"]``).
+import: the Trainer does, on CPUs, when the run's ``reuse_memory`` setting is on. It is on
+by default, from the command line and the Python API alike (``--set reuse_memory=false`` turns
+it off).
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from torch import nn
 
 from msakit.core.errors import MsakitError
 from msakit.models.base import STANDARDIZER, first_non_finite
+from msakit.training.pretrained import read_checkpoint
 
 # Buffers that some transformers versions save with BERT and others do not.
 _OPTIONAL = ("position_ids", "token_type_ids")
@@ -56,11 +57,11 @@ def _shape(shape: tuple[int, ...]) -> str:
 
 
 def _read(path: Path) -> dict[str, Any]:
+
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is one clear error
-        raise MsakitError(f"--init-from {path}: not a readable msakit checkpoint "
-                          f"({type(exc).__name__})") from None
+        state = read_checkpoint(path)  # a seed's safetensors folder, or a torch file
+    except MsakitError as exc:
+        raise MsakitError(f"--init-from {exc}") from None
     config = state.get("config") if isinstance(state, dict) else None
     weights = state.get("model") if isinstance(state, dict) else None
     if not isinstance(config, dict) or not isinstance(weights, dict) or not all(

@@ -37,6 +37,7 @@ from msakit.config import RunConfig
 from msakit.config.datasets import DatasetSpec
 from msakit.core.errors import MsakitError, TrainingDiverged
 from msakit.core.files import torch_save_atomic, write_text_atomic
+from msakit.core.runlog import echo, terminal
 from msakit.data.batching import Batch, epoch_plan, iterate, join_small_batches, shard
 from msakit.data.mmsa import SplitData
 from msakit.encoders.dropout import use_fast_dropout
@@ -51,6 +52,7 @@ from msakit.training.device import (
     cpu_speed_settings,
 )
 from msakit.training.distributed import DistContext, wrap_ddp
+from msakit.training.pretrained import frozen_prefix, save_pretrained
 
 PLATEAU_FACTOR = 0.1
 """``schedule=plateau`` multiplies the learning rates by this (MMSA's MulT)."""
@@ -428,6 +430,10 @@ class Trainer:
     best_state_filter: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None
     save_last: bool = True
     """Write ``last.pt`` (exact resume) at every epoch's end; ``msakit tune`` turns it off."""
+    best_format: str = "pt"
+    """How the best weights are kept: ``"pt"`` (``best.pt``, a torch file: ConKI's adapter
+    stage, tests) or ``"safetensors"`` (``model.safetensors`` + ``config.json``, a frozen text
+    encoder once per run folder: :mod:`msakit.training.pretrained`; ``msakit train``)."""
 
     def __post_init__(self) -> None:
         self.device = self.dist.device
@@ -502,7 +508,7 @@ class Trainer:
         check_batch_size(self.config, self.model, self.dist.world_size)
         seed_everything(self.seed)
         apply_determinism(self.config.deterministic, self.device.type)
-        # The CPU settings, off unless asked (see RunConfig), and never taken on GPUs.
+        # The CPU settings (on by default, see RunConfig), never taken on GPUs.
         speed = cpu_speed_settings(self.device.type, self.config.reuse_memory,
                                    self.config.fast_dropout)
         if speed["reuse_memory"]:
@@ -754,7 +760,7 @@ class Trainer:
         from tqdm.auto import tqdm
 
         return tqdm(total=total, desc=f"seed {self.seed} epoch {epoch + 1}", leave=False,
-                    dynamic_ncols=True)
+                    dynamic_ncols=True, file=terminal())  # the bar never reaches train.log
 
     def _writer(self):
         if self.tensorboard is None or not self.dist.is_main:
@@ -769,17 +775,17 @@ class Trainer:
         return SummaryWriter(str(self.tensorboard), purge_step=purge)
 
     def _print_epoch(self, record: dict[str, Any]) -> None:
-        """Without a terminal (a batch scheduler's log), one line per epoch on stderr."""
-        if self.quiet or not self.dist.is_main or sys.stderr.isatty():
+        """One line per epoch on stderr: above the progress bar in a terminal, and in the run's
+        ``train.log`` (:mod:`msakit.core.runlog`)."""
+        if self.quiet or not self.dist.is_main:
             return
         # Past the schedule's horizon (stop_at_horizon=false) there is no last epoch to show.
         of = f"/{self.config.epochs}" if self.config.stop_at_horizon else " (until early stop)"
-        print(
+        echo(
             f"seed {self.seed} epoch {record['epoch']}{of}: "
             f"loss {record['train_loss']:.4f} (task {record['train_task_loss']:.4f}, "
             f"contrastive {record['train_contrastive_loss']:.4f}), "
-            f"valid MAE {record.get('valid_MAE', float('nan')):.4f}, {record['seconds']:.1f} s",
-            file=sys.stderr, flush=True,
+            f"valid MAE {record.get('valid_MAE', float('nan')):.4f}, {record['seconds']:.1f} s"
         )
 
     def _log_epoch(self, record: dict[str, Any]) -> None:
@@ -833,6 +839,14 @@ class Trainer:
 
     def _save_best(self, epoch: int, metrics: dict[str, float]) -> None:
         if self.run_dir is None or not self.dist.is_main:
+            return
+        if self.best_format == "safetensors":
+            save_pretrained(
+                self.run_dir, self._state(),
+                description={k: v for k, v in self.checkpoint_extra.items() if k != "format"},
+                meta={"epoch": epoch + 1, "seed": self.seed, "valid": metrics},
+                shared_prefix=frozen_prefix(self.model),
+            )
             return
         torch_save_atomic(
             {
