@@ -31,6 +31,8 @@ Issue 11's list ("Why") -> the tests here (CASES ids unless a test function is n
 - a train split of one sample: train-split-of-one
 - output path a directory / an unwritable sub-folder: predict-out-is-folder,
   report-out-is-folder, synth-out-is-folder, predict-out-unwritable
+- one grammar (issue 21): synth-out-dash, report-format-contradicts-out, convert-file-and-data,
+  config-show-custom-without-range
 - corrupt config.yaml / results.csv / history.json read by --resume, report, plot:
   resume-corrupt-config, resume-config-list, report-corrupt-results, report-corrupt-config,
   plot-corrupt-history, train-config-corrupt-yaml
@@ -489,6 +491,15 @@ CASES = [
      "is also an input"),
     ("convert-out-is-link", lambda w: ["convert", str(w.data), "--out",
                                        str(w.root / "link.npz")], 2, "is also an input"),
+    ("synth-out-dash", lambda w: ["synth", "--like", "mosi", "--n", "2", "2", "2", "--out", "-"],
+     2, "not to standard output"),
+    ("report-format-contradicts-out", lambda w: ["report", str(w.run), "--out", "{case}/t.tex",
+                                                 "--format", "csv"], 2, "contradicts"),
+    ("convert-file-and-data", lambda w: ["convert", str(w.pkl), "--data", str(w.pkl), "--out",
+                                         "{case}/x.npz"], 2, "not both"),
+    ("config-show-custom-without-range", lambda w: ["config", "show", "--model", "lmf",
+                                                    "--dataset", "custom"], 2,
+     "takes one of --dataset-spec"),
     ("synth-out-is-folder", lambda w: ["synth", "--like", "mosi", "--n", "2", "2", "2", "--out",
                                        str(w.root / "a_folder")], 2, "is a folder"),
     ("train-into-existing-run", lambda w: _train(w, out=str(w.run)), 2,
@@ -703,7 +714,7 @@ CASES = [
                                               "--data", str(w.data), "--preset", "authors"], 2,
      "no preset 'authors'"),
     ("predict-video-and-data", lambda w: [*_ck(w, "predict", "--out", "{case}/p.csv"), "--video",
-                                          str(w.clips)], 2, "--video predicts one clip"),
+                                          str(w.clips)], 2, "--video predicts clips"),
     ("predict-video-standard-checkpoint", lambda w: ["predict", "--checkpoint", str(w.ckpt),
                                                      "--video", str(w.clips)], 2, "extract"),
     ("merge-missing-part", lambda w: ["merge", "{case}/nope.npz", "--out", "{case}/m.npz"], 2,

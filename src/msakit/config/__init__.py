@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from msakit.config.datasets import DATASETS, DatasetSpec, dataset_spec, resolve_spec
+from msakit.config.listing import suggestions
 from msakit.config.model_config import ModelConfig, check_settings, config_class, hp
 from msakit.core.errors import MsakitError
 from msakit.core.safe_yaml import dump_yaml, load_yaml
@@ -433,8 +434,20 @@ def _override(
     elif key in fields:
         model[key] = _coerce_model(config.model_name, key, raw, getattr(config.model, key))
     else:
-        valid = sorted(top | {"lr", "weight_decay"} | fields)
-        raise MsakitError(f"--set {key}: unknown key; valid keys: {', '.join(valid)}")
+        raise MsakitError(_unknown_key(key, top | fields))
+
+
+def _unknown_key(key: str, keys: set[str]) -> str:
+    """The error line of an unknown ``--set`` key: the keys it may mean (MMSA's names
+    included), else every key (the refused ones, :data:`FLAG_KEYS`, never offered)."""
+    valid = keys | {"lr", "weight_decay"} | {f"{k}.{g}" for k in ("lr", "weight_decay")
+                                             for g in GROUPS}
+    near = suggestions(key, valid)
+    if near:
+        return (f"--set {key}: unknown key; did you mean {', '.join(near)}? ('msakit config "
+                "show' lists every key)")
+    listed = sorted(k for k in valid if "." not in k)
+    return f"--set {key}: unknown key; valid keys: {', '.join(listed)}"
 
 
 def _coerce_model(model: str, key: str, raw: str, current: Any) -> Any:
@@ -447,6 +460,9 @@ def _coerce_model(model: str, key: str, raw: str, current: Any) -> Any:
 
 
 def _split(item: str) -> tuple[str, str]:
+    if item.strip() in ("help", "list"):
+        raise MsakitError(f"--set {item.strip()}: the keys, their documentation, defaults and "
+                          "ranges are listed by 'msakit config show --model M --dataset D'")
     if "=" not in item:
         raise MsakitError(f"--set {item}: expected key=value")
     key, value = item.split("=", 1)

@@ -49,10 +49,9 @@ def _pyplot():
 
 
 def _out_path(out: str | os.PathLike) -> Path:
-    """``out`` as a Path; an error before any work when its folder does not exist."""
+    """``out`` as a Path; an error before any work when it cannot be written (its missing
+    folders are made when it is written)."""
     out = Path(out)
-    if out.parent != Path("") and not out.parent.is_dir():
-        raise MsakitError(f"folder {out.parent} does not exist")
     check_distinct_output(out, [])  # a regular file or a new name, not a run's file
     return out
 
