@@ -201,7 +201,8 @@ def world(tmp_path_factory, tiny_bert, tiny_bert_12) -> World:
     bad_runs["two_seeds"] = two
     truncated = root / "run_two_seeds_truncated"
     shutil.copytree(two, truncated)
-    (truncated / "seed-2" / "best.pt").write_bytes(ckpt.read_bytes()[:5000])
+    weights = truncated / "seed-2" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5000])
     bad_runs["two_seeds_truncated"] = truncated
     (root / "empty_dir").mkdir()
     bad_runs["empty_dir"] = root / "empty_dir"
@@ -607,7 +608,7 @@ CASES = [
      "several seeds .*seed-1, seed-2"),
     ("evaluate-run-with-a-truncated-seed",
      lambda w: _ck(w, "evaluate", ckpt=w.bad_runs["two_seeds_truncated"]), 2,
-     "seed-2.best.pt"),
+     "seed-2.model.safetensors"),
     ("evaluate-empty-folder", lambda w: _ck(w, "evaluate", ckpt=w.bad_runs["empty_dir"]), 2,
      "without model.safetensors"),
     ("evaluate-empty-data", lambda w: _ck(w, "evaluate", data=w.empty), 2, "empty"),

@@ -393,7 +393,8 @@ def apply_overrides(config: RunConfig, overrides: list[str] | dict[str, Any]) ->
     """Apply ``key=value`` overrides; ``lr.text=1e-5`` reaches into a group dict.
 
     Keys are RunConfig fields, ``lr.G`` / ``weight_decay.G`` for a group G, or a key of the
-    model's hyperparameters (``gamma=0.5``, ``fusion=add``). Unknown keys are an error. The
+    model's hyperparameters (``gamma=0.5``, ``fusion=add``; ``model.KEY`` names the model's own
+    setting where a run setting has the same name, as MISA's ``model.dropout``). Unknown keys are an error. The
     result is a new configuration (:func:`dataclasses.replace`), checked once
     (:meth:`RunConfig.check`).
     """
@@ -421,7 +422,12 @@ def _override(
     """One ``--set key=raw``, typed by its field, into ``run`` (run settings) or ``model``."""
     top = set(_setting_types(type(config))) - {"model", "lr", "weight_decay", "preset", *FLAG_KEYS}
     fields = set(config.model.to_dict())
-    if "." in key:
+    if key.startswith("model."):  # the model's own setting, also where a run setting has
+        name = key.removeprefix("model.")  # its name (MISA's dropout: --set model.dropout=)
+        if name not in fields:
+            raise MsakitError(_unknown_key(key, {f"model.{k}" for k in fields}))
+        model[name] = _coerce_model(config.model_name, name, raw, getattr(config.model, name))
+    elif "." in key:
         group_key, group = key.split(".", 1)
         if group_key not in ("lr", "weight_decay") or group not in GROUPS:
             raise MsakitError(f"--set {key}: unknown key (groups are {', '.join(GROUPS)})")
