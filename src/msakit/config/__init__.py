@@ -394,8 +394,8 @@ def apply_overrides(config: RunConfig, overrides: list[str] | dict[str, Any]) ->
 
     Keys are RunConfig fields, ``lr.G`` / ``weight_decay.G`` for a group G, or a key of the
     model's hyperparameters (``gamma=0.5``, ``fusion=add``; ``model.KEY`` names the model's own
-    setting where a run setting has the same name, as MISA's ``model.dropout``). Unknown keys are an error. The
-    result is a new configuration (:func:`dataclasses.replace`), checked once
+    setting where a run setting has the same name, as MISA's ``model.dropout``). Unknown keys
+    are an error. The result is a new configuration (:func:`dataclasses.replace`), checked once
     (:meth:`RunConfig.check`).
     """
     items = overrides.items() if isinstance(overrides, dict) else [_split(o) for o in overrides]
