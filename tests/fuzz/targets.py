@@ -226,6 +226,20 @@ def _spec(ws: Workspace, data: bytes) -> list[Call]:
     return [("read_spec_file", lambda: read_spec_file(path))]
 
 
+def _space(ws: Workspace, data: bytes) -> list[Call]:
+    from msakit.config import RunConfig, apply_overrides
+    from msakit.tune import read_space
+
+    path = _file(ws, data, "space.yaml")
+    base = RunConfig(model_name="clgsi", dataset="mosi")
+
+    def check(key: str, value: object) -> None:  # as tune does: each value a --set of the model
+        apply_overrides(base, {key: value})
+
+    return [("read_space", lambda: read_space(path)),
+            ("read_space(checked)", lambda: read_space(path, check))]
+
+
 def _clips(ws: Workspace, data: bytes) -> list[Call]:
     from msakit.extract.corpus import read_clips
 
@@ -279,6 +293,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("run_config", "yaml", _run_config,
            "a run's config.yaml: report, train --resume (_check_resume_config)"),
     Target("dataset_spec", "yaml", _spec, "--dataset-spec: read_spec_file (train, tune, ...)"),
+    Target("tune_space", "yaml", _space, "tune --space FILE.yaml: read_space (tune)"),
     Target("results_csv", "csv", _results, "a run's results.csv: report"),
     Target("history", "json", _history, "a seed's history.json: plot curves"),
     Target("clips_csv", "csv", _clips, "extract's clips CSV: read_clips"),
@@ -294,6 +309,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
 READERS: dict[str, str] = {
     "api.py::_check_resume_config": "run_config",
     "config/datasets.py::read_spec_file": "dataset_spec",
+    "tune.py::read_space": "tune_space",
     "data/mmsa.py::_read": "pickle",
     "data/safe_format.py::_open_archive": "npz",  # read_npz's and read_extra's np.load
     "data/tables.py::read_csv": "results_csv",
