@@ -26,6 +26,7 @@ MMSA runs the audio and vision LSTMs over the first *text-length* frames of each
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -52,7 +53,7 @@ from msakit.models.base import (
     groups_by_prefix,
 )
 from msakit.models.import_weights import BIRNN, ModuleRule, rename_modules
-from msakit.models.registry import ModelSpec, register_model
+from msakit.models.registry import ModelSpec, PresetEntry, register_model
 
 MODALITIES = ("text", "vision", "audio")
 """MMSA's order of the private and shared vectors in the fusion."""
@@ -167,14 +168,17 @@ class MISA(MSAModel):
 
     name = "misa"
 
-    def __init__(self, config: MISAConfig, dims: Dims, text_encoder: nn.Module) -> None:
+    def __init__(self, config: MISAConfig, dims: Dims, text_encoder: nn.Module | None) -> None:
         super().__init__()
+        if text_encoder is None:
+            raise MsakitError("misa needs a BERT text encoder")
         self.config = config
         width = config.hidden_size
         self.text_encoder = text_encoder
         self.audio_rnn = StackedBiRNN(dims.audio, config.rnncell)
         self.vision_rnn = StackedBiRNN(dims.vision, config.rnncell)
-        in_dims = {"text": text_encoder.config.hidden_size, "audio": 4 * dims.audio,
+        bert: Any = text_encoder.config  # transformers' config: settings by model type
+        in_dims = {"text": bert.hidden_size, "audio": 4 * dims.audio,
                    "vision": 4 * dims.vision}
         self.project = nn.ModuleDict({m: Projection(in_dims[m], width) for m in MODALITIES})
         self.private = nn.ModuleDict({m: nn.Linear(width, width) for m in MODALITIES})
@@ -342,7 +346,7 @@ def _mmsa_run(batch_size: int, clip_value: float, text_encoder: str) -> dict:
     }
 
 
-PRESETS = {
+PRESETS: dict[str, PresetEntry] = {
     "mosi": {"run": _mmsa_run(16, 0.8, "bert-base-uncased"), "model": {}},
     "mosei": {
         "run": _mmsa_run(64, 0.8, "bert-base-uncased"),

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -186,7 +187,8 @@ class TETFN(SelfMM):
         MSAModel.__init__(self)
         c = self.config = config
         self.text_encoder = text_encoder
-        width = text_encoder.config.hidden_size
+        bert: Any = text_encoder.config  # transformers' config: settings by model type
+        width: int = bert.hidden_size
         self.proj_text = nn.Conv1d(width, c.dim, kernel_size=c.kernel_text, bias=False)
         self.audio_net = ConvolvedLSTM(dims.audio, c.audio_hidden, c.dim, c.kernel_audio,
                                        layers=c.audio_layers, dropout=c.audio_rnn_dropout)
