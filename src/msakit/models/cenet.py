@@ -88,8 +88,10 @@ class CENET(L1Regression):
 
     name = "cenet"
 
-    def __init__(self, config: CENETConfig, dims: Dims, text_encoder: nn.Module) -> None:
+    def __init__(self, config: CENETConfig, dims: Dims, text_encoder: nn.Module | None) -> None:
         super().__init__()
+        if text_encoder is None:
+            raise MsakitError("cenet needs a BERT text encoder")
         self.config = config
         self.text_encoder = text_encoder
         bert: Any = text_encoder.config  # transformers' config: settings by model type

@@ -51,7 +51,7 @@ from msakit.models.base import (
     l1_task,
 )
 from msakit.models.import_weights import rename_mmsa
-from msakit.models.registry import ModelSpec, register_model
+from msakit.models.registry import ModelSpec, PresetEntry, register_model
 from msakit.models.tfn import text_width
 
 SEQUENCE_AXES = ("batch", "time")
@@ -273,7 +273,7 @@ MMSA_RUN = {  # MMSA's trainer: Adam at init_lr, global-norm clipping, batch 32
     "schedule": "constant", "warmup": 0.0, "early_stop": 8, "stop_at_horizon": False,
 }
 
-PRESETS = {
+PRESETS: dict[str, PresetEntry] = {
     "mosi": {"run": MMSA_RUN, "model": {}},  # MMSA's config_regression.json, "mctn"
     # MMSA configures MOSI only: msakit's completion, MOSI's values (SIMS: the text's 39 steps,
     # so that every modality has as many steps; docs/readings.md).

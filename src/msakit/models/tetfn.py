@@ -183,8 +183,10 @@ class TETFN(SelfMM):
 
     name = "tetfn"
 
-    def __init__(self, config: TETFNConfig, dims: Dims, text_encoder: nn.Module) -> None:
+    def __init__(self, config: TETFNConfig, dims: Dims, text_encoder: nn.Module | None) -> None:
         MSAModel.__init__(self)
+        if text_encoder is None:
+            raise MsakitError("tetfn needs a BERT text encoder")
         c = self.config = config
         self.text_encoder = text_encoder
         bert: Any = text_encoder.config  # transformers' config: settings by model type

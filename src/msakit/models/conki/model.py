@@ -65,6 +65,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from msakit.core.errors import MsakitError
 from msakit.encoders.packed_text import run_text_encoder
 from msakit.encoders.packing import pack_layout
 from msakit.encoders.sequence import PackedEncoderLayer, SequenceEncoder, masked_mean
@@ -208,8 +209,10 @@ class ConKI(MSAModel):
 
     supports_adapters = True
 
-    def __init__(self, config: ConKIConfig, dims: Dims, text_encoder: nn.Module) -> None:
+    def __init__(self, config: ConKIConfig, dims: Dims, text_encoder: nn.Module | None) -> None:
         super().__init__()
+        if text_encoder is None:
+            raise MsakitError("conki needs a BERT text encoder")
         c = self.config = ConKIConfig.from_dict(config)
         self.modalities = parse_modalities(c.modalities)
         d_text = int(text_encoder.config.hidden_size)
