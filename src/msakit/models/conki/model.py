@@ -322,6 +322,7 @@ class ConKI(MSAModel):
 
     def forward(self, batch: Batch) -> ModelOutput:
         reps: dict[str, torch.Tensor] = {}
+        pan: torch.Tensor | None
         for m in self.modalities:
             if m == "text":
                 pan, specific = self.encode_text(batch)
