@@ -88,6 +88,7 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
         except FileExistsError:
             tmp = None  # another writer's (never seen: the name is unique): not ours to remove
             raise
+        assert tmp is not None  # the except branch re-raised
         yield tmp
         os.chmod(tmp, _file_mode())
         _check_replaceable(path)

@@ -24,6 +24,7 @@ chunked feed-forward, other architectures) always take the stock forward.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
