@@ -31,6 +31,7 @@ pads the shorter ones with zero steps under ``batch``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -188,7 +189,9 @@ class MCTN(MSAModel):
 
         ``batch`` axis: the steps are the N axis, which every modality must share; MMSA's code
         fails unless they have as many, msakit pads the shorter ones with zero steps."""
-        full = {"text": batch.text_features, "audio": batch.audio, "vision": batch.vision}
+        text = batch.text_features
+        assert text is not None  # a model on precomputed text features gets them in every batch
+        full = {"text": text, "audio": batch.audio, "vision": batch.vision}
         x = {k: v[:, :self.config.max_seq_len] for k, v in full.items()}
         if self.config.sequence_axis == "time":
             return {k: F.pad(v, (0, self.width - v.size(2))).transpose(0, 1)
@@ -215,8 +218,8 @@ class MCTN(MSAModel):
         """L1 + translation_weight x (the three translations' MSEs), MMSA's ``loss_all``."""
         task = l1_task(output, batch, ctx)
         t = output.terms
-        translation = self.config.translation_weight * sum(
-            F.mse_loss(t[f"{m}_hat"], t[f"{m}_true"]) for m in ("vision", "text", "audio"))
+        translation = self.config.translation_weight * cast(torch.Tensor, sum(  # of 3 tensors
+            F.mse_loss(t[f"{m}_hat"], t[f"{m}_true"]) for m in ("vision", "text", "audio")))
         return LossOutput(task + translation, task, translation)
 
     def parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:

@@ -26,7 +26,7 @@ MMSA runs the audio and vision LSTMs over the first *text-length* frames of each
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -123,7 +123,8 @@ class StackedBiRNN(nn.Module):
         self.rnn2 = rnn(2 * dim, dim, bidirectional=True)
 
     def _final(self, state: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        return state[0] if self.lstm else state  # (2, B, d): the hidden state h_n
+        # (2, B, d): the hidden state h_n (an LSTM's state is (h_n, c_n), self.lstm)
+        return state[0] if isinstance(state, tuple) else state
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         lengths = lengths.cpu()
@@ -266,18 +267,18 @@ class MISA(MSAModel):
         pairs = [(f"private_{m}", f"shared_{m}") for m in ("text", "vision", "audio")]
         pairs += [("private_audio", "private_text"), ("private_audio", "private_vision"),
                   ("private_text", "private_vision")]
-        return sum(difference_loss(reps[a], reps[b]) for a, b in pairs)
+        return cast(torch.Tensor, sum(difference_loss(reps[a], reps[b]) for a, b in pairs))
 
     def _similarity(self, reps: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean CMD of the shared pairs (t, v), (t, a), (a, v); or the adversarial domain loss."""
         if self.discriminator is None:
             pairs = (("text", "vision"), ("text", "audio"), ("audio", "vision"))
-            return sum(
+            return cast(torch.Tensor, sum(  # of three tensors
                 central_moment_discrepancy(
                     reps[f"shared_{a}"], reps[f"shared_{b}"], self.config.cmd_moments
                 )
                 for a, b in pairs
-            ) / len(pairs)
+            )) / len(pairs)
         logits, domains = [], []
         for index, m in enumerate(MODALITIES):
             shared = GradientReversal.apply(reps[f"shared_{m}"], self.config.reverse_grad_weight)

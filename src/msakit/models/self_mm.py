@@ -21,7 +21,7 @@ As MMSA implements it (thuiar/MMSA ``models/multiTask/SELF_MM.py``, trained by
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -179,9 +179,9 @@ class SelfMM(MSAModel):
         self.text_encoder = text_encoder
         bert: Any = text_encoder.config  # transformers' config: settings by model type
         text_width: int = bert.hidden_size
-        self.audio_net = FinalStateLSTM(dims.audio, c.audio_hidden, c.audio_out,
+        self.audio_net: nn.Module = FinalStateLSTM(dims.audio, c.audio_hidden, c.audio_out,
                                         layers=c.audio_layers, dropout=c.audio_rnn_dropout)
-        self.vision_net = FinalStateLSTM(dims.vision, c.vision_hidden, c.vision_out,
+        self.vision_net: nn.Module = FinalStateLSTM(dims.vision, c.vision_hidden, c.vision_out,
                                          layers=c.vision_layers, dropout=c.vision_rnn_dropout)
         self.heads = nn.ModuleDict({
             "fusion": TaskHead(text_width + c.audio_out + c.vision_out, c.fusion_dim,
@@ -231,7 +231,7 @@ class SelfMM(MSAModel):
     def on_train_start(self, train) -> None:
         device = next(self.parameters()).device
         labels = torch.as_tensor(train.labels, dtype=torch.float32, device=device)
-        widths = {t: self.heads[t].fc1.out_features for t in TASKS}
+        widths = {t: cast(TaskHead, self.heads[t]).fc1.out_features for t in TASKS}
         self.unimodal_labels = UnimodalLabels(
             labels, widths, bound=self.config.label_bound, exclude_zero=self.config.exclude_zero
         )
