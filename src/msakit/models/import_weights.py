@@ -223,8 +223,8 @@ def rename_mmsa(
     out: dict[str, torch.Tensor] = {}
     unknown = []
     for key, value in state.items():
-        short = key[len(MMSA_PREFIX):] if key.startswith(MMSA_PREFIX) else None
-        for pattern, template in rules if short is not None else ():
+        short = key[len(MMSA_PREFIX):]
+        for pattern, template in rules if key.startswith(MMSA_PREFIX) else ():
             match = re.fullmatch(pattern, short)
             if match is not None:
                 if template is not None:

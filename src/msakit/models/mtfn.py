@@ -54,6 +54,8 @@ class MultiTask(MSAModel):
     The config provides ``post_{m}_dim``, ``post_{m}_dropout`` and ``weight_{fusion,text,
     audio,vision}``; the subclass calls :meth:`add_heads` and :meth:`with_heads`."""
 
+    config: Any  # the subclass's ModelConfig, with the settings named above
+
     def add_heads(self, widths: dict[str, int]) -> None:
         c = self.config
         self.heads = nn.ModuleDict({

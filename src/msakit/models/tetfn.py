@@ -182,6 +182,8 @@ class TETFN(SelfMM):
     unimodal label generation (inherited)."""
 
     name = "tetfn"
+    # Self-MM's inherited code reads the settings the two configs share
+    config: TETFNConfig  # type: ignore[assignment]
 
     def __init__(self, config: TETFNConfig, dims: Dims, text_encoder: nn.Module | None) -> None:
         MSAModel.__init__(self)
