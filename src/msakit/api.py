@@ -318,6 +318,7 @@ def _train(ctx: distributed.DistContext, run: _Run) -> TrainResult:
     resumed = _check_outputs(run, config)
     inputs = prepare_run(config, run.data, run.out, ctx, checkpoint_format="msakit-checkpoint-1",
                          loaded=run.loaded)
+    assert inputs.config.data is not None  # prepare_run records the data's identity
     _check_same_data(run, inputs.config.data, resumed=resumed, configured=config.data)
     config = inputs.config  # with the data's content identity, as config.yaml records it
     # Build once to surface configuration errors before anything is written.
@@ -445,7 +446,9 @@ def _train_seeds(
             inputs.encoder.load_state_dict(pretrained)
         net = build_model(config, inputs.dims, copy.deepcopy(inputs.encoder), stats=inputs.stats)
         if adapter_state is not None:
-            model_spec(config.model_name).adapter_stage.install(net, adapter_state)
+            stage = model_spec(config.model_name).adapter_stage
+            assert stage is not None  # adapters were read for a model that has them
+            stage.install(net, adapter_state)
         if init is not None:
             init.apply(net)
         trainer = Trainer(
@@ -1014,13 +1017,13 @@ def predict(
     ``raw_text`` (N strings), ``audio`` (N, La, Da), ``vision`` (N, Lv, Dv) and optionally
     ``audio_lengths``, ``vision_lengths``, ``id`` (see :mod:`msakit.inference`).
     """
-    in_memory = isinstance(data, Mapping)  # else a path (checked_arguments)
+    # data: clips in memory, else a path (checked_arguments)
     if out is not None:
-        check_distinct_output(out, [*([] if in_memory else [data]), checkpoint,
+        check_distinct_output(out, [*([] if isinstance(data, Mapping) else [data]), checkpoint,
                                     resolve_checkpoint(checkpoint)])
         check_output_folder(Path(out).parent if Path(out).parent != Path("") else Path("."))
     ckpt = load_checkpoint(checkpoint)
-    if in_memory:
+    if isinstance(data, Mapping):
         if split is not None:
             raise MsakitError("predict: split names a split of a file; clips in memory have none")
         part = split_from_arrays(data, ckpt)
