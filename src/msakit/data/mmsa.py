@@ -825,7 +825,7 @@ def _check_finite(arr: np.ndarray, where: _Where, key: str, *, zero_neg_inf: boo
     per_sample = max(1, int(np.prod(arr.shape[1:])))
     step = max(1, _CHUNK_ELEMENTS // per_sample)
     for start in range(0, arr.shape[0], step):
-        chunk = read_rows(arr, start, start + step) if mapped else arr[start : start + step]
+        chunk = read_rows(arr, start, start + step) if is_mapped(arr) else arr[start : start + step]
         if zero_neg_inf:
             neg_inf = np.isneginf(chunk)
             if mapped:

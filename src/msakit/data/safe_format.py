@@ -32,7 +32,7 @@ import weakref
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 
@@ -90,7 +90,8 @@ def save_npz(
             if not isinstance(key, str):
                 raise MsakitError(f"{path}: split '{split}': key {key!r} is not a string")
             arrays[f"{split}/{key}"] = _code_free_array(value, path, split, key)
-    write_atomic(path, lambda f: np.savez(f, **arrays))
+    # numpy's stub reads **arrays as its allow_pickle keyword
+    write_atomic(path, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
     return path
 
 
@@ -311,7 +312,7 @@ def take(arr: np.ndarray, indices: np.ndarray, length: int) -> np.ndarray:
     return out
 
 
-def is_mapped(arr: np.ndarray) -> bool:
+def is_mapped(arr: np.ndarray) -> TypeGuard[np.memmap]:
     """Whether ``arr`` is a whole read-only array from :func:`read_npz` (its ``offset`` is where
     its data start in ``filename``)."""
     return (
