@@ -176,6 +176,7 @@ def _mapped_members(fileobj: IO[bytes], path: str) -> dict[str, np.memmap]:
             start, offset, shape, dtype = header
             if _unmappable(dtype, shape):
                 continue
+            assert shape is not None  # None (Fortran order) is unmappable
             nbytes = math.prod(shape) * dtype.itemsize  # python ints: no overflow
             if offset - start + nbytes != info.file_size or offset + nbytes > st.st_size:
                 continue
@@ -277,7 +278,7 @@ def _map(
 def _read_at(arr: np.memmap, buffer: np.ndarray, offset: int) -> None:
     """Fill ``buffer`` with the bytes of ``arr``'s file at ``offset`` (a plain file read)."""
     handle = arr._msakit_file  # type: ignore[attr-defined]
-    view = memoryview(buffer).cast("B")
+    view = memoryview(buffer).cast("B")  # type: ignore[arg-type]  # an ndarray is a buffer
     handle.seek(offset)
     got = 0
     while got < len(view):

@@ -221,6 +221,7 @@ def face_source(kind: str, openface_dir: str | os.PathLike[str] | None = None):
         return FaceMeshExtractor()
     if kind == "opencv":
         return FaceExtractor()
+    assert openface_dir is not None  # corpus._check_request refuses openface without one
     return OpenFaceReader(openface_dir)
 
 
