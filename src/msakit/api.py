@@ -18,11 +18,11 @@ import os
 import sys
 import tempfile
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import torch
@@ -102,7 +102,10 @@ __all__ = ["train", "evaluate", "predict", "load_checkpoint", "build_config", "s
 
 
 # --------------------------------------------------------------------------- building blocks
-def checked_arguments(fn):
+_Function = TypeVar("_Function", bound=Callable[..., Any])
+
+
+def checked_arguments(fn: _Function) -> _Function:
     """``fn`` with its arguments checked against its annotations before it runs (pydantic's
     strict validation: no coercion; ``bool`` is no ``int``, ``"12"`` no ``list[int]``, an
     ``int`` is a ``float``; classes by ``isinstance``). A mismatch is one ``MsakitError``
@@ -140,7 +143,7 @@ def checked_arguments(fn):
                     f"{given} (of type {type(value).__name__})") from None
         return fn(*args, **kwargs)
 
-    return call
+    return cast(_Function, call)  # functools.wraps: fn's signature, checked
 
 
 @checked_arguments
