@@ -231,7 +231,7 @@ def test_the_authors_preset_builds_the_authors_loss_on_each_data_sets_labels(cas
     unread = ("text", "audio", "audio_lengths", "vision", "vision_lengths")  # the loss's input
     batch = Batch.from_dict({"labels": labels, **{k: torch.empty(0) for k in unread}})
     losses = model.compute_loss(output, batch)
-    assert float(losses.contrastive_loss) == pytest.approx(case["expected"], rel=1e-4)
+    assert float(losses.parts["contrastive"]) == pytest.approx(case["expected"], rel=1e-4)
     assert float(losses.loss) == pytest.approx(
         float(labels.abs().mean()) + config.model["gamma"] * case["expected"], rel=1e-6)
     # Float64 features, float32 labels (as the reference ran): the same computation.

@@ -245,12 +245,15 @@ def test_synth_writes_the_real_shapes(tmp_path, capsys, like, text_len, audio, v
     assert (data.audio_len, data.audio_dim, data.vision_len, data.vision_dim) == (*audio, *vision)
 
 
-def test_synth_rejects_a_missing_folder(tmp_path, capsys):
-    out = tmp_path / "nowhere" / "x.pkl"
-    code = run(["synth", "--like", "mosi", "--n", "3", "2", "2", "--out", str(out)])
+def test_synth_makes_missing_folders_and_refuses_a_file_above(tmp_path, capsys):
+    out = tmp_path / "new" / "deeper" / "x.npz"
+    assert run(["synth", "--like", "mosi", "--n", "3", "2", "2", "--out", str(out)]) == 0
+    assert out.is_file()
+    (tmp_path / "afile").write_text("x")
+    bad = tmp_path / "afile" / "sub" / "x.npz"
+    code = run(["synth", "--like", "mosi", "--n", "3", "2", "2", "--out", str(bad)])
     assert code == 2
-    error_line(capsys.readouterr().err)
-    assert not out.parent.exists()
+    assert "is a file, not a folder" in error_line(capsys.readouterr().err)
 
 
 # --------------------------------------------------------------------------- end to end

@@ -222,7 +222,7 @@ def test_dataset_custom_trains_every_model(model, custom_file, tiny_bert, tiny_b
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["dataset"] == CUSTOM and saved["dataset_spec"]["label_range"] == [-3.0, 3.0]
     assert (saved["text_encoder"] is None) == (spec.text_input == "features")
-    ckpt = api.load_checkpoint(out / "seed-1" / "best.pt")
+    ckpt = api.load_checkpoint(out / "seed-1")
     assert ckpt.config.dataset == custom_spec((-3, 3)) and ckpt.config.model_name == model
 
 
@@ -241,3 +241,22 @@ def test_text_encoder_flag_for_a_features_model_is_refused(custom_file, tmp_path
                     str(tmp_path / "run"), "--quiet"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "drop --text-encoder minilm" in err[0]
+
+
+@pytest.mark.parametrize("model", ["misa", "ef_lstm", "bert_mag"])
+def test_a_model_setting_named_like_a_run_setting_round_trips(model, tmp_path):
+    """MISA's own ``dropout`` and the run setting ``dropout`` (every dropout of the model) are two
+    settings: a saved configuration reloads both as they were; ``--set model.dropout=`` reaches
+    the model's own, ``--set dropout=`` the run's."""
+    from msakit.api import build_config
+    from msakit.rerun import load_run_config
+
+    dataset = "sims" if model != "ef_lstm" else "mosi"
+    config = build_config(model, dataset, overrides=["model.dropout=0.3"])
+    assert config.model.dropout == 0.3 and config.dropout is None
+    path = tmp_path / "config.yaml"
+    path.write_text(config.to_yaml())
+    again = load_run_config(path)
+    assert again.to_dict() == config.to_dict()
+    both = build_config(model, dataset, overrides=["dropout=0.1", "model.dropout=0.4"])
+    assert both.dropout == 0.1 and both.model.dropout == 0.4

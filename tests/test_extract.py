@@ -602,6 +602,17 @@ def test_extract_train_predict_a_new_clip(learnt, tmp_path, tiny_bert_with_token
     # --video and --data are two different routes.
     assert run_cli(["predict", "--checkpoint", str(best)]) == 2
     assert "--data is required" in error_line(capsys.readouterr().err)
+    # one row per clip, as JSON on standard output or CSV in a new folder (issue 21, item 8)
+    assert run_cli(["predict", "--checkpoint", str(best), "--video", str(video), "--text",
+                    SAME_TEXT, "--format", "json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["clip"] == str(video) and row["text"] == SAME_TEXT and not row["from_asr"]
+    assert row["prediction"] == pytest.approx(first, abs=1e-4)
+    table = tmp_path / "predictions" / "clips.csv"
+    assert run_cli(["predict", "--checkpoint", str(best), "--video", str(video), "--text",
+                    SAME_TEXT, "--out", str(table)]) == 0
+    (saved,) = csv.DictReader(table.open())
+    assert float(saved["prediction"]) == pytest.approx(row["prediction"], rel=1e-5)
 
 
 def test_mediapipe_features_keep_every_frame_and_name_their_columns(learnt_mediapipe):

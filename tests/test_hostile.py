@@ -31,6 +31,8 @@ Issue 11's list ("Why") -> the tests here (CASES ids unless a test function is n
 - a train split of one sample: train-split-of-one
 - output path a directory / an unwritable sub-folder: predict-out-is-folder,
   report-out-is-folder, synth-out-is-folder, predict-out-unwritable
+- one grammar (issue 21): synth-out-dash, report-format-contradicts-out, convert-file-and-data,
+  config-show-custom-without-range
 - corrupt config.yaml / results.csv / history.json read by --resume, report, plot:
   resume-corrupt-config, resume-config-list, report-corrupt-results, report-corrupt-config,
   plot-corrupt-history, train-config-corrupt-yaml
@@ -199,7 +201,8 @@ def world(tmp_path_factory, tiny_bert, tiny_bert_12) -> World:
     bad_runs["two_seeds"] = two
     truncated = root / "run_two_seeds_truncated"
     shutil.copytree(two, truncated)
-    (truncated / "seed-2" / "best.pt").write_bytes(ckpt.read_bytes()[:5000])
+    weights = truncated / "seed-2" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5000])
     bad_runs["two_seeds_truncated"] = truncated
     (root / "empty_dir").mkdir()
     bad_runs["empty_dir"] = root / "empty_dir"
@@ -489,6 +492,15 @@ CASES = [
      "is also an input"),
     ("convert-out-is-link", lambda w: ["convert", str(w.data), "--out",
                                        str(w.root / "link.npz")], 2, "is also an input"),
+    ("synth-out-dash", lambda w: ["synth", "--like", "mosi", "--n", "2", "2", "2", "--out", "-"],
+     2, "not to standard output"),
+    ("report-format-contradicts-out", lambda w: ["report", str(w.run), "--out", "{case}/t.tex",
+                                                 "--format", "csv"], 2, "contradicts"),
+    ("convert-file-and-data", lambda w: ["convert", str(w.pkl), "--data", str(w.pkl), "--out",
+                                         "{case}/x.npz"], 2, "not both"),
+    ("config-show-custom-without-range", lambda w: ["config", "show", "--model", "lmf",
+                                                    "--dataset", "custom"], 2,
+     "takes one of --dataset-spec"),
     ("synth-out-is-folder", lambda w: ["synth", "--like", "mosi", "--n", "2", "2", "2", "--out",
                                        str(w.root / "a_folder")], 2, "is a folder"),
     ("train-into-existing-run", lambda w: _train(w, out=str(w.run)), 2,
@@ -596,7 +608,7 @@ CASES = [
      "several seeds .*seed-1, seed-2"),
     ("evaluate-run-with-a-truncated-seed",
      lambda w: _ck(w, "evaluate", ckpt=w.bad_runs["two_seeds_truncated"]), 2,
-     "seed-2.best.pt"),
+     "seed-2.model.safetensors"),
     ("evaluate-empty-folder", lambda w: _ck(w, "evaluate", ckpt=w.bad_runs["empty_dir"]), 2,
      "without model.safetensors"),
     ("evaluate-empty-data", lambda w: _ck(w, "evaluate", data=w.empty), 2, "empty"),
@@ -703,7 +715,7 @@ CASES = [
                                               "--data", str(w.data), "--preset", "authors"], 2,
      "no preset 'authors'"),
     ("predict-video-and-data", lambda w: [*_ck(w, "predict", "--out", "{case}/p.csv"), "--video",
-                                          str(w.clips)], 2, "--video predicts one clip"),
+                                          str(w.clips)], 2, "--video predicts clips"),
     ("predict-video-standard-checkpoint", lambda w: ["predict", "--checkpoint", str(w.ckpt),
                                                      "--video", str(w.clips)], 2, "extract"),
     ("merge-missing-part", lambda w: ["merge", "{case}/nope.npz", "--out", "{case}/m.npz"], 2,
@@ -1115,7 +1127,7 @@ def test_diverged_run_ends_cleanly_and_keeps_the_last_good_last_pt(world, tmp_pa
         losses = real(self, output, batch, *args, **kwargs)
         if self.training and state["trainer"].global_step >= state["steps"]:
             losses = type(losses)(losses.loss * float("nan"), losses.task_loss,
-                                  losses.contrastive_loss)
+                                  losses.parts)
         return losses
 
     real_prepare = Trainer.prepare

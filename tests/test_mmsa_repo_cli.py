@@ -28,9 +28,9 @@ def test_trains_and_evaluates_through_the_cli(model, small_mosi_npz, tiny_bert, 
     assert run_cli(["train", "--model", model, "--dataset", "mosi", "--data",
                     str(small_mosi_npz), "--text-encoder", str(tiny_bert), "--seeds", "3",
                     "--out", str(out), "--quiet", *sets]) == 0
-    ckpt = api.load_checkpoint(out / "seed-3" / "best.pt")
+    ckpt = api.load_checkpoint(out / "seed-3")
     assert type(ckpt.model).name == model
     capsys.readouterr()
-    assert run_cli(["evaluate", "--checkpoint", str(out / "seed-3" / "best.pt"), "--data",
+    assert run_cli(["evaluate", "--checkpoint", str(out / "seed-3"), "--data",
                     str(small_mosi_npz)]) == 0
     assert "MAE" in capsys.readouterr().out

@@ -56,7 +56,7 @@ class Tiny(MSAModel):
 
     def compute_loss(self, output, batch, ctx=LOCAL):
         task = ctx.mean((output.prediction - batch.labels).abs())
-        return LossOutput(task, task, task.detach() * 0)
+        return LossOutput(task, task)
 
     def parameter_groups(self):
         return groups_by_prefix(self, {"text": ("text_encoder.",)})

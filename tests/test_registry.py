@@ -65,7 +65,7 @@ class Toy(MSAModel):
 
     def compute_loss(self, output: ModelOutput, batch: Batch, ctx: LossContext = LOCAL):
         task = ctx.mean((output.prediction - batch.labels).abs())
-        return LossOutput(task, task, task.detach() * 0)
+        return LossOutput(task, task)
 
     def parameter_groups(self):
         return groups_by_prefix(self, {"text": ("text_encoder.",)})

@@ -160,9 +160,12 @@ def test_step_losses_are_read_once_per_interval_with_the_same_numbers(
         maes = [h["valid_MAE"] for h in trainer.history]
         assert trainer.stopper.best == min(maes) and any(m != round(m, 4) for m in maes)
     (history, lines, reads_2), (history_all, lines_all, reads_100) = runs[2], runs[100]
-    assert reads_2 == [(2,), (2,), (1,)] * 2 and reads_100 == [(5,)] * 2
+    columns = len(("loss", "task", "text", "audio", "vision"))  # Self-MM's step losses
+    assert reads_2 == [(2, columns), (2, columns), (1, columns)] * 2
+    assert reads_100 == [(5, columns)] * 2
     assert lines == lines_all and [line["step"] for line in lines] == list(range(1, 11))
-    for key in ("train_loss", "train_task_loss", "train_contrastive_loss"):
+    for key in ("train_loss", "train_task_loss", "train_text_loss", "train_audio_loss",
+                "train_vision_loss"):
         assert [h[key] for h in history] == [h[key] for h in history_all]
     first = [line["loss"] for line in lines[:5]]
     assert history[0]["train_loss"] == sum(first) / 5

@@ -982,15 +982,21 @@ def write_results_table(path: str | os.PathLike, rows: list[dict[str, Any]]) -> 
     :attr:`TrainResult.rows`) to ``path``: JSON for a ``.json`` name (an undefined metric is
     null), else CSV (as ``results.csv``: an undefined metric is a blank cell)."""
     path = Path(path)
-    if path.suffix.lower() == ".json":
-        write_text_atomic(path, metrics_json(rows, indent=1) + "\n")
-        return
+    write_text_atomic(path, results_table_text(
+        rows, "json" if path.suffix.lower() == ".json" else "csv"))
+
+
+def results_table_text(rows: list[dict[str, Any]], fmt: str = "csv") -> str:
+    """A results table's rows as ``fmt``: ``json`` (an undefined metric is null) or ``csv`` (as
+    ``results.csv``: an undefined metric is a blank cell)."""
+    if fmt == "json":
+        return metrics_json(rows, indent=1) + "\n"
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: "" if v is None else v for k, v in without_nan(row).items()})
-    write_text_atomic(path, buf.getvalue())
+    return buf.getvalue()
 
 
 def _warn(line: str | None) -> None:
@@ -1051,9 +1057,7 @@ def synth(like: str, n: tuple[int, int, int] | list[int], out: str | os.PathLike
         raise MsakitError(f"three splits of at least one sample each (train, valid, test), got "
                           f"{' '.join(map(str, n))}")
     out = Path(out)
-    if out.parent and not out.parent.exists():
-        raise MsakitError(f"folder {out.parent} does not exist")
-    check_distinct_output(out, [])
+    check_distinct_output(out, [])  # its missing folders are made when it is written
     if out.suffix == ".npz":  # the code-free format, as the name says
         save_npz(make_synthetic(like, *n, seed=seed, text_features=text_features), out)
         return out

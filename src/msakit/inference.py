@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -182,10 +183,19 @@ def prediction_rows(
 
 def write_predictions(rows: list[dict[str, Any]], out: str | os.PathLike) -> None:
     """``rows`` as CSV: ``id,prediction`` and, when the rows have labels, ``label``."""
-    columns = ["id", "prediction", *(["label"] if rows and "label" in rows[0] else [])]
+    write_text_atomic(out, predictions_text(rows))
+
+
+def predictions_text(rows: list[dict[str, Any]], fmt: str = "csv") -> str:
+    """Prediction rows (one dict per sample or clip, the same keys in each) as CSV (a header of
+    the keys; numbers to 6 significant digits) or JSON (a list of objects)."""
+    if fmt == "json":
+        return json.dumps(rows, indent=2) + "\n"
+    columns = list(rows[0]) if rows else ["id", "prediction"]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(columns)
     for row in rows:
-        writer.writerow([row["id"], *(f"{row[c]:.6g}" for c in columns[1:])])
-    write_text_atomic(out, buf.getvalue())
+        writer.writerow([f"{v:.6g}" if isinstance(v, float) else v
+                         for v in (row[c] for c in columns)])
+    return buf.getvalue()

@@ -129,7 +129,7 @@ def _settings(saved: dict[str, Any], path: Path) -> dict[str, str]:
         if key in ("model", "lr", "weight_decay"):
             if not isinstance(value, dict):
                 raise MsakitError(f"--config {path}: {key} is {value!r}, not a mapping")
-            prefix = "" if key == "model" else f"{key}."
+            prefix = f"{key}."  # model.KEY: never mistaken for a run setting of that name
             settings.update({f"{prefix}{k}": v for k, v in value.items()})
         else:
             settings[key] = value

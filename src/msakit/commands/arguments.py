@@ -30,13 +30,14 @@ from msakit.models.registry import adapter_models, model_names, model_spec, pres
 
 
 class HelpFormatter(argparse.HelpFormatter):
-    """Every option's help ends with its default, when it has one."""
+    """Every option's help ends with its default, when it has one and the help does not
+    already say it."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
         if (
-            "%(default)" not in text
+            "default" not in text.lower()
             and default is not None
             and default is not False
             and default != []
@@ -75,12 +76,15 @@ def _demo_companions(out: Path) -> list[tuple[str, Path, str]]:
 
 
 IN_FILE = Role("input", "file")
+"""An input file (``--data`` and the other files a command reads)."""
 IN_RUN = Role("input", "run")
 CHECKPOINT = Role("input", "checkpoint")
 CONFIG = Role("input", "config")
 ENCODER = Role("input", "encoder")
 IN_VIDEOS = Role("input", "videos")
 OUT_FILE = Role("output", "file")
+OUT_TABLE = Role("output", "file", stdout=True)
+"""An output file that may be ``-``: standard output (tables, predictions)."""
 OUT_FOLDER = Role("output", "folder")
 OUT_TRAIN = Role("output", "train")
 OUT_ADAPTERS = Role("output", "adapters")
@@ -104,10 +108,44 @@ def add_overwrite(p: argparse.ArgumentParser) -> None:
                    help="replace the output if it exists (never an input, nor a run's file)")
 
 
+def add_positional_alias(
+    p: argparse.ArgumentParser, flag: str, positional: str, *, role: Role, help: str,
+    required: bool = True, many: bool = False, metavar: str | None = None,
+) -> None:
+    """``FLAG VALUE``, with the older positional form ``VALUE`` kept as an alias (one grammar:
+    ``--data FILE`` everywhere, ``convert FILE`` still works). ``many``: one or more values.
+    :func:`resolve_aliases` moves the positional's value to ``FLAG``'s after the paths are
+    checked; giving both is an error, and so is neither when ``required``."""
+    dest = flag.lstrip("-").replace("-", "_")
+    arg(p, flag, role=role, dest=dest, nargs="+" if many else None, metavar=metavar,
+        help=help + ("" if required else " (optional)"))
+    alias = arg(p, positional, role=role, nargs="*" if many else "?", metavar=metavar,
+                help=f"the same as {flag} (the older form)")
+    alias.alias_of = (flag, dest, required)  # type: ignore[attr-defined]
+
+
+def resolve_aliases(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Positional aliases (:func:`add_positional_alias`) moved to their flag's value."""
+    for action in command_actions(parser, args):
+        alias = getattr(action, "alias_of", None)
+        if alias is None:
+            continue
+        flag, dest, required = alias
+        given, value = getattr(args, action.dest), getattr(args, dest)
+        if given not in (None, []) and value not in (None, []):
+            raise MsakitError(f"msakit {args.command}: give {flag} or the positional "
+                              f"{action.metavar or action.dest}, not both")
+        if given not in (None, []):
+            setattr(args, dest, given)
+        elif value in (None, []) and required:
+            raise MsakitError(f"msakit {args.command}: {flag} is required")
+
+
 def command_actions(parser: argparse.ArgumentParser, args: argparse.Namespace):
-    """The actions of the (sub)parser that parsed ``args`` (``plot FIGURE`` included)."""
+    """The actions of the (sub)parser that parsed ``args`` (``plot FIGURE`` and ``config show``
+    included)."""
     actions = list(parser._actions)
-    for dest in ("command", "figure"):
+    for dest in ("command", "figure", "what"):
         subs = [a for a in actions if isinstance(a, argparse._SubParsersAction) and a.dest == dest]
         if subs and getattr(args, dest, None) is not None:
             actions = list(subs[0].choices[getattr(args, dest)]._actions)
@@ -126,6 +164,11 @@ def declared_paths(
             continue
         flag = action.option_strings[0] if action.option_strings else str(action.metavar)
         for item in value if isinstance(value, list) else [value]:
+            if str(item) == "-" and role.direction == "output":
+                if not role.stdout:
+                    raise MsakitError(f"{flag} -: this command writes files only, not to "
+                                      "standard output; give a file name")
+                continue
             path = Path(item)
             if role.direction == "input":
                 reads.append(Input(flag, path, role.kind))
@@ -157,7 +200,7 @@ def add_train_arguments(p: argparse.ArgumentParser, out_default: str = "runs/msa
          required=True, help="MMSA feature file (.pkl or converted .npz)")
     arg(p, "--text-encoder", role=ENCODER, help=TEXT_ENCODER_HELP)
     add_preset_argument(p)
-    p.add_argument("--seeds", nargs="+", type=int,
+    p.add_argument("--seed", "--seeds", dest="seeds", nargs="+", type=int, metavar="S",
                    help="one run per seed, each in [0, 2^32) (default: MMSA's five, 1111 to 1115)")
     p.add_argument("--epochs", type=int,
                    help="cap on epochs, and the schedule's horizon (default: the preset's)")
@@ -234,6 +277,24 @@ def add_asr_arguments(p: argparse.ArgumentParser, what: str) -> None:
          "the hub's cache while HF_HUB_OFFLINE=1)")
     arg(p, "--asr-language", role=TEXT, metavar="CODE",
          help="--asr whisper: the spoken language (en, zh, ...; default: detected)")
+
+
+TABLE_SUFFIXES = {".md": "markdown", ".tex": "latex", ".csv": "csv", ".json": "json"}
+"""The table formats that a file name's extension names."""
+
+
+def table_format(out: str | None, given: str | None, formats: Sequence[str],
+                 default: str) -> str:
+    """The format of an output table: ``--format`` when given, else the extension of ``--out``
+    (``.md``, ``.tex``, ``.csv``, ``.json``), else ``default``; a ``--format`` that the
+    extension contradicts is an error."""
+    implied = TABLE_SUFFIXES.get(Path(out).suffix.lower()) if out and out != "-" else None
+    if implied is not None and implied not in formats:
+        raise MsakitError(f"--out {out}: this command writes {', '.join(formats)}, not {implied}")
+    if given is not None and implied is not None and given != implied:
+        raise MsakitError(f"--format {given} contradicts --out {out} (a {implied} file name); "
+                          "give one, or make them agree")
+    return given or implied or default
 
 
 def failures_status(count: int, what: str, listed: os.PathLike) -> int:

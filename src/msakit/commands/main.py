@@ -17,6 +17,7 @@ from msakit import __version__
 from msakit.commands import (
     analyze,
     bench,
+    config,
     convert,
     demo,
     evaluate,
@@ -32,7 +33,7 @@ from msakit.commands import (
     train,
     tune,
 )
-from msakit.commands.arguments import Parser, declared_paths
+from msakit.commands.arguments import Parser, declared_paths, resolve_aliases
 from msakit.core.guard import run_guarded
 from msakit.core.safety import check_plan
 from msakit.models.registry import model_names, model_spec
@@ -40,7 +41,7 @@ from msakit.provenance import command_line
 
 COMMANDS: tuple[ModuleType, ...] = (
     demo, synth, train, evaluate, predict, convert, bench, pretrain_adapters, report, plot,
-    tune, import_weights, extract, analyze, merge, retokenize,
+    tune, import_weights, extract, analyze, merge, retokenize, config,
 )
 """The sub-commands, in the order ``msakit --help`` lists them."""
 
@@ -69,6 +70,7 @@ def main(argv: Sequence[str] | None = None, commands: Sequence[ModuleType] = COM
         reads, writes = declared_paths(parser, args)  # before the command touches anything
         check_plan(reads, writes, overwrite=getattr(args, "overwrite", False),
                    resume=getattr(args, "resume", False))
+        resolve_aliases(parser, args)  # `convert FILE` -> --data FILE (both were checked)
         command = {c.NAME: c for c in commands}[args.command]
         with command_line(["msakit", *(sys.argv[1:] if argv is None else argv)]):
             return command.run(args)  # recorded in a run's provenance

@@ -13,6 +13,7 @@ from msakit.commands.arguments import (
     TEXT,
     Parser,
     add_overwrite,
+    add_positional_alias,
     arg,
 )
 from msakit.models.registry import model_plots
@@ -24,7 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(NAME, help="PNG figures: curves, tsne, weights, scatter")
     figures = p.add_subparsers(dest="figure", required=True, parser_class=Parser)
     f = figures.add_parser("curves", help="training and validation curves of a run folder")
-    arg(f, "run_dir", role=IN_RUN, metavar="RUN_DIR", help="run folder (or one seed-S folder)")
+    add_positional_alias(f, "--run", "run_dir", role=IN_RUN, metavar="RUN_DIR",
+                         help="run folder (or one seed-S folder)")
     arg(f, "--out", role=OUT_FILE, required=True, help="output PNG")
     add_overwrite(f)
     f = figures.add_parser(
@@ -67,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from msakit.reporting import plots
 
     if args.figure == "curves":
-        path = plots.plot_curves(args.run_dir, args.out)
+        path = plots.plot_curves(args.run, args.out)
     elif args.figure == "tsne":
         path = plots.plot_tsne(
             args.checkpoint, args.data, args.out, split=args.split, intervals=args.intervals,

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import argparse
 
-from msakit.commands.arguments import ENCODER, IN_FILE, OUT_FILE, add_overwrite, arg
+from msakit.commands.arguments import (
+    ENCODER,
+    IN_FILE,
+    OUT_FILE,
+    add_overwrite,
+    add_positional_alias,
+    arg,
+)
 from msakit.core.errors import MsakitError
 from msakit.data.tokens import retokenize
 from msakit.encoders.text import encoder_positions, load_tokenizer, resolve_text_encoder
@@ -18,7 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         NAME, help="rewrite a feature file's token ids with another text encoder's "
         "tokenizer (from raw_text or a CSV id,text)",
     )
-    arg(p, "file", role=IN_FILE, help="MMSA feature file (.pkl or .npz)")
+    add_positional_alias(p, "--data", "file", role=IN_FILE, metavar="FILE",
+                         help="MMSA feature file (.pkl or .npz)")
     arg(p, "--text-encoder", role=ENCODER, required=True,
                    help="hub name, folder or 'minilm' whose tokenizer to apply")
     arg(p, "--texts", role=IN_FILE, metavar="CSV",
@@ -38,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
             f"text encoder {resolve_text_encoder(args.text_encoder)!r} has no tokenizer (no "
             "tokenizer files in the folder, or not in the local Hugging Face cache)"
         )
-    summary = retokenize(args.file, args.out, tokenizer, texts_csv=args.texts,
+    summary = retokenize(args.data, args.out, tokenizer, texts_csv=args.texts,
                          max_length=args.max_length,
                          positions=encoder_positions(args.text_encoder))
     note = f", {summary['truncated']} truncated" if summary["truncated"] else ""

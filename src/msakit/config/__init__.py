@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from msakit.config.datasets import DATASETS, DatasetSpec, dataset_spec, resolve_spec
+from msakit.config.listing import suggestions
 from msakit.config.model_config import ModelConfig, check_settings, config_class, hp
 from msakit.core.errors import MsakitError
 from msakit.core.safe_yaml import dump_yaml, load_yaml
@@ -393,8 +394,9 @@ def apply_overrides(config: RunConfig, overrides: list[str] | dict[str, Any]) ->
     """Apply ``key=value`` overrides; ``lr.text=1e-5`` reaches into a group dict.
 
     Keys are RunConfig fields, ``lr.G`` / ``weight_decay.G`` for a group G, or a key of the
-    model's hyperparameters (``gamma=0.5``, ``fusion=add``). Unknown keys are an error. The
-    result is a new configuration (:func:`dataclasses.replace`), checked once
+    model's hyperparameters (``gamma=0.5``, ``fusion=add``; ``model.KEY`` names the model's own
+    setting where a run setting has the same name, as MISA's ``model.dropout``). Unknown keys
+    are an error. The result is a new configuration (:func:`dataclasses.replace`), checked once
     (:meth:`RunConfig.check`).
     """
     items = overrides.items() if isinstance(overrides, dict) else [_split(o) for o in overrides]
@@ -422,7 +424,12 @@ def _override(
     hints = _setting_types(type(config))  # type: ignore[arg-type]  # classes are hashable
     top = set(hints) - {"model", "lr", "weight_decay", "preset", *FLAG_KEYS}
     fields = set(config.model.to_dict())
-    if "." in key:
+    if key.startswith("model."):  # the model's own setting, also where a run setting has
+        name = key.removeprefix("model.")  # its name (MISA's dropout: --set model.dropout=)
+        if name not in fields:
+            raise MsakitError(_unknown_key(key, {f"model.{k}" for k in fields}))
+        model[name] = _coerce_model(config.model_name, name, raw, getattr(config.model, name))
+    elif "." in key:
         group_key, group = key.split(".", 1)
         if group_key not in ("lr", "weight_decay") or group not in GROUPS:
             raise MsakitError(f"--set {key}: unknown key (groups are {', '.join(GROUPS)})")
@@ -435,8 +442,20 @@ def _override(
     elif key in fields:
         model[key] = _coerce_model(config.model_name, key, raw, getattr(config.model, key))
     else:
-        valid = sorted(top | {"lr", "weight_decay"} | fields)
-        raise MsakitError(f"--set {key}: unknown key; valid keys: {', '.join(valid)}")
+        raise MsakitError(_unknown_key(key, top | fields))
+
+
+def _unknown_key(key: str, keys: set[str]) -> str:
+    """The error line of an unknown ``--set`` key: the keys it may mean (MMSA's names
+    included), else every key (the refused ones, :data:`FLAG_KEYS`, never offered)."""
+    valid = keys | {"lr", "weight_decay"} | {f"{k}.{g}" for k in ("lr", "weight_decay")
+                                             for g in GROUPS}
+    near = suggestions(key, valid)
+    if near:
+        return (f"--set {key}: unknown key; did you mean {', '.join(near)}? ('msakit config "
+                "show' lists every key)")
+    listed = sorted(k for k in valid if "." not in k)
+    return f"--set {key}: unknown key; valid keys: {', '.join(listed)}"
 
 
 def _coerce_model(model: str, key: str, raw: str, current: Any) -> Any:
@@ -450,6 +469,9 @@ def _coerce_model(model: str, key: str, raw: str, current: Any) -> Any:
 
 
 def _split(item: str) -> tuple[str, str]:
+    if item.strip() in ("help", "list"):
+        raise MsakitError(f"--set {item.strip()}: the keys, their documentation, defaults and "
+                          "ranges are listed by 'msakit config show --model M --dataset D'")
     if "=" not in item:
         raise MsakitError(f"--set {item}: expected key=value")
     key, value = item.split("=", 1)

@@ -19,6 +19,9 @@ and nothing written or opened:
   ``seed-S``/``stage1`` folders, a run's ``tensorboard`` files, a step log, known by its first
   line); new files in a run folder (plots, tables) are fine;
 * an output file that exists, without ``overwrite`` (``--overwrite``);
+* an output whose folder cannot be made: the nearest existing folder above it is a file, or
+  cannot be written. Missing folders above an output are fine: the atomic writer
+  (:func:`msakit.core.files.atomic_write`) creates them, for every command alike;
 * a run folder (``train --out``, ``pretrain-adapters --out``, ``tune --out``) that holds another
   kind of run, or the same kind without ``--resume``/``--overwrite``; an ``--overwrite`` that
   would delete one of the command's inputs;
@@ -83,11 +86,13 @@ class Role:
     ``encoder`` (a hub name or a folder), ``videos`` (a file, or a folder whose files are each
     read). Output kinds: ``file``, ``log``, ``folder``, and the run folders ``train``,
     ``adapters``, ``tune``. ``companions``: further outputs derived from the value (extract's
-    failures CSV, demo's files), as (flag, path, kind)."""
+    failures CSV, demo's files), as (flag, path, kind). ``stdout``: an output file that may be
+    ``-``, standard output (a table, predictions); ``-`` is refused for the others."""
 
     direction: str
     kind: str = "file"
     companions: Callable[[Path], Sequence[tuple[str, Path, str]]] | None = None
+    stdout: bool = False
 
     def __post_init__(self) -> None:
         kinds = {"input": _INPUT_KINDS, "output": _OUTPUT_KINDS, "text": {"file"}}
@@ -208,6 +213,7 @@ def _check_output_file(
     writes: list[Output],
 ) -> None:
     flag, path = out.flag, out.path
+    check_parent(flag, path)
     for in_flag, in_path in read:
         if _same(path, in_path):
             raise MsakitError(
@@ -240,6 +246,18 @@ def _check_output_file(
     if lst is not None and not overwrite:
         raise MsakitError(f"{flag} {path} exists; add --overwrite to replace it, or choose "
                           "another name")
+
+
+def check_parent(flag: str, path: Path) -> None:
+    """Refuse an output whose folders cannot be made: the nearest existing path above
+    ``path`` must be a writable folder (the missing ones are created when it is written)."""
+    above = Path(os.path.abspath(path)).parent
+    while _stat(above) is None and above != above.parent:
+        above = above.parent
+    if not above.is_dir():
+        raise MsakitError(f"{flag} {path}: {above} is a file, not a folder")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise MsakitError(f"{flag} {path}: cannot write to {above} (permission denied)")
 
 
 def _check_step_log(
@@ -382,6 +400,7 @@ def _check_output_folder(
     out: Output, read: list[tuple[str, Path]], *, overwrite: bool, resume: bool
 ) -> None:
     flag, path, kind = out.flag, out.path, out.kind
+    check_parent(flag, path)
     if path.exists() and not path.is_dir():
         raise MsakitError(f"{flag} {path} exists and is not a folder")
     if path.is_dir() and not os.access(path, os.W_OK):

@@ -168,9 +168,6 @@ def retokenize(
     check_distinct_output(o, [p, texts_csv])
     positions = positions or _tokenizer_positions(tokenizer)
     _check_length(max_length, positions, "--max-length")
-    parent = Path(o).parent
-    if not parent.is_dir():
-        raise MsakitError(f"folder {parent} does not exist")
     raw = _read(p)
     features = _validate(raw, p, None)
     length = int(max_length) if max_length is not None else features.text_len

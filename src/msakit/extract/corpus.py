@@ -46,7 +46,7 @@ import numpy as np
 from msakit.core.errors import MsakitError
 from msakit.core.files import RunLock, write_atomic, write_text_atomic
 from msakit.core.guard import ending_signal
-from msakit.core.safety import Output, check_plan, inputs
+from msakit.core.safety import Output, check_parent, check_plan, inputs
 from msakit.data.identity import content_digest
 from msakit.data.mmsa import SPLITS
 from msakit.data.safe_format import save_npz
@@ -434,10 +434,7 @@ def _check_request(
         raise MsakitError(f"{out}: the output would overwrite the clips CSV")
     if out.exists() and out.is_dir():
         raise MsakitError(f"{out}: is a folder; --out names the .npz file to write")
-    if not out.parent.resolve().is_dir():
-        raise MsakitError(f"{out}: folder {out.parent} does not exist")
-    if not os.access(out.parent.resolve(), os.W_OK):
-        raise MsakitError(f"cannot write to {out.parent}")
+    check_parent("--out", out)  # its missing folders are made when it is written
 
 
 @dataclass(frozen=True)
@@ -457,7 +454,7 @@ def _extract_clips(
 ) -> tuple[dict[str, ClipFeatures], list[tuple[Clip, str]], int]:
     """Features of every clip that could be extracted (taken from the cache with ``resume``),
     the failures (clip, reason) in CSV order, and how many clips came from the cache."""
-    work.cache.mkdir(exist_ok=True)
+    work.cache.mkdir(parents=True, exist_ok=True)
     done: dict[str, ClipFeatures] = {}
     if resume:
         for clip in clips:

@@ -36,8 +36,6 @@ def merge(parts: list[str | os.PathLike[str]], out: str | os.PathLike[str]) -> d
     read = [*parts, *(failures_path(Path(p)) for p in parts)]
     check_distinct_output(out, read)  # nor a link to one, a FIFO, a run's file
     check_distinct_output(failures_path(out), read, "--out (its failures CSV)")
-    if not out.parent.resolve().is_dir():
-        raise MsakitError(f"{out}: folder {out.parent} does not exist")
     records, contents = _read_parts(parts)
     _check_compatible(parts, records)
     _check_unique_ids(parts, contents)

@@ -12,7 +12,8 @@ Required (every model implements these three; :class:`MSAModel` raises otherwise
 * ``compute_loss(output, batch, ctx: LossContext) -> LossOutput``: ``ctx`` carries the
   distributed arguments (``ctx.gather`` concatenates a per-rank tensor over all ranks with
   gradients, so contrastive losses see the global batch; ``ctx.mean`` is a per-sample loss's
-  mean over the global batch); the default ``ctx`` is one process.
+  mean over the global batch); the default ``ctx`` is one process. ``LossOutput.parts`` holds
+  the loss's terms other than the task loss, named as :attr:`MSAModel.loss_parts` declares.
 * ``parameter_groups() -> {"text" | "audio" | "vision" | "other" | own: [(name, param)]}``:
   the groups the RunConfig's *named* learning rates and weight decays apply to
   (``lr.text``, ``lr.audio``, ...). Every model builds them with :func:`groups_by_prefix`.
@@ -66,9 +67,26 @@ class ModelOutput:
 
 @dataclass
 class LossOutput:
+    """A training step's loss and what it is made of.
+
+    ``loss`` is what is minimised; ``task_loss`` the task term (the prediction against the
+    labels; what validation reports); ``parts`` the model's other terms by name, exactly the
+    names of :attr:`MSAModel.loss_parts` in training (empty for a model whose loss is its task
+    loss, and in evaluation). A part is the term as the model's ``loss_parts`` documents it
+    (usually before its weight: ``loss = task + Σ weight × part``); the Trainer logs each as
+    ``<name>_loss`` (step log, TensorBoard ``train/<name>_loss``, ``history.json``
+    ``train_<name>_loss``) and shows it by name in the epoch line."""
+
     loss: torch.Tensor
     task_loss: torch.Tensor
-    contrastive_loss: torch.Tensor
+    parts: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.parts, dict):  # the contract before the parts were named
+            raise TypeError(
+                "LossOutput(loss, task_loss, parts): parts is a dict {name: term} of the names "
+                f"in the model's loss_parts, not a {type(self.parts).__name__} (the third "
+                "field was contrastive_loss before msakit named the parts)")
 
 
 @dataclass
@@ -221,6 +239,18 @@ class MSAModel(nn.Module):
     model provides ``has_adapters``, ``adapter_state()``, ``adapter_signature()`` and
     ``load_adapters`` (see :mod:`msakit.training.stages`)."""
 
+    loss_parts: tuple[str, ...] = ()
+    """The names of the loss's terms besides the task loss: the keys of
+    :attr:`LossOutput.parts` that :meth:`compute_loss` returns in training (``()``: the loss is
+    the task loss). The Trainer reads it at the start of each training pass (after
+    :meth:`start_phase`), so a model whose terms depend on its settings sets it in
+    ``__init__`` and one whose terms differ by training phase makes it a property.
+
+    Under DDP the Trainer reports each part's mean over the ranks: a part computed on the
+    gathered global batch (``ctx.gather``) is the same on every rank, a per-sample mean taken
+    with ``ctx.mean`` averages to the global batch's mean, a mean over the rank's own samples
+    to the mean of the ranks' means."""
+
     def forward(self, batch: Batch) -> ModelOutput:
         """Required: the prediction and representations for ``batch``."""
         raise NotImplementedError(f"{type(self).__name__} implements no forward")
@@ -366,4 +396,4 @@ class L1Regression(MSAModel):
         self, output: ModelOutput, batch: Batch, ctx: LossContext = LOCAL
     ) -> LossOutput:
         task = l1_task(output, batch, ctx)
-        return LossOutput(task, task, task.detach() * 0)
+        return LossOutput(task, task)

@@ -163,6 +163,9 @@ class MCTN(MSAModel):
     """Multimodal Cyclic Translation Network (module docstring)."""
 
     name = "mctn"
+    loss_parts = ("translation",)
+    """The three translations' MSEs summed, before ``translation_weight``; each a mean over the
+    rank's own samples."""
 
     def __init__(self, config: MCTNConfig, dims: Dims, text_encoder: nn.Module | None = None
                  ) -> None:
@@ -218,9 +221,10 @@ class MCTN(MSAModel):
         """L1 + translation_weight x (the three translations' MSEs), MMSA's ``loss_all``."""
         task = l1_task(output, batch, ctx)
         t = output.terms
-        translation = self.config.translation_weight * cast(torch.Tensor, sum(  # of 3 tensors
+        errors = cast(torch.Tensor, sum(  # of three tensors
             F.mse_loss(t[f"{m}_hat"], t[f"{m}_true"]) for m in ("vision", "text", "audio")))
-        return LossOutput(task + translation, task, translation)
+        translation = self.config.translation_weight * errors
+        return LossOutput(task + translation, task, {"translation": errors})
 
     def parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
         return groups_by_prefix(self, {})

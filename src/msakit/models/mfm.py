@@ -175,6 +175,10 @@ class MFM(MSAModel):
     """Multimodal Factorization Model (module docstring)."""
 
     name = "mfm"
+    loss_parts = ("reconstruction", "mmd")
+    """The reconstruction MSEs weighted by ``{m}_recon_weight`` and summed (a mean over the
+    rank's own samples), and the four MMDs summed before ``mmd_weight`` (on the global batch);
+    the loss: task + reconstruction + mmd_weight x mmd."""
 
     def __init__(self, config: MFMConfig, dims: Dims, text_encoder: nn.Module | None = None
                  ) -> None:
@@ -222,14 +226,14 @@ class MFM(MSAModel):
         evaluation the L1 term alone, as MMSA's ``do_test``)."""
         task = l1_task(output, batch, ctx)
         if not self.training:
-            return LossOutput(task, task, task.detach() * 0)
+            return LossOutput(task, task)
         c, terms = self.config, output.terms
         recon = sum(getattr(c, f"{m}_recon_weight")
                     * F.mse_loss(terms[f"recon_{m}"], terms[f"input_{m}"]) for m in MODALITIES)
         mmd = sum(mmd_to_normal(ctx.gather(output.representations[f"z_{m}"]))
                   for m in (*MODALITIES, "y"))
         auxiliary = recon + c.mmd_weight * mmd
-        return LossOutput(task + auxiliary, task, auxiliary)
+        return LossOutput(task + auxiliary, task, {"reconstruction": recon, "mmd": mmd})
 
     def parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
         return groups_by_prefix(self, {m: (f"codes.{m}.", f"fusion.lstm_{m}.")

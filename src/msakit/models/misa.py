@@ -168,6 +168,9 @@ class MISA(MSAModel):
     """MISA on BERT text and unaligned audio/vision sequences."""
 
     name = "misa"
+    loss_parts = ("difference", "similarity", "reconstruction")
+    """L_diff, L_sim and L_recon (the three modalities' mean) before their weights
+    ``diff_weight``, ``sim_weight``, ``recon_weight``; each on the global batch."""
 
     def __init__(self, config: MISAConfig, dims: Dims, text_encoder: nn.Module | None) -> None:
         super().__init__()
@@ -251,15 +254,17 @@ class MISA(MSAModel):
         task = ctx.mean((output.prediction - labels).pow(2))
         reps = {k: ctx.gather(v) for k, v in output.representations.items()}
         c = self.config
+        difference, similarity = self._difference(reps), self._similarity(reps)
+        recon = sum(reconstruction_loss(reps[f"recon_{m}"], reps[f"original_{m}"])
+                    for m in MODALITIES)
         auxiliary = (
-            c.diff_weight * self._difference(reps)
-            + c.sim_weight * self._similarity(reps)
-            + c.recon_weight * sum(
-                reconstruction_loss(reps[f"recon_{m}"], reps[f"original_{m}"])
-                for m in MODALITIES
-            ) / len(MODALITIES)
+            c.diff_weight * difference
+            + c.sim_weight * similarity
+            + c.recon_weight * recon / len(MODALITIES)
         )
-        return LossOutput(task + auxiliary, task, auxiliary)
+        parts = {"difference": difference, "similarity": similarity,
+                 "reconstruction": recon / len(MODALITIES)}
+        return LossOutput(task + auxiliary, task, parts)
 
     @staticmethod
     def _difference(reps: dict[str, torch.Tensor]) -> torch.Tensor:

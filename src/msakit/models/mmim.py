@@ -222,6 +222,15 @@ class MMIM(MSAModel):
         return (TrainingPhase("mmilb", groups=("mmilb",), fraction=self.config.mmilb_fraction),
                 main)
 
+    @property
+    def loss_parts(self) -> tuple[str, ...]:  # type: ignore[override]
+        """The terms of the pass, unweighted: the mmilb pass maximises ``lld`` (its loss is
+        -lld); the main pass's loss is task - beta x entropy (H) [+ alpha x nce - beta x lld
+        with ``contrast``]. Each a mean over the rank's own samples."""
+        if self.phase != "main":
+            return ("lld",)
+        return ("nce", "lld", "entropy") if self.config.contrast else ("entropy",)
+
     def start_phase(self, name: str) -> None:
         self.phase = name
         if name == "main":
@@ -305,15 +314,15 @@ class MMIM(MSAModel):
         task = l1_task(output, batch, ctx)
         terms = output.terms
         if not terms:  # evaluation
-            return LossOutput(task, task, task.detach() * 0)
+            return LossOutput(task, task)
         if self.phase != "main":  # the mmilb pass: maximise lld only
-            bound = -terms["lld"]
-            return LossOutput(bound, task.detach(), bound.detach())
+            return LossOutput(-terms["lld"], task.detach(), {"lld": terms["lld"]})
         c = self.config
         mi = -c.beta * terms["H"]
         if c.contrast:
             mi = mi + c.alpha * terms["nce"] - c.beta * terms["lld"]
-        return LossOutput(task + mi, task, mi.detach())
+        names = {"nce": "nce", "lld": "lld", "entropy": "H"}
+        return LossOutput(task + mi, task, {k: terms[names[k]] for k in self.loss_parts})
 
 
 

@@ -55,6 +55,9 @@ class MultiTask(MSAModel):
     audio,vision}``; the subclass calls :meth:`add_heads` and :meth:`with_heads`."""
 
     config: Any  # the subclass's ModelConfig, with the settings named above
+    loss_parts = tuple(UNIMODAL)
+    """Each unimodal head's L1 against its labels, before its weight ``weight_{m}`` (the loss:
+    ``weight_fusion`` x task + the weighted parts); ``ctx.mean`` over the global batch."""
 
     def add_heads(self, widths: dict[str, int]) -> None:
         c = self.config
@@ -89,17 +92,17 @@ class MultiTask(MSAModel):
         fusion output's L1."""
         task = l1_task(output, batch, ctx)
         if not self.training:
-            return LossOutput(task, task, task.detach() * 0)
+            return LossOutput(task, task)
         if self.unimodal_labels is None:
             raise MsakitError(f"{self.config.model} trains with the training split's unimodal "
                               "labels: call on_train_start(train) first")
         c, index = self.config, batch.index
-        unimodal = task.new_zeros(())
+        unimodal, parts = task.new_zeros(()), {}
         for m, labels in self.unimodal_labels.items():
             target = labels[index.to(labels.device)].to(output.terms[m].dtype)
-            error = ctx.mean((output.terms[m] - target).abs())
-            unimodal = unimodal + getattr(c, f"weight_{m}") * error
-        return LossOutput(c.weight_fusion * task + unimodal, task, unimodal)
+            parts[m] = ctx.mean((output.terms[m] - target).abs())
+            unimodal = unimodal + getattr(c, f"weight_{m}") * parts[m]
+        return LossOutput(c.weight_fusion * task + unimodal, task, parts)
 
 
 @dataclass

@@ -170,6 +170,10 @@ class SelfMM(MSAModel):
     """Self-MM on BERT text and unaligned audio/vision sequences."""
 
     name = "self_mm"
+    loss_parts = UNIMODAL
+    """Each unimodal output's tanh-weighted L1 against its generated labels (MMSA's
+    ``weighted_loss`` for T, A, V; the loss: task + their sum); ``ctx.mean`` over the global
+    batch."""
 
     def __init__(self, config: SelfMMConfig, dims: Dims, text_encoder: nn.Module | None) -> None:
         super().__init__()
@@ -256,20 +260,21 @@ class SelfMM(MSAModel):
         task = l1_task(output, batch, ctx)
         state = self.unimodal_labels
         if not self.training or state is None:
-            return LossOutput(task, task, task.detach() * 0)
+            return LossOutput(task, task)
         index = batch.index.to(state.labels["fusion"].device)
         y_m = state.labels["fusion"][index]
-        auxiliary = task.new_zeros(())
+        auxiliary, parts = task.new_zeros(()), {}
         for t in UNIMODAL:
             y_s = state.labels[t][index]
             weight = torch.tanh((y_s - y_m).abs())
             error = weight * (reps[f"prediction_{t}"].squeeze(-1) - y_s).abs()
-            auxiliary = auxiliary + ctx.mean(error)
+            parts[t] = ctx.mean(error)
+            auxiliary = auxiliary + parts[t]
         # ULGM sees the global batch: every rank keeps the same labels.
         features = {t: ctx.gather(reps[f"feature_{t}"].detach()).float() for t in TASKS}
         everyone = ctx.gather(batch.index.to(features["fusion"].dtype)).round().long()
         state.step(everyone.to(index.device), features, self.epoch)
-        return LossOutput(task + auxiliary, task, auxiliary)
+        return LossOutput(task + auxiliary, task, parts)
 
     def parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
         return groups_by_prefix(

@@ -19,7 +19,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +49,9 @@ def _pyplot():
 
 
 def _out_path(out: str | os.PathLike) -> Path:
-    """``out`` as a Path; an error before any work when its folder does not exist."""
+    """``out`` as a Path; an error before any work when it cannot be written (its missing
+    folders are made when it is written)."""
     out = Path(out)
-    if out.parent != Path("") and not out.parent.is_dir():
-        raise MsakitError(f"folder {out.parent} does not exist")
     check_distinct_output(out, [])  # a regular file or a new name, not a run's file
     return out
 
@@ -117,10 +117,21 @@ def _histories(run_dir: Path) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-# The fields of a history record the curves read; every other field is left out.
-_CURVE_KEYS = ("train_task_loss", "valid_loss", "train_contrastive_loss", "valid_MAE",
+# The fields of a history record the curves read, besides the training loss parts
+# (``train_<part>_loss``, _PART_KEY); every other field is left out.
+_CURVE_KEYS = ("train_task_loss", "valid_loss", "valid_MAE",
                "valid_Corr", "valid_Has0_acc_2", "valid_Non0_acc_2", "valid_Mult_acc_2",
                "valid_Mult_acc_5", "valid_Mult_acc_7")
+_PART_KEY = re.compile(r"train_([A-Za-z0-9_]{1,40})_loss")
+"""A model's loss part in a history (``train_contrastive_loss``, ``train_text_loss``; older
+runs of every model have ``train_contrastive_loss``); ``train_task_loss`` is the task loss."""
+_LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def _part(key: str) -> str | None:
+    """The loss part a history key holds, or None."""
+    match = _PART_KEY.fullmatch(key)
+    return match.group(1) if match and match.group(1) != "task" else None
 _MAX_EPOCH = 10**9
 _MAX_CURVE_VALUE = 1e30
 """Beyond this a loss or metric is no training's (a diverged run stops with NaN first), and
@@ -138,7 +149,8 @@ def _epoch(f: Path, index: int, record: Any) -> dict[str, Any]:
     if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 < epoch <= _MAX_EPOCH:
         raise MsakitError(f"{where}: 'epoch' is {_short(epoch)}, not an epoch number")
     clean: dict[str, Any] = {"epoch": epoch}
-    for key in (k for k in _CURVE_KEYS if k in record):  # a missing curve is drawn as a gap
+    keys = [*_CURVE_KEYS, *(k for k in record if isinstance(k, str) and _part(k))]
+    for key in (k for k in keys if k in record):  # a missing curve is drawn as a gap
         value = record[key]
         if value is None:
             clean[key] = float("nan")
@@ -171,6 +183,7 @@ class _CurvePanels:
 
     acc2: tuple[tuple[str, str, str], ...]  # (history key, line style, legend)
     fine: tuple[str, str]  # (history key, title)
+    parts: tuple[str, ...] = ()  # the training loss parts of any seed, first seen first
 
     @classmethod
     def of(cls, record: dict[str, Any]) -> _CurvePanels:
@@ -184,8 +197,11 @@ class _CurvePanels:
 
 def plot_curves(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Six panels per epoch, one colour per seed: task loss (training solid, validation dashed),
-    the training contrastive loss, and the validation MAE (the best epoch, the one ``best.pt``
-    holds, starred), Corr, Acc-2 and Acc-7 (SIMS metrics: Acc-5)."""
+    the model's other training losses by name (``train_<part>_loss``: CLGSI's contrastive
+    loss, Self-MM's unimodal losses, ...; one line style each; an earlier training phase's
+    loss, as MMIM's mmilb pass, too), and the validation MAE (the
+    best epoch, the one ``best.pt`` holds, starred), Corr, Acc-2 and Acc-7 (SIMS metrics:
+    Acc-5)."""
     _out_path(out)
     plt = _pyplot()
     run_dir = Path(run_dir)
@@ -193,6 +209,8 @@ def plot_curves(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
         raise MsakitError(f"{run_dir}: no such run folder")
     histories = _histories(run_dir)
     panels = _CurvePanels.of(next(iter(histories.values()))[0])
+    parts = dict.fromkeys(p for h in histories.values() for r in h for k in r if (p := _part(k)))
+    panels = replace(panels, parts=tuple(parts))
     fig, axes = plt.subplots(2, 3, figsize=(14, 7.5))
     colours = plt.get_cmap("tab10")
     seed_handles = [
@@ -220,7 +238,9 @@ def _plot_seed(axes, history: list[dict[str, Any]], *, colour, name: str, panels
     line = {"color": colour, "markersize": 3}
     ax_task.plot(epochs, col("train_task_loss"), "-o", **line)
     ax_task.plot(epochs, col("valid_loss"), "--o", **line)
-    ax_cl.plot(epochs, col("train_contrastive_loss"), "-o", **line)
+    for i, part in enumerate(panels.parts):
+        ax_cl.plot(epochs, col(f"train_{part}_loss"), _LINE_STYLES[i % len(_LINE_STYLES)],
+                   marker="o", **line)
     mae = col("valid_MAE")
     ax_mae.plot(epochs, mae, "-o", **line)
     if np.isfinite(mae).any():
@@ -246,8 +266,12 @@ def _label_curve_axes(axes, panels: _CurvePanels) -> None:
     ax_task.legend(handles=styles([("-", "training"), ("--", "validation")]), fontsize=8)
     if len(panels.acc2) > 1:
         ax_acc.legend(handles=styles([(s, t) for _, s, t in panels.acc2]), fontsize=8)
+    if panels.parts:
+        ax_cl.legend(handles=styles([(_LINE_STYLES[i % len(_LINE_STYLES)], p)
+                                     for i, p in enumerate(panels.parts)]), fontsize=8)
     ax_task.set(title="Task loss", ylabel="loss")
-    ax_cl.set(title="Contrastive loss (training)", ylabel="loss")
+    ax_cl.set(title="Other training losses" if panels.parts else "No other training loss",
+              ylabel="loss")
     ax_mae.set(title="Validation MAE (★ best epoch)", ylabel="MAE")
     ax_corr.set(title="Validation Corr", ylabel="Pearson r")
     ax_acc.set(title="Validation Acc-2", ylabel="%")

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import os
 import sys
@@ -54,7 +55,7 @@ from msakit.data.tables import as_records, read_csv
 from msakit.evaluation.metrics import LOWER_IS_BETTER, MOSI_METRICS, SIMS_METRICS, undefined_warning
 from msakit.models.registry import preset
 
-FORMATS = ("markdown", "latex", "csv")
+FORMATS = ("markdown", "latex", "csv", "json")
 LABELS = ("auto", "folder", "config")
 PERCENT_DIGITS = 2  # accuracies and F1, printed ×100
 PLAIN_DIGITS = 3  # MAE and Corr
@@ -435,6 +436,20 @@ def to_csv(runs: Sequence[Run]) -> str:
     return buf.getvalue()
 
 
+def to_json(runs: Sequence[Run]) -> str:
+    """One object per run: its label, path, data set, seeds and each metric's mean and std
+    (MMSA's scale; an undefined value is null)."""
+
+    def number(x: float) -> float | None:
+        return round(float(x), 6) if math.isfinite(x) else None
+
+    return json.dumps([
+        {"run": r.label, "path": str(r.path), "dataset": r.spec.name, "seeds": len(r.seeds),
+         "metrics": {m: {"mean": number(r.mean(m)), "std": number(r.std(m))} for m in r.values}}
+        for r in runs
+    ], indent=2) + "\n"
+
+
 def _num(x: float) -> str:
     return repr(round(x, 6)) if math.isfinite(x) else ""  # undefined: blank, as results.csv
 
@@ -446,7 +461,7 @@ def report(
     label: str = "auto",
     all_metrics: bool = False,
 ) -> str:
-    """The table of the run folders ``dirs`` in ``fmt`` (markdown, latex or csv)."""
+    """The table of the run folders ``dirs`` in ``fmt`` (markdown, latex, csv or json)."""
     if fmt not in FORMATS:
         raise MsakitError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if not dirs:
@@ -458,7 +473,7 @@ def report(
         if line is not None:
             print(line, file=sys.stderr)
     assign_labels(runs, label)
-    if fmt == "csv":
-        return to_csv(runs)
+    if fmt in ("csv", "json"):
+        return to_csv(runs) if fmt == "csv" else to_json(runs)
     table = build_table(runs, all_metrics)
     return to_markdown(table) if fmt == "markdown" else to_latex(table)

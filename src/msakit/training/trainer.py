@@ -313,8 +313,17 @@ class TrainerHooks:
     on_epoch_record: Callable[[int, dict[str, Any]], None] | None = None
 
 
-LOSS_KEYS = ("loss", "task_loss", "contrastive_loss")
-"""The losses of a training step, as the step log, TensorBoard and ``history.json`` name them."""
+def loss_keys(parts: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The losses of a training step, as the step log, TensorBoard and ``history.json`` name
+    them: ``loss``, ``task_loss`` and ``<part>_loss`` for each of the model's
+    :attr:`~msakit.models.base.MSAModel.loss_parts`."""
+    keys = ("loss", "task_loss", *(f"{p}_loss" for p in parts))
+    if len(set(keys)) != len(keys) or not all(isinstance(p, str) and p for p in parts):
+        raise MsakitError(f"loss_parts {list(parts)}: the names must be distinct non-empty "
+                          "strings, none of them 'task'")
+    return keys
+
+
 READ_EVERY = 50
 """Training steps between two reads of the step losses (:class:`StepLosses`), and a pass's end."""
 
@@ -371,31 +380,45 @@ class StepLosses:
     step does not wait for the device only to log)."""
 
     dist: DistContext
+    keys: tuple[str, ...] = loss_keys()
+    """The columns of every step's losses (:func:`loss_keys` of the model's parts)."""
     pending: list[tuple[int, dict[str, float], torch.Tensor]] = field(default_factory=list)
 
     def add(self, step: int, lrs: dict[str, float], losses: torch.Tensor) -> None:
-        """``losses``: (3,) this rank's task loss, loss and contrastive loss, detached."""
+        """``losses``: this rank's losses in the order of ``keys``, detached."""
         self.pending.append((step, lrs, losses))
 
     def read(self) -> list[StepRecord]:
         """The pending steps' global values, in step order; none are pending after.
 
-        The task loss is each rank's share (its mean over ranks is the global one); what the
-        loss adds to it, and the contrastive loss, are computed on the gathered global batch.
+        Each value is its mean over the ranks: the task loss is each rank's share (its mean
+        over ranks is the global one); a part computed on the gathered global batch (the
+        contrastive loss) is the same on every rank, so its mean is itself (exactly: the sum is
+        taken in float64); see :attr:`~msakit.models.base.MSAModel.loss_parts` for the others.
         Float64 arithmetic on the float32 values, as ``float()`` of each would give."""
         if not self.pending:
             return []
-        local = torch.stack([losses for _, _, losses in self.pending]).float()  # (k, 3)
-        task_sum = self.dist.all_sum(local[:, 0])
-        host = torch.cat([task_sum[:, None], local], dim=1).cpu().double().numpy()
-        task = host[:, 0] / self.dist.world_size
-        rows = np.stack([task + (host[:, 2] - host[:, 1]), task, host[:, 3]], axis=1)
+        local = torch.stack([losses for _, _, losses in self.pending]).float()  # (k, keys)
+        # Summed in float64 over ranks (not on one process: MPS has no float64).
+        total = self.dist.all_sum(local.double() if self.dist.enabled else local)
+        rows = total.cpu().double().numpy() / self.dist.world_size
         records = [
-            StepRecord(step, dict(zip(LOSS_KEYS, map(float, row), strict=True)), lrs)
+            StepRecord(step, dict(zip(self.keys, map(float, row), strict=True)), lrs)
             for (step, lrs, _), row in zip(self.pending, rows, strict=True)
         ]
         self.pending.clear()
         return records
+
+
+def loss_parts_text(record: dict[str, Any], phases: tuple[str, ...] = ()) -> str:
+    """``task 0.7000, contrastive 0.1100``: an epoch record's training task loss and parts
+    (``train_<name>_loss``), not the losses of the earlier training ``phases``
+    (``train_<phase>_loss``)."""
+    skip = {"train_loss", "train_task_loss", *(f"train_{p}_loss" for p in phases)}
+    parts = [("task", record["train_task_loss"])]
+    parts += [(k[len("train_"):-len("_loss")], v) for k, v in record.items()
+              if k.startswith("train_") and k.endswith("_loss") and k not in skip]
+    return ", ".join(f"{name} {value:.4f}" for name, value in parts)
 
 
 def check_finite(record: StepRecord, epoch: int) -> None:
@@ -649,14 +672,17 @@ class Trainer:
         :data:`READ_EVERY` steps and at the pass's end, the same steps on every rank; the
         divergence check runs on what is read, so a run whose loss turns NaN stops at that
         read naming the first such step, before any ``last.pt`` holds the damage."""
-        sums = dict.fromkeys(LOSS_KEYS, 0.0)
-        losses = StepLosses(self.dist)
+        parts = tuple(self.model.loss_parts)
+        keys = loss_keys(parts)
+        sums = dict.fromkeys(keys, 0.0)
+        losses = StepLosses(self.dist, keys)
         bar = self._progress(len(plan), epoch)
         for position, (indices, batch) in enumerate(zip(plan, self._batches(plan),
                                                         strict=True)):
             started = time.perf_counter()
             ends_group = (position + 1) % self.config.accumulate == 0 or position + 1 == len(plan)
-            step_losses = self._train_step(indices, batch, phase=phase, step=ends_group)
+            step_losses = self._train_step(indices, batch, phase=phase, step=ends_group,
+                                           parts=parts)
             lrs = {g["name"]: g["lr"] for g in self.prepared.optimizers[phase.name].param_groups}
             losses.add(self.global_step, lrs, step_losses)
             due = (position + 1) % READ_EVERY == 0 or position + 1 == len(plan)
@@ -678,11 +704,11 @@ class Trainer:
 
     def _train_step(
         self, indices: np.ndarray, batch: Batch, *,
-        phase: TrainingPhase, step: bool = True,
+        phase: TrainingPhase, step: bool = True, parts: tuple[str, ...] = (),
     ) -> torch.Tensor:
         """Forward, loss, backward and one step of the phase's optimizer on this rank's share
-        of the global batch ``indices``; returns this rank's (task loss, loss, contrastive
-        loss), detached, on the device (:class:`StepLosses` reads them)."""
+        of the global batch ``indices``; returns this rank's (loss, task loss, the model's
+        ``parts`` in that order), detached, on the device (:class:`StepLosses` reads them)."""
         sizes = [len(shard(indices, r, self.dist.world_size)) for r in
                  range(self.dist.world_size)]
         batch = self._to_device(batch)
@@ -691,9 +717,13 @@ class Trainer:
             ctx = LossContext(gather=self.dist.gatherer(sizes), global_batch=len(indices),
                               world_size=self.dist.world_size)
             losses = self.model.compute_loss(output, batch, ctx)
+        if set(losses.parts) != set(parts):
+            raise MsakitError(
+                f"{type(self.model).__name__}.compute_loss returned the loss parts "
+                f"{sorted(losses.parts)}, but the model declares loss_parts {list(parts)}")
         self._optimizer_step(losses.loss, phase, step=step)
-        return torch.stack([losses.task_loss.detach().float(), losses.loss.detach().float(),
-                            losses.contrastive_loss.detach().float()])
+        values = [losses.loss, losses.task_loss, *(losses.parts[p] for p in parts)]
+        return torch.stack([v.detach().float() for v in values])
 
     def _optimizer_step(self, loss: torch.Tensor, phase: TrainingPhase, *,
                         step: bool = True) -> None:
@@ -789,10 +819,10 @@ class Trainer:
             return
         # Past the schedule's horizon (stop_at_horizon=false) there is no last epoch to show.
         of = f"/{self.config.epochs}" if self.config.stop_at_horizon else " (until early stop)"
+        earlier = tuple(p.name for p in self.model.training_phases()[:-1])
         echo(
             f"seed {self.seed} epoch {record['epoch']}{of}: "
-            f"loss {record['train_loss']:.4f} (task {record['train_task_loss']:.4f}, "
-            f"contrastive {record['train_contrastive_loss']:.4f}), "
+            f"loss {record['train_loss']:.4f} ({loss_parts_text(record, earlier)}), "
             f"valid MAE {record.get('valid_MAE', float('nan')):.4f}, {record['seconds']:.1f} s"
         )
 

@@ -273,6 +273,8 @@ class CLGSI(MSAModel):
             if self.uses_contrastive
             else None
         )
+        # L_cl before its weight gamma (loss = task + gamma * contrastive), on the global batch.
+        self.loss_parts = ("contrastive",) if self.uses_contrastive else ()
 
     def text_features(self, text: torch.Tensor) -> dict[str, torch.Tensor]:
         """text (B, 3, Lt) MMSA rows -> {"seq_hidden": BERT last hidden state (B, Lt, d_t)}."""
@@ -339,14 +341,13 @@ class CLGSI(MSAModel):
     ) -> LossOutput:
         task = l1_task(output, batch, ctx)
         if self.contrastive is None:
-            zero = task.detach() * 0
-            return LossOutput(task, task, zero)
+            return LossOutput(task, task)
         reps = output.representations
         cl = self.contrastive(
             ctx.gather(reps["text"]), ctx.gather(reps["audio"]), ctx.gather(reps["vision"]),
             ctx.gather(batch.labels.to(output.prediction.dtype)),
         )
-        return LossOutput(task + self.config.gamma * cl, task, cl)
+        return LossOutput(task + self.config.gamma * cl, task, {"contrastive": cl})
 
     def parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
         return groups_by_prefix(self, {

@@ -253,6 +253,8 @@ class ConKI(MSAModel):
             if c.contrastive
             else None
         )
+        # L_con before its weight lam (loss = task + lam * contrastive), on the global batch.
+        self.loss_parts = ("contrastive",) if c.contrastive else ()
 
     def _build_sequence_encoders(self, dims: Dims) -> None:
         """Audio/vision: a per-dataset input projection (not an adapter parameter, trained in
@@ -347,7 +349,7 @@ class ConKI(MSAModel):
         labels = batch.labels.to(output.prediction.dtype)
         task = ctx.mean((output.prediction - labels) ** 2)  # Eq. (4)
         if self.contrastive is None:
-            return LossOutput(task, task, task.detach() * 0)
+            return LossOutput(task, task)
         reps = output.representations
         all_labels = ctx.gather(labels)
         blocks = [
@@ -359,7 +361,7 @@ class ConKI(MSAModel):
             cl = self.contrastive(blocks[0], blocks[1], all_labels)
         else:  # w/o C2 (O_m only) or w/o C3 (A_m only)
             cl = single_knowledge_loss(self.contrastive, blocks[0], all_labels)
-        return LossOutput(task + self.config.lam * cl, task, cl)  # Eq. (5)
+        return LossOutput(task + self.config.lam * cl, task, {"contrastive": cl})  # Eq. (5)
 
     # ------------------------------------------------------------------ groups and stages
     @property
