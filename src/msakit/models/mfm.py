@@ -27,7 +27,7 @@ trains at Adam's default 1e-3 with the configured weight decay; the presets do t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -228,10 +228,12 @@ class MFM(MSAModel):
         if not self.training:
             return LossOutput(task, task)
         c, terms = self.config, output.terms
-        recon = sum(getattr(c, f"{m}_recon_weight")
-                    * F.mse_loss(terms[f"recon_{m}"], terms[f"input_{m}"]) for m in MODALITIES)
-        mmd = sum(mmd_to_normal(ctx.gather(output.representations[f"z_{m}"]))
-                  for m in (*MODALITIES, "y"))
+        recon = cast(torch.Tensor, sum(  # of three tensors
+            getattr(c, f"{m}_recon_weight") * F.mse_loss(terms[f"recon_{m}"], terms[f"input_{m}"])
+            for m in MODALITIES))
+        mmd = cast(torch.Tensor, sum(  # of four tensors
+            mmd_to_normal(ctx.gather(output.representations[f"z_{m}"]))
+            for m in (*MODALITIES, "y")))
         auxiliary = recon + c.mmd_weight * mmd
         return LossOutput(task + auxiliary, task, {"reconstruction": recon, "mmd": mmd})
 

@@ -255,8 +255,8 @@ class MISA(MSAModel):
         reps = {k: ctx.gather(v) for k, v in output.representations.items()}
         c = self.config
         difference, similarity = self._difference(reps), self._similarity(reps)
-        recon = sum(reconstruction_loss(reps[f"recon_{m}"], reps[f"original_{m}"])
-                    for m in MODALITIES)
+        recon = cast(torch.Tensor, sum(  # of three tensors
+            reconstruction_loss(reps[f"recon_{m}"], reps[f"original_{m}"]) for m in MODALITIES))
         auxiliary = (
             c.diff_weight * difference
             + c.sim_weight * similarity

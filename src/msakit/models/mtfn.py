@@ -55,6 +55,7 @@ class MultiTask(MSAModel):
     audio,vision}``; the subclass calls :meth:`add_heads` and :meth:`with_heads`."""
 
     config: Any  # the subclass's ModelConfig, with the settings named above
+
     loss_parts = tuple(UNIMODAL)
     """Each unimodal head's L1 against its labels, before its weight ``weight_{m}`` (the loss:
     ``weight_fusion`` x task + the weighted parts); ``ctx.mean`` over the global batch."""
