@@ -321,7 +321,6 @@ def _train(ctx: distributed.DistContext, run: _Run) -> TrainResult:
     resumed = _check_outputs(run, config)
     inputs = prepare_run(config, run.data, run.out, ctx, checkpoint_format="msakit-checkpoint-1",
                          loaded=run.loaded)
-    assert inputs.config.data is not None  # prepare_run records the data's identity
     _check_same_data(run, inputs.config.data, resumed=resumed, configured=config.data)
     config = inputs.config  # with the data's content identity, as config.yaml records it
     # Build once to surface configuration errors before anything is written.
@@ -598,10 +597,11 @@ def _recorded_data(path: Path, saved: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _check_same_data(
-    run: _Run, given: dict[str, Any], *, resumed: dict[str, Any] | None,
+    run: _Run, given: dict[str, Any] | None, *, resumed: dict[str, Any] | None,
     configured: dict[str, Any] | None,
 ) -> None:
     """--data must hold the content the resumed run, and the run of a --config, trained on."""
+    assert given is not None  # prepare_run records the data's identity
 
     for recorded, whose, hint in (
         (resumed, f"--resume: {run.out} was trained on",
