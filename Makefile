@@ -46,6 +46,7 @@ bench-predict: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests
+	$(PY) -m mypy
 
 clean:
 	rm -rf $(VENV) build site *.egg-info src/*.egg-info .pytest_cache

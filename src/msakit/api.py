@@ -18,11 +18,11 @@ import os
 import sys
 import tempfile
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import torch
@@ -102,7 +102,10 @@ __all__ = ["train", "evaluate", "predict", "load_checkpoint", "build_config", "s
 
 
 # --------------------------------------------------------------------------- building blocks
-def checked_arguments(fn):
+_Function = TypeVar("_Function", bound=Callable[..., Any])
+
+
+def checked_arguments(fn: _Function) -> _Function:
     """``fn`` with its arguments checked against its annotations before it runs (pydantic's
     strict validation: no coercion; ``bool`` is no ``int``, ``"12"`` no ``list[int]``, an
     ``int`` is a ``float``; classes by ``isinstance``). A mismatch is one ``MsakitError``
@@ -140,7 +143,7 @@ def checked_arguments(fn):
                     f"{given} (of type {type(value).__name__})") from None
         return fn(*args, **kwargs)
 
-    return call
+    return cast(_Function, call)  # functools.wraps: fn's signature, checked
 
 
 @checked_arguments
@@ -445,7 +448,9 @@ def _train_seeds(
             inputs.encoder.load_state_dict(pretrained)
         net = build_model(config, inputs.dims, copy.deepcopy(inputs.encoder), stats=inputs.stats)
         if adapter_state is not None:
-            model_spec(config.model_name).adapter_stage.install(net, adapter_state)
+            stage = model_spec(config.model_name).adapter_stage
+            assert stage is not None  # adapters were read for a model that has them
+            stage.install(net, adapter_state)
         if init is not None:
             init.apply(net)
         trainer = Trainer(
@@ -592,10 +597,11 @@ def _recorded_data(path: Path, saved: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _check_same_data(
-    run: _Run, given: dict[str, Any], *, resumed: dict[str, Any] | None,
+    run: _Run, given: dict[str, Any] | None, *, resumed: dict[str, Any] | None,
     configured: dict[str, Any] | None,
 ) -> None:
     """--data must hold the content the resumed run, and the run of a --config, trained on."""
+    assert given is not None  # prepare_run records the data's identity
 
     for recorded, whose, hint in (
         (resumed, f"--resume: {run.out} was trained on",
@@ -1020,13 +1026,13 @@ def predict(
     ``raw_text`` (N strings), ``audio`` (N, La, Da), ``vision`` (N, Lv, Dv) and optionally
     ``audio_lengths``, ``vision_lengths``, ``id`` (see :mod:`msakit.inference`).
     """
-    in_memory = isinstance(data, Mapping)  # else a path (checked_arguments)
+    # data: clips in memory, else a path (checked_arguments)
     if out is not None:
-        check_distinct_output(out, [*([] if in_memory else [data]), checkpoint,
+        check_distinct_output(out, [*([] if isinstance(data, Mapping) else [data]), checkpoint,
                                     resolve_checkpoint(checkpoint)])
         check_output_folder(Path(out).parent if Path(out).parent != Path("") else Path("."))
     ckpt = load_checkpoint(checkpoint)
-    if in_memory:
+    if isinstance(data, Mapping):
         if split is not None:
             raise MsakitError("predict: split names a split of a file; clips in memory have none")
         part = split_from_arrays(data, ckpt)

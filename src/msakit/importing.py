@@ -143,6 +143,7 @@ def _architecture(text_input: str, config: RunConfig, data: str | os.PathLike
         raise MsakitError(f"{config.model_name} has a text encoder: name the one the weights "
                           "were trained with (--text-encoder DIR or hub name)")
     encoder = text_encoder_from_config(_text_encoder_architecture(config.text_encoder))
+    assert encoder is not None  # a config.json's architecture is never empty
     features = load_feature_file(str(data), vocab_size=int(encoder.config.vocab_size))
     check_text_length(features.text_len, encoder.config, str(data), config.text_encoder)
     return encoder, features

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from msakit.config import RunConfig, apply_overrides
 from msakit.config.datasets import resolve_spec
@@ -111,7 +111,7 @@ def _identity(saved: dict[str, Any], path: Path, flags: dict[str, str | None]) -
                 f"--config {path}: the run used {FLAGS[key]} {value}, not {given}; its settings "
                 f"are those of {value} (leave out {FLAGS[key]}, or train from the preset)"
             )
-    return identity
+    return cast("dict[str, str]", identity)  # every value checked above
 
 
 def _settings(saved: dict[str, Any], path: Path) -> dict[str, str]:

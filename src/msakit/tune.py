@@ -50,7 +50,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from msakit import api
 from msakit.config.datasets import DatasetSpec
@@ -205,7 +205,7 @@ class Objective:
     maximize: bool
 
     @property
-    def direction(self) -> str:
+    def direction(self) -> Literal["maximize", "minimize"]:
         return "maximize" if self.maximize else "minimize"
 
     def __str__(self) -> str:

@@ -191,7 +191,7 @@ class RunConfig:
         """The run's one check: every run setting and every model hyperparameter against its
         declaration (its type, then :func:`check_settings`: bounds and choices), then the
         constraints between settings."""
-        hints = _setting_types(type(self))
+        hints = _setting_types(type(self))  # type: ignore[arg-type]  # classes are hashable
         for f in dataclasses.fields(self):
             if f.name not in ("dataset", "model"):  # typed by __post_init__
                 _typed_setting(f.name, getattr(self, f.name), hints[f.name])
@@ -236,13 +236,14 @@ class RunConfig:
         :meth:`to_dict` writes): keys that are not settings are ignored; every value must be of
         its field's type (:func:`_typed_setting`), and with ``check`` pass :meth:`check`, else
         one ``MsakitError`` naming the key."""
-        hints = _setting_types(cls)
+        hints = _setting_types(cls)  # type: ignore[arg-type]  # classes are hashable
         values = {k: _typed_setting(k, v, hints[k]) for k, v in data.items()
                   if k in hints and k not in ("model_name", "dataset", "model")}
         name, dataset = data.get("model_name"), data.get("dataset")
         for key, value in (("model_name", name), ("dataset", dataset)):
             if not isinstance(value, str):
                 raise MsakitError(f"{key}: expected a name, got {reprlib.repr(value)}")
+        assert isinstance(name, str) and isinstance(dataset, str)  # checked just above
         custom = data.get("dataset_spec")  # plain data (a mapping, bounded) or null
         custom = _typed_setting("dataset_spec", custom, dict[str, Any] | None)
         config = cls(model_name=name, dataset=resolve_spec(dataset, custom),
@@ -420,7 +421,8 @@ def _override(
     config: RunConfig, key: str, raw: str, *, run: dict[str, Any], model: dict[str, Any]
 ) -> None:
     """One ``--set key=raw``, typed by its field, into ``run`` (run settings) or ``model``."""
-    top = set(_setting_types(type(config))) - {"model", "lr", "weight_decay", "preset", *FLAG_KEYS}
+    hints = _setting_types(type(config))  # type: ignore[arg-type]  # classes are hashable
+    top = set(hints) - {"model", "lr", "weight_decay", "preset", *FLAG_KEYS}
     fields = set(config.model.to_dict())
     if key.startswith("model."):  # the model's own setting, also where a run setting has
         name = key.removeprefix("model.")  # its name (MISA's dropout: --set model.dropout=)
@@ -459,7 +461,8 @@ def _unknown_key(key: str, keys: set[str]) -> str:
 def _coerce_model(model: str, key: str, raw: str, current: Any) -> Any:
     """A model hyperparameter's ``--set`` value, typed by the model's ModelConfig."""
     if current is None:
-        kind = config_class(model).field_type(key) if config_class(model) else None
+        settings = config_class(model)
+        kind = settings.field_type(key) if settings else None
         allowed = [t for t in getattr(kind, "__args__", (kind,)) if t is not type(None)]
         current = allowed[0]() if allowed and allowed[0] in (int, float, str, bool) else None
     return _coerce(key, raw, current)

@@ -97,7 +97,10 @@ def _setting(key: str, f: dataclasses.Field, kind: Any, *, default: Any, value: 
 
 
 def _default(f: dataclasses.Field) -> Any:
-    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    # every setting has a default or a factory (typeshed cannot narrow MISSING away)
+    return f.default_factory()  # type: ignore[operator]
 
 
 def _type(kind: Any) -> str:

@@ -27,7 +27,7 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from msakit.core.errors import MsakitError
 
@@ -89,6 +89,10 @@ def add_config_finder(find: Callable[[], None]) -> None:
         _FINDERS.append(find)
 
 
+_Config = TypeVar("_Config", bound="ModelConfig")
+"""A :class:`ModelConfig` subclass: ``from_dict`` and ``updated`` return the caller's class."""
+
+
 @dataclass
 class ModelConfig:
     """Base of every model's hyperparameters (see the module docstring)."""
@@ -104,8 +108,9 @@ class ModelConfig:
     # ------------------------------------------------------------------ reading and writing
     @classmethod
     def from_dict(
-        cls, data: dict[str, Any] | ModelConfig | None = None, *, check: bool = True
-    ) -> ModelConfig:
+        cls: type[_Config], data: dict[str, Any] | ModelConfig | None = None, *,
+        check: bool = True,
+    ) -> _Config:
         """The config from a plain mapping (missing keys take their defaults), typed and, with
         ``check``, checked. An instance of this class is returned as it is: it was checked
         where it was made (a run's configuration checks its model's once,
@@ -129,7 +134,7 @@ class ModelConfig:
             config.check()
         return config
 
-    def updated(self, changes: dict[str, Any]) -> ModelConfig:
+    def updated(self: _Config, changes: dict[str, Any]) -> _Config:
         """A copy with ``changes`` (a preset layer, ``--set`` values) typed as the fields are
         (:func:`dataclasses.replace`); unchecked: the run's configuration checks it once."""
         if not changes:

@@ -36,7 +36,7 @@ def apply_preset_entry(
     entry names only the groups it changes). Model keys must be hyperparameters the model has.
     An unknown name is an error, so a preset cannot silently set nothing.
     """
-    hints = _setting_types(type(config))
+    hints = _setting_types(type(config))  # type: ignore[arg-type]  # classes are hashable
     run: dict[str, Any] = {}
     for key, value in (entry.get("run") or {}).items():
         if key in ("lr", "weight_decay"):

@@ -80,18 +80,19 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise MsakitError(f"cannot write {path}: {_reason(exc)}") from None
-    tmp: Path | None = path.parent / (
+    temporary = path.parent / (
         f".{path.name}.{os.getpid()}-{next(_TEMPORARIES)}-{secrets.token_hex(3)}.tmp")
+    tmp: Path | None = temporary  # what to remove at the end, if anything
     try:
         try:
-            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            os.close(os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         except FileExistsError:
             tmp = None  # another writer's (never seen: the name is unique): not ours to remove
             raise
-        yield tmp
-        os.chmod(tmp, _file_mode())
+        yield temporary
+        os.chmod(temporary, _file_mode())
         _check_replaceable(path)
-        os.replace(tmp, path)
+        os.replace(temporary, path)
     except (OSError, RuntimeError) as exc:
         raise MsakitError(f"cannot write {path}: {_reason(exc)}") from None
     finally:

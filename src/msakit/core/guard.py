@@ -27,6 +27,8 @@ import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import FrameType
+from typing import Any
 
 from msakit.core.errors import MsakitError, one_line
 
@@ -125,8 +127,8 @@ class _Signals:
         self.signum: int | None = None
         self.reported = False
         self.active = False
-        self.previous: dict[int, object] = {}
-        self.previous_hook = None
+        self.previous: dict[int, Callable[[int, FrameType | None], Any] | int | None] = {}
+        self.previous_hook: Callable[[Any], object] = sys.unraisablehook  # set on entering
 
     @property
     def pressed(self) -> bool:
@@ -154,6 +156,7 @@ class _Signals:
         raise Interrupted(signum)
 
     def _watchdog(self) -> None:
+        assert self.signum is not None  # set before this thread starts
         time.sleep(CTRL_C_GRACE)
         if not self.active:  # the command ended (in-process callers go on living)
             return
@@ -181,7 +184,8 @@ class _Signals:
 
     def _deliver_again(self) -> None:
         if self.active:
-            _thread.interrupt_main(self.signum or signal.SIGINT)
+            # typeshed asks for a signal.Signals; any signal number is what Python takes
+            _thread.interrupt_main(self.signum or signal.SIGINT)  # type: ignore[arg-type]
 
     def __exit__(self, *exc) -> None:
         if self.previous:

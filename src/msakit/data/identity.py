@@ -11,8 +11,9 @@ only to name the file in messages (a copy or a moved file is the same data).
 from __future__ import annotations
 
 import hashlib
+import io
 import os
-from typing import Any
+from typing import Any, cast
 
 from msakit.core.errors import MsakitError
 from msakit.core.files import open_input
@@ -30,7 +31,7 @@ def content_digest(path: str | os.PathLike) -> tuple[int, str]:
     view = memoryview(buffer)
     try:
         with open_input(path, "rb") as f:
-            while n := f.readinto(buffer):
+            while n := cast(io.BufferedReader, f).readinto(buffer):  # opened "rb"
                 digest.update(view[:n])
                 size += n
     except OSError as exc:

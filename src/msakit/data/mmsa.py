@@ -449,10 +449,10 @@ def _read(path: str, *, mmap: bool = True, digest: Any = None) -> Any:
             raise MsakitError(f"{path}: the file is empty")
         if is_zip(head):
             return read_npz(f, path, mmap=mmap)
-        source = f if digest is None else _Digesting(f, digest)
-        data = restricted_load(source, path, size=_size_of(f, path))
-        if digest is not None:
-            _digest_rest(source, path)
+        digesting = None if digest is None else _Digesting(f, digest)
+        data = restricted_load(digesting or f, path, size=_size_of(f, path))
+        if digesting is not None:
+            _digest_rest(digesting, path)
     return data
 
 
@@ -506,7 +506,7 @@ def _validate(
             raw[split] = dict(raw[split])
         seen.add(id(raw[split]))
     # Structure of every split first (cheap), so a bad test split fails before any big work.
-    reference: dict[str, tuple[tuple[int, ...], str]] = {}
+    reference: dict[str, tuple[tuple[int, ...], str | None]] = {}
     for split in names:
         _check_structure(raw[split], _Where(path, split), reference, required)
     splits = {
@@ -551,7 +551,7 @@ def _prediction_splits(raw: dict[Any, Any], path: str) -> tuple[str, ...]:
 def _check_structure(
     d: dict[str, Any],
     where: _Where,
-    reference: dict[str, tuple[tuple[int, ...], str]],
+    reference: dict[str, tuple[tuple[int, ...], str | None]],
     required: tuple[str, ...] = REQUIRED_KEYS,
 ) -> None:
     """Keys, dtypes, ndims, sample counts and dims (against the first split seen).
@@ -635,7 +635,7 @@ def _check_counts(d: dict[str, Any], where: _Where) -> None:
 
 
 def _check_dims(
-    d: dict[str, Any], where: _Where, reference: dict[str, tuple[tuple[int, ...], str]]
+    d: dict[str, Any], where: _Where, reference: dict[str, tuple[tuple[int, ...], str | None]]
 ) -> None:
     tb = d["text_bert"]
     if tb.shape[1] != 3:
@@ -825,7 +825,7 @@ def _check_finite(arr: np.ndarray, where: _Where, key: str, *, zero_neg_inf: boo
     per_sample = max(1, int(np.prod(arr.shape[1:])))
     step = max(1, _CHUNK_ELEMENTS // per_sample)
     for start in range(0, arr.shape[0], step):
-        chunk = read_rows(arr, start, start + step) if mapped else arr[start : start + step]
+        chunk = read_rows(arr, start, start + step) if is_mapped(arr) else arr[start : start + step]
         if zero_neg_inf:
             neg_inf = np.isneginf(chunk)
             if mapped:

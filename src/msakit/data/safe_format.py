@@ -32,7 +32,7 @@ import weakref
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 
@@ -90,7 +90,8 @@ def save_npz(
             if not isinstance(key, str):
                 raise MsakitError(f"{path}: split '{split}': key {key!r} is not a string")
             arrays[f"{split}/{key}"] = _code_free_array(value, path, split, key)
-    write_atomic(path, lambda f: np.savez(f, **arrays))
+    # numpy's stub reads **arrays as its allow_pickle keyword
+    write_atomic(path, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
     return path
 
 
@@ -175,6 +176,7 @@ def _mapped_members(fileobj: IO[bytes], path: str) -> dict[str, np.memmap]:
             start, offset, shape, dtype = header
             if _unmappable(dtype, shape):
                 continue
+            assert shape is not None  # None (Fortran order) is unmappable
             nbytes = math.prod(shape) * dtype.itemsize  # python ints: no overflow
             if offset - start + nbytes != info.file_size or offset + nbytes > st.st_size:
                 continue
@@ -276,7 +278,7 @@ def _map(
 def _read_at(arr: np.memmap, buffer: np.ndarray, offset: int) -> None:
     """Fill ``buffer`` with the bytes of ``arr``'s file at ``offset`` (a plain file read)."""
     handle = arr._msakit_file  # type: ignore[attr-defined]
-    view = memoryview(buffer).cast("B")
+    view = memoryview(buffer).cast("B")  # type: ignore[arg-type]  # an ndarray is a buffer
     handle.seek(offset)
     got = 0
     while got < len(view):
@@ -311,7 +313,7 @@ def take(arr: np.ndarray, indices: np.ndarray, length: int) -> np.ndarray:
     return out
 
 
-def is_mapped(arr: np.ndarray) -> bool:
+def is_mapped(arr: np.ndarray) -> TypeGuard[np.memmap]:
     """Whether ``arr`` is a whole read-only array from :func:`read_npz` (its ``offset`` is where
     its data start in ``filename``)."""
     return (

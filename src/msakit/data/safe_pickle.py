@@ -65,7 +65,7 @@ import pickle
 import re
 import struct
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import numpy as np
 
@@ -168,8 +168,15 @@ class _Node:
         self.plain, self.pending, self.sealed = plain, pending, False
 
 
+class Readable(Protocol):
+    """A binary file as :func:`restricted_load` reads it (``fileno`` and ``tell`` are used
+    where it has them)."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
 def restricted_load(
-    source: IO[bytes] | bytes | bytearray | memoryview, path: str = "<pickle>", *,
+    source: Readable | bytes | bytearray | memoryview, path: str = "<pickle>", *,
     size: int | None = None,
 ) -> Any:
     """The data the pickle ``source`` (a binary file positioned at the pickle, or its bytes)

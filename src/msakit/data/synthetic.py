@@ -143,8 +143,9 @@ def make_synthetic(
         for split, n, child in zip(SPLITS, sizes, seeds, strict=True)
     }
     if text_features:
-        for split in data.values():
-            split["text"] = token_features(split["text_bert"][:, 0], english=spec.language == "en")
+        for arrays in data.values():
+            arrays["text"] = token_features(arrays["text_bert"][:, 0],
+                                            english=spec.language == "en")
     return data
 
 
@@ -187,7 +188,7 @@ def latent_mixing(like: str, modality: str) -> np.ndarray:
 def write_synthetic(
     path: str | os.PathLike[str],
     like: str,
-    sizes: tuple[int, int, int],
+    sizes: tuple[int, int, int] | list[int],
     *,
     seed: int = 0,
     shared_latent: bool = False,

@@ -174,6 +174,7 @@ def retokenize(
     _check_length(length, positions, f"{p}: text length (give --max-length {positions} or less)")
     by_id = read_texts_csv(texts_csv) if texts_csv is not None else None
     if by_id is not None:
+        assert texts_csv is not None  # by_id was read from it
         _check_ids(features, by_id, Path(texts_csv))
 
     content: dict[str, dict[str, Any]] = {}

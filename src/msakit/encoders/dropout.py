@@ -192,7 +192,8 @@ def use_fast_dropout(model: nn.Module, enabled: bool = True) -> nn.Module:
     """
     for module in list(model.modules()):
         if isinstance(getattr(module, "fast_dropout", None), bool):
-            module.fast_dropout = enabled
+            # torch types a module's attributes as Tensor | Module; this one is a bool
+            module.fast_dropout = enabled  # type: ignore[assignment]
         for name, child in module.named_children():
             if enabled and type(child) is nn.Dropout:
                 setattr(module, name, FastDropout(child.p, child.inplace))

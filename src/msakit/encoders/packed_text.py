@@ -24,6 +24,7 @@ chunked feed-forward, other architectures) always take the stock forward.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -57,7 +58,7 @@ def packs(model: nn.Module) -> bool:
     return plain and all(type(layer).__name__ == "BertLayer" for layer in layers)
 
 
-def _attention(layer: nn.Module, rows: torch.Tensor, layout: PackedLayout) -> torch.Tensor:
+def _attention(layer: Any, rows: torch.Tensor, layout: PackedLayout) -> torch.Tensor:
     """BERT's self-attention block (``layer.attention``) over packed rows (N, D)."""
     sa = layer.attention.self
     weight = torch.cat([sa.query.weight, sa.key.weight, sa.value.weight])
@@ -79,7 +80,7 @@ float32: 341 rows of MiniLM's 1536-wide intermediate layer; measured on 1 EPYC t
 rows: 256-512-row blocks 1.15-1.2x faster than the whole activation, 64-row blocks slower)."""
 
 
-def _feed_forward(layer: nn.Module, attended: torch.Tensor) -> torch.Tensor:
+def _feed_forward(layer: Any, attended: torch.Tensor) -> torch.Tensor:
     """BERT's feed-forward block (``layer.intermediate``, ``layer.output``) over rows (N, D);
     without autograd, in eval mode (dropout is the identity) and in float32 (no autocast) a
     block of rows at a time, so the (rows, 4D) intermediate activation stays in cache between
@@ -96,12 +97,12 @@ def _feed_forward(layer: nn.Module, attended: torch.Tensor) -> torch.Tensor:
     return out.LayerNorm(result.add_(attended))
 
 
-def _layer(layer: nn.Module, rows: torch.Tensor, layout: PackedLayout) -> torch.Tensor:
+def _layer(layer: Any, rows: torch.Tensor, layout: PackedLayout) -> torch.Tensor:
     return _feed_forward(layer, _attention(layer, rows, layout))
 
 
 def _packed(
-    model: nn.Module, inputs: dict[str, torch.Tensor], hidden_states: bool
+    model: Any, inputs: dict[str, torch.Tensor], hidden_states: bool
 ) -> TextOutput:
     embedded = model.embeddings(
         input_ids=inputs["input_ids"], token_type_ids=inputs["token_type_ids"]

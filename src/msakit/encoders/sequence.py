@@ -25,7 +25,7 @@ encoding), so it is encoded as a single zero frame.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 from torch import nn
@@ -58,6 +58,8 @@ def last_valid(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 class SinusoidalPositions(nn.Module):
     """Vaswani et al.'s fixed sinusoidal positions, for any (odd or even) feature width."""
+
+    table: torch.Tensor  # a buffer
 
     def __init__(self, dim: int, max_len: int = 4096) -> None:
         super().__init__()
@@ -385,17 +387,18 @@ class SequenceEncoder(nn.Module):
     ) -> torch.Tensor:
         """Apply layer ``k``: x (B, L, D), padding (B, L) True where masked (see
         :meth:`PackedEncoderLayer.forward_packed`)."""
-        return self.layers[k].forward_packed(x, padding, layout)
+        return cast(PackedEncoderLayer, self.layers[k]).forward_packed(x, padding, layout)
 
     def forward(
         self, x: torch.Tensor, lengths: torch.Tensor, full_output: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
         x, mask, padding, layout = self.prepare(x, lengths, full_output)
-        if layout is None or not all(layer._packable() for layer in self.layers):
+        layers = cast("list[PackedEncoderLayer]", list(self.layers))  # built so
+        if layout is None or not all(layer._packable() for layer in layers):
             for k in range(len(self.layers)):
                 x = self.run_layer(k, x, padding, layout)
             return x, mask
         rows = layout.pack(x)
-        for layer in self.layers:
+        for layer in layers:
             rows = layer.forward_rows(rows, layout)
         return layout.unpack(rows), mask

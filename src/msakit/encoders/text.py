@@ -21,13 +21,16 @@ import os
 import socket
 import urllib.parse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from msakit.config import plain
 from msakit.core.errors import MsakitError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 PACKAGED_TEXT_ENCODER = "minilm"
 """Short name of the packaged offline all-MiniLM-L6-v2 (bert-base-uncased vocabulary)."""
@@ -138,7 +141,7 @@ def hub_settings(source: str) -> dict[str, Any]:
     raise _cannot_load(source, OSError("cannot connect to huggingface.co"))
 
 
-def load_text_encoder(name: str | None) -> nn.Module:
+def load_text_encoder(name: str | None) -> PreTrainedModel:
     """Load a BERT-family encoder (``transformers.AutoModel``) with pretrained weights.
 
     ``name`` is a local folder, a hub name (``bert-base-uncased``; needs the network or the
@@ -195,13 +198,14 @@ def text_encoder_config(model: nn.Module | None) -> dict[str, Any]:
     for a model without a text encoder (it reads precomputed text features)."""
     if model is None:
         return {}
-    config = plain(model.config.to_dict())
+    hf: Any = model.config  # a transformers PretrainedConfig
+    config = plain(hf.to_dict())
     for key in ("dtype", "torch_dtype", "_name_or_path", "transformers_version"):
         config.pop(key, None)
     return config
 
 
-def text_encoder_from_config(config: dict[str, Any]) -> nn.Module | None:
+def text_encoder_from_config(config: dict[str, Any]) -> PreTrainedModel | None:
     """Rebuild an encoder's architecture (random weights) from :func:`text_encoder_config`
     (None for ``{}``: no text encoder)."""
     from transformers import AutoConfig, AutoModel

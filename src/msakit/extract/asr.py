@@ -113,7 +113,9 @@ def resolve_model(name: str | None) -> str:
     if name in PACKAGED_MODELS:
         package, folder = PACKAGED_MODELS[name]
         try:
-            return str(Path(importlib.import_module(package).__file__).parent / folder)
+            init = importlib.import_module(package).__file__
+            assert init is not None  # a regular package (a wheel's), not a namespace
+            return str(Path(init).parent / folder)
         except ImportError:
             pass  # not installed: a hub name, as faster-whisper reads it
     if name.startswith((".", "~", "/")) or name.count("/") > 1:  # a path, not a hub id

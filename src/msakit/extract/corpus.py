@@ -582,7 +582,7 @@ def _results(pool: ProcessPoolExecutor, todo: list[Clip], work: _Work):
         in_flight[future] = clip
         future.add_done_callback(finished.put)
 
-    _start_workers(lambda: [submit(c) for c in itertools.islice(waiting, work.workers)])
+    _start_workers(lambda: list(map(submit, itertools.islice(waiting, work.workers))))
     for clip in itertools.islice(waiting, (IN_FLIGHT_PER_WORKER - 1) * work.workers):
         submit(clip)
     while in_flight:

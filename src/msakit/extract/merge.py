@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -182,11 +183,11 @@ def _join(
     return merged, rows
 
 
-def _failures_of(parts: list[str | os.PathLike[str]]) -> list[tuple[str, ...]]:
+def _failures_of(parts: list[str | os.PathLike[str]]) -> list[tuple[str, str, str]]:
     """The rows of every part's failures CSV (id, video, reason)."""
-    failures = []
+    failures: list[tuple[str, ...]] = []
     for part in parts:
         path = failures_path(Path(part))
         if path.is_file():
             failures += [tuple(r) for r in read_csv(path)[1:] if r]
-    return failures
+    return cast("list[tuple[str, str, str]]", failures)  # the CSV's three columns

@@ -233,7 +233,7 @@ _RECORD_TYPES: dict[str, tuple[type, ...]] = {
 }
 _OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {"source_blake2b": (str,), "splits": (str, dict)}
 _NONE = type(None)
-_SETTINGS_TYPES = {
+_SETTINGS_TYPES: dict[str, dict[str, type | tuple[type, ...]]] = {
     "audio": {"features": str, "dim": int, "max_frames": (int, _NONE)},
     "vision": {"features": str, "dim": int, "fps": (int, float), "max_frames": (int, _NONE)},
     "text": {"encoder": str, "max_length": int, "vocab_size": int, "asr": (str, _NONE)},

@@ -187,9 +187,10 @@ def _hog(crop: np.ndarray) -> np.ndarray:
     index = (cells[:, None] * HOG_CELLS + cells[None, :]) * HOG_BINS + bins
     hist = np.bincount(index.ravel(), weights=magnitude.ravel(),
                        minlength=HOG_CELLS * HOG_CELLS * HOG_BINS)
-    hist /= np.linalg.norm(hist) + 1e-6
+    # numpy's stub types bincount as ints; with weights it returns floats
+    hist /= np.linalg.norm(hist) + 1e-6  # type: ignore[misc]
     hist = np.minimum(hist, 0.2)
-    hist /= np.linalg.norm(hist) + 1e-6
+    hist /= np.linalg.norm(hist) + 1e-6  # type: ignore[misc]
     return hist.astype(np.float32)
 
 
@@ -220,6 +221,7 @@ def face_source(kind: str, openface_dir: str | os.PathLike[str] | None = None):
         return FaceMeshExtractor()
     if kind == "opencv":
         return FaceExtractor()
+    assert openface_dir is not None  # corpus._check_request refuses openface without one
     return OpenFaceReader(openface_dir)
 
 

@@ -23,6 +23,7 @@ FF = Linear, GELU, Linear.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -43,7 +44,7 @@ from msakit.models.base import (
     groups_by_prefix,
 )
 from msakit.models.import_weights import rename_mmsa
-from msakit.models.registry import ModelSpec, register_model
+from msakit.models.registry import ModelSpec, PresetEntry, register_model
 
 MODALITIES = ("text", "audio", "vision")
 
@@ -208,11 +209,14 @@ class ALMT(MSAModel):
     name = "almt"
     text_no_decay = ()  # MMSA's AdamW decays every parameter, BERT's biases and norms too
 
-    def __init__(self, config: ALMTConfig, dims: Dims, text_encoder: nn.Module) -> None:
+    def __init__(self, config: ALMTConfig, dims: Dims, text_encoder: nn.Module | None) -> None:
         super().__init__()
+        if text_encoder is None:
+            raise MsakitError("almt needs a BERT text encoder")
         c = self.config = config
         self.text_encoder = text_encoder
-        widths = {"text": text_encoder.config.hidden_size, "audio": dims.audio,
+        bert: Any = text_encoder.config  # transformers' config: settings by model type
+        widths = {"text": bert.hidden_size, "audio": dims.audio,
                   "vision": dims.vision}
         lengths = {"text": dims.text_len, "audio": dims.audio_len, "vision": dims.vision_len}
         for m in MODALITIES:
@@ -322,7 +326,7 @@ _RUN = {"optimizer": "adamw", "batch_size": 64, "schedule": "cosine", "warmup": 
         "epochs": 200, "early_stop": 32, "stop_at_horizon": True,
         "lr": groups(text=1e-4, audio=1e-4, vision=1e-4, other=1e-4),
         "weight_decay": groups(text=1e-4, audio=1e-4, vision=1e-4, other=1e-4)}
-PRESETS = {  # the repository's config_regression.json, "almt"
+PRESETS: dict[str, PresetEntry] = {  # the repository's config_regression.json, "almt"
     "mosi": {"run": {**_RUN, "text_encoder": "bert-base-uncased"}, "model": {}},
     "mosei": {"run": {**_RUN, "text_encoder": "bert-base-uncased"},
               "model": {"fusion_depth": 4, "audio_frames": 500}},

@@ -113,7 +113,7 @@ class Dims:
             text_dim=data.text_dim,
         )
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, int | None]:
         return {
             "audio": self.audio,
             "vision": self.vision,

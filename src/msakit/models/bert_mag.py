@@ -24,6 +24,7 @@ Readings and the proof: docs/readings.md, "BERT-MAG, MFM, MCTN".
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,11 +32,12 @@ from torch.nn import functional as F
 
 from msakit.config import groups
 from msakit.config.model_config import ModelConfig, hp
+from msakit.core.errors import MsakitError
 from msakit.encoders.text import bert_inputs
 from msakit.models.align import mmsa_avg_pool
 from msakit.models.base import Batch, Dims, L1Regression, ModelOutput, groups_by_prefix
 from msakit.models.import_weights import ModuleRule, rename_modules
-from msakit.models.registry import ModelSpec, register_model
+from msakit.models.registry import ModelSpec, PresetEntry, register_model
 
 
 def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -89,11 +91,13 @@ class BERT_MAG(L1Regression):  # noqa: N801 (MMSA's name)
 
     name = "bert_mag"
 
-    def __init__(self, config: BERTMAGConfig, dims: Dims, text_encoder: nn.Module) -> None:
+    def __init__(self, config: BERTMAGConfig, dims: Dims, text_encoder: nn.Module | None) -> None:
         super().__init__()
+        if text_encoder is None:
+            raise MsakitError("bert_mag needs a BERT text encoder")
         self.config = config
         self.text_encoder = text_encoder
-        bert = text_encoder.config
+        bert: Any = text_encoder.config  # transformers' config: settings by model type
         self.mag = MultimodalAdaptationGate(bert.hidden_size, dims.audio, dims.vision,
                                             beta=config.beta_shift, dropout=config.dropout)
         self.head_dropout = nn.Dropout(bert.hidden_dropout_prob)
@@ -114,7 +118,8 @@ class BERT_MAG(L1Regression):  # noqa: N801 (MMSA's name)
         length = text.size(2)
         audio = mmsa_avg_pool(batch.audio, length)
         vision = mmsa_avg_pool(batch.vision, length)
-        bert, inputs = self.text_encoder, bert_inputs(text)
+        bert: Any = self.text_encoder  # a transformers BERT, run block by block
+        inputs = bert_inputs(text)
         embedded = bert.embeddings(input_ids=inputs["input_ids"],
                                    token_type_ids=inputs["token_type_ids"])
         fused = self.mag(embedded, vision, audio)
@@ -159,7 +164,7 @@ def _mmsa_run(lr: float, text_encoder: str) -> dict:
             "schedule": "constant", "warmup": 0.0, "early_stop": 8, "stop_at_horizon": False}
 
 
-PRESETS = {  # MMSA's config_regression.json, "bert_mag"
+PRESETS: dict[str, PresetEntry] = {  # MMSA's config_regression.json, "bert_mag"
     "mosi": {"run": _mmsa_run(2e-5, "bert-base-uncased"), "model": {}},
     "mosei": {"run": _mmsa_run(1e-5, "bert-base-uncased"), "model": {"dropout": 0.2}},
     "sims": {"run": _mmsa_run(5e-5, "bert-base-chinese"), "model": {"dropout": 0.1}},

@@ -19,6 +19,7 @@ docs/readings.md, "TETFN, CENET, ALMT".
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -87,11 +88,13 @@ class CENET(L1Regression):
 
     name = "cenet"
 
-    def __init__(self, config: CENETConfig, dims: Dims, text_encoder: nn.Module) -> None:
+    def __init__(self, config: CENETConfig, dims: Dims, text_encoder: nn.Module | None) -> None:
         super().__init__()
+        if text_encoder is None:
+            raise MsakitError("cenet needs a BERT text encoder")
         self.config = config
         self.text_encoder = text_encoder
-        bert = text_encoder.config
+        bert: Any = text_encoder.config  # transformers' config: settings by model type
         if config.injection_layer >= bert.num_hidden_layers:
             raise MsakitError(f"cenet: injection_layer ({config.injection_layer}) must be below "
                               f"the text encoder's {bert.num_hidden_layers} layers")
@@ -109,7 +112,8 @@ class CENET(L1Regression):
         return True  # BERT's hidden states depend on audio and vision: never cached
 
     def forward(self, batch: Batch) -> ModelOutput:
-        bert, inputs = self.text_encoder, bert_inputs(batch.text)
+        bert: Any = self.text_encoder  # a transformers BERT, run layer by layer
+        inputs = bert_inputs(batch.text)
         with torch.no_grad():  # MMSA: the embeddings get no gradient
             hidden = bert.embeddings(input_ids=inputs["input_ids"],
                                      token_type_ids=inputs["token_type_ids"])

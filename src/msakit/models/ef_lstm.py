@@ -37,6 +37,7 @@ def aligned_inputs(batch: Batch) -> tuple[torch.Tensor, ...]:
     """The batch's text features, audio and vision at the text's padded length (MMSA's
     ``need_model_aligned``: unchanged when all three already have the same length)."""
     text, audio, vision = batch.text_features, batch.audio, batch.vision
+    assert text is not None  # a model on precomputed text features gets them in every batch
     length = text.size(1)
     if audio.size(1) == vision.size(1) == length:
         return text, audio, vision

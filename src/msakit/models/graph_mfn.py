@@ -182,7 +182,8 @@ def _graph_mfn(hidden: tuple[int, int, int], memory: int, inner: int,
                *blocks: tuple[int, float]) -> dict:
     """MMSA's hidden_dims, memsize, inner_node_dim and (shapes, drop) of NN, gamma1, gamma2,
     out."""
-    model = dict(zip(("text_hidden", "audio_hidden", "vision_hidden"), hidden, strict=True))
+    model: dict[str, Any] = dict(
+        zip(("text_hidden", "audio_hidden", "vision_hidden"), hidden, strict=True))
     model.update(memory=memory, inner=inner)
     for name, (shapes, drop) in zip(("att2", "gamma1", "gamma2", "out"), blocks, strict=True):
         model[f"{name}_hidden"], model[f"{name}_dropout"] = shapes, drop

@@ -47,7 +47,7 @@ from torch import nn
 from msakit.core.errors import MsakitError
 from msakit.encoders.sequence import SinusoidalPositions
 
-Transform = Callable[[torch.Tensor, dict[str, Any]], torch.Tensor]
+Transform = Callable[[torch.Tensor, Any], torch.Tensor]  # (weights, the model's ModelConfig)
 DROP = "<dropped>"
 """Marks a reference entry that has no msakit counterpart (never read by its forward)."""
 
@@ -61,7 +61,7 @@ def _glfk_global(tensor: torch.Tensor, model_config: dict[str, Any]) -> torch.Te
     return tensor[..., [2, 0, 1]].contiguous()
 
 
-def _head_input_columns(model_config: dict[str, Any]) -> torch.Tensor:
+def _head_input_columns(model_config: Any) -> torch.Tensor:  # a CLGSIConfig
     """Indices into the authors' head input [F_k; I_t; I_a; I_v] in msakit's order
     [I_t; I_v; I_a; F_k] (widths d_c for F_k, d_s for each I_m)."""
     d_c, d_s = model_config.common_dim, model_config.specific_dim
@@ -70,7 +70,7 @@ def _head_input_columns(model_config: dict[str, Any]) -> torch.Tensor:
     return torch.cat([*parts, torch.arange(0, d_c)])
 
 
-def _head_first(tensor: torch.Tensor, model_config: dict[str, Any]) -> torch.Tensor:
+def _head_first(tensor: torch.Tensor, model_config: Any) -> torch.Tensor:
     return tensor[:, _head_input_columns(model_config)].contiguous()
 
 
@@ -223,8 +223,8 @@ def rename_mmsa(
     out: dict[str, torch.Tensor] = {}
     unknown = []
     for key, value in state.items():
-        short = key[len(MMSA_PREFIX):] if key.startswith(MMSA_PREFIX) else None
-        for pattern, template in rules if short is not None else ():
+        short = key[len(MMSA_PREFIX):]
+        for pattern, template in rules if key.startswith(MMSA_PREFIX) else ():
             match = re.fullmatch(pattern, short)
             if match is not None:
                 if template is not None:
@@ -278,7 +278,7 @@ def load_reference_state(
     """
     state = plain_state_dict(state, where)
     ours = model.state_dict()
-    config = model.config
+    config: Any = model.config  # the model's ModelConfig
     mapped: dict[str, torch.Tensor] = {}
     unexpected, misshapen = [], []
     for key, value in state.items():

@@ -31,6 +31,7 @@ pads the shorter ones with zero steps under ``batch``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -51,7 +52,7 @@ from msakit.models.base import (
     l1_task,
 )
 from msakit.models.import_weights import rename_mmsa
-from msakit.models.registry import ModelSpec, register_model
+from msakit.models.registry import ModelSpec, PresetEntry, register_model
 from msakit.models.tfn import text_width
 
 SEQUENCE_AXES = ("batch", "time")
@@ -191,7 +192,9 @@ class MCTN(MSAModel):
 
         ``batch`` axis: the steps are the N axis, which every modality must share; MMSA's code
         fails unless they have as many, msakit pads the shorter ones with zero steps."""
-        full = {"text": batch.text_features, "audio": batch.audio, "vision": batch.vision}
+        text = batch.text_features
+        assert text is not None  # a model on precomputed text features gets them in every batch
+        full = {"text": text, "audio": batch.audio, "vision": batch.vision}
         x = {k: v[:, :self.config.max_seq_len] for k, v in full.items()}
         if self.config.sequence_axis == "time":
             return {k: F.pad(v, (0, self.width - v.size(2))).transpose(0, 1)
@@ -218,7 +221,8 @@ class MCTN(MSAModel):
         """L1 + translation_weight x (the three translations' MSEs), MMSA's ``loss_all``."""
         task = l1_task(output, batch, ctx)
         t = output.terms
-        errors = sum(F.mse_loss(t[f"{m}_hat"], t[f"{m}_true"]) for m in ("vision", "text", "audio"))
+        errors = cast(torch.Tensor, sum(  # of three tensors
+            F.mse_loss(t[f"{m}_hat"], t[f"{m}_true"]) for m in ("vision", "text", "audio")))
         translation = self.config.translation_weight * errors
         return LossOutput(task + translation, task, {"translation": errors})
 
@@ -276,7 +280,7 @@ MMSA_RUN = {  # MMSA's trainer: Adam at init_lr, global-norm clipping, batch 32
     "schedule": "constant", "warmup": 0.0, "early_stop": 8, "stop_at_horizon": False,
 }
 
-PRESETS = {
+PRESETS: dict[str, PresetEntry] = {
     "mosi": {"run": MMSA_RUN, "model": {}},  # MMSA's config_regression.json, "mctn"
     # MMSA configures MOSI only: msakit's completion, MOSI's values (SIMS: the text's 39 steps,
     # so that every modality has as many steps; docs/readings.md).

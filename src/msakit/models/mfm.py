@@ -27,6 +27,7 @@ trains at Adam's default 1e-3 with the configured weight decay; the presets do t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -203,6 +204,7 @@ class MFM(MSAModel):
 
     def forward(self, batch: Batch) -> ModelOutput:
         text = batch.text_features
+        assert text is not None  # a model on precomputed text features gets them in every batch
         steps = text.size(1)
         x = {"text": text, "audio": mmsa_avg_pool(batch.audio, steps),
              "vision": mmsa_avg_pool(batch.vision, steps)}
@@ -226,10 +228,12 @@ class MFM(MSAModel):
         if not self.training:
             return LossOutput(task, task)
         c, terms = self.config, output.terms
-        recon = sum(getattr(c, f"{m}_recon_weight")
-                    * F.mse_loss(terms[f"recon_{m}"], terms[f"input_{m}"]) for m in MODALITIES)
-        mmd = sum(mmd_to_normal(ctx.gather(output.representations[f"z_{m}"]))
-                  for m in (*MODALITIES, "y"))
+        recon = cast(torch.Tensor, sum(  # of three tensors
+            getattr(c, f"{m}_recon_weight") * F.mse_loss(terms[f"recon_{m}"], terms[f"input_{m}"])
+            for m in MODALITIES))
+        mmd = cast(torch.Tensor, sum(  # of four tensors
+            mmd_to_normal(ctx.gather(output.representations[f"z_{m}"]))
+            for m in (*MODALITIES, "y")))
         auxiliary = recon + c.mmd_weight * mmd
         return LossOutput(task + auxiliary, task, {"reconstruction": recon, "mmd": mmd})
 
@@ -276,7 +280,8 @@ def _mmsa_run(batch_size: int, weight_decay: float) -> dict:
 def _mfn_blocks(hidden: tuple[int, int, int], memory: int,
                 *blocks: tuple[int, float]) -> dict:
     """MMSA's hidden_dims, memsize and (shapes, drop) of NN1, NN2, gamma1, gamma2."""
-    model = dict(zip(("text_hidden", "audio_hidden", "vision_hidden"), hidden, strict=True))
+    model: dict[str, Any] = dict(
+        zip(("text_hidden", "audio_hidden", "vision_hidden"), hidden, strict=True))
     model["memory"] = memory
     for name, (shapes, drop) in zip(("att1", "att2", "gamma1", "gamma2"), blocks, strict=True):
         model[f"{name}_hidden"], model[f"{name}_dropout"] = shapes, drop
@@ -288,7 +293,7 @@ def _codes(z: tuple[int, ...], f: tuple[int, ...], drops: tuple[float, ...],
     """(zy, zl, za, zv), (fy, fl, fa, fv), the five dropouts (zy..zv, fy_to_y) and lda_mmd,
     lda_xl, lda_xa, lda_xv as msakit's names."""
     keys = ("y", "l", "a", "v")
-    out = {f"z{k}_size": v for k, v in zip(keys, z, strict=True)}
+    out: dict[str, Any] = {f"z{k}_size": v for k, v in zip(keys, z, strict=True)}
     out |= {f"f{k}_size": v for k, v in zip(keys, f, strict=True)}
     out |= {f"z{k}_to_f{k}_dropout": v for k, v in zip(keys, drops[:4], strict=True)}
     out["fy_to_y_dropout"] = drops[4]

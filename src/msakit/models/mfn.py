@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -88,7 +88,8 @@ def gated_memory(net: nn.Module, inputs: tuple[torch.Tensor, ...], memory_size: 
     cells of ``net`` (:func:`add_cells`) step, ``attend(previous, new)`` gives what the memory
     reads, NN_2 (block ``att2``) proposes the update and the gates ``gamma1`` / ``gamma2``
     retain and update. Returns the cells' last (h, c) and the last memory (B, memory_size)."""
-    cells = (net.lstm_text, net.lstm_audio, net.lstm_vision)
+    cells = cast("tuple[nn.LSTMCell, ...]",  # add_cells made them
+                 (net.lstm_text, net.lstm_audio, net.lstm_vision))
     size = inputs[0].size(0)
     state = [(x.new_zeros(size, cell.hidden_size),) * 2 for x, cell in zip(inputs, cells,
                                                                            strict=True)]
@@ -112,6 +113,7 @@ def step_inputs(batch: Batch, audio_vision: str) -> tuple[torch.Tensor, ...]:
     if audio_vision == "aligned":
         return aligned_inputs(batch)
     text = batch.text_features
+    assert text is not None  # a model on precomputed text features gets them in every batch
     length = text.size(1)
     audio = batch.audio.mean(dim=1, keepdim=True).expand(-1, length, -1)
     vision = batch.vision.mean(dim=1, keepdim=True).expand(-1, length, -1)
@@ -209,7 +211,8 @@ def import_mmsa(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def _mfn(hidden: tuple[int, int, int], memory: int, *blocks: tuple[int, float]) -> dict:
     """MMSA's hidden_dims, memsize and (shapes, drop) of NN1, NN2, gamma1, gamma2, out."""
-    model = dict(zip(("text_hidden", "audio_hidden", "vision_hidden"), hidden, strict=True))
+    model: dict[str, Any] = dict(
+        zip(("text_hidden", "audio_hidden", "vision_hidden"), hidden, strict=True))
     model["memory"] = memory
     for name, (shapes, drop) in zip(BLOCKS, blocks, strict=True):
         model[f"{name}_hidden"], model[f"{name}_dropout"] = shapes, drop

@@ -26,6 +26,7 @@ MMSA runs the audio and vision LSTMs over the first *text-length* frames of each
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -52,7 +53,7 @@ from msakit.models.base import (
     groups_by_prefix,
 )
 from msakit.models.import_weights import BIRNN, ModuleRule, rename_modules
-from msakit.models.registry import ModelSpec, register_model
+from msakit.models.registry import ModelSpec, PresetEntry, register_model
 
 MODALITIES = ("text", "vision", "audio")
 """MMSA's order of the private and shared vectors in the fusion."""
@@ -122,7 +123,8 @@ class StackedBiRNN(nn.Module):
         self.rnn2 = rnn(2 * dim, dim, bidirectional=True)
 
     def _final(self, state: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        return state[0] if self.lstm else state  # (2, B, d): the hidden state h_n
+        # (2, B, d): the hidden state h_n (an LSTM's state is (h_n, c_n), self.lstm)
+        return state[0] if isinstance(state, tuple) else state
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         lengths = lengths.cpu()
@@ -170,14 +172,17 @@ class MISA(MSAModel):
     """L_diff, L_sim and L_recon (the three modalities' mean) before their weights
     ``diff_weight``, ``sim_weight``, ``recon_weight``; each on the global batch."""
 
-    def __init__(self, config: MISAConfig, dims: Dims, text_encoder: nn.Module) -> None:
+    def __init__(self, config: MISAConfig, dims: Dims, text_encoder: nn.Module | None) -> None:
         super().__init__()
+        if text_encoder is None:
+            raise MsakitError("misa needs a BERT text encoder")
         self.config = config
         width = config.hidden_size
         self.text_encoder = text_encoder
         self.audio_rnn = StackedBiRNN(dims.audio, config.rnncell)
         self.vision_rnn = StackedBiRNN(dims.vision, config.rnncell)
-        in_dims = {"text": text_encoder.config.hidden_size, "audio": 4 * dims.audio,
+        bert: Any = text_encoder.config  # transformers' config: settings by model type
+        in_dims = {"text": bert.hidden_size, "audio": 4 * dims.audio,
                    "vision": 4 * dims.vision}
         self.project = nn.ModuleDict({m: Projection(in_dims[m], width) for m in MODALITIES})
         self.private = nn.ModuleDict({m: nn.Linear(width, width) for m in MODALITIES})
@@ -250,8 +255,8 @@ class MISA(MSAModel):
         reps = {k: ctx.gather(v) for k, v in output.representations.items()}
         c = self.config
         difference, similarity = self._difference(reps), self._similarity(reps)
-        recon = sum(reconstruction_loss(reps[f"recon_{m}"], reps[f"original_{m}"])
-                    for m in MODALITIES)
+        recon = cast(torch.Tensor, sum(  # of three tensors
+            reconstruction_loss(reps[f"recon_{m}"], reps[f"original_{m}"]) for m in MODALITIES))
         auxiliary = (
             c.diff_weight * difference
             + c.sim_weight * similarity
@@ -267,18 +272,18 @@ class MISA(MSAModel):
         pairs = [(f"private_{m}", f"shared_{m}") for m in ("text", "vision", "audio")]
         pairs += [("private_audio", "private_text"), ("private_audio", "private_vision"),
                   ("private_text", "private_vision")]
-        return sum(difference_loss(reps[a], reps[b]) for a, b in pairs)
+        return cast(torch.Tensor, sum(difference_loss(reps[a], reps[b]) for a, b in pairs))
 
     def _similarity(self, reps: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean CMD of the shared pairs (t, v), (t, a), (a, v); or the adversarial domain loss."""
         if self.discriminator is None:
             pairs = (("text", "vision"), ("text", "audio"), ("audio", "vision"))
-            return sum(
+            return cast(torch.Tensor, sum(  # of three tensors
                 central_moment_discrepancy(
                     reps[f"shared_{a}"], reps[f"shared_{b}"], self.config.cmd_moments
                 )
                 for a, b in pairs
-            ) / len(pairs)
+            )) / len(pairs)
         logits, domains = [], []
         for index, m in enumerate(MODALITIES):
             shared = GradientReversal.apply(reps[f"shared_{m}"], self.config.reverse_grad_weight)
@@ -347,7 +352,7 @@ def _mmsa_run(batch_size: int, clip_value: float, text_encoder: str) -> dict:
     }
 
 
-PRESETS = {
+PRESETS: dict[str, PresetEntry] = {
     "mosi": {"run": _mmsa_run(16, 0.8, "bert-base-uncased"), "model": {}},
     "mosei": {
         "run": _mmsa_run(64, 0.8, "bert-base-uncased"),

@@ -34,7 +34,7 @@ parameters is drawn from Xavier's normal distribution, as MMSA's trainer does.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -145,13 +145,13 @@ class MMILB(nn.Module):
     def entropy(samples: dict[str, torch.Tensor],
                 memory: dict[str, list[torch.Tensor]]) -> torch.Tensor:
         """(logdet Sigma_pos + logdet Sigma_neg) / 4 over the memory and this batch."""
-        total = 0.0
+        total: torch.Tensor | float = 0.0
         for sign in ("pos", "neg"):
             rows = torch.cat([*memory[sign], samples[sign]], dim=0)
             centred = rows - rows.mean(dim=0)
             sigma = torch.mean(centred.unsqueeze(-1) * centred.unsqueeze(1), dim=0)
             total = total + torch.logdet(sigma)
-        return 0.25 * total
+        return 0.25 * cast(torch.Tensor, total)  # two logdets were added
 
 
 class CPC(nn.Module):
@@ -188,7 +188,8 @@ class MMIM(MSAModel):
         if text_encoder is None:
             raise MsakitError("mmim needs a BERT text encoder")
         self.config = c = MMIMConfig.from_dict(config)
-        d_text = text_encoder.config.hidden_size
+        bert: Any = text_encoder.config  # transformers' config: settings by model type
+        d_text: int = bert.hidden_size
         self.text_encoder = text_encoder
         self.audio_encoder = FinalStateLSTM(
             dims.audio, c.audio_hidden, c.audio_out, layers=c.rnn_layers,
@@ -277,7 +278,8 @@ class MMIM(MSAModel):
                      labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """lld summed over the pairs; in the main pass also H (from the memory) and the memory's
         update with this batch's projections, as MMSA's trainer does."""
-        lld, entropy = 0.0, 0.0
+        lld: torch.Tensor | float = 0.0
+        entropy: torch.Tensor | float = 0.0
         main = self.phase == "main"
         # MMSA estimates H once the memory holds mem_size batches and uses it one batch later.
         use_h = self._step > self.config.mem_size
@@ -290,9 +292,10 @@ class MMIM(MSAModel):
                 if use_h:
                     entropy = entropy + net.entropy(samples, self._memory[pair])
                 self._remember(pair, samples)
+        assert isinstance(lld, torch.Tensor)  # _pairs() names two or three pairs
         terms = {"lld": lld}
         if main:
-            terms["H"] = entropy if use_h else lld.new_zeros(())
+            terms["H"] = cast(torch.Tensor, entropy) if use_h else lld.new_zeros(())
             self._step += 1
         return terms
 

@@ -54,6 +54,8 @@ class MultiTask(MSAModel):
     The config provides ``post_{m}_dim``, ``post_{m}_dropout`` and ``weight_{fusion,text,
     audio,vision}``; the subclass calls :meth:`add_heads` and :meth:`with_heads`."""
 
+    config: Any  # the subclass's ModelConfig, with the settings named above
+
     loss_parts = tuple(UNIMODAL)
     """Each unimodal head's L1 against its labels, before its weight ``weight_{m}`` (the loss:
     ``weight_fusion`` x task + the weighted parts); ``ctx.mean`` over the global batch."""

@@ -21,6 +21,7 @@ As MMSA implements it (thuiar/MMSA ``models/multiTask/SELF_MM.py``, trained by
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -28,6 +29,7 @@ from torch.nn import functional as F
 
 from msakit.config import groups
 from msakit.config.model_config import ModelConfig, hp
+from msakit.core.errors import MsakitError
 from msakit.encoders.recurrent import FinalStateLSTM
 from msakit.encoders.text import bert_inputs
 from msakit.models.base import (
@@ -42,7 +44,7 @@ from msakit.models.base import (
     l1_task,
 )
 from msakit.models.import_weights import ModuleRule, rename_modules
-from msakit.models.registry import ModelSpec, register_model
+from msakit.models.registry import ModelSpec, PresetEntry, register_model
 
 TASKS = ("fusion", "text", "audio", "vision")
 UNIMODAL = TASKS[1:]
@@ -173,14 +175,17 @@ class SelfMM(MSAModel):
     ``weighted_loss`` for T, A, V; the loss: task + their sum); ``ctx.mean`` over the global
     batch."""
 
-    def __init__(self, config: SelfMMConfig, dims: Dims, text_encoder: nn.Module) -> None:
+    def __init__(self, config: SelfMMConfig, dims: Dims, text_encoder: nn.Module | None) -> None:
         super().__init__()
+        if text_encoder is None:
+            raise MsakitError("self_mm needs a BERT text encoder")
         c = self.config = config
         self.text_encoder = text_encoder
-        text_width = text_encoder.config.hidden_size
-        self.audio_net = FinalStateLSTM(dims.audio, c.audio_hidden, c.audio_out,
+        bert: Any = text_encoder.config  # transformers' config: settings by model type
+        text_width: int = bert.hidden_size
+        self.audio_net: nn.Module = FinalStateLSTM(dims.audio, c.audio_hidden, c.audio_out,
                                         layers=c.audio_layers, dropout=c.audio_rnn_dropout)
-        self.vision_net = FinalStateLSTM(dims.vision, c.vision_hidden, c.vision_out,
+        self.vision_net: nn.Module = FinalStateLSTM(dims.vision, c.vision_hidden, c.vision_out,
                                          layers=c.vision_layers, dropout=c.vision_rnn_dropout)
         self.heads = nn.ModuleDict({
             "fusion": TaskHead(text_width + c.audio_out + c.vision_out, c.fusion_dim,
@@ -230,7 +235,7 @@ class SelfMM(MSAModel):
     def on_train_start(self, train) -> None:
         device = next(self.parameters()).device
         labels = torch.as_tensor(train.labels, dtype=torch.float32, device=device)
-        widths = {t: self.heads[t].fc1.out_features for t in TASKS}
+        widths = {t: cast(TaskHead, self.heads[t]).fc1.out_features for t in TASKS}
         self.unimodal_labels = UnimodalLabels(
             labels, widths, bound=self.config.label_bound, exclude_zero=self.config.exclude_zero
         )
@@ -302,7 +307,7 @@ def self_mm_from_mmsa(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
 # after 8 epochs, no epoch limit.
 _MMSA_LOOP = {"optimizer": "adam", "accumulate": 4, "schedule": "constant", "warmup": 0.0,
               "early_stop": 8, "stop_at_horizon": False}
-PRESETS = {
+PRESETS: dict[str, PresetEntry] = {
     "mosi": {
         "run": {**_MMSA_LOOP, "text_encoder": "bert-base-uncased", "batch_size": 16,
                 "lr": groups(text=5e-5, audio=5e-3, vision=5e-3, other=1e-3),

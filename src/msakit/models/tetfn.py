@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -181,12 +182,17 @@ class TETFN(SelfMM):
     unimodal label generation (inherited)."""
 
     name = "tetfn"
+    # Self-MM's inherited code reads the settings the two configs share
+    config: TETFNConfig  # type: ignore[assignment]
 
-    def __init__(self, config: TETFNConfig, dims: Dims, text_encoder: nn.Module) -> None:
+    def __init__(self, config: TETFNConfig, dims: Dims, text_encoder: nn.Module | None) -> None:
         MSAModel.__init__(self)
+        if text_encoder is None:
+            raise MsakitError("tetfn needs a BERT text encoder")
         c = self.config = config
         self.text_encoder = text_encoder
-        width = text_encoder.config.hidden_size
+        bert: Any = text_encoder.config  # transformers' config: settings by model type
+        width: int = bert.hidden_size
         self.proj_text = nn.Conv1d(width, c.dim, kernel_size=c.kernel_text, bias=False)
         self.audio_net = ConvolvedLSTM(dims.audio, c.audio_hidden, c.dim, c.kernel_audio,
                                        layers=c.audio_layers, dropout=c.audio_rnn_dropout)

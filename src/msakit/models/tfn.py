@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 from msakit.config import groups
 from msakit.config.model_config import ModelConfig, hp
@@ -77,11 +77,12 @@ class TextSubNet(nn.Module):
         self.fc = nn.Linear(hidden, out)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        steps: torch.Tensor | PackedSequence = x
         if lengths is not None:
-            x = pack_padded_sequence(
+            steps = pack_padded_sequence(
                 x, lengths.clamp_min(1).cpu(), batch_first=True, enforce_sorted=False
             )
-        _, (h, _) = self.lstm(x)
+        _, (h, _) = self.lstm(steps)
         return self.fc(h[0])
 
 

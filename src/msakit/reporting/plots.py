@@ -258,7 +258,9 @@ def _label_curve_axes(axes, panels: _CurvePanels) -> None:
     from matplotlib.lines import Line2D
 
     def styles(entries: list[tuple[str, str]]) -> list[Line2D]:
-        return [Line2D([], [], color="0.3", linestyle=s, label=t) for s, t in entries]
+        # matplotlib types linestyle as its literal names; these are such names ("-", "--")
+        return [Line2D([], [], color="0.3", linestyle=s, label=t)  # type: ignore[arg-type]
+                for s, t in entries]
 
     (ax_task, ax_cl, ax_mae), (ax_corr, ax_acc, ax_fine) = axes
     ax_task.legend(handles=styles([("-", "training"), ("--", "validation")]), fontsize=8)

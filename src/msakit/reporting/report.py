@@ -36,7 +36,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import yaml
@@ -102,7 +102,7 @@ FAMILY_METRICS = {MOSI_FAMILY: MOSI_METRICS, SIMS_FAMILY: SIMS_METRICS}
 def columns_for(dataset: str | DatasetSpec, all_metrics: bool = False) -> tuple[Column, ...]:
     """The paper's columns for ``dataset`` (a name or a spec): those of its metric family."""
     family = dataset_spec(dataset).metric_family
-    cols = FAMILY_COLUMNS[family]
+    cols: tuple[Column, ...] = FAMILY_COLUMNS[family]
     if all_metrics:  # the extra accuracy joins the multi-class ones, fewer classes first
         cols = (*cols[:2], EXTRA_COLUMNS[family], *cols[2:])
     return cols
@@ -164,7 +164,8 @@ def read_run(path: str | os.PathLike) -> Run:
             values[name] = np.array([float(r[name] or "nan") for r in rows], dtype=np.float64)
         except (TypeError, ValueError):
             raise MsakitError(f"{results}: column {name!r} holds a non-number") from None
-    return Run(folder, spec, [r["seed"] for r in rows], values, config)
+    seeds = [cast(str, r["seed"]) for r in rows]  # None was refused above
+    return Run(folder, spec, seeds, values, config)
 
 
 def _check_config(path: Path, config: Any) -> None:

@@ -15,6 +15,7 @@ import inspect
 import os
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -128,6 +129,9 @@ class GlobalBatchNorm(_BatchNorm):
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)
         if self.track_running_stats:
+            # the buffers that track_running_stats made
+            assert self.num_batches_tracked is not None and self.running_mean is not None
+            assert self.running_var is not None
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
                 factor = (
@@ -177,7 +181,7 @@ def wrap_ddp(model: nn.Module, device: torch.device) -> nn.parallel.DistributedD
     before each forward pass.
     """
     ddp = nn.parallel.DistributedDataParallel
-    no_buffer_sync = (
+    no_buffer_sync: dict[str, Any] = (
         {"forward_sync_buffers": False}  # newer PyTorch deprecates broadcast_buffers
         if "forward_sync_buffers" in inspect.signature(ddp).parameters
         else {"broadcast_buffers": False}

@@ -112,6 +112,7 @@ def _pretrain(
     inputs = prepare_run(config, data, out, ctx, checkpoint_format="msakit-stage1-1")
     config = inputs.config  # with the data file's content identity
     encoder, dims = inputs.encoder, inputs.dims
+    assert encoder is not None  # a model with adapters runs its text encoder
     fingerprint = stage.fingerprint(encoder)
     seed = config.seeds[0]
     torch.manual_seed(seed)

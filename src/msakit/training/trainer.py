@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import numpy as np
 import torch
@@ -54,6 +54,9 @@ from msakit.training.device import (
 from msakit.training.distributed import DistContext, wrap_ddp
 from msakit.training.pretrained import frozen_prefix, save_pretrained
 
+if TYPE_CHECKING:
+    from torch.nn.parallel import DistributedDataParallel
+
 PLATEAU_FACTOR = 0.1
 """``schedule=plateau`` multiplies the learning rates by this (MMSA's MulT)."""
 NO_DECAY = MSAModel.text_no_decay
@@ -70,7 +73,8 @@ def rng_state() -> dict[str, Any]:
     visible GPU (``"cuda"``: a list of byte tensors, one per device)."""
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": _numpy_state_to_plain(np.random.get_state()),
+        # numpy's stub types the state as its dict form; legacy=True (the default) is a tuple
+        "numpy": _numpy_state_to_plain(np.random.get_state()),  # type: ignore[arg-type]
         "python": _python_state_to_plain(random.getstate()),
     }
     if torch.cuda.is_available():
@@ -172,7 +176,8 @@ def build_optimizer(
         if groups is not None and group not in groups:
             continue
         lr, weight_decay = settings[group]
-        decay, no_decay = [], []
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
         for name, param in named:
             if not param.requires_grad:
                 continue
@@ -196,7 +201,8 @@ def build_optimizer(
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, config: RunConfig, total_steps: int, warmup_steps: int
+    optimizer: torch.optim.Optimizer, config: RunConfig, total_steps: int,
+    warmup_steps: int | float,  # a float with fractional_warmup (the schedules take one)
 ):
     from transformers import (
         get_constant_schedule_with_warmup,
@@ -208,10 +214,12 @@ def build_scheduler(
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="min", factor=PLATEAU_FACTOR, patience=config.plateau_patience)
     if config.schedule == "cosine":
-        return get_cosine_schedule_with_warmup(optimizer, warmup_steps, total_steps)
+        # transformers types the warmup as an int; its schedules read a float as well
+        return get_cosine_schedule_with_warmup(
+            optimizer, warmup_steps, total_steps)  # type: ignore[arg-type]
     if config.schedule == "linear":
         return get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
-    return get_constant_schedule_with_warmup(optimizer, warmup_steps)
+    return get_constant_schedule_with_warmup(optimizer, warmup_steps)  # type: ignore[arg-type]
 
 
 TextCache = dict[str, torch.Tensor]
@@ -522,7 +530,7 @@ class Trainer:
         running sum after every backward pass (MMSA) and so needs it after each."""
         if step or not self.dist.enabled or self.config.clip_value > 0:
             return contextlib.nullcontext()
-        return self.module.no_sync()
+        return cast("DistributedDataParallel", self.module).no_sync()  # wrapped when enabled
 
     # ------------------------------------------------------------------ training
     def prepare(self) -> None:
@@ -843,6 +851,7 @@ class Trainer:
     def _truncate_step_log(self) -> None:
         """Drop this seed's step lines after its last completed epoch (all of them when the seed
         starts afresh); other seeds' lines are kept."""
+        assert self.log_steps is not None  # called when there is a step log
         if not self.log_steps.exists():
             return
         try:
@@ -957,6 +966,7 @@ class Trainer:
     def _load_last(self) -> int:
         """Restore everything from ``last.pt``; an unreadable, truncated or foreign file is one
         ``MsakitError`` (before anything changes on disk)."""
+        assert self.run_dir is not None  # called with a run folder
         path = self.run_dir / "last.pt"
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -1070,6 +1080,7 @@ def predict_split(
         predictions.append(output.prediction.float().cpu().numpy())
     model.train(was_training)
     if world > 1:
+        assert dist is not None  # world is 1 without one
         shares = dist.gather_objects((predictions, loss_sums))  # rank order = sample order
         predictions = [np.concatenate([s[0][b] for s in shares]) for b in range(len(plan))]
         loss_sums = [sum(s[1][b] for s in shares) for b in range(len(plan))]

@@ -43,10 +43,13 @@ applies (:mod:`msakit.models.import_weights`).
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from msakit.core.errors import MsakitError
 from msakit.encoders.packed_text import run_text_encoder
 from msakit.encoders.sequence import SequenceEncoder, last_valid, masked_mean
 from msakit.losses import IntensityGuidedContrastiveLoss, OfficialIntensityContrastiveLoss
@@ -68,7 +71,9 @@ from msakit.models.clgsi.config import (
     CLGSIConfig,
 )
 
-LOSSES = {"paper": IntensityGuidedContrastiveLoss, "official": OfficialIntensityContrastiveLoss}
+LOSSES: dict[
+    str, type[IntensityGuidedContrastiveLoss] | type[OfficialIntensityContrastiveLoss]
+] = {"paper": IntensityGuidedContrastiveLoss, "official": OfficialIntensityContrastiveLoss}
 """CLGSI's contrastive loss by ``variant``: the paper's (Sec. 3.4) or the released code's."""
 
 
@@ -91,8 +96,9 @@ class GLFK(nn.Module):
         self.global_conv = nn.Conv2d(1, 1, kernel_size=(1, 3)) if "g" in parts else None
         if "l" in parts:
             local_in = 1 if self.global_conv is not None else 3
-            self.local = nn.Sequential(nn.Conv2d(local_in, beta // 2, 1), nn.PReLU())
-            self.fine = nn.Conv2d(beta // 2, beta, 1)
+            self.local: nn.Sequential | None = nn.Sequential(
+                nn.Conv2d(local_in, beta // 2, 1), nn.PReLU())
+            self.fine: nn.Conv2d | None = nn.Conv2d(beta // 2, beta, 1)
             self.knowledge = nn.Conv2d(beta, 1, 1)
         else:
             self.local = self.fine = None
@@ -110,7 +116,8 @@ class GLFK(nn.Module):
             x = _conv_as_linear(self.global_conv, x)  # (B, d_c, 1)
         if self.local is not None:
             conv, prelu = self.local
-            x = prelu(_conv_as_linear(conv, x))  # (B, d_c, beta/2)
+            assert self.fine is not None  # built with self.local
+            x = prelu(_conv_as_linear(cast(nn.Conv2d, conv), x))  # (B, d_c, beta/2)
             x = _conv_as_linear(self.fine, x)  # (B, d_c, beta)
         return torch.tanh(_conv_as_linear(self.knowledge, x)).squeeze(-1)  # (B, d_c)
 
@@ -171,6 +178,7 @@ class CommonFusion(nn.Module):
             return stacked.sum(dim=-1)
         if self.kind == "concat":
             return stacked.transpose(1, 2).flatten(1)
+        assert self.net is not None  # built for every other kind
         return self.net(stacked)
 
 
@@ -221,13 +229,16 @@ class Head(nn.Module):
 class CLGSI(MSAModel):
     """The CLGSI model, built from its :class:`CLGSIConfig`."""
 
-    def __init__(self, config: CLGSIConfig, dims: Dims, text_encoder: nn.Module) -> None:
+    def __init__(self, config: CLGSIConfig, dims: Dims, text_encoder: nn.Module | None) -> None:
         super().__init__()
+        if text_encoder is None:
+            raise MsakitError("clgsi needs a BERT text encoder")
         c = self.config = CLGSIConfig.from_dict(config)
-        d_text = text_encoder.config.hidden_size
+        bert: Any = text_encoder.config  # transformers' config: settings by model type
+        d_text: int = bert.hidden_size
         d_c, d_s = c.common_dim, c.specific_dim
         self.text_encoder = text_encoder
-        shared = {"feedforward": c.feedforward, "dropout": c.encoder_dropout}
+        shared: dict[str, Any] = {"feedforward": c.feedforward, "dropout": c.encoder_dropout}
         self.audio_encoder = SequenceEncoder(
             dims.audio, c.audio_heads, layers=c.audio_layers, **shared
         )

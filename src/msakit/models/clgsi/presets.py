@@ -20,7 +20,7 @@ from msakit.config import groups
 # bert-base-chinese for SIMS, the tokenizers that wrote the MMSA files' ``text_bert`` ids.
 
 
-CLGSI_DATASET = {
+CLGSI_DATASET: dict[str, dict[str, Any]] = {  # registry.PresetEntry by data set
     "mosi": {
         "run": {
             "text_encoder": "bert-base-uncased",
@@ -111,7 +111,7 @@ _AUTHORS_RUN = {
     "stop_at_horizon": False,  # `while True` until early stopping; warm_up_epochs = horizon
 }
 
-CLGSI_AUTHORS: dict[str, dict[str, dict[str, Any]]] = {
+CLGSI_AUTHORS: dict[str, dict[str, Any]] = {  # registry.PresetEntry by data set
     "mosi": {
         # learning_rate_audio 5e-3, learning_rate_video 1e-3 (Table 7 swaps them)
         "run": {**_AUTHORS_RUN, "lr": {"text": 5e-5, "audio": 5e-3, "vision": 1e-3, "other": 1e-2}},

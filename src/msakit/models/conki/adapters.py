@@ -54,7 +54,7 @@ import dataclasses
 import hashlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import yaml
@@ -65,6 +65,8 @@ from msakit.config.datasets import DatasetSpec
 from msakit.core.errors import MsakitError
 from msakit.encoders.text import text_encoder_config
 from msakit.models.base import MSAModel
+from msakit.models.conki.config import ConKIConfig
+from msakit.models.conki.model import ConKI
 from msakit.models.conki.presets import CONKI_PRETRAIN
 from msakit.models.registry import AdapterStage, preset
 
@@ -115,7 +117,7 @@ def keeps_for_stage2(name: str) -> bool:
 
 def freeze_for_stage1(net: MSAModel) -> None:
     """Stage 1 trains with the text encoder and the audio/vision Transformer encoders frozen."""
-    net.freeze_encoders()
+    cast(ConKI, net).freeze_encoders()  # the stage runs ConKI's adapters
 
 
 # --------------------------------------------------------------------------- stage 1
@@ -147,7 +149,7 @@ def stage1_config(
     # stage 1: adapters train at the stage's one rate
     config = dataclasses.replace(config, model=config.model.updated({"adapter_lr": None}))
     config = apply_overrides(config, overrides or [])
-    settings = config.model
+    settings = cast(ConKIConfig, config.model)  # the ConKI preset's
     if not settings.use_adapters:
         raise MsakitError("pretrain-adapters needs adapters: use_adapters=false has none")
     if not settings.pretrained_encoders:
@@ -189,7 +191,7 @@ def adapters_file(
                 for k, v in weights.items()
                 if k.startswith(("project_audio.", "project_vision.", *HEAD_PREFIXES))
             },
-            "adapter_signature": plain(net.adapter_signature()),
+            "adapter_signature": plain(cast(ConKI, net).adapter_signature()),
             "config": extra["config"],
             "dims": extra["dims"],
             "text_encoder_config": extra["text_encoder_config"],
@@ -222,6 +224,7 @@ def read_adapters(
     where = f"adapters file {path}"
     if not model.supports_adapters:
         raise MsakitError(f"--adapters does not apply to {config.model_name} (no adapters)")
+    model = cast(ConKI, model)  # the model with adapters
     if not model.has_adapters:
         raise MsakitError("--adapters given but use_adapters=false: this model has no adapters")
     state = _adapter_file(path, where)

@@ -60,11 +60,12 @@ reading of w/o C3, kept under its own name).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
+from msakit.core.errors import MsakitError
 from msakit.encoders.packed_text import run_text_encoder
 from msakit.encoders.packing import pack_layout
 from msakit.encoders.sequence import PackedEncoderLayer, SequenceEncoder, masked_mean
@@ -126,8 +127,9 @@ class AdapterModule(nn.Module):
 
     def forward(self, x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
         h = self.down(x)  # (B, L, inner)
-        layout = pack_layout(padding, self.layers[0].self_attn.num_heads)
-        for layer in self.layers:
+        layers = cast("list[PackedEncoderLayer]", list(self.layers))  # built above
+        layout = pack_layout(padding, layers[0].self_attn.num_heads)
+        for layer in layers:
             h = layer.forward_packed(h, padding, layout)
         out = self.up(h)  # (B, L, width); padded positions are never read
         return x + out if self.residual else out
@@ -208,11 +210,14 @@ class ConKI(MSAModel):
 
     supports_adapters = True
 
-    def __init__(self, config: ConKIConfig, dims: Dims, text_encoder: nn.Module) -> None:
+    def __init__(self, config: ConKIConfig, dims: Dims, text_encoder: nn.Module | None) -> None:
         super().__init__()
+        if text_encoder is None:
+            raise MsakitError("conki needs a BERT text encoder")
         c = self.config = ConKIConfig.from_dict(config)
         self.modalities = parse_modalities(c.modalities)
-        d_text = int(text_encoder.config.hidden_size)
+        bert: Any = text_encoder.config  # transformers' config: settings by model type
+        d_text = int(bert.hidden_size)
         self.shared_dim = int(c.shared_dim or d_text)
         if c.contrastive and "text" in self.modalities and self.shared_dim != d_text:
             raise ValueError(
@@ -224,6 +229,7 @@ class ConKI(MSAModel):
         if "text" in self.modalities:
             if not c.pretrained_encoders:  # w/o C3: same architecture, random weights
                 text_encoder = text_encoder_from_config(text_encoder_config(text_encoder))
+                assert text_encoder is not None  # an encoder's config is never empty
             self.text_encoder = text_encoder
             self.points["text"] = insertion_points(TEXT_INSERT, len(encoder_layers(text_encoder)))
         self._build_sequence_encoders(dims)
@@ -275,11 +281,12 @@ class ConKI(MSAModel):
         features = {"pooled": pooled}
         adapter = getattr(self, "adapter_text", None)
         if adapter is not None:
+            assert out.hidden_states is not None  # asked for
             for k in adapter.points:
                 features[f"seq_hidden_{k}"] = out.hidden_states[k]
         return features
 
-    def encode_text(self, batch: Batch) -> tuple[torch.Tensor, ...]:
+    def encode_text(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
         """MMSA text rows (or their cached features) -> (O_t (B, d_t), A_t (B, d_t) or None).
 
         O_t is returned even with ``use_pan_knowledge=False`` (``forward`` leaves it out)."""
@@ -294,7 +301,7 @@ class ConKI(MSAModel):
 
     def encode_sequence(
         self, m: str, x: torch.Tensor, lengths: torch.Tensor
-    ) -> tuple[torch.Tensor, ...]:
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Audio/vision x (B, L, d_m raw), lengths (B,) -> (O_m (B, d) or None, A_m (B, d) or
         None). Without pan-knowledge (w/o C3) only the layers the adapter reads are run."""
         encoder: SequenceEncoder = getattr(self, f"{m}_encoder")
@@ -317,12 +324,14 @@ class ConKI(MSAModel):
 
     def forward(self, batch: Batch) -> ModelOutput:
         reps: dict[str, torch.Tensor] = {}
+        pan: torch.Tensor | None
         for m in self.modalities:
             if m == "text":
                 pan, specific = self.encode_text(batch)
             else:
                 pan, specific = self.encode_sequence(m, batch.sequence(m), batch.lengths(m))
             if self.config.use_pan_knowledge:
+                assert pan is not None  # computed with use_pan_knowledge
                 reps[f"pan_{m}"] = pan  # O_m
             if specific is not None:
                 reps[f"specific_{m}"] = specific  # A_m

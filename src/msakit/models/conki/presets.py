@@ -3,6 +3,8 @@ stage's run settings and ``msakit tune``'s search space."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from msakit.config import groups
 
 # Appendix B: fine-tuning batch 32, up to 200 epochs, lrs 5e-6 encoders / 1e-6 others with weight
@@ -29,7 +31,7 @@ _CONKI_RUN = {
     "weight_decay": groups(text=1e-3, audio=1e-3, vision=1e-3, other=1e-3),
 }
 
-CONKI_DATASET = {
+CONKI_DATASET: dict[str, dict[str, Any]] = {  # registry.PresetEntry by data set
     "mosi": {
         "run": {**_CONKI_RUN, "lr": groups(text=5e-6, audio=5e-6, vision=5e-6, other=1e-6)},
         "model": {"external": "mosei", "lam": 0.01},
@@ -48,7 +50,7 @@ CONKI_DATASET = {
 # with the encoders frozen and the task loss only; 10 epochs, lr 5e-5, one epoch of linear
 # warm-up (then linear decay), the best validation epoch kept. Other run settings (batch...)
 # come from the target's preset.
-CONKI_PRETRAIN = {
+CONKI_PRETRAIN: dict[str, Any] = {
     "epochs": 10,
     "lr": groups(text=5e-5, audio=5e-5, vision=5e-5, other=5e-5),
     "weight_decay": groups(text=0.0, audio=0.0, vision=0.0, other=0.0),
