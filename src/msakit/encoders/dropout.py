@@ -10,45 +10,26 @@ that p. On GPUs and in eval mode every function here is PyTorch's own dropout.
 
 Nothing here acts at import: a model gets the fast dropout only when asked
 (:func:`use_fast_dropout`, which the Trainer calls on CPUs with ``fast_dropout=true``), and the
-two mask-drawing threads (and the fork hook that forgets them in a forked child) start on the
-first large mask.
+mask-drawing threads (:mod:`msakit.encoders.threads`, whose fork hook makes a forked child
+start its own) start on the first large mask.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from msakit.encoders.threads import pool
+
 # Masks are drawn as 16-bit integers: p is rounded to a multiple of 1/65536.
 _MASK_LEVELS = 65536
 _MASK_STREAMS = 2  # fixed, so a mask never depends on the machine's thread count
 _BLOCK = 1 << 15  # elements per draw: a multiple of 4 (four draws per raw 64-bit output)
-_POOL: ThreadPoolExecutor | None = None
-_FORK_HOOK = False
-
-
-def _forget_pool() -> None:
-    """A forked child has none of the parent's threads: it starts its own pool when needed."""
-    global _POOL
-    _POOL = None
-
-
-def _pool() -> ThreadPoolExecutor:
-    """The mask-drawing threads, started on first use (never at import)."""
-    global _POOL, _FORK_HOOK
-    if not _FORK_HOOK:
-        os.register_at_fork(after_in_child=_forget_pool)
-        _FORK_HOOK = True
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(_MASK_STREAMS, thread_name_prefix="msakit-dropout")
-    return _POOL
 
 
 def threshold_and_scale(p: float) -> tuple[int, float]:
@@ -85,9 +66,9 @@ def _each_stream(
         for stream, part in zip(streams, parts, strict=True):
             _walk(stream, part, threshold, apply)
         return
-    pool = _pool()
+    workers = pool(_MASK_STREAMS)
     jobs = [
-        pool.submit(_walk, stream, part, threshold, apply)
+        workers.submit(_walk, stream, part, threshold, apply)
         for stream, part in zip(streams, parts, strict=True)
     ]
     for job in jobs:

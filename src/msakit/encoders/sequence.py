@@ -34,6 +34,7 @@ from torch.nn import functional as F
 from msakit.encoders.dispatch import attention_kernel, packed_feed_forward
 from msakit.encoders.dropout import fast_dropout, relu_dropout_
 from msakit.encoders.packing import PackedLayout, grouped_attention, pack_layout
+from msakit.encoders.threads import on_parts, row_parts
 
 
 def lengths_to_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -98,9 +99,15 @@ class _FeedForward(torch.autograd.Function):
         w1, b1, w2, b2, setting = params
         p, fast = setting
         hidden = x.new_empty(x.size(0), w1.size(0))
-        rows = block_rows(BACKWARD_BLOCK, w1.size(0), x.size(0))
-        for start in range(0, x.size(0), rows):  # the bias and the product in cache, then out
-            torch.addmm(b1, x[start:start + rows], w1.t(), out=hidden[start:start + rows])
+        parts = row_parts(x.size(0))
+        rows = cache_rows(BACKWARD_BLOCK, w1.size(0))
+
+        def first(part: slice) -> None:  # the bias and the product in cache, then out
+            for start in range(part.start, part.stop, rows):
+                end = min(start + rows, part.stop)
+                torch.addmm(b1, x[start:end], w1.t(), out=hidden[start:end])
+
+        on_parts(first, parts)
         if p > 0.0 and fast:
             scale = relu_dropout_(hidden, p)
         elif p > 0.0:
@@ -109,7 +116,9 @@ class _FeedForward(torch.autograd.Function):
         else:
             hidden.relu_()
             scale = 1.0
-        out = torch.addmm(b2, hidden, w2.t(), alpha=scale)
+        out = x.new_empty(x.size(0), w2.size(0))
+        on_parts(lambda part: torch.addmm(b2, hidden[part], w2.t(), alpha=scale, out=out[part]),
+                 parts)
         ctx.save_for_backward(x, w1, w2, hidden)
         ctx.scale = scale
         return out
@@ -139,24 +148,35 @@ def _feed_forward_backward(x, w1, w2, *, hidden, grad):
     rows at a time: each block's hidden gradient (rows, F) is made, masked by the saved
     activation and used for x's, w1's and b1's gradients while it is in cache, and the saved
     activation is read once; before, the (N, F) hidden gradient was written to memory and read
-    back three times. The weight gradients are sums over blocks (another summation order than
-    one matmul over all rows: the same to float rounding)."""
-    rows = block_rows(BACKWARD_BLOCK, hidden.size(1), x.size(0))
+    back three times. On several threads, each row part (:func:`~msakit.encoders.threads.
+    row_parts`) runs its blocks on its own thread and the parts' weight gradients are added in
+    part order. The weight gradients are sums over blocks (another summation order than one
+    matmul over all rows: the same to float rounding)."""
     g_x = torch.empty_like(x)
-    g_w1t = x.new_zeros(x.size(1), hidden.size(1))  # (D, F): (x^T g_hidden), the fast layout
-    g_b1 = x.new_zeros(hidden.size(1))
-    g_w2 = x.new_zeros(grad.size(1), hidden.size(1))
-    for start in range(0, x.size(0), rows):
-        end = start + rows
-        h, g = hidden[start:end], grad[start:end]
-        g_w2.addmm_(g.t(), h)
-        g_h = g.mm(w2)
-        torch.ops.aten.threshold_backward.grad_input(g_h, h, 0.0, grad_input=g_h)
-        torch.mm(g_h, w1, out=g_x[start:end])
-        # (x^T g_hidden), not g_hidden^T x: with a narrow x (MOSI's 5 audio features) the
-        # latter's transposed (F, N) operand makes the matmul 10x slower on CPUs.
-        g_w1t.addmm_(x[start:end].t(), g_h)
-        g_b1.add_(g_h.sum(0))
+    rows = cache_rows(BACKWARD_BLOCK, hidden.size(1))
+
+    def part_gradients(part: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        g_w1t = x.new_zeros(x.size(1), hidden.size(1))  # (D, F): (x^T g_hidden), the fast layout
+        g_b1 = x.new_zeros(hidden.size(1))
+        g_w2 = x.new_zeros(grad.size(1), hidden.size(1))
+        for start in range(part.start, part.stop, rows):
+            end = min(start + rows, part.stop)
+            h, g = hidden[start:end], grad[start:end]
+            g_w2.addmm_(g.t(), h)
+            g_h = g.mm(w2)
+            torch.ops.aten.threshold_backward.grad_input(g_h, h, 0.0, grad_input=g_h)
+            torch.mm(g_h, w1, out=g_x[start:end])
+            # (x^T g_hidden), not g_hidden^T x: with a narrow x (MOSI's 5 audio features) the
+            # latter's transposed (F, N) operand makes the matmul 10x slower on CPUs.
+            g_w1t.addmm_(x[start:end].t(), g_h)
+            g_b1.add_(g_h.sum(0))
+        return g_w1t, g_b1, g_w2
+
+    first, *rest = on_parts(part_gradients, row_parts(x.size(0)))
+    for more in rest:
+        for total, part in zip(first, more, strict=True):
+            total.add_(part)
+    g_w1t, g_b1, g_w2 = first
     return g_x, g_w1t, g_b1, g_w2
 
 
@@ -191,15 +211,22 @@ thread: 64-row blocks 3.4x faster than the whole (N, 2048) activation for 5 inpu
 3.2x for 20; 1024-row blocks 1.3x and 1.6x.)"""
 
 
+def cache_rows(block: int, width: int) -> int:
+    """Rows per cache-sized block of ``block`` values of a ``width``-wide activation, for one
+    thread (at least 16)."""
+    return max(16, block // width)
+
+
 def block_rows(block: int, width: int, rows: int) -> int:
-    """Rows per cache-sized block of ``block`` values of a ``width``-wide activation, on one
-    thread; with more threads all ``rows`` at once (one block). Each block's small matmuls are
-    an OpenMP parallel region: on 2 threads of a loaded 2-core machine, hundreds of them per
-    layer made prediction 2-3x slower (every barrier waits for a descheduled thread), so the
-    blocks stay a one-thread measure until they are measured on a quiet multi-core machine."""
+    """:func:`cache_rows` on one thread; with more threads all ``rows`` at once (one block).
+    Each block's small matmuls are an OpenMP parallel region: on 2 threads of a loaded 2-core
+    machine, hundreds of them per layer made prediction 2-3x slower (every barrier waits for a
+    descheduled thread). The audio/vision feed-forward block instead cuts its rows into one part
+    per thread, each blocked on its own thread (:mod:`msakit.encoders.threads`); the text
+    encoder's (compute-bound) intermediate layer takes this rule."""
     if torch.get_num_threads() > 1:
         return max(rows, 1)
-    return max(16, block // width)
+    return cache_rows(block, width)
 
 
 def records_graph(x: torch.Tensor, *modules: nn.Module) -> bool:
@@ -215,14 +242,20 @@ def feed_forward_rows(
     """linear2(relu(linear1(x))) for x (N, D) without autograd (prediction), a block of rows
     at a time (``block`` hidden values): each hidden block stays in cache between the two
     matmuls instead of an (N, F) activation written to memory and read back (the block is
-    memory-bound: MOSI's audio is 5 features wide, F = 2048). Each row's result is computed
-    from that row alone, as in the unblocked product."""
-    rows = block_rows(block, linear1.out_features, x.size(0))
+    memory-bound: MOSI's audio is 5 features wide, F = 2048); on several threads, one row part
+    per thread (:mod:`msakit.encoders.threads`). Each row's result is computed from that row
+    alone, as in the unblocked product."""
+    rows = cache_rows(block, linear1.out_features)
     out = x.new_empty(x.size(0), linear2.out_features)
     w1, w2 = linear1.weight.t(), linear2.weight.t()
-    for start in range(0, x.size(0), rows):
-        hidden = torch.addmm(linear1.bias, x[start:start + rows], w1).relu_()
-        torch.addmm(linear2.bias, hidden, w2, out=out[start:start + rows])
+
+    def blocks(part: slice) -> None:
+        for start in range(part.start, part.stop, rows):
+            end = min(start + rows, part.stop)
+            hidden = torch.addmm(linear1.bias, x[start:end], w1).relu_()
+            torch.addmm(linear2.bias, hidden, w2, out=out[start:end])
+
+    on_parts(blocks, row_parts(x.size(0)))
     return out
 
 
