@@ -17,6 +17,7 @@ from conftest import run_cli
 
 from msakit import api
 from msakit.config.datasets import DATASETS, MOSI_FAMILY, DatasetSpec, FileShape
+from msakit.data.synthetic import write_synthetic
 from msakit.evaluation.metrics import metric_names
 
 TOY = DatasetSpec(
@@ -51,12 +52,14 @@ def test_a_data_set_added_in_one_entry_trains_through_the_cli(toyset, tmp_path):
     assert ckpt.config.spec == toyset and ckpt.dims.audio == 7 and ckpt.dims.vision == 9
 
 
-def test_a_file_of_another_data_set_is_refused_for_the_new_one(toyset, mosi_file, tmp_path,
-                                                               capsys):
+def test_a_file_of_another_data_set_is_refused_for_the_new_one(toyset, tmp_path, capsys):
     """The spec is what the data checks read: a MOSI file (labels up to 3, MOSI's widths) is
     not a Toy-set file."""
-    assert run_cli(["train", "--model", "tfn", "--dataset", "toyset", "--data", str(mosi_file),
+    mosi = write_synthetic(str(tmp_path / "mosi.pkl"), "mosi", (6, 2, 2), text_features=True,
+                           frames={"audio": 4, "vision": 4})
+    assert run_cli(["train", "--model", "tfn", "--dataset", "toyset", "--data", str(mosi),
                     "--out", str(tmp_path / "run"), "--quiet"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and "--dataset toyset" in err[0]
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and "--dataset toyset expects audio 7, vision 9, labels in [-2, 2]" \
+        in errors[0]
     assert not (tmp_path / "run").exists()

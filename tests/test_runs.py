@@ -58,9 +58,8 @@ def test_run_training_takes_a_config_the_data_an_output_and_options(features, tm
 
     direct = run_training(config, features, tmp_path / "direct",
                           RunOptions(quiet=True, tracking=start))
-    facade = api.train("tfn", "mosi", features, seeds=[3], epochs=2, batch=6, overrides=SMALL,
-                       out=tmp_path / "facade", quiet=True)
-    assert direct.rows == facade.rows
+    api.train("tfn", "mosi", features, seeds=[3], epochs=2, batch=6, overrides=SMALL,
+              out=tmp_path / "facade", quiet=True)
     assert ((tmp_path / "direct" / "results.csv").read_text()
             == (tmp_path / "facade" / "results.csv").read_text())
     [tracker] = trackers

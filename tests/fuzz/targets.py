@@ -188,8 +188,8 @@ def _run_with(ws: Workspace, data: bytes, name: str) -> Path:
 
 
 def _run_config(ws: Workspace, data: bytes) -> list[Call]:
-    from msakit.training.runs import _check_resume_config
     from msakit.reporting.report import report
+    from msakit.training.runs import _check_resume_config
 
     run = _run_with(ws, data, "config.yaml")
     config = ws.config
