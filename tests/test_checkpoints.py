@@ -25,7 +25,7 @@ from conftest import best_checkpoint, run_cli
 
 from msakit import api
 from msakit.core.errors import MsakitError
-from msakit.training import pretrained
+from msakit.training import pretrained, runs
 
 SMALL = ["--set", "feedforward=32", "--set", "common_dim=16", "--set", "specific_dim=16",
          "--set", "head_dim=16"]
@@ -146,7 +146,7 @@ def test_a_resumed_run_takes_finished_seeds_from_results(small_mosi_npz, tiny_be
 def frozen_run(tmp_path_factory, small_mosi_npz, tiny_bert):
     """Two seeds of a CLGSI whose text encoder is not trained (as ConKI's frozen BERT)."""
     out = tmp_path_factory.mktemp("frozen") / "run"
-    build = api.build_model
+    build = runs.build_model
 
     def frozen(*args, **kwargs):
         model = build(*args, **kwargs)
@@ -154,7 +154,7 @@ def frozen_run(tmp_path_factory, small_mosi_npz, tiny_bert):
         return model
 
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(api, "build_model", frozen)
+        m.setattr(runs, "build_model", frozen)
         assert run_cli(train(small_mosi_npz, tiny_bert, out, "--quiet", seeds=("1", "2"))) == 0
     return out
 
@@ -266,7 +266,7 @@ def test_config_yaml_records_where_the_run_came_from(run, small_mosi_npz):
 
 
 def test_provenance_without_git_is_left_out(monkeypatch, tmp_path):
-    from msakit import provenance
+    from msakit.training import provenance
 
     monkeypatch.setenv("PATH", str(tmp_path))  # no git to run
     assert provenance.git_commit() is None

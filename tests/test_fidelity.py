@@ -466,7 +466,7 @@ def test_runconfig_records_the_new_fields():
 
 
 def test_resume_reads_folders_written_before_presets_existed(tmp_path):
-    from msakit.api import _check_resume_config
+    from msakit.training.runs import _check_resume_config
 
     config = api.build_config("clgsi", "mosi", text_encoder="minilm")
     older = {k: v for k, v in config.to_dict().items()

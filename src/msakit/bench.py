@@ -24,11 +24,13 @@ import torch
 from msakit import api
 from msakit.config.datasets import DatasetSpec
 from msakit.core.errors import MsakitError
+from msakit.core.typecheck import checked_arguments
 from msakit.data.batching import collate
 from msakit.encoders.packed_text import run_text_encoder
+from msakit.models.base import Dims
 from msakit.training import distributed
 from msakit.training.device import amp_mode
-from msakit.training.inputs import load_encoder_and_data, run_stats
+from msakit.training.inputs import build_model, load_encoder_and_data, run_stats
 from msakit.training.trainer import Trainer
 
 
@@ -149,7 +151,7 @@ def _flops_report(
     return result
 
 
-@api.checked_arguments
+@checked_arguments
 def bench(
     model: str,
     dataset: str | DatasetSpec,
@@ -175,8 +177,8 @@ def bench(
     )
     encoder, features = load_encoder_and_data(config, data)
     torch.manual_seed(seed)
-    net = api.build_model(config, api.dims_of(features), copy.deepcopy(encoder),
-                          stats=run_stats(config, features))
+    net = build_model(config, Dims.of(features), copy.deepcopy(encoder),
+                      stats=run_stats(config, features))
     ctx = distributed.setup()
     trainer = Trainer(net, config, features.splits["train"], features.splits["valid"], seed=seed,
                       dist=ctx, quiet=True)

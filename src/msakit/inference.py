@@ -31,7 +31,7 @@ import io
 import json
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -40,9 +40,7 @@ from msakit.core.files import write_text_atomic
 from msakit.data.mmsa import SplitData, validate_arrays
 from msakit.data.tokens import tokenize
 from msakit.encoders.text import check_text_length, load_tokenizer
-
-if TYPE_CHECKING:
-    from msakit.api import LoadedCheckpoint
+from msakit.training.checkpoints import LoadedCheckpoint
 
 SOURCE = "arrays"
 """How error messages name the in-memory clips."""

@@ -31,6 +31,7 @@ from typing import Any
 
 from msakit import __version__
 from msakit.core.errors import MsakitError
+from msakit.reporting.plots import plot_curves
 
 TRACKERS = ("mlflow",)
 EXPERIMENT = "msakit"
@@ -141,10 +142,6 @@ class MlflowRun:
             self.client.set_terminated(run_id, status=status)
 
     def _curves(self, out: Path) -> None:
-        # lazy: matplotlib (optional) loads only for the curves; and plots reach the API, which
-        # imports this module (a circle until the API's checkpoint loading has its own module)
-        from msakit.reporting.plots import plot_curves
-
         with tempfile.TemporaryDirectory() as folder:
             try:
                 path = plot_curves(out, Path(folder) / "curves.png")

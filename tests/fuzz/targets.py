@@ -188,8 +188,8 @@ def _run_with(ws: Workspace, data: bytes, name: str) -> Path:
 
 
 def _run_config(ws: Workspace, data: bytes) -> list[Call]:
-    from msakit.api import _check_resume_config
     from msakit.reporting.report import report
+    from msakit.training.runs import _check_resume_config
 
     run = _run_with(ws, data, "config.yaml")
     config = ws.config
@@ -307,7 +307,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
 
 
 READERS: dict[str, str] = {
-    "api.py::_check_resume_config": "run_config",
+    "training/runs.py::_check_resume_config": "run_config",
     "config/datasets.py::read_spec_file": "dataset_spec",
     "tune.py::read_space": "tune_space",
     "data/mmsa.py::_read": "pickle",
@@ -321,7 +321,7 @@ READERS: dict[str, str] = {
     "reporting/plots.py::_histories": "history",
     "reporting/report.py::read_run": "results_csv",
     "rerun.py::_read": "config",
-    "api.py::_finished_row": "results_csv",  # --resume: a finished seed's row
+    "training/runs.py::_finished_row": "results_csv",  # --resume: a finished seed's row
     "training/pretrained.py::read_checkpoint": "checkpoint",  # a torch file such as best.pt
     "training/pretrained.py::read_pretrained": "not fuzzed: a seed folder's safetensors header "
                                                "metadata (tests/test_checkpoints.py damages "
@@ -331,8 +331,9 @@ READERS: dict[str, str] = {
                                                  "tests/test_checkpoints.py)",
     "training/pretrained.py::prune_shared": "not fuzzed: the run's own seeds' config.json, read "
                                             "at its end; anything unreadable is skipped",
-    "provenance.py::_earlier": "not fuzzed: the run's own config.yaml on --resume, read by "
-                               "read_yaml after --resume checked it; a record only",
+    "training/provenance.py::_earlier": "not fuzzed: the run's own config.yaml on --resume, "
+                                        "read by read_yaml after --resume checked it; a "
+                                        "record only",
     "config/__init__.py::_coerce": "not fuzzed: parses a --set value (a command-line word), "
                                    "not a file; the config targets reach it with every value",
     "config/__init__.py::plain": "not fuzzed: a JSON round trip of msakit's own values",

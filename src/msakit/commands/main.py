@@ -37,7 +37,7 @@ from msakit.commands.arguments import Parser, declared_paths, resolve_aliases
 from msakit.core.guard import run_guarded
 from msakit.core.safety import check_plan
 from msakit.models.registry import model_names, model_spec
-from msakit.provenance import command_line
+from msakit.training.provenance import command_line
 
 COMMANDS: tuple[ModuleType, ...] = (
     demo, synth, train, evaluate, predict, convert, bench, pretrain_adapters, report, plot,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 MAX_LINE = 1000
 """The most characters of one ``error:`` (or ``warning:``) line: a message that quotes user
 data (a file name, a value, a parser's complaint) is cut in its middle to this length."""
@@ -42,3 +44,9 @@ class MsakitError(Exception):
 
 class TrainingDiverged(MsakitError):
     """The loss became NaN or infinite; the message names the epoch and step."""
+
+
+def warn(line: str | None) -> None:
+    """A ``warning:`` line on stderr (nothing for None)."""
+    if line is not None:
+        print(line, file=sys.stderr, flush=True)

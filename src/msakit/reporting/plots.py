@@ -26,13 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from msakit.api import load_checkpoint, split_for
 from msakit.config.datasets import DatasetSpec, dataset_spec
 from msakit.core.errors import MsakitError
 from msakit.core.files import atomic_write
 from msakit.core.safety import check_distinct_output
 from msakit.evaluation.metrics import compute_metrics
 from msakit.models.registry import model_plots, model_spec
+from msakit.training.checkpoints import load_checkpoint, split_for
 
 DPI = 150
 # Filled shapes for one family of representations, other shapes for the second.
