@@ -46,6 +46,7 @@ from msakit.core.safety import (
 )
 from msakit.data.batching import epoch_plan, iterate
 from msakit.data.identity import check_identity, same_content
+from msakit.data.missing import run_rates, with_missing_split
 from msakit.data.mmsa import (
     FeatureFile,
     SplitData,
@@ -1006,7 +1007,10 @@ def _warn(line: str | None) -> None:
 
 
 def _evaluate_checkpoint(ckpt: LoadedCheckpoint, part: SplitData) -> dict[str, float]:
-    """MMSA metrics of the checkpoint's predictions of ``part`` (labelled)."""
+    """MMSA metrics of the checkpoint's predictions of ``part`` (labelled), under the run's
+    missing-modality setting (``missing_rate``: the positions its test split lost in
+    training)."""
+    part = with_missing_split(part, run_rates(ckpt.config))
     return metric_values(ckpt.predictions(part), part.labels, ckpt.config.spec)
 
 
