@@ -16,7 +16,7 @@ import copy
 import dataclasses
 from typing import Any
 
-from msakit.config import DEFAULT_PRESET, KEYED, RunConfig, _setting_types, _typed_setting
+from msakit.config import DEFAULT_PRESET, GROUPS, KEYED, RunConfig, _setting_types, _typed_setting
 from msakit.core.errors import MsakitError
 
 __all__ = ["DEFAULT_PRESET", "apply_preset_entry"]
@@ -43,7 +43,8 @@ def apply_preset_entry(
         if key in KEYED:
             unknown = set(value) - set(KEYED[key])
             if unknown:
-                raise MsakitError(f"{where}: unknown {key} key(s) {', '.join(sorted(unknown))}")
+                what = "group(s)" if KEYED[key] is GROUPS else "key(s)"
+                raise MsakitError(f"{where}: unknown {key} {what} {', '.join(sorted(unknown))}")
             value = {**getattr(config, key), **{g: float(v) for g, v in value.items()}}
         elif key not in hints or key in FIXED:
             raise MsakitError(f"{where}: {key!r} is not a run setting")
