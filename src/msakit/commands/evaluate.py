@@ -5,7 +5,6 @@ several missing-modality rates in one table (:mod:`msakit.reporting.missing`).""
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from msakit.commands.arguments import (
@@ -15,9 +14,9 @@ from msakit.commands.arguments import (
     add_overwrite,
     arg,
     table_format,
+    write_table,
 )
 from msakit.core.errors import MsakitError
-from msakit.core.files import write_text_atomic
 
 NAME = "evaluate"
 FORMATS = ("csv", "json")
@@ -67,11 +66,8 @@ def run(args: argparse.Namespace) -> int:
         rows = [{"seed": _seed_label(Path(checkpoint)), **rounded(result)}]
         if not table:  # an undefined metric is null (api.evaluate warns)
             print(metrics_json(rounded(result)))
-    if table:
-        sys.stdout.write(api.results_table_text(rows, fmt))
-    elif args.out:
-        write_text_atomic(args.out, api.results_table_text(rows, fmt))
-        print(f"wrote {args.out}")
+    if args.out:  # '-': the table alone on standard output
+        write_table(args.out, api.results_table_text(rows, fmt))
     return 0
 
 
@@ -85,11 +81,7 @@ def _missing_rates(args: argparse.Namespace, fmt: str) -> int:
     shown = fmt if args.out else "markdown"
     text = missing_rate_table(args.checkpoint, args.data, args.missing_rates,
                               split=args.split, fmt=shown)
-    if args.out and args.out != "-":
-        write_text_atomic(args.out, text)
-        print(f"wrote {args.out}")
-    else:
-        sys.stdout.write(text)
+    write_table(args.out, text)
     return 0
 
 
