@@ -70,10 +70,12 @@ def data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def runs(data, tiny_bert, tmp_path_factory):
-    """A TFN run (two seeds, no missing rate) and a TFR-Net run (its preset's rate, 0.2)."""
+    """A TFN run (two seeds, no missing rate), a TFR-Net run (its preset's rate, 0.2) and a
+    TFN run with half of every modality dropped (``--set missing_rate=0.5``)."""
     root = tmp_path_factory.mktemp("missing_runs")
     train("tfn", data, root / "tfn", seeds=("3", "4"))
     train("tfr_net", data, root / "tfr_net", text_encoder=tiny_bert)
+    train("tfn", data, root / "tfn_missing", "missing_rate=0.5")
     return root
 
 
@@ -137,18 +139,19 @@ def test_standardised_dropped_frames_stay_zero(data):
                                                               - 1.0) * 2.0)
 
 
-def test_a_run_is_evaluated_at_its_own_rate(runs, data, capsys):
-    """Training's test metrics were computed on the dropped test split; ``evaluate`` of the
-    run reproduces them; ``--missing-rates 0`` is the complete split."""
-    ckpt = api.load_checkpoint(runs / "tfr_net" / "seed-3")
-    assert run_rates(ckpt.config) == MissingRates(0.2, 0.2, 0.2, seeds=(1111, 1111, 1111))
-    trained = next(csv.DictReader(open(runs / "tfr_net" / "results.csv")))
-    again = api.evaluate(runs / "tfr_net", data)
+@pytest.mark.parametrize(("run", "rate"), [("tfr_net", 0.2), ("tfn_missing", 0.5)])
+def test_a_run_is_evaluated_at_its_own_rate(runs, data, capsys, run, rate):
+    """Training's test metrics were computed on the dropped test split (TFR-Net's preset; a
+    model on the file's text features, told to drop); ``evaluate`` of the run reproduces them;
+    ``--missing-rates 0`` is the complete split."""
+    ckpt = api.load_checkpoint(runs / run / "seed-3")
+    assert run_rates(ckpt.config) == MissingRates(rate, rate, rate, seeds=(1111, 1111, 1111))
+    trained = next(csv.DictReader(open(runs / run / "results.csv")))
+    again = api.evaluate(runs / run, data)
     assert again["MAE"] == pytest.approx(float(trained["MAE"]), abs=1e-4)
     capsys.readouterr()
-    assert run_cli(["evaluate", "--checkpoint", str(runs / "tfr_net"), "--data",
-                    str(data), "--missing-rates", "0.2", "0", "--out", "-",
-                    "--format", "json"]) == 0
+    assert run_cli(["evaluate", "--checkpoint", str(runs / run), "--data", str(data),
+                    "--missing-rates", str(rate), "0", "--out", "-", "--format", "json"]) == 0
     table = json.loads(capsys.readouterr().out)
     assert table[0]["metrics"]["MAE"]["mean"] == pytest.approx(again["MAE"], abs=1e-6)
     assert table[1]["metrics"]["MAE"]["mean"] != pytest.approx(again["MAE"], abs=1e-6)
