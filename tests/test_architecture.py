@@ -185,7 +185,7 @@ def test_extract_uses_only_the_layers_below_it():
 
 MODEL_NAMES = ("clgsi", "conki", "tfn", "lmf", "mult", "misa", "self_mm", "mmim", "lf_dnn",
                "ef_lstm", "mfn", "graph_mfn", "mtfn", "mlmf", "mlf_dnn", "bert_mag", "mfm",
-               "mctn", "tetfn", "cenet", "almt")
+               "mctn", "tfr_net", "tetfn", "cenet", "almt")
 """The built-in models (``msakit.models.registry.BUILTIN``); generic code names none."""
 GENERIC = ("training", "reporting", "commands", "api.py", "cli.py", "tune.py", "bench.py",
            "inference.py", "importing.py", "rerun.py")

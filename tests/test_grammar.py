@@ -237,11 +237,13 @@ def test_config_show_lists_every_setting(capsys):
     assert header == ["key", "type", "range", "default", "paper"]
     rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]
             if line and not line.startswith(" ") and not line.endswith(":")}
+    from msakit.config import KEYED
+
     config = preset("lmf", "mosi", "paper")
     expected = {f.name for f in dataclasses.fields(config.model)} | {
-        f"{k}.{g}" for k in ("lr", "weight_decay") for g in config.lr} | {
+        f"{k}.{g}" for k, keys in KEYED.items() for g in keys} | {
         f.name for f in dataclasses.fields(config)
-        if f.name not in ("lr", "weight_decay", "model", "dataset", "model_name", "seeds",
+        if f.name not in (*KEYED, "model", "dataset", "model_name", "seeds",
                           "preset", "data", "init_from", "dataset_spec")}
     assert set(rows) == expected
     # LMF's MOSI preset trains 200 epochs with Adam; the declared defaults are 50 and adamw

@@ -1,6 +1,8 @@
 """MMSA's missing-modality protocol (``missingTask``): msakit's kept masks and dropped inputs
 equal those of MMSA's own ``MMDataset`` (``data_missing``) on the same file, rates and seeds,
-for an unaligned and an aligned file, whichever samples form the batch."""
+for an unaligned and an aligned file, whichever samples form the batch, also through the data
+path every model reads (a split with masks, then ``collate``). The run setting, the evaluation
+at several rates and TFR-Net's training: tests/test_missing_task.py."""
 
 from __future__ import annotations
 
@@ -11,7 +13,13 @@ from mmsa_reference_aligned import mmsa_args, write_file
 from mmsa_reference_bert import mmsa_batch, mmsa_split
 
 from msakit.data.batching import collate
-from msakit.data.missing import UNK, MissingRates, kept_positions, with_missing
+from msakit.data.missing import (
+    UNK,
+    MissingRates,
+    kept_positions,
+    with_missing,
+    with_missing_split,
+)
 from msakit.data.mmsa import load_feature_file
 
 pytest.importorskip("MMSA")
@@ -41,26 +49,33 @@ def test_masks_and_inputs_equal_mmsas(files, kind, split):
     theirs = mmsa_batch(mmsa_split(args, split), indices)
     data = load_feature_file(files[kind]).splits[split]
     kept = kept_positions(data, RATES)
-    ours = with_missing(collate(data, np.asarray(indices), trim=False), kept,
-                        np.asarray(indices))
+    complete = collate(data, np.asarray(indices), trim=False)
+    ours = with_missing(complete, kept)
     for m in ("text", "audio", "vision"):
-        torch.testing.assert_close(ours[f"{m}_kept"], theirs[f"{m}_missing_mask"],
+        torch.testing.assert_close(ours.kept[m], theirs[f"{m}_missing_mask"],
                                    check_dtype=False)
-    torch.testing.assert_close(ours["text_missing"].float(), theirs["text_m"])
-    torch.testing.assert_close(ours["audio_missing"], theirs["audio_m"])
-    torch.testing.assert_close(ours["vision_missing"], theirs["vision_m"])
-    dropped = (ours["text"][:, 1] == 1) & (ours["text_kept"] == 0)
-    assert dropped.any() and (ours["text_missing"][:, 0][dropped] == UNK).all()
-    assert (ours["text_kept"][:, 0] == 1).all()  # [CLS] stays
+        torch.testing.assert_close(ours.complete[m], getattr(complete, m))
+    torch.testing.assert_close(ours.text.float(), theirs["text_m"])
+    torch.testing.assert_close(ours.audio, theirs["audio_m"])
+    torch.testing.assert_close(ours.vision, theirs["vision_m"])
+    # the run setting's data path: a split with the masks collates to the same batch
+    through = collate(with_missing_split(data, RATES), np.asarray(indices), trim=False)
+    for key, value in ours.as_dict().items():
+        torch.testing.assert_close(through.as_dict()[key], value)
+    dropped = (complete.text[:, 1] == 1) & (ours.kept["text"] == 0)
+    assert dropped.any() and (ours.text[:, 0][dropped] == UNK).all()
+    assert (ours.kept["text"][:, 0] == 1).all()  # [CLS] stays
 
 
 def test_trimmed_batches_take_the_masks_cut_to_their_length(files):
     data = load_feature_file(files["long"]).splits["train"]
-    kept = kept_positions(data, RATES)
+    part = with_missing_split(data, RATES)
     indices = np.argsort(data.audio_lengths)[:2]  # the two shortest: a trimmed batch
-    full = with_missing(collate(data, indices, trim=False), kept, indices)
-    trimmed = with_missing(collate(data, indices, trim=True), kept, indices)
-    length = trimmed["audio"].size(1)
-    assert length < full["audio"].size(1)
-    torch.testing.assert_close(trimmed["audio_missing"], full["audio_missing"][:, :length])
-    assert 0.2 < float(1 - full["vision_kept"][full["vision"].abs().sum(2) > 0].mean()) < 0.95
+    full = collate(part, indices, trim=False)
+    trimmed = collate(part, indices, trim=True)
+    length = trimmed.audio.size(1)
+    assert length < full.audio.size(1)
+    torch.testing.assert_close(trimmed.audio, full.audio[:, :length])
+    torch.testing.assert_close(trimmed.kept["audio"], full.kept["audio"][:, :length])
+    present = full.complete["vision"].abs().sum(2) > 0
+    assert 0.2 < float(1 - full.kept["vision"][present].mean()) < 0.95

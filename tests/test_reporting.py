@@ -14,12 +14,13 @@ from conftest import run_cli, write_short_synthetic
 
 from msakit.api import build_config, build_model, dims_of, load_data
 from msakit.config import plain
+from msakit.config.datasets import SIMS_FAMILY, dataset_spec
 from msakit.core.files import torch_save_atomic
 from msakit.data.mmsa import convert_to_npz
 from msakit.encoders.text import load_text_encoder, text_encoder_config
 from msakit.evaluation.metrics import MOSI_METRICS, SIMS_METRICS
 from msakit.models.clgsi.plots import weight_curves
-from msakit.models.registry import preset
+from msakit.models.registry import model_names, model_spec, preset
 from msakit.reporting import plots
 from msakit.reporting.report import columns_for
 
@@ -48,7 +49,7 @@ def write_run(folder: Path, model: str, dataset: str, seeds: dict[int, list[floa
     folder.mkdir(parents=True)
     config = build_config(model, dataset, seeds=list(seeds), overrides=overrides or {})
     (folder / "config.yaml").write_text(config.to_yaml())
-    names = SIMS_METRICS if dataset == "sims" else MOSI_METRICS
+    names = _metrics(dataset)
     lines = [",".join(["seed", *names])]
     lines += [",".join([str(s), *map(str, v)]) for s, v in seeds.items()]
     lines += [",".join(["mean", *["9"] * len(names)]), ",".join(["std", *["9"] * len(names)])]
@@ -56,8 +57,12 @@ def write_run(folder: Path, model: str, dataset: str, seeds: dict[int, list[floa
     return folder
 
 
+def _metrics(dataset: str) -> tuple[str, ...]:
+    return SIMS_METRICS if dataset_spec(dataset).metric_family == SIMS_FAMILY else MOSI_METRICS
+
+
 def metrics_for(rng: np.random.Generator, dataset: str, n: int) -> dict[int, list[float]]:
-    names = SIMS_METRICS if dataset == "sims" else MOSI_METRICS
+    names = _metrics(dataset)
     out = {}
     for seed in range(1111, 1111 + n):
         row = [round(float(rng.uniform(0.3, 0.9)), 4) for _ in names]
@@ -212,6 +217,29 @@ def test_preset_runs_have_no_distinguishing_values(tmp_path, capsys):
     b = write_run(tmp_path / "b" / "run", "conki", "mosi", metrics_for(rng, "mosi", 2))
     labels = [r[0] for r in markdown_rows(report([str(a), str(b)], capsys))[2:]]
     assert labels == ["clgsi", "conki"]  # folder names clash: the settings name the rows
+
+
+@pytest.mark.parametrize("model", model_names())
+def test_report_lays_out_every_model_in_the_papers_columns(model, tmp_path, capsys):
+    """Every registered model, on every data set its presets cover: two runs that differ by
+    one --set value are rows labelled by it, in the papers' columns of each data set."""
+    rng = np.random.default_rng(5)
+    folders = []
+    for dataset in model_spec(model).datasets():
+        folders += [write_run(tmp_path / dataset / "a", model, dataset,
+                              metrics_for(rng, dataset, 2)),
+                    write_run(tmp_path / dataset / "b", model, dataset,
+                              metrics_for(rng, dataset, 2), {"early_stop": 37})]
+    rows = markdown_rows(report([str(f) for f in folders], capsys))
+    titles = {dataset_spec(d).title for d in model_spec(model).datasets()}
+    for d in model_spec(model).datasets():
+        several = len(titles) > 1
+        for column in columns_for(d):
+            assert (f"{dataset_spec(d).title} {column.title}" if several
+                    else column.title) in rows[0]
+    labels = [r[0] for r in rows[2:]]
+    assert len(labels) >= 2 and any("early_stop=37" in label for label in labels)
+    assert all(" ± " in cell for r in rows[2:] for cell in r[1:-1] if cell != "–")
 
 
 # --------------------------------------------------------------------------- plots

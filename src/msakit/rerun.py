@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any, cast
 
-from msakit.config import RunConfig, apply_overrides
+from msakit.config import KEYED, RunConfig, apply_overrides
 from msakit.config.datasets import resolve_spec
 from msakit.core.errors import MsakitError
 from msakit.core.safe_yaml import read_yaml
@@ -126,7 +126,7 @@ def _settings(saved: dict[str, Any], path: Path) -> dict[str, str]:
         # the data set's spec shapes the preset; init_from is a flag of its own
         if key in (*IDENTITY, "seeds", "dataset_spec", "init_from", "data", "provenance"):
             continue
-        if key in ("model", "lr", "weight_decay"):
+        if key == "model" or key in KEYED:
             if not isinstance(value, dict):
                 raise MsakitError(f"--config {path}: {key} is {value!r}, not a mapping")
             prefix = f"{key}."  # model.KEY: never mistaken for a run setting of that name

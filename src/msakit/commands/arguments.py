@@ -25,6 +25,7 @@ from msakit.config.datasets import (
     read_spec_file,
 )
 from msakit.core.errors import MsakitError
+from msakit.core.files import write_text_atomic
 from msakit.core.safety import Input, Output, Role
 from msakit.models.registry import adapter_models, model_names, model_spec, preset_names
 
@@ -295,6 +296,16 @@ def table_format(out: str | None, given: str | None, formats: Sequence[str],
         raise MsakitError(f"--format {given} contradicts --out {out} (a {implied} file name); "
                           "give one, or make them agree")
     return given or implied or default
+
+
+def write_table(out: str | None, text: str) -> None:
+    """An ``OUT_TABLE`` output: ``text`` written to ``out`` (atomically, then a ``wrote OUT``
+    line), or to standard output where ``out`` is left out or ``-``."""
+    if out and out != "-":
+        write_text_atomic(out, text)
+        print(f"wrote {out}")
+    else:
+        sys.stdout.write(text)
 
 
 def failures_status(count: int, what: str, listed: os.PathLike) -> int:

@@ -4,7 +4,6 @@ type, range, default and the preset's value; as YAML, a start for ``train --conf
 from __future__ import annotations
 
 import argparse
-import sys
 
 from msakit.commands.arguments import (
     OUT_TABLE,
@@ -15,10 +14,10 @@ from msakit.commands.arguments import (
     add_preset_argument,
     arg,
     dataset_of,
+    write_table,
 )
 from msakit.config import FLAG_KEYS
 from msakit.config.listing import as_table, as_yaml, settings
-from msakit.core.files import write_text_atomic
 from msakit.models.registry import preset
 
 NAME = "config"
@@ -43,9 +42,5 @@ def run(args: argparse.Namespace) -> int:
     config = preset(args.model, dataset_of(args), args.preset)
     listed = settings(config, refused=FLAG_KEYS)
     text = as_yaml(config, listed) if args.format == "yaml" else as_table(listed, args.preset)
-    if args.out and args.out != "-":
-        write_text_atomic(args.out, text)
-        print(f"wrote {args.out}")
-    else:
-        sys.stdout.write(text)
+    write_table(args.out, text)
     return 0

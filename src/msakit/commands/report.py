@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from msakit.commands.arguments import (
     IN_RUN,
@@ -12,8 +11,8 @@ from msakit.commands.arguments import (
     add_positional_alias,
     arg,
     table_format,
+    write_table,
 )
-from msakit.core.files import write_text_atomic
 
 NAME = "report"
 FORMATS = ("markdown", "latex", "csv", "json")
@@ -43,9 +42,5 @@ def run(args: argparse.Namespace) -> int:
 
     fmt = table_format(args.out, args.format, FORMATS, "markdown")
     text = report(args.run, fmt=fmt, label=args.label, all_metrics=args.all_metrics)
-    if args.out and args.out != "-":
-        write_text_atomic(args.out, text)
-        print(f"wrote {args.out}")
-    else:
-        sys.stdout.write(text)
+    write_table(args.out, text)
     return 0

@@ -31,6 +31,12 @@ from msakit.core.safe_yaml import dump_yaml, load_yaml
 
 __all__ = ["DATASETS", "RunConfig", "apply_overrides", "validate", "with_dataset"]
 GROUPS = ("text", "audio", "vision", "other")
+MISSING_MODALITIES = ("text", "audio", "vision")
+"""The keys of ``missing_rate``: the modalities the missing-modality protocol drops from."""
+KEYED = {"lr": GROUPS, "weight_decay": GROUPS, "missing_rate": MISSING_MODALITIES}
+"""The run settings that hold one value per key (a parameter group, a modality), and their keys
+(the settings :data:`msakit.config.listing.GROUP_KEYS` lists): ``--set lr=1e-3`` sets every
+key's value, ``--set lr.text=1e-5`` one; a preset names only the keys it changes."""
 OPTIMIZERS = ("adamw", "adam")
 SCHEDULES = ("cosine", "linear", "constant", "plateau")
 SAMPLERS = ("random", "bucket")
@@ -162,6 +168,18 @@ class RunConfig:
     allow_vocab_mismatch: bool = hp(
         False, "Train even when the file's token ids do not come from the text encoder's "
         "tokenizer (see :func:`msakit.data.tokens.check_vocabulary`).")
+    missing_rate: dict[str, float] = hp(
+        lambda: dict.fromkeys(MISSING_MODALITIES, 0.0),
+        "MMSA's missing-modality protocol (its ``missingTask``): the share of each modality's "
+        "valid positions dropped (``text``, ``audio``, ``vision``; ``--set missing_rate=0.3`` "
+        "sets all three, ``missing_rate.audio=0.5`` one), in the training, validation and test "
+        "splits of a run and in ``msakit evaluate``: a dropped token becomes [UNK], a dropped "
+        "frame zeros; every model reads the inputs with the positions dropped (see "
+        ":mod:`msakit.data.missing`). 0: nothing dropped.", low=0.0, high=1.0)
+    missing_seed: int = hp(
+        1111, "The seed of the missing-modality draws (MMSA's ``missing_seed``): the same "
+        "positions are dropped for every training seed; each split's draw starts from it, as "
+        "MMSA re-seeds for every split.", low=0, high=SEED_LIMIT)
     init_from: str | None = hp(
         None, "A checkpoint of the same model every seed starts from (``--init-from``; tensors "
         "whose shapes differ keep their fresh initialisation, see "
@@ -204,10 +222,11 @@ class RunConfig:
         if self.amp == "fp16" and (self.accumulate > 1 or self.clip_value > 0):
             raise MsakitError("amp=fp16 (a scaled loss) cannot be combined with accumulate > 1 "
                               "or clip_value; use amp=bf16 or off")
-        for key in ("lr", "weight_decay"):
+        for key, keys in KEYED.items():
             given = getattr(self, key)
-            if set(given) != set(GROUPS):
-                raise MsakitError(f"{key}: expected the groups {', '.join(GROUPS)}, got "
+            if set(given) != set(keys):
+                what = "groups" if keys is GROUPS else "keys"
+                raise MsakitError(f"{key}: expected the {what} {', '.join(keys)}, got "
                                   f"{', '.join(map(str, given)) or 'none'}")
         if not self.seeds:
             raise MsakitError("no seed given")
@@ -341,7 +360,8 @@ FLAG_KEYS = {
 
 
 def _rate(key: str, raw: str) -> float:
-    """A learning rate or weight decay given as ``--set`` (or a config's group): a number."""
+    """A value of a keyed setting (:data:`KEYED`: a learning rate, a weight decay, a missing
+    rate) given as ``--set`` (or a config's group): a number."""
     value = _coerce(key, raw, 0.0)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise MsakitError(f"--set {key}={str(raw)[:40]}: expected a number")
@@ -422,7 +442,7 @@ def _override(
 ) -> None:
     """One ``--set key=raw``, typed by its field, into ``run`` (run settings) or ``model``."""
     hints = _setting_types(type(config))  # type: ignore[arg-type]  # classes are hashable
-    top = set(hints) - {"model", "lr", "weight_decay", "preset", *FLAG_KEYS}
+    top = set(hints) - {"model", "preset", *KEYED, *FLAG_KEYS}
     fields = set(config.model.to_dict())
     if key.startswith("model."):  # the model's own setting, also where a run setting has
         name = key.removeprefix("model.")  # its name (MISA's dropout: --set model.dropout=)
@@ -431,12 +451,14 @@ def _override(
         model[name] = _coerce_model(config.model_name, name, raw, getattr(config.model, name))
     elif "." in key:
         group_key, group = key.split(".", 1)
-        if group_key not in ("lr", "weight_decay") or group not in GROUPS:
-            raise MsakitError(f"--set {key}: unknown key (groups are {', '.join(GROUPS)})")
+        if group not in KEYED.get(group_key, ()):
+            keys = KEYED.get(group_key, GROUPS)
+            raise MsakitError(f"--set {key}: unknown key ({'groups' if keys is GROUPS else 'keys'}"
+                              f" are {', '.join(keys)})")
         run[group_key] = {**run.get(group_key, getattr(config, group_key)),
                           group: _rate(key, raw)}
-    elif key in ("lr", "weight_decay"):
-        run[key] = dict.fromkeys(GROUPS, _rate(key, raw))
+    elif key in KEYED:
+        run[key] = dict.fromkeys(KEYED[key], _rate(key, raw))
     elif key in top:
         run[key] = _coerce(key, raw, getattr(config, key))
     elif key in fields:
@@ -448,8 +470,7 @@ def _override(
 def _unknown_key(key: str, keys: set[str]) -> str:
     """The error line of an unknown ``--set`` key: the keys it may mean (MMSA's names
     included), else every key (the refused ones, :data:`FLAG_KEYS`, never offered)."""
-    valid = keys | {"lr", "weight_decay"} | {f"{k}.{g}" for k in ("lr", "weight_decay")
-                                             for g in GROUPS}
+    valid = keys | set(KEYED) | {f"{k}.{g}" for k, gs in KEYED.items() for g in gs}
     near = suggestions(key, valid)
     if near:
         return (f"--set {key}: unknown key; did you mean {', '.join(near)}? ('msakit config "

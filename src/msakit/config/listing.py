@@ -23,8 +23,9 @@ import yaml
 
 from msakit.config.model_config import ModelConfig
 
-GROUP_KEYS = ("lr", "weight_decay")
-"""The run settings that are one value per parameter group."""
+GROUP_KEYS = ("lr", "weight_decay", "missing_rate")
+"""The run settings that are one value per key (a parameter group, a modality: the keys of
+:data:`msakit.config.KEYED`)."""
 MMSA_NAMES = {
     "learning_rate": "lr.*",
     "learning_rate_bert": "lr.text",

@@ -16,7 +16,7 @@ import copy
 import dataclasses
 from typing import Any
 
-from msakit.config import DEFAULT_PRESET, GROUPS, RunConfig, _setting_types, _typed_setting
+from msakit.config import DEFAULT_PRESET, GROUPS, KEYED, RunConfig, _setting_types, _typed_setting
 from msakit.core.errors import MsakitError
 
 __all__ = ["DEFAULT_PRESET", "apply_preset_entry"]
@@ -32,17 +32,19 @@ def apply_preset_entry(
     ModelConfig), unchecked: the finished configuration is checked once
     (:meth:`RunConfig.check`).
 
-    Any RunConfig field may be set; ``lr`` and ``weight_decay`` are merged group by group (an
-    entry names only the groups it changes). Model keys must be hyperparameters the model has.
-    An unknown name is an error, so a preset cannot silently set nothing.
+    Any RunConfig field may be set; ``lr``, ``weight_decay`` and ``missing_rate`` are merged
+    key by key (:data:`msakit.config.KEYED`: an entry names only the keys it changes). Model
+    keys must be hyperparameters the model has. An unknown name is an error, so a preset
+    cannot silently set nothing.
     """
     hints = _setting_types(type(config))  # type: ignore[arg-type]  # classes are hashable
     run: dict[str, Any] = {}
     for key, value in (entry.get("run") or {}).items():
-        if key in ("lr", "weight_decay"):
-            unknown = set(value) - set(GROUPS)
+        if key in KEYED:
+            unknown = set(value) - set(KEYED[key])
             if unknown:
-                raise MsakitError(f"{where}: unknown {key} group(s) {', '.join(sorted(unknown))}")
+                what = "group(s)" if KEYED[key] is GROUPS else "key(s)"
+                raise MsakitError(f"{where}: unknown {key} {what} {', '.join(sorted(unknown))}")
             value = {**getattr(config, key), **{g: float(v) for g, v in value.items()}}
         elif key not in hints or key in FIXED:
             raise MsakitError(f"{where}: {key!r} is not a run setting")

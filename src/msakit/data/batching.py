@@ -31,11 +31,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from msakit.data.missing import with_missing
 from msakit.data.mmsa import SplitData
 from msakit.data.safe_format import take
 
 MODALITIES = ("audio", "vision")
 """The sequence modalities of a batch with lengths of their own (text has its mask row)."""
+TENSOR_MAPS = ("text_cache", "kept", "complete")
+"""The fields of a :class:`Batch` that map names to tensors."""
 
 
 @dataclass
@@ -66,6 +69,15 @@ class Batch:
     text_cache: dict[str, torch.Tensor] = field(default_factory=dict)
     """A frozen text encoder's outputs, computed once per sample by the Trainer
     (:meth:`msakit.models.base.MSAModel.text_features`); empty: compute them now."""
+    kept: dict[str, torch.Tensor] = field(default_factory=dict)
+    """Under the missing-modality protocol (run setting ``missing_rate``,
+    :mod:`msakit.data.missing`): per modality (``text``, ``audio``, ``vision``) a (B, L) float
+    mask, 1 where the position is present, 0 where it was dropped from ``text`` / ``audio`` /
+    ``vision`` (and ``text_features``); empty: nothing was dropped."""
+    complete: dict[str, torch.Tensor] = field(default_factory=dict)
+    """Under the protocol, the inputs before anything was dropped (``text``, ``audio``,
+    ``vision``, and ``text_features`` where the batch has them), for a model that reconstructs
+    them (TFR-Net); empty: the batch's inputs are complete."""
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -95,31 +107,41 @@ class Batch:
             f.name: move(getattr(self, f.name)) for f in dataclasses.fields(self)
             if isinstance(getattr(self, f.name), torch.Tensor)
         }
-        changes["text_cache"] = {k: move(v) for k, v in self.text_cache.items()}
+        for name in TENSOR_MAPS:
+            changes[name] = {k: move(v) for k, v in getattr(self, name).items()}
         return dataclasses.replace(self, **changes)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> Batch:
         """A batch from a mapping of field names to tensors (``index`` defaults to 0..B-1;
-        keys ``text_cache.KEY`` fill :attr:`text_cache`); an unknown key is a ``KeyError``."""
+        keys ``text_cache.KEY`` fill :attr:`text_cache`, ``kept.KEY`` :attr:`kept`,
+        ``complete.KEY`` :attr:`complete`); an unknown key is a ``KeyError``."""
         names = {f.name for f in dataclasses.fields(cls)}
-        prefix = "text_cache."
-        cache = {k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix)}
-        plain = {k: v for k, v in values.items() if not k.startswith(prefix)}
+        maps: dict[str, dict[str, Any]] = {}
+        plain: dict[str, Any] = {}
+        for key, value in values.items():
+            head, _, tail = key.partition(".")
+            if tail and head in TENSOR_MAPS:
+                maps.setdefault(head, {})[tail] = value
+            else:
+                plain[key] = value
         unknown = sorted(set(plain) - names)
         if unknown:
             raise KeyError(f"not a batch field: {', '.join(unknown)}")
         if "index" not in plain and "labels" in plain:
             plain["index"] = torch.arange(len(plain["labels"]))
-        cache = {**plain.pop("text_cache", {}), **cache}
-        return cls(**plain, text_cache=cache)
+        for name in TENSOR_MAPS:
+            plain[name] = {**plain.get(name, {}), **maps.get(name, {})}
+        return cls(**plain)
 
     def as_dict(self) -> dict[str, torch.Tensor]:
-        """The batch's tensors by field name (``text_cache.KEY`` for the cache; reference code
-        and tests)."""
+        """The batch's tensors by field name (``text_cache.KEY``, ``kept.KEY``,
+        ``complete.KEY`` for the mappings; reference code and tests)."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                if isinstance(getattr(self, f.name), torch.Tensor)}
-        return {**out, **{f"text_cache.{k}": v for k, v in self.text_cache.items()}}
+        for name in TENSOR_MAPS:
+            out.update({f"{name}.{k}": v for k, v in getattr(self, name).items()})
+        return out
 
 
 def epoch_plan(
@@ -173,7 +195,9 @@ def shard(indices: np.ndarray, rank: int, world_size: int) -> np.ndarray:
 def collate(split: SplitData, indices: np.ndarray, trim: bool = True) -> Batch:
     """Tensors of the samples ``indices``, text/audio/vision cut to their longest valid length
     (``trim=False``: the file's full padded lengths, for models that read padded positions).
-    A split loaded with its precomputed text features adds them as ``text_features``."""
+    A split loaded with its precomputed text features adds them as ``text_features``; a split
+    with missing-modality masks (``split.kept``) has its dropped positions removed
+    (:func:`msakit.data.missing.with_missing`)."""
     a_len = split.audio_lengths[indices]
     v_len = split.vision_lengths[indices]
     t_len = split.text_lengths[indices]
@@ -191,7 +215,7 @@ def collate(split: SplitData, indices: np.ndarray, trim: bool = True) -> Batch:
     text_features = None
     if split.text_features is not None:  # (B, Lt, Dt): the file's precomputed text features
         text_features = torch.from_numpy(take(split.text_features, indices, t_max))
-    return Batch(
+    batch = Batch(
         text=torch.from_numpy(split.text_bert[indices, :, :t_max]),
         audio=torch.from_numpy(audio),
         audio_lengths=torch.from_numpy(a_len),
@@ -201,6 +225,7 @@ def collate(split: SplitData, indices: np.ndarray, trim: bool = True) -> Batch:
         index=torch.from_numpy(np.asarray(indices, dtype=np.int64)),
         text_features=text_features,
     )
+    return batch if split.kept is None else with_missing(batch, split.kept)
 
 
 def iterate(

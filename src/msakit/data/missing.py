@@ -9,18 +9,33 @@ audio or vision frame becomes zeros. Audio and vision validity comes from their 
 aligned file's: the text's). MMSA re-seeds for every split, so train, valid and test draw from
 the same stream.
 
-:func:`kept_positions` computes the kept masks of a whole split once (small (N, L) arrays);
-:func:`with_missing` applies them to a collated batch of that split.
+msakit applies it in the data path, for every model: :func:`with_missing_split` gives a split
+its masks (:func:`kept_positions`, computed once per split and rate, (N, L) booleans), and
+:func:`msakit.data.batching.collate` removes the dropped positions from every batch of such a
+split (:func:`with_missing`), which also carries the masks (``batch.kept``) and the complete
+inputs (``batch.complete``, TFR-Net's reconstruction targets). A model reads ``batch.text``,
+``batch.audio`` and ``batch.vision`` as always. The file's precomputed text features (models
+without a text encoder) lose the dropped tokens' vectors (zeros), as audio and vision frames.
+
+Where it applies: a run's training, validation and test splits (run settings ``missing_rate``
+and ``missing_seed``, :func:`run_rates`) and ``msakit evaluate`` (the checkpoint's settings, or
+``--missing-rates``); never ``predict``, which reads a file as it is.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from msakit.data.batching import Batch
+from msakit.data.mmsa import FeatureFile, SplitData
+
+if TYPE_CHECKING:  # batching imports this module (collate applies the masks)
+    from msakit.data.batching import Batch
 
 UNK = 100
 """[UNK] in bert-base-uncased's and bert-base-chinese's vocabularies (MMSA's constant)."""
@@ -36,6 +51,23 @@ class MissingRates:
     audio: float = 0.2
     vision: float = 0.2
     seeds: tuple[int, int, int] = (1111, 1111, 1111)
+
+    @classmethod
+    def of(cls, rates: Mapping[str, float], seed: int) -> MissingRates:
+        """The rates of a mapping {modality: rate} (a run's ``missing_rate``), every modality
+        drawn with ``seed`` (MMSA's configurations give each the same seed)."""
+        return cls(**{m: float(rates[m]) for m in MODALITIES}, seeds=(seed, seed, seed))
+
+    @property
+    def drops(self) -> bool:
+        """Whether any modality loses positions (a rate above 0)."""
+        return any(getattr(self, m) > 0 for m in MODALITIES)
+
+
+def run_rates(config: Any) -> MissingRates:
+    """The missing-modality rates of a run (a :class:`msakit.config.RunConfig`: its
+    ``missing_rate`` and ``missing_seed``)."""
+    return MissingRates.of(config.missing_rate, config.missing_seed)
 
 
 def _draw(valid: np.ndarray, rate: float, seed: int) -> np.ndarray:
@@ -62,24 +94,43 @@ def kept_positions(split, rates: MissingRates) -> dict[str, np.ndarray]:
     return kept
 
 
-def with_missing(batch: Batch, kept: dict[str, np.ndarray],
-                 indices: np.ndarray) -> dict[str, torch.Tensor]:
-    """The tensors of ``batch`` (:meth:`Batch.as_dict`), the samples ``indices`` of the split
-    whose masks ``kept`` holds, with ``{m}_kept`` (B, L) float (1 = present), ``text_missing``
-    (B, 3, L) with the dropped tokens' ids set to [UNK], ``audio_missing`` / ``vision_missing``
-    with the dropped frames zeroed. The masks are cut to the batch's (possibly trimmed)
-    lengths."""
-    out = batch.as_dict()
-    for m in MODALITIES:
-        length = batch.text.size(2) if m == "text" else batch.sequence(m).size(1)
-        out[f"{m}_kept"] = torch.from_numpy(kept[m][indices, :length]).to(torch.float32)
+def with_missing_split(split: SplitData, rates: MissingRates) -> SplitData:
+    """``split`` (arrays shared, not copied) with the masks of ``rates`` (as booleans), which
+    :func:`msakit.data.batching.collate` applies to every batch; without a rate above 0, the
+    split without masks."""
+    if not rates.drops:
+        return dataclasses.replace(split, kept=None)
+    kept = kept_positions(split, rates)
+    return dataclasses.replace(split, kept={m: kept[m] > 0 for m in MODALITIES})
+
+
+def with_missing_file(features: FeatureFile, rates: MissingRates) -> FeatureFile:
+    """Every split of ``features`` with the masks of ``rates`` (:func:`with_missing_split`)."""
+    return dataclasses.replace(features, splits={
+        name: with_missing_split(split, rates) for name, split in features.splits.items()})
+
+
+def with_missing(batch: Batch, kept: dict[str, np.ndarray]) -> Batch:
+    """``batch``, samples ``batch.index`` of the split whose masks ``kept`` holds, with the
+    dropped positions removed: a dropped token's id [UNK] (MMSA's formula: kept ids, UNK where
+    a valid token was dropped), a dropped frame (and a dropped token's precomputed text
+    features) zeros; ``kept`` holds the (B, L) float masks, cut to the batch's (possibly
+    trimmed) lengths, and ``complete`` the inputs before anything was dropped."""
+    rows = batch.index.numpy()
+    lengths = {"text": batch.text.size(2), "audio": batch.audio.size(1),
+               "vision": batch.vision.size(1)}
+    masks = {m: torch.from_numpy(np.ascontiguousarray(kept[m][rows, :lengths[m]]))
+             .to(torch.float32) for m in MODALITIES}
+    dropped = (batch.text[:, 1] != 0) & (masks["text"] == 0)
     text = batch.text.clone()
-    valid = text[:, 1].to(torch.float32)
-    keep = out["text_kept"]
-    # MMSA's formula: kept ids, UNK where a valid token was dropped.
-    text[:, 0] = (keep * text[:, 0] + UNK * (valid - keep)).to(text.dtype)
-    out["text_missing"] = text
+    text[:, 0] = torch.where(dropped, torch.full_like(text[:, 0], UNK), text[:, 0])
+    changes: dict[str, Any] = {"text": text}
     for m in MODALITIES[1:]:
         x = batch.sequence(m)
-        out[f"{m}_missing"] = x * out[f"{m}_kept"].to(x.dtype).unsqueeze(-1)
-    return out
+        changes[m] = x * masks[m].to(x.dtype).unsqueeze(-1)
+    complete = {"text": batch.text, "audio": batch.audio, "vision": batch.vision}
+    if batch.text_features is not None:
+        complete["text_features"] = batch.text_features
+        changes["text_features"] = batch.text_features * masks["text"].to(
+            batch.text_features.dtype).unsqueeze(-1)
+    return batch.replace(**changes, kept=masks, complete=complete)

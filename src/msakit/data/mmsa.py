@@ -111,6 +111,10 @@ class SplitData:
     raw_text: np.ndarray | None = None  # (N,) str: MMSA 'raw_text' if present (the transcripts)
     labelled: bool = True  # False: a file to predict on had no labels (``labels`` is all NaN)
     text_features: np.ndarray | None = None  # (N, Lt, Dt) float32: the file's 'text', when asked
+    kept: dict[str, np.ndarray] | None = None
+    """The missing-modality protocol's masks ((N, L) bool per modality, True: present), set by
+    :func:`msakit.data.missing.with_missing_split`; :func:`msakit.data.batching.collate` drops
+    the other positions from every batch. None: nothing is dropped."""
 
     def __len__(self) -> int:
         return int(self.text_bert.shape[0])

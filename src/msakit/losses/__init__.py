@@ -4,6 +4,7 @@
   intensity, as the paper defines it; :class:`OfficialIntensityContrastiveLoss`: the same
   loss as the authors' released code computes it.
 - :class:`HierarchicalContrastiveLoss`: ConKI, hierarchical contrastive learning.
+- :func:`masked_reconstruction_loss`: TFR-Net's reconstruction of the dropped positions.
 """
 
 from msakit.losses.hierarchical_contrastive import (
@@ -15,6 +16,7 @@ from msakit.losses.intensity_contrastive import (
     OfficialIntensityContrastiveLoss,
     intensity_pair_masks,
 )
+from msakit.losses.reconstruction import masked_reconstruction_loss
 
 __all__ = [
     "HierarchicalContrastiveLoss",
@@ -22,4 +24,5 @@ __all__ = [
     "OfficialIntensityContrastiveLoss",
     "hierarchical_pair_masks",
     "intensity_pair_masks",
+    "masked_reconstruction_loss",
 ]

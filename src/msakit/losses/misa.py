@@ -20,15 +20,17 @@ DIFF_EPS = 1e-6
 """Added to each row norm in :func:`difference_loss` (MMSA's ``DiffLoss``)."""
 
 
-def central_moment_discrepancy(x1: torch.Tensor, x2: torch.Tensor, moments: int) -> torch.Tensor:
+def central_moment_discrepancy(x1: torch.Tensor, x2: torch.Tensor, moments: int, *,
+                               eps: float = 0.0) -> torch.Tensor:
     """CMD_K of two (B, d) batches: ||E(x1) - E(x2)|| + sum_{k=2..K} ||c_k(x1) - c_k(x2)||,
-    with c_k the k-th central moment per feature (means over the batch)."""
+    with c_k the k-th central moment per feature (means over the batch); ``eps`` is added
+    under each square root (MISA's CMD: none; TFR-Net's: 1e-12)."""
     mean1, mean2 = x1.mean(0), x2.mean(0)
     centred1, centred2 = x1 - mean1, x2 - mean2
-    total = (mean1 - mean2).pow(2).sum().sqrt()
+    total = ((mean1 - mean2).pow(2).sum() + eps).sqrt()
     for k in range(2, moments + 1):
         gap = centred1.pow(k).mean(0) - centred2.pow(k).mean(0)
-        total = total + gap.pow(2).sum().sqrt()
+        total = total + (gap.pow(2).sum() + eps).sqrt()
     return total
 
 

@@ -202,16 +202,27 @@ class FeatureStandardizer(nn.Module):
             buffer.copy_(torch.as_tensor(getattr(stats, name), dtype=buffer.dtype))
 
     def forward(self, batch: Batch) -> Batch:
-        """A new batch with standardised ``audio`` and ``vision`` (the input is unchanged)."""
-        out = {}
+        """A new batch with standardised ``audio`` and ``vision`` (the input is unchanged).
+        Under the missing-modality protocol a dropped frame stays zero (as the model sees it)
+        and the complete inputs (``batch.complete``) are standardised too."""
+        out: dict[str, torch.Tensor] = {}
+        complete = dict(batch.complete)
         for key in ("audio", "vision"):
             x = batch.sequence(key)
-            mean = getattr(self, f"{key}_mean").to(x.dtype)
-            scale = getattr(self, f"{key}_scale").to(x.dtype)
             positions = torch.arange(x.shape[1], device=x.device)
             valid = positions[None, :] < batch.lengths(key).to(x.device)[:, None]
-            out[key] = torch.where(valid[..., None], (x - mean) * scale, x)
-        return batch.replace(**out)
+            kept = batch.kept.get(key)
+            present = valid if kept is None else valid & (kept.to(x.device) > 0)
+            out[key] = self._standardized(key, x, present)
+            if key in complete:
+                complete[key] = self._standardized(key, complete[key], valid)
+        return batch.replace(**out, complete=complete)
+
+    def _standardized(self, key: str, x: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+        """``x`` (B, L, D) standardised with ``key``'s statistics at the (B, L) ``where``."""
+        mean = getattr(self, f"{key}_mean").to(x.dtype)
+        scale = getattr(self, f"{key}_scale").to(x.dtype)
+        return torch.where(where[..., None], (x - mean) * scale, x)
 
 
 def _standardize_inputs(model: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:

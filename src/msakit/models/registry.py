@@ -36,7 +36,7 @@ from msakit.models.base import Dims, MSAModel
 
 BUILTIN = ("clgsi", "conki", "tfn", "lmf", "mult", "misa", "self_mm", "mmim", "lf_dnn",
            "ef_lstm", "mfn", "graph_mfn", "mtfn", "mlmf", "mlf_dnn", "bert_mag", "mfm", "mctn",
-           "tetfn", "cenet", "almt")
+           "tfr_net", "tetfn", "cenet", "almt")
 """Modules of ``msakit.models`` that register the built-in models (imported on first use)."""
 
 PLUGIN_GROUP = "msakit.models"

@@ -29,6 +29,7 @@ from msakit.core.errors import MsakitError, warn
 from msakit.core.safety import Input, check_input
 from msakit.core.typecheck import checked_arguments
 from msakit.data.batching import epoch_plan, iterate
+from msakit.data.missing import run_rates, with_missing_split
 from msakit.data.mmsa import SplitData, check_dataset, load_feature_file
 from msakit.encoders.text import check_text_length, text_encoder_from_config
 from msakit.evaluation.metrics import metric_names, metric_values, undefined_warning
@@ -355,6 +356,9 @@ def evaluate_seeds(
 
 
 def evaluate_checkpoint(ckpt: LoadedCheckpoint, part: SplitData) -> dict[str, float]:
-    """MMSA metrics of the checkpoint's predictions of ``part`` (labelled)."""
+    """MMSA metrics of the checkpoint's predictions of ``part`` (labelled), under the run's
+    missing-modality setting (``missing_rate``: the positions its test split lost in
+    training)."""
+    part = with_missing_split(part, run_rates(ckpt.config))
     return metric_values(ckpt.predictions(part), part.labels, ckpt.config.spec)
 

@@ -29,6 +29,7 @@ from msakit.core.errors import MsakitError
 from msakit.core.files import write_text_atomic
 from msakit.core.safety import Input, check_input
 from msakit.data.identity import identity as data_identity
+from msakit.data.missing import run_rates, with_missing_file
 from msakit.data.mmsa import FeatureFile, check_dataset, load_feature_file
 from msakit.data.standardize import FeatureStats, feature_stats
 from msakit.data.tokens import check_vocabulary
@@ -187,6 +188,9 @@ def prepare_run(
         loaded = load_inputs(config, data, announce=ctx.is_main)
     loaded.check_fits(config, data)
     encoder, features = loaded.encoder, loaded.features
+    # MMSA's missing-modality protocol (run settings missing_rate, missing_seed): the batches of
+    # every split lose the dropped positions, for every model (msakit.data.missing).
+    features = with_missing_file(features, run_rates(config))
     smallest = max(2, ctx.world_size)
     if len(features.splits["train"]) < smallest:
         raise MsakitError(
