@@ -37,7 +37,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_preset_argument(p, ["paper"])
     p.add_argument("--epochs", type=int, help="pretraining epochs (default 10)")
     p.add_argument("--batch", type=int, help="global batch size")
-    p.add_argument("--seed", type=int, help="random seed (default: the preset's first seed)")
+    p.add_argument("--seed", "--seeds", type=int,
+                   help="random seed (default: the preset's first seed)")
     arg(p, "--out", role=OUT_ADAPTERS, required=True, help="folder for adapters.pt")
     add_overwrite(p)
     arg(p, "--set", role=TEXT, action="append", default=[], metavar="KEY=VALUE",
