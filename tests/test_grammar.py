@@ -312,3 +312,19 @@ def test_unknown_set_key_list_offers_no_refused_key():
     assert not set(listed) & {"dataset", "model_name", "seeds", "preset", "data", "init_from"}
     with pytest.raises(MsakitError, match="config show"):
         api.build_config("lmf", "mosi", overrides=["help"])
+
+
+def test_quiet_prints_the_results_only_and_says_so(tiny_run):
+    """--quiet (train, demo, pretrain-adapters: one help string) drops progress bars, epoch
+    lines and start notes; what it printed, train.log records: the results; history.json keeps
+    every epoch."""
+    from msakit.cli import build_parser
+
+    _, run = tiny_run
+    log = (run / "train.log").read_text()
+    assert "wrote" in log and "MAE" in log and " epoch " not in log
+    assert [r["epoch"] for r in json.loads((run / "seed-7" / "history.json").read_text())] == [1]
+    commands = build_parser()._subparsers._group_actions[0].choices
+    helps = {name: next(a.help for a in commands[name]._actions if "--quiet" in a.option_strings)
+             for name in ("train", "demo", "pretrain-adapters")}
+    assert len(set(helps.values())) == 1 and "epoch lines" in helps["train"], helps

@@ -208,8 +208,15 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, help="global batch size (default: the preset's)")
     arg(p, "--out", role=OUT_TRAIN, default=RUN_FOLDER, help="run folder")
     arg(p, "--set", role=TEXT, action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_quiet(p)
     add_config_argument(p)
+
+
+def add_quiet(p: argparse.ArgumentParser) -> None:
+    """``--quiet`` of the commands that train (train, demo, pretrain-adapters)."""
+    p.add_argument("--quiet", action="store_true",
+                   help="print the results only: no progress bars, epoch lines or notes at the "
+                   "start (history.json and TensorBoard still record every epoch)")
 
 
 def add_config_argument(p: argparse.ArgumentParser) -> None:

@@ -16,6 +16,7 @@ from msakit.commands.arguments import (
     add_model_argument,
     add_overwrite,
     add_preset_argument,
+    add_quiet,
     arg,
     dataset_of,
 )
@@ -43,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_overwrite(p)
     arg(p, "--set", role=TEXT, action="append", default=[], metavar="KEY=VALUE",
                    help="override a preset value, e.g. --set adapter_dim=128")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_quiet(p)
 
 
 def run(args: argparse.Namespace) -> int:
