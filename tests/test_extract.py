@@ -615,6 +615,30 @@ def test_extract_train_predict_a_new_clip(learnt, tmp_path, tiny_bert_with_token
     assert float(saved["prediction"]) == pytest.approx(row["prediction"], rel=1e-5)
 
 
+def test_a_clip_without_words_is_one_warning_line(learnt, tmp_path, capsys, monkeypatch):
+    """predict --video without --text where speech recognition hears nothing: the prediction
+    is still made, and one warning: line says so (issue 21, item 15). The recogniser is told
+    to hear nothing (pocketsphinx finds a word even in this clip's silence)."""
+    from msakit.api import predict_video
+    from msakit.extract.asr import PocketsphinxRecognizer, Transcript
+
+    monkeypatch.setattr(PocketsphinxRecognizer, "__call__", lambda self, audio: Transcript())
+    _, _, best = learnt
+    clip = kind_clip(tmp_path / "clip.mp4", True, np.random.default_rng(5))
+    with pytest.warns(UserWarning, match="heard no words"):
+        result = predict_video(best, clip)
+    assert result.from_asr and result.text == "" and np.isfinite(result.prediction)
+    capsys.readouterr()
+    assert run_cli(["predict", "--checkpoint", str(best), "--video", str(clip)]) == 0
+    captured = capsys.readouterr()
+    warned = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(warned) == 1 and warned[0].startswith("warning: ") and "--text" in warned[0]
+    assert "sentiment intensity" in captured.out
+    assert run_cli(["predict", "--checkpoint", str(best), "--video", str(clip), "--text",
+                    SAME_TEXT]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_mediapipe_features_keep_every_frame_and_name_their_columns(learnt_mediapipe):
     """One row per sampled frame: a blank frame (every 5th) is zeros with face_present 0; the
     face's position in the frame tells the kinds apart; the record names every column."""

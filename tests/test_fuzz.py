@@ -126,3 +126,40 @@ def test_every_generated_seed_is_accepted(tmp_path, monkeypatch):
                     refused.append(f"{label}: {exc}")
             calls = len(target.calls(ws, seed.read_bytes()))
             assert len(refused) < calls, f"{seed.name} is refused by every reader: {refused}"
+
+
+# --------------------------------------------------------------------------- seed folders
+@pytest.mark.parametrize("name", ["seed_config", "seed_weights"])
+def test_seed_folder_targets_keep_the_contract_past_the_parser(name, tmp_path, monkeypatch):
+    """A seed folder's config.json and model.safetensors (issue 21): the committed seeds load
+    and evaluate, and the target's generated inputs (the same bytes on every machine) each load
+    or are refused with one MsakitError line, for many different reasons (the mutations get
+    past the JSON and header parsers to the checks behind them), writing nothing."""
+    monkeypatch.setenv("MSAKIT_CACHE_DIR", str(tmp_path / "cache"))  # restored afterwards
+    ws = targets.Workspace(tmp_path)
+    target = targets.TARGETS[name]
+    seeds = [p for p in targets.corpus_files(name) if p.name.startswith("seed-")]
+    assert seeds
+    for seed in seeds:
+        for _, call in target.calls(ws, seed.read_bytes()):
+            call()  # a valid seed folder: every call succeeds
+    generator, refusals, loaded = targets.Generator(target), set(), 0
+    for index in range(30):
+        data = generator.case(index)
+        assert not targets.check(target, data, ws), index
+        (_, load), *_ = target.calls(ws, data)  # load_checkpoint of the folder
+        try:
+            load()
+            loaded += 1
+        except MsakitError as exc:
+            message = str(exc)
+            assert "\n" not in message, message
+            # the reason, without the file's name: "not a readable safetensors file (...)"
+            refusals.add(" ".join(message.split(": ", 1)[-1].split()[:4]))
+    past_parser = {r for r in refusals if not r.startswith("not a readable")}
+    assert len(past_parser) >= 2 and loaded + len(past_parser) >= 3, (loaded, refusals)
+    for repro in targets.corpus_files(name):  # the header's metrics: a mapping of numbers only
+        if repro.name.startswith("repro-valid-"):
+            (_, load), *_ = target.calls(ws, repro.read_bytes())
+            with pytest.raises(MsakitError, match=r"its metadata \(epoch, seed, valid\) is "):
+                load()

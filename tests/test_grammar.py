@@ -56,6 +56,7 @@ def test_seed_takes_one_or_more_and_seeds_is_its_alias():
     for command in (["synth", "--like", "mosi", "--n", "1", "1", "1", "--out", "x.npz"],
                     ["plot", "tsne", "--checkpoint", "c", "--data", "d", "--out", "o.png"]):
         assert parser.parse_args([*command, "--seed", "9"]).seed == 9
+        assert parser.parse_args([*command, "--seeds", "8"]).seed == 8  # train's spelling
 
 
 def test_positional_forms_are_aliases_of_their_flags(tiny_run, tmp_path, capsys):
@@ -219,9 +220,10 @@ def test_every_command_takes_the_same_flags_for_the_same_things():
         flags = {f: a for a in parser._actions for f in a.option_strings}
         if "--data" in flags:
             assert flags["--data"].role.direction == "input", name
-        if "--seeds" in flags:
+        # --seed and --seeds: one flag wherever a seed is taken (docs/guide/cli.md's table)
+        assert ("--seed" in flags) == ("--seeds" in flags), name
+        if "--seed" in flags:
             assert flags["--seeds"] is flags["--seed"], name
-        assert "--seeds" not in flags or "--seed" in flags, name
 
 
 # --------------------------------------------------------------------------- item 9
@@ -312,3 +314,19 @@ def test_unknown_set_key_list_offers_no_refused_key():
     assert not set(listed) & {"dataset", "model_name", "seeds", "preset", "data", "init_from"}
     with pytest.raises(MsakitError, match="config show"):
         api.build_config("lmf", "mosi", overrides=["help"])
+
+
+def test_quiet_prints_the_results_only_and_says_so(tiny_run):
+    """--quiet (train, demo, pretrain-adapters: one help string) drops progress bars, epoch
+    lines and start notes; what it printed, train.log records: the results; history.json keeps
+    every epoch."""
+    from msakit.cli import build_parser
+
+    _, run = tiny_run
+    log = (run / "train.log").read_text()
+    assert "wrote" in log and "MAE" in log and " epoch " not in log
+    assert [r["epoch"] for r in json.loads((run / "seed-7" / "history.json").read_text())] == [1]
+    commands = build_parser()._subparsers._group_actions[0].choices
+    helps = {name: next(a.help for a in commands[name]._actions if "--quiet" in a.option_strings)
+             for name in ("train", "demo", "pretrain-adapters")}
+    assert len(set(helps.values())) == 1 and "epoch lines" in helps["train"], helps

@@ -108,6 +108,32 @@ def report(argv: list[str], capsys) -> str:
     assert code == 0, captured.err
     return captured.out
 
+def test_one_seed_has_no_deviation(tmp_path, capsys):
+    """A run of one seed: the mean alone in every format (no "± 0.00"; a blank std in CSV, null
+    in JSON), as its results.csv leaves the std row blank (issue 21, "small noise")."""
+    import json
+
+    one = write_run(tmp_path / "one", "lmf", "mosi", metrics_for(np.random.default_rng(1),
+                                                               "mosi", 1))
+    two = write_run(tmp_path / "two", "lmf", "mosi", metrics_for(np.random.default_rng(2),
+                                                               "mosi", 2))
+    tables = {}
+    for fmt in ("markdown", "latex", "csv", "json"):
+        capsys.readouterr()
+        assert run(["report", str(one), str(two), "--format", fmt]) == 0
+        tables[fmt] = capsys.readouterr().out
+    rows = {line.split(" |")[0].strip("| "): line for line in tables["markdown"].splitlines()
+            if line.startswith("| ")}
+    assert "±" not in rows["one"] and rows["two"].count("±") >= 5, rows
+    latex = {line.split(" & ")[0]: line for line in tables["latex"].splitlines() if " & " in line}
+    assert "pm" not in latex["one"] and "$\\pm$" in latex["two"]
+    by_run = {r["run"]: r for r in csv.DictReader(io.StringIO(tables["csv"]))}
+    assert by_run["one"]["MAE_std"] == "" and by_run["one"]["MAE_mean"] != ""
+    assert float(by_run["two"]["MAE_std"]) >= 0
+    objects = {r["run"]: r for r in json.loads(tables["json"])}
+    assert objects["one"]["metrics"]["MAE"]["std"] is None
+    assert objects["two"]["metrics"]["MAE"]["std"] is not None
+
 
 def test_markdown_cells_are_mean_and_std_of_the_seed_rows(ablation, capsys):
     out = report([str(p) for p in ablation.values()], capsys)

@@ -388,3 +388,30 @@ def test_a_bad_objective_is_one_line(tmp_path, data_file, tiny_bert, capsys, obj
     err = capsys.readouterr().err
     assert err.startswith(f"error: --objective {objective}: ") and message in err, err
     assert not (out / "optuna.db").exists()
+
+
+def test_out_has_a_default_as_train_does(tmp_path, data_file, tiny_bert, monkeypatch, capsys):
+    """Without --out a sweep goes to sweeps/msakit (train: runs/msakit), its missing folders
+    made; the command line and the Python API share the default, and --help says it once."""
+    import inspect
+
+    from msakit.cli import build_parser
+    from msakit.config import RUN_FOLDER, SWEEP_FOLDER
+
+    parser = build_parser()
+    argv = tune_argv(data_file, tiny_bert, tmp_path, 1)
+    without_out = argv[:argv.index("--out")] + argv[argv.index("--out") + 2:]
+    assert parser.parse_args(without_out).out == SWEEP_FOLDER == "sweeps/msakit"
+    assert parser.parse_args(["train", "--model", "clgsi", "--dataset", "mosi", "--data",
+                              "x.npz"]).out == RUN_FOLDER == "runs/msakit"
+    assert inspect.signature(tune).parameters["out"].default == SWEEP_FOLDER
+    assert inspect.signature(api.train).parameters["out"].default == RUN_FOLDER
+    tune_help = " ".join(parser._subparsers._group_actions[0].choices["tune"].format_help()
+                         .split())
+    assert tune_help.count("(default: sweeps/msakit)") == 1
+
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(without_out) == 0
+    assert f"wrote {SWEEP_FOLDER}/best.yaml" in capsys.readouterr().out
+    assert (tmp_path / SWEEP_FOLDER / "best.yaml").is_file()
+    assert (trial_dir(tmp_path / SWEEP_FOLDER, 0) / "results.csv").is_file()

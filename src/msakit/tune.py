@@ -1,6 +1,7 @@
 """Hyperparameter sweeps with Optuna: one study, shared by any number of workers.
 
-``msakit tune --model M --dataset D --data FILE --trials N --out DIR`` runs N trials in this
+``msakit tune --model M --dataset D --data FILE --trials N [--out DIR]`` (``DIR``: default
+``sweeps/msakit``, :data:`msakit.config.SWEEP_FOLDER`) runs N trials in this
 process. A trial samples the search space (the ``search_space`` of the model's registry entry,
 in the model's file beside its presets, or the user's ``--space FILE.yaml``, :func:`read_space`),
 trains one seed with the sampled values applied as ``--set`` overrides (:func:`msakit.api.train`,
@@ -53,6 +54,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from msakit import api
+from msakit.config import SWEEP_FOLDER
 from msakit.config.datasets import DatasetSpec
 from msakit.core.errors import MsakitError, TrainingDiverged
 from msakit.core.files import write_text_atomic
@@ -377,7 +379,7 @@ def tune(
     data: str | os.PathLike,
     *,
     trials: int,
-    out: str | os.PathLike,
+    out: str | os.PathLike = SWEEP_FOLDER,
     epochs: int | None = None,
     storage: str | None = None,
     study: str | None = None,

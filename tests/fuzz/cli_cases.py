@@ -16,6 +16,13 @@ from pathlib import Path
 TINY = [a for k in ("text_hidden", "audio_hidden", "vision_hidden", "text_out", "post_fusion_dim")
         for a in ("--set", f"{k}=2")]
 TRAIN = ["--seeds", "1", "--epochs", "1", "--batch", "4", "--quiet", "--out", "{O}/run", *TINY]
+# A seed folder (config.json + model.safetensors) read as a checkpoint: the folder, the run folder
+# of one seed, and the weights file named directly.
+SEED_FOLDER = (
+    ["evaluate", "--checkpoint", "{O}/seedrun/seed-1", "--data", "{DATA}"],
+    ["predict", "--checkpoint", "{O}/seedrun", "--data", "{DATA}", "--out", "{O}/predictions.csv"],
+    ["evaluate", "--checkpoint", "{O}/seedrun/seed-1/model.safetensors", "--data", "{DATA}"],
+)
 FEATURES = (
     ["convert", "{F}", "--out", "{O}/converted.npz"],
     ["evaluate", "--checkpoint", "{CKPT}", "--data", "{F}"],
@@ -46,13 +53,17 @@ COMMANDS: dict[str, tuple[list[str], ...]] = {
         ["predict", "--checkpoint", "{F}", "--data", "{DATA}", "--out", "{O}/predictions.csv"],
         ["plot", "scatter", "--checkpoint", "{F}", "--data", "{DATA}", "--out", "{O}/s.png"],
     ),
+    "seed_config": SEED_FOLDER,
+    "seed_weights": SEED_FOLDER,
 }
 """openface_csv has no command here: extract reads an OpenFace CSV only for a clip whose video
 decodes, and a bad CSV fails that clip (its row in the failures CSV); its target covers it."""
 
 # Where the corpus file goes: a file the command reads by name inside a folder it is given.
 PLACES = {"failures_csv": "part-1.failures.csv", "run_config": "run/config.yaml",
-          "results_csv": "run/results.csv", "history": "run/seed-1/history.json"}
+          "results_csv": "run/results.csv", "history": "run/seed-1/history.json",
+          "seed_config": "seedrun/seed-1/config.json",
+          "seed_weights": "seedrun/seed-1/model.safetensors"}
 
 
 def argv(ws, target: str, name: str, k: int) -> list[str]:
@@ -62,6 +73,7 @@ def argv(ws, target: str, name: str, k: int) -> list[str]:
 
     folder = ws.scratch()
     shutil.copytree(ws.run, folder / "run")
+    shutil.copytree(ws.seed_run, folder / "seedrun")
     shutil.copy(ws.part1, folder / "part-1.npz")
     place = folder / PLACES.get(target, name)
     place.write_bytes((CORPUS / target / name).read_bytes())

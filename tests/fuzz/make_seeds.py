@@ -123,6 +123,9 @@ def run_seeds(work: Path, npz: Path) -> None:
         _put(target, "config.yaml", config)
     _put("results_csv", "results.csv", (run / "results.csv").read_bytes())
     _put("history", "history.json", (run / "seed-1" / "history.json").read_bytes())
+    # the seed folder as train writes it (the seed_config and seed_weights targets)
+    _put("seed_config", "config.json", (run / "seed-1" / "config.json").read_bytes())
+    _put("seed_weights", "model.safetensors", (run / "seed-1" / "model.safetensors").read_bytes())
     import torch
 
     from msakit.training.pretrained import read_pretrained
@@ -215,6 +218,7 @@ def reproducers() -> None:
     npz_reproducers()
     extractor_reproducers()
     yaml_reproducers()
+    seed_folder_reproducers()
 
 
 def extractor_reproducers() -> None:
@@ -262,6 +266,41 @@ def npz_reproducers() -> None:
     data = bytearray((CORPUS / "npz" / "seed-mosi.npz").read_bytes())
     data[data.index(b"PK\x01\x02") + 6] = 99  # "version needed to extract": 9.9
     _put("npz", "zip-version-unknown.npz", bytes(data), "repro-")
+
+
+def seed_folder_reproducers() -> None:
+    """Found by the seed_weights target: the header's ``valid`` metrics as JSON nested deeply
+    (json's RecursionError escaped the metadata check), or as JSON that is not a mapping of
+    numbers (fixed: the metadata is checked in one place, ``pretrained._metadata``)."""
+    import json
+    import struct
+
+    data = (CORPUS / "seed_weights" / "seed-model.safetensors").read_bytes()
+    size = struct.unpack("<Q", data[:8])[0]
+    header, body = json.loads(data[8:8 + size]), data[8 + size:]
+    for name, valid in (("valid-nested-deeply", "[" * 5000), ("valid-not-metrics", '{"MAE": []}'),
+                        ("valid-a-list", "[1, 2]")):
+        header["__metadata__"]["valid"] = valid
+        text = json.dumps(header, separators=(",", ":")).encode()
+        text += b" " * (-len(text) % 8)
+        _put("seed_weights", f"{name}.safetensors", struct.pack("<Q", len(text)) + text + body,
+             "repro-")
+    # Found by the seed_weights target: a float32 weight's bytes declared as float8 (safetensors
+    # accepts it; the finiteness check then failed with NotImplementedError). Fixed: a weight of
+    # a type no model has is refused where checkpoints are read, for both formats.
+    import torch
+    from safetensors.torch import load, save
+
+    tensors = load(data)
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name].to(torch.float8_e4m3fn)
+    meta = json.loads(data[8:8 + size])["__metadata__"]
+    _put("seed_weights", "weight-float8.safetensors", save(tensors, metadata=meta), "repro-")
+    state = torch.load(CORPUS / "checkpoint" / "seed-tfn-best.pt", weights_only=True)
+    state["model"][name] = state["model"][name].to(torch.float8_e4m3fn)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    _put("checkpoint", "weight-float8.pt", buf.getvalue(), "repro-")
 
 
 def yaml_reproducers() -> None:

@@ -17,7 +17,10 @@ and reach the deep ones, plus the byte-level ones every format gets:
   brackets, quotes, NUL, a huge field, a BOM, invalid UTF-8);
 * ``torch``: value-level edits of the trusted seed checkpoint (configuration, dims, weights:
   shapes, dtypes, NaN, missing or extra keys, huge sizes), saved with ``torch.save``; and opcode
-  edits of the ``data.pkl`` inside the checkpoint's zip.
+  edits of the ``data.pkl`` inside the checkpoint's zip;
+* ``safetensors``: a seed folder's ``model.safetensors`` with its header edited (the header
+  length, a tensor's dtype, shape or offsets, entries dropped or renamed, the metadata strings)
+  or its tensor bytes cut.
 
 Nothing here unpickles an input (the corpus holds hostile pickles): value-level edits start from
 content generated here or from the seeds ``make_seeds.py`` wrote.
@@ -567,3 +570,157 @@ def torch_mutation(data: bytes, rng: random.Random, trusted: Callable[[], Any]) 
         return zip_mutation(data, rng, lambda name, raw: opcode_mutation(raw, rng)
                             if name.endswith(".pkl") else byte_mutation(raw, rng, []))
     return byte_mutation(data, rng, [])
+
+
+# --------------------------------------------------------------------------- safetensors
+SAFETENSORS_DTYPES = ("F32", "F16", "BF16", "F64", "I64", "I32", "I16", "I8", "U8", "U16", "U32",
+                      "U64", "BOOL", "F8_E4M3", "F8_E5M2", "F4", "C64", "", "f32", "X" * 300)
+
+
+def _safetensors_parts(data: bytes) -> tuple[dict, bytes] | None:
+    """(header, tensor bytes) of a well-formed file, or None."""
+    if len(data) < 8:
+        return None
+    size = struct.unpack("<Q", data[:8])[0]
+    if size > len(data) - 8:
+        return None
+    try:
+        header = json.loads(data[8:8 + size])
+    except (ValueError, RecursionError):
+        return None
+    return (header, data[8 + size:]) if isinstance(header, dict) else None
+
+
+def _safetensors_file(header: Any, body: bytes) -> bytes:
+    try:
+        text = json.dumps(header, separators=(",", ":")).encode("utf-8", "surrogatepass")
+    except (ValueError, RecursionError):
+        text = b"{}"
+    text += b" " * (-len(text) % 8)  # safetensors aligns the tensor bytes to 8
+    return struct.pack("<Q", len(text)) + text + body
+
+
+def _tensor_entry_mutation(entry: dict, header: dict, body: bytes, rng: random.Random) -> None:
+    """One field of a tensor's header entry edited: its dtype, a dimension, its offsets."""
+    op = rng.randrange(3)
+    if op == 0:
+        entry["dtype"] = rng.choice((*SAFETENSORS_DTYPES, 3, None, ["F32"]))
+    elif op == 1:
+        shape = entry.get("shape")
+        shape = list(shape) if isinstance(shape, list) else []
+        edit = rng.randrange(4)
+        if edit == 0 and shape:
+            shape[rng.randrange(len(shape))] = rng.choice((0, 1, -1, 2**31, 2**63, 2**64, 1.5,
+                                                           "2", None))
+        elif edit == 1:
+            shape.append(rng.choice((1, 2, 0)))
+        elif edit == 2 and shape:
+            shape.pop()
+        else:
+            shape = rng.choice(([], [0], "shape", None, [[1]], [2**32, 2**32]))
+        entry["shape"] = shape
+    else:
+        offsets = entry.get("data_offsets")
+        begin, end = offsets if isinstance(offsets, list) and len(offsets) == 2 else (0, 0)
+        others = [e.get("data_offsets") for e in header.values()
+                  if isinstance(e, dict) and e is not entry and e.get("data_offsets")]
+        entry["data_offsets"] = rng.choice((
+            [end, begin], [begin, end + 1], [begin, max(0, end - 1)], [begin + 1, end + 1],
+            [len(body), len(body) + 4], [0, 2**63], [-1, end], [begin], [begin, end, end],
+            [0, 0], rng.choice(others) if others else [0, len(body)], "0:4", None,
+        ))
+
+
+_SAME_BYTES = {"I32": 1, "U32": 1, "F16": 2, "BF16": 2, "I16": 2, "U16": 2, "U8": 4, "I8": 4,
+               "BOOL": 4, "F8_E4M3": 4, "F8_E5M2": 4, "F64": 0.5, "I64": 0.5, "C64": 0.5}
+"""A float32 tensor's bytes read as another dtype: how many elements they then hold per float."""
+
+
+def _consistent_mutation(header: dict, rng: random.Random) -> None:
+    """A float32 tensor's entry rewritten so that safetensors still accepts the file: another
+    dtype over the same bytes (with as many elements as they hold), or another shape of the
+    same size. msakit's own checks must then decide."""
+    floats = [e for k, e in header.items() if k != "__metadata__" and isinstance(e, dict)
+              and e.get("dtype") == "F32" and isinstance(e.get("shape"), list)
+              and all(isinstance(d, int) for d in e["shape"])]
+    if not floats:
+        return
+    entry = rng.choice(floats)
+    count = math.prod(entry["shape"])
+    if rng.random() < 0.5:
+        dtype = rng.choice(sorted(_SAME_BYTES))
+        elements = count * _SAME_BYTES[dtype]
+        if elements == int(elements):
+            entry["dtype"], entry["shape"] = dtype, [int(elements)]
+    else:
+        entry["shape"] = rng.choice(([count], [1, count], [count, 1],
+                                     list(reversed(entry["shape"]))))
+
+
+def _repacked(header: dict, body: bytes) -> tuple[dict, bytes]:
+    """The tensors' bytes laid out again one after the other in header order, offsets
+    rewritten (after an entry was dropped or copied, safetensors still accepts the file)."""
+    out, parts, at = {}, [], 0
+    for name, entry in header.items():
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if name == "__metadata__" or not (isinstance(offsets, list) and len(offsets) == 2):
+            out[name] = entry
+            continue
+        raw = body[offsets[0]:offsets[1]]
+        out[name] = {**entry, "data_offsets": [at, at + len(raw)]}
+        parts.append(raw)
+        at += len(raw)
+    return out, b"".join(parts)
+
+
+def safetensors_mutation(data: bytes, rng: random.Random) -> bytes:
+    """A ``.safetensors`` file with its header edited: the 8-byte header length, a tensor's dtype,
+    shape or offsets, an entry dropped, duplicated or renamed, the ``__metadata__`` strings (a
+    value of another type, malformed JSON in ``valid``), the header as a JSON tree, a float32
+    tensor given another dtype or shape that safetensors accepts (msakit's checks must decide);
+    or the tensor bytes cut or extended."""
+    parts = _safetensors_parts(data)
+    if parts is None:
+        return byte_mutation(data, rng, [])
+    header, body = parts
+    size = struct.unpack("<Q", data[:8])[0]
+    op = rng.randrange(11)
+    if op == 0:  # the header length, the rest kept
+        length = rng.choice((0, 1, 2, max(0, size - 1), size + 1, size + 8, len(data),
+                             len(data) - 8, 2**31, 2**32, 100_000_001, 2**63, 2**64 - 1))
+        return struct.pack("<Q", length) + data[8:]
+    tensors = [k for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
+    if op <= 2 and tensors:
+        _tensor_entry_mutation(header[rng.choice(tensors)], header, body, rng)
+    elif op == 3 and tensors:
+        name = rng.choice(tensors)
+        edit = rng.randrange(3)
+        if edit == 0:
+            del header[name]
+        elif edit == 1:
+            header[name + rng.choice(("_", ".x", ""))] = dict(header[name])
+        else:
+            header[rng.choice(("", "__metadata__", "x" * 300, "text_encoder.w", name.upper()))] = \
+                header.pop(name)
+        if rng.random() < 0.7:  # offsets made contiguous again: past safetensors' checks
+            header, body = _repacked(header, body)
+    elif op == 4:
+        meta = header.setdefault("__metadata__", {})
+        if not isinstance(meta, dict):
+            meta = header["__metadata__"] = {}
+        key = rng.choice(("format", "epoch", "seed", "valid", "extra"))
+        meta[key] = rng.choice(("", "x", "-1", "1e999", "nan", "[]", "{}", "null", '{"MAE": "x"}',
+                                '{"MAE": NaN}', "[" * 5000, 1, None, ["x"], {"a": "b"},
+                                "msakit-pretrained-0", "9" * 5000))
+        if rng.random() < 0.2:
+            del meta[key]
+    elif op == 5:
+        header = tree_mutation(header, rng)
+    elif op in (6, 9, 10):
+        _consistent_mutation(header, rng)
+    elif op == 7:
+        body = body[:rng.randrange(len(body) + 1)] if rng.random() < 0.5 else \
+            body + rng.randbytes(rng.choice((1, 8, 4096)))
+    else:
+        return byte_mutation(data, rng, [])
+    return _safetensors_file(header, body)

@@ -10,7 +10,9 @@ commands call. The contract, for every input:
   failure);
 * one input uses at most ``CPU_LIMIT_S`` seconds of CPU time and raises the process's peak RSS by
   at most ``RSS_LIMIT_MB``; the address space is capped (``AS_HEADROOM_MB`` above the warmed-up
-  worker), so a memory bomb fails as ``MemoryError`` instead of taking the machine.
+  worker), so a memory bomb fails as ``MemoryError`` instead of taking the machine;
+* a reader of a seed folder writes nothing (the seed-folder targets' last call compares the
+  run folder's files with those before).
 
 ``KNOWN_FAILURES`` lists the failures that belong to work in progress elsewhere (each with the
 reason and the issue item that fixes it); a matching failure is reported, not counted. The runner
@@ -74,6 +76,7 @@ class Workspace:
         self.data = self._copy("npz/seed-mosi.npz", "data.npz")
         self.checkpoint = self._copy("checkpoint/seed-tfn-best.pt", "best.pt")
         self.run = self._run_folder("run")
+        self.seed_run = self._seed_run("seed-run")
         self.part1 = self._part(1)
         self.part2 = self._part(2)
         self._config = None
@@ -89,6 +92,16 @@ class Workspace:
         shutil.copy(CORPUS / "history" / "seed-history.json", run / "seed-1" / "history.json")
         shutil.copy(self.checkpoint, run / "seed-1" / "best.pt")
         return run
+
+    def _seed_run(self, name: str) -> Path:
+        """A run folder whose ``seed-1`` holds the seed folder of the corpus (``config.json``
+        and ``model.safetensors``, as ``msakit train`` writes them)."""
+        seed = self.root / name / "seed-1"
+        seed.mkdir(parents=True, exist_ok=True)
+        shutil.copy(CORPUS / "seed_config" / "seed-config.json", seed / "config.json")
+        shutil.copy(CORPUS / "seed_weights" / "seed-model.safetensors",
+                    seed / "model.safetensors")
+        return self.root / name
 
     def _part(self, index: int) -> Path:
         """Shard ``index``/2 of the extracted seed's corpus (merge takes only the shards 1..n of
@@ -271,6 +284,37 @@ def _checkpoint(ws: Workspace, data: bytes) -> list[Call]:
             ("evaluate", lambda: evaluate(path, ws.data))]
 
 
+def _files_of(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _seed_folder(ws: Workspace, data: bytes, name: str) -> list[Call]:
+    """The seed folder of a run (``seed-1``: config.json and model.safetensors) with its file
+    ``name`` replaced by ``data``, read as ``evaluate``/``predict --checkpoint`` read it: the
+    folder, its ``model.safetensors`` named directly, and ``evaluate``; reading writes nothing
+    (the last call compares the run folder's files with what was there before)."""
+    from msakit.api import evaluate, load_checkpoint
+
+    run = ws.scratch() / "run"
+    shutil.copytree(ws.seed_run, run)
+    seed = run / "seed-1"
+    (seed / name).write_bytes(data)
+    before = _files_of(run)
+
+    def nothing_written() -> None:
+        after = _files_of(run)
+        if after != before:
+            changed = sorted(k for k in before.keys() | after.keys()
+                             if before.get(k) != after.get(k))
+            raise AssertionError(f"reading the seed folder wrote {changed}")
+
+    return [("load_checkpoint", lambda: load_checkpoint(seed)),
+            ("load_checkpoint(weights)", lambda: load_checkpoint(seed / "model.safetensors")),
+            ("evaluate", lambda: evaluate(seed, ws.data)),
+            ("nothing written", nothing_written)]
+
+
 @dataclass(frozen=True)
 class Target:
     name: str  # its corpus folder, tests/fuzz/corpus/NAME
@@ -303,6 +347,12 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            "listed in the failures CSV)", allowed=("MsakitError", "ClipError")),
     Target("checkpoint", "torch", _checkpoint,
            "a checkpoint: load_checkpoint (evaluate, predict, plot), evaluate"),
+    Target("seed_config", "json", lambda ws, d: _seed_folder(ws, d, "config.json"),
+           "a seed folder's config.json: load_checkpoint (evaluate, predict, plot, "
+           "--init-from), evaluate"),
+    Target("seed_weights", "safetensors", lambda ws, d: _seed_folder(ws, d, "model.safetensors"),
+           "a seed folder's model.safetensors (its header: length, dtypes, shapes, offsets, "
+           "metadata): load_checkpoint, evaluate"),
 )}
 
 
@@ -323,12 +373,8 @@ READERS: dict[str, str] = {
     "rerun.py::_read": "config",
     "training/runs.py::_finished_row": "results_csv",  # --resume: a finished seed's row
     "training/pretrained.py::read_checkpoint": "checkpoint",  # a torch file such as best.pt
-    "training/pretrained.py::read_pretrained": "not fuzzed: a seed folder's safetensors header "
-                                               "metadata (tests/test_checkpoints.py damages "
-                                               "the folder's files)",
-    "training/pretrained.py::_read_description": "not fuzzed: a seed folder's config.json (JSON "
-                                                 "then the checkpoint checks; "
-                                                 "tests/test_checkpoints.py)",
+    "training/pretrained.py::_metadata": "seed_weights",  # the header's metadata
+    "training/pretrained.py::_read_description": "seed_config",
     "training/pretrained.py::prune_shared": "not fuzzed: the run's own seeds' config.json, read "
                                             "at its end; anything unreadable is skipped",
     "training/provenance.py::_earlier": "not fuzzed: the run's own config.yaml on --resume, "
@@ -492,6 +538,8 @@ class Generator:
             return mutators.json_mutation(data, rng, self.trusted)
         if kind == "csv":
             return mutators.csv_mutation(data, rng, self.trusted)
+        if kind == "safetensors":
+            return mutators.safetensors_mutation(data, rng)
         return mutators.torch_mutation(data, rng, self.checkpoint_state)
 
     def case(self, index: int) -> bytes:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from msakit.config import RUN_FOLDER
 from msakit.config.datasets import (
     CUSTOM,
     DatasetSpec,
@@ -194,7 +195,7 @@ SET_HELP = (
 )
 
 
-def add_train_arguments(p: argparse.ArgumentParser, out_default: str = "runs/msakit") -> None:
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
     add_model_argument(p)
     add_dataset_arguments(p)
     arg(p, "--data", role=IN_FILE,
@@ -206,10 +207,17 @@ def add_train_arguments(p: argparse.ArgumentParser, out_default: str = "runs/msa
     p.add_argument("--epochs", type=int,
                    help="cap on epochs, and the schedule's horizon (default: the preset's)")
     p.add_argument("--batch", type=int, help="global batch size (default: the preset's)")
-    arg(p, "--out", role=OUT_TRAIN, default=out_default, help="run folder")
+    arg(p, "--out", role=OUT_TRAIN, default=RUN_FOLDER, help="run folder")
     arg(p, "--set", role=TEXT, action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_quiet(p)
     add_config_argument(p)
+
+
+def add_quiet(p: argparse.ArgumentParser) -> None:
+    """``--quiet`` of the commands that train (train, demo, pretrain-adapters)."""
+    p.add_argument("--quiet", action="store_true",
+                   help="print the results only: no progress bars, epoch lines or notes at the "
+                   "start (history.json and TensorBoard still record every epoch)")
 
 
 def add_config_argument(p: argparse.ArgumentParser) -> None:

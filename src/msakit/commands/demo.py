@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from msakit.commands.arguments import OUT_DEMO, add_overwrite, arg
+from msakit.commands.arguments import OUT_DEMO, add_overwrite, add_quiet, arg
 from msakit.models.registry import DEMO_MODEL, model_spec
 
 NAME = "demo"
@@ -14,7 +14,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(NAME, help="train a model on built-in synthetic data (a few minutes)")
     arg(p, "--out", role=OUT_DEMO, help="run folder (default: a new temporary folder)")
     add_overwrite(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_quiet(p)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -45,7 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "segment and word times kept in asr_segments) or pocketsphinx (English)")
     p.add_argument("--split-ratio", type=float, nargs=3, metavar=("TRAIN", "VALID", "TEST"),
                    help="random splits for a CSV without a split column (default 0.8 0.1 0.1)")
-    p.add_argument("--seed", type=int, default=0, help="seed of --split-ratio")
+    p.add_argument("--seed", "--seeds", type=int, default=0, help="seed of --split-ratio")
     p.add_argument("--max-audio-frames", type=int, help="cut longer audio sequences")
     p.add_argument("--max-vision-frames", type=int, help="cut longer vision sequences")
     p.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS, metavar="S",

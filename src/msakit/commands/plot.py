@@ -40,7 +40,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="only these sentiment intervals, e.g. --intervals -2 +2")
     f.add_argument("--max-samples", type=int, default=500, help="samples drawn at most")
     f.add_argument("--perplexity", type=float, default=30.0, help="t-SNE's perplexity")
-    f.add_argument("--seed", type=int, default=0, help="t-SNE's and the draw's random seed")
+    f.add_argument("--seed", "--seeds", type=int, default=0,
+                   help="t-SNE's and the draw's random seed")
     arg(f, "--out", role=OUT_FILE, required=True, help="output PNG")
     add_overwrite(f)
     _add_model_figures(figures)

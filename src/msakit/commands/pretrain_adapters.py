@@ -16,6 +16,7 @@ from msakit.commands.arguments import (
     add_model_argument,
     add_overwrite,
     add_preset_argument,
+    add_quiet,
     arg,
     dataset_of,
 )
@@ -37,12 +38,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_preset_argument(p, ["paper"])
     p.add_argument("--epochs", type=int, help="pretraining epochs (default 10)")
     p.add_argument("--batch", type=int, help="global batch size")
-    p.add_argument("--seed", type=int, help="random seed (default: the preset's first seed)")
+    p.add_argument("--seed", "--seeds", type=int,
+                   help="random seed (default: the preset's first seed)")
     arg(p, "--out", role=OUT_ADAPTERS, required=True, help="folder for adapters.pt")
     add_overwrite(p)
     arg(p, "--set", role=TEXT, action="append", default=[], metavar="KEY=VALUE",
                    help="override a preset value, e.g. --set adapter_dim=128")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_quiet(p)
 
 
 def run(args: argparse.Namespace) -> int:

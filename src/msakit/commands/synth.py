@@ -18,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     arg(p, "--out", role=OUT_FILE, required=True,
          help="output file: FILE.npz (code-free) or an MMSA pickle (any other name)")
     add_overwrite(p)
-    p.add_argument("--seed", type=int, default=0, help="random seed of the generator")
+    p.add_argument("--seed", "--seeds", type=int, default=0, help="random seed of the generator")
     p.add_argument("--text-features", action="store_true",
                    help="also write 'text', precomputed text features (N, Lt, 768), for the "
                    "models that read them instead of a text encoder")

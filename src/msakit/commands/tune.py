@@ -18,6 +18,7 @@ from msakit.commands.arguments import (
     arg,
     dataset_of,
 )
+from msakit.config import SWEEP_FOLDER
 
 NAME = "tune"
 """A command that trains: msakit's CPU speed settings go before its ``--set`` values."""
@@ -36,7 +37,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     arg(p, "--storage", role=TEXT, help="database URL (default: sqlite:///OUT/optuna.db; "
                    "postgresql://user:password@host/db for many machines)")
     arg(p, "--study", role=TEXT, help="study name (default: msakit-MODEL-DATASET)")
-    arg(p, "--out", role=OUT_TUNE, required=True, help="folder for trial-K/ runs and best.yaml")
+    arg(p, "--out", role=OUT_TUNE, default=SWEEP_FOLDER,
+        help="folder for the study's trial-K/ runs and best.yaml")
     add_overwrite(p)
     arg(p, "--text-encoder", role=ENCODER, help=TEXT_ENCODER_HELP)
     add_preset_argument(p)
@@ -54,7 +56,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     arg(p, "--objective", role=TEXT, default="MAE:min", metavar="METRIC[:min|max]",
         help="the validation metric trials optimise, pruning and the best trial follow it, "
         "e.g. Corr:max, Has0_acc_2:max (without :min/:max MAE is minimised, others maximised)")
-    p.add_argument("--seed", type=int, help="training seed of every trial and the seeds of the "
+    p.add_argument("--seed", "--seeds", type=int,
+                   help="training seed of every trial and the seeds of the "
                    "retraining (default: the preset's first for trials, all of them to retrain)")
     p.add_argument("--quiet", action="store_true", help="no per-trial Optuna log lines")
     p.add_argument("--keep-checkpoints", type=int, default=1, metavar="N",

@@ -54,6 +54,11 @@ def groups(*, text: float, audio: float, vision: float, other: float) -> dict[st
 
 DEFAULT_SEEDS = (1111, 1112, 1113, 1114, 1115)
 """MMSA's five seeds: both papers report means over several runs."""
+RUN_FOLDER = "runs/msakit"
+"""Where a training run is written unless ``--out`` (``out=``) names another folder."""
+SWEEP_FOLDER = "sweeps/msakit"
+"""Where ``msakit tune`` (:func:`msakit.tune.tune`) writes its trials and ``best.yaml`` unless
+``--out`` (``out=``) names another folder."""
 
 AMP_MODES = ("off", "bf16", "fp16")
 """Mixed precision: none, bf16 autocast, fp16 autocast with a gradient scaler (CUDA)."""

@@ -9,6 +9,7 @@ features) is refused: features from this extractor would not match what it learn
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,10 @@ def predict_clip(
     if text is None and settings.asr is None:
         settings = ExtractorSettings(**{**settings.__dict__, "asr": "pocketsphinx"})
     features = _extract(checkpoint, video, text, settings, openface_csv=openface_csv)
+    if features.from_asr and not features.text.strip():
+        warnings.warn(f"{video}: speech recognition ({settings.asr}) heard no words: the "
+                      "prediction rests on its audio and vision alone (give the "
+                      "transcript with --text)", UserWarning, stacklevel=2)
     arrays = _clip_arrays(checkpoint, ckpt, video, features, settings=settings)
     frames = int(arrays["vision_lengths"][0])
     return VideoPrediction(

@@ -2,8 +2,8 @@
 
 Each run folder holds ``results.csv`` (one row per seed, then ``mean`` and ``std`` rows, as
 ``msakit train`` writes it) and ``config.yaml``. The report reads the per-seed rows only and
-computes mean ± std itself (``np.std``, ddof 0, like the ``std`` row of ``results.csv``), so a
-folder whose run is still going shows the seeds finished so far.
+computes mean ± std itself (``np.std``, ddof 0, like the ``std`` row of ``results.csv``; one
+seed: the mean alone), so a folder whose run is still going shows the seeds finished so far.
 
 Columns follow CLGSI's Tables 1 and 2 (and ConKI's Tables 1 and 2):
 
@@ -128,7 +128,10 @@ class Run:
         return float(self.values[metric].mean())
 
     def std(self, metric: str) -> float:
-        return float(self.values[metric].std())
+        """The deviation over the seeds (ddof 0); NaN for one seed, which has none: the tables
+        then show the mean alone (a blank in CSV, null in JSON), as ``results.csv`` does."""
+        values = self.values[metric]
+        return float(values.std()) if len(values) > 1 else math.nan
 
 
 # --------------------------------------------------------------------------- reading
@@ -329,12 +332,13 @@ def build_table(runs: Sequence[Run], all_metrics: bool = False) -> Table:
 
 def format_cell(mean: float, std: float, column: Column, plus_minus: str = " ± ") -> str:
     """``84.37 ± 0.52`` for accuracies and F1 (×100), ``0.703 ± 0.012`` for MAE and Corr;
-    ``n/a`` for a metric undefined on the data."""
+    the mean alone without a deviation (one seed: ``std`` NaN); ``n/a`` for a metric undefined
+    on the data."""
     if not math.isfinite(mean):
         return "n/a"
-    if column.percent:
-        return f"{mean * 100:.{PERCENT_DIGITS}f}{plus_minus}{std * 100:.{PERCENT_DIGITS}f}"
-    return f"{mean:.{PLAIN_DIGITS}f}{plus_minus}{std:.{PLAIN_DIGITS}f}"
+    scale, digits = (100, PERCENT_DIGITS) if column.percent else (1, PLAIN_DIGITS)
+    text = f"{mean * scale:.{digits}f}"
+    return f"{text}{plus_minus}{std * scale:.{digits}f}" if math.isfinite(std) else text
 
 
 def _cell(

@@ -51,6 +51,12 @@ SHARED_PATTERN = "text_encoder-*.safetensors"
 """A run folder's frozen text encoders (content-addressed)."""
 _SHARED_NAME = re.compile(r"text_encoder-[0-9a-f]{16}\.safetensors")
 _META_KEYS = ("epoch", "seed", "valid")
+WEIGHT_DTYPES = frozenset({torch.float32, torch.float64, torch.float16, torch.bfloat16,
+                           torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8,
+                           torch.bool})
+"""The tensor types a checkpoint's weights may have (those of models' parameters and buffers):
+a weight of another (float8, complex, ...) is refused when it is read, before anything checks
+or computes with it."""
 
 
 # --------------------------------------------------------------------------- writing
@@ -172,15 +178,23 @@ def is_pretrained(path: Path) -> bool:
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """The checkpoint at ``path`` (a folder's ``model.safetensors`` or ``config.json``, or a
     torch file such as ``best.pt``) as one mapping (see the module docstring); one
-    :class:`MsakitError` line naming the file when it cannot be read."""
+    :class:`MsakitError` line naming the file when it cannot be read or holds a weight of a
+    type no model has (:data:`WEIGHT_DTYPES`)."""
     if is_pretrained(path):
-        return read_pretrained(path.parent, weights=path if path.suffix == ".safetensors"
-                               else path.parent / WEIGHTS)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is one clear error
-        raise MsakitError(f"{path}: not a readable msakit checkpoint "
-                          f"({type(exc).__name__})") from None
+        state = read_pretrained(path.parent, weights=path if path.suffix == ".safetensors"
+                                else path.parent / WEIGHTS)
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is one clear error
+            raise MsakitError(f"{path}: not a readable msakit checkpoint "
+                              f"({type(exc).__name__})") from None
+    weights = state.get("model") if isinstance(state, dict) else None
+    for name, value in (weights.items() if isinstance(weights, dict) else ()):
+        if isinstance(value, torch.Tensor) and value.dtype not in WEIGHT_DTYPES:
+            raise MsakitError(f"{path}: weight {name} is {value.dtype}; a model's weights are "
+                              "float16, bfloat16, float32, float64, integers or bool")
+    return state
 
 
 def read_pretrained(folder: Path, *, weights: Path | None = None) -> dict[str, Any]:
@@ -194,13 +208,24 @@ def read_pretrained(folder: Path, *, weights: Path | None = None) -> dict[str, A
     shared = description.pop("shared_weights", None)
     if shared is not None:
         tensors.update(_read_shared(folder / DESCRIPTION, folder.parent, shared, set(tensors)))
+    return {"model": tensors, **description, **_metadata(weights, header)}
+
+
+def _metadata(weights: Path, header: dict[str, str]) -> dict[str, Any]:
+    """The best epoch, the seed and the validation metrics (a mapping of metric names to
+    numbers, null for an undefined one) that the weights file's header records; one
+    :class:`MsakitError` line when any is missing or malformed."""
+    malformed = MsakitError(f"{weights}: its metadata ({', '.join(_META_KEYS)}) is malformed")
     try:
-        meta = {"epoch": int(header["epoch"]), "seed": int(header["seed"]),
-                "valid": json.loads(header["valid"])}
-    except (KeyError, ValueError, TypeError):
-        raise MsakitError(f"{weights}: its metadata ({', '.join(_META_KEYS)}) is "
-                          "malformed") from None
-    return {"model": tensors, **description, **meta}
+        epoch, seed = int(header["epoch"]), int(header["seed"])
+        valid = json.loads(header["valid"])
+    except (KeyError, ValueError, TypeError, RecursionError):  # deep JSON: RecursionError
+        raise malformed from None
+    if not (isinstance(valid, dict) and all(
+            v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+            for v in valid.values())):
+        raise malformed
+    return {"epoch": epoch, "seed": seed, "valid": valid}
 
 
 def _read_description(path: Path) -> dict[str, Any]:
