@@ -34,13 +34,17 @@ def data(tmp_path_factory):
                                                    {"audio": 20, "vision": 15}))
 
 
-def test_trainer_follows_mmsa_loop(data, tiny_bert, one_thread):
+@pytest.mark.parametrize("every", [False, True], ids=["per-group", "step-each-batch"])
+def test_trainer_follows_mmsa_loop(data, tiny_bert, one_thread, every):
     """One epoch of 5 batches, accumulate 2: steps after batches 2, 4 and 5 (the remainder),
-    each on summed, value-clipped gradients, with Adam and L2 weight decay."""
+    each on summed, value-clipped gradients, with Adam and L2 weight decay. With
+    ``step_each_batch`` (MMSA's missingTask trainer, written out below as its TFR_NET.py
+    runs): a step after every batch on the group's running sum and a second one after
+    batches 2 and 4 (complete groups), none more after batch 5."""
     config = RunConfig(model_name="self_mm", dataset="mosi", batch_size=2, epochs=1,
                        lr=dict.fromkeys(GROUPS, 1e-3), weight_decay=dict.fromkeys(GROUPS, 0.01),
                        schedule="constant", warmup=0.0, optimizer="adam", accumulate=2,
-                       clip_value=1e-3, dropout=0.0)
+                       clip_value=1e-3, dropout=0.0, step_each_batch=every)
     validate(config)
     torch.manual_seed(0)
     model = SelfMM(SelfMMConfig(), Dims.of(data), load_text_encoder(str(tiny_bert)))
@@ -64,14 +68,24 @@ def test_trainer_follows_mmsa_loop(data, tiny_bert, one_thread):
     decayed = [p for n, p in named if all(p is not q for q in plain)]
     optimizer = torch.optim.Adam([{"params": decayed, "weight_decay": 0.01},
                                   {"params": plain, "weight_decay": 0.0}], lr=1e-3)
+    steps = 0
+    left = 2  # MMSA's left_epochs
     for position, indices in enumerate(plan):
-        if position % 2 == 0:
+        if left == 2:
             optimizer.zero_grad()
+        left -= 1
         batch = collate(data.splits["train"], indices)
         manual.compute_loss(manual(batch), batch).loss.backward()
         torch.nn.utils.clip_grad_value_(manual.parameters(), 1e-3)
-        if position % 2 == 1 or position == len(plan) - 1:
+        if every:
             optimizer.step()
+            steps += 1
+        if not left or (not every and position == len(plan) - 1):
+            optimizer.step()
+            steps += 1
+            left = 2
+    assert steps == (7 if every else 3)
+    assert trainer_module.optimizer_steps(len(plan), config) == steps
     changed = False
     for (name, ours), theirs in zip(model.state_dict().items(), manual.state_dict().values(),
                                     strict=True):

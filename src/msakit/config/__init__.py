@@ -136,6 +136,10 @@ class RunConfig:
     accumulate: int = hp(
         1, "Batches whose gradients are summed before one optimizer step (MMSA's "
         "``update_epochs``); the schedule counts optimizer steps.", low=1)
+    step_each_batch: bool = hp(
+        False, "Step the optimizer after every batch on the running sum of its group's "
+        "gradients (zeroed when a group of ``accumulate`` batches starts), and once more when a "
+        "group is complete: MMSA's missingTask trainer (TFR-Net). Off: one step per group.")
     seeds: list[int] = hp(lambda: list(DEFAULT_SEEDS), "One training per seed.", low=0,
                           high=SEED_LIMIT)
     dropout: float | None = hp(None, "When set (e.g. 0), every dropout probability in the "

@@ -356,13 +356,16 @@ def _mmsa_run(batch: int, lr_bert: float, lr_other: float, patience: int, *, enc
     """MMSA's trainer: Adam with L2 weight decay (BERT 1e-4, its biases and LayerNorms 0; the
     rest 1e-3), every gradient entry clipped to 0.8, the learning rates divided by 10 after
     ``patience`` epochs without a lower validation loss, early stop after 6 epochs, no epoch
-    limit; MMSA's missing rate 0.2 for every modality, seed 1111 (its datasetCommonParams)."""
+    limit; its missingTask cadence (``update_epochs`` = 4: gradients zeroed every 4 batches, a
+    step after every batch on their running sum and one more after each 4th:
+    ``step_each_batch``); MMSA's missing rate 0.2 for every modality, seed 1111 (its
+    datasetCommonParams)."""
     return {"text_encoder": encoder, "batch_size": batch, "optimizer": "adam",
             "lr": groups(text=lr_bert, audio=lr_other, vision=lr_other, other=lr_other),
             "weight_decay": groups(text=1e-4, audio=1e-3, vision=1e-3, other=1e-3),
             "schedule": "plateau", "plateau_patience": patience, "warmup": 0.0,
-            "clip_value": 0.8, "early_stop": 6, "stop_at_horizon": False,
-            "missing_rate": {"text": 0.2, "audio": 0.2, "vision": 0.2}, "missing_seed": 1111}
+            "clip_value": 0.8, "accumulate": 4, "step_each_batch": True, "early_stop": 6,
+            "stop_at_horizon": False, "missing_rate": {"text": 0.2, "audio": 0.2, "vision": 0.2}, "missing_seed": 1111}
 
 
 PRESETS: dict[str, PresetEntry] = {  # MMSA's config_regression.json, "tfr_net"

@@ -200,6 +200,24 @@ def build_optimizer(
     return torch.optim.AdamW(param_groups)
 
 
+def optimizer_steps(batches: int, config: RunConfig) -> int:
+    """Optimizer steps over ``batches`` batches of one epoch: one per group of ``accumulate``
+    batches (MMSA's update_epochs; a last, shorter group too), or with ``step_each_batch`` one
+    per batch plus one per complete group (MMSA's missingTask trainer)."""
+    if config.step_each_batch:
+        return batches + batches // config.accumulate
+    return -(-batches // config.accumulate)
+
+
+@dataclass(frozen=True)
+class _Group:
+    """Where a batch stands in its group of ``accumulate`` batches: the group ``ends`` with it
+    (a full group, or the epoch's last batch), and it ``complete``s a full group."""
+
+    ends: bool
+    complete: bool
+
+
 def build_scheduler(
     optimizer: torch.optim.Optimizer, config: RunConfig, total_steps: int,
     warmup_steps: int | float,  # a float with fractional_warmup (the schedules take one)
@@ -560,8 +578,7 @@ class Trainer:
         schedulers: dict[str, Any] = {}
         batches = len(self._plan(0))
         for phase in phases:
-            # optimizer steps: one per `accumulate` batches (MMSA's update_epochs)
-            total = -(-phase.steps(batches) // self.config.accumulate) * self.config.epochs
+            total = optimizer_steps(phase.steps(batches), self.config) * self.config.epochs
             warmup = (
                 self.warmup_steps
                 if self.warmup_steps is not None
@@ -680,9 +697,10 @@ class Trainer:
         for position, (indices, batch) in enumerate(zip(plan, self._batches(plan),
                                                         strict=True)):
             started = time.perf_counter()
-            ends_group = (position + 1) % self.config.accumulate == 0 or position + 1 == len(plan)
-            step_losses = self._train_step(indices, batch, phase=phase, step=ends_group,
-                                           parts=parts)
+            complete = (position + 1) % self.config.accumulate == 0
+            step_losses = self._train_step(indices, batch, phase=phase, parts=parts,
+                                           group=_Group(ends=complete or position + 1 == len(plan),
+                                                        complete=complete))
             lrs = {g["name"]: g["lr"] for g in self.prepared.optimizers[phase.name].param_groups}
             losses.add(self.global_step, lrs, step_losses)
             due = (position + 1) % READ_EVERY == 0 or position + 1 == len(plan)
@@ -704,7 +722,7 @@ class Trainer:
 
     def _train_step(
         self, indices: np.ndarray, batch: Batch, *,
-        phase: TrainingPhase, step: bool = True, parts: tuple[str, ...] = (),
+        phase: TrainingPhase, group: _Group | None = None, parts: tuple[str, ...] = (),
     ) -> torch.Tensor:
         """Forward, loss, backward and one step of the phase's optimizer on this rank's share
         of the global batch ``indices``; returns this rank's (loss, task loss, the model's
@@ -712,7 +730,8 @@ class Trainer:
         sizes = [len(shard(indices, r, self.dist.world_size)) for r in
                  range(self.dist.world_size)]
         batch = self._to_device(batch)
-        with self._no_sync(step), self._autocast():
+        group = group or _Group(ends=True, complete=True)
+        with self._no_sync(group.ends or self.config.step_each_batch), self._autocast():
             output = self.module(batch)
             ctx = LossContext(gather=self.dist.gatherer(sizes), global_batch=len(indices),
                               world_size=self.dist.world_size)
@@ -721,17 +740,19 @@ class Trainer:
             raise MsakitError(
                 f"{type(self.model).__name__}.compute_loss returned the loss parts "
                 f"{sorted(losses.parts)}, but the model declares loss_parts {list(parts)}")
-        self._optimizer_step(losses.loss, phase, step=step)
+        self._optimizer_step(losses.loss, phase, group=group)
         values = [losses.loss, losses.task_loss, *(losses.parts[p] for p in parts)]
         return torch.stack([v.detach().float() for v in values])
 
     def _optimizer_step(self, loss: torch.Tensor, phase: TrainingPhase, *,
-                        step: bool = True) -> None:
+                        group: _Group) -> None:
         """Backward (scaled under fp16 on CUDA), gradient clipping, the step of the phase's
-        optimizer and its schedule. Every gradient is zeroed first, also those of parameters
-        another phase's optimizer steps, and clipping sees them all. With ``accumulate`` > 1
-        the gradients of a group of batches add up (MMSA's update_epochs; ``step=False`` only
-        accumulates); ``clip_value`` clips every entry after each backward pass (MMSA)."""
+        optimizer and its schedule. Every gradient is zeroed when a group of batches starts,
+        also those of parameters another phase's optimizer steps, and clipping sees them all.
+        With ``accumulate`` > 1 the gradients of a group of batches add up (MMSA's
+        update_epochs) and the optimizer steps when the group ends, or, with
+        ``step_each_batch``, after every batch and once more when a group is complete (MMSA's
+        missingTask trainer); ``clip_value`` clips every entry after each backward pass (MMSA)."""
         optimizer = self.prepared.optimizers[phase.name]
         if self._steps_pending == 0:
             self.model.zero_grad(set_to_none=True)
@@ -744,10 +765,17 @@ class Trainer:
         if self.config.clip_value > 0:  # MMSA: after every backward pass, on the running sum
             nn.utils.clip_grad_value_(self.model.parameters(), self.config.clip_value)
         self.global_step += 1
-        if not step:
-            self._steps_pending += 1
+        self._steps_pending = 0 if group.ends else self._steps_pending + 1
+        every = self.config.step_each_batch
+        if not (group.ends or every):
             return
-        self._steps_pending = 0
+        self._apply_step(optimizer, phase)
+        if every and group.complete:  # MMSA steps again on the group's whole sum
+            self._apply_step(optimizer, phase)
+
+    def _apply_step(self, optimizer: torch.optim.Optimizer, phase: TrainingPhase) -> None:
+        """Norm clipping (``grad_clip``), one optimizer step and its schedule's."""
+        scaler = self.prepared.scaler
         if self.config.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         if scaler is not None:
