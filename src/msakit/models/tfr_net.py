@@ -365,7 +365,8 @@ def _mmsa_run(batch: int, lr_bert: float, lr_other: float, patience: int, *, enc
             "weight_decay": groups(text=1e-4, audio=1e-3, vision=1e-3, other=1e-3),
             "schedule": "plateau", "plateau_patience": patience, "warmup": 0.0,
             "clip_value": 0.8, "accumulate": 4, "step_each_batch": True, "early_stop": 6,
-            "stop_at_horizon": False, "missing_rate": {"text": 0.2, "audio": 0.2, "vision": 0.2}, "missing_seed": 1111}
+            "stop_at_horizon": False,
+            "missing_rate": {"text": 0.2, "audio": 0.2, "vision": 0.2}, "missing_seed": 1111}
 
 
 PRESETS: dict[str, PresetEntry] = {  # MMSA's config_regression.json, "tfr_net"
