@@ -69,11 +69,11 @@ def test_parts_repeat_for_a_thread_count(thread_count, monkeypatch):
         runs.append([out, *torch.autograd.grad(out.square().sum(),
                                                [x, linear1.weight, linear2.weight])])
     first, second = runs
-    assert torch.equal(first[0], second[0])  # the same mask and the same rows
-    assert torch.equal(first[1], second[1])  # x's gradient: each row from its own row
-    # Weight gradients: the parts' sums added in part order; the BLAS may still pick another
-    # kernel for a differently aligned buffer, so to float rounding, not bit for bit.
-    for a, b in zip(first[2:], second[2:], strict=True):
+    # The same dropout mask on both runs: a unit dropped in one run and kept in the other
+    # would change an output by far more than rounding. Values are compared to float
+    # rounding, not bit for bit: the BLAS may pick another kernel for a buffer placed
+    # elsewhere in memory, and the weight gradients are the parts' sums added in part order.
+    for a, b in zip(first, second, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-5)
 
 

@@ -12,9 +12,9 @@ memory-bound product. On one thread it runs in cache-sized row blocks
 would each be an OpenMP parallel region with its barrier, so the rows are cut into one part per
 thread instead, and each part runs its blocks on its own thread with PyTorch's intra-op threads
 set to 1: one barrier per product instead of hundreds. The parts are fixed by the row count
-and the thread count, and results are combined in part order, so a run is reproducible on a
-given thread count (on another count, weight gradients are summed in another order: the same
-to float rounding).
+and the thread count, and results are combined in part order; dropout masks do not depend on
+the parts (:mod:`msakit.encoders.dropout` draws them for the whole activation). On another
+thread count the weight gradients are summed in another order: the same to float rounding.
 """
 
 from __future__ import annotations
