@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from msakit.encoders.threads import pool
+from msakit.encoders.threads import in_worker, pool
 
 # Masks are drawn as 16-bit integers: p is rounded to a multiple of 1/65536.
 _MASK_LEVELS = 65536
@@ -62,7 +62,7 @@ def _each_stream(
     seed = int(torch.randint(0, 2**62, (1,)).item())
     streams = np.random.SeedSequence(seed).spawn(_MASK_STREAMS)
     parts = np.array_split(out, _MASK_STREAMS)
-    if out.size < 1 << 16:
+    if out.size < 1 << 16 or in_worker():  # a pool thread fills its own
         for stream, part in zip(streams, parts, strict=True):
             _walk(stream, part, threshold, apply)
         return

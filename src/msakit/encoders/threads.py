@@ -1,8 +1,11 @@
-"""Worker threads for the CPU kernels msakit writes in Python (dropout masks, the audio/vision
-feed-forward block).
+"""Worker threads for the CPU work msakit splits itself (dropout masks, the audio/vision
+feed-forward block, prediction).
 
-Two uses share one pool: NumPy filling dropout masks side by side (it releases the GIL), and
-the feed-forward block split into row parts, one part per thread (:func:`on_parts`). The pool
+Three uses share one pool: NumPy filling dropout masks side by side (it releases the GIL), the
+feed-forward block split into row parts, one part per thread (:func:`on_parts`), and a
+prediction batch split into parts of clips, each predicted on its own thread
+(:meth:`msakit.training.checkpoints.LoadedCheckpoint.predictions`). Work that a pool thread
+starts runs in that thread (:func:`in_worker`): the pool never waits on itself. The pool
 starts on first use, never at import, and a forked child (a DDP worker started by fork, a
 DataLoader worker) forgets the parent's threads and starts its own when it needs them.
 
@@ -20,6 +23,7 @@ thread count the weight gradients are summed in another order: the same to float
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -30,6 +34,7 @@ _T = TypeVar("_T")
 _POOL: ThreadPoolExecutor | None = None
 _POOL_SIZE = 0
 _FORK_HOOK = False
+_WORKER = threading.local()
 
 MIN_PART_ROWS = 512
 """Fewest rows a part gets: below 2 x this, the rows stay one part (the threads' start-up
@@ -55,10 +60,17 @@ def pool(size: int) -> ThreadPoolExecutor:
     return _POOL
 
 
-def row_parts(rows: int) -> list[slice]:
+def in_worker() -> bool:
+    """Whether this thread is one of the pool's, running a job (its own splits run in it)."""
+    return getattr(_WORKER, "busy", False)
+
+
+def row_parts(rows: int, least: int | None = None) -> list[slice]:
     """The row ranges of :func:`on_parts`: one per PyTorch intra-op thread, each at least
-    :data:`MIN_PART_ROWS` rows (one part on one thread or for few rows)."""
-    parts = max(1, min(torch.get_num_threads(), rows // MIN_PART_ROWS))
+    ``least`` rows (:data:`MIN_PART_ROWS` by default; one part on one thread or for few
+    rows)."""
+    least = MIN_PART_ROWS if least is None else least
+    parts = max(1, min(torch.get_num_threads(), rows // max(1, least)))
     bounds = [rows * i // parts for i in range(parts + 1)]
     return [slice(bounds[i], bounds[i + 1]) for i in range(parts)]
 
@@ -70,8 +82,8 @@ def on_parts(work: Callable[[slice], _T], parts: Sequence[slice]) -> list[_T]:
     ``work`` runs without autograd (in inference mode if the caller is; it fills tensors given
     to it: the caller is an autograd function's forward or backward, or a prediction) and must
     only write its own part of shared outputs."""
-    if len(parts) == 1:
-        return [work(parts[0])]
+    if len(parts) == 1 or in_worker():
+        return [work(part) for part in parts]
     threads, inference = torch.get_num_threads(), torch.is_inference_mode_enabled()
     torch.set_num_threads(1)
     try:
@@ -83,6 +95,13 @@ def on_parts(work: Callable[[slice], _T], parts: Sequence[slice]) -> list[_T]:
 
 def _without_grad(work: Callable[[slice], _T], part: slice, inference: bool) -> _T:
     # Grad and inference modes are per thread: a pool thread starts with grad on; a caller in
-    # inference mode hands it tensors that only inference mode may write.
-    with torch.inference_mode() if inference else torch.no_grad():
-        return work(part)
+    # inference mode hands it tensors that only inference mode may write. OpenMP's thread
+    # count is per thread too: set here, so that this thread's products run on it alone
+    # whatever the count was when it first ran one.
+    torch.set_num_threads(1)
+    _WORKER.busy = True
+    try:
+        with torch.inference_mode() if inference else torch.no_grad():
+            return work(part)
+    finally:
+        _WORKER.busy = False

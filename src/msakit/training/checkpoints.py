@@ -13,6 +13,7 @@ read a trained model with.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,10 +29,11 @@ from msakit.config.datasets import DatasetSpec
 from msakit.core.errors import MsakitError, warn
 from msakit.core.safety import Input, check_input
 from msakit.core.typecheck import checked_arguments
-from msakit.data.batching import epoch_plan, iterate
+from msakit.data.batching import collate, epoch_plan
 from msakit.data.missing import run_rates, with_missing_split
 from msakit.data.mmsa import SplitData, check_dataset, load_feature_file
 from msakit.encoders.text import check_text_length, text_encoder_from_config
+from msakit.encoders.threads import on_parts, row_parts
 from msakit.evaluation.metrics import metric_names, metric_values, undefined_warning
 from msakit.evaluation.tables import with_summary
 from msakit.extract.settings import check_record, describe, read_metadata
@@ -61,7 +63,16 @@ class LoadedCheckpoint:
         """The model's (N,) float32 predictions of ``part``, in split order: eval mode, no
         autograd (``torch.inference_mode``), the run's precision (``amp``), batches of
         ``batch_size`` clips in split order, no work on the host between batches. ``keep``,
-        if given, is called with every batch's output (e.g. to keep representations).
+        if given, is called with every batch's output (e.g. to keep representations), in
+        split order.
+
+        On a CPU with several PyTorch threads, each batch is cut into one part of clips per
+        thread (at least :data:`MIN_PART_CLIPS` each) and every part is collated and predicted
+        on its own thread with one intra-op thread (:func:`~msakit.encoders.threads.on_parts`):
+        a clip's prediction depends on no other clip, and one thread per part keeps each
+        part's small products and its attention in that core's cache with no barrier between
+        threads (BENCHMARKS.md, "Prediction on two threads"). ``keep`` then sees each part's
+        output, in split order.
 
         The one place a loaded checkpoint predicts (``evaluate``, ``predict``, ``plot``,
         ``predict --video``, ``analyze``): every prediction is a finite number, checked once
@@ -71,18 +82,32 @@ class LoadedCheckpoint:
         mode = amp_mode(self.config.amp, self.config.bf16)
         cast = autocast_settings("cpu", "off" if mode == "fp16" else mode)  # fp16: CUDA only
         model = self.model.eval()
+        trim = not model.reads_padding()
+        on_cpu = all(param.device.type == "cpu" for param in model.parameters())
         plan = epoch_plan(part, batch_size, seed=0, epoch=0, shuffle=False)
+
+        def predict(indices: np.ndarray, clips: slice) -> Any:
+            # autocast is per thread: entered in the thread that predicts
+            with torch.autocast("cpu", dtype=cast.dtype, enabled=cast.enabled):
+                return model(collate(part, indices[clips], trim))
+
         out = []
-        with torch.inference_mode(), torch.autocast("cpu", dtype=cast.dtype,
-                                                     enabled=cast.enabled):
-            for batch in iterate(part, plan, trim=not model.reads_padding()):
-                output = model(batch)
-                out.append(output.prediction.detach().float().reshape(-1))
-                if keep is not None:
-                    keep(output)
+        with torch.inference_mode():
+            for indices in plan:
+                parts = (row_parts(len(indices), MIN_PART_CLIPS) if on_cpu
+                         else [slice(0, len(indices))])
+                for output in on_parts(functools.partial(predict, indices), parts):
+                    out.append(output.prediction.detach().float().reshape(-1))
+                    if keep is not None:
+                        keep(output)
         predictions = torch.cat(out) if out else torch.zeros(0)
         _check_finite(self.path, predictions)
         return predictions.numpy()
+
+
+MIN_PART_CLIPS = 16
+"""Fewest clips a thread's part of a prediction batch gets (fewer clips stay one part: the
+threads' start-up would cost more than the part)."""
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
