@@ -89,7 +89,11 @@ def test_trainer_follows_mmsa_loop(data, tiny_bert, one_thread, every):
     changed = False
     for (name, ours), theirs in zip(model.state_dict().items(), manual.state_dict().values(),
                                     strict=True):
-        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-7, msg=name)
+        # atol 1e-6: the Trainer's Adam is PyTorch's fused kernel (the loop above: its
+        # for-loop one), the same update rounded in another order; BERT's key biases, whose
+        # gradient is float noise around 0, move by ~1e-7 on that noise. A missed or extra
+        # step moves every parameter by ~lr = 1e-3.
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6, msg=name)
         changed |= not torch.equal(ours, model_before[name])
     assert changed
 

@@ -195,9 +195,25 @@ def build_optimizer(
                 )
     if not param_groups:
         raise ValueError("the model has no trainable parameters")
+    fused = True if _fuses(param_groups) else None
     if config.optimizer == "adam":  # weight decay as an L2 term in the gradient (MMSA)
-        return torch.optim.Adam(param_groups)
-    return torch.optim.AdamW(param_groups)
+        return torch.optim.Adam(param_groups, fused=fused)
+    return torch.optim.AdamW(param_groups, fused=fused)
+
+
+FUSED_OPTIMIZER_DEVICES = ("cpu", "cuda")
+"""Devices whose parameters get PyTorch's fused Adam/AdamW kernel: one pass over each
+parameter's value, gradient and two moments instead of a dozen element-wise ops (MiniLM's 23M
+parameters on two EPYC threads: 12 ms a step against 65-80 ms; BENCHMARKS.md). The same update,
+rounded in another order (2.4e-7 on values near 4 after 50 steps)."""
+
+
+def _fuses(param_groups: list[dict[str, Any]]) -> bool:
+    """Whether every parameter is a float tensor on a device with the fused kernel."""
+    return all(
+        param.device.type in FUSED_OPTIMIZER_DEVICES and param.is_floating_point()
+        for group in param_groups for param in group["params"]
+    )
 
 
 def optimizer_steps(batches: int, config: RunConfig) -> int:
