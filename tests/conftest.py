@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -18,6 +19,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 if not os.environ.get("MSAKIT_CACHE_DIR"):
     os.environ["MSAKIT_CACHE_DIR"] = tempfile.mkdtemp(prefix="msakit-test-cache-")
     atexit.register(shutil.rmtree, os.environ["MSAKIT_CACHE_DIR"], ignore_errors=True)
+# A test's Ctrl-C must reach this process as a terminal's does, also when the suite runs as a
+# background job of a non-interactive shell (which starts it with SIGINT ignored; msakit
+# respects an ignored signal): Python's own handler, as a foreground process has it.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def make_tiny_bert(folder: Path, layers: int = 2, hidden: int = 32, vocab: int = 30522) -> Path:
@@ -89,6 +95,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def default_signals() -> None:
+    """``preexec_fn`` of a test's child process: SIGINT, SIGTERM and SIGHUP handled by default,
+    as in a terminal's foreground command, even when the tests themselves run with them
+    ignored (a background job of a non-interactive shell ignores SIGINT, ``nohup`` SIGHUP; an
+    ignored signal stays ignored across exec, and msakit respects that, so a child started
+    from there would never see the test's Ctrl-C)."""
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
 
 
 def run_cli(argv: list[str]) -> int:

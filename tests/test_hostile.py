@@ -62,7 +62,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import best_checkpoint, held_locks, run_cli, write_short_synthetic
+from conftest import (
+    best_checkpoint,
+    default_signals,
+    held_locks,
+    run_cli,
+    write_short_synthetic,
+)
 
 from msakit.models.registry import BUILTIN
 
@@ -1034,7 +1040,7 @@ def test_ctrl_c_is_one_line(world, tmp_path, command, moment):
     # which prints where every thread of it was.
     proc = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "msakit", *argv],
                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True, preexec_fn=default_signals)
     try:
         if moment == "start-up":
             time.sleep(0.3)
@@ -1206,7 +1212,7 @@ def test_a_second_training_into_a_running_run_is_refused(world, tmp_path, capsys
     argv, working = _long_command(world, "train", tmp_path)
     proc = subprocess.Popen([sys.executable, "-m", "msakit", *argv], env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=default_signals)
     try:
         _wait_until_working(proc, tmp_path, working)
         config = _digest(out / "config.yaml")
@@ -1482,7 +1488,8 @@ def test_a_command_that_hangs_after_ctrl_c_is_ended(tmp_path):
             "            pass  # swallowed, as a library might\n"
             "sys.exit(guard.run_guarded(stuck))\n")
     proc = subprocess.Popen([sys.executable, "-c", code], env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            preexec_fn=default_signals)
     try:
         assert proc.stdout.readline() == "working\n"
         proc.send_signal(signal.SIGINT)

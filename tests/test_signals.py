@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import held_locks, run_cli
+from conftest import default_signals, held_locks, run_cli
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 STATUS = {signal.SIGTERM: 143, signal.SIGHUP: 129}
@@ -40,17 +40,10 @@ def _train_argv(data: Path, bert: Path, out: Path, *extra: str) -> list[str]:
             "--out", str(out), "--quiet", *extra]
 
 
-def _default_signals() -> None:
-    """In the child: SIGTERM and SIGHUP handled by default even when the tests run under
-    ``nohup`` (an ignored signal stays ignored across exec, and msakit respects that)."""
-    for signum in STATUS:
-        signal.signal(signum, signal.SIG_DFL)
-
-
 def _start(argv: list[str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "msakit", *argv],
                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True, preexec_fn=_default_signals)
+                            text=True, start_new_session=True, preexec_fn=default_signals)
 
 
 def _wait_for(proc: subprocess.Popen, folder: Path, pattern: str) -> None:
