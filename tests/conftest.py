@@ -108,6 +108,28 @@ def default_signals() -> None:
             signal.signal(getattr(signal, name), signal.SIG_DFL)
 
 
+def clgsi_checkpoint(named: str, tiny_bert: Path, data: Path, tmp_path: Path, amp: str = "off"):
+    """A loaded CLGSI checkpoint of preset ``named`` (random weights from seed 0, the tiny BERT
+    as text encoder, precision ``amp``) for ``data``'s shapes, written under ``tmp_path``."""
+    from msakit.api import load_checkpoint
+    from msakit.data.mmsa import load_feature_file
+    from msakit.encoders.text import load_text_encoder
+    from msakit.importing import _write_checkpoint
+    from msakit.models.base import Dims
+    from msakit.models.registry import preset
+    from msakit.training.inputs import build_model
+
+    config = preset("clgsi", "mosi", named)
+    config.text_encoder = str(tiny_bert)
+    config.amp = amp
+    dims = Dims.of(load_feature_file(str(data)))
+    torch.manual_seed(0)
+    net = build_model(config, dims, load_text_encoder(str(tiny_bert)))
+    out = tmp_path / f"{named}-{amp}.pt"
+    _write_checkpoint(net, config, dims, origin={"source": "test", "weights": ""}, out=out)
+    return load_checkpoint(out)
+
+
 def run_cli(argv: list[str]) -> int:
     """``msakit ARGV`` in this process: its exit code, also when it exits through SystemExit."""
     from msakit import cli

@@ -13,19 +13,15 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from conftest import clgsi_checkpoint
 from torch import nn
 
-from msakit.api import LoadedCheckpoint, load_checkpoint, split_for
+from msakit.api import split_for
 from msakit.core.errors import MsakitError
-from msakit.data.mmsa import load_feature_file
 from msakit.encoders import packed_text, sequence
 from msakit.encoders.packed_text import run_text_encoder
 from msakit.encoders.text import load_text_encoder
-from msakit.importing import _write_checkpoint
-from msakit.models.base import Dims
 from msakit.models.import_weights import SOURCES
-from msakit.models.registry import preset
-from msakit.training.inputs import build_model
 from msakit.training.trainer import predict_split
 
 
@@ -67,21 +63,10 @@ def test_blocked_text_feed_forward_is_berts(tiny_bert, monkeypatch, one_thread):
     torch.testing.assert_close(blocked[valid], stock[valid], rtol=0, atol=1e-5)
 
 
-def _checkpoint(named: str, tiny_bert, data, tmp_path) -> LoadedCheckpoint:
-    config = preset("clgsi", "mosi", named)
-    config.text_encoder = str(tiny_bert)
-    dims = Dims.of(load_feature_file(str(data)))
-    torch.manual_seed(0)
-    net = build_model(config, dims, load_text_encoder(str(tiny_bert)))
-    out = tmp_path / f"{named}.pt"
-    _write_checkpoint(net, config, dims, origin={"source": "test", "weights": ""}, out=out)
-    return load_checkpoint(out)
-
-
 @pytest.mark.parametrize("named", ["paper", SOURCES["clgsi-authors"].preset])
 def test_predictions_are_the_training_paths_whatever_the_batch(named, tiny_bert,
                                                               small_mosi_npz, tmp_path):
-    ckpt = _checkpoint(named, tiny_bert, small_mosi_npz, tmp_path)
+    ckpt = clgsi_checkpoint(named, tiny_bert, small_mosi_npz, tmp_path)
     part = split_for(ckpt, small_mosi_npz, "test")
     ours = ckpt.predictions(part)
     assert ours.dtype == np.float32 and ours.shape == (len(part),) and np.ptp(ours) > 0
@@ -95,7 +80,7 @@ def test_a_prediction_that_is_no_number_names_its_position(tiny_bert, small_mosi
                                                            tmp_path):
     """Checked once per split, the error still names the first sample without a number,
     here in the third of four batches."""
-    ckpt = _checkpoint("paper", tiny_bert, small_mosi_npz, tmp_path)
+    ckpt = clgsi_checkpoint("paper", tiny_bert, small_mosi_npz, tmp_path)
     part = split_for(ckpt, small_mosi_npz, "train")
     audio = np.array(part.audio)
     audio[9, 0] = np.nan

@@ -13,18 +13,14 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import torch
+from conftest import clgsi_checkpoint
 
-from msakit.api import load_checkpoint, split_for
+from msakit.api import split_for
 from msakit.data import safe_format
 from msakit.data.mmsa import load_feature_file
 from msakit.encoders import threads
-from msakit.encoders.text import load_text_encoder
-from msakit.importing import _write_checkpoint
-from msakit.models.base import Dims
 from msakit.models.import_weights import SOURCES
-from msakit.models.registry import preset
 from msakit.training import checkpoints
-from msakit.training.inputs import build_model
 
 
 @pytest.fixture
@@ -32,18 +28,6 @@ def thread_count():
     before = torch.get_num_threads()
     yield torch.set_num_threads
     torch.set_num_threads(before)
-
-
-def _checkpoint(named: str, tiny_bert, data, tmp_path, amp: str = "off"):
-    config = preset("clgsi", "mosi", named)
-    config.text_encoder = str(tiny_bert)
-    config.amp = amp
-    dims = Dims.of(load_feature_file(str(data)))
-    torch.manual_seed(0)
-    net = build_model(config, dims, load_text_encoder(str(tiny_bert)))
-    out = tmp_path / f"{named}-{amp}.pt"
-    _write_checkpoint(net, config, dims, origin={"source": "test", "weights": ""}, out=out)
-    return load_checkpoint(out)
 
 
 def _watch(ckpt) -> list[tuple[int, bool, int]]:
@@ -61,7 +45,7 @@ def _watch(ckpt) -> list[tuple[int, bool, int]]:
 @pytest.mark.parametrize("count", [2, 3])
 def test_parts_predict_what_one_thread_predicts(named, count, tiny_bert, small_mosi_npz,
                                                 tmp_path, thread_count, monkeypatch):
-    ckpt = _checkpoint(named, tiny_bert, small_mosi_npz, tmp_path)
+    ckpt = clgsi_checkpoint(named, tiny_bert, small_mosi_npz, tmp_path)
     part = split_for(ckpt, small_mosi_npz, "train")  # 23 clips
     thread_count(1)
     alone = ckpt.predictions(part, batch_size=10)
@@ -87,7 +71,7 @@ def test_parts_predict_what_one_thread_predicts(named, count, tiny_bert, small_m
 def test_parts_predict_in_the_runs_precision(tiny_bert, small_mosi_npz, tmp_path, thread_count,
                                              monkeypatch):
     """autocast is per thread: each part enters the run's (bf16) in its own thread."""
-    ckpt = _checkpoint("paper", tiny_bert, small_mosi_npz, tmp_path, amp="bf16")
+    ckpt = clgsi_checkpoint("paper", tiny_bert, small_mosi_npz, tmp_path, amp="bf16")
     part = split_for(ckpt, small_mosi_npz, "train")
     seen = _watch(ckpt)
     monkeypatch.setattr(checkpoints, "MIN_PART_CLIPS", 2)
@@ -98,7 +82,7 @@ def test_parts_predict_in_the_runs_precision(tiny_bert, small_mosi_npz, tmp_path
 
 
 def test_few_clips_stay_one_part(tiny_bert, small_mosi_npz, tmp_path, thread_count):
-    ckpt = _checkpoint("paper", tiny_bert, small_mosi_npz, tmp_path)
+    ckpt = clgsi_checkpoint("paper", tiny_bert, small_mosi_npz, tmp_path)
     part = split_for(ckpt, small_mosi_npz, "train")
     seen = _watch(ckpt)
     thread_count(2)
