@@ -121,3 +121,30 @@ def test_threads_read_one_mapped_file_side_by_side(small_mosi_npz):
         taken = list(pool.map(take, picks))
     for indices, got in zip(picks, taken, strict=True):
         np.testing.assert_array_equal(got, whole[indices])
+
+
+def test_an_interruption_while_the_pool_starts_leaves_no_thread_behind(monkeypatch):
+    """A Ctrl-C that lands while the pool starts a thread, before ``concurrent.futures``
+    registers it for its exit hook, would leave a thread the interpreter waits for forever
+    after the command's last line (seen: SIGTERM to a starting tune trial). The pool is shut
+    down instead, which wakes every thread of it, registered or not."""
+    from concurrent.futures import thread as futures_thread
+
+    started = []
+    original = futures_thread.ThreadPoolExecutor._adjust_thread_count
+
+    def interrupted(self):
+        original(self)
+        for worker in self._threads:  # as if the signal came before the registration
+            futures_thread._threads_queues.pop(worker, None)
+            started.append(worker)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(threads, "_POOL", None)
+    monkeypatch.setattr(futures_thread.ThreadPoolExecutor, "_adjust_thread_count", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        threads.on_pool([lambda: 1, lambda: 2])
+    assert started and threads._POOL is None
+    for worker in started:
+        worker.join(timeout=120)
+        assert not worker.is_alive()

@@ -16,6 +16,7 @@ start its own) start on the first large mask.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -24,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from msakit.encoders.threads import in_worker, pool
+from msakit.encoders.threads import in_worker, on_pool
 
 # Masks are drawn as 16-bit integers: p is rounded to a multiple of 1/65536.
 _MASK_LEVELS = 65536
@@ -66,13 +67,8 @@ def _each_stream(
         for stream, part in zip(streams, parts, strict=True):
             _walk(stream, part, threshold, apply)
         return
-    workers = pool(_MASK_STREAMS)
-    jobs = [
-        workers.submit(_walk, stream, part, threshold, apply)
-        for stream, part in zip(streams, parts, strict=True)
-    ]
-    for job in jobs:
-        job.result()
+    on_pool([functools.partial(_walk, stream, part, threshold, apply)
+             for stream, part in zip(streams, parts, strict=True)])
 
 
 def dropout_multiplier(shape: tuple[int, ...], p: float) -> torch.Tensor:

@@ -22,6 +22,7 @@ thread count the weight gradients are summed in another order: the same to float
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -87,10 +88,36 @@ def on_parts(work: Callable[[slice], _T], parts: Sequence[slice]) -> list[_T]:
     threads, inference = torch.get_num_threads(), torch.is_inference_mode_enabled()
     torch.set_num_threads(1)
     try:
-        jobs = [pool(len(parts)).submit(_without_grad, work, part, inference) for part in parts]
-        return [job.result() for job in jobs]
+        return on_pool([functools.partial(_without_grad, work, part, inference)
+                        for part in parts])
     finally:
         torch.set_num_threads(threads)
+
+
+def on_pool(calls: Sequence[Callable[[], _T]]) -> list[_T]:
+    """Each call on its own pool thread; their results, in order.
+
+    A ``KeyboardInterrupt`` (Ctrl-C, or SIGTERM/SIGHUP through :mod:`msakit.core.guard`) while
+    the calls are handed out or awaited shuts the pool down: its threads end once their call
+    returns, and the next use starts a new pool. An interruption that lands while the pool
+    starts a thread can leave that thread unknown to ``concurrent.futures``' exit hook, and the
+    interpreter would then wait for it forever after the command's last line."""
+    workers = pool(len(calls))
+    try:
+        jobs = [workers.submit(call) for call in calls]
+        return [job.result() for job in jobs]
+    except KeyboardInterrupt:
+        _abandon(workers)
+        raise
+
+
+def _abandon(workers: ThreadPoolExecutor) -> None:
+    """Shut ``workers`` down without waiting (every thread of it, registered or not, reads the
+    wake-up from its queue) and forget it if it is the shared pool."""
+    global _POOL, _POOL_SIZE
+    workers.shutdown(wait=False, cancel_futures=True)
+    if _POOL is workers:
+        _POOL, _POOL_SIZE = None, 0
 
 
 def _without_grad(work: Callable[[slice], _T], part: slice, inference: bool) -> _T:
