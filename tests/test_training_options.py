@@ -55,6 +55,7 @@ def test_trainer_follows_mmsa_loop(data, tiny_bert, one_thread, every):
     plan = trainer._plan(0)
     assert len(plan) == 5
     assert isinstance(trainer.optimizer, torch.optim.Adam)
+    assert trainer.optimizer.defaults["fused"] is True  # the fused kernel on CPU
     trainer.train_epoch(0)
 
     set_dropout(manual, 0.0)

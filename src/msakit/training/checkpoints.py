@@ -71,7 +71,7 @@ class LoadedCheckpoint:
         on its own thread with one intra-op thread (:func:`~msakit.encoders.threads.on_parts`):
         a clip's prediction depends on no other clip, and one thread per part keeps each
         part's small products and its attention in that core's cache with no barrier between
-        threads (BENCHMARKS.md, "Prediction on two threads"). ``keep`` then sees each part's
+        threads (BENCHMARKS.md, "Two threads, second sitting"). ``keep`` then sees each part's
         output, in split order.
 
         The one place a loaded checkpoint predicts (``evaluate``, ``predict``, ``plot``,
